@@ -1,0 +1,272 @@
+"""The hive agent: one outbound websocket to the queen, many jobs over it.
+
+disconnected --connect+hello--> connected --socket lost--> disconnected
+     ^   (backoff 0.5 s doubling to 30 s, with jitter)          |
+     +----------------------------------------------------------+
+refused (bad token) --> exit with an error: retrying cannot help.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import signal
+from collections import OrderedDict
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from hives import protocol
+from hives.agent.devices import detect_devices
+from hives.agent.engines.base import ModelSpec
+from hives.agent.status import StatusServer
+from hives.agent.supervisor import WorkerProcess
+
+logger = logging.getLogger("hives.agent")
+
+VERSION = "0.1.0"
+
+
+class HiveRefused(Exception):
+    """The queen refused this hive (wrong token or name): retrying cannot help."""
+
+
+class Backoff:
+    def __init__(self, first: float = 0.5, cap: float = 30.0) -> None:
+        self.first, self.cap, self.current = first, cap, first
+
+    def next(self) -> float:
+        delay = self.current
+        self.current = min(self.current * 2, self.cap)
+        return delay * (0.8 + 0.4 * random.random())
+
+    def reset(self) -> None:
+        self.current = self.first
+
+
+def queen_ws_url(queen: str) -> str:
+    """http://host:7833 -> ws://host:7833/hive/ws (https -> wss); ws URLs pass through."""
+    parts = urlsplit(queen if "://" in queen else f"http://{queen}")
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    path = parts.path.rstrip("/")
+    if not path.endswith(protocol.HIVE_WS_PATH):
+        path += protocol.HIVE_WS_PATH
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+class HiveAgent:
+    def __init__(
+        self,
+        *,
+        queen: str,
+        token: str,
+        name: str,
+        models: list[ModelSpec],
+        region: str = "",
+        status_host: str = "127.0.0.1",
+        status_port: int | None = 7835,
+        heartbeat_interval: float = 5.0,
+        load_timeout: float = 300.0,
+    ) -> None:
+        self.url = queen_ws_url(queen)
+        self.token = token
+        self.name = name
+        self.region = region
+        self.heartbeat_interval = heartbeat_interval
+        self.load_timeout = load_timeout
+        self.workers: dict[str, WorkerProcess] = {m.name: WorkerProcess(m) for m in models}
+        self.ws: Any = None
+        self.connected = False
+        self._seen: OrderedDict[str, None] = OrderedDict()  # recent job ids (dedup retries)
+        self._job_worker: dict[str, WorkerProcess] = {}
+        self._stop = asyncio.Event()
+        self.status = (
+            StatusServer(self, status_host, status_port) if status_port is not None else None
+        )
+
+    # --- what the queen sees --------------------------------------------------------
+
+    def describe_workers(self) -> list[dict[str, Any]]:
+        return [w.describe() for w in self.workers.values()]
+
+    def hello(self) -> dict[str, Any]:
+        return {
+            "op": "hello",
+            "protocol": protocol.PROTOCOL_VERSION,
+            "name": self.name,
+            "version": VERSION,
+            "region": self.region,
+            "devices": detect_devices(),
+            "workers": self.describe_workers(),
+        }
+
+    def heartbeat(self) -> dict[str, Any]:
+        return {
+            "op": "heartbeat",
+            "devices": detect_devices(),
+            "workers": self.describe_workers(),
+            "inflight": sum(w.inflight for w in self.workers.values()),
+        }
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self.stop)
+            except (NotImplementedError, RuntimeError):
+                pass
+        if self.status is not None:
+            await self.status.start()
+        for w in self.workers.values():
+            w.start()
+        await asyncio.gather(*(w.wait_ready(self.load_timeout) for w in self.workers.values()))
+        code = 0
+        try:
+            code = await self._connect_loop()
+        finally:
+            await asyncio.gather(*(w.stop() for w in self.workers.values()))
+            if self.status is not None:
+                await self.status.stop()
+        return code
+
+    async def _connect_loop(self) -> int:
+        backoff = Backoff()
+        while not self._stop.is_set():
+            try:
+                await self._session(backoff)
+            except HiveRefused as exc:
+                logger.error("the queen refused this hive: %s", exc)
+                return 2
+            except (
+                OSError,
+                ConnectionClosed,
+                InvalidStatus,
+                TimeoutError,
+                websockets.exceptions.InvalidHandshake,
+            ) as exc:
+                if self._stop.is_set():
+                    break
+                delay = backoff.next()
+                logger.warning(
+                    "queen at %s unreachable (%s); retrying in %.1f s", self.url, exc, delay
+                )
+                try:
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                except TimeoutError:
+                    pass
+        return 0
+
+    async def _session(self, backoff: Backoff) -> None:
+        async with websockets.connect(
+            self.url,
+            additional_headers={"Authorization": f"Bearer {self.token}"},
+            max_size=64 * 2**20,
+            ping_interval=20,
+            ping_timeout=20,
+            open_timeout=10,
+        ) as ws:
+            await ws.send(protocol.dumps(self.hello()))
+            first = protocol.loads(await asyncio.wait_for(ws.recv(), 15))
+            if first.get("op") == "refused":
+                raise HiveRefused(str(first.get("reason")))
+            if first.get("op") != "welcome":
+                raise HiveRefused(f"unexpected first message {first.get('op')!r}")
+            self.heartbeat_interval = float(
+                first.get("heartbeat_interval") or self.heartbeat_interval
+            )
+            self.ws = ws
+            self.connected = True
+            backoff.reset()
+            logger.info("connected to the queen at %s as %s", self.url, self.name)
+            beats = asyncio.create_task(self._heartbeats(ws))
+            stopper = asyncio.create_task(self._stop.wait())
+            reader = asyncio.create_task(self._reader(ws))
+            try:
+                done, _ = await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if reader in done:
+                    reader.result()  # re-raise ConnectionClosed
+            finally:
+                self.connected = False
+                self.ws = None
+                for t in (beats, stopper, reader):
+                    t.cancel()
+                await asyncio.gather(beats, stopper, reader, return_exceptions=True)
+                await self._drop_jobs()
+
+    async def _drop_jobs(self) -> None:
+        """The socket is gone: the queen has failed these jobs, so stop working on them."""
+        jobs, self._job_worker = self._job_worker, {}
+        for job_id, worker in jobs.items():
+            await worker.cancel(job_id)
+
+    async def _heartbeats(self, ws: Any) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            await ws.send(protocol.dumps(self.heartbeat()))
+
+    async def _reader(self, ws: Any) -> None:
+        async for raw in ws:
+            try:
+                msg = protocol.loads(raw)
+            except (ValueError, json.JSONDecodeError):
+                logger.warning("the queen sent a malformed frame; ignored")
+                continue
+            op = msg["op"]
+            if op == "job":
+                await self._on_job(ws, msg)
+            elif op == "cancel":
+                job_id = str(msg.get("id"))
+                worker = self._job_worker.pop(job_id, None)
+                if worker is not None:
+                    await worker.cancel(job_id)
+            elif op == "refused":
+                raise HiveRefused(str(msg.get("reason")))
+
+    async def _on_job(self, ws: Any, msg: dict[str, Any]) -> None:
+        job_id = str(msg.get("id"))
+        if job_id in self._seen:
+            await ws.send(protocol.dumps({"op": "ack", "id": job_id}))  # a retried dispatch
+            return
+        self._seen[job_id] = None
+        while len(self._seen) > 10_000:
+            self._seen.popitem(last=False)
+
+        async def send_event(event: dict[str, Any]) -> None:
+            if event.get("kind") in ("done", "error"):
+                self._job_worker.pop(job_id, None)
+            if self.ws is ws:
+                await ws.send(protocol.dumps({"op": "event", "id": job_id, "event": event}))
+
+        worker = self.workers.get(str(msg.get("model")))
+        if worker is None or worker.state != "ready":
+            what = "is not served" if worker is None else f"is {worker.state}"
+            await send_event(
+                protocol.error_event(
+                    f"model {msg.get('model')!r} {what} on hive {self.name!r}",
+                    code="model_unavailable",
+                    status=503,
+                )
+            )
+            return
+        await ws.send(protocol.dumps({"op": "ack", "id": job_id}))
+        self._job_worker[job_id] = worker
+        if not await worker.submit(
+            job_id, str(msg.get("task")), dict(msg.get("request") or {}), send_event
+        ):
+            self._job_worker.pop(job_id, None)
+            await send_event(
+                protocol.error_event(
+                    f"the worker for {worker.spec.name!r} is not accepting jobs",
+                    code="worker_unavailable",
+                    status=503,
+                )
+            )

@@ -1,0 +1,41 @@
+"""An engine that answers at once by echoing the last user message, word by word.
+
+For measuring what the queen and the hive add (bench/overhead.py) and nothing
+else: it is never served unless a hive is started with `--model NAME=echo:`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from hives.agent.engines.base import Cancelled, Engine, ModelSpec
+
+
+class EchoEngine(Engine):
+    name = "echo"
+    capabilities = ("text-gen",)
+
+    def load(self, spec: ModelSpec) -> None:
+        self.spec = spec
+
+    def unload(self) -> None:
+        pass
+
+    def chat(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
+        messages = request.get("messages") or []
+        last = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+        words = str(last).split() or [""]
+        limit = request.get("max_tokens") or len(words)
+        n = 0
+        for i, word in enumerate(words[:limit]):
+            if cancelled():
+                break
+            n += 1
+            yield {"kind": "delta", "text": word if i == 0 else " " + word}
+        prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
+        yield {
+            "kind": "done",
+            "finish_reason": "length" if limit < len(words) else "stop",
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n},
+        }

@@ -1,0 +1,182 @@
+"""llama.cpp (through llama-cpp-python): GGUF text models on CPU and Apple Metal.
+
+Generation is driven token by token here rather than through
+create_chat_completion, so that usage counts are exact (the prompt's tokens and
+each generated token, streaming or not), stop sequences never leak a partial
+match into the stream, and cancellation is checked between tokens.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from hives.agent.engines.base import Cancelled, Engine, EngineError, ModelSpec
+
+logger = logging.getLogger("hives.engine.llamacpp")
+
+DEFAULT_TEMPERATURE = 0.8  # llama.cpp's own defaults when the request says nothing
+DEFAULT_TOP_P = 0.95
+
+
+def default_threads() -> int:
+    env = os.environ.get("RBEE_LLAMA_THREADS")
+    if env:
+        return max(1, int(env))
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+class LlamaCppEngine(Engine):
+    name = "llama.cpp"
+    capabilities = ("text-gen",)
+
+    def __init__(self) -> None:
+        self.llm: Any = None
+        self.formatter: Any = None
+
+    def memory_estimate_bytes(self, spec: ModelSpec) -> int:
+        size = Path(spec.source).stat().st_size if Path(spec.source).exists() else 0
+        n_ctx = int(spec.options.get("n_ctx", 4096))
+        return int(size * 1.2) + n_ctx * 64 * 1024  # weights + KV cache, roughly
+
+    def load(self, spec: ModelSpec) -> None:
+        from llama_cpp import Llama, llama_chat_format
+
+        path = Path(spec.source)
+        if not path.is_file():
+            raise EngineError(
+                f"GGUF file not found: {spec.source}", status=503, code="model_missing"
+            )
+        n_gpu_layers = -1 if spec.device.startswith(("cuda", "metal")) else 0
+        self.llm = Llama(
+            model_path=str(path),
+            n_ctx=int(spec.options.get("n_ctx", 4096)),
+            n_threads=int(spec.options.get("n_threads") or default_threads()),
+            n_gpu_layers=n_gpu_layers,
+            verbose=False,
+        )
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise EngineError(
+                f"{path.name} carries no chat template", status=500, code="model_unsupported"
+            )
+        model = self.llm._model
+        eos_id, bos_id = self.llm.token_eos(), self.llm.token_bos()
+        self.formatter = llama_chat_format.Jinja2ChatFormatter(
+            template=template,
+            eos_token=model.token_get_text(eos_id) if eos_id != -1 else "",
+            bos_token=model.token_get_text(bos_id) if bos_id != -1 else "",
+            stop_token_ids=[eos_id],
+        )
+
+    def unload(self) -> None:
+        if self.llm is not None:
+            self.llm.close()
+        self.llm = None
+
+    def _is_end(self, token: int) -> bool:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token)) or (
+            token == self.llm.token_eos()
+        )
+
+    def prompt_tokens(self, messages: list[dict[str, Any]]) -> list[int]:
+        try:
+            rendered = self.formatter(messages=messages)
+        except Exception as exc:  # the template refused the conversation
+            raise EngineError(
+                f"the model's chat template rejected the messages: {exc}",
+                status=400,
+                code="invalid_messages",
+                param="messages",
+            ) from exc
+        tokens: list[int] = self.llm.tokenize(
+            rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
+        )
+        return tokens
+
+    def chat(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
+        llm = self.llm
+        tokens = self.prompt_tokens(list(request.get("messages") or []))
+        n_ctx = llm.n_ctx()
+        room = n_ctx - len(tokens)
+        if room <= 0:
+            raise EngineError(
+                f"This model's maximum context length is {n_ctx} tokens. However, your messages "
+                f"resulted in {len(tokens)} tokens. Please reduce the length of the messages.",
+                status=400,
+                code="context_length_exceeded",
+                param="messages",
+            )
+        asked = request.get("max_tokens")
+        max_tokens = min(int(asked), room) if asked else room
+        seed = request.get("seed")
+        llm.set_seed(int(seed) % 2**32 if seed is not None else random.getrandbits(32))
+        temperature = request.get("temperature")
+        top_p = request.get("top_p")
+        stops = [s for s in (request.get("stop") or []) if s]
+
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pending = ""  # decoded text not yet sent (may be the start of a stop sequence)
+        generated = 0
+        finish = "length"
+        gen = llm.generate(
+            tokens,
+            temp=DEFAULT_TEMPERATURE if temperature is None else float(temperature),
+            top_p=DEFAULT_TOP_P if top_p is None else float(top_p),
+            presence_penalty=float(request.get("presence_penalty") or 0.0),
+            frequency_penalty=float(request.get("frequency_penalty") or 0.0),
+            reset=True,
+        )
+        try:
+            for token in gen:
+                if cancelled():
+                    finish = "cancelled"
+                    break
+                if self._is_end(token):
+                    finish = "stop"
+                    break
+                generated += 1
+                pending += decoder.decode(llm.detokenize([token]))
+                if stops:
+                    hit = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
+                    if hit >= 0:
+                        pending = pending[:hit]
+                        finish = "stop"
+                        break
+                    keep = _held_back(pending, stops)
+                    out, pending = pending[: len(pending) - keep], pending[len(pending) - keep :]
+                else:
+                    out, pending = pending, ""
+                if out:
+                    yield {"kind": "delta", "text": out}
+                if generated >= max_tokens:
+                    finish = "length"
+                    break
+        finally:
+            gen.close()
+        pending += decoder.decode(b"", final=True)
+        if pending and finish != "cancelled":
+            yield {"kind": "delta", "text": pending}
+        yield {
+            "kind": "done",
+            "finish_reason": finish,
+            "usage": {"prompt_tokens": len(tokens), "completion_tokens": generated},
+        }
+
+
+def _held_back(text: str, stops: list[str]) -> int:
+    """Length of the longest tail of `text` that could still grow into a stop sequence."""
+    best = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:k]):
+                best = max(best, k)
+                break
+    return best

@@ -1,0 +1,198 @@
+"""Runs one worker process per model and restarts it, with backoff, when it dies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from hives.agent.engines.base import ModelSpec
+
+logger = logging.getLogger("hives.supervisor")
+
+EventSink = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class WorkerProcess:
+    """One model on one device, in its own process.
+
+    States: starting -> ready -> (died) failed -> starting ... ; stop() -> stopped.
+    """
+
+    def __init__(
+        self, spec: ModelSpec, *, restart_backoff: float = 1.0, max_backoff: float = 30.0
+    ) -> None:
+        self.spec = spec
+        self.state = "starting"
+        self.message = ""
+        self.proc: asyncio.subprocess.Process | None = None
+        self.sinks: dict[str, EventSink] = {}
+        self._restart_backoff = restart_backoff
+        self._max_backoff = max_backoff
+        self._backoff = restart_backoff
+        self._stopping = False
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.restarts = 0
+
+    @property
+    def inflight(self) -> int:
+        return len(self.sinks)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model": self.spec.name,
+            "capability": self.spec.capability,
+            "engine": self.spec.engine,
+            "source": self.spec.source,
+            "device": self.spec.device,
+            "pinned": self.spec.pinned,
+            "state": self.state,
+            "inflight": self.inflight,
+            "pid": self.proc.pid if self.proc else None,
+            "restarts": self.restarts,
+            "message": self.message,
+        }
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"worker:{self.spec.name}")
+
+    async def wait_ready(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "hives.agent.worker",
+            json.dumps(self.spec.to_dict()),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=None,  # the worker's logs go where the hive's go
+            limit=64 * 2**20,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            self.state = "starting"
+            self.proc = await self._spawn()
+            assert self.proc.stdout is not None
+            ok = await self._read(self.proc.stdout)
+            code = await self.proc.wait()
+            self._ready.clear()
+            await self._fail_inflight(
+                f"the worker for {self.spec.name!r} stopped unexpectedly (exit code {code})"
+            )
+            if self._stopping:
+                break
+            self.state = "failed"
+            self.restarts += 1
+            delay = self._backoff
+            self._backoff = min(self._backoff * 2, self._max_backoff)
+            if ok:
+                self._backoff = self._restart_backoff  # it had been serving: retry soon
+                delay = self._restart_backoff
+            logger.warning(
+                "worker %s exited with %s; restarting in %.1f s", self.spec.name, code, delay
+            )
+            await asyncio.sleep(delay)
+        self.state = "stopped"
+
+    async def _read(self, stdout: asyncio.StreamReader) -> bool:
+        was_ready = False
+        while True:
+            line = await stdout.readline()
+            if not line:
+                return was_ready
+            try:
+                msg = json.loads(line)
+            except json.JSONDecodeError:
+                logger.warning("worker %s wrote a malformed line", self.spec.name)
+                continue
+            op = msg.get("op")
+            if op == "event":
+                job_id = str(msg.get("id"))
+                event = msg.get("event") or {}
+                final = event.get("kind") in ("done", "error")
+                sink = self.sinks.pop(job_id, None) if final else self.sinks.get(job_id)
+                if sink is not None:
+                    try:
+                        await sink(event)
+                    except Exception:
+                        logger.exception("could not deliver an event of job %s", job_id)
+            elif op == "ready":
+                was_ready = True
+                self.state = "ready"
+                self.message = ""
+                self._ready.set()
+                logger.info(
+                    "worker %s ready (pid %s, loaded in %ss)",
+                    self.spec.name,
+                    msg.get("pid"),
+                    msg.get("load_seconds"),
+                )
+            elif op == "failed":
+                self.message = str(msg.get("message") or "")
+                logger.error("worker %s failed to load: %s", self.spec.name, self.message)
+
+    async def _fail_inflight(self, message: str) -> None:
+        sinks, self.sinks = self.sinks, {}
+        for sink in sinks.values():
+            try:
+                await sink(
+                    {"kind": "error", "message": message, "code": "worker_crashed", "status": 502}
+                )
+            except Exception:
+                logger.exception("could not report a crashed job")
+
+    async def _write(self, msg: dict[str, Any]) -> bool:
+        proc = self.proc
+        if proc is None or proc.stdin is None or proc.returncode is not None:
+            return False
+        try:
+            proc.stdin.write((json.dumps(msg, separators=(",", ":")) + "\n").encode())
+            await proc.stdin.drain()
+            return True
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+
+    async def submit(
+        self, job_id: str, task: str, request: dict[str, Any], sink: EventSink
+    ) -> bool:
+        if self.state != "ready":
+            return False
+        self.sinks[job_id] = sink
+        if not await self._write({"op": "job", "id": job_id, "task": task, "request": request}):
+            self.sinks.pop(job_id, None)
+            return False
+        return True
+
+    async def cancel(self, job_id: str) -> None:
+        if self.sinks.pop(job_id, None) is not None:
+            await self._write({"op": "cancel", "id": job_id})
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        self._stopping = True
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            for job_id in list(self.sinks):
+                await self.cancel(job_id)
+            if proc.stdin is not None:
+                proc.stdin.close()  # the worker finishes its current job and exits
+            try:
+                await asyncio.wait_for(proc.wait(), timeout)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        self.state = "stopped"

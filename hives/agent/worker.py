@@ -1,0 +1,149 @@
+"""A worker process: holds one model in one engine and runs its jobs.
+
+Started by the hive as ``python -m hives.agent.worker SPEC_JSON``. It speaks JSON
+lines: jobs and cancels arrive on stdin; `ready`/`failed` and job events leave on
+stdout (the real stdout is kept for the protocol; anything a library prints goes
+to stderr). Jobs run one at a time in arrival order; a cancel stops a running job
+between two tokens and drops a queued one.
+
+    starting --(load ok)--> ready --(stdin closed)--> exit 0
+        \\--(load failed)--> failed, exit 3
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from typing import Any, TextIO
+
+from hives.agent.engines import get_engine
+from hives.agent.engines.base import EngineError, ModelSpec
+
+logger = logging.getLogger("hives.worker")
+
+
+class Worker:
+    def __init__(self, spec: ModelSpec, out: TextIO) -> None:
+        self.spec = spec
+        self.out = out
+        self.lock = threading.Lock()
+        self.jobs: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.cancelled: set[str] = set()
+
+    def emit(self, msg: dict[str, Any]) -> None:
+        line = json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
+        with self.lock:
+            self.out.write(line + "\n")
+            self.out.flush()
+
+    def read_stdin(self, stdin: TextIO) -> None:
+        for line in stdin:
+            try:
+                msg = json.loads(line)
+            except json.JSONDecodeError:
+                logger.warning("worker got a malformed line; ignored")
+                continue
+            op = msg.get("op")
+            if op == "job":
+                self.jobs.put(msg)
+            elif op == "cancel":
+                self.cancelled.add(str(msg.get("id")))
+        self.jobs.put(None)  # the hive went away: finish
+
+    def run(self) -> int:
+        try:
+            engine = get_engine(self.spec.engine)
+            started = time.monotonic()
+            engine.load(self.spec)
+        except Exception as exc:
+            message = (
+                exc.message if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+            )
+            self.emit({"op": "failed", "message": message})
+            return 3
+        self.emit(
+            {
+                "op": "ready",
+                "load_seconds": round(time.monotonic() - started, 3),
+                "memory_bytes": engine.memory_estimate_bytes(self.spec),
+                "pid": os.getpid(),
+            }
+        )
+        threading.Thread(target=self.read_stdin, args=(sys.stdin,), daemon=True).start()
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                break
+            self.run_job(engine, job)
+        engine.unload()
+        return 0
+
+    def run_job(self, engine: Any, job: dict[str, Any]) -> None:
+        job_id = str(job.get("id"))
+        if job_id in self.cancelled:
+            self.cancelled.discard(job_id)
+            return
+        task = job.get("task")
+        try:
+            if task != "chat":
+                raise EngineError(
+                    f"this worker does not run {task!r} jobs", status=400, code="wrong_model_type"
+                )
+            for event in engine.chat(
+                dict(job.get("request") or {}), lambda: job_id in self.cancelled
+            ):
+                self.emit({"op": "event", "id": job_id, "event": event})
+        except EngineError as exc:
+            self.emit(
+                {
+                    "op": "event",
+                    "id": job_id,
+                    "event": {
+                        "kind": "error",
+                        "message": exc.message,
+                        "code": exc.code,
+                        "status": exc.status,
+                        "param": exc.param,
+                    },
+                }
+            )
+        except Exception as exc:
+            logger.exception("job %s failed", job_id)
+            self.emit(
+                {
+                    "op": "event",
+                    "id": job_id,
+                    "event": {
+                        "kind": "error",
+                        "message": f"the worker failed: {type(exc).__name__}: {exc}",
+                        "code": "worker_error",
+                        "status": 500,
+                    },
+                }
+            )
+        finally:
+            self.cancelled.discard(job_id)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(
+        level=os.environ.get("RBEE_LOG_LEVEL", "INFO"),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    spec = ModelSpec.from_dict(json.loads(args[0]))
+    # Keep the real stdout for the protocol; send stray prints to stderr.
+    proto = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8", buffering=1)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    sys.stdout = sys.stderr
+    return Worker(spec, proto).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class HivesConfig(AppConfig):
+    name = "hives"
+    verbose_name = "Hives, workers and models"

@@ -1,0 +1,195 @@
+"""The queen's end of a hive's websocket: registration, telemetry and job relay.
+
+One consumer instance holds one hive's socket. Views anywhere (any queen
+replica) reach it through the channel layer by the channel name stored on the
+Hive row; the consumer relays each job to the hive and each event of the job
+back to the view's reply channel, many jobs multiplexed by id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from hives import protocol, selectors, services
+
+logger = logging.getLogger("hives.consumer")
+
+HEARTBEAT_INTERVAL = 5.0
+
+
+def _bearer(scope: dict[str, Any]) -> str:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            text = value.decode("latin-1").strip()
+            if text.lower().startswith("bearer "):
+                return text[7:].strip()
+    return ""
+
+
+class HiveConsumer(AsyncWebsocketConsumer):
+    hive_id: int | None = None
+    hive_name: str = ""
+    ready: bool = False
+
+    async def connect(self) -> None:
+        self.jobs: dict[str, str] = {}  # job id -> reply channel
+        self.hive_id = None
+        self.ready = False
+        client = self.scope.get("client") or ("?", 0)
+        token = _bearer(self.scope)
+        hive = await database_sync_to_async(selectors.hive_for_token)(token) if token else None
+        await self.accept()
+        if hive is None:
+            logger.warning(
+                "refused hive connection from %s: %s",
+                client[0],
+                "invalid hive token" if token else "no hive token",
+            )
+            await self.send(protocol.dumps({"op": "refused", "reason": "invalid hive token"}))
+            await self.close(code=protocol.CLOSE_BAD_TOKEN)
+            return
+        self.hive_id = hive.pk
+        self.hive_name = hive.name
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.hive_id is None:
+            return
+        try:
+            msg = protocol.loads(text_data if text_data is not None else (bytes_data or b""))
+        except (ValueError, json.JSONDecodeError):
+            logger.warning("hive %s sent a malformed frame; ignored", self.hive_name)
+            return
+        op = msg["op"]
+        try:
+            if op == "event":
+                await self._relay_event(msg)
+            elif op == "ack":
+                reply = self.jobs.get(str(msg.get("id")))
+                if reply:
+                    await self.channel_layer.send(
+                        reply, {"type": "job.ack", "hive_id": self.hive_id}
+                    )
+            elif op == "heartbeat":
+                owned = await database_sync_to_async(services.hive_heartbeat)(
+                    hive_id=self.hive_id, channel_name=self.channel_name, beat=msg
+                )
+                if not owned:
+                    logger.info(
+                        "hive %s reconnected elsewhere; closing this socket", self.hive_name
+                    )
+                    await self.close(code=protocol.CLOSE_REPLACED)
+            elif op == "hello":
+                await self._hello(msg)
+            else:
+                logger.warning("hive %s sent unknown op %r; ignored", self.hive_name, op)
+        except Exception:
+            logger.exception("error handling %r from hive %s", op, self.hive_name)
+
+    async def _hello(self, msg: dict[str, Any]) -> None:
+        name = msg.get("name")
+        if name and name != self.hive_name:
+            logger.warning(
+                "refused hive connection: token belongs to %r but hive says it is %r",
+                self.hive_name,
+                name,
+            )
+            await self.send(
+                protocol.dumps(
+                    {"op": "refused", "reason": f"this token belongs to hive {self.hive_name!r}"}
+                )
+            )
+            self.hive_id = None  # never marked online, so nothing to undo
+            await self.close(code=protocol.CLOSE_BAD_HELLO)
+            return
+        assert self.hive_id is not None
+        await database_sync_to_async(services.hive_connected)(
+            hive_id=self.hive_id, channel_name=self.channel_name, hello=msg
+        )
+        self.ready = True
+        workers = [w.get("model") for w in msg.get("workers") or []]
+        logger.info(
+            "hive %s connected (%s)", self.hive_name, ", ".join(map(str, workers)) or "no models"
+        )
+        await self.send(
+            protocol.dumps(
+                {"op": "welcome", "hive": self.hive_name, "heartbeat_interval": HEARTBEAT_INTERVAL}
+            )
+        )
+
+    async def _relay_event(self, msg: dict[str, Any]) -> None:
+        job_id = str(msg.get("id"))
+        event = msg.get("event")
+        if not isinstance(event, dict):
+            return
+        kind = event.get("kind")
+        reply = self.jobs.pop(job_id, None) if kind in ("done", "error") else self.jobs.get(job_id)
+        if reply:
+            await self.channel_layer.send(
+                reply, {"type": "job.event", "hive_id": self.hive_id, "event": event}
+            )
+
+    # --- messages from views, through the channel layer ------------------------------
+
+    async def job_dispatch(self, message: dict[str, Any]) -> None:
+        job_id = str(message["id"])
+        reply = str(message["reply"])
+        if not self.ready:
+            await self.channel_layer.send(
+                reply,
+                {
+                    "type": "job.event",
+                    "hive_id": self.hive_id,
+                    "event": protocol.error_event(
+                        "hive is not connected", code="hive_unavailable", status=503
+                    ),
+                },
+            )
+            return
+        self.jobs[job_id] = reply
+        await self.send(
+            protocol.dumps(
+                {
+                    "op": "job",
+                    "id": job_id,
+                    "model": message["model"],
+                    "task": message["task"],
+                    "request": message["request"],
+                }
+            )
+        )
+
+    async def job_cancel(self, message: dict[str, Any]) -> None:
+        job_id = str(message["id"])
+        if self.jobs.pop(job_id, None) is not None and self.ready:
+            await self.send(protocol.dumps({"op": "cancel", "id": job_id}))
+
+    async def disconnect(self, code: int) -> None:
+        self.ready = False
+        if self.hive_id is None:
+            return
+        lost = list(self.jobs.items())
+        self.jobs.clear()
+        for _job_id, reply in lost:
+            await self.channel_layer.send(
+                reply,
+                {
+                    "type": "job.event",
+                    "hive_id": self.hive_id,
+                    "event": protocol.error_event(
+                        f"hive {self.hive_name!r} disconnected while running the request",
+                        code="hive_disconnected",
+                        status=502,
+                    ),
+                },
+            )
+        await database_sync_to_async(services.hive_disconnected)(
+            hive_id=self.hive_id, channel_name=self.channel_name
+        )
+        logger.info(
+            "hive %s disconnected (code %s, %d jobs failed)", self.hive_name, code, len(lost)
+        )

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from django.db import models
+
+
+class Hive(models.Model):
+    """A machine running `rbee hive start`, known by name and authenticated by a token.
+
+    States::
+
+        (token created) --> offline --(websocket hello)--> online
+                               ^                              |
+                               +--(socket closed / stale)-----+
+    """
+
+    class Status(models.TextChoices):
+        ONLINE = "online"
+        OFFLINE = "offline"
+
+    name = models.SlugField(max_length=64, unique=True)
+    token_prefix = models.CharField(max_length=16, unique=True)
+    token_hash = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OFFLINE)
+    # The channel-layer name of the consumer that holds this hive's websocket,
+    # looked up on every dispatch (so no sticky sessions between replicas).
+    channel_name = models.CharField(max_length=255, blank=True, default="")
+    region = models.CharField(max_length=32, blank=True, default="")
+    version = models.CharField(max_length=32, blank=True, default="")
+    devices = models.JSONField(default=list, blank=True)
+    telemetry = models.JSONField(default=dict, blank=True)
+    connected_at = models.DateTimeField(null=True, blank=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    TOKEN_KIND = "rbee-hive"  # noqa: S105 (the public prefix of tokens, not a secret)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CatalogModel(models.Model):
+    """A model rbee knows how to serve: its public id, what it does, how and from where."""
+
+    class Capability(models.TextChoices):
+        TEXT_GEN = "text-gen"
+        IMAGE_GEN = "image-gen"
+        AUDIO_TRANSCRIPTION = "audio-transcription"
+        AUDIO_GEN = "audio-gen"
+        EMBEDDING = "embedding"
+
+    name = models.CharField(max_length=200, unique=True)
+    capability = models.CharField(max_length=32, choices=Capability.choices)
+    engine = models.CharField(max_length=64)
+    source = models.CharField(max_length=1000, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Worker(models.Model):
+    """One model loaded on one device of one hive, as the hive last reported it.
+
+    States (reported by the hive)::
+
+        starting --> ready --> stopped
+            \\          \\
+             +--> failed <+   (a failed worker is restarted by the hive with backoff)
+    """
+
+    class State(models.TextChoices):
+        STARTING = "starting"
+        READY = "ready"
+        FAILED = "failed"
+        STOPPED = "stopped"
+
+    hive = models.ForeignKey(Hive, on_delete=models.CASCADE, related_name="workers")
+    model = models.ForeignKey(CatalogModel, on_delete=models.CASCADE, related_name="workers")
+    device = models.CharField(max_length=32, default="cpu")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.STARTING)
+    pinned = models.BooleanField(default=False)
+    inflight = models.IntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["hive", "model", "device"], name="uniq_worker_place"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model.name}@{self.hive.name}:{self.device}"

@@ -1,0 +1,52 @@
+"""The wire protocol between a hive and the queen (JSON text frames over one websocket).
+
+No Django here: the hive agent imports this module on machines with no database.
+
+hive -> queen
+    hello      {op, name, version, region, devices: [...], workers: [...]}
+    heartbeat  {op, devices: [...], workers: [...], inflight}
+    ack        {op, id}                         a job was received
+    event      {op, id, event: {...}}           see EVENT_* below
+queen -> hive
+    welcome    {op, hive, heartbeat_interval}
+    job        {op, id, model, task, request}
+    cancel     {op, id}
+    refused    {op, reason}                     sent just before closing
+
+A worker entry is {model, capability, engine, source, device, state, pinned, inflight}.
+Events of one job arrive in order; the last is a `done` or an `error`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+PROTOCOL_VERSION = 1
+HIVE_WS_PATH = "/hive/ws"
+
+# websocket close codes (4000-4999 are for applications)
+CLOSE_BAD_TOKEN = 4001
+CLOSE_BAD_HELLO = 4002
+CLOSE_REPLACED = 4003
+
+EVENT_DELTA = "delta"  # {kind, text}
+EVENT_DONE = "done"  # {kind, finish_reason, usage: {prompt_tokens, completion_tokens}}
+EVENT_ERROR = "error"  # {kind, message, code, status}
+
+TASK_CHAT = "chat"
+
+
+def dumps(msg: dict[str, Any]) -> str:
+    return json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
+
+
+def loads(raw: str | bytes) -> dict[str, Any]:
+    msg = json.loads(raw)
+    if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
+        raise ValueError("a protocol message is a JSON object with an 'op'")
+    return msg
+
+
+def error_event(message: str, *, code: str = "worker_error", status: int = 500) -> dict[str, Any]:
+    return {"kind": EVENT_ERROR, "message": message, "code": code, "status": status}

@@ -1,0 +1,113 @@
+"""Writes for hives, their workers and the model catalog."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from hives.models import CatalogModel, Hive, Worker
+from rbee import secrets
+
+
+class HiveError(Exception):
+    pass
+
+
+def hive_token_create(*, name: str) -> tuple[Hive, str]:
+    """Create the hive `name` (or give it a new token) and return the token once.
+
+    A new token replaces the old one at once: a hive still using the old token
+    is refused on its next connection.
+    """
+    if not name or slugify(name) != name:
+        raise HiveError(f"invalid hive name {name!r}: use lowercase letters, digits, '-' and '_'")
+    new = secrets.make(Hive.TOKEN_KIND)
+    with transaction.atomic():
+        hive, created = Hive.objects.select_for_update().get_or_create(
+            name=name, defaults={"token_prefix": new.prefix, "token_hash": new.digest}
+        )
+        if not created:
+            hive.token_prefix = new.prefix
+            hive.token_hash = new.digest
+            hive.save(update_fields=["token_prefix", "token_hash"])
+    return hive, new.plaintext
+
+
+def _sync_workers(hive: Hive, workers: list[dict[str, Any]]) -> None:
+    seen: set[int] = set()
+    for w in workers:
+        name = str(w.get("model") or "")
+        if not name:
+            continue
+        model, _ = CatalogModel.objects.get_or_create(
+            name=name,
+            defaults={
+                "capability": str(w.get("capability") or CatalogModel.Capability.TEXT_GEN),
+                "engine": str(w.get("engine") or ""),
+                "source": str(w.get("source") or ""),
+            },
+        )
+        changed = []
+        for field in ("capability", "engine", "source"):
+            value = str(w.get(field) or "")
+            if value and getattr(model, field) != value:
+                setattr(model, field, value)
+                changed.append(field)
+        if changed:
+            model.save(update_fields=changed)
+        worker, _ = Worker.objects.update_or_create(
+            hive=hive,
+            model=model,
+            device=str(w.get("device") or "cpu"),
+            defaults={
+                "state": str(w.get("state") or Worker.State.STARTING),
+                "pinned": bool(w.get("pinned", False)),
+                "inflight": int(w.get("inflight") or 0),
+            },
+        )
+        seen.add(worker.pk)
+    Worker.objects.filter(hive=hive).exclude(pk__in=seen).update(state=Worker.State.STOPPED)
+
+
+def hive_connected(*, hive_id: int, channel_name: str, hello: dict[str, Any]) -> Hive:
+    now = timezone.now()
+    with transaction.atomic():
+        hive = Hive.objects.select_for_update().get(pk=hive_id)
+        hive.status = Hive.Status.ONLINE
+        hive.channel_name = channel_name
+        hive.region = str(hello.get("region") or "")[:32]
+        hive.version = str(hello.get("version") or "")[:32]
+        hive.devices = list(hello.get("devices") or [])
+        hive.connected_at = now
+        hive.last_seen_at = now
+        hive.save()
+        _sync_workers(hive, list(hello.get("workers") or []))
+    return hive
+
+
+def hive_heartbeat(*, hive_id: int, channel_name: str, beat: dict[str, Any]) -> bool:
+    """Record telemetry; False if this connection no longer owns the hive."""
+    with transaction.atomic():
+        hive = Hive.objects.select_for_update().filter(pk=hive_id).first()
+        if hive is None or hive.channel_name != channel_name:
+            return False
+        hive.last_seen_at = timezone.now()
+        hive.status = Hive.Status.ONLINE
+        if "devices" in beat:
+            hive.devices = list(beat.get("devices") or [])
+        hive.telemetry = {"inflight": int(beat.get("inflight") or 0)}
+        hive.save(update_fields=["last_seen_at", "status", "devices", "telemetry"])
+        if "workers" in beat:
+            _sync_workers(hive, list(beat.get("workers") or []))
+    return True
+
+
+def hive_disconnected(*, hive_id: int, channel_name: str) -> None:
+    """Mark the hive offline, unless a newer connection already took it over."""
+    with transaction.atomic():
+        Hive.objects.filter(pk=hive_id, channel_name=channel_name).update(
+            status=Hive.Status.OFFLINE, channel_name=""
+        )

@@ -1,0 +1,165 @@
+"""Send a job to a hive and relay its events back, through the channel layer.
+
+The view opens a reply channel of its own, sends ``job.dispatch`` to the channel
+of the consumer holding the chosen hive's websocket, and waits for the hive's
+acknowledgement. Channel layers deliver at most once, so a dispatch that is not
+acknowledged in time is sent again (to another hive when there is one) before any
+event has arrived; afterwards, a job that stays silent too long is failed rather
+than left hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from hives.selectors import Placement
+from inference.errors import APIError
+
+logger = logging.getLogger("inference.dispatch")
+
+# Jobs this process has in flight per hive: a cheap, always-current load signal.
+_local_inflight: dict[int, int] = defaultdict(int)
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def choose(placements: list[Placement]) -> Placement:
+    """Least loaded first (this process's own count, then the hive's report), ties at random."""
+    return min(
+        placements,
+        key=lambda p: (_local_inflight[p.hive_id], p.inflight, random.random()),
+    )
+
+
+@dataclass
+class Job:
+    job_id: str
+    model: str
+    task: str
+    request: dict[str, Any]
+    placements: list[Placement]
+    placement: Placement | None = None
+    finished: bool = False
+    _reply: str = ""
+    _tried: set[int] = field(default_factory=set)
+    _counted: bool = False
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """Yield the job's events; the last one is a `done` or an `error`."""
+        layer = get_channel_layer()
+        assert layer is not None
+        self._reply = await layer.new_channel("rbee.reply.")
+        first = await self._dispatch(layer)
+        try:
+            if first is not None:
+                yield first
+                if first.get("kind") in ("done", "error"):
+                    self.finished = True
+                    return
+            idle = settings.RBEE_JOB_IDLE_TIMEOUT
+            while True:
+                try:
+                    msg = await asyncio.wait_for(layer.receive(self._reply), timeout=idle)
+                except TimeoutError:
+                    self.finished = True
+                    yield {
+                        "kind": "error",
+                        "message": f"the worker sent nothing for {idle:.0f} s; "
+                        "the request was abandoned",
+                        "code": "worker_timeout",
+                        "status": 504,
+                    }
+                    return
+                if msg.get("hive_id") != self._hive_id or msg.get("type") != "job.event":
+                    continue  # a late ack, or an abandoned earlier try
+                event = msg["event"]
+                if event.get("kind") in ("done", "error"):
+                    self.finished = True
+                yield event
+                if self.finished:
+                    return
+        finally:
+            await self._release(layer)
+
+    @property
+    def _hive_id(self) -> int | None:
+        return self.placement.hive_id if self.placement else None
+
+    async def _dispatch(self, layer: Any) -> dict[str, Any] | None:
+        tries = max(1, settings.RBEE_DISPATCH_TRIES)
+        ack_timeout = settings.RBEE_DISPATCH_ACK_TIMEOUT
+        for _ in range(tries):
+            candidates = [
+                p for p in self.placements if p.hive_id not in self._tried
+            ] or self.placements
+            placement = choose(candidates)
+            await self._release(layer, cancel=True)
+            self.placement = placement
+            self._tried.add(placement.hive_id)
+            _local_inflight[placement.hive_id] += 1
+            self._counted = True
+            await layer.send(
+                placement.channel_name,
+                {
+                    "type": "job.dispatch",
+                    "id": self.job_id,
+                    "reply": self._reply,
+                    "model": self.model,
+                    "task": self.task,
+                    "request": self.request,
+                },
+            )
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + ack_timeout
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    msg = await asyncio.wait_for(layer.receive(self._reply), timeout=remaining)
+                except TimeoutError:
+                    break
+                if msg.get("hive_id") != placement.hive_id:
+                    continue
+                if msg.get("type") == "job.ack":
+                    return None
+                if msg.get("type") == "job.event":
+                    return dict(msg["event"])
+            logger.warning(
+                "hive %s did not acknowledge job %s within %.1f s; trying again",
+                placement.hive_name,
+                self.job_id,
+                ack_timeout,
+            )
+        await self._release(layer, cancel=True)
+        raise APIError(
+            503,
+            f"No worker acknowledged the request for model '{self.model}'; try again shortly.",
+            code="worker_unavailable",
+        )
+
+    async def _release(self, layer: Any, *, cancel: bool | None = None) -> None:
+        """Stop counting the current placement as busy; tell its hive to stop if unfinished."""
+        placement = self.placement
+        if placement is None or not self._counted:
+            return
+        self._counted = False
+        if _local_inflight[placement.hive_id] > 0:
+            _local_inflight[placement.hive_id] -= 1
+        if cancel or not self.finished:
+            try:
+                await layer.send(placement.channel_name, {"type": "job.cancel", "id": self.job_id})
+            except Exception:
+                logger.exception("could not send cancel for job %s", self.job_id)

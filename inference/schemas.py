@@ -1,0 +1,223 @@
+"""Request bodies of the OpenAI API, validated strictly (400 naming the param, never 422).
+
+Where OpenAI's own OpenAPI description is stricter than other servers, we follow it.
+Unknown top-level fields are ignored (as OpenAI-compatible servers do, so clients
+sending vendor extras keep working); fields we know but cannot honour are refused
+with a clear message rather than ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+
+from inference.errors import APIError, bad_request
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: StrictStr
+
+
+class ChatMessage(_Strict):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: StrictStr | list[dict[str, Any]] | None = None
+    name: StrictStr | None = None
+
+
+class StreamOptions(_Strict):
+    include_usage: StrictBool = False
+
+
+Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
+TopP = Annotated[float, Field(ge=0.0, le=1.0)]
+Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
+PositiveInt = Annotated[StrictInt, Field(ge=1)]
+SeedInt = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
+
+
+class ChatCompletionRequest(_Strict):
+    model: Annotated[StrictStr, Field(min_length=1, max_length=256)]
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    max_tokens: PositiveInt | None = None
+    max_completion_tokens: PositiveInt | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    n: Annotated[StrictInt, Field(ge=1, le=128)] | None = None
+    stop: StrictStr | Annotated[list[StrictStr], Field(max_length=4)] | None = None
+    seed: SeedInt | None = None
+    stream: StrictBool | None = None
+    stream_options: StreamOptions | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
+    logprobs: StrictBool | None = None
+    top_logprobs: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
+    logit_bias: dict[str, Any] | None = None
+    user: StrictStr | None = None
+
+
+_PYDANTIC_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "function-after"}
+
+
+def _param(loc: tuple[int | str, ...]) -> str:
+    """Turn pydantic's error location into OpenAI's param path, e.g. messages[0].role."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part) and part not in _PYDANTIC_TAGS:
+            out += ("." if out else "") + part
+        # else: a union branch tag such as 'list[str]' or 'constrained-int'
+    return out
+
+
+def _describe(err: dict[str, Any]) -> str:
+    kind = err.get("type", "")
+    if kind == "missing":
+        return "is required"
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        return err["msg"].lower().replace("input ", "")
+    if kind == "literal_error":
+        return err["msg"].replace("Input ", "")
+    if kind.endswith("_type") or kind in ("model_type", "model_attributes_type"):
+        return f"has the wrong type: {err['msg'].lower()}"
+    if kind in ("too_short", "too_long"):
+        return err["msg"].replace("List ", "list ").replace("String ", "string ")
+    return str(err.get("msg", "is invalid"))
+
+
+def parse_json_body(raw: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise bad_request(
+            f"We could not parse the JSON body of your request: {exc}. "
+            "The body must be a JSON object.",
+            code="invalid_json",
+        ) from exc
+    if not isinstance(data, dict):
+        raise bad_request("The request body must be a JSON object.", code="invalid_json")
+    return data
+
+
+def validate_chat(data: dict[str, Any]) -> ChatCompletionRequest:
+    try:
+        req = ChatCompletionRequest.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        param = _param(tuple(first.get("loc", ()))) or None
+        raise bad_request(
+            f"Invalid value for '{param}': {_describe(dict(first))}."
+            if param
+            else str(first["msg"]),
+            param=param,
+            code="invalid_value"
+            if first.get("type") != "missing"
+            else "missing_required_parameter",
+        ) from exc
+    _check_chat_semantics(req)
+    return req
+
+
+def _refuse(param: str, what: str) -> APIError:
+    return bad_request(
+        f"'{param}' is not supported: {what}.", param=param, code="unsupported_parameter"
+    )
+
+
+def _check_chat_semantics(req: ChatCompletionRequest) -> None:
+    for i, msg in enumerate(req.messages):
+        if isinstance(msg.content, list):
+            for j, part in enumerate(msg.content):
+                ptype = part.get("type")
+                if ptype == "text":
+                    if not isinstance(part.get("text"), str):
+                        raise bad_request(
+                            f"Invalid value for 'messages[{i}].content[{j}].text': "
+                            "expected a string.",
+                            param=f"messages[{i}].content[{j}].text",
+                            code="invalid_value",
+                        )
+                elif ptype in ("image_url", "input_audio", "file", "refusal"):
+                    raise bad_request(
+                        f"Content parts of type '{ptype}' are not supported by this model; "
+                        "only 'text' parts are.",
+                        param=f"messages[{i}].content[{j}].type",
+                        code="unsupported_content",
+                    )
+                else:
+                    raise bad_request(
+                        f"Invalid value for 'messages[{i}].content[{j}].type': {ptype!r}.",
+                        param=f"messages[{i}].content[{j}].type",
+                        code="invalid_value",
+                    )
+        elif msg.content is None and msg.role != "assistant":
+            raise bad_request(
+                f"Invalid value for 'messages[{i}].content': a {msg.role} message needs content.",
+                param=f"messages[{i}].content",
+                code="invalid_value",
+            )
+        if getattr(msg, "tool_calls", None):
+            raise _refuse(f"messages[{i}].tool_calls", "this server does not run tools yet")
+    if req.stream_options is not None and not req.stream:
+        raise bad_request(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            param="stream_options",
+            code="invalid_value",
+        )
+    if req.n is not None and req.n > 1:
+        raise _refuse("n", "this server returns one choice per request; send several requests")
+    if req.tools or req.functions:
+        raise _refuse("tools" if req.tools else "functions", "this server does not run tools yet")
+    if req.tool_choice not in (None, "none", "auto"):
+        raise _refuse("tool_choice", "this server does not run tools yet")
+    if req.logprobs or req.top_logprobs:
+        raise _refuse(
+            "logprobs" if req.logprobs else "top_logprobs", "log probabilities are not returned"
+        )
+    if req.logit_bias:
+        raise _refuse("logit_bias", "logit bias is not applied by this server")
+    if req.response_format is not None:
+        rtype = req.response_format.get("type")
+        if rtype in ("json_object", "json_schema"):
+            raise _refuse("response_format", f"'{rtype}' output is not enforced by this server yet")
+        if rtype != "text":
+            raise bad_request(
+                f"Invalid value for 'response_format.type': {rtype!r}.",
+                param="response_format.type",
+                code="invalid_value",
+            )
+
+
+def message_text(msg: ChatMessage) -> str:
+    if msg.content is None:
+        return ""
+    if isinstance(msg.content, str):
+        return msg.content
+    return "".join(str(p.get("text", "")) for p in msg.content)
+
+
+def chat_job_request(req: ChatCompletionRequest) -> dict[str, Any]:
+    """What the hive's engine receives: plain messages and sampling parameters."""
+    stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+    return {
+        "messages": [{"role": m.role, "content": message_text(m)} for m in req.messages],
+        "max_tokens": req.max_completion_tokens or req.max_tokens,
+        "temperature": req.temperature,
+        "top_p": req.top_p,
+        "stop": stop,
+        "seed": req.seed,
+        "presence_penalty": req.presence_penalty,
+        "frequency_penalty": req.frequency_penalty,
+    }

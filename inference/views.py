@@ -1,0 +1,364 @@
+"""The OpenAI-compatible API under /v1/ (async views, OpenAI's bodies and errors)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from hives import selectors as hive_selectors
+from hives.models import CatalogModel
+from hives.protocol import TASK_CHAT
+from hives.selectors import Placement
+from inference import schemas
+from inference.dispatch import Job, new_job_id
+from inference.errors import APIError
+from tenants.selectors import Caller, KeyRejected, caller_from_key
+
+logger = logging.getLogger("inference")
+
+View = Callable[..., Awaitable[HttpResponse]]
+
+_KEY_MESSAGES = {
+    "missing": (
+        "You didn't provide an API key. You need to provide your API key in an Authorization "
+        "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+    ),
+    "malformed": "Incorrect API key provided: the key is not in rbee's format (sk-rbee-...).",
+    "unknown": "Incorrect API key provided. Create a key with `rbee key create --tenant NAME`.",
+    "revoked": "This API key has been revoked.",
+    "suspended": "The tenant this API key belongs to is suspended.",
+}
+
+
+def _bearer(request: HttpRequest) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def _authenticate(raw_key: str) -> Caller:
+    if not raw_key:
+        raise APIError(401, _KEY_MESSAGES["missing"], code="invalid_api_key")
+    try:
+        return caller_from_key(raw_key)
+    except KeyRejected as exc:
+        code = "account_deactivated" if exc.reason == "suspended" else "invalid_api_key"
+        raise APIError(401, _KEY_MESSAGES[exc.reason], code=code) from exc
+
+
+def openai_endpoint(methods: tuple[str, ...]) -> Callable[[View], View]:
+    """Method check, CSRF exemption and the error envelope for one /v1/ view."""
+
+    def deco(view: View) -> View:
+        @csrf_exempt
+        @wraps(view)
+        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            try:
+                if request.method not in methods:
+                    raise APIError(
+                        405,
+                        f"Method {request.method} is not allowed on {request.path}; "
+                        f"use {', '.join(methods)}.",
+                        code="method_not_allowed",
+                        headers={"Allow": ", ".join(methods)},
+                    )
+                return await view(request, *args, **kwargs)
+            except APIError as exc:
+                return exc.response()
+            except Exception:
+                logger.exception("unexpected error on %s", request.path)
+                return APIError(
+                    500,
+                    "The server had an error while processing your request.",
+                    code="internal_error",
+                ).response()
+
+        return wrapper
+
+    return deco
+
+
+def _read_json(request: HttpRequest) -> dict[str, Any]:
+    limit = settings.RBEE_MAX_BODY_BYTES
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    too_big = APIError(
+        413,
+        f"The request body is larger than this server accepts ({limit} bytes).",
+        code="request_too_large",
+    )
+    if declared > limit:
+        raise too_big
+    try:
+        raw = request.body
+    except RequestDataTooBig as exc:
+        raise too_big from exc
+    if len(raw) > limit:
+        raise too_big
+    return schemas.parse_json_body(raw)
+
+
+@dataclass(frozen=True)
+class Target:
+    caller: Caller
+    model: CatalogModel
+    placements: list[Placement]
+
+
+def _resolve(raw_key: str, model_name: str, capability: str) -> Target:
+    """Everything a request needs from the database, in one thread hop."""
+    caller = _authenticate(raw_key)
+    model = hive_selectors.catalog_model_get(name=model_name)
+    if model is None:
+        raise APIError(
+            404,
+            f"The model '{model_name}' does not exist. GET /v1/models lists the models served.",
+            param="model",
+            code="model_not_found",
+        )
+    if model.capability != capability:
+        raise APIError(
+            400,
+            f"The model '{model_name}' is a {model.capability} model "
+            "and cannot serve this endpoint.",
+            param="model",
+            code="wrong_model_type",
+        )
+    placements = hive_selectors.placements_for_model(model=model)
+    if not placements:
+        raise APIError(
+            503,
+            f"The model '{model_name}' is known but no live worker serves it right now "
+            "(its hive is offline or still loading it). Try again shortly.",
+            code="model_unavailable",
+            headers={"Retry-After": "5"},
+        )
+    return Target(caller=caller, model=model, placements=placements)
+
+
+@openai_endpoint(("GET",))
+async def models_list(request: HttpRequest) -> HttpResponse:
+    await sync_to_async(_authenticate)(_bearer(request))
+    served = await sync_to_async(hive_selectors.served_models)()
+    data = [
+        {
+            "id": model.name,
+            "object": "model",
+            "created": int(model.created_at.timestamp()),
+            "owned_by": "rbee",
+            "capability": model.capability,
+            "engine": model.engine,
+            "hives": hives,
+        }
+        for model, hives in served
+    ]
+    return JsonResponse({"object": "list", "data": data})
+
+
+@openai_endpoint(("GET",))
+async def model_detail(request: HttpRequest, model_id: str) -> HttpResponse:
+    await sync_to_async(_authenticate)(_bearer(request))
+    served = await sync_to_async(hive_selectors.served_models)()
+    for model, hives in served:
+        if model.name == model_id:
+            return JsonResponse(
+                {
+                    "id": model.name,
+                    "object": "model",
+                    "created": int(model.created_at.timestamp()),
+                    "owned_by": "rbee",
+                    "capability": model.capability,
+                    "engine": model.engine,
+                    "hives": hives,
+                }
+            )
+    raise APIError(
+        404, f"The model '{model_id}' does not exist.", param="model", code="model_not_found"
+    )
+
+
+def _error_from_event(event: dict[str, Any]) -> APIError:
+    status = int(event.get("status") or 500)
+    return APIError(
+        status if 400 <= status < 600 else 500,
+        str(event.get("message") or "the worker failed"),
+        code=str(event.get("code") or "worker_error"),
+        param=event.get("param"),
+    )
+
+
+@openai_endpoint(("POST",))
+async def chat_completions(request: HttpRequest) -> HttpResponse:
+    raw_key = _bearer(request)
+    # Authentication comes first: an unauthenticated caller learns nothing else.
+    if not raw_key:
+        raise APIError(401, _KEY_MESSAGES["missing"], code="invalid_api_key")
+    data = _read_json(request)
+    req = schemas.validate_chat(data)
+    target = await sync_to_async(_resolve)(raw_key, req.model, CatalogModel.Capability.TEXT_GEN)
+    job = Job(
+        job_id=new_job_id(),
+        model=req.model,
+        task=TASK_CHAT,
+        request=schemas.chat_job_request(req),
+        placements=target.placements,
+    )
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    if req.stream:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        events = job.events()
+        # Dispatch before answering, so that "no worker" is a proper status, not a stream error.
+        first = await events.__anext__()
+        if first.get("kind") == "error":
+            await events.aclose()
+            raise _error_from_event(first)
+        resp = StreamingHttpResponse(
+            _sse(events, first, completion_id, created, req.model, include_usage),
+            content_type="text/event-stream",
+        )
+        resp["Cache-Control"] = "no-cache"
+        resp["X-Accel-Buffering"] = "no"
+        resp["X-Request-Id"] = job.job_id
+        return resp
+
+    text: list[str] = []
+    finish_reason = "stop"
+    usage: dict[str, int] = {}
+    async for event in job.events():
+        kind = event.get("kind")
+        if kind == "delta":
+            text.append(str(event.get("text", "")))
+        elif kind == "done":
+            finish_reason = str(event.get("finish_reason") or "stop")
+            usage = dict(event.get("usage") or {})
+        elif kind == "error":
+            raise _error_from_event(event)
+    prompt_tokens = int(usage.get("prompt_tokens", 0))
+    completion_tokens = int(usage.get("completion_tokens", 0))
+    resp = JsonResponse(
+        {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": req.model,
+            "system_fingerprint": None,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(text), "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": finish_reason,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+    )
+    resp["X-Request-Id"] = job.job_id
+    return resp
+
+
+def _chunk(completion_id: str, created: int, model: str, choices: list[Any], **extra: Any) -> bytes:
+    body = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": choices,
+        **extra,
+    }
+    return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def _sse(
+    events: AsyncIterator[dict[str, Any]],
+    first: dict[str, Any] | None,
+    completion_id: str,
+    created: int,
+    model: str,
+    include_usage: bool,
+) -> AsyncIterator[bytes]:
+    """Relay a job's events as OpenAI chat.completion.chunk events, as they arrive."""
+
+    def delta(content: str, role: bool = False) -> bytes:
+        d: dict[str, Any] = {"content": content}
+        if role:
+            d = {"role": "assistant", "content": content}
+        return _chunk(
+            completion_id,
+            created,
+            model,
+            [{"index": 0, "delta": d, "logprobs": None, "finish_reason": None}],
+        )
+
+    try:
+        yield delta("", role=True)
+        pending = [first] if first else []
+
+        async def stream() -> AsyncIterator[dict[str, Any]]:
+            for e in pending:
+                yield e
+            async for e in events:
+                yield e
+
+        async for event in stream():
+            kind = event.get("kind")
+            if kind == "delta":
+                if event.get("text"):
+                    yield delta(str(event["text"]))
+            elif kind == "done":
+                yield _chunk(
+                    completion_id,
+                    created,
+                    model,
+                    [
+                        {
+                            "index": 0,
+                            "delta": {},
+                            "logprobs": None,
+                            "finish_reason": str(event.get("finish_reason") or "stop"),
+                        }
+                    ],
+                )
+                if include_usage:
+                    u = dict(event.get("usage") or {})
+                    p, c = int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0))
+                    yield _chunk(
+                        completion_id,
+                        created,
+                        model,
+                        [],
+                        usage={"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c},
+                    )
+                break
+            elif kind == "error":
+                err = _error_from_event(event)
+                yield b"data: " + json.dumps(err.body()).encode() + b"\n\n"
+                break
+        yield b"data: [DONE]\n\n"
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+@openai_endpoint(("GET", "POST", "PUT", "PATCH", "DELETE"))
+async def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
+    raise APIError(404, f"Invalid URL ({request.method} {request.path})", code="unknown_url")

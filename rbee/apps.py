@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class RbeeConfig(AppConfig):
+    name = "rbee"
+    verbose_name = "rbee"

@@ -1,0 +1,403 @@
+"""The `rbee` command line.
+
+Queen-side commands (up, queen, tenant, key, hive token/list) use the database;
+`rbee hive start` does not import Django at all, so it runs on GPU machines that
+only have the hive extras installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+DEFAULT_PORT = 7833
+DEFAULT_HIVE_PORT = 7835
+
+
+def _django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rbee.settings")
+    import django
+
+    django.setup()
+
+
+def _migrate() -> None:
+    from django.core.management import call_command
+
+    call_command("migrate", interactive=False, verbosity=0)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rbee")
+def main() -> None:
+    """rbee: every GPU and CPU you own as one OpenAI-compatible API (port 7833)."""
+
+
+# --- queen ----------------------------------------------------------------------------
+
+
+@main.group()
+def queen() -> None:
+    """The control plane: the OpenAI API, the hive endpoint, the admin."""
+
+
+def serve_queen(host: str, port: int, *, migrate: bool = True) -> None:
+    _django()
+    if migrate:
+        _migrate()
+    from daphne.endpoints import build_endpoint_description_strings
+    from daphne.server import Server
+
+    from rbee.asgi import application
+
+    logging.getLogger("rbee").info("queen listening on http://%s:%s", host, port)
+    Server(
+        application=application,
+        endpoints=build_endpoint_description_strings(host=host, port=port),
+        websocket_timeout=-1,  # hives stay connected for as long as they run
+        application_close_timeout=10,
+        verbosity=0,
+    ).run()
+
+
+@queen.command("start")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
+@click.option("--no-migrate", is_flag=True, help="Do not apply database migrations first.")
+def queen_start(host: str, port: int, no_migrate: bool) -> None:
+    """Start the queen (Daphne) on PORT."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    serve_queen(host, port, migrate=not no_migrate)
+
+
+# --- hives ------------------------------------------------------------------------------
+
+
+@main.group()
+def hive() -> None:
+    """Machines that run models."""
+
+
+@hive.command("start")
+@click.option("--queen", "queen_url", required=True, help="The queen, e.g. http://queen:7833.")
+@click.option(
+    "--token",
+    envvar="RBEE_HIVE_TOKEN",
+    required=True,
+    help="The hive token from `rbee hive token` (or RBEE_HIVE_TOKEN).",
+)
+@click.option("--name", default=None, help="This hive's name (default: the host name).")
+@click.option("--region", default="", help="Region label for residency rules, e.g. eu.")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    help="A model to serve: a bundled id, or NAME=ENGINE:SOURCE. Repeatable. "
+    "Default: the bundled SmolLM2 chat model.",
+)
+@click.option("--device", default="cpu", show_default=True, help="Device for the models.")
+@click.option("--status-host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--status-port",
+    default=DEFAULT_HIVE_PORT,
+    show_default=True,
+    type=int,
+    help="Local status API port (HivePort); -1 to disable.",
+)
+def hive_start(
+    queen_url: str,
+    token: str,
+    name: str | None,
+    region: str,
+    models: tuple[str, ...],
+    device: str,
+    status_host: str,
+    status_port: int,
+) -> None:
+    """Run a hive: connect to the queen and serve models on this machine."""
+    import socket
+
+    from hives.agent.agent import HiveAgent
+    from hives.agent.catalog import DEFAULT_CHAT_MODEL, parse_model_arg
+    from hives.agent.engines.base import EngineError
+
+    logging.basicConfig(
+        level=os.environ.get("RBEE_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        specs = [parse_model_arg(m, device=device) for m in (models or (DEFAULT_CHAT_MODEL,))]
+    except EngineError as exc:
+        _fail(exc.message)
+    agent = HiveAgent(
+        queen=queen_url,
+        token=token,
+        name=name or socket.gethostname().split(".")[0].lower(),
+        region=region,
+        models=specs,
+        status_host=status_host,
+        status_port=None if status_port < 0 else status_port,
+    )
+    sys.exit(asyncio.run(agent.run()))
+
+
+@hive.command("token")
+@click.option("--name", required=True, help="The hive's name.")
+def hive_token(name: str) -> None:
+    """Create the hive NAME (or replace its token) and print its token once."""
+    _django()
+    _migrate()
+    from hives.services import HiveError, hive_token_create
+
+    try:
+        _, token = hive_token_create(name=name)
+    except HiveError as exc:
+        _fail(str(exc))
+    click.echo(token)
+
+
+@hive.command("list")
+def hive_list() -> None:
+    """List hives and what they serve."""
+    _django()
+    from hives.selectors import hive_list as select_hives
+
+    for h in select_hives().prefetch_related("workers__model"):
+        models = ", ".join(f"{w.model.name}({w.state})" for w in h.workers.all()) or "-"
+        click.echo(f"{h.name:20} {h.status:8} {h.region or '-':6} {models}")
+
+
+# --- tenants and keys --------------------------------------------------------------------
+
+
+@main.group()
+def tenant() -> None:
+    """Customers of this rbee."""
+
+
+@tenant.command("create")
+@click.argument("name")
+@click.option("--tier", default="free", show_default=True)
+def tenant_create(name: str, tier: str) -> None:
+    """Create the tenant NAME."""
+    _django()
+    _migrate()
+    from tenants.errors import TenantError
+    from tenants.services import tenant_create as create
+
+    try:
+        t = create(name=name, tier=tier)
+    except TenantError as exc:
+        _fail(exc.message)
+    click.echo(f"created tenant {t.name} (tier {t.tier})", err=True)
+
+
+@tenant.command("list")
+def tenant_list() -> None:
+    _django()
+    from tenants.selectors import tenant_list as select
+
+    for t in select():
+        click.echo(f"{t.name:24} {t.tier:12} {t.status}")
+
+
+@main.group()
+def key() -> None:
+    """API keys."""
+
+
+@key.command("create")
+@click.option("--tenant", "tenant_name", required=True)
+@click.option("--name", default="", help="A label for the key.")
+def key_create(tenant_name: str, name: str) -> None:
+    """Create an API key; prints only the key, so scripts can capture it."""
+    _django()
+    _migrate()
+    from tenants.errors import TenantError
+    from tenants.selectors import tenant_get
+    from tenants.services import api_key_create
+
+    try:
+        t = tenant_get(name=tenant_name)
+    except TenantError as exc:
+        _fail(exc.message)
+    _, plaintext = api_key_create(tenant=t, name=name)
+    click.echo(plaintext)
+
+
+@key.command("list")
+@click.option("--tenant", "tenant_name", required=True)
+def key_list(tenant_name: str) -> None:
+    _django()
+    from tenants.errors import TenantError
+    from tenants.selectors import api_key_list, tenant_get
+
+    try:
+        t = tenant_get(name=tenant_name)
+    except TenantError as exc:
+        _fail(exc.message)
+    for k in api_key_list(tenant=t):
+        state = "revoked" if k.revoked_at else "active"
+        click.echo(f"{k.prefix}  {state:8} {k.name or '-':20} created {k.created_at:%Y-%m-%d}")
+
+
+@key.command("revoke")
+@click.argument("key_or_prefix")
+@click.option("--tenant", "tenant_name", required=True)
+def key_revoke(key_or_prefix: str, tenant_name: str) -> None:
+    """Revoke a key, given the key itself or its prefix (from `rbee key list`)."""
+    _django()
+    from rbee import secrets
+    from tenants.errors import TenantError
+    from tenants.models import ApiKey
+    from tenants.selectors import api_key_get, tenant_get
+    from tenants.services import api_key_revoke
+
+    prefix = secrets.parse_prefix(ApiKey.KIND, key_or_prefix) or key_or_prefix
+    try:
+        k = api_key_get(tenant=tenant_get(name=tenant_name), prefix=prefix)
+    except TenantError as exc:
+        _fail(exc.message)
+    api_key_revoke(api_key=k)
+    click.echo(f"revoked {k.display}", err=True)
+
+
+# --- up: everything on this machine ------------------------------------------------------
+
+
+def _default_key_file() -> Path:
+    from rbee.paths import rbee_home
+
+    return rbee_home() / "default-api-key"
+
+
+def _ensure_default_key() -> str:
+    """The `default` tenant's key for this machine, kept (mode 0600) in RBEE_HOME.
+
+    The queen stores only its hash; this file is the owner's copy, like an ssh key.
+    """
+    from tenants.selectors import KeyRejected, caller_from_key
+    from tenants.services import api_key_create, tenant_get_or_create
+
+    t, _ = tenant_get_or_create(name="default")
+    path = _default_key_file()
+    if path.exists():
+        existing = path.read_text().strip()
+        try:
+            caller_from_key(existing)
+            return existing
+        except KeyRejected:
+            pass
+    _, plaintext = api_key_create(tenant=t, name="rbee up")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(plaintext + "\n")
+    return plaintext
+
+
+def _wait_ready(
+    port: int, procs: list[subprocess.Popen[bytes]], model: str, timeout: float
+) -> bool:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            return False
+        try:
+            r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+            body: dict[str, Any] = r.json()
+            if r.status_code == 200 and any(model in h.get("models", []) for h in body["hives"]):
+                return True
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        time.sleep(0.3)
+    return False
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
+@click.option(
+    "--model", "models", multiple=True, help="Models for the local hive (see hive start)."
+)
+def up(host: str, port: int, models: tuple[str, ...]) -> None:
+    """Run rbee on this machine: the queen plus a local hive. Ctrl-C stops both."""
+    _django()
+    _migrate()
+    from hives.agent.catalog import DEFAULT_CHAT_MODEL
+    from hives.services import hive_token_create
+
+    api_key = _ensure_default_key()
+    _, hive_tok = hive_token_create(name="local")
+    exe = [sys.executable, "-m", "rbee.cli"]
+    env = {**os.environ, "RBEE_HIVE_TOKEN": hive_tok}  # not on argv, where `ps` shows it
+    queen_p = subprocess.Popen(
+        [*exe, "queen", "start", "--host", host, "--port", str(port), "--no-migrate"], env=env
+    )
+    hive_args = [*exe, "hive", "start", "--queen", f"http://127.0.0.1:{port}", "--name", "local"]
+    for m in models:
+        hive_args += ["--model", m]
+    hive_p = subprocess.Popen(hive_args, env=env)
+    procs = [queen_p, hive_p]
+    first_model = models[0].split("=")[0] if models else DEFAULT_CHAT_MODEL
+
+    stopping = False
+
+    def _stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+
+    code = 0
+    if _wait_ready(port, procs, first_model, timeout=180):
+        shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
+        click.echo(
+            f"\nrbee is up: http://{shown}:{port}/v1  (model: {first_model})\n"
+            f"API key: {api_key}\n\n"
+            f"  curl http://{shown}:{port}/v1/chat/completions \\\n"
+            f"    -H 'Authorization: Bearer {api_key}' -H 'Content-Type: application/json' \\\n"
+            f'    -d \'{{"model": "{first_model}", "messages": '
+            f'[{{"role": "user", "content": "Hello!"}}]}}\'\n\n'
+            "Press Ctrl-C to stop.\n",
+        )
+    elif not stopping:
+        click.echo("error: rbee did not become ready; see the messages above", err=True)
+        stopping, code = True, 1
+    while not stopping:
+        if any(p.poll() is not None for p in procs):
+            click.echo("error: a part of rbee stopped unexpectedly; shutting down", err=True)
+            code = 1
+            break
+        time.sleep(0.2)
+    for p in (hive_p, queen_p):  # the hive first, so it leaves the queen cleanly
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""Django settings for the queen.
+
+Two modes, chosen by the environment:
+
+* embedded default (nothing set): SQLite under RBEE_HOME, the in-memory channel
+  layer and background jobs run in-process. One process, one command, a laptop.
+* production: ``RBEE_DATABASE_URL=postgres://...`` selects PostgreSQL (psycopg 3)
+  and ``RBEE_REDIS_URL=redis://...`` selects channels_redis and Celery on Redis,
+  so several queen replicas can share state.
+"""
+
+from __future__ import annotations
+
+import environ
+
+from rbee.paths import load_or_create_secret_key, rbee_home
+
+env = environ.Env()
+
+RBEE_HOME = rbee_home()
+
+SECRET_KEY = env.str("RBEE_SECRET_KEY", default="") or load_or_create_secret_key()
+DEBUG = env.bool("RBEE_DEBUG", default=False)
+ALLOWED_HOSTS = env.list("RBEE_ALLOWED_HOSTS", default=["*"])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "rest_framework",
+    "rbee",
+    "tenants",
+    "billing",
+    "gdpr",
+    "hives",
+    "inference",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "rbee.urls"
+ASGI_APPLICATION = "rbee.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database -----------------------------------------------------------------
+DATABASE_URL = env.str("RBEE_DATABASE_URL", default="")
+if DATABASE_URL:
+    DATABASES = {"default": env.db_url_config(DATABASE_URL)}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # Short-lived connections per request are the safe choice with async
+        # views (each sync_to_async thread holds its own connection).
+        DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("RBEE_DB_CONN_MAX_AGE", default=0))
+        DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(RBEE_HOME / "rbee.sqlite3"),
+            "OPTIONS": {
+                # WAL lets the CLI write while the queen reads; the timeout
+                # rides out short write locks instead of failing.
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+            },
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- channel layer and background jobs -------------------------------------------
+REDIS_URL = env.str("RBEE_REDIS_URL", default="")
+CHANNEL_CAPACITY = env.int("RBEE_CHANNEL_CAPACITY", default=2000)
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            # The core layer, not the pub/sub one: the latter is beta and
+            # loses messages across reconnects.
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "capacity": CHANNEL_CAPACITY,
+                "expiry": 60,
+                "prefix": env.str("RBEE_CHANNEL_PREFIX", default="rbee"),
+            },
+        }
+    }
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_TASK_ALWAYS_EAGER = False
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": CHANNEL_CAPACITY, "expiry": 60},
+        }
+    }
+    CELERY_BROKER_URL = "memory://"
+    CELERY_TASK_ALWAYS_EAGER = True  # background jobs in-process
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+
+# --- request limits ----------------------------------------------------------------
+# Largest JSON body /v1/ accepts; larger bodies get 413 before they are parsed.
+RBEE_MAX_BODY_BYTES = env.int("RBEE_MAX_BODY_BYTES", default=4 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(RBEE_MAX_BODY_BYTES, 2_621_440)
+# How long a dispatched job may wait for its hive to acknowledge it before it
+# is sent again (to another hive when there is one), and how many tries.
+RBEE_DISPATCH_ACK_TIMEOUT = env.float("RBEE_DISPATCH_ACK_TIMEOUT", default=5.0)
+RBEE_DISPATCH_TRIES = env.int("RBEE_DISPATCH_TRIES", default=2)
+# Longest silence between two events of a running job before it is failed.
+RBEE_JOB_IDLE_TIMEOUT = env.float("RBEE_JOB_IDLE_TIMEOUT", default=120.0)
+# A hive that has not been heard from in this long is not routed to.
+RBEE_HIVE_STALE_AFTER = env.float("RBEE_HIVE_STALE_AFTER", default=30.0)
+
+# --- the rest ------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = env.str("RBEE_STATIC_ROOT", default=str(RBEE_HOME / "static"))
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+}
+
+LOG_LEVEL = env.str("RBEE_LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "rbee": {"level": LOG_LEVEL},
+        "hives": {"level": LOG_LEVEL},
+        "inference": {"level": LOG_LEVEL},
+        "tenants": {"level": LOG_LEVEL},
+        "django.request": {"level": "ERROR"},
+    },
+}
