@@ -127,6 +127,7 @@ class HiveConsumer(AsyncWebsocketConsumer):
         if not isinstance(event, dict):
             return
         kind = event.get("kind")
+        logger.debug("hive %s job %s event %s", self.hive_name, job_id, kind)
         reply = self.jobs.pop(job_id, None) if kind in ("done", "error") else self.jobs.get(job_id)
         if reply:
             await self.channel_layer.send(

@@ -60,7 +60,9 @@ class Job:
         """Yield the job's events; the last one is a `done` or an `error`."""
         layer = get_channel_layer()
         assert layer is not None
-        self._reply = await layer.new_channel("rbee.reply.")
+        # The default prefix matters: channels_redis serves all of a process's
+        # channels from one key, named after that prefix.
+        self._reply = await layer.new_channel()
         first = await self._dispatch(layer)
         try:
             if first is not None:
@@ -110,6 +112,7 @@ class Job:
             self._tried.add(placement.hive_id)
             _local_inflight[placement.hive_id] += 1
             self._counted = True
+            logger.debug("job %s dispatched to %s", self.job_id, placement.hive_name)
             await layer.send(
                 placement.channel_name,
                 {
@@ -134,6 +137,7 @@ class Job:
                 if msg.get("hive_id") != placement.hive_id:
                     continue
                 if msg.get("type") == "job.ack":
+                    logger.debug("job %s acknowledged by %s", self.job_id, placement.hive_name)
                     return None
                 if msg.get("type") == "job.event":
                     return dict(msg["event"])

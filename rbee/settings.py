@@ -104,7 +104,12 @@ if REDIS_URL:
             # loses messages across reconnects.
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py 8 defaults socket_timeout to 5 s, the same as the
+                # layer's blocking BZPOPMIN: reads then time out and tear down
+                # every consumer. Give reads room beyond the 5 s block.
+                "hosts": [
+                    {"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}
+                ],
                 "capacity": CHANNEL_CAPACITY,
                 "expiry": 60,
                 "prefix": env.str("RBEE_CHANNEL_PREFIX", default="rbee"),

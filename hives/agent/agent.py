@@ -233,6 +233,7 @@ class HiveAgent:
 
     async def _on_job(self, ws: Any, msg: dict[str, Any]) -> None:
         job_id = str(msg.get("id"))
+        logger.debug("job %s for %s", job_id, msg.get("model"))
         if job_id in self._seen:
             await ws.send(protocol.dumps({"op": "ack", "id": job_id}))  # a retried dispatch
             return

@@ -73,6 +73,17 @@ class LlamaCppEngine(Engine):
             bos_token=model.token_get_text(bos_id) if bos_id != -1 else "",
             stop_token_ids=[eos_id],
         )
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Run one token through the model, so the first request does not pay for
+        paging the weights in and starting the threads."""
+        tokens = self.prompt_tokens([{"role": "user", "content": "Hi"}])
+        gen = self.llm.generate(tokens, temp=0.0)
+        try:
+            next(gen)
+        finally:
+            gen.close()
 
     def unload(self) -> None:
         if self.llm is not None:

@@ -1,0 +1,64 @@
+"""Fixtures shared by the suite.
+
+Unit tests use pytest-django's database (PostgreSQL when RBEE_DATABASE_URL is
+set, as in CI). End-to-end tests start real processes through tests/live.py.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from tests.live import Deployment, Hive, Queen
+
+CHAT_MODEL = "smollm2-135m-instruct"
+
+
+@dataclass
+class Stack:
+    dep: Deployment
+    queen: Queen
+    hive: Hive
+    api_key: str
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.queen.url}/v1"
+
+    def client(self, **kw: object):  # type: ignore[no-untyped-def]
+        import openai
+
+        return openai.OpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=0, **kw)
+
+
+def _stack(embedded: bool | None) -> Iterator[Stack]:
+    dep = Deployment(embedded=embedded)
+    try:
+        # A small body limit so the 413 test need not send megabytes.
+        queen = Queen(dep, env={"RBEE_MAX_BODY_BYTES": "262144"})
+        hive = Hive(dep, queen, "hive-a", [CHAT_MODEL])
+        dep.rbee("tenant", "create", "acme")
+        api_key = dep.rbee("key", "create", "--tenant", "acme").stdout.strip()
+        yield Stack(dep=dep, queen=queen, hive=hive, api_key=api_key)
+    finally:
+        dep.close()
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    """A queen and a hive serving SmolLM2, on the configured database and channel layer."""
+    yield from _stack(embedded=None)
+
+
+@pytest.fixture
+def deployment() -> Iterator[Deployment]:
+    dep = Deployment()
+    try:
+        yield dep
+    finally:
+        dep.close()

