@@ -51,7 +51,7 @@ class HiveConsumer(AsyncWebsocketConsumer):
                 "invalid hive token" if token else "no hive token",
             )
             await self.send(protocol.dumps({"op": "refused", "reason": "invalid hive token"}))
-            await self.close(code=protocol.CLOSE_BAD_TOKEN)
+            await self.close(code=protocol.CLOSE_BAD_TOKEN, reason="invalid hive token")
             return
         self.hive_id = hive.pk
         self.hive_name = hive.name

@@ -194,7 +194,8 @@ def _check_chat_semantics(req: ChatCompletionRequest) -> None:
             raise _refuse("response_format", f"'{rtype}' output is not enforced by this server yet")
         if rtype != "text":
             raise bad_request(
-                f"Invalid value for 'response_format.type': {rtype!r}.",
+                f"Invalid value for 'response_format.type': {rtype!r} is not one of "
+                "'text', 'json_object', 'json_schema'.",
                 param="response_format.type",
                 code="invalid_value",
             )

@@ -24,9 +24,12 @@ from hives.selectors import Placement
 from inference import schemas
 from inference.dispatch import Job, new_job_id
 from inference.errors import APIError
+from rbee import __version__
 from tenants.selectors import Caller, KeyRejected, caller_from_key
 
 logger = logging.getLogger("inference")
+
+SYSTEM_FINGERPRINT = f"rbee-{__version__}"
 
 View = Callable[..., Awaitable[HttpResponse]]
 
@@ -256,7 +259,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
             "object": "chat.completion",
             "created": created,
             "model": req.model,
-            "system_fingerprint": None,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
             "choices": [
                 {
                     "index": 0,
@@ -282,7 +285,7 @@ def _chunk(completion_id: str, created: int, model: str, choices: list[Any], **e
         "object": "chat.completion.chunk",
         "created": created,
         "model": model,
-        "system_fingerprint": None,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
         "choices": choices,
         **extra,
     }

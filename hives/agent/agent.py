@@ -29,6 +29,7 @@ from hives.agent.supervisor import WorkerProcess
 logger = logging.getLogger("hives.agent")
 
 VERSION = "0.1.0"
+REFUSAL_CODES = (protocol.CLOSE_BAD_TOKEN, protocol.CLOSE_BAD_HELLO)
 
 
 class HiveRefused(Exception):
@@ -143,26 +144,32 @@ class HiveAgent:
         while not self._stop.is_set():
             try:
                 await self._session(backoff)
+                reason: object = "the queen closed the connection"
             except HiveRefused as exc:
                 logger.error("the queen refused this hive: %s", exc)
                 return 2
+            except ConnectionClosed as exc:
+                if exc.rcvd is not None and exc.rcvd.code in REFUSAL_CODES:
+                    logger.error("the queen refused this hive: %s", exc.rcvd.reason or exc)
+                    return 2
+                reason = exc
             except (
                 OSError,
-                ConnectionClosed,
                 InvalidStatus,
                 TimeoutError,
                 websockets.exceptions.InvalidHandshake,
             ) as exc:
-                if self._stop.is_set():
-                    break
-                delay = backoff.next()
-                logger.warning(
-                    "queen at %s unreachable (%s); retrying in %.1f s", self.url, exc, delay
-                )
-                try:
-                    await asyncio.wait_for(self._stop.wait(), delay)
-                except TimeoutError:
-                    pass
+                reason = exc
+            if self._stop.is_set():
+                break
+            delay = backoff.next()
+            logger.warning(
+                "queen at %s unreachable (%s); retrying in %.1f s", self.url, reason, delay
+            )
+            try:
+                await asyncio.wait_for(self._stop.wait(), delay)
+            except TimeoutError:
+                pass
         return 0
 
     async def _session(self, backoff: Backoff) -> None:

@@ -1,0 +1,253 @@
+"""Bad input on /v1/, each with OpenAI's error body and the right status; nothing crashes."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import time
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import CHAT_MODEL, Stack
+from tests.live import Hive, bundled_gguf, stop_process
+from tests.openai_shapes import assert_openai_shape
+
+pytestmark = pytest.mark.e2e
+
+OK_BODY = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+
+
+def post(
+    stack: Stack,
+    body: Any,
+    *,
+    key: str | None = "stack",
+    raw: bytes | None = None,
+    path: str = "/v1/chat/completions",
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    h = {"Content-Type": "application/json", **(headers or {})}
+    if key == "stack":
+        h["Authorization"] = f"Bearer {stack.api_key}"
+    elif key is not None:
+        h["Authorization"] = key
+    content = raw if raw is not None else json.dumps(body).encode()
+    return httpx.post(f"{stack.queen.url}{path}", content=content, headers=h, timeout=60)
+
+
+def assert_error(
+    resp: httpx.Response, status: int, *, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    body = resp.json()
+    assert_openai_shape("ErrorResponse", body)
+    err = body["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert err["message"]
+    if param is not None:
+        assert err["param"] == param, err
+    if code is not None:
+        assert err["code"] == code, err
+    return err
+
+
+# --- authentication ---------------------------------------------------------------------
+
+
+def test_no_key_is_401(stack: Stack) -> None:
+    err = assert_error(post(stack, OK_BODY, key=None), 401, code="invalid_api_key")
+    assert "API key" in err["message"]
+
+
+def test_malformed_key_is_401(stack: Stack) -> None:
+    assert_error(post(stack, OK_BODY, key="Bearer hello"), 401, code="invalid_api_key")
+    assert_error(post(stack, OK_BODY, key=f"Basic {stack.api_key}"), 401, code="invalid_api_key")
+
+
+def test_unknown_key_is_401(stack: Stack) -> None:
+    forged = re.sub(r"-[^-]+$", "-" + "A" * 40, stack.api_key)  # right prefix, wrong secret
+    assert_error(post(stack, OK_BODY, key=f"Bearer {forged}"), 401, code="invalid_api_key")
+    other = "sk-rbee-abcdefghij-" + "B" * 40
+    assert_error(post(stack, OK_BODY, key=f"Bearer {other}"), 401, code="invalid_api_key")
+
+
+def test_revoked_key_is_401_at_once(stack: Stack) -> None:
+    key = stack.dep.rbee("key", "create", "--tenant", "acme").stdout.strip()
+    assert post(stack, OK_BODY, key=f"Bearer {key}").status_code == 200
+    stack.dep.rbee("key", "revoke", key, "--tenant", "acme")
+    err = assert_error(post(stack, OK_BODY, key=f"Bearer {key}"), 401, code="invalid_api_key")
+    assert "revoked" in err["message"]
+    assert post(stack, OK_BODY).status_code == 200  # other keys unaffected
+
+
+def test_models_endpoint_needs_a_key(stack: Stack) -> None:
+    resp = httpx.get(f"{stack.queen.url}/v1/models")
+    assert_error(resp, 401, code="invalid_api_key")
+
+
+# --- malformed bodies ----------------------------------------------------------------------
+
+
+def test_malformed_json_is_400(stack: Stack) -> None:
+    assert_error(post(stack, None, raw=b'{"model": "x", '), 400, code="invalid_json")
+    assert_error(post(stack, None, raw=b"\xff\xfe"), 400, code="invalid_json")
+    assert_error(post(stack, None, raw=b"[1, 2]"), 400, code="invalid_json")
+    assert_error(post(stack, None, raw=b""), 400, code="invalid_json")
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"messages": None}, "messages"),
+        ({"messages": []}, "messages"),
+        ({"messages": "hello"}, "messages"),
+        ({"messages": [{"content": "hi"}]}, "messages[0].role"),
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+        ({"messages": [{"role": "user"}]}, "messages[0].content"),
+        ({"model": None}, "model"),
+        ({"model": 7}, "model"),
+        ({"max_tokens": "5"}, "max_tokens"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_tokens": 1.5}, "max_tokens"),
+        ({"max_completion_tokens": -1}, "max_completion_tokens"),
+        ({"temperature": 3}, "temperature"),
+        ({"temperature": "hot"}, "temperature"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"stop": 5}, "stop"),
+        ({"seed": "x"}, "seed"),
+        ({"stream": "yes"}, "stream"),
+        ({"presence_penalty": 9}, "presence_penalty"),
+        ({"n": 0}, "n"),
+    ],
+)
+def test_invalid_parameters_are_400_naming_the_param(
+    stack: Stack, change: dict[str, Any], param: str
+) -> None:
+    body = {**OK_BODY, **change}
+    body = {k: v for k, v in body.items() if v is not None}
+    assert_error(post(stack, body), 400, param=param)
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"n": 2}, "n"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"logprobs": True}, "logprobs"),
+        ({"logit_bias": {"50256": -100}}, "logit_bias"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "yaml"}}, "response_format.type"),
+        ({"stream_options": {"include_usage": True}}, "stream_options"),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}],
+                    }
+                ]
+            },
+            "messages[0].content[0].type",
+        ),
+    ],
+)
+def test_parameters_we_cannot_honour_are_refused_clearly(
+    stack: Stack, change: dict[str, Any], param: str
+) -> None:
+    err = assert_error(post(stack, {**OK_BODY, **change}), 400, param=param)
+    assert "not" in err["message"] or "only" in err["message"]
+
+
+def test_unknown_model_is_404(stack: Stack) -> None:
+    assert_error(
+        post(stack, {**OK_BODY, "model": "gpt-9"}), 404, param="model", code="model_not_found"
+    )
+
+
+def test_body_over_the_limit_is_413(stack: Stack) -> None:
+    big = {**OK_BODY, "messages": [{"role": "user", "content": "x" * 300_000}]}
+    assert_error(post(stack, big), 413, code="request_too_large")
+
+
+def test_prompt_longer_than_the_context_is_400(stack: Stack) -> None:
+    long = {**OK_BODY, "messages": [{"role": "user", "content": "bee hive " * 3000}]}
+    assert_error(post(stack, long), 400, code="context_length_exceeded")
+
+
+def test_wrong_method_and_unknown_paths(stack: Stack) -> None:
+    resp = httpx.get(
+        f"{stack.queen.url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {stack.api_key}"},
+    )
+    assert_error(resp, 405)
+    assert resp.headers["allow"] == "POST"
+    assert_error(post(stack, OK_BODY, path="/v1/nothing/here"), 404, code="unknown_url")
+
+
+def test_the_queen_survives_all_of_the_above(stack: Stack) -> None:
+    resp = post(stack, OK_BODY)
+    assert resp.status_code == 200
+    assert_openai_shape("CreateChatCompletionResponse", resp.json())
+
+
+# --- failures of the machinery ---------------------------------------------------------------
+
+
+def test_known_model_without_a_live_worker_is_503(stack: Stack) -> None:
+    hive = Hive(stack.dep, stack.queen, "ghost-hive", ["ghost=echo:"])
+    assert post(stack, {**OK_BODY, "model": "ghost"}).status_code == 200
+    hive.stop()
+    stack.queen.wait_for_model("ghost-hive", "ghost", present=False)
+    err = assert_error(post(stack, {**OK_BODY, "model": "ghost"}), 503, code="model_unavailable")
+    assert "no live worker" in err["message"]
+
+
+def test_hive_killed_mid_stream_ends_the_stream_with_an_error_promptly(stack: Stack) -> None:
+    hive = Hive(stack.dep, stack.queen, "victim-hive", [f"victim=llama.cpp:{bundled_gguf()}"])
+    stream = stack.client().chat.completions.create(
+        model="victim",
+        messages=[{"role": "user", "content": "Write a very long story about bees."}],
+        max_tokens=2000,
+        temperature=1.0,
+        stream=True,
+    )
+    got = 0
+    killed_at = None
+    with pytest.raises(openai.APIError) as exc:
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                got += 1
+            if got == 5 and killed_at is None:
+                killed_at = time.monotonic()
+                stop_process(hive.proc, signal.SIGKILL)
+    assert killed_at is not None
+    assert time.monotonic() - killed_at < 5
+    assert "disconnected" in str(exc.value.message)
+    # The queen goes on serving the others.
+    assert post(stack, OK_BODY).status_code == 200
+
+
+def test_hive_with_a_wrong_token_is_refused_and_logged(stack: Stack) -> None:
+    bad = "rbee-hive-aaaaaaaaaa-" + "C" * 40
+    hive = Hive(stack.dep, stack.queen, "intruder", ["x=echo:"], token=bad, wait=False)
+    assert hive.proc.wait(timeout=30) == 2
+    assert "refused" in hive.log.read_text()
+    assert "refused hive connection" in stack.queen.log.read_text()
+    assert bad not in stack.queen.log.read_text()  # secrets never logged
+    body = stack.queen.wait_healthy()
+    assert "intruder" not in [h["name"] for h in body["hives"]]
+
+
+def test_hive_using_another_hives_token_is_refused(stack: Stack) -> None:
+    token = stack.dep.rbee("hive", "token", "--name", "real-name").stdout.strip()
+    hive = Hive(stack.dep, stack.queen, "fake-name", ["x=echo:"], token=token, wait=False)
+    assert hive.proc.wait(timeout=30) == 2
+    assert "belongs to 'real-name'" in stack.queen.log.read_text()
