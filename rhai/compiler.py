@@ -365,6 +365,8 @@ class Compiler:
         sf.may_ctl = may_ctl(fd.body)
         sf.calls = has_calls(fd.body)
         sf.body = self.cs(fd.body)
+        if fd.name.startswith("anon$"):
+            sf.fast = make_fast_pred(fd)
         fd.compiled = sf
         return sf
 
@@ -1223,3 +1225,126 @@ def float_equal(a: float, b: float) -> bool:
 
 
 __all__ = ["Compiler", "arith", "contains", "get_prop", "get_index", "iterate", "NUM"]
+
+
+# ---------------------------------------------------------------------------
+# Fast predicates: closures like `|w| w.hive == "gaming-pc" && w.load < 4` are also
+# compiled to Python source, so that filter/find/some/all over large arrays need a
+# single Python call per element. The generated code checks the types it assumes
+# and defers to the generic closure (`slow`) otherwise, so the semantics are those
+# of the closure itself. Only literals travel as values (never as source text).
+
+_CMP_SWAP = {"<": ">", ">": "<", "<=": ">=", ">=": "<=", "==": "==", "!=": "!="}
+_FLOAT_HELPERS = {"<": "_flt", "<=": "_fle", ">": "_fgt", ">=": "_fge", "==": "_feq",
+                  "!=": "_fne"}  # fmt: skip
+
+
+class _PredGen:
+    def __init__(self, param: VarInfo) -> None:
+        self.param = param
+        self.consts: list[Any] = []
+        self.props: dict[str, tuple[str, set[type]]] = {}
+
+    def const(self, v: Any) -> str:
+        self.consts.append(v)
+        return f"k{len(self.consts) - 1}"
+
+    def prop(self, n: Node, t: type) -> str | None:
+        if n.k != "prop" or n.c or n.b.k != "var" or n.b.a is not self.param:
+            return None
+        name = n.a
+        if name not in self.props:
+            self.props[name] = (f"v{len(self.props)}", set())
+        var, types = self.props[name]
+        types.add(t)
+        return var
+
+    def expr(self, n: Node) -> str | None:
+        if n.k == "and" or n.k == "or":
+            a, b = self.expr(n.b), self.expr(n.c)
+            if a is None or b is None:
+                return None
+            return f"({a} {'and' if n.k == 'and' else 'or'} {b})"
+        if n.k == "unary" and n.a == "!":
+            a = self.expr(n.b)
+            return None if a is None else f"(not {a})"
+        if n.k == "bin" and n.a in _CMP_SWAP:
+            op, left, right = n.a, n.b, n.c
+            if left.k == "const" and right.k != "const":
+                left, right, op = right, left, _CMP_SWAP[op]
+            if right.k != "const":
+                return None
+            k = right.a
+            t = type(k)
+            if t not in (str, int, float, bool) or (t is bool and op not in ("==", "!=")):
+                return None
+            v = self.prop(left, t)
+            if v is None:
+                return None
+            kname = self.const(k)
+            if t is float:
+                return f"{_FLOAT_HELPERS[op]}({v}, {kname})"
+            return f"({v} {op} {kname})"
+        return None
+
+
+def make_fast_pred(fd: FnDef) -> FastPred | None:
+    """A factory ``make(slow) -> pred`` for simple one-parameter closures, or None."""
+    from .values import float_le, float_lt
+
+    if len(fd.param_vars) != 1 or fd.body is None:
+        return None
+    param = fd.param_vars[0]
+    if param.captured or param.mutated:
+        return None
+    gen = _PredGen(param)
+    expr = gen.expr(fd.body)
+    if expr is None or not gen.props or len(gen.props) > 8:
+        return None
+    guards = []
+    for name, (var, types) in gen.props.items():
+        if len(types) != 1:
+            return None
+        (t,) = types
+        pk = gen.const(name)
+        tn = {str: "tstr", int: "tint", float: "tflt", bool: "tbool"}[t]
+        guards.append(f"type({var} := p.get({pk})) is {tn}")
+    kargs = ", ".join(f"k{i}=K[{i}]" for i in range(len(gen.consts)))
+    cond = " and ".join(["type(p) is tdict", *guards])
+    types_args = "tstr=str, tint=int, tflt=float, tbool=bool, tdict=dict"
+    src = "\n".join(
+        [
+            "def make(slow):",
+            f"    def pred(p, {kargs}, {types_args}):",
+            f"        if {cond}:",
+            f"            return {expr}",
+            "        return slow(p)",
+            "    return pred",
+            "",
+            f"def vfilter(a, slow, {kargs}, {types_args}):",
+            f"    return [p for p in a if ({expr} if {cond} else slow(p))]",
+        ]
+    )
+    ns: dict[str, Any] = {
+        "K": gen.consts,
+        "_flt": float_lt,
+        "_fle": float_le,
+        "_fgt": lambda a, b: float_lt(b, a),
+        "_fge": lambda a, b: float_le(b, a),
+        "_feq": float_eq,
+        "_fne": lambda a, b: not float_eq(a, b),
+        "__builtins__": {"type": type, "str": str, "int": int, "float": float, "bool": bool,
+                         "dict": dict},
+    }
+    exec(compile(src, "<rhai fast predicate>", "exec"), ns)  # noqa: S102 - generated above
+    return FastPred(ns["make"], ns["vfilter"])
+
+
+class FastPred:
+    """``make(slow)`` gives a per-item predicate; ``vfilter(items, slow)`` filters a list."""
+
+    __slots__ = ("make", "vfilter")
+
+    def __init__(self, make: Any, vfilter: Any) -> None:
+        self.make = make
+        self.vfilter = vfilter

@@ -96,7 +96,7 @@ class ScriptFn:
 
     __slots__ = (
         "name", "params", "nparams", "body", "pad", "copy_params", "cell_params", "cap_slots",
-        "may_ctl", "calls", "pos", "nslots",
+        "may_ctl", "calls", "pos", "nslots", "fast",
     )  # fmt: skip
 
     def __init__(self, name: str, params: list[str], pos: Pos) -> None:
@@ -112,6 +112,7 @@ class ScriptFn:
         self.may_ctl = True
         self.calls = True
         self.nslots = 2
+        self.fast: Any = None
 
 
 def to_eval_error(e: Exception, pos: Pos, what: str = "") -> RhaiError:
@@ -321,3 +322,41 @@ def fn_arity(fp: Any) -> int | None:
 
 def call_fnptr_host(c: Ctx, fp: FnPtr, args: list[Any]) -> Any:
     return call_fnptr(c, fp, [from_python(a) for a in args], NOPOS)
+
+
+def fast_filter(c: Ctx, fp: Any, items: list[Any], pos: Pos = NOPOS) -> list[Any] | None:
+    """Filter with a closure compiled to Python source; None when there is none."""
+    if type(fp) is not FnPtr or fp.closure is None or fp.closure.fast is None or fp.curry:
+        return None
+    c.ops += len(items)
+    if c.ops > c.max_ops:
+        ops_exceeded(c, pos)
+    slow = bind_fn(c, fp, 1, pos)
+
+    def checked(x: Any) -> Any:
+        r = slow(x)
+        if r is True or r is False:
+            return r
+        raise Fail(f"The function passed to 'filter' must return a boolean, not {type_of(r)}")
+
+    return fp.closure.fast.vfilter(items, checked)  # type: ignore[no-any-return]
+
+
+def fast_pred(c: Ctx, fp: Any, n: int, name: str, pos: Pos = NOPOS) -> Callable[[Any], Any] | None:
+    """For an array of ``n`` items: a predicate compiled to Python source, or None.
+
+    The ``n`` operations are charged up front."""
+    if type(fp) is not FnPtr or fp.closure is None or fp.closure.fast is None or fp.curry:
+        return None
+    c.ops += n
+    if c.ops > c.max_ops:
+        ops_exceeded(c, pos)
+    slow = bind_fn(c, fp, 1, pos)
+
+    def checked(x: Any) -> Any:
+        r = slow(x)
+        if r is True or r is False:
+            return r
+        raise Fail(f"The function passed to '{name}' must return a boolean, not {type_of(r)}")
+
+    return fp.closure.fast.make(checked)  # type: ignore[no-any-return]

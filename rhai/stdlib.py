@@ -10,7 +10,7 @@ from typing import Any, Callable
 from .errors import Fail
 from .runtime import (
     BUILTINS, STR_MUTATORS, VARIADIC, Ctx, NewStr, bind_fn, call_fnptr, check_arr, check_map,
-    fn_arity,
+    fast_filter, fast_pred, fn_arity,
 )  # fmt: skip
 from .values import (
     INT_MAX, INT_MIN, Char, FnPtr, Range, StepRange, check_int, compare, deep_copy, to_debug,
@@ -779,6 +779,9 @@ def _filter(c: Ctx, a: Any, fp: Any) -> Any:
         call = bind_fn(c, fp, 2)
         return {k: v for k, v in a.items() if _bool("filter", call(k, v))}
     _arr("filter", a, fp)
+    fast = fast_filter(c, fp, a)
+    if fast is not None:
+        return fast
     if fn_arity(fp) == 2:
         call2 = bind_fn(c, fp, 2)
         return [x for i, x in enumerate(a) if _bool("filter", call2(x, i))]
@@ -855,6 +858,12 @@ def _none(c: Ctx, a: Any, fp: Any) -> bool:
 @reg("find", 2)
 def _find(c: Ctx, a: Any, fp: Any) -> Any:
     _arr("find", a, fp)
+    pred = fast_pred(c, fp, len(a), "find")
+    if pred is not None:
+        for x in a:
+            if pred(x):
+                return x
+        return None
     call = _pred_call(c, fp)
     for i, x in enumerate(a):
         if _bool("find", call(x, i)):
