@@ -161,17 +161,20 @@ class Engine:
         The top-level statements of the script are *not* run: script functions cannot
         see top-level variables anyway, so only their side effects would be lost.
         """
-        c = Ctx(self, ast._fns)
         sf = ast._fns.get((name, len(args)))
-
-        def run() -> Any:
-            conv = [from_python(a) for a in args]
+        try:
+            c = Ctx(self, ast._fns)
+            conv = [
+                a if type(a) in (dict, list, str, float) else from_python(a) for a in args
+            ]
             if sf is None:
                 types = ", ".join(type_of(a) for a in conv)
                 raise EvalError(f"Function not found: {name} ({types})", NOPOS)
             return call_script(c, sf, conv, None, sf.pos)
-
-        return _guard(run)
+        except RhaiError:
+            raise
+        except BaseException as e:
+            return _guard_error(e)
 
 
 def _guard(run: Callable[[], Any]) -> Any:
@@ -180,6 +183,13 @@ def _guard(run: Callable[[], Any]) -> Any:
         return run()
     except RhaiError:
         raise
+    except BaseException as e:
+        return _guard_error(e)
+
+
+def _guard_error(e: BaseException) -> Any:
+    try:
+        raise e
     except Fail as e:
         raise to_eval_error(e, NOPOS) from None
     except RecursionError:
@@ -190,3 +200,4 @@ def _guard(run: Callable[[], Any]) -> Any:
         return e.ctl.value
     except Exception as e:
         raise EvalError(f"Internal error: {type(e).__name__}: {e}", NOPOS) from e
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -295,7 +295,12 @@ class Parser:
             kw = t.value
             if kw in ("let", "const"):
                 return self.end_statement(self.parse_let())
-            if kw in ("if", "switch", "match", "while", "loop", "for", "do", "try"):
+            if kw == "try":
+                node = self.parse_try()
+                if self.is_op(";"):
+                    self.next()
+                return node
+            if kw in ("if", "switch", "match", "while", "loop", "for", "do"):
                 node = self.parse_primary_kw()
                 if kw == "do":
                     return self.end_statement(node)
@@ -489,9 +494,7 @@ class Parser:
                 if self.is_op(")"):
                     self.next()
                     return Node("const", t.pos, None)
-                self.enter(t)
                 e = self.parse_expr()
-                self.depth -= 1
                 self.expect_op(")")
                 return e
             if v == "[":
@@ -642,7 +645,7 @@ class Parser:
         if kw == "for":
             return self.parse_for()
         if kw == "try":
-            return self.parse_try()
+            raise self.error("'try' is a statement and cannot be used as an expression")
         if kw == "return" or kw == "throw":
             self.next()
             val = None
