@@ -283,6 +283,8 @@ def float_eq(x: float, y: float) -> bool:
 
 
 def float_lt(x: float, y: float) -> bool:
+    if x >= y:
+        return False
     if x == 0.0 or y == 0.0:
         return y - x >= EPSILON
     return y - x >= max(abs(x), abs(y)) * EPSILON
