@@ -11,7 +11,8 @@ import random
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -93,8 +94,10 @@ def main() -> list[tuple[str, int, float, float]]:
             want = route_python(task, workers)
             got = engine.call_fn(ast, "route_task", task, workers)
             assert got is want or got == want, (label, n, got, want)
-            r_us = median_us(lambda: engine.call_fn(ast, "route_task", task, workers), repeat)
-            p_us = median_us(lambda: route_python(task, workers), repeat)
+            r_us = median_us(
+                lambda t=task, w=workers: engine.call_fn(ast, "route_task", t, w), repeat
+            )
+            p_us = median_us(lambda t=task, w=workers: route_python(t, w), repeat)
             rows.append((label, n, r_us, p_us))
     print(f"{'decision':40} {'workers':>7} {'rhai us':>10} {'python us':>10} {'ratio':>6}")
     for label, n, r_us, p_us in rows:

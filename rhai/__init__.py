@@ -8,7 +8,17 @@ from .errors import EvalError, LimitExceeded, ParseError, RhaiError, ThrownError
 from .values import Char, FnPtr, Range, StepRange, type_of
 
 __all__ = [
-    "AST", "Engine", "RhaiError", "ParseError", "EvalError", "LimitExceeded", "ThrownError",
-    "Char", "FnPtr", "Range", "StepRange", "type_of",
+    "AST",
+    "Char",
+    "Engine",
+    "EvalError",
+    "FnPtr",
+    "LimitExceeded",
+    "ParseError",
+    "Range",
+    "RhaiError",
+    "StepRange",
+    "ThrownError",
+    "type_of",
 ]  # fmt: skip
 __version__ = "0.1.0"

@@ -13,18 +13,39 @@ position the signal travels as a :class:`~rhai.runtime.CtlExc` exception instead
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from operator import itemgetter
-from typing import Any, Callable
+from typing import Any
 
 from .errors import EvalError, Fail, LimitExceeded, Pos, RhaiError, ThrownError
 from .parser import LITERAL_KINDS, FnDef, Node, VarInfo, suggest
 from .runtime import (
-    BREAK, CONTINUE, RETURN, Ctl, CtlExc, ScriptFn, call_method, call_named, check_str,
-    ops_exceeded, to_eval_error,
+    BREAK,
+    CONTINUE,
+    RETURN,
+    Ctl,
+    CtlExc,
+    ScriptFn,
+    call_method,
+    call_named,
+    check_str,
+    ops_exceeded,
+    to_eval_error,
 )  # fmt: skip
 from .values import (
-    INT_MAX, INT_MIN, Cell, Char, FnPtr, Range, StepRange, compare, deep_copy, float_eq,
-    to_display, type_of, values_eq,
+    INT_MAX,
+    INT_MIN,
+    Cell,
+    Char,
+    FnPtr,
+    Range,
+    StepRange,
+    compare,
+    deep_copy,
+    float_eq,
+    to_display,
+    type_of,
+    values_eq,
 )  # fmt: skip
 
 Ev = Callable[[list[Any]], Any]
@@ -431,8 +452,7 @@ class Compiler:
 
     def c_map(self, n: Node) -> Ev:
         pairs = [
-            (k, self.copy_wrap(self.cx(x)) if needs_copy(None, x) else self.cx(x))
-            for k, x in n.a
+            (k, self.copy_wrap(self.cx(x)) if needs_copy(None, x) else self.cx(x)) for k, x in n.a
         ]
         return lambda f: {k: e(f) for k, e in pairs}
 
@@ -514,10 +534,10 @@ class Compiler:
                     if INT_MIN <= r <= INT_MAX:
                         return r
                 elif type(a) is str and type(b) is str:
-                    r = a + b
-                    if len(r) <= f[0].max_str:
-                        return r
-                    return check_str(f[0], r, pos)
+                    s = a + b
+                    if len(s) <= f[0].max_str:
+                        return s
+                    return check_str(f[0], s, pos)
                 r = arith("+", a, b, pos)
                 if type(r) is str:
                     check_str(f[0], r, pos)
@@ -884,7 +904,7 @@ class Compiler:
             return unknown
         vf = self.cx(value)
         tvar = target.a if target.k == "var" else None
-        if op == "=" and needs_copy(tvar if target.k == "var" else None, value) or (
+        if (op == "=" and needs_copy(tvar if target.k == "var" else None, value)) or (
             op == "=" and target.k != "var" and value.k not in LITERAL_KINDS
         ):
             vf = self.copy_wrap(vf)
@@ -1042,9 +1062,7 @@ class Compiler:
                     if cf is None or truth(cf(f), pos, "switch case condition"):
                         return bf(f)
             for lo, hi, incl, cf, bf in ranges:
-                if lo is None or (
-                    type(v) is int and lo <= v and (v <= hi if incl else v < hi)
-                ):
+                if lo is None or (type(v) is int and lo <= v and (v <= hi if incl else v < hi)):
                     if cf is None or truth(cf(f), pos, "switch case condition"):
                         return bf(f)
             if default is not None:
@@ -1224,7 +1242,7 @@ def float_equal(a: float, b: float) -> bool:
     return float_eq(a, b)
 
 
-__all__ = ["Compiler", "arith", "contains", "get_prop", "get_index", "iterate", "NUM"]
+__all__ = ["NUM", "Compiler", "arith", "contains", "get_index", "get_prop", "iterate"]
 
 
 # ---------------------------------------------------------------------------
@@ -1333,8 +1351,14 @@ def make_fast_pred(fd: FnDef) -> FastPred | None:
         "_fge": lambda a, b: float_le(b, a),
         "_feq": float_eq,
         "_fne": lambda a, b: not float_eq(a, b),
-        "__builtins__": {"type": type, "str": str, "int": int, "float": float, "bool": bool,
-                         "dict": dict},
+        "__builtins__": {
+            "type": type,
+            "str": str,
+            "int": int,
+            "float": float,
+            "bool": bool,
+            "dict": dict,
+        },
     }
     exec(compile(src, "<rhai fast predicate>", "exec"), ns)  # noqa: S102 - generated above
     return FastPred(ns["make"], ns["vfilter"])

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import stdlib  # noqa: F401  (registers the builtins)
 from .compiler import Compiler
 from .errors import NOPOS, EvalError, Fail, LimitExceeded, ParseError, RhaiError
 from .parser import FnDef, Parser
-from .runtime import Ctl, Ctx, CtlExc, ScriptFn, call_script, make_frame, to_eval_error
+from .runtime import Ctl, CtlExc, Ctx, ScriptFn, call_script, make_frame, to_eval_error
 from .values import from_python, type_of
 
 log = logging.getLogger("rhai")
@@ -164,9 +165,7 @@ class Engine:
         sf = ast._fns.get((name, len(args)))
         try:
             c = Ctx(self, ast._fns)
-            conv = [
-                a if type(a) in (dict, list, str, float) else from_python(a) for a in args
-            ]
+            conv = [a if type(a) in (dict, list, str, float) else from_python(a) for a in args]
             if sf is None:
                 types = ", ".join(type_of(a) for a in conv)
                 raise EvalError(f"Function not found: {name} ({types})", NOPOS)

@@ -32,7 +32,7 @@ for _op in OPERATORS:
 
 
 class Tok:
-    __slots__ = ("kind", "value", "line", "col")
+    __slots__ = ("col", "kind", "line", "value")
 
     def __init__(self, kind: str, value: Any, line: int, col: int) -> None:
         self.kind = kind  # INT FLOAT STR CHAR INTERP IDENT KW OP EOF
@@ -187,7 +187,7 @@ class Lexer:
         text = src[j:k].replace("_", "")
         self.adv(k - j)
         if k < n and (src[k].isalpha() or src[k] == "_"):
-            raise self.error(f"Invalid number literal '{src[j:k + 1]}'", line, col)
+            raise self.error(f"Invalid number literal '{src[j : k + 1]}'", line, col)
         if is_float:
             return Tok("FLOAT", float(text), line, col)
         v = int(text)

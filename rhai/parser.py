@@ -24,9 +24,7 @@ BINARY_PREC = {
     "<<": 210, ">>": 210,
 }  # fmt: skip
 
-ASSIGN_OPS = frozenset(
-    ["=", "+=", "-=", "*=", "/=", "%=", "**=", "<<=", ">>=", "&=", "|=", "^="]
-)
+ASSIGN_OPS = frozenset(["=", "+=", "-=", "*=", "/=", "%=", "**=", "<<=", ">>=", "&=", "|=", "^="])
 
 # builtin methods that change their target in place
 MUTATING_METHODS = frozenset(
@@ -41,7 +39,7 @@ LITERAL_KINDS = frozenset(["const", "array", "map", "interp", "bin", "unary", "c
 class Node:
     """An AST node; the meaning of ``a``..``d`` depends on ``k`` (see parser)."""
 
-    __slots__ = ("k", "pos", "a", "b", "c", "d")
+    __slots__ = ("a", "b", "c", "d", "k", "pos")
 
     def __init__(self, k: str, pos: Pos, a: Any = None, b: Any = None, c: Any = None,
                  d: Any = None) -> None:  # fmt: skip
@@ -57,7 +55,7 @@ class Node:
 
 
 class VarInfo:
-    __slots__ = ("name", "slot", "const", "captured", "mutated", "pos")
+    __slots__ = ("captured", "const", "mutated", "name", "pos", "slot")
 
     def __init__(self, name: str, slot: int, const: bool, pos: Pos) -> None:
         self.name = name
@@ -251,7 +249,9 @@ class Parser:
         saved = (self.scope, self.loops)
         self.scope = FnScope(None, False)
         self.loops = 0
-        fd.param_vars = [self.scope.declare(p, False, t.pos) for p, t in zip(params, ptoks)]
+        fd.param_vars = [
+            self.scope.declare(p, False, t.pos) for p, t in zip(params, ptoks, strict=True)
+        ]
         if not self.is_op("{"):
             raise self.error("Expecting '{' to start the function body")
         fd.body = self.parse_block()
@@ -452,7 +452,7 @@ class Parser:
                 self.next()
                 name = nt.value
                 elvis = t.value == "?."
-                if self.is_op("(") :
+                if self.is_op("("):
                     args = self.parse_args()
                     root = node
                     while root.k in ("prop", "index"):
@@ -591,7 +591,9 @@ class Parser:
         saved = (self.scope, self.loops)
         self.scope = FnScope(saved[0], True)
         self.loops = 0
-        fd.param_vars = [self.scope.declare(p, False, pt.pos) for p, pt in zip(params, ptoks)]
+        fd.param_vars = [
+            self.scope.declare(p, False, pt.pos) for p, pt in zip(params, ptoks, strict=True)
+        ]
         self.enter(t)
         fd.body = self.parse_expr()
         self.depth -= 1
@@ -817,4 +819,4 @@ def suggest(name: str, candidates: list[str]) -> str:
     return f" (did you mean `{m[0]}`?)" if m else ""
 
 
-__all__ = ["Parser", "Node", "VarInfo", "FnScope", "FnDef", "suggest", "Char"]
+__all__ = ["Char", "FnDef", "FnScope", "Node", "Parser", "VarInfo", "suggest"]

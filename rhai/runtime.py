@@ -3,7 +3,8 @@ the evaluation context, control flow signals and function dispatch."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .errors import NOPOS, EvalError, Fail, LimitExceeded, Pos, RhaiError
 from .parser import suggest
@@ -30,8 +31,18 @@ class Ctx:
     """State of one evaluation: limits, counters, functions and host hooks."""
 
     __slots__ = (
-        "ops", "max_ops", "depth", "max_depth", "max_str", "max_arr", "max_map", "max_vars",
-        "fns", "host", "on_print", "on_debug",
+        "depth",
+        "fns",
+        "host",
+        "max_arr",
+        "max_depth",
+        "max_map",
+        "max_ops",
+        "max_str",
+        "max_vars",
+        "on_debug",
+        "on_print",
+        "ops",
     )  # fmt: skip
 
     def __init__(self, engine: Any, fns: dict[tuple[str, int], Any]) -> None:
@@ -95,8 +106,19 @@ class ScriptFn:
     """A compiled script function or closure body."""
 
     __slots__ = (
-        "name", "params", "nparams", "body", "pad", "copy_params", "cell_params", "cap_slots",
-        "may_ctl", "calls", "pos", "nslots", "fast",
+        "body",
+        "calls",
+        "cap_slots",
+        "cell_params",
+        "copy_params",
+        "fast",
+        "may_ctl",
+        "name",
+        "nparams",
+        "nslots",
+        "pad",
+        "params",
+        "pos",
     )  # fmt: skip
 
     def __init__(self, name: str, params: list[str], pos: Pos) -> None:
@@ -151,7 +173,9 @@ def run_frame(c: Ctx, sf: ScriptFn, fr: list[Any], pos: Pos) -> Any:
     return r
 
 
-def make_frame(c: Ctx, sf: ScriptFn, args: list[Any], this: Any, cells: tuple[Cell, ...]) -> list[Any]:
+def make_frame(
+    c: Ctx, sf: ScriptFn, args: list[Any], this: Any, cells: tuple[Cell, ...]
+) -> list[Any]:
     fr = [c, this, *args]
     if sf.pad:
         fr.extend(sf.pad)
@@ -160,7 +184,7 @@ def make_frame(c: Ctx, sf: ScriptFn, args: list[Any], this: Any, cells: tuple[Ce
     for i in sf.cell_params:
         fr[i] = Cell(fr[i])
     if cells:
-        for s, cell in zip(sf.cap_slots, cells):
+        for s, cell in zip(sf.cap_slots, cells, strict=False):
             fr[s] = cell
     return fr
 
@@ -193,9 +217,7 @@ def all_fn_names(c: Ctx) -> list[str]:
 
 def not_found(c: Ctx, name: str, args: list[Any], pos: Pos) -> EvalError:
     types = ", ".join(type_of(a) for a in args)
-    return EvalError(
-        f"Function not found: {name} ({types}){suggest(name, all_fn_names(c))}", pos
-    )
+    return EvalError(f"Function not found: {name} ({types}){suggest(name, all_fn_names(c))}", pos)
 
 
 def call_named(c: Ctx, name: str, args: list[Any], pos: Pos) -> Any:

@@ -4,17 +4,39 @@ functions. Every builtin takes the runtime context first, then its arguments."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import cmp_to_key
-from typing import Any, Callable
+from typing import Any
 
 from .errors import Fail
 from .runtime import (
-    BUILTINS, STR_MUTATORS, VARIADIC, Ctx, NewStr, bind_fn, call_fnptr, check_arr, check_map,
-    fast_filter, fast_pred, fn_arity,
+    BUILTINS,
+    STR_MUTATORS,
+    VARIADIC,
+    Ctx,
+    NewStr,
+    bind_fn,
+    call_fnptr,
+    check_arr,
+    check_map,
+    fast_filter,
+    fast_pred,
+    fn_arity,
 )  # fmt: skip
 from .values import (
-    INT_MAX, INT_MIN, Char, FnPtr, Range, StepRange, check_int, compare, deep_copy, to_debug,
-    to_display, type_of, values_eq,
+    INT_MAX,
+    INT_MIN,
+    Char,
+    FnPtr,
+    Range,
+    StepRange,
+    check_int,
+    compare,
+    deep_copy,
+    to_debug,
+    to_display,
+    type_of,
+    values_eq,
 )  # fmt: skip
 
 F = Callable[..., Any]
@@ -83,8 +105,10 @@ def _to_debug(c: Ctx, v: Any) -> str:
 def _fn(c: Ctx, name: Any) -> FnPtr:
     if type(name) is not str:
         raise nf("Fn", name)
-    if not name or not (name[0].isalpha() or name[0] == "_") or not all(
-        ch.isalnum() or ch == "_" for ch in name
+    if (
+        not name
+        or not (name[0].isalpha() or name[0] == "_")
+        or not all(ch.isalnum() or ch == "_" for ch in name)
     ):
         raise Fail(f"Invalid function name for Fn: {name!r}")
     return FnPtr(name, (), None, (), c)
@@ -346,7 +370,7 @@ def _parse_int(c: Ctx, s: Any, radix: Any = 10) -> int:
         raise Fail(f"Invalid radix: {radix}")
     t = s.strip()
     try:
-        if not t or "_" in t or t[0] == "+" and t[1:2] in "+-":
+        if not t or "_" in t or (t[0] == "+" and t[1:2] in "+-"):
             raise ValueError
         v = int(t, radix)
     except ValueError:
@@ -893,8 +917,8 @@ def _take(c: Ctx, name: str, a: Any, x: Any, n: Any, keep_matching: bool) -> Any
     if type(x) is FnPtr:
         call = _pred_call(c, x)
         flags = [_bool(name, call(v, i)) for i, v in enumerate(a)]
-        removed = [v for v, m in zip(a, flags) if m != keep_matching]
-        a[:] = [v for v, m in zip(a, flags) if m == keep_matching]
+        removed = [v for v, m in zip(a, flags, strict=False) if m != keep_matching]
+        a[:] = [v for v, m in zip(a, flags, strict=False) if m == keep_matching]
         return removed
     i, j = _span_args(name, len(a), x, n)
     if keep_matching:
@@ -976,7 +1000,7 @@ def _zip(c: Ctx, a: Any, b: Any, fp: Any) -> list[Any]:
     _arr("zip", a, b, fp)
     _arr("zip", b)
     call = bind_fn(c, fp, 2)
-    return [call(x, y) for x, y in zip(a, b)]
+    return [call(x, y) for x, y in zip(a, b, strict=False)]
 
 
 # ---------------------------------------------------------------------------

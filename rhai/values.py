@@ -19,7 +19,8 @@ range       :class:`Range`
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .errors import Fail
 
@@ -57,7 +58,7 @@ class Cell:
 class Range:
     """An integer range ``start..end`` or ``start..=end``."""
 
-    __slots__ = ("start", "end", "inclusive")
+    __slots__ = ("end", "inclusive", "start")
 
     def __init__(self, start: int, end: int, inclusive: bool = False) -> None:
         self.start = start
@@ -75,10 +76,10 @@ class Range:
         return self.start <= x < self.end
 
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, Range)
-            and (self.start, self.end, self.inclusive)
-            == (other.start, other.end, other.inclusive)
+        return isinstance(other, Range) and (self.start, self.end, self.inclusive) == (
+            other.start,
+            other.end,
+            other.inclusive,
         )
 
     def __hash__(self) -> int:
@@ -91,7 +92,7 @@ class Range:
 class StepRange:
     """The iterator returned by ``range(from, to, step)``."""
 
-    __slots__ = ("start", "end", "step")
+    __slots__ = ("end", "start", "step")
 
     def __init__(self, start: Any, end: Any, step: Any) -> None:
         self.start = start
@@ -117,7 +118,7 @@ class FnPtr:
     """A Rhai function pointer: a named function or an anonymous closure, with
     optional curried arguments."""
 
-    __slots__ = ("name", "curry", "closure", "cells", "_ctx")
+    __slots__ = ("_ctx", "cells", "closure", "curry", "name")
 
     def __init__(
         self,
@@ -306,14 +307,14 @@ def values_eq(a: Any, b: Any) -> bool:
         if ta is float:
             return float_eq(a, b)
         if ta is list:
-            return len(a) == len(b) and all(values_eq(x, y) for x, y in zip(a, b))
+            return len(a) == len(b) and all(values_eq(x, y) for x, y in zip(a, b, strict=False))
         if ta is dict:
             return a.keys() == b.keys() and all(values_eq(a[k], b[k]) for k in a)
         return bool(a == b)
     if (ta is int and tb is float) or (ta is float and tb is int):
         return float_eq(float(a), float(b))
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(values_eq(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(values_eq(x, y) for x, y in zip(a, b, strict=False))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(values_eq(a[k], b[k]) for k in a)
     return False

@@ -14,7 +14,10 @@ def test_register_fn_function_and_method_syntax() -> None:
     e.register_fn("least_loaded", lambda ws: min(ws, key=lambda w: w["load"]))
     e.register_fn("shout", lambda s: s.upper() + "!")
     e.register_fn("size", lambda m: len(m))
-    src = 'let ws = [#{id: 1, load: 5}, #{id: 2, load: 1}]; [least_loaded(ws).id, ws.least_loaded().id]'
+    src = (
+        "let ws = [#{id: 1, load: 5}, #{id: 2, load: 1}]; "
+        "[least_loaded(ws).id, ws.least_loaded().id]"
+    )
     assert e.eval(src) == [2, 2]
     assert e.eval('"hi".shout()') == "HI!"
     assert e.eval("#{a: 1, b: 2}.size()") == 2
@@ -143,7 +146,7 @@ def test_error_hierarchy() -> None:
     assert issubclass(rhai.EvalError, rhai.RhaiError)
     assert issubclass(rhai.ParseError, rhai.RhaiError)
     with pytest.raises(rhai.ThrownError) as info:
-        rhai.Engine().eval('throw #{code: 3};')
+        rhai.Engine().eval("throw #{code: 3};")
     assert info.value.value == {"code": 3}
 
 

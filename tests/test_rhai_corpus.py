@@ -74,7 +74,10 @@ def test_script(path: pathlib.Path) -> None:
     engine.on_print = printed.append
     engine.on_debug = printed.append
     if kind == "value":
-        want = eval(expect, {"float": float}) if expect.startswith("float(") else pyast.literal_eval(expect)
+        if expect.startswith("float("):
+            want = float(expect[7:-2])
+        else:
+            want = pyast.literal_eval(expect)
         got = plain(engine.eval(text))
         assert same(got, want), f"got {got!r}, want {want!r}"
     else:

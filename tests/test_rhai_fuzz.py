@@ -21,9 +21,7 @@ TOKENS = [
     "pad", "sort", "range", "import", "global", "::",
 ]  # fmt: skip
 
-SETTINGS = settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def engine() -> rhai.Engine:
@@ -74,13 +72,13 @@ def test_random_token_sequences(toks: list[str]) -> None:
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.sampled_from(TOKENS), max_size=30))
 def test_random_tokens_in_a_loop_body(toks: list[str]) -> None:
-    check("let x = [1, 2]; let s = \"ab\"; loop { " + " ".join(toks) + " }")
+    check('let x = [1, 2]; let s = "ab"; loop { ' + " ".join(toks) + " }")
 
 
 def test_runaway_scripts_stop_at_limits() -> None:
     for src in [
         "loop {}",
-        "let s = \"x\"; loop { s += s; }",
+        'let s = "x"; loop { s += s; }',
         "let a = [1]; loop { a += a; }",
         "fn f(n) { f(n) } f(1)",
         "let f = |g| g.call(g); f.call(f)",
