@@ -1262,6 +1262,7 @@ class _PredGen:
         self.param = param
         self.consts: list[Any] = []
         self.props: dict[str, tuple[str, set[type]]] = {}
+        self.uses_param = False
 
     def const(self, v: Any) -> str:
         self.consts.append(v)
@@ -1296,9 +1297,16 @@ class _PredGen:
             t = type(k)
             if t not in (str, int, float, bool) or (t is bool and op not in ("==", "!=")):
                 return None
+            if t is str and op in ("==", "!=") and left.k == "prop" and not left.c:
+                # Python's == on any Rhai value against a str is Rhai's ==: no guard needed
+                if left.b.k != "var" or left.b.a is not self.param:
+                    return None
+                self.uses_param = True
+                return f"(p.get({self.const(left.a)}) {op} {self.const(k)})"
             v = self.prop(left, t)
             if v is None:
                 return None
+            self.uses_param = True
             kname = self.const(k)
             if t is float:
                 return f"{_FLOAT_HELPERS[op]}({v}, {kname})"
@@ -1317,7 +1325,7 @@ def make_fast_pred(fd: FnDef) -> FastPred | None:
         return None
     gen = _PredGen(param)
     expr = gen.expr(fd.body)
-    if expr is None or not gen.props or len(gen.props) > 8:
+    if expr is None or not gen.uses_param or len(gen.props) > 8:
         return None
     guards = []
     for name, (var, types) in gen.props.items():

@@ -186,3 +186,39 @@ def test_int_comparisons_match_python(a: int, b: int) -> None:
 @given(st.floats(allow_nan=False, allow_infinity=False, min_value=-1e15, max_value=1e15))
 def test_to_int_truncates(x: float) -> None:
     assert run(f"{flit(x)}.to_int()") == math.trunc(x)
+
+
+prop_values = st.one_of(
+    st.none(),
+    st.integers(-3, 3),
+    st.floats(-3, 3, allow_nan=False),
+    st.sampled_from(["a", "b", "gaming-pc"]),
+    st.sampled_from([rhai.Char("a"), True, False]),
+    st.lists(st.integers(0, 2), max_size=2),
+)
+workers = st.lists(
+    st.one_of(
+        st.dictionaries(st.sampled_from(["hive", "load", "gpu"]), prop_values, max_size=3),
+        st.integers(0, 3),
+    ),
+    max_size=8,
+)
+
+
+@SETTINGS
+@given(workers, st.sampled_from([
+    'w.hive == "a"', 'w.hive != "a"', 'w.load < 2', 'w.load >= 1.5', 'w.gpu == true',
+    '"a" == w.hive && w.load > 0', 'w.hive == "a" || !(w.load <= 1)', 'w.load == 2',
+]))  # fmt: skip
+def test_fast_predicates_agree_with_closures(ws: list, body: str) -> None:
+    """Closures compiled to Python source behave exactly like the general closure path."""
+    e = rhai.Engine()
+    fast = f"ws.filter(|w| {body})"
+    slow = f"ws.filter(|w| {{ let r = {body}; r }})"  # a block body is never specialised
+    outcomes = []
+    for src in (fast, slow):
+        try:
+            outcomes.append(("ok", e.call_fn(e.compile(f"fn f(ws) {{ {src} }}"), "f", ws)))
+        except rhai.EvalError as err:
+            outcomes.append(("err", err.message))
+    assert outcomes[0] == outcomes[1]
