@@ -111,3 +111,19 @@ def hive_disconnected(*, hive_id: int, channel_name: str) -> None:
         Hive.objects.filter(pk=hive_id, channel_name=channel_name).update(
             status=Hive.Status.OFFLINE, channel_name=""
         )
+
+
+def hives_forget_connections(*, channel_marker: str | None = None) -> int:
+    """Mark hives offline whose socket a queen process held.
+
+    With a marker (the channel layer's per-process client prefix), only the
+    hives held by that process: a queen calls this as it shuts down. Without
+    one, every hive: on the embedded default one process owns all sockets, so
+    any connection recorded when it starts belongs to a previous run. Hives
+    reconnect on their own.
+    """
+    hives = Hive.objects.exclude(channel_name="")
+    if channel_marker:
+        hives = hives.filter(channel_name__contains=f".{channel_marker}!")
+    with transaction.atomic():
+        return hives.update(status=Hive.Status.OFFLINE, channel_name="")

@@ -15,7 +15,7 @@ import logging
 import random
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,10 +50,12 @@ class Job:
     task: str
     request: dict[str, Any]
     placements: list[Placement]
+    # Re-reads the placements before a retry: a hive that reconnected has a new channel.
+    refresh: Callable[[], Awaitable[list[Placement]]] | None = None
     placement: Placement | None = None
     finished: bool = False
     _reply: str = ""
-    _tried: set[int] = field(default_factory=set)
+    _tried: set[str] = field(default_factory=set)  # channel names
     _counted: bool = False
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:

@@ -219,6 +219,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         task=TASK_CHAT,
         request=schemas.chat_job_request(req),
         placements=target.placements,
+        refresh=lambda: sync_to_async(hive_selectors.placements_for_model)(model=target.model),
     )
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())

@@ -59,11 +59,18 @@ def serve_queen(host: str, port: int, *, migrate: bool = True) -> None:
     _django()
     if migrate:
         _migrate()
+    from channels.layers import get_channel_layer
     from daphne.endpoints import build_endpoint_description_strings
     from daphne.server import Server
+    from django.conf import settings
 
+    from hives.services import hives_forget_connections
     from rbee.asgi import application
 
+    if not settings.REDIS_URL:
+        # One process owns every hive socket on the embedded default, so any
+        # connection recorded now belongs to a previous run.
+        hives_forget_connections()
     logging.getLogger("rbee").info("queen listening on http://%s:%s", host, port)
     Server(
         application=application,
@@ -72,6 +79,11 @@ def serve_queen(host: str, port: int, *, migrate: bool = True) -> None:
         application_close_timeout=10,
         verbosity=0,
     ).run()
+    # Stopped (SIGTERM/SIGINT): the sockets this process held are gone, so other
+    # replicas must stop routing to them now, not when their heartbeats go stale.
+    marker = getattr(get_channel_layer(), "client_prefix", None)
+    released = hives_forget_connections(channel_marker=marker) if marker else 0
+    logging.getLogger("rbee").info("queen stopped; released %d hive connection(s)", released)
 
 
 @queen.command("start")

@@ -143,7 +143,7 @@ RBEE_DISPATCH_TRIES = env.int("RBEE_DISPATCH_TRIES", default=2)
 # Longest silence between two events of a running job before it is failed.
 RBEE_JOB_IDLE_TIMEOUT = env.float("RBEE_JOB_IDLE_TIMEOUT", default=120.0)
 # A hive that has not been heard from in this long is not routed to.
-RBEE_HIVE_STALE_AFTER = env.float("RBEE_HIVE_STALE_AFTER", default=30.0)
+RBEE_HIVE_STALE_AFTER = env.float("RBEE_HIVE_STALE_AFTER", default=15.0)  # 3 heartbeats
 
 # --- the rest ------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -79,7 +79,9 @@ class HiveAgent:
         self.region = region
         self.heartbeat_interval = heartbeat_interval
         self.load_timeout = load_timeout
-        self.workers: dict[str, WorkerProcess] = {m.name: WorkerProcess(m) for m in models}
+        self.workers: dict[str, WorkerProcess] = {
+            m.name: WorkerProcess(m, on_change=self._worker_changed) for m in models
+        }
         self.ws: Any = None
         self.connected = False
         self._seen: OrderedDict[str, None] = OrderedDict()  # recent job ids (dedup retries)
@@ -112,6 +114,14 @@ class HiveAgent:
             "workers": self.describe_workers(),
             "inflight": sum(w.inflight for w in self.workers.values()),
         }
+
+    async def _worker_changed(self) -> None:
+        ws = self.ws
+        if ws is not None and self.connected:
+            try:
+                await ws.send(protocol.dumps(self.heartbeat()))
+            except ConnectionClosed:
+                pass
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -251,6 +261,7 @@ class HiveAgent:
         async def send_event(event: dict[str, Any]) -> None:
             if event.get("kind") in ("done", "error"):
                 self._job_worker.pop(job_id, None)
+                logger.debug("job %s %s", job_id, event.get("kind"))
             if self.ws is ws:
                 await ws.send(protocol.dumps({"op": "event", "id": job_id, "event": event}))
 

@@ -15,6 +15,7 @@ from hives.agent.engines.base import ModelSpec
 logger = logging.getLogger("hives.supervisor")
 
 EventSink = Callable[[dict[str, Any]], Awaitable[None]]
+_background: set[asyncio.Task[None]] = set()
 
 
 class WorkerProcess:
@@ -24,10 +25,16 @@ class WorkerProcess:
     """
 
     def __init__(
-        self, spec: ModelSpec, *, restart_backoff: float = 1.0, max_backoff: float = 30.0
+        self,
+        spec: ModelSpec,
+        *,
+        restart_backoff: float = 1.0,
+        max_backoff: float = 30.0,
+        on_change: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.spec = spec
-        self.state = "starting"
+        self._state = "starting"
+        self.on_change = on_change
         self.message = ""
         self.proc: asyncio.subprocess.Process | None = None
         self.sinks: dict[str, EventSink] = {}
@@ -38,6 +45,20 @@ class WorkerProcess:
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.restarts = 0
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        if value != self._state:
+            self._state = value
+            if self.on_change is not None:
+                # Tell the queen at once rather than at the next heartbeat.
+                task = asyncio.create_task(self.on_change())
+                _background.add(task)
+                task.add_done_callback(_background.discard)
 
     @property
     def inflight(self) -> int:
@@ -171,6 +192,7 @@ class WorkerProcess:
         if self.state != "ready":
             return False
         self.sinks[job_id] = sink
+        logger.debug("job %s submitted to %s", job_id, self.spec.name)
         if not await self._write({"op": "job", "id": job_id, "task": task, "request": request}):
             self.sinks.pop(job_id, None)
             return False

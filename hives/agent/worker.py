@@ -89,6 +89,8 @@ class Worker:
             self.cancelled.discard(job_id)
             return
         task = job.get("task")
+        logger.debug("job %s started", job_id)
+        started = time.monotonic()
         try:
             if task != "chat":
                 raise EngineError(
@@ -128,6 +130,7 @@ class Worker:
             )
         finally:
             self.cancelled.discard(job_id)
+            logger.debug("job %s ended after %.3f s", job_id, time.monotonic() - started)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,107 @@
+"""The llama.cpp engine on the real SmolLM2 GGUF, in-process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from hives.agent.catalog import DEFAULT_CHAT_MODEL, bundled_spec, parse_model_arg
+from hives.agent.engines import get_engine
+from hives.agent.engines.base import EngineError
+from hives.agent.engines.llamacpp import LlamaCppEngine, _held_back
+
+MSGS = [{"role": "user", "content": "Say something about bees."}]
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[LlamaCppEngine]:
+    spec = bundled_spec(DEFAULT_CHAT_MODEL)
+    assert spec is not None
+    eng = get_engine("llama.cpp")
+    assert isinstance(eng, LlamaCppEngine)
+    eng.load(spec)
+    yield eng
+    eng.unload()
+
+
+def run(engine: LlamaCppEngine, **request: Any) -> tuple[str, dict[str, Any]]:
+    events = list(engine.chat({"messages": MSGS, **request}, lambda: False))
+    done = events[-1]
+    assert done["kind"] == "done"
+    assert all(e["kind"] == "delta" for e in events[:-1])
+    return "".join(e["text"] for e in events[:-1]), done
+
+
+def test_usage_counts_are_exact(engine: LlamaCppEngine) -> None:
+    text, done = run(engine, max_tokens=10, temperature=0)
+    prompt = engine.prompt_tokens(MSGS)
+    assert done["usage"] == {"prompt_tokens": len(prompt), "completion_tokens": 10}
+    assert done["finish_reason"] == "length"
+    # Re-tokenising the text gives the same count, give or take merges at the edges.
+    assert abs(len(engine.llm.tokenize(text.encode(), add_bos=False)) - 10) <= 2
+
+
+def test_seed_repeats_and_temperature_zero_is_greedy(engine: LlamaCppEngine) -> None:
+    a, _ = run(engine, max_tokens=16, temperature=1.2, seed=11)
+    b, _ = run(engine, max_tokens=16, temperature=1.2, seed=11)
+    assert a == b
+    g1, _ = run(engine, max_tokens=16, temperature=0)
+    g2, _ = run(engine, max_tokens=16, temperature=0, seed=999)
+    assert g1 == g2
+
+
+def test_stop_sequences_never_leak(engine: LlamaCppEngine) -> None:
+    full, _ = run(engine, max_tokens=30, temperature=0)
+    stop = full[5:9]
+    assert stop.strip()
+    text, done = run(engine, max_tokens=30, temperature=0, stop=[stop])
+    assert done["finish_reason"] == "stop"
+    assert text == full[: full.index(stop)]
+
+
+def test_cancellation_stops_between_tokens(engine: LlamaCppEngine) -> None:
+    seen = []
+
+    def cancelled() -> bool:
+        return len(seen) >= 3
+
+    for event in engine.chat({"messages": MSGS, "max_tokens": 200}, cancelled):
+        seen.append(event)
+        if event["kind"] == "done":
+            break
+    assert seen[-1]["finish_reason"] == "cancelled"
+    assert seen[-1]["usage"]["completion_tokens"] <= 4
+
+
+def test_prompt_over_the_context_is_refused(engine: LlamaCppEngine) -> None:
+    huge = [{"role": "user", "content": "bee " * 5000}]
+    with pytest.raises(EngineError) as exc:
+        list(engine.chat({"messages": huge}, lambda: False))
+    assert exc.value.status == 400
+    assert exc.value.code == "context_length_exceeded"
+
+
+def test_held_back_keeps_possible_stop_prefixes() -> None:
+    assert _held_back("hello wor", ["world"]) == 3
+    assert _held_back("hello", ["xyz"]) == 0
+    assert _held_back("ab", ["abc", "bcd"]) == 2
+
+
+def test_model_args() -> None:
+    spec = parse_model_arg("mine=llama.cpp:/models/x.gguf", device="cuda:0")
+    assert (spec.name, spec.engine, spec.source, spec.device) == (
+        "mine",
+        "llama.cpp",
+        "/models/x.gguf",
+        "cuda:0",
+    )
+    with pytest.raises(EngineError):
+        parse_model_arg("nonexistent-model")
+    with pytest.raises(EngineError):
+        get_engine("no-such-engine")
+    missing = parse_model_arg("x=llama.cpp:/nope.gguf")
+    with pytest.raises(EngineError) as exc:
+        LlamaCppEngine().load(missing)
+    assert exc.value.code == "model_missing"

@@ -1,0 +1,193 @@
+"""The queen's hive consumer, driven through Channels' WebsocketCommunicator."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+
+from hives.models import CatalogModel, Hive, Worker
+from hives.services import hive_token_create
+from rbee.asgi import application
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+
+HELLO = {
+    "op": "hello",
+    "name": "h1",
+    "version": "test",
+    "region": "eu",
+    "devices": [{"index": 0, "kind": "cpu", "gpu_type": "CPU"}],
+    "workers": [
+        {
+            "model": "m1",
+            "capability": "text-gen",
+            "engine": "echo",
+            "source": "",
+            "device": "cpu",
+            "state": "ready",
+            "pinned": True,
+            "inflight": 0,
+        }
+    ],
+}
+
+
+async def connect(token: str) -> WebsocketCommunicator:
+    comm = WebsocketCommunicator(
+        application, "/hive/ws", headers=[(b"authorization", f"Bearer {token}".encode())]
+    )
+    connected, _ = await comm.connect()
+    assert connected
+    return comm
+
+
+async def registered(name: str = "h1") -> tuple[WebsocketCommunicator, Hive]:
+    _, token = await database_sync_to_async(hive_token_create)(name=name)
+    comm = await connect(token)
+    await comm.send_to(text_data=json.dumps({**HELLO, "name": name}))
+    welcome = json.loads(await comm.receive_from(timeout=5))
+    assert welcome == {"op": "welcome", "hive": name, "heartbeat_interval": 5.0}
+    hive = await Hive.objects.aget(name=name)
+    return comm, hive
+
+
+async def test_hello_registers_the_hive_and_its_workers() -> None:
+    comm, hive = await registered()
+    assert hive.status == Hive.Status.ONLINE
+    assert hive.region == "eu"
+    assert hive.channel_name
+    model = await CatalogModel.objects.aget(name="m1")
+    assert (model.capability, model.engine) == ("text-gen", "echo")
+    worker = await Worker.objects.aget(hive=hive, model=model)
+    assert (worker.state, worker.pinned) == ("ready", True)
+    await comm.disconnect()
+    hive = await Hive.objects.aget(name="h1")
+    assert hive.status == Hive.Status.OFFLINE
+    assert hive.channel_name == ""
+
+
+async def test_jobs_are_relayed_both_ways_by_id() -> None:
+    comm, hive = await registered()
+    layer = get_channel_layer()
+    reply_a = await layer.new_channel()
+    reply_b = await layer.new_channel()
+    for job_id, reply in (("a", reply_a), ("b", reply_b)):
+        await layer.send(
+            hive.channel_name,
+            {
+                "type": "job.dispatch",
+                "id": job_id,
+                "reply": reply,
+                "model": "m1",
+                "task": "chat",
+                "request": {"messages": []},
+            },
+        )
+    frames = [json.loads(await comm.receive_from(timeout=5)) for _ in range(2)]
+    assert [(f["op"], f["id"]) for f in frames] == [("job", "a"), ("job", "b")]
+    # Interleaved answers reach the right reply channels.
+    for frame in (
+        {"op": "ack", "id": "b"},
+        {"op": "event", "id": "b", "event": {"kind": "delta", "text": "B"}},
+        {"op": "ack", "id": "a"},
+        {"op": "event", "id": "a", "event": {"kind": "delta", "text": "A"}},
+        {"op": "event", "id": "a", "event": {"kind": "done", "finish_reason": "stop", "usage": {}}},
+    ):
+        await comm.send_to(text_data=json.dumps(frame))
+    got_a = [await layer.receive(reply_a) for _ in range(3)]
+    got_b = [await layer.receive(reply_b) for _ in range(2)]
+    assert [m["type"] for m in got_a] == ["job.ack", "job.event", "job.event"]
+    assert [m["event"]["kind"] for m in got_a[1:]] == ["delta", "done"]
+    assert got_b[1]["event"] == {"kind": "delta", "text": "B"}
+    assert all(m["hive_id"] == hive.pk for m in got_a + got_b)
+    # A cancel for b goes to the hive; events for a finished job are dropped.
+    await layer.send(hive.channel_name, {"type": "job.cancel", "id": "b"})
+    assert json.loads(await comm.receive_from(timeout=5)) == {"op": "cancel", "id": "b"}
+    await comm.disconnect()
+
+
+async def test_socket_loss_fails_inflight_jobs_and_marks_offline() -> None:
+    comm, hive = await registered()
+    layer = get_channel_layer()
+    reply = await layer.new_channel()
+    await layer.send(
+        hive.channel_name,
+        {
+            "type": "job.dispatch",
+            "id": "x",
+            "reply": reply,
+            "model": "m1",
+            "task": "chat",
+            "request": {},
+        },
+    )
+    await comm.receive_from(timeout=5)
+    await comm.disconnect()
+    msg: dict[str, Any] = await layer.receive(reply)
+    assert msg["event"]["kind"] == "error"
+    assert msg["event"]["code"] == "hive_disconnected"
+    assert (await Hive.objects.aget(pk=hive.pk)).status == Hive.Status.OFFLINE
+
+
+async def test_heartbeat_updates_telemetry_and_workers() -> None:
+    comm, hive = await registered()
+    beat = {
+        "op": "heartbeat",
+        "devices": [{"index": 0, "kind": "cpu", "utilization": 50.0}],
+        "workers": [{**HELLO["workers"][0], "state": "failed"}],
+        "inflight": 3,
+    }
+    await comm.send_to(text_data=json.dumps(beat))
+    await comm.send_to(text_data="not json")  # ignored, not fatal
+    await comm.send_to(text_data=json.dumps({"op": "mystery"}))
+    await comm.send_to(text_data=json.dumps(beat))
+    for _ in range(50):
+        hive = await Hive.objects.aget(pk=hive.pk)
+        if hive.telemetry.get("inflight") == 3:
+            break
+        import asyncio
+
+        await asyncio.sleep(0.05)
+    assert hive.telemetry == {"inflight": 3}
+    assert hive.devices[0]["utilization"] == 50.0
+    assert (await Worker.objects.aget(hive=hive)).state == "failed"
+    await comm.disconnect()
+
+
+async def test_bad_token_is_refused_with_a_reason() -> None:
+    comm = await connect("rbee-hive-aaaaaaaaaa-" + "x" * 40)
+    assert json.loads(await comm.receive_from(timeout=5)) == {
+        "op": "refused",
+        "reason": "invalid hive token",
+    }
+    out = await comm.receive_output(timeout=5)
+    assert out == {"type": "websocket.close", "code": 4001, "reason": "invalid hive token"}
+    assert not await Hive.objects.filter(status=Hive.Status.ONLINE).aexists()
+
+
+async def test_no_token_is_refused() -> None:
+    comm = WebsocketCommunicator(application, "/hive/ws")
+    connected, _ = await comm.connect()
+    assert connected
+    assert json.loads(await comm.receive_from(timeout=5))["op"] == "refused"
+    assert (await comm.receive_output(timeout=5))["code"] == 4001
+
+
+async def test_reconnect_takes_over_and_the_old_socket_is_closed() -> None:
+    old, hive = await registered()
+    _, token = await database_sync_to_async(hive_token_create)(name="h1")
+    new = await connect(token)
+    await new.send_to(text_data=json.dumps(HELLO))
+    await new.receive_from(timeout=5)
+    await old.send_to(text_data=json.dumps({"op": "heartbeat", "inflight": 0}))
+    out = await old.receive_output(timeout=5)
+    assert out["type"] == "websocket.close" and out["code"] == 4003
+    await old.disconnect()
+    # The old socket going away does not mark the hive offline: the new one owns it.
+    assert (await Hive.objects.aget(pk=hive.pk)).status == Hive.Status.ONLINE
+    await new.disconnect()
