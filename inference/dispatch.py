@@ -15,7 +15,7 @@ import logging
 import random
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +58,7 @@ class Job:
     _tried: set[str] = field(default_factory=set)  # channel names
     _counted: bool = False
 
-    async def events(self) -> AsyncIterator[dict[str, Any]]:
+    async def events(self) -> AsyncGenerator[dict[str, Any], None]:
         """Yield the job's events; the last one is a `done` or an `error`."""
         layer = get_channel_layer()
         assert layer is not None
@@ -77,7 +77,7 @@ class Job:
                 try:
                     msg = await asyncio.wait_for(layer.receive(self._reply), timeout=idle)
                 except TimeoutError:
-                    self.finished = True
+                    # Not finished: the hive may still be working, so _release cancels it.
                     yield {
                         "kind": "error",
                         "message": f"the worker sent nothing for {idle:.0f} s; "
@@ -104,14 +104,15 @@ class Job:
     async def _dispatch(self, layer: Any) -> dict[str, Any] | None:
         tries = max(1, settings.RBEE_DISPATCH_TRIES)
         ack_timeout = settings.RBEE_DISPATCH_ACK_TIMEOUT
-        for _ in range(tries):
-            candidates = [
-                p for p in self.placements if p.hive_id not in self._tried
-            ] or self.placements
-            placement = choose(candidates)
+        for attempt in range(tries):
+            if attempt and self.refresh is not None:
+                # A hive that reconnected meanwhile has a new channel name.
+                self.placements = await self.refresh() or self.placements
+            untried = [p for p in self.placements if p.channel_name not in self._tried]
+            placement = choose(untried or self.placements)
             await self._release(layer, cancel=True)
             self.placement = placement
-            self._tried.add(placement.hive_id)
+            self._tried.add(placement.channel_name)
             _local_inflight[placement.hive_id] += 1
             self._counted = True
             logger.debug("job %s dispatched to %s", self.job_id, placement.hive_name)

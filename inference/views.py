@@ -6,7 +6,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any
@@ -15,6 +15,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
 from hives import selectors as hive_selectors
@@ -31,7 +32,7 @@ logger = logging.getLogger("inference")
 
 SYSTEM_FINGERPRINT = f"rbee-{__version__}"
 
-View = Callable[..., Awaitable[HttpResponse]]
+View = Callable[..., Awaitable[HttpResponseBase]]
 
 _KEY_MESSAGES = {
     "missing": (
@@ -61,13 +62,14 @@ def _authenticate(raw_key: str) -> Caller:
         raise APIError(401, _KEY_MESSAGES[exc.reason], code=code) from exc
 
 
-def openai_endpoint(methods: tuple[str, ...]) -> Callable[[View], View]:
+def openai_endpoint(methods: tuple[str, ...]) -> Callable[[View], Any]:
+    # Any: django-stubs types URL targets as sync views returning a response.
     """Method check, CSRF exemption and the error envelope for one /v1/ view."""
 
-    def deco(view: View) -> View:
+    def deco(view: View) -> Any:
         @csrf_exempt
         @wraps(view)
-        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             try:
                 if request.method not in methods:
                     raise APIError(
@@ -205,7 +207,7 @@ def _error_from_event(event: dict[str, Any]) -> APIError:
 
 
 @openai_endpoint(("POST",))
-async def chat_completions(request: HttpRequest) -> HttpResponse:
+async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     raw_key = _bearer(request)
     # Authentication comes first: an unauthenticated caller learns nothing else.
     if not raw_key:
@@ -231,14 +233,14 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         if first.get("kind") == "error":
             await events.aclose()
             raise _error_from_event(first)
-        resp = StreamingHttpResponse(
+        stream = StreamingHttpResponse(
             _sse(events, first, completion_id, created, req.model, include_usage),
             content_type="text/event-stream",
         )
-        resp["Cache-Control"] = "no-cache"
-        resp["X-Accel-Buffering"] = "no"
-        resp["X-Request-Id"] = job.job_id
-        return resp
+        stream["Cache-Control"] = "no-cache"
+        stream["X-Accel-Buffering"] = "no"
+        stream["X-Request-Id"] = job.job_id
+        return stream
 
     text: list[str] = []
     finish_reason = "stop"
@@ -294,7 +296,7 @@ def _chunk(completion_id: str, created: int, model: str, choices: list[Any], **e
 
 
 async def _sse(
-    events: AsyncIterator[dict[str, Any]],
+    events: AsyncGenerator[dict[str, Any], None],
     first: dict[str, Any] | None,
     completion_id: str,
     created: int,
@@ -360,7 +362,7 @@ async def _sse(
                 break
         yield b"data: [DONE]\n\n"
     finally:
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
 
 
 @openai_endpoint(("GET", "POST", "PUT", "PATCH", "DELETE"))

@@ -82,6 +82,7 @@ class NvidiaDetector:
     def __init__(self, nvml: Any | None = None) -> None:
         self._nvml = nvml
         self._ready = False
+        self._failed = False
 
     def _lib(self) -> Any | None:
         if self._nvml is None:
@@ -92,11 +93,14 @@ class NvidiaDetector:
             except ImportError:
                 return None
         if not self._ready:
+            if self._failed:
+                return None
             try:
                 self._nvml.nvmlInit()
                 self._ready = True
             except Exception as exc:  # no driver, no GPU: the common case on CPU boxes
                 logger.debug("NVML unavailable: %s", exc)
+                self._failed = True  # the driver does not appear while we run
                 return None
         return self._nvml
 
@@ -139,10 +143,21 @@ class NvidiaDetector:
         return out
 
 
+_DEFAULT: list[Detector] = []
+
+
+def default_detectors() -> list[Detector]:
+    """This machine's detectors, made once (NVML is initialised once per process)."""
+    if not _DEFAULT:
+        _DEFAULT.extend([NvidiaDetector(), CpuDetector()])
+    return _DEFAULT
+
+
 def detect_devices(detectors: list[Detector] | None = None) -> list[dict[str, Any]]:
     """All devices of this machine; GPUs first, the CPU last."""
     found: list[dict[str, Any]] = []
-    for det in detectors if detectors is not None else [NvidiaDetector(), CpuDetector()]:
+    chosen: list[Detector] = detectors if detectors is not None else default_detectors()
+    for det in chosen:
         try:
             if det.is_available():
                 found.extend(det.gather())

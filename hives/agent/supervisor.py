@@ -56,7 +56,7 @@ class WorkerProcess:
             self._state = value
             if self.on_change is not None:
                 # Tell the queen at once rather than at the next heartbeat.
-                task = asyncio.create_task(self.on_change())
+                task: asyncio.Task[None] = asyncio.ensure_future(self.on_change())
                 _background.add(task)
                 task.add_done_callback(_background.discard)
 

@@ -1,0 +1,127 @@
+"""Dispatch over the channel layer: acknowledgement, retry elsewhere, idle timeout."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from channels.layers import get_channel_layer
+
+from hives.selectors import Placement
+from inference.dispatch import Job
+from inference.errors import APIError
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture(autouse=True)
+def fast(settings: Any) -> None:
+    settings.RBEE_DISPATCH_ACK_TIMEOUT = 0.3
+    settings.RBEE_DISPATCH_TRIES = 2
+    settings.RBEE_JOB_IDLE_TIMEOUT = 0.5
+
+
+def place(hive_id: int, channel: str) -> Placement:
+    return Placement(
+        worker_id=hive_id,
+        hive_id=hive_id,
+        hive_name=f"h{hive_id}",
+        channel_name=channel,
+        device="cpu",
+        inflight=0,
+    )
+
+
+async def fake_hive(
+    channel: str, hive_id: int, events: list[dict[str, Any]], seen: list[dict[str, Any]]
+) -> None:
+    layer = get_channel_layer()
+    msg = await layer.receive(channel)
+    seen.append(msg)
+    await layer.send(msg["reply"], {"type": "job.ack", "hive_id": hive_id})
+    for ev in events:
+        await layer.send(msg["reply"], {"type": "job.event", "hive_id": hive_id, "event": ev})
+
+
+async def test_unacknowledged_dispatch_is_retried_on_a_refreshed_placement() -> None:
+    layer = get_channel_layer()
+    dead = await layer.new_channel()
+    alive = await layer.new_channel()
+    seen: list[dict[str, Any]] = []
+    done = {"kind": "done", "finish_reason": "stop", "usage": {}}
+    hive = asyncio.create_task(fake_hive(alive, 2, [{"kind": "delta", "text": "hi"}, done], seen))
+    refreshed = 0
+
+    async def refresh() -> list[Placement]:
+        nonlocal refreshed
+        refreshed += 1
+        return [place(1, dead), place(2, alive)]
+
+    job = Job(
+        job_id="j1",
+        model="m",
+        task="chat",
+        request={},
+        placements=[place(1, dead)],
+        refresh=refresh,
+    )
+    got = [e async for e in job.events()]
+    await hive
+    assert got == [{"kind": "delta", "text": "hi"}, done]
+    assert refreshed == 1
+    assert seen[0]["id"] == "j1"
+    assert job.placement is not None and job.placement.hive_id == 2
+
+
+async def test_no_acknowledgement_at_all_is_503() -> None:
+    layer = get_channel_layer()
+    dead = await layer.new_channel()
+    job = Job(job_id="j2", model="m", task="chat", request={}, placements=[place(1, dead)])
+    with pytest.raises(APIError) as exc:
+        [e async for e in job.events()]
+    assert exc.value.status == 503
+
+
+async def test_silence_after_the_ack_fails_the_job_instead_of_hanging() -> None:
+    layer = get_channel_layer()
+    ch = await layer.new_channel()
+    seen: list[dict[str, Any]] = []
+    hive = asyncio.create_task(fake_hive(ch, 1, [{"kind": "delta", "text": "a"}], seen))
+    job = Job(job_id="j3", model="m", task="chat", request={}, placements=[place(1, ch)])
+    got = [e async for e in job.events()]
+    await hive
+    assert got[0] == {"kind": "delta", "text": "a"}
+    assert got[-1]["kind"] == "error" and got[-1]["status"] == 504
+    # The hive was told to stop working on it.
+    cancel = await asyncio.wait_for(layer.receive(ch), 2)
+    assert cancel == {"type": "job.cancel", "id": "j3"}
+
+
+async def test_events_from_an_abandoned_try_are_ignored() -> None:
+    layer = get_channel_layer()
+    slow = await layer.new_channel()
+    good = await layer.new_channel()
+    seen: list[dict[str, Any]] = []
+    done = {"kind": "done", "finish_reason": "stop", "usage": {}}
+    good_hive = asyncio.create_task(fake_hive(good, 2, [done], seen))
+    job = Job(
+        job_id="j4", model="m", task="chat", request={}, placements=[place(1, slow), place(2, good)]
+    )
+    # Make sure the first try goes to the slow hive.
+    from inference import dispatch
+
+    dispatch._local_inflight[2] += 5
+    try:
+        events = job.events()
+        first = await events.__anext__()
+        # The slow hive wakes up late and talks: its words must not reach the client.
+        await layer.send(
+            job._reply,
+            {"type": "job.event", "hive_id": 1, "event": {"kind": "delta", "text": "stale"}},
+        )
+        rest = [e async for e in events]
+    finally:
+        dispatch._local_inflight[2] -= 5
+    await good_hive
+    assert [first, *rest] == [done]
