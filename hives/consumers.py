@@ -66,8 +66,10 @@ class HiveConsumer(AsyncWebsocketConsumer):
             return
         op = msg["op"]
         try:
-            if op == "event":
-                await self._relay_event(msg)
+            if op == "events":
+                await self._relay_events(str(msg.get("id")), msg.get("events"))
+            elif op == "event":
+                await self._relay_events(str(msg.get("id")), [msg.get("event")])
             elif op == "ack":
                 reply = self.jobs.get(str(msg.get("id")))
                 if reply:
@@ -121,17 +123,17 @@ class HiveConsumer(AsyncWebsocketConsumer):
             )
         )
 
-    async def _relay_event(self, msg: dict[str, Any]) -> None:
-        job_id = str(msg.get("id"))
-        event = msg.get("event")
-        if not isinstance(event, dict):
+    async def _relay_events(self, job_id: str, events: Any) -> None:
+        if not isinstance(events, list):
             return
-        kind = event.get("kind")
-        logger.debug("hive %s job %s event %s", self.hive_name, job_id, kind)
-        reply = self.jobs.pop(job_id, None) if kind in ("done", "error") else self.jobs.get(job_id)
+        events = [e for e in events if isinstance(e, dict)]
+        if not events:
+            return
+        final = any(e.get("kind") in ("done", "error") for e in events)
+        reply = self.jobs.pop(job_id, None) if final else self.jobs.get(job_id)
         if reply:
             await self.channel_layer.send(
-                reply, {"type": "job.event", "hive_id": self.hive_id, "event": event}
+                reply, {"type": "job.events", "hive_id": self.hive_id, "events": events}
             )
 
     # --- messages from views, through the channel layer ------------------------------
@@ -143,11 +145,13 @@ class HiveConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.send(
                 reply,
                 {
-                    "type": "job.event",
+                    "type": "job.events",
                     "hive_id": self.hive_id,
-                    "event": protocol.error_event(
-                        "hive is not connected", code="hive_unavailable", status=503
-                    ),
+                    "events": [
+                        protocol.error_event(
+                            "hive is not connected", code="hive_unavailable", status=503
+                        )
+                    ],
                 },
             )
             return
@@ -179,13 +183,15 @@ class HiveConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.send(
                 reply,
                 {
-                    "type": "job.event",
+                    "type": "job.events",
                     "hive_id": self.hive_id,
-                    "event": protocol.error_event(
-                        f"hive {self.hive_name!r} disconnected while running the request",
-                        code="hive_disconnected",
-                        status=502,
-                    ),
+                    "events": [
+                        protocol.error_event(
+                            f"hive {self.hive_name!r} disconnected while running the request",
+                            code="hive_disconnected",
+                            status=502,
+                        )
+                    ],
                 },
             )
         await database_sync_to_async(services.hive_disconnected)(

@@ -6,7 +6,8 @@ hive -> queen
     hello      {op, name, version, region, devices: [...], workers: [...]}
     heartbeat  {op, devices: [...], workers: [...], inflight}
     ack        {op, id}                         a job was received
-    event      {op, id, event: {...}}           see EVENT_* below
+    events     {op, id, events: [{...}, ...]}   see EVENT_* below; in order
+    event      {op, id, event: {...}}           one event (same as events of one)
 queen -> hive
     welcome    {op, hive, heartbeat_interval}
     job        {op, id, model, task, request}

@@ -67,13 +67,15 @@ class Job:
         self._reply = await layer.new_channel()
         first = await self._dispatch(layer)
         try:
-            if first is not None:
-                yield first
-                if first.get("kind") in ("done", "error"):
-                    self.finished = True
-                    return
+            batch = first
             idle = settings.RBEE_JOB_IDLE_TIMEOUT
             while True:
+                for event in batch:
+                    if event.get("kind") in ("done", "error"):
+                        self.finished = True
+                    yield event
+                    if self.finished:
+                        return
                 try:
                     msg = await asyncio.wait_for(layer.receive(self._reply), timeout=idle)
                 except TimeoutError:
@@ -86,14 +88,10 @@ class Job:
                         "status": 504,
                     }
                     return
-                if msg.get("hive_id") != self._hive_id or msg.get("type") != "job.event":
-                    continue  # a late ack, or an abandoned earlier try
-                event = msg["event"]
-                if event.get("kind") in ("done", "error"):
-                    self.finished = True
-                yield event
-                if self.finished:
-                    return
+                if msg.get("hive_id") != self._hive_id or msg.get("type") != "job.events":
+                    batch = []  # a late ack, or an abandoned earlier try
+                    continue
+                batch = list(msg["events"])
         finally:
             await self._release(layer)
 
@@ -101,7 +99,8 @@ class Job:
     def _hive_id(self) -> int | None:
         return self.placement.hive_id if self.placement else None
 
-    async def _dispatch(self, layer: Any) -> dict[str, Any] | None:
+    async def _dispatch(self, layer: Any) -> list[dict[str, Any]]:
+        """Send the job until a hive takes it; returns any events that came with the answer."""
         tries = max(1, settings.RBEE_DISPATCH_TRIES)
         ack_timeout = settings.RBEE_DISPATCH_ACK_TIMEOUT
         for attempt in range(tries):
@@ -141,9 +140,9 @@ class Job:
                     continue
                 if msg.get("type") == "job.ack":
                     logger.debug("job %s acknowledged by %s", self.job_id, placement.hive_name)
-                    return None
-                if msg.get("type") == "job.event":
-                    return dict(msg["event"])
+                    return []
+                if msg.get("type") == "job.events":
+                    return list(msg["events"])
             logger.warning(
                 "hive %s did not acknowledge job %s within %.1f s; trying again",
                 placement.hive_name,

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -26,6 +25,7 @@ from inference import schemas
 from inference.dispatch import Job, new_job_id
 from inference.errors import APIError
 from rbee import __version__
+from rbee.db import db
 from tenants.selectors import Caller, KeyRejected, caller_from_key
 
 logger = logging.getLogger("inference")
@@ -157,8 +157,8 @@ def _resolve(raw_key: str, model_name: str, capability: str) -> Target:
 
 @openai_endpoint(("GET",))
 async def models_list(request: HttpRequest) -> HttpResponse:
-    await sync_to_async(_authenticate)(_bearer(request))
-    served = await sync_to_async(hive_selectors.served_models)()
+    await db(_authenticate, _bearer(request))
+    served = await db(hive_selectors.served_models)
     data = [
         {
             "id": model.name,
@@ -176,8 +176,8 @@ async def models_list(request: HttpRequest) -> HttpResponse:
 
 @openai_endpoint(("GET",))
 async def model_detail(request: HttpRequest, model_id: str) -> HttpResponse:
-    await sync_to_async(_authenticate)(_bearer(request))
-    served = await sync_to_async(hive_selectors.served_models)()
+    await db(_authenticate, _bearer(request))
+    served = await db(hive_selectors.served_models)
     for model, hives in served:
         if model.name == model_id:
             return JsonResponse(
@@ -214,14 +214,14 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         raise APIError(401, _KEY_MESSAGES["missing"], code="invalid_api_key")
     data = _read_json(request)
     req = schemas.validate_chat(data)
-    target = await sync_to_async(_resolve)(raw_key, req.model, CatalogModel.Capability.TEXT_GEN)
+    target = await db(_resolve, raw_key, req.model, CatalogModel.Capability.TEXT_GEN)
     job = Job(
         job_id=new_job_id(),
         model=req.model,
         task=TASK_CHAT,
         request=schemas.chat_job_request(req),
         placements=target.placements,
-        refresh=lambda: sync_to_async(hive_selectors.placements_for_model)(model=target.model),
+        refresh=lambda: db(hive_selectors.placements_for_model, model=target.model),
     )
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())

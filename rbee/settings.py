@@ -74,9 +74,8 @@ DATABASE_URL = env.str("RBEE_DATABASE_URL", default="")
 if DATABASE_URL:
     DATABASES = {"default": env.db_url_config(DATABASE_URL)}
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-        # Short-lived connections per request are the safe choice with async
-        # views (each sync_to_async thread holds its own connection).
-        DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("RBEE_DB_CONN_MAX_AGE", default=0))
+        # The request path's executor threads keep their connections (rbee/db.py).
+        DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("RBEE_DB_CONN_MAX_AGE", default=60))
         DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 else:
     DATABASES = {
@@ -90,6 +89,7 @@ else:
                 "timeout": 20,
                 "transaction_mode": "IMMEDIATE",
             },
+            "CONN_MAX_AGE": 60,
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from asgiref.sync import sync_to_async
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from hives import selectors
+from rbee.db import db
 
 
 def _health() -> dict[str, object]:
@@ -24,7 +24,7 @@ def _health() -> dict[str, object]:
 async def healthz(request: HttpRequest) -> HttpResponse:
     """200 once the queen serves and its database answers; lists the connected hives."""
     try:
-        body = await sync_to_async(_health)()
+        body = await db(_health)
     except Exception as exc:
         return JsonResponse({"status": "unavailable", "reason": type(exc).__name__}, status=503)
     return JsonResponse(body)

@@ -49,6 +49,16 @@ def _stack(embedded: bool | None) -> Iterator[Stack]:
         dep.close()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _short_lived_db_connections() -> None:
+    """The queen keeps connections open in its executor threads (rbee/db.py); in the
+    test process that would stop pytest-django from dropping its test database."""
+    from django.db import connections
+
+    for conn in connections.all():
+        conn.settings_dict["CONN_MAX_AGE"] = 0
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     """A queen and a hive serving SmolLM2, on the configured database and channel layer."""

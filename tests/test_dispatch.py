@@ -41,7 +41,7 @@ async def fake_hive(
     seen.append(msg)
     await layer.send(msg["reply"], {"type": "job.ack", "hive_id": hive_id})
     for ev in events:
-        await layer.send(msg["reply"], {"type": "job.event", "hive_id": hive_id, "event": ev})
+        await layer.send(msg["reply"], {"type": "job.events", "hive_id": hive_id, "events": [ev]})
 
 
 async def test_unacknowledged_dispatch_is_retried_on_a_refreshed_placement() -> None:
@@ -118,7 +118,7 @@ async def test_events_from_an_abandoned_try_are_ignored() -> None:
         # The slow hive wakes up late and talks: its words must not reach the client.
         await layer.send(
             job._reply,
-            {"type": "job.event", "hive_id": 1, "event": {"kind": "delta", "text": "stale"}},
+            {"type": "job.events", "hive_id": 1, "events": [{"kind": "delta", "text": "stale"}]},
         )
         rest = [e async for e in events]
     finally:

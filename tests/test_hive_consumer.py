@@ -95,15 +95,21 @@ async def test_jobs_are_relayed_both_ways_by_id() -> None:
         {"op": "ack", "id": "b"},
         {"op": "event", "id": "b", "event": {"kind": "delta", "text": "B"}},
         {"op": "ack", "id": "a"},
-        {"op": "event", "id": "a", "event": {"kind": "delta", "text": "A"}},
-        {"op": "event", "id": "a", "event": {"kind": "done", "finish_reason": "stop", "usage": {}}},
+        {
+            "op": "events",
+            "id": "a",
+            "events": [
+                {"kind": "delta", "text": "A"},
+                {"kind": "done", "finish_reason": "stop", "usage": {}},
+            ],
+        },
     ):
         await comm.send_to(text_data=json.dumps(frame))
-    got_a = [await layer.receive(reply_a) for _ in range(3)]
+    got_a = [await layer.receive(reply_a) for _ in range(2)]
     got_b = [await layer.receive(reply_b) for _ in range(2)]
-    assert [m["type"] for m in got_a] == ["job.ack", "job.event", "job.event"]
-    assert [m["event"]["kind"] for m in got_a[1:]] == ["delta", "done"]
-    assert got_b[1]["event"] == {"kind": "delta", "text": "B"}
+    assert [m["type"] for m in got_a] == ["job.ack", "job.events"]
+    assert [e["kind"] for e in got_a[1]["events"]] == ["delta", "done"]
+    assert got_b[1]["events"] == [{"kind": "delta", "text": "B"}]
     assert all(m["hive_id"] == hive.pk for m in got_a + got_b)
     # A cancel for b goes to the hive; events for a finished job are dropped.
     await layer.send(hive.channel_name, {"type": "job.cancel", "id": "b"})
@@ -129,8 +135,8 @@ async def test_socket_loss_fails_inflight_jobs_and_marks_offline() -> None:
     await comm.receive_from(timeout=5)
     await comm.disconnect()
     msg: dict[str, Any] = await layer.receive(reply)
-    assert msg["event"]["kind"] == "error"
-    assert msg["event"]["code"] == "hive_disconnected"
+    assert msg["events"][0]["kind"] == "error"
+    assert msg["events"][0]["code"] == "hive_disconnected"
     assert (await Hive.objects.aget(pk=hive.pk)).status == Hive.Status.OFFLINE
 
 

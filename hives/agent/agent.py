@@ -86,6 +86,9 @@ class HiveAgent:
         self.connected = False
         self._seen: OrderedDict[str, None] = OrderedDict()  # recent job ids (dedup retries)
         self._job_worker: dict[str, WorkerProcess] = {}
+        self._outbox: dict[str, list[dict[str, Any]]] = {}  # events not yet sent, per job
+        self._flushing: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self.status = (
             StatusServer(self, status_host, status_port) if status_port is not None else None
@@ -248,6 +251,20 @@ class HiveAgent:
             elif op == "refused":
                 raise HiveRefused(str(msg.get("reason")))
 
+    async def _flush(self, ws: Any, job_id: str) -> None:
+        try:
+            while True:
+                await asyncio.sleep(0)  # let the worker's other ready lines join
+                events = self._outbox.pop(job_id, None)
+                if not events:
+                    return
+                if self.ws is ws:
+                    await ws.send(protocol.dumps({"op": "events", "id": job_id, "events": events}))
+        except ConnectionClosed:
+            self._outbox.pop(job_id, None)
+        finally:
+            self._flushing.discard(job_id)
+
     async def _on_job(self, ws: Any, msg: dict[str, Any]) -> None:
         job_id = str(msg.get("id"))
         logger.debug("job %s for %s", job_id, msg.get("model"))
@@ -259,11 +276,16 @@ class HiveAgent:
             self._seen.popitem(last=False)
 
         async def send_event(event: dict[str, Any]) -> None:
+            """Queue the event; events that arrive in the same loop tick go in one frame."""
             if event.get("kind") in ("done", "error"):
                 self._job_worker.pop(job_id, None)
                 logger.debug("job %s %s", job_id, event.get("kind"))
-            if self.ws is ws:
-                await ws.send(protocol.dumps({"op": "event", "id": job_id, "event": event}))
+            self._outbox.setdefault(job_id, []).append(event)
+            if job_id not in self._flushing:
+                self._flushing.add(job_id)
+                task = asyncio.ensure_future(self._flush(ws, job_id))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
         worker = self.workers.get(str(msg.get("model")))
         if worker is None or worker.state != "ready":
