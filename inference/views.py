@@ -26,7 +26,7 @@ from inference.dispatch import Job, new_job_id
 from inference.errors import APIError
 from rbee import __version__
 from rbee.db import db
-from tenants.selectors import Caller, KeyRejected, caller_from_key
+from tenants.selectors import Caller, KeyRejected, caller_anonymous, caller_from_key
 
 logger = logging.getLogger("inference")
 
@@ -54,6 +54,11 @@ def _bearer(request: HttpRequest) -> str:
 
 def _authenticate(raw_key: str) -> Caller:
     if not raw_key:
+        if settings.RBEE_ANONYMOUS_TENANT:
+            try:
+                return caller_anonymous(tenant_name=settings.RBEE_ANONYMOUS_TENANT)
+            except KeyRejected:
+                pass
         raise APIError(401, _KEY_MESSAGES["missing"], code="invalid_api_key")
     try:
         return caller_from_key(raw_key)
@@ -210,7 +215,7 @@ def _error_from_event(event: dict[str, Any]) -> APIError:
 async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     raw_key = _bearer(request)
     # Authentication comes first: an unauthenticated caller learns nothing else.
-    if not raw_key:
+    if not raw_key and not settings.RBEE_ANONYMOUS_TENANT:
         raise APIError(401, _KEY_MESSAGES["missing"], code="invalid_api_key")
     data = _read_json(request)
     req = schemas.validate_chat(data)

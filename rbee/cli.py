@@ -349,8 +349,16 @@ def _wait_ready(
 @click.option(
     "--model", "models", multiple=True, help="Models for the local hive (see hive start)."
 )
-def up(host: str, port: int, models: tuple[str, ...]) -> None:
+@click.option(
+    "--open",
+    "open_",
+    is_flag=True,
+    help="Accept requests without an API key (as the default tenant); loopback only.",
+)
+def up(host: str, port: int, models: tuple[str, ...], open_: bool) -> None:
     """Run rbee on this machine: the queen plus a local hive. Ctrl-C stops both."""
+    if open_ and host not in ("127.0.0.1", "localhost", "::1"):
+        _fail("--open serves requests without a key, so it only binds to loopback")
     _django()
     _migrate()
     from hives.agent.catalog import DEFAULT_CHAT_MODEL
@@ -360,6 +368,8 @@ def up(host: str, port: int, models: tuple[str, ...]) -> None:
     _, hive_tok = hive_token_create(name="local")
     exe = [sys.executable, "-m", "rbee.cli"]
     env = {**os.environ, "RBEE_HIVE_TOKEN": hive_tok}  # not on argv, where `ps` shows it
+    if open_:
+        env["RBEE_ANONYMOUS_TENANT"] = "default"
     queen_p = subprocess.Popen(
         [*exe, "queen", "start", "--host", host, "--port", str(port), "--no-migrate"], env=env
     )

@@ -20,7 +20,7 @@ class Caller:
     tenant_id: int
     tenant_name: str
     tier: str
-    api_key_id: int
+    api_key_id: int | None  # None: an anonymous caller on an open local queen
     api_key_prefix: str
 
 
@@ -90,4 +90,14 @@ def caller_from_key(plaintext: str) -> Caller:
         tier=key.tenant.tier,
         api_key_id=key.id,
         api_key_prefix=key.prefix,
+    )
+
+
+def caller_anonymous(*, tenant_name: str) -> Caller:
+    """A caller without a key, acting as `tenant_name` (only on a queen started open)."""
+    t = Tenant.objects.filter(name=tenant_name, status=Tenant.Status.ACTIVE).first()
+    if t is None:
+        raise KeyRejected("missing")
+    return Caller(
+        tenant_id=t.id, tenant_name=t.name, tier=t.tier, api_key_id=None, api_key_prefix=""
     )
