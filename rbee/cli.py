@@ -19,6 +19,8 @@ from typing import Any
 
 import click
 
+from rbee.logs import configure as configure_logging
+
 DEFAULT_PORT = 7833
 DEFAULT_HIVE_PORT = 7835
 
@@ -92,9 +94,7 @@ def serve_queen(host: str, port: int, *, migrate: bool = True) -> None:
 @click.option("--no-migrate", is_flag=True, help="Do not apply database migrations first.")
 def queen_start(host: str, port: int, no_migrate: bool) -> None:
     """Start the queen (Daphne) on PORT."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(os.environ.get("RBEE_LOG_LEVEL", "INFO"))
     serve_queen(host, port, migrate=not no_migrate)
 
 
@@ -149,10 +149,7 @@ def hive_start(
     from hives.agent.catalog import DEFAULT_CHAT_MODEL, parse_model_arg
     from hives.agent.engines.base import EngineError
 
-    logging.basicConfig(
-        level=os.environ.get("RBEE_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(os.environ.get("RBEE_LOG_LEVEL", "INFO"))
     try:
         specs = [parse_model_arg(m, device=device) for m in (models or (DEFAULT_CHAT_MODEL,))]
     except EngineError as exc:

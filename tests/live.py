@@ -207,8 +207,10 @@ class Hive:
         token: str | None = None,
         wait: bool = True,
         region: str = "",
+        env: dict[str, str] | None = None,
     ) -> None:
         self.dep = dep
+        self.env = env or {}
         self.queen = queen
         self.name = name
         self.models = models
@@ -232,7 +234,7 @@ class Hive:
         for m in self.models:
             args += ["--model", m]
         self.proc, self.log = self.dep.spawn(
-            args, f"hive-{self.name}", {"RBEE_HIVE_TOKEN": self.token}
+            args, f"hive-{self.name}", {"RBEE_HIVE_TOKEN": self.token, **self.env}
         )
         if wait:
             first = self.models[0].split("=")[0]

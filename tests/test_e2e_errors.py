@@ -237,11 +237,22 @@ def test_hive_killed_mid_stream_ends_the_stream_with_an_error_promptly(stack: St
 
 def test_hive_with_a_wrong_token_is_refused_and_logged(stack: Stack) -> None:
     bad = "rbee-hive-aaaaaaaaaa-" + "C" * 40
-    hive = Hive(stack.dep, stack.queen, "intruder", ["x=echo:"], token=bad, wait=False)
+    # DEBUG, where the websocket library logs its request headers: still no secret.
+    hive = Hive(
+        stack.dep,
+        stack.queen,
+        "intruder",
+        ["x=echo:"],
+        token=bad,
+        wait=False,
+        env={"RBEE_LOG_LEVEL": "DEBUG"},
+    )
     assert hive.proc.wait(timeout=30) == 2
-    assert "refused" in hive.log.read_text()
+    hive_log = hive.log.read_text()
+    assert "refused" in hive_log
+    assert "Authorization: Bearer rbee-hive-aaaaaaaaaa-[redacted]" in hive_log
     assert "refused hive connection" in stack.queen.log.read_text()
-    assert bad not in stack.queen.log.read_text()  # secrets never logged
+    assert "C" * 40 not in stack.queen.log.read_text() + hive_log  # secrets never logged
     body = stack.queen.wait_healthy()
     assert "intruder" not in [h["name"] for h in body["hives"]]
 

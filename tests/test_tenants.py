@@ -79,3 +79,19 @@ def test_secret_helpers() -> None:
     assert secrets.parse_prefix("sk-rbee", new.plaintext) is None
     assert secrets.matches(new.plaintext, new.digest)
     assert not secrets.matches(new.plaintext + "x", new.digest)
+
+
+def test_logs_redact_keys_and_tokens() -> None:
+    import logging
+
+    from rbee.logs import RedactSecrets, redact
+
+    key = secrets.make("sk-rbee").plaintext
+    tok = secrets.make("rbee-hive").plaintext
+    assert redact(f"Authorization: Bearer {key}") == (
+        f"Authorization: Bearer sk-rbee-{key.split('-')[2]}-[redacted]"
+    )
+    record = logging.LogRecord("x", logging.DEBUG, __file__, 1, "header %s", (tok,), None)
+    assert RedactSecrets().filter(record)
+    assert tok not in record.getMessage()
+    assert "[redacted]" in record.getMessage()

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 from hives.agent.engines import get_engine
 from hives.agent.engines.base import EngineError, ModelSpec
+from rbee.logs import configure as configure_logging
 
 logger = logging.getLogger("hives.worker")
 
@@ -135,11 +136,7 @@ class Worker:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(
-        level=os.environ.get("RBEE_LOG_LEVEL", "INFO"),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(os.environ.get("RBEE_LOG_LEVEL", "INFO"))  # to stderr
     spec = ModelSpec.from_dict(json.loads(args[0]))
     # Keep the real stdout for the protocol; send stray prints to stderr.
     proto = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8", buffering=1)
