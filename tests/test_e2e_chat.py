@@ -198,3 +198,33 @@ def test_openai_client_raises_typed_errors(stack: Stack) -> None:
     bad = openai.OpenAI(base_url=stack.base_url, api_key="sk-rbee-nope", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()
+
+
+def test_client_that_goes_away_cancels_the_generation(stack: Stack) -> None:
+    import httpx
+
+    body = {
+        "model": CHAT_MODEL,
+        "messages": [{"role": "user", "content": "Write an endless story about bees."}],
+        "max_tokens": 3000,
+        "temperature": 1.0,
+        "stream": True,
+    }
+    headers = {"Authorization": f"Bearer {stack.api_key}"}
+    with httpx.stream(
+        "POST", f"{stack.base_url}/chat/completions", json=body, headers=headers, timeout=30
+    ) as r:
+        job_id = r.headers["x-request-id"]
+        for i, _line in enumerate(r.iter_lines()):
+            if i >= 6:
+                break  # hang up mid-stream
+    deadline = time.monotonic() + 10
+    while f"job {job_id} cancelled by the queen" not in stack.hive.log.read_text():
+        assert time.monotonic() < deadline, "the hive was never told to stop"
+        time.sleep(0.05)
+    # The worker runs one job at a time: had the long generation gone on, this one
+    # would wait behind ~3000 tokens (tens of seconds).
+    started = time.monotonic()
+    resp = stack.client().chat.completions.create(model=CHAT_MODEL, messages=MESSAGES, max_tokens=4)
+    assert resp.usage.completion_tokens == 4
+    assert time.monotonic() - started < 5

@@ -247,6 +247,7 @@ class HiveAgent:
                 job_id = str(msg.get("id"))
                 worker = self._job_worker.pop(job_id, None)
                 if worker is not None:
+                    logger.info("job %s cancelled by the queen", job_id)
                     await worker.cancel(job_id)
             elif op == "refused":
                 raise HiveRefused(str(msg.get("reason")))
