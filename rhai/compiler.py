@@ -205,7 +205,7 @@ def get_prop(o: Any, name: str, pos: Pos) -> Any:
     if t is dict:
         return o.get(name)
     if isinstance(o, dict):
-        return o.get(name)
+        return dict.get(o, name)  # never a subclass's own get (host code)
     if t is str or t is list:
         if name == "len":
             return len(o)
@@ -1302,7 +1302,7 @@ class _PredGen:
                 if left.b.k != "var" or left.b.a is not self.param:
                     return None
                 self.uses_param = True
-                return f"(p.get({self.const(left.a)}) {op} {self.const(k)})"
+                return f"(GET(p, {self.const(left.a)}) {op} {self.const(k)})"
             v = self.prop(left, t)
             if v is None:
                 return None
@@ -1334,25 +1334,41 @@ def make_fast_pred(fd: FnDef) -> FastPred | None:
         (t,) = types
         pk = gen.const(name)
         tn = {str: "tstr", int: "tint", float: "tflt", bool: "tbool"}[t]
-        guards.append(f"type({var} := p.get({pk})) is {tn}")
+        guards.append(f"type({var} := GET(p, {pk})) is {tn}")
     kargs = ", ".join(f"k{i}=K[{i}]" for i in range(len(gen.consts)))
-    cond = " and ".join(["type(p) is tdict", *guards])
+    cond = " and ".join(["type(p) is tdict", *guards]).replace("GET(p, ", "p.get(")
+    full = expr.replace("GET(p, ", "p.get(")
+    # The quick pass reads properties with the unbound dict.get, which raises TypeError for
+    # anything that is not a map (without running any host code), and gives up (_Miss) on
+    # the first value of an unexpected type; the full pass then decides every item.
+    qexpr = expr.replace("GET(p, ", "dget(p, ")
+    if guards:
+        qcond = " and ".join(guards).replace("GET(p, ", "dget(p, ")
+        qexpr = f"({qexpr} if {qcond} else miss())"
     types_args = "tstr=str, tint=int, tflt=float, tbool=bool, tdict=dict"
     src = "\n".join(
         [
             "def make(slow):",
             f"    def pred(p, {kargs}, {types_args}):",
             f"        if {cond}:",
-            f"            return {expr}",
+            f"            return {full}",
             "        return slow(p)",
             "    return pred",
             "",
-            f"def vfilter(a, slow, {kargs}, {types_args}):",
-            f"    return [p for p in a if ({expr} if {cond} else slow(p))]",
+            f"def vfilter(a, slow, {kargs}, {types_args}, dget=dget, miss=miss, Miss=Miss, TE=TE):",
+            "    try:",
+            f"        return [p for p in a if {qexpr}]",
+            "    except (TE, Miss):",
+            "        pass",
+            f"    return [p for p in a if ({full} if {cond} else slow(p))]",
         ]
     )
     ns: dict[str, Any] = {
         "K": gen.consts,
+        "dget": dict.get,
+        "miss": _miss,
+        "Miss": _Miss,
+        "TE": TypeError,
         "_flt": float_lt,
         "_fle": float_le,
         "_fgt": lambda a, b: float_lt(b, a),
@@ -1370,6 +1386,14 @@ def make_fast_pred(fd: FnDef) -> FastPred | None:
     }
     exec(compile(src, "<rhai fast predicate>", "exec"), ns)  # noqa: S102 - generated above
     return FastPred(ns["make"], ns["vfilter"])
+
+
+class _Miss(Exception):
+    """A fast predicate met a value of a type it does not handle inline."""
+
+
+def _miss() -> bool:
+    raise _Miss
 
 
 class FastPred:
