@@ -21,15 +21,21 @@ from .errors import EvalError, Fail, LimitExceeded, Pos, RhaiError, ThrownError
 from .parser import LITERAL_KINDS, FnDef, Node, VarInfo, suggest
 from .runtime import (
     BREAK,
+    BUILTINS,
     CONTINUE,
+    M_HOST,
+    M_MISSING,
     RETURN,
     Ctl,
     CtlExc,
     ScriptFn,
+    call_host,
     call_method,
     call_named,
     check_str,
     ops_exceeded,
+    resolve_method,
+    run_vfilter,
     to_eval_error,
 )  # fmt: skip
 from .values import (
@@ -790,12 +796,42 @@ class Compiler:
         of = self.cx(target)
         args = [self.cx(a) for a in n.c]
         setter = self.setter(target) if self.is_lvalue(target) else None
+        nargs = len(args)
+        # what the name resolves to is cached per call site (see resolve_method)
+        cache: list[tuple[Any, Any, int, Any]] = [(None, None, M_MISSING, None)]
+        # `list.filter(|x| <simple predicate>)`: no function pointer is made at all
+        fsf: ScriptFn | None = None
+        if name == "filter" and nargs == 1 and n.c[0].k == "closure":
+            fsf = n.c[0].a.compiled
+            if fsf is None or fsf.fast is None:
+                fsf = None
+        filter_builtin = BUILTINS.get(("filter", 2))
 
         def ev(f: list[Any]) -> Any:
             o = of(f)
             if o is None and elvis:
                 return None
-            return call_method(f[0], o, name, [a(f) for a in args], pos, setter, f)
+            c = f[0]
+            ent = cache[0]
+            if ent[0] is not c.fns or ent[1] is not c.host:
+                ent = cache[0] = resolve_method(c, name, nargs)
+            if ent[2] == M_HOST:
+                argv = [o, *[a(f) for a in args]] if nargs else [o]
+                c.ops += 1
+                if c.ops > c.max_ops:
+                    ops_exceeded(c, pos)
+                return call_host(name, ent[3], argv, pos)
+            if fsf is not None and type(o) is list and ent[3] is filter_builtin:
+                c.ops += len(o) + 1
+                if c.ops > c.max_ops:
+                    ops_exceeded(c, pos)
+                try:
+                    return run_vfilter(c, fsf, o, pos)
+                except (RhaiError, CtlExc):
+                    raise
+                except Exception as e:
+                    raise to_eval_error(e, pos, "filter: ") from None
+            return call_method(c, o, name, [a(f) for a in args], pos, setter, f)
 
         return ev
 

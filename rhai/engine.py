@@ -102,8 +102,12 @@ class Engine:
                 arities = list(range(len(required), 17))
             else:
                 arities = list(range(len(required), len(pos) + 1))
+        # copy on write: compiled call sites cache what a name resolves to, keyed on the
+        # identity of this dict, so a new registration must give a new dict
+        host = dict(self._host)
         for a in arities:
-            self._host[(name, a)] = fn
+            host[(name, a)] = fn
+        self._host = host
         return self
 
     # -- compiling and running -----------------------------------------------------
