@@ -23,11 +23,13 @@ from .runtime import (
     BREAK,
     BUILTINS,
     CONTINUE,
+    M_BUILTIN,
     M_HOST,
     M_MISSING,
     RETURN,
     Ctl,
     CtlExc,
+    NewStr,
     ScriptFn,
     call_host,
     call_method,
@@ -689,7 +691,10 @@ class Compiler:
                 return False
             if a is not True:
                 truth(a, pos, "'&&' operator")
-            return truth(rf(f), pos, "'&&' operator")
+            b = rf(f)
+            if b is True or b is False:
+                return b
+            return truth(b, pos, "'&&' operator")
 
         return ev
 
@@ -702,7 +707,10 @@ class Compiler:
                 return True
             if a is not False:
                 truth(a, pos, "'||' operator")
-            return truth(rf(f), pos, "'||' operator")
+            b = rf(f)
+            if b is True or b is False:
+                return b
+            return truth(b, pos, "'||' operator")
 
         return ev
 
@@ -807,6 +815,9 @@ class Compiler:
                 fsf = None
         filter_builtin = BUILTINS.get(("filter", 2))
 
+        a0 = args[0] if nargs else None
+        one = nargs == 1
+
         def ev(f: list[Any]) -> Any:
             o = of(f)
             if o is None and elvis:
@@ -815,22 +826,46 @@ class Compiler:
             ent = cache[0]
             if ent[0] is not c.fns or ent[1] is not c.host:
                 ent = cache[0] = resolve_method(c, name, nargs)
-            if ent[2] == M_HOST:
-                argv = [o, *[a(f) for a in args]] if nargs else [o]
+            kind = ent[2]
+            if kind == M_BUILTIN:
+                fn = ent[3]
+                if fn is filter_builtin and fsf is not None and type(o) is list:
+                    c.ops += len(o) + 1
+                    if c.ops > c.max_ops:
+                        ops_exceeded(c, pos)
+                    try:
+                        return run_vfilter(c, fsf, o, pos)
+                    except (RhaiError, CtlExc):
+                        raise
+                    except Exception as e:
+                        raise to_eval_error(e, pos, "filter: ") from None
+                if one:
+                    argv = [a0(f)]  # type: ignore[misc]
+                else:
+                    argv = [a(f) for a in args] if nargs else []
+                c.ops += 1
+                if c.ops > c.max_ops:
+                    ops_exceeded(c, pos)
+                try:
+                    r = fn(c, o, *argv)
+                except (RhaiError, CtlExc):
+                    raise
+                except Exception as e:
+                    raise to_eval_error(e, pos, f"{name}: ") from None
+                if type(r) is NewStr:
+                    if setter is not None:
+                        setter(f, r.s)
+                    return None
+                return r
+            if kind == M_HOST:
+                if one:
+                    argv = [o, a0(f)]  # type: ignore[misc]
+                else:
+                    argv = [o, *[a(f) for a in args]] if nargs else [o]
                 c.ops += 1
                 if c.ops > c.max_ops:
                     ops_exceeded(c, pos)
                 return call_host(name, ent[3], argv, pos)
-            if fsf is not None and type(o) is list and ent[3] is filter_builtin:
-                c.ops += len(o) + 1
-                if c.ops > c.max_ops:
-                    ops_exceeded(c, pos)
-                try:
-                    return run_vfilter(c, fsf, o, pos)
-                except (RhaiError, CtlExc):
-                    raise
-                except Exception as e:
-                    raise to_eval_error(e, pos, "filter: ") from None
             return call_method(c, o, name, [a(f) for a in args], pos, setter, f)
 
         return ev
