@@ -178,8 +178,6 @@ def _arith(op: str, a: Any, b: Any) -> Any:
             return r
     if op == "-" and ta is str and tb in (str, Char):
         return a.replace(b, "")
-    if op == "*" and ta is str and tb is int:
-        return ("", b)  # repetition: sized by the caller
     if ta is bool and tb is bool and op in ("&", "|", "^"):
         if op == "&":
             return a and b
@@ -577,13 +575,7 @@ class Compiler:
                     r = a * b
                     if INT_MIN <= r <= INT_MAX:
                         return r
-                r = arith("*", a, b, pos)
-                if type(r) is tuple:  # string repetition
-                    count = max(b, 0)
-                    if len(a) * count > f[0].max_str:
-                        raise LimitExceeded("Length of string exceeds the maximum limit", pos)
-                    return a * count
-                return r
+                return arith("*", a, b, pos)
 
             return mul
 
@@ -1025,11 +1017,6 @@ class Compiler:
                 check_str(c, r, pos)
             else:
                 r = arith(bop, cur, rhs, pos)
-                if type(r) is tuple:
-                    count = max(rhs, 0)
-                    if len(cur) * count > c.max_str:
-                        raise LimitExceeded("Length of string exceeds the maximum limit", pos)
-                    r = cur * count
             setter(f, r)
             return None
 
