@@ -43,11 +43,14 @@ from .runtime import (
 from .values import (
     INT_MAX,
     INT_MIN,
+    STR_CHUNK_BITS,
     Cell,
     Char,
     FnPtr,
     Range,
     StepRange,
+    charge,
+    charge_str,
     compare,
     deep_copy,
     float_eq,
@@ -65,9 +68,9 @@ NUM = (int, float)
 # operators (slow paths; fast paths are inlined in the closures)
 
 
-def arith(op: str, a: Any, b: Any, pos: Pos) -> Any:
+def arith(op: str, a: Any, b: Any, pos: Pos, c: Any = None) -> Any:
     try:
-        return _arith(op, a, b)
+        return _arith(op, a, b, c)
     except Fail as e:
         raise to_eval_error(e, pos) from None
     except (OverflowError, ValueError, ZeroDivisionError, MemoryError) as e:
@@ -161,7 +164,7 @@ def float_op(op: str, x: float, y: float) -> Any:
     raise Fail(f"Function not found: {op} (f64, f64)")
 
 
-def _arith(op: str, a: Any, b: Any) -> Any:
+def _arith(op: str, a: Any, b: Any, c: Any = None) -> Any:
     ta, tb = type(a), type(b)
     if ta is int and tb is int:
         return int_op(op, a, b)
@@ -169,14 +172,23 @@ def _arith(op: str, a: Any, b: Any) -> Any:
         return float_op(op, float(a), float(b))
     if op == "+":
         if ta is str or tb is str or (ta is Char and tb is Char):
-            return ("" if a is None else to_display(a)) + ("" if b is None else to_display(b))
+            s = ("" if a is None else to_display(a, c)) + ("" if b is None else to_display(b, c))
+            if c is not None:
+                charge_str(c, len(s))
+            return s
         if ta is list and tb is list:
+            if c is not None:
+                charge(c, len(a) + len(b))
             return a + b
         if ta is dict and tb is dict:
+            if c is not None:
+                charge(c, len(a) + len(b))
             r = dict(a)
             r.update(b)
             return r
     if op == "-" and ta is str and tb in (str, Char):
+        if c is not None:
+            charge_str(c, len(a))
         return a.replace(b, "")
     if ta is bool and tb is bool and op in ("&", "|", "^"):
         if op == "&":
@@ -187,12 +199,16 @@ def _arith(op: str, a: Any, b: Any) -> Any:
     raise Fail(f"Function not found: {op} ({type_of(a)}, {type_of(b)})")
 
 
-def contains(container: Any, item: Any) -> bool:
+def contains(container: Any, item: Any, c: Any = None) -> bool:
     t = type(container)
     if t is list:
-        return any(values_eq(x, item) for x in container)
+        if c is not None:
+            charge(c, len(container))
+        return any(values_eq(x, item, c) for x in container)
     if t is str:
         if type(item) in (str, Char):
+            if c is not None:
+                charge_str(c, len(container))
             return item in container
         raise Fail(f"Function not found: contains (string, {type_of(item)})")
     if t is dict:
@@ -202,7 +218,12 @@ def contains(container: Any, item: Any) -> bool:
     if t is Range:
         return item in container
     if t is StepRange:
-        return any(values_eq(x, item) for x in container)
+        for x in container:
+            if c is not None:
+                charge(c, 1)
+            if values_eq(x, item):
+                return True
+        return False
     raise Fail(f"Function not found: in ({type_of(item)}, {type_of(container)})")
 
 
@@ -299,14 +320,16 @@ def truth(v: Any, pos: Pos, what: str = "condition") -> bool:
     raise EvalError(f"Boolean value expected for the {what}, not {type_of(v)}", pos)
 
 
-def iterate(v: Any, pos: Pos) -> Any:
+def iterate(v: Any, pos: Pos, c: Any = None) -> Any:
     t = type(v)
     if t is Range:
         return v.py_range()
     if t is list:
+        if c is not None:
+            charge(c, len(v))  # the snapshot
         return list(v)
     if t is str:
-        return [Char(ch) for ch in v]
+        return map(Char, v)  # lazily: each iteration is charged by the loop
     if t is StepRange:
         return v
     if t is tuple:
@@ -421,7 +444,7 @@ class Compiler:
             v = ev(f)
             t = type(v)
             if t is list or t is dict:
-                return deep_copy(v)
+                return deep_copy(v, f[0])
             return v
 
         return cp
@@ -467,8 +490,11 @@ class Compiler:
         pos = n.pos
 
         def ev(f: list[Any]) -> Any:
-            out = [p if type(p) is str else to_display(p(f)) for p in parts]
-            return check_str(f[0], "".join(out), pos)
+            c = f[0]
+            out = [p if type(p) is str else to_display(p(f), c) for p in parts]
+            s = check_str(c, "".join(out), pos)
+            charge_str(c, len(s))
+            return s
 
         return ev
 
@@ -542,9 +568,11 @@ class Compiler:
                 elif type(a) is str and type(b) is str:
                     s = a + b
                     if len(s) <= f[0].max_str:
+                        if len(s) >> STR_CHUNK_BITS:
+                            charge_str(f[0], len(s))
                         return s
                     return check_str(f[0], s, pos)
-                r = arith("+", a, b, pos)
+                r = arith("+", a, b, pos, f[0])
                 if type(r) is str:
                     check_str(f[0], r, pos)
                 elif type(r) is list and len(r) > f[0].max_arr:
@@ -563,7 +591,7 @@ class Compiler:
                     r = a - b
                     if INT_MIN <= r <= INT_MAX:
                         return r
-                return arith("-", a, b, pos)
+                return arith("-", a, b, pos, f[0])
 
             return sub
         if op == "*":
@@ -620,7 +648,7 @@ class Compiler:
             ta = type(a)
             if ta is type(b) and (ta is str or ta is int or ta is bool):
                 return (a == b) is not neg
-            return values_eq(a, b) is not neg
+            return values_eq(a, b, f[0]) is not neg
 
         return eq
 
@@ -721,7 +749,7 @@ class Compiler:
         def ev(f: list[Any]) -> Any:
             item = lf(f)
             try:
-                return contains(rf(f), item) is not neg
+                return contains(rf(f), item, f[0]) is not neg
             except Fail as e:
                 raise to_eval_error(e, pos) from None
 
@@ -933,6 +961,7 @@ class Compiler:
                         raise EvalError("Only a character can be assigned into a string", pos)
                     if parent is None:
                         raise EvalError("Cannot assign into a temporary string", pos)
+                    charge_str(f[0], len(o))
                     parent(f, o[:j] + val + o[j + 1 :])
                 elif t is int:
                     if type(val) is not bool:
@@ -997,13 +1026,15 @@ class Compiler:
                 if type(rhs) is list:
                     if len(cur) + len(rhs) > c.max_arr:
                         raise LimitExceeded("Size of array exceeds the maximum limit", pos)
-                    cur.extend(deep_copy(rhs) if rhs is cur else rhs)
+                    charge(c, len(rhs))
+                    cur.extend(deep_copy(rhs, c) if rhs is cur else rhs)
                 else:
                     if len(cur) + 1 > c.max_arr:
                         raise LimitExceeded("Size of array exceeds the maximum limit", pos)
-                    cur.append(deep_copy(rhs))
+                    cur.append(deep_copy(rhs, c))
                 return None
             if bop == "+" and t is dict and type(rhs) is dict:
+                charge(c, len(rhs))
                 cur.update(rhs)
                 if len(cur) > c.max_map:
                     raise LimitExceeded("Size of object map exceeds the maximum limit", pos)
@@ -1013,10 +1044,11 @@ class Compiler:
                 if not INT_MIN <= r <= INT_MAX:
                     raise EvalError(f"Arithmetic overflow in '{op}'", pos)
             elif t is str and bop == "+":
-                r = cur + (rhs if type(rhs) is str else ("" if rhs is None else to_display(rhs)))
+                r = cur + (rhs if type(rhs) is str else ("" if rhs is None else to_display(rhs, c)))
                 check_str(c, r, pos)
+                charge_str(c, len(r))
             else:
-                r = arith(bop, cur, rhs, pos)
+                r = arith(bop, cur, rhs, pos, c)
             setter(f, r)
             return None
 
@@ -1214,7 +1246,7 @@ class Compiler:
 
         def ev(f: list[Any]) -> Any:
             c = f[0]
-            seq = iterate(itf(f), pos)
+            seq = iterate(itf(f), pos, c)
             if vcell:
                 f[slot] = Cell(None)
             if ccell:
@@ -1225,7 +1257,7 @@ class Compiler:
                 if c.ops > c.max_ops:
                     ops_exceeded(c, pos)
                 if copy and type(x) in (list, dict):
-                    x = deep_copy(x)
+                    x = deep_copy(x, c)
                 if vcell:
                     f[slot].v = x
                 else:
@@ -1272,7 +1304,7 @@ class Compiler:
 
         def ev(f: list[Any]) -> Any:
             v = vf(f)
-            raise ThrownError(v, f"Runtime error: {to_display(v)}", pos)
+            raise ThrownError(v, f"Runtime error: {to_display(v, f[0])}", pos)
 
         return ev
 

@@ -180,7 +180,7 @@ def make_frame(
     if sf.pad:
         fr.extend(sf.pad)
     for i in sf.copy_params:
-        fr[i] = deep_copy(fr[i])
+        fr[i] = deep_copy(fr[i], c)
     for i in sf.cell_params:
         fr[i] = Cell(fr[i])
     if cells:
