@@ -63,13 +63,20 @@ def make_workers(n: int, seed: int = 7) -> list[dict[str, Any]]:
     return out
 
 
-def median_us(fn: Callable[[], Any], repeat: int) -> float:
-    times = []
+def median_us_pair(f: Callable[[], Any], g: Callable[[], Any], repeat: int) -> tuple[float, float]:
+    """Median microseconds of ``f`` and of ``g``, timed alternately so that both see the same
+    background load (the container's CPU is shared)."""
+    tf, tg = [], []
+    clock = time.perf_counter_ns
     for _ in range(repeat):
-        t0 = time.perf_counter_ns()
-        fn()
-        times.append(time.perf_counter_ns() - t0)
-    return statistics.median(times) / 1000.0
+        t0 = clock()
+        f()
+        t1 = clock()
+        g()
+        t2 = clock()
+        tf.append(t1 - t0)
+        tg.append(t2 - t1)
+    return statistics.median(tf) / 1000.0, statistics.median(tg) / 1000.0
 
 
 TASKS = {
@@ -94,10 +101,11 @@ def main() -> list[tuple[str, int, float, float]]:
             want = route_python(task, workers)
             got = engine.call_fn(ast, "route_task", task, workers)
             assert got is want or got == want, (label, n, got, want)
-            r_us = median_us(
-                lambda t=task, w=workers: engine.call_fn(ast, "route_task", t, w), repeat
+            r_us, p_us = median_us_pair(
+                lambda t=task, w=workers: engine.call_fn(ast, "route_task", t, w),
+                lambda t=task, w=workers: route_python(t, w),
+                repeat,
             )
-            p_us = median_us(lambda t=task, w=workers: route_python(t, w), repeat)
             rows.append((label, n, r_us, p_us))
     print(f"{'decision':40} {'workers':>7} {'rhai us':>10} {'python us':>10} {'ratio':>6}")
     for label, n, r_us, p_us in rows:

@@ -21,25 +21,36 @@ from .errors import EvalError, Fail, LimitExceeded, Pos, RhaiError, ThrownError
 from .parser import LITERAL_KINDS, FnDef, Node, VarInfo, suggest
 from .runtime import (
     BREAK,
+    BUILTINS,
     CONTINUE,
+    M_BUILTIN,
+    M_HOST,
+    M_MISSING,
     RETURN,
     Ctl,
     CtlExc,
+    NewStr,
     ScriptFn,
+    call_host,
     call_method,
     call_named,
     check_str,
     ops_exceeded,
+    resolve_method,
+    run_vfilter,
     to_eval_error,
 )  # fmt: skip
 from .values import (
     INT_MAX,
     INT_MIN,
+    STR_CHUNK_BITS,
     Cell,
     Char,
     FnPtr,
     Range,
     StepRange,
+    charge,
+    charge_str,
     compare,
     deep_copy,
     float_eq,
@@ -57,9 +68,9 @@ NUM = (int, float)
 # operators (slow paths; fast paths are inlined in the closures)
 
 
-def arith(op: str, a: Any, b: Any, pos: Pos) -> Any:
+def arith(op: str, a: Any, b: Any, pos: Pos, c: Any = None) -> Any:
     try:
-        return _arith(op, a, b)
+        return _arith(op, a, b, c)
     except Fail as e:
         raise to_eval_error(e, pos) from None
     except (OverflowError, ValueError, ZeroDivisionError, MemoryError) as e:
@@ -153,7 +164,7 @@ def float_op(op: str, x: float, y: float) -> Any:
     raise Fail(f"Function not found: {op} (f64, f64)")
 
 
-def _arith(op: str, a: Any, b: Any) -> Any:
+def _arith(op: str, a: Any, b: Any, c: Any = None) -> Any:
     ta, tb = type(a), type(b)
     if ta is int and tb is int:
         return int_op(op, a, b)
@@ -161,17 +172,24 @@ def _arith(op: str, a: Any, b: Any) -> Any:
         return float_op(op, float(a), float(b))
     if op == "+":
         if ta is str or tb is str or (ta is Char and tb is Char):
-            return ("" if a is None else to_display(a)) + ("" if b is None else to_display(b))
+            s = ("" if a is None else to_display(a, c)) + ("" if b is None else to_display(b, c))
+            if c is not None:
+                charge_str(c, len(s))
+            return s
         if ta is list and tb is list:
+            if c is not None:
+                charge(c, len(a) + len(b))
             return a + b
         if ta is dict and tb is dict:
+            if c is not None:
+                charge(c, len(a) + len(b))
             r = dict(a)
             r.update(b)
             return r
     if op == "-" and ta is str and tb in (str, Char):
+        if c is not None:
+            charge_str(c, len(a))
         return a.replace(b, "")
-    if op == "*" and ta is str and tb is int:
-        return ("", b)  # repetition: sized by the caller
     if ta is bool and tb is bool and op in ("&", "|", "^"):
         if op == "&":
             return a and b
@@ -181,12 +199,16 @@ def _arith(op: str, a: Any, b: Any) -> Any:
     raise Fail(f"Function not found: {op} ({type_of(a)}, {type_of(b)})")
 
 
-def contains(container: Any, item: Any) -> bool:
+def contains(container: Any, item: Any, c: Any = None) -> bool:
     t = type(container)
     if t is list:
-        return any(values_eq(x, item) for x in container)
+        if c is not None:
+            charge(c, len(container))
+        return any(values_eq(x, item, c) for x in container)
     if t is str:
         if type(item) in (str, Char):
+            if c is not None:
+                charge_str(c, len(container))
             return item in container
         raise Fail(f"Function not found: contains (string, {type_of(item)})")
     if t is dict:
@@ -196,7 +218,12 @@ def contains(container: Any, item: Any) -> bool:
     if t is Range:
         return item in container
     if t is StepRange:
-        return any(values_eq(x, item) for x in container)
+        for x in container:
+            if c is not None:
+                charge(c, 1)
+            if values_eq(x, item):
+                return True
+        return False
     raise Fail(f"Function not found: in ({type_of(item)}, {type_of(container)})")
 
 
@@ -205,7 +232,7 @@ def get_prop(o: Any, name: str, pos: Pos) -> Any:
     if t is dict:
         return o.get(name)
     if isinstance(o, dict):
-        return o.get(name)
+        return dict.get(o, name)  # never a subclass's own get (host code)
     if t is str or t is list:
         if name == "len":
             return len(o)
@@ -293,14 +320,16 @@ def truth(v: Any, pos: Pos, what: str = "condition") -> bool:
     raise EvalError(f"Boolean value expected for the {what}, not {type_of(v)}", pos)
 
 
-def iterate(v: Any, pos: Pos) -> Any:
+def iterate(v: Any, pos: Pos, c: Any = None) -> Any:
     t = type(v)
     if t is Range:
         return v.py_range()
     if t is list:
+        if c is not None:
+            charge(c, len(v))  # the snapshot
         return list(v)
     if t is str:
-        return [Char(ch) for ch in v]
+        return map(Char, v)  # lazily: each iteration is charged by the loop
     if t is StepRange:
         return v
     if t is tuple:
@@ -415,7 +444,7 @@ class Compiler:
             v = ev(f)
             t = type(v)
             if t is list or t is dict:
-                return deep_copy(v)
+                return deep_copy(v, f[0])
             return v
 
         return cp
@@ -461,8 +490,11 @@ class Compiler:
         pos = n.pos
 
         def ev(f: list[Any]) -> Any:
-            out = [p if type(p) is str else to_display(p(f)) for p in parts]
-            return check_str(f[0], "".join(out), pos)
+            c = f[0]
+            out = [p if type(p) is str else to_display(p(f), c) for p in parts]
+            s = check_str(c, "".join(out), pos)
+            charge_str(c, len(s))
+            return s
 
         return ev
 
@@ -536,9 +568,11 @@ class Compiler:
                 elif type(a) is str and type(b) is str:
                     s = a + b
                     if len(s) <= f[0].max_str:
+                        if len(s) >> STR_CHUNK_BITS:
+                            charge_str(f[0], len(s))
                         return s
                     return check_str(f[0], s, pos)
-                r = arith("+", a, b, pos)
+                r = arith("+", a, b, pos, f[0])
                 if type(r) is str:
                     check_str(f[0], r, pos)
                 elif type(r) is list and len(r) > f[0].max_arr:
@@ -557,7 +591,7 @@ class Compiler:
                     r = a - b
                     if INT_MIN <= r <= INT_MAX:
                         return r
-                return arith("-", a, b, pos)
+                return arith("-", a, b, pos, f[0])
 
             return sub
         if op == "*":
@@ -569,13 +603,7 @@ class Compiler:
                     r = a * b
                     if INT_MIN <= r <= INT_MAX:
                         return r
-                r = arith("*", a, b, pos)
-                if type(r) is tuple:  # string repetition
-                    count = max(b, 0)
-                    if len(a) * count > f[0].max_str:
-                        raise LimitExceeded("Length of string exceeds the maximum limit", pos)
-                    return a * count
-                return r
+                return arith("*", a, b, pos)
 
             return mul
 
@@ -620,7 +648,7 @@ class Compiler:
             ta = type(a)
             if ta is type(b) and (ta is str or ta is int or ta is bool):
                 return (a == b) is not neg
-            return values_eq(a, b) is not neg
+            return values_eq(a, b, f[0]) is not neg
 
         return eq
 
@@ -683,7 +711,10 @@ class Compiler:
                 return False
             if a is not True:
                 truth(a, pos, "'&&' operator")
-            return truth(rf(f), pos, "'&&' operator")
+            b = rf(f)
+            if b is True or b is False:
+                return b
+            return truth(b, pos, "'&&' operator")
 
         return ev
 
@@ -696,7 +727,10 @@ class Compiler:
                 return True
             if a is not False:
                 truth(a, pos, "'||' operator")
-            return truth(rf(f), pos, "'||' operator")
+            b = rf(f)
+            if b is True or b is False:
+                return b
+            return truth(b, pos, "'||' operator")
 
         return ev
 
@@ -715,7 +749,7 @@ class Compiler:
         def ev(f: list[Any]) -> Any:
             item = lf(f)
             try:
-                return contains(rf(f), item) is not neg
+                return contains(rf(f), item, f[0]) is not neg
             except Fail as e:
                 raise to_eval_error(e, pos) from None
 
@@ -790,12 +824,69 @@ class Compiler:
         of = self.cx(target)
         args = [self.cx(a) for a in n.c]
         setter = self.setter(target) if self.is_lvalue(target) else None
+        nargs = len(args)
+        # what the name resolves to is cached per call site (see resolve_method)
+        cache: list[tuple[Any, Any, int, Any]] = [(None, None, M_MISSING, None)]
+        # `list.filter(|x| <simple predicate>)`: no function pointer is made at all
+        fsf: ScriptFn | None = None
+        if name == "filter" and nargs == 1 and n.c[0].k == "closure":
+            fsf = n.c[0].a.compiled
+            if fsf is None or fsf.fast is None:
+                fsf = None
+        filter_builtin = BUILTINS.get(("filter", 2))
+
+        a0 = args[0] if nargs else None
+        one = nargs == 1
 
         def ev(f: list[Any]) -> Any:
             o = of(f)
             if o is None and elvis:
                 return None
-            return call_method(f[0], o, name, [a(f) for a in args], pos, setter, f)
+            c = f[0]
+            ent = cache[0]
+            if ent[0] is not c.fns or ent[1] is not c.host:
+                ent = cache[0] = resolve_method(c, name, nargs)
+            kind = ent[2]
+            if kind == M_BUILTIN:
+                fn = ent[3]
+                if fn is filter_builtin and fsf is not None and type(o) is list:
+                    c.ops += len(o) + 1
+                    if c.ops > c.max_ops:
+                        ops_exceeded(c, pos)
+                    try:
+                        return run_vfilter(c, fsf, o, pos)
+                    except (RhaiError, CtlExc):
+                        raise
+                    except Exception as e:
+                        raise to_eval_error(e, pos, "filter: ") from None
+                if one:
+                    argv = [a0(f)]  # type: ignore[misc]
+                else:
+                    argv = [a(f) for a in args] if nargs else []
+                c.ops += 1
+                if c.ops > c.max_ops:
+                    ops_exceeded(c, pos)
+                try:
+                    r = fn(c, o, *argv)
+                except (RhaiError, CtlExc):
+                    raise
+                except Exception as e:
+                    raise to_eval_error(e, pos, f"{name}: ") from None
+                if type(r) is NewStr:
+                    if setter is not None:
+                        setter(f, r.s)
+                    return None
+                return r
+            if kind == M_HOST:
+                if one:
+                    argv = [o, a0(f)]  # type: ignore[misc]
+                else:
+                    argv = [o, *[a(f) for a in args]] if nargs else [o]
+                c.ops += 1
+                if c.ops > c.max_ops:
+                    ops_exceeded(c, pos)
+                return call_host(name, ent[3], argv, pos)
+            return call_method(c, o, name, [a(f) for a in args], pos, setter, f)
 
         return ev
 
@@ -870,6 +961,7 @@ class Compiler:
                         raise EvalError("Only a character can be assigned into a string", pos)
                     if parent is None:
                         raise EvalError("Cannot assign into a temporary string", pos)
+                    charge_str(f[0], len(o))
                     parent(f, o[:j] + val + o[j + 1 :])
                 elif t is int:
                     if type(val) is not bool:
@@ -934,13 +1026,15 @@ class Compiler:
                 if type(rhs) is list:
                     if len(cur) + len(rhs) > c.max_arr:
                         raise LimitExceeded("Size of array exceeds the maximum limit", pos)
-                    cur.extend(deep_copy(rhs) if rhs is cur else rhs)
+                    charge(c, len(rhs))
+                    cur.extend(deep_copy(rhs, c) if rhs is cur else rhs)
                 else:
                     if len(cur) + 1 > c.max_arr:
                         raise LimitExceeded("Size of array exceeds the maximum limit", pos)
-                    cur.append(deep_copy(rhs))
+                    cur.append(deep_copy(rhs, c))
                 return None
             if bop == "+" and t is dict and type(rhs) is dict:
+                charge(c, len(rhs))
                 cur.update(rhs)
                 if len(cur) > c.max_map:
                     raise LimitExceeded("Size of object map exceeds the maximum limit", pos)
@@ -950,15 +1044,11 @@ class Compiler:
                 if not INT_MIN <= r <= INT_MAX:
                     raise EvalError(f"Arithmetic overflow in '{op}'", pos)
             elif t is str and bop == "+":
-                r = cur + (rhs if type(rhs) is str else ("" if rhs is None else to_display(rhs)))
+                r = cur + (rhs if type(rhs) is str else ("" if rhs is None else to_display(rhs, c)))
                 check_str(c, r, pos)
+                charge_str(c, len(r))
             else:
-                r = arith(bop, cur, rhs, pos)
-                if type(r) is tuple:
-                    count = max(rhs, 0)
-                    if len(cur) * count > c.max_str:
-                        raise LimitExceeded("Length of string exceeds the maximum limit", pos)
-                    r = cur * count
+                r = arith(bop, cur, rhs, pos, c)
             setter(f, r)
             return None
 
@@ -1156,7 +1246,7 @@ class Compiler:
 
         def ev(f: list[Any]) -> Any:
             c = f[0]
-            seq = iterate(itf(f), pos)
+            seq = iterate(itf(f), pos, c)
             if vcell:
                 f[slot] = Cell(None)
             if ccell:
@@ -1167,7 +1257,7 @@ class Compiler:
                 if c.ops > c.max_ops:
                     ops_exceeded(c, pos)
                 if copy and type(x) in (list, dict):
-                    x = deep_copy(x)
+                    x = deep_copy(x, c)
                 if vcell:
                     f[slot].v = x
                 else:
@@ -1214,7 +1304,7 @@ class Compiler:
 
         def ev(f: list[Any]) -> Any:
             v = vf(f)
-            raise ThrownError(v, f"Runtime error: {to_display(v)}", pos)
+            raise ThrownError(v, f"Runtime error: {to_display(v, f[0])}", pos)
 
         return ev
 
@@ -1302,7 +1392,7 @@ class _PredGen:
                 if left.b.k != "var" or left.b.a is not self.param:
                     return None
                 self.uses_param = True
-                return f"(p.get({self.const(left.a)}) {op} {self.const(k)})"
+                return f"(GET(p, {self.const(left.a)}) {op} {self.const(k)})"
             v = self.prop(left, t)
             if v is None:
                 return None
@@ -1334,25 +1424,41 @@ def make_fast_pred(fd: FnDef) -> FastPred | None:
         (t,) = types
         pk = gen.const(name)
         tn = {str: "tstr", int: "tint", float: "tflt", bool: "tbool"}[t]
-        guards.append(f"type({var} := p.get({pk})) is {tn}")
+        guards.append(f"type({var} := GET(p, {pk})) is {tn}")
     kargs = ", ".join(f"k{i}=K[{i}]" for i in range(len(gen.consts)))
-    cond = " and ".join(["type(p) is tdict", *guards])
+    cond = " and ".join(["type(p) is tdict", *guards]).replace("GET(p, ", "p.get(")
+    full = expr.replace("GET(p, ", "p.get(")
+    # The quick pass reads properties with the unbound dict.get, which raises TypeError for
+    # anything that is not a map (without running any host code), and gives up (_Miss) on
+    # the first value of an unexpected type; the full pass then decides every item.
+    qexpr = expr.replace("GET(p, ", "dget(p, ")
+    if guards:
+        qcond = " and ".join(guards).replace("GET(p, ", "dget(p, ")
+        qexpr = f"({qexpr} if {qcond} else miss())"
     types_args = "tstr=str, tint=int, tflt=float, tbool=bool, tdict=dict"
     src = "\n".join(
         [
             "def make(slow):",
             f"    def pred(p, {kargs}, {types_args}):",
             f"        if {cond}:",
-            f"            return {expr}",
+            f"            return {full}",
             "        return slow(p)",
             "    return pred",
             "",
-            f"def vfilter(a, slow, {kargs}, {types_args}):",
-            f"    return [p for p in a if ({expr} if {cond} else slow(p))]",
+            f"def vfilter(a, slow, {kargs}, {types_args}, dget=dget, miss=miss, Miss=Miss, TE=TE):",
+            "    try:",
+            f"        return [p for p in a if {qexpr}]",
+            "    except (TE, Miss):",
+            "        pass",
+            f"    return [p for p in a if ({full} if {cond} else slow(p))]",
         ]
     )
     ns: dict[str, Any] = {
         "K": gen.consts,
+        "dget": dict.get,
+        "miss": _miss,
+        "Miss": _Miss,
+        "TE": TypeError,
         "_flt": float_lt,
         "_fle": float_le,
         "_fgt": lambda a, b: float_lt(b, a),
@@ -1370,6 +1476,14 @@ def make_fast_pred(fd: FnDef) -> FastPred | None:
     }
     exec(compile(src, "<rhai fast predicate>", "exec"), ns)  # noqa: S102 - generated above
     return FastPred(ns["make"], ns["vfilter"])
+
+
+class _Miss(Exception):
+    """A fast predicate met a value of a type it does not handle inline."""
+
+
+def _miss() -> bool:
+    raise _Miss
 
 
 class FastPred:

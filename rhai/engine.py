@@ -11,7 +11,7 @@ from . import stdlib  # noqa: F401  (registers the builtins)
 from .compiler import Compiler
 from .errors import NOPOS, EvalError, Fail, LimitExceeded, ParseError, RhaiError
 from .parser import FnDef, Parser
-from .runtime import Ctl, CtlExc, Ctx, ScriptFn, call_script, make_frame, to_eval_error
+from .runtime import Ctl, CtlExc, Ctx, ScriptFn, make_frame, run_frame, to_eval_error
 from .values import from_python, type_of
 
 log = logging.getLogger("rhai")
@@ -23,6 +23,8 @@ DEFAULT_MAX_STRING_SIZE = 1_000_000
 DEFAULT_MAX_ARRAY_SIZE = 100_000
 DEFAULT_MAX_MAP_SIZE = 100_000
 DEFAULT_MAX_VARIABLES = 1_000
+
+_AS_IS = frozenset({dict, list, str, float, bool, type(None)})
 
 
 class AST:
@@ -102,8 +104,12 @@ class Engine:
                 arities = list(range(len(required), 17))
             else:
                 arities = list(range(len(required), len(pos) + 1))
+        # copy on write: compiled call sites cache what a name resolves to, keyed on the
+        # identity of this dict, so a new registration must give a new dict
+        host = dict(self._host)
         for a in arities:
-            self._host[(name, a)] = fn
+            host[(name, a)] = fn
+        self._host = host
         return self
 
     # -- compiling and running -----------------------------------------------------
@@ -162,14 +168,22 @@ class Engine:
         The top-level statements of the script are *not* run: script functions cannot
         see top-level variables anyway, so only their side effects would be lost.
         """
-        sf = ast._fns.get((name, len(args)))
+        fns = ast._fns
+        sf = fns.get((name, len(args)))
         try:
-            c = Ctx(self, ast._fns)
-            conv = [a if type(a) in (dict, list, str, float) else from_python(a) for a in args]
+            c = Ctx(self, fns)
+            # containers are passed as they are (their items are read lazily, and a script
+            # that mutates a parameter works on a copy); other values are checked
+            for a in args:
+                if type(a) not in _AS_IS:
+                    conv = [x if type(x) in _AS_IS else from_python(x) for x in args]
+                    break
+            else:
+                conv = list(args)
             if sf is None:
                 types = ", ".join(type_of(a) for a in conv)
                 raise EvalError(f"Function not found: {name} ({types})", NOPOS)
-            return call_script(c, sf, conv, None, sf.pos)
+            return run_frame(c, sf, make_frame(c, sf, conv, None, ()), sf.pos)
         except RhaiError:
             raise
         except BaseException as e:

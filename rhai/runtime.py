@@ -180,7 +180,7 @@ def make_frame(
     if sf.pad:
         fr.extend(sf.pad)
     for i in sf.copy_params:
-        fr[i] = deep_copy(fr[i])
+        fr[i] = deep_copy(fr[i], c)
     for i in sf.cell_params:
         fr[i] = Cell(fr[i])
     if cells:
@@ -243,6 +243,25 @@ def call_named(c: Ctx, name: str, args: list[Any], pos: Pos) -> Any:
             return None
         return r
     raise not_found(c, name, args, pos)
+
+
+M_SCRIPT, M_HOST, M_BUILTIN, M_MISSING = 0, 1, 2, 3
+
+
+def resolve_method(c: Ctx, name: str, nargs: int) -> tuple[Any, Any, int, Any]:
+    """What ``obj.name(<nargs args>)`` calls in this context, in :func:`call_method`'s order:
+    ``(fns, host, kind, target)``, cached by call sites while ``c.fns`` and ``c.host`` are the
+    same objects (the engine replaces its host table on every registration)."""
+    sf = c.fns.get((name, nargs))
+    if sf is not None:
+        return (c.fns, c.host, M_SCRIPT, sf)
+    h = c.host.get((name, nargs + 1))
+    if h is not None:
+        return (c.fns, c.host, M_HOST, h)
+    b = BUILTINS.get((name, nargs + 1)) or VARIADIC.get(name)
+    if b is not None:
+        return (c.fns, c.host, M_BUILTIN, b)
+    return (c.fns, c.host, M_MISSING, None)
 
 
 def call_method(
@@ -353,15 +372,23 @@ def fast_filter(c: Ctx, fp: Any, items: list[Any], pos: Pos = NOPOS) -> list[Any
     c.ops += len(items)
     if c.ops > c.max_ops:
         ops_exceeded(c, pos)
-    slow = bind_fn(c, fp, 1, pos)
+    return run_vfilter(c, fp.closure, items, pos)
+
+
+def run_vfilter(c: Ctx, sf: ScriptFn, items: list[Any], pos: Pos) -> list[Any]:
+    """Run the fast filter of closure ``sf`` (its operations already charged); items it does
+    not decide inline go through the closure itself, bound only when first needed."""
+    bound: list[Callable[[Any], Any]] = []
 
     def checked(x: Any) -> Any:
-        r = slow(x)
+        if not bound:
+            bound.append(bind_fn(c, FnPtr(sf.name, (), sf, (), c), 1, pos))
+        r = bound[0](x)
         if r is True or r is False:
             return r
         raise Fail(f"The function passed to 'filter' must return a boolean, not {type_of(r)}")
 
-    return fp.closure.fast.vfilter(items, checked)  # type: ignore[no-any-return]
+    return sf.fast.vfilter(items, checked)  # type: ignore[no-any-return]
 
 
 def fast_pred(c: Ctx, fp: Any, n: int, name: str, pos: Pos = NOPOS) -> Callable[[Any], Any] | None:

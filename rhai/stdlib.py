@@ -30,6 +30,8 @@ from .values import (
     FnPtr,
     Range,
     StepRange,
+    charge,
+    charge_str,
     check_int,
     compare,
     deep_copy,
@@ -71,13 +73,13 @@ def is_num(v: Any) -> bool:
 @reg("print", 1)
 def _print(c: Ctx, v: Any) -> None:
     if c.on_print is not None:
-        c.on_print(to_display(v))
+        c.on_print(to_display(v, c))
 
 
 @reg("debug", 1)
 def _debug(c: Ctx, v: Any) -> None:
     if c.on_debug is not None:
-        c.on_debug(to_debug(v))
+        c.on_debug(to_debug(v, 0, c))
 
 
 @reg("type_of", 1)
@@ -87,7 +89,7 @@ def _type_of(c: Ctx, v: Any) -> str:
 
 @reg("to_string", 1)
 def _to_string(c: Ctx, v: Any) -> str:
-    s = to_display(v)
+    s = to_display(v, c)
     if len(s) > c.max_str:
         raise Fail("Length of string exceeds the maximum limit", limit=True)
     return s
@@ -95,7 +97,7 @@ def _to_string(c: Ctx, v: Any) -> str:
 
 @reg("to_debug", 1)
 def _to_debug(c: Ctx, v: Any) -> str:
-    s = to_debug(v)
+    s = to_debug(v, 0, c)
     if len(s) > c.max_str:
         raise Fail("Length of string exceeds the maximum limit", limit=True)
     return s
@@ -425,10 +427,12 @@ def _contains(c: Ctx, x: Any, item: Any) -> bool:
     t = type(x)
     if t is str:
         if type(item) in STRS:
+            charge_str(c, len(x))
             return item in x
         raise nf("contains", x, item)
     if t is list or t is tuple:
-        return any(values_eq(v, item) for v in x)
+        charge(c, len(x))
+        return any(values_eq(v, item, c) for v in x)
     if isinstance(x, dict):
         if type(item) in STRS:
             return str(item) in x
@@ -443,6 +447,7 @@ def _clear(c: Ctx, x: Any) -> Any:
     if type(x) is str:
         return NewStr("")
     if type(x) in (list, dict):
+        charge(c, len(x))
         x.clear()
         return None
     raise nf("clear", x)
@@ -480,6 +485,7 @@ def _index_of(c: Ctx, x: Any, item: Any, start: Any = 0) -> int:
         if type(item) not in STRS:
             raise nf("index_of", x, item)
         s, _ = _span(len(x), start, None)
+        charge_str(c, len(x) - s)
         return x.find(item, s)
     if t is list:
         s, _ = _span(len(x), start, None)
@@ -490,8 +496,9 @@ def _index_of(c: Ctx, x: Any, item: Any, start: Any = 0) -> int:
                 if r is True:
                     return i
             return -1
+        charge(c, len(x) - s)
         for i in range(s, len(x)):
-            if values_eq(x[i], item):
+            if values_eq(x[i], item, c):
                 return i
         return -1
     raise nf("index_of", x, item)
@@ -524,7 +531,7 @@ def _set(c: Ctx, x: Any, i: Any, v: Any) -> Any:
         n = len(x)
         j = i + n if i < 0 else i
         if 0 <= j < n:
-            x[j] = deep_copy(v)
+            x[j] = deep_copy(v, c)
         return None
     if t is str:
         if type(i) is not int or type(v) is not Char:
@@ -537,7 +544,7 @@ def _set(c: Ctx, x: Any, i: Any, v: Any) -> Any:
     if t is dict:
         if type(i) not in STRS:
             raise nf("set", x, i, v)
-        x[str(i)] = deep_copy(v)
+        x[str(i)] = deep_copy(v, c)
         check_map(c, x)
         return None
     raise nf("set", x, i, v)
@@ -561,6 +568,7 @@ def _remove(c: Ctx, x: Any, i: Any) -> Any:
     if t is str:
         if type(i) not in STRS:
             raise nf("remove", x, i)
+        charge_str(c, len(x))
         return NewStr(x.replace(i, ""))
     raise nf("remove", x, i)
 
@@ -571,8 +579,10 @@ def _truncate(c: Ctx, x: Any, n: Any) -> Any:
         raise nf("truncate", x, n)
     n = max(n, 0)
     if type(x) is str:
+        charge_str(c, min(n, len(x)))
         return NewStr(x[:n])
     if type(x) is list:
+        charge(c, max(len(x) - n, 0))
         del x[n:]
         return None
     raise nf("truncate", x, n)
@@ -591,13 +601,15 @@ def _pad(c: Ctx, x: Any, n: Any, v: Any) -> Any:
         if len(x) >= n:
             return NewStr(x)
         need = n - len(x)
+        charge_str(c, n)
         fill = (v * (need // len(v) + 1))[:need]
         return NewStr(x + fill)
     if t is list:
         if n > c.max_arr:
             raise Fail("Size of array exceeds the maximum limit", limit=True)
+        charge(c, n - len(x))
         while len(x) < n:
-            x.append(deep_copy(v))
+            x.append(deep_copy(v, c))
         return None
     raise nf("pad", x, n, v)
 
@@ -605,6 +617,7 @@ def _pad(c: Ctx, x: Any, n: Any, v: Any) -> Any:
 @reg("reverse", 1)
 def _reverse(c: Ctx, x: Any) -> Any:
     if type(x) is list:
+        charge(c, len(x))
         x.reverse()
         return None
     raise nf("reverse", x)
@@ -614,21 +627,23 @@ def _reverse(c: Ctx, x: Any) -> Any:
 def _split(c: Ctx, x: Any, a: Any = None, b: Any = None) -> Any:
     t = type(x)
     if t is str:
+        charge_str(c, len(x))
         if a is None:
-            return x.split()
+            return _charged_parts(c, x.split())
         if type(a) is int and b is None:
             n = len(x)
             j = max(a + n, 0) if a < 0 else min(a, n)
             return [x[:j], x[j:]]
         if type(a) in STRS:
             if b is None:
-                return check_arr(c, x.split(a) if a else list(x))
+                return _charged_parts(c, check_arr(c, x.split(a) if a else list(x)))
             if type(b) is int:
-                return check_arr(c, x.split(a, max(b - 1, 0)) if b > 0 else [x])
+                return _charged_parts(c, check_arr(c, x.split(a, max(b - 1, 0)) if b > 0 else [x]))
         raise nf("split", x, a)
     if t is list and type(a) is int and b is None:
         n = len(x)
         j = max(a + n, 0) if a < 0 else min(a, n)
+        charge(c, n - j)
         tail = x[j:]
         del x[j:]
         return tail
@@ -639,9 +654,15 @@ def _split(c: Ctx, x: Any, a: Any = None, b: Any = None) -> Any:
 # strings
 
 
+def _charged_parts(c: Ctx, parts: list[Any]) -> list[Any]:
+    charge(c, len(parts))
+    return parts
+
+
 def _str_fn(name: str, fn: Callable[[str], Any], mutates: bool = False) -> None:
     def impl(c: Ctx, s: Any) -> Any:
         if type(s) is str:
+            charge_str(c, len(s))
             r = fn(s)
             return NewStr(r) if mutates else r
         if type(s) is Char and not mutates:
@@ -666,6 +687,7 @@ _str_fn("bytes", lambda s: len(s.encode("utf-8")))
 @reg("chars", 1)
 def _chars(c: Ctx, s: Any) -> list[Char]:
     if type(s) is str:
+        charge(c, len(s))
         return [Char(ch) for ch in s]
     raise nf("chars", s)
 
@@ -676,6 +698,7 @@ BUILTINS[("to_chars", 1)] = _chars
 @reg("starts_with", 2)
 def _starts_with(c: Ctx, s: Any, p: Any) -> bool:
     if type(s) is str and type(p) in STRS:
+        charge_str(c, len(p))
         return s.startswith(p)
     raise nf("starts_with", s, p)
 
@@ -683,6 +706,7 @@ def _starts_with(c: Ctx, s: Any, p: Any) -> bool:
 @reg("ends_with", 2)
 def _ends_with(c: Ctx, s: Any, p: Any) -> bool:
     if type(s) is str and type(p) in STRS:
+        charge_str(c, len(p))
         return s.endswith(p)
     raise nf("ends_with", s, p)
 
@@ -692,6 +716,7 @@ def _sub_string(c: Ctx, s: Any, a: Any, b: Any = None) -> str:
     if type(s) is not str:
         raise nf("sub_string", s, a)
     i, j = _span_args("sub_string", len(s), a, b)
+    charge_str(c, j - i)
     return s[i:j]
 
 
@@ -700,6 +725,7 @@ def _crop(c: Ctx, s: Any, a: Any, b: Any = None) -> Any:
     if type(s) is not str:
         raise nf("crop", s, a)
     i, j = _span_args("crop", len(s), a, b)
+    charge_str(c, j - i)
     return NewStr(s[i:j])
 
 
@@ -710,7 +736,10 @@ def _replace(c: Ctx, s: Any, find: Any, sub: Any) -> Any:
             raise Fail("replace: the string to find cannot be empty")
         if len(sub) > len(find) and s.count(find) * (len(sub) - len(find)) + len(s) > c.max_str:
             raise Fail("Length of string exceeds the maximum limit", limit=True)
-        return NewStr(s.replace(find, sub))
+        charge_str(c, len(s))
+        r = s.replace(find, sub)
+        charge_str(c, len(r))
+        return NewStr(r)
     raise nf("replace", s, find, sub)
 
 
@@ -726,7 +755,7 @@ def _arr(name: str, x: Any, *rest: Any) -> list[Any]:
 
 @reg("push", 2)
 def _push(c: Ctx, a: Any, v: Any) -> None:
-    _arr("push", a, v).append(deep_copy(v))
+    _arr("push", a, v).append(deep_copy(v, c))
     check_arr(c, a)
 
 
@@ -738,9 +767,9 @@ def _append(c: Ctx, a: Any, v: Any) -> None:
     if type(v) is list:
         if len(a) + len(v) > c.max_arr:
             raise Fail("Size of array exceeds the maximum limit", limit=True)
-        a.extend(deep_copy(v))
+        a.extend(deep_copy(v, c))
     else:
-        a.append(deep_copy(v))
+        a.append(deep_copy(v, c))
     check_arr(c, a)
 
 
@@ -751,7 +780,8 @@ def _insert(c: Ctx, a: Any, i: Any, v: Any) -> None:
         raise nf("insert", a, i, v)
     n = len(a)
     j = max(i + n, 0) if i < 0 else i
-    a.insert(j, deep_copy(v))
+    charge_str(c, len(a))  # moves the tail
+    a.insert(j, deep_copy(v, c))
     check_arr(c, a)
 
 
@@ -762,7 +792,8 @@ def _pop(c: Ctx, a: Any) -> Any:
 
 @reg("shift", 1)
 def _shift(c: Ctx, a: Any) -> Any:
-    return _arr("shift", a).pop(0) if a else None
+    charge_str(c, len(_arr("shift", a)))  # moves the rest
+    return a.pop(0) if a else None
 
 
 @reg("chop", 2)
@@ -770,6 +801,7 @@ def _chop(c: Ctx, a: Any, n: Any) -> None:
     _arr("chop", a, n)
     if type(n) is not int:
         raise nf("chop", a, n)
+    charge(c, len(a))
     if n <= 0:
         a.clear()
     elif n < len(a):
@@ -780,6 +812,7 @@ def _chop(c: Ctx, a: Any, n: Any) -> None:
 def _extract(c: Ctx, a: Any, s: Any, n: Any = None) -> list[Any]:
     _arr("extract", a, s)
     i, j = _span_args("extract", len(a), s, n)
+    charge(c, j - i)
     return a[i:j]
 
 
@@ -914,6 +947,7 @@ def _take(c: Ctx, name: str, a: Any, x: Any, n: Any, keep_matching: bool) -> Any
         keys = [k for k in a if k not in hit] if keep_matching else hit
         return {k: a.pop(k) for k in keys}
     _arr(name, a, x)
+    charge(c, len(a))
     if type(x) is FnPtr:
         call = _pred_call(c, x)
         flags = [_bool(name, call(v, i)) for i, v in enumerate(a)]
@@ -940,7 +974,8 @@ BUILTINS[("retain", 3)] = lambda c, a, x, n: _take(c, "retain", a, x, n, True)
 def _splice(c: Ctx, a: Any, s: Any, n: Any, items: Any) -> None:
     _arr("splice", a, s, n, items)
     i, j = _span_args("splice", len(a), s, n)
-    a[i:j] = deep_copy(items) if type(items) is list else [deep_copy(items)]
+    charge(c, len(a))
+    a[i:j] = deep_copy(items, c) if type(items) is list else [deep_copy(items, c)]
     check_arr(c, a)
 
 
@@ -961,6 +996,7 @@ def _sort(c: Ctx, a: Any, fp: Any = None) -> None:
             raise Fail("Cannot sort an array with elements of different types")
         if types and not types <= {int, float, str, Char, bool}:
             raise Fail(f"Cannot sort an array of {type_of(a[0])}")
+        charge(c, len(a) * max(len(a).bit_length(), 1))  # n log n comparisons
         a.sort(key=cmp_to_key(_natural_cmp))
         return
     call = bind_fn(c, fp, 2)
@@ -973,6 +1009,7 @@ def _sort(c: Ctx, a: Any, fp: Any = None) -> None:
             return 1 if r else -1
         raise Fail(f"The sort comparer must return an integer, not {type_of(r)}")
 
+    charge(c, len(a))
     a.sort(key=cmp_to_key(cmp))
 
 
@@ -987,7 +1024,8 @@ def _dedup(c: Ctx, a: Any, fp: Any = None) -> None:
     _arr("dedup", a)
     if not a:
         return
-    call = bind_fn(c, fp, 2) if fp is not None else values_eq
+    charge(c, len(a))
+    call = bind_fn(c, fp, 2) if fp is not None else (lambda x, y: values_eq(x, y, c))
     out = [a[0]]
     for x in a[1:]:
         if not _bool("dedup", call(out[-1], x)):
@@ -1015,18 +1053,20 @@ def _map_arg(name: str, m: Any, *rest: Any) -> dict[str, Any]:
 
 @reg("keys", 1)
 def _keys(c: Ctx, m: Any) -> list[Any]:
-    return sorted(_map_arg("keys", m), key=str)
+    charge(c, len(_map_arg("keys", m)))
+    return sorted(m, key=str)
 
 
 @reg("values", 1)
 def _values(c: Ctx, m: Any) -> list[Any]:
     m = _map_arg("values", m)
+    charge(c, len(m))
     return [m[k] for k in sorted(m, key=str)]
 
 
 @reg("mixin", 2)
 def _mixin(c: Ctx, m: Any, other: Any) -> None:
-    _map_arg("mixin", m, other).update(deep_copy(_map_arg("mixin", other)))
+    _map_arg("mixin", m, other).update(deep_copy(_map_arg("mixin", other), c))
     check_map(c, m)
 
 
@@ -1035,7 +1075,7 @@ def _fill_with(c: Ctx, m: Any, other: Any) -> None:
     _map_arg("fill_with", m, other)
     for k, v in _map_arg("fill_with", other).items():
         if k not in m:
-            m[k] = deep_copy(v)
+            m[k] = deep_copy(v, c)
     check_map(c, m)
 
 

@@ -231,16 +231,17 @@ def _quote(s: str, q: str) -> str:
     return "".join(out)
 
 
-def to_display(v: Any) -> str:
+def to_display(v: Any, c: Any = None) -> str:
     """The ``to_string`` / ``print`` form of a value."""
     t = type(v)
     if t is str or t is Char:
         return str(v)
-    return to_debug(v)
+    return to_debug(v, 0, c)
 
 
-def to_debug(v: Any, depth: int = 0) -> str:
-    """The ``to_debug`` / ``debug`` form of a value."""
+def to_debug(v: Any, depth: int = 0, c: Any = None) -> str:
+    """The ``to_debug`` / ``debug`` form of a value; with a context, one operation per
+    array or map item and per 64 characters of strings."""
     if depth > 64:
         return "..."
     t = type(v)
@@ -251,16 +252,22 @@ def to_debug(v: Any, depth: int = 0) -> str:
     if t is float:
         return fmt_float(v)
     if t is str:
+        if c is not None:
+            charge_str(c, len(v))
         return _quote(v, '"')
     if t is Char:
         return _quote(v, "'")
     if v is None:
         return "()"
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(to_debug(x, depth + 1) for x in v) + "]"
+        if c is not None:
+            charge(c, len(v))
+        return "[" + ", ".join(to_debug(x, depth + 1, c) for x in v) + "]"
     if isinstance(v, dict):
+        if c is not None:
+            charge(c, len(v))
         items = sorted(v.items(), key=lambda kv: str(kv[0]))
-        body = ", ".join(_quote(str(k), '"') + ": " + to_debug(x, depth + 1) for k, x in items)
+        body = ", ".join(_quote(str(k), '"') + ": " + to_debug(x, depth + 1, c) for k, x in items)
         return "#{" + body + "}"
     if t is FnPtr:
         return f"Fn({v.name})"
@@ -300,23 +307,40 @@ def float_le(x: float, y: float) -> bool:
 _NUM = (int, float)
 
 
-def values_eq(a: Any, b: Any) -> bool:
-    """Rhai ``==``: different non-numeric types are simply unequal."""
+def values_eq(a: Any, b: Any, c: Any = None) -> bool:
+    """Rhai ``==``: different non-numeric types are simply unequal. With a context,
+    comparing arrays and maps spends one operation per item compared."""
     ta, tb = type(a), type(b)
     if ta is tb:
         if ta is float:
             return float_eq(a, b)
         if ta is list:
-            return len(a) == len(b) and all(values_eq(x, y) for x, y in zip(a, b, strict=False))
+            if len(a) != len(b):
+                return False
+            if c is not None:
+                charge(c, len(a))
+            return all(values_eq(x, y, c) for x, y in zip(a, b, strict=False))
         if ta is dict:
-            return a.keys() == b.keys() and all(values_eq(a[k], b[k]) for k in a)
+            if a.keys() != b.keys():
+                return False
+            if c is not None:
+                charge(c, len(a))
+            return all(values_eq(a[k], b[k], c) for k in a)
         return bool(a == b)
     if (ta is int and tb is float) or (ta is float and tb is int):
         return float_eq(float(a), float(b))
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(values_eq(x, y) for x, y in zip(a, b, strict=False))
+        if len(a) != len(b):
+            return False
+        if c is not None:
+            charge(c, len(a))
+        return all(values_eq(x, y, c) for x, y in zip(a, b, strict=False))
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(values_eq(a[k], b[k]) for k in a)
+        if a.keys() != b.keys():
+            return False
+        if c is not None:
+            charge(c, len(a))
+        return all(values_eq(a[k], b[k], c) for k in a)
     return False
 
 
@@ -360,12 +384,34 @@ def compare(op: str, a: Any, b: Any) -> bool:
 # copying and conversion
 
 
-def deep_copy(v: Any) -> Any:
+def charge(c: Any, n: int) -> None:
+    """Spend ``n`` operations of context ``c`` (work proportional to a value's size)."""
+    c.ops += n
+    if c.ops > c.max_ops:
+        raise Fail(f"Too many operations: the limit is {c.max_ops}", limit=True)
+
+
+# C-level string work (copying, scanning, splitting) costs one operation per this many characters
+STR_CHUNK_BITS = 6
+
+
+def charge_str(c: Any, n: int) -> None:
+    """Spend the operations for C-level work over ``n`` characters."""
+    if n >> STR_CHUNK_BITS:
+        charge(c, n >> STR_CHUNK_BITS)
+
+
+def deep_copy(v: Any, c: Any = None) -> Any:
+    """Copy arrays and maps all the way down; with a context, one operation per item copied."""
     t = type(v)
     if t is list:
-        return [deep_copy(x) if type(x) in (list, dict) else x for x in v]
+        if c is not None:
+            charge(c, len(v))
+        return [deep_copy(x, c) if type(x) in (list, dict) else x for x in v]
     if t is dict:
-        return {k: (deep_copy(x) if type(x) in (list, dict) else x) for k, x in v.items()}
+        if c is not None:
+            charge(c, len(v))
+        return {k: (deep_copy(x, c) if type(x) in (list, dict) else x) for k, x in v.items()}
     return v
 
 

@@ -225,3 +225,50 @@ def test_thread_of_engines_independent() -> None:
     with pytest.raises(rhai.LimitExceeded):
         a.eval_ast(ast)
     assert b.eval_ast(ast) == 1000
+
+
+def test_registration_after_first_call_is_seen_by_compiled_call_sites() -> None:
+    e = rhai.Engine()
+    ast = e.compile("fn f(ws) { ws.pick() }")
+    with pytest.raises(rhai.EvalError, match="Function not found: pick"):
+        e.call_fn(ast, "f", [1, 2])
+    e.register_fn("pick", lambda ws: ws[0])
+    assert e.call_fn(ast, "f", [1, 2]) == 1
+    e.register_fn("pick", lambda ws: ws[-1])
+    assert e.call_fn(ast, "f", [1, 2]) == 2
+    other = rhai.Engine().register_fn("pick", lambda ws: len(ws))
+    assert other.call_fn(ast, "f", [1, 2]) == 2
+    assert e.call_fn(ast, "f", [7, 8, 9]) == 9
+
+
+def test_host_filter_override_wins_over_builtin() -> None:
+    e = rhai.Engine()
+    ast = e.compile('fn f(ws) { ws.filter(|w| w.hive == "a") }')
+    ws = [{"hive": "a"}, {"hive": "b"}]
+    assert e.call_fn(ast, "f", ws) == [{"hive": "a"}]
+    e.register_fn("filter", lambda items, fp: "host")
+    assert e.call_fn(ast, "f", ws) == "host"
+
+
+def test_fast_filter_never_runs_host_item_code() -> None:
+    from collections import defaultdict
+
+    class Opaque:
+        def __getitem__(self, k: Any) -> Any:
+            raise AssertionError("host __getitem__ called")
+
+        def get(self, k: Any, d: Any = None) -> Any:
+            raise AssertionError("host get called")
+
+    dd: defaultdict[str, Any] = defaultdict(lambda: "a")
+    e = rhai.Engine()
+    ast = e.compile('fn f(ws) { ws.filter(|w| w.hive == "a") }')
+    assert e.call_fn(ast, "f", [dd, {"hive": "a"}]) == [{"hive": "a"}]
+    assert dict(dd) == {}  # no key was inserted into the host's defaultdict
+    with pytest.raises(rhai.EvalError, match="Property 'hive' not found"):
+        e.call_fn(ast, "f", [{"hive": "a"}, Opaque()])
+    ast2 = e.compile("fn f(ws) { ws.filter(|w| w.load < 0.5) }")
+    assert e.call_fn(ast2, "f", [{"load": 0.1}, {"load": 1}, {"x": 1}, {"load": 0.9}]) == [
+        {"load": 0.1}
+    ]
+    assert e.call_fn(ast2, "f", [{"load": 0.1}, {"load": "x"}]) == [{"load": 0.1}]

@@ -84,9 +84,13 @@ def test_runaway_scripts_stop_at_limits() -> None:
         "let f = |g| g.call(g); f.call(f)",
         "let a = []; for i in 0..1000000000 { a.push(i) }",
         "let m = #{}; let i = 0; loop { m[`${i}`] = i; i += 1 }",
-        '"x" * 100000000000',
+        'let s = "x"; s.pad(100000000000, "y")',
         "let a = [1, 2, 3]; loop { a.sort(|x, y| y - x) }",
         "range(0, 1000000000).reduce(|a, b| a + b, 0)",
+        "let x = [1, 2]; loop { x.push(x) }",
+        'let s = ""; s.pad(900000, "ab"); loop { s.replace("a", "bb"); s.replace("bb", "a") }',
+        "let a = []; a.pad(90000, [1, 2]); loop { a == a }",
+        "-1 in range(0, 1000000000000, 1)",
     ]:
         t0 = time.perf_counter()
         try:
