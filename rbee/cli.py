@@ -58,6 +58,10 @@ def queen() -> None:
 
 
 def serve_queen(host: str, port: int, *, migrate: bool = True) -> None:
+    # The request path hands database work to executor threads and back; with
+    # CPython's default 5 ms switch interval each handoff can wait that long for
+    # the GIL while the event loop thread is busy.
+    sys.setswitchinterval(float(os.environ.get("RBEE_GIL_SWITCH_INTERVAL", "0.0005")))
     _django()
     if migrate:
         _migrate()

@@ -136,6 +136,7 @@ class Worker:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    sys.setswitchinterval(0.0005)  # the stdin reader thread hands jobs over without a 5 ms wait
     configure_logging(os.environ.get("RBEE_LOG_LEVEL", "INFO"))  # to stderr
     spec = ModelSpec.from_dict(json.loads(args[0]))
     # Keep the real stdout for the protocol; send stray prints to stderr.

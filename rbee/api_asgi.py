@@ -1,0 +1,118 @@
+"""A lean ASGI entry for the OpenAI API (`/v1/...`) and `/healthz`.
+
+Django's own ASGI handler costs several milliseconds per request here, most of it
+not in the view: a new thread per request (ThreadSensitiveContext) that the
+request_started/request_finished signals hop into to close database connections,
+and one thread hop per sync middleware. The API needs none of it: it
+authenticates with bearer keys itself, has no sessions or CSRF, and its
+database access runs on a shared executor that manages its own connections
+(rbee/db.py). So this app builds Django's request object, resolves the URL with
+Django's resolver, awaits the async view and sends its response, streaming ones
+as they are produced. A client that disconnects cancels the view, so a job in
+flight is cancelled on its hive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpResponseBase, JsonResponse
+from django.urls import Resolver404, get_resolver
+
+logger = logging.getLogger("rbee.api")
+
+Scope = dict[str, Any]
+
+
+def _error(status: int, message: str, code: str) -> JsonResponse:
+    return JsonResponse(
+        {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error" if status < 500 else "server_error",
+                "param": None,
+                "code": code,
+            }
+        },
+        status=status,
+    )
+
+
+class Disconnected(Exception):
+    pass
+
+
+async def _read_body(receive: Any, limit: int) -> bytes:
+    """The request body, keeping at most limit + 1 bytes (the view answers 413 past limit)."""
+    parts: list[bytes] = []
+    kept = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Disconnected
+        chunk = message.get("body", b"")
+        if kept <= limit and chunk:
+            chunk = chunk[: limit + 1 - kept]
+            parts.append(chunk)
+            kept += len(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+async def _send_response(response: HttpResponseBase, send: Any) -> None:
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.items()]
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    if response.streaming:
+        async for chunk in response:  # type: ignore[attr-defined]
+            await send({"type": "http.response.body", "body": bytes(chunk), "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    else:
+        await send({"type": "http.response.body", "body": response.content})  # type: ignore[attr-defined]
+
+
+class APIApplication:
+    def __init__(self) -> None:
+        self.resolver = get_resolver()
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        try:
+            body = await _read_body(receive, settings.RBEE_MAX_BODY_BYTES)
+        except Disconnected:
+            return
+        request = ASGIRequest(scope, io.BytesIO(body))
+        serving = asyncio.ensure_future(self._serve(request, send))
+        watcher = asyncio.ensure_future(receive())  # the next message can only be a disconnect
+        try:
+            done, _ = await asyncio.wait({serving, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if serving not in done:
+                serving.cancel()  # the client went away: stop the view and its job
+            await asyncio.gather(serving, return_exceptions=True)
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        if serving.done() and not serving.cancelled() and serving.exception() is not None:
+            logger.error("error serving %s", request.path, exc_info=serving.exception())
+
+    async def _serve(self, request: ASGIRequest, send: Any) -> None:
+        try:
+            match = self.resolver.resolve(request.path_info)
+        except Resolver404:
+            response: HttpResponseBase = _error(
+                404, f"Invalid URL ({request.method} {request.path})", "unknown_url"
+            )
+        else:
+            try:
+                response = await match.func(request, *match.args, **match.kwargs)
+            except Exception:
+                logger.exception("unexpected error on %s", request.path)
+                response = _error(
+                    500, "The server had an error while processing your request.", "internal_error"
+                )
+        # Not response.close(): it would fire request_finished, whose receivers touch
+        # database connections from the event loop; the API's are managed in rbee/db.py.
+        await _send_response(response, send)
