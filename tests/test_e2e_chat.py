@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import openai
@@ -72,9 +73,12 @@ def test_chat_completion_streams_incrementally(stack: Stack) -> None:
     assert finish in ("stop", "length")
     assert "".join(pieces).strip()
     assert len(pieces) >= 5, pieces
-    # Incremental: the first piece arrived well before the last one was generated.
-    assert arrivals[-1] - arrivals[0] > 0.02, arrivals
-    assert arrivals[0] < arrivals[-1] * 0.8, arrivals
+    # Incremental: the pieces arrive spread out as tokens are generated (~10 ms apart),
+    # not in one burst at the end. (Measured between pieces, not from the request's start,
+    # which also counts any wait for a busy worker.)
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    assert arrivals[-1] - arrivals[0] > 0.05, arrivals
+    assert sum(g > 0.002 for g in gaps) >= len(gaps) // 2, arrivals
     assert usage is not None
     assert usage.prompt_tokens > 5
     assert usage.completion_tokens >= len(pieces) - 1
