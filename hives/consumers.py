@@ -179,24 +179,23 @@ class HiveConsumer(AsyncWebsocketConsumer):
             return
         lost = list(self.jobs.items())
         self.jobs.clear()
-        for _job_id, reply in lost:
-            await self.channel_layer.send(
-                reply,
-                {
-                    "type": "job.events",
-                    "hive_id": self.hive_id,
-                    "events": [
-                        protocol.error_event(
-                            f"hive {self.hive_name!r} disconnected while running the request",
-                            code="hive_disconnected",
-                            status=502,
-                        )
-                    ],
-                },
-            )
-        await database_sync_to_async(services.hive_disconnected)(
-            hive_id=self.hive_id, channel_name=self.channel_name
+        failure = protocol.error_event(
+            f"hive {self.hive_name!r} disconnected while running the request",
+            code="hive_disconnected",
+            status=502,
         )
+        try:
+            for job_id, reply in lost:
+                try:
+                    await self.channel_layer.send(
+                        reply, {"type": "job.events", "hive_id": self.hive_id, "events": [failure]}
+                    )
+                except Exception:  # one failed send must not stop the others or the cleanup
+                    logger.exception("could not fail job %s of hive %s", job_id, self.hive_name)
+        finally:
+            await database_sync_to_async(services.hive_disconnected)(
+                hive_id=self.hive_id, channel_name=self.channel_name
+            )
         logger.info(
             "hive %s disconnected (code %s, %d jobs failed)", self.hive_name, code, len(lost)
         )

@@ -65,9 +65,10 @@ class Job:
         # The default prefix matters: channels_redis serves all of a process's
         # channels from one key, named after that prefix.
         self._reply = await layer.new_channel()
-        first = await self._dispatch(layer)
         try:
-            batch = first
+            # Inside the try: a client that leaves while we wait for the ack must
+            # still cancel the job and stop counting it against the hive.
+            batch = await self._dispatch(layer)
             idle = settings.RBEE_JOB_IDLE_TIMEOUT
             while True:
                 for event in batch:
@@ -93,7 +94,16 @@ class Job:
                     continue
                 batch = list(msg["events"])
         finally:
-            await self._release(layer)
+            await self._release(layer, send_cancel=not self.finished)
+            self._forget_reply_channel(layer)
+
+    def _forget_reply_channel(self, layer: Any) -> None:
+        """channels_redis keeps a buffer per reply channel that received messages nobody
+        read (events sent before the hive saw our cancel) and never drops it."""
+        buffers = getattr(layer, "receive_buffer", None)
+        if buffers is not None:
+            reply = self._reply
+            asyncio.get_running_loop().call_later(30, buffers.pop, reply, None)
 
     @property
     def _hive_id(self) -> int | None:
@@ -109,7 +119,10 @@ class Job:
                 self.placements = await self.refresh() or self.placements
             untried = [p for p in self.placements if p.channel_name not in self._tried]
             placement = choose(untried or self.placements)
-            await self._release(layer, cancel=True)
+            # Resending to the same socket: no cancel, or it would stop the job we resend.
+            previous = self.placement
+            same = previous is not None and previous.channel_name == placement.channel_name
+            await self._release(layer, send_cancel=not same)
             self.placement = placement
             self._tried.add(placement.channel_name)
             _local_inflight[placement.hive_id] += 1
@@ -149,22 +162,22 @@ class Job:
                 self.job_id,
                 ack_timeout,
             )
-        await self._release(layer, cancel=True)
+        await self._release(layer, send_cancel=True)
         raise APIError(
             503,
             f"No worker acknowledged the request for model '{self.model}'; try again shortly.",
             code="worker_unavailable",
         )
 
-    async def _release(self, layer: Any, *, cancel: bool | None = None) -> None:
-        """Stop counting the current placement as busy; tell its hive to stop if unfinished."""
+    async def _release(self, layer: Any, *, send_cancel: bool) -> None:
+        """Stop counting the current placement as busy; optionally tell its hive to stop."""
         placement = self.placement
         if placement is None or not self._counted:
             return
         self._counted = False
         if _local_inflight[placement.hive_id] > 0:
             _local_inflight[placement.hive_id] -= 1
-        if cancel or not self.finished:
+        if send_cancel:
             try:
                 await layer.send(placement.channel_name, {"type": "job.cancel", "id": self.job_id})
             except Exception:

@@ -129,9 +129,18 @@ class Target:
     placements: list[Placement]
 
 
-def _resolve(raw_key: str, model_name: str, capability: str) -> Target:
-    """Everything a request needs from the database, in one thread hop."""
+def _prepare_chat(
+    raw_key: str, request: HttpRequest
+) -> tuple[schemas.ChatCompletionRequest, Target]:
+    """Key, body and placements in one thread hop, in that order: a caller with a bad key
+    hears 401 whatever its body, and learns nothing else."""
     caller = _authenticate(raw_key)
+    req = schemas.validate_chat(_read_json(request))
+    return req, _resolve(caller, req.model, CatalogModel.Capability.TEXT_GEN)
+
+
+def _resolve(caller: Caller, model_name: str, capability: str) -> Target:
+    """The model and the ready workers that can serve it."""
     model = hive_selectors.catalog_model_get(name=model_name)
     if model is None:
         raise APIError(
@@ -160,23 +169,24 @@ def _resolve(raw_key: str, model_name: str, capability: str) -> Target:
     return Target(caller=caller, model=model, placements=placements)
 
 
+def _model_entry(model: CatalogModel, hives: list[str]) -> dict[str, Any]:
+    """OpenAI's Model object, plus where it runs and what it does."""
+    return {
+        "id": model.name,
+        "object": "model",
+        "created": int(model.created_at.timestamp()),
+        "owned_by": "rbee",
+        "capability": model.capability,
+        "engine": model.engine,
+        "hives": hives,
+    }
+
+
 @openai_endpoint(("GET",))
 async def models_list(request: HttpRequest) -> HttpResponse:
     await db(_authenticate, _bearer(request))
     served = await db(hive_selectors.served_models)
-    data = [
-        {
-            "id": model.name,
-            "object": "model",
-            "created": int(model.created_at.timestamp()),
-            "owned_by": "rbee",
-            "capability": model.capability,
-            "engine": model.engine,
-            "hives": hives,
-        }
-        for model, hives in served
-    ]
-    return JsonResponse({"object": "list", "data": data})
+    return JsonResponse({"object": "list", "data": [_model_entry(m, h) for m, h in served]})
 
 
 @openai_endpoint(("GET",))
@@ -185,24 +195,25 @@ async def model_detail(request: HttpRequest, model_id: str) -> HttpResponse:
     served = await db(hive_selectors.served_models)
     for model, hives in served:
         if model.name == model_id:
-            return JsonResponse(
-                {
-                    "id": model.name,
-                    "object": "model",
-                    "created": int(model.created_at.timestamp()),
-                    "owned_by": "rbee",
-                    "capability": model.capability,
-                    "engine": model.engine,
-                    "hives": hives,
-                }
-            )
+            return JsonResponse(_model_entry(model, hives))
     raise APIError(
         404, f"The model '{model_id}' does not exist.", param="model", code="model_not_found"
     )
 
 
+def _count(value: Any) -> int:
+    """A token count from a hive's event; anything that is not a count is 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _usage(event: dict[str, Any]) -> dict[str, Any]:
+    usage = event.get("usage")
+    return usage if isinstance(usage, dict) else {}
+
+
 def _error_from_event(event: dict[str, Any]) -> APIError:
-    status = int(event.get("status") or 500)
+    status = event.get("status")
+    status = status if isinstance(status, int) else 500
     return APIError(
         status if 400 <= status < 600 else 500,
         str(event.get("message") or "the worker failed"),
@@ -217,9 +228,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     # Authentication comes first: an unauthenticated caller learns nothing else.
     if not raw_key and not settings.RBEE_ANONYMOUS_TENANT:
         raise APIError(401, _KEY_MESSAGES["missing"], code="invalid_api_key")
-    data = _read_json(request)
-    req = schemas.validate_chat(data)
-    target = await db(_resolve, raw_key, req.model, CatalogModel.Capability.TEXT_GEN)
+    req, target = await db(_prepare_chat, raw_key, request)
     job = Job(
         job_id=new_job_id(),
         model=req.model,
@@ -249,18 +258,18 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
 
     text: list[str] = []
     finish_reason = "stop"
-    usage: dict[str, int] = {}
+    usage: dict[str, Any] = {}
     async for event in job.events():
         kind = event.get("kind")
         if kind == "delta":
             text.append(str(event.get("text", "")))
         elif kind == "done":
             finish_reason = str(event.get("finish_reason") or "stop")
-            usage = dict(event.get("usage") or {})
+            usage = _usage(event)
         elif kind == "error":
             raise _error_from_event(event)
-    prompt_tokens = int(usage.get("prompt_tokens", 0))
-    completion_tokens = int(usage.get("completion_tokens", 0))
+    prompt_tokens = _count(usage.get("prompt_tokens"))
+    completion_tokens = _count(usage.get("completion_tokens"))
     resp = JsonResponse(
         {
             "id": completion_id,
@@ -351,8 +360,8 @@ async def _sse(
                     ],
                 )
                 if include_usage:
-                    u = dict(event.get("usage") or {})
-                    p, c = int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0))
+                    u = _usage(event)
+                    p, c = _count(u.get("prompt_tokens")), _count(u.get("completion_tokens"))
                     yield _chunk(
                         completion_id,
                         created,
@@ -365,6 +374,14 @@ async def _sse(
                 err = _error_from_event(event)
                 yield b"data: " + json.dumps(err.body()).encode() + b"\n\n"
                 break
+        yield b"data: [DONE]\n\n"
+    except Exception:
+        # Headers are gone: the failure can only be told in the stream itself.
+        logger.exception("stream %s failed", completion_id)
+        err = APIError(
+            500, "The server had an error while streaming the response.", code="internal_error"
+        )
+        yield b"data: " + json.dumps(err.body()).encode() + b"\n\n"
         yield b"data: [DONE]\n\n"
     finally:
         await events.aclose()

@@ -68,9 +68,13 @@ async def _send_response(response: HttpResponseBase, send: Any) -> None:
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.items()]
     await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
     if response.streaming:
-        async for chunk in response:  # type: ignore[attr-defined]
-            await send({"type": "http.response.body", "body": bytes(chunk), "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
+        try:
+            async for chunk in response:  # type: ignore[attr-defined]
+                await send({"type": "http.response.body", "body": bytes(chunk), "more_body": True})
+        finally:
+            # Always end the body, even when the stream failed: a chunked response
+            # that is never finished leaves the client waiting forever.
+            await send({"type": "http.response.body", "body": b""})
     else:
         await send({"type": "http.response.body", "body": response.content})  # type: ignore[attr-defined]
 

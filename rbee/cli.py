@@ -72,6 +72,10 @@ def serve_queen(host: str, port: int, *, migrate: bool = True) -> None:
 
     from hives.services import hives_forget_connections
     from rbee.asgi import application
+    from rbee.server import install_body_limit
+
+    # The largest body any endpoint takes; each endpoint may answer 413 below it.
+    install_body_limit(max(settings.RBEE_MAX_BODY_BYTES, settings.DATA_UPLOAD_MAX_MEMORY_SIZE))
 
     if not settings.REDIS_URL:
         # One process owns every hive socket on the embedded default, so any
@@ -189,6 +193,7 @@ def hive_token(name: str) -> None:
 def hive_list() -> None:
     """List hives and what they serve."""
     _django()
+    _migrate()
     from hives.selectors import hive_list as select_hives
 
     for h in select_hives().prefetch_related("workers__model"):
@@ -224,6 +229,7 @@ def tenant_create(name: str, tier: str) -> None:
 @tenant.command("list")
 def tenant_list() -> None:
     _django()
+    _migrate()
     from tenants.selectors import tenant_list as select
 
     for t in select():
@@ -258,6 +264,7 @@ def key_create(tenant_name: str, name: str) -> None:
 @click.option("--tenant", "tenant_name", required=True)
 def key_list(tenant_name: str) -> None:
     _django()
+    _migrate()
     from tenants.errors import TenantError
     from tenants.selectors import api_key_list, tenant_get
 
@@ -276,6 +283,7 @@ def key_list(tenant_name: str) -> None:
 def key_revoke(key_or_prefix: str, tenant_name: str) -> None:
     """Revoke a key, given the key itself or its prefix (from `rbee key list`)."""
     _django()
+    _migrate()
     from rbee import secrets
     from tenants.errors import TenantError
     from tenants.models import ApiKey

@@ -1,15 +1,38 @@
 from __future__ import annotations
 
+import ipaddress
+
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from hives import selectors
 from rbee.db import db
+from tenants.selectors import KeyRejected, caller_from_key
 
 
-def _health() -> dict[str, object]:
+def _may_see_inventory(request: HttpRequest) -> bool:
+    """Hive names, regions and models are for this machine and for key holders; a load
+    balancer probing from elsewhere learns only that the queen is up."""
+    try:
+        if ipaddress.ip_address(request.META.get("REMOTE_ADDR") or "").is_loopback:
+            return True
+    except ValueError:
+        pass
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key:
+        return False
+    try:
+        caller_from_key(key.strip())
+    except KeyRejected:
+        return False
+    return True
+
+
+def _health(request: HttpRequest) -> dict[str, object]:
     with connection.cursor() as cur:
         cur.execute("SELECT 1")
+    if not _may_see_inventory(request):
+        return {"status": "ok"}
     hives = [
         {
             "name": h.name,
@@ -22,9 +45,10 @@ def _health() -> dict[str, object]:
 
 
 async def healthz(request: HttpRequest) -> HttpResponse:
-    """200 once the queen serves and its database answers; lists the connected hives."""
+    """200 once the queen serves and its database answers; lists the connected hives to
+    local callers and key holders."""
     try:
-        body = await db(_health)
+        body = await db(_health, request)
     except Exception as exc:
         return JsonResponse({"status": "unavailable", "reason": type(exc).__name__}, status=503)
     return JsonResponse(body)

@@ -125,3 +125,44 @@ async def test_events_from_an_abandoned_try_are_ignored() -> None:
         dispatch._local_inflight[2] -= 5
     await good_hive
     assert [first, *rest] == [done]
+
+
+async def test_a_resend_to_the_same_hive_is_not_cancelled() -> None:
+    """The first dispatch is lost; the resend goes to the same (only) hive and must run."""
+    layer = get_channel_layer()
+    ch = await layer.new_channel()
+    done = {"kind": "done", "finish_reason": "stop", "usage": {}}
+    received: list[dict[str, Any]] = []
+
+    async def hive() -> None:
+        first = await layer.receive(ch)  # "lost": never acknowledged
+        received.append(first)
+        second = await layer.receive(ch)
+        received.append(second)
+        await layer.send(second["reply"], {"type": "job.ack", "hive_id": 1})
+        await layer.send(second["reply"], {"type": "job.events", "hive_id": 1, "events": [done]})
+
+    task = asyncio.create_task(hive())
+    job = Job(job_id="j5", model="m", task="chat", request={}, placements=[place(1, ch)])
+    got = [e async for e in job.events()]
+    await task
+    assert got == [done]
+    assert [m["type"] for m in received] == ["job.dispatch", "job.dispatch"]
+
+
+async def test_leaving_while_waiting_for_the_ack_cancels_and_uncounts() -> None:
+    from inference import dispatch
+
+    layer = get_channel_layer()
+    ch = await layer.new_channel()
+    job = Job(job_id="j6", model="m", task="chat", request={}, placements=[place(7, ch)])
+    events = job.events()
+    waiting = asyncio.ensure_future(events.__anext__())
+    await asyncio.sleep(0.1)
+    assert dispatch._local_inflight[7] == 1
+    waiting.cancel()  # the client went away before the hive answered
+    await asyncio.gather(waiting, return_exceptions=True)
+    await events.aclose()
+    assert dispatch._local_inflight[7] == 0
+    msgs = [await asyncio.wait_for(layer.receive(ch), 2) for _ in range(2)]
+    assert [m["type"] for m in msgs] == ["job.dispatch", "job.cancel"]

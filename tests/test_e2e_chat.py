@@ -9,6 +9,7 @@ import openai
 import pytest
 
 from tests.conftest import CHAT_MODEL, Stack
+from tests.openai_shapes import assert_openai_shape
 
 pytestmark = pytest.mark.e2e
 
@@ -232,3 +233,36 @@ def test_client_that_goes_away_cancels_the_generation(stack: Stack) -> None:
     resp = stack.client().chat.completions.create(model=CHAT_MODEL, messages=MESSAGES, max_tokens=4)
     assert resp.usage.completion_tokens == 4
     assert time.monotonic() - started < 5
+
+
+def test_bodies_match_openais_schemas(stack: Stack) -> None:
+    import json
+
+    import httpx
+
+    h = {"Authorization": f"Bearer {stack.api_key}"}
+    models = httpx.get(f"{stack.base_url}/models", headers=h).json()
+    assert_openai_shape("ListModelsResponse", models)
+    assert_openai_shape(
+        "Model", httpx.get(f"{stack.base_url}/models/{CHAT_MODEL}", headers=h).json()
+    )
+    body = {"model": CHAT_MODEL, "messages": MESSAGES, "max_tokens": 5}
+    resp = httpx.post(f"{stack.base_url}/chat/completions", json=body, headers=h).json()
+    assert_openai_shape("CreateChatCompletionResponse", resp)
+    chunks = []
+    with httpx.stream(
+        "POST",
+        f"{stack.base_url}/chat/completions",
+        headers=h,
+        json={**body, "stream": True, "stream_options": {"include_usage": True}},
+    ) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                chunks.append(json.loads(line[6:]))
+            elif line:
+                assert line == "data: [DONE]", line
+    assert len(chunks) >= 3
+    for chunk in chunks:
+        assert_openai_shape("CreateChatCompletionStreamResponse", chunk)
+    assert len({c["id"] for c in chunks}) == 1

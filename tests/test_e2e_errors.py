@@ -262,3 +262,41 @@ def test_hive_using_another_hives_token_is_refused(stack: Stack) -> None:
     hive = Hive(stack.dep, stack.queen, "fake-name", ["x=echo:"], token=token, wait=False)
     assert hive.proc.wait(timeout=30) == 2
     assert "belongs to 'real-name'" in stack.queen.log.read_text()
+
+
+def test_huge_bodies_are_refused_before_they_are_buffered(stack: Stack) -> None:
+    limit = 262144  # the stack's RBEE_MAX_BODY_BYTES
+    sent = 0
+
+    def endless() -> Any:
+        nonlocal sent
+        chunk = b"x" * 65536
+        while sent < 50 * 2**20:  # far more than the limit; the server must stop us early
+            sent += len(chunk)
+            yield chunk
+
+    headers = {"Authorization": f"Bearer {stack.api_key}", "Content-Type": "application/json"}
+    try:
+        resp = httpx.post(
+            f"{stack.queen.url}/v1/chat/completions", content=endless(), headers=headers, timeout=30
+        )
+        assert resp.status_code == 413
+        assert resp.json()["error"]["code"] == "request_too_large"
+    except httpx.HTTPError:
+        pass  # the server may close before the client has finished sending: also a refusal
+    assert sent < 10 * 2**20, sent
+    # A declared length over the limit is refused without reading the body.
+    declared = httpx.post(
+        f"{stack.queen.url}/v1/chat/completions",
+        headers=headers,
+        content=b"x" * (limit + 10),
+        timeout=30,
+    )
+    assert declared.status_code == 413
+    assert post(stack, OK_BODY).status_code == 200
+
+
+def test_a_bad_key_hears_401_whatever_its_body(stack: Stack) -> None:
+    bad = "Bearer sk-rbee-abcdefghij-" + "D" * 40
+    assert_error(post(stack, None, raw=b"{not json", key=bad), 401, code="invalid_api_key")
+    assert_error(post(stack, {"model": 5}, key=bad), 401, code="invalid_api_key")

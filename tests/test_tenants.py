@@ -95,3 +95,21 @@ def test_logs_redact_keys_and_tokens() -> None:
     assert RedactSecrets().filter(record)
     assert tok not in record.getMessage()
     assert "[redacted]" in record.getMessage()
+
+
+def test_healthz_inventory_is_for_local_callers_and_key_holders() -> None:
+    from django.test import RequestFactory
+
+    from rbee.views import _health
+
+    t = tenant_create(name="acme")
+    _, key = api_key_create(tenant=t)
+    rf = RequestFactory()
+    remote = rf.get("/healthz", REMOTE_ADDR="203.0.113.5")
+    assert _health(remote) == {"status": "ok"}
+    bad = rf.get("/healthz", REMOTE_ADDR="203.0.113.5", HTTP_AUTHORIZATION="Bearer sk-rbee-x")
+    assert _health(bad) == {"status": "ok"}
+    keyed = rf.get("/healthz", REMOTE_ADDR="203.0.113.5", HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert _health(keyed) == {"status": "ok", "hives": []}
+    local = rf.get("/healthz", REMOTE_ADDR="127.0.0.1")
+    assert _health(local) == {"status": "ok", "hives": []}

@@ -269,9 +269,10 @@ class HiveAgent:
     async def _on_job(self, ws: Any, msg: dict[str, Any]) -> None:
         job_id = str(msg.get("id"))
         logger.debug("job %s for %s", job_id, msg.get("model"))
-        if job_id in self._seen:
-            await ws.send(protocol.dumps({"op": "ack", "id": job_id}))  # a retried dispatch
+        if job_id in self._seen and job_id in self._job_worker:
+            await ws.send(protocol.dumps({"op": "ack", "id": job_id}))  # a resend; still running
             return
+        # New, or seen but no longer running here (cancelled by a reconnect): run it.
         self._seen[job_id] = None
         while len(self._seen) > 10_000:
             self._seen.popitem(last=False)

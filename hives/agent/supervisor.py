@@ -105,10 +105,16 @@ class WorkerProcess:
     async def _run(self) -> None:
         while not self._stopping:
             self.state = "starting"
-            self.proc = await self._spawn()
-            assert self.proc.stdout is not None
-            ok = await self._read(self.proc.stdout)
-            code = await self.proc.wait()
+            try:
+                self.proc = await self._spawn()
+                assert self.proc.stdout is not None
+                ok = await self._read(self.proc.stdout)
+            except Exception:  # cannot spawn, or the worker wrote something unreadable
+                logger.exception("worker %s failed; restarting it", self.spec.name)
+                ok = False
+                if self.proc is not None and self.proc.returncode is None:
+                    self.proc.kill()
+            code = await self.proc.wait() if self.proc is not None else None
             self._ready.clear()
             await self._fail_inflight(
                 f"the worker for {self.spec.name!r} stopped unexpectedly (exit code {code})"
@@ -137,6 +143,8 @@ class WorkerProcess:
             try:
                 msg = json.loads(line)
             except json.JSONDecodeError:
+                msg = None
+            if not isinstance(msg, dict):
                 logger.warning("worker %s wrote a malformed line", self.spec.name)
                 continue
             op = msg.get("op")

@@ -35,6 +35,7 @@ class Worker:
         self.lock = threading.Lock()
         self.jobs: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.cancelled: set[str] = set()
+        self.pending: set[str] = set()  # queued or running
 
     def emit(self, msg: dict[str, Any]) -> None:
         line = json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
@@ -49,11 +50,14 @@ class Worker:
             except json.JSONDecodeError:
                 logger.warning("worker got a malformed line; ignored")
                 continue
-            op = msg.get("op")
+            op = msg.get("op") if isinstance(msg, dict) else None
             if op == "job":
+                self.pending.add(str(msg.get("id")))
                 self.jobs.put(msg)
             elif op == "cancel":
-                self.cancelled.add(str(msg.get("id")))
+                job_id = str(msg.get("id"))
+                if job_id in self.pending:  # a late cancel for a finished job is dropped
+                    self.cancelled.add(job_id)
         self.jobs.put(None)  # the hive went away: finish
 
     def run(self) -> int:
@@ -88,6 +92,7 @@ class Worker:
         job_id = str(job.get("id"))
         if job_id in self.cancelled:
             self.cancelled.discard(job_id)
+            self.pending.discard(job_id)
             return
         task = job.get("task")
         logger.debug("job %s started", job_id)
@@ -130,6 +135,7 @@ class Worker:
                 }
             )
         finally:
+            self.pending.discard(job_id)
             self.cancelled.discard(job_id)
             logger.debug("job %s ended after %.3f s", job_id, time.monotonic() - started)
 
