@@ -162,6 +162,7 @@ class HiveConsumer(AsyncWebsocketConsumer):
                     "op": "job",
                     "id": job_id,
                     "model": message["model"],
+                    "device": message.get("device", ""),
                     "task": message["task"],
                     "request": message["request"],
                 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db.models import QuerySet
@@ -23,6 +24,13 @@ class Placement:
     channel_name: str
     device: str
     inflight: int
+    region: str = ""
+    gpu_type: str = "CPU"
+    vram_free_mb: int = 0
+    vram_total_mb: int = 0
+    capability: str = "text-gen"
+    pinned: bool = False
+    model: str = ""
 
 
 def hive_for_token(plaintext: str) -> Hive | None:
@@ -67,24 +75,53 @@ def served_models() -> list[tuple[CatalogModel, list[str]]]:
     return list(out.values())
 
 
+def _device_of(devices: list[dict[str, Any]], device: str) -> dict[str, Any]:
+    """The hive's device entry for a worker's device string ('cpu', 'cuda:1', 'metal:0')."""
+    kind, _, index = device.partition(":")
+    for d in devices:
+        if d.get("kind") == kind and (kind == "cpu" or str(d.get("index")) == (index or "0")):
+            return d
+    return {}
+
+
 def placements_for_model(
     *, model: CatalogModel, exclude_hive_ids: set[int] | None = None
 ) -> list[Placement]:
     rows = (
         Worker.objects.filter(model=model, state=Worker.State.READY, hive__in=live_hives())
         .select_related("hive")
-        .only("id", "device", "inflight", "hive__id", "hive__name", "hive__channel_name")
-    )
-    out = [
-        Placement(
-            worker_id=w.id,
-            hive_id=w.hive.id,
-            hive_name=w.hive.name,
-            channel_name=w.hive.channel_name,
-            device=w.device,
-            inflight=w.inflight,
+        .only(
+            "id",
+            "device",
+            "inflight",
+            "pinned",
+            "hive__id",
+            "hive__name",
+            "hive__channel_name",
+            "hive__region",
+            "hive__devices",
         )
-        for w in rows
-        if not exclude_hive_ids or w.hive.id not in exclude_hive_ids
-    ]
+    )
+    out = []
+    for w in rows:
+        if exclude_hive_ids and w.hive.id in exclude_hive_ids:
+            continue
+        dev = _device_of(list(w.hive.devices or []), w.device)
+        out.append(
+            Placement(
+                worker_id=w.id,
+                hive_id=w.hive.id,
+                hive_name=w.hive.name,
+                channel_name=w.hive.channel_name,
+                device=w.device,
+                inflight=w.inflight,
+                region=w.hive.region,
+                gpu_type=str(dev.get("gpu_type") or "CPU"),
+                vram_free_mb=int(dev.get("memory_free_mb") or 0),
+                vram_total_mb=int(dev.get("memory_total_mb") or 0),
+                capability=model.capability,
+                pinned=w.pinned,
+                model=model.name,
+            )
+        )
     return out

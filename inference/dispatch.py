@@ -27,8 +27,12 @@ from inference.errors import APIError
 
 logger = logging.getLogger("inference.dispatch")
 
-# Jobs this process has in flight per hive: a cheap, always-current load signal.
+# Jobs this process has in flight per worker: a cheap, always-current load signal.
 _local_inflight: dict[int, int] = defaultdict(int)
+
+
+def local_load() -> dict[int, int]:
+    return _local_inflight
 
 
 def new_job_id() -> str:
@@ -39,7 +43,7 @@ def choose(placements: list[Placement]) -> Placement:
     """Least loaded first (this process's own count, then the hive's report), ties at random."""
     return min(
         placements,
-        key=lambda p: (_local_inflight[p.hive_id], p.inflight, random.random()),
+        key=lambda p: (_local_inflight[p.worker_id], p.inflight, random.random()),
     )
 
 
@@ -52,6 +56,8 @@ class Job:
     placements: list[Placement]
     # Re-reads the placements before a retry: a hive that reconnected has a new channel.
     refresh: Callable[[], Awaitable[list[Placement]]] | None = None
+    # The scheduler's choice for the first try (retries pick the least loaded).
+    preferred: Placement | None = None
     placement: Placement | None = None
     finished: bool = False
     _reply: str = ""
@@ -118,14 +124,17 @@ class Job:
                 # A hive that reconnected meanwhile has a new channel name.
                 self.placements = await self.refresh() or self.placements
             untried = [p for p in self.placements if p.channel_name not in self._tried]
-            placement = choose(untried or self.placements)
+            if attempt == 0 and self.preferred is not None:
+                placement = self.preferred
+            else:
+                placement = choose(untried or self.placements)
             # Resending to the same socket: no cancel, or it would stop the job we resend.
             previous = self.placement
             same = previous is not None and previous.channel_name == placement.channel_name
             await self._release(layer, send_cancel=not same)
             self.placement = placement
             self._tried.add(placement.channel_name)
-            _local_inflight[placement.hive_id] += 1
+            _local_inflight[placement.worker_id] += 1
             self._counted = True
             logger.debug("job %s dispatched to %s", self.job_id, placement.hive_name)
             await layer.send(
@@ -135,6 +144,7 @@ class Job:
                     "id": self.job_id,
                     "reply": self._reply,
                     "model": self.model,
+                    "device": placement.device,
                     "task": self.task,
                     "request": self.request,
                 },
@@ -175,8 +185,8 @@ class Job:
         if placement is None or not self._counted:
             return
         self._counted = False
-        if _local_inflight[placement.hive_id] > 0:
-            _local_inflight[placement.hive_id] -= 1
+        if _local_inflight[placement.worker_id] > 0:
+            _local_inflight[placement.worker_id] -= 1
         if send_cancel:
             try:
                 await layer.send(placement.channel_name, {"type": "job.cancel", "id": self.job_id})

@@ -7,7 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any
 
@@ -22,13 +22,15 @@ from hives.models import CatalogModel
 from hives.protocol import TASK_CHAT
 from hives.selectors import Placement
 from inference import schemas
-from inference.dispatch import Job, new_job_id
+from inference.dispatch import Job, local_load, new_job_id
 from inference.errors import APIError
+from inference.scheduler import Policy, current_policy, task_map
 from rbee import __version__
 from rbee.db import db
 from tenants.selectors import Caller, KeyRejected, caller_anonymous, caller_from_key
 
 logger = logging.getLogger("inference")
+requests_log = logging.getLogger("inference.requests")
 
 SYSTEM_FINGERPRINT = f"rbee-{__version__}"
 
@@ -127,6 +129,7 @@ class Target:
     caller: Caller
     model: CatalogModel
     placements: list[Placement]
+    policy: Policy = field(default_factory=Policy)
 
 
 def _prepare_chat(
@@ -136,7 +139,11 @@ def _prepare_chat(
     hears 401 whatever its body, and learns nothing else."""
     caller = _authenticate(raw_key)
     req = schemas.validate_chat(_read_json(request))
-    return req, _resolve(caller, req.model, CatalogModel.Capability.TEXT_GEN)
+    target = _resolve(caller, req.model, CatalogModel.Capability.TEXT_GEN)
+    policy = current_policy(settings.RBEE_SCHEDULER_CHECK_SECONDS)
+    return req, Target(
+        caller=caller, model=target.model, placements=target.placements, policy=policy
+    )
 
 
 def _resolve(caller: Caller, model_name: str, capability: str) -> Target:
@@ -180,6 +187,86 @@ def _model_entry(model: CatalogModel, hives: list[str]) -> dict[str, Any]:
         "engine": model.engine,
         "hives": hives,
     }
+
+
+def _record(resp: HttpResponseBase, job: Job, decision: Scheduled) -> None:
+    """Which worker served the request, and whether the script or the default chose it."""
+    served = job.placement or decision.placement
+    source = decision.source if served.worker_id == decision.placement.worker_id else "retry"
+    resp["X-Rbee-Worker"] = f"{served.hive_name}/{served.device}"
+    resp["X-Rbee-Decision"] = source
+    requests_log.info(
+        "job %s model %s served by %s/%s (%s)",
+        job.job_id,
+        job.model,
+        served.hive_name,
+        served.device,
+        source,
+    )
+
+
+def _size_estimate(job_request: dict[str, Any]) -> int:
+    """Tokens the task may take, roughly: prompt characters / 4 plus the completion budget."""
+    chars = sum(len(str(m.get("content") or "")) for m in job_request.get("messages") or [])
+    return chars // 4 + int(job_request.get("max_tokens") or 256)
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    placement: Placement
+    source: str
+    eligible: list[Placement]
+
+
+def _schedule(request: HttpRequest, target: Target, extra: dict[str, Any], size: int) -> Scheduled:
+    """Eligibility, then the owner's should_admit and route_task (inference/scheduler.py)."""
+    priority = str(extra.get("priority") or request.headers.get("X-Rbee-Priority") or "interactive")
+    if priority not in ("interactive", "batch"):
+        raise APIError(
+            400,
+            f"Invalid value for 'priority': {priority!r} is not one of 'interactive', 'batch'.",
+            param="priority",
+            code="invalid_value",
+        )
+    region = str(request.headers.get("X-Rbee-Region") or "")
+    eligible = [p for p in target.placements if not region or p.region == region]
+    if not eligible:
+        raise APIError(
+            503,
+            f"No live worker for '{target.model.name}' in region '{region}'.",
+            code="model_unavailable",
+            headers={"Retry-After": "5"},
+        )
+    load = local_load()
+    caller = target.caller
+    task = task_map(
+        type=target.model.capability,
+        model=target.model.name,
+        priority=priority,
+        tier=caller.tier,
+        tenant=caller.tenant_name,
+        region=region,
+        size=size,
+    )
+    # Jobs of this process waiting behind another on the same worker.
+    queue_depth = sum(max(0, load.get(p.worker_id, 0) - 1) for p in eligible)
+    customer = {
+        "tenant": caller.tenant_name,
+        "tier": caller.tier,
+        "queue_depth": queue_depth,
+        # Metering arrives with billing; until then usage is 0 and there is no limit.
+        "tokens_used_today": 0,
+        "daily_limit": None,
+    }
+    admission = target.policy.admit(task, customer)
+    if not admission.admitted:
+        if admission.status == 403:
+            raise APIError(403, admission.reason, code="scheduler_denied")
+        raise APIError(
+            429, admission.reason, code="scheduler_rejected", headers={"Retry-After": "1"}
+        )
+    decision = target.policy.route(task, eligible, load)
+    return Scheduled(decision.placement, decision.source, eligible)
 
 
 @openai_endpoint(("GET",))
@@ -229,13 +316,16 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     if not raw_key and not settings.RBEE_ANONYMOUS_TENANT:
         raise APIError(401, _KEY_MESSAGES["missing"], code="invalid_api_key")
     req, target = await db(_prepare_chat, raw_key, request)
+    job_request = schemas.chat_job_request(req)
+    decision = _schedule(request, target, req.model_extra or {}, _size_estimate(job_request))
     job = Job(
         job_id=new_job_id(),
         model=req.model,
         task=TASK_CHAT,
-        request=schemas.chat_job_request(req),
-        placements=target.placements,
+        request=job_request,
+        placements=decision.eligible,
         refresh=lambda: db(hive_selectors.placements_for_model, model=target.model),
+        preferred=decision.placement,
     )
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
@@ -254,6 +344,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         stream["Cache-Control"] = "no-cache"
         stream["X-Accel-Buffering"] = "no"
         stream["X-Request-Id"] = job.job_id
+        _record(stream, job, decision)
         return stream
 
     text: list[str] = []
@@ -293,6 +384,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         }
     )
     resp["X-Request-Id"] = job.job_id
+    _record(resp, job, decision)
     return resp
 
 

@@ -131,7 +131,19 @@ def hive() -> None:
     help="A model to serve: a bundled id, or NAME=ENGINE:SOURCE. Repeatable. "
     "Default: the bundled SmolLM2 chat model.",
 )
-@click.option("--device", default="cpu", show_default=True, help="Device for the models.")
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="Device for the models: cpu, cuda:N, metal:N.",
+)
+@click.option(
+    "--inventory",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Report the GPUs described in this JSON file instead of detecting them "
+    "(demos, tests, scheduling dry runs); the engines still run on this machine.",
+)
 @click.option("--status-host", default="127.0.0.1", show_default=True)
 @click.option(
     "--status-port",
@@ -147,6 +159,7 @@ def hive_start(
     region: str,
     models: tuple[str, ...],
     device: str,
+    inventory: str | None,
     status_host: str,
     status_port: int,
 ) -> None:
@@ -155,9 +168,14 @@ def hive_start(
 
     from hives.agent.agent import HiveAgent
     from hives.agent.catalog import DEFAULT_CHAT_MODEL, parse_model_arg
+    from hives.agent.devices import use_inventory
     from hives.agent.engines.base import EngineError
 
     configure_logging(os.environ.get("RBEE_LOG_LEVEL", "INFO"))
+    if inventory:
+        import json
+
+        use_inventory(json.loads(Path(inventory).read_text()))
     try:
         specs = [parse_model_arg(m, device=device) for m in (models or (DEFAULT_CHAT_MODEL,))]
     except EngineError as exc:
@@ -297,6 +315,71 @@ def key_revoke(key_or_prefix: str, tenant_name: str) -> None:
         _fail(exc.message)
     api_key_revoke(api_key=k)
     click.echo(f"revoked {k.display}", err=True)
+
+
+# --- the scheduler script -------------------------------------------------------------
+
+
+@main.group()
+def scheduler() -> None:
+    """The Rhai script that admits and routes every request."""
+
+
+def _script_path(file: str | None) -> Path:
+    from rbee.paths import config_dir
+
+    return Path(file) if file else config_dir() / "scheduler.rhai"
+
+
+@scheduler.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+def scheduler_check(file: str) -> None:
+    """Compile FILE and dry-run it against sample tasks; exit 1 with line:col on error."""
+    _django()  # no database is touched
+    from inference.scheduler import Policy, ScriptError, dry_run
+
+    path = Path(file)
+    if not path.is_file():
+        _fail(f"{file}: no such file")
+    try:
+        policy = Policy(path.read_text())
+    except ScriptError as exc:
+        click.echo(f"{file}:{exc}", err=True)
+        sys.exit(1)
+    for line in dry_run(policy):
+        click.echo(line)
+    if policy.errors:
+        for err in dict.fromkeys(policy.errors):  # each distinct error once
+            click.echo(f"{file}:{err}", err=True)
+        sys.exit(1)
+    click.echo(f"{file}: ok", err=True)
+
+
+@scheduler.command("reload")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+def scheduler_reload(file: str | None) -> None:
+    """Make FILE (default ~/.config/rbee/scheduler.rhai) the script in force on every queen,
+    without a restart. A broken script is refused and the running one stays."""
+    _django()
+    _migrate()
+    from django.conf import settings
+
+    from inference.scheduler import ScriptError
+    from inference.services import scheduler_script_store
+
+    path = _script_path(file)
+    if not path.is_file():
+        _fail(f"{path}: no such file")
+    try:
+        row = scheduler_script_store(source=path.read_text(), origin=str(path))
+    except ScriptError as exc:
+        click.echo(f"{path}:{exc}", err=True)
+        click.echo("refused: the running script stays in force", err=True)
+        sys.exit(1)
+    click.echo(
+        f"scheduler v{row.pk} stored from {path}; every queen switches to it within "
+        f"{settings.RBEE_SCHEDULER_CHECK_SECONDS:g} s"
+    )
 
 
 # --- up: everything on this machine ------------------------------------------------------

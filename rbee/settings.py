@@ -145,6 +145,9 @@ RBEE_JOB_IDLE_TIMEOUT = env.float("RBEE_JOB_IDLE_TIMEOUT", default=120.0)
 # A hive that has not been heard from in this long is not routed to.
 RBEE_HIVE_STALE_AFTER = env.float("RBEE_HIVE_STALE_AFTER", default=15.0)  # 3 heartbeats
 
+# How often each queen process looks for a new scheduler script version.
+RBEE_SCHEDULER_CHECK_SECONDS = env.float("RBEE_SCHEDULER_CHECK_SECONDS", default=1.0)
+
 # Requests without an Authorization header act as this tenant (empty: refused).
 # For a queen on a personal machine, bound to loopback: `rbee up --open`.
 RBEE_ANONYMOUS_TENANT = env.str("RBEE_ANONYMOUS_TENANT", default="")

@@ -208,9 +208,11 @@ class Hive:
         wait: bool = True,
         region: str = "",
         env: dict[str, str] | None = None,
+        extra_args: list[str] | None = None,
     ) -> None:
         self.dep = dep
         self.env = env or {}
+        self.extra_args = extra_args or []
         self.queen = queen
         self.name = name
         self.models = models
@@ -233,11 +235,12 @@ class Hive:
             args += ["--region", self.region]
         for m in self.models:
             args += ["--model", m]
+        args += self.extra_args
         self.proc, self.log = self.dep.spawn(
             args, f"hive-{self.name}", {"RBEE_HIVE_TOKEN": self.token, **self.env}
         )
         if wait:
-            first = self.models[0].split("=")[0]
+            first = self.models[0].split("=")[0].split("@")[0]
             self.queen.wait_for_model(self.name, first)
 
     def kill(self) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
+
+from hives.agent.devices import RecordedNvml
 
 DIR = Path(__file__).parent / "fixtures" / "machines"
 
@@ -15,32 +16,17 @@ def load_machine(name: str) -> dict[str, Any]:
     return data
 
 
-class RecordedNvml:
-    """The slice of the pynvml module that NvidiaDetector uses, answering from a recording."""
+def machine_path(name: str) -> str:
+    return str(DIR / f"{name}.json")
 
+
+class CountingNvml(RecordedNvml):
     def __init__(self, machine: dict[str, Any]) -> None:
-        self.gpus = machine["gpus"]
+        super().__init__(machine)
         self.inits = 0
 
     def nvmlInit(self) -> None:
         self.inits += 1
-
-    def nvmlDeviceGetCount(self) -> int:
-        return len(self.gpus)
-
-    def nvmlDeviceGetHandleByIndex(self, i: int) -> dict[str, Any]:
-        return dict(self.gpus[i])
-
-    def nvmlDeviceGetName(self, h: dict[str, Any]) -> str | bytes:
-        return h["name"].encode() if h.get("name_as_bytes") else h["name"]
-
-    def nvmlDeviceGetMemoryInfo(self, h: dict[str, Any]) -> SimpleNamespace:
-        return SimpleNamespace(
-            total=h["memory_total"], used=h["memory_used"], free=h["memory_free"]
-        )
-
-    def nvmlDeviceGetUtilizationRates(self, h: dict[str, Any]) -> SimpleNamespace:
-        return SimpleNamespace(gpu=h["utilization"], memory=0)
 
 
 class NoDriverNvml:

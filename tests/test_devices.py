@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from hives.agent.devices import CpuDetector, NvidiaDetector, detect_devices, normalise_gpu_type
-from tests.machines import NoDriverNvml, RecordedNvml, load_machine
+from tests.machines import CountingNvml, NoDriverNvml, load_machine
 
 
 @pytest.mark.parametrize(
@@ -27,7 +27,7 @@ def test_gpu_names_are_normalised_for_scripts(name: str, expected: str) -> None:
 
 
 def test_rtx4090_box_is_detected_from_its_nvml_recording() -> None:
-    nvml = RecordedNvml(load_machine("gaming-pc-rtx4090"))
+    nvml = CountingNvml(load_machine("gaming-pc-rtx4090"))
     devices = NvidiaDetector(nvml).gather()
     assert devices == [
         {
@@ -44,10 +44,10 @@ def test_rtx4090_box_is_detected_from_its_nvml_recording() -> None:
 
 
 def test_two_gpu_server_and_bytes_names() -> None:
-    two = NvidiaDetector(RecordedNvml(load_machine("old-server-2x3090"))).gather()
+    two = NvidiaDetector(CountingNvml(load_machine("old-server-2x3090"))).gather()
     assert [d["index"] for d in two] == [0, 1]
     assert {d["gpu_type"] for d in two} == {"RTX3090"}
-    h100 = NvidiaDetector(RecordedNvml(load_machine("dgx-h100"))).gather()
+    h100 = NvidiaDetector(CountingNvml(load_machine("dgx-h100"))).gather()
     assert h100[0]["name"] == "NVIDIA H100 80GB HBM3"
     assert h100[0]["gpu_type"] == "H100"
 
@@ -59,7 +59,7 @@ def test_no_driver_means_no_nvidia_devices_and_no_error() -> None:
 
 
 def test_detect_devices_lists_gpus_then_the_cpu() -> None:
-    nvml = RecordedNvml(load_machine("old-server-2x3090"))
+    nvml = CountingNvml(load_machine("old-server-2x3090"))
     devices = detect_devices([NvidiaDetector(nvml), CpuDetector()])
     assert [d["kind"] for d in devices] == ["cuda", "cuda", "cpu"]
     cpu = devices[-1]

@@ -79,8 +79,9 @@ class HiveAgent:
         self.region = region
         self.heartbeat_interval = heartbeat_interval
         self.load_timeout = load_timeout
-        self.workers: dict[str, WorkerProcess] = {
-            m.name: WorkerProcess(m, on_change=self._worker_changed) for m in models
+        # One worker per (model, device); several devices may serve the same model.
+        self.workers: dict[tuple[str, str], WorkerProcess] = {
+            (m.name, m.device): WorkerProcess(m, on_change=self._worker_changed) for m in models
         }
         self.ws: Any = None
         self.connected = False
@@ -252,6 +253,14 @@ class HiveAgent:
             elif op == "refused":
                 raise HiveRefused(str(msg.get("reason")))
 
+    def _worker_for(self, model: str, device: str) -> WorkerProcess | None:
+        """The worker the queen chose; any ready one of the model if it named no device."""
+        exact = self.workers.get((model, device))
+        if exact is not None:
+            return exact
+        same = [w for (m, _d), w in self.workers.items() if m == model]
+        return next((w for w in same if w.state == "ready"), same[0] if same else None)
+
     async def _flush(self, ws: Any, job_id: str) -> None:
         try:
             while True:
@@ -289,7 +298,7 @@ class HiveAgent:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-        worker = self.workers.get(str(msg.get("model")))
+        worker = self._worker_for(str(msg.get("model")), str(msg.get("device") or ""))
         if worker is None or worker.state != "ready":
             what = "is not served" if worker is None else f"is {worker.state}"
             await send_event(

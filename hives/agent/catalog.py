@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 from hives.agent.engines.base import EngineError, ModelSpec
@@ -44,7 +45,11 @@ def bundled_spec(name: str, *, device: str = "cpu") -> ModelSpec | None:
 
 
 def parse_model_arg(arg: str, *, device: str = "cpu") -> ModelSpec:
-    """`NAME` (a bundled model) or `NAME=ENGINE:SOURCE` (SOURCE a local path or repo id)."""
+    """`NAME` (a bundled model) or `NAME=ENGINE:SOURCE` (SOURCE a local path or repo id),
+    either followed by `@DEVICE` (cpu, cuda:1, metal:0) to place it on that device."""
+    head, _, tail = arg.rpartition("@")
+    if head and re.fullmatch(r"cpu|(cuda|metal|rocm):\d+", tail):
+        arg, device = head, tail
     if "=" not in arg:
         spec = bundled_spec(arg, device=device)
         if spec is None:

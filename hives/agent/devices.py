@@ -164,3 +164,64 @@ def detect_devices(detectors: list[Detector] | None = None) -> list[dict[str, An
         except Exception:
             logger.exception("device detector %s failed", type(det).__name__)
     return found
+
+
+class RecordedNvml:
+    """The slice of pynvml that NvidiaDetector uses, answering from a recorded inventory.
+
+    The inventory is JSON: {"gpus": [{"name", "memory_total", "memory_used", "memory_free",
+    "utilization"}, ...]} (bytes). `rbee hive start --inventory FILE` uses it to present a
+    machine's GPUs to the queen (demos, tests, scheduling dry runs) while the engines run on
+    whatever this machine has.
+    """
+
+    def __init__(self, inventory: dict[str, Any]) -> None:
+        self.gpus = list(inventory.get("gpus") or [])
+
+    def nvmlInit(self) -> None:
+        pass
+
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self.gpus)
+
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> dict[str, Any]:
+        return dict(self.gpus[i])
+
+    def nvmlDeviceGetName(self, h: dict[str, Any]) -> str | bytes:
+        name = str(h["name"])
+        return name.encode() if h.get("name_as_bytes") else name
+
+    def nvmlDeviceGetMemoryInfo(self, h: dict[str, Any]) -> Any:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(
+            total=h["memory_total"], used=h["memory_used"], free=h["memory_free"]
+        )
+
+    def nvmlDeviceGetUtilizationRates(self, h: dict[str, Any]) -> Any:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(gpu=h.get("utilization", 0), memory=0)
+
+
+class InventoryDetector:
+    """GPUs described in an inventory file (see RecordedNvml); each entry may name its
+    `kind` (cuda, metal, rocm; default cuda)."""
+
+    def __init__(self, inventory: dict[str, Any]) -> None:
+        self.gpus = list(inventory.get("gpus") or [])
+        self.nvidia = NvidiaDetector(RecordedNvml(inventory))
+
+    def is_available(self) -> bool:
+        return bool(self.gpus)
+
+    def gather(self) -> list[dict[str, Any]]:
+        devices = self.nvidia.gather()
+        for dev, entry in zip(devices, self.gpus, strict=True):
+            dev["kind"] = str(entry.get("kind") or "cuda")
+        return devices
+
+
+def use_inventory(inventory: dict[str, Any]) -> None:
+    """Make this process's detectors report `inventory`'s GPUs (and the real CPU)."""
+    _DEFAULT[:] = [InventoryDetector(inventory), CpuDetector()]

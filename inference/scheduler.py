@@ -1,0 +1,342 @@
+"""Admission and routing by the owner's Rhai script (the seeds' `scheduler.rhai`).
+
+For each request the queen builds a *task* map and one *worker* map per eligible
+worker (ready, on a live hive, serving the model, in an allowed region) and asks
+the script:
+
+* `should_admit(task, queue_depth)` or `should_admit(task, customer)` — the name
+  of the second parameter picks what it gets — returning `admit()`,
+  `reject(reason)` (429, with Retry-After) or `deny(reason)` (403);
+* `route_task(task, workers)` returning one of the worker maps.
+
+A script that returns unit, a worker outside the eligible set, or fails, falls
+back to the default policy (least loaded) and the failure is logged and counted,
+never turned into a 500. The script in force is the newest stored version; each
+process compiles it once and re-checks the version at most every
+RBEE_SCHEDULER_CHECK_SECONDS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import rhai
+from hives.selectors import Placement
+
+logger = logging.getLogger("inference.scheduler")
+
+# What happened, for /metrics and the dashboard (per process).
+counters: Counter[str] = Counter()
+
+OPS_LIMIT = 200_000  # per call: a routing decision over 1,000 workers needs ~10,000
+
+
+@dataclass(frozen=True)
+class Admission:
+    admitted: bool
+    reason: str = ""
+    status: int = 429
+
+
+@dataclass(frozen=True)
+class Decision:
+    placement: Placement
+    source: str  # "script" or "default"
+
+
+def _first(items: Any) -> Any:
+    return items[0] if isinstance(items, list) and items else None
+
+
+def _least_loaded(items: Any) -> Any:
+    if not isinstance(items, list) or not items:
+        return None
+    return min(
+        items,
+        key=lambda w: (
+            (w.get("load", 0), w.get("queue_depth", 0), -w.get("vram_free_mb", 0))
+            if isinstance(w, dict)
+            else (0, 0, 0)
+        ),
+    )
+
+
+def _admit() -> dict[str, Any]:
+    return {"admitted": True}
+
+
+def _reject(reason: Any = "rejected by the scheduler") -> dict[str, Any]:
+    return {"admitted": False, "reason": str(reason), "status": 429}
+
+
+def _deny(reason: Any = "refused by the scheduler") -> dict[str, Any]:
+    return {"admitted": False, "reason": str(reason), "status": 403}
+
+
+def new_engine() -> rhai.Engine:
+    engine = rhai.Engine(max_operations=OPS_LIMIT, max_call_levels=32)
+    engine.register_fn("first", _first)
+    engine.register_fn("least_loaded", _least_loaded)
+    engine.register_fn("admit", _admit)
+    engine.register_fn("reject", _reject)
+    engine.register_fn("deny", _deny)
+    engine.on_print = lambda text: logger.info("scheduler: %s", text)
+    engine.on_debug = lambda text: logger.debug("scheduler: %s", text)
+    return engine
+
+
+class ScriptError(Exception):
+    """The script does not compile or does not define what the scheduler needs."""
+
+
+class Policy:
+    """One compiled script (or none: the default policy only)."""
+
+    def __init__(self, source: str = "", version: int = 0) -> None:
+        self.source = source
+        self.version = version
+        self.engine = new_engine()
+        self.ast: rhai.AST | None = None
+        self.admit_arg = ""
+        self.errors: list[str] = []  # the last few runtime errors, for `rbee scheduler check`
+        if source.strip():
+            try:
+                self.ast = self.engine.compile(source)
+            except rhai.RhaiError as exc:
+                raise ScriptError(str(exc)) from exc
+            if self.ast.has_fn("should_admit", 2):
+                self.admit_arg = self.ast.fn_params("should_admit", 2)[1]
+            if not self.ast.has_fn("route_task", 2) and not self.admit_arg:
+                raise ScriptError(
+                    "1:1: the script defines neither fn route_task(task, workers) "
+                    "nor fn should_admit(task, queue_depth | customer)"
+                )
+
+    def _failed(self, fn: str, exc: rhai.RhaiError) -> None:
+        counters["script_errors"] += 1
+        self.errors = [*self.errors[-9:], f"{exc} (in {fn})"]
+        logger.warning("%s failed (scheduler v%s), default policy: %s", fn, self.version, exc)
+
+    @property
+    def routes(self) -> bool:
+        return self.ast is not None and self.ast.has_fn("route_task", 2)
+
+    def admit(self, task: dict[str, Any], customer: dict[str, Any]) -> Admission:
+        if self.ast is None or not self.admit_arg:
+            return Admission(True)
+        arg: Any = customer.get("queue_depth", 0) if self.admit_arg == "queue_depth" else customer
+        try:
+            result = self.engine.call_fn(self.ast, "should_admit", task, arg)
+        except rhai.RhaiError as exc:
+            self._failed("should_admit", exc)
+            return Admission(True)
+        if isinstance(result, dict) and result.get("admitted") is False:
+            counters["rejections"] += 1
+            status = 403 if result.get("status") == 403 else 429
+            return Admission(False, str(result.get("reason") or "rejected"), status)
+        counters["admissions"] += 1
+        return Admission(True)
+
+    def route(
+        self, task: dict[str, Any], placements: list[Placement], load: dict[int, int]
+    ) -> Decision:
+        if self.routes and self.ast is not None:
+            maps = [worker_map(p, load.get(p.worker_id, 0)) for p in placements]
+            try:
+                chosen = self.engine.call_fn(self.ast, "route_task", task, maps)
+            except rhai.RhaiError as exc:
+                self._failed("route_task", exc)
+                counters["fallbacks"] += 1
+            else:
+                wid = chosen.get("id") if isinstance(chosen, dict) else None
+                for p in placements:
+                    if p.worker_id == wid:
+                        counters["script_decisions"] += 1
+                        return Decision(p, "script")
+                counters["fallbacks"] += 1
+                if chosen is not None:
+                    logger.info("route_task chose a worker outside the eligible set; default")
+        counters["default_decisions"] += 1
+        return Decision(default_choice(placements, load), "default")
+
+
+def default_choice(placements: list[Placement], load: dict[int, int]) -> Placement:
+    """Least loaded (this process's count, then the hive's report), most free memory."""
+    return min(placements, key=lambda p: (load.get(p.worker_id, 0), p.inflight, -p.vram_free_mb))
+
+
+def worker_map(p: Placement, load: int) -> dict[str, Any]:
+    return {
+        "id": p.worker_id,
+        "hive": p.hive_name,
+        "gpu_type": p.gpu_type,
+        "capability": p.capability,
+        "region": p.region,
+        "load": load + p.inflight,
+        "queue_depth": load,
+        "vram_free_mb": p.vram_free_mb,
+        "vram_total_mb": p.vram_total_mb,
+        "models": [p.model],
+        "pinned": p.pinned,
+        "device": p.device,
+    }
+
+
+def task_map(
+    *, type: str, model: str, priority: str, tier: str, tenant: str, region: str, size: int
+) -> dict[str, Any]:
+    return {
+        "type": type,
+        "model": model,
+        "priority": priority,
+        "customer_tier": tier,
+        "tenant": tenant,
+        "region": region,
+        "size": size,
+    }
+
+
+# --- the script in force, per process -------------------------------------------------
+
+_lock = threading.Lock()
+_current = Policy()
+_checked_at = 0.0
+
+
+def digest(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
+def current_policy(check_every: float) -> Policy:
+    """The compiled script in force. Sync (database): call through rbee.db.db."""
+    global _current, _checked_at
+    now = time.monotonic()
+    if now - _checked_at < check_every:
+        return _current
+    from inference.models import SchedulerScript
+
+    latest = SchedulerScript.objects.only("id").first()
+    version = latest.pk if latest else 0
+    with _lock:
+        _checked_at = now
+        if version != _current.version:
+            if latest is None:
+                _current = Policy()
+            else:
+                row = SchedulerScript.objects.get(pk=version)
+                try:
+                    _current = Policy(row.source, row.pk)
+                    logger.info("scheduler script v%s in force", row.pk)
+                except ScriptError as exc:  # stored scripts were checked; keep the old one
+                    logger.error("scheduler script v%s does not compile: %s", row.pk, exc)
+                    _current = Policy(_current.source, version) if _current.source else Policy()
+        return _current
+
+
+def dry_run(policy: Policy) -> list[str]:
+    """Run the script against sample tasks and workers; returns what it decided."""
+    workers = [
+        Placement(
+            worker_id=4,
+            hive_id=4,
+            hive_name="gpu-node-03",
+            channel_name="",
+            device="cuda:0",
+            inflight=2,
+            gpu_type="H100",
+            vram_free_mb=60000,
+            vram_total_mb=81559,
+            capability="text-gen",
+            model="llama-3-405b",
+        ),
+        Placement(
+            worker_id=5,
+            hive_id=5,
+            hive_name="gpu-node-01",
+            channel_name="",
+            device="cuda:0",
+            inflight=1,
+            gpu_type="A100",
+            vram_free_mb=30000,
+            vram_total_mb=81920,
+            capability="image-gen",
+            model="sdxl",
+        ),
+        Placement(
+            worker_id=1,
+            hive_id=1,
+            hive_name="gaming-pc",
+            channel_name="",
+            device="cuda:0",
+            inflight=0,
+            gpu_type="RTX4090",
+            vram_free_mb=6000,
+            vram_total_mb=24564,
+            capability="image-gen",
+            model="sdxl",
+        ),
+        Placement(
+            worker_id=2,
+            hive_id=2,
+            hive_name="mac-studio",
+            channel_name="",
+            device="metal:0",
+            inflight=1,
+            gpu_type="M2Ultra",
+            vram_free_mb=180000,
+            vram_total_mb=196608,
+            capability="text-gen",
+            model="llama-3-70b",
+        ),
+        Placement(
+            worker_id=3,
+            hive_id=3,
+            hive_name="old-server",
+            channel_name="",
+            device="cuda:1",
+            inflight=0,
+            gpu_type="RTX3090",
+            vram_free_mb=24000,
+            vram_total_mb=24576,
+            capability="audio-transcription",
+            model="whisper-large",
+        ),
+    ]
+    out = []
+    for kind, model in (
+        ("text-gen", "llama-3-70b"),
+        ("text-gen", "llama-3-8b"),
+        ("image-gen", "sdxl"),
+        ("audio-transcription", "whisper-large"),
+        ("embedding", "minilm"),
+    ):
+        for tier in ("free", "pro", "enterprise"):
+            task = task_map(
+                type=kind,
+                model=model,
+                priority="interactive",
+                tier=tier,
+                tenant="sample",
+                region="",
+                size=100,
+            )
+            customer = {
+                "tenant": "sample",
+                "tier": tier,
+                "tokens_used_today": 0,
+                "daily_limit": 100_000,
+                "queue_depth": 0,
+            }
+            adm = policy.admit(task, customer)
+            if not adm.admitted:
+                out.append(f"{kind} {model} ({tier}): rejected {adm.status}: {adm.reason}")
+                continue
+            d = policy.route(task, workers, {})
+            out.append(f"{kind} {model} ({tier}): -> {d.placement.hive_name} ({d.source})")
+    return out

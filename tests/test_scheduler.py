@@ -1,0 +1,162 @@
+"""Admission and routing by the seed scripts, verbatim, over recorded machines."""
+
+from __future__ import annotations
+
+import pytest
+
+from inference import scheduler
+from inference.models import SchedulerScript
+from inference.scheduler import Policy, ScriptError, current_policy, task_map
+from inference.services import scheduler_script_store
+from tests.scheduler_support import placements, seed_scripts
+
+CONSUMER, BATCH, SIMPLE, QUOTA, COST, BUSINESS = seed_scripts()
+
+
+def task(
+    kind: str = "text-gen",
+    model: str = "llama-3-70b",
+    *,
+    tier: str = "free",
+    priority: str = "interactive",
+) -> dict[str, object]:
+    return task_map(
+        type=kind, model=model, priority=priority, tier=tier, tenant="acme", region="", size=100
+    )
+
+
+def farm() -> list:  # type: ignore[type-arg]
+    return (
+        placements("gaming-pc-rtx4090", "gaming-pc", "m", first_id=1)
+        + placements("mac-studio-m2-ultra", "mac-studio", "m", first_id=10)
+        + placements("old-server-2x3090", "old-server", "m", first_id=20)
+    )
+
+
+def test_all_six_seed_scripts_compile() -> None:
+    for source in seed_scripts():
+        Policy(source)
+
+
+def test_consumer_script_routes_as_its_comments_say() -> None:
+    policy = Policy(CONSUMER)
+    workers = farm()
+    image = policy.route(task("image-gen", "sdxl"), workers, {})
+    assert (image.placement.hive_name, image.placement.gpu_type, image.source) == (
+        "gaming-pc",
+        "RTX4090",
+        "script",
+    )
+    assert policy.route(task(model="llama-3-70b"), workers, {}).placement.hive_name == (
+        "mac-studio"
+    )
+    # 8b: the old server, least loaded of its two 3090s.
+    small = policy.route(task(model="llama-3-8b"), workers, {20: 3, 21: 1})
+    assert (small.placement.hive_name, small.placement.device) == ("old-server", "cuda:1")
+    audio = policy.route(task("audio-transcription", "whisper-large"), workers, {})
+    assert audio.placement.hive_name == "old-server"
+    other = policy.route(task("embedding", "minilm"), workers, {1: 2, 10: 1, 20: 1})
+    assert other.placement.worker_id == 21 and other.source == "script"
+
+
+def test_consumer_admission_rejects_past_queue_depth_ten() -> None:
+    policy = Policy(CONSUMER)
+    assert policy.admit_arg == "queue_depth"
+    assert policy.admit(task(), {"queue_depth": 10}).admitted
+    refused = policy.admit(task(), {"queue_depth": 11})
+    assert (refused.admitted, refused.status, refused.reason) == (
+        False,
+        429,
+        "Queue full, try again later",
+    )
+
+
+def test_batch_script_sends_batch_to_the_old_server() -> None:
+    policy = Policy(BATCH)
+    assert policy.route(task(priority="batch"), farm(), {}).placement.hive_name == "old-server"
+    assert policy.route(task(), farm(), {}).placement.hive_name == "gaming-pc"
+
+
+def test_quota_script_sees_the_customer_map() -> None:
+    policy = Policy(QUOTA)
+    assert policy.admit_arg == "customer"
+    over = {"tokens_used_today": 101, "daily_limit": 100, "tier": "pro"}
+    assert policy.admit(task(), over).reason == "Quota exceeded"
+    big = task(model="llama-3-405b", tier="pro")
+    assert (
+        policy.admit(big, {"tokens_used_today": 1, "daily_limit": 100, "tier": "pro"}).reason
+        == "Upgrade to enterprise"
+    )
+    assert policy.admit(
+        big, {"tokens_used_today": 1, "daily_limit": 100, "tier": "enterprise"}
+    ).admitted
+    # No limit yet (metering not in place): unit compares false, so the caller is admitted.
+    assert policy.admit(task(), {"tokens_used_today": 0, "daily_limit": None}).admitted
+
+
+def test_business_script_routes_by_tier_and_match() -> None:
+    policy = Policy(BUSINESS)
+    h100 = placements("dgx-h100", "gpu-node-03", "m", first_id=30)
+    workers = farm() + h100
+    assert policy.route(task(tier="enterprise"), workers, {}).placement.gpu_type == "H100"
+    # Free tier wants A100s; there are none, so unit comes back and the default decides.
+    free = policy.route(task(tier="free"), workers, {})
+    assert free.source == "default"
+    img = [
+        *placements("gaming-pc-rtx4090", "gaming-pc", "sdxl", capability="image-gen", first_id=40),
+        *workers,
+    ]
+    assert policy.route(task("image-gen", "sdxl", tier="pro"), img, {}).placement.hive_name == (
+        "gaming-pc"
+    )
+
+
+def test_cost_script_without_a_final_return_falls_back() -> None:
+    policy = Policy(COST)
+    d = policy.route(task(model="mistral"), farm(), {})
+    assert d.source == "default"
+
+
+def test_bad_answers_and_errors_fall_back_and_are_counted() -> None:
+    before = dict(scheduler.counters)
+    outside = Policy('fn route_task(task, workers) { #{id: 999, hive: "nowhere"} }')
+    d = outside.route(task(), farm(), {})
+    assert d.source == "default"
+    broken = Policy("fn route_task(task, workers) { workers[99].hive }")
+    assert broken.route(task(), farm(), {}).source == "default"
+    assert broken.errors and "out of" in broken.errors[0].lower()
+    runaway = Policy("fn route_task(task, workers) { loop { } }")
+    assert runaway.route(task(), farm(), {}).source == "default"
+    assert scheduler.counters["script_errors"] - before.get("script_errors", 0) == 2
+    assert scheduler.counters["fallbacks"] - before.get("fallbacks", 0) == 3
+
+
+def test_deny_is_a_403() -> None:
+    policy = Policy(
+        'fn should_admit(task, customer) { if customer.tier == "free" '
+        '{ return deny("not on the free plan"); } admit() }'
+    )
+    refused = policy.admit(task(), {"tier": "free"})
+    assert (refused.status, refused.reason) == (403, "not on the free plan")
+
+
+def test_scripts_that_do_not_compile_or_define_nothing_are_refused() -> None:
+    with pytest.raises(ScriptError) as exc:
+        Policy("fn route_task(task, workers) {\n  let x = ;\n}")
+    assert str(exc.value).startswith("2:")
+    with pytest.raises(ScriptError):
+        Policy("let x = 1;")
+
+
+@pytest.mark.django_db
+def test_stored_versions_switch_the_policy_and_broken_ones_are_refused() -> None:
+    first = scheduler_script_store(source=BATCH, origin="test")
+    assert current_policy(0).version == first.pk
+    with pytest.raises(ScriptError):
+        scheduler_script_store(source="fn route_task(task, workers) { ")
+    assert SchedulerScript.objects.count() == 1
+    assert current_policy(0).version == first.pk
+    second = scheduler_script_store(source=CONSUMER)
+    policy = current_policy(0)
+    assert (policy.version, policy.admit_arg) == (second.pk, "queue_depth")
+    assert current_policy(3600) is policy  # within the check interval: no query, same object
