@@ -58,6 +58,8 @@ class Job:
     refresh: Callable[[], Awaitable[list[Placement]]] | None = None
     # The scheduler's choice for the first try (retries pick the least loaded).
     preferred: Placement | None = None
+    # Called once when the job is over, however it ends (frees its queue slot).
+    on_finish: Callable[[], None] | None = None
     placement: Placement | None = None
     finished: bool = False
     _reply: str = ""
@@ -70,8 +72,8 @@ class Job:
         assert layer is not None
         # The default prefix matters: channels_redis serves all of a process's
         # channels from one key, named after that prefix.
-        self._reply = await layer.new_channel()
         try:
+            self._reply = await layer.new_channel()
             # Inside the try: a client that leaves while we wait for the ack must
             # still cancel the job and stop counting it against the hive.
             batch = await self._dispatch(layer)
@@ -100,8 +102,17 @@ class Job:
                     continue
                 batch = list(msg["events"])
         finally:
-            await self._release(layer, send_cancel=not self.finished)
-            self._forget_reply_channel(layer)
+            try:
+                await self._release(layer, send_cancel=not self.finished)
+                self._forget_reply_channel(layer)
+            finally:
+                self.finish()
+
+    def finish(self) -> None:
+        """Free what the job held; safe to call more than once."""
+        done, self.on_finish = self.on_finish, None
+        if done is not None:
+            done()
 
     def _forget_reply_channel(self, layer: Any) -> None:
         """channels_redis keeps a buffer per reply channel that received messages nobody

@@ -21,7 +21,7 @@ from hives import selectors as hive_selectors
 from hives.models import CatalogModel
 from hives.protocol import TASK_CHAT
 from hives.selectors import Placement
-from inference import schemas
+from inference import queueing, schemas
 from inference.dispatch import Job, local_load, new_job_id
 from inference.errors import APIError
 from inference.scheduler import Policy, current_policy, task_map
@@ -218,8 +218,11 @@ class Scheduled:
     eligible: list[Placement]
 
 
-def _schedule(request: HttpRequest, target: Target, extra: dict[str, Any], size: int) -> Scheduled:
-    """Eligibility, then the owner's should_admit and route_task (inference/scheduler.py)."""
+async def _schedule(
+    request: HttpRequest, target: Target, extra: dict[str, Any], size: int
+) -> tuple[Scheduled, queueing.Slot]:
+    """Eligibility, the owner's should_admit, a free slot (waiting if need be), then
+    route_task among the workers live at that moment (inference/scheduler.py)."""
     priority = str(extra.get("priority") or request.headers.get("X-Rbee-Priority") or "interactive")
     if priority not in ("interactive", "batch"):
         raise APIError(
@@ -229,31 +232,34 @@ def _schedule(request: HttpRequest, target: Target, extra: dict[str, Any], size:
             code="invalid_value",
         )
     region = str(request.headers.get("X-Rbee-Region") or "")
-    eligible = [p for p in target.placements if not region or p.region == region]
-    if not eligible:
-        raise APIError(
-            503,
-            f"No live worker for '{target.model.name}' in region '{region}'.",
-            code="model_unavailable",
-            headers={"Retry-After": "5"},
-        )
-    load = local_load()
+
+    def eligible_of(placements: list[Placement]) -> list[Placement]:
+        found = [p for p in placements if not region or p.region == region]
+        if not found:
+            raise APIError(
+                503,
+                f"No live worker for '{target.model.name}' in region '{region}'.",
+                code="model_unavailable",
+                headers={"Retry-After": "5"},
+            )
+        return found
+
+    eligible = eligible_of(target.placements)
     caller = target.caller
+    model = target.model.name
     task = task_map(
         type=target.model.capability,
-        model=target.model.name,
+        model=model,
         priority=priority,
         tier=caller.tier,
         tenant=caller.tenant_name,
         region=region,
         size=size,
     )
-    # Jobs of this process waiting behind another on the same worker.
-    queue_depth = sum(max(0, load.get(p.worker_id, 0) - 1) for p in eligible)
     customer = {
         "tenant": caller.tenant_name,
         "tier": caller.tier,
-        "queue_depth": queue_depth,
+        "queue_depth": queueing.queue_depth(model),
         # Metering arrives with billing; until then usage is 0 and there is no limit.
         "tokens_used_today": 0,
         "daily_limit": None,
@@ -265,8 +271,22 @@ def _schedule(request: HttpRequest, target: Target, extra: dict[str, Any], size:
         raise APIError(
             429, admission.reason, code="scheduler_rejected", headers={"Retry-After": "1"}
         )
-    decision = target.policy.route(task, eligible, load)
-    return Scheduled(decision.placement, decision.source, eligible)
+    slot = await queueing.acquire(
+        model,
+        capacity=len(eligible) * settings.RBEE_WORKER_SLOTS,
+        priority=priority,
+        max_waiting=settings.RBEE_QUEUE_MAX,
+        timeout=settings.RBEE_QUEUE_TIMEOUT,
+    )
+    try:
+        if slot.waited:  # hives may have come and gone while we waited
+            fresh = await db(hive_selectors.placements_for_model, model=target.model)
+            eligible = eligible_of(fresh)
+        decision = target.policy.route(task, eligible, local_load())
+    except BaseException:
+        slot.release()
+        raise
+    return Scheduled(decision.placement, decision.source, eligible), slot
 
 
 @openai_endpoint(("GET",))
@@ -317,8 +337,11 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         raise APIError(401, _KEY_MESSAGES["missing"], code="invalid_api_key")
     req, target = await db(_prepare_chat, raw_key, request)
     job_request = schemas.chat_job_request(req)
-    decision = _schedule(request, target, req.model_extra or {}, _size_estimate(job_request))
+    decision, slot = await _schedule(
+        request, target, req.model_extra or {}, _size_estimate(job_request)
+    )
     job = Job(
+        on_finish=slot.release,
         job_id=new_job_id(),
         model=req.model,
         task=TASK_CHAT,

@@ -145,6 +145,12 @@ RBEE_JOB_IDLE_TIMEOUT = env.float("RBEE_JOB_IDLE_TIMEOUT", default=120.0)
 # A hive that has not been heard from in this long is not routed to.
 RBEE_HIVE_STALE_AFTER = env.float("RBEE_HIVE_STALE_AFTER", default=15.0)  # 3 heartbeats
 
+# Waiting for a free worker (inference/queueing.py): jobs per worker at once, the
+# longest queue per model and process, and the longest wait.
+RBEE_WORKER_SLOTS = env.int("RBEE_WORKER_SLOTS", default=1)
+RBEE_QUEUE_MAX = env.int("RBEE_QUEUE_MAX", default=64)
+RBEE_QUEUE_TIMEOUT = env.float("RBEE_QUEUE_TIMEOUT", default=60.0)
+
 # How often each queen process looks for a new scheduler script version.
 RBEE_SCHEDULER_CHECK_SECONDS = env.float("RBEE_SCHEDULER_CHECK_SECONDS", default=1.0)
 

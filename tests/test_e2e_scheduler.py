@@ -135,3 +135,41 @@ def test_scheduler_check_reports_line_and_column(deployment: Deployment) -> None
     out = deployment.rbee("scheduler", "check", str(bad), check=False)
     assert out.returncode == 1
     assert "bad.rhai:2:" in out.stderr and "did you mean `first`" in out.stderr
+
+
+def test_should_admit_sees_the_real_queue_depth(deployment: Deployment) -> None:
+    """The consumer seed's admission: past 10 waiting requests, new ones hear its message."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.conftest import CHAT_MODEL
+
+    queen = Queen(deployment, env={"RBEE_SCHEDULER_CHECK_SECONDS": "0.2"})
+    Hive(deployment, queen, "slow", [CHAT_MODEL])
+    deployment.rbee("tenant", "create", "acme")
+    key = deployment.rbee("key", "create", "--tenant", "acme").stdout.strip()
+    reload(deployment, CONSUMER, "consumer.rhai")
+    time.sleep(0.5)
+
+    def one(i: int) -> httpx.Response:
+        time.sleep(i * 0.02)  # arrive one after another
+        return httpx.post(
+            f"{queen.url}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            json={
+                "model": CHAT_MODEL,
+                "max_tokens": 40,
+                "temperature": 0,
+                "messages": [{"role": "user", "content": f"Story number {i}, please."}],
+            },
+            timeout=120,
+        )
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(one, range(16)))
+    codes = [r.status_code for r in answers]
+    rejected = [r for r in answers if r.status_code == 429]
+    assert rejected, codes
+    assert all(r.json()["error"]["message"] == "Queue full, try again later" for r in rejected)
+    assert all(r.headers["retry-after"] for r in rejected)
+    assert codes.count(200) >= 11, codes  # one running + ten waiting, at least
+    assert set(codes) == {200, 429}
