@@ -26,7 +26,7 @@ django_asgi_app = get_asgi_application()
 from hives.routing import websocket_urlpatterns  # noqa: E402
 from rbee.api_asgi import APIApplication  # noqa: E402
 
-API_PREFIXES = ("/v1/", "/healthz")
+API_PREFIXES = ("/v1/", "/healthz", "/metrics")
 
 api_app = APIApplication()
 

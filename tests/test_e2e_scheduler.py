@@ -173,3 +173,41 @@ def test_should_admit_sees_the_real_queue_depth(deployment: Deployment) -> None:
     assert all(r.headers["retry-after"] for r in rejected)
     assert codes.count(200) >= 11, codes  # one running + ten waiting, at least
     assert set(codes) == {200, 429}
+
+
+def test_requests_for_different_hives_run_at_the_same_time(deployment: Deployment) -> None:
+    """ALL AT THE SAME TIME: two requests on two hives take about as long as one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.live import bundled_gguf
+
+    queen = Queen(deployment)
+    Hive(deployment, queen, "box-a", [f"writer-a=llama.cpp:{bundled_gguf()}"])
+    Hive(deployment, queen, "box-b", [f"writer-b=llama.cpp:{bundled_gguf()}"])
+    deployment.rbee("tenant", "create", "acme")
+    key = deployment.rbee("key", "create", "--tenant", "acme").stdout.strip()
+
+    def run(model: str) -> float:
+        started = time.monotonic()
+        r = httpx.post(
+            f"{queen.url}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            json={
+                "model": model,
+                "max_tokens": 120,
+                "temperature": 0,
+                "seed": 1,
+                "messages": [{"role": "user", "content": "Tell a long story about bees."}],
+            },
+            timeout=120,
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["completion_tokens"] > 60
+        return time.monotonic() - started
+
+    solo = run("writer-a") + run("writer-b")
+    started = time.monotonic()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(run, ["writer-a", "writer-b"]))
+    together = time.monotonic() - started
+    assert together < 0.8 * solo, (together, solo)

@@ -1,0 +1,73 @@
+"""Management API for operators (DRF): the scheduler script, for the dashboard to use.
+
+    GET  /api/scheduler/script   the script in force: {version, source, origin, created_at}
+    POST /api/scheduler/script   {"source": "..."}: compile and store as the new version
+                                 (201), or 400 with line and column; the running one stays
+
+Staff users only (session or HTTP Basic).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from rest_framework import serializers, status
+from rest_framework.authentication import BasicAuthentication, SessionAuthentication
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from inference.models import SchedulerScript
+from inference.scheduler import ScriptError
+from inference.services import scheduler_script_store
+
+
+class SchedulerScriptApi(APIView):
+    authentication_classes = [SessionAuthentication, BasicAuthentication]
+    permission_classes = [IsAdminUser]
+
+    class InputSerializer(serializers.Serializer[Any]):
+        source = serializers.CharField(trim_whitespace=False, max_length=200_000)
+        origin = serializers.CharField(required=False, default="api", max_length=500)
+
+    class OutputSerializer(serializers.ModelSerializer[SchedulerScript]):
+        version = serializers.IntegerField(source="pk")
+
+        class Meta:
+            model = SchedulerScript
+            fields = ["version", "source", "sha256", "origin", "created_at"]
+
+    def get(self, request: Request) -> Response:
+        latest = SchedulerScript.objects.first()
+        if latest is None:
+            return Response(
+                {"version": 0, "source": "", "sha256": "", "origin": "", "created_at": None}
+            )
+        return Response(self.OutputSerializer(latest).data)
+
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            row = scheduler_script_store(
+                source=data.validated_data["source"], origin=data.validated_data["origin"]
+            )
+        except ScriptError as exc:
+            text = str(exc)
+            m = re.match(r"(\d+):(\d+): (.*)", text, re.S)
+            line, column, message = (int(m[1]), int(m[2]), m[3]) if m else (0, 0, text)
+            return Response(
+                {
+                    "error": {
+                        "message": text,
+                        "line": line,
+                        "column": column,
+                        "detail": message,
+                        "code": "script_invalid",
+                    }
+                },
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        return Response(self.OutputSerializer(row).data, status=status.HTTP_201_CREATED)

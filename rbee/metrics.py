@@ -1,0 +1,53 @@
+"""Prometheus metrics at /metrics (text exposition format), from this queen process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from inference import queueing, scheduler
+
+
+class SchedulerCollector(Collector):
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        decisions = CounterMetricFamily(
+            "rbee_scheduler_decisions", "Routing decisions, by who decided", labels=["source"]
+        )
+        for source in ("script", "default"):
+            decisions.add_metric([source], scheduler.counters[f"{source}_decisions"])
+        yield decisions
+        for name, key, doc in (
+            ("rbee_scheduler_fallbacks", "fallbacks", "Script answers replaced by the default"),
+            ("rbee_scheduler_script_errors", "script_errors", "Scheduler script runtime errors"),
+            ("rbee_scheduler_admissions", "admissions", "Requests admitted by should_admit"),
+            ("rbee_scheduler_rejections", "rejections", "Requests refused by should_admit"),
+        ):
+            yield CounterMetricFamily(name, doc, value=scheduler.counters[key])
+        waiting = GaugeMetricFamily(
+            "rbee_queue_waiting", "Requests waiting for a worker", labels=["model"]
+        )
+        running = GaugeMetricFamily(
+            "rbee_queue_running", "Requests holding a worker slot", labels=["model"]
+        )
+        for model, q in sorted(queueing._queues.items()):
+            waiting.add_metric([model], len(q.waiting))
+            running.add_metric([model], q.running)
+        yield waiting
+        yield running
+        version = GaugeMetricFamily(
+            "rbee_scheduler_script_version", "Version of the scheduler script in force (0: none)"
+        )
+        version.add_metric([], scheduler._current.version)
+        yield version
+
+
+registry = CollectorRegistry()
+registry.register(SchedulerCollector())
+
+
+async def metrics(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
