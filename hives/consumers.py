@@ -85,6 +85,8 @@ class HiveConsumer(AsyncWebsocketConsumer):
                         "hive %s reconnected elsewhere; closing this socket", self.hive_name
                     )
                     await self.close(code=protocol.CLOSE_REPLACED)
+                elif "workers" in msg:
+                    await self._sync_assignments(list(msg.get("workers") or []))
             elif op == "hello":
                 await self._hello(msg)
             else:
@@ -122,6 +124,25 @@ class HiveConsumer(AsyncWebsocketConsumer):
                 {"op": "welcome", "hive": self.hive_name, "heartbeat_interval": HEARTBEAT_INTERVAL}
             )
         )
+        # After the welcome, which the hive expects first.
+        await self._sync_assignments(list(msg.get("workers") or []))
+
+    async def _sync_assignments(self, workers: list[dict[str, Any]]) -> None:
+        """Start what the queen assigned and the hive lacks (pinned models come back after
+        a hive restart); stop what was assigned and no longer is."""
+        if self.hive_id is None:
+            return
+        for order in await database_sync_to_async(services.assignments_to_send)(
+            hive_id=self.hive_id, workers=workers
+        ):
+            logger.info(
+                "hive %s: %s %s on %s",
+                self.hive_name,
+                order["op"],
+                order.get("spec") or order.get("model"),
+                order["device"],
+            )
+            await self.send(protocol.dumps(order))
 
     async def _relay_events(self, job_id: str, events: Any) -> None:
         if not isinstance(events, list):

@@ -89,3 +89,29 @@ class Worker(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model.name}@{self.hive.name}:{self.device}"
+
+
+class Assignment(models.Model):
+    """A model the queen wants on a hive's device (`rbee model add --hive`).
+
+    The queen sends it to the hive when the hive connects and whenever its heartbeat
+    shows it missing, so a pinned model comes back where it was after a hive restart.
+    `spec` is what `rbee hive start --model` takes: a bundled id or NAME=ENGINE:SOURCE.
+    """
+
+    hive = models.ForeignKey(Hive, on_delete=models.CASCADE, related_name="assignments")
+    model_name = models.CharField(max_length=200)
+    spec = models.CharField(max_length=1000)
+    device = models.CharField(max_length=32, default="cpu")
+    pinned = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hive", "model_name", "device"], name="uniq_assignment_place"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_name}@{self.hive.name}:{self.device}"

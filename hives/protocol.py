@@ -12,6 +12,8 @@ queen -> hive
     welcome    {op, hive, heartbeat_interval}
     job        {op, id, model, task, request}
     cancel     {op, id}
+    spawn      {op, spec, device, pinned}       load a model (`rbee model add --hive`)
+    stop       {op, model, device}              unload a model the queen had assigned
     refused    {op, reason}                     sent just before closing
 
 A worker entry is {model, capability, engine, source, device, state, pinned, inflight}.

@@ -8,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from hives.models import CatalogModel, Hive, Worker
+from hives.models import Assignment, CatalogModel, Hive, Worker
 from rbee import secrets
 
 
@@ -127,3 +127,53 @@ def hives_forget_connections(*, channel_marker: str | None = None) -> int:
         hives = hives.filter(channel_name__contains=f".{channel_marker}!")
     with transaction.atomic():
         return hives.update(status=Hive.Status.OFFLINE, channel_name="")
+
+
+def assignment_add(
+    *, hive_name: str, spec: str, device: str = "cpu", pinned: bool = False
+) -> Assignment:
+    """Ask for `spec` on the hive's device; the hive loads it within a heartbeat."""
+    from hives.agent.catalog import parse_model_arg
+    from hives.agent.engines.base import EngineError
+
+    hive = Hive.objects.filter(name=hive_name).first()
+    if hive is None:
+        raise HiveError(f"no hive named {hive_name!r}; create it with `rbee hive token`")
+    if "=" in spec:
+        name = spec.partition("=")[0]
+        try:
+            parse_model_arg(spec, device=device)
+        except EngineError as exc:
+            raise HiveError(exc.message) from exc
+    else:
+        name = spec  # a bundled id: the hive checks its package is installed
+    with transaction.atomic():
+        assignment, _ = Assignment.objects.update_or_create(
+            hive=hive, model_name=name, device=device, defaults={"spec": spec, "pinned": pinned}
+        )
+    return assignment
+
+
+def assignment_remove(*, hive_name: str, model_name: str) -> int:
+    with transaction.atomic():
+        deleted, _ = Assignment.objects.filter(hive__name=hive_name, model_name=model_name).delete()
+    return deleted
+
+
+def assignments_to_send(*, hive_id: int, workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the hive must start or stop to match its assignments (by its last report)."""
+    running = {(str(w.get("model")), str(w.get("device") or "cpu")) for w in workers}
+    wanted = list(Assignment.objects.filter(hive_id=hive_id))
+    out = [
+        {"op": "spawn", "spec": a.spec, "device": a.device, "pinned": a.pinned}
+        for a in wanted
+        if (a.model_name, a.device) not in running
+    ]
+    # Workers the queen had assigned and no longer wants (`rbee model rm`).
+    keep = {(a.model_name, a.device) for a in wanted}
+    out += [
+        {"op": "stop", "model": str(w.get("model")), "device": str(w.get("device") or "cpu")}
+        for w in workers
+        if w.get("assigned") and (str(w.get("model")), str(w.get("device") or "cpu")) not in keep
+    ]
+    return out

@@ -317,6 +317,66 @@ def key_revoke(key_or_prefix: str, tenant_name: str) -> None:
     click.echo(f"revoked {k.display}", err=True)
 
 
+# --- models on hives ------------------------------------------------------------------
+
+
+@main.group()
+def model() -> None:
+    """Which models run on which hives."""
+
+
+@model.command("add")
+@click.argument("spec")
+@click.option("--hive", "hive_name", required=True, help="The hive to run it on.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda:N, metal:N.")
+@click.option(
+    "--pin",
+    is_flag=True,
+    help="Keep it loaded there, and bring it back there after a hive restart.",
+)
+def model_add(spec: str, hive_name: str, device: str, pin: bool) -> None:
+    """Run SPEC (a bundled id, or NAME=ENGINE:SOURCE) on a hive's device.
+
+    The hive loads it within a heartbeat if it is connected, else when it connects."""
+    _django()
+    _migrate()
+    from hives.services import HiveError, assignment_add
+
+    try:
+        a = assignment_add(hive_name=hive_name, spec=spec, device=device, pinned=pin)
+    except HiveError as exc:
+        _fail(str(exc))
+    click.echo(f"{a.model_name} -> {hive_name}:{a.device}{' (pinned)' if a.pinned else ''}")
+
+
+@model.command("rm")
+@click.argument("name")
+@click.option("--hive", "hive_name", required=True)
+def model_rm(name: str, hive_name: str) -> None:
+    """Stop running NAME on the hive (only what `rbee model add` put there)."""
+    _django()
+    _migrate()
+    from hives.services import assignment_remove
+
+    if not assignment_remove(hive_name=hive_name, model_name=name):
+        _fail(f"{name} is not assigned to {hive_name}")
+    click.echo(f"{name} removed from {hive_name}")
+
+
+@model.command("list")
+def model_list() -> None:
+    """Models, where they are assigned and where they run."""
+    _django()
+    _migrate()
+    from hives.models import Assignment, Worker
+
+    for a in Assignment.objects.select_related("hive").order_by("model_name", "hive__name"):
+        pin = "pinned" if a.pinned else "-"
+        click.echo(f"{a.model_name:28} {a.hive.name:16} {a.device:10} assigned {pin}")
+    for w in Worker.objects.select_related("hive", "model").order_by("model__name"):
+        click.echo(f"{w.model.name:28} {w.hive.name:16} {w.device:10} {w.state}")
+
+
 # --- the scheduler script -------------------------------------------------------------
 
 

@@ -250,8 +250,46 @@ class HiveAgent:
                 if worker is not None:
                     logger.info("job %s cancelled by the queen", job_id)
                     await worker.cancel(job_id)
+            elif op == "spawn":
+                await self._spawn(msg)
+            elif op == "stop":
+                key = (str(msg.get("model")), str(msg.get("device") or "cpu"))
+                worker = self.workers.get(key)
+                if worker is not None and worker.assigned:
+                    logger.info("stopping %s on %s, as the queen asks", *key)
+                    del self.workers[key]
+                    await worker.stop()
+                    await self._worker_changed()
             elif op == "refused":
                 raise HiveRefused(str(msg.get("reason")))
+
+    async def _spawn(self, msg: dict[str, Any]) -> None:
+        """Load a model the queen assigned to this hive (and pinned, maybe)."""
+        from dataclasses import replace
+
+        from hives.agent.catalog import parse_model_arg
+        from hives.agent.engines.base import EngineError
+
+        try:
+            spec = parse_model_arg(str(msg.get("spec")), device=str(msg.get("device") or "cpu"))
+        except EngineError as exc:
+            logger.error("cannot load %r as the queen asks: %s", msg.get("spec"), exc.message)
+            return
+        spec = replace(spec, pinned=bool(msg.get("pinned")))
+        key = (spec.name, spec.device)
+        if key in self.workers:
+            return  # already here (starting, ready or restarting)
+        logger.info(
+            "loading %s on %s, as the queen asks%s",
+            spec.name,
+            spec.device,
+            " (pinned)" if spec.pinned else "",
+        )
+        worker = WorkerProcess(spec, on_change=self._worker_changed)
+        worker.assigned = True
+        self.workers[key] = worker
+        worker.start()
+        await self._worker_changed()
 
     def _worker_for(self, model: str, device: str) -> WorkerProcess | None:
         """The worker the queen chose; any ready one of the model if it named no device."""

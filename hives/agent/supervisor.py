@@ -33,6 +33,7 @@ class WorkerProcess:
         on_change: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.spec = spec
+        self.assigned = False  # started by the queen (`rbee model add`), not by our arguments
         self._state = "starting"
         self.on_change = on_change
         self.message = ""
@@ -72,6 +73,7 @@ class WorkerProcess:
             "source": self.spec.source,
             "device": self.spec.device,
             "pinned": self.spec.pinned,
+            "assigned": self.assigned,
             "state": self.state,
             "inflight": self.inflight,
             "pid": self.proc.pid if self.proc else None,
