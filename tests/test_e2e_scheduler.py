@@ -20,7 +20,7 @@ from tests.scheduler_support import seed_scripts
 
 pytestmark = pytest.mark.e2e
 
-CONSUMER, BATCH = seed_scripts()[0], seed_scripts()[1]
+CONSUMER, BATCH, BUSINESS = seed_scripts()[0], seed_scripts()[1], seed_scripts()[5]
 
 
 def models(*devices: str) -> list[str]:
@@ -33,6 +33,7 @@ def start_farm(dep: Deployment, queen: Queen) -> dict[str, Hive]:
         ("gaming-pc", "gaming-pc-rtx4090", ["cuda:0"]),
         ("mac-studio", "mac-studio-m2-ultra", ["metal:0"]),
         ("old-server", "old-server-2x3090", ["cuda:0", "cuda:1"]),
+        ("gpu-node-03", "dgx-h100", ["cuda:0"]),
     ):
         farm[name] = Hive(
             dep, queen, name, models(*devices), extra_args=["--inventory", machine_path(machine)]
@@ -123,6 +124,15 @@ def test_seed_scripts_route_across_hives_and_reload_live(deployment: Deployment)
     r = ask(queen, key, "llama-3-70b")
     assert not r.headers["x-rbee-worker"].startswith("mac-studio")
     assert r.headers["x-rbee-decision"] == "default"
+
+    # The business seed script: enterprise customers get the H100s.
+    deployment.rbee("tenant", "create", "bigco", "--tier", "enterprise")
+    big = deployment.rbee("key", "create", "--tenant", "bigco").stdout.strip()
+    reload(deployment, BUSINESS, "business.rhai")
+    wait_for_route(queen, big, "llama-3-8b", "gpu-node-03")
+    assert ask(queen, big, "llama-3-8b").headers["x-rbee-worker"] == "gpu-node-03/cuda:0"
+    # acme is on the free tier, which wants A100s: there are none, so the default decides.
+    assert ask(queen, key, "llama-3-8b").headers["x-rbee-decision"] == "default"
 
 
 def test_scheduler_check_reports_line_and_column(deployment: Deployment) -> None:
