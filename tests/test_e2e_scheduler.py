@@ -29,14 +29,19 @@ def models(*devices: str) -> list[str]:
 
 def start_farm(dep: Deployment, queen: Queen) -> dict[str, Hive]:
     farm = {}
-    for name, machine, devices in (
-        ("gaming-pc", "gaming-pc-rtx4090", ["cuda:0"]),
-        ("mac-studio", "mac-studio-m2-ultra", ["metal:0"]),
-        ("old-server", "old-server-2x3090", ["cuda:0", "cuda:1"]),
-        ("gpu-node-03", "dgx-h100", ["cuda:0"]),
+    for name, machine, devices, region in (
+        ("gaming-pc", "gaming-pc-rtx4090", ["cuda:0"], "us"),
+        ("mac-studio", "mac-studio-m2-ultra", ["metal:0"], "us"),
+        ("old-server", "old-server-2x3090", ["cuda:0", "cuda:1"], "eu"),
+        ("gpu-node-03", "dgx-h100", ["cuda:0"], "us"),
     ):
         farm[name] = Hive(
-            dep, queen, name, models(*devices), extra_args=["--inventory", machine_path(machine)]
+            dep,
+            queen,
+            name,
+            models(*devices),
+            region=region,
+            extra_args=["--inventory", machine_path(machine)],
         )
     return farm
 
@@ -74,6 +79,16 @@ def test_seed_scripts_route_across_hives_and_reload_live(deployment: Deployment)
 
     # No script: the default policy decides.
     assert ask(queen, key, "llama-3-70b").headers["x-rbee-decision"] == "default"
+    # Residency: only workers in the asked region are eligible.
+    for _ in range(4):
+        where = ask(queen, key, "llama-3-70b", **{"X-Rbee-Region": "eu"}).headers["x-rbee-worker"]
+        assert where.startswith("old-server/")
+    r = httpx.post(
+        f"{queen.url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}", "X-Rbee-Region": "mars"},
+        json={"model": "llama-3-70b", "messages": [{"role": "user", "content": "x"}]},
+    )
+    assert r.status_code == 503 and "region 'mars'" in r.json()["error"]["message"]
 
     reload(deployment, CONSUMER, "consumer.rhai")
     wait_for_route(queen, key, "llama-3-70b", "mac-studio")
