@@ -111,9 +111,13 @@ class HiveConsumer(AsyncWebsocketConsumer):
             await self.close(code=protocol.CLOSE_BAD_HELLO)
             return
         assert self.hive_id is not None
-        await database_sync_to_async(services.hive_connected)(
+        previous = await database_sync_to_async(services.hive_connected)(
             hive_id=self.hive_id, channel_name=self.channel_name, hello=msg
         )
+        if previous:
+            # The hive restarted before its old socket timed out: fail that socket's jobs
+            # now instead of after the ping timeout.
+            await self.channel_layer.send(previous, {"type": "hive.replaced"})
         self.ready = True
         workers = [w.get("model") for w in msg.get("workers") or []]
         logger.info(
@@ -189,6 +193,11 @@ class HiveConsumer(AsyncWebsocketConsumer):
                 }
             )
         )
+
+    async def hive_replaced(self, message: dict[str, Any]) -> None:
+        logger.info("hive %s connected again elsewhere; closing the old socket", self.hive_name)
+        await self.close(code=protocol.CLOSE_REPLACED)
+        await self.disconnect(protocol.CLOSE_REPLACED)
 
     async def job_cancel(self, message: dict[str, Any]) -> None:
         job_id = str(message["id"])

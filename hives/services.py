@@ -72,10 +72,13 @@ def _sync_workers(hive: Hive, workers: list[dict[str, Any]]) -> None:
     Worker.objects.filter(hive=hive).exclude(pk__in=seen).update(state=Worker.State.STOPPED)
 
 
-def hive_connected(*, hive_id: int, channel_name: str, hello: dict[str, Any]) -> Hive:
+def hive_connected(*, hive_id: int, channel_name: str, hello: dict[str, Any]) -> str:
+    """Take the hive over for this connection; returns the channel of the connection it
+    replaces ('' if none), whose jobs are lost."""
     now = timezone.now()
     with transaction.atomic():
         hive = Hive.objects.select_for_update().get(pk=hive_id)
+        previous = hive.channel_name if hive.channel_name != channel_name else ""
         hive.status = Hive.Status.ONLINE
         hive.channel_name = channel_name
         hive.region = str(hello.get("region") or "")[:32]
@@ -85,7 +88,7 @@ def hive_connected(*, hive_id: int, channel_name: str, hello: dict[str, Any]) ->
         hive.last_seen_at = now
         hive.save()
         _sync_workers(hive, list(hello.get("workers") or []))
-    return hive
+    return previous
 
 
 def hive_heartbeat(*, hive_id: int, channel_name: str, beat: dict[str, Any]) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -186,11 +187,27 @@ async def test_no_token_is_refused() -> None:
 
 async def test_reconnect_takes_over_and_the_old_socket_is_closed() -> None:
     old, hive = await registered()
+    layer = get_channel_layer()
+    reply = await layer.new_channel()
+    await layer.send(
+        hive.channel_name,
+        {
+            "type": "job.dispatch",
+            "id": "lost",
+            "reply": reply,
+            "model": "m1",
+            "task": "chat",
+            "request": {},
+        },
+    )
+    await old.receive_from(timeout=5)
     _, token = await database_sync_to_async(hive_token_create)(name="h1")
     new = await connect(token)
     await new.send_to(text_data=json.dumps(HELLO))
     await new.receive_from(timeout=5)
-    await old.send_to(text_data=json.dumps({"op": "heartbeat", "inflight": 0}))
+    # The old socket is closed at once and its job failed, not left to the ping timeout.
+    failed = await asyncio.wait_for(layer.receive(reply), 5)
+    assert failed["events"][0]["code"] == "hive_disconnected"
     out = await old.receive_output(timeout=5)
     assert out["type"] == "websocket.close" and out["code"] == 4003
     await old.disconnect()
