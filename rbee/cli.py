@@ -259,6 +259,17 @@ def key() -> None:
     """API keys."""
 
 
+def _tenant(name: str) -> Any:
+    """The tenant called `name`, or exit with a clear error."""
+    from tenants.errors import TenantError
+    from tenants.selectors import tenant_get
+
+    try:
+        return tenant_get(name=name)
+    except TenantError as exc:
+        _fail(exc.message)
+
+
 @key.command("create")
 @click.option("--tenant", "tenant_name", required=True)
 @click.option("--name", default="", help="A label for the key.")
@@ -266,15 +277,9 @@ def key_create(tenant_name: str, name: str) -> None:
     """Create an API key; prints only the key, so scripts can capture it."""
     _django()
     _migrate()
-    from tenants.errors import TenantError
-    from tenants.selectors import tenant_get
     from tenants.services import api_key_create
 
-    try:
-        t = tenant_get(name=tenant_name)
-    except TenantError as exc:
-        _fail(exc.message)
-    _, plaintext = api_key_create(tenant=t, name=name)
+    _, plaintext = api_key_create(tenant=_tenant(tenant_name), name=name)
     click.echo(plaintext)
 
 
@@ -283,14 +288,9 @@ def key_create(tenant_name: str, name: str) -> None:
 def key_list(tenant_name: str) -> None:
     _django()
     _migrate()
-    from tenants.errors import TenantError
-    from tenants.selectors import api_key_list, tenant_get
+    from tenants.selectors import api_key_list
 
-    try:
-        t = tenant_get(name=tenant_name)
-    except TenantError as exc:
-        _fail(exc.message)
-    for k in api_key_list(tenant=t):
+    for k in api_key_list(tenant=_tenant(tenant_name)):
         state = "revoked" if k.revoked_at else "active"
         click.echo(f"{k.prefix}  {state:8} {k.name or '-':20} created {k.created_at:%Y-%m-%d}")
 
@@ -305,12 +305,12 @@ def key_revoke(key_or_prefix: str, tenant_name: str) -> None:
     from rbee import secrets
     from tenants.errors import TenantError
     from tenants.models import ApiKey
-    from tenants.selectors import api_key_get, tenant_get
+    from tenants.selectors import api_key_get
     from tenants.services import api_key_revoke
 
     prefix = secrets.parse_prefix(ApiKey.KIND, key_or_prefix) or key_or_prefix
     try:
-        k = api_key_get(tenant=tenant_get(name=tenant_name), prefix=prefix)
+        k = api_key_get(tenant=_tenant(tenant_name), prefix=prefix)
     except TenantError as exc:
         _fail(exc.message)
     api_key_revoke(api_key=k)
