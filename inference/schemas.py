@@ -115,8 +115,17 @@ def validate_chat(data: dict[str, Any]) -> ChatCompletionRequest:
     try:
         req = ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
+        errors = exc.errors(include_url=False)
+        first = errors[0]
         param = _param(tuple(first.get("loc", ()))) or None
+        # A union (stop: str | list[str]) reports one error per branch: the type error
+        # of the branch that did not apply says less than, e.g., "at most 4 items".
+        for err in errors:
+            if _param(tuple(err.get("loc", ()))) == param and not str(err.get("type", "")).endswith(
+                "_type"
+            ):
+                first = err
+                break
         raise bad_request(
             f"Invalid value for '{param}': {_describe(dict(first))}."
             if param

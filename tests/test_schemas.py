@@ -89,3 +89,10 @@ def test_body_must_be_a_json_object() -> None:
             parse_json_body(raw)
         assert exc.value.status == 400
         assert exc.value.code == "invalid_json"
+
+
+def test_a_union_field_reports_the_error_of_the_branch_that_applied() -> None:
+    with pytest.raises(APIError) as exc:
+        validate_chat({**BASE, "stop": ["a", "b", "c", "d", "e"]})
+    assert exc.value.param == "stop"
+    assert "at most 4" in exc.value.message
