@@ -199,9 +199,16 @@ def _check_chat_semantics(req: ChatCompletionRequest) -> None:
         raise _refuse("logit_bias", "logit bias is not applied by this server")
     if req.response_format is not None:
         rtype = req.response_format.get("type")
-        if rtype in ("json_object", "json_schema"):
-            raise _refuse("response_format", f"'{rtype}' output is not enforced by this server yet")
-        if rtype != "text":
+        if rtype == "json_schema":
+            spec = req.response_format.get("json_schema")
+            if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+                raise bad_request(
+                    "Invalid value for 'response_format.json_schema': an object with a "
+                    "'schema' object is required.",
+                    param="response_format.json_schema",
+                    code="invalid_value",
+                )
+        elif rtype not in ("text", "json_object"):
             raise bad_request(
                 f"Invalid value for 'response_format.type': {rtype!r} is not one of "
                 "'text', 'json_object', 'json_schema'.",
@@ -230,4 +237,14 @@ def chat_job_request(req: ChatCompletionRequest) -> dict[str, Any]:
         "seed": req.seed,
         "presence_penalty": req.presence_penalty,
         "frequency_penalty": req.frequency_penalty,
+        "response_format": _response_format(req.response_format),
     }
+
+
+def _response_format(rf: dict[str, Any] | None) -> dict[str, Any] | None:
+    """None for plain text; else {"type": "json_object"} or {"type": "json_schema", "schema"}."""
+    if not rf or rf.get("type") == "text":
+        return None
+    if rf.get("type") == "json_schema":
+        return {"type": "json_schema", "schema": rf["json_schema"]["schema"]}
+    return {"type": "json_object"}

@@ -266,3 +266,28 @@ def test_bodies_match_openais_schemas(stack: Stack) -> None:
     for chunk in chunks:
         assert_openai_shape("CreateChatCompletionStreamResponse", chunk)
     assert len({c["id"] for c in chunks}) == 1
+
+
+def test_structured_output_with_a_json_schema(stack: Stack) -> None:
+    import json
+
+    resp = stack.client().chat.completions.create(
+        model=CHAT_MODEL,
+        messages=[{"role": "user", "content": "Describe a bee with a name and an age."}],
+        max_tokens=80,
+        temperature=0,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {
+                "name": "bee",
+                "schema": {
+                    "type": "object",
+                    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+                    "required": ["name", "age"],
+                },
+            },
+        },
+    )
+    assert resp.choices[0].finish_reason == "stop"
+    bee = json.loads(resp.choices[0].message.content or "")
+    assert set(bee) >= {"name", "age"} and isinstance(bee["age"], int)

@@ -124,6 +124,7 @@ def test_malformed_json_is_400(stack: Stack) -> None:
         ({"seed": "x"}, "seed"),
         ({"stream": "yes"}, "stream"),
         ({"presence_penalty": 9}, "presence_penalty"),
+        ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
         ({"n": 0}, "n"),
     ],
 )
@@ -143,7 +144,6 @@ def test_invalid_parameters_are_400_naming_the_param(
         ({"tool_choice": "required"}, "tool_choice"),
         ({"logprobs": True}, "logprobs"),
         ({"logit_bias": {"50256": -100}}, "logit_bias"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
         ({"response_format": {"type": "yaml"}}, "response_format.type"),
         ({"stream_options": {"include_usage": True}}, "stream_options"),
         (

@@ -105,3 +105,39 @@ def test_model_args() -> None:
     with pytest.raises(EngineError) as exc:
         LlamaCppEngine().load(missing)
     assert exc.value.code == "model_missing"
+
+
+def test_json_schema_output_is_enforced(engine: LlamaCppEngine) -> None:
+    import json
+
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+    }
+    text, done = run(
+        engine,
+        max_tokens=80,
+        temperature=0,
+        response_format={"type": "json_schema", "schema": schema},
+    )
+    assert done["finish_reason"] == "stop"
+    value = json.loads(text)
+    assert isinstance(value["name"], str) and isinstance(value["age"], int)
+
+
+def test_json_object_output_is_json_as_far_as_it_goes(engine: LlamaCppEngine) -> None:
+    text, _ = run(engine, max_tokens=12, temperature=0, response_format={"type": "json_object"})
+    assert text.lstrip().startswith(("{", "["))
+
+
+def test_an_engine_without_structured_output_refuses_it() -> None:
+    from hives.agent.engines.echo import EchoEngine
+
+    with pytest.raises(EngineError) as exc:
+        list(
+            EchoEngine().chat(
+                {"messages": MSGS, "response_format": {"type": "json_object"}}, lambda: False
+            )
+        )
+    assert (exc.value.status, exc.value.param) == (400, "response_format")

@@ -34,6 +34,7 @@ def test_valid_request_becomes_a_job_request() -> None:
         "seed": -5,
         "presence_penalty": None,
         "frequency_penalty": 0.5,
+        "response_format": None,
     }
 
 
@@ -96,3 +97,21 @@ def test_a_union_field_reports_the_error_of_the_branch_that_applied() -> None:
         validate_chat({**BASE, "stop": ["a", "b", "c", "d", "e"]})
     assert exc.value.param == "stop"
     assert "at most 4" in exc.value.message
+
+
+def test_response_formats_reach_the_engine() -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    req = validate_chat(
+        {
+            **BASE,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": schema},
+            },
+        }
+    )
+    assert chat_job_request(req)["response_format"] == {"type": "json_schema", "schema": schema}
+    req = validate_chat({**BASE, "response_format": {"type": "json_object"}})
+    assert chat_job_request(req)["response_format"] == {"type": "json_object"}
+    req = validate_chat({**BASE, "response_format": {"type": "text"}})
+    assert chat_job_request(req)["response_format"] is None

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from hives.agent.engines.base import Cancelled, Engine, ModelSpec
+from hives.agent.engines.base import Cancelled, Engine, EngineError, ModelSpec
 
 
 class EchoEngine(Engine):
@@ -23,6 +23,13 @@ class EchoEngine(Engine):
         pass
 
     def chat(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
+        if request.get("response_format"):
+            raise EngineError(
+                "the echo engine cannot produce structured output",
+                status=400,
+                code="unsupported_parameter",
+                param="response_format",
+            )
         messages = request.get("messages") or []
         last = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
         words = str(last).split() or [""]

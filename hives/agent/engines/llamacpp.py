@@ -132,6 +132,7 @@ class LlamaCppEngine(Engine):
         temperature = request.get("temperature")
         top_p = request.get("top_p")
         stops = [s for s in (request.get("stop") or []) if s]
+        grammar = _grammar(request.get("response_format"))
 
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pending = ""  # decoded text not yet sent (may be the start of a stop sequence)
@@ -144,6 +145,7 @@ class LlamaCppEngine(Engine):
             presence_penalty=float(request.get("presence_penalty") or 0.0),
             frequency_penalty=float(request.get("frequency_penalty") or 0.0),
             reset=True,
+            grammar=grammar,
         )
         try:
             for token in gen:
@@ -180,6 +182,31 @@ class LlamaCppEngine(Engine):
             "finish_reason": finish,
             "usage": {"prompt_tokens": len(tokens), "completion_tokens": generated},
         }
+
+
+def _grammar(response_format: Any) -> Any:
+    """A llama.cpp grammar that constrains sampling to JSON, or to a JSON schema."""
+    if not isinstance(response_format, dict):
+        return None
+    import json
+
+    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+    if response_format.get("type") == "json_object":
+        return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+    if response_format.get("type") == "json_schema":
+        try:
+            return LlamaGrammar.from_json_schema(
+                json.dumps(response_format.get("schema")), verbose=False
+            )
+        except Exception as exc:  # a schema the converter cannot express
+            raise EngineError(
+                f"This JSON schema cannot be enforced: {exc}",
+                status=400,
+                code="unsupported_schema",
+                param="response_format.json_schema.schema",
+            ) from exc
+    return None
 
 
 def _held_back(text: str, stops: list[str]) -> int:
