@@ -29,12 +29,13 @@ from .runtime import (
     RETURN,
     Ctl,
     CtlExc,
-    NewStr,
     ScriptFn,
+    call_builtin,
     call_host,
     call_method,
     call_named,
     check_str,
+    method_result,
     ops_exceeded,
     resolve_method,
     run_vfilter,
@@ -866,17 +867,7 @@ class Compiler:
                 c.ops += 1
                 if c.ops > c.max_ops:
                     ops_exceeded(c, pos)
-                try:
-                    r = fn(c, o, *argv)
-                except (RhaiError, CtlExc):
-                    raise
-                except Exception as e:
-                    raise to_eval_error(e, pos, f"{name}: ") from None
-                if type(r) is NewStr:
-                    if setter is not None:
-                        setter(f, r.s)
-                    return None
-                return r
+                return method_result(call_builtin(c, name, fn, pos, o, *argv), setter, f)
             if kind == M_HOST:
                 if one:
                     argv = [o, a0(f)]  # type: ignore[misc]

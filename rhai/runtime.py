@@ -233,16 +233,27 @@ def call_named(c: Ctx, name: str, args: list[Any], pos: Pos) -> Any:
         return call_host(name, h, args, pos)
     b = BUILTINS.get(key) or VARIADIC.get(name)
     if b is not None:
-        try:
-            r = b(c, *args)
-        except (RhaiError, CtlExc):
-            raise
-        except Exception as e:
-            raise to_eval_error(e, pos, f"{name}: ") from None
-        if type(r) is NewStr:
-            return None
-        return r
+        return method_result(call_builtin(c, name, b, pos, *args), None, None)
     raise not_found(c, name, args, pos)
+
+
+def call_builtin(c: Ctx, name: str, b: Callable[..., Any], pos: Pos, *args: Any) -> Any:
+    """Run a builtin; an exception of the host's (Python's) becomes an EvalError here."""
+    try:
+        return b(c, *args)
+    except (RhaiError, CtlExc):
+        raise
+    except Exception as e:
+        raise to_eval_error(e, pos, f"{name}: ") from None
+
+
+def method_result(r: Any, setter: Callable[[Any, Any], None] | None, f: Any) -> Any:
+    """A builtin that changes a string in place returns NewStr: write it back, answer ()."""
+    if type(r) is NewStr:
+        if setter is not None:
+            setter(f, r.s)
+        return None
+    return r
 
 
 M_SCRIPT, M_HOST, M_BUILTIN, M_MISSING = 0, 1, 2, 3
@@ -290,17 +301,7 @@ def call_method(
         return call_host(name, h, [obj, *args], pos)
     b = BUILTINS.get(key) or VARIADIC.get(name)
     if b is not None:
-        try:
-            r = b(c, obj, *args)
-        except (RhaiError, CtlExc):
-            raise
-        except Exception as e:
-            raise to_eval_error(e, pos, f"{name}: ") from None
-        if type(r) is NewStr:
-            if setter is not None:
-                setter(f, r.s)
-            return None
-        return r
+        return method_result(call_builtin(c, name, b, pos, obj, *args), setter, f)
     if type(obj) is dict and type(obj.get(name)) is FnPtr:
         return call_fnptr(c, obj[name], args, pos, obj)
     raise not_found(c, name, [obj, *args], pos)
