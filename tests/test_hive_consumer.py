@@ -57,6 +57,21 @@ async def registered(name: str = "h1") -> tuple[WebsocketCommunicator, Hive]:
     return comm, hive
 
 
+async def dispatch(hive: Hive, job_id: str, reply: str, **request: Any) -> None:
+    """What a view sends to the consumer holding the hive's socket."""
+    await get_channel_layer().send(
+        hive.channel_name,
+        {
+            "type": "job.dispatch",
+            "id": job_id,
+            "reply": reply,
+            "model": "m1",
+            "task": "chat",
+            "request": request,
+        },
+    )
+
+
 async def test_hello_registers_the_hive_and_its_workers() -> None:
     comm, hive = await registered()
     assert hive.status == Hive.Status.ONLINE
@@ -78,17 +93,7 @@ async def test_jobs_are_relayed_both_ways_by_id() -> None:
     reply_a = await layer.new_channel()
     reply_b = await layer.new_channel()
     for job_id, reply in (("a", reply_a), ("b", reply_b)):
-        await layer.send(
-            hive.channel_name,
-            {
-                "type": "job.dispatch",
-                "id": job_id,
-                "reply": reply,
-                "model": "m1",
-                "task": "chat",
-                "request": {"messages": []},
-            },
-        )
+        await dispatch(hive, job_id, reply, messages=[])
     frames = [json.loads(await comm.receive_from(timeout=5)) for _ in range(2)]
     assert [(f["op"], f["id"]) for f in frames] == [("job", "a"), ("job", "b")]
     # Interleaved answers reach the right reply channels.
@@ -122,17 +127,7 @@ async def test_socket_loss_fails_inflight_jobs_and_marks_offline() -> None:
     comm, hive = await registered()
     layer = get_channel_layer()
     reply = await layer.new_channel()
-    await layer.send(
-        hive.channel_name,
-        {
-            "type": "job.dispatch",
-            "id": "x",
-            "reply": reply,
-            "model": "m1",
-            "task": "chat",
-            "request": {},
-        },
-    )
+    await dispatch(hive, "x", reply)
     await comm.receive_from(timeout=5)
     await comm.disconnect()
     msg: dict[str, Any] = await layer.receive(reply)
@@ -189,17 +184,7 @@ async def test_reconnect_takes_over_and_the_old_socket_is_closed() -> None:
     old, hive = await registered()
     layer = get_channel_layer()
     reply = await layer.new_channel()
-    await layer.send(
-        hive.channel_name,
-        {
-            "type": "job.dispatch",
-            "id": "lost",
-            "reply": reply,
-            "model": "m1",
-            "task": "chat",
-            "request": {},
-        },
-    )
+    await dispatch(hive, "lost", reply)
     await old.receive_from(timeout=5)
     _, token = await database_sync_to_async(hive_token_create)(name="h1")
     new = await connect(token)

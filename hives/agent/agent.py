@@ -138,7 +138,7 @@ class HiveAgent:
             try:
                 loop.add_signal_handler(sig, self.stop)
             except (NotImplementedError, RuntimeError):
-                pass
+                pass  # no signal handlers here (Windows, or not the main thread)
         if self.status is not None:
             await self.status.start()
         for w in self.workers.values():
