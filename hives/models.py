@@ -58,6 +58,18 @@ class CatalogModel(models.Model):
         return self.name
 
 
+class ModelAlias(models.Model):
+    """Another name a catalog model answers to (`rbee model alias tts-1 piper-joe`):
+    clients that hard-code OpenAI's model names, or the seeds' names, reach it."""
+
+    name = models.CharField(max_length=200, unique=True)
+    model = models.ForeignKey(CatalogModel, on_delete=models.CASCADE, related_name="aliases")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} -> {self.model.name}"
+
+
 class Worker(models.Model):
     """One model loaded on one device of one hive, as the hive last reported it.
 
@@ -73,6 +85,11 @@ class Worker(models.Model):
         READY = "ready"
         FAILED = "failed"
         STOPPED = "stopped"
+        # Unloaded after being idle (or to make room): still placeable, reloaded on
+        # the next job for it.
+        UNLOADED = "unloaded"
+        # The device had no room for it (the message says what uses the memory).
+        REFUSED = "refused"
 
     hive = models.ForeignKey(Hive, on_delete=models.CASCADE, related_name="workers")
     model = models.ForeignKey(CatalogModel, on_delete=models.CASCADE, related_name="workers")
@@ -80,6 +97,9 @@ class Worker(models.Model):
     state = models.CharField(max_length=16, choices=State.choices, default=State.STARTING)
     pinned = models.BooleanField(default=False)
     inflight = models.IntegerField(default=0)
+    slots = models.IntegerField(default=1)
+    memory_bytes = models.BigIntegerField(default=0)
+    message = models.CharField(max_length=1000, blank=True, default="")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -115,3 +135,23 @@ class Assignment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_name}@{self.hive.name}:{self.device}"
+
+
+class WorkerCommand(models.Model):
+    """An operator's order for one worker (`rbee worker restart`, the management API),
+    delivered to its hive with the next heartbeat and then marked sent."""
+
+    class Action(models.TextChoices):
+        START = "start"
+        STOP = "stop"
+        RESTART = "restart"
+
+    hive = models.ForeignKey(Hive, on_delete=models.CASCADE, related_name="worker_commands")
+    model_name = models.CharField(max_length=200)
+    device = models.CharField(max_length=32, default="cpu")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.model_name}@{self.hive.name}:{self.device}"

@@ -36,8 +36,29 @@ CLOSE_REPLACED = 4003
 EVENT_DELTA = "delta"  # {kind, text}
 EVENT_DONE = "done"  # {kind, finish_reason, usage: {prompt_tokens, completion_tokens}}
 EVENT_ERROR = "error"  # {kind, message, code, status}
+EVENT_AUDIO = "audio"  # {kind, b64}: bytes of a synthesised audio stream, in order
+# A `done` of a non-streaming task carries {result: {...}} (see engines/base.py).
 
+# A job's task, and the model capability that serves it.
 TASK_CHAT = "chat"
+TASK_COMPLETION = "completion"
+TASK_EMBEDDING = "embedding"
+TASK_IMAGE = "image"
+TASK_IMAGE_VARIATION = "image_variation"
+TASK_TRANSCRIPTION = "transcription"
+TASK_TRANSLATION = "translation"
+TASK_SPEECH = "speech"
+
+TASK_CAPABILITY = {
+    TASK_CHAT: "text-gen",
+    TASK_COMPLETION: "text-gen",
+    TASK_EMBEDDING: "embedding",
+    TASK_IMAGE: "image-gen",
+    TASK_IMAGE_VARIATION: "image-gen",
+    TASK_TRANSCRIPTION: "audio-transcription",
+    TASK_TRANSLATION: "audio-transcription",
+    TASK_SPEECH: "audio-gen",
+}
 
 
 def dumps(msg: dict[str, Any]) -> str:

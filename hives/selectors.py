@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from hives.models import CatalogModel, Hive, Worker
+from hives.models import CatalogModel, Hive, ModelAlias, Worker
 from rbee import secrets
 
 
@@ -31,6 +31,8 @@ class Placement:
     capability: str = "text-gen"
     pinned: bool = False
     model: str = ""
+    slots: int = 1
+    state: str = "ready"
 
 
 def hive_for_token(plaintext: str) -> Hive | None:
@@ -56,22 +58,65 @@ def hive_list() -> QuerySet[Hive]:
     return Hive.objects.order_by("name")
 
 
+# Workers a job can be sent to: loaded, or unloaded while idle (reloaded on demand).
+SERVABLE = (Worker.State.READY, Worker.State.UNLOADED)
+
+
 def catalog_model_get(*, name: str) -> CatalogModel | None:
-    return CatalogModel.objects.filter(name=name).first()
+    """The model by its name, or by one of its aliases."""
+    model = CatalogModel.objects.filter(name=name).first()
+    if model is None:
+        alias = ModelAlias.objects.filter(name=name).select_related("model").first()
+        model = alias.model if alias is not None else None
+    return model
 
 
-def served_models() -> list[tuple[CatalogModel, list[str]]]:
-    """Models with at least one ready worker on a live hive, and the hives serving them."""
-    rows = (
-        Worker.objects.filter(state=Worker.State.READY, hive__in=live_hives())
-        .select_related("model", "hive")
-        .order_by("model__name", "hive__name")
+def default_model_for(*, capability: str) -> CatalogModel | None:
+    """The model a request that names none gets (OpenAI's image API allows that)."""
+    row = (
+        Worker.objects.filter(
+            state__in=SERVABLE, hive__in=live_hives(), model__capability=capability
+        )
+        .select_related("model")
+        .order_by("model__name")
+        .first()
     )
-    out: dict[str, tuple[CatalogModel, list[str]]] = {}
+    return row.model if row is not None else None
+
+
+@dataclass
+class Served:
+    model: CatalogModel
+    hives: list[str]
+    placements: list[dict[str, Any]]
+    aliases: list[str]
+
+
+def served_models() -> list[Served]:
+    """Models with a servable worker on a live hive, where each runs, and their aliases."""
+    rows = (
+        Worker.objects.filter(state__in=SERVABLE, hive__in=live_hives())
+        .select_related("model", "hive")
+        .order_by("model__name", "hive__name", "device")
+    )
+    out: dict[str, Served] = {}
     for w in rows:
-        entry = out.setdefault(w.model.name, (w.model, []))
-        if w.hive.name not in entry[1]:
-            entry[1].append(w.hive.name)
+        entry = out.setdefault(w.model.name, Served(w.model, [], [], []))
+        if w.hive.name not in entry.hives:
+            entry.hives.append(w.hive.name)
+        dev = _device_of(list(w.hive.devices or []), w.device)
+        entry.placements.append(
+            {
+                "hive": w.hive.name,
+                "device": w.device,
+                "gpu_type": str(dev.get("gpu_type") or "CPU"),
+                "state": w.state,
+                "pinned": w.pinned,
+                "memory_bytes": w.memory_bytes,
+            }
+        )
+    for a in ModelAlias.objects.filter(model__name__in=list(out)).select_related("model"):
+        out[a.model.name].aliases.append(a.name)
     return list(out.values())
 
 
@@ -88,12 +133,14 @@ def placements_for_model(
     *, model: CatalogModel, exclude_hive_ids: set[int] | None = None
 ) -> list[Placement]:
     rows = (
-        Worker.objects.filter(model=model, state=Worker.State.READY, hive__in=live_hives())
+        Worker.objects.filter(model=model, state__in=SERVABLE, hive__in=live_hives())
         .select_related("hive")
         .only(
             "id",
             "device",
+            "state",
             "inflight",
+            "slots",
             "pinned",
             "hive__id",
             "hive__name",
@@ -103,7 +150,11 @@ def placements_for_model(
         )
     )
     out = []
-    for w in rows:
+    found = list(rows)
+    # Loaded workers first: an unloaded one is used only when none is loaded.
+    if any(w.state == Worker.State.READY for w in found):
+        found = [w for w in found if w.state == Worker.State.READY]
+    for w in found:
         if exclude_hive_ids and w.hive.id in exclude_hive_ids:
             continue
         dev = _device_of(list(w.hive.devices or []), w.device)
@@ -122,6 +173,8 @@ def placements_for_model(
                 capability=model.capability,
                 pinned=w.pinned,
                 model=model.name,
+                slots=max(1, w.slots),
+                state=w.state,
             )
         )
     return out

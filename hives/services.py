@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from hives.models import Assignment, CatalogModel, Hive, Worker
+from hives.models import Assignment, CatalogModel, Hive, ModelAlias, Worker, WorkerCommand
 from rbee import secrets
 
 
@@ -66,6 +67,9 @@ def _sync_workers(hive: Hive, workers: list[dict[str, Any]]) -> None:
                 "state": str(w.get("state") or Worker.State.STARTING),
                 "pinned": bool(w.get("pinned", False)),
                 "inflight": int(w.get("inflight") or 0),
+                "slots": max(1, int(w.get("slots") or 1)),
+                "memory_bytes": max(0, int(w.get("memory_bytes") or 0)),
+                "message": str(w.get("message") or "")[:1000],
             },
         )
         seen.add(worker.pk)
@@ -142,6 +146,7 @@ def assignment_add(
     hive = Hive.objects.filter(name=hive_name).first()
     if hive is None:
         raise HiveError(f"no hive named {hive_name!r}; create it with `rbee hive token`")
+    device = _device_name(hive, device)
     if "=" in spec:
         name = spec.partition("=")[0]
         try:
@@ -155,6 +160,19 @@ def assignment_add(
             hive=hive, model_name=name, device=device, defaults={"spec": spec, "pinned": pinned}
         )
     return assignment
+
+
+def _device_name(hive: Hive, device: str) -> str:
+    """`--device 1` means the hive's GPU number 1, whatever its kind (cuda, rocm, metal)."""
+    device = device.strip().lower()
+    if device.isdigit():
+        for d in hive.devices or []:
+            if d.get("kind") != "cpu" and str(d.get("index")) == device:
+                return f"{d.get('kind')}:{device}"
+        return f"cuda:{device}"
+    if not re.fullmatch(r"cpu|(cuda|metal|rocm):\d+", device):
+        raise HiveError(f"bad device {device!r}: use cpu, cuda:N, metal:N, rocm:N or N")
+    return device
 
 
 def assignment_remove(*, hive_name: str, model_name: str) -> int:
@@ -172,6 +190,18 @@ def assignments_to_send(*, hive_id: int, workers: list[dict[str, Any]]) -> list[
         for a in wanted
         if (a.model_name, a.device) not in running
     ]
+    # Operators' orders for single workers, once each.
+    with transaction.atomic():
+        pending = list(
+            WorkerCommand.objects.select_for_update()
+            .filter(hive_id=hive_id, sent_at__isnull=True)
+            .order_by("id")
+        )
+        WorkerCommand.objects.filter(pk__in=[c.pk for c in pending]).update(sent_at=timezone.now())
+    out += [
+        {"op": "worker", "action": c.action, "model": c.model_name, "device": c.device}
+        for c in pending
+    ]
     # Workers the queen had assigned and no longer wants (`rbee model rm`).
     keep = {(a.model_name, a.device) for a in wanted}
     out += [
@@ -180,3 +210,50 @@ def assignments_to_send(*, hive_id: int, workers: list[dict[str, Any]]) -> list[
         if w.get("assigned") and (str(w.get("model")), str(w.get("device") or "cpu")) not in keep
     ]
     return out
+
+
+def worker_command_create(
+    *, hive_name: str, model_name: str, action: str, device: str | None = None
+) -> WorkerCommand:
+    """Order a worker to start, stop or restart; its hive gets it with its next heartbeat."""
+    if action not in WorkerCommand.Action.values:
+        raise HiveError(f"unknown action {action!r}: use start, stop or restart")
+    workers = Worker.objects.filter(hive__name=hive_name, model__name=model_name)
+    if device:
+        workers = workers.filter(device=device)
+    worker = workers.select_related("hive").order_by("device").first()
+    if worker is None:
+        where = f" on {device}" if device else ""
+        raise HiveError(f"hive {hive_name!r} has no worker for {model_name!r}{where}")
+    with transaction.atomic():
+        return WorkerCommand.objects.create(
+            hive=worker.hive, model_name=model_name, device=worker.device, action=action
+        )
+
+
+def model_alias_set(
+    *, alias: str, target: str, capability: str = "", engine: str = "", keep: bool = False
+) -> ModelAlias:
+    """Make `alias` another name of the catalog model `target` (created if need be, so
+    `rbee up` can name models before their hive has reported them)."""
+    if not alias or alias == target:
+        raise HiveError("an alias needs a name of its own")
+    with transaction.atomic():
+        if CatalogModel.objects.filter(name=alias).exists():
+            raise HiveError(f"{alias!r} is already the name of a model")
+        model = CatalogModel.objects.filter(name=target).first()
+        if model is None:
+            if not capability:
+                raise HiveError(f"no model named {target!r}")
+            model = CatalogModel.objects.create(name=target, capability=capability, engine=engine)
+        if keep:  # leave an alias the owner already set alone
+            row, _ = ModelAlias.objects.get_or_create(name=alias, defaults={"model": model})
+        else:
+            row, _ = ModelAlias.objects.update_or_create(name=alias, defaults={"model": model})
+    return row
+
+
+def model_alias_remove(*, alias: str) -> int:
+    with transaction.atomic():
+        deleted, _ = ModelAlias.objects.filter(name=alias).delete()
+    return deleted

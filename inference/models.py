@@ -17,3 +17,18 @@ class SchedulerScript(models.Model):
 
     def __str__(self) -> str:
         return f"scheduler v{self.pk} ({self.sha256[:12]})"
+
+
+class GeneratedImage(models.Model):
+    """An image answered with response_format=url: served from the queen, by an
+    unguessable token, until it expires (RBEE_IMAGE_URL_TTL). In the database so any
+    queen replica can serve it."""
+
+    token = models.CharField(max_length=64, unique=True)
+    content = models.BinaryField()
+    content_type = models.CharField(max_length=64, default="image/png")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"image {self.token[:8]}..."

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
@@ -19,6 +19,15 @@ from inference.errors import APIError, bad_request
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
+
+
+class _Form(BaseModel):
+    """A multipart form: every value arrives as a string, so types are coerced."""
+
+    model_config = ConfigDict(extra="allow", strict=False)
+
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class TextPart(_Strict):
@@ -112,8 +121,15 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
 
 
 def validate_chat(data: dict[str, Any]) -> ChatCompletionRequest:
+    req = _validate(ChatCompletionRequest, data)
+    _check_chat_semantics(req)
+    return req
+
+
+def _validate(model: type[_M], data: dict[str, Any]) -> _M:
+    """Validate one request body; the first error becomes a 400 naming its param."""
     try:
-        req = ChatCompletionRequest.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         first = errors[0]
@@ -135,8 +151,6 @@ def validate_chat(data: dict[str, Any]) -> ChatCompletionRequest:
             if first.get("type") != "missing"
             else "missing_required_parameter",
         ) from exc
-    _check_chat_semantics(req)
-    return req
 
 
 def _refuse(param: str, what: str) -> APIError:
@@ -248,3 +262,267 @@ def _response_format(rf: dict[str, Any] | None) -> dict[str, Any] | None:
     if rf.get("type") == "json_schema":
         return {"type": "json_schema", "schema": rf["json_schema"]["schema"]}
     return {"type": "json_object"}
+
+
+# --- /v1/completions -----------------------------------------------------------------
+
+ModelName = Annotated[StrictStr, Field(min_length=1, max_length=256)]
+
+
+class CompletionRequest(_Strict):
+    model: ModelName
+    prompt: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=1)] | list[Any]
+    max_tokens: Annotated[StrictInt, Field(ge=0)] | None = 16
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    n: Annotated[StrictInt, Field(ge=1, le=128)] | None = None
+    best_of: Annotated[StrictInt, Field(ge=1, le=20)] | None = None
+    stop: StrictStr | Annotated[list[StrictStr], Field(max_length=4)] | None = None
+    seed: SeedInt | None = None
+    stream: StrictBool | None = None
+    stream_options: StreamOptions | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    echo: StrictBool | None = None
+    suffix: StrictStr | None = None
+    logprobs: Annotated[StrictInt, Field(ge=0, le=5)] | None = None
+    logit_bias: dict[str, Any] | None = None
+    user: StrictStr | None = None
+
+
+def validate_completion(data: dict[str, Any]) -> CompletionRequest:
+    req = _validate(CompletionRequest, data)
+    if isinstance(req.prompt, list):
+        if len(req.prompt) != 1 or not isinstance(req.prompt[0], str):
+            raise bad_request(
+                "Invalid value for 'prompt': send one string (or a list of one string); "
+                "token arrays and batches of prompts are not supported.",
+                param="prompt",
+                code="unsupported_parameter",
+            )
+    if req.stream_options is not None and not req.stream:
+        raise bad_request(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            param="stream_options",
+            code="invalid_value",
+        )
+    if req.n is not None and req.n > 1:
+        raise _refuse("n", "this server returns one choice per request; send several requests")
+    if req.best_of is not None and req.best_of > 1:
+        raise _refuse("best_of", "this server returns one choice per request")
+    if req.suffix:
+        raise _refuse("suffix", "insertion (fill-in-the-middle) is not supported")
+    if req.logprobs:
+        raise _refuse("logprobs", "log probabilities are not returned")
+    if req.logit_bias:
+        raise _refuse("logit_bias", "logit bias is not applied by this server")
+    return req
+
+
+def completion_prompt(req: CompletionRequest) -> str:
+    return req.prompt if isinstance(req.prompt, str) else str(req.prompt[0])
+
+
+def completion_job_request(req: CompletionRequest) -> dict[str, Any]:
+    stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+    return {
+        "prompt": completion_prompt(req),
+        "max_tokens": req.max_tokens,
+        "temperature": req.temperature,
+        "top_p": req.top_p,
+        "stop": stop,
+        "seed": req.seed,
+        "presence_penalty": req.presence_penalty,
+        "frequency_penalty": req.frequency_penalty,
+        "echo": bool(req.echo),
+    }
+
+
+# --- /v1/embeddings -------------------------------------------------------------------
+
+MAX_EMBEDDING_INPUTS = 2048
+
+
+class EmbeddingRequest(_Strict):
+    model: ModelName
+    input: StrictStr | list[Any]
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: Annotated[StrictInt, Field(ge=1)] | None = None
+    user: StrictStr | None = None
+
+
+def validate_embedding(data: dict[str, Any]) -> EmbeddingRequest:
+    req = _validate(EmbeddingRequest, data)
+    items = [req.input] if isinstance(req.input, str) else req.input
+    if not items:
+        raise bad_request(
+            "Invalid value for 'input': the list is empty.", param="input", code="invalid_value"
+        )
+    if len(items) > MAX_EMBEDDING_INPUTS:
+        raise bad_request(
+            f"Invalid value for 'input': at most {MAX_EMBEDDING_INPUTS} inputs per request.",
+            param="input",
+            code="invalid_value",
+        )
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise bad_request(
+                f"Invalid value for 'input[{i}]': send strings; token arrays are not "
+                "supported by this server.",
+                param=f"input[{i}]",
+                code="unsupported_parameter",
+            )
+        if not item:
+            raise bad_request(
+                f"Invalid value for 'input[{i}]': an input cannot be an empty string.",
+                param=f"input[{i}]" if not isinstance(req.input, str) else "input",
+                code="invalid_value",
+            )
+    return req
+
+
+def embedding_inputs(req: EmbeddingRequest) -> list[str]:
+    return [req.input] if isinstance(req.input, str) else [str(x) for x in req.input]
+
+
+# --- /v1/images ------------------------------------------------------------------------
+
+SIZE_RE = re.compile(r"^(\d{2,4})x(\d{2,4})$")
+MAX_IMAGE_UPLOAD = 4 * 1024 * 1024  # OpenAI: "less than 4MB"
+
+
+def _check_size(size: str | None) -> None:
+    if size is not None and size != "auto" and not SIZE_RE.match(size):
+        raise bad_request(
+            f"Invalid value for 'size': {size!r} is not of the form WIDTHxHEIGHT (e.g. 512x512).",
+            param="size",
+            code="invalid_value",
+        )
+
+
+class ImageGenerationRequest(_Strict):
+    model: ModelName | None = None
+    prompt: Annotated[StrictStr, Field(min_length=1, max_length=4000)]
+    n: Annotated[StrictInt, Field(ge=1, le=10)] | None = 1
+    size: StrictStr | None = None
+    response_format: Literal["url", "b64_json"] | None = None
+    quality: StrictStr | None = None
+    style: StrictStr | None = None
+    seed: SeedInt | None = None
+    steps: Annotated[StrictInt, Field(ge=1, le=200)] | None = None
+    guidance_scale: Annotated[float, Field(ge=0.0, le=50.0)] | None = None
+    negative_prompt: Annotated[StrictStr, Field(max_length=4000)] | None = None
+    user: StrictStr | None = None
+
+
+def validate_image_generation(data: dict[str, Any]) -> ImageGenerationRequest:
+    req = _validate(ImageGenerationRequest, data)
+    _check_size(req.size)
+    return req
+
+
+class ImageVariationForm(_Form):
+    model: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    n: Annotated[int, Field(ge=1, le=10)] | None = 1
+    size: str | None = None
+    response_format: Literal["url", "b64_json"] | None = None
+    seed: int | None = None
+    prompt: Annotated[str, Field(max_length=4000)] | None = None
+    strength: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    user: str | None = None
+
+
+def validate_image_variation(data: dict[str, Any]) -> ImageVariationForm:
+    req = _validate(ImageVariationForm, data)
+    _check_size(req.size)
+    return req
+
+
+def image_kind(data: bytes) -> str | None:
+    """The format of an uploaded image by its magic bytes (the worker decodes it fully)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+# --- /v1/audio -------------------------------------------------------------------------
+
+AUDIO_EXTENSIONS = ("flac", "m4a", "mp3", "mp4", "mpeg", "mpga", "oga", "ogg", "wav", "webm")
+MAX_AUDIO_UPLOAD = 25 * 1024 * 1024  # OpenAI: "File uploads are currently limited to 25 MB"
+TRANSCRIPT_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+
+
+class TranscriptionForm(_Form):
+    model: Annotated[str, Field(min_length=1, max_length=256)]
+    language: Annotated[str, Field(min_length=2, max_length=3, pattern=r"^[a-zA-Z]+$")] | None = (
+        None
+    )
+    prompt: Annotated[str, Field(max_length=4000)] | None = None
+    response_format: Literal["json", "text", "srt", "verbose_json", "vtt"] | None = None
+    temperature: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    timestamp_granularities: list[Literal["word", "segment"]] | None = None
+
+
+def validate_transcription(data: dict[str, Any]) -> TranscriptionForm:
+    return _validate(TranscriptionForm, data)
+
+
+def check_audio_upload(name: str, data: bytes) -> None:
+    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    if ext not in AUDIO_EXTENSIONS:
+        raise bad_request(
+            f"Invalid file format {('.' + ext) if ext else '(no extension)'}. Supported formats: "
+            + str(list(AUDIO_EXTENSIONS)),
+            param="file",
+            code="invalid_file_format",
+        )
+    if not data:
+        raise bad_request("The audio file is empty.", param="file", code="invalid_value")
+    if len(data) > MAX_AUDIO_UPLOAD:
+        raise APIError(
+            413,
+            f"Maximum content size limit ({MAX_AUDIO_UPLOAD} bytes) exceeded "
+            f"({len(data)} bytes read).",
+            param="file",
+            code="file_too_large",
+        )
+
+
+SPEECH_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
+MAX_SPEECH_INPUT = 4096
+
+
+class SpeechRequest(_Strict):
+    model: ModelName
+    input: Annotated[StrictStr, Field(min_length=1, max_length=MAX_SPEECH_INPUT)]
+    voice: Annotated[StrictStr, Field(min_length=1, max_length=100)]
+    response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] | None = None
+    speed: Annotated[float, Field(ge=0.25, le=4.0)] | None = None
+    instructions: StrictStr | None = None
+    stream_format: Literal["audio", "sse"] | None = None
+
+
+def validate_speech(data: dict[str, Any]) -> SpeechRequest:
+    if isinstance(data.get("input"), str) and len(data["input"]) > MAX_SPEECH_INPUT:
+        raise bad_request(
+            f"Invalid value for 'input': the text is {len(data['input'])} characters long; "
+            f"the maximum is {MAX_SPEECH_INPUT}.",
+            param="input",
+            code="string_above_max_length",
+        )
+    req = _validate(SpeechRequest, data)
+    if not req.input.strip():
+        raise bad_request(
+            "Invalid value for 'input': there is no text to speak.",
+            param="input",
+            code="invalid_value",
+        )
+    if req.instructions:
+        raise _refuse("instructions", "this server's voices cannot be steered by instructions")
+    if req.stream_format == "sse":
+        raise _refuse("stream_format", "only 'audio' streaming is offered")
+    return req

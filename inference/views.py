@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import wraps
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -102,7 +102,12 @@ def openai_endpoint(methods: tuple[str, ...]) -> Callable[[View], Any]:
     return deco
 
 
-def _read_json(request: HttpRequest) -> dict[str, Any]:
+def read_json(request: HttpRequest) -> dict[str, Any]:
+    return schemas.parse_json_body(read_body(request))
+
+
+def read_body(request: HttpRequest) -> bytes:
+    """The raw body, or 413 when it is larger than the server accepts."""
     limit = settings.RBEE_MAX_BODY_BYTES
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
@@ -121,7 +126,7 @@ def _read_json(request: HttpRequest) -> dict[str, Any]:
         raise too_big from exc
     if len(raw) > limit:
         raise too_big
-    return schemas.parse_json_body(raw)
+    return raw
 
 
 @dataclass(frozen=True)
@@ -132,23 +137,63 @@ class Target:
     policy: Policy = field(default_factory=Policy)
 
 
-def _prepare_chat(
-    raw_key: str, request: HttpRequest
-) -> tuple[schemas.ChatCompletionRequest, Target]:
+P = TypeVar("P")
+
+
+def _prepare(
+    raw_key: str,
+    request: HttpRequest,
+    parse: Callable[[HttpRequest], P],
+    model_of: Callable[[P], str | None],
+    capability: str,
+) -> tuple[P, Target]:
     """Key, body and placements in one thread hop, in that order: a caller with a bad key
     hears 401 whatever its body, and learns nothing else."""
     caller = _authenticate(raw_key)
-    req = schemas.validate_chat(_read_json(request))
-    target = _resolve(caller, req.model, CatalogModel.Capability.TEXT_GEN)
+    req = parse(request)
+    target = _resolve(caller, model_of(req), capability)
     policy = current_policy(settings.RBEE_SCHEDULER_CHECK_SECONDS)
     return req, Target(
         caller=caller, model=target.model, placements=target.placements, policy=policy
     )
 
 
-def _resolve(caller: Caller, model_name: str, capability: str) -> Target:
-    """The model and the ready workers that can serve it."""
-    model = hive_selectors.catalog_model_get(name=model_name)
+def _prepare_chat(
+    raw_key: str, request: HttpRequest
+) -> tuple[schemas.ChatCompletionRequest, Target]:
+    return _prepare(
+        raw_key,
+        request,
+        lambda r: schemas.validate_chat(read_json(r)),
+        lambda req: req.model,
+        CatalogModel.Capability.TEXT_GEN,
+    )
+
+
+_CAPABILITY_ENDPOINTS = {
+    "text-gen": "/v1/chat/completions or /v1/completions",
+    "embedding": "/v1/embeddings",
+    "image-gen": "/v1/images/generations or /v1/images/variations",
+    "audio-transcription": "/v1/audio/transcriptions or /v1/audio/translations",
+    "audio-gen": "/v1/audio/speech",
+}
+
+
+def _resolve(caller: Caller, model_name: str | None, capability: str) -> Target:
+    """The model (by name or alias; the default of the capability when none is named)
+    and the workers that can serve it."""
+    if model_name is None:
+        model = hive_selectors.default_model_for(capability=capability)
+        if model is None:
+            raise APIError(
+                503,
+                f"No {capability} model is served right now; name one with 'model'.",
+                param="model",
+                code="model_unavailable",
+                headers={"Retry-After": "5"},
+            )
+    else:
+        model = hive_selectors.catalog_model_get(name=model_name)
     if model is None:
         raise APIError(
             404,
@@ -159,8 +204,8 @@ def _resolve(caller: Caller, model_name: str, capability: str) -> Target:
     if model.capability != capability:
         raise APIError(
             400,
-            f"The model '{model_name}' is a {model.capability} model "
-            "and cannot serve this endpoint.",
+            f"The model '{model_name}' is a {model.capability} model and cannot serve this "
+            f"endpoint; use it with {_CAPABILITY_ENDPOINTS.get(model.capability, 'another one')}.",
             param="model",
             code="wrong_model_type",
         )
@@ -168,7 +213,7 @@ def _resolve(caller: Caller, model_name: str, capability: str) -> Target:
     if not placements:
         raise APIError(
             503,
-            f"The model '{model_name}' is known but no live worker serves it right now "
+            f"The model '{model.name}' is known but no live worker serves it right now "
             "(its hive is offline or still loading it). Try again shortly.",
             code="model_unavailable",
             headers={"Retry-After": "5"},
@@ -176,8 +221,9 @@ def _resolve(caller: Caller, model_name: str, capability: str) -> Target:
     return Target(caller=caller, model=model, placements=placements)
 
 
-def _model_entry(model: CatalogModel, hives: list[str]) -> dict[str, Any]:
-    """OpenAI's Model object, plus where it runs and what it does."""
+def _model_entry(served: hive_selectors.Served) -> dict[str, Any]:
+    """OpenAI's Model object, plus what it does, where it runs and its other names."""
+    model = served.model
     return {
         "id": model.name,
         "object": "model",
@@ -185,7 +231,9 @@ def _model_entry(model: CatalogModel, hives: list[str]) -> dict[str, Any]:
         "owned_by": "rbee",
         "capability": model.capability,
         "engine": model.engine,
-        "hives": hives,
+        "hives": served.hives,
+        "placements": served.placements,
+        "aliases": sorted(served.aliases),
     }
 
 
@@ -273,7 +321,7 @@ async def _schedule(
         )
     slot = await queueing.acquire(
         model,
-        capacity=len(eligible) * settings.RBEE_WORKER_SLOTS,
+        capacity=sum(p.slots for p in eligible) * settings.RBEE_WORKER_SLOTS,
         priority=priority,
         max_waiting=settings.RBEE_QUEUE_MAX,
         timeout=settings.RBEE_QUEUE_TIMEOUT,
@@ -293,16 +341,16 @@ async def _schedule(
 async def models_list(request: HttpRequest) -> HttpResponse:
     await db(_authenticate, _bearer(request))
     served = await db(hive_selectors.served_models)
-    return JsonResponse({"object": "list", "data": [_model_entry(m, h) for m, h in served]})
+    return JsonResponse({"object": "list", "data": [_model_entry(m) for m in served]})
 
 
 @openai_endpoint(("GET",))
 async def model_detail(request: HttpRequest, model_id: str) -> HttpResponse:
     await db(_authenticate, _bearer(request))
     served = await db(hive_selectors.served_models)
-    for model, hives in served:
-        if model.name == model_id:
-            return JsonResponse(_model_entry(model, hives))
+    for entry in served:
+        if model_id == entry.model.name or model_id in entry.aliases:
+            return JsonResponse(_model_entry(entry))
     raise APIError(
         404, f"The model '{model_id}' does not exist.", param="model", code="model_not_found"
     )
@@ -343,7 +391,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     job = Job(
         on_finish=slot.release,
         job_id=new_job_id(),
-        model=req.model,
+        model=target.model.name,
         task=TASK_CHAT,
         request=job_request,
         placements=decision.eligible,

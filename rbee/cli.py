@@ -144,6 +144,15 @@ def hive() -> None:
     help="Report the GPUs described in this JSON file instead of detecting them "
     "(demos, tests, scheduling dry runs); the engines still run on this machine.",
 )
+@click.option(
+    "--idle-unload",
+    default=900.0,
+    show_default=True,
+    type=float,
+    envvar="RBEE_IDLE_UNLOAD",
+    help="Unload unpinned models idle this many seconds (0: never); they reload on the "
+    "next request.",
+)
 @click.option("--status-host", default="127.0.0.1", show_default=True)
 @click.option(
     "--status-port",
@@ -160,6 +169,7 @@ def hive_start(
     models: tuple[str, ...],
     device: str,
     inventory: str | None,
+    idle_unload: float,
     status_host: str,
     status_port: int,
 ) -> None:
@@ -188,6 +198,8 @@ def hive_start(
         models=specs,
         status_host=status_host,
         status_port=None if status_port < 0 else status_port,
+        idle_unload=idle_unload,
+        recorded=bool(inventory),
     )
     sys.exit(asyncio.run(agent.run()))
 
@@ -328,16 +340,30 @@ def model() -> None:
 @model.command("add")
 @click.argument("spec")
 @click.option("--hive", "hive_name", required=True, help="The hive to run it on.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda:N, metal:N.")
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="cpu, cuda:N, metal:N, rocm:N, or N (the hive's GPU number N).",
+)
 @click.option(
     "--pin",
     is_flag=True,
     help="Keep it loaded there, and bring it back there after a hive restart.",
 )
-def model_add(spec: str, hive_name: str, device: str, pin: bool) -> None:
-    """Run SPEC (a bundled id, or NAME=ENGINE:SOURCE) on a hive's device.
+@click.option(
+    "--wait",
+    default=0.0,
+    type=float,
+    help="Wait up to this many seconds for the hive to load it (or refuse it, saying why).",
+)
+def model_add(spec: str, hive_name: str, device: str, pin: bool, wait: float) -> None:
+    """Run SPEC on a hive's device: a bundled id (smollm2-135m-instruct, whisper-base,
+    piper-joe, all-minilm-l6-v2, tiny-sd, espeak-ng), a well-known name (llama-3-70b,
+    llama-3-8b, sdxl, whisper-large, tts-1, ...) or NAME=ENGINE:SOURCE.
 
-    The hive loads it within a heartbeat if it is connected, else when it connects."""
+    The hive loads it within a heartbeat if it is connected, else when it connects; it
+    refuses a model that does not fit the device's free memory and says what uses it."""
     _django()
     _migrate()
     from hives.services import HiveError, assignment_add
@@ -347,6 +373,122 @@ def model_add(spec: str, hive_name: str, device: str, pin: bool) -> None:
     except HiveError as exc:
         _fail(str(exc))
     click.echo(f"{a.model_name} -> {hive_name}:{a.device}{' (pinned)' if a.pinned else ''}")
+    if wait > 0:
+        _wait_worker(hive_name, a.model_name, a.device, wait)
+
+
+def _wait_worker(hive_name: str, model_name: str, device: str, timeout: float) -> None:
+    from hives.models import Worker
+
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while time.monotonic() < deadline:
+        w = Worker.objects.filter(
+            hive__name=hive_name, model__name=model_name, device=device
+        ).first()
+        state = w.state if w is not None else "pending"
+        if state != seen:
+            seen = state
+            click.echo(f"  {model_name} on {hive_name}:{device}: {state}", err=True)
+        if w is not None and w.state == Worker.State.READY:
+            return
+        if w is not None and w.state == Worker.State.REFUSED:
+            _fail(w.message or "the hive refused the model")
+        time.sleep(0.5)
+    _fail(f"{model_name} is not ready on {hive_name}:{device} after {timeout:g} s ({seen})")
+
+
+@model.command("alias")
+@click.argument("alias")
+@click.argument("target")
+def model_alias(alias: str, target: str) -> None:
+    """Let requests for ALIAS reach the model TARGET (e.g. `rbee model alias tts-1
+    piper-joe`, so clients that hard-code OpenAI's names work)."""
+    _django()
+    _migrate()
+    from hives.services import HiveError, model_alias_set
+
+    try:
+        model_alias_set(alias=alias, target=target)
+    except HiveError as exc:
+        _fail(str(exc))
+    click.echo(f"{alias} -> {target}")
+
+
+@model.command("unalias")
+@click.argument("alias")
+def model_unalias(alias: str) -> None:
+    """Remove the alias ALIAS."""
+    _django()
+    _migrate()
+    from hives.services import model_alias_remove
+
+    if not model_alias_remove(alias=alias):
+        _fail(f"no alias {alias!r}")
+    click.echo(f"{alias} removed")
+
+
+# --- workers -----------------------------------------------------------------------------
+
+
+@main.group()
+def worker() -> None:
+    """The worker processes that hold the models (one per model and device)."""
+
+
+@worker.command("list")
+def worker_list() -> None:
+    """Every worker: its hive, device, state, memory and why it is not ready."""
+    _django()
+    _migrate()
+    from hives.models import Worker
+
+    for w in Worker.objects.select_related("hive", "model").order_by("hive__name", "device"):
+        mem = f"{w.memory_bytes / 2**30:.2f} GiB" if w.memory_bytes else "-"
+        pin = "pinned" if w.pinned else "-"
+        line = f"{w.hive.name:16} {w.device:8} {w.model.name:28} {w.state:9} {mem:>10} {pin}"
+        click.echo(line + (f"  {w.message}" if w.message else ""))
+
+
+def _worker_action(action: str, model_name: str, hive_name: str, device: str | None) -> None:
+    _django()
+    _migrate()
+    from hives.services import HiveError, worker_command_create
+
+    try:
+        c = worker_command_create(
+            hive_name=hive_name, model_name=model_name, device=device, action=action
+        )
+    except HiveError as exc:
+        _fail(str(exc))
+    click.echo(f"{action} {model_name} on {hive_name}:{c.device}: sent with the next heartbeat")
+
+
+@worker.command("start")
+@click.argument("model_name")
+@click.option("--hive", "hive_name", required=True)
+@click.option("--device", default=None)
+def worker_start(model_name: str, hive_name: str, device: str | None) -> None:
+    """Load a stopped or unloaded worker again."""
+    _worker_action("start", model_name, hive_name, device)
+
+
+@worker.command("stop")
+@click.argument("model_name")
+@click.option("--hive", "hive_name", required=True)
+@click.option("--device", default=None)
+def worker_stop(model_name: str, hive_name: str, device: str | None) -> None:
+    """Stop a worker and free its memory; it stays stopped until `rbee worker start`."""
+    _worker_action("stop", model_name, hive_name, device)
+
+
+@worker.command("restart")
+@click.argument("model_name")
+@click.option("--hive", "hive_name", required=True)
+@click.option("--device", default=None)
+def worker_restart(model_name: str, hive_name: str, device: str | None) -> None:
+    """Restart a worker's process (its in-flight jobs fail with a clear error)."""
+    _worker_action("restart", model_name, hive_name, device)
 
 
 @model.command("rm")
@@ -374,7 +516,12 @@ def model_list() -> None:
         pin = "pinned" if a.pinned else "-"
         click.echo(f"{a.model_name:28} {a.hive.name:16} {a.device:10} assigned {pin}")
     for w in Worker.objects.select_related("hive", "model").order_by("model__name"):
-        click.echo(f"{w.model.name:28} {w.hive.name:16} {w.device:10} {w.state}")
+        line = f"{w.model.name:28} {w.hive.name:16} {w.device:10} {w.state}"
+        click.echo(line + (f"  {w.message}" if w.message else ""))
+    from hives.models import ModelAlias
+
+    for alias in ModelAlias.objects.select_related("model").order_by("name"):
+        click.echo(f"{alias.name:28} alias of {alias.model.name}")
 
 
 # --- the scheduler script -------------------------------------------------------------
@@ -513,10 +660,25 @@ def up(host: str, port: int, models: tuple[str, ...], open_: bool) -> None:
         _fail("--open serves requests without a key, so it only binds to loopback")
     _django()
     _migrate()
-    from hives.agent.catalog import DEFAULT_CHAT_MODEL
-    from hives.services import hive_token_create
+    from hives.agent.catalog import BUNDLED, DEFAULT_MODELS, OPENAI_ALIASES
+    from hives.services import HiveError, hive_token_create, model_alias_set
 
     api_key = _ensure_default_key()
+    if not models:
+        # Every modality out of the box, and OpenAI's model names pointing at them
+        # (unless the owner already pointed a name elsewhere).
+        models = tuple(DEFAULT_MODELS)
+        for alias, target in OPENAI_ALIASES.items():
+            try:
+                model_alias_set(
+                    alias=alias,
+                    target=target,
+                    capability=BUNDLED[target]["capability"],
+                    engine=BUNDLED[target]["engine"],
+                    keep=True,
+                )
+            except HiveError:
+                pass
     _, hive_tok = hive_token_create(name="local")
     exe = [sys.executable, "-m", "rbee.cli"]
     env = {**os.environ, "RBEE_HIVE_TOKEN": hive_tok}  # not on argv, where `ps` shows it
@@ -530,7 +692,7 @@ def up(host: str, port: int, models: tuple[str, ...], open_: bool) -> None:
         hive_args += ["--model", m]
     hive_p = subprocess.Popen(hive_args, env=env)
     procs = [queen_p, hive_p]
-    first_model = models[0].split("=")[0] if models else DEFAULT_CHAT_MODEL
+    first_model = models[0].split("=")[0].split("@")[0]
 
     stopping = False
 
@@ -551,6 +713,7 @@ def up(host: str, port: int, models: tuple[str, ...], open_: bool) -> None:
             f"    -H 'Authorization: Bearer {api_key}' -H 'Content-Type: application/json' \\\n"
             f'    -d \'{{"model": "{first_model}", "messages": '
             f'[{{"role": "user", "content": "Hello!"}}]}}\'\n\n'
+            f"Models (loading in the background): {', '.join(models)}\n"
             "Press Ctrl-C to stop.\n",
         )
     elif not stopping:

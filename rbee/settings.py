@@ -134,7 +134,10 @@ CELERY_ACCEPT_CONTENT = ["json"]
 
 # --- request limits ----------------------------------------------------------------
 # Largest JSON body /v1/ accepts; larger bodies get 413 before they are parsed.
-RBEE_MAX_BODY_BYTES = env.int("RBEE_MAX_BODY_BYTES", default=4 * 1024 * 1024)
+# 25 MiB audio uploads (OpenAI's limit) plus the form around them.
+RBEE_MAX_BODY_BYTES = env.int("RBEE_MAX_BODY_BYTES", default=26 * 1024 * 1024)
+# How long an image answered as a URL stays downloadable from the queen.
+RBEE_IMAGE_URL_TTL = env.int("RBEE_IMAGE_URL_TTL", default=3600)
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(RBEE_MAX_BODY_BYTES, 2_621_440)
 # How long a dispatched job may wait for its hive to acknowledge it before it
 # is sent again (to another hive when there is one), and how many tries.

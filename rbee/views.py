@@ -38,6 +38,10 @@ def _health(request: HttpRequest) -> dict[str, object]:
             "name": h.name,
             "region": h.region,
             "models": sorted(w.model.name for w in h.workers.all() if w.state == "ready"),
+            "workers": [
+                {"model": w.model.name, "device": w.device, "state": w.state, "message": w.message}
+                for w in sorted(h.workers.all(), key=lambda w: (w.model.name, w.device))
+            ],
         }
         for h in selectors.live_hives().prefetch_related("workers__model").order_by("name")
     ]

@@ -66,6 +66,11 @@ class Deployment:
                 "RBEE_HOME": str(self.home),
                 "RBEE_CONFIG_DIR": str(self.home / "config"),
                 "HF_HUB_OFFLINE": "1",
+                # Prepared bundled models (whisper-base joined, the tiny image pipeline
+                # built) are shared by every deployment of the run.
+                "RBEE_MODELS_DIR": os.environ.get(
+                    "RBEE_MODELS_DIR", str(Path.home() / ".cache" / "rbee-test-models")
+                ),
                 "PYTHONPATH": str(ROOT),
                 "RBEE_LOG_LEVEL": os.environ.get("RBEE_TEST_LOG_LEVEL", "INFO"),
                 "RBEE_LLAMA_THREADS": os.environ.get("RBEE_LLAMA_THREADS", "1"),

@@ -193,7 +193,11 @@ def test_healthz_reports_connected_hives(stack: Stack) -> None:
 
     body = httpx.get(f"{stack.queen.url}/healthz").json()
     assert body["status"] == "ok"
-    assert {"name": "hive-a", "region": "", "models": [CHAT_MODEL]} in body["hives"]
+    hive = next(h for h in body["hives"] if h["name"] == "hive-a")
+    assert hive["region"] == "" and hive["models"] == [CHAT_MODEL]
+    assert hive["workers"] == [
+        {"model": CHAT_MODEL, "device": "cpu", "state": "ready", "message": ""}
+    ]
 
 
 def test_openai_client_raises_typed_errors(stack: Stack) -> None:

@@ -13,6 +13,7 @@ import json
 import logging
 import random
 import signal
+import time
 from collections import OrderedDict
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -72,6 +73,8 @@ class HiveAgent:
         status_port: int | None = 7835,
         heartbeat_interval: float = 5.0,
         load_timeout: float = 300.0,
+        idle_unload: float = 900.0,
+        recorded: bool = False,
     ) -> None:
         self.url = queen_ws_url(queen)
         self.token = token
@@ -83,6 +86,13 @@ class HiveAgent:
         self.workers: dict[tuple[str, str], WorkerProcess] = {
             (m.name, m.device): WorkerProcess(m, on_change=self._worker_changed) for m in models
         }
+        # Unpinned workers idle this long are unloaded (0: never); they reload on demand.
+        self.idle_unload = idle_unload
+        # Devices from a recorded inventory: their free memory never changes by itself,
+        # so the memory of our own loaded workers is taken off it here.
+        self.recorded = recorded
+        self._placing = asyncio.Lock()  # one placement decision at a time
+        self._reloading: dict[WorkerProcess, asyncio.Lock] = {}
         self.ws: Any = None
         self.connected = False
         self._seen: OrderedDict[str, None] = OrderedDict()  # recent job ids (dedup retries)
@@ -141,13 +151,27 @@ class HiveAgent:
                 pass  # no signal handlers here (Windows, or not the main thread)
         if self.status is not None:
             await self.status.start()
-        for w in self.workers.values():
-            w.start()
-        await asyncio.gather(*(w.wait_ready(self.load_timeout) for w in self.workers.values()))
+        for w in list(self.workers.values()):
+            message = await self._make_room(w)
+            if message:
+                logger.error("%s", message)
+                w.refuse(message)
+            else:
+                w.start()
+        await asyncio.gather(
+            *(
+                w.wait_ready(self.load_timeout)
+                for w in self.workers.values()
+                if w.state != "refused"
+            )
+        )
+        idler = asyncio.create_task(self._unload_idle())
         code = 0
         try:
             code = await self._connect_loop()
         finally:
+            idler.cancel()
+            await asyncio.gather(idler, return_exceptions=True)
             await asyncio.gather(*(w.stop() for w in self.workers.values()))
             if self.status is not None:
                 await self.status.stop()
@@ -260,6 +284,8 @@ class HiveAgent:
                     del self.workers[key]
                     await worker.stop()
                     await self._worker_changed()
+            elif op == "worker":
+                await self._worker_order(msg)
             elif op == "refused":
                 raise HiveRefused(str(msg.get("reason")))
 
@@ -277,19 +303,147 @@ class HiveAgent:
             return
         spec = replace(spec, pinned=bool(msg.get("pinned")))
         key = (spec.name, spec.device)
-        if key in self.workers:
-            return  # already here (starting, ready or restarting)
+        existing = self.workers.get(key)
+        if existing is not None and existing.state != "refused":
+            return  # already here (starting, ready, unloaded or restarting)
         logger.info(
             "loading %s on %s, as the queen asks%s",
             spec.name,
             spec.device,
             " (pinned)" if spec.pinned else "",
         )
-        worker = WorkerProcess(spec, on_change=self._worker_changed)
+        worker = existing or WorkerProcess(spec, on_change=self._worker_changed)
         worker.assigned = True
         self.workers[key] = worker
-        worker.start()
+        message = await self._make_room(worker)
+        if message:
+            logger.error("%s", message)
+            worker.refuse(message)
+        else:
+            worker.start()
         await self._worker_changed()
+
+    async def _worker_order(self, msg: dict[str, Any]) -> None:
+        """An operator's `rbee worker start|stop|restart`, relayed by the queen."""
+        key = (str(msg.get("model")), str(msg.get("device") or "cpu"))
+        worker = self.workers.get(key)
+        action = str(msg.get("action"))
+        if worker is None:
+            logger.warning("no worker %s on %s for %r", *key, action)
+            return
+        logger.info("%s %s on %s, as the operator asks", action, *key)
+        if action in ("stop", "restart") and worker.state not in ("stopped", "unloaded"):
+            await worker.stop()
+        # (A failed worker restarts on its own, with backoff.)
+        if action in ("start", "restart") and worker.state in ("stopped", "unloaded", "refused"):
+            message = await self._make_room(worker)
+            if message:
+                logger.error("%s", message)
+                worker.refuse(message)
+            else:
+                worker.start()
+        await self._worker_changed()
+
+    # --- memory: no two models fight over a device ------------------------------------
+
+    def _estimate(self, spec: ModelSpec) -> int:
+        """The model's memory estimate, without loading it (0 if unknown)."""
+        from hives.agent.catalog import BUNDLED_PREFIX, bundled_memory
+        from hives.agent.engines import get_engine
+
+        if spec.source.startswith(BUNDLED_PREFIX):
+            return bundled_memory(spec.source[len(BUNDLED_PREFIX) :])
+        try:
+            return int(get_engine(spec.engine).memory_estimate_bytes(spec))
+        except Exception as exc:
+            logger.warning("no memory estimate for %s: %s", spec.name, exc)
+            return 0
+
+    def _device_entry(self, device: str) -> dict[str, Any] | None:
+        kind, _, index = device.partition(":")
+        for d in detect_devices():
+            if d.get("kind") == kind and (kind == "cpu" or str(d.get("index")) == (index or "0")):
+                return dict(d)
+        return None
+
+    async def _make_room(self, worker: WorkerProcess) -> str:
+        """Check the model fits its device's free memory (live telemetry), unloading idle
+        unpinned workers, least recently used first, when that makes room. Returns '' when
+        it may load, else a message that says what is using the memory."""
+        from hives.agent.memory import Resident, plan_placement
+
+        async with self._placing:
+            spec = worker.spec
+            if not worker.memory_bytes:
+                worker.memory_bytes = await asyncio.to_thread(self._estimate, spec)
+            device = await asyncio.to_thread(self._device_entry, spec.device)
+            if device is None:
+                return f"cannot place {spec.name} on {spec.device}: this hive has no such device"
+            residents = []
+            for other in self.workers.values():
+                if other is worker or other.spec.device != spec.device:
+                    continue
+                if other.state not in ("ready", "starting"):
+                    continue
+                residents.append(
+                    Resident(
+                        model=other.spec.name,
+                        device=other.spec.device,
+                        bytes=other.memory_bytes,
+                        pinned=other.spec.pinned,
+                        busy=other.inflight > 0,
+                        last_used=other.last_used,
+                        state="starting" if self.recorded else other.state,
+                    )
+                )
+            plan = plan_placement(
+                model=spec.name, need_bytes=worker.memory_bytes, device=device, residents=residents
+            )
+            if not plan.fits:
+                return plan.message
+            for name in plan.evict:
+                victim = self.workers.get((name, spec.device))
+                if victim is not None:
+                    logger.info(
+                        "unloading %s from %s to make room for %s", name, spec.device, spec.name
+                    )
+                    await victim.unload()
+            return ""
+
+    async def _unload_idle(self) -> None:
+        """Unload unpinned workers that have had no job for `idle_unload` seconds."""
+        if self.idle_unload <= 0:
+            return
+        while True:
+            await asyncio.sleep(min(5.0, self.idle_unload / 2))
+            now = time.monotonic()
+            for w in list(self.workers.values()):
+                if (
+                    w.state == "ready"
+                    and not w.spec.pinned
+                    and w.inflight == 0
+                    and now - w.last_used >= self.idle_unload
+                ):
+                    logger.info(
+                        "unloading %s from %s after %.0f s idle",
+                        w.spec.name,
+                        w.spec.device,
+                        now - w.last_used,
+                    )
+                    await w.unload()
+
+    async def _reload(self, worker: WorkerProcess) -> str:
+        """Load an unloaded worker again for a job; '' once ready, else why not."""
+        async with self._reloading.setdefault(worker, asyncio.Lock()):
+            if worker.state == "unloaded":
+                message = await self._make_room(worker)
+                if message:
+                    return message
+                logger.info("reloading %s on %s for a job", worker.spec.name, worker.spec.device)
+                worker.start()
+        if not await worker.wait_ready(self.load_timeout):
+            return f"{worker.spec.name} did not load within {self.load_timeout:.0f} s"
+        return ""
 
     def _worker_for(self, model: str, device: str) -> WorkerProcess | None:
         """The worker the queen chose; any ready one of the model if it named no device."""
@@ -337,6 +491,31 @@ class HiveAgent:
                 task.add_done_callback(self._tasks.discard)
 
         worker = self._worker_for(str(msg.get("model")), str(msg.get("device") or ""))
+        if worker is not None and worker.state in ("unloaded", "starting"):
+            # Loaded on demand: acknowledge now (the queen must not resend), then load.
+            await ws.send(protocol.dumps({"op": "ack", "id": job_id}))
+            self._job_worker[job_id] = worker
+            problem = await self._reload(worker)
+            if job_id not in self._job_worker:
+                return  # cancelled while loading
+            if problem:
+                self._job_worker.pop(job_id, None)
+                await send_event(
+                    protocol.error_event(problem, code="model_unavailable", status=503)
+                )
+                return
+            if not await worker.submit(
+                job_id, str(msg.get("task")), dict(msg.get("request") or {}), send_event
+            ):
+                self._job_worker.pop(job_id, None)
+                await send_event(
+                    protocol.error_event(
+                        f"the worker for {worker.spec.name!r} is not accepting jobs",
+                        code="worker_unavailable",
+                        status=503,
+                    )
+                )
+            return
         if worker is None or worker.state != "ready":
             what = "is not served" if worker is None else f"is {worker.state}"
             await send_event(

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -46,6 +47,9 @@ class WorkerProcess:
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.restarts = 0
+        self.memory_bytes = 0  # the engine's estimate, once known
+        self.slots = 1
+        self.last_used = time.monotonic()  # for idle unloading, least recently used first
 
     @property
     def state(self) -> str:
@@ -79,10 +83,25 @@ class WorkerProcess:
             "pid": self.proc.pid if self.proc else None,
             "restarts": self.restarts,
             "message": self.message,
+            "memory_bytes": self.memory_bytes,
+            "slots": self.slots,
         }
 
     def start(self) -> None:
+        self._stopping = False
+        self._ready.clear()
+        self.state = "starting"
         self._task = asyncio.create_task(self._run(), name=f"worker:{self.spec.name}")
+
+    async def unload(self) -> None:
+        """Stop the process but stay known: the next job for this model reloads it."""
+        await self.stop()
+        self.state = "unloaded"
+
+    def refuse(self, message: str) -> None:
+        """The device has no room for this model: stay known, with the reason."""
+        self.message = message
+        self.state = "refused"
 
     async def wait_ready(self, timeout: float) -> bool:
         try:
@@ -155,6 +174,8 @@ class WorkerProcess:
                 event = msg.get("event") or {}
                 final = event.get("kind") in ("done", "error")
                 sink = self.sinks.pop(job_id, None) if final else self.sinks.get(job_id)
+                if final:
+                    self.last_used = time.monotonic()
                 if sink is not None:
                     try:
                         await sink(event)
@@ -162,6 +183,9 @@ class WorkerProcess:
                         logger.exception("could not deliver an event of job %s", job_id)
             elif op == "ready":
                 was_ready = True
+                self.memory_bytes = int(msg.get("memory_bytes") or self.memory_bytes)
+                self.slots = max(1, int(msg.get("slots") or 1))
+                self.last_used = time.monotonic()
                 self.state = "ready"
                 self.message = ""
                 self._ready.set()
@@ -201,6 +225,7 @@ class WorkerProcess:
     ) -> bool:
         if self.state != "ready":
             return False
+        self.last_used = time.monotonic()
         self.sinks[job_id] = sink
         logger.debug("job %s submitted to %s", job_id, self.spec.name)
         if not await self._write({"op": "job", "id": job_id, "task": task, "request": request}):

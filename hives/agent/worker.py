@@ -3,8 +3,9 @@
 Started by the hive as ``python -m hives.agent.worker SPEC_JSON``. It speaks JSON
 lines: jobs and cancels arrive on stdin; `ready`/`failed` and job events leave on
 stdout (the real stdout is kept for the protocol; anything a library prints goes
-to stderr). Jobs run one at a time in arrival order; a cancel stops a running job
-between two tokens and drops a queued one.
+to stderr). Jobs run in arrival order, as many at once as the engine has slots
+(one for most); a cancel stops a running job between two tokens (or sentences,
+or diffusion steps) and drops a queued one.
 
     starting --(load ok)--> ready --(stdin closed)--> exit 0
         \\--(load failed)--> failed, exit 3
@@ -21,6 +22,7 @@ import threading
 import time
 from typing import Any, TextIO
 
+from hives.agent.catalog import materialize
 from hives.agent.engines import get_engine
 from hives.agent.engines.base import EngineError, ModelSpec
 from rbee.logs import configure as configure_logging
@@ -64,6 +66,7 @@ class Worker:
         try:
             engine = get_engine(self.spec.engine)
             started = time.monotonic()
+            self.spec = materialize(self.spec)  # bundled models are unpacked or built here
             engine.load(self.spec)
         except Exception as exc:
             message = (
@@ -76,17 +79,31 @@ class Worker:
                 "op": "ready",
                 "load_seconds": round(time.monotonic() - started, 3),
                 "memory_bytes": engine.memory_estimate_bytes(self.spec),
+                "slots": max(1, int(getattr(engine, "slots", 1) or 1)),
                 "pid": os.getpid(),
             }
         )
         threading.Thread(target=self.read_stdin, args=(sys.stdin,), daemon=True).start()
+        # Engines that batch (vLLM) or keep several contexts (llama.cpp slots) take
+        # several jobs at once, each on its own thread; the rest take one at a time.
+        runners = [
+            threading.Thread(target=self.serve, args=(engine,), daemon=True)
+            for _ in range(max(1, int(getattr(engine, "slots", 1) or 1)))
+        ]
+        for t in runners:
+            t.start()
+        for t in runners:
+            t.join()
+        engine.unload()
+        return 0
+
+    def serve(self, engine: Any) -> None:
         while True:
             job = self.jobs.get()
             if job is None:
-                break
+                self.jobs.put(None)  # let the other runners see the end too
+                return
             self.run_job(engine, job)
-        engine.unload()
-        return 0
 
     def run_job(self, engine: Any, job: dict[str, Any]) -> None:
         job_id = str(job.get("id"))
@@ -98,12 +115,8 @@ class Worker:
         logger.debug("job %s started", job_id)
         started = time.monotonic()
         try:
-            if task != "chat":
-                raise EngineError(
-                    f"this worker does not run {task!r} jobs", status=400, code="wrong_model_type"
-                )
-            for event in engine.chat(
-                dict(job.get("request") or {}), lambda: job_id in self.cancelled
+            for event in engine.run(
+                str(task), dict(job.get("request") or {}), lambda: job_id in self.cancelled
             ):
                 self.emit({"op": "event", "id": job_id, "event": event})
         except EngineError as exc:

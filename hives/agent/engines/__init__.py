@@ -13,6 +13,13 @@ from hives.agent.engines.base import Engine, EngineError
 _ENGINES = {
     "llama.cpp": "hives.agent.engines.llamacpp:LlamaCppEngine",
     "echo": "hives.agent.engines.echo:EchoEngine",
+    "faster-whisper": "hives.agent.engines.whisper:FasterWhisperEngine",
+    "piper": "hives.agent.engines.piper:PiperEngine",
+    "espeak-ng": "hives.agent.engines.piper:EspeakEngine",
+    "sentence-transformers": "hives.agent.engines.embeddings:SentenceTransformersEngine",
+    "diffusers": "hives.agent.engines.diffusion:DiffusersEngine",
+    "transformers": "hives.agent.engines.transformers_engine:TransformersEngine",
+    "vllm": "hives.agent.engines.vllm_engine:VLLMEngine",
 }
 
 

@@ -64,17 +64,73 @@ class ModelSpec:
 
 Cancelled = Callable[[], bool]
 
+# The tasks a worker runs (the job's `task`), and the capability that serves each.
+from hives.protocol import (  # noqa: E402  (re-exported for engines)
+    TASK_CAPABILITY,
+    TASK_CHAT,
+    TASK_COMPLETION,
+    TASK_EMBEDDING,
+    TASK_IMAGE,
+    TASK_IMAGE_VARIATION,
+    TASK_SPEECH,
+    TASK_TRANSCRIPTION,
+    TASK_TRANSLATION,
+)
+
+__all__ = [
+    "TASK_CAPABILITY",
+    "TASK_CHAT",
+    "TASK_COMPLETION",
+    "TASK_EMBEDDING",
+    "TASK_IMAGE",
+    "TASK_IMAGE_VARIATION",
+    "TASK_SPEECH",
+    "TASK_TRANSCRIPTION",
+    "TASK_TRANSLATION",
+    "Cancelled",
+    "Engine",
+    "EngineError",
+    "ModelSpec",
+    "wrong_task",
+]
+
+
+def wrong_task(engine: str, task: str) -> EngineError:
+    return EngineError(
+        f"engine {engine!r} does not serve {task!r} requests",
+        status=400,
+        code="wrong_model_type",
+    )
+
 
 class Engine(abc.ABC):
-    """load() once, then chat() per request, then unload().
+    """One model in one process: load() once, run(task, request) per job, unload().
 
-    chat() yields events: {"kind": "delta", "text"} ... then exactly one
-    {"kind": "done", "finish_reason", "usage": {"prompt_tokens", "completion_tokens"}}.
-    It raises EngineError for a request the model cannot serve.
+    run() yields events, the last of which is exactly one
+    ``{"kind": "done", ...}``; it raises EngineError for a request the model cannot
+    serve (status 400 for the caller's mistakes: bad audio, a size not offered, ...).
+    The request dicts are already validated by the queen (inference/schemas.py).
+
+    Streaming text (chat, completion):
+        {"kind": "delta", "text"} ... then
+        {"kind": "done", "finish_reason", "usage": {"prompt_tokens", "completion_tokens"}}
+    Streaming audio (speech): {"kind": "audio", "b64"} ... (bytes of the requested
+        container, in order) then {"kind": "done", "usage": {"characters", "seconds"}}
+    Everything else yields one {"kind": "done", "result": {...}, "usage": {...}}:
+        embedding      result {"embeddings": [[float]]}, usage {"prompt_tokens"}
+        image(_variation) result {"images": [base64 PNG]}, usage {"images"}
+        transcription/translation result {"text", "language", "duration", "segments":
+            [{"id","start","end","text","tokens","temperature","avg_logprob",
+              "compression_ratio","no_speech_prob"}], "words": [{"word","start","end"}]},
+            usage {"seconds"}
+
+    `slots` is how many jobs the worker may run at once on this engine (threads);
+    engines whose library is not thread-safe keep 1.
     """
 
     name: str = ""
     capabilities: tuple[str, ...] = ()
+    slots: int = 1
 
     @abc.abstractmethod
     def load(self, spec: ModelSpec) -> None: ...
@@ -83,10 +139,50 @@ class Engine(abc.ABC):
     def unload(self) -> None: ...
 
     def memory_estimate_bytes(self, spec: ModelSpec) -> int:
-        """Bytes the model will take once loaded (weights plus working memory)."""
+        """Bytes the model will take once loaded (weights plus working memory), on its
+        device: VRAM for a GPU, RAM for the CPU. Must not load the model."""
         return 0
 
+    def run(
+        self, task: str, request: dict[str, Any], cancelled: Cancelled
+    ) -> Iterator[dict[str, Any]]:
+        method = {
+            TASK_CHAT: self.chat,
+            TASK_COMPLETION: self.complete,
+            TASK_EMBEDDING: self.embed,
+            TASK_IMAGE: self.generate_image,
+            TASK_IMAGE_VARIATION: self.vary_image,
+            TASK_TRANSCRIPTION: self.transcribe,
+            TASK_TRANSLATION: self.translate,
+            TASK_SPEECH: self.speak,
+        }.get(task)
+        if method is None:
+            raise wrong_task(self.name, task)
+        return method(request, cancelled)
+
+    # One method per task; an engine overrides those it serves.
     def chat(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
-        raise EngineError(
-            f"engine {self.name!r} does not serve chat", status=400, code="wrong_model_type"
-        )
+        raise wrong_task(self.name, TASK_CHAT)
+
+    def complete(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
+        raise wrong_task(self.name, TASK_COMPLETION)
+
+    def embed(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
+        raise wrong_task(self.name, TASK_EMBEDDING)
+
+    def generate_image(
+        self, request: dict[str, Any], cancelled: Cancelled
+    ) -> Iterator[dict[str, Any]]:
+        raise wrong_task(self.name, TASK_IMAGE)
+
+    def vary_image(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
+        raise wrong_task(self.name, TASK_IMAGE_VARIATION)
+
+    def transcribe(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
+        raise wrong_task(self.name, TASK_TRANSCRIPTION)
+
+    def translate(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
+        raise wrong_task(self.name, TASK_TRANSLATION)
+
+    def speak(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
+        raise wrong_task(self.name, TASK_SPEECH)

@@ -113,20 +113,44 @@ class LlamaCppEngine(Engine):
         return tokens
 
     def chat(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
-        llm = self.llm
         tokens = self.prompt_tokens(list(request.get("messages") or []))
+        return self._generate(tokens, request, cancelled, what="messages")
+
+    def complete(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
+        """Legacy completions: the prompt as it is, no chat template."""
+        prompt = str(request.get("prompt") or "")
+        tokens: list[int] = self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
+        return self._generate(tokens, request, cancelled, what="prompt")
+
+    def _generate(
+        self, tokens: list[int], request: dict[str, Any], cancelled: Cancelled, *, what: str
+    ) -> Iterator[dict[str, Any]]:
+        llm = self.llm
         n_ctx = llm.n_ctx()
         room = n_ctx - len(tokens)
         if room <= 0:
             raise EngineError(
-                f"This model's maximum context length is {n_ctx} tokens. However, your messages "
-                f"resulted in {len(tokens)} tokens. Please reduce the length of the messages.",
+                f"This model's maximum context length is {n_ctx} tokens. However, your {what} "
+                f"resulted in {len(tokens)} tokens. Please reduce the length of the {what}.",
                 status=400,
                 code="context_length_exceeded",
-                param="messages",
+                param=what,
             )
+        return self._tokens(tokens, request, cancelled, room)
+
+    def _tokens(
+        self, tokens: list[int], request: dict[str, Any], cancelled: Cancelled, room: int
+    ) -> Iterator[dict[str, Any]]:
+        llm = self.llm
         asked = request.get("max_tokens")
-        max_tokens = min(int(asked), room) if asked else room
+        max_tokens = min(int(asked), room) if asked is not None else room
+        if max_tokens <= 0:  # completions allow max_tokens 0: nothing to generate
+            yield {
+                "kind": "done",
+                "finish_reason": "length",
+                "usage": {"prompt_tokens": len(tokens), "completion_tokens": 0},
+            }
+            return
         seed = request.get("seed")
         llm.set_seed(int(seed) % 2**32 if seed is not None else random.getrandbits(32))
         temperature = request.get("temperature")
