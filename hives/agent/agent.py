@@ -393,9 +393,17 @@ class HiveAgent:
                         pinned=other.spec.pinned,
                         busy=other.inflight > 0,
                         last_used=other.last_used,
-                        state="starting" if self.recorded else other.state,
+                        state=other.state,
                     )
                 )
+            if self.recorded:
+                # A recorded device's telemetry never shows our loaded models: take them
+                # off its free memory here, as a live reading would.
+                loaded = sum(r.bytes for r in residents if r.state == "ready")
+                device["memory_free_mb"] = max(
+                    0, int(device.get("memory_free_mb") or 0) - loaded // 2**20
+                )
+                device["memory_used_mb"] = int(device.get("memory_used_mb") or 0) + loaded // 2**20
             plan = plan_placement(
                 model=spec.name, need_bytes=worker.memory_bytes, device=device, residents=residents
             )
