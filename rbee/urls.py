@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from hives.management_api import ModelDetailApi, ModelsApi, WorkerActionApi, WorkersApi
 from inference.management_api import SchedulerScriptApi
 from rbee import metrics, views
 
@@ -9,5 +10,9 @@ urlpatterns = [
     path("healthz", views.healthz),
     path("metrics", metrics.metrics),
     path("api/scheduler/script", SchedulerScriptApi.as_view()),
+    path("api/models", ModelsApi.as_view()),
+    path("api/models/<path:name>", ModelDetailApi.as_view()),
+    path("api/workers", WorkersApi.as_view()),
+    path("api/workers/<int:worker_id>/<str:action>", WorkerActionApi.as_view()),
     path("admin/", admin.site.urls),
 ]

@@ -1,0 +1,144 @@
+"""Management API for operators (DRF): models on hives and their workers.
+
+    GET    /api/models                      the catalog: capability, engine, aliases,
+                                            assignments and workers of each model
+    POST   /api/models                      {"spec", "hive", "device"?, "pinned"?}: run a
+                                            model on a hive's device (`rbee model add`)
+    DELETE /api/models/<name>?hive=H        stop running it there (`rbee model rm`)
+    GET    /api/workers                     every worker: hive, device, state, memory
+    POST   /api/workers/<id>/<action>       start | stop | restart one worker; its hive
+                                            gets the order with its next heartbeat (202)
+
+Staff users only (session or HTTP Basic), like the scheduler API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers, status
+from rest_framework.authentication import BasicAuthentication, SessionAuthentication
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from hives.models import Assignment, CatalogModel, ModelAlias, Worker
+from hives.services import HiveError, assignment_add, assignment_remove, worker_command_create
+
+
+def _error(message: str, code: str, http: int = status.HTTP_400_BAD_REQUEST) -> Response:
+    return Response({"error": {"message": message, "code": code}}, status=http)
+
+
+class WorkerOutput(serializers.ModelSerializer[Worker]):
+    hive = serializers.CharField(source="hive.name")
+    model = serializers.CharField(source="model.name")
+
+    class Meta:
+        model = Worker
+        fields = [
+            "id",
+            "hive",
+            "model",
+            "device",
+            "state",
+            "pinned",
+            "inflight",
+            "slots",
+            "memory_bytes",
+            "message",
+            "updated_at",
+        ]
+
+
+class _Staff(APIView):
+    authentication_classes = [SessionAuthentication, BasicAuthentication]
+    permission_classes = [IsAdminUser]
+
+
+class ModelsApi(_Staff):
+    class InputSerializer(serializers.Serializer[Any]):
+        spec = serializers.CharField(max_length=1000)
+        hive = serializers.CharField(max_length=64)
+        device = serializers.CharField(max_length=32, default="cpu")
+        pinned = serializers.BooleanField(default=False)
+
+    def get(self, request: Request) -> Response:
+        workers: dict[int, list[dict[str, Any]]] = {}
+        for w in Worker.objects.select_related("hive", "model"):
+            workers.setdefault(w.model_id, []).append(dict(WorkerOutput(w).data))
+        aliases: dict[int, list[str]] = {}
+        for a in ModelAlias.objects.all():
+            aliases.setdefault(a.model_id, []).append(a.name)
+        assigned: dict[str, list[dict[str, Any]]] = {}
+        for a in Assignment.objects.select_related("hive"):
+            assigned.setdefault(a.model_name, []).append(
+                {"hive": a.hive.name, "device": a.device, "pinned": a.pinned, "spec": a.spec}
+            )
+        data = [
+            {
+                "name": m.name,
+                "capability": m.capability,
+                "engine": m.engine,
+                "source": m.source,
+                "aliases": sorted(aliases.get(m.pk, [])),
+                "assignments": assigned.get(m.name, []),
+                "workers": workers.get(m.pk, []),
+            }
+            for m in CatalogModel.objects.order_by("name")
+        ]
+        return Response({"data": data})
+
+    def post(self, request: Request) -> Response:
+        body = self.InputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        v = body.validated_data
+        try:
+            a = assignment_add(
+                hive_name=v["hive"], spec=v["spec"], device=v["device"], pinned=v["pinned"]
+            )
+        except HiveError as exc:
+            return _error(str(exc), "invalid_assignment")
+        return Response(
+            {"model": a.model_name, "hive": a.hive.name, "device": a.device, "pinned": a.pinned},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class ModelDetailApi(_Staff):
+    def delete(self, request: Request, name: str) -> Response:
+        hive = request.query_params.get("hive", "")
+        if not hive:
+            return _error("say which hive: ?hive=NAME", "missing_hive")
+        if not assignment_remove(hive_name=hive, model_name=name):
+            return _error(
+                f"{name} is not assigned to {hive}", "not_found", status.HTTP_404_NOT_FOUND
+            )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class WorkersApi(_Staff):
+    def get(self, request: Request) -> Response:
+        rows = Worker.objects.select_related("hive", "model").order_by("hive__name", "device")
+        return Response({"data": WorkerOutput(rows, many=True).data})
+
+
+class WorkerActionApi(_Staff):
+    def post(self, request: Request, worker_id: int, action: str) -> Response:
+        worker = Worker.objects.select_related("hive", "model").filter(pk=worker_id).first()
+        if worker is None:
+            return _error("no such worker", "not_found", status.HTTP_404_NOT_FOUND)
+        try:
+            command = worker_command_create(
+                hive_name=worker.hive.name,
+                model_name=worker.model.name,
+                device=worker.device,
+                action=action,
+            )
+        except HiveError as exc:
+            return _error(str(exc), "invalid_action")
+        return Response(
+            {"id": command.pk, "action": command.action, "worker": worker.pk, "queued": True},
+            status=status.HTTP_202_ACCEPTED,
+        )

@@ -1,0 +1,90 @@
+"""The operators' API for models on hives and their workers."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from hives.models import CatalogModel, Hive, Worker, WorkerCommand
+from hives.services import assignments_to_send, hive_token_create, model_alias_set
+from tests.test_management_api import basic
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff() -> dict[str, str]:
+    User.objects.create_superuser("ops", "ops@example.com", "pw-for-tests")
+    return basic("ops", "pw-for-tests")
+
+
+@pytest.fixture
+def hive() -> Hive:
+    h, _ = hive_token_create(name="gpu-1")
+    h.devices = [{"kind": "cuda", "index": 0, "gpu_type": "RTX4090"}]
+    h.save()
+    return h
+
+
+def test_staff_only(hive: Hive) -> None:
+    c = Client()
+    for url in ("/api/models", "/api/workers"):
+        assert c.get(url).status_code in (401, 403)
+    User.objects.create_user("user", "u@example.com", "pw")
+    assert c.get("/api/workers", **basic("user", "pw")).status_code == 403
+
+
+def test_models_assign_list_and_remove(staff: dict[str, str], hive: Hive) -> None:
+    c = Client()
+    r = c.post(
+        "/api/models",
+        {"spec": "tiny-sd", "hive": "gpu-1", "device": "0", "pinned": True},
+        content_type="application/json",
+        **staff,
+    )
+    assert r.status_code == 201, r.content
+    assert r.json() == {"model": "tiny-sd", "hive": "gpu-1", "device": "cuda:0", "pinned": True}
+    bad = c.post(
+        "/api/models", {"spec": "x", "hive": "nope"}, content_type="application/json", **staff
+    )
+    assert bad.status_code == 400 and "no hive" in bad.json()["error"]["message"]
+    bad = c.post(
+        "/api/models",
+        {"spec": "x", "hive": "gpu-1", "device": "tpu:9"},
+        content_type="application/json",
+        **staff,
+    )
+    assert bad.status_code == 400 and "bad device" in bad.json()["error"]["message"]
+
+    model = CatalogModel.objects.create(name="tiny-sd", capability="image-gen", engine="diffusers")
+    model_alias_set(alias="dall-e-2", target="tiny-sd")
+    Worker.objects.create(hive=hive, model=model, device="cuda:0", state="ready", pinned=True)
+    listed = c.get("/api/models", **staff).json()["data"]
+    (entry,) = [m for m in listed if m["name"] == "tiny-sd"]
+    assert entry["aliases"] == ["dall-e-2"]
+    assert entry["assignments"][0]["device"] == "cuda:0"
+    assert entry["workers"][0]["state"] == "ready"
+
+    assert c.delete("/api/models/tiny-sd?hive=gpu-1", **staff).status_code == 204
+    assert c.delete("/api/models/tiny-sd?hive=gpu-1", **staff).status_code == 404
+    assert c.delete("/api/models/tiny-sd", **staff).status_code == 400
+
+
+def test_worker_actions_reach_the_hive_once(staff: dict[str, str], hive: Hive) -> None:
+    c = Client()
+    model = CatalogModel.objects.create(name="m", capability="text-gen", engine="llama.cpp")
+    w = Worker.objects.create(hive=hive, model=model, device="cpu", state="ready")
+    assert c.get("/api/workers", **staff).json()["data"][0]["model"] == "m"
+    r = c.post(f"/api/workers/{w.pk}/restart", **staff)
+    assert r.status_code == 202, r.content
+    assert c.post(f"/api/workers/{w.pk}/explode", **staff).status_code == 400
+    assert c.post("/api/workers/999999/stop", **staff).status_code == 404
+    workers = [{"model": "m", "device": "cpu"}]
+    orders = assignments_to_send(hive_id=hive.pk, workers=workers)
+    assert {"op": "worker", "action": "restart", "model": "m", "device": "cpu"} in orders
+    # Sent once: the next heartbeat carries no order.
+    assert not [
+        o for o in assignments_to_send(hive_id=hive.pk, workers=workers) if o["op"] == "worker"
+    ]
+    assert WorkerCommand.objects.get().sent_at is not None
