@@ -69,8 +69,8 @@ class ModelsApi(_Staff):
         for w in Worker.objects.select_related("hive", "model"):
             workers.setdefault(w.model_id, []).append(dict(WorkerOutput(w).data))
         aliases: dict[int, list[str]] = {}
-        for a in ModelAlias.objects.all():
-            aliases.setdefault(a.model_id, []).append(a.name)
+        for alias in ModelAlias.objects.all():
+            aliases.setdefault(alias.model_id, []).append(alias.name)
         assigned: dict[str, list[dict[str, Any]]] = {}
         for a in Assignment.objects.select_related("hive"):
             assigned.setdefault(a.model_name, []).append(
