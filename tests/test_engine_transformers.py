@@ -1,0 +1,213 @@
+"""The transformers engine on a tiny random Llama built here (no Hub needed).
+
+The model talks gibberish, but it is saved and loaded like a real one, and its
+greedy output is checked against transformers' own generate(), so the KV-cache
+loop, the detokenizer, usage counts and stop handling are all exercised for real.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from hives.agent.engines import get_engine
+from hives.agent.engines.base import EngineError, ModelSpec
+from hives.agent.engines.transformers_engine import TransformersEngine
+
+MSGS = [{"role": "user", "content": "Tell me about bees and their honey."}]
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+CORPUS = [
+    "the quick brown fox jumps over the lazy dog. ",
+    "bees make honey in the hive, and the queen lays eggs. ",
+    "a worker bee visits flowers to collect nectar and pollen. ",
+]
+
+
+def build_tiny_lm(dest: Path) -> Path:
+    """A byte-level BPE tokenizer trained on a few sentences, and a 2-layer Llama."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<s>", "</s>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(CORPUS * 20, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(dest)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_lm(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_lm: Path) -> Iterator[TransformersEngine]:
+    eng = get_engine("transformers")
+    assert isinstance(eng, TransformersEngine)
+    eng.load(ModelSpec(name="tiny", engine="transformers", source=str(tiny_lm)))
+    yield eng
+    eng.unload()
+
+
+def run(
+    engine: TransformersEngine, task: str = "chat", cancelled: Any = None, **request: Any
+) -> tuple[list[str], dict[str, Any]]:
+    if task == "chat":
+        request.setdefault("messages", MSGS)
+    events = list(engine.run(task, request, cancelled or (lambda: False)))
+    done = events[-1]
+    assert done["kind"] == "done"
+    assert all(e["kind"] == "delta" and e["text"] for e in events[:-1])
+    return [e["text"] for e in events[:-1]], done
+
+
+def reference_greedy(engine: TransformersEngine, prompt: list[int], n: int) -> list[int]:
+    import torch
+
+    out = engine.model.generate(
+        torch.tensor([prompt]), max_new_tokens=n, do_sample=False, min_new_tokens=n
+    )
+    return [int(t) for t in out[0, len(prompt) :]]
+
+
+def test_streams_exactly_what_generate_would_greedily(engine: TransformersEngine) -> None:
+    deltas, done = run(engine, max_tokens=24, temperature=0)
+    prompt = engine.chat_prompt_tokens(MSGS)
+    assert done["usage"] == {"prompt_tokens": len(prompt), "completion_tokens": 24}
+    assert done["finish_reason"] == "length"
+    assert len(deltas) > 5  # streamed piece by piece, not in one lump
+    expected = reference_greedy(engine, prompt, 24)
+    assert engine.eos_ids.isdisjoint(expected)  # (the tiny model's greedy path never ends)
+    assert "".join(deltas) == engine.tokenizer.decode(expected, skip_special_tokens=True)
+
+
+def test_seed_repeats_and_temperature_zero_is_greedy(engine: TransformersEngine) -> None:
+    a, _ = run(engine, max_tokens=16, temperature=1.5, seed=11)
+    b, _ = run(engine, max_tokens=16, temperature=1.5, seed=11)
+    c, _ = run(engine, max_tokens=16, temperature=1.5, seed=12)
+    assert a == b and "".join(a) != "".join(c)
+    g1, _ = run(engine, max_tokens=16, temperature=0)
+    g2, _ = run(engine, max_tokens=16, temperature=0, seed=999, top_p=0.5)
+    assert g1 == g2
+    p, _ = run(engine, max_tokens=16, temperature=0, frequency_penalty=2.0, presence_penalty=2.0)
+    assert "".join(p) != "".join(g1)  # greedy repeats itself; the penalties break that
+
+
+def test_stop_sequences_never_leak(engine: TransformersEngine) -> None:
+    full = "".join(run(engine, max_tokens=40, temperature=0)[0])
+    # two printable characters past the start (they straddle a token boundary here)
+    start = next(
+        i
+        for i in range(1, len(full) - 3)
+        if full[i : i + 2].isascii() and full[i : i + 2].isprintable()
+    )
+    stop = full[start : start + 2]
+    deltas, done = run(engine, max_tokens=40, temperature=0, stop=[stop, "never-there"])
+    text = "".join(deltas)
+    assert done["finish_reason"] == "stop"
+    assert text == full[: full.index(stop)]
+    assert all(stop not in d for d in deltas)
+    assert done["usage"]["completion_tokens"] < 40
+
+
+def test_completion_defaults_to_16_tokens_and_echoes(engine: TransformersEngine) -> None:
+    _, done = run(engine, "completion", prompt="bees make honey")
+    assert done["usage"]["completion_tokens"] == 16
+    assert done["usage"]["prompt_tokens"] == len(engine.completion_prompt_tokens("bees make honey"))
+    echoed, _ = run(engine, "completion", prompt="bees make honey", echo=True, temperature=0)
+    plain, _ = run(engine, "completion", prompt="bees make honey", temperature=0)
+    assert echoed[0] == "bees make honey" and echoed[1:] == plain
+
+
+@pytest.mark.parametrize(
+    "response_format",
+    [{"type": "json_object"}, {"type": "json_schema", "schema": {"type": "object"}}],
+)
+def test_response_format_is_refused(engine: TransformersEngine, response_format: Any) -> None:
+    with pytest.raises(EngineError) as err:
+        engine.chat({"messages": MSGS, "response_format": response_format}, lambda: False)
+    assert (err.value.status, err.value.code, err.value.param) == (
+        400,
+        "unsupported_parameter",
+        "response_format",
+    )
+    # plain text is fine
+    run(engine, max_tokens=2, response_format={"type": "text"})
+
+
+def test_context_overflow_is_refused_and_max_tokens_fits_the_rest(
+    engine: TransformersEngine,
+) -> None:
+    with pytest.raises(EngineError) as err:
+        engine.complete({"prompt": "bees " * 200}, lambda: False)
+    assert (err.value.status, err.value.code) == (400, "context_length_exceeded")
+    assert "128" in err.value.message
+    prompt = "bees " * 50
+    n = len(engine.completion_prompt_tokens(prompt))
+    _, done = run(engine, "completion", prompt=prompt, max_tokens=1000, temperature=0)
+    assert done["usage"]["completion_tokens"] == 128 - n
+    assert done["finish_reason"] == "length"
+
+
+def test_cancellation_stops_between_tokens(engine: TransformersEngine) -> None:
+    calls = 0
+
+    def cancelled() -> bool:
+        nonlocal calls
+        calls += 1
+        return calls > 3
+
+    _, done = run(engine, max_tokens=50, temperature=0, cancelled=cancelled)
+    assert done["finish_reason"] == "cancelled"
+    assert done["usage"]["completion_tokens"] == 3
+
+
+def test_no_chat_template_is_a_400(tiny_lm: Path, tmp_path: Path) -> None:
+    eng = TransformersEngine()
+    eng.load(ModelSpec(name="tiny", engine="transformers", source=str(tiny_lm)))
+    eng.tokenizer.chat_template = None
+    with pytest.raises(EngineError) as err:
+        eng.chat({"messages": MSGS}, lambda: False)
+    assert err.value.status == 400
+    eng.unload()
+
+
+def test_memory_estimate_does_not_load(tiny_lm: Path) -> None:
+    eng = TransformersEngine()
+    spec = ModelSpec(name="tiny", engine="transformers", source=str(tiny_lm), options={"n_ctx": 0})
+    assert 100_000 < eng.memory_estimate_bytes(spec) < 1_000_000
+    assert eng.model is None
