@@ -137,7 +137,7 @@ def stack(lm: Path, sd: Path, home: Path) -> None:
     env = {
         **os.environ,
         "RBEE_HOME": str(home),
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
         "RBEE_MODELS_DIR": str(home / "models"),
     }
     exe = [sys.executable, "-m", "rbee.cli"]
