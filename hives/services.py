@@ -147,14 +147,16 @@ def assignment_add(
     if hive is None:
         raise HiveError(f"no hive named {hive_name!r}; create it with `rbee hive token`")
     device = _device_name(hive, device)
-    if "=" in spec:
-        name = spec.partition("=")[0]
-        try:
+    from hives.agent.catalog import parse_options
+
+    name = re.split(r"[=?]", spec, maxsplit=1)[0]
+    try:
+        if "=" in name or "=" in spec.partition("?")[0]:
             parse_model_arg(spec, device=device)
-        except EngineError as exc:
-            raise HiveError(exc.message) from exc
-    else:
-        name = spec  # a bundled id: the hive checks its package is installed
+        elif "?" in spec:  # a bundled or well-known id: the hive checks its package
+            parse_options(spec.partition("?")[2])
+    except EngineError as exc:
+        raise HiveError(exc.message) from exc
     with transaction.atomic():
         assignment, _ = Assignment.objects.update_or_create(
             hive=hive, model_name=name, device=device, defaults={"spec": spec, "pinned": pinned}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -245,7 +246,7 @@ class Hive:
             args, f"hive-{self.name}", {"RBEE_HIVE_TOKEN": self.token, **self.env}
         )
         if wait:
-            first = self.models[0].split("=")[0].split("@")[0]
+            first = re.split(r"[=?@]", self.models[0])[0]
             self.queen.wait_for_model(self.name, first)
 
     def kill(self) -> None:

@@ -143,8 +143,23 @@ def test_rbee_up_serves_a_fresh_machine_and_stops_cleanly(tmp_path) -> None:  # 
         api = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
         r = api.chat.completions.create(model=CHAT_MODEL, messages=MSG, max_tokens=8)
         assert r.choices[0].message.content
+        # Every modality out of the box, under OpenAI's model names too.
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if len(api.models.list().data) >= 5:
+                break
+            time.sleep(0.5)
+        assert len(api.models.list().data) >= 5, [m.id for m in api.models.list().data]
+        assert len(api.embeddings.create(model="text-embedding-3-small", input="hi").data) == 1
+        img = api.images.generate(
+            model="dall-e-2", prompt="a bee", size="64x64", response_format="b64_json"
+        )
+        assert img.data[0].b64_json
+        speech = api.audio.speech.create(model="tts-1", voice="alloy", input="Hello world.")
+        heard = api.audio.transcriptions.create(model="whisper-1", file=("a.mp3", speech.read()))
+        assert "hello" in heard.text.lower()
         children = psutil.Process(proc.pid).children(recursive=True)
-        assert len(children) >= 3  # queen, hive, worker
+        assert len(children) >= 7  # queen, hive, a worker per modality
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         assert proc.wait(timeout=30) == 0
         _gone, alive = psutil.wait_procs(children, timeout=10)

@@ -241,3 +241,51 @@ def test_a_killed_embedding_worker_restarts_and_serves(tmp_path: Path) -> None:
         assert new != pid
     finally:
         dep.close()
+
+
+def test_a_worker_with_slots_streams_two_requests_at_once(tmp_path: Path) -> None:
+    import threading
+
+    import httpx
+
+    dep = Deployment()
+    try:
+        queen = Queen(dep)
+        hive = Hive(dep, queen, "hive-2", [f"{CHAT_MODEL}?slots=2&n_ctx=1024"])
+        dep.rbee("tenant", "create", "acme")
+        key = dep.rbee("key", "create", "--tenant", "acme").stdout.strip()
+        s = Stack(dep=dep, queen=queen, hive=hive, api_key=key)
+        events: list[tuple[str, str]] = []
+        barrier = threading.Barrier(2)
+
+        def stream(name: str) -> None:
+            barrier.wait()
+            with httpx.stream(
+                "POST",
+                f"{s.base_url}/chat/completions",
+                headers={"Authorization": f"Bearer {key}"},
+                json={
+                    "model": CHAT_MODEL,
+                    "messages": [{"role": "user", "content": "Tell me about bees."}],
+                    "max_tokens": 40,
+                    "temperature": 0,
+                    "stream": True,
+                },
+                timeout=60,
+            ) as r:
+                assert r.status_code == 200
+                for line in r.iter_lines():
+                    if line.startswith("data: ") and '"content":"' in line:
+                        events.append((name, "token"))
+            events.append((name, "end"))
+
+        threads = [threading.Thread(target=stream, args=(n,)) for n in ("a", "b")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        first_end = min(events.index(("a", "end")), events.index(("b", "end")))
+        before = {name for name, kind in events[:first_end] if kind == "token"}
+        assert before == {"a", "b"}, events  # both streamed before either finished
+    finally:
+        dep.close()

@@ -141,3 +141,45 @@ def test_an_engine_without_structured_output_refuses_it() -> None:
             )
         )
     assert (exc.value.status, exc.value.param) == (400, "response_format")
+
+
+def test_slots_serve_jobs_at_the_same_time() -> None:
+    """Two slots: two generations interleave, each on its own context."""
+    import threading
+    from dataclasses import replace
+
+    spec = bundled_spec(DEFAULT_CHAT_MODEL)
+    assert spec is not None
+    eng = LlamaCppEngine()
+    eng.load(replace(spec, options={"slots": 2, "n_ctx": 512}))
+    try:
+        assert eng.slots == 2
+        order: list[str] = []
+        barrier = threading.Barrier(2)
+
+        def job(name: str) -> None:
+            barrier.wait()
+            for e in eng.chat(
+                {"messages": MSGS, "max_tokens": 24, "temperature": 0}, lambda: False
+            ):
+                order.append(name if e["kind"] == "delta" else name + ":done")
+
+        threads = [threading.Thread(target=job, args=(n,)) for n in ("a", "b")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        first_done = min(order.index("a:done"), order.index("b:done"))
+        # Both had produced text before either finished.
+        assert "a" in order[:first_done] and "b" in order[:first_done]
+        assert eng.contexts.qsize() == 2  # both slots returned
+    finally:
+        eng.unload()
+
+
+def test_model_options_after_a_question_mark() -> None:
+    spec = parse_model_arg(f"{DEFAULT_CHAT_MODEL}?slots=3&n_ctx=1024&flash=true@cuda:1")
+    assert spec.device == "cuda:1"
+    assert spec.options == {"slots": 3, "n_ctx": 1024, "flash": True}
+    with pytest.raises(EngineError):
+        parse_model_arg(f"{DEFAULT_CHAT_MODEL}?slots")

@@ -241,10 +241,40 @@ def parse_model_arg(arg: str, *, device: str = "cpu") -> ModelSpec:
     or repo id), either followed by `@DEVICE` (cpu, cuda:1, metal:0) to place it there.
 
     `NAME=ENGINE:SOURCE#CAPABILITY` sets the capability when the engine serves several.
+    Engine options go after a `?`: `smollm2-135m-instruct?slots=4&n_ctx=2048@cpu`.
     """
     head, _, tail = arg.rpartition("@")
     if head and re.fullmatch(r"cpu|(cuda|metal|rocm):\d+", tail):
         arg, device = head, tail
+    arg, _, query = arg.partition("?")
+    spec = _parse_model(arg, device)
+    if query:
+        spec = replace(spec, options={**spec.options, **parse_options(query)})
+    return spec
+
+
+def parse_options(query: str) -> dict[str, Any]:
+    """`slots=4&n_ctx=2048&dtype=bfloat16` -> {"slots": 4, "n_ctx": 2048, "dtype": "bfloat16"}."""
+    out: dict[str, Any] = {}
+    for pair in query.split("&"):
+        key, sep, raw = pair.partition("=")
+        if not key or not sep:
+            raise EngineError(f"bad model option {pair!r}: expected KEY=VALUE")
+        value: Any = raw
+        if raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        else:
+            for cast in (int, float):
+                try:
+                    value = cast(raw)
+                    break
+                except ValueError:
+                    pass
+        out[key] = value
+    return out
+
+
+def _parse_model(arg: str, device: str) -> ModelSpec:
     if "=" not in arg:
         spec = bundled_spec(arg, device=device) or well_known_spec(arg, device=device)
         if spec is None:

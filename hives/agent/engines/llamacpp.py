@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import logging
 import os
+import queue
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,11 +39,20 @@ class LlamaCppEngine(Engine):
     def __init__(self) -> None:
         self.llm: Any = None
         self.formatter: Any = None
+        # Slots: one llama.cpp context (KV cache) per concurrent job. The weights are
+        # memory-mapped, so the contexts share one copy of them in RAM.
+        self.contexts: queue.Queue[Any] = queue.Queue()
+        self._all: list[Any] = []
+
+    @staticmethod
+    def slot_count(spec: ModelSpec) -> int:
+        return max(1, int(spec.options.get("slots") or os.environ.get("RBEE_LLAMA_SLOTS") or 1))
 
     def memory_estimate_bytes(self, spec: ModelSpec) -> int:
         size = Path(spec.source).stat().st_size if Path(spec.source).exists() else 0
         n_ctx = int(spec.options.get("n_ctx", 4096))
-        return int(size * 1.2) + n_ctx * 64 * 1024  # weights + KV cache, roughly
+        kv = n_ctx * 64 * 1024 * self.slot_count(spec)
+        return int(size * 1.2) + kv  # weights (shared by the slots) + KV caches, roughly
 
     def load(self, spec: ModelSpec) -> None:
         from llama_cpp import Llama, llama_chat_format
@@ -53,13 +63,20 @@ class LlamaCppEngine(Engine):
                 f"GGUF file not found: {spec.source}", status=503, code="model_missing"
             )
         n_gpu_layers = -1 if spec.device.startswith(("cuda", "metal")) else 0
-        self.llm = Llama(
-            model_path=str(path),
-            n_ctx=int(spec.options.get("n_ctx", 4096)),
-            n_threads=int(spec.options.get("n_threads") or default_threads()),
-            n_gpu_layers=n_gpu_layers,
-            verbose=False,
-        )
+        self.slots = self.slot_count(spec)
+        self._all = [
+            Llama(
+                model_path=str(path),
+                n_ctx=int(spec.options.get("n_ctx", 4096)),
+                n_threads=int(spec.options.get("n_threads") or default_threads()),
+                n_gpu_layers=n_gpu_layers,
+                verbose=False,
+            )
+            for _ in range(self.slots)
+        ]
+        for ctx in self._all:
+            self.contexts.put(ctx)
+        self.llm = self._all[0]  # tokenising and metadata: read-only, shared
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise EngineError(
@@ -79,15 +96,17 @@ class LlamaCppEngine(Engine):
         """Run one token through the model, so the first request does not pay for
         paging the weights in and starting the threads."""
         tokens = self.prompt_tokens([{"role": "user", "content": "Hi"}])
-        gen = self.llm.generate(tokens, temp=0.0)
-        try:
-            next(gen)
-        finally:
-            gen.close()
+        for ctx in self._all:
+            gen = ctx.generate(tokens, temp=0.0)
+            try:
+                next(gen)
+            finally:
+                gen.close()
 
     def unload(self) -> None:
-        if self.llm is not None:
-            self.llm.close()
+        for ctx in self._all:
+            ctx.close()
+        self._all = []
         self.llm = None
 
     def _is_end(self, token: int) -> bool:
@@ -141,7 +160,15 @@ class LlamaCppEngine(Engine):
     def _tokens(
         self, tokens: list[int], request: dict[str, Any], cancelled: Cancelled, room: int
     ) -> Iterator[dict[str, Any]]:
-        llm = self.llm
+        llm = self.contexts.get()  # a free slot (the worker runs at most `slots` jobs)
+        try:
+            yield from self._sample(llm, tokens, request, cancelled, room)
+        finally:
+            self.contexts.put(llm)
+
+    def _sample(
+        self, llm: Any, tokens: list[int], request: dict[str, Any], cancelled: Cancelled, room: int
+    ) -> Iterator[dict[str, Any]]:
         asked = request.get("max_tokens")
         max_tokens = min(int(asked), room) if asked is not None else room
         if max_tokens <= 0:  # completions allow max_tokens 0: nothing to generate
