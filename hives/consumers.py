@@ -89,6 +89,10 @@ class HiveConsumer(AsyncWebsocketConsumer):
                     await self._sync_assignments(list(msg.get("workers") or []))
             elif op == "hello":
                 await self._hello(msg)
+            elif op == "download":
+                await database_sync_to_async(services.model_download_progress)(
+                    hive_id=self.hive_id, report=msg
+                )
             else:
                 logger.warning("hive %s sent unknown op %r; ignored", self.hive_name, op)
         except Exception:
@@ -140,11 +144,12 @@ class HiveConsumer(AsyncWebsocketConsumer):
             hive_id=self.hive_id, workers=workers
         ):
             logger.info(
-                "hive %s: %s %s on %s",
+                "hive %s: %s %s%s%s",
                 self.hive_name,
                 order["op"],
-                order.get("spec") or order.get("model"),
-                order["device"],
+                order.get("action", "") + " " if order.get("action") else "",
+                order.get("spec") or order.get("model") or order.get("source"),
+                f" on {order['device']}" if order.get("device") else "",
             )
             await self.send(protocol.dumps(order))
 

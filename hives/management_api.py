@@ -8,6 +8,8 @@
     GET    /api/workers                     every worker: hive, device, state, memory
     POST   /api/workers/<id>/<action>       start | stop | restart one worker; its hive
                                             gets the order with its next heartbeat (202)
+    POST   /api/downloads                   {"source", "hive"}: fetch a repo on a hive (202)
+    GET    /api/downloads/<id>              its progress: status, done/total bytes, path
 
 Staff users only (session or HTTP Basic), like the scheduler API.
 """
@@ -23,8 +25,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from hives.models import Assignment, CatalogModel, ModelAlias, Worker
-from hives.services import HiveError, assignment_add, assignment_remove, worker_command_create
+from hives.models import Assignment, CatalogModel, ModelAlias, ModelDownload, Worker
+from hives.services import (
+    HiveError,
+    assignment_add,
+    assignment_remove,
+    model_download_create,
+    worker_command_create,
+)
 
 
 def _error(message: str, code: str, http: int = status.HTTP_400_BAD_REQUEST) -> Response:
@@ -142,3 +150,47 @@ class WorkerActionApi(_Staff):
             {"id": command.pk, "action": command.action, "worker": worker.pk, "queued": True},
             status=status.HTTP_202_ACCEPTED,
         )
+
+
+class DownloadOutput(serializers.ModelSerializer[ModelDownload]):
+    hive = serializers.CharField(source="hive.name")
+
+    class Meta:
+        model = ModelDownload
+        fields = [
+            "id",
+            "hive",
+            "source",
+            "status",
+            "done_bytes",
+            "total_bytes",
+            "path",
+            "message",
+            "created_at",
+            "updated_at",
+        ]
+
+
+class DownloadsApi(_Staff):
+    class InputSerializer(serializers.Serializer[Any]):
+        source = serializers.CharField(max_length=1000)
+        hive = serializers.CharField(max_length=64)
+
+    def post(self, request: Request) -> Response:
+        body = self.InputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            row = model_download_create(
+                hive_name=body.validated_data["hive"], source=body.validated_data["source"]
+            )
+        except HiveError as exc:
+            return _error(str(exc), "invalid_download")
+        return Response(DownloadOutput(row).data, status=status.HTTP_202_ACCEPTED)
+
+
+class DownloadDetailApi(_Staff):
+    def get(self, request: Request, download_id: int) -> Response:
+        row = ModelDownload.objects.select_related("hive").filter(pk=download_id).first()
+        if row is None:
+            return _error("no such download", "not_found", status.HTTP_404_NOT_FOUND)
+        return Response(DownloadOutput(row).data)

@@ -155,3 +155,29 @@ class WorkerCommand(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.model_name}@{self.hive.name}:{self.device}"
+
+
+class ModelDownload(models.Model):
+    """`rbee model download SOURCE --hive H`: the hive fetches a repo (or checks a local
+    path) and reports its progress; sent again when the hive reconnects, so an
+    interrupted download resumes where it stopped."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    hive = models.ForeignKey(Hive, on_delete=models.CASCADE, related_name="downloads")
+    source = models.CharField(max_length=1000)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    done_bytes = models.BigIntegerField(default=0)
+    total_bytes = models.BigIntegerField(default=0)
+    path = models.CharField(max_length=1000, blank=True, default="")
+    message = models.CharField(max_length=1000, blank=True, default="")
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"download {self.source} on {self.hive.name} ({self.status})"

@@ -9,7 +9,15 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from hives.models import Assignment, CatalogModel, Hive, ModelAlias, Worker, WorkerCommand
+from hives.models import (
+    Assignment,
+    CatalogModel,
+    Hive,
+    ModelAlias,
+    ModelDownload,
+    Worker,
+    WorkerCommand,
+)
 from rbee import secrets
 
 
@@ -92,6 +100,10 @@ def hive_connected(*, hive_id: int, channel_name: str, hello: dict[str, Any]) ->
         hive.last_seen_at = now
         hive.save()
         _sync_workers(hive, list(hello.get("workers") or []))
+        # Unfinished downloads go to the new connection again (they resume).
+        ModelDownload.objects.filter(
+            hive=hive, status__in=[ModelDownload.Status.QUEUED, ModelDownload.Status.RUNNING]
+        ).update(sent_at=None)
     return previous
 
 
@@ -204,6 +216,20 @@ def assignments_to_send(*, hive_id: int, workers: list[dict[str, Any]]) -> list[
         {"op": "worker", "action": c.action, "model": c.model_name, "device": c.device}
         for c in pending
     ]
+    with transaction.atomic():
+        downloads = list(
+            ModelDownload.objects.select_for_update()
+            .filter(
+                hive_id=hive_id,
+                sent_at__isnull=True,
+                status__in=[ModelDownload.Status.QUEUED, ModelDownload.Status.RUNNING],
+            )
+            .order_by("id")
+        )
+        ModelDownload.objects.filter(pk__in=[d.pk for d in downloads]).update(
+            sent_at=timezone.now()
+        )
+    out += [{"op": "download", "id": d.pk, "source": d.source} for d in downloads]
     # Workers the queen had assigned and no longer wants (`rbee model rm`).
     keep = {(a.model_name, a.device) for a in wanted}
     out += [
@@ -259,3 +285,30 @@ def model_alias_remove(*, alias: str) -> int:
     with transaction.atomic():
         deleted, _ = ModelAlias.objects.filter(name=alias).delete()
     return deleted
+
+
+def model_download_create(*, hive_name: str, source: str) -> ModelDownload:
+    """Ask the hive to fetch `source` (a repo id, or a local path it checks)."""
+    hive = Hive.objects.filter(name=hive_name).first()
+    if hive is None:
+        raise HiveError(f"no hive named {hive_name!r}; create it with `rbee hive token`")
+    if not source.strip():
+        raise HiveError("say what to download: a repo id (org/name) or a local path")
+    with transaction.atomic():
+        return ModelDownload.objects.create(hive=hive, source=source.strip())
+
+
+def model_download_progress(*, hive_id: int, report: dict[str, Any]) -> None:
+    """A hive's report on one of its downloads."""
+    state = str(report.get("state") or "")
+    if state not in ModelDownload.Status.values:
+        return
+    with transaction.atomic():
+        ModelDownload.objects.filter(pk=int(report.get("id") or 0), hive_id=hive_id).update(
+            status=state,
+            done_bytes=max(0, int(report.get("done") or 0)),
+            total_bytes=max(0, int(report.get("total") or 0)),
+            path=str(report.get("path") or "")[:1000],
+            message=str(report.get("message") or "")[:1000],
+            updated_at=timezone.now(),
+        )

@@ -398,6 +398,81 @@ def _wait_worker(hive_name: str, model_name: str, device: str, timeout: float) -
     _fail(f"{model_name} is not ready on {hive_name}:{device} after {timeout:g} s ({seen})")
 
 
+@model.command("download")
+@click.argument("source")
+@click.option(
+    "--hive",
+    "hive_name",
+    default=None,
+    help="The hive that fetches it (it must be online; the download resumes if it restarts). "
+    "Without --hive: fetch it here, into this machine's models directory.",
+)
+@click.option("--timeout", default=24 * 3600.0, type=float, help="Give up waiting after this.")
+def model_download(source: str, hive_name: str | None, timeout: float) -> None:
+    """Fetch SOURCE (a Hugging Face repo id, org/name[@revision]) with a progress bar and
+    resume, or check a local path. Then: `rbee model add NAME=ENGINE:PATH --hive H`.
+
+    HF_TOKEN (on the hive) reaches gated repos; HF_ENDPOINT points at a mirror."""
+    if hive_name is None:
+        _download_here(source)
+        return
+    _django()
+    _migrate()
+    from hives.models import ModelDownload
+    from hives.services import HiveError, model_download_create
+
+    try:
+        row = model_download_create(hive_name=hive_name, source=source)
+    except HiveError as exc:
+        _fail(str(exc))
+    click.echo(f"download {row.pk}: {source} on {hive_name}", err=True)
+    deadline = time.monotonic() + timeout
+    shown = 0
+    announced = ""
+    with click.progressbar(length=1, label=source, file=sys.stderr) as bar:
+        while time.monotonic() < deadline:
+            row.refresh_from_db()
+            if row.status == ModelDownload.Status.QUEUED and not announced:
+                announced = "queued"
+                click.echo(f"\nwaiting for hive {hive_name} to pick it up", err=True)
+            if row.total_bytes and bar.length != row.total_bytes:
+                bar.length = row.total_bytes
+            if row.done_bytes > shown:
+                bar.update(row.done_bytes - shown)
+                shown = row.done_bytes
+            if row.status in (ModelDownload.Status.DONE, ModelDownload.Status.FAILED):
+                break
+            time.sleep(0.3)
+    if row.status == ModelDownload.Status.FAILED:
+        _fail(row.message or "the download failed")
+    if row.status != ModelDownload.Status.DONE:
+        _fail(f"the download is still {row.status} after {timeout:g} s")
+    click.echo(row.path)
+
+
+def _download_here(source: str) -> None:
+    import asyncio
+
+    from hives.agent.catalog import models_dir
+    from hives.agent.download import DownloadError, download
+
+    with click.progressbar(length=1, label=source, file=sys.stderr) as bar:
+        shown = 0
+
+        async def progress(done: int, total: int) -> None:
+            nonlocal shown
+            if total and bar.length != total:
+                bar.length = total
+            bar.update(done - shown)
+            shown = done
+
+        try:
+            path = asyncio.run(download(source, models_dir(), progress))
+        except DownloadError as exc:
+            _fail(str(exc))
+    click.echo(str(path))
+
+
 @model.command("alias")
 @click.argument("alias")
 @click.argument("target")

@@ -1,7 +1,14 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from hives.management_api import ModelDetailApi, ModelsApi, WorkerActionApi, WorkersApi
+from hives.management_api import (
+    DownloadDetailApi,
+    DownloadsApi,
+    ModelDetailApi,
+    ModelsApi,
+    WorkerActionApi,
+    WorkersApi,
+)
 from inference.management_api import SchedulerScriptApi
 from rbee import metrics, views
 
@@ -13,6 +20,8 @@ urlpatterns = [
     path("api/models", ModelsApi.as_view()),
     path("api/models/<path:name>", ModelDetailApi.as_view()),
     path("api/workers", WorkersApi.as_view()),
+    path("api/downloads", DownloadsApi.as_view()),
+    path("api/downloads/<int:download_id>", DownloadDetailApi.as_view()),
     path("api/workers/<int:worker_id>/<str:action>", WorkerActionApi.as_view()),
     path("admin/", admin.site.urls),
 ]

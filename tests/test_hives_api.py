@@ -88,3 +88,37 @@ def test_worker_actions_reach_the_hive_once(staff: dict[str, str], hive: Hive) -
         o for o in assignments_to_send(hive_id=hive.pk, workers=workers) if o["op"] == "worker"
     ]
     assert WorkerCommand.objects.get().sent_at is not None
+
+
+def test_downloads_are_queued_for_the_hive(staff: dict[str, str], hive: Hive) -> None:
+    c = Client()
+    r = c.post(
+        "/api/downloads",
+        {"source": "acme/tiny", "hive": "gpu-1"},
+        content_type="application/json",
+        **staff,
+    )
+    assert r.status_code == 202, r.content
+    row = r.json()
+    assert row["status"] == "queued" and row["hive"] == "gpu-1"
+    orders = assignments_to_send(hive_id=hive.pk, workers=[])
+    assert {"op": "download", "id": row["id"], "source": "acme/tiny"} in orders
+    from hives.services import model_download_progress
+
+    model_download_progress(
+        hive_id=hive.pk, report={"id": row["id"], "state": "running", "done": 5, "total": 10}
+    )
+    got = c.get(f"/api/downloads/{row['id']}", **staff).json()
+    assert (got["status"], got["done_bytes"], got["total_bytes"]) == ("running", 5, 10)
+    # Another hive cannot report on it.
+    other, _ = hive_token_create(name="gpu-2")
+    model_download_progress(hive_id=other.pk, report={"id": row["id"], "state": "failed"})
+    assert c.get(f"/api/downloads/{row['id']}", **staff).json()["status"] == "running"
+    assert c.get("/api/downloads/99999", **staff).status_code == 404
+    bad = c.post(
+        "/api/downloads",
+        {"source": "x/y", "hive": "nope"},
+        content_type="application/json",
+        **staff,
+    )
+    assert bad.status_code == 400

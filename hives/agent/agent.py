@@ -93,6 +93,7 @@ class HiveAgent:
         self.recorded = recorded
         self._placing = asyncio.Lock()  # one placement decision at a time
         self._reloading: dict[WorkerProcess, asyncio.Lock] = {}
+        self._downloads: dict[int, asyncio.Future[None]] = {}
         self.ws: Any = None
         self.connected = False
         self._seen: OrderedDict[str, None] = OrderedDict()  # recent job ids (dedup retries)
@@ -286,6 +287,8 @@ class HiveAgent:
                     await self._worker_changed()
             elif op == "worker":
                 await self._worker_order(msg)
+            elif op == "download":
+                self._start_download(msg)
             elif op == "refused":
                 raise HiveRefused(str(msg.get("reason")))
 
@@ -322,6 +325,47 @@ class HiveAgent:
         else:
             worker.start()
         await self._worker_changed()
+
+    def _start_download(self, msg: dict[str, Any]) -> None:
+        """Fetch a model's files in the background, reporting progress to the queen."""
+        download_id = int(msg.get("id") or 0)
+        if download_id in self._downloads:
+            return  # already running (the queen resent it)
+        source = str(msg.get("source") or "")
+        task = asyncio.ensure_future(self._download(download_id, source))
+        self._downloads[download_id] = task
+        task.add_done_callback(lambda _t: self._downloads.pop(download_id, None))
+
+    async def _download(self, download_id: int, source: str) -> None:
+        from hives.agent.catalog import models_dir
+        from hives.agent.download import DownloadError, download, tree_size
+
+        async def report(state: str, done: int = 0, total: int = 0, **extra: Any) -> None:
+            ws = self.ws
+            if ws is not None and self.connected:
+                msg = {"op": "download", "id": download_id, "state": state}
+                msg.update(done=done, total=total, **extra)
+                try:
+                    await ws.send(protocol.dumps(msg))
+                except ConnectionClosed:
+                    pass
+
+        async def progress(done: int, total: int) -> None:
+            await report("running", done, total)
+
+        logger.info("downloading %s, as the queen asks", source)
+        try:
+            path = await download(source, await asyncio.to_thread(models_dir), progress)
+        except DownloadError as exc:
+            logger.error("download of %s failed: %s", source, exc)
+            await report("failed", message=str(exc))
+        except Exception as exc:  # the network, the disk: say so, and a retry resumes
+            logger.exception("download of %s failed", source)
+            await report("failed", message=f"{type(exc).__name__}: {exc}")
+        else:
+            logger.info("downloaded %s to %s", source, path)
+            size = await asyncio.to_thread(tree_size, path)
+            await report("done", size, size, path=str(path))
 
     async def _worker_order(self, msg: dict[str, Any]) -> None:
         """An operator's `rbee worker start|stop|restart`, relayed by the queen."""

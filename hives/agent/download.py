@@ -1,0 +1,220 @@
+"""Fetch a model's files from a Hugging Face repo, resumably, or accept a local path.
+
+`rbee model download org/name --hive H` asks the hive to fetch the repo into its
+models directory (RBEE_MODELS_DIR, else RBEE_HOME/models) while the CLI shows the
+progress the hive reports. Only the Hub's two public HTTP endpoints are used: the
+file tree (`/api/models/{repo}/tree/{revision}?recursive=true`, paginated with
+Link headers) and the file download (`/{repo}/resolve/{revision}/{path}`, which
+accepts Range requests). So:
+
+* a file is written to `NAME.part` and renamed when complete; an interrupted
+  download (the hive restarted, the network dropped) resumes from the bytes
+  already on disk with a Range request;
+* large (LFS) files are checked against the SHA-256 the tree gives for them, and
+  every file against its size: a corrupted file is never renamed into place;
+* `HF_ENDPOINT` points at a mirror, `HF_TOKEN` is sent for gated repos.
+
+A local path (a directory or a file) needs no download: it is checked and used as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("hives.download")
+
+REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+CHUNK = 1 << 20
+
+Progress = Callable[[int, int], Awaitable[None]]  # (bytes done, bytes total)
+
+
+class DownloadError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str
+    size: int
+    sha256: str  # for LFS files; '' when the Hub gives none
+
+
+def is_local(source: str) -> bool:
+    return source.startswith(("/", "./", "../", "~")) or os.path.exists(source)
+
+
+def local_dir_for(models_dir: Path, repo: str) -> Path:
+    """org/name -> MODELS/org--name (the same name every time, so a retry resumes)."""
+    return models_dir / repo.replace("/", "--")
+
+
+def _endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def _headers() -> dict[str, str]:
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    headers = {"User-Agent": "rbee-hive"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def _safe_path(rel: str) -> str:
+    """A repo path that stays inside the destination (no absolute paths, no `..`)."""
+    parts = Path(rel).parts
+    if not rel or Path(rel).is_absolute() or ".." in parts:
+        raise DownloadError(f"refusing the unsafe path {rel!r} in the repo listing")
+    return rel
+
+
+async def list_files(client: Any, repo: str, revision: str) -> list[RemoteFile]:
+    url: str | None = f"{_endpoint()}/api/models/{repo}/tree/{revision}?recursive=true"
+    out: list[RemoteFile] = []
+    while url:
+        resp = await client.get(url)
+        if resp.status_code in (401, 403):
+            raise DownloadError(
+                f"{repo} is gated or private: set HF_TOKEN on the hive to a token with access"
+            )
+        if resp.status_code == 404:
+            raise DownloadError(f"no model repo {repo!r} (revision {revision!r}) on {_endpoint()}")
+        resp.raise_for_status()
+        for entry in resp.json():
+            if entry.get("type") != "file":
+                continue
+            lfs = entry.get("lfs") or {}
+            out.append(
+                RemoteFile(
+                    path=_safe_path(str(entry["path"])),
+                    size=int(lfs.get("size") or entry.get("size") or 0),
+                    sha256=str(lfs.get("oid") or ""),
+                )
+            )
+        url = resp.links.get("next", {}).get("url")
+    if not out:
+        raise DownloadError(f"{repo} has no files")
+    return out
+
+
+async def _fetch(
+    client: Any, repo: str, revision: str, f: RemoteFile, dest: Path, step: Callable[[int], Any]
+) -> None:
+    final = dest / f.path
+    if final.exists() and final.stat().st_size == f.size:
+        step(f.size)
+        return
+    final.parent.mkdir(parents=True, exist_ok=True)
+    part = final.with_name(final.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    if have > f.size:
+        part.unlink()
+        have = 0
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    step(have)
+    url = f"{_endpoint()}/{repo}/resolve/{revision}/{f.path}"
+    if have < f.size or f.size == 0:
+        async with client.stream("GET", url, headers=headers) as resp:
+            if resp.status_code == 200 and have:
+                # The server ignored the range: start this file again.
+                step(-have)
+                have = 0
+                part.unlink(missing_ok=True)
+            elif resp.status_code not in (200, 206):
+                raise DownloadError(f"{f.path}: HTTP {resp.status_code} from {url}")
+            # Disk writes happen off the event loop, which also relays the hive's jobs.
+            # Unbuffered: what was received is on disk even if the hive is killed.
+            fh = await asyncio.to_thread(open, part, "ab", 0)
+            try:
+                async for chunk in resp.aiter_bytes():
+                    await asyncio.to_thread(fh.write, chunk)
+                    step(len(chunk))
+            finally:
+                await asyncio.to_thread(fh.close)
+    size = part.stat().st_size
+    if f.size and size != f.size:
+        raise DownloadError(f"{f.path}: got {size} bytes, expected {f.size}; retry to resume")
+    if f.sha256:
+        digest = await asyncio.to_thread(_sha256, part)
+        if digest != f.sha256:
+            part.unlink()
+            raise DownloadError(f"{f.path}: checksum mismatch (the partial file was removed)")
+    os.replace(part, final)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
+async def download(
+    source: str, models_dir: Path, progress: Progress, *, revision: str = "main"
+) -> Path:
+    """Fetch `source` (org/name[@revision]) into models_dir, or check a local path.
+    Returns where the model is. Raises DownloadError with a message for people."""
+    if is_local(source):
+        path = await asyncio.to_thread(_existing, source)
+        size = await asyncio.to_thread(tree_size, path)
+        await progress(size, size)
+        return path
+    repo, _, rev = source.partition("@")
+    if not REPO_RE.match(repo):
+        raise DownloadError(f"{source!r} is neither a local path nor a repo id (org/name)")
+    import httpx
+
+    dest = local_dir_for(models_dir, repo)
+    dest.mkdir(parents=True, exist_ok=True)
+    timeout = httpx.Timeout(30.0, read=120.0)
+    async with httpx.AsyncClient(
+        headers=_headers(), follow_redirects=True, timeout=timeout
+    ) as client:
+        files = await list_files(client, repo, rev or revision)
+        total = sum(f.size for f in files)
+        done = 0
+        last = 0.0
+        loop = asyncio.get_running_loop()
+
+        def step(n: int) -> None:
+            nonlocal done
+            done += n
+
+        async def report(force: bool = False) -> None:
+            nonlocal last
+            now = loop.time()
+            if force or now - last >= 0.5:
+                last = now
+                await progress(done, total)
+
+        for f in files:
+            task = asyncio.ensure_future(_fetch(client, repo, rev or revision, f, dest, step))
+            while not task.done():
+                await asyncio.wait({task}, timeout=0.5)
+                await report()
+            task.result()
+        await report(force=True)
+    return dest
+
+
+def _existing(source: str) -> Path:
+    path = Path(source).expanduser().resolve()
+    if not path.exists():
+        raise DownloadError(f"{path} does not exist on this hive")
+    return path
+
+
+def tree_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
