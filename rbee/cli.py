@@ -473,6 +473,20 @@ def _download_here(source: str) -> None:
     click.echo(str(path))
 
 
+@model.command("build-tiny-sd")
+@click.argument("dest", required=False, type=click.Path(file_okay=False))
+@click.option("--sdxl", is_flag=True, help="A tiny SDXL pipeline (two text encoders).")
+def model_build_tiny_sd(dest: str | None, sdxl: bool) -> None:
+    """Build the tiny image pipeline `rbee up` serves as tiny-sd (default: in the models
+    directory). Its weights are random, so IT DRAWS NOISE: it exists so that a fresh
+    machine, and the tests, run the real diffusers path without downloading gigabytes."""
+    from hives.agent.catalog import models_dir
+    from hives.agent.tinysd import build_tiny_sd
+
+    target = Path(dest) if dest else models_dir() / ("tiny-sdxl" if sdxl else "tiny-sd")
+    click.echo(build_tiny_sd(target, "sdxl" if sdxl else "sd"))
+
+
 @model.command("alias")
 @click.argument("alias")
 @click.argument("target")
