@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import base64
 import io
-import re
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
