@@ -85,6 +85,7 @@ class Worker(models.Model):
         READY = "ready"
         FAILED = "failed"
         STOPPED = "stopped"
+        STOPPING = "stopping"
         # Unloaded after being idle (or to make room): still placeable, reloaded on
         # the next job for it.
         UNLOADED = "unloaded"

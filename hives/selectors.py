@@ -58,8 +58,25 @@ def hive_list() -> QuerySet[Hive]:
     return Hive.objects.order_by("name")
 
 
-# Workers a job can be sent to: loaded, or unloaded while idle (reloaded on demand).
-SERVABLE = (Worker.State.READY, Worker.State.UNLOADED)
+# Workers a job can be sent to: loaded, loading (the job waits for it), or unloaded while
+# idle or on its way there (reloaded on demand).
+SERVABLE = (
+    Worker.State.READY,
+    Worker.State.STARTING,
+    Worker.State.UNLOADED,
+    Worker.State.STOPPING,
+)
+_PREFERENCE = (Worker.State.READY, Worker.State.STARTING)
+
+
+def prefer_loaded(placements: list[Placement]) -> list[Placement]:
+    """Loaded workers if there are any, else loading ones, else the unloaded: a model is
+    not loaded a second time while a copy is up (apply after other filters, e.g. region)."""
+    for state in _PREFERENCE:
+        found = [p for p in placements if p.state == state]
+        if found:
+            return found
+    return placements
 
 
 def catalog_model_get(*, name: str) -> CatalogModel | None:
@@ -150,11 +167,7 @@ def placements_for_model(
         )
     )
     out = []
-    found = list(rows)
-    # Loaded workers first: an unloaded one is used only when none is loaded.
-    if any(w.state == Worker.State.READY for w in found):
-        found = [w for w in found if w.state == Worker.State.READY]
-    for w in found:
+    for w in rows:
         if exclude_hive_ids and w.hive.id in exclude_hive_ids:
             continue
         dev = _device_of(list(w.hive.devices or []), w.device)

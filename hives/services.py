@@ -158,9 +158,13 @@ def assignment_add(
     hive = Hive.objects.filter(name=hive_name).first()
     if hive is None:
         raise HiveError(f"no hive named {hive_name!r}; create it with `rbee hive token`")
-    device = _device_name(hive, device)
+
     from hives.agent.catalog import parse_options
 
+    head, _, tail = spec.rpartition("@")
+    if head and re.fullmatch(r"cpu|(cuda|metal|rocm):\d+", tail):
+        spec, device = head, tail  # NAME@cuda:0 names its device itself
+    device = _device_name(hive, device)
     name = re.split(r"[=?]", spec, maxsplit=1)[0]
     try:
         if "=" in name or "=" in spec.partition("?")[0]:
@@ -179,6 +183,8 @@ def assignment_add(
 def _device_name(hive: Hive, device: str) -> str:
     """`--device 1` means the hive's GPU number 1, whatever its kind (cuda, rocm, metal)."""
     device = device.strip().lower()
+    if device in ("cuda", "metal", "rocm"):
+        device += ":0"
     if device.isdigit():
         for d in hive.devices or []:
             if d.get("kind") != "cpu" and str(d.get("index")) == device:
@@ -197,7 +203,12 @@ def assignment_remove(*, hive_name: str, model_name: str) -> int:
 
 def assignments_to_send(*, hive_id: int, workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """What the hive must start or stop to match its assignments (by its last report)."""
-    running = {(str(w.get("model")), str(w.get("device") or "cpu")) for w in workers}
+    # A refused model is asked for again: memory may have been freed since.
+    running = {
+        (str(w.get("model")), str(w.get("device") or "cpu"))
+        for w in workers
+        if w.get("state") != "refused"
+    }
     wanted = list(Assignment.objects.filter(hive_id=hive_id))
     out = [
         {"op": "spawn", "spec": a.spec, "device": a.device, "pinned": a.pinned}
@@ -295,7 +306,18 @@ def model_download_create(*, hive_name: str, source: str) -> ModelDownload:
     if not source.strip():
         raise HiveError("say what to download: a repo id (org/name) or a local path")
     with transaction.atomic():
-        return ModelDownload.objects.create(hive=hive, source=source.strip())
+        # Asked again while it still runs (the CLI gave up waiting, say): follow that one
+        # rather than start a second download into the same files.
+        unfinished = (
+            ModelDownload.objects.select_for_update()
+            .filter(
+                hive=hive,
+                source=source.strip(),
+                status__in=[ModelDownload.Status.QUEUED, ModelDownload.Status.RUNNING],
+            )
+            .first()
+        )
+        return unfinished or ModelDownload.objects.create(hive=hive, source=source.strip())
 
 
 def model_download_progress(*, hive_id: int, report: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import secrets
 import struct
 import time
@@ -20,6 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import TooManyFieldsSent, TooManyFilesSent
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.multipartparser import MultiPartParserError
 from django.http.response import HttpResponseBase
@@ -59,6 +61,7 @@ from inference.views import (
 from rbee.db import db
 
 Cap = CatalogModel.Capability
+logger = logging.getLogger("inference")
 
 
 def _require_key(request: HttpRequest) -> str:
@@ -121,7 +124,7 @@ def _form(request: HttpRequest) -> tuple[dict[str, Any], dict[str, tuple[str, by
         )
     try:
         post, files = request.POST, request.FILES
-    except MultiPartParserError as exc:
+    except (MultiPartParserError, TooManyFieldsSent, TooManyFilesSent) as exc:
         raise bad_request(f"The multipart body could not be parsed: {exc}.") from exc
     fields: dict[str, Any] = {}
     for key in post:
@@ -185,24 +188,36 @@ async def completions(request: HttpRequest) -> HttpResponseBase:
 
         async def sse() -> AsyncIterator[bytes]:
             try:
-                if head:
-                    yield chunk(head, None)
-                async for event in _chain(first, events):
-                    kind = event.get("kind")
-                    if kind == "delta" and event.get("text"):
-                        yield chunk(str(event["text"]), None)
-                    elif kind == "done":
-                        yield chunk("", str(event.get("finish_reason") or "stop"))
-                        if include_usage:
-                            yield chunk("", None, usage=_token_usage(event))
-                        break
-                    elif kind == "error":
-                        err = _error_from_event(event)
-                        yield b"data: " + json.dumps(err.body()).encode() + b"\n\n"
-                        break
+                async for piece in relay():
+                    yield piece
+            except Exception:
+                # Headers are gone: the failure can only be told in the stream itself.
+                logger.exception("stream %s failed", completion_id)
+                err = APIError(
+                    500, "The server had an error while streaming.", code="internal_error"
+                )
+                yield b"data: " + json.dumps(err.body()).encode() + b"\n\n"
                 yield b"data: [DONE]\n\n"
             finally:
                 await events.aclose()
+
+        async def relay() -> AsyncIterator[bytes]:
+            if head:
+                yield chunk(head, None)
+            async for event in _chain(first, events):
+                kind = event.get("kind")
+                if kind == "delta" and event.get("text"):
+                    yield chunk(str(event["text"]), None)
+                elif kind == "done":
+                    yield chunk("", str(event.get("finish_reason") or "stop"))
+                    if include_usage:
+                        yield chunk("", None, usage=_token_usage(event))
+                    break
+                elif kind == "error":
+                    err = _error_from_event(event)
+                    yield b"data: " + json.dumps(err.body()).encode() + b"\n\n"
+                    break
+            yield b"data: [DONE]\n\n"
 
         stream = StreamingHttpResponse(sse(), content_type="text/event-stream")
         stream["Cache-Control"] = "no-cache"
@@ -444,7 +459,8 @@ async def image_content(request: HttpRequest, token: str) -> HttpResponseBase:
     if image is None:
         raise APIError(404, "This image does not exist or has expired.", code="not_found")
     resp = HttpResponse(bytes(image.content), content_type=image.content_type)
-    resp["Cache-Control"] = "private, max-age=3600"
+    left = max(0, int((image.expires_at - timezone.now()).total_seconds()))
+    resp["Cache-Control"] = f"private, max-age={left}"
     return resp
 
 

@@ -282,7 +282,9 @@ async def _schedule(
     region = str(request.headers.get("X-Rbee-Region") or "")
 
     def eligible_of(placements: list[Placement]) -> list[Placement]:
-        found = [p for p in placements if not region or p.region == region]
+        found = hive_selectors.prefer_loaded(
+            [p for p in placements if not region or p.region == region]
+        )
         if not found:
             raise APIError(
                 503,
@@ -369,6 +371,8 @@ def _usage(event: dict[str, Any]) -> dict[str, Any]:
 def _error_from_event(event: dict[str, Any]) -> APIError:
     status = event.get("status")
     status = status if isinstance(status, int) else 500
+    if status == 499:  # an engine's "cancelled", reaching a job that was not: a retry's
+        status = 503
     return APIError(
         status if 400 <= status < 600 else 500,
         str(event.get("message") or "the worker failed"),

@@ -230,9 +230,17 @@ def test_requests_for_different_hives_run_at_the_same_time(deployment: Deploymen
         assert r.json()["usage"]["completion_tokens"] > 60
         return time.monotonic() - started
 
-    solo = run("writer-a") + run("writer-b")
-    started = time.monotonic()
-    with ThreadPoolExecutor(2) as pool:
-        list(pool.map(run, ["writer-a", "writer-b"]))
-    together = time.monotonic() - started
-    assert together < 0.8 * solo, (together, solo)
+    # Two shared cores also run the other tests' processes: one quiet round of three is
+    # enough to show the two ran side by side (run one after the other, none would be).
+    rounds = []
+    for _ in range(3):
+        solo = run("writer-a") + run("writer-b")
+        started = time.monotonic()
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(run, ["writer-a", "writer-b"]))
+        together = time.monotonic() - started
+        rounds.append((round(together, 2), round(solo, 2)))
+        if together < 0.8 * solo:
+            break
+    else:
+        raise AssertionError(f"(together, one after the other) in each round: {rounds}")

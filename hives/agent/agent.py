@@ -15,6 +15,7 @@ import random
 import signal
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -94,6 +95,7 @@ class HiveAgent:
         self._placing = asyncio.Lock()  # one placement decision at a time
         self._reloading: dict[WorkerProcess, asyncio.Lock] = {}
         self._downloads: dict[int, asyncio.Future[None]] = {}
+        self._spawning: set[tuple[str, str]] = set()
         self.ws: Any = None
         self.connected = False
         self._seen: OrderedDict[str, None] = OrderedDict()  # recent job ids (dedup retries)
@@ -276,7 +278,7 @@ class HiveAgent:
                     logger.info("job %s cancelled by the queen", job_id)
                     await worker.cancel(job_id)
             elif op == "spawn":
-                await self._spawn(msg)
+                self._background(self._spawn(msg))
             elif op == "stop":
                 key = (str(msg.get("model")), str(msg.get("device") or "cpu"))
                 worker = self.workers.get(key)
@@ -286,7 +288,7 @@ class HiveAgent:
                     await worker.stop()
                     await self._worker_changed()
             elif op == "worker":
-                await self._worker_order(msg)
+                self._background(self._worker_order(msg))
             elif op == "download":
                 self._start_download(msg)
             elif op == "refused":
@@ -309,20 +311,32 @@ class HiveAgent:
         existing = self.workers.get(key)
         if existing is not None and existing.state != "refused":
             return  # already here (starting, ready, unloaded or restarting)
-        logger.info(
-            "loading %s on %s, as the queen asks%s",
-            spec.name,
-            spec.device,
-            " (pinned)" if spec.pinned else "",
-        )
+        if key in self._spawning:
+            return  # a placement for it is being decided right now
+        retry = existing is not None
+        if not retry:
+            logger.info(
+                "loading %s on %s, as the queen asks%s",
+                spec.name,
+                spec.device,
+                " (pinned)" if spec.pinned else "",
+            )
         worker = existing or WorkerProcess(spec, on_change=self._worker_changed)
         worker.assigned = True
         self.workers[key] = worker
-        message = await self._make_room(worker)
+        self._spawning.add(key)
+        try:
+            message = await self._make_room(worker)
+        finally:
+            self._spawning.discard(key)
         if message:
-            logger.error("%s", message)
+            # A refused model is tried again with each heartbeat; say so once.
+            if not retry or message != worker.message:
+                logger.error("%s", message)
             worker.refuse(message)
         else:
+            if retry:
+                logger.info("%s now fits on %s; loading it", spec.name, spec.device)
             worker.start()
         await self._worker_changed()
 
@@ -378,6 +392,8 @@ class HiveAgent:
         logger.info("%s %s on %s, as the operator asks", action, *key)
         if action in ("stop", "restart") and worker.state not in ("stopped", "unloaded"):
             await worker.stop()
+        elif action == "stop":
+            worker.state = "stopped"  # unloaded: not reloaded on demand any more
         # (A failed worker restarts on its own, with backoff.)
         if action in ("start", "restart") and worker.state in ("stopped", "unloaded", "refused"):
             message = await self._make_room(worker)
@@ -484,9 +500,49 @@ class HiveAgent:
                     )
                     await w.unload()
 
+    def _background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _load_then_submit(
+        self,
+        job_id: str,
+        worker: WorkerProcess,
+        msg: dict[str, Any],
+        send_event: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> None:
+        reload = asyncio.ensure_future(self._reload(worker))
+        # Tell the queen the job is alive while the model loads (its idle timeout).
+        while not reload.done():
+            await asyncio.wait({reload}, timeout=10)
+            if not reload.done() and job_id in self._job_worker:
+                await send_event({"kind": "loading", "model": worker.spec.name})
+        problem = reload.result()
+        if job_id not in self._job_worker:
+            return  # cancelled while loading
+        if problem:
+            self._job_worker.pop(job_id, None)
+            await send_event(protocol.error_event(problem, code="model_unavailable", status=503))
+            return
+        if not await worker.submit(
+            job_id, str(msg.get("task")), dict(msg.get("request") or {}), send_event
+        ):
+            self._job_worker.pop(job_id, None)
+            await send_event(
+                protocol.error_event(
+                    f"the worker for {worker.spec.name!r} is not accepting jobs",
+                    code="worker_unavailable",
+                    status=503,
+                )
+            )
+
     async def _reload(self, worker: WorkerProcess) -> str:
         """Load an unloaded worker again for a job; '' once ready, else why not."""
         async with self._reloading.setdefault(worker, asyncio.Lock()):
+            await worker.settled()  # an unload under way: let it finish
+            if worker.state == "stopped":
+                return f"{worker.spec.name} was stopped by an operator (rbee worker start)"
             if worker.state == "unloaded":
                 message = await self._make_room(worker)
                 if message:
@@ -543,30 +599,12 @@ class HiveAgent:
                 task.add_done_callback(self._tasks.discard)
 
         worker = self._worker_for(str(msg.get("model")), str(msg.get("device") or ""))
-        if worker is not None and worker.state in ("unloaded", "starting"):
-            # Loaded on demand: acknowledge now (the queen must not resend), then load.
+        if worker is not None and worker.state in ("unloaded", "starting", "stopping"):
+            # Loaded on demand: acknowledge now (the queen must not resend), then load in
+            # a task of its own, so this reader goes on serving other jobs and cancels.
             await ws.send(protocol.dumps({"op": "ack", "id": job_id}))
             self._job_worker[job_id] = worker
-            problem = await self._reload(worker)
-            if job_id not in self._job_worker:
-                return  # cancelled while loading
-            if problem:
-                self._job_worker.pop(job_id, None)
-                await send_event(
-                    protocol.error_event(problem, code="model_unavailable", status=503)
-                )
-                return
-            if not await worker.submit(
-                job_id, str(msg.get("task")), dict(msg.get("request") or {}), send_event
-            ):
-                self._job_worker.pop(job_id, None)
-                await send_event(
-                    protocol.error_event(
-                        f"the worker for {worker.spec.name!r} is not accepting jobs",
-                        code="worker_unavailable",
-                        status=503,
-                    )
-                )
+            self._background(self._load_then_submit(job_id, worker, msg, send_event))
             return
         if worker is None or worker.state != "ready":
             what = "is not served" if worker is None else f"is {worker.state}"

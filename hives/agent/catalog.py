@@ -244,8 +244,10 @@ def parse_model_arg(arg: str, *, device: str = "cpu") -> ModelSpec:
     Engine options go after a `?`: `smollm2-135m-instruct?slots=4&n_ctx=2048@cpu`.
     """
     head, _, tail = arg.rpartition("@")
-    if head and re.fullmatch(r"cpu|(cuda|metal|rocm):\d+", tail):
+    if head and re.fullmatch(r"cpu|(cuda|metal|rocm)(:\d+)?", tail):
         arg, device = head, tail
+    if device in ("cuda", "metal", "rocm"):
+        device += ":0"  # one name per device, so memory is counted once per device
     arg, _, query = arg.partition("?")
     spec = _parse_model(arg, device)
     if query:

@@ -50,6 +50,8 @@ class WorkerProcess:
         self.memory_bytes = 0  # the engine's estimate, once known
         self.slots = 1
         self.last_used = time.monotonic()  # for idle unloading, least recently used first
+        self._settled = asyncio.Event()
+        self._settled.set()
 
     @property
     def state(self) -> str:
@@ -95,8 +97,11 @@ class WorkerProcess:
 
     async def unload(self) -> None:
         """Stop the process but stay known: the next job for this model reloads it."""
-        await self.stop()
-        self.state = "unloaded"
+        await self.stop(final_state="unloaded")
+
+    async def settled(self) -> None:
+        """Wait until no stop is under way."""
+        await self._settled.wait()
 
     def refuse(self, message: str) -> None:
         """The device has no room for this model: stay known, with the reason."""
@@ -153,7 +158,8 @@ class WorkerProcess:
                 "worker %s exited with %s; restarting in %.1f s", self.spec.name, code, delay
             )
             await asyncio.sleep(delay)
-        self.state = "stopped"
+        if self.state != "stopping":  # stop() says where it ends (stopped, unloaded)
+            self.state = "stopped"
 
     async def _read(self, stdout: asyncio.StreamReader) -> bool:
         was_ready = False
@@ -237,11 +243,26 @@ class WorkerProcess:
         if self.sinks.pop(job_id, None) is not None:
             await self._write({"op": "cancel", "id": job_id})
 
-    async def stop(self, timeout: float = 10.0) -> None:
+    async def stop(self, timeout: float = 10.0, *, final_state: str = "stopped") -> None:
         self._stopping = True
+        self._settled.clear()
+        self._ready.clear()
+        # At once, before any await: no job may be submitted to a worker on its way out.
+        self.state = "stopping"
         proc = self.proc
         if proc is not None and proc.returncode is None:
-            for job_id in list(self.sinks):
+            for job_id, sink in list(self.sinks.items()):
+                try:
+                    await sink(
+                        {
+                            "kind": "error",
+                            "message": f"the worker for {self.spec.name!r} was stopped",
+                            "code": "worker_stopped",
+                            "status": 503,
+                        }
+                    )
+                except Exception:
+                    logger.exception("could not report a stopped job")
                 await self.cancel(job_id)
             if proc.stdin is not None:
                 proc.stdin.close()  # the worker finishes its current job and exits
@@ -252,4 +273,5 @@ class WorkerProcess:
                 await proc.wait()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
-        self.state = "stopped"
+        self.state = final_state
+        self._settled.set()

@@ -51,8 +51,12 @@ class LlamaCppEngine(Engine):
     def memory_estimate_bytes(self, spec: ModelSpec) -> int:
         size = Path(spec.source).stat().st_size if Path(spec.source).exists() else 0
         n_ctx = int(spec.options.get("n_ctx", 4096))
-        kv = n_ctx * 64 * 1024 * self.slot_count(spec)
-        return int(size * 1.2) + kv  # weights (shared by the slots) + KV caches, roughly
+        slots = self.slot_count(spec)
+        kv = n_ctx * 64 * 1024 * slots
+        # On the CPU and Apple's unified memory the slots share one memory-mapped copy of
+        # the weights; on a discrete GPU each context uploads its own.
+        copies = slots if spec.device.startswith(("cuda", "rocm")) else 1
+        return int(size * 1.2) * copies + kv
 
     def load(self, spec: ModelSpec) -> None:
         from llama_cpp import Llama, llama_chat_format
