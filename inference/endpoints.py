@@ -295,18 +295,17 @@ async def embeddings(request: HttpRequest) -> HttpResponseBase:
         extra=req.model_extra,
     )
     done = await _result(job)
-    vectors = (done.get("result") or {}).get("embeddings")
-    if not isinstance(vectors, list) or len(vectors) != len(inputs):
-        raise APIError(502, "The worker returned no embeddings.", code="worker_error")
+    result = done.get("result") or {}
     as_b64 = req.encoding_format == "base64"
-    data = [
-        {
-            "object": "embedding",
-            "index": i,
-            "embedding": _b64_floats(v) if as_b64 else [float(x) for x in v],
-        }
-        for i, v in enumerate(vectors)
-    ]
+    packed = result.get("embeddings_b64")
+    vectors = result.get("embeddings")
+    if isinstance(packed, list) and len(packed) == len(inputs):
+        values: list[Any] = [str(b) if as_b64 else _floats_b64(str(b)) for b in packed]
+    elif isinstance(vectors, list) and len(vectors) == len(inputs):
+        values = [_b64_floats(v) if as_b64 else [float(x) for x in v] for v in vectors]
+    else:
+        raise APIError(502, "The worker returned no embeddings.", code="worker_error")
+    data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(values)]
     tokens = _count(_usage(done).get("prompt_tokens"))
     resp = JsonResponse(
         {
@@ -317,6 +316,11 @@ async def embeddings(request: HttpRequest) -> HttpResponseBase:
         }
     )
     return _finish(resp, job, decision)
+
+
+def _floats_b64(packed: str) -> list[float]:
+    raw = base64.b64decode(packed)
+    return list(struct.unpack(f"<{len(raw) // 4}f", raw))
 
 
 def _b64_floats(vector: list[float]) -> str:

@@ -113,6 +113,7 @@ def test_rbee_model_download_through_a_hive_survives_its_restart(tmp_path: Path)
     hub = FakeHub({"acme/tiny": dict(REPO)})
     hub.rate = 1024 * 1024  # about 3 s for the weights: time to restart the hive
     dep = Deployment()
+    cli: subprocess.Popen[str] | None = None
     try:
         models = tmp_path / "hive-models"
         env = {"HF_ENDPOINT": hub.url, "RBEE_MODELS_DIR": str(models), "HF_HUB_OFFLINE": "0"}
@@ -154,5 +155,8 @@ def test_rbee_model_download_through_a_hive_survives_its_restart(tmp_path: Path)
         none = dep.rbee("model", "download", "acme/tiny", "--hive", "nope", check=False)
         assert none.returncode == 1 and "no hive named" in none.stderr
     finally:
+        if cli is not None and cli.poll() is None:
+            cli.kill()  # a failed test must not leave the CLI waiting forever
+            cli.wait()
         dep.close()
         hub.close()

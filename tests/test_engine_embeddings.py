@@ -24,6 +24,16 @@ BREAD = "A man is eating a piece of bread."
 UNRELATED = "The girl is carrying a baby."
 
 
+def vectors(done: dict) -> list[list[float]]:  # type: ignore[type-arg]
+    """The embeddings of a done event (little-endian float32, base64)."""
+    import base64
+
+    return [
+        np.frombuffer(base64.b64decode(b), dtype="<f4").astype(float).tolist()
+        for b in done["result"]["embeddings_b64"]
+    ]
+
+
 def spec(**options: Any) -> ModelSpec:
     return ModelSpec(
         name="all-minilm-l6-v2",
@@ -59,7 +69,7 @@ def test_paraphrases_are_close_and_vectors_are_unit_length(
     engine: SentenceTransformersEngine,
 ) -> None:
     done = embed(engine, [EATING, BREAD, UNRELATED])
-    vecs = np.array(done["result"]["embeddings"])
+    vecs = np.array(vectors(done))
     assert vecs.shape == (3, 384)
     assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
     paraphrase, unrelated = float(vecs[0] @ vecs[1]), float(vecs[0] @ vecs[2])
@@ -75,8 +85,8 @@ def test_usage_counts_every_token_the_model_sees(engine: SentenceTransformersEng
 
 
 def test_dimensions_native_or_refused(engine: SentenceTransformersEngine) -> None:
-    assert len(embed(engine, [EATING], dimensions=384)["result"]["embeddings"][0]) == 384
-    assert len(embed(engine, [EATING], dimensions=None)["result"]["embeddings"][0]) == 384
+    assert len(vectors(embed(engine, [EATING], dimensions=384))[0]) == 384
+    assert len(vectors(embed(engine, [EATING], dimensions=None))[0]) == 384
     with pytest.raises(EngineError) as err:
         embed(engine, [EATING], dimensions=128)
     assert err.value.status == 400
@@ -86,10 +96,10 @@ def test_dimensions_native_or_refused(engine: SentenceTransformersEngine) -> Non
 
 
 def test_matryoshka_models_truncate_and_renormalise(engine: SentenceTransformersEngine) -> None:
-    full = np.array(embed(engine, [EATING])["result"]["embeddings"][0])
+    full = np.array(vectors(embed(engine, [EATING]))[0])
     engine.matryoshka = True
     try:
-        short = np.array(embed(engine, [EATING], dimensions=64)["result"]["embeddings"][0])
+        short = np.array(vectors(embed(engine, [EATING], dimensions=64))[0])
         with pytest.raises(EngineError):
             embed(engine, [EATING], dimensions=512)  # more than the model has
     finally:

@@ -117,7 +117,8 @@ class Engine(abc.ABC):
     Streaming audio (speech): {"kind": "audio", "b64"} ... (bytes of the requested
         container, in order) then {"kind": "done", "usage": {"characters", "seconds"}}
     Everything else yields one {"kind": "done", "result": {...}, "usage": {...}}:
-        embedding      result {"embeddings": [[float]]}, usage {"prompt_tokens"}
+        embedding      result {"embeddings": [[float]]} or {"embeddings_b64": [base64 of
+                       little-endian float32]}, usage {"prompt_tokens"}
         image(_variation) result {"images": [base64 PNG]}, usage {"images"}
         transcription/translation result {"text", "language", "duration", "segments":
             [{"id","start","end","text","tokens","temperature","avg_logprob",

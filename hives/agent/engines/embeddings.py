@@ -19,6 +19,7 @@ the model processes and what its max_seq_length limits.
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import logging
 from collections.abc import Iterator
@@ -204,8 +205,15 @@ class SentenceTransformersEngine(Engine):
             matrix = matrix[:, :dims]
             norms = np.linalg.norm(matrix, axis=1, keepdims=True)
             matrix = matrix / np.maximum(norms, 1e-12)
+        # Little-endian float32, base64: a quarter of the JSON floats' size, encoded once
+        # here; the queen answers `encoding_format: base64` with it as it is.
+        little = matrix.astype("<f4")
         yield {
             "kind": "done",
-            "result": {"embeddings": matrix.astype(float).tolist()},
+            "result": {
+                "embeddings_b64": [
+                    base64.b64encode(row.tobytes()).decode("ascii") for row in little
+                ]
+            },
             "usage": {"prompt_tokens": int(sum(counts))},
         }
