@@ -204,7 +204,8 @@ def test_speech_round_trips_through_transcription(media: Stack) -> None:
     )
     heard = words(text.text)
     expected = words(SENTENCE)
-    assert len(set(heard) & set(expected)) >= len(expected) - 1, heard
+    # All but two words: piper draws each synthesis with random noise (see test_engine_audio).
+    assert len(set(heard) & set(expected)) >= len(expected) - 2, heard
 
     mp3 = client.audio.speech.create(model=VOICE, voice="alloy", input=SENTENCE).read()
     assert mp3[:3] == b"ID3" or mp3[0] == 0xFF  # an MP3 stream
