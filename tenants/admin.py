@@ -1,11 +1,11 @@
 from django.contrib import admin
 
-from tenants.models import ApiKey, Tenant
+from tenants.models import ApiKey, Invitation, Membership, Tenant
 
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ("name", "tier", "status", "created_at")
+    list_display = ("name", "tier", "plan", "status", "created_at")
     search_fields = ("name",)
 
 
@@ -14,3 +14,15 @@ class ApiKeyAdmin(admin.ModelAdmin):
     list_display = ("display", "tenant", "name", "created_at", "last_used_at", "revoked_at")
     readonly_fields = ("prefix", "key_hash", "created_at", "last_used_at")
     list_filter = ("tenant",)
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ("user", "tenant", "role", "created_at")
+    list_filter = ("role", "tenant")
+
+
+@admin.register(Invitation)
+class InvitationAdmin(admin.ModelAdmin):
+    list_display = ("email", "tenant", "role", "expires_at", "accepted_at")
+    readonly_fields = ("token_hash",)

@@ -8,11 +8,20 @@ class Tenant(models.Model):
 
     class Status(models.TextChoices):
         ACTIVE = "active"
+        PAST_DUE = "past_due"  # a payment failed; still served until the grace period ends
         SUSPENDED = "suspended"
 
     name = models.SlugField(max_length=64, unique=True)
+    # The plan's name, kept here for the scheduler's customer map (customer.tier).
     tier = models.CharField(max_length=32, default="free")
+    plan = models.ForeignKey(
+        "billing.Plan", null=True, blank=True, on_delete=models.PROTECT, related_name="tenants"
+    )
+    # Per-tenant limits that replace the plan's: {"tokens_per_day": 5000000, ...}.
+    overrides = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    past_due_since = models.DateTimeField(null=True, blank=True)
+    stripe_customer_id = models.CharField(max_length=100, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -20,12 +29,21 @@ class Tenant(models.Model):
 
 
 class ApiKey(models.Model):
-    """A bearer key. The plaintext is shown once; only its SHA-256 is kept."""
+    """A bearer key. The plaintext is shown once; only its SHA-256 is kept.
+
+    `scopes` narrows what the key may do: {"endpoints": ["chat", "embeddings"], "models":
+    ["llama-3-8b"]} (missing or empty: everything). A rotated key stays valid until
+    `expires_at` (the grace period) and names its successor in `replaced_by`."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=100, blank=True, default="")
     prefix = models.CharField(max_length=16, unique=True)
     key_hash = models.CharField(max_length=64)
+    scopes = models.JSONField(default=dict, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    replaced_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replaces"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -42,3 +60,46 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return self.display
+
+
+class Membership(models.Model):
+    """A user's role in a tenant. Owners and admins manage members and keys; billing
+    sees usage and invoices; members use keys and see usage."""
+
+    class Role(models.TextChoices):
+        OWNER = "owner"
+        ADMIN = "admin"
+        MEMBER = "member"
+        BILLING = "billing"
+
+    user = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="memberships")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "tenant"], name="uniq_membership"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.role} of {self.tenant_id}"
+
+
+class Invitation(models.Model):
+    """An invitation to join a tenant with a role, accepted with a one-time token (only
+    its hash is stored) before it expires."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=16, choices=Membership.Role.choices)
+    token_hash = models.CharField(max_length=64, unique=True)
+    invited_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"invitation {self.email} to {self.tenant_id}"

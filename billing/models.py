@@ -1,0 +1,183 @@
+"""Plans and limits, metering, prices and invoices, and what rbee has told Stripe.
+
+Usage is written to the database before a response is finished (UsageEvent, one per
+request, unique by request id), and every later step reads it from there: meter events
+for Stripe (MeterEvent, an outbox with idempotency identifiers), invoice drafts and the
+portal's usage queries. A crash between the response and any of those loses nothing.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+# The units rbee meters, and the Plan field that limits each per day.
+UNITS = ("prompt_tokens", "completion_tokens", "images", "audio_seconds", "characters")
+
+
+class Plan(models.Model):
+    """What a tenant may use: models, daily quotas, per-minute rates, concurrency.
+    Editable in the admin; empty/None means unlimited. A tenant's `overrides` replace
+    single fields of its plan."""
+
+    name = models.SlugField(max_length=64, unique=True)
+    description = models.CharField(max_length=200, blank=True, default="")
+    # Model names (or aliases) allowed; empty: every model.
+    allowed_models = models.JSONField(default=list, blank=True)
+    requests_per_day = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
+    images_per_day = models.PositiveIntegerField(null=True, blank=True)
+    audio_seconds_per_day = models.PositiveIntegerField(null=True, blank=True)
+    characters_per_day = models.PositiveBigIntegerField(null=True, blank=True)
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    max_concurrent = models.PositiveIntegerField(null=True, blank=True)
+    stripe_price_id = models.CharField(max_length=100, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    LIMIT_FIELDS = (
+        "requests_per_day",
+        "tokens_per_day",
+        "images_per_day",
+        "audio_seconds_per_day",
+        "characters_per_day",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "max_concurrent",
+    )
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class UsageEvent(models.Model):
+    """Exactly one per request that reached a worker, idempotent by request id; written
+    before the response ends (and when the client leaves mid-stream, with what was
+    generated)."""
+
+    class Modality(models.TextChoices):
+        CHAT = "chat"
+        COMPLETION = "completion"
+        EMBEDDING = "embedding"
+        IMAGE = "image"
+        TRANSCRIPTION = "transcription"
+        TRANSLATION = "translation"
+        SPEECH = "speech"
+
+    class Outcome(models.TextChoices):
+        OK = "ok"
+        DISCONNECTED = "disconnected"  # the client left; what was generated is counted
+        ERROR = "error"
+
+    request_id = models.CharField(max_length=64, unique=True)
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="usage")
+    api_key = models.ForeignKey(
+        "tenants.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="usage"
+    )
+    model = models.CharField(max_length=200)
+    modality = models.CharField(max_length=16, choices=Modality.choices)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    images = models.PositiveIntegerField(default=0)
+    audio_seconds = models.FloatField(default=0.0)
+    characters = models.PositiveIntegerField(default=0)
+    latency_ms = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True, default="")
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.OK)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "created_at"])]
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __str__(self) -> str:
+        return f"usage {self.request_id} {self.tenant_id} {self.model}"
+
+
+class Price(models.Model):
+    """The price of one unit of one model; a row with a plan overrides the plan-less one.
+    `model` '*' prices every model without a row of its own."""
+
+    class Unit(models.TextChoices):
+        PROMPT_TOKEN = "prompt_tokens"  # noqa: S105 (a unit, not a secret)
+        COMPLETION_TOKEN = "completion_tokens"  # noqa: S105
+        IMAGE = "images"
+        AUDIO_SECOND = "audio_seconds"
+        CHARACTER = "characters"
+
+    model = models.CharField(max_length=200)
+    unit = models.CharField(max_length=32, choices=Unit.choices)
+    plan = models.ForeignKey(Plan, null=True, blank=True, on_delete=models.CASCADE)
+    # Per unit, in the currency's main unit (e.g. 0.0000005 USD per token).
+    unit_price = models.DecimalField(max_digits=20, decimal_places=12)
+    currency = models.CharField(max_length=3, default="usd")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["model", "unit", "plan"], name="uniq_price"),
+            models.UniqueConstraint(
+                fields=["model", "unit"],
+                condition=models.Q(plan__isnull=True),
+                name="uniq_price_default",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} {self.unit} {self.unit_price} {self.currency}"
+
+
+class Invoice(models.Model):
+    """A monthly draft per tenant, built from usage and the price book (Celery)."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        FINAL = "final"
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="invoices")
+    period_start = models.DateField()
+    period_end = models.DateField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    currency = models.CharField(max_length=3, default="usd")
+    lines = models.JSONField(default=list)
+    total = models.DecimalField(max_digits=20, decimal_places=6, default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "period_start"], name="uniq_invoice_period")
+        ]
+
+    def __str__(self) -> str:
+        return f"invoice {self.tenant_id} {self.period_start} {self.total}"
+
+
+class MeterEvent(models.Model):
+    """One Stripe Billing Meter event to send (an outbox row per unit of a usage event).
+    `identifier` is Stripe's idempotency key for meter events: a retry never counts twice."""
+
+    usage = models.ForeignKey(UsageEvent, on_delete=models.CASCADE, related_name="meter_events")
+    event_name = models.CharField(max_length=100)
+    identifier = models.CharField(max_length=100, unique=True)
+    customer = models.CharField(max_length=100)
+    value = models.DecimalField(max_digits=20, decimal_places=6)
+    timestamp = models.DateTimeField()
+    sent_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=500, blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"meter {self.event_name} {self.identifier}"
+
+
+class StripeEvent(models.Model):
+    """A webhook event handled: its id is unique, so a replay is a no-op."""
+
+    event_id = models.CharField(max_length=100, unique=True)
+    type = models.CharField(max_length=100)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}"
