@@ -60,6 +60,10 @@ class Job:
     preferred: Placement | None = None
     # Called once when the job is over, however it ends (frees its queue slot).
     on_finish: Callable[[], None] | None = None
+    # Records the request's usage once and settles its reservation (billing/gate.py):
+    # called with the final event before it is passed on, or with None if the job ends
+    # without one (the client left, or the job was never taken).
+    meter: Any = None
     placement: Placement | None = None
     finished: bool = False
     _reply: str = ""
@@ -80,8 +84,15 @@ class Job:
             idle = settings.RBEE_JOB_IDLE_TIMEOUT
             while True:
                 for event in batch:
-                    if event.get("kind") in ("done", "error"):
+                    kind = event.get("kind")
+                    if self.meter is not None:
+                        self.meter.observe(event)
+                    if kind in ("done", "error"):
                         self.finished = True
+                        if self.meter is not None:
+                            await self.meter.finish(
+                                event, "ok" if kind == "done" else "error", self._worker_name()
+                            )
                     yield event
                     if self.finished:
                         return
@@ -106,7 +117,15 @@ class Job:
                 await self._release(layer, send_cancel=not self.finished)
                 self._forget_reply_channel(layer)
             finally:
-                self.finish()
+                try:
+                    if self.meter is not None and not self.finished:
+                        await self.meter.finish(None, "disconnected", self._worker_name())
+                finally:
+                    self.finish()
+
+    def _worker_name(self) -> str:
+        p = self.placement
+        return f"{p.hive_name}/{p.device}" if p is not None else ""
 
     def finish(self) -> None:
         """Free what the job held; safe to call more than once."""

@@ -27,7 +27,8 @@ from django.http.multipartparser import MultiPartParserError
 from django.http.response import HttpResponseBase
 from django.utils import timezone
 
-from hives import selectors as hive_selectors
+from billing.limits import Cost
+from billing.services import Usage
 from hives.models import CatalogModel
 from hives.protocol import (
     TASK_COMPLETION,
@@ -39,7 +40,7 @@ from hives.protocol import (
     TASK_TRANSLATION,
 )
 from inference import schemas
-from inference.dispatch import Job, new_job_id
+from inference.dispatch import Job
 from inference.errors import APIError, bad_request
 from inference.models import GeneratedImage
 from inference.views import (
@@ -54,6 +55,7 @@ from inference.views import (
     _record,
     _schedule,
     _usage,
+    make_job,
     openai_endpoint,
     read_body,
     read_json,
@@ -79,17 +81,20 @@ async def _job(
     *,
     size: int,
     extra: dict[str, Any] | None = None,
+    cost: Cost | None = None,
+    model: str = "",
+    fallback: Usage | None = None,
 ) -> tuple[Job, Scheduled]:
-    decision, slot = await _schedule(request, target, extra or {}, size)
-    job = Job(
-        on_finish=slot.release,
-        job_id=new_job_id(),
-        model=target.model.name,
-        task=task,
-        request=job_request,
-        placements=decision.eligible,
-        refresh=lambda: db(hive_selectors.placements_for_model, model=target.model),
-        preferred=decision.placement,
+    """Schedule (gate, script, queue, route) and build the job with its meter."""
+    decision, slot = await _schedule(request, target, extra or {}, size, cost)
+    job = make_job(
+        target,
+        decision,
+        slot,
+        task,
+        job_request,
+        model=model or target.model.name,
+        fallback=fallback,
     )
     return job, decision
 
@@ -152,12 +157,20 @@ async def completions(request: HttpRequest) -> HttpResponseBase:
         lambda r: schemas.validate_completion(read_json(r)),
         lambda q: q.model,
         Cap.TEXT_GEN,
+        TASK_COMPLETION,
     )
     job_request = schemas.completion_job_request(req)
     prompt = job_request["prompt"]
     size = len(prompt) // 4 + int(job_request.get("max_tokens") or 16)
     job, decision = await _job(
-        request, target, TASK_COMPLETION, job_request, size=size, extra=req.model_extra
+        request,
+        target,
+        TASK_COMPLETION,
+        job_request,
+        size=size,
+        extra=req.model_extra,
+        cost=Cost(tokens=size),
+        model=req.model,
     )
     completion_id = f"cmpl-{uuid.uuid4().hex}"
     created = int(time.time())
@@ -284,6 +297,7 @@ async def embeddings(request: HttpRequest) -> HttpResponseBase:
         lambda r: schemas.validate_embedding(read_json(r)),
         lambda q: q.model,
         Cap.EMBEDDING,
+        TASK_EMBEDDING,
     )
     inputs = schemas.embedding_inputs(req)
     job, decision = await _job(
@@ -293,6 +307,8 @@ async def embeddings(request: HttpRequest) -> HttpResponseBase:
         {"input": inputs, "dimensions": req.dimensions},
         size=sum(len(x) for x in inputs) // 4,
         extra=req.model_extra,
+        cost=Cost(tokens=sum(len(x) for x in inputs) // 4 + 1),
+        model=req.model,
     )
     done = await _result(job)
     result = done.get("result") or {}
@@ -378,6 +394,7 @@ async def image_generations(request: HttpRequest) -> HttpResponseBase:
         lambda r: schemas.validate_image_generation(read_json(r)),
         lambda q: q.model,
         Cap.IMAGE_GEN,
+        TASK_IMAGE,
     )
     n = req.n or 1
     job, decision = await _job(
@@ -395,6 +412,8 @@ async def image_generations(request: HttpRequest) -> HttpResponseBase:
         },
         size=n,
         extra=req.model_extra,
+        cost=Cost(images=n),
+        model=req.model or target.model.name,
     )
     return await _image_response(request, job, decision, req.response_format, n)
 
@@ -430,7 +449,13 @@ def _variation_form(request: HttpRequest) -> tuple[schemas.ImageVariationForm, b
 async def image_variations(request: HttpRequest) -> HttpResponseBase:
     raw_key = _require_key(request)
     (req, data), target = await db(
-        _prepare, raw_key, request, _variation_form, lambda q: q[0].model, Cap.IMAGE_GEN
+        _prepare,
+        raw_key,
+        request,
+        _variation_form,
+        lambda q: q[0].model,
+        Cap.IMAGE_GEN,
+        TASK_IMAGE_VARIATION,
     )
     n = req.n or 1
     job, decision = await _job(
@@ -447,6 +472,8 @@ async def image_variations(request: HttpRequest) -> HttpResponseBase:
         },
         size=n,
         extra=req.model_extra,
+        cost=Cost(images=n),
+        model=req.model or target.model.name,
     )
     return await _image_response(request, job, decision, req.response_format, n)
 
@@ -509,6 +536,7 @@ async def _audio_text(request: HttpRequest, task: str) -> HttpResponseBase:
         _audio_form(task),
         lambda q: q[0].model,
         Cap.AUDIO_TRANSCRIPTION,
+        task,
     )
     job, decision = await _job(
         request,
@@ -524,6 +552,7 @@ async def _audio_text(request: HttpRequest, task: str) -> HttpResponseBase:
         },
         size=len(data) // 16000,
         extra=req.model_extra,
+        model=req.model,
     )
     done = await _result(job)
     result = done.get("result") or {}
@@ -641,6 +670,7 @@ async def speech(request: HttpRequest) -> HttpResponseBase:
         lambda r: schemas.validate_speech(read_json(r)),
         lambda q: q.model,
         Cap.AUDIO_GEN,
+        TASK_SPEECH,
     )
     fmt = req.response_format or "mp3"
     job, decision = await _job(
@@ -650,6 +680,9 @@ async def speech(request: HttpRequest) -> HttpResponseBase:
         {"input": req.input, "voice": req.voice, "response_format": fmt, "speed": req.speed or 1.0},
         size=len(req.input),
         extra=req.model_extra,
+        cost=Cost(characters=len(req.input)),
+        model=req.model,
+        fallback=Usage(characters=len(req.input)),
     )
     events = job.events()
     # Wait for the first audio (or an error) before answering, so that a bad voice is

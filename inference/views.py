@@ -17,6 +17,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
+from billing import gate
+from billing.limits import Cost
 from hives import selectors as hive_selectors
 from hives.models import CatalogModel
 from hives.protocol import TASK_CHAT
@@ -28,6 +30,7 @@ from inference.scheduler import Policy, current_policy, task_map
 from rbee import __version__
 from rbee.db import db
 from tenants.selectors import Caller, KeyRejected, caller_anonymous, caller_from_key
+from tenants.services import api_key_touch
 
 logger = logging.getLogger("inference")
 requests_log = logging.getLogger("inference.requests")
@@ -44,6 +47,7 @@ _KEY_MESSAGES = {
     "malformed": "Incorrect API key provided: the key is not in rbee's format (sk-rbee-...).",
     "unknown": "Incorrect API key provided. Create a key with `rbee key create --tenant NAME`.",
     "revoked": "This API key has been revoked.",
+    "expired": "This API key has expired (a rotated key stops working after its grace period).",
     "suspended": "The tenant this API key belongs to is suspended.",
 }
 
@@ -63,10 +67,25 @@ def _authenticate(raw_key: str) -> Caller:
                 pass
         raise APIError(401, _KEY_MESSAGES["missing"], code="invalid_api_key")
     try:
-        return caller_from_key(raw_key)
+        caller = caller_from_key(raw_key)
+        _touch(caller)
+        return caller
     except KeyRejected as exc:
         code = "account_deactivated" if exc.reason == "suspended" else "invalid_api_key"
         raise APIError(401, _KEY_MESSAGES[exc.reason], code=code) from exc
+
+
+_touched: dict[int, float] = {}
+
+
+def _touch(caller: Caller) -> None:
+    """Keep the key's last-used time, writing at most once a minute per key and process."""
+    key_id = caller.api_key_id
+    now = time.monotonic()
+    if key_id is None or now - _touched.get(key_id, -1e9) < 60:
+        return
+    _touched[key_id] = now
+    api_key_touch(api_key_id=key_id)
 
 
 def openai_endpoint(methods: tuple[str, ...]) -> Callable[[View], Any]:
@@ -146,12 +165,17 @@ def _prepare(
     parse: Callable[[HttpRequest], P],
     model_of: Callable[[P], str | None],
     capability: str,
+    task: str,
 ) -> tuple[P, Target]:
-    """Key, body and placements in one thread hop, in that order: a caller with a bad key
-    hears 401 whatever its body, and learns nothing else."""
+    """Key, body, the key's scopes and the plan's models, and placements, in one thread
+    hop and in that order: a caller with a bad key hears 401 whatever its body, and
+    learns nothing else."""
     caller = _authenticate(raw_key)
     req = parse(request)
     target = _resolve(caller, model_of(req), capability)
+    if caller.scope_endpoints or caller.scope_models or caller.allowed_models:
+        aliases = list(target.model.aliases.values_list("name", flat=True))
+        gate.check_access(caller, task, target.model.name, aliases)
     policy = current_policy(settings.RBEE_SCHEDULER_CHECK_SECONDS)
     return req, Target(
         caller=caller, model=target.model, placements=target.placements, policy=policy
@@ -167,6 +191,7 @@ def _prepare_chat(
         lambda r: schemas.validate_chat(read_json(r)),
         lambda req: req.model,
         CatalogModel.Capability.TEXT_GEN,
+        TASK_CHAT,
     )
 
 
@@ -237,8 +262,46 @@ def _model_entry(served: hive_selectors.Served) -> dict[str, Any]:
     }
 
 
+def make_job(
+    target: Target,
+    decision: Scheduled,
+    slot: queueing.Slot,
+    task: str,
+    job_request: dict[str, Any],
+    *,
+    model: str,
+    fallback: Any = None,
+) -> Job:
+    """The job for a scheduled request, with the meter that records its usage once."""
+    job_id = new_job_id()
+    meter = None
+    if decision.admitted is not None:
+        meter = gate.Meter(
+            decision.admitted,
+            request_id=job_id,
+            model=model,
+            modality=gate.TASK_MODALITY.get(task, task),
+            fallback=fallback,
+        )
+    return Job(
+        on_finish=slot.release,
+        job_id=job_id,
+        model=target.model.name,
+        task=task,
+        request=job_request,
+        placements=decision.eligible,
+        refresh=lambda: db(hive_selectors.placements_for_model, model=target.model),
+        preferred=decision.placement,
+        meter=meter,
+    )
+
+
 def _record(resp: HttpResponseBase, job: Job, decision: Scheduled) -> None:
-    """Which worker served the request, and whether the script or the default chose it."""
+    """Which worker served the request, and whether the script or the default chose it;
+    the tenant's rate-limit headers."""
+    if decision.admitted is not None:
+        for k, v in decision.admitted.headers.items():
+            resp[k] = v
     served = job.placement or decision.placement
     source = decision.source if served.worker_id == decision.placement.worker_id else "retry"
     resp["X-Rbee-Worker"] = f"{served.hive_name}/{served.device}"
@@ -264,13 +327,20 @@ class Scheduled:
     placement: Placement
     source: str
     eligible: list[Placement]
+    admitted: gate.Admitted | None = None
 
 
 async def _schedule(
-    request: HttpRequest, target: Target, extra: dict[str, Any], size: int
+    request: HttpRequest,
+    target: Target,
+    extra: dict[str, Any],
+    size: int,
+    cost: Cost | None = None,
 ) -> tuple[Scheduled, queueing.Slot]:
-    """Eligibility, the owner's should_admit, a free slot (waiting if need be), then
-    route_task among the workers live at that moment (inference/scheduler.py)."""
+    """Eligibility, the tenant's rates and quotas (reserving `cost`), the owner's
+    should_admit, a free slot (waiting if need be), then route_task among the workers
+    live at that moment (inference/scheduler.py). The reservation is settled by the
+    job's Meter; if scheduling fails here, it is settled at once."""
     priority = str(extra.get("priority") or request.headers.get("X-Rbee-Priority") or "interactive")
     if priority not in ("interactive", "batch"):
         raise APIError(
@@ -296,6 +366,28 @@ async def _schedule(
 
     eligible = eligible_of(target.placements)
     caller = target.caller
+    admitted = await gate.admit(caller, cost or Cost(requests=1, tokens=size))
+    try:
+        scheduled, slot = await _admit_and_route(
+            request, target, eligible, eligible_of, priority, region, size, admitted
+        )
+    except BaseException:
+        await gate.release(admitted)
+        raise
+    return scheduled, slot
+
+
+async def _admit_and_route(
+    request: HttpRequest,
+    target: Target,
+    eligible: list[Placement],
+    eligible_of: Callable[[list[Placement]], list[Placement]],
+    priority: str,
+    region: str,
+    size: int,
+    admitted: gate.Admitted,
+) -> tuple[Scheduled, queueing.Slot]:
+    caller = target.caller
     model = target.model.name
     task = task_map(
         type=target.model.capability,
@@ -306,13 +398,19 @@ async def _schedule(
         region=region,
         size=size,
     )
+    used = admitted.usage_today
     customer = {
         "tenant": caller.tenant_name,
         "tier": caller.tier,
         "queue_depth": queueing.queue_depth(model),
-        # Metering arrives with billing; until then usage is 0 and there is no limit.
-        "tokens_used_today": 0,
-        "daily_limit": None,
+        # Today's usage (with this request's reservation) and the plan's daily limits.
+        "tokens_used_today": int(used.get("tokens", 0)),
+        "daily_limit": caller.limits.get("tokens_per_day"),
+        "requests_today": int(used.get("requests", 0)),
+        "images_today": int(used.get("images", 0)),
+        "audio_seconds_today": float(used.get("audio_seconds", 0.0)),
+        "characters_today": int(used.get("characters", 0)),
+        "limits": {k: v for k, v in caller.limits.items() if v is not None},
     }
     admission = target.policy.admit(task, customer)
     if not admission.admitted:
@@ -336,7 +434,7 @@ async def _schedule(
     except BaseException:
         slot.release()
         raise
-    return Scheduled(decision.placement, decision.source, eligible), slot
+    return Scheduled(decision.placement, decision.source, eligible, admitted), slot
 
 
 @openai_endpoint(("GET",))
@@ -392,16 +490,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     decision, slot = await _schedule(
         request, target, req.model_extra or {}, _size_estimate(job_request)
     )
-    job = Job(
-        on_finish=slot.release,
-        job_id=new_job_id(),
-        model=target.model.name,
-        task=TASK_CHAT,
-        request=job_request,
-        placements=decision.eligible,
-        refresh=lambda: db(hive_selectors.placements_for_model, model=target.model),
-        preferred=decision.placement,
-    )
+    job = make_job(target, decision, slot, TASK_CHAT, job_request, model=req.model)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if req.stream:

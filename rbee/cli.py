@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -81,6 +82,10 @@ def serve_queen(host: str, port: int, *, migrate: bool = True) -> None:
         # One process owns every hive socket on the embedded default, so any
         # connection recorded now belongs to a previous run.
         hives_forget_connections()
+        # No Celery beat here: billing's periodic tasks run on a thread of the queen.
+        from billing.periodic import start_in_process
+
+        start_in_process()
     logging.getLogger("rbee").info("queen listening on http://%s:%s", host, port)
     Server(
         application=application,
@@ -104,6 +109,23 @@ def queen_start(host: str, port: int, no_migrate: bool) -> None:
     """Start the queen (Daphne) on PORT."""
     configure_logging(os.environ.get("RBEE_LOG_LEVEL", "INFO"))
     serve_queen(host, port, migrate=not no_migrate)
+
+
+@main.group("billing")
+def billing_group() -> None:
+    """Metering, invoices and Stripe."""
+
+
+@billing_group.command("worker")
+@click.option("--concurrency", default=2, show_default=True, type=int)
+def billing_worker(concurrency: int) -> None:
+    """Run Celery (with its beat) for background work: usage to Stripe, past-due
+    suspensions, invoice drafts. Needed with RBEE_REDIS_URL; on the embedded default the
+    queen does this work itself."""
+    _django()
+    from rbee.celery import app
+
+    app.worker_main(["worker", "--beat", f"--concurrency={concurrency}", "--loglevel=INFO"])
 
 
 # --- hives ------------------------------------------------------------------------------
@@ -242,7 +264,8 @@ def tenant() -> None:
 @tenant.command("create")
 @click.argument("name")
 @click.option("--tier", default="free", show_default=True)
-def tenant_create(name: str, tier: str) -> None:
+@click.option("--plan", default=None, help="The plan (default: the plan named like the tier).")
+def tenant_create(name: str, tier: str, plan: str | None) -> None:
     """Create the tenant NAME."""
     _django()
     _migrate()
@@ -250,10 +273,11 @@ def tenant_create(name: str, tier: str) -> None:
     from tenants.services import tenant_create as create
 
     try:
-        t = create(name=name, tier=tier)
+        t = create(name=name, tier=tier, plan=plan)
     except TenantError as exc:
         _fail(exc.message)
-    click.echo(f"created tenant {t.name} (tier {t.tier})", err=True)
+    how = f"plan {t.plan.name}" if t.plan else f"tier {t.tier}, no plan: unlimited"
+    click.echo(f"created tenant {t.name} ({how})", err=True)
 
 
 @tenant.command("list")
@@ -262,8 +286,143 @@ def tenant_list() -> None:
     _migrate()
     from tenants.selectors import tenant_list as select
 
-    for t in select():
-        click.echo(f"{t.name:24} {t.tier:12} {t.status}")
+    for t in select().select_related("plan"):
+        plan = t.plan.name if t.plan else "-"
+        click.echo(f"{t.name:24} {t.tier:12} {plan:12} {t.status}")
+
+
+def _set_status(name: str, status: str) -> None:
+    _django()
+    _migrate()
+    from tenants.services import tenant_set_status
+
+    t = tenant_set_status(tenant=_tenant(name), status=status)
+    click.echo(f"{t.name}: {t.status}", err=True)
+
+
+@tenant.command("suspend")
+@click.argument("name")
+def tenant_suspend(name: str) -> None:
+    """Suspend NAME: its keys stop working at once (401 account_deactivated)."""
+    _set_status(name, "suspended")
+
+
+@tenant.command("resume")
+@click.argument("name")
+def tenant_resume(name: str) -> None:
+    """Make NAME active again."""
+    _set_status(name, "active")
+
+
+@tenant.command("plan")
+@click.argument("name")
+@click.argument("plan")
+def tenant_plan(name: str, plan: str) -> None:
+    """Move NAME to PLAN."""
+    _django()
+    _migrate()
+    from tenants.errors import TenantError
+    from tenants.services import tenant_set_plan
+
+    try:
+        t = tenant_set_plan(tenant=_tenant(name), plan_name=plan)
+    except TenantError as exc:
+        _fail(exc.message)
+    click.echo(f"{t.name}: plan {plan}", err=True)
+
+
+@tenant.command("limit")
+@click.argument("name")
+@click.argument("limits", nargs=-1, required=True)
+def tenant_limit(name: str, limits: tuple[str, ...]) -> None:
+    """Override single limits of NAME's plan: FIELD=N, FIELD=none (unlimited).
+    E.g. `rbee tenant limit acme tokens_per_day=5000000 max_concurrent=8`."""
+    _django()
+    _migrate()
+    from tenants.errors import TenantError
+    from tenants.services import tenant_set_overrides
+
+    try:
+        t = tenant_set_overrides(tenant=_tenant(name), overrides=_limit_args(limits))
+    except TenantError as exc:
+        _fail(exc.message)
+    click.echo(f"{t.name}: {t.overrides}", err=True)
+
+
+def _limit_args(items: tuple[str, ...]) -> dict[str, int | None]:
+    out: dict[str, int | None] = {}
+    for item in items:
+        field, sep, raw = item.partition("=")
+        if not sep:
+            _fail(f"bad limit {item!r}: expected FIELD=N or FIELD=none")
+        if raw.lower() in ("none", "unlimited", ""):
+            out[field] = None
+        elif raw.isdigit():
+            out[field] = int(raw)
+        else:
+            _fail(f"bad limit {item!r}: N must be a whole number")
+    return out
+
+
+# --- plans ---------------------------------------------------------------------------------
+
+
+@main.group()
+def plan() -> None:
+    """Plans: allowed models, daily quotas, rates and concurrency."""
+
+
+@plan.command("list")
+def plan_list() -> None:
+    _django()
+    _migrate()
+    from billing.models import Plan
+
+    for p in Plan.objects.order_by("name"):
+        limits = ", ".join(
+            f"{f}={getattr(p, f)}" for f in Plan.LIMIT_FIELDS if getattr(p, f) is not None
+        )
+        models = ",".join(p.allowed_models) if p.allowed_models else "all models"
+        click.echo(f"{p.name:12} {models:24} {limits or 'unlimited'}")
+
+
+@plan.command("defaults")
+def plan_defaults() -> None:
+    """Create the free, pro and enterprise plans (existing ones are left as they are)."""
+    _django()
+    _migrate()
+    from billing.services import plan_get_or_create_defaults
+
+    for name in plan_get_or_create_defaults():
+        click.echo(name)
+
+
+@plan.command("set")
+@click.argument("name")
+@click.argument("limits", nargs=-1)
+@click.option("--models", default=None, help="Allowed models, comma-separated ('' for all).")
+def plan_set(name: str, limits: tuple[str, ...], models: str | None) -> None:
+    """Create or change the plan NAME: FIELD=N or FIELD=none for each limit
+    (requests_per_day, tokens_per_day, images_per_day, audio_seconds_per_day,
+    characters_per_day, requests_per_minute, tokens_per_minute, max_concurrent)."""
+    _django()
+    _migrate()
+    from django.db import transaction
+
+    from billing.models import Plan
+
+    values = _limit_args(limits)
+    unknown = sorted(set(values) - set(Plan.LIMIT_FIELDS))
+    if unknown:
+        _fail(f"unknown limit {', '.join(unknown)}: use {', '.join(Plan.LIMIT_FIELDS)}")
+    with transaction.atomic():
+        p, created = Plan.objects.get_or_create(name=name)
+        for field, value in values.items():
+            setattr(p, field, value)
+        if models is not None:
+            p.allowed_models = [m.strip() for m in models.split(",") if m.strip()]
+        p.save()
+    click.echo(f"{'created' if created else 'updated'} plan {p.name}", err=True)
 
 
 @main.group()
@@ -285,14 +444,69 @@ def _tenant(name: str) -> Any:
 @key.command("create")
 @click.option("--tenant", "tenant_name", required=True)
 @click.option("--name", default="", help="A label for the key.")
-def key_create(tenant_name: str, name: str) -> None:
+@click.option(
+    "--endpoints",
+    default="",
+    help="Only these endpoints (comma-separated: chat,completions,embeddings,images,audio).",
+)
+@click.option("--models", default="", help="Only these models (comma-separated).")
+@click.option("--expires-in", default="", help="Expire after this long: 90d, 12h, 30m.")
+def key_create(tenant_name: str, name: str, endpoints: str, models: str, expires_in: str) -> None:
     """Create an API key; prints only the key, so scripts can capture it."""
     _django()
     _migrate()
+    from django.utils import timezone
+
+    from tenants.errors import TenantError
     from tenants.services import api_key_create
 
-    _, plaintext = api_key_create(tenant=_tenant(tenant_name), name=name)
+    scopes = {
+        "endpoints": [e.strip() for e in endpoints.split(",") if e.strip()],
+        "models": [m.strip() for m in models.split(",") if m.strip()],
+    }
+    expires = timezone.now() + _duration(expires_in) if expires_in else None
+    try:
+        _, plaintext = api_key_create(
+            tenant=_tenant(tenant_name), name=name, scopes=scopes, expires_at=expires
+        )
+    except TenantError as exc:
+        _fail(exc.message)
     click.echo(plaintext)
+
+
+def _duration(text: str) -> Any:
+    from datetime import timedelta
+
+    m = re.fullmatch(r"(\d+)([dhms])", text.strip())
+    if m is None:
+        _fail(f"bad duration {text!r}: use e.g. 90d, 12h, 30m, 45s")
+        raise AssertionError  # unreachable: _fail exits
+    unit = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}[m.group(2)]
+    return timedelta(**{unit: int(m.group(1))})
+
+
+@key.command("rotate")
+@click.argument("key_or_prefix")
+@click.option("--tenant", "tenant_name", required=True)
+@click.option("--grace", default="24h", show_default=True, help="How long the old key works.")
+def key_rotate(key_or_prefix: str, tenant_name: str, grace: str) -> None:
+    """Replace a key: prints the new one; the old one keeps working for --grace."""
+    _django()
+    _migrate()
+    from rbee import secrets
+    from tenants.errors import TenantError
+    from tenants.models import ApiKey
+    from tenants.selectors import api_key_get
+    from tenants.services import api_key_rotate
+
+    prefix = secrets.parse_prefix(ApiKey.KIND, key_or_prefix) or key_or_prefix
+    try:
+        old = api_key_get(tenant=_tenant(tenant_name), prefix=prefix)
+        _, plaintext = api_key_rotate(api_key=old, grace=_duration(grace))
+    except TenantError as exc:
+        _fail(exc.message)
+    click.echo(plaintext)
+    click.echo(f"{old.display} keeps working until {old.expires_at:%Y-%m-%d %H:%M} UTC", err=True)
 
 
 @key.command("list")

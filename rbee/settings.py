@@ -131,11 +131,43 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+# billing/invoice_tasks.py is not named tasks.py, so autodiscovery would miss it.
+CELERY_IMPORTS = ("billing.tasks", "billing.invoice_tasks")
+CELERY_BEAT_SCHEDULE = {
+    "billing-report-usage": {"task": "billing.report_usage", "schedule": 60.0},
+    "billing-suspend-past-due": {"task": "billing.suspend_past_due", "schedule": 3600.0},
+    "billing-build-monthly-invoices": {
+        "task": "billing.build_monthly_invoices",
+        "schedule": 24 * 3600.0,
+    },
+}
 
 # --- request limits ----------------------------------------------------------------
 # Largest JSON body /v1/ accepts; larger bodies get 413 before they are parsed.
 # 25 MiB audio uploads (OpenAI's limit) plus the form around them.
 RBEE_MAX_BODY_BYTES = env.int("RBEE_MAX_BODY_BYTES", default=26 * 1024 * 1024)
+# --- billing: Stripe -----------------------------------------------------------------
+# Stripe is optional: without a secret key nothing is sent. RBEE_STRIPE_API_BASE points the
+# stripe library elsewhere (the tests' Stripe-compatible server on loopback).
+RBEE_STRIPE_SECRET_KEY = env.str("RBEE_STRIPE_SECRET_KEY", default="")
+RBEE_STRIPE_WEBHOOK_SECRET = env.str("RBEE_STRIPE_WEBHOOK_SECRET", default="")
+RBEE_STRIPE_API_BASE = env.str("RBEE_STRIPE_API_BASE", default="")
+# Our metered unit -> the event name of the Stripe Billing Meter that counts it.
+RBEE_STRIPE_METERS = {
+    "prompt_tokens": env.str("RBEE_STRIPE_METER_PROMPT_TOKENS", default="rbee_prompt_tokens"),
+    "completion_tokens": env.str(
+        "RBEE_STRIPE_METER_COMPLETION_TOKENS", default="rbee_completion_tokens"
+    ),
+    "images": env.str("RBEE_STRIPE_METER_IMAGES", default="rbee_images"),
+    "audio_seconds": env.str("RBEE_STRIPE_METER_AUDIO_SECONDS", default="rbee_audio_seconds"),
+    "characters": env.str("RBEE_STRIPE_METER_CHARACTERS", default="rbee_characters"),
+}
+# The Redis key prefix of rate-limit and quota counters (one per deployment).
+RBEE_LIMITS_PREFIX = env.str("RBEE_LIMITS_PREFIX", default="rbee:lim")
+# Days a tenant whose payment failed is still served before it is suspended.
+RBEE_PAST_DUE_GRACE_DAYS = env.float("RBEE_PAST_DUE_GRACE_DAYS", default=7.0)
+
 # How long an image answered as a URL stays downloadable from the queen.
 RBEE_IMAGE_URL_TTL = env.int("RBEE_IMAGE_URL_TTL", default=3600)
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(RBEE_MAX_BODY_BYTES, 2_621_440)
@@ -200,6 +232,7 @@ LOGGING = {
         "hives": {"level": LOG_LEVEL},
         "inference": {"level": LOG_LEVEL},
         "tenants": {"level": LOG_LEVEL},
+        "billing": {"level": LOG_LEVEL},
         "django.request": {"level": "ERROR"},
     },
 }

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from billing.webhooks import stripe_webhook
 from hives.management_api import (
     DownloadDetailApi,
     DownloadsApi,
@@ -23,5 +24,7 @@ urlpatterns = [
     path("api/downloads", DownloadsApi.as_view()),
     path("api/downloads/<int:download_id>", DownloadDetailApi.as_view()),
     path("api/workers/<int:worker_id>/<str:action>", WorkerActionApi.as_view()),
+    path("stripe/webhook", stripe_webhook),
+    path("", include("tenants.api")),
     path("admin/", admin.site.urls),
 ]

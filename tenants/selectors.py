@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from rbee import secrets
 from tenants.errors import TenantError, TenantErrorCode
@@ -15,13 +17,19 @@ _DUMMY_DIGEST = secrets.digest("sk-rbee-none")
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling /v1/: resolved once per request and handed to everything else."""
+    """Who is calling /v1/: resolved once per request and handed to everything else,
+    with what the tenant's plan (and its overrides) allows and what the key may do."""
 
     tenant_id: int
     tenant_name: str
     tier: str
     api_key_id: int | None  # None: an anonymous caller on an open local queen
     api_key_prefix: str
+    # The plan's limits with the tenant's overrides applied; None means unlimited.
+    limits: dict[str, int | None] = field(default_factory=dict)
+    allowed_models: tuple[str, ...] = ()  # empty: every model
+    scope_endpoints: tuple[str, ...] = ()  # empty: every endpoint
+    scope_models: tuple[str, ...] = ()  # empty: every model the plan allows
 
 
 class KeyRejected(Exception):
@@ -54,6 +62,20 @@ def api_key_get(*, tenant: Tenant, prefix: str) -> ApiKey:
         raise TenantError(TenantErrorCode.NOT_FOUND, f"no key {prefix!r} for {tenant}") from exc
 
 
+_PLAN_FIELDS = (
+    "tenant__plan__name",
+    "tenant__plan__allowed_models",
+    "tenant__plan__requests_per_day",
+    "tenant__plan__tokens_per_day",
+    "tenant__plan__images_per_day",
+    "tenant__plan__audio_seconds_per_day",
+    "tenant__plan__characters_per_day",
+    "tenant__plan__requests_per_minute",
+    "tenant__plan__tokens_per_minute",
+    "tenant__plan__max_concurrent",
+)
+
+
 def caller_from_key(plaintext: str) -> Caller:
     """Resolve a bearer key to its caller, or raise KeyRejected."""
     prefix = secrets.parse_prefix(ApiKey.KIND, plaintext)
@@ -63,15 +85,20 @@ def caller_from_key(plaintext: str) -> Caller:
     key = (
         ApiKey.objects.select_related("tenant")
         .filter(prefix=prefix)
+        .select_related("tenant__plan")
         .only(
             "id",
             "prefix",
             "key_hash",
             "revoked_at",
+            "expires_at",
+            "scopes",
             "tenant__id",
             "tenant__name",
             "tenant__tier",
             "tenant__status",
+            "tenant__overrides",
+            *_PLAN_FIELDS,
         )
         .first()
     )
@@ -82,22 +109,55 @@ def caller_from_key(plaintext: str) -> Caller:
         raise KeyRejected("unknown")
     if key.revoked_at is not None:
         raise KeyRejected("revoked")
-    if key.tenant.status != Tenant.Status.ACTIVE:
+    if key.expires_at is not None and key.expires_at <= timezone.now():
+        raise KeyRejected("expired")
+    if key.tenant.status == Tenant.Status.SUSPENDED:
         raise KeyRejected("suspended")
-    return Caller(
-        tenant_id=key.tenant.id,
-        tenant_name=key.tenant.name,
-        tier=key.tenant.tier,
+    scopes = key.scopes if isinstance(key.scopes, dict) else {}
+    return _caller(
+        key.tenant,
         api_key_id=key.id,
         api_key_prefix=key.prefix,
+        scope_endpoints=tuple(str(x) for x in scopes.get("endpoints") or ()),
+        scope_models=tuple(str(x) for x in scopes.get("models") or ()),
+    )
+
+
+def effective_limits(tenant: Tenant) -> dict[str, int | None]:
+    """The tenant's plan's limits with its overrides on top (None: unlimited)."""
+    from billing.models import Plan
+
+    plan = tenant.plan
+    limits: dict[str, int | None] = {
+        f: (getattr(plan, f) if plan is not None else None) for f in Plan.LIMIT_FIELDS
+    }
+    overrides: Any = tenant.overrides if isinstance(tenant.overrides, dict) else {}
+    for name, value in overrides.items():
+        if name in limits:
+            limits[name] = None if value is None else int(value)
+    return limits
+
+
+def _caller(tenant: Tenant, **extra: Any) -> Caller:
+    plan = tenant.plan
+    return Caller(
+        tenant_id=tenant.id,
+        tenant_name=tenant.name,
+        tier=plan.name if plan is not None else tenant.tier,
+        limits=effective_limits(tenant),
+        allowed_models=tuple(str(m) for m in (plan.allowed_models if plan else []) or ()),
+        **extra,
     )
 
 
 def caller_anonymous(*, tenant_name: str) -> Caller:
     """A caller without a key, acting as `tenant_name` (only on a queen started open)."""
-    t = Tenant.objects.filter(name=tenant_name, status=Tenant.Status.ACTIVE).first()
+    t = (
+        Tenant.objects.select_related("plan")
+        .filter(name=tenant_name)
+        .exclude(status=Tenant.Status.SUSPENDED)
+        .first()
+    )
     if t is None:
         raise KeyRejected("missing")
-    return Caller(
-        tenant_id=t.id, tenant_name=t.name, tier=t.tier, api_key_id=None, api_key_prefix=""
-    )
+    return _caller(t, api_key_id=None, api_key_prefix="")

@@ -2,24 +2,41 @@
 
 from __future__ import annotations
 
-from django.db import IntegrityError, transaction
+import hmac as stdlib_hmac
+import secrets as stdlib_secrets
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
 from rbee import secrets
 from tenants.errors import TenantError, TenantErrorCode
-from tenants.models import ApiKey, Tenant
+from tenants.models import ApiKey, Invitation, Membership, Tenant
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 
-def tenant_create(*, name: str, tier: str = "free") -> Tenant:
+def tenant_create(*, name: str, tier: str = "free", plan: str | None = None) -> Tenant:
+    """Create a tenant. Its plan is `plan`, else the plan named like its tier if there is
+    one; with no plan it is unlimited (a homelab's own tenant)."""
+    from billing.models import Plan
+
     if not name or slugify(name) != name:
         raise TenantError(
             TenantErrorCode.INVALID,
             f"invalid tenant name {name!r}: use lowercase letters, digits, '-' and '_'",
         )
+    chosen = Plan.objects.filter(name=plan or tier).first()
+    if plan and chosen is None:
+        raise TenantError(TenantErrorCode.NOT_FOUND, f"no plan named {plan!r}")
     try:
         with transaction.atomic():
-            return Tenant.objects.create(name=name, tier=tier)
+            return Tenant.objects.create(
+                name=name, tier=chosen.name if chosen else tier, plan=chosen
+            )
     except IntegrityError as exc:
         raise TenantError(
             TenantErrorCode.ALREADY_EXISTS, f"tenant {name!r} already exists"
@@ -31,14 +48,115 @@ def tenant_get_or_create(*, name: str, tier: str = "free") -> tuple[Tenant, bool
         return Tenant.objects.get_or_create(name=name, defaults={"tier": tier})
 
 
-def api_key_create(*, tenant: Tenant, name: str = "") -> tuple[ApiKey, str]:
+SCOPE_ENDPOINTS = ("chat", "completions", "embeddings", "images", "audio")
+
+
+def _check_scopes(scopes: dict[str, Any]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for field in ("endpoints", "models"):
+        values = [str(v) for v in scopes.get(field) or [] if str(v)]
+        if field == "endpoints":
+            unknown = sorted(set(values) - set(SCOPE_ENDPOINTS))
+            if unknown:
+                raise TenantError(
+                    TenantErrorCode.INVALID,
+                    f"unknown endpoint scope {', '.join(unknown)}: use "
+                    f"{', '.join(SCOPE_ENDPOINTS)}",
+                )
+        if values:
+            out[field] = values
+    return out
+
+
+def api_key_create(
+    *,
+    tenant: Tenant,
+    name: str = "",
+    scopes: dict[str, Any] | None = None,
+    expires_at: datetime | None = None,
+) -> tuple[ApiKey, str]:
     """Create a key; returns the row and the plaintext, which is never stored."""
     new = secrets.make(ApiKey.KIND)
     with transaction.atomic():
         key = ApiKey.objects.create(
-            tenant=tenant, name=name, prefix=new.prefix, key_hash=new.digest
+            tenant=tenant,
+            name=name,
+            prefix=new.prefix,
+            key_hash=new.digest,
+            scopes=_check_scopes(scopes or {}),
+            expires_at=expires_at,
         )
     return key, new.plaintext
+
+
+def api_key_rotate(
+    *, api_key: ApiKey, grace: timedelta = timedelta(hours=24)
+) -> tuple[ApiKey, str]:
+    """A new key with the same name and scopes; the old one keeps working for `grace`
+    (so clients can be switched over) and then expires."""
+    if api_key.revoked_at is not None:
+        raise TenantError(TenantErrorCode.INVALID, "a revoked key cannot be rotated")
+    with transaction.atomic():
+        new, plaintext = api_key_create(
+            tenant=api_key.tenant, name=api_key.name, scopes=api_key.scopes or {}
+        )
+        ends = timezone.now() + grace
+        if api_key.expires_at is None or api_key.expires_at > ends:
+            api_key.expires_at = ends
+        api_key.replaced_by = new
+        api_key.save(update_fields=["expires_at", "replaced_by"])
+    return new, plaintext
+
+
+def api_key_touch(*, api_key_id: int, every: timedelta = timedelta(seconds=60)) -> None:
+    """Record that a key was used (at most once a minute per key: cheap on every request)."""
+    now = timezone.now()
+    ApiKey.objects.filter(pk=api_key_id).filter(
+        models.Q(last_used_at__isnull=True) | models.Q(last_used_at__lt=now - every)
+    ).update(last_used_at=now)
+
+
+def tenant_set_status(*, tenant: Tenant, status: str) -> Tenant:
+    """Suspend (its keys stop working at once) or reactivate a tenant."""
+    if status not in Tenant.Status.values:
+        raise TenantError(TenantErrorCode.INVALID, f"unknown status {status!r}")
+    with transaction.atomic():
+        tenant.status = status
+        if status == Tenant.Status.ACTIVE:
+            tenant.past_due_since = None
+        tenant.save(update_fields=["status", "past_due_since"])
+    return tenant
+
+
+def tenant_set_plan(*, tenant: Tenant, plan_name: str) -> Tenant:
+    from billing.models import Plan
+
+    plan = Plan.objects.filter(name=plan_name).first()
+    if plan is None:
+        raise TenantError(TenantErrorCode.NOT_FOUND, f"no plan named {plan_name!r}")
+    with transaction.atomic():
+        tenant.plan = plan
+        tenant.tier = plan.name
+        tenant.save(update_fields=["plan", "tier"])
+    return tenant
+
+
+def tenant_set_overrides(*, tenant: Tenant, overrides: dict[str, int | None]) -> Tenant:
+    """Replace single limits of the tenant's plan (None: unlimited; a missing key: the
+    plan's)."""
+    from billing.models import Plan
+
+    unknown = sorted(set(overrides) - set(Plan.LIMIT_FIELDS))
+    if unknown:
+        raise TenantError(
+            TenantErrorCode.INVALID,
+            f"unknown limit {', '.join(unknown)}: use {', '.join(Plan.LIMIT_FIELDS)}",
+        )
+    with transaction.atomic():
+        merged = {**(tenant.overrides or {}), **overrides}
+        tenant.overrides = merged
+        tenant.save(update_fields=["overrides"])
+    return tenant
 
 
 def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
@@ -48,3 +166,132 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
         )
     api_key.refresh_from_db()
     return api_key
+
+
+# Members and invitations ---------------------------------------------------------------
+
+_ROLES = tuple(Membership.Role.values)
+
+
+def _check_role(role: str) -> str:
+    if role not in _ROLES:
+        raise TenantError(
+            TenantErrorCode.INVALID, f"unknown role {role!r}: use {', '.join(_ROLES)}"
+        )
+    return role
+
+
+def _lock_tenant(tenant_id: int) -> None:
+    """Serialize membership changes of one tenant (the last-owner rule reads, then writes)."""
+    Tenant.objects.select_for_update().filter(pk=tenant_id).values_list("pk").first()
+
+
+def membership_add(*, tenant: Tenant, user: User, role: str) -> Membership:
+    _check_role(role)
+    try:
+        with transaction.atomic():
+            return Membership.objects.create(tenant=tenant, user=user, role=role)
+    except IntegrityError as exc:
+        raise TenantError(
+            TenantErrorCode.ALREADY_EXISTS, f"{user.get_username()} is already a member"
+        ) from exc
+
+
+def _would_orphan(membership: Membership) -> bool:
+    """True when `membership` is the tenant's only owner."""
+    if membership.role != Membership.Role.OWNER:
+        return False
+    owners = Membership.objects.filter(tenant_id=membership.tenant_id, role=Membership.Role.OWNER)
+    return not owners.exclude(pk=membership.pk).exists()
+
+
+def membership_set_role(*, membership: Membership, role: str) -> Membership:
+    """Change a member's role; the tenant's last owner stays an owner."""
+    _check_role(role)
+    with transaction.atomic():
+        _lock_tenant(membership.tenant_id)
+        membership.refresh_from_db()
+        if role != Membership.Role.OWNER and _would_orphan(membership):
+            raise TenantError(TenantErrorCode.INVALID, "a tenant must keep at least one owner")
+        membership.role = role
+        membership.save(update_fields=["role"])
+    return membership
+
+
+def membership_remove(*, membership: Membership) -> None:
+    """Remove a member; the tenant's last owner cannot be removed."""
+    with transaction.atomic():
+        _lock_tenant(membership.tenant_id)
+        membership.refresh_from_db()
+        if _would_orphan(membership):
+            raise TenantError(TenantErrorCode.INVALID, "a tenant must keep at least one owner")
+        membership.delete()
+
+
+def invitation_create(
+    *,
+    tenant: Tenant,
+    email: str,
+    role: str,
+    invited_by: User | None,
+    ttl: timedelta = timedelta(days=7),
+) -> tuple[Invitation, str]:
+    """An invitation for `email` to join `tenant` as `role`; returns the row and the
+    one-time token (only its SHA-256 is stored)."""
+    _check_role(role)
+    email = email.strip()
+    if not email or "@" not in email:
+        raise TenantError(TenantErrorCode.INVALID, f"invalid email {email!r}")
+    if ttl <= timedelta(0):
+        raise TenantError(TenantErrorCode.INVALID, "an invitation must expire in the future")
+    token = stdlib_secrets.token_urlsafe(32)
+    with transaction.atomic():
+        invitation = Invitation.objects.create(
+            tenant=tenant,
+            email=email,
+            role=role,
+            token_hash=secrets.digest(token),
+            invited_by=invited_by,
+            expires_at=timezone.now() + ttl,
+        )
+    return invitation, token
+
+
+_DUMMY_INVITATION_DIGEST = secrets.digest("no-such-invitation")
+
+
+def invitation_accept(*, token: str, user: User) -> Membership:
+    """Join the invitation's tenant with its role, once, before it expires, as the user
+    whose email it was sent to (compared case-insensitively)."""
+    digest = secrets.digest(token or "")
+    with transaction.atomic():
+        invitation = (
+            Invitation.objects.select_for_update().filter(token_hash=digest).first()
+            if token
+            else None
+        )
+        if invitation is None or not stdlib_hmac.compare_digest(digest, invitation.token_hash):
+            stdlib_hmac.compare_digest(digest, _DUMMY_INVITATION_DIGEST)
+            raise TenantError(TenantErrorCode.NOT_FOUND, "unknown invitation")
+        if invitation.accepted_at is not None:
+            raise TenantError(TenantErrorCode.INVALID, "this invitation was already used")
+        if invitation.expires_at <= timezone.now():
+            raise TenantError(TenantErrorCode.INVALID, "this invitation has expired")
+        if not user.email or user.email.strip().casefold() != invitation.email.casefold():
+            raise TenantError(
+                TenantErrorCode.INVALID, "this invitation was sent to another email address"
+            )
+        used = Invitation.objects.filter(pk=invitation.pk, accepted_at__isnull=True).update(
+            accepted_at=timezone.now()
+        )
+        if used != 1:  # accepted concurrently
+            raise TenantError(TenantErrorCode.INVALID, "this invitation was already used")
+        return membership_add(tenant=invitation.tenant, user=user, role=invitation.role)
+
+
+def invitation_cancel(*, invitation: Invitation) -> None:
+    """Withdraw an invitation that has not been accepted."""
+    with transaction.atomic():
+        deleted, _ = Invitation.objects.filter(pk=invitation.pk, accepted_at__isnull=True).delete()
+    if not deleted:
+        raise TenantError(TenantErrorCode.INVALID, "this invitation was already used")

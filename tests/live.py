@@ -87,9 +87,25 @@ class Deployment:
         if redis:
             self.env["RBEE_REDIS_URL"] = redis
             self.env["RBEE_CHANNEL_PREFIX"] = f"rbee-test-{uuid.uuid4().hex[:8]}"
+            self.env["RBEE_LIMITS_PREFIX"] = f"rbee-test-lim:{uuid.uuid4().hex[:8]}"
         self.processes: list[subprocess.Popen[bytes]] = []
         self._files: list[Any] = []
         self.rbee("queen", "--help")  # fail early if the CLI is broken
+
+    def sql(self, query: str) -> list[tuple[Any, ...]]:
+        """Read the deployment's own database (PostgreSQL or the SQLite file)."""
+        if self.db_name:
+            import psycopg
+
+            with psycopg.connect(self.env["RBEE_DATABASE_URL"]) as conn:
+                return list(conn.execute(query).fetchall())
+        import sqlite3
+
+        conn = sqlite3.connect(self.home / "rbee.sqlite3")
+        try:
+            return list(conn.execute(query).fetchall())
+        finally:
+            conn.close()
 
     def rbee(
         self, *args: str, check: bool = True, env: dict[str, str] | None = None

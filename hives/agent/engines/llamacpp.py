@@ -223,7 +223,13 @@ class LlamaCppEngine(Engine):
                 else:
                     out, pending = pending, ""
                 if out:
-                    yield {"kind": "delta", "text": out}
+                    # Running counts: a stream cut short is still metered exactly.
+                    yield {
+                        "kind": "delta",
+                        "text": out,
+                        "prompt_tokens": len(tokens),
+                        "completion_tokens": generated,
+                    }
                 if generated >= max_tokens:
                     finish = "length"
                     break
@@ -231,7 +237,12 @@ class LlamaCppEngine(Engine):
             gen.close()
         pending += decoder.decode(b"", final=True)
         if pending and finish != "cancelled":
-            yield {"kind": "delta", "text": pending}
+            yield {
+                "kind": "delta",
+                "text": pending,
+                "prompt_tokens": len(tokens),
+                "completion_tokens": generated,
+            }
         yield {
             "kind": "done",
             "finish_reason": finish,

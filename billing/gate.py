@@ -1,0 +1,268 @@
+"""The gate every /v1/ request passes before dispatch, and the meter that follows it.
+
+Order (inference/views.py `_schedule`): the key's scopes (403), the plan's models (403
+naming the plans that include the model), then rates, concurrency and daily quotas in one
+atomic step (billing/limits.py: one Redis Lua call, so queen replicas never over-admit;
+429 `rate_limit_exceeded` or `insufficient_quota` with Retry-After). What the request may
+use is reserved there; the Meter replaces it with what was used once the job ends, and
+records the one UsageEvent of the request before the response's last bytes leave.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from billing import limits as lim
+from billing.services import Usage, usage_record
+from inference.errors import APIError
+from rbee.db import db
+from tenants.selectors import Caller
+
+logger = logging.getLogger("billing.gate")
+
+# The scope name of each task (ApiKey.scopes["endpoints"]).
+TASK_ENDPOINT = {
+    "chat": "chat",
+    "completion": "completions",
+    "embedding": "embeddings",
+    "image": "images",
+    "image_variation": "images",
+    "transcription": "audio",
+    "translation": "audio",
+    "speech": "audio",
+}
+
+_REASON_MESSAGES = {
+    "rate_limit_requests": "Rate limit reached for requests per minute",
+    "rate_limit_tokens": "Rate limit reached for tokens per minute",
+    "concurrency": "Too many requests in flight at once for this tenant",
+    "quota_requests": "You exceeded your daily quota of requests",
+    "quota_tokens": "You exceeded your daily quota of tokens",
+    "quota_images": "You exceeded your daily quota of images",
+    "quota_audio_seconds": "You exceeded your daily quota of audio seconds",
+    "quota_characters": "You exceeded your daily quota of speech characters",
+}
+
+
+def limits_of(caller: Caller) -> lim.Limits:
+    return lim.Limits(**{k: v for k, v in caller.limits.items() if k in _LIMIT_NAMES})
+
+
+_LIMIT_NAMES = {
+    "requests_per_minute",
+    "tokens_per_minute",
+    "max_concurrent",
+    "requests_per_day",
+    "tokens_per_day",
+    "images_per_day",
+    "audio_seconds_per_day",
+    "characters_per_day",
+}
+
+
+def plans_including(model: str, aliases: list[str]) -> list[str]:
+    """Names of the plans whose allowed models include the model (or allow every model)."""
+    from billing.models import Plan
+
+    names = {model, *aliases}
+    return sorted(
+        p.name
+        for p in Plan.objects.only("name", "allowed_models")
+        if not p.allowed_models or names & set(p.allowed_models)
+    )
+
+
+def check_access(caller: Caller, task: str, model: str, aliases: list[str]) -> None:
+    """Scopes of the key, then the plan's models. Runs in the database hop of the view."""
+    endpoint = TASK_ENDPOINT.get(task, task)
+    names = {model, *aliases}
+    if caller.scope_endpoints and endpoint not in caller.scope_endpoints:
+        raise APIError(
+            403,
+            f"This API key may not use the {endpoint} endpoints "
+            f"(its scopes allow: {', '.join(caller.scope_endpoints)}).",
+            code="insufficient_scope",
+        )
+    if caller.scope_models and not names & set(caller.scope_models):
+        raise APIError(
+            403,
+            f"This API key may not use the model '{model}' "
+            f"(its scopes allow: {', '.join(caller.scope_models)}).",
+            param="model",
+            code="insufficient_scope",
+        )
+    if caller.allowed_models and not names & set(caller.allowed_models):
+        including = plans_including(model, aliases)
+        where = (
+            f"it is included in the {', '.join(including)} plan{'s' if len(including) > 1 else ''}"
+            if including
+            else "no plan includes it"
+        )
+        raise APIError(
+            403,
+            f"The model '{model}' is not included in your plan ({caller.tier}); {where}.",
+            param="model",
+            code="model_not_in_plan",
+        )
+
+
+@dataclass
+class Admitted:
+    """A request past the gate: its reservation, its headers, today's usage."""
+
+    caller: Caller
+    ticket: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    usage_today: dict[str, float] = field(default_factory=dict)
+    limited: bool = False
+
+
+async def admit(caller: Caller, cost: lim.Cost) -> Admitted:
+    """Rates, concurrency and quotas in one atomic step; 429 when any is exhausted."""
+    limits = limits_of(caller)
+    if all(getattr(limits, f) is None for f in _LIMIT_NAMES):
+        return Admitted(caller=caller)  # unlimited: nothing to count against
+    decision = await lim.get_limiter().admit(str(caller.tenant_id), limits, cost)
+    if not decision.allowed:
+        retry = max(1, math.ceil(decision.retry_after))
+        quota = decision.reason.startswith("quota_")
+        message = _REASON_MESSAGES.get(decision.reason, "Rate limit reached")
+        if quota:
+            message += (
+                f" on the {caller.tier} plan. It resets at midnight UTC; upgrade the plan for more."
+            )
+        else:
+            message += f". Please try again in {retry}s."
+        raise APIError(
+            429,
+            message,
+            code="insufficient_quota" if quota else "rate_limit_exceeded",
+            type="insufficient_quota" if quota else "requests",
+            headers={**decision.headers, "Retry-After": str(retry)},
+        )
+    return Admitted(
+        caller=caller,
+        ticket=decision.ticket,
+        headers=dict(decision.headers),
+        usage_today=dict(decision.usage_today),
+        limited=True,
+    )
+
+
+async def release(admitted: Admitted) -> None:
+    """The request never reached a worker (the script or a full queue refused it): give
+    its reservation back entirely."""
+    if admitted.ticket:
+        await lim.get_limiter().settle(
+            str(admitted.caller.tenant_id), admitted.ticket, lim.Cost(requests=0)
+        )
+
+
+TASK_MODALITY = {
+    "chat": "chat",
+    "completion": "completion",
+    "embedding": "embedding",
+    "image": "image",
+    "image_variation": "image",
+    "transcription": "transcription",
+    "translation": "translation",
+    "speech": "speech",
+}
+
+
+class Meter:
+    """Follows one job's events and, at its end, records the request's usage (once) and
+    settles its reservation. Text deltas carry running token counts, so a stream the
+    client leaves half-way is counted as far as it got."""
+
+    def __init__(
+        self,
+        admitted: Admitted,
+        *,
+        request_id: str,
+        model: str,
+        modality: str,
+        fallback: Usage | None = None,
+    ) -> None:
+        self.admitted = admitted
+        self.request_id = request_id
+        self.model = model
+        self.modality = modality
+        self.fallback = fallback or Usage()  # e.g. speech: the input's characters
+        self.started = time.monotonic()
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.deltas = 0
+        self.worker = ""
+        self.done = False
+
+    def observe(self, event: dict[str, Any]) -> None:
+        if event.get("kind") == "delta":
+            self.deltas += 1
+            if isinstance(event.get("prompt_tokens"), int):
+                self.prompt_tokens = event["prompt_tokens"]
+            if isinstance(event.get("completion_tokens"), int):
+                self.completion_tokens = event["completion_tokens"]
+
+    def usage_of(self, event: dict[str, Any] | None) -> Usage:
+        u = event.get("usage") if isinstance(event, dict) else None
+        u = u if isinstance(u, dict) else {}
+
+        def n(key: str) -> float:
+            v = u.get(key)
+            return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0.0
+
+        if event is None or event.get("kind") != "done":
+            # Ended early (the client left, or an error): what was produced so far.
+            completion = self.completion_tokens or self.deltas
+            return Usage(
+                prompt_tokens=self.prompt_tokens if completion else 0,
+                completion_tokens=completion,
+                characters=self.fallback.characters if self.deltas else 0,
+            )
+        return Usage(
+            prompt_tokens=int(n("prompt_tokens")),
+            completion_tokens=int(n("completion_tokens")),
+            images=int(n("images")),
+            audio_seconds=n("seconds") if self.modality != "speech" else 0.0,
+            characters=int(n("characters")),
+        )
+
+    async def finish(self, event: dict[str, Any] | None, outcome: str, worker: str = "") -> None:
+        """Record and settle, once. Called before the final event is passed on."""
+        if self.done:
+            return
+        self.done = True
+        usage = self.usage_of(event)
+        caller = self.admitted.caller
+        try:
+            await db(
+                usage_record,
+                request_id=self.request_id,
+                tenant_id=caller.tenant_id,
+                api_key_id=caller.api_key_id,
+                model=self.model,
+                modality=self.modality,
+                usage=usage,
+                latency_ms=int((time.monotonic() - self.started) * 1000),
+                worker=worker or self.worker,
+                outcome=outcome,
+            )
+        except Exception:
+            logger.exception("could not record the usage of request %s", self.request_id)
+        if self.admitted.ticket:
+            actual = lim.Cost(
+                requests=1,
+                tokens=usage.tokens,
+                images=usage.images,
+                audio_seconds=usage.audio_seconds,
+                characters=usage.characters,
+            )
+            try:
+                await lim.get_limiter().settle(str(caller.tenant_id), self.admitted.ticket, actual)
+            except Exception:
+                logger.exception("could not settle the reservation of %s", self.request_id)

@@ -1,0 +1,280 @@
+"""Reads for billing: the price book, usage summaries and the usage CSV.
+
+Tenant isolation is a hard rule here: every query over usage is filtered by the tenant
+id it was given, before anything else is added to it (`_usage`).
+
+Costs are Decimal throughout. A cost is quantity x unit price per (model, unit), each
+product quantized to 6 places (ROUND_HALF_EVEN) and then summed, the same way an
+invoice line is computed, so a month's summary by model adds up to its invoice.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
+
+from billing.models import UNITS, Price, UsageEvent
+from tenants.models import ApiKey, Tenant
+
+ANY_MODEL = "*"
+DEFAULT_CURRENCY = "usd"
+PLACES = Decimal("0.000001")  # amounts and fractional quantities: 6 decimal places
+
+# group_by -> (the value the database groups by, the key of the row's field)
+GROUPS: dict[str, tuple[str, str]] = {
+    "day": ("day", "day"),
+    "model": ("model", "model"),
+    "key": ("api_key__prefix", "api_key"),
+    "modality": ("modality", "modality"),
+}
+
+CSV_HEADER = (
+    "created_at",
+    "request_id",
+    "model",
+    "modality",
+    "api_key",
+    *UNITS,
+    "latency_ms",
+    "outcome",
+    "cost",
+    "currency",
+)
+
+
+@dataclass(frozen=True)
+class Rate:
+    unit_price: Decimal
+    currency: str
+
+
+class PriceBook:
+    """Prices loaded once (one query), looked up in memory for bulk costing.
+
+    Precedence for (model, unit, plan): the plan's row for the model, then the plan-less
+    row for the model, then the plan's '*' row, then the plan-less '*' row."""
+
+    def __init__(self, rows: Iterable[tuple[str, str, int | None, Decimal, str]]) -> None:
+        self._rates: dict[tuple[str, str, int | None], Rate] = {
+            (model, unit, plan_id): Rate(Decimal(unit_price), currency or DEFAULT_CURRENCY)
+            for model, unit, plan_id, unit_price, currency in rows
+        }
+
+    @classmethod
+    def load(cls, *, plan_id: int | None = None, every_plan: bool = True) -> PriceBook:
+        """Every price (every_plan), or only the plan-less ones and `plan_id`'s."""
+        qs = Price.objects.all()
+        if not every_plan:
+            qs = qs.filter(Q(plan__isnull=True) | Q(plan_id=plan_id))
+        return cls(qs.values_list("model", "unit", "plan_id", "unit_price", "currency"))
+
+    @classmethod
+    def for_plan(cls, plan_id: int | None) -> PriceBook:
+        return cls.load(plan_id=plan_id, every_plan=False)
+
+    def rate(self, model: str, unit: str, plan_id: int | None) -> Rate | None:
+        candidates: list[tuple[str, str, int | None]] = []
+        if plan_id is not None:
+            candidates.append((model, unit, plan_id))
+        candidates.append((model, unit, None))
+        if plan_id is not None:
+            candidates.append((ANY_MODEL, unit, plan_id))
+        candidates.append((ANY_MODEL, unit, None))
+        for key in candidates:
+            found = self._rates.get(key)
+            if found is not None:
+                return found
+        return None
+
+    def price(self, model: str, unit: str, plan_id: int | None) -> Decimal | None:
+        found = self.rate(model, unit, plan_id)
+        return found.unit_price if found is not None else None
+
+    def cost(
+        self, model: str, quantities: dict[str, Any], plan_id: int | None
+    ) -> tuple[Decimal, set[str]]:
+        """The cost of `quantities` ({unit: amount}) of `model`, and the currencies of
+        the prices used (more than one means a misconfigured price book)."""
+        total = Decimal(0)
+        currencies: set[str] = set()
+        for unit in UNITS:
+            quantity = as_decimal(quantities.get(unit) or 0)
+            if not quantity:
+                continue
+            found = self.rate(model, unit, plan_id)
+            if found is None:
+                continue
+            total += amount(quantity, found.unit_price)
+            currencies.add(found.currency)
+        return total, currencies
+
+
+def price_for(model: str, unit: str, plan_id: int | None) -> Decimal | None:
+    """The unit price of `model`'s `unit` on `plan_id` (None: the plan-less prices), or
+    None when it is unpriced. One query; use PriceBook for many look-ups."""
+    return PriceBook.for_plan(plan_id).price(model, unit, plan_id)
+
+
+def as_decimal(value: Any) -> Decimal:
+    """A quantity from the database as a Decimal: integers exactly, floats (audio
+    seconds) through their shortest repr, rounded to 6 places."""
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, float):
+        return Decimal(repr(value)).quantize(PLACES)
+    return Decimal(int(value))
+
+
+def amount(quantity: Decimal, unit_price: Decimal) -> Decimal:
+    return (quantity * unit_price).quantize(PLACES)
+
+
+def plain(value: Decimal) -> str:
+    """A Decimal as a plain string: no exponent, no trailing zeros ("0.0000005", "12")."""
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "") else text
+
+
+def key_display(prefix: str | None) -> str | None:
+    return f"{ApiKey.KIND}-{prefix}-…" if prefix else None
+
+
+def _usage(tenant_id: int, start: datetime, end: datetime) -> QuerySet[UsageEvent]:
+    """The tenant's usage in [start, end). Every usage query starts here."""
+    if tenant_id is None:
+        raise ValueError("usage is always read for one tenant: tenant_id is required")
+    return UsageEvent.objects.filter(tenant_id=tenant_id, created_at__gte=start, created_at__lt=end)
+
+
+def currency_label(currencies: set[str]) -> str:
+    """The currency of a cost from the currencies of the prices used: the default when
+    none was used, and all of them ("eur,usd") when the price book mixes currencies
+    (a misconfiguration: invoices refuse it, see billing.invoices)."""
+    return ",".join(sorted(currencies)) or DEFAULT_CURRENCY
+
+
+def _sums() -> dict[str, Any]:
+    return {
+        "requests": Count("id"),
+        **{unit: Sum(unit) for unit in UNITS},
+    }
+
+
+def _plan_id(tenant_id: int) -> int | None:
+    return Tenant.objects.filter(pk=tenant_id).values_list("plan_id", flat=True).first()
+
+
+def usage_summary(
+    *, tenant_id: int, start: datetime, end: datetime, group_by: str
+) -> list[dict[str, Any]]:
+    """The tenant's usage in [start, end) grouped by "day" (UTC, "YYYY-MM-DD"), "model",
+    "key" (the key's display prefix, None for keyless requests) or "modality".
+
+    Each row: the group's field, requests, prompt/completion/total tokens, images,
+    audio_seconds, characters, cost (a Decimal as a string, at the tenant's plan prices)
+    and currency. Summed in the database per (group, model); costed per model."""
+    if group_by not in GROUPS:
+        raise ValueError(f"group_by must be one of {', '.join(GROUPS)}, not {group_by!r}")
+    source, field = GROUPS[group_by]
+    qs = _usage(tenant_id, start, end)
+    if group_by == "day":
+        qs = qs.annotate(day=TruncDate("created_at", tzinfo=UTC))
+    fields = [source] if group_by == "model" else [source, "model"]
+    grouped = qs.values(*fields).annotate(**_sums()).order_by()
+
+    book = PriceBook.for_plan(plan_id := _plan_id(tenant_id))
+    rows: dict[Any, dict[str, Any]] = {}
+    currencies: set[str] = set()
+    for item in grouped:
+        group = item[source]
+        row = rows.get(group)
+        if row is None:
+            row = rows[group] = {
+                field: _group_value(group_by, group),
+                "requests": 0,
+                **{unit: 0 for unit in UNITS},
+                "cost": Decimal(0),
+            }
+        row["requests"] += item["requests"]
+        for unit in UNITS:
+            row[unit] += item[unit] or 0
+        cost, used = book.cost(item["model"], item, plan_id)
+        row["cost"] += cost
+        currencies |= used
+    currency = currency_label(currencies)
+    out = []
+    for row in rows.values():
+        row["audio_seconds"] = float(as_decimal(float(row["audio_seconds"])))
+        row["total_tokens"] = row["prompt_tokens"] + row["completion_tokens"]
+        row["cost"] = str(row["cost"].quantize(PLACES))
+        row["currency"] = currency
+        out.append(row)
+    # The same order on every database (collations differ); keyless requests last.
+    out.sort(key=lambda r: (r[field] is None, r[field] or ""))
+    return out
+
+
+def _group_value(group_by: str, value: Any) -> Any:
+    if group_by == "day":
+        return value.isoformat()
+    if group_by == "key":
+        return key_display(value)
+    return value
+
+
+def _csv_line(values: Iterable[Any]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(values)
+    return buffer.getvalue()
+
+
+def _text(value: str) -> str:
+    """A free-text cell, defused for spreadsheets (no formulas: =, +, -, @, tab, CR)."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def usage_csv(*, tenant_id: int, start: datetime, end: datetime) -> Iterator[str]:
+    """The tenant's usage events in [start, end) as CSV lines (a header, then one line
+    per request, oldest first), streamed from the database in chunks."""
+    book = PriceBook.for_plan(plan_id := _plan_id(tenant_id))
+    yield _csv_line(CSV_HEADER)
+    qs = (
+        _usage(tenant_id, start, end)
+        .order_by("created_at", "id")
+        .values_list(
+            "created_at",
+            "request_id",
+            "model",
+            "modality",
+            "api_key__prefix",
+            *UNITS,
+            "latency_ms",
+            "outcome",
+        )
+    )
+    for created_at, request_id, model, modality, prefix, *rest in qs.iterator(chunk_size=2000):
+        quantities = dict(zip(UNITS, rest[: len(UNITS)], strict=True))
+        latency_ms, outcome = rest[len(UNITS) :]
+        cost, used = book.cost(model, quantities, plan_id)
+        yield _csv_line(
+            (
+                created_at.astimezone(UTC).isoformat(),
+                _text(request_id),
+                _text(model),
+                modality,
+                key_display(prefix) or "",
+                *(plain(as_decimal(quantities[unit])) for unit in UNITS),
+                latency_ms,
+                outcome,
+                str(cost.quantize(PLACES)),
+                currency_label(used),
+            )
+        )

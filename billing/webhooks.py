@@ -1,0 +1,192 @@
+"""Stripe's webhook: payments and subscriptions change a tenant's status and plan.
+
+Every event is verified (Stripe-Signature, HMAC-SHA256 of "{t}.{body}" with the endpoint
+secret, at most five minutes old) and recorded once by its id (StripeEvent) in the same
+transaction as its effects: a replay, or a redelivery of an event already handled, is
+a no-op. An event that fails while being handled leaves nothing behind and answers 500,
+so Stripe delivers it again.
+
+Handled: invoice.payment_failed (past due), invoice.paid / invoice.payment_succeeded
+(active again), customer.subscription.created / .updated (the plan whose
+stripe_price_id is the subscription's first price), customer.subscription.deleted
+(plan "free"). Others are recorded and ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import stripe
+from django.conf import settings
+from django.db import transaction
+from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from billing.models import Plan, StripeEvent
+from tenants.models import Tenant
+
+log = logging.getLogger(__name__)
+
+# How old a signed delivery may be (Stripe's libraries default to 300 s).
+TOLERANCE_SECONDS = 300
+FREE_PLAN = "free"
+
+
+def _error(status: int, message: str) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+@csrf_exempt
+@require_POST
+def stripe_webhook(request: HttpRequest) -> JsonResponse:
+    secret = settings.RBEE_STRIPE_WEBHOOK_SECRET
+    if not secret:
+        return _error(503, "stripe webhooks are not configured (RBEE_STRIPE_WEBHOOK_SECRET)")
+    payload = request.body
+    signature = request.headers.get("Stripe-Signature", "")
+    if not signature:
+        return _error(400, "missing Stripe-Signature header")
+    try:
+        stripe.WebhookSignature.verify_header(payload, signature, secret, TOLERANCE_SECONDS)
+    except stripe.SignatureVerificationError:
+        return _error(400, "invalid signature")
+    except UnicodeDecodeError:
+        return _error(400, "invalid payload")
+    try:
+        event = json.loads(payload)
+    except ValueError:
+        return _error(400, "invalid payload")
+    if not isinstance(event, dict):
+        return _error(400, "invalid payload")
+    event_id, event_type = event.get("id"), event.get("type")
+    if not isinstance(event_id, str) or not 0 < len(event_id) <= 100:
+        return _error(400, "invalid payload: an event needs an id")
+    if not isinstance(event_type, str):
+        return _error(400, "invalid payload: an event needs a type")
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    try:
+        with transaction.atomic():
+            _, created = StripeEvent.objects.get_or_create(
+                event_id=event_id, defaults={"type": event_type[:100]}
+            )
+            if not created:
+                return JsonResponse({"received": True, "duplicate": True})
+            handler = HANDLERS.get(event_type)
+            if handler is not None and isinstance(obj, dict):
+                handler(obj, event_id)
+    except Exception:
+        log.exception(
+            "stripe event %s (%s) failed; Stripe will deliver it again", event_id, event_type
+        )
+        return _error(500, "the event could not be handled")
+    return JsonResponse({"received": True})
+
+
+# --- handlers: each runs inside the transaction that records the event ----------------------
+
+
+def _customer_id(obj: dict[str, Any]) -> str:
+    customer = obj.get("customer")
+    if isinstance(customer, dict):  # expanded
+        customer = customer.get("id")
+    return customer if isinstance(customer, str) else ""
+
+
+def _tenants(obj: dict[str, Any], event_id: str) -> list[Tenant]:
+    customer = _customer_id(obj)
+    tenants = (
+        list(Tenant.objects.select_for_update().filter(stripe_customer_id=customer))
+        if customer
+        else []
+    )
+    if not tenants:
+        log.warning("stripe event %s: no tenant for customer %r; ignored", event_id, customer)
+    return tenants
+
+
+def _payment_failed(obj: dict[str, Any], event_id: str) -> None:
+    now = timezone.now()
+    for t in _tenants(obj, event_id):
+        if t.status != Tenant.Status.ACTIVE:
+            continue  # already past due (keep the first failure's time) or suspended
+        t.status, t.past_due_since = Tenant.Status.PAST_DUE, now
+        t.save(update_fields=["status", "past_due_since"])
+        log.warning("tenant %s past due: invoice %s failed", t.name, obj.get("id"))
+
+
+def _paid(obj: dict[str, Any], event_id: str) -> None:
+    for t in _tenants(obj, event_id):
+        if t.status == Tenant.Status.SUSPENDED and t.past_due_since is None:
+            # Suspended by hand, not for non-payment: a payment does not lift it.
+            log.info("tenant %s paid invoice %s; stays suspended", t.name, obj.get("id"))
+            continue
+        if t.status == Tenant.Status.ACTIVE and t.past_due_since is None:
+            continue
+        t.status, t.past_due_since = Tenant.Status.ACTIVE, None
+        t.save(update_fields=["status", "past_due_since"])
+        log.info("tenant %s active again: invoice %s paid", t.name, obj.get("id"))
+
+
+def _first_price_id(subscription: dict[str, Any]) -> str:
+    items = subscription.get("items")
+    data = items.get("data") if isinstance(items, dict) else None
+    if not isinstance(data, list) or not data or not isinstance(data[0], dict):
+        return ""
+    item = data[0]
+    for key in ("price", "plan"):  # "plan" on old API versions
+        ref = item.get(key)
+        if isinstance(ref, dict) and isinstance(ref.get("id"), str):
+            return str(ref["id"])
+        if isinstance(ref, str):
+            return ref
+    return ""
+
+
+def _plan_set(tenants: list[Tenant], plan: Plan) -> None:
+    for t in tenants:
+        if t.plan_id == plan.pk and t.tier == plan.name:
+            continue
+        t.plan, t.tier = plan, plan.name
+        t.save(update_fields=["plan", "tier"])
+        log.info("tenant %s now on plan %s", t.name, plan.name)
+
+
+def _subscription_changed(obj: dict[str, Any], event_id: str) -> None:
+    price = _first_price_id(obj)
+    plan = Plan.objects.filter(stripe_price_id=price).first() if price else None
+    if plan is None:
+        log.warning(
+            "stripe event %s: subscription %s has price %r, which no plan has; plan unchanged",
+            event_id,
+            obj.get("id"),
+            price,
+        )
+        return
+    _plan_set(_tenants(obj, event_id), plan)
+
+
+def _subscription_deleted(obj: dict[str, Any], event_id: str) -> None:
+    plan = Plan.objects.filter(name=FREE_PLAN).first()
+    tenants = _tenants(obj, event_id)
+    if plan is None:
+        log.error(
+            "stripe event %s: subscription ended but there is no plan %r", event_id, FREE_PLAN
+        )
+        return
+    _plan_set(tenants, plan)
+
+
+HANDLERS: dict[str, Callable[[dict[str, Any], str], None]] = {
+    "invoice.payment_failed": _payment_failed,
+    "invoice.paid": _paid,
+    "invoice.payment_succeeded": _paid,
+    "customer.subscription.created": _subscription_changed,
+    "customer.subscription.updated": _subscription_changed,
+    "customer.subscription.deleted": _subscription_deleted,
+}

@@ -1,0 +1,848 @@
+"""The tenant portal's management API (DRF), for the people behind each tenant.
+
+    GET    /api/tenants                                   the tenants I belong to (staff: all)
+    GET    /api/tenants/<id>                              name, plan, effective limits, status
+    PATCH  /api/tenants/<id>                              staff: {plan?, status?, overrides?}
+    GET    /api/tenants/<id>/keys                         its keys (never their hash)
+    POST   /api/tenants/<id>/keys                         {name, scopes?, expires_at?}: the
+                                                          plaintext key, shown once (201)
+    GET    /api/tenants/<id>/keys/<key_id>                one key
+    DELETE /api/tenants/<id>/keys/<key_id>                revoke it (204)
+    POST   /api/tenants/<id>/keys/<key_id>/rotate         {grace_seconds?}: a new key (shown
+                                                          once); the old one expires after
+                                                          the grace period (201)
+    GET    /api/tenants/<id>/members                      members and their roles
+    POST   /api/tenants/<id>/members                      {username | email, role} (201)
+    PATCH  /api/tenants/<id>/members/<membership_id>      {role}
+    DELETE /api/tenants/<id>/members/<membership_id>      remove (anyone may leave) (204)
+    GET    /api/tenants/<id>/invitations                  invitations and their state
+    POST   /api/tenants/<id>/invitations                  {email, role, ttl_seconds?}: the
+                                                          one-time token, shown once (201)
+    DELETE /api/tenants/<id>/invitations/<invitation_id>  withdraw a pending one (204)
+    POST   /api/invitations/accept                        {token}: join as the invited email
+    GET    /api/tenants/<id>/usage                        ?group_by=day|model|key|modality
+                                                          &start=YYYY-MM-DD&end=YYYY-MM-DD
+                                                          (both inclusive, UTC; default:
+                                                          this month)
+    GET    /api/tenants/<id>/usage.csv                    ?start=&end=: one line per request
+    GET    /api/tenants/<id>/invoices                     invoices, newest first
+    GET    /api/tenants/<id>/invoices/<invoice_id>        one invoice with its lines
+    GET    /api/plans, POST /api/plans                    staff: plans, create one
+    GET    /api/plans/<id>, PATCH /api/plans/<id>         staff: one plan, edit its limits,
+                                                          allowed models, description
+
+Users sign in with a session or HTTP Basic. Roles: every member sees the tenant, its
+keys, members and usage; owners and admins manage keys, members and invitations (only
+owners grant, change or remove the owner role); billing users, owners and admins see
+invoices. Staff see and manage every tenant.
+
+Tenant isolation: a tenant is only ever fetched through the caller's membership of it
+(staff aside), and every other object through that tenant, so another tenant's id and
+an id that does not exist answer the same 404. A member lacking the role gets 403, and
+only for a tenant they belong to (checked before any object is looked up, so a 403
+says nothing about other tenants' ids either). Errors: {"error": {"message", "code"}}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from itertools import islice
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth.models import User
+from django.core.handlers.asgi import ASGIRequest
+from django.db import transaction
+from django.db.models import QuerySet
+from django.http import StreamingHttpResponse
+from django.urls import path
+from django.utils import timezone
+from rest_framework import exceptions, serializers, status
+from rest_framework.authentication import BasicAuthentication, SessionAuthentication
+from rest_framework.permissions import IsAdminUser, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from billing.models import Invoice, Plan
+from billing.selectors import usage_csv, usage_summary
+from tenants.errors import TenantError, TenantErrorCode
+from tenants.models import ApiKey, Invitation, Membership, Tenant
+from tenants.selectors import effective_limits
+from tenants.services import (
+    SCOPE_ENDPOINTS,
+    api_key_create,
+    api_key_revoke,
+    api_key_rotate,
+    invitation_accept,
+    invitation_cancel,
+    invitation_create,
+    membership_add,
+    membership_remove,
+    membership_set_role,
+    tenant_set_overrides,
+    tenant_set_plan,
+    tenant_set_status,
+)
+
+Role = Membership.Role
+MANAGERS = (Role.OWNER, Role.ADMIN)
+INVOICE_READERS = (Role.OWNER, Role.ADMIN, Role.BILLING)
+MAX_GRACE = timedelta(days=30)
+MAX_INVITATION_TTL = timedelta(days=30)
+NOT_FOUND_MESSAGE = "not found"
+
+
+# Errors ---------------------------------------------------------------------------------
+
+
+class ApiError(exceptions.APIException):
+    """An error answered as {"error": {"message", "code"}} with `status_code`."""
+
+    def __init__(self, message: str, code: str, http: int = status.HTTP_400_BAD_REQUEST) -> None:
+        super().__init__(detail=message, code=code)
+        self.status_code = http
+        self.error_code = code
+
+
+def not_found() -> ApiError:
+    """The one 404 of this API: the same for 'not yours' and 'does not exist'."""
+    return ApiError(NOT_FOUND_MESSAGE, "not_found", status.HTTP_404_NOT_FOUND)
+
+
+def _forbidden(message: str = "your role in this tenant does not allow this") -> ApiError:
+    return ApiError(message, "forbidden", status.HTTP_403_FORBIDDEN)
+
+
+_TENANT_ERROR_HTTP = {
+    TenantErrorCode.NOT_FOUND: status.HTTP_404_NOT_FOUND,
+    TenantErrorCode.ALREADY_EXISTS: status.HTTP_409_CONFLICT,
+    TenantErrorCode.INVALID: status.HTTP_400_BAD_REQUEST,
+}
+
+
+def _from_tenant_error(exc: TenantError, *, not_found_http: int | None = None) -> ApiError:
+    http = _TENANT_ERROR_HTTP.get(exc.code, status.HTTP_400_BAD_REQUEST)
+    if exc.code == TenantErrorCode.NOT_FOUND and not_found_http is not None:
+        http = not_found_http
+    return ApiError(exc.message, str(exc.code), http)
+
+
+def _flatten(detail: Any, field: str = "") -> list[str]:
+    if isinstance(detail, dict):
+        out: list[str] = []
+        for key, value in detail.items():
+            name = key if key != "non_field_errors" else ""
+            out += _flatten(value, f"{field}.{name}" if field and name else field or name)
+        return out
+    if isinstance(detail, list):
+        return [m for item in detail for m in _flatten(item, field)]
+    return [f"{field}: {detail}" if field else str(detail)]
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's handler, with every error body as {"error": {"message", "code"}}."""
+    if isinstance(exc, TenantError):
+        exc = _from_tenant_error(exc)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, ApiError):
+        message, code = str(exc.detail), exc.error_code
+    elif isinstance(exc, exceptions.ValidationError):
+        message, code = "; ".join(_flatten(exc.detail)) or "invalid request", "invalid_request"
+    elif isinstance(exc, exceptions.NotFound):
+        message, code = NOT_FOUND_MESSAGE, "not_found"
+    elif isinstance(exc, exceptions.PermissionDenied):
+        message, code = str(exc.detail), "forbidden"
+    elif isinstance(exc, exceptions.APIException):
+        codes = exc.get_codes()
+        message, code = str(exc.detail), codes if isinstance(codes, str) else "error"
+    else:
+        message, code = "error", "error"
+    response.data = {"error": {"message": message, "code": code}}
+    return response
+
+
+# Access ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Access:
+    """The caller's standing in one tenant: its role there (None: staff, not a member)."""
+
+    tenant: Tenant
+    role: str | None
+    staff: bool
+
+    def can(self, *roles: str) -> bool:
+        return self.staff or self.role in roles
+
+    def require(self, *roles: str) -> None:
+        if not self.can(*roles):
+            raise _forbidden()
+
+
+def tenant_access(request: Request, tenant_id: int) -> Access:
+    """The tenant, fetched through the caller's membership of it (staff: any tenant);
+    otherwise the same 404 whether it exists or not."""
+    user = request.user
+    membership = (
+        Membership.objects.select_related("tenant__plan")
+        .filter(tenant_id=tenant_id, user=user)
+        .first()
+    )
+    if membership is not None:
+        return Access(tenant=membership.tenant, role=membership.role, staff=bool(user.is_staff))
+    if user.is_staff:
+        tenant = Tenant.objects.select_related("plan").filter(pk=tenant_id).first()
+        if tenant is not None:
+            return Access(tenant=tenant, role=None, staff=True)
+    raise not_found()
+
+
+MAX_ID = 2**63 - 1  # the largest primary key; SQLite cannot even bind a larger int
+
+
+class _Portal(APIView):
+    authentication_classes = [SessionAuthentication, BasicAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    def get_exception_handler(self) -> Any:
+        return api_exception_handler
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # authentication and permissions first
+        if any(isinstance(v, int) and v > MAX_ID for v in kwargs.values()):
+            raise not_found()
+
+
+class _StaffOnly(_Portal):
+    permission_classes = [IsAdminUser]
+
+
+def _valid(serializer: serializers.Serializer[Any]) -> dict[str, Any]:
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+# Output ---------------------------------------------------------------------------------
+
+
+def tenant_data(tenant: Tenant, role: str | None) -> dict[str, Any]:
+    plan = tenant.plan
+    return {
+        "id": tenant.pk,
+        "name": tenant.name,
+        "plan": plan.name if plan is not None else None,
+        "status": tenant.status,
+        "limits": effective_limits(tenant),
+        "allowed_models": list(plan.allowed_models or []) if plan is not None else [],
+        "overrides": tenant.overrides if isinstance(tenant.overrides, dict) else {},
+        "role": role,
+        "created_at": serializers.DateTimeField().to_representation(tenant.created_at),
+    }
+
+
+class KeyOutput(serializers.ModelSerializer[ApiKey]):
+    display = serializers.CharField(read_only=True)
+    state = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ApiKey
+        fields = [
+            "id",
+            "name",
+            "prefix",
+            "display",
+            "scopes",
+            "state",
+            "expires_at",
+            "replaced_by",
+            "created_at",
+            "last_used_at",
+            "revoked_at",
+        ]
+
+    def get_state(self, key: ApiKey) -> str:
+        if key.revoked_at is not None:
+            return "revoked"
+        if key.expires_at is not None and key.expires_at <= timezone.now():
+            return "expired"
+        return "active"
+
+
+class MemberOutput(serializers.ModelSerializer[Membership]):
+    username = serializers.CharField(source="user.username")
+    email = serializers.CharField(source="user.email")
+
+    class Meta:
+        model = Membership
+        fields = ["id", "user_id", "username", "email", "role", "created_at"]
+
+
+class InvitationOutput(serializers.ModelSerializer[Invitation]):
+    invited_by = serializers.SerializerMethodField()
+    state = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Invitation
+        fields = [
+            "id",
+            "email",
+            "role",
+            "state",
+            "invited_by",
+            "created_at",
+            "expires_at",
+            "accepted_at",
+        ]
+
+    def get_invited_by(self, invitation: Invitation) -> str | None:
+        return invitation.invited_by.username if invitation.invited_by is not None else None
+
+    def get_state(self, invitation: Invitation) -> str:
+        if invitation.accepted_at is not None:
+            return "accepted"
+        if invitation.expires_at <= timezone.now():
+            return "expired"
+        return "pending"
+
+
+class InvoiceOutput(serializers.ModelSerializer[Invoice]):
+    class Meta:
+        model = Invoice
+        fields = [
+            "id",
+            "period_start",
+            "period_end",
+            "status",
+            "currency",
+            "total",
+            "created_at",
+            "updated_at",
+        ]
+
+
+class InvoiceDetailOutput(InvoiceOutput):
+    class Meta(InvoiceOutput.Meta):
+        fields = [*InvoiceOutput.Meta.fields, "lines"]
+
+
+class PlanOutput(serializers.ModelSerializer[Plan]):
+    class Meta:
+        model = Plan
+        fields = [
+            "id",
+            "name",
+            "description",
+            "allowed_models",
+            *Plan.LIMIT_FIELDS,
+            "stripe_price_id",
+            "created_at",
+        ]
+
+
+# Tenants --------------------------------------------------------------------------------
+
+
+class TenantsApi(_Portal):
+    def get(self, request: Request) -> Response:
+        user = request.user
+        roles = dict(Membership.objects.filter(user=user).values_list("tenant_id", "role"))
+        tenants: QuerySet[Tenant] = Tenant.objects.select_related("plan").order_by("name")
+        if not user.is_staff:
+            tenants = tenants.filter(memberships__user=user)
+        return Response({"data": [tenant_data(t, roles.get(t.pk)) for t in tenants]})
+
+
+class TenantDetailApi(_Portal):
+    class InputSerializer(serializers.Serializer[Any]):
+        plan = serializers.CharField(max_length=64, required=False)
+        status = serializers.ChoiceField(choices=Tenant.Status.values, required=False)
+        overrides = serializers.DictField(
+            child=serializers.IntegerField(min_value=0, allow_null=True), required=False
+        )
+
+    def get(self, request: Request, tenant_id: int) -> Response:
+        access = tenant_access(request, tenant_id)
+        return Response(tenant_data(access.tenant, access.role))
+
+    def patch(self, request: Request, tenant_id: int) -> Response:
+        """Staff only: change the plan, the status, or single limits (merged into the
+        tenant's overrides; null means unlimited)."""
+        access = tenant_access(request, tenant_id)
+        if not access.staff:
+            raise _forbidden("only staff may change a tenant's plan, status or limits")
+        v = _valid(self.InputSerializer(data=request.data))
+        tenant = access.tenant
+        try:
+            with transaction.atomic():
+                if "plan" in v:
+                    tenant = tenant_set_plan(tenant=tenant, plan_name=v["plan"])
+                if "status" in v:
+                    tenant = tenant_set_status(tenant=tenant, status=v["status"])
+                if "overrides" in v:
+                    tenant = tenant_set_overrides(tenant=tenant, overrides=v["overrides"])
+        except TenantError as exc:
+            raise _from_tenant_error(exc, not_found_http=status.HTTP_400_BAD_REQUEST) from exc
+        tenant = Tenant.objects.select_related("plan").get(pk=tenant.pk)
+        return Response(tenant_data(tenant, access.role))
+
+
+# Keys -----------------------------------------------------------------------------------
+
+
+def _key(access: Access, key_id: int) -> ApiKey:
+    key = ApiKey.objects.select_related("tenant").filter(pk=key_id, tenant=access.tenant).first()
+    if key is None:
+        raise not_found()
+    return key
+
+
+class KeysApi(_Portal):
+    class ScopesInput(serializers.Serializer[Any]):
+        endpoints = serializers.ListField(
+            child=serializers.ChoiceField(choices=SCOPE_ENDPOINTS), required=False
+        )
+        models = serializers.ListField(
+            child=serializers.CharField(max_length=200), required=False, max_length=200
+        )
+
+    class InputSerializer(serializers.Serializer[Any]):
+        name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+        scopes = serializers.DictField(required=False, default=dict)
+        expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+        def validate_scopes(self, value: dict[str, Any]) -> dict[str, Any]:
+            unknown = sorted(set(value) - {"endpoints", "models"})
+            if unknown:
+                raise serializers.ValidationError(
+                    f"unknown scope {', '.join(unknown)}: use endpoints, models"
+                )
+            return _valid(KeysApi.ScopesInput(data=value))
+
+        def validate_expires_at(self, value: datetime | None) -> datetime | None:
+            if value is not None and value <= timezone.now():
+                raise serializers.ValidationError("must be in the future")
+            return value
+
+    def get(self, request: Request, tenant_id: int) -> Response:
+        access = tenant_access(request, tenant_id)
+        keys = ApiKey.objects.filter(tenant=access.tenant).order_by("created_at", "id")
+        return Response({"data": KeyOutput(keys, many=True).data})
+
+    def post(self, request: Request, tenant_id: int) -> Response:
+        access = tenant_access(request, tenant_id)
+        access.require(*MANAGERS)
+        v = _valid(self.InputSerializer(data=request.data))
+        try:
+            key, plaintext = api_key_create(
+                tenant=access.tenant, name=v["name"], scopes=v["scopes"], expires_at=v["expires_at"]
+            )
+        except TenantError as exc:
+            raise _from_tenant_error(exc) from exc
+        return Response({**KeyOutput(key).data, "key": plaintext}, status=status.HTTP_201_CREATED)
+
+
+class KeyDetailApi(_Portal):
+    def get(self, request: Request, tenant_id: int, key_id: int) -> Response:
+        access = tenant_access(request, tenant_id)
+        return Response(KeyOutput(_key(access, key_id)).data)
+
+    def delete(self, request: Request, tenant_id: int, key_id: int) -> Response:
+        access = tenant_access(request, tenant_id)
+        access.require(*MANAGERS)
+        api_key_revoke(api_key=_key(access, key_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class KeyRotateApi(_Portal):
+    class InputSerializer(serializers.Serializer[Any]):
+        grace_seconds = serializers.IntegerField(
+            min_value=0, max_value=int(MAX_GRACE.total_seconds()), default=24 * 3600
+        )
+
+    def post(self, request: Request, tenant_id: int, key_id: int) -> Response:
+        access = tenant_access(request, tenant_id)
+        access.require(*MANAGERS)
+        old = _key(access, key_id)
+        v = _valid(self.InputSerializer(data=request.data))
+        if old.replaced_by_id is not None:
+            raise ApiError(
+                "this key was already rotated: rotate its successor instead", "already_rotated"
+            )
+        try:
+            new, plaintext = api_key_rotate(
+                api_key=old, grace=timedelta(seconds=v["grace_seconds"])
+            )
+        except TenantError as exc:
+            raise _from_tenant_error(exc) from exc
+        old.refresh_from_db()
+        return Response(
+            {**KeyOutput(new).data, "key": plaintext, "replaces": KeyOutput(old).data},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+# Members --------------------------------------------------------------------------------
+
+
+def _membership(access: Access, membership_id: int) -> Membership:
+    m = (
+        Membership.objects.select_related("user", "tenant")
+        .filter(pk=membership_id, tenant=access.tenant)
+        .first()
+    )
+    if m is None:
+        raise not_found()
+    return m
+
+
+def _require_owner_for(access: Access, *roles: str) -> None:
+    """Only owners (and staff) grant, change or take away the owner role."""
+    if Role.OWNER in roles and not access.can(Role.OWNER):
+        raise _forbidden("only an owner may grant, change or remove the owner role")
+
+
+class MembersApi(_Portal):
+    class InputSerializer(serializers.Serializer[Any]):
+        username = serializers.CharField(max_length=150, required=False)
+        email = serializers.EmailField(required=False)
+        role = serializers.ChoiceField(choices=Role.values, default=Role.MEMBER)
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            if ("username" in attrs) == ("email" in attrs):
+                raise serializers.ValidationError("give either a username or an email")
+            return attrs
+
+    def get(self, request: Request, tenant_id: int) -> Response:
+        access = tenant_access(request, tenant_id)
+        members = (
+            Membership.objects.select_related("user")
+            .filter(tenant=access.tenant)
+            .order_by("created_at", "id")
+        )
+        return Response({"data": MemberOutput(members, many=True).data})
+
+    def post(self, request: Request, tenant_id: int) -> Response:
+        access = tenant_access(request, tenant_id)
+        access.require(*MANAGERS)
+        v = _valid(self.InputSerializer(data=request.data))
+        _require_owner_for(access, v["role"])
+        users = User.objects.filter(is_active=True)
+        if "username" in v:
+            users = users.filter(username=v["username"])
+        else:
+            users = users.filter(email__iexact=v["email"])
+        found = list(users[:2])
+        if len(found) != 1:
+            raise ApiError(
+                "no single user with that username or email: send an invitation instead",
+                "unknown_user",
+            )
+        try:
+            m = membership_add(tenant=access.tenant, user=found[0], role=v["role"])
+        except TenantError as exc:
+            raise _from_tenant_error(exc) from exc
+        return Response(MemberOutput(m).data, status=status.HTTP_201_CREATED)
+
+
+class MemberDetailApi(_Portal):
+    class InputSerializer(serializers.Serializer[Any]):
+        role = serializers.ChoiceField(choices=Role.values)
+
+    def patch(self, request: Request, tenant_id: int, membership_id: int) -> Response:
+        access = tenant_access(request, tenant_id)
+        access.require(*MANAGERS)
+        m = _membership(access, membership_id)
+        v = _valid(self.InputSerializer(data=request.data))
+        _require_owner_for(access, m.role, v["role"])
+        try:
+            m = membership_set_role(membership=m, role=v["role"])
+        except TenantError as exc:
+            raise _from_tenant_error(exc) from exc
+        return Response(MemberOutput(m).data)
+
+    def delete(self, request: Request, tenant_id: int, membership_id: int) -> Response:
+        """Owners and admins remove members; anyone may remove themselves (leave)."""
+        access = tenant_access(request, tenant_id)
+        own = Membership.objects.filter(
+            pk=membership_id, tenant=access.tenant, user=request.user
+        ).exists()
+        if not own:
+            access.require(*MANAGERS)
+        m = _membership(access, membership_id)
+        if not own:
+            _require_owner_for(access, m.role)
+        try:
+            membership_remove(membership=m)
+        except TenantError as exc:
+            raise _from_tenant_error(exc) from exc
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# Invitations ----------------------------------------------------------------------------
+
+
+class InvitationsApi(_Portal):
+    class InputSerializer(serializers.Serializer[Any]):
+        email = serializers.EmailField()
+        role = serializers.ChoiceField(choices=Role.values, default=Role.MEMBER)
+        ttl_seconds = serializers.IntegerField(
+            min_value=60,
+            max_value=int(MAX_INVITATION_TTL.total_seconds()),
+            default=7 * 24 * 3600,
+        )
+
+    def get(self, request: Request, tenant_id: int) -> Response:
+        access = tenant_access(request, tenant_id)
+        access.require(*MANAGERS)
+        rows = (
+            Invitation.objects.select_related("invited_by")
+            .filter(tenant=access.tenant)
+            .order_by("-created_at", "-id")
+        )
+        return Response({"data": InvitationOutput(rows, many=True).data})
+
+    def post(self, request: Request, tenant_id: int) -> Response:
+        access = tenant_access(request, tenant_id)
+        access.require(*MANAGERS)
+        v = _valid(self.InputSerializer(data=request.data))
+        _require_owner_for(access, v["role"])
+        try:
+            invitation, token = invitation_create(
+                tenant=access.tenant,
+                email=v["email"],
+                role=v["role"],
+                invited_by=request.user,
+                ttl=timedelta(seconds=v["ttl_seconds"]),
+            )
+        except TenantError as exc:
+            raise _from_tenant_error(exc) from exc
+        return Response(
+            {**InvitationOutput(invitation).data, "token": token},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class InvitationDetailApi(_Portal):
+    def delete(self, request: Request, tenant_id: int, invitation_id: int) -> Response:
+        access = tenant_access(request, tenant_id)
+        access.require(*MANAGERS)
+        invitation = Invitation.objects.filter(pk=invitation_id, tenant=access.tenant).first()
+        if invitation is None:
+            raise not_found()
+        _require_owner_for(access, invitation.role)
+        try:
+            invitation_cancel(invitation=invitation)
+        except TenantError as exc:
+            raise _from_tenant_error(exc) from exc
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class InvitationAcceptApi(_Portal):
+    class InputSerializer(serializers.Serializer[Any]):
+        token = serializers.CharField(max_length=200)
+
+    def post(self, request: Request) -> Response:
+        v = _valid(self.InputSerializer(data=request.data))
+        try:
+            m = invitation_accept(token=v["token"], user=request.user)
+        except TenantError as exc:
+            raise _from_tenant_error(exc) from exc
+        tenant = Tenant.objects.select_related("plan").get(pk=m.tenant_id)
+        return Response(
+            {"membership": MemberOutput(m).data, "tenant": tenant_data(tenant, m.role)},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+# Usage ----------------------------------------------------------------------------------
+
+
+class PeriodInput(serializers.Serializer[Any]):
+    """?start=YYYY-MM-DD&end=YYYY-MM-DD, both inclusive (UTC days); default: this month."""
+
+    start = serializers.DateField(required=False)
+    end = serializers.DateField(required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        today = timezone.now().astimezone(UTC).date()
+        start: date = attrs.get("start") or today.replace(day=1)
+        if "end" in attrs:
+            end: date = attrs["end"]
+        else:
+            next_month = (start.replace(day=1) + timedelta(days=32)).replace(day=1)
+            end = next_month - timedelta(days=1)
+        if end < start:
+            raise serializers.ValidationError("end is before start")
+        return {**attrs, "start": start, "end": end}
+
+
+def _bounds(start: date, end: date) -> tuple[datetime, datetime]:
+    """[start 00:00, the day after end 00:00) in UTC."""
+    return (
+        datetime.combine(start, time.min, tzinfo=UTC),
+        datetime.combine(end + timedelta(days=1), time.min, tzinfo=UTC),
+    )
+
+
+class UsageApi(_Portal):
+    class InputSerializer(PeriodInput):
+        group_by = serializers.ChoiceField(
+            choices=["day", "model", "key", "modality"], default="day"
+        )
+
+    def get(self, request: Request, tenant_id: int) -> Response:
+        access = tenant_access(request, tenant_id)
+        v = _valid(self.InputSerializer(data=request.query_params))
+        start, end = _bounds(v["start"], v["end"])
+        rows = usage_summary(
+            tenant_id=access.tenant.pk, start=start, end=end, group_by=v["group_by"]
+        )
+        return Response(
+            {
+                "tenant": access.tenant.pk,
+                "group_by": v["group_by"],
+                "start": v["start"].isoformat(),
+                "end": v["end"].isoformat(),
+                "data": rows,
+            }
+        )
+
+
+CSV_BATCH = 500  # lines per chunk sent
+
+
+async def _async_chunks(lines: Iterator[str]) -> AsyncIterator[str]:
+    """Under ASGI Django reads a synchronous iterator whole before sending anything;
+    pull the lines in batches on the request's thread instead, so it streams."""
+
+    def take() -> str:
+        return "".join(islice(lines, CSV_BATCH))
+
+    next_chunk = sync_to_async(take, thread_sensitive=True)
+    while chunk := await next_chunk():
+        yield chunk
+
+
+class UsageCsvApi(_Portal):
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        # `Accept: text/csv` must not be refused (406): the CSV is not a DRF renderer's.
+        return super().perform_content_negotiation(request, force=True)
+
+    def get(self, request: Request, tenant_id: int) -> StreamingHttpResponse:
+        access = tenant_access(request, tenant_id)
+        v = _valid(PeriodInput(data=request.query_params))
+        start, end = _bounds(v["start"], v["end"])
+        lines = usage_csv(tenant_id=access.tenant.pk, start=start, end=end)
+        response = StreamingHttpResponse(
+            _async_chunks(lines) if isinstance(request._request, ASGIRequest) else lines,
+            content_type="text/csv; charset=utf-8",
+        )
+        name = f"{access.tenant.name}-usage-{v['start'].isoformat()}-{v['end'].isoformat()}.csv"
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+# Invoices -------------------------------------------------------------------------------
+
+
+class InvoicesApi(_Portal):
+    def get(self, request: Request, tenant_id: int) -> Response:
+        access = tenant_access(request, tenant_id)
+        access.require(*INVOICE_READERS)
+        rows = Invoice.objects.filter(tenant=access.tenant).order_by("-period_start", "-id")
+        return Response({"data": InvoiceOutput(rows, many=True).data})
+
+
+class InvoiceDetailApi(_Portal):
+    def get(self, request: Request, tenant_id: int, invoice_id: int) -> Response:
+        access = tenant_access(request, tenant_id)
+        access.require(*INVOICE_READERS)
+        invoice = Invoice.objects.filter(pk=invoice_id, tenant=access.tenant).first()
+        if invoice is None:
+            raise not_found()
+        return Response(InvoiceDetailOutput(invoice).data)
+
+
+# Plans (staff) --------------------------------------------------------------------------
+
+
+class PlanInput(serializers.ModelSerializer[Plan]):
+    allowed_models = serializers.ListField(
+        child=serializers.CharField(max_length=200), required=False, max_length=1000
+    )
+
+    class Meta:
+        model = Plan
+        fields = ["name", "description", "allowed_models", *Plan.LIMIT_FIELDS, "stripe_price_id"]
+
+
+class PlanUpdateInput(PlanInput):
+    """A plan's name is its identity (tenants carry it as their tier): not editable."""
+
+    class Meta(PlanInput.Meta):
+        read_only_fields = ["name"]
+
+
+class PlansApi(_StaffOnly):
+    def get(self, request: Request) -> Response:
+        return Response({"data": PlanOutput(Plan.objects.order_by("name"), many=True).data})
+
+    def post(self, request: Request) -> Response:
+        body = PlanInput(data=request.data)
+        body.is_valid(raise_exception=True)
+        with transaction.atomic():
+            plan = body.save()
+        return Response(PlanOutput(plan).data, status=status.HTTP_201_CREATED)
+
+
+class PlanDetailApi(_StaffOnly):
+    def _plan(self, plan_id: int) -> Plan:
+        plan = Plan.objects.filter(pk=plan_id).first()
+        if plan is None:
+            raise not_found()
+        return plan
+
+    def get(self, request: Request, plan_id: int) -> Response:
+        return Response(PlanOutput(self._plan(plan_id)).data)
+
+    def patch(self, request: Request, plan_id: int) -> Response:
+        plan = self._plan(plan_id)
+        if "name" in request.data and request.data["name"] != plan.name:
+            raise ApiError("a plan cannot be renamed", "invalid_request")
+        body = PlanUpdateInput(plan, data=request.data, partial=True)
+        body.is_valid(raise_exception=True)
+        with transaction.atomic():
+            plan = body.save()
+        return Response(PlanOutput(plan).data)
+
+
+# Routes (rbee/urls.py: path("", include("tenants.api"))) ---------------------------------
+
+T = "api/tenants/<int:tenant_id>"
+
+urlpatterns = [
+    path("api/tenants", TenantsApi.as_view()),
+    path(T, TenantDetailApi.as_view()),
+    path(f"{T}/keys", KeysApi.as_view()),
+    path(f"{T}/keys/<int:key_id>", KeyDetailApi.as_view()),
+    path(f"{T}/keys/<int:key_id>/rotate", KeyRotateApi.as_view()),
+    path(f"{T}/members", MembersApi.as_view()),
+    path(f"{T}/members/<int:membership_id>", MemberDetailApi.as_view()),
+    path(f"{T}/invitations", InvitationsApi.as_view()),
+    path(f"{T}/invitations/<int:invitation_id>", InvitationDetailApi.as_view()),
+    path("api/invitations/accept", InvitationAcceptApi.as_view()),
+    path(f"{T}/usage", UsageApi.as_view()),
+    path(f"{T}/usage.csv", UsageCsvApi.as_view()),
+    path(f"{T}/invoices", InvoicesApi.as_view()),
+    path(f"{T}/invoices/<int:invoice_id>", InvoiceDetailApi.as_view()),
+    path("api/plans", PlansApi.as_view()),
+    path("api/plans/<int:plan_id>", PlanDetailApi.as_view()),
+]
