@@ -202,3 +202,25 @@ def test_metering_survives_a_queen_killed_right_after_a_response(shop: Shop) -> 
     assert len(rows) == 1
     assert rows[0][1] == r.json()["usage"]["prompt_tokens"]
     assert rows[0][2] == r.json()["usage"]["completion_tokens"]
+
+
+def test_the_seed_quota_script_works_as_written(shop: Shop, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The business seed's should_admit(task, customer), verbatim, runs on every queen
+    for a limited and an unlimited tenant without a script error (an unlimited tenant's
+    daily_limit is unit, and Rhai compares an integer with unit as false)."""
+    from tests.scheduler_support import seed_scripts
+
+    script = next(s for s in seed_scripts() if "customer.tokens_used_today" in s)
+    path = tmp_path / "quota.rhai"
+    path.write_text(script)
+    shop.dep.rbee("scheduler", "reload", str(path))
+    shop.dep.rbee("plan", "set", "metered", "tokens_per_day=100000")
+    limited = shop.tenant("acme", plan="metered")
+    unlimited = shop.tenant("globex")
+    time.sleep(1.5)  # every queen picks the new script up within a second
+    for key in (limited, unlimited):
+        r = shop.post(key)
+        assert r.status_code == 200, r.text
+    metrics = httpx.get(f"{shop.queens[0].url}/metrics").text
+    errors = [ln for ln in metrics.splitlines() if ln.startswith("rbee_scheduler_script_errors")]
+    assert errors and all(ln.endswith(" 0.0") for ln in errors), errors
