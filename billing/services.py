@@ -135,3 +135,22 @@ def plan_get_or_create_defaults() -> dict[str, Plan]:
         for name, fields in defaults.items():
             out[name], _ = Plan.objects.get_or_create(name=name, defaults=fields)
     return out
+
+
+def meter_events_backfill(*, tenant_id: int) -> int:
+    """Write the Stripe outbox rows of a tenant's usage recorded before it had a Stripe
+    customer (each row's identifier is unique, so running this twice adds nothing)."""
+    customer = (
+        Tenant.objects.filter(pk=tenant_id).values_list("stripe_customer_id", flat=True).first()
+    )
+    if not customer:
+        return 0
+    written = 0
+    pending = UsageEvent.objects.filter(tenant_id=tenant_id, meter_events__isnull=True)
+    for event in pending.iterator(chunk_size=500):
+        with transaction.atomic():
+            before = MeterEvent.objects.filter(usage=event).count()
+            if before == 0:
+                _outbox(event, customer)
+                written += 1
+    return written

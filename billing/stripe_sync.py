@@ -242,6 +242,27 @@ def meter_events_send(limit: int = 500, *, raise_when_unreachable: bool = False)
 # --- dunning ----------------------------------------------------------------------------------
 
 
+def customers_sync(limit: int = 100) -> int:
+    """Give every tenant a Stripe customer, and queue the usage recorded before it had
+    one (its meter events were not written then). Returns how many customers were made."""
+    from billing.services import meter_events_backfill
+
+    if not stripe_enabled():
+        return 0
+    made = 0
+    for tenant in Tenant.objects.filter(stripe_customer_id="").order_by("id")[:limit]:
+        try:
+            customer_ensure(tenant)
+        except Exception as exc:
+            log.warning(
+                "no Stripe customer for tenant %s yet: %s", tenant.name, _error_text(exc)
+            )
+            continue
+        made += 1
+        meter_events_backfill(tenant_id=tenant.pk)
+    return made
+
+
 def past_due_suspend(now: datetime | None = None) -> list[str]:
     """Suspend tenants past due for longer than RBEE_PAST_DUE_GRACE_DAYS; returns their
     names. `past_due_since` is kept: it marks the suspension as one for non-payment,

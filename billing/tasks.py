@@ -13,7 +13,12 @@ from typing import Any
 
 import stripe
 
-from billing.stripe_sync import StripeUnreachable, meter_events_send, past_due_suspend
+from billing.stripe_sync import (
+    StripeUnreachable,
+    customers_sync,
+    meter_events_send,
+    past_due_suspend,
+)
 from rbee.celery import app
 
 # Network trouble worth retrying: Stripe unreachable, throttling us, or failing (5xx).
@@ -40,6 +45,7 @@ def report_usage(self: Any, limit: int = 500) -> dict[str, int]:
     """Send unsent meter events to Stripe; {"sent": n, "failed": m}. When Stripe keeps
     failing the task is retried with exponential backoff (not when eager)."""
     eager = bool(getattr(self.request, "is_eager", False))
+    customers_sync()  # tenants made since the last run get their Stripe customer first
     sent, failed = meter_events_send(limit, raise_when_unreachable=not eager)
     return {"sent": sent, "failed": failed}
 

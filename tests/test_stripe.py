@@ -531,3 +531,31 @@ def test_sign_matches_stripes_own_verification() -> None:
     assert header == stripe.WebhookSignature.generate_signature_header(
         body.decode(), WHSEC, timestamp=int(header.split(",")[0][2:])
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tenants_get_a_customer_and_earlier_usage_is_queued(fake: FakeStripe) -> None:
+    """A tenant that used rbee before Stripe knew it gets its customer on the next report,
+    and the usage recorded meanwhile is sent too — once."""
+    from billing.stripe_sync import customers_sync
+    from billing.tasks import report_usage
+
+    t = Tenant.objects.create(name="latecomer")
+    usage_record(
+        request_id="early-1",
+        tenant_id=t.pk,
+        api_key_id=None,
+        model="m",
+        modality="chat",
+        usage=Usage(prompt_tokens=7, completion_tokens=3),
+    )
+    assert not MeterEvent.objects.filter(usage__request_id="early-1").exists()
+    report_usage.apply()
+    t.refresh_from_db()
+    assert t.stripe_customer_id.startswith("cus_")
+    assert (
+        MeterEvent.objects.filter(usage__request_id="early-1", sent_at__isnull=False).count() == 2
+    )
+    assert customers_sync() == 0  # nothing left to do
+    report_usage.apply()
+    assert MeterEvent.objects.filter(usage__request_id="early-1").count() == 2
