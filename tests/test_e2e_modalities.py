@@ -479,3 +479,38 @@ def test_bad_text_inputs(media: Stack) -> None:
     for path in ("images/variations", "audio/transcriptions", "audio/translations"):
         r = httpx.post(f"{media.base_url}/{path}", files={"file": ("a.wav", b"x")})
         assert r.status_code == 401, path
+
+
+def test_every_modality_is_metered_once_with_its_units(media: Stack) -> None:
+    """One usage event per request, in the unit each modality is sold in."""
+    client = media.client()
+    ids = {}
+    raw = client.embeddings.with_raw_response.create(model=EMBED, input=["a b c", "d e"])
+    ids["embedding"] = (raw.headers["x-request-id"], raw.parse().usage.prompt_tokens)
+    raw = client.images.with_raw_response.generate(model=IMAGE, prompt="x", size="64x64", n=2)
+    ids["image"] = (raw.headers["x-request-id"], 2)
+    raw = client.audio.speech.with_raw_response.create(
+        model=VOICE, voice="alloy", input="Metered words.", response_format="wav"
+    )
+    audio = raw.content
+    ids["speech"] = (raw.headers["x-request-id"], len("Metered words."))
+    raw = client.audio.transcriptions.with_raw_response.create(
+        model=WHISPER, file=("m.wav", audio), response_format="verbose_json"
+    )
+    ids["transcription"] = (raw.headers["x-request-id"], raw.parse().duration)
+    rows = {
+        r[0]: r
+        for r in media.dep.sql(
+            "SELECT request_id, modality, prompt_tokens, images, characters, audio_seconds "
+            "FROM billing_usageevent"
+        )
+    }
+    emb, img, spk, hear = (
+        rows[ids[k][0]] for k in ("embedding", "image", "speech", "transcription")
+    )
+    assert emb[1] == "embedding" and emb[2] == ids["embedding"][1] > 0
+    assert img[1] == "image" and img[3] == 2
+    assert spk[1] == "speech" and spk[4] == ids["speech"][1]
+    assert hear[1] == "transcription" and hear[5] == pytest.approx(
+        ids["transcription"][1], abs=0.01
+    )
