@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import secrets
 import struct
 import time
@@ -59,11 +58,11 @@ from inference.views import (
     openai_endpoint,
     read_body,
     read_json,
+    stream_failure,
 )
 from rbee.db import db
 
 Cap = CatalogModel.Capability
-logger = logging.getLogger("inference")
 
 
 def _require_key(request: HttpRequest) -> str:
@@ -204,13 +203,8 @@ async def completions(request: HttpRequest) -> HttpResponseBase:
                 async for piece in relay():
                     yield piece
             except Exception:
-                # Headers are gone: the failure can only be told in the stream itself.
-                logger.exception("stream %s failed", completion_id)
-                err = APIError(
-                    500, "The server had an error while streaming.", code="internal_error"
-                )
-                yield b"data: " + json.dumps(err.body()).encode() + b"\n\n"
-                yield b"data: [DONE]\n\n"
+                for piece in stream_failure(completion_id):
+                    yield piece
             finally:
                 await events.aclose()
 

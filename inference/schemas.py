@@ -153,6 +153,15 @@ def _validate(model: type[_M], data: dict[str, Any]) -> _M:
         ) from exc
 
 
+def _check_stream_options(options: Any, stream: bool | None) -> None:
+    if options is not None and not stream:
+        raise bad_request(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            param="stream_options",
+            code="invalid_value",
+        )
+
+
 def _refuse(param: str, what: str) -> APIError:
     return bad_request(
         f"'{param}' is not supported: {what}.", param=param, code="unsupported_parameter"
@@ -193,12 +202,7 @@ def _check_chat_semantics(req: ChatCompletionRequest) -> None:
             )
         if getattr(msg, "tool_calls", None):
             raise _refuse(f"messages[{i}].tool_calls", "this server does not run tools yet")
-    if req.stream_options is not None and not req.stream:
-        raise bad_request(
-            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-            param="stream_options",
-            code="invalid_value",
-        )
+    _check_stream_options(req.stream_options, req.stream)
     if req.n is not None and req.n > 1:
         raise _refuse("n", "this server returns one choice per request; send several requests")
     if req.tools or req.functions:
@@ -300,12 +304,7 @@ def validate_completion(data: dict[str, Any]) -> CompletionRequest:
                 param="prompt",
                 code="unsupported_parameter",
             )
-    if req.stream_options is not None and not req.stream:
-        raise bad_request(
-            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-            param="stream_options",
-            code="invalid_value",
-        )
+    _check_stream_options(req.stream_options, req.stream)
     if req.n is not None and req.n > 1:
         raise _refuse("n", "this server returns one choice per request; send several requests")
     if req.best_of is not None and req.best_of > 1:
@@ -334,7 +333,6 @@ def completion_job_request(req: CompletionRequest) -> dict[str, Any]:
         "seed": req.seed,
         "presence_penalty": req.presence_penalty,
         "frequency_penalty": req.frequency_penalty,
-        "echo": bool(req.echo),
     }
 
 

@@ -565,6 +565,16 @@ def _chunk(completion_id: str, created: int, model: str, choices: list[Any], **e
     return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
 
 
+def stream_failure(stream_id: str) -> list[bytes]:
+    """The end of an SSE stream that failed after its headers were sent: the failure can
+    only be told in the stream itself."""
+    logger.exception("stream %s failed", stream_id)
+    err = APIError(
+        500, "The server had an error while streaming the response.", code="internal_error"
+    )
+    return [b"data: " + json.dumps(err.body()).encode() + b"\n\n", b"data: [DONE]\n\n"]
+
+
 async def _sse(
     events: AsyncGenerator[dict[str, Any], None],
     first: dict[str, Any] | None,
@@ -632,13 +642,8 @@ async def _sse(
                 break
         yield b"data: [DONE]\n\n"
     except Exception:
-        # Headers are gone: the failure can only be told in the stream itself.
-        logger.exception("stream %s failed", completion_id)
-        err = APIError(
-            500, "The server had an error while streaming the response.", code="internal_error"
-        )
-        yield b"data: " + json.dumps(err.body()).encode() + b"\n\n"
-        yield b"data: [DONE]\n\n"
+        for piece in stream_failure(completion_id):
+            yield piece
     finally:
         await events.aclose()
 

@@ -525,6 +525,15 @@ class HiveAgent:
             self._job_worker.pop(job_id, None)
             await send_event(protocol.error_event(problem, code="model_unavailable", status=503))
             return
+        await self._submit(job_id, worker, msg, send_event)
+
+    async def _submit(
+        self,
+        job_id: str,
+        worker: WorkerProcess,
+        msg: dict[str, Any],
+        send_event: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> None:
         if not await worker.submit(
             job_id, str(msg.get("task")), dict(msg.get("request") or {}), send_event
         ):
@@ -618,14 +627,4 @@ class HiveAgent:
             return
         await ws.send(protocol.dumps({"op": "ack", "id": job_id}))
         self._job_worker[job_id] = worker
-        if not await worker.submit(
-            job_id, str(msg.get("task")), dict(msg.get("request") or {}), send_event
-        ):
-            self._job_worker.pop(job_id, None)
-            await send_event(
-                protocol.error_event(
-                    f"the worker for {worker.spec.name!r} is not accepting jobs",
-                    code="worker_unavailable",
-                    status=503,
-                )
-            )
+        await self._submit(job_id, worker, msg, send_event)

@@ -251,9 +251,7 @@ class TransformersEngine(Engine):
         events = self._generate(
             tokens, request, cancelled, param="prompt", default_max=DEFAULT_COMPLETION_MAX_TOKENS
         )
-        if request.get("echo") and prompt:
-            return _prepend({"kind": "delta", "text": prompt}, events)
-        return events
+        return events  # `echo` is the queen's: it prepends the prompt itself
 
     def _generate(
         self,
@@ -372,11 +370,6 @@ def _disable_cudnn_attention() -> None:
     enable = getattr(torch.backends.cuda, "enable_cudnn_sdp", None)
     if enable is not None:
         enable(False)
-
-
-def _prepend(first: dict[str, Any], rest: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    yield first
-    yield from rest
 
 
 def _context_length(model: Any, tokenizer: Any) -> int:

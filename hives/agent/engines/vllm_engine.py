@@ -304,9 +304,7 @@ class VLLMEngine(Engine):
         events = self._submit(
             tokens, request, cancelled, param="prompt", default_max=DEFAULT_COMPLETION_MAX_TOKENS
         )
-        if request.get("echo") and prompt:
-            return _prepend({"kind": "delta", "text": prompt}, events)
-        return events
+        return events  # `echo` is the queen's: it prepends the prompt itself
 
     def _submit(
         self,
@@ -391,11 +389,6 @@ async def _pump(stream: AsyncIterator[Any], bridge: queue.Queue[Any]) -> None:
         bridge.put(exc)
     finally:
         bridge.put(_END)
-
-
-def _prepend(first: dict[str, Any], rest: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    yield first
-    yield from rest
 
 
 def _gpu_total_bytes(spec_device: str) -> int:
