@@ -54,6 +54,7 @@ from inference.views import (
     _record,
     _schedule,
     _usage,
+    collect_text,
     make_job,
     openai_endpoint,
     read_body,
@@ -231,18 +232,7 @@ async def completions(request: HttpRequest) -> HttpResponseBase:
         stream["X-Accel-Buffering"] = "no"
         return _finish(stream, job, decision)
 
-    text: list[str] = [head]
-    finish_reason = "stop"
-    done: dict[str, Any] = {}
-    async for event in job.events():
-        kind = event.get("kind")
-        if kind == "delta":
-            text.append(str(event.get("text", "")))
-        elif kind == "done":
-            finish_reason = str(event.get("finish_reason") or "stop")
-            done = event
-        elif kind == "error":
-            raise _error_from_event(event)
+    text, finish_reason, done = await collect_text(job)
     resp = JsonResponse(
         {
             "id": completion_id,
@@ -252,7 +242,7 @@ async def completions(request: HttpRequest) -> HttpResponseBase:
             "system_fingerprint": SYSTEM_FINGERPRINT,
             "choices": [
                 {
-                    "text": "".join(text),
+                    "text": head + text,
                     "index": 0,
                     "logprobs": None,
                     "finish_reason": finish_reason,

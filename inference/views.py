@@ -511,18 +511,8 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         _record(stream, job, decision)
         return stream
 
-    text: list[str] = []
-    finish_reason = "stop"
-    usage: dict[str, Any] = {}
-    async for event in job.events():
-        kind = event.get("kind")
-        if kind == "delta":
-            text.append(str(event.get("text", "")))
-        elif kind == "done":
-            finish_reason = str(event.get("finish_reason") or "stop")
-            usage = _usage(event)
-        elif kind == "error":
-            raise _error_from_event(event)
+    text, finish_reason, done = await collect_text(job)
+    usage = _usage(done)
     prompt_tokens = _count(usage.get("prompt_tokens"))
     completion_tokens = _count(usage.get("completion_tokens"))
     resp = JsonResponse(
@@ -535,7 +525,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": "".join(text), "refusal": None},
+                    "message": {"role": "assistant", "content": text, "refusal": None},
                     "logprobs": None,
                     "finish_reason": finish_reason,
                 }
@@ -563,6 +553,24 @@ def _chunk(completion_id: str, created: int, model: str, choices: list[Any], **e
         **extra,
     }
     return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def collect_text(job: Job) -> tuple[str, str, dict[str, Any]]:
+    """A text job's whole answer: its text, finish reason and final event (or its error,
+    raised)."""
+    text: list[str] = []
+    finish_reason = "stop"
+    done: dict[str, Any] = {}
+    async for event in job.events():
+        kind = event.get("kind")
+        if kind == "delta":
+            text.append(str(event.get("text", "")))
+        elif kind == "done":
+            finish_reason = str(event.get("finish_reason") or "stop")
+            done = event
+        elif kind == "error":
+            raise _error_from_event(event)
+    return "".join(text), finish_reason, done
 
 
 def stream_failure(stream_id: str) -> list[bytes]:
