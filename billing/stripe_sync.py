@@ -254,9 +254,7 @@ def customers_sync(limit: int = 100) -> int:
         try:
             customer_ensure(tenant)
         except Exception as exc:
-            log.warning(
-                "no Stripe customer for tenant %s yet: %s", tenant.name, _error_text(exc)
-            )
+            log.warning("no Stripe customer for tenant %s yet: %s", tenant.name, _error_text(exc))
             continue
         made += 1
         meter_events_backfill(tenant_id=tenant.pk)
