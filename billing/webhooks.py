@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import stripe
@@ -79,7 +80,7 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
                 return JsonResponse({"received": True, "duplicate": True})
             handler = HANDLERS.get(event_type)
             if handler is not None and isinstance(obj, dict):
-                handler(obj, event_id)
+                handler(obj, event_id, _created(event))
     except Exception:
         log.exception(
             "stripe event %s (%s) failed; Stripe will deliver it again", event_id, event_type
@@ -89,6 +90,26 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
 
 
 # --- handlers: each runs inside the transaction that records the event ----------------------
+
+
+def _created(event: dict[str, Any]) -> datetime:
+    """When Stripe created the event (deliveries may arrive out of order)."""
+    created = event.get("created")
+    if isinstance(created, int | float) and not isinstance(created, bool):
+        return datetime.fromtimestamp(created, tz=UTC)
+    return timezone.now()
+
+
+def _newer(tenant: Tenant, field: str, created: datetime) -> bool:
+    """Apply an event only if it is not older than the last one applied to `field`; then
+    remember it. An older `payment_failed` arriving after a newer `paid` is ignored."""
+    last = getattr(tenant, field)
+    if last is not None and created < last:
+        log.info("tenant %s: an older Stripe event arrived late; ignored", tenant.name)
+        return False
+    setattr(tenant, field, created)
+    tenant.save(update_fields=[field])
+    return True
 
 
 def _customer_id(obj: dict[str, Any]) -> str:
@@ -110,9 +131,11 @@ def _tenants(obj: dict[str, Any], event_id: str) -> list[Tenant]:
     return tenants
 
 
-def _payment_failed(obj: dict[str, Any], event_id: str) -> None:
+def _payment_failed(obj: dict[str, Any], event_id: str, created: datetime) -> None:
     now = timezone.now()
     for t in _tenants(obj, event_id):
+        if not _newer(t, "status_event_at", created):
+            continue
         if t.status != Tenant.Status.ACTIVE:
             continue  # already past due (keep the first failure's time) or suspended
         t.status, t.past_due_since = Tenant.Status.PAST_DUE, now
@@ -120,8 +143,10 @@ def _payment_failed(obj: dict[str, Any], event_id: str) -> None:
         log.warning("tenant %s past due: invoice %s failed", t.name, obj.get("id"))
 
 
-def _paid(obj: dict[str, Any], event_id: str) -> None:
+def _paid(obj: dict[str, Any], event_id: str, created: datetime) -> None:
     for t in _tenants(obj, event_id):
+        if not _newer(t, "status_event_at", created):
+            continue
         if t.status == Tenant.Status.SUSPENDED and t.past_due_since is None:
             # Suspended by hand, not for non-payment: a payment does not lift it.
             log.info("tenant %s paid invoice %s; stays suspended", t.name, obj.get("id"))
@@ -148,8 +173,10 @@ def _first_price_id(subscription: dict[str, Any]) -> str:
     return ""
 
 
-def _plan_set(tenants: list[Tenant], plan: Plan) -> None:
+def _plan_set(tenants: list[Tenant], plan: Plan, created: datetime) -> None:
     for t in tenants:
+        if not _newer(t, "plan_event_at", created):
+            continue
         if t.plan_id == plan.pk and t.tier == plan.name:
             continue
         t.plan, t.tier = plan, plan.name
@@ -157,7 +184,7 @@ def _plan_set(tenants: list[Tenant], plan: Plan) -> None:
         log.info("tenant %s now on plan %s", t.name, plan.name)
 
 
-def _subscription_changed(obj: dict[str, Any], event_id: str) -> None:
+def _subscription_changed(obj: dict[str, Any], event_id: str, created: datetime) -> None:
     price = _first_price_id(obj)
     plan = Plan.objects.filter(stripe_price_id=price).first() if price else None
     if plan is None:
@@ -168,10 +195,10 @@ def _subscription_changed(obj: dict[str, Any], event_id: str) -> None:
             price,
         )
         return
-    _plan_set(_tenants(obj, event_id), plan)
+    _plan_set(_tenants(obj, event_id), plan, created)
 
 
-def _subscription_deleted(obj: dict[str, Any], event_id: str) -> None:
+def _subscription_deleted(obj: dict[str, Any], event_id: str, created: datetime) -> None:
     plan = Plan.objects.filter(name=FREE_PLAN).first()
     tenants = _tenants(obj, event_id)
     if plan is None:
@@ -179,10 +206,10 @@ def _subscription_deleted(obj: dict[str, Any], event_id: str) -> None:
             "stripe event %s: subscription ended but there is no plan %r", event_id, FREE_PLAN
         )
         return
-    _plan_set(tenants, plan)
+    _plan_set(tenants, plan, created)
 
 
-HANDLERS: dict[str, Callable[[dict[str, Any], str], None]] = {
+HANDLERS: dict[str, Callable[[dict[str, Any], str, datetime], None]] = {
     "invoice.payment_failed": _payment_failed,
     "invoice.paid": _paid,
     "invoice.payment_succeeded": _paid,

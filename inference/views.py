@@ -96,6 +96,13 @@ def openai_endpoint(methods: tuple[str, ...]) -> Callable[[View], Any]:
         @csrf_exempt
         @wraps(view)
         async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            response = await _answer(request, *args, **kwargs)
+            for k, v in getattr(request, "rbee_ratelimit", {}).items():
+                if k not in response:
+                    response[k] = v
+            return response
+
+        async def _answer(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             try:
                 if request.method not in methods:
                     raise APIError(
@@ -367,6 +374,9 @@ async def _schedule(
     eligible = eligible_of(target.placements)
     caller = target.caller
     admitted = await gate.admit(caller, cost or Cost(requests=1, tokens=size))
+    # Every response to an admitted request carries the tenant's rate-limit headers, errors
+    # from the worker included (openai_endpoint adds them).
+    request.rbee_ratelimit = admitted.headers  # type: ignore[attr-defined]
     try:
         scheduled, slot = await _admit_and_route(
             request, target, eligible, eligible_of, priority, region, size, admitted

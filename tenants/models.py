@@ -22,6 +22,10 @@ class Tenant(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     past_due_since = models.DateTimeField(null=True, blank=True)
     stripe_customer_id = models.CharField(max_length=100, blank=True, default="")
+    # When the newest Stripe event applied to the status / to the plan was created: Stripe
+    # does not deliver events in order, and an older one must not undo a newer one.
+    status_event_at = models.DateTimeField(null=True, blank=True)
+    plan_event_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -386,14 +386,16 @@ def sign(payload: bytes, secret: str, t: int | None = None) -> str:
     return f"t={t},v1={mac}"
 
 
-def webhook_event(type_: str, obj: dict[str, Any], event_id: str | None = None) -> bytes:
+def webhook_event(
+    type_: str, obj: dict[str, Any], event_id: str | None = None, created: int | None = None
+) -> bytes:
     """The body of a webhook delivery: an Event object (snapshot payload)."""
     return json.dumps(
         {
             "id": event_id or f"evt_{_rand(24)}",
             "object": "event",
             "api_version": "2025-03-31.basil",
-            "created": int(time.time()),
+            "created": int(time.time()) if created is None else created,
             "data": {"object": obj},
             "livemode": False,
             "pending_webhooks": 1,

@@ -100,14 +100,20 @@ def test_rate_limit_headers_and_429(shop: Shop) -> None:
     shop.dep.rbee("plan", "set", "slow", "requests_per_minute=3", "tokens_per_minute=100000")
     key = shop.tenant("acme", plan="slow")
     seen = []
-    for _ in range(3):
+    # An admitted request the worker turns down (a prompt too long) counts, and its error
+    # carries the headers too.
+    too_long = {"model": CHAT_MODEL, "prompt": "word " * 3000, "max_tokens": 1}
+    r = shop.post(key, too_long, path="completions")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+    assert r.headers["x-ratelimit-remaining-requests"] == "2"
+    for _ in range(2):
         r = shop.post(key)
         assert r.status_code == 200, r.text
         assert r.headers["x-ratelimit-limit-requests"] == "3"
         assert r.headers["x-ratelimit-limit-tokens"] == "100000"
         assert r.headers["x-ratelimit-reset-requests"]
         seen.append(int(r.headers["x-ratelimit-remaining-requests"]))
-    assert seen == [2, 1, 0]
+    assert seen == [1, 0]
     r = shop.post(key)
     assert r.status_code == 429
     assert r.json()["error"]["code"] == "rate_limit_exceeded"

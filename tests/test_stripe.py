@@ -326,8 +326,10 @@ def _post(body: bytes, signature: str | None = None, **kw: Any) -> Any:
     )
 
 
-def _deliver(type_: str, obj: dict[str, Any], event_id: str | None = None) -> Any:
-    body = webhook_event(type_, obj, event_id)
+def _deliver(
+    type_: str, obj: dict[str, Any], event_id: str | None = None, created: int | None = None
+) -> Any:
+    body = webhook_event(type_, obj, event_id, created)
     return _post(body, sign(body, WHSEC))
 
 
@@ -559,3 +561,27 @@ def test_tenants_get_a_customer_and_earlier_usage_is_queued(fake: FakeStripe) ->
     assert customers_sync() == 0  # nothing left to do
     report_usage.apply()
     assert MeterEvent.objects.filter(usage__request_id="early-1").count() == 2
+
+
+@pytestmark_urls
+@pytest.mark.django_db
+def test_events_delivered_out_of_order_never_undo_newer_ones(
+    fake: FakeStripe, settings: Any
+) -> None:
+    """Stripe does not promise order: a payment failure created before the payment that
+    followed it, but delivered after, leaves the tenant active; likewise for plans."""
+    settings.RBEE_STRIPE_WEBHOOK_SECRET = WHSEC
+    t = Tenant.objects.create(name="acme", stripe_customer_id="cus_acme")
+    Plan.objects.create(name="pro", stripe_price_id="price_pro")
+    Plan.objects.create(name="team", stripe_price_id="price_team")
+    now = int(time.time())
+    assert _deliver("invoice.paid", _invoice(), created=now).status_code == 200
+    assert _deliver("invoice.payment_failed", _invoice(), created=now - 60).status_code == 200
+    assert _status(t) == Tenant.Status.ACTIVE
+    # A newer failure does count.
+    assert _deliver("invoice.payment_failed", _invoice(), created=now + 60).status_code == 200
+    assert _status(t) == Tenant.Status.PAST_DUE
+    _deliver("customer.subscription.updated", _subscription("price_team"), created=now + 10)
+    _deliver("customer.subscription.updated", _subscription("price_pro"), created=now + 5)
+    t.refresh_from_db()
+    assert t.plan is not None and t.plan.name == "team"
