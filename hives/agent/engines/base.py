@@ -91,8 +91,29 @@ __all__ = [
     "Engine",
     "EngineError",
     "ModelSpec",
+    "token_budget",
     "wrong_task",
 ]
+
+
+def token_budget(
+    n_ctx: int, prompt_tokens: int, asked: Any, *, param: str, default: int | None = None
+) -> int:
+    """How many tokens a text engine may generate: what was asked (or `default`), at most
+    the room left in the context; a prompt that fills the context is the caller's 400.
+    0 is a valid answer (legacy completions allow max_tokens 0)."""
+    room = n_ctx - prompt_tokens
+    if room <= 0:
+        raise EngineError(
+            f"This model's maximum context length is {n_ctx} tokens. However, your {param} "
+            f"resulted in {prompt_tokens} tokens. Please reduce the length of the {param}.",
+            status=400,
+            code="context_length_exceeded",
+            param=param,
+        )
+    if asked is None:
+        asked = default
+    return room if asked is None else max(0, min(int(asked), room))
 
 
 def wrong_task(engine: str, task: str) -> EngineError:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hives.agent.engines.base import Cancelled, Engine, EngineError, ModelSpec
+from hives.agent.engines.base import Cancelled, Engine, EngineError, ModelSpec, token_budget
 
 logger = logging.getLogger("hives.engine.llamacpp")
 
@@ -148,33 +148,26 @@ class LlamaCppEngine(Engine):
     def _generate(
         self, tokens: list[int], request: dict[str, Any], cancelled: Cancelled, *, what: str
     ) -> Iterator[dict[str, Any]]:
-        llm = self.llm
-        n_ctx = llm.n_ctx()
-        room = n_ctx - len(tokens)
-        if room <= 0:
-            raise EngineError(
-                f"This model's maximum context length is {n_ctx} tokens. However, your {what} "
-                f"resulted in {len(tokens)} tokens. Please reduce the length of the {what}.",
-                status=400,
-                code="context_length_exceeded",
-                param=what,
-            )
-        return self._tokens(tokens, request, cancelled, room)
+        budget = token_budget(self.llm.n_ctx(), len(tokens), request.get("max_tokens"), param=what)
+        return self._tokens(tokens, request, cancelled, budget)
 
     def _tokens(
-        self, tokens: list[int], request: dict[str, Any], cancelled: Cancelled, room: int
+        self, tokens: list[int], request: dict[str, Any], cancelled: Cancelled, max_tokens: int
     ) -> Iterator[dict[str, Any]]:
         llm = self.contexts.get()  # a free slot (the worker runs at most `slots` jobs)
         try:
-            yield from self._sample(llm, tokens, request, cancelled, room)
+            yield from self._sample(llm, tokens, request, cancelled, max_tokens)
         finally:
             self.contexts.put(llm)
 
     def _sample(
-        self, llm: Any, tokens: list[int], request: dict[str, Any], cancelled: Cancelled, room: int
+        self,
+        llm: Any,
+        tokens: list[int],
+        request: dict[str, Any],
+        cancelled: Cancelled,
+        max_tokens: int,
     ) -> Iterator[dict[str, Any]]:
-        asked = request.get("max_tokens")
-        max_tokens = min(int(asked), room) if asked is not None else room
         if max_tokens <= 0:  # completions allow max_tokens 0: nothing to generate
             yield {
                 "kind": "done",

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hives.agent.engines.base import Cancelled, Engine, EngineError, ModelSpec
+from hives.agent.engines.base import Cancelled, Engine, EngineError, ModelSpec, token_budget
 from hives.agent.engines.llamacpp import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, _held_back
 from hives.agent.engines.torchutil import (
     dtype_bytes,
@@ -264,20 +264,9 @@ class TransformersEngine(Engine):
     ) -> Iterator[dict[str, Any]]:
         """Checks happen here, eagerly, so a 400 is raised by chat()/complete() itself
         rather than on the first next() of the stream."""
-        room = self.n_ctx - len(tokens)
-        if room <= 0:
-            raise EngineError(
-                f"This model's maximum context length is {self.n_ctx} tokens. However, your "
-                f"{param} resulted in {len(tokens)} tokens. Please reduce the length of the "
-                f"{param}.",
-                status=400,
-                code="context_length_exceeded",
-                param=param,
-            )
-        asked = request.get("max_tokens")
-        if asked is None:
-            asked = default_max
-        max_tokens = min(int(asked), room) if asked else room
+        max_tokens = token_budget(
+            self.n_ctx, len(tokens), request.get("max_tokens"), param=param, default=default_max
+        )
         return self._stream(tokens, request, cancelled, max_tokens)
 
     def _stream(

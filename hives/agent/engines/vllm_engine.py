@@ -29,7 +29,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from hives.agent.engines.base import Cancelled, Engine, EngineError, ModelSpec
+from hives.agent.engines.base import Cancelled, Engine, EngineError, ModelSpec, token_budget
 from hives.agent.engines.llamacpp import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from hives.agent.engines.torchutil import dir_size
 
@@ -315,21 +315,20 @@ class VLLMEngine(Engine):
         param: str,
         default_max: int | None,
     ) -> Iterator[dict[str, Any]]:
-        room = self.n_ctx - len(tokens)
-        if room <= 0:
-            raise EngineError(
-                f"This model's maximum context length is {self.n_ctx} tokens. However, your "
-                f"{param} resulted in {len(tokens)} tokens. Please reduce the length of the "
-                f"{param}.",
-                status=400,
-                code="context_length_exceeded",
-                param=param,
-            )
-        asked = request.get("max_tokens")
-        if asked is None:
-            asked = default_max
-        max_tokens = min(int(asked), room) if asked else room
+        max_tokens = token_budget(
+            self.n_ctx, len(tokens), request.get("max_tokens"), param=param, default=default_max
+        )
         assert self._params is not None, "load() first"
+        if max_tokens == 0:  # vLLM wants at least one: nothing to generate, nothing queued
+            return iter(
+                [
+                    {
+                        "kind": "done",
+                        "finish_reason": "length",
+                        "usage": {"prompt_tokens": len(tokens), "completion_tokens": 0},
+                    }
+                ]
+            )
         params = self._params(request, max_tokens)  # raises 400s before anything is queued
         return self._stream(tokens, params, cancelled)
 
