@@ -7,7 +7,7 @@ Gate = what the queen does before dispatch for a tenant with a plan: the bearer 
 lookup and constant-time check with its tenant and plan (one query, `caller_from_key`),
 the plan's model check, then rates, concurrency and quotas in one atomic limiter call,
 and at the end the settle. Timed per request (p50, p99) the way the view runs it: the
-database part on the shared executor thread (`rbee.db.db`), the limiter on the loop.
+database part on the shared executor thread (`kernel.aio.db`), the limiter on the loop.
 
 Usage events: `usage_record` (one UsageEvent plus its Stripe outbox rows, in one
 transaction) called back to back; events per second, sequential and from 8 threads.
@@ -95,7 +95,7 @@ async def gate_timings(
 ) -> tuple[list[float], list[float], list[float]]:
     from billing import gate
     from billing.limits import Cost, get_limiter
-    from rbee.db import db
+    from kernel.aio import db
 
     def lookup() -> object:
         from tenants.selectors import caller_from_key

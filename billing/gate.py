@@ -19,7 +19,7 @@ from typing import Any
 from billing import limits as lim
 from billing.services import Usage, usage_record
 from inference.errors import APIError
-from rbee.db import db
+from kernel.aio import db
 from tenants.selectors import Caller
 
 logger = logging.getLogger("billing.gate")

@@ -14,14 +14,14 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from billing.invoices import invoices_build_all
-from rbee.celery import app
+from celery import shared_task
 
 
 def previous_month(today: date) -> tuple[int, int]:
     return (today.year - 1, 12) if today.month == 1 else (today.year, today.month - 1)
 
 
-@app.task(name="billing.build_monthly_invoices", acks_late=True, ignore_result=True)
+@shared_task(name="billing.build_monthly_invoices", acks_late=True, ignore_result=True)
 def build_monthly_invoices(
     year: int | None = None, month: int | None = None, today: str | None = None
 ) -> dict[str, int]:

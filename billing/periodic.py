@@ -14,14 +14,9 @@ import time
 
 from django.db import close_old_connections
 
-logger = logging.getLogger("billing.periodic")
+from billing.schedule import SCHEDULE
 
-# (task name, every how many seconds)
-SCHEDULE = (
-    ("billing.report_usage", 60.0),
-    ("billing.suspend_past_due", 3600.0),
-    ("billing.build_monthly_invoices", 24 * 3600.0),
-)
+logger = logging.getLogger("billing.periodic")
 
 
 def _run(stop: threading.Event) -> None:

@@ -19,7 +19,7 @@ from billing.stripe_sync import (
     meter_events_send,
     past_due_suspend,
 )
-from rbee.celery import app
+from celery import shared_task
 
 # Network trouble worth retrying: Stripe unreachable, throttling us, or failing (5xx).
 RETRY_ON: tuple[type[Exception], ...] = (
@@ -30,7 +30,7 @@ RETRY_ON: tuple[type[Exception], ...] = (
 )
 
 
-@app.task(
+@shared_task(
     bind=True,
     name="billing.report_usage",
     autoretry_for=RETRY_ON,
@@ -50,7 +50,7 @@ def report_usage(self: Any, limit: int = 500) -> dict[str, int]:
     return {"sent": sent, "failed": failed}
 
 
-@app.task(name="billing.suspend_past_due", acks_late=True, ignore_result=True)
+@shared_task(name="billing.suspend_past_due", acks_late=True, ignore_result=True)
 def suspend_past_due() -> dict[str, Any]:
     """Suspend tenants whose payment has been failing for longer than
     RBEE_PAST_DUE_GRACE_DAYS. Their keys stop working at once (key checks read the

@@ -11,7 +11,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from hives.models import CatalogModel, Hive, ModelAlias, Worker
-from rbee import secrets
+from kernel import secrets
 
 
 @dataclass(frozen=True)

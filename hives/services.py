@@ -18,7 +18,7 @@ from hives.models import (
     Worker,
     WorkerCommand,
 )
-from rbee import secrets
+from kernel import secrets
 
 
 class HiveError(Exception):

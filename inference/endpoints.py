@@ -61,7 +61,7 @@ from inference.views import (
     read_json,
     stream_failure,
 )
-from rbee.db import db
+from kernel.aio import db
 
 Cap = CatalogModel.Capability
 

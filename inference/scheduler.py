@@ -214,7 +214,7 @@ def digest(source: str) -> str:
 
 
 def current_policy(check_every: float) -> Policy:
-    """The compiled script in force. Sync (database): call through rbee.db.db."""
+    """The compiled script in force. Sync (database): call through kernel.aio.db."""
     global _current, _checked_at
     now = time.monotonic()
     if now - _checked_at < check_every:

@@ -27,8 +27,8 @@ from inference import queueing, schemas
 from inference.dispatch import Job, local_load, new_job_id
 from inference.errors import APIError
 from inference.scheduler import Policy, current_policy, task_map
-from rbee import __version__
-from rbee.db import db
+from kernel import __version__
+from kernel.aio import db
 from tenants.selectors import Caller, KeyRejected, caller_anonymous, caller_from_key
 from tenants.services import api_key_touch
 

@@ -1,3 +1,5 @@
 """rbee: every GPU and CPU you own, on many machines, as one OpenAI-compatible API."""
 
-__version__ = "0.1.0"
+from kernel import __version__
+
+__all__ = ["__version__"]

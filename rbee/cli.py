@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from rbee.logs import configure as configure_logging
+from kernel.logs import configure as configure_logging
 
 DEFAULT_PORT = 7833
 DEFAULT_HIVE_PORT = 7835
@@ -493,7 +493,7 @@ def key_rotate(key_or_prefix: str, tenant_name: str, grace: str) -> None:
     """Replace a key: prints the new one; the old one keeps working for --grace."""
     _django()
     _migrate()
-    from rbee import secrets
+    from kernel import secrets
     from tenants.errors import TenantError
     from tenants.models import ApiKey
     from tenants.selectors import api_key_get
@@ -528,7 +528,7 @@ def key_revoke(key_or_prefix: str, tenant_name: str) -> None:
     """Revoke a key, given the key itself or its prefix (from `rbee key list`)."""
     _django()
     _migrate()
-    from rbee import secrets
+    from kernel import secrets
     from tenants.errors import TenantError
     from tenants.models import ApiKey
     from tenants.selectors import api_key_get
@@ -836,7 +836,7 @@ def scheduler() -> None:
 
 
 def _script_path(file: str | None) -> Path:
-    from rbee.paths import config_dir
+    from kernel.paths import config_dir
 
     return Path(file) if file else config_dir() / "scheduler.rhai"
 
@@ -896,7 +896,7 @@ def scheduler_reload(file: str | None) -> None:
 
 
 def _default_key_file() -> Path:
-    from rbee.paths import rbee_home
+    from kernel.paths import rbee_home
 
     return rbee_home() / "default-api-key"
 

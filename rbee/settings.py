@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import environ
 
-from rbee.paths import load_or_create_secret_key, rbee_home
+from billing.schedule import beat_schedule
+from kernel.paths import load_or_create_secret_key, rbee_home
 
 env = environ.Env()
 
@@ -134,14 +135,8 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 # billing/invoice_tasks.py is not named tasks.py, so autodiscovery would miss it.
 CELERY_IMPORTS = ("billing.tasks", "billing.invoice_tasks")
-CELERY_BEAT_SCHEDULE = {
-    "billing-report-usage": {"task": "billing.report_usage", "schedule": 60.0},
-    "billing-suspend-past-due": {"task": "billing.suspend_past_due", "schedule": 3600.0},
-    "billing-build-monthly-invoices": {
-        "task": "billing.build_monthly_invoices",
-        "schedule": 24 * 3600.0,
-    },
-}
+# One schedule for beat and for the embedded default's thread (billing/schedule.py).
+CELERY_BEAT_SCHEDULE = beat_schedule()
 
 # --- request limits ----------------------------------------------------------------
 # Largest JSON body /v1/ accepts; larger bodies get 413 before they are parsed.
@@ -218,7 +213,7 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
     },
-    "filters": {"secrets": {"()": "rbee.logs.RedactSecrets"}},
+    "filters": {"secrets": {"()": "kernel.logs.RedactSecrets"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",

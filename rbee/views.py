@@ -6,7 +6,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from hives import selectors
-from rbee.db import db
+from kernel.aio import db
 from tenants.selectors import KeyRejected, caller_from_key
 
 

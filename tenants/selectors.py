@@ -8,7 +8,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from rbee import secrets
+from kernel import secrets
 from tenants.errors import TenantError, TenantErrorCode
 from tenants.models import ApiKey, Tenant
 

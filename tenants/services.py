@@ -11,7 +11,7 @@ from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from rbee import secrets
+from kernel import secrets
 from tenants.errors import TenantError, TenantErrorCode
 from tenants.models import ApiKey, Invitation, Membership, Tenant
 

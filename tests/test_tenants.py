@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from rbee import secrets
+from kernel import secrets
 from tenants.errors import TenantError, TenantErrorCode
 from tenants.models import ApiKey, Tenant
 from tenants.selectors import KeyRejected, caller_from_key
@@ -84,7 +84,7 @@ def test_secret_helpers() -> None:
 def test_logs_redact_keys_and_tokens() -> None:
     import logging
 
-    from rbee.logs import RedactSecrets, redact
+    from kernel.logs import RedactSecrets, redact
 
     key = secrets.make("sk-rbee").plaintext
     tok = secrets.make("rbee-hive").plaintext

@@ -136,7 +136,7 @@ def models_dir() -> Path:
     """Where prepared bundled models live: RBEE_MODELS_DIR, else RBEE_HOME/models."""
     import os
 
-    from rbee.paths import rbee_home
+    from kernel.paths import rbee_home
 
     raw = os.environ.get("RBEE_MODELS_DIR")
     path = Path(raw).expanduser() if raw else rbee_home() / "models"

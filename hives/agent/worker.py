@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from hives.agent.catalog import materialize
 from hives.agent.engines import get_engine
 from hives.agent.engines.base import EngineError, ModelSpec
-from rbee.logs import configure as configure_logging
+from kernel.logs import configure as configure_logging
 
 logger = logging.getLogger("hives.worker")
 
