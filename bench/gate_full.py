@@ -73,7 +73,7 @@ def drop_db() -> None:
 
 
 def make_tenant() -> tuple[int, str]:
-    from billing.models import Plan
+    from tenants.models import Plan
     from tenants.services import api_key_create, tenant_create
 
     Plan.objects.create(

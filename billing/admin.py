@@ -1,20 +1,6 @@
 from django.contrib import admin
 
-from billing.models import Invoice, MeterEvent, Plan, Price, StripeEvent, UsageEvent
-
-
-@admin.register(Plan)
-class PlanAdmin(admin.ModelAdmin):
-    list_display = (
-        "name",
-        "requests_per_day",
-        "tokens_per_day",
-        "images_per_day",
-        "requests_per_minute",
-        "tokens_per_minute",
-        "max_concurrent",
-    )
-    search_fields = ("name",)
+from billing.models import Invoice, MeterEvent, Price, StripeEvent, UsageEvent
 
 
 @admin.register(Price)

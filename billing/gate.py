@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from billing import limits as lim
+from billing.errors import AdmissionCode, AdmissionError
 from billing.services import Usage, usage_record
-from inference.errors import APIError
 from kernel.aio import db
 from tenants.selectors import Caller
 
@@ -66,7 +66,7 @@ _LIMIT_NAMES = {
 
 def plans_including(model: str, aliases: list[str]) -> list[str]:
     """Names of the plans whose allowed models include the model (or allow every model)."""
-    from billing.models import Plan
+    from tenants.models import Plan
 
     names = {model, *aliases}
     return sorted(
@@ -81,19 +81,17 @@ def check_access(caller: Caller, task: str, model: str, aliases: list[str]) -> N
     endpoint = TASK_ENDPOINT.get(task, task)
     names = {model, *aliases}
     if caller.scope_endpoints and endpoint not in caller.scope_endpoints:
-        raise APIError(
-            403,
+        raise AdmissionError(
+            AdmissionCode.INSUFFICIENT_SCOPE,
             f"This API key may not use the {endpoint} endpoints "
             f"(its scopes allow: {', '.join(caller.scope_endpoints)}).",
-            code="insufficient_scope",
         )
     if caller.scope_models and not names & set(caller.scope_models):
-        raise APIError(
-            403,
+        raise AdmissionError(
+            AdmissionCode.INSUFFICIENT_SCOPE,
             f"This API key may not use the model '{model}' "
             f"(its scopes allow: {', '.join(caller.scope_models)}).",
             param="model",
-            code="insufficient_scope",
         )
     if caller.allowed_models and not names & set(caller.allowed_models):
         including = plans_including(model, aliases)
@@ -102,11 +100,10 @@ def check_access(caller: Caller, task: str, model: str, aliases: list[str]) -> N
             if including
             else "no plan includes it"
         )
-        raise APIError(
-            403,
+        raise AdmissionError(
+            AdmissionCode.MODEL_NOT_IN_PLAN,
             f"The model '{model}' is not included in your plan ({caller.tier}); {where}.",
             param="model",
-            code="model_not_in_plan",
         )
 
 
@@ -137,11 +134,9 @@ async def admit(caller: Caller, cost: lim.Cost) -> Admitted:
             )
         else:
             message += f". Please try again in {retry}s."
-        raise APIError(
-            429,
+        raise AdmissionError(
+            AdmissionCode.INSUFFICIENT_QUOTA if quota else AdmissionCode.RATE_LIMIT_EXCEEDED,
             message,
-            code="insufficient_quota" if quota else "rate_limit_exceeded",
-            type="insufficient_quota" if quota else "requests",
             headers={**decision.headers, "Retry-After": str(retry)},
         )
     return Admitted(

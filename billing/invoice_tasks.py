@@ -13,8 +13,9 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from billing.invoices import invoices_build_all
 from celery import shared_task
+
+from billing.invoices import invoices_build_all
 
 
 def previous_month(today: date) -> tuple[int, int]:

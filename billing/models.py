@@ -1,4 +1,4 @@
-"""Plans and limits, metering, prices and invoices, and what rbee has told Stripe.
+"""Metering, prices and invoices, and what rbee has told Stripe.
 
 Usage is written to the database before a response is finished (UsageEvent, one per
 request, unique by request id), and every later step reads it from there: meter events
@@ -12,41 +12,6 @@ from django.db import models
 
 # The units rbee meters, and the Plan field that limits each per day.
 UNITS = ("prompt_tokens", "completion_tokens", "images", "audio_seconds", "characters")
-
-
-class Plan(models.Model):
-    """What a tenant may use: models, daily quotas, per-minute rates, concurrency.
-    Editable in the admin; empty/None means unlimited. A tenant's `overrides` replace
-    single fields of its plan."""
-
-    name = models.SlugField(max_length=64, unique=True)
-    description = models.CharField(max_length=200, blank=True, default="")
-    # Model names (or aliases) allowed; empty: every model.
-    allowed_models = models.JSONField(default=list, blank=True)
-    requests_per_day = models.PositiveIntegerField(null=True, blank=True)
-    tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
-    images_per_day = models.PositiveIntegerField(null=True, blank=True)
-    audio_seconds_per_day = models.PositiveIntegerField(null=True, blank=True)
-    characters_per_day = models.PositiveBigIntegerField(null=True, blank=True)
-    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
-    tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
-    max_concurrent = models.PositiveIntegerField(null=True, blank=True)
-    stripe_price_id = models.CharField(max_length=100, blank=True, default="")
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    LIMIT_FIELDS = (
-        "requests_per_day",
-        "tokens_per_day",
-        "images_per_day",
-        "audio_seconds_per_day",
-        "characters_per_day",
-        "requests_per_minute",
-        "tokens_per_minute",
-        "max_concurrent",
-    )
-
-    def __str__(self) -> str:
-        return self.name
 
 
 class UsageEvent(models.Model):
@@ -109,7 +74,7 @@ class Price(models.Model):
 
     model = models.CharField(max_length=200)
     unit = models.CharField(max_length=32, choices=Unit.choices)
-    plan = models.ForeignKey(Plan, null=True, blank=True, on_delete=models.CASCADE)
+    plan = models.ForeignKey("tenants.Plan", null=True, blank=True, on_delete=models.CASCADE)
     # Per unit, in the currency's main unit (e.g. 0.0000005 USD per token).
     unit_price = models.DecimalField(max_digits=20, decimal_places=12)
     currency = models.CharField(max_length=3, default="usd")

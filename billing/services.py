@@ -10,8 +10,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from billing.models import MeterEvent, Plan, UsageEvent
-from tenants.models import Tenant
+from billing.models import MeterEvent, UsageEvent
+from tenants.models import Plan, Tenant
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import stripe
+from celery import shared_task
 
 from billing.stripe_sync import (
     StripeUnreachable,
@@ -19,7 +20,6 @@ from billing.stripe_sync import (
     meter_events_send,
     past_due_suspend,
 )
-from celery import shared_task
 
 # Network trouble worth retrying: Stripe unreachable, throttling us, or failing (5xx).
 RETRY_ON: tuple[type[Exception], ...] = (

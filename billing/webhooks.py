@@ -28,8 +28,8 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from billing.models import Plan, StripeEvent
-from tenants.models import Tenant
+from billing.models import StripeEvent
+from tenants.models import Plan, Tenant
 
 log = logging.getLogger(__name__)
 

@@ -6,6 +6,9 @@ from typing import Any
 
 from django.http import JsonResponse
 
+from billing.errors import AdmissionCode
+from kernel.errors import DomainError
+
 _TYPES = {
     400: "invalid_request_error",
     401: "invalid_request_error",
@@ -63,3 +66,21 @@ class APIError(Exception):
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
     return APIError(400, message, param=param, code=code)
+
+
+# The one table from domain codes to /v1 responses: (HTTP status, OpenAI error type or None
+# for the status's default).
+DOMAIN_STATUS: dict[str, tuple[int, str | None]] = {
+    AdmissionCode.INSUFFICIENT_SCOPE: (403, None),
+    AdmissionCode.MODEL_NOT_IN_PLAN: (403, None),
+    AdmissionCode.RATE_LIMIT_EXCEEDED: (429, "requests"),
+    AdmissionCode.INSUFFICIENT_QUOTA: (429, "insufficient_quota"),
+}
+
+
+def from_domain(exc: DomainError) -> APIError:
+    """A domain error as OpenAI's envelope; an unmapped code is the server's fault (500)."""
+    status, type_ = DOMAIN_STATUS.get(exc.code, (500, None))
+    return APIError(
+        status, exc.message, param=exc.param, code=str(exc.code), type=type_, headers=exc.headers
+    )

@@ -25,10 +25,11 @@ from hives.protocol import TASK_CHAT
 from hives.selectors import Placement
 from inference import queueing, schemas
 from inference.dispatch import Job, local_load, new_job_id
-from inference.errors import APIError
+from inference.errors import APIError, from_domain
 from inference.scheduler import Policy, current_policy, task_map
 from kernel import __version__
 from kernel.aio import db
+from kernel.errors import DomainError
 from tenants.selectors import Caller, KeyRejected, caller_anonymous, caller_from_key
 from tenants.services import api_key_touch
 
@@ -115,6 +116,8 @@ def openai_endpoint(methods: tuple[str, ...]) -> Callable[[View], Any]:
                 return await view(request, *args, **kwargs)
             except APIError as exc:
                 return exc.response()
+            except DomainError as exc:
+                return from_domain(exc).response()
             except Exception:
                 logger.exception("unexpected error on %s", request.path)
                 return APIError(

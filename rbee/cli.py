@@ -376,7 +376,7 @@ def plan() -> None:
 def plan_list() -> None:
     _django()
     _migrate()
-    from billing.models import Plan
+    from tenants.models import Plan
 
     for p in Plan.objects.order_by("name"):
         limits = ", ".join(
@@ -409,7 +409,7 @@ def plan_set(name: str, limits: tuple[str, ...], models: str | None) -> None:
     _migrate()
     from django.db import transaction
 
-    from billing.models import Plan
+    from tenants.models import Plan
 
     values = _limit_args(limits)
     unknown = sorted(set(values) - set(Plan.LIMIT_FIELDS))

@@ -26,5 +26,6 @@ urlpatterns = [
     path("api/workers/<int:worker_id>/<str:action>", WorkerActionApi.as_view()),
     path("stripe/webhook", stripe_webhook),
     path("", include("tenants.api")),
+    path("", include("billing.api")),
     path("admin/", admin.site.urls),
 ]

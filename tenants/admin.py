@@ -1,6 +1,20 @@
 from django.contrib import admin
 
-from tenants.models import ApiKey, Invitation, Membership, Tenant
+from tenants.models import ApiKey, Invitation, Membership, Plan, Tenant
+
+
+@admin.register(Plan)
+class PlanAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "requests_per_day",
+        "tokens_per_day",
+        "images_per_day",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "max_concurrent",
+    )
+    search_fields = ("name",)
 
 
 @admin.register(Tenant)

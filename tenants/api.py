@@ -20,13 +20,7 @@
                                                           one-time token, shown once (201)
     DELETE /api/tenants/<id>/invitations/<invitation_id>  withdraw a pending one (204)
     POST   /api/invitations/accept                        {token}: join as the invited email
-    GET    /api/tenants/<id>/usage                        ?group_by=day|model|key|modality
-                                                          &start=YYYY-MM-DD&end=YYYY-MM-DD
-                                                          (both inclusive, UTC; default:
-                                                          this month)
-    GET    /api/tenants/<id>/usage.csv                    ?start=&end=: one line per request
-    GET    /api/tenants/<id>/invoices                     invoices, newest first
-    GET    /api/tenants/<id>/invoices/<invoice_id>        one invoice with its lines
+    (usage and invoices: billing/api.py)
     GET    /api/plans, POST /api/plans                    staff: plans, create one
     GET    /api/plans/<id>, PATCH /api/plans/<id>         staff: one plan, edit its limits,
                                                           allowed models, description
@@ -45,18 +39,13 @@ says nothing about other tenants' ids either). Errors: {"error": {"message", "co
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
-from itertools import islice
+from datetime import datetime, timedelta
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
-from django.core.handlers.asgi import ASGIRequest
 from django.db import transaction
 from django.db.models import QuerySet
-from django.http import StreamingHttpResponse
 from django.urls import path
 from django.utils import timezone
 from rest_framework import exceptions, serializers, status
@@ -67,10 +56,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from billing.models import Invoice, Plan
-from billing.selectors import usage_csv, usage_summary
 from tenants.errors import TenantError, TenantErrorCode
-from tenants.models import ApiKey, Invitation, Membership, Tenant
+from tenants.models import ApiKey, Invitation, Membership, Plan, Tenant
 from tenants.selectors import effective_limits
 from tenants.services import (
     SCOPE_ENDPOINTS,
@@ -113,7 +100,7 @@ def not_found() -> ApiError:
     return ApiError(NOT_FOUND_MESSAGE, "not_found", status.HTTP_404_NOT_FOUND)
 
 
-def _forbidden(message: str = "your role in this tenant does not allow this") -> ApiError:
+def forbidden(message: str = "your role in this tenant does not allow this") -> ApiError:
     return ApiError(message, "forbidden", status.HTTP_403_FORBIDDEN)
 
 
@@ -183,7 +170,7 @@ class Access:
 
     def require(self, *roles: str) -> None:
         if not self.can(*roles):
-            raise _forbidden()
+            raise forbidden()
 
 
 def tenant_access(request: Request, tenant_id: int) -> Access:
@@ -207,7 +194,7 @@ def tenant_access(request: Request, tenant_id: int) -> Access:
 MAX_ID = 2**63 - 1  # the largest primary key; SQLite cannot even bind a larger int
 
 
-class _Portal(APIView):
+class PortalView(APIView):
     authentication_classes = [SessionAuthentication, BasicAuthentication]
     permission_classes = [IsAuthenticated]
 
@@ -220,12 +207,12 @@ class _Portal(APIView):
             raise not_found()
 
 
-class _StaffOnly(_Portal):
+class StaffOnlyView(PortalView):
     permission_classes = [IsAdminUser]
 
 
-def _valid(serializer: serializers.Serializer[Any]) -> dict[str, Any]:
-    serializer.is_valid(raise_exception=True)
+def valid(serializer: serializers.Serializer[Any]) -> dict[str, Any]:
+    serializer.isvalid(raise_exception=True)
     return dict(serializer.validated_data)
 
 
@@ -312,26 +299,6 @@ class InvitationOutput(serializers.ModelSerializer[Invitation]):
         return "pending"
 
 
-class InvoiceOutput(serializers.ModelSerializer[Invoice]):
-    class Meta:
-        model = Invoice
-        fields = [
-            "id",
-            "period_start",
-            "period_end",
-            "status",
-            "currency",
-            "total",
-            "created_at",
-            "updated_at",
-        ]
-
-
-class InvoiceDetailOutput(InvoiceOutput):
-    class Meta(InvoiceOutput.Meta):
-        fields = [*InvoiceOutput.Meta.fields, "lines"]
-
-
 class PlanOutput(serializers.ModelSerializer[Plan]):
     class Meta:
         model = Plan
@@ -349,7 +316,7 @@ class PlanOutput(serializers.ModelSerializer[Plan]):
 # Tenants --------------------------------------------------------------------------------
 
 
-class TenantsApi(_Portal):
+class TenantsApi(PortalView):
     def get(self, request: Request) -> Response:
         user = request.user
         roles = dict(Membership.objects.filter(user=user).values_list("tenant_id", "role"))
@@ -359,7 +326,7 @@ class TenantsApi(_Portal):
         return Response({"data": [tenant_data(t, roles.get(t.pk)) for t in tenants]})
 
 
-class TenantDetailApi(_Portal):
+class TenantDetailApi(PortalView):
     class InputSerializer(serializers.Serializer[Any]):
         plan = serializers.CharField(max_length=64, required=False)
         status = serializers.ChoiceField(choices=Tenant.Status.values, required=False)
@@ -376,8 +343,8 @@ class TenantDetailApi(_Portal):
         tenant's overrides; null means unlimited)."""
         access = tenant_access(request, tenant_id)
         if not access.staff:
-            raise _forbidden("only staff may change a tenant's plan, status or limits")
-        v = _valid(self.InputSerializer(data=request.data))
+            raise forbidden("only staff may change a tenant's plan, status or limits")
+        v = valid(self.InputSerializer(data=request.data))
         tenant = access.tenant
         try:
             with transaction.atomic():
@@ -403,7 +370,7 @@ def _key(access: Access, key_id: int) -> ApiKey:
     return key
 
 
-class KeysApi(_Portal):
+class KeysApi(PortalView):
     class ScopesInput(serializers.Serializer[Any]):
         endpoints = serializers.ListField(
             child=serializers.ChoiceField(choices=SCOPE_ENDPOINTS), required=False
@@ -423,7 +390,7 @@ class KeysApi(_Portal):
                 raise serializers.ValidationError(
                     f"unknown scope {', '.join(unknown)}: use endpoints, models"
                 )
-            return _valid(KeysApi.ScopesInput(data=value))
+            return valid(KeysApi.ScopesInput(data=value))
 
         def validate_expires_at(self, value: datetime | None) -> datetime | None:
             if value is not None and value <= timezone.now():
@@ -438,7 +405,7 @@ class KeysApi(_Portal):
     def post(self, request: Request, tenant_id: int) -> Response:
         access = tenant_access(request, tenant_id)
         access.require(*MANAGERS)
-        v = _valid(self.InputSerializer(data=request.data))
+        v = valid(self.InputSerializer(data=request.data))
         try:
             key, plaintext = api_key_create(
                 tenant=access.tenant, name=v["name"], scopes=v["scopes"], expires_at=v["expires_at"]
@@ -448,7 +415,7 @@ class KeysApi(_Portal):
         return Response({**KeyOutput(key).data, "key": plaintext}, status=status.HTTP_201_CREATED)
 
 
-class KeyDetailApi(_Portal):
+class KeyDetailApi(PortalView):
     def get(self, request: Request, tenant_id: int, key_id: int) -> Response:
         access = tenant_access(request, tenant_id)
         return Response(KeyOutput(_key(access, key_id)).data)
@@ -460,7 +427,7 @@ class KeyDetailApi(_Portal):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class KeyRotateApi(_Portal):
+class KeyRotateApi(PortalView):
     class InputSerializer(serializers.Serializer[Any]):
         grace_seconds = serializers.IntegerField(
             min_value=0, max_value=int(MAX_GRACE.total_seconds()), default=24 * 3600
@@ -470,7 +437,7 @@ class KeyRotateApi(_Portal):
         access = tenant_access(request, tenant_id)
         access.require(*MANAGERS)
         old = _key(access, key_id)
-        v = _valid(self.InputSerializer(data=request.data))
+        v = valid(self.InputSerializer(data=request.data))
         if old.replaced_by_id is not None:
             raise ApiError(
                 "this key was already rotated: rotate its successor instead", "already_rotated"
@@ -505,10 +472,10 @@ def _membership(access: Access, membership_id: int) -> Membership:
 def _require_owner_for(access: Access, *roles: str) -> None:
     """Only owners (and staff) grant, change or take away the owner role."""
     if Role.OWNER in roles and not access.can(Role.OWNER):
-        raise _forbidden("only an owner may grant, change or remove the owner role")
+        raise forbidden("only an owner may grant, change or remove the owner role")
 
 
-class MembersApi(_Portal):
+class MembersApi(PortalView):
     class InputSerializer(serializers.Serializer[Any]):
         username = serializers.CharField(max_length=150, required=False)
         email = serializers.EmailField(required=False)
@@ -531,7 +498,7 @@ class MembersApi(_Portal):
     def post(self, request: Request, tenant_id: int) -> Response:
         access = tenant_access(request, tenant_id)
         access.require(*MANAGERS)
-        v = _valid(self.InputSerializer(data=request.data))
+        v = valid(self.InputSerializer(data=request.data))
         _require_owner_for(access, v["role"])
         users = User.objects.filter(is_active=True)
         if "username" in v:
@@ -551,7 +518,7 @@ class MembersApi(_Portal):
         return Response(MemberOutput(m).data, status=status.HTTP_201_CREATED)
 
 
-class MemberDetailApi(_Portal):
+class MemberDetailApi(PortalView):
     class InputSerializer(serializers.Serializer[Any]):
         role = serializers.ChoiceField(choices=Role.values)
 
@@ -559,7 +526,7 @@ class MemberDetailApi(_Portal):
         access = tenant_access(request, tenant_id)
         access.require(*MANAGERS)
         m = _membership(access, membership_id)
-        v = _valid(self.InputSerializer(data=request.data))
+        v = valid(self.InputSerializer(data=request.data))
         _require_owner_for(access, m.role, v["role"])
         try:
             m = membership_set_role(membership=m, role=v["role"])
@@ -588,7 +555,7 @@ class MemberDetailApi(_Portal):
 # Invitations ----------------------------------------------------------------------------
 
 
-class InvitationsApi(_Portal):
+class InvitationsApi(PortalView):
     class InputSerializer(serializers.Serializer[Any]):
         email = serializers.EmailField()
         role = serializers.ChoiceField(choices=Role.values, default=Role.MEMBER)
@@ -611,7 +578,7 @@ class InvitationsApi(_Portal):
     def post(self, request: Request, tenant_id: int) -> Response:
         access = tenant_access(request, tenant_id)
         access.require(*MANAGERS)
-        v = _valid(self.InputSerializer(data=request.data))
+        v = valid(self.InputSerializer(data=request.data))
         _require_owner_for(access, v["role"])
         try:
             invitation, token = invitation_create(
@@ -629,7 +596,7 @@ class InvitationsApi(_Portal):
         )
 
 
-class InvitationDetailApi(_Portal):
+class InvitationDetailApi(PortalView):
     def delete(self, request: Request, tenant_id: int, invitation_id: int) -> Response:
         access = tenant_access(request, tenant_id)
         access.require(*MANAGERS)
@@ -644,12 +611,12 @@ class InvitationDetailApi(_Portal):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class InvitationAcceptApi(_Portal):
+class InvitationAcceptApi(PortalView):
     class InputSerializer(serializers.Serializer[Any]):
         token = serializers.CharField(max_length=200)
 
     def post(self, request: Request) -> Response:
-        v = _valid(self.InputSerializer(data=request.data))
+        v = valid(self.InputSerializer(data=request.data))
         try:
             m = invitation_accept(token=v["token"], user=request.user)
         except TenantError as exc:
@@ -659,116 +626,6 @@ class InvitationAcceptApi(_Portal):
             {"membership": MemberOutput(m).data, "tenant": tenant_data(tenant, m.role)},
             status=status.HTTP_201_CREATED,
         )
-
-
-# Usage ----------------------------------------------------------------------------------
-
-
-class PeriodInput(serializers.Serializer[Any]):
-    """?start=YYYY-MM-DD&end=YYYY-MM-DD, both inclusive (UTC days); default: this month."""
-
-    start = serializers.DateField(required=False)
-    end = serializers.DateField(required=False)
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        today = timezone.now().astimezone(UTC).date()
-        start: date = attrs.get("start") or today.replace(day=1)
-        if "end" in attrs:
-            end: date = attrs["end"]
-        else:
-            next_month = (start.replace(day=1) + timedelta(days=32)).replace(day=1)
-            end = next_month - timedelta(days=1)
-        if end < start:
-            raise serializers.ValidationError("end is before start")
-        return {**attrs, "start": start, "end": end}
-
-
-def _bounds(start: date, end: date) -> tuple[datetime, datetime]:
-    """[start 00:00, the day after end 00:00) in UTC."""
-    return (
-        datetime.combine(start, time.min, tzinfo=UTC),
-        datetime.combine(end + timedelta(days=1), time.min, tzinfo=UTC),
-    )
-
-
-class UsageApi(_Portal):
-    class InputSerializer(PeriodInput):
-        group_by = serializers.ChoiceField(
-            choices=["day", "model", "key", "modality"], default="day"
-        )
-
-    def get(self, request: Request, tenant_id: int) -> Response:
-        access = tenant_access(request, tenant_id)
-        v = _valid(self.InputSerializer(data=request.query_params))
-        start, end = _bounds(v["start"], v["end"])
-        rows = usage_summary(
-            tenant_id=access.tenant.pk, start=start, end=end, group_by=v["group_by"]
-        )
-        return Response(
-            {
-                "tenant": access.tenant.pk,
-                "group_by": v["group_by"],
-                "start": v["start"].isoformat(),
-                "end": v["end"].isoformat(),
-                "data": rows,
-            }
-        )
-
-
-CSV_BATCH = 500  # lines per chunk sent
-
-
-async def _async_chunks(lines: Iterator[str]) -> AsyncIterator[str]:
-    """Under ASGI Django reads a synchronous iterator whole before sending anything;
-    pull the lines in batches on the request's thread instead, so it streams."""
-
-    def take() -> str:
-        return "".join(islice(lines, CSV_BATCH))
-
-    next_chunk = sync_to_async(take, thread_sensitive=True)
-    while chunk := await next_chunk():
-        yield chunk
-
-
-class UsageCsvApi(_Portal):
-    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
-        # `Accept: text/csv` must not be refused (406): the CSV is not a DRF renderer's.
-        return super().perform_content_negotiation(request, force=True)
-
-    def get(self, request: Request, tenant_id: int) -> StreamingHttpResponse:
-        access = tenant_access(request, tenant_id)
-        v = _valid(PeriodInput(data=request.query_params))
-        start, end = _bounds(v["start"], v["end"])
-        lines = usage_csv(tenant_id=access.tenant.pk, start=start, end=end)
-        response = StreamingHttpResponse(
-            _async_chunks(lines) if isinstance(request._request, ASGIRequest) else lines,
-            content_type="text/csv; charset=utf-8",
-        )
-        name = f"{access.tenant.name}-usage-{v['start'].isoformat()}-{v['end'].isoformat()}.csv"
-        response["Content-Disposition"] = f'attachment; filename="{name}"'
-        response["Cache-Control"] = "no-store"
-        return response
-
-
-# Invoices -------------------------------------------------------------------------------
-
-
-class InvoicesApi(_Portal):
-    def get(self, request: Request, tenant_id: int) -> Response:
-        access = tenant_access(request, tenant_id)
-        access.require(*INVOICE_READERS)
-        rows = Invoice.objects.filter(tenant=access.tenant).order_by("-period_start", "-id")
-        return Response({"data": InvoiceOutput(rows, many=True).data})
-
-
-class InvoiceDetailApi(_Portal):
-    def get(self, request: Request, tenant_id: int, invoice_id: int) -> Response:
-        access = tenant_access(request, tenant_id)
-        access.require(*INVOICE_READERS)
-        invoice = Invoice.objects.filter(pk=invoice_id, tenant=access.tenant).first()
-        if invoice is None:
-            raise not_found()
-        return Response(InvoiceDetailOutput(invoice).data)
 
 
 # Plans (staff) --------------------------------------------------------------------------
@@ -791,19 +648,19 @@ class PlanUpdateInput(PlanInput):
         read_only_fields = ["name"]
 
 
-class PlansApi(_StaffOnly):
+class PlansApi(StaffOnlyView):
     def get(self, request: Request) -> Response:
         return Response({"data": PlanOutput(Plan.objects.order_by("name"), many=True).data})
 
     def post(self, request: Request) -> Response:
         body = PlanInput(data=request.data)
-        body.is_valid(raise_exception=True)
+        body.isvalid(raise_exception=True)
         with transaction.atomic():
             plan = body.save()
         return Response(PlanOutput(plan).data, status=status.HTTP_201_CREATED)
 
 
-class PlanDetailApi(_StaffOnly):
+class PlanDetailApi(StaffOnlyView):
     def _plan(self, plan_id: int) -> Plan:
         plan = Plan.objects.filter(pk=plan_id).first()
         if plan is None:
@@ -818,7 +675,7 @@ class PlanDetailApi(_StaffOnly):
         if "name" in request.data and request.data["name"] != plan.name:
             raise ApiError("a plan cannot be renamed", "invalid_request")
         body = PlanUpdateInput(plan, data=request.data, partial=True)
-        body.is_valid(raise_exception=True)
+        body.isvalid(raise_exception=True)
         with transaction.atomic():
             plan = body.save()
         return Response(PlanOutput(plan).data)
@@ -839,10 +696,6 @@ urlpatterns = [
     path(f"{T}/invitations", InvitationsApi.as_view()),
     path(f"{T}/invitations/<int:invitation_id>", InvitationDetailApi.as_view()),
     path("api/invitations/accept", InvitationAcceptApi.as_view()),
-    path(f"{T}/usage", UsageApi.as_view()),
-    path(f"{T}/usage.csv", UsageCsvApi.as_view()),
-    path(f"{T}/invoices", InvoicesApi.as_view()),
-    path(f"{T}/invoices/<int:invoice_id>", InvoiceDetailApi.as_view()),
     path("api/plans", PlansApi.as_view()),
     path("api/plans/<int:plan_id>", PlanDetailApi.as_view()),
 ]

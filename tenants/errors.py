@@ -1,6 +1,10 @@
+"""Tenancy's domain errors (mapped to HTTP by the API layers, never here)."""
+
 from __future__ import annotations
 
 import enum
+
+from kernel.errors import DomainError
 
 
 class TenantErrorCode(enum.StrEnum):
@@ -9,8 +13,6 @@ class TenantErrorCode(enum.StrEnum):
     INVALID = "invalid"
 
 
-class TenantError(Exception):
-    def __init__(self, code: TenantErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class TenantError(DomainError):
+    def __init__(self, code: TenantErrorCode, message: str, *, param: str | None = None) -> None:
+        super().__init__(code, message, param=param)

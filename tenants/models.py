@@ -3,6 +3,42 @@ from __future__ import annotations
 from django.db import models
 
 
+class Plan(models.Model):
+    """What a tenant may use: models, daily quotas, per-minute rates, concurrency.
+    Limits are tenancy, so plans live here; billing prices them. Editable in the
+    admin; empty/None means unlimited. A tenant's `overrides` replace
+    single fields of its plan."""
+
+    name = models.SlugField(max_length=64, unique=True)
+    description = models.CharField(max_length=200, blank=True, default="")
+    # Model names (or aliases) allowed; empty: every model.
+    allowed_models = models.JSONField(default=list, blank=True)
+    requests_per_day = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
+    images_per_day = models.PositiveIntegerField(null=True, blank=True)
+    audio_seconds_per_day = models.PositiveIntegerField(null=True, blank=True)
+    characters_per_day = models.PositiveBigIntegerField(null=True, blank=True)
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    max_concurrent = models.PositiveIntegerField(null=True, blank=True)
+    stripe_price_id = models.CharField(max_length=100, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    LIMIT_FIELDS = (
+        "requests_per_day",
+        "tokens_per_day",
+        "images_per_day",
+        "audio_seconds_per_day",
+        "characters_per_day",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "max_concurrent",
+    )
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Tenant(models.Model):
     """A customer: everything they do is scoped to this row."""
 
@@ -15,7 +51,7 @@ class Tenant(models.Model):
     # The plan's name, kept here for the scheduler's customer map (customer.tier).
     tier = models.CharField(max_length=32, default="free")
     plan = models.ForeignKey(
-        "billing.Plan", null=True, blank=True, on_delete=models.PROTECT, related_name="tenants"
+        Plan, null=True, blank=True, on_delete=models.PROTECT, related_name="tenants"
     )
     # Per-tenant limits that replace the plan's: {"tokens_per_day": 5000000, ...}.
     overrides = models.JSONField(default=dict, blank=True)

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from kernel import secrets
 from tenants.errors import TenantError, TenantErrorCode
-from tenants.models import ApiKey, Tenant
+from tenants.models import ApiKey, Plan, Tenant
 
 _DUMMY_DIGEST = secrets.digest("sk-rbee-none")
 
@@ -125,7 +125,6 @@ def caller_from_key(plaintext: str) -> Caller:
 
 def effective_limits(tenant: Tenant) -> dict[str, int | None]:
     """The tenant's plan's limits with its overrides on top (None: unlimited)."""
-    from billing.models import Plan
 
     plan = tenant.plan
     limits: dict[str, int | None] = {

@@ -13,7 +13,7 @@ from django.utils.text import slugify
 
 from kernel import secrets
 from tenants.errors import TenantError, TenantErrorCode
-from tenants.models import ApiKey, Invitation, Membership, Tenant
+from tenants.models import ApiKey, Invitation, Membership, Plan, Tenant
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 def tenant_create(*, name: str, tier: str = "free", plan: str | None = None) -> Tenant:
     """Create a tenant. Its plan is `plan`, else the plan named like its tier if there is
     one; with no plan it is unlimited (a homelab's own tenant)."""
-    from billing.models import Plan
 
     if not name or slugify(name) != name:
         raise TenantError(
@@ -129,7 +128,6 @@ def tenant_set_status(*, tenant: Tenant, status: str) -> Tenant:
 
 
 def tenant_set_plan(*, tenant: Tenant, plan_name: str) -> Tenant:
-    from billing.models import Plan
 
     plan = Plan.objects.filter(name=plan_name).first()
     if plan is None:
@@ -144,7 +142,6 @@ def tenant_set_plan(*, tenant: Tenant, plan_name: str) -> Tenant:
 def tenant_set_overrides(*, tenant: Tenant, overrides: dict[str, int | None]) -> Tenant:
     """Replace single limits of the tenant's plan (None: unlimited; a missing key: the
     plan's)."""
-    from billing.models import Plan
 
     unknown = sorted(set(overrides) - set(Plan.LIMIT_FIELDS))
     if unknown:

@@ -22,7 +22,8 @@ from django.urls import path
 from django.utils import timezone
 
 from billing import tasks
-from billing.models import MeterEvent, Plan, StripeEvent
+from billing.models import MeterEvent, StripeEvent
+from tenants.models import Plan
 from billing.services import Usage, meter_names, usage_record
 from billing.stripe_sync import (
     StripeNotConfigured,
