@@ -44,7 +44,7 @@ def detection() -> None:
 
 def build_models(where: Path) -> tuple[Path, Path]:
     from hives.agent.tinysd import build_tiny_sd
-    from tests.test_engine_transformers import build_tiny_lm
+    from testkit.tinylm import build_tiny_lm
 
     lm = build_tiny_lm(where / "tiny-llama")
     sd = build_tiny_sd(where / "tiny-sd")

@@ -18,7 +18,7 @@ flatter rbee. The request dicts are built the way the queen builds them
 
 Through rbee: then, with every direct process gone (two paths never share the CPU),
 a real queen (embedded default: SQLite, in-memory channel layer) and one hive
-serving the same bundled models (tests/live.py), called with the official `openai`
+serving the same bundled models (testkit/live.py), called with the official `openai`
 client, one client, one request at a time. Each path is warmed with 2 requests first.
 
 --rounds R does all of that R times and pools the rounds in each row (other work on a
@@ -44,7 +44,7 @@ from typing import Any
 
 import psutil
 
-# Same thread settings as the tests' hives (tests/live.py passes RBEE_LLAMA_THREADS on).
+# Same thread settings as the tests' hives (testkit/live.py passes RBEE_LLAMA_THREADS on).
 os.environ.setdefault("RBEE_LLAMA_THREADS", "1")
 os.environ.setdefault("RBEE_WHISPER_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.overhead import pct  # noqa: E402
-from tests.live import Deployment, Hive, Queen  # noqa: E402
+from testkit.live import Deployment, Hive, Queen  # noqa: E402
 
 CHAT = "smollm2-135m-instruct"
 EMBED = "all-minilm-l6-v2"

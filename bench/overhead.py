@@ -26,7 +26,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.live import Deployment, Hive, Queen, free_port, stop_process  # noqa: E402
+from testkit.live import Deployment, Hive, Queen, free_port, stop_process  # noqa: E402
 
 MODEL = "echo-bench"
 BODY = {"model": MODEL, "messages": [{"role": "user", "content": "one two three four five six"}]}

@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:
 
 import rhai  # noqa: E402
 
-SCRIPT = (ROOT / "tests" / "fixtures" / "seed_scheduler_scripts.rhai").read_text()
+SCRIPT = (ROOT / "testkit" / "seed_scheduler_scripts.rhai").read_text()
 SCRIPT = SCRIPT.split("// ---- from 000_f89a18c869ac2333.txt (batch)")[0]
 
 

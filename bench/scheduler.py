@@ -4,7 +4,7 @@
                               [--requests N] [--concurrency 1,16]
 
 1. Admission + routing per request, in-process, with the seed scripts of the product
-   documents (tests/fixtures/seed_scheduler_scripts.rhai): `Policy.admit` then
+   documents (testkit/seed_scheduler_scripts.rhai): `Policy.admit` then
    `Policy.route`, timed together, over 10, 100 and 1,000 workers built by repeating the
    recorded machines (tests/fixtures/machines/). The consumer script (should_admit with
    queue_depth + route_task) decides an image-gen task, a 70b and an 8b text task; the
@@ -46,8 +46,8 @@ django.setup()
 
 from hives.selectors import Placement  # noqa: E402
 from inference.scheduler import Decision, Policy, task_map  # noqa: E402
-from tests.live import Deployment, Hive, Queen  # noqa: E402
-from tests.scheduler_support import placements, seed_scripts  # noqa: E402
+from testkit.live import Deployment, Hive, Queen  # noqa: E402
+from testkit.scheduler import placements, seed_scripts  # noqa: E402
 
 MODEL = "echo-bench"
 BODY = {"model": MODEL, "messages": [{"role": "user", "content": "one two three four five six"}]}

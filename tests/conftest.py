@@ -1,7 +1,7 @@
 """Fixtures shared by the suite.
 
 Unit tests use pytest-django's database (PostgreSQL when RBEE_DATABASE_URL is
-set, as in CI). End-to-end tests start real processes through tests/live.py.
+set, as in CI). End-to-end tests start real processes through testkit/live.py.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from tests.live import Deployment, Hive, Queen
+from testkit.live import Deployment, Hive, Queen
 
 CHAT_MODEL = "smollm2-135m-instruct"
 

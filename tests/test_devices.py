@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from hives.agent.devices import CpuDetector, NvidiaDetector, detect_devices, normalise_gpu_type
-from tests.machines import CountingNvml, NoDriverNvml, load_machine
+from testkit.machines import CountingNvml, NoDriverNvml, load_machine
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from hives.agent.devices import (
     detect_devices,
     normalise_gpu_type,
 )
-from tests.machines import load_machine
+from testkit.machines import load_machine
 
 FIXTURES = Path(__file__).parent / "fixtures" / "devices"
 ROCM = RocmDetector.COMMAND

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from hives.agent.download import DownloadError, download
+from testkit.live import ROOT, Deployment, Hive, Queen
 from tests.fakehub import FakeHub
-from tests.live import ROOT, Deployment, Hive, Queen
 
 WEIGHTS = os.urandom(3 * 1024 * 1024 + 123)
 REPO = {

@@ -12,8 +12,8 @@ import httpx
 import openai
 import pytest
 
+from testkit.live import Hive, bundled_gguf, stop_process
 from tests.conftest import CHAT_MODEL, Stack
-from tests.live import Hive, bundled_gguf, stop_process
 from tests.openai_shapes import assert_openai_shape
 
 pytestmark = pytest.mark.e2e

@@ -22,8 +22,8 @@ import httpx
 import openai
 import pytest
 
+from testkit.live import Deployment, Hive, Queen
 from tests.conftest import CHAT_MODEL, Stack
-from tests.live import Deployment, Hive, Queen
 
 pytestmark = pytest.mark.e2e
 

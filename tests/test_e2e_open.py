@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.live import Deployment, Hive, Queen
+from testkit.live import Deployment, Hive, Queen
 
 pytestmark = pytest.mark.e2e
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.live import Deployment, Hive, Queen
-from tests.machines import machine_path
+from testkit.live import Deployment, Hive, Queen
+from testkit.machines import machine_path
 
 pytestmark = pytest.mark.e2e
 

@@ -13,8 +13,8 @@ import httpx
 import openai
 import pytest
 
+from testkit.live import Deployment, Hive, Queen
 from tests.conftest import CHAT_MODEL
-from tests.live import Deployment, Hive, Queen
 
 pytestmark = pytest.mark.e2e
 
@@ -214,7 +214,7 @@ def test_the_seed_quota_script_works_as_written(shop: Shop, tmp_path) -> None:  
     """The business seed's should_admit(task, customer), verbatim, runs on every queen
     for a limited and an unlimited tenant without a script error (an unlimited tenant's
     daily_limit is unit, and Rhai compares an integer with unit as false)."""
-    from tests.scheduler_support import seed_scripts
+    from testkit.scheduler import seed_scripts
 
     script = next(s for s in seed_scripts() if "customer.tokens_used_today" in s)
     path = tmp_path / "quota.rhai"

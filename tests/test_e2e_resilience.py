@@ -14,8 +14,8 @@ import openai
 import psutil
 import pytest
 
+from testkit.live import ROOT, Deployment, Hive, Queen, bundled_gguf, free_port, stop_process
 from tests.conftest import CHAT_MODEL
-from tests.live import ROOT, Deployment, Hive, Queen, bundled_gguf, free_port, stop_process
 
 pytestmark = pytest.mark.e2e
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.live import Deployment, Hive, Queen
-from tests.machines import machine_path
-from tests.scheduler_support import seed_scripts
+from testkit.live import Deployment, Hive, Queen
+from testkit.machines import machine_path
+from testkit.scheduler import seed_scripts
 
 pytestmark = pytest.mark.e2e
 
@@ -204,7 +204,7 @@ def test_requests_for_different_hives_run_at_the_same_time(deployment: Deploymen
     """ALL AT THE SAME TIME: two requests on two hives take about as long as one."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tests.live import bundled_gguf
+    from testkit.live import bundled_gguf
 
     queen = Queen(deployment)
     Hive(deployment, queen, "box-a", [f"writer-a=llama.cpp:{bundled_gguf()}"])

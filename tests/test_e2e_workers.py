@@ -17,8 +17,8 @@ import openai
 import psutil
 import pytest
 
+from testkit.live import Deployment, Hive, Queen, bundled_gguf
 from tests.conftest import CHAT_MODEL, Stack
-from tests.live import Deployment, Hive, Queen, bundled_gguf
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,7 @@ from django.test import Client
 
 from inference import scheduler
 from inference.models import SchedulerScript
-from tests.scheduler_support import seed_scripts
+from testkit.scheduler import seed_scripts
 
 pytestmark = pytest.mark.django_db
 

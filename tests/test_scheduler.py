@@ -8,7 +8,7 @@ from inference import scheduler
 from inference.models import SchedulerScript
 from inference.scheduler import Policy, ScriptError, current_policy, task_map
 from inference.services import scheduler_script_store
-from tests.scheduler_support import placements, seed_scripts
+from testkit.scheduler import placements, seed_scripts
 
 CONSUMER, BATCH, SIMPLE, QUOTA, COST, BUSINESS = seed_scripts()
 

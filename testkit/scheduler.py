@@ -6,9 +6,9 @@ from pathlib import Path
 
 from hives.agent.devices import InventoryDetector
 from hives.selectors import Placement
-from tests.machines import load_machine
+from testkit.machines import load_machine
 
-SEEDS = Path(__file__).parent / "fixtures" / "seed_scheduler_scripts.rhai"
+SEEDS = Path(__file__).parent / "seed_scheduler_scripts.rhai"
 
 
 def seed_scripts() -> list[str]:

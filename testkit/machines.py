@@ -8,7 +8,7 @@ from typing import Any
 
 from hives.agent.devices import RecordedNvml
 
-DIR = Path(__file__).parent / "fixtures" / "machines"
+DIR = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "machines"
 
 
 def load_machine(name: str) -> dict[str, Any]:
