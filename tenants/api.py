@@ -104,7 +104,7 @@ def forbidden(message: str = "your role in this tenant does not allow this") -> 
     return ApiError(message, "forbidden", status.HTTP_403_FORBIDDEN)
 
 
-_TENANT_ERROR_HTTP = {
+_TENANT_ERROR_HTTP: dict[str, int] = {
     TenantErrorCode.NOT_FOUND: status.HTTP_404_NOT_FOUND,
     TenantErrorCode.ALREADY_EXISTS: status.HTTP_409_CONFLICT,
     TenantErrorCode.INVALID: status.HTTP_400_BAD_REQUEST,
