@@ -3,10 +3,9 @@ resolved to frame slots."""
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
-from .errors import ParseError, Pos
+from .errors import ParseError, Pos, suggest
 from .lexer import Lexer, Tok
 from .values import INT_MIN, Char
 
@@ -812,11 +811,6 @@ class Parser:
         self.next()
         self.depth -= 1
         return Node("switch", t.pos, subject, cases, default)
-
-
-def suggest(name: str, candidates: list[str]) -> str:
-    m = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
-    return f" (did you mean `{m[0]}`?)" if m else ""
 
 
 __all__ = ["Char", "FnDef", "FnScope", "Node", "Parser", "VarInfo", "suggest"]

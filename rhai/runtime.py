@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .errors import NOPOS, EvalError, Fail, LimitExceeded, Pos, RhaiError
-from .parser import suggest
+from .errors import NOPOS, EvalError, Fail, LimitExceeded, Pos, RhaiError, suggest, to_eval_error
 from .values import Cell, FnPtr, deep_copy, from_python, type_of
 
 UNLIMITED = 1 << 62
@@ -58,6 +57,10 @@ class Ctx:
         self.host = engine._host
         self.on_print = engine.on_print
         self.on_debug = engine.on_debug
+
+    def call_fnptr_host(self, fp: FnPtr, args: list[Any]) -> Any:
+        """Call ``fp`` from host code (``FnPtr.__call__``) with host values."""
+        return call_fnptr(self, fp, [from_python(a) for a in args], NOPOS)
 
 
 RETURN, BREAK, CONTINUE = 0, 1, 2
@@ -135,20 +138,6 @@ class ScriptFn:
         self.calls = True
         self.nslots = 2
         self.fast: Any = None
-
-
-def to_eval_error(e: Exception, pos: Pos, what: str = "") -> RhaiError:
-    if isinstance(e, Fail):
-        if e.limit:
-            return LimitExceeded(e.message, pos)
-        return EvalError(e.message, pos)
-    if isinstance(e, RhaiError):
-        return e
-    if isinstance(e, MemoryError):
-        return LimitExceeded("Out of memory", pos)
-    if isinstance(e, RecursionError):
-        return LimitExceeded("Stack overflow: the script nests too deeply", pos)
-    return EvalError(f"{what}{type(e).__name__}: {e}", pos)
 
 
 def run_frame(c: Ctx, sf: ScriptFn, fr: list[Any], pos: Pos) -> Any:
@@ -360,10 +349,6 @@ def fn_arity(fp: Any) -> int | None:
     if type(fp) is FnPtr and fp.closure is not None:
         return int(fp.closure.nparams) - len(fp.curry)
     return None
-
-
-def call_fnptr_host(c: Ctx, fp: FnPtr, args: list[Any]) -> Any:
-    return call_fnptr(c, fp, [from_python(a) for a in args], NOPOS)
 
 
 def fast_filter(c: Ctx, fp: Any, items: list[Any], pos: Pos = NOPOS) -> list[Any] | None:
