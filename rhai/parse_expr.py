@@ -31,7 +31,7 @@ from .nodes import (
     Unary,
     Var,
 )  # fmt: skip
-from .values import INT_MIN
+from .values import INT_MAX, INT_MIN
 
 BINARY_PREC = {
     "||": 30, "|": 30, "^": 30,
@@ -167,8 +167,16 @@ class ExprParser(ParserBase):
                     f"Expression exceeds the maximum nesting depth ({self.max_depth})",
                     op_tok.pos,
                 )
-            right = self.parse_binary(prec if op == "**" else prec + 1)
+            if op in ("..", "..=") and self.range_ends_here():
+                right: Node = Const(op_tok.line, op_tok.col, INT_MAX)  # `a..`: to the end
+            else:
+                right = self.parse_binary(prec if op == "**" else prec + 1)
             left = make_binary(op, op_tok, left, right)
+
+    def range_ends_here(self) -> bool:
+        """Whether a range operator has no end expression (``s[2..]``, ``crop(s, ..)``)."""
+        t = self.tok
+        return t.kind == "OP" and t.value in ("]", ")", "}", ",", ";", "=>")
 
     def parse_unary(self) -> Node:
         t = self.tok
@@ -255,6 +263,8 @@ class ExprParser(ParserBase):
                 return self.parse_block()
             if v in ("|", "||"):
                 return self.parse_closure()
+            if v in ("..", "..="):  # `..b`: a range from 0
+                return Const(t.line, t.col, 0)
         if k == "EOF":
             raise self.error("Unexpected end of script")
         raise self.error(f"Unexpected {self.describe(t)}")
