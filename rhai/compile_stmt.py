@@ -24,7 +24,7 @@ from .nodes import (
 )  # fmt: skip
 from .ops import error_value, iterate, switch_key, truth
 from .runtime import BREAK, CONTINUE, RETURN, Ctl, CtlExc, ops_exceeded
-from .values import Cell, deep_copy, to_display
+from .values import Cell, Range, deep_copy, to_display
 
 
 class StmtCompiler(CompilerBase):
@@ -113,7 +113,10 @@ class StmtCompiler(CompilerBase):
             for v in case.values:
                 table.setdefault(switch_key(v), []).append((cf, bf))
             for lo, hi, incl in case.ranges:
-                ranges.append((lo, hi, incl, cf, bf))
+                # a range case also matches an equal range value (Rhai hashes it too)
+                table.setdefault(switch_key(Range(lo, hi, incl)), []).append((cf, bf))
+                if (lo <= hi) if incl else (lo < hi):  # empty ranges match no number
+                    ranges.append((lo, hi, incl, cf, bf))
         default = self.cs(n.default) if n.default is not None else None
 
         def ev(f: list[Any]) -> Any:

@@ -309,8 +309,7 @@ class Parser(ExprParser):
                         if type(v) is not int or type(hi) is not int:
                             raise ParseError("Switch ranges must be integer ranges", vt.pos)
                         seen_range = True
-                        if (v <= hi) if incl else (v < hi):  # empty ranges never match
-                            ranges.append((v, hi, incl))
+                        ranges.append((v, hi, incl))
                     else:
                         if seen_range and type(v) in (int, float):
                             raise ParseError("Numeric switch cases cannot follow range cases",
