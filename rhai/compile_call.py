@@ -21,6 +21,7 @@ from .runtime import (
     M_BUILTIN,
     M_HOST,
     M_MISSING,
+    STR_MUTATORS,
     ScriptFn,
     call_builtin,
     call_fnptr,
@@ -28,6 +29,7 @@ from .runtime import (
     call_host,
     call_method,
     call_named,
+    call_named_raw,
     method_result,
     ops_exceeded,
     resolve_method,
@@ -50,6 +52,17 @@ class CallCompiler(CompilerBase):
                 return (af(f), bf(f)) in f[0].fns
 
             return is_def
+        if name in STR_MUTATORS and n.args and is_lvalue(n.args[0]):
+            # `trim(s)` changes the string in variable `s`, as `s.trim()` does
+            setter = self.setter(n.args[0])
+
+            def call_mutator(f: list[Any]) -> Any:
+                argv = [a(f) for a in args]
+                if type(argv[0]) is not str:
+                    return call_named(f[0], name, argv, pos)
+                return method_result(call_named_raw(f[0], name, argv, pos), setter, f)
+
+            return call_mutator
         if not args:
             return lambda f: call_named(f[0], name, [], pos)
         if len(args) == 1:
@@ -95,7 +108,15 @@ class CallCompiler(CompilerBase):
         args = [self.cx(a) for a in n.args]
         setter = self.setter(target) if is_lvalue(target) else None
         if name == "call":
-            return self.call_method_call(of, args, setter, elvis, pos)
+            return self.call_method_call(of, args, setter, elvis, pos, race_slot(target))
+        if name == "Fn":  # a keyword of function-call style only, as in Rhai
+
+            def fn_method(f: list[Any]) -> Any:
+                types = ", ".join(type_of(x) for x in [of(f), *[a(f) for a in args]])
+                raise EvalError(f"Function not found: Fn ({types}): 'Fn' cannot be called in "
+                                "method-call style", pos)  # fmt: skip
+
+            return fn_method
         nargs = len(args)
         # what the name resolves to is cached per call site (see resolve_method)
         cache: list[tuple[Any, Any, int, Any]] = [(None, None, M_MISSING, None)]
@@ -157,7 +178,7 @@ class CallCompiler(CompilerBase):
         return ev
 
     def call_method_call(self, of: Ev, args: list[Ev], setter: Any, elvis: bool,
-                         pos: tuple[int, int]) -> Ev:  # fmt: skip
+                         pos: tuple[int, int], race: int | None) -> Ev:  # fmt: skip
         """``fp.call(args)`` calls ``fp``; ``obj.call(fp, args)`` calls ``fp`` with ``this``
         bound to ``obj`` (a changed ``this`` is written back)."""
 
@@ -172,6 +193,25 @@ class CallCompiler(CompilerBase):
                 types = ", ".join(type_of(x) for x in [o, *argv])
                 raise EvalError(f"Function not found: call ({types}): expecting a function "
                                 "pointer to call with `this` bound", pos)  # fmt: skip
+            if race is not None:
+                check_race(f, race, argv[0], pos)
             return call_fnptr_this(f[0], argv[0], argv[1:], pos, o, setter, f)
 
         return ev
+
+
+def race_slot(target: Node) -> int | None:
+    """The slot of ``target`` when it is a variable a closure may share (see
+    :func:`check_race`)."""
+    if type(target) is Var and target.var is not None and target.var.captured:
+        return target.var.slot
+    return None
+
+
+def check_race(f: list[Any], slot: int, fp: FnPtr, pos: tuple[int, int]) -> None:
+    """Rhai refuses to bind ``this`` to a shared variable that the closure called also
+    captures (``x.call(|a| this += x + a, 1)``): a data race."""
+    cell = f[slot]
+    if type(cell) is Cell and any(c is cell for c in fp.cells):
+        raise EvalError("Data race detected: the closure captures the variable bound to 'this'",
+                        pos)  # fmt: skip

@@ -22,6 +22,7 @@ from .runtime import (
 from .values import (
     Char,
     FnPtr,
+    Range,
     charge,
     charge_str,
     compare,
@@ -70,11 +71,6 @@ def _insert(c: Ctx, a: Any, i: Any, v: Any) -> None:
     charge_str(c, len(a))  # moves the tail
     a.insert(j, deep_copy(v, c))
     check_arr(c, a)
-
-
-@reg("pop", 1)
-def _pop(c: Ctx, a: Any) -> Any:
-    return _arr("pop", a).pop() if a else None
 
 
 @reg("shift", 1)
@@ -262,8 +258,10 @@ BUILTINS[("retain", 2)] = lambda c, a, x: _take(c, "retain", a, x, None, True)
 BUILTINS[("retain", 3)] = lambda c, a, x, n: _take(c, "retain", a, x, n, True)
 
 
-@reg("splice", 4)
-def _splice(c: Ctx, a: Any, s: Any, n: Any, items: Any) -> None:
+@reg("splice", 3, 4)
+def _splice(c: Ctx, a: Any, s: Any, n: Any, items: Any = None) -> None:
+    if items is None and type(s) is Range:  # splice(range, items)
+        n, items = None, n
     _arr("splice", a, s, n, items)
     i, j = _span_args("splice", len(a), s, n)
     charge(c, len(a))

@@ -359,3 +359,34 @@ def _replace(c: Ctx, s: Any, find: Any, sub: Any) -> Any:
         charge_str(c, len(r))
         return NewStr(r)
     raise nf("replace", s, find, sub)
+
+
+@reg("pop", 1, 2, mutates_str=True)
+def _pop(c: Ctx, x: Any, n: Any = None) -> Any:
+    """``pop`` on an array removes its last item; on a string its last character (or with a
+    count, that many, returned as a string)."""
+    if type(x) is list and n is None:
+        return x.pop() if x else None
+    if type(x) is not str or (n is not None and type(n) is not int):
+        raise nf("pop", x) if n is None else nf("pop", x, n)
+    if n is None:
+        return NewStr(x[:-1], Char(x[-1])) if x else None
+    if n <= 0:
+        return NewStr(x, "")
+    charge_str(c, len(x))
+    return NewStr(x[: max(len(x) - n, 0)], x[max(len(x) - n, 0) :])
+
+
+@reg("split_rev", 2, 3)
+def _split_rev(c: Ctx, x: Any, sep: Any, n: Any = None) -> Any:
+    """``split`` from the end: the pieces last first (at most ``n`` of them)."""
+    if type(x) is not str or type(sep) not in STRS or (n is not None and type(n) is not int):
+        raise nf("split_rev", x, sep) if n is None else nf("split_rev", x, sep, n)
+    charge_str(c, len(x))
+    if n is None:
+        parts = x.rsplit(sep) if sep else list(x)
+    else:
+        parts = x.rsplit(sep, max(n - 1, 0)) if n > 0 else [x]
+    parts.reverse()
+    charge(c, len(parts))
+    return check_arr(c, parts)

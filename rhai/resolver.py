@@ -162,11 +162,23 @@ class Resolver:
             self.for_(n)  # type: ignore[arg-type]
         elif t is Try:
             self.try_(n)  # type: ignore[arg-type]
+        elif t is Call:
+            self.call(n)  # type: ignore[arg-type]
         else:
-            if t is Call and n.name == "is_def_var":  # type: ignore[attr-defined]
-                n.visible = self.scope.local_names()  # type: ignore[attr-defined]
             for k in children(n):
                 self.visit(k)
+
+    def call(self, n: Call) -> None:
+        if n.name == "is_def_var":
+            n.visible = self.scope.local_names()
+        for a in n.args:
+            self.visit(a)
+        # `push(a, 1)` changes `a` as `a.push(1)` does (Rhai passes a variable by reference
+        # as the first argument of a builtin)
+        if n.args and n.name in MUTATING_METHODS:
+            root = root_of(n.args[0])
+            if type(root) is Var:
+                mark_mutated(root.var)
 
     def var(self, n: Var) -> None:
         v = self.scope.lookup(n.name)

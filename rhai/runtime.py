@@ -30,10 +30,14 @@ STR_MUTATORS: set[str] = set()
 
 
 class NewStr:
-    __slots__ = ("s",)
+    """What a builtin that changes a string returns: the new string, written back into the
+    variable by the call site, and the call's answer (``()`` unless given)."""
 
-    def __init__(self, s: str) -> None:
+    __slots__ = ("ret", "s")
+
+    def __init__(self, s: str, ret: Any = None) -> None:
         self.s = s
+        self.ret = ret
 
 
 class _Unbound:
@@ -233,6 +237,7 @@ def not_found(c: Ctx, name: str, args: list[Any], pos: Pos) -> EvalError:
 
 
 def call_named(c: Ctx, name: str, args: list[Any], pos: Pos) -> Any:
+    """``name(args)`` in function-call style."""
     key = (name, len(args))
     sf = c.fns.get(key)
     if sf is not None:
@@ -249,6 +254,17 @@ def call_named(c: Ctx, name: str, args: list[Any], pos: Pos) -> Any:
     raise not_found(c, name, args, pos)
 
 
+def call_named_raw(c: Ctx, name: str, args: list[Any], pos: Pos) -> Any:
+    """:func:`call_named`, leaving a builtin's :class:`NewStr` for the caller to write back."""
+    b = BUILTINS.get((name, len(args))) or VARIADIC.get(name)
+    if b is None or (name, len(args)) in c.fns or (name, len(args)) in c.host:
+        return call_named(c, name, args, pos)
+    c.ops += 1
+    if c.ops > c.max_ops:
+        ops_exceeded(c, pos)
+    return call_builtin(c, name, b, pos, *args)
+
+
 def call_builtin(c: Ctx, name: str, b: Callable[..., Any], pos: Pos, *args: Any) -> Any:
     """Run a builtin; an exception of the host's (Python's) becomes an EvalError here."""
     try:
@@ -260,11 +276,12 @@ def call_builtin(c: Ctx, name: str, b: Callable[..., Any], pos: Pos, *args: Any)
 
 
 def method_result(r: Any, setter: Callable[[Any, Any], None] | None, f: Any) -> Any:
-    """A builtin that changes a string in place returns NewStr: write it back, answer ()."""
+    """A builtin that changes a string in place returns NewStr: write it back, answer its
+    ``ret``."""
     if type(r) is NewStr:
         if setter is not None:
             setter(f, r.s)
-        return None
+        return r.ret
     return r
 
 

@@ -107,6 +107,10 @@ def test_this_in_methods_held_by_maps(src: str, want: Any) -> None:
         ('let hello = Fn("hello" + "_world"); hello.call(0)', "hello_world (i64)"),
         ("let g = bar; g", "Variable not found: bar"),
         ('let x = 1; x.call("not a pointer")', "Function not found: call"),
+        # `Fn` only in function-call style
+        ('"foo".Fn()', "Function not found: Fn (string)"),
+        # binding `this` to a variable the closure itself captures is a data race in Rhai
+        ("let x = 20; let f = |a| this += x + a; x.call(f, 2)", "Data race"),
     ],
 )
 def test_function_pointer_errors(src: str, message: str) -> None:

@@ -157,3 +157,28 @@ def test_out_of_range_is_an_error(src: str) -> None:
     with pytest.raises(rhai.RhaiError) as info:
         run(src)
     assert info.value.line == 1 and info.value.column >= 1
+
+
+@pytest.mark.parametrize(
+    ("src", "want"),
+    [
+        ('pop("hello")', rhai.Char("o")),
+        ('pop("hello", 3)', "llo"),
+        ('pop("hello", 10)', "hello"),
+        ('pop("hello", -42)', ""),
+        ('let s = "hello"; let c = s.pop(); [s, c]', ["hell", rhai.Char("o")]),
+        ('let s = "hello"; let t = s.pop(2); [s, t]', ["hel", "lo"]),
+        ('let s = ""; s.pop()', None),
+        ('const x = "a,b,c"; x.split_rev(",")', ["c", "b", "a"]),
+        ('const x = "a,b,c"; x.split_rev(",", 2)', ["c", "a,b"]),
+        # a builtin called in function style changes the variable passed first, as in Rhai
+        ('let s = "  x  "; trim(s); s', "x"),
+        ('let s = "hello"; truncate(s, 2); s', "he"),
+        ("let a = [1]; let b = a; push(a, 2); [a, b]", [[1, 2], [1]]),
+        ("let a = [1, 2, 3, 4, 5]; a.splice(1..3, [9]); a", [1, 9, 4, 5]),
+        ("let a = [1, 2, 3, 4, 5]; a.splice(1..=3, [9]); a", [1, 9, 5]),
+    ],
+)
+def test_string_and_array_mutators(src: str, want: Any) -> None:
+    got = run(src)
+    assert got == want and type(got) is type(want)
