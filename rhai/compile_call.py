@@ -16,6 +16,7 @@ from .compile_base import CompilerBase, Ev, is_lvalue
 from .errors import EvalError, RhaiError, Signal, to_eval_error
 from .fastpath import run_vfilter
 from .nodes import Call, Closure, Const, MethodCall, Node, Var
+from .parser import TYPE_ALIASES
 from .runtime import (
     BUILTINS,
     M_BUILTIN,
@@ -38,6 +39,8 @@ from .values import Cell, FnPtr, type_of
 
 
 class CallCompiler(CompilerBase):
+    typed_methods: frozenset[str] = frozenset()  # set by the compiler
+
     def c_call(self, n: Call) -> Ev:
         name, pos = n.name, n.pos
         if name == "is_def_var" and len(n.args) == 1:
@@ -52,6 +55,14 @@ class CallCompiler(CompilerBase):
                 return (af(f), bf(f)) in f[0].fns
 
             return is_def
+        if name == "is_def_fn" and len(args) == 3:  # is_def_fn(type, name, arity)
+            tf, af, bf = args
+
+            def is_def_typed(f: list[Any]) -> Any:
+                t = tf(f)
+                return (f"{TYPE_ALIASES.get(t, t)}.{af(f)}", bf(f)) in f[0].fns
+
+            return is_def_typed
         if name in STR_MUTATORS and n.args and is_lvalue(n.args[0]):
             # `trim(s)` changes the string in variable `s`, as `s.trim()` does
             setter = self.setter(n.args[0])
@@ -118,6 +129,15 @@ class CallCompiler(CompilerBase):
 
             return fn_method
         nargs = len(args)
+        if name in self.typed_methods:  # which function depends on the type of `this`
+
+            def typed(f: list[Any]) -> Any:
+                o = of(f)
+                if o is None and elvis:
+                    return None
+                return call_method(f[0], o, name, [a(f) for a in args], pos, setter, f)
+
+            return typed
         # what the name resolves to is cached per call site (see resolve_method)
         cache: list[tuple[Any, Any, int, Any]] = [(None, None, M_MISSING, None)]
         # `list.filter(|x| <simple predicate>)`: no function pointer is made at all

@@ -20,8 +20,9 @@ from .runtime import ScriptFn
 
 
 class Compiler(ExprCompiler, CallCompiler, AssignCompiler, StmtCompiler):
-    def __init__(self, publish_globals: bool = False) -> None:
+    def __init__(self, publish_globals: bool = False, typed: frozenset[str] = frozenset()) -> None:
         self.publish_globals = publish_globals
+        self.typed_methods = typed
 
     def compile_fndef(self, fd: FnDef, sf: ScriptFn | None = None) -> ScriptFn:
         """Compile a script function or closure (into ``sf`` when given, so that calls

@@ -51,6 +51,8 @@ class AST:
         self._defs = defs
         # top-level constants with literal values: what `global::NAME` sees in `call_fn`
         self._static_globals = static_globals or {}
+        # names of typed methods (`fn int.name()`), stored as ("i64.name", arity)
+        self._typed: frozenset[str] = frozenset()
 
     def has_fn(self, name: str, arity: int | None = None) -> bool:
         """Whether the script defines ``fn name(...)`` (with ``arity`` parameters if given)."""
@@ -136,11 +138,13 @@ class Engine:
             parser = Parser(src, self.max_expr_depth, self.max_string_size,
                             self.max_array_size, self.max_map_size)  # fmt: skip
             body, defs = parser.parse_program()
-            resolver = Resolver({k[0] for k in defs}, _known_methods() | {k[0] for k in self._host})
+            names = {fd.name for fd in defs.values()}
+            resolver = Resolver(names, _known_methods() | {k[0] for k in self._host})
             scope = resolver.program(body, defs)
             # as in Rhai, top-level constants reach `global::` only in scripts with functions
             publish = bool(defs) or resolver.has_closures
-            comp = Compiler(publish)
+            typed = frozenset(fd.name for k, fd in defs.items() if k[0] != fd.name)
+            comp = Compiler(publish, typed)
             fns: dict[tuple[str, int], ScriptFn] = {}
             for key, fd in defs.items():
                 fns[key] = ScriptFn(fd.name, fd.params, fd.pos)
@@ -155,7 +159,9 @@ class Engine:
             raise ParseError("The script is too large", NOPOS) from None
         except Exception as e:  # pragma: no cover - defensive
             raise ParseError(f"Internal parser error: {type(e).__name__}: {e}", NOPOS) from e
-        return AST(src, main, fns, defs, static_globals(body) if publish else None)
+        ast = AST(src, main, fns, defs, static_globals(body) if publish else None)
+        ast._typed = typed
+        return ast
 
     def eval(self, src: str) -> Any:
         """Compile and run a script; returns the value of its last statement."""
@@ -163,7 +169,7 @@ class Engine:
 
     def eval_ast(self, ast: AST) -> Any:
         """Run the top-level statements of a compiled script."""
-        c = Ctx(self, ast._fns)
+        c = Ctx(self, ast._fns, None, ast._typed)
         main = ast._main
 
         def run() -> Any:
@@ -187,7 +193,7 @@ class Engine:
         fns = ast._fns
         sf = fns.get((name, len(args)))
         try:
-            c = Ctx(self, fns, ast._static_globals)
+            c = Ctx(self, fns, ast._static_globals, ast._typed)
             # containers are passed as they are (their items are read lazily, and a script
             # that mutates a parameter works on a copy); other values are checked
             for a in args:

@@ -34,6 +34,9 @@ from .nodes import (
 )  # fmt: skip
 from .parse_expr import ExprParser
 
+# type names a typed method may use for the engine's own names
+TYPE_ALIASES = {"int": "i64", "float": "f64"}
+
 ASSIGN_OPS = frozenset(["=", "+=", "-=", "*=", "/=", "%=", "**=", "<<=", ">>=", "&=", "|=", "^="])
 
 Program = tuple[Block, dict[tuple[str, int], FnDef]]
@@ -61,14 +64,21 @@ class Parser(ExprParser):
         if self.is_kw("private"):
             self.next()
         fn_tok = self.next()
+        this_type = ""
+        t = self.tok
+        if t.kind in ("IDENT", "STR") and self.peek().kind == "OP" and self.peek().value == ".":
+            # `fn int.name(...)`, `fn "Type".name(...)`: a method only for `this` of that type
+            self.next()
+            self.next()
+            this_type = TYPE_ALIASES.get(t.value, t.value) + "."
         name_tok = self.ident()
         name = name_tok.value
         self.expect_op("(")
         params, where = self.parse_params(")")
-        key = (name, len(params))
+        key = (this_type + name, len(params))
         if key in self.fns:
             raise ParseError(
-                f"Function '{name}' with {len(params)} parameter(s) is already defined",
+                f"Function '{key[0]}' with {len(params)} parameter(s) is already defined",
                 name_tok.pos,
             )
         fd = FnDef(fn_tok.line, fn_tok.col, name, params, where)

@@ -70,10 +70,12 @@ class Ctx:
         "on_debug",
         "on_print",
         "ops",
+        "typed",
     )  # fmt: skip
 
     def __init__(self, engine: Any, fns: dict[tuple[str, int], Any],
-                 globals_: dict[str, Any] | None = None) -> None:  # fmt: skip
+                 globals_: dict[str, Any] | None = None,
+                 typed: frozenset[str] = frozenset()) -> None:  # fmt: skip
         self.ops = 0
         self.max_ops = engine.max_operations or UNLIMITED
         self.depth = 0
@@ -84,6 +86,7 @@ class Ctx:
         self.max_vars = engine.max_variables or UNLIMITED
         self.fns = fns
         self.globals: dict[str, Any] = dict(globals_) if globals_ else {}
+        self.typed = typed  # names with typed methods: fns[("i64.name", n)]
         self.host = engine._host
         self.on_print = engine.on_print
         self.on_debug = engine.on_debug
@@ -319,6 +322,8 @@ def call_method(c: Ctx, obj: Any, name: str, args: list[Any], pos: Pos,
             return call_fnptr_this(c, fp, args, pos, obj, setter, f)
     n = len(args)
     sf = c.fns.get((name, n))
+    if name in c.typed:  # a method for this type of `this` comes first
+        sf = c.fns.get((f"{type_of(obj)}.{name}", n)) or sf
     if sf is not None:
         fr = make_frame(c, sf, args, obj, ())
         r = run_frame(c, sf, fr, pos)

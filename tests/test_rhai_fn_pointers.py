@@ -147,3 +147,29 @@ def test_pointer_to_script_function_is_callable_from_the_host() -> None:
     f = e.eval("fn triple(x) { 3 * x } triple")
     assert isinstance(f, rhai.FnPtr) and f.name == "triple"
     assert f(14) == 42
+
+
+def test_typed_methods() -> None:
+    """`fn int.name()`: a method only for `this` of that type (Book: Simulating an Object
+    Method); the blanket version serves the other types."""
+    src = """
+        fn do_update(x, y) { this = `${this}, ${x}, ${y}`; }
+        fn int.do_update(x, y) { this += x * y }
+        fn "string".shout() { this.to_upper() + "!" }
+        let x = 42; x.do_update(42, 123);
+        let b = true; b.do_update(1, 2);
+        [x, b, "hi".shout(), is_def_fn("int", "do_update", 2),
+         is_def_fn("float", "do_update", 2), is_def_fn("do_update", 2)]
+    """
+    assert run(src) == [42 + 42 * 123, "true, 1, 2", "HI!", True, False, True]
+    assert run('fn int.f() { 1 } fn f() { 2 } ["x".f(), 5.f()]') == [2, 1]
+    with pytest.raises(rhai.EvalError, match="Function not found: f"):
+        run("fn int.f() { 1 } f()")  # not callable in function style
+    with pytest.raises(rhai.EvalError, match=r"Function not found: f \(string\)"):
+        run('fn int.f() { 1 } "x".f()')
+    with pytest.raises(rhai.ParseError, match="already defined"):
+        rhai.Engine().compile("fn int.f() { 1 } fn int.f() { 2 }")
+
+
+def test_method_changes_this_in_place() -> None:
+    assert run("fn change() { this = 42; } let x = 500; x.change(); x") == 42
