@@ -374,10 +374,39 @@ def iterate(v: Any, pos: Pos, c: Any = None) -> Any:
     raise EvalError(f"Iterator not found for type {type_of(v)}", pos)
 
 
+# message prefix -> Rhai's name of the error (the `error` field of a caught error)
+_ERROR_KINDS = (
+    ("Division by zero", "ErrorArithmetic"),
+    ("Arithmetic overflow", "ErrorArithmetic"),
+    ("Integer raised to a negative power", "ErrorArithmetic"),
+    ("Shift amount", "ErrorArithmetic"),
+    ("Array index", "ErrorArrayBounds"),
+    ("String index", "ErrorStringBounds"),
+    ("Bit-field index", "ErrorBitFieldBounds"),
+    ("Variable not found: ", "ErrorVariableNotFound"),
+    ("Function not found: ", "ErrorFunctionNotFound"),
+    ("'this' is not bound", "ErrorUnboundThis"),
+    ("Cannot modify constant", "ErrorAssignmentToConstant"),
+    ("Indexing is not supported", "ErrorIndexingType"),
+    ("Iterator not found", "ErrorFor"),
+    ("Data race", "ErrorDataRace"),
+    ("Boolean value expected", "ErrorMismatchDataType"),
+)
+
+
 def error_value(e: RhaiError) -> Any:
+    """What ``catch (err)`` binds: a thrown value as it was thrown; any other error as an
+    object map, as in Rhai: ``message``, ``line``, ``position``, ``error`` (Rhai's name of the
+    kind of error) and, for missing variables and functions, ``variable``/``function``."""
     if isinstance(e, ThrownError):
         return e.value
-    return {"message": e.message, "line": e.line, "position": e.column}
+    m: dict[str, Any] = {"message": e.message, "line": e.line, "position": e.column}
+    kind = next((k for prefix, k in _ERROR_KINDS if e.message.startswith(prefix)), "")
+    m["error"] = kind or "ErrorRuntime"
+    if kind in ("ErrorVariableNotFound", "ErrorFunctionNotFound"):
+        what = e.message.split(": ", 1)[1].split(" (did you mean")[0]
+        m["variable" if kind == "ErrorVariableNotFound" else "function"] = what
+    return m
 
 
 def switch_key(v: Any) -> Any:

@@ -164,3 +164,20 @@ def test_uncaught_throw(src: str, message: str) -> None:
         run(src)
     assert info.value.message == message
     assert info.value.line == 1 and info.value.column >= 1
+
+
+@pytest.mark.parametrize(
+    ("src", "fields"),
+    [
+        ("1 / 0", {"error": "ErrorArithmetic", "line": 2, "position": 3}),
+        ("let a = [1];\n a[5]", {"error": "ErrorArrayBounds", "line": 3, "position": 3}),
+        ("nope + 1", {"error": "ErrorVariableNotFound", "variable": "nope"}),
+        ("nope(1)", {"error": "ErrorFunctionNotFound", "function": "nope (i64)"}),
+        ("f()", {"error": "ErrorUnboundThis"}),
+    ],
+)
+def test_caught_errors_are_maps(src: str, fields: dict[str, Any]) -> None:
+    """A caught error (not a thrown value) is a map with its message, position and kind."""
+    got = run(f"fn f() {{ this }} let r = (); try {{\n{src}\n}} catch (e) {{ r = e }} r")
+    assert type(got) is dict and type(got["message"]) is str
+    assert {k: got[k] for k in fields} == fields
