@@ -86,10 +86,10 @@ def _span(n: int, start: int, length: int | None) -> tuple[int, int]:
 
 def _span_args(name: str, n: int, a: Any, b: Any) -> tuple[int, int]:
     if type(a) is Range and b is None:
-        r = a.py_range()
-        s = max(r.start, 0)
-        e = min(max(r.stop, s), n)
-        return min(s, n), e
+        # as Rhai: a negative start is 0, an end before the start is the start
+        start = max(a.start, 0)
+        length = max(a.end, start) - start + (1 if a.inclusive else 0)
+        return _span(n, start, length)
     if type(a) is not int or (b is not None and type(b) is not int):
         raise Fail(f"Function not found: {name} with arguments ({type_of(a)}, {type_of(b)})")
     return _span(n, a, b)

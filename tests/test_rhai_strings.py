@@ -120,6 +120,11 @@ def test_string_literals(src: str, want: Any) -> None:
         ('let t = "hello, world!"; t.crop(2..=8); t', "llo, wo"),
         ('let t = "hello, world!"; t.crop(2, 8); t.crop(-5, 3); t', ", w"),
         ('let y = "hello"; crop(y, ..); y', "hello"),
+        # a negative range start is 0, an end before the start is the start (Rhai's rule)
+        ('"hello".sub_string(-3..=-1)', "h"),
+        ('"hello".sub_string(-3..2)', "he"),
+        ('"hello".sub_string(3..1)', ""),
+        ("[1, 2, 3, 4, 5].extract(-2..=0)", [1]),
         ('let y = "hello"; crop(y, ..=); y', "hello"),
     ],
 )
