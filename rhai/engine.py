@@ -24,7 +24,7 @@ from .parse_expr import literal_value
 from .parser import Parser
 from .resolver import Resolver
 from .runtime import BUILTINS, UNBOUND, VARIADIC, Ctl, CtlExc, Ctx, ScriptFn, make_frame, run_frame
-from .values import from_python, type_of
+from .values import deep_copy, from_python, type_of
 
 log = logging.getLogger("rhai")
 
@@ -198,14 +198,19 @@ class Engine:
             # that mutates a parameter works on a copy); other values are checked
             for a in args:
                 if type(a) not in _AS_IS:
-                    conv = [x if type(x) in _AS_IS else from_python(x) for x in args]
+                    fr = [c, UNBOUND, *[x if type(x) in _AS_IS else from_python(x) for x in args]]
                     break
             else:
-                conv = list(args)
+                fr = [c, UNBOUND, *args]
             if sf is None:
-                types = ", ".join(type_of(a) for a in conv)
+                types = ", ".join(type_of(a) for a in fr[2:])
                 raise EvalError(f"Function not found: {name} ({types})", NOPOS)
-            return run_frame(c, sf, make_frame(c, sf, conv, UNBOUND, ()), sf.pos)
+            # the frame as make_frame builds it, without the call
+            if sf.pad:
+                fr.extend(sf.pad)
+            for i in sf.copy_params:
+                fr[i] = deep_copy(fr[i], c)
+            return run_frame(c, sf, fr, sf.pos)
         except RhaiError:
             raise
         except BaseException as e:

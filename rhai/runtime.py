@@ -85,7 +85,8 @@ class Ctx:
         self.max_map = engine.max_map_size or UNLIMITED
         self.max_vars = engine.max_variables or UNLIMITED
         self.fns = fns
-        self.globals: dict[str, Any] = dict(globals_) if globals_ else {}
+        # shared with the AST in call_fn (the top-level statements that write it do not run)
+        self.globals: dict[str, Any] = {} if globals_ is None else globals_
         self.typed = typed  # names with typed methods: fns[("i64.name", n)]
         self.host = engine._host
         self.on_print = engine.on_print
