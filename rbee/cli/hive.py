@@ -83,17 +83,18 @@ def hive_start(
 ) -> None:
     """Run a hive: connect to the queen and serve models on this machine."""
     # The agent pulls in its engines' libraries: imported when a hive starts, not for --help.
-    from hives.agent.agent import HiveAgent
-    from hives.agent.catalog import DEFAULT_CHAT_MODEL, parse_model_arg
-    from hives.agent.devices import use_inventory
+    from hives.agent import agent, catalog, devices
     from hives.agent.engines.base import EngineError
 
     log_to_console()
     if inventory:
-        use_inventory(json.loads(Path(inventory).read_text()))
+        devices.use_inventory(json.loads(Path(inventory).read_text()))
     with reported(EngineError):
-        specs = [parse_model_arg(m, device=device) for m in (models or (DEFAULT_CHAT_MODEL,))]
-    agent = HiveAgent(
+        specs = [
+            catalog.parse_model_arg(m, device=device)
+            for m in (models or (catalog.DEFAULT_CHAT_MODEL,))
+        ]
+    this_hive = agent.HiveAgent(
         queen=queen_url,
         token=token,
         name=name or socket.gethostname().split(".")[0].lower(),
@@ -104,7 +105,7 @@ def hive_start(
         idle_unload=idle_unload,
         recorded=bool(inventory),
     )
-    sys.exit(asyncio.run(agent.run()))
+    sys.exit(asyncio.run(this_hive.run()))
 
 
 @hive.command("token")
@@ -112,10 +113,10 @@ def hive_start(
 @uses_database
 def hive_token(name: str) -> None:
     """Create the hive NAME (or replace its token) and print its token once."""
-    from hives.services import HiveError, hive_token_create
+    from hives import services
 
-    with reported(HiveError):
-        _, token = hive_token_create(name=name)
+    with reported(services.HiveError):
+        _, token = services.hive_token_create(name=name)
     click.echo(token)
 
 
@@ -123,8 +124,8 @@ def hive_token(name: str) -> None:
 @uses_database
 def hive_list() -> None:
     """List hives and what they serve."""
-    from hives.selectors import hive_list_with_workers
+    from hives import selectors
 
-    for h in hive_list_with_workers():
+    for h in selectors.hive_list_with_workers():
         models = ", ".join(f"{w.model.name}({w.state})" for w in h.workers.all()) or "-"
         click.echo(f"{h.name:20} {h.status:8} {h.region or '-':6} {models}")

@@ -45,10 +45,10 @@ def model_add(spec: str, hive_name: str, device: str, pin: bool, wait: float) ->
 
     The hive loads it within a heartbeat if it is connected, else when it connects; it
     refuses a model that does not fit the device's free memory and says what uses it."""
-    from hives.services import HiveError, assignment_add
+    from hives import services
 
-    with reported(HiveError):
-        a = assignment_add(hive_name=hive_name, spec=spec, device=device, pinned=pin)
+    with reported(services.HiveError):
+        a = services.assignment_add(hive_name=hive_name, spec=spec, device=device, pinned=pin)
     click.echo(f"{a.model_name} -> {hive_name}:{a.device}{' (pinned)' if a.pinned else ''}")
     if wait > 0:
         _wait_worker(hive_name, a.model_name, a.device, wait)
@@ -56,20 +56,21 @@ def model_add(spec: str, hive_name: str, device: str, pin: bool, wait: float) ->
 
 def _wait_worker(hive_name: str, model_name: str, device: str, timeout: float) -> None:
     """Follow the worker's state until it is ready (or refused: exit 1 saying why)."""
-    from hives.models import Worker
-    from hives.selectors import worker_find
+    from hives import models, selectors
+
+    ready, refused = models.Worker.State.READY, models.Worker.State.REFUSED
 
     deadline = time.monotonic() + timeout
     seen = ""
     while time.monotonic() < deadline:
-        w = worker_find(hive_name=hive_name, model_name=model_name, device=device)
+        w = selectors.worker_find(hive_name=hive_name, model_name=model_name, device=device)
         state = w.state if w is not None else "pending"
         if state != seen:
             seen = state
             click.echo(f"  {model_name} on {hive_name}:{device}: {state}", err=True)
-        if w is not None and w.state == Worker.State.READY:
+        if w is not None and w.state == ready:
             return
-        if w is not None and w.state == Worker.State.REFUSED:
+        if w is not None and w.state == refused:
             fail(w.message or "the hive refused the model")
         time.sleep(0.5)
     fail(f"{model_name} is not ready on {hive_name}:{device} after {timeout:g} s ({seen})")
@@ -98,21 +99,20 @@ def model_download(source: str, hive_name: str | None, timeout: float) -> None:
 
 @uses_database
 def _download_on_hive(source: str, hive_name: str, timeout: float) -> None:
-    from hives.models import ModelDownload
-    from hives.selectors import model_download_get
-    from hives.services import HiveError, model_download_create
+    from hives import models, selectors, services
 
-    with reported(HiveError):
-        row = model_download_create(hive_name=hive_name, source=source)
+    with reported(services.HiveError):
+        row = services.model_download_create(hive_name=hive_name, source=source)
+    status = models.ModelDownload.Status
     click.echo(f"download {row.pk}: {source} on {hive_name}", err=True)
-    finished = (ModelDownload.Status.DONE, ModelDownload.Status.FAILED)
+    finished = (status.DONE, status.FAILED)
     deadline = time.monotonic() + timeout
     shown = 0
     announced = ""
     with click.progressbar(length=1, label=source, file=sys.stderr) as bar:
         while time.monotonic() < deadline:
-            row = model_download_get(download_id=row.pk) or row
-            if row.status == ModelDownload.Status.QUEUED and not announced:
+            row = selectors.model_download_get(download_id=row.pk) or row
+            if row.status == status.QUEUED and not announced:
                 announced = "queued"
                 click.echo(f"\nwaiting for hive {hive_name} to pick it up", err=True)
             if row.total_bytes and bar.length != row.total_bytes:
@@ -123,17 +123,16 @@ def _download_on_hive(source: str, hive_name: str, timeout: float) -> None:
             if row.status in finished:
                 break
             time.sleep(0.3)
-    if row.status == ModelDownload.Status.FAILED:
+    if row.status == status.FAILED:
         fail(row.message or "the download failed")
-    if row.status != ModelDownload.Status.DONE:
+    if row.status != status.DONE:
         fail(f"the download is still {row.status} after {timeout:g} s")
     click.echo(row.path)
 
 
 def _download_here(source: str) -> None:
     """Fetch SOURCE into this machine's models directory: no queen, no database."""
-    from hives.agent.catalog import models_dir
-    from hives.agent.download import DownloadError, download
+    from hives.agent import catalog, download
 
     with click.progressbar(length=1, label=source, file=sys.stderr) as bar:
         shown = 0
@@ -145,8 +144,8 @@ def _download_here(source: str) -> None:
             bar.update(done - shown)
             shown = done
 
-        with reported(DownloadError):
-            path = asyncio.run(download(source, models_dir(), progress))
+        with reported(download.DownloadError):
+            path = asyncio.run(download.download(source, catalog.models_dir(), progress))
     click.echo(str(path))
 
 
@@ -157,11 +156,10 @@ def model_build_tiny_sd(dest: str | None, sdxl: bool) -> None:
     """Build the tiny image pipeline `rbee up` serves as tiny-sd (default: in the models
     directory). Its weights are random, so IT DRAWS NOISE: it exists so that a fresh
     machine, and the tests, run the real diffusers path without downloading gigabytes."""
-    from hives.agent.catalog import models_dir
-    from hives.agent.tinysd import build_tiny_sd
+    from hives.agent import catalog, tinysd
 
-    target = Path(dest) if dest else models_dir() / ("tiny-sdxl" if sdxl else "tiny-sd")
-    click.echo(build_tiny_sd(target, "sdxl" if sdxl else "sd"))
+    target = Path(dest) if dest else catalog.models_dir() / ("tiny-sdxl" if sdxl else "tiny-sd")
+    click.echo(tinysd.build_tiny_sd(target, "sdxl" if sdxl else "sd"))
 
 
 @model.command("alias")
@@ -171,10 +169,10 @@ def model_build_tiny_sd(dest: str | None, sdxl: bool) -> None:
 def model_alias(alias: str, target: str) -> None:
     """Let requests for ALIAS reach the model TARGET (e.g. `rbee model alias tts-1
     piper-joe`, so clients that hard-code OpenAI's names work)."""
-    from hives.services import HiveError, model_alias_set
+    from hives import services
 
-    with reported(HiveError):
-        model_alias_set(alias=alias, target=target)
+    with reported(services.HiveError):
+        services.model_alias_set(alias=alias, target=target)
     click.echo(f"{alias} -> {target}")
 
 
@@ -183,9 +181,9 @@ def model_alias(alias: str, target: str) -> None:
 @uses_database
 def model_unalias(alias: str) -> None:
     """Remove the alias ALIAS."""
-    from hives.services import model_alias_remove
+    from hives import services
 
-    if not model_alias_remove(alias=alias):
+    if not services.model_alias_remove(alias=alias):
         fail(f"no alias {alias!r}")
     click.echo(f"{alias} removed")
 
@@ -196,9 +194,9 @@ def model_unalias(alias: str) -> None:
 @uses_database
 def model_rm(name: str, hive_name: str) -> None:
     """Stop running NAME on the hive (only what `rbee model add` put there)."""
-    from hives.services import assignment_remove
+    from hives import services
 
-    if not assignment_remove(hive_name=hive_name, model_name=name):
+    if not services.assignment_remove(hive_name=hive_name, model_name=name):
         fail(f"{name} is not assigned to {hive_name}")
     click.echo(f"{name} removed from {hive_name}")
 

@@ -97,24 +97,24 @@ def _prepare(models: tuple[str, ...]) -> tuple[str, str, tuple[str, ...]]:
     """The default tenant's key, the local hive's token, and the models to serve: every
     modality when none are named, with OpenAI's model names pointing at them (unless the
     owner already pointed a name elsewhere)."""
+    from hives import services
     from hives.agent.catalog import BUNDLED, DEFAULT_MODELS, OPENAI_ALIASES
-    from hives.services import HiveError, hive_token_create, model_alias_set
 
     api_key = _ensure_default_key()
     if not models:
         models = tuple(DEFAULT_MODELS)
         for alias, target in OPENAI_ALIASES.items():
             try:
-                model_alias_set(
+                services.model_alias_set(
                     alias=alias,
                     target=target,
                     capability=BUNDLED[target]["capability"],
                     engine=BUNDLED[target]["engine"],
                     keep=True,
                 )
-            except HiveError:
+            except services.HiveError:
                 pass
-    _, hive_token = hive_token_create(name="local")
+    _, hive_token = services.hive_token_create(name="local")
     return api_key, hive_token, models
 
 
@@ -127,19 +127,18 @@ def _ensure_default_key() -> str:
 
     The queen stores only its hash; this file is the owner's copy, like an ssh key.
     """
-    from tenants.selectors import KeyRejected, caller_from_key
-    from tenants.services import api_key_create, tenant_get_or_create
+    from tenants import selectors, services
 
-    t, _ = tenant_get_or_create(name="default")
+    t, _ = services.tenant_get_or_create(name="default")
     path = _default_key_file()
     if path.exists():
         existing = path.read_text().strip()
         try:
-            caller_from_key(existing)
+            selectors.caller_from_key(existing)
             return existing
-        except KeyRejected:
+        except selectors.KeyRejected:
             pass
-    _, plaintext = api_key_create(tenant=t, name="rbee up")
+    _, plaintext = services.api_key_create(tenant=t, name="rbee up")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(plaintext + "\n")

@@ -16,9 +16,9 @@ def worker() -> None:
 @uses_database
 def worker_list() -> None:
     """Every worker: its hive, device, state, memory and why it is not ready."""
-    from hives.selectors import worker_list as select_workers
+    from hives import selectors
 
-    for w in select_workers(by="hive"):
+    for w in selectors.worker_list(by="hive"):
         mem = f"{w.memory_bytes / 2**30:.2f} GiB" if w.memory_bytes else "-"
         pin = "pinned" if w.pinned else "-"
         line = f"{w.hive.name:16} {w.device:8} {w.model.name:28} {w.state:9} {mem:>10} {pin}"
@@ -26,10 +26,10 @@ def worker_list() -> None:
 
 
 def _order(action: str, model_name: str, hive_name: str, device: str | None) -> None:
-    from hives.services import HiveError, worker_command_create
+    from hives import services
 
-    with reported(HiveError):
-        c = worker_command_create(
+    with reported(services.HiveError):
+        c = services.worker_command_create(
             hive_name=hive_name, model_name=model_name, device=device, action=action
         )
     click.echo(f"{action} {model_name} on {hive_name}:{c.device}: sent with the next heartbeat")
