@@ -35,8 +35,10 @@ R = TypeVar("R")
 def setup_django() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rbee.settings")
     import django
+    from django.apps import apps
 
-    django.setup()
+    if not apps.ready:  # once per process (commands also run in-process in the tests)
+        django.setup()
 
 
 def migrate() -> None:
