@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import click
 
-from rbee.cli._common import day, fail, reported, table, uses_database, uses_django
+from rbee.cli._common import day, fail, note, reported, table, uses_database, uses_django
 
 # --by: billing.selectors.GROUPS (not imported here: it needs Django).
 GROUP_BY = ("day", "model", "key", "modality")
@@ -72,9 +72,9 @@ def billing_usage(
             click.echo(line, nl=False)
         return
     rows = usage.usage_summary(tenant_id=tenant.pk, start=since, end=until, group_by=group_by)
-    click.echo(f"{tenant.name}: usage {first} .. {last} (UTC) by {group_by}", err=True)
+    note(f"{tenant.name}: usage {first} .. {last} (UTC) by {group_by}")
     if not rows:
-        click.echo("no usage in this period", err=True)
+        note("no usage in this period")
         return
     field = usage.GROUPS[group_by][1]  # "key" rows carry "api_key"
     currency = rows[0]["currency"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from rbee.cli._common import fail, reported, uses_database
+from rbee.cli._common import fail, note, reported, uses_database
 
 
 @click.group()
@@ -59,7 +59,6 @@ def _wait_worker(hive_name: str, model_name: str, device: str, timeout: float) -
     from hives import models, selectors
 
     ready, refused = models.Worker.State.READY, models.Worker.State.REFUSED
-
     deadline = time.monotonic() + timeout
     seen = ""
     while time.monotonic() < deadline:
@@ -67,7 +66,7 @@ def _wait_worker(hive_name: str, model_name: str, device: str, timeout: float) -
         state = w.state if w is not None else "pending"
         if state != seen:
             seen = state
-            click.echo(f"  {model_name} on {hive_name}:{device}: {state}", err=True)
+            note(f"  {model_name} on {hive_name}:{device}: {state}")
         if w is not None and w.state == ready:
             return
         if w is not None and w.state == refused:
@@ -104,7 +103,7 @@ def _download_on_hive(source: str, hive_name: str, timeout: float) -> None:
     with reported(services.HiveError):
         row = services.model_download_create(hive_name=hive_name, source=source)
     status = models.ModelDownload.Status
-    click.echo(f"download {row.pk}: {source} on {hive_name}", err=True)
+    note(f"download {row.pk}: {source} on {hive_name}")
     finished = (status.DONE, status.FAILED)
     deadline = time.monotonic() + timeout
     shown = 0
@@ -114,7 +113,7 @@ def _download_on_hive(source: str, hive_name: str, timeout: float) -> None:
             row = selectors.model_download_get(download_id=row.pk) or row
             if row.status == status.QUEUED and not announced:
                 announced = "queued"
-                click.echo(f"\nwaiting for hive {hive_name} to pick it up", err=True)
+                note(f"\nwaiting for hive {hive_name} to pick it up")
             if row.total_bytes and bar.length != row.total_bytes:
                 bar.length = row.total_bytes
             if row.done_bytes > shown:
