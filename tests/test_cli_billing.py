@@ -20,7 +20,7 @@ from billing.services import Usage, usage_record
 from rbee.cli import main
 from tenants.models import ApiKey, Plan, Tenant
 from tenants.services import api_key_create
-from tests.live import Deployment
+from testkit.live import Deployment
 
 pytestmark = pytest.mark.django_db
 
