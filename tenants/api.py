@@ -212,7 +212,7 @@ class StaffOnlyView(PortalView):
 
 
 def valid(serializer: serializers.Serializer[Any]) -> dict[str, Any]:
-    serializer.isvalid(raise_exception=True)
+    serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
 
 
@@ -654,7 +654,7 @@ class PlansApi(StaffOnlyView):
 
     def post(self, request: Request) -> Response:
         body = PlanInput(data=request.data)
-        body.isvalid(raise_exception=True)
+        body.is_valid(raise_exception=True)
         with transaction.atomic():
             plan = body.save()
         return Response(PlanOutput(plan).data, status=status.HTTP_201_CREATED)
@@ -675,7 +675,7 @@ class PlanDetailApi(StaffOnlyView):
         if "name" in request.data and request.data["name"] != plan.name:
             raise ApiError("a plan cannot be renamed", "invalid_request")
         body = PlanUpdateInput(plan, data=request.data, partial=True)
-        body.isvalid(raise_exception=True)
+        body.is_valid(raise_exception=True)
         with transaction.atomic():
             plan = body.save()
         return Response(PlanOutput(plan).data)
