@@ -18,10 +18,9 @@ import pytest
 from billing.invoice_tasks import build_monthly_invoices, previous_month
 from billing.invoices import InvoiceError, invoice_build, invoices_build_all, month_bounds
 from billing.models import Invoice, Price, UsageEvent
-from tenants.models import Plan
 from billing.selectors import CSV_HEADER, PriceBook, price_for, usage_csv, usage_summary
 from billing.services import Usage, usage_record
-from tenants.models import ApiKey, Tenant
+from tenants.models import ApiKey, Plan, Tenant
 from tenants.services import api_key_create
 
 pytestmark = pytest.mark.django_db

@@ -23,7 +23,6 @@ from django.utils import timezone
 
 from billing import tasks
 from billing.models import MeterEvent, StripeEvent
-from tenants.models import Plan
 from billing.services import Usage, meter_names, usage_record
 from billing.stripe_sync import (
     StripeNotConfigured,
@@ -34,7 +33,7 @@ from billing.stripe_sync import (
     stripe_client,
 )
 from billing.webhooks import stripe_webhook
-from tenants.models import Tenant
+from tenants.models import Plan, Tenant
 from tenants.selectors import KeyRejected, caller_from_key
 from tenants.services import api_key_create, tenant_create
 from tests.fakestripe import API_KEY, FakeStripe, sign, webhook_event

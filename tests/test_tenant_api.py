@@ -26,9 +26,8 @@ from django.test import AsyncClient, Client
 from django.utils import timezone
 
 from billing.models import Invoice, UsageEvent
-from tenants.models import Plan
 from billing.services import Usage, plan_get_or_create_defaults, usage_record
-from tenants.models import ApiKey, Invitation, Membership, Tenant
+from tenants.models import ApiKey, Invitation, Membership, Plan, Tenant
 from tenants.selectors import KeyRejected, caller_from_key
 from tenants.services import api_key_create, invitation_create, membership_add, tenant_create
 
