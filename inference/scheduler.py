@@ -18,6 +18,7 @@ RBEE_SCHEDULER_CHECK_SECONDS.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import logging
 import threading
@@ -28,6 +29,7 @@ from typing import Any
 
 import rhai
 from hives.selectors import Placement
+from kernel.errors import DomainError
 
 logger = logging.getLogger("inference.scheduler")
 
@@ -91,8 +93,32 @@ def new_engine() -> rhai.Engine:
     return engine
 
 
-class ScriptError(Exception):
-    """The script does not compile or does not define what the scheduler needs."""
+class SchedulerCode(enum.StrEnum):
+    SCRIPT_INVALID = "script_invalid"  # does not compile, or defines neither function
+    REJECTED = "scheduler_rejected"  # should_admit returned reject(reason)
+    DENIED = "scheduler_denied"  # should_admit returned deny(reason)
+
+
+class SchedulerError(DomainError):
+    """What the scheduler refuses, by code (mapped to HTTP by inference/errors.py for /v1
+    and rbee/api_errors.py for the API)."""
+
+
+class ScriptError(SchedulerError):
+    """The script does not compile or does not define what the scheduler needs. Its
+    message reads "line:column: what" (as `rbee scheduler check` prints it); `data` holds
+    `line`, `column` and `detail` (the message alone), taken from the Rhai error."""
+
+    def __init__(self, detail: str, *, line: int, column: int) -> None:
+        super().__init__(
+            SchedulerCode.SCRIPT_INVALID,
+            f"{line}:{column}: {detail}",
+            data={"line": line, "column": column, "detail": detail},
+        )
+
+    @classmethod
+    def from_rhai(cls, exc: rhai.RhaiError) -> ScriptError:
+        return cls(exc.message, line=exc.line, column=exc.column)
 
 
 class Policy:
@@ -109,13 +135,15 @@ class Policy:
             try:
                 self.ast = self.engine.compile(source)
             except rhai.RhaiError as exc:
-                raise ScriptError(str(exc)) from exc
+                raise ScriptError.from_rhai(exc) from exc
             if self.ast.has_fn("should_admit", 2):
                 self.admit_arg = self.ast.fn_params("should_admit", 2)[1]
             if not self.ast.has_fn("route_task", 2) and not self.admit_arg:
                 raise ScriptError(
-                    "1:1: the script defines neither fn route_task(task, workers) "
-                    "nor fn should_admit(task, queue_depth | customer)"
+                    "the script defines neither fn route_task(task, workers) "
+                    "nor fn should_admit(task, queue_depth | customer)",
+                    line=1,
+                    column=1,
                 )
 
     def _failed(self, fn: str, exc: rhai.RhaiError) -> None:
