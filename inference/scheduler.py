@@ -24,6 +24,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,17 +57,43 @@ def _first(items: Any) -> Any:
     return items[0] if isinstance(items, list) and items else None
 
 
-def _least_loaded(items: Any) -> Any:
+# --- the one "least loaded" rule ----------------------------------------------------------
+
+
+def _load_key(local: Any, reported: Any, vram_free_mb: Any) -> tuple[float, float, float]:
+    """Fewest jobs this process has in flight on the worker (always current), then fewest
+    in its hive's last report, then the most free memory."""
+
+    def num(v: Any) -> float:
+        return v if isinstance(v, int | float) and not isinstance(v, bool) else 0
+
+    return (num(local), num(reported), -num(vram_free_mb))
+
+
+def least_loaded(placements: Sequence[Placement], load: Mapping[int, int]) -> Placement:
+    """The least loaded placement, the first of equals: the default policy, a retried
+    dispatch and the scripts' `least_loaded()` all choose by this one rule. `load` is this
+    process's count of jobs in flight per worker id (inference/dispatch.py)."""
+    return min(
+        placements, key=lambda p: _load_key(load.get(p.worker_id, 0), p.inflight, p.vram_free_mb)
+    )
+
+
+def _least_loaded_map(items: Any) -> Any:
+    """`workers.least_loaded()` in a script, over the worker maps (see worker_map: `load`
+    is this process's count plus the hive's report, `queue_depth` this process's count)."""
     if not isinstance(items, list) or not items:
         return None
-    return min(
-        items,
-        key=lambda w: (
-            (w.get("load", 0), w.get("queue_depth", 0), -w.get("vram_free_mb", 0))
-            if isinstance(w, dict)
-            else (0, 0, 0)
-        ),
-    )
+
+    def key(w: Any) -> tuple[float, float, float]:
+        if not isinstance(w, dict):
+            return _load_key(0, 0, 0)
+        local = w.get("queue_depth", 0)
+        total = w.get("load", 0)
+        reported = total - local if isinstance(total, int) and isinstance(local, int) else total
+        return _load_key(local, reported, w.get("vram_free_mb", 0))
+
+    return min(items, key=key)
 
 
 def _admit() -> dict[str, Any]:
@@ -84,7 +111,7 @@ def _deny(reason: Any = "refused by the scheduler") -> dict[str, Any]:
 def new_engine() -> rhai.Engine:
     engine = rhai.Engine(max_operations=OPS_LIMIT, max_call_levels=32)
     engine.register_fn("first", _first)
-    engine.register_fn("least_loaded", _least_loaded)
+    engine.register_fn("least_loaded", _least_loaded_map)
     engine.register_fn("admit", _admit)
     engine.register_fn("reject", _reject)
     engine.register_fn("deny", _deny)
@@ -172,7 +199,7 @@ class Policy:
         return Admission(True)
 
     def route(
-        self, task: dict[str, Any], placements: list[Placement], load: dict[int, int]
+        self, task: dict[str, Any], placements: list[Placement], load: Mapping[int, int]
     ) -> Decision:
         if self.routes and self.ast is not None:
             maps = [worker_map(p, load.get(p.worker_id, 0)) for p in placements]
@@ -191,12 +218,7 @@ class Policy:
                 if chosen is not None:
                     logger.info("route_task chose a worker outside the eligible set; default")
         counters["default_decisions"] += 1
-        return Decision(default_choice(placements, load), "default")
-
-
-def default_choice(placements: list[Placement], load: dict[int, int]) -> Placement:
-    """Least loaded (this process's count, then the hive's report), most free memory."""
-    return min(placements, key=lambda p: (load.get(p.worker_id, 0), p.inflight, -p.vram_free_mb))
+        return Decision(least_loaded(placements, load), "default")
 
 
 def worker_map(p: Placement, load: int) -> dict[str, Any]:
