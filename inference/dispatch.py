@@ -1,8 +1,8 @@
 """Send a job to a hive and relay its events back, through the channel layer.
 
-The view opens a reply channel of its own, sends ``job.dispatch`` to the channel
-of the consumer holding the chosen hive's websocket, and waits for the hive's
-acknowledgement. Channel layers deliver at most once, so a dispatch that is not
+The pipeline (inference/pipeline.py) opens a reply channel of its own, sends
+``job.dispatch`` to the channel of the consumer holding the chosen hive's websocket, and
+waits for the hive's acknowledgement. Channel layers deliver at most once, so a dispatch that is not
 acknowledged in time is sent again (to another hive when there is one) before any
 event has arrived; afterwards, a job that stays silent too long is failed rather
 than left hanging.
