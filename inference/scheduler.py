@@ -289,6 +289,11 @@ def current_policy(check_every: float) -> Policy:
         return _current
 
 
+def version_in_force() -> int:
+    """The version of the script this process runs (0: none), as last checked."""
+    return _current.version
+
+
 def dry_run(policy: Policy) -> list[str]:
     """Run the script against sample tasks and workers; returns what it decided."""
     workers = [
