@@ -60,14 +60,10 @@ def _first(items: Any) -> Any:
 # --- the one "least loaded" rule ----------------------------------------------------------
 
 
-def _load_key(local: Any, reported: Any, vram_free_mb: Any) -> tuple[float, float, float]:
+def _rank(local: float, reported: float, vram_free_mb: float) -> tuple[float, float, float]:
     """Fewest jobs this process has in flight on the worker (always current), then fewest
     in its hive's last report, then the most free memory."""
-
-    def num(v: Any) -> float:
-        return v if isinstance(v, int | float) and not isinstance(v, bool) else 0
-
-    return (num(local), num(reported), -num(vram_free_mb))
+    return (local, reported, -vram_free_mb)
 
 
 def least_loaded(placements: Sequence[Placement], load: Mapping[int, int]) -> Placement:
@@ -75,8 +71,12 @@ def least_loaded(placements: Sequence[Placement], load: Mapping[int, int]) -> Pl
     dispatch and the scripts' `least_loaded()` all choose by this one rule. `load` is this
     process's count of jobs in flight per worker id (inference/dispatch.py)."""
     return min(
-        placements, key=lambda p: _load_key(load.get(p.worker_id, 0), p.inflight, p.vram_free_mb)
+        placements, key=lambda p: _rank(load.get(p.worker_id, 0), p.inflight, p.vram_free_mb)
     )
+
+
+def _num(v: Any) -> float:
+    return v if isinstance(v, int | float) and not isinstance(v, bool) else 0
 
 
 def _least_loaded_map(items: Any) -> Any:
@@ -87,11 +87,9 @@ def _least_loaded_map(items: Any) -> Any:
 
     def key(w: Any) -> tuple[float, float, float]:
         if not isinstance(w, dict):
-            return _load_key(0, 0, 0)
-        local = w.get("queue_depth", 0)
-        total = w.get("load", 0)
-        reported = total - local if isinstance(total, int) and isinstance(local, int) else total
-        return _load_key(local, reported, w.get("vram_free_mb", 0))
+            return _rank(0, 0, 0)
+        local = _num(w.get("queue_depth", 0))
+        return _rank(local, _num(w.get("load", 0)) - local, _num(w.get("vram_free_mb", 0)))
 
     return min(items, key=key)
 
