@@ -14,7 +14,7 @@ same process. Like a hive's worker, each model gets a fresh process of its own (
 script run with --direct-model): libraries that share a process slow each other down
 (whisper after sentence-transformers in one process is ~25% slower here), which would
 flatter rbee. The request dicts are built the way the queen builds them
-(inference/schemas.py and inference/endpoints.py).
+(inference/schemas.py and the resource modules: inference/images.py, audio.py, ...).
 
 Through rbee: then, with every direct process gone (two paths never share the CPU),
 a real queen (embedded default: SQLite, in-memory channel layer) and one hive
@@ -141,7 +141,7 @@ def _embed_job() -> dict[str, Any]:
     return {"input": schemas.embedding_inputs(req), "dimensions": req.dimensions}
 
 
-def _image_job() -> dict[str, Any]:  # as inference/endpoints.py image_generations builds it
+def _image_job() -> dict[str, Any]:  # as inference/images.py generation_work builds it
     b = IMAGE_BODY
     return {
         "prompt": b["prompt"],

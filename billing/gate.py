@@ -1,6 +1,6 @@
 """The gate every /v1/ request passes before dispatch, and the meter that follows it.
 
-Order (inference/views.py `_schedule`): the key's scopes (403), the plan's models (403
+Order (inference/pipeline.py, steps 4 and 5): the key's scopes (403), the plan's models (403
 naming the plans that include the model), then rates, concurrency and daily quotas in one
 atomic step (billing/limits.py: one Redis Lua call, so queen replicas never over-admit;
 429 `rate_limit_exceeded` or `insufficient_quota` with Retry-After). What the request may

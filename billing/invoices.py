@@ -18,15 +18,12 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q, Sum
 
+from billing.errors import BillingCode, InvoiceError
 from billing.models import UNITS, Invoice, UsageEvent
 from billing.selectors import DEFAULT_CURRENCY, PLACES, PriceBook, amount, as_decimal, plain
 from tenants.models import Tenant
 
 log = logging.getLogger(__name__)
-
-
-class InvoiceError(ValueError):
-    """An invoice cannot be built as the price book stands (e.g. mixed currencies)."""
 
 
 def month_bounds(year: int, month: int) -> tuple[datetime, datetime]:
@@ -79,8 +76,9 @@ def invoice_lines(
             lines.append(line)
     if len(currencies) > 1:
         raise InvoiceError(
+            BillingCode.MIXED_CURRENCIES,
             f"tenant {tenant.pk}: {year}-{month:02d} is priced in several currencies "
-            f"({', '.join(sorted(currencies))}); fix the price book"
+            f"({', '.join(sorted(currencies))}); fix the price book",
         )
     currency = next(iter(currencies)) if currencies else DEFAULT_CURRENCY
     return lines, total.quantize(PLACES), currency

@@ -27,6 +27,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from billing.errors import StripeNotConfigured, StripeUnreachable
 from billing.models import MeterEvent
 from tenants.models import Tenant
 
@@ -36,19 +37,6 @@ log = logging.getLogger(__name__)
 # the rows stay in the outbox for the next run.
 _TRANSIENT_STREAK_MAX = 3
 _SECRET_RE = re.compile(r"\b(sk|rk|pk)_(test|live)_[A-Za-z0-9]+|\bwhsec_[A-Za-z0-9]+")
-
-
-class StripeNotConfigured(RuntimeError):
-    """Stripe is off (no RBEE_STRIPE_SECRET_KEY) and the caller needs it."""
-
-
-class StripeUnreachable(Exception):
-    """A send run stopped because Stripe kept failing (network, 429 or 5xx)."""
-
-    def __init__(self, sent: int, failed: int, error: str) -> None:
-        super().__init__(f"stripe unreachable after {sent} sent, {failed} failed: {error}")
-        self.sent = sent
-        self.failed = failed
 
 
 def stripe_enabled() -> bool:

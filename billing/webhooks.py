@@ -23,11 +23,14 @@ from typing import Any
 import stripe
 from django.conf import settings
 from django.db import transaction
-from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
+from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
+from billing.errors import BillingCode, BillingError
 from billing.models import StripeEvent
 from tenants.models import Plan, Tenant
 
@@ -38,55 +41,67 @@ TOLERANCE_SECONDS = 300
 FREE_PLAN = "free"
 
 
-def _error(status: int, message: str) -> JsonResponse:
-    return JsonResponse({"error": message}, status=status)
+class StripeWebhook(APIView):
+    """POST /stripe/webhook. Errors are raised with billing's codes and answered by the
+    one handler of every DRF endpoint (rbee/api_errors.py: the status from its table),
+    with the flat body this endpoint has always had: {"error": message}."""
 
+    authentication_classes: list[type[Any]] = []  # Stripe signs; no session, no CSRF
+    permission_classes = [AllowAny]
+    renderer_classes = [JSONRenderer]
+    flat_errors = True
 
-@csrf_exempt
-@require_POST
-def stripe_webhook(request: HttpRequest) -> JsonResponse:
-    secret = settings.RBEE_STRIPE_WEBHOOK_SECRET
-    if not secret:
-        return _error(503, "stripe webhooks are not configured (RBEE_STRIPE_WEBHOOK_SECRET)")
-    payload = request.body
-    signature = request.headers.get("Stripe-Signature", "")
-    if not signature:
-        return _error(400, "missing Stripe-Signature header")
-    try:
-        stripe.WebhookSignature.verify_header(payload, signature, secret, TOLERANCE_SECONDS)
-    except stripe.SignatureVerificationError:
-        return _error(400, "invalid signature")
-    except UnicodeDecodeError:
-        return _error(400, "invalid payload")
-    try:
-        event = json.loads(payload)
-    except ValueError:
-        return _error(400, "invalid payload")
-    if not isinstance(event, dict):
-        return _error(400, "invalid payload")
-    event_id, event_type = event.get("id"), event.get("type")
-    if not isinstance(event_id, str) or not 0 < len(event_id) <= 100:
-        return _error(400, "invalid payload: an event needs an id")
-    if not isinstance(event_type, str):
-        return _error(400, "invalid payload: an event needs a type")
-    data = event.get("data")
-    obj = data.get("object") if isinstance(data, dict) else None
-    try:
-        with transaction.atomic():
-            _, created = StripeEvent.objects.get_or_create(
-                event_id=event_id, defaults={"type": event_type[:100]}
+    def post(self, request: Request) -> Response:
+        secret = settings.RBEE_STRIPE_WEBHOOK_SECRET
+        if not secret:
+            raise BillingError(
+                BillingCode.WEBHOOK_NOT_CONFIGURED,
+                "stripe webhooks are not configured (RBEE_STRIPE_WEBHOOK_SECRET)",
             )
-            if not created:
-                return JsonResponse({"received": True, "duplicate": True})
-            handler = HANDLERS.get(event_type)
-            if handler is not None and isinstance(obj, dict):
-                handler(obj, event_id, _created(event))
-    except Exception:
-        log.exception(
-            "stripe event %s (%s) failed; Stripe will deliver it again", event_id, event_type
-        )
-        return _error(500, "the event could not be handled")
-    return JsonResponse({"received": True})
+        payload = request.body  # the raw bytes, as signed (DRF's parsers are never used)
+        signature = request.headers.get("Stripe-Signature", "")
+        if not signature:
+            raise BillingError(BillingCode.INVALID_SIGNATURE, "missing Stripe-Signature header")
+        try:
+            stripe.WebhookSignature.verify_header(payload, signature, secret, TOLERANCE_SECONDS)
+        except stripe.SignatureVerificationError as exc:
+            raise BillingError(BillingCode.INVALID_SIGNATURE, "invalid signature") from exc
+        except UnicodeDecodeError as exc:
+            raise BillingError(BillingCode.INVALID_PAYLOAD, "invalid payload") from exc
+        try:
+            event = json.loads(payload)
+        except ValueError as exc:
+            raise BillingError(BillingCode.INVALID_PAYLOAD, "invalid payload") from exc
+        if not isinstance(event, dict):
+            raise BillingError(BillingCode.INVALID_PAYLOAD, "invalid payload")
+        event_id, event_type = event.get("id"), event.get("type")
+        if not isinstance(event_id, str) or not 0 < len(event_id) <= 100:
+            raise BillingError(BillingCode.INVALID_PAYLOAD, "invalid payload: an event needs an id")
+        if not isinstance(event_type, str):
+            raise BillingError(
+                BillingCode.INVALID_PAYLOAD, "invalid payload: an event needs a type"
+            )
+        data = event.get("data")
+        obj = data.get("object") if isinstance(data, dict) else None
+        try:
+            with transaction.atomic():
+                _, created = StripeEvent.objects.get_or_create(
+                    event_id=event_id, defaults={"type": event_type[:100]}
+                )
+                if not created:
+                    return Response({"received": True, "duplicate": True})
+                handler = HANDLERS.get(event_type)
+                if handler is not None and isinstance(obj, dict):
+                    handler(obj, event_id, _created(event))
+        except Exception as exc:
+            log.exception(
+                "stripe event %s (%s) failed; Stripe will deliver it again", event_id, event_type
+            )
+            raise BillingError(BillingCode.EVENT_FAILED, "the event could not be handled") from exc
+        return Response({"received": True})
+
+
+stripe_webhook = StripeWebhook.as_view()
 
 
 # --- handlers: each runs inside the transaction that records the event ----------------------

@@ -11,32 +11,30 @@
     POST   /api/downloads                   {"source", "hive"}: fetch a repo on a hive (202)
     GET    /api/downloads/<id>              its progress: status, done/total bytes, path
 
-Staff users only (session or HTTP Basic), like the scheduler API.
+Staff users only (session or HTTP Basic), like the scheduler API. Errors are raised
+(hives.errors.HiveError, or DRF's) and answered by the one handler of every DRF endpoint
+(rbee/api_errors.py) as {"error": {"message", "code"}}.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from rest_framework import serializers, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.authentication import BasicAuthentication, SessionAuthentication
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from hives.errors import HiveError, HiveErrorCode
 from hives.models import Assignment, CatalogModel, ModelAlias, ModelDownload, Worker
 from hives.services import (
-    HiveError,
     assignment_add,
     assignment_remove,
     model_download_create,
     worker_command_create,
 )
-
-
-def _error(message: str, code: str, http: int = status.HTTP_400_BAD_REQUEST) -> Response:
-    return Response({"error": {"message": message, "code": code}}, status=http)
 
 
 class WorkerOutput(serializers.ModelSerializer[Worker]):
@@ -102,12 +100,9 @@ class ModelsApi(_Staff):
         body = self.InputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         v = body.validated_data
-        try:
-            a = assignment_add(
-                hive_name=v["hive"], spec=v["spec"], device=v["device"], pinned=v["pinned"]
-            )
-        except HiveError as exc:
-            return _error(str(exc), "invalid_assignment")
+        a = assignment_add(
+            hive_name=v["hive"], spec=v["spec"], device=v["device"], pinned=v["pinned"]
+        )
         return Response(
             {"model": a.model_name, "hive": a.hive.name, "device": a.device, "pinned": a.pinned},
             status=status.HTTP_201_CREATED,
@@ -118,11 +113,9 @@ class ModelDetailApi(_Staff):
     def delete(self, request: Request, name: str) -> Response:
         hive = request.query_params.get("hive", "")
         if not hive:
-            return _error("say which hive: ?hive=NAME", "missing_hive")
+            raise exceptions.ValidationError("say which hive: ?hive=NAME")
         if not assignment_remove(hive_name=hive, model_name=name):
-            return _error(
-                f"{name} is not assigned to {hive}", "not_found", status.HTTP_404_NOT_FOUND
-            )
+            raise HiveError(HiveErrorCode.NOT_FOUND, f"{name} is not assigned to {hive}")
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -136,16 +129,13 @@ class WorkerActionApi(_Staff):
     def post(self, request: Request, worker_id: int, action: str) -> Response:
         worker = Worker.objects.select_related("hive", "model").filter(pk=worker_id).first()
         if worker is None:
-            return _error("no such worker", "not_found", status.HTTP_404_NOT_FOUND)
-        try:
-            command = worker_command_create(
-                hive_name=worker.hive.name,
-                model_name=worker.model.name,
-                device=worker.device,
-                action=action,
-            )
-        except HiveError as exc:
-            return _error(str(exc), "invalid_action")
+            raise HiveError(HiveErrorCode.NOT_FOUND, "no such worker")
+        command = worker_command_create(
+            hive_name=worker.hive.name,
+            model_name=worker.model.name,
+            device=worker.device,
+            action=action,
+        )
         return Response(
             {"id": command.pk, "action": command.action, "worker": worker.pk, "queued": True},
             status=status.HTTP_202_ACCEPTED,
@@ -179,12 +169,9 @@ class DownloadsApi(_Staff):
     def post(self, request: Request) -> Response:
         body = self.InputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        try:
-            row = model_download_create(
-                hive_name=body.validated_data["hive"], source=body.validated_data["source"]
-            )
-        except HiveError as exc:
-            return _error(str(exc), "invalid_download")
+        row = model_download_create(
+            hive_name=body.validated_data["hive"], source=body.validated_data["source"]
+        )
         return Response(DownloadOutput(row).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -192,5 +179,5 @@ class DownloadDetailApi(_Staff):
     def get(self, request: Request, download_id: int) -> Response:
         row = ModelDownload.objects.select_related("hive").filter(pk=download_id).first()
         if row is None:
-            return _error("no such download", "not_found", status.HTTP_404_NOT_FOUND)
+            raise HiveError(HiveErrorCode.NOT_FOUND, "no such download")
         return Response(DownloadOutput(row).data)

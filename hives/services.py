@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from hives.errors import HiveError, HiveErrorCode  # HiveError: the CLI imports it from here
 from hives.models import (
     Assignment,
     CatalogModel,
@@ -21,10 +22,6 @@ from hives.models import (
 from kernel import secrets
 
 
-class HiveError(Exception):
-    pass
-
-
 def hive_token_create(*, name: str) -> tuple[Hive, str]:
     """Create the hive `name` (or give it a new token) and return the token once.
 
@@ -32,7 +29,10 @@ def hive_token_create(*, name: str) -> tuple[Hive, str]:
     is refused on its next connection.
     """
     if not name or slugify(name) != name:
-        raise HiveError(f"invalid hive name {name!r}: use lowercase letters, digits, '-' and '_'")
+        raise HiveError(
+            HiveErrorCode.INVALID_NAME,
+            f"invalid hive name {name!r}: use lowercase letters, digits, '-' and '_'",
+        )
     new = secrets.make(Hive.TOKEN_KIND)
     with transaction.atomic():
         hive, created = Hive.objects.select_for_update().get_or_create(
@@ -157,7 +157,10 @@ def assignment_add(
 
     hive = Hive.objects.filter(name=hive_name).first()
     if hive is None:
-        raise HiveError(f"no hive named {hive_name!r}; create it with `rbee hive token`")
+        raise HiveError(
+            HiveErrorCode.UNKNOWN_HIVE,
+            f"no hive named {hive_name!r}; create it with `rbee hive token`",
+        )
 
     from hives.agent.catalog import parse_options
 
@@ -172,7 +175,7 @@ def assignment_add(
         elif "?" in spec:  # a bundled or well-known id: the hive checks its package
             parse_options(spec.partition("?")[2])
     except EngineError as exc:
-        raise HiveError(exc.message) from exc
+        raise HiveError(HiveErrorCode.INVALID_SPEC, exc.message) from exc
     with transaction.atomic():
         assignment, _ = Assignment.objects.update_or_create(
             hive=hive, model_name=name, device=device, defaults={"spec": spec, "pinned": pinned}
@@ -191,7 +194,10 @@ def _device_name(hive: Hive, device: str) -> str:
                 return f"{d.get('kind')}:{device}"
         return f"cuda:{device}"
     if not re.fullmatch(r"cpu|(cuda|metal|rocm):\d+", device):
-        raise HiveError(f"bad device {device!r}: use cpu, cuda:N, metal:N, rocm:N or N")
+        raise HiveError(
+            HiveErrorCode.INVALID_DEVICE,
+            f"bad device {device!r}: use cpu, cuda:N, metal:N, rocm:N or N",
+        )
     return device
 
 
@@ -256,14 +262,18 @@ def worker_command_create(
 ) -> WorkerCommand:
     """Order a worker to start, stop or restart; its hive gets it with its next heartbeat."""
     if action not in WorkerCommand.Action.values:
-        raise HiveError(f"unknown action {action!r}: use start, stop or restart")
+        raise HiveError(
+            HiveErrorCode.INVALID_ACTION, f"unknown action {action!r}: use start, stop or restart"
+        )
     workers = Worker.objects.filter(hive__name=hive_name, model__name=model_name)
     if device:
         workers = workers.filter(device=device)
     worker = workers.select_related("hive").order_by("device").first()
     if worker is None:
         where = f" on {device}" if device else ""
-        raise HiveError(f"hive {hive_name!r} has no worker for {model_name!r}{where}")
+        raise HiveError(
+            HiveErrorCode.NO_WORKER, f"hive {hive_name!r} has no worker for {model_name!r}{where}"
+        )
     with transaction.atomic():
         return WorkerCommand.objects.create(
             hive=worker.hive, model_name=model_name, device=worker.device, action=action
@@ -276,14 +286,16 @@ def model_alias_set(
     """Make `alias` another name of the catalog model `target` (created if need be, so
     `rbee up` can name models before their hive has reported them)."""
     if not alias or alias == target:
-        raise HiveError("an alias needs a name of its own")
+        raise HiveError(HiveErrorCode.INVALID_ALIAS, "an alias needs a name of its own")
     with transaction.atomic():
         if CatalogModel.objects.filter(name=alias).exists():
-            raise HiveError(f"{alias!r} is already the name of a model")
+            raise HiveError(
+                HiveErrorCode.INVALID_ALIAS, f"{alias!r} is already the name of a model"
+            )
         model = CatalogModel.objects.filter(name=target).first()
         if model is None:
             if not capability:
-                raise HiveError(f"no model named {target!r}")
+                raise HiveError(HiveErrorCode.UNKNOWN_MODEL, f"no model named {target!r}")
             model = CatalogModel.objects.create(name=target, capability=capability, engine=engine)
         if keep:  # leave an alias the owner already set alone
             row, _ = ModelAlias.objects.get_or_create(name=alias, defaults={"model": model})
@@ -302,9 +314,15 @@ def model_download_create(*, hive_name: str, source: str) -> ModelDownload:
     """Ask the hive to fetch `source` (a repo id, or a local path it checks)."""
     hive = Hive.objects.filter(name=hive_name).first()
     if hive is None:
-        raise HiveError(f"no hive named {hive_name!r}; create it with `rbee hive token`")
+        raise HiveError(
+            HiveErrorCode.UNKNOWN_HIVE,
+            f"no hive named {hive_name!r}; create it with `rbee hive token`",
+        )
     if not source.strip():
-        raise HiveError("say what to download: a repo id (org/name) or a local path")
+        raise HiveError(
+            HiveErrorCode.INVALID_SOURCE,
+            "say what to download: a repo id (org/name) or a local path",
+        )
     with transaction.atomic():
         # Asked again while it still runs (the CLI gave up waiting, say): follow that one
         # rather than start a second download into the same files.

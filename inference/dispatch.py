@@ -1,8 +1,8 @@
 """Send a job to a hive and relay its events back, through the channel layer.
 
-The view opens a reply channel of its own, sends ``job.dispatch`` to the channel
-of the consumer holding the chosen hive's websocket, and waits for the hive's
-acknowledgement. Channel layers deliver at most once, so a dispatch that is not
+The pipeline (inference/pipeline.py) opens a reply channel of its own, sends
+``job.dispatch`` to the channel of the consumer holding the chosen hive's websocket, and
+waits for the hive's acknowledgement. Channel layers deliver at most once, so a dispatch that is not
 acknowledged in time is sent again (to another hive when there is one) before any
 event has arrived; afterwards, a job that stays silent too long is failed rather
 than left hanging.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -24,6 +23,7 @@ from django.conf import settings
 
 from hives.selectors import Placement
 from inference.errors import APIError
+from inference.scheduler import least_loaded
 
 logger = logging.getLogger("inference.dispatch")
 
@@ -37,14 +37,6 @@ def local_load() -> dict[int, int]:
 
 def new_job_id() -> str:
     return uuid.uuid4().hex
-
-
-def choose(placements: list[Placement]) -> Placement:
-    """Least loaded first (this process's own count, then the hive's report), ties at random."""
-    return min(
-        placements,
-        key=lambda p: (_local_inflight[p.worker_id], p.inflight, random.random()),
-    )
 
 
 @dataclass
@@ -157,7 +149,7 @@ class Job:
             if attempt == 0 and self.preferred is not None:
                 placement = self.preferred
             else:
-                placement = choose(untried or self.placements)
+                placement = least_loaded(untried or self.placements, _local_inflight)
             # Resending to the same socket: no cancel, or it would stop the job we resend.
             previous = self.placement
             same = previous is not None and previous.channel_name == placement.channel_name

@@ -1,4 +1,6 @@
-"""OpenAI's error envelope: {"error": {"message", "type", "param", "code"}} with its status."""
+"""OpenAI's error envelope for /v1: {"error": {"message", "type", "param", "code"}} with its
+status, and the one table from domain codes (tenants, billing, the scheduler) to it.
+(The /api endpoints have theirs in rbee/api_errors.py.)"""
 
 from __future__ import annotations
 
@@ -7,7 +9,9 @@ from typing import Any
 from django.http import JsonResponse
 
 from billing.errors import AdmissionCode
+from inference.scheduler import SchedulerCode
 from kernel.errors import DomainError
+from tenants.errors import TenantErrorCode
 
 _TYPES = {
     400: "invalid_request_error",
@@ -25,7 +29,9 @@ _TYPES = {
 
 
 class APIError(Exception):
-    """Raised anywhere on the /v1/ path; turned into OpenAI's error body by the view."""
+    """What is wrong with a /v1 request itself (its body, method, URL, model, the queue,
+    the worker), raised anywhere on the path; `inference.pipeline.endpoint` answers it
+    with OpenAI's error body. Domain errors go through `from_domain` instead."""
 
     def __init__(
         self,
@@ -69,12 +75,19 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
 
 
 # The one table from domain codes to /v1 responses: (HTTP status, OpenAI error type or None
-# for the status's default).
+# for the status's default). The codes a /v1 request can meet; any other is a 500.
 DOMAIN_STATUS: dict[str, tuple[int, str | None]] = {
+    # tenants: who is calling
+    TenantErrorCode.INVALID_API_KEY: (401, None),
+    TenantErrorCode.ACCOUNT_DEACTIVATED: (401, None),
+    # billing: the key's scopes, the plan's models, rates and quotas
     AdmissionCode.INSUFFICIENT_SCOPE: (403, None),
     AdmissionCode.MODEL_NOT_IN_PLAN: (403, None),
     AdmissionCode.RATE_LIMIT_EXCEEDED: (429, "requests"),
     AdmissionCode.INSUFFICIENT_QUOTA: (429, "insufficient_quota"),
+    # the owner's should_admit
+    SchedulerCode.REJECTED: (429, None),
+    SchedulerCode.DENIED: (403, None),
 }
 
 
@@ -83,4 +96,18 @@ def from_domain(exc: DomainError) -> APIError:
     status, type_ = DOMAIN_STATUS.get(exc.code, (500, None))
     return APIError(
         status, exc.message, param=exc.param, code=str(exc.code), type=type_, headers=exc.headers
+    )
+
+
+def from_event(event: dict[str, Any]) -> APIError:
+    """A worker's `error` event as OpenAI's envelope."""
+    status = event.get("status")
+    status = status if isinstance(status, int) else 500
+    if status == 499:  # an engine's "cancelled", reaching a job that was not: a retry's
+        status = 503
+    return APIError(
+        status if 400 <= status < 600 else 500,
+        str(event.get("message") or "the worker failed"),
+        code=str(event.get("code") or "worker_error"),
+        param=event.get("param"),
     )

@@ -4,12 +4,15 @@
     POST /api/scheduler/script   {"source": "..."}: compile and store as the new version
                                  (201), or 400 with line and column; the running one stays
 
+A broken script raises ScriptError, whose data (the Rhai error's line, column and message)
+the one handler of every DRF endpoint (rbee/api_errors.py) puts into the error body:
+{"error": {"message", "code": "script_invalid", "line", "column", "detail"}}.
+
 Staff users only (session or HTTP Basic).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from rest_framework import serializers, status
@@ -20,7 +23,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from inference.models import SchedulerScript
-from inference.scheduler import ScriptError
 from inference.services import scheduler_script_store
 
 
@@ -50,24 +52,7 @@ class SchedulerScriptApi(APIView):
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            row = scheduler_script_store(
-                source=data.validated_data["source"], origin=data.validated_data["origin"]
-            )
-        except ScriptError as exc:
-            text = str(exc)
-            m = re.match(r"(\d+):(\d+): (.*)", text, re.S)
-            line, column, message = (int(m[1]), int(m[2]), m[3]) if m else (0, 0, text)
-            return Response(
-                {
-                    "error": {
-                        "message": text,
-                        "line": line,
-                        "column": column,
-                        "detail": message,
-                        "code": "script_invalid",
-                    }
-                },
-                status=status.HTTP_400_BAD_REQUEST,
-            )
+        row = scheduler_script_store(
+            source=data.validated_data["source"], origin=data.validated_data["origin"]
+        )
         return Response(self.OutputSerializer(row).data, status=status.HTTP_201_CREATED)

@@ -55,6 +55,11 @@ def queue_depth(model: str) -> int:
     return len(q.waiting) if q else 0
 
 
+def occupancy() -> dict[str, tuple[int, int]]:
+    """Each model's queue in this process: (requests waiting, requests running)."""
+    return {model: (len(q.waiting), q.running) for model, q in _queues.items()}
+
+
 class Slot:
     """A started request's claim on its model's capacity; release() exactly once."""
 

@@ -18,16 +18,19 @@ RBEE_SCHEDULER_CHECK_SECONDS.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import rhai
 from hives.selectors import Placement
+from kernel.errors import DomainError
 
 logger = logging.getLogger("inference.scheduler")
 
@@ -54,17 +57,41 @@ def _first(items: Any) -> Any:
     return items[0] if isinstance(items, list) and items else None
 
 
-def _least_loaded(items: Any) -> Any:
+# --- the one "least loaded" rule ----------------------------------------------------------
+
+
+def _rank(local: float, reported: float, vram_free_mb: float) -> tuple[float, float, float]:
+    """Fewest jobs this process has in flight on the worker (always current), then fewest
+    in its hive's last report, then the most free memory."""
+    return (local, reported, -vram_free_mb)
+
+
+def least_loaded(placements: Sequence[Placement], load: Mapping[int, int]) -> Placement:
+    """The least loaded placement, the first of equals: the default policy, a retried
+    dispatch and the scripts' `least_loaded()` all choose by this one rule. `load` is this
+    process's count of jobs in flight per worker id (inference/dispatch.py)."""
+    return min(
+        placements, key=lambda p: _rank(load.get(p.worker_id, 0), p.inflight, p.vram_free_mb)
+    )
+
+
+def _num(v: Any) -> float:
+    return v if isinstance(v, int | float) and not isinstance(v, bool) else 0
+
+
+def _least_loaded_map(items: Any) -> Any:
+    """`workers.least_loaded()` in a script, over the worker maps (see worker_map: `load`
+    is this process's count plus the hive's report, `queue_depth` this process's count)."""
     if not isinstance(items, list) or not items:
         return None
-    return min(
-        items,
-        key=lambda w: (
-            (w.get("load", 0), w.get("queue_depth", 0), -w.get("vram_free_mb", 0))
-            if isinstance(w, dict)
-            else (0, 0, 0)
-        ),
-    )
+
+    def key(w: Any) -> tuple[float, float, float]:
+        if not isinstance(w, dict):
+            return _rank(0, 0, 0)
+        local = _num(w.get("queue_depth", 0))
+        return _rank(local, _num(w.get("load", 0)) - local, _num(w.get("vram_free_mb", 0)))
+
+    return min(items, key=key)
 
 
 def _admit() -> dict[str, Any]:
@@ -82,7 +109,7 @@ def _deny(reason: Any = "refused by the scheduler") -> dict[str, Any]:
 def new_engine() -> rhai.Engine:
     engine = rhai.Engine(max_operations=OPS_LIMIT, max_call_levels=32)
     engine.register_fn("first", _first)
-    engine.register_fn("least_loaded", _least_loaded)
+    engine.register_fn("least_loaded", _least_loaded_map)
     engine.register_fn("admit", _admit)
     engine.register_fn("reject", _reject)
     engine.register_fn("deny", _deny)
@@ -91,8 +118,32 @@ def new_engine() -> rhai.Engine:
     return engine
 
 
-class ScriptError(Exception):
-    """The script does not compile or does not define what the scheduler needs."""
+class SchedulerCode(enum.StrEnum):
+    SCRIPT_INVALID = "script_invalid"  # does not compile, or defines neither function
+    REJECTED = "scheduler_rejected"  # should_admit returned reject(reason)
+    DENIED = "scheduler_denied"  # should_admit returned deny(reason)
+
+
+class SchedulerError(DomainError):
+    """What the scheduler refuses, by code (mapped to HTTP by inference/errors.py for /v1
+    and rbee/api_errors.py for the API)."""
+
+
+class ScriptError(SchedulerError):
+    """The script does not compile or does not define what the scheduler needs. Its
+    message reads "line:column: what" (as `rbee scheduler check` prints it); `data` holds
+    `line`, `column` and `detail` (the message alone), taken from the Rhai error."""
+
+    def __init__(self, detail: str, *, line: int, column: int) -> None:
+        super().__init__(
+            SchedulerCode.SCRIPT_INVALID,
+            f"{line}:{column}: {detail}",
+            data={"line": line, "column": column, "detail": detail},
+        )
+
+    @classmethod
+    def from_rhai(cls, exc: rhai.RhaiError) -> ScriptError:
+        return cls(exc.message, line=exc.line, column=exc.column)
 
 
 class Policy:
@@ -109,13 +160,15 @@ class Policy:
             try:
                 self.ast = self.engine.compile(source)
             except rhai.RhaiError as exc:
-                raise ScriptError(str(exc)) from exc
+                raise ScriptError.from_rhai(exc) from exc
             if self.ast.has_fn("should_admit", 2):
                 self.admit_arg = self.ast.fn_params("should_admit", 2)[1]
             if not self.ast.has_fn("route_task", 2) and not self.admit_arg:
                 raise ScriptError(
-                    "1:1: the script defines neither fn route_task(task, workers) "
-                    "nor fn should_admit(task, queue_depth | customer)"
+                    "the script defines neither fn route_task(task, workers) "
+                    "nor fn should_admit(task, queue_depth | customer)",
+                    line=1,
+                    column=1,
                 )
 
     def _failed(self, fn: str, exc: rhai.RhaiError) -> None:
@@ -144,7 +197,7 @@ class Policy:
         return Admission(True)
 
     def route(
-        self, task: dict[str, Any], placements: list[Placement], load: dict[int, int]
+        self, task: dict[str, Any], placements: list[Placement], load: Mapping[int, int]
     ) -> Decision:
         if self.routes and self.ast is not None:
             maps = [worker_map(p, load.get(p.worker_id, 0)) for p in placements]
@@ -163,12 +216,7 @@ class Policy:
                 if chosen is not None:
                     logger.info("route_task chose a worker outside the eligible set; default")
         counters["default_decisions"] += 1
-        return Decision(default_choice(placements, load), "default")
-
-
-def default_choice(placements: list[Placement], load: dict[int, int]) -> Placement:
-    """Least loaded (this process's count, then the hive's report), most free memory."""
-    return min(placements, key=lambda p: (load.get(p.worker_id, 0), p.inflight, -p.vram_free_mb))
+        return Decision(least_loaded(placements, load), "default")
 
 
 def worker_map(p: Placement, load: int) -> dict[str, Any]:
@@ -237,6 +285,11 @@ def current_policy(check_every: float) -> Policy:
                     logger.error("scheduler script v%s does not compile: %s", row.pk, exc)
                     _current = Policy(_current.source, version) if _current.source else Policy()
         return _current
+
+
+def version_in_force() -> int:
+    """The version of the script this process runs (0: none), as last checked."""
+    return _current.version
 
 
 def dry_run(policy: Policy) -> list[str]:

@@ -30,11 +30,6 @@ class _Form(BaseModel):
 _M = TypeVar("_M", bound=BaseModel)
 
 
-class TextPart(_Strict):
-    type: Literal["text"]
-    text: StrictStr
-
-
 class ChatMessage(_Strict):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: StrictStr | list[dict[str, Any]] | None = None
@@ -451,7 +446,6 @@ def image_kind(data: bytes) -> str | None:
 
 AUDIO_EXTENSIONS = ("flac", "m4a", "mp3", "mp4", "mpeg", "mpga", "oga", "ogg", "wav", "webm")
 MAX_AUDIO_UPLOAD = 25 * 1024 * 1024  # OpenAI: "File uploads are currently limited to 25 MB"
-TRANSCRIPT_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 
 
 class TranscriptionForm(_Form):
@@ -490,7 +484,6 @@ def check_audio_upload(name: str, data: bytes) -> None:
         )
 
 
-SPEECH_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
 MAX_SPEECH_INPUT = 4096
 
 

@@ -1,18 +1,22 @@
+"""Every /v1 URL. Model calls go through `pipeline.serve`, which runs the one request path
+(authenticate, parse, resolve, check access, admit, queue, route, dispatch, meter: see
+inference/pipeline.py); each resource module says only what differs."""
+
 from django.urls import path, re_path
 
-from inference import endpoints, views
+from inference import audio, chat, completions, embeddings, images, models_api, pipeline
 
 urlpatterns = [
-    path("models", views.models_list),
-    path("models/<path:model_id>", views.model_detail),
-    path("chat/completions", views.chat_completions),
-    path("completions", endpoints.completions),
-    path("embeddings", endpoints.embeddings),
-    path("images/generations", endpoints.image_generations),
-    path("images/variations", endpoints.image_variations),
-    re_path(r"^images/content/(?P<token>[A-Za-z0-9_-]{20,64})\.png$", endpoints.image_content),
-    path("audio/transcriptions", endpoints.transcriptions),
-    path("audio/translations", endpoints.translations),
-    path("audio/speech", endpoints.speech),
-    re_path(r"^(?P<rest>.*)$", views.not_found),
+    path("models", models_api.models_list),
+    path("models/<path:model_id>", models_api.model_detail),
+    path("chat/completions", pipeline.serve(chat.CHAT)),
+    path("completions", pipeline.serve(completions.COMPLETIONS)),
+    path("embeddings", pipeline.serve(embeddings.EMBEDDINGS)),
+    path("images/generations", pipeline.serve(images.GENERATIONS)),
+    path("images/variations", pipeline.serve(images.VARIATIONS)),
+    re_path(r"^images/content/(?P<token>[A-Za-z0-9_-]{20,64})\.png$", images.content),
+    path("audio/transcriptions", pipeline.serve(audio.TRANSCRIPTIONS)),
+    path("audio/translations", pipeline.serve(audio.TRANSLATIONS)),
+    path("audio/speech", pipeline.serve(audio.SPEECH)),
+    re_path(r"^(?P<rest>.*)$", pipeline.unknown_url),
 ]

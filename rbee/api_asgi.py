@@ -21,26 +21,14 @@ from typing import Any
 
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
-from django.http import HttpResponseBase, JsonResponse
+from django.http import HttpResponseBase
 from django.urls import Resolver404, get_resolver
+
+from inference.errors import APIError
 
 logger = logging.getLogger("rbee.api")
 
 Scope = dict[str, Any]
-
-
-def _error(status: int, message: str, code: str) -> JsonResponse:
-    return JsonResponse(
-        {
-            "error": {
-                "message": message,
-                "type": "invalid_request_error" if status < 500 else "server_error",
-                "param": None,
-                "code": code,
-            }
-        },
-        status=status,
-    )
 
 
 class Disconnected(Exception):
@@ -106,17 +94,19 @@ class APIApplication:
         try:
             match = self.resolver.resolve(request.path_info)
         except Resolver404:
-            response: HttpResponseBase = _error(
-                404, f"Invalid URL ({request.method} {request.path})", "unknown_url"
-            )
+            response: HttpResponseBase = APIError(
+                404, f"Invalid URL ({request.method} {request.path})", code="unknown_url"
+            ).response()
         else:
             try:
                 response = await match.func(request, *match.args, **match.kwargs)
             except Exception:
                 logger.exception("unexpected error on %s", request.path)
-                response = _error(
-                    500, "The server had an error while processing your request.", "internal_error"
-                )
+                response = APIError(
+                    500,
+                    "The server had an error while processing your request.",
+                    code="internal_error",
+                ).response()
         # Not response.close(): it would fire request_finished, whose receivers touch
         # database connections from the event loop; the API's are managed in rbee/db.py.
         await _send_response(response, send)

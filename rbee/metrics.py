@@ -33,15 +33,15 @@ class SchedulerCollector(Collector):
         running = GaugeMetricFamily(
             "rbee_queue_running", "Requests holding a worker slot", labels=["model"]
         )
-        for model, q in sorted(queueing._queues.items()):
-            waiting.add_metric([model], len(q.waiting))
-            running.add_metric([model], q.running)
+        for model, (n_waiting, n_running) in sorted(queueing.occupancy().items()):
+            waiting.add_metric([model], n_waiting)
+            running.add_metric([model], n_running)
         yield waiting
         yield running
         version = GaugeMetricFamily(
             "rbee_scheduler_script_version", "Version of the scheduler script in force (0: none)"
         )
-        version.add_metric([], scheduler._current.version)
+        version.add_metric([], scheduler.version_in_force())
         yield version
 
 

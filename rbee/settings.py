@@ -204,6 +204,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # One error handler and one table of domain codes for every DRF endpoint.
+    "EXCEPTION_HANDLER": "rbee.api_errors.exception_handler",
 }
 
 LOG_LEVEL = env.str("RBEE_LOG_LEVEL", default="INFO")

@@ -34,7 +34,8 @@ Tenant isolation: a tenant is only ever fetched through the caller's membership 
 (staff aside), and every other object through that tenant, so another tenant's id and
 an id that does not exist answer the same 404. A member lacking the role gets 403, and
 only for a tenant they belong to (checked before any object is looked up, so a 403
-says nothing about other tenants' ids either). Errors: {"error": {"message", "code"}}.
+says nothing about other tenants' ids either). Errors: {"error": {"message", "code"}}
+(rbee/api_errors.py, for every DRF endpoint).
 """
 
 from __future__ import annotations
@@ -54,7 +55,6 @@ from rest_framework.permissions import IsAdminUser, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
-from rest_framework.views import exception_handler as drf_exception_handler
 
 from tenants.errors import TenantError, TenantErrorCode
 from tenants.models import ApiKey, Invitation, Membership, Plan, Tenant
@@ -83,75 +83,18 @@ MAX_INVITATION_TTL = timedelta(days=30)
 NOT_FOUND_MESSAGE = "not found"
 
 
-# Errors ---------------------------------------------------------------------------------
+# Errors: raised as domain errors (or DRF's), answered by the one handler of every DRF
+# endpoint (rbee/api_errors.py, REST_FRAMEWORK["EXCEPTION_HANDLER"]) as
+# {"error": {"message", "code"}}.
 
 
-class ApiError(exceptions.APIException):
-    """An error answered as {"error": {"message", "code"}} with `status_code`."""
-
-    def __init__(self, message: str, code: str, http: int = status.HTTP_400_BAD_REQUEST) -> None:
-        super().__init__(detail=message, code=code)
-        self.status_code = http
-        self.error_code = code
-
-
-def not_found() -> ApiError:
+def not_found() -> TenantError:
     """The one 404 of this API: the same for 'not yours' and 'does not exist'."""
-    return ApiError(NOT_FOUND_MESSAGE, "not_found", status.HTTP_404_NOT_FOUND)
+    return TenantError(TenantErrorCode.NOT_FOUND, NOT_FOUND_MESSAGE)
 
 
-def forbidden(message: str = "your role in this tenant does not allow this") -> ApiError:
-    return ApiError(message, "forbidden", status.HTTP_403_FORBIDDEN)
-
-
-_TENANT_ERROR_HTTP: dict[str, int] = {
-    TenantErrorCode.NOT_FOUND: status.HTTP_404_NOT_FOUND,
-    TenantErrorCode.ALREADY_EXISTS: status.HTTP_409_CONFLICT,
-    TenantErrorCode.INVALID: status.HTTP_400_BAD_REQUEST,
-}
-
-
-def _from_tenant_error(exc: TenantError, *, not_found_http: int | None = None) -> ApiError:
-    http = _TENANT_ERROR_HTTP.get(exc.code, status.HTTP_400_BAD_REQUEST)
-    if exc.code == TenantErrorCode.NOT_FOUND and not_found_http is not None:
-        http = not_found_http
-    return ApiError(exc.message, str(exc.code), http)
-
-
-def _flatten(detail: Any, field: str = "") -> list[str]:
-    if isinstance(detail, dict):
-        out: list[str] = []
-        for key, value in detail.items():
-            name = key if key != "non_field_errors" else ""
-            out += _flatten(value, f"{field}.{name}" if field and name else field or name)
-        return out
-    if isinstance(detail, list):
-        return [m for item in detail for m in _flatten(item, field)]
-    return [f"{field}: {detail}" if field else str(detail)]
-
-
-def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's handler, with every error body as {"error": {"message", "code"}}."""
-    if isinstance(exc, TenantError):
-        exc = _from_tenant_error(exc)
-    response = drf_exception_handler(exc, context)
-    if response is None:
-        return None
-    if isinstance(exc, ApiError):
-        message, code = str(exc.detail), exc.error_code
-    elif isinstance(exc, exceptions.ValidationError):
-        message, code = "; ".join(_flatten(exc.detail)) or "invalid request", "invalid_request"
-    elif isinstance(exc, exceptions.NotFound):
-        message, code = NOT_FOUND_MESSAGE, "not_found"
-    elif isinstance(exc, exceptions.PermissionDenied):
-        message, code = str(exc.detail), "forbidden"
-    elif isinstance(exc, exceptions.APIException):
-        codes = exc.get_codes()
-        message, code = str(exc.detail), codes if isinstance(codes, str) else "error"
-    else:
-        message, code = "error", "error"
-    response.data = {"error": {"message": message, "code": code}}
-    return response
+def forbidden(message: str = "your role in this tenant does not allow this") -> TenantError:
+    return TenantError(TenantErrorCode.FORBIDDEN, message)
 
 
 # Access ---------------------------------------------------------------------------------
@@ -197,9 +140,6 @@ MAX_ID = 2**63 - 1  # the largest primary key; SQLite cannot even bind a larger 
 class PortalView(APIView):
     authentication_classes = [SessionAuthentication, BasicAuthentication]
     permission_classes = [IsAuthenticated]
-
-    def get_exception_handler(self) -> Any:
-        return api_exception_handler
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)  # authentication and permissions first
@@ -346,16 +286,13 @@ class TenantDetailApi(PortalView):
             raise forbidden("only staff may change a tenant's plan, status or limits")
         v = valid(self.InputSerializer(data=request.data))
         tenant = access.tenant
-        try:
-            with transaction.atomic():
-                if "plan" in v:
-                    tenant = tenant_set_plan(tenant=tenant, plan_name=v["plan"])
-                if "status" in v:
-                    tenant = tenant_set_status(tenant=tenant, status=v["status"])
-                if "overrides" in v:
-                    tenant = tenant_set_overrides(tenant=tenant, overrides=v["overrides"])
-        except TenantError as exc:
-            raise _from_tenant_error(exc, not_found_http=status.HTTP_400_BAD_REQUEST) from exc
+        with transaction.atomic():
+            if "plan" in v:
+                tenant = tenant_set_plan(tenant=tenant, plan_name=v["plan"])
+            if "status" in v:
+                tenant = tenant_set_status(tenant=tenant, status=v["status"])
+            if "overrides" in v:
+                tenant = tenant_set_overrides(tenant=tenant, overrides=v["overrides"])
         tenant = Tenant.objects.select_related("plan").get(pk=tenant.pk)
         return Response(tenant_data(tenant, access.role))
 
@@ -406,12 +343,9 @@ class KeysApi(PortalView):
         access = tenant_access(request, tenant_id)
         access.require(*MANAGERS)
         v = valid(self.InputSerializer(data=request.data))
-        try:
-            key, plaintext = api_key_create(
-                tenant=access.tenant, name=v["name"], scopes=v["scopes"], expires_at=v["expires_at"]
-            )
-        except TenantError as exc:
-            raise _from_tenant_error(exc) from exc
+        key, plaintext = api_key_create(
+            tenant=access.tenant, name=v["name"], scopes=v["scopes"], expires_at=v["expires_at"]
+        )
         return Response({**KeyOutput(key).data, "key": plaintext}, status=status.HTTP_201_CREATED)
 
 
@@ -438,16 +372,7 @@ class KeyRotateApi(PortalView):
         access.require(*MANAGERS)
         old = _key(access, key_id)
         v = valid(self.InputSerializer(data=request.data))
-        if old.replaced_by_id is not None:
-            raise ApiError(
-                "this key was already rotated: rotate its successor instead", "already_rotated"
-            )
-        try:
-            new, plaintext = api_key_rotate(
-                api_key=old, grace=timedelta(seconds=v["grace_seconds"])
-            )
-        except TenantError as exc:
-            raise _from_tenant_error(exc) from exc
+        new, plaintext = api_key_rotate(api_key=old, grace=timedelta(seconds=v["grace_seconds"]))
         old.refresh_from_db()
         return Response(
             {**KeyOutput(new).data, "key": plaintext, "replaces": KeyOutput(old).data},
@@ -507,14 +432,11 @@ class MembersApi(PortalView):
             users = users.filter(email__iexact=v["email"])
         found = list(users[:2])
         if len(found) != 1:
-            raise ApiError(
+            raise TenantError(
+                TenantErrorCode.UNKNOWN_USER,
                 "no single user with that username or email: send an invitation instead",
-                "unknown_user",
             )
-        try:
-            m = membership_add(tenant=access.tenant, user=found[0], role=v["role"])
-        except TenantError as exc:
-            raise _from_tenant_error(exc) from exc
+        m = membership_add(tenant=access.tenant, user=found[0], role=v["role"])
         return Response(MemberOutput(m).data, status=status.HTTP_201_CREATED)
 
 
@@ -528,10 +450,7 @@ class MemberDetailApi(PortalView):
         m = _membership(access, membership_id)
         v = valid(self.InputSerializer(data=request.data))
         _require_owner_for(access, m.role, v["role"])
-        try:
-            m = membership_set_role(membership=m, role=v["role"])
-        except TenantError as exc:
-            raise _from_tenant_error(exc) from exc
+        m = membership_set_role(membership=m, role=v["role"])
         return Response(MemberOutput(m).data)
 
     def delete(self, request: Request, tenant_id: int, membership_id: int) -> Response:
@@ -545,10 +464,7 @@ class MemberDetailApi(PortalView):
         m = _membership(access, membership_id)
         if not own:
             _require_owner_for(access, m.role)
-        try:
-            membership_remove(membership=m)
-        except TenantError as exc:
-            raise _from_tenant_error(exc) from exc
+        membership_remove(membership=m)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -580,16 +496,13 @@ class InvitationsApi(PortalView):
         access.require(*MANAGERS)
         v = valid(self.InputSerializer(data=request.data))
         _require_owner_for(access, v["role"])
-        try:
-            invitation, token = invitation_create(
-                tenant=access.tenant,
-                email=v["email"],
-                role=v["role"],
-                invited_by=request.user,
-                ttl=timedelta(seconds=v["ttl_seconds"]),
-            )
-        except TenantError as exc:
-            raise _from_tenant_error(exc) from exc
+        invitation, token = invitation_create(
+            tenant=access.tenant,
+            email=v["email"],
+            role=v["role"],
+            invited_by=request.user,
+            ttl=timedelta(seconds=v["ttl_seconds"]),
+        )
         return Response(
             {**InvitationOutput(invitation).data, "token": token},
             status=status.HTTP_201_CREATED,
@@ -604,10 +517,7 @@ class InvitationDetailApi(PortalView):
         if invitation is None:
             raise not_found()
         _require_owner_for(access, invitation.role)
-        try:
-            invitation_cancel(invitation=invitation)
-        except TenantError as exc:
-            raise _from_tenant_error(exc) from exc
+        invitation_cancel(invitation=invitation)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -617,10 +527,7 @@ class InvitationAcceptApi(PortalView):
 
     def post(self, request: Request) -> Response:
         v = valid(self.InputSerializer(data=request.data))
-        try:
-            m = invitation_accept(token=v["token"], user=request.user)
-        except TenantError as exc:
-            raise _from_tenant_error(exc) from exc
+        m = invitation_accept(token=v["token"], user=request.user)
         tenant = Tenant.objects.select_related("plan").get(pk=m.tenant_id)
         return Response(
             {"membership": MemberOutput(m).data, "tenant": tenant_data(tenant, m.role)},
@@ -673,7 +580,7 @@ class PlanDetailApi(StaffOnlyView):
     def patch(self, request: Request, plan_id: int) -> Response:
         plan = self._plan(plan_id)
         if "name" in request.data and request.data["name"] != plan.name:
-            raise ApiError("a plan cannot be renamed", "invalid_request")
+            raise exceptions.ValidationError("a plan cannot be renamed")
         body = PlanUpdateInput(plan, data=request.data, partial=True)
         body.is_valid(raise_exception=True)
         with transaction.atomic():

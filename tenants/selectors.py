@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from kernel import secrets
-from tenants.errors import TenantError, TenantErrorCode
+from tenants.errors import KeyRejected, TenantError, TenantErrorCode
 from tenants.models import ApiKey, Plan, Tenant
 
 _DUMMY_DIGEST = secrets.digest("sk-rbee-none")
@@ -30,14 +30,6 @@ class Caller:
     allowed_models: tuple[str, ...] = ()  # empty: every model
     scope_endpoints: tuple[str, ...] = ()  # empty: every endpoint
     scope_models: tuple[str, ...] = ()  # empty: every model the plan allows
-
-
-class KeyRejected(Exception):
-    """The bearer key is malformed, unknown, revoked, or its tenant is suspended."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def tenant_get(*, name: str) -> Tenant:

@@ -93,6 +93,11 @@ def api_key_rotate(
 ) -> tuple[ApiKey, str]:
     """A new key with the same name and scopes; the old one keeps working for `grace`
     (so clients can be switched over) and then expires."""
+    if api_key.replaced_by_id is not None:
+        raise TenantError(
+            TenantErrorCode.ALREADY_ROTATED,
+            "this key was already rotated: rotate its successor instead",
+        )
     if api_key.revoked_at is not None:
         raise TenantError(TenantErrorCode.INVALID, "a revoked key cannot be rotated")
     with transaction.atomic():
@@ -131,7 +136,8 @@ def tenant_set_plan(*, tenant: Tenant, plan_name: str) -> Tenant:
 
     plan = Plan.objects.filter(name=plan_name).first()
     if plan is None:
-        raise TenantError(TenantErrorCode.NOT_FOUND, f"no plan named {plan_name!r}")
+        # A value in the request, not an object it addresses: invalid, not "not found".
+        raise TenantError(TenantErrorCode.INVALID, f"no plan named {plan_name!r}", param="plan")
     with transaction.atomic():
         tenant.plan = plan
         tenant.tier = plan.name

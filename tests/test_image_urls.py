@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from inference.endpoints import _store_images
+from inference.images import store_images as _store_images
 from inference.models import GeneratedImage
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the view reads on its own thread

@@ -1,0 +1,672 @@
+"""The one path every /v1 request takes. `inference/urls.py` maps each URL to `serve(...)`
+(a model call) or to a view wrapped in `endpoint(...)`; everything below happens here, in
+this order, for every endpoint:
+
+    endpoint      the method check, OpenAI's error envelope for anything raised, the
+                  tenant's rate-limit headers on every answer (errors included)
+    serve(R)      for each resource R (inference/chat.py, completions.py, embeddings.py,
+                  images.py, audio.py), which only says what differs:
+     1 authenticate  the bearer key: its tenant, plan and scopes (tenants.selectors)
+     2 parse         the body, JSON or multipart, validated (R.parse; inference/schemas.py)
+     3 resolve       the model by name or alias, and the workers that serve it (hives)
+     4 access        the key's scopes and the plan's models (billing.gate.check_access),
+                     and the scheduler script in force
+                     (1-4 in one trip to the database, in that order: a bad key hears
+                     401 whatever its body, and learns nothing else)
+     5 admit         rates, concurrency and daily quotas in one atomic step, reserving
+                     R.work's cost (billing.gate.admit); then the script's should_admit
+     6 queue         a slot in the model's queue (inference/queueing.py)
+     7 route         the script's route_task, or the least loaded (inference/scheduler.py)
+     8 job           sent over the channel layer to the chosen hive (inference/dispatch.py)
+     9 meter         the job's Meter records the usage once, when the job ends, and settles
+                     the reservation (billing.gate.Meter)
+    10 respond       R.respond frames the events: relay() streams text as SSE, collect_text()
+                     gathers it for JSON, result() waits for a one-shot job's result
+
+Errors are raised, never returned: `APIError` (inference/errors.py) for what is about the
+HTTP request itself, domain errors (tenants, billing, the scheduler) for the rest; the
+`endpoint` wrapper turns both into OpenAI's envelope through the one table there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from functools import wraps
+from typing import Any, Generic, TypeVar
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http.multipartparser import MultiPartParserError
+from django.http.response import HttpResponseBase
+from django.views.decorators.csrf import csrf_exempt
+
+from billing import gate
+from billing.limits import Cost
+from billing.services import Usage
+from hives import selectors as hive_selectors
+from hives.models import CatalogModel
+from hives.selectors import Placement
+from inference import queueing, schemas
+from inference.dispatch import Job, local_load, new_job_id
+from inference.errors import APIError, bad_request, from_domain, from_event
+from inference.scheduler import Policy, SchedulerCode, SchedulerError, current_policy, task_map
+from kernel import __version__
+from kernel.aio import db
+from kernel.errors import DomainError
+from tenants.errors import KeyRejected
+from tenants.selectors import Caller, caller_anonymous, caller_from_key
+from tenants.services import api_key_touch
+
+logger = logging.getLogger("inference")
+requests_log = logging.getLogger("inference.requests")
+
+SYSTEM_FINGERPRINT = f"rbee-{__version__}"
+
+View = Callable[..., Awaitable[HttpResponseBase]]
+Body = TypeVar("Body")
+
+
+# --- every /v1 view: method, envelope, headers ------------------------------------------
+
+
+def endpoint(*methods: str) -> Callable[[View], Any]:
+    # Any: django-stubs types URL targets as sync views returning a response.
+    """Method check, CSRF exemption, OpenAI's error envelope and the rate-limit headers
+    for one /v1 view."""
+
+    def deco(view: View) -> Any:
+        @csrf_exempt
+        @wraps(view)
+        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            response = await answer(request, *args, **kwargs)
+            # Every response to an admitted request carries the tenant's rate-limit
+            # headers, errors from the worker included.
+            for k, v in getattr(request, "rbee_ratelimit", {}).items():
+                if k not in response:
+                    response[k] = v
+            return response
+
+        async def answer(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            try:
+                if request.method not in methods:
+                    raise APIError(
+                        405,
+                        f"Method {request.method} is not allowed on {request.path}; "
+                        f"use {', '.join(methods)}.",
+                        code="method_not_allowed",
+                        headers={"Allow": ", ".join(methods)},
+                    )
+                return await view(request, *args, **kwargs)
+            except APIError as exc:
+                return exc.response()
+            except DomainError as exc:
+                return from_domain(exc).response()
+            except Exception:
+                logger.exception("unexpected error on %s", request.path)
+                return APIError(
+                    500,
+                    "The server had an error while processing your request.",
+                    code="internal_error",
+                ).response()
+
+        return wrapper
+
+    return deco
+
+
+@endpoint("GET", "POST", "PUT", "PATCH", "DELETE")
+async def unknown_url(request: HttpRequest, rest: str = "") -> HttpResponse:
+    raise APIError(404, f"Invalid URL ({request.method} {request.path})", code="unknown_url")
+
+
+# --- 1 authenticate ----------------------------------------------------------------------
+
+
+def bearer(request: HttpRequest) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def authenticate(raw_key: str) -> Caller:
+    """The caller of a bearer key (KeyRejected otherwise); with no key, the open queen's
+    anonymous tenant if there is one. Sync (database): call through kernel.aio.db."""
+    if not raw_key:
+        if settings.RBEE_ANONYMOUS_TENANT:
+            try:
+                return caller_anonymous(tenant_name=settings.RBEE_ANONYMOUS_TENANT)
+            except KeyRejected:
+                pass
+        raise KeyRejected("missing")
+    caller = caller_from_key(raw_key)
+    _touch(caller)
+    return caller
+
+
+_touched: dict[int, float] = {}
+
+
+def _touch(caller: Caller) -> None:
+    """Keep the key's last-used time, writing at most once a minute per key and process."""
+    key_id = caller.api_key_id
+    now = time.monotonic()
+    if key_id is None or now - _touched.get(key_id, -1e9) < 60:
+        return
+    _touched[key_id] = now
+    api_key_touch(api_key_id=key_id)
+
+
+# --- 2 parse -----------------------------------------------------------------------------
+
+
+def read_body(request: HttpRequest) -> bytes:
+    """The raw body, or 413 when it is larger than the server accepts."""
+    limit = settings.RBEE_MAX_BODY_BYTES
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    too_big = APIError(
+        413,
+        f"The request body is larger than this server accepts ({limit} bytes).",
+        code="request_too_large",
+    )
+    if declared > limit:
+        raise too_big
+    try:
+        raw = request.body
+    except RequestDataTooBig as exc:
+        raise too_big from exc
+    if len(raw) > limit:
+        raise too_big
+    return raw
+
+
+def read_json(request: HttpRequest) -> dict[str, Any]:
+    return schemas.parse_json_body(read_body(request))
+
+
+def read_form(request: HttpRequest) -> tuple[dict[str, Any], dict[str, tuple[str, bytes]]]:
+    """A multipart form's fields and files (name -> (filename, bytes)). Runs in the
+    database thread with the rest of the preparation, so parsing never blocks the loop."""
+    read_body(request)  # 413 first
+    ctype = request.META.get("CONTENT_TYPE", "")
+    if not ctype.startswith("multipart/form-data"):
+        raise bad_request(
+            "This endpoint takes a multipart/form-data body (the file and the other "
+            "fields as form fields).",
+            code="invalid_content_type",
+        )
+    try:
+        post, files = request.POST, request.FILES
+    except (MultiPartParserError, TooManyFieldsSent, TooManyFilesSent) as exc:
+        raise bad_request(f"The multipart body could not be parsed: {exc}.") from exc
+    fields: dict[str, Any] = {}
+    for key in post:
+        values = post.getlist(key)
+        name = key[:-2] if key.endswith("[]") else key
+        fields[name] = values if key.endswith("[]") else values[-1]
+    uploads = {}
+    for key in files:
+        f = files.get(key)
+        if f is not None:
+            uploads[key] = (str(f.name or ""), f.read())
+    return fields, uploads
+
+
+# --- what each resource says -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Work:
+    """What a parsed request asks of a worker, and what it may cost."""
+
+    request: dict[str, Any]  # what the engine receives
+    size: int  # the task's size for the scheduler script (tokens, images, ...)
+    cost: Cost  # reserved against the tenant's limits until the meter settles it
+    model: str  # the model name the response and the usage record carry
+    extra: Mapping[str, Any] = field(default_factory=dict)  # the body's own extras (priority)
+    fallback: Usage | None = None  # what a job cut short counts (speech: its characters)
+
+
+@dataclass(frozen=True)
+class Call(Generic[Body]):
+    """A request on its way out: what `respond` frames."""
+
+    request: HttpRequest
+    body: Body
+    work: Work
+    job: Job
+
+
+@dataclass(frozen=True)
+class Resource(Generic[Body]):
+    """One /v1 model endpoint: only what differs between them."""
+
+    task: str  # hives.protocol TASK_*
+    capability: str  # CatalogModel.Capability
+    parse: Callable[[HttpRequest], Body]  # 2: in the database trip, may raise 400/413
+    model: Callable[[Body], str | None]  # the model it names (None: the default one)
+    work: Callable[[Body, CatalogModel], Work]
+    respond: Callable[[Call[Body]], Awaitable[HttpResponseBase]]  # 10
+
+
+def serve(resource: Resource[Any]) -> Any:
+    """The view of one model endpoint (POST)."""
+
+    @endpoint("POST")
+    async def view(request: HttpRequest) -> HttpResponseBase:
+        return await run(request, resource)
+
+    view.__name__ = view.__qualname__ = resource.task
+    return view
+
+
+async def run(request: HttpRequest, resource: Resource[Body]) -> HttpResponseBase:
+    raw_key = bearer(request)
+    if not raw_key and not settings.RBEE_ANONYMOUS_TENANT:
+        raise KeyRejected("missing")  # not even a trip to the database
+    body, target = await db(_prepare, raw_key, request, resource)  # 1-4
+    work = resource.work(body, target.model)
+    scheduled, slot = await _schedule(request, target, work)  # 5-7
+    job = _job(target, scheduled, slot, resource.task, work)  # 8, 9
+    response = await resource.respond(Call(request, body, work, job))  # 10
+    response["X-Request-Id"] = job.job_id
+    _record(response, job, scheduled)
+    return response
+
+
+# --- 1-4 in one trip to the database -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    caller: Caller
+    model: CatalogModel
+    placements: list[Placement]
+    policy: Policy
+
+
+def _prepare(raw_key: str, request: HttpRequest, resource: Resource[Body]) -> tuple[Body, Target]:
+    caller = authenticate(raw_key)
+    body = resource.parse(request)
+    model, placements = _resolve(resource.model(body), resource.capability)
+    if caller.scope_endpoints or caller.scope_models or caller.allowed_models:
+        aliases = list(model.aliases.values_list("name", flat=True))
+        gate.check_access(caller, resource.task, model.name, aliases)
+    policy = current_policy(settings.RBEE_SCHEDULER_CHECK_SECONDS)
+    return body, Target(caller=caller, model=model, placements=placements, policy=policy)
+
+
+_CAPABILITY_ENDPOINTS = {
+    "text-gen": "/v1/chat/completions or /v1/completions",
+    "embedding": "/v1/embeddings",
+    "image-gen": "/v1/images/generations or /v1/images/variations",
+    "audio-transcription": "/v1/audio/transcriptions or /v1/audio/translations",
+    "audio-gen": "/v1/audio/speech",
+}
+
+
+def _resolve(model_name: str | None, capability: str) -> tuple[CatalogModel, list[Placement]]:
+    """The model (by name or alias; the default of the capability when none is named)
+    and the workers that can serve it."""
+    if model_name is None:
+        model = hive_selectors.default_model_for(capability=capability)
+        if model is None:
+            raise APIError(
+                503,
+                f"No {capability} model is served right now; name one with 'model'.",
+                param="model",
+                code="model_unavailable",
+                headers={"Retry-After": "5"},
+            )
+    else:
+        model = hive_selectors.catalog_model_get(name=model_name)
+    if model is None:
+        raise APIError(
+            404,
+            f"The model '{model_name}' does not exist. GET /v1/models lists the models served.",
+            param="model",
+            code="model_not_found",
+        )
+    if model.capability != capability:
+        raise APIError(
+            400,
+            f"The model '{model_name}' is a {model.capability} model and cannot serve this "
+            f"endpoint; use it with {_CAPABILITY_ENDPOINTS.get(model.capability, 'another one')}.",
+            param="model",
+            code="wrong_model_type",
+        )
+    placements = hive_selectors.placements_for_model(model=model)
+    if not placements:
+        raise APIError(
+            503,
+            f"The model '{model.name}' is known but no live worker serves it right now "
+            "(its hive is offline or still loading it). Try again shortly.",
+            code="model_unavailable",
+            headers={"Retry-After": "5"},
+        )
+    return model, placements
+
+
+# --- 5-7 admit, queue, route -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    placement: Placement
+    source: str  # "script" or "default"
+    eligible: list[Placement]
+    admitted: gate.Admitted
+
+
+async def _schedule(
+    request: HttpRequest, target: Target, work: Work
+) -> tuple[Scheduled, queueing.Slot]:
+    """The tenant's limits (reserving the work's cost), the owner's should_admit, a free
+    slot (waiting if need be), then route_task among the workers live at that moment.
+    The reservation is settled by the job's Meter; if scheduling fails here, at once."""
+    priority = str(
+        work.extra.get("priority") or request.headers.get("X-Rbee-Priority") or "interactive"
+    )
+    if priority not in ("interactive", "batch"):
+        raise APIError(
+            400,
+            f"Invalid value for 'priority': {priority!r} is not one of 'interactive', 'batch'.",
+            param="priority",
+            code="invalid_value",
+        )
+    region = str(request.headers.get("X-Rbee-Region") or "")
+    eligible = _eligible(target, region, target.placements)
+    admitted = await gate.admit(target.caller, work.cost)  # 5: limits
+    request.rbee_ratelimit = admitted.headers  # type: ignore[attr-defined]
+    try:
+        return await _admit_queue_route(target, work, eligible, priority, region, admitted)
+    except BaseException:
+        await gate.release(admitted)
+        raise
+
+
+def _eligible(target: Target, region: str, placements: list[Placement]) -> list[Placement]:
+    """The workers in the caller's region, loaded ones first (a region asked for and
+    absent fails closed)."""
+    found = hive_selectors.prefer_loaded(
+        [p for p in placements if not region or p.region == region]
+    )
+    if not found:
+        raise APIError(
+            503,
+            f"No live worker for '{target.model.name}' in region '{region}'.",
+            code="model_unavailable",
+            headers={"Retry-After": "5"},
+        )
+    return found
+
+
+async def _admit_queue_route(
+    target: Target,
+    work: Work,
+    eligible: list[Placement],
+    priority: str,
+    region: str,
+    admitted: gate.Admitted,
+) -> tuple[Scheduled, queueing.Slot]:
+    caller = target.caller
+    model = target.model.name
+    task = task_map(
+        type=target.model.capability,
+        model=model,
+        priority=priority,
+        tier=caller.tier,
+        tenant=caller.tenant_name,
+        region=region,
+        size=work.size,
+    )
+    used = admitted.usage_today
+    customer = {
+        "tenant": caller.tenant_name,
+        "tier": caller.tier,
+        "queue_depth": queueing.queue_depth(model),
+        # Today's usage (with this request's reservation) and the plan's daily limits.
+        "tokens_used_today": int(used.get("tokens", 0)),
+        "daily_limit": caller.limits.get("tokens_per_day"),
+        "requests_today": int(used.get("requests", 0)),
+        "images_today": int(used.get("images", 0)),
+        "audio_seconds_today": float(used.get("audio_seconds", 0.0)),
+        "characters_today": int(used.get("characters", 0)),
+        "limits": {k: v for k, v in caller.limits.items() if v is not None},
+    }
+    admission = target.policy.admit(task, customer)  # 5: should_admit
+    if not admission.admitted:
+        if admission.status == 403:
+            raise SchedulerError(SchedulerCode.DENIED, admission.reason)
+        raise SchedulerError(SchedulerCode.REJECTED, admission.reason, headers={"Retry-After": "1"})
+    slot = await queueing.acquire(  # 6
+        model,
+        capacity=sum(p.slots for p in eligible) * settings.RBEE_WORKER_SLOTS,
+        priority=priority,
+        max_waiting=settings.RBEE_QUEUE_MAX,
+        timeout=settings.RBEE_QUEUE_TIMEOUT,
+    )
+    try:
+        if slot.waited:  # hives may have come and gone while we waited
+            fresh = await db(hive_selectors.placements_for_model, model=target.model)
+            eligible = _eligible(target, region, fresh)
+        decision = target.policy.route(task, eligible, local_load())  # 7
+    except BaseException:
+        slot.release()
+        raise
+    return Scheduled(decision.placement, decision.source, eligible, admitted), slot
+
+
+# --- 8, 9 the job and its meter ----------------------------------------------------------
+
+
+def _job(target: Target, scheduled: Scheduled, slot: queueing.Slot, task: str, work: Work) -> Job:
+    job_id = new_job_id()
+    meter = gate.Meter(
+        scheduled.admitted,
+        request_id=job_id,
+        model=work.model,
+        modality=gate.TASK_MODALITY.get(task, task),
+        fallback=work.fallback,
+    )
+    return Job(
+        on_finish=slot.release,
+        job_id=job_id,
+        model=target.model.name,
+        task=task,
+        request=work.request,
+        placements=scheduled.eligible,
+        refresh=lambda: db(hive_selectors.placements_for_model, model=target.model),
+        preferred=scheduled.placement,
+        meter=meter,
+    )
+
+
+def _record(resp: HttpResponseBase, job: Job, scheduled: Scheduled) -> None:
+    """The tenant's rate-limit headers; which worker served the request, and whether the
+    script or the default chose it."""
+    for k, v in scheduled.admitted.headers.items():
+        resp[k] = v
+    served = job.placement or scheduled.placement
+    source = scheduled.source if served.worker_id == scheduled.placement.worker_id else "retry"
+    resp["X-Rbee-Worker"] = f"{served.hive_name}/{served.device}"
+    resp["X-Rbee-Decision"] = source
+    requests_log.info(
+        "job %s model %s served by %s/%s (%s)",
+        job.job_id,
+        job.model,
+        served.hive_name,
+        served.device,
+        source,
+    )
+
+
+# --- 10 respond: the job's events as OpenAI's answers ------------------------------------
+
+
+def count(value: Any) -> int:
+    """A count from a hive's event; anything that is not a count is 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def usage_of(event: dict[str, Any]) -> dict[str, Any]:
+    usage = event.get("usage")
+    return usage if isinstance(usage, dict) else {}
+
+
+def token_usage(event: dict[str, Any]) -> dict[str, int]:
+    """OpenAI's usage object of a text job's final event."""
+    u = usage_of(event)
+    p, c = count(u.get("prompt_tokens")), count(u.get("completion_tokens"))
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+async def result(job: Job) -> dict[str, Any]:
+    """The `done` event of a one-shot job (embedding, image, transcription)."""
+    async for event in job.events():
+        kind = event.get("kind")
+        if kind == "done":
+            return event
+        if kind == "error":
+            raise from_event(event)
+    raise APIError(502, "The worker ended the job without a result.", code="worker_error")
+
+
+async def collect_text(job: Job) -> tuple[str, str, dict[str, Any]]:
+    """A text job's whole answer: its text, finish reason and final event (or its error,
+    raised)."""
+    text: list[str] = []
+    finish_reason = "stop"
+    done: dict[str, Any] = {}
+    async for event in job.events():
+        kind = event.get("kind")
+        if kind == "delta":
+            text.append(str(event.get("text", "")))
+        elif kind == "done":
+            finish_reason = str(event.get("finish_reason") or "stop")
+            done = event
+        elif kind == "error":
+            raise from_event(event)
+    return "".join(text), finish_reason, done
+
+
+async def opened(job: Job) -> AsyncGenerator[dict[str, Any], None]:
+    """The job's events, once the first one is in: dispatching before answering makes
+    "no worker" (or a bad voice) a proper status rather than a broken stream."""
+    events = job.events()
+    first = await events.__anext__()
+    if first.get("kind") == "error":
+        await events.aclose()
+        raise from_event(first)
+
+    async def chained() -> AsyncGenerator[dict[str, Any], None]:
+        try:
+            yield first
+            async for event in events:
+                yield event
+        finally:
+            await events.aclose()
+
+    return chained()
+
+
+def streaming(chunks: AsyncIterator[bytes], content_type: str) -> StreamingHttpResponse:
+    resp = StreamingHttpResponse(chunks, content_type=content_type)
+    resp["Cache-Control"] = "no-cache"
+    resp["X-Accel-Buffering"] = "no"
+    return resp
+
+
+class TextFormat:
+    """How a text endpoint frames its answer (inference/chat.py, completions.py): its
+    stream chunks and its whole JSON body. The relay and the collector are the same."""
+
+    chunk_object = ""
+
+    def __init__(self, stream_id: str, model: str) -> None:
+        self.id = stream_id
+        self.model = model
+        self.created = int(time.time())
+
+    def chunk(self, choices: list[Any], **extra: Any) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": self.chunk_object,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "choices": choices,
+            **extra,
+        }
+
+    def opening(self) -> list[dict[str, Any]]:
+        """Chunks sent before the first text."""
+        return []
+
+    def delta(self, text: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def finish(self, reason: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def whole(self, text: str, finish_reason: str, usage: dict[str, int]) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+async def text_response(
+    job: Job, fmt: TextFormat, *, stream: bool, include_usage: bool
+) -> HttpResponseBase:
+    """A text job's answer: SSE chunks as they come, or one JSON body at the end."""
+    if stream:
+        return streaming(relay(await opened(job), fmt, include_usage), "text/event-stream")
+    text, finish_reason, done = await collect_text(job)
+    return JsonResponse(fmt.whole(text, finish_reason, token_usage(done)))
+
+
+def _sse(body: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _sse_error(err: APIError) -> bytes:
+    return b"data: " + json.dumps(err.body()).encode() + b"\n\n"
+
+
+async def relay(
+    events: AsyncGenerator[dict[str, Any], None], fmt: TextFormat, include_usage: bool
+) -> AsyncIterator[bytes]:
+    """A text job's events as OpenAI's SSE chunks, as they arrive, then `[DONE]`. A failure
+    after the headers were sent can only be told in the stream itself."""
+    try:
+        for body in fmt.opening():
+            yield _sse(body)
+        async for event in events:
+            kind = event.get("kind")
+            if kind == "delta":
+                if event.get("text"):
+                    yield _sse(fmt.delta(str(event["text"])))
+            elif kind == "done":
+                yield _sse(fmt.finish(str(event.get("finish_reason") or "stop")))
+                if include_usage:
+                    yield _sse(fmt.chunk([], usage=token_usage(event)))
+                break
+            elif kind == "error":
+                yield _sse_error(from_event(event))
+                break
+        yield b"data: [DONE]\n\n"
+    except Exception:
+        logger.exception("stream %s failed", fmt.id)
+        yield _sse_error(
+            APIError(
+                500, "The server had an error while streaming the response.", code="internal_error"
+            )
+        )
+        yield b"data: [DONE]\n\n"
+    finally:
+        await events.aclose()
