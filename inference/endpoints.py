@@ -29,15 +29,7 @@ from django.utils import timezone
 from billing.limits import Cost
 from billing.services import Usage
 from hives.models import CatalogModel
-from hives.protocol import (
-    TASK_COMPLETION,
-    TASK_EMBEDDING,
-    TASK_IMAGE,
-    TASK_IMAGE_VARIATION,
-    TASK_SPEECH,
-    TASK_TRANSCRIPTION,
-    TASK_TRANSLATION,
-)
+from hives.protocol import FINAL_KINDS, EventKind, Task
 from inference import schemas
 from inference.dispatch import Job
 from inference.errors import APIError, bad_request
@@ -103,9 +95,9 @@ async def _result(job: Job) -> dict[str, Any]:
     """The `done` event of a one-shot job (embedding, image, transcription)."""
     async for event in job.events():
         kind = event.get("kind")
-        if kind == "done":
+        if kind == EventKind.DONE:
             return event
-        if kind == "error":
+        if kind == EventKind.ERROR:
             raise _error_from_event(event)
     raise APIError(502, "The worker ended the job without a result.", code="worker_error")
 
@@ -157,7 +149,7 @@ async def completions(request: HttpRequest) -> HttpResponseBase:
         lambda r: schemas.validate_completion(read_json(r)),
         lambda q: q.model,
         Cap.TEXT_GEN,
-        TASK_COMPLETION,
+        Task.COMPLETION,
     )
     job_request = schemas.completion_job_request(req)
     prompt = job_request["prompt"]
@@ -165,7 +157,7 @@ async def completions(request: HttpRequest) -> HttpResponseBase:
     job, decision = await _job(
         request,
         target,
-        TASK_COMPLETION,
+        Task.COMPLETION,
         job_request,
         size=size,
         extra=req.model_extra,
@@ -195,7 +187,7 @@ async def completions(request: HttpRequest) -> HttpResponseBase:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         events = job.events()
         first = await events.__anext__()
-        if first.get("kind") == "error":
+        if first.get("kind") == EventKind.ERROR:
             await events.aclose()
             raise _error_from_event(first)
 
@@ -214,14 +206,14 @@ async def completions(request: HttpRequest) -> HttpResponseBase:
                 yield chunk(head, None)
             async for event in _chain(first, events):
                 kind = event.get("kind")
-                if kind == "delta" and event.get("text"):
+                if kind == EventKind.DELTA and event.get("text"):
                     yield chunk(str(event["text"]), None)
-                elif kind == "done":
+                elif kind == EventKind.DONE:
                     yield chunk("", str(event.get("finish_reason") or "stop"))
                     if include_usage:
                         yield chunk("", None, usage=_token_usage(event))
                     break
-                elif kind == "error":
+                elif kind == EventKind.ERROR:
                     err = _error_from_event(event)
                     yield b"data: " + json.dumps(err.body()).encode() + b"\n\n"
                     break
@@ -281,13 +273,13 @@ async def embeddings(request: HttpRequest) -> HttpResponseBase:
         lambda r: schemas.validate_embedding(read_json(r)),
         lambda q: q.model,
         Cap.EMBEDDING,
-        TASK_EMBEDDING,
+        Task.EMBEDDING,
     )
     inputs = schemas.embedding_inputs(req)
     job, decision = await _job(
         request,
         target,
-        TASK_EMBEDDING,
+        Task.EMBEDDING,
         {"input": inputs, "dimensions": req.dimensions},
         size=sum(len(x) for x in inputs) // 4,
         extra=req.model_extra,
@@ -378,13 +370,13 @@ async def image_generations(request: HttpRequest) -> HttpResponseBase:
         lambda r: schemas.validate_image_generation(read_json(r)),
         lambda q: q.model,
         Cap.IMAGE_GEN,
-        TASK_IMAGE,
+        Task.IMAGE,
     )
     n = req.n or 1
     job, decision = await _job(
         request,
         target,
-        TASK_IMAGE,
+        Task.IMAGE,
         {
             "prompt": req.prompt,
             "n": n,
@@ -439,13 +431,13 @@ async def image_variations(request: HttpRequest) -> HttpResponseBase:
         _variation_form,
         lambda q: q[0].model,
         Cap.IMAGE_GEN,
-        TASK_IMAGE_VARIATION,
+        Task.IMAGE_VARIATION,
     )
     n = req.n or 1
     job, decision = await _job(
         request,
         target,
-        TASK_IMAGE_VARIATION,
+        Task.IMAGE_VARIATION,
         {
             "image_b64": base64.b64encode(data).decode("ascii"),
             "n": n,
@@ -485,7 +477,7 @@ async def image_content(request: HttpRequest, token: str) -> HttpResponseBase:
 def _audio_form(task: str) -> Callable[[HttpRequest], tuple[schemas.TranscriptionForm, str, bytes]]:
     def parse(request: HttpRequest) -> tuple[schemas.TranscriptionForm, str, bytes]:
         fields, files = _form(request)
-        if task == TASK_TRANSLATION and "language" in fields:
+        if task == Task.TRANSLATION and "language" in fields:
             raise bad_request(
                 "'language' is not a parameter of translations: they are always into English.",
                 param="language",
@@ -553,7 +545,7 @@ async def _audio_text(request: HttpRequest, task: str) -> HttpResponseBase:
         resp = HttpResponse(to_vtt(segments), content_type="text/vtt; charset=utf-8")
     elif fmt == "verbose_json":
         body: dict[str, Any] = {
-            "task": "transcribe" if task == TASK_TRANSCRIPTION else "translate",
+            "task": "transcribe" if task == Task.TRANSCRIPTION else "translate",
             "language": language_name(str(result.get("language") or "")),
             "duration": seconds,
             "text": text,
@@ -572,12 +564,12 @@ async def _audio_text(request: HttpRequest, task: str) -> HttpResponseBase:
 
 @openai_endpoint(("POST",))
 async def transcriptions(request: HttpRequest) -> HttpResponseBase:
-    return await _audio_text(request, TASK_TRANSCRIPTION)
+    return await _audio_text(request, Task.TRANSCRIPTION)
 
 
 @openai_endpoint(("POST",))
 async def translations(request: HttpRequest) -> HttpResponseBase:
-    return await _audio_text(request, TASK_TRANSLATION)
+    return await _audio_text(request, Task.TRANSLATION)
 
 
 def _timestamp(seconds: float, sep: str) -> str:
@@ -654,13 +646,13 @@ async def speech(request: HttpRequest) -> HttpResponseBase:
         lambda r: schemas.validate_speech(read_json(r)),
         lambda q: q.model,
         Cap.AUDIO_GEN,
-        TASK_SPEECH,
+        Task.SPEECH,
     )
     fmt = req.response_format or "mp3"
     job, decision = await _job(
         request,
         target,
-        TASK_SPEECH,
+        Task.SPEECH,
         {"input": req.input, "voice": req.voice, "response_format": fmt, "speed": req.speed or 1.0},
         size=len(req.input),
         extra=req.model_extra,
@@ -672,7 +664,7 @@ async def speech(request: HttpRequest) -> HttpResponseBase:
     # Wait for the first audio (or an error) before answering, so that a bad voice is
     # a 400 rather than a broken stream.
     first = await events.__anext__()
-    if first.get("kind") == "error":
+    if first.get("kind") == EventKind.ERROR:
         await events.aclose()
         raise _error_from_event(first)
 
@@ -680,9 +672,9 @@ async def speech(request: HttpRequest) -> HttpResponseBase:
         try:
             async for event in _chain(first, events):
                 kind = event.get("kind")
-                if kind == "audio" and event.get("b64"):
+                if kind == EventKind.AUDIO and event.get("b64"):
                     yield base64.b64decode(str(event["b64"]))
-                elif kind in ("done", "error"):
+                elif kind in FINAL_KINDS:
                     # An error after the first bytes can only end the stream early.
                     break
         finally:

@@ -21,7 +21,7 @@ from billing import gate
 from billing.limits import Cost
 from hives import selectors as hive_selectors
 from hives.models import CatalogModel
-from hives.protocol import TASK_CHAT
+from hives.protocol import Capability, EventKind, Task
 from hives.selectors import Placement
 from inference import queueing, schemas
 from inference.dispatch import Job, local_load, new_job_id
@@ -201,16 +201,16 @@ def _prepare_chat(
         lambda r: schemas.validate_chat(read_json(r)),
         lambda req: req.model,
         CatalogModel.Capability.TEXT_GEN,
-        TASK_CHAT,
+        Task.CHAT,
     )
 
 
-_CAPABILITY_ENDPOINTS = {
-    "text-gen": "/v1/chat/completions or /v1/completions",
-    "embedding": "/v1/embeddings",
-    "image-gen": "/v1/images/generations or /v1/images/variations",
-    "audio-transcription": "/v1/audio/transcriptions or /v1/audio/translations",
-    "audio-gen": "/v1/audio/speech",
+_CAPABILITY_ENDPOINTS: dict[str, str] = {
+    Capability.TEXT_GEN: "/v1/chat/completions or /v1/completions",
+    Capability.EMBEDDING: "/v1/embeddings",
+    Capability.IMAGE_GEN: "/v1/images/generations or /v1/images/variations",
+    Capability.AUDIO_TRANSCRIPTION: "/v1/audio/transcriptions or /v1/audio/translations",
+    Capability.AUDIO_GEN: "/v1/audio/speech",
 }
 
 
@@ -503,7 +503,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     decision, slot = await _schedule(
         request, target, req.model_extra or {}, _size_estimate(job_request)
     )
-    job = make_job(target, decision, slot, TASK_CHAT, job_request, model=req.model)
+    job = make_job(target, decision, slot, Task.CHAT, job_request, model=req.model)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if req.stream:
@@ -511,7 +511,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         events = job.events()
         # Dispatch before answering, so that "no worker" is a proper status, not a stream error.
         first = await events.__anext__()
-        if first.get("kind") == "error":
+        if first.get("kind") == EventKind.ERROR:
             await events.aclose()
             raise _error_from_event(first)
         stream = StreamingHttpResponse(
@@ -576,12 +576,12 @@ async def collect_text(job: Job) -> tuple[str, str, dict[str, Any]]:
     done: dict[str, Any] = {}
     async for event in job.events():
         kind = event.get("kind")
-        if kind == "delta":
+        if kind == EventKind.DELTA:
             text.append(str(event.get("text", "")))
-        elif kind == "done":
+        elif kind == EventKind.DONE:
             finish_reason = str(event.get("finish_reason") or "stop")
             done = event
-        elif kind == "error":
+        elif kind == EventKind.ERROR:
             raise _error_from_event(event)
     return "".join(text), finish_reason, done
 
@@ -629,10 +629,10 @@ async def _sse(
 
         async for event in stream():
             kind = event.get("kind")
-            if kind == "delta":
+            if kind == EventKind.DELTA:
                 if event.get("text"):
                     yield delta(str(event["text"]))
-            elif kind == "done":
+            elif kind == EventKind.DONE:
                 yield _chunk(
                     completion_id,
                     created,
@@ -657,7 +657,7 @@ async def _sse(
                         usage={"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c},
                     )
                 break
-            elif kind == "error":
+            elif kind == EventKind.ERROR:
                 err = _error_from_event(event)
                 yield b"data: " + json.dumps(err.body()).encode() + b"\n\n"
                 break

@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from hives.protocol import WorkerAction
 from kernel.logs import configure as configure_logging
 
 DEFAULT_PORT = 7833
@@ -773,7 +774,7 @@ def _worker_action(action: str, model_name: str, hive_name: str, device: str | N
 @click.option("--device", default=None)
 def worker_start(model_name: str, hive_name: str, device: str | None) -> None:
     """Load a stopped or unloaded worker again."""
-    _worker_action("start", model_name, hive_name, device)
+    _worker_action(WorkerAction.START, model_name, hive_name, device)
 
 
 @worker.command("stop")
@@ -782,7 +783,7 @@ def worker_start(model_name: str, hive_name: str, device: str | None) -> None:
 @click.option("--device", default=None)
 def worker_stop(model_name: str, hive_name: str, device: str | None) -> None:
     """Stop a worker and free its memory; it stays stopped until `rbee worker start`."""
-    _worker_action("stop", model_name, hive_name, device)
+    _worker_action(WorkerAction.STOP, model_name, hive_name, device)
 
 
 @worker.command("restart")
@@ -791,7 +792,7 @@ def worker_stop(model_name: str, hive_name: str, device: str | None) -> None:
 @click.option("--device", default=None)
 def worker_restart(model_name: str, hive_name: str, device: str | None) -> None:
     """Restart a worker's process (its in-flight jobs fail with a clear error)."""
-    _worker_action("restart", model_name, hive_name, device)
+    _worker_action(WorkerAction.RESTART, model_name, hive_name, device)
 
 
 @model.command("rm")

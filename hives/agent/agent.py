@@ -24,9 +24,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from hives import protocol
 from hives.agent.devices import detect_devices
-from hives.agent.engines.base import ModelSpec
 from hives.agent.status import StatusServer
 from hives.agent.supervisor import WorkerProcess
+from hives.spec import ModelSpec
 
 logger = logging.getLogger("hives.agent")
 
@@ -393,7 +393,7 @@ class HiveAgent:
         if action in ("stop", "restart") and worker.state not in ("stopped", "unloaded"):
             await worker.stop()
         elif action == "stop":
-            worker.state = "stopped"  # unloaded: not reloaded on demand any more
+            worker.state = protocol.WorkerState.STOPPED  # unloaded: not reloaded on demand any more
         # (A failed worker restarts on its own, with backoff.)
         if action in ("start", "restart") and worker.state in ("stopped", "unloaded", "refused"):
             message = await self._make_room(worker)
