@@ -19,6 +19,7 @@ from hives import selectors, services
 from hives.protocol import (
     CLOSE_BAD_HELLO,
     CLOSE_BAD_TOKEN,
+    CLOSE_BAD_VERSION,
     CLOSE_REPLACED,
     FINAL_KINDS,
     Op,
@@ -26,7 +27,9 @@ from hives.protocol import (
     error_event,
     loads,
     refused,
+    version_refusal,
 )
+from kernel import __version__
 
 logger = logging.getLogger("hives.consumer")
 
@@ -110,6 +113,15 @@ class HiveConsumer(AsyncWebsocketConsumer):
             logger.exception("error handling %r from hive %s", op, self.hive_name)
 
     async def _hello(self, msg: dict[str, Any]) -> None:
+        # Queen and hives are deployed separately: a hive that speaks another version of
+        # the protocol is told so, with what to do, rather than misunderstood.
+        reason = version_refusal(msg, queen_version=__version__)
+        if reason:
+            logger.warning("refused hive %s: %s", self.hive_name, reason)
+            await self.send(dumps(refused(reason)))
+            self.hive_id = None  # never marked online, so nothing to undo
+            await self.close(code=CLOSE_BAD_VERSION, reason="incompatible protocol version")
+            return
         name = msg.get("name")
         if name and name != self.hive_name:
             logger.warning(

@@ -21,6 +21,10 @@ queen -> hive
     download   {op, id, source}                 fetch a model's files (`rbee model download`)
     refused    {op, reason}                     sent just before closing
 
+`protocol` in the hello is PROTOCOL_VERSION: queen and hives are deployed separately,
+so the queen refuses a hive whose version it does not speak (`refused`, then the
+close code CLOSE_BAD_VERSION) and the hive exits, as for a bad token.
+
 A worker entry is {model, capability, engine, source, device, state, pinned, inflight,
 ...}. Events of one job arrive in order; the last is a `done` or an `error`.
 
@@ -36,13 +40,17 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Final
 
+# Bump when a change would confuse the other side; keep OLDEST_COMPATIBLE at the oldest
+# version this side still speaks.
 PROTOCOL_VERSION: Final = 1
+OLDEST_COMPATIBLE: Final = 1
 HIVE_WS_PATH: Final = "/hive/ws"
 
 # websocket close codes (4000-4999 are for applications)
 CLOSE_BAD_TOKEN: Final = 4001
 CLOSE_BAD_HELLO: Final = 4002
 CLOSE_REPLACED: Final = 4003
+CLOSE_BAD_VERSION: Final = 4004
 
 
 class Op(StrEnum):
@@ -185,3 +193,35 @@ def error_event(message: str, *, code: str = "worker_error", status: int = 500) 
 
 def refused(reason: str) -> dict[str, Any]:
     return {"op": Op.REFUSED, "reason": reason}
+
+
+def version_refusal(hello: Mapping[str, Any], *, queen_version: str) -> str:
+    """Why the queen cannot talk to the hive that sent `hello` ('' when it can).
+
+    The reason names both protocol versions (and both rbee versions) and what to do."""
+    theirs: object = hello.get("protocol")
+    number = theirs if isinstance(theirs, int) and not isinstance(theirs, bool) else None
+    if number is not None and OLDEST_COMPATIBLE <= number <= PROTOCOL_VERSION:
+        return ""
+    hive_version = str(hello.get("version") or "unknown")[:32]
+    ours = (
+        f"protocol version {PROTOCOL_VERSION}"
+        if OLDEST_COMPATIBLE == PROTOCOL_VERSION
+        else f"protocol versions {OLDEST_COMPATIBLE} to {PROTOCOL_VERSION}"
+    )
+    if theirs is None:
+        what = "sent no protocol version"
+    else:
+        what = f"speaks protocol version {str(theirs)[:20]}"
+    install = (
+        f"install rbee {queen_version} on the hive (`rbee hive install HOST` installs "
+        "the queen's own version) and start it again"
+    )
+    if number is not None and number > PROTOCOL_VERSION:
+        todo = f"upgrade the queen to rbee {hive_version}, or {install}"
+    else:
+        todo = f"upgrade the hive: {install}"
+    return (
+        f"incompatible hive: this hive (rbee {hive_version}) {what} and the queen "
+        f"(rbee {queen_version}) speaks {ours}; {todo}"
+    )

@@ -9,12 +9,14 @@ import pickle
 import pytest
 
 from hives.protocol import (
+    PROTOCOL_VERSION,
     TASK_CAPABILITY,
     Capability,
     EventKind,
     Task,
     WorkerState,
     error_event,
+    version_refusal,
 )
 from hives.spec import CPU, Device, DeviceKind, ModelArg, ModelSpec, SpecError, parse_options
 
@@ -169,3 +171,11 @@ def test_the_database_uses_the_protocols_words() -> None:
         "restart",
     ]
     assert ModelDownload.Status.DONE == "done"
+
+
+def test_version_refusal() -> None:
+    assert version_refusal({"protocol": PROTOCOL_VERSION}, queen_version="1.0") == ""
+    for bad in (PROTOCOL_VERSION + 1, 0, -1, True, "1", None, 1.0):
+        reason = version_refusal({"protocol": bad, "version": "0.0.1"}, queen_version="1.0")
+        assert f"protocol version {PROTOCOL_VERSION}" in reason, bad
+        assert "rbee 0.0.1" in reason and "rbee 1.0" in reason

@@ -3,7 +3,8 @@
 disconnected --connect+hello--> connected --socket lost--> disconnected
      ^   (backoff 0.5 s doubling to 30 s, with jitter)          |
      +----------------------------------------------------------+
-refused (bad token) --> exit with an error: retrying cannot help.
+refused (bad token, another hive's token, a protocol version the queen does not speak)
+    --> exit with status 2: retrying cannot help.
 """
 
 from __future__ import annotations
@@ -27,15 +28,15 @@ from hives.agent.devices import detect_devices
 from hives.agent.status import StatusServer
 from hives.agent.supervisor import WorkerProcess
 from hives.spec import ModelSpec
+from kernel import __version__
 
 logger = logging.getLogger("hives.agent")
 
-VERSION = "0.1.0"
-REFUSAL_CODES = (protocol.CLOSE_BAD_TOKEN, protocol.CLOSE_BAD_HELLO)
+REFUSAL_CODES = (protocol.CLOSE_BAD_TOKEN, protocol.CLOSE_BAD_HELLO, protocol.CLOSE_BAD_VERSION)
 
 
 class HiveRefused(Exception):
-    """The queen refused this hive (wrong token or name): retrying cannot help."""
+    """The queen refused this hive (wrong token, name or protocol): retrying cannot help."""
 
 
 class Backoff:
@@ -118,7 +119,7 @@ class HiveAgent:
             "op": "hello",
             "protocol": protocol.PROTOCOL_VERSION,
             "name": self.name,
-            "version": VERSION,
+            "version": __version__,
             "region": self.region,
             "devices": detect_devices(),
             "workers": self.describe_workers(),
