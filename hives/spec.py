@@ -67,8 +67,16 @@ class Device(str):
     __slots__ = ()
 
     def __new__(cls, text: str) -> Device:
+        # Values are immutable and few: parse each spelling once (the queen builds one
+        # per worker of each request).
+        known = _PARSED.get(text) if isinstance(text, str) else None
+        if known is not None and type(known) is cls:
+            return known
         kind, index = _parse_device(text)
-        return super().__new__(cls, kind.value if kind is DeviceKind.CPU else f"{kind}:{index}")
+        device = super().__new__(cls, kind.value if kind is DeviceKind.CPU else f"{kind}:{index}")
+        if len(_PARSED) < 1024:
+            _PARSED[text] = device
+        return device
 
     @classmethod
     def parse(cls, text: str) -> Device:
@@ -95,11 +103,15 @@ class Device(str):
         return self.kind is not DeviceKind.CPU
 
     def describes(self, entry: Mapping[str, Any]) -> bool:
-        """Whether a telemetry entry is this device (False for one that does not parse)."""
-        try:
-            return Device.of(entry) == self
-        except SpecError:
-            return False
+        """Whether a telemetry entry ({"kind", "index", ...}) is this device. Cheap (the
+        queen asks it per worker and request): this device is canonical, so comparing
+        with the entry's spelling needs no parse, and an entry of an unknown kind is
+        simply not this device."""
+        kind = str(entry.get("kind") or DeviceKind.CPU)
+        return self == (kind if kind == DeviceKind.CPU else f"{kind}:{entry.get('index', 0)}")
+
+
+_PARSED: dict[str, Device] = {}
 
 
 def _parse_device(text: str) -> tuple[DeviceKind, int]:
