@@ -14,7 +14,7 @@ import csv
 import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -278,3 +278,26 @@ def usage_csv(*, tenant_id: int, start: datetime, end: datetime) -> Iterator[str
                 currency_label(used),
             )
         )
+
+
+def usage_period(start: date | None = None, end: date | None = None) -> tuple[date, date]:
+    """A usage period in whole UTC days, both inclusive: `start` defaults to the first
+    day of this month, `end` to the last day of `start`'s month. ValueError when `end`
+    is before `start`."""
+    if start is None:
+        start = datetime.now(UTC).date().replace(day=1)
+    if end is None:
+        next_month = (start.replace(day=1) + timedelta(days=32)).replace(day=1)
+        end = next_month - timedelta(days=1)
+    if end < start:
+        raise ValueError(f"the period ends ({end}) before it starts ({start})")
+    return start, end
+
+
+def period_bounds(start: date, end: date) -> tuple[datetime, datetime]:
+    """The UTC days start..end (inclusive) as the [from, to) instants that
+    `usage_summary` and `usage_csv` take."""
+    return (
+        datetime.combine(start, time.min, tzinfo=UTC),
+        datetime.combine(end + timedelta(days=1), time.min, tzinfo=UTC),
+    )

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from hives.models import CatalogModel, Hive, ModelAlias, Worker
+from hives.models import Assignment, CatalogModel, Hive, ModelAlias, ModelDownload, Worker
 from hives.protocol import Capability, WorkerState
 from hives.spec import Device, SpecError
 from kernel import secrets
@@ -193,3 +193,36 @@ def placements_for_model(
             )
         )
     return out
+
+
+def hive_list_with_workers() -> QuerySet[Hive]:
+    """Every hive by name, its workers and their models fetched with it (for listings)."""
+    return hive_list().prefetch_related("workers__model")
+
+
+def worker_list(*, by: Literal["hive", "model"] = "hive") -> QuerySet[Worker]:
+    """Every worker with its hive and model, ordered by hive and device (`by="hive"`)
+    or by model name (`by="model"`)."""
+    order = {"hive": ("hive__name", "device"), "model": ("model__name",)}[by]
+    return Worker.objects.select_related("hive", "model").order_by(*order)
+
+
+def worker_find(*, hive_name: str, model_name: str, device: str) -> Worker | None:
+    """The worker of `model_name` on the hive's `device`, if the hive has reported one."""
+    return Worker.objects.filter(
+        hive__name=hive_name, model__name=model_name, device=device
+    ).first()
+
+
+def assignment_list() -> QuerySet[Assignment]:
+    """What operators asked each hive to run (`rbee model add`), by model and hive."""
+    return Assignment.objects.select_related("hive").order_by("model_name", "hive__name")
+
+
+def model_alias_list() -> QuerySet[ModelAlias]:
+    return ModelAlias.objects.select_related("model").order_by("name")
+
+
+def model_download_get(*, download_id: int) -> ModelDownload | None:
+    """A download as it stands now (its hive reports progress into it)."""
+    return ModelDownload.objects.filter(pk=download_id).first()

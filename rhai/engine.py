@@ -9,10 +9,22 @@ from typing import Any
 
 from . import stdlib  # noqa: F401  (registers the builtins)
 from .compiler import Compiler
-from .errors import NOPOS, EvalError, Fail, LimitExceeded, ParseError, RhaiError
-from .parser import FnDef, Parser
-from .runtime import Ctl, CtlExc, Ctx, ScriptFn, make_frame, run_frame, to_eval_error
-from .values import from_python, type_of
+from .errors import (
+    NOPOS,
+    EvalError,
+    ExitSignal,
+    Fail,
+    LimitExceeded,
+    ParseError,
+    RhaiError,
+    to_eval_error,
+)  # fmt: skip
+from .nodes import Block, FnDef, Let
+from .parse_expr import literal_value
+from .parser import Parser
+from .resolver import Resolver
+from .runtime import BUILTINS, UNBOUND, VARIADIC, Ctl, CtlExc, Ctx, ScriptFn, make_frame, run_frame
+from .values import deep_copy, from_python, type_of
 
 log = logging.getLogger("rhai")
 
@@ -31,11 +43,16 @@ class AST:
     """A compiled script: its top-level statements and its functions."""
 
     def __init__(self, source: str, main: ScriptFn, fns: dict[tuple[str, int], ScriptFn],
-                 defs: dict[tuple[str, int], FnDef]) -> None:  # fmt: skip
+                 defs: dict[tuple[str, int], FnDef],
+                 static_globals: dict[str, Any] | None = None) -> None:  # fmt: skip
         self.source = source
         self._main = main
         self._fns = fns
         self._defs = defs
+        # top-level constants with literal values: what `global::NAME` sees in `call_fn`
+        self._static_globals = static_globals or {}
+        # names of typed methods (`fn int.name()`), stored as ("i64.name", arity)
+        self._typed: frozenset[str] = frozenset()
 
     def has_fn(self, name: str, arity: int | None = None) -> bool:
         """Whether the script defines ``fn name(...)`` (with ``arity`` parameters if given)."""
@@ -120,17 +137,20 @@ class Engine:
         try:
             parser = Parser(src, self.max_expr_depth, self.max_string_size,
                             self.max_array_size, self.max_map_size)  # fmt: skip
-            body, scope, defs = parser.parse_program()
-            comp = Compiler()
+            body, defs = parser.parse_program()
+            names = {fd.name for fd in defs.values()}
+            resolver = Resolver(names, _known_methods() | {k[0] for k in self._host})
+            scope = resolver.program(body, defs)
+            # as in Rhai, top-level constants reach `global::` only in scripts with functions
+            publish = bool(defs) or resolver.has_closures
+            typed = frozenset(fd.name for k, fd in defs.items() if k[0] != fd.name)
+            comp = Compiler(publish, typed)
             fns: dict[tuple[str, int], ScriptFn] = {}
             for key, fd in defs.items():
                 fns[key] = ScriptFn(fd.name, fd.params, fd.pos)
             for key, fd in defs.items():
                 comp.compile_fndef(fd, fns[key])
-            main = ScriptFn("<main>", [], (1, 1))
-            main.nslots = scope.nslots
-            main.pad = [None] * (scope.nslots - 2)
-            main.body = comp.cs(body)
+            main = comp.compile_main(body, scope)
         except ParseError:
             raise
         except RecursionError:
@@ -139,7 +159,9 @@ class Engine:
             raise ParseError("The script is too large", NOPOS) from None
         except Exception as e:  # pragma: no cover - defensive
             raise ParseError(f"Internal parser error: {type(e).__name__}: {e}", NOPOS) from e
-        return AST(src, main, fns, defs)
+        ast = AST(src, main, fns, defs, static_globals(body) if publish else None)
+        ast._typed = typed
+        return ast
 
     def eval(self, src: str) -> Any:
         """Compile and run a script; returns the value of its last statement."""
@@ -147,11 +169,11 @@ class Engine:
 
     def eval_ast(self, ast: AST) -> Any:
         """Run the top-level statements of a compiled script."""
-        c = Ctx(self, ast._fns)
+        c = Ctx(self, ast._fns, None, ast._typed)
         main = ast._main
 
         def run() -> Any:
-            fr = make_frame(c, main, [], None, ())
+            fr = make_frame(c, main, [], UNBOUND, ())
             try:
                 r = main.body(fr)
             except CtlExc as e:
@@ -171,19 +193,24 @@ class Engine:
         fns = ast._fns
         sf = fns.get((name, len(args)))
         try:
-            c = Ctx(self, fns)
+            c = Ctx(self, fns, ast._static_globals, ast._typed)
             # containers are passed as they are (their items are read lazily, and a script
             # that mutates a parameter works on a copy); other values are checked
             for a in args:
                 if type(a) not in _AS_IS:
-                    conv = [x if type(x) in _AS_IS else from_python(x) for x in args]
+                    fr = [c, UNBOUND, *[x if type(x) in _AS_IS else from_python(x) for x in args]]
                     break
             else:
-                conv = list(args)
+                fr = [c, UNBOUND, *args]
             if sf is None:
-                types = ", ".join(type_of(a) for a in conv)
+                types = ", ".join(type_of(a) for a in fr[2:])
                 raise EvalError(f"Function not found: {name} ({types})", NOPOS)
-            return run_frame(c, sf, make_frame(c, sf, conv, None, ()), sf.pos)
+            # the frame as make_frame builds it, without the call
+            if sf.pad:
+                fr.extend(sf.pad)
+            for i in sf.copy_params:
+                fr[i] = deep_copy(fr[i], c)
+            return run_frame(c, sf, fr, sf.pos)
         except RhaiError:
             raise
         except BaseException as e:
@@ -211,6 +238,29 @@ def _guard_error(e: BaseException) -> Any:
         raise LimitExceeded("Out of memory", NOPOS) from None
     except CtlExc as e:
         return e.ctl.value
+    except ExitSignal as e:  # exit(value): the script's answer
+        return e.value
     except Exception as e:
         raise EvalError(f"Internal error: {type(e).__name__}: {e}", NOPOS) from e
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+_KNOWN: list[frozenset[str]] = []
+
+
+def _known_methods() -> frozenset[str]:
+    """Names of the builtins (registered when :mod:`rhai.stdlib` was imported)."""
+    if not _KNOWN:
+        _KNOWN.append(frozenset({k[0] for k in BUILTINS} | set(VARIADIC)))
+    return _KNOWN[0]
+
+
+def static_globals(body: Block) -> dict[str, Any]:
+    """The top-level constants whose values are literals."""
+    out: dict[str, Any] = {}
+    for s in body.stmts:
+        if type(s) is Let and s.is_global and s.init is not None:
+            ok, value = literal_value(s.init)
+            if ok:
+                out[s.name] = value
+    return out

@@ -6,6 +6,7 @@ as ``"line:col: message"``.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 Pos = tuple[int, int]
@@ -59,3 +60,39 @@ class Fail(Exception):
         super().__init__(message)
         self.message = message
         self.limit = limit
+
+
+class Signal(Exception):
+    """Internal: a control signal travelling up the Python stack (``return``/``break`` out of
+    an expression, ``exit``). Never caught by ``try``/``catch``; builtins and host-call
+    wrappers let it pass unchanged."""
+
+
+class ExitSignal(Signal):
+    """``exit(value)``: stops the whole evaluation; the engine answers ``value``."""
+
+    def __init__(self, value: Any) -> None:
+        super().__init__("exit")
+        self.value = value
+
+
+def to_eval_error(e: BaseException, pos: Pos, what: str = "") -> RhaiError:
+    """The engine error for exception ``e`` raised at ``pos`` (``what`` prefixes the message
+    of a foreign exception)."""
+    if isinstance(e, Fail):
+        if e.limit:
+            return LimitExceeded(e.message, pos)
+        return EvalError(e.message, pos)
+    if isinstance(e, RhaiError):
+        return e
+    if isinstance(e, MemoryError):
+        return LimitExceeded("Out of memory", pos)
+    if isinstance(e, RecursionError):
+        return LimitExceeded("Stack overflow: the script nests too deeply", pos)
+    return EvalError(f"{what}{type(e).__name__}: {e}", pos)
+
+
+def suggest(name: str, candidates: list[str]) -> str:
+    """`` (did you mean `x`?)`` for the closest of ``candidates``, or an empty string."""
+    m = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f" (did you mean `{m[0]}`?)" if m else ""

@@ -13,8 +13,8 @@ KEYWORDS = frozenset(
 )
 
 RESERVED = frozenset(
-    """var static shared goto exit case public protected new use with module package super
-    spawn thread go sync async await yield default void null nil is_shared""".split()
+    """var static shared goto case public protected new use with module package super
+    spawn thread go sync async await yield default void null nil""".split()
 )
 
 # longest first
@@ -107,6 +107,8 @@ class Lexer:
                 out.append(Tok("CHAR", Char(s), line, col))
             elif c == "`":
                 out.append(Tok("INTERP", self.backtick(), line, col))
+            elif c == "#" and self.peek(1) in ('"', "#"):
+                out.append(Tok("STR", self.raw_string(), line, col))
             else:
                 for op in _OP_FIRST.get(c, ()):
                     if src.startswith(op, self.i):
@@ -224,6 +226,9 @@ class Lexer:
         raise self.error(f"Invalid escape sequence '\\{c}'", line, col)
 
     def string(self, q: str) -> str:
+        """A quoted string or character: escapes, ``""`` for a quote, and (in strings) a
+        backslash at the end of a line continuing on the next, whose whitespace up to the
+        column of the opening quote is skipped."""
         line, col = self.line, self.col
         self.adv()
         parts: list[str] = []
@@ -235,20 +240,21 @@ class Lexer:
             c = src[self.i]
             if c == q:
                 self.adv()
-                break
-            if c == "\\":
+                if self.peek() != q:
+                    break
+                parts.append(q)  # a doubled quote stands for the quote
                 self.adv()
-                if self.peek() == "\n" or (self.peek() == "\r" and self.peek(1) == "\n"):
-                    # line continuation: skip the newline and the next line's indentation
-                    while self.peek() in ("\r", "\n"):
-                        self.adv()
-                        if src[self.i - 1] == "\n":
-                            break
-                    while self.peek() in (" ", "\t"):
+            elif c == "\\":
+                self.adv()
+                if q == '"' and (self.peek() == "\n" or src.startswith("\r\n", self.i)):
+                    self.adv(2 if self.peek() == "\r" else 1)
+                    while self.peek() in (" ", "\t") and self.col <= col:
                         self.adv()
                     continue
                 parts.append(self.escape(line, col))
-            elif c == "\n" and q == '"':
+            elif c == "\r" and self.peek(1) == "\n":
+                self.adv()
+            elif c == "\n":
                 raise self.error("Unterminated string literal", line, col)
             else:
                 parts.append(c)
@@ -257,10 +263,36 @@ class Lexer:
                 raise ParseError("Length of string literal exceeds the maximum limit", (line, col))
         return "".join(parts)
 
+    def raw_string(self) -> str:
+        """``#"..."#``, ``##"..."##``...: everything up to a quote followed by as many ``#``
+        as opened the string, verbatim (no escapes, line breaks kept)."""
+        line, col = self.line, self.col
+        src = self.src
+        j = self.i
+        while j < len(src) and src[j] == "#":
+            j += 1
+        hashes = j - self.i
+        if j >= len(src) or src[j] != '"':
+            raise self.error("Expecting '\"' to start a raw string", line, col)
+        end = src.find('"' + "#" * hashes, j + 1)
+        if end < 0:
+            raise self.error("Unterminated raw string literal", line, col)
+        text = src[j + 1 : end]
+        if self.max_string_size and len(text) > self.max_string_size:
+            raise ParseError("Length of string literal exceeds the maximum limit", (line, col))
+        self.adv(end + 1 + hashes - self.i)
+        return text
+
     def backtick(self) -> list[Any]:
-        """A literal string; returns parts: str, or (src, line, col) for ``${...}``."""
+        """A literal string; returns parts: str, or (src, line, col) for ``${...}``. A line
+        break right after the opening back-tick is skipped; a doubled back-tick stands for
+        one."""
         line, col = self.line, self.col
         self.adv()
+        if self.peek() == "\n":
+            self.adv()
+        elif self.src.startswith("\r\n", self.i):
+            self.adv(2)
         parts: list[Any] = []
         buf: list[str] = []
         src = self.src
@@ -271,7 +303,14 @@ class Lexer:
             c = src[self.i]
             if c == "`":
                 self.adv()
-                break
+                if self.peek() != "`":
+                    break
+                buf.append("`")
+                self.adv()
+                continue
+            if c == "\r" and self.peek(1) == "\n":
+                self.adv()
+                continue
             if c == "$" and self.peek(1) == "{":
                 if buf:
                     parts.append("".join(buf))

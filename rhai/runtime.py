@@ -6,8 +6,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .errors import NOPOS, EvalError, Fail, LimitExceeded, Pos, RhaiError
-from .parser import suggest
+from .errors import (
+    NOPOS,
+    EvalError,
+    Fail,
+    LimitExceeded,
+    Pos,
+    RhaiError,
+    Signal,
+    suggest,
+    to_eval_error,
+)  # fmt: skip
 from .values import Cell, FnPtr, deep_copy, from_python, type_of
 
 UNLIMITED = 1 << 62
@@ -21,18 +30,36 @@ STR_MUTATORS: set[str] = set()
 
 
 class NewStr:
-    __slots__ = ("s",)
+    """What a builtin that changes a string returns: the new string, written back into the
+    variable by the call site, and the call's answer (``()`` unless given)."""
 
-    def __init__(self, s: str) -> None:
+    __slots__ = ("ret", "s")
+
+    def __init__(self, s: str, ret: Any = None) -> None:
         self.s = s
+        self.ret = ret
+
+
+class _Unbound:
+    """The value of frame slot 1 (``this``) in a function not called as a method."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<unbound this>"
+
+
+UNBOUND: Any = _Unbound()
 
 
 class Ctx:
-    """State of one evaluation: limits, counters, functions and host hooks."""
+    """State of one evaluation: limits, counters, functions, top-level constants (for
+    ``global::``) and host hooks."""
 
     __slots__ = (
         "depth",
         "fns",
+        "globals",
         "host",
         "max_arr",
         "max_depth",
@@ -43,9 +70,12 @@ class Ctx:
         "on_debug",
         "on_print",
         "ops",
+        "typed",
     )  # fmt: skip
 
-    def __init__(self, engine: Any, fns: dict[tuple[str, int], Any]) -> None:
+    def __init__(self, engine: Any, fns: dict[tuple[str, int], Any],
+                 globals_: dict[str, Any] | None = None,
+                 typed: frozenset[str] = frozenset()) -> None:  # fmt: skip
         self.ops = 0
         self.max_ops = engine.max_operations or UNLIMITED
         self.depth = 0
@@ -55,9 +85,16 @@ class Ctx:
         self.max_map = engine.max_map_size or UNLIMITED
         self.max_vars = engine.max_variables or UNLIMITED
         self.fns = fns
+        # shared with the AST in call_fn (the top-level statements that write it do not run)
+        self.globals: dict[str, Any] = {} if globals_ is None else globals_
+        self.typed = typed  # names with typed methods: fns[("i64.name", n)]
         self.host = engine._host
         self.on_print = engine.on_print
         self.on_debug = engine.on_debug
+
+    def call_fnptr_host(self, fp: FnPtr, args: list[Any]) -> Any:
+        """Call ``fp`` from host code (``FnPtr.__call__``) with host values."""
+        return call_fnptr(self, fp, [from_python(a) for a in args], NOPOS)
 
 
 RETURN, BREAK, CONTINUE = 0, 1, 2
@@ -73,10 +110,11 @@ class Ctl:
         self.value = value
 
 
-class CtlExc(Exception):
+class CtlExc(Signal):
     """A control-flow signal escaping from an expression position."""
 
     def __init__(self, ctl: Ctl) -> None:
+        super().__init__("ctl")
         self.ctl = ctl
 
 
@@ -109,7 +147,6 @@ class ScriptFn:
         "body",
         "calls",
         "cap_slots",
-        "cell_params",
         "copy_params",
         "fast",
         "may_ctl",
@@ -129,26 +166,11 @@ class ScriptFn:
         self.body: Callable[[list[Any]], Any] = lambda f: None
         self.pad: list[Any] = []
         self.copy_params: list[int] = []
-        self.cell_params: list[int] = []
         self.cap_slots: list[int] = []
         self.may_ctl = True
         self.calls = True
         self.nslots = 2
         self.fast: Any = None
-
-
-def to_eval_error(e: Exception, pos: Pos, what: str = "") -> RhaiError:
-    if isinstance(e, Fail):
-        if e.limit:
-            return LimitExceeded(e.message, pos)
-        return EvalError(e.message, pos)
-    if isinstance(e, RhaiError):
-        return e
-    if isinstance(e, MemoryError):
-        return LimitExceeded("Out of memory", pos)
-    if isinstance(e, RecursionError):
-        return LimitExceeded("Stack overflow: the script nests too deeply", pos)
-    return EvalError(f"{what}{type(e).__name__}: {e}", pos)
 
 
 def run_frame(c: Ctx, sf: ScriptFn, fr: list[Any], pos: Pos) -> Any:
@@ -176,13 +198,13 @@ def run_frame(c: Ctx, sf: ScriptFn, fr: list[Any], pos: Pos) -> Any:
 def make_frame(
     c: Ctx, sf: ScriptFn, args: list[Any], this: Any, cells: tuple[Cell, ...]
 ) -> list[Any]:
+    """A frame: the context, ``this``, the arguments, then room for the locals; captured
+    variables arrive as the closure's shared cells."""
     fr = [c, this, *args]
     if sf.pad:
         fr.extend(sf.pad)
     for i in sf.copy_params:
         fr[i] = deep_copy(fr[i], c)
-    for i in sf.cell_params:
-        fr[i] = Cell(fr[i])
     if cells:
         for s, cell in zip(sf.cap_slots, cells, strict=False):
             fr[s] = cell
@@ -196,9 +218,7 @@ def call_script(c: Ctx, sf: ScriptFn, args: list[Any], this: Any, pos: Pos) -> A
 def call_host(name: str, h: Callable[..., Any], args: list[Any], pos: Pos) -> Any:
     try:
         r = h(*args)
-    except RhaiError:
-        raise
-    except (Fail, RecursionError, MemoryError, CtlExc):
+    except (RhaiError, Fail, RecursionError, MemoryError, Signal):
         raise
     except Exception as e:
         raise EvalError(f"Error in host function '{name}': {type(e).__name__}: {e}", pos) from e
@@ -221,10 +241,11 @@ def not_found(c: Ctx, name: str, args: list[Any], pos: Pos) -> EvalError:
 
 
 def call_named(c: Ctx, name: str, args: list[Any], pos: Pos) -> Any:
+    """``name(args)`` in function-call style."""
     key = (name, len(args))
     sf = c.fns.get(key)
     if sf is not None:
-        return call_script(c, sf, args, None, pos)
+        return call_script(c, sf, args, UNBOUND, pos)
     c.ops += 1
     if c.ops > c.max_ops:
         ops_exceeded(c, pos)
@@ -237,22 +258,34 @@ def call_named(c: Ctx, name: str, args: list[Any], pos: Pos) -> Any:
     raise not_found(c, name, args, pos)
 
 
+def call_named_raw(c: Ctx, name: str, args: list[Any], pos: Pos) -> Any:
+    """:func:`call_named`, leaving a builtin's :class:`NewStr` for the caller to write back."""
+    b = BUILTINS.get((name, len(args))) or VARIADIC.get(name)
+    if b is None or (name, len(args)) in c.fns or (name, len(args)) in c.host:
+        return call_named(c, name, args, pos)
+    c.ops += 1
+    if c.ops > c.max_ops:
+        ops_exceeded(c, pos)
+    return call_builtin(c, name, b, pos, *args)
+
+
 def call_builtin(c: Ctx, name: str, b: Callable[..., Any], pos: Pos, *args: Any) -> Any:
     """Run a builtin; an exception of the host's (Python's) becomes an EvalError here."""
     try:
         return b(c, *args)
-    except (RhaiError, CtlExc):
+    except (RhaiError, Signal):
         raise
     except Exception as e:
         raise to_eval_error(e, pos, f"{name}: ") from None
 
 
 def method_result(r: Any, setter: Callable[[Any, Any], None] | None, f: Any) -> Any:
-    """A builtin that changes a string in place returns NewStr: write it back, answer ()."""
+    """A builtin that changes a string in place returns NewStr: write it back, answer its
+    ``ret``."""
     if type(r) is NewStr:
         if setter is not None:
             setter(f, r.s)
-        return None
+        return r.ret
     return r
 
 
@@ -275,17 +308,23 @@ def resolve_method(c: Ctx, name: str, nargs: int) -> tuple[Any, Any, int, Any]:
     return (c.fns, c.host, M_MISSING, None)
 
 
-def call_method(
-    c: Ctx,
-    obj: Any,
-    name: str,
-    args: list[Any],
-    pos: Pos,
-    setter: Callable[[list[Any], Any], None] | None,
-    f: list[Any],
-) -> Any:
+Setter = Callable[[list[Any], Any], None]
+
+
+def call_method(c: Ctx, obj: Any, name: str, args: list[Any], pos: Pos,
+                setter: Setter | None, f: list[Any], props: bool = True) -> Any:  # fmt: skip
+    """``obj.name(args)``: a function pointer held in map property ``name`` (called with
+    ``this`` bound to the map), else a script function with ``this`` bound to ``obj`` (a
+    changed ``this`` is written back through ``setter``), else a host function or builtin
+    taking ``obj`` first."""
+    if props and type(obj) is dict:
+        fp = obj.get(name)
+        if type(fp) is FnPtr:
+            return call_fnptr_this(c, fp, args, pos, obj, setter, f)
     n = len(args)
     sf = c.fns.get((name, n))
+    if name in c.typed:  # a method for this type of `this` comes first
+        sf = c.fns.get((f"{type_of(obj)}.{name}", n)) or sf
     if sf is not None:
         fr = make_frame(c, sf, args, obj, ())
         r = run_frame(c, sf, fr, pos)
@@ -302,111 +341,54 @@ def call_method(
     b = BUILTINS.get(key) or VARIADIC.get(name)
     if b is not None:
         return method_result(call_builtin(c, name, b, pos, obj, *args), setter, f)
-    if type(obj) is dict and type(obj.get(name)) is FnPtr:
-        return call_fnptr(c, obj[name], args, pos, obj)
     raise not_found(c, name, [obj, *args], pos)
 
 
-def call_fnptr(c: Ctx, fp: FnPtr, args: list[Any], pos: Pos, this: Any = None) -> Any:
+def _closure_arity_error(fp: FnPtr, nargs: int, pos: Pos) -> EvalError:
+    return EvalError(
+        f"Function not found: {fp.name} with {nargs} argument(s) "
+        f"(the closure takes {fp.closure.nparams})",
+        pos,
+    )
+
+
+def call_fnptr(c: Ctx, fp: FnPtr, args: list[Any], pos: Pos) -> Any:
+    """``fp.call(args)`` / ``call(fp, args)``: ``this`` is not bound."""
     if fp.curry:
         args = [*fp.curry, *args]
     sf = fp.closure
     if sf is not None:
         if len(args) != sf.nparams:
-            raise EvalError(
-                f"Function not found: {fp.name} with {len(args)} argument(s) "
-                f"(the closure takes {sf.nparams})",
-                pos,
-            )
-        return run_frame(c, sf, make_frame(c, sf, args, this, fp.cells), pos)
-    if this is not None:
-        return call_method(c, this, fp.name, args, pos, None, [])
+            raise _closure_arity_error(fp, len(args), pos)
+        return run_frame(c, sf, make_frame(c, sf, args, UNBOUND, fp.cells), pos)
     return call_named(c, fp.name, args, pos)
 
 
-def bind_fn(c: Ctx, fp: Any, nargs: int, pos: Pos = NOPOS) -> Callable[..., Any]:
-    """A fast Python callable for calling ``fp`` repeatedly (used by filter, map, ...)."""
-    if type(fp) is not FnPtr:
-        raise Fail(f"Expecting a function pointer, not {type_of(fp)}")
+def call_fnptr_this(c: Ctx, fp: FnPtr, args: list[Any], pos: Pos, obj: Any,
+                    setter: Setter | None, f: list[Any]) -> Any:  # fmt: skip
+    """``obj.call(fp, args)`` (and ``obj.prop(args)`` for a function pointer in map property
+    ``prop``): the function runs with ``this`` bound to ``obj``; a changed ``this`` is
+    written back through ``setter``."""
+    if fp.curry:
+        args = [*fp.curry, *args]
     sf = fp.closure
-    if sf is None or fp.curry or fp.cells or sf.may_ctl or sf.calls or sf.pad or \
-            sf.copy_params or sf.cell_params or sf.nparams != nargs:  # fmt: skip
-        return lambda *a: call_fnptr(c, fp, list(a), pos)
-    body = sf.body
-    maxops = c.max_ops
-    if nargs == 1:
-
-        def call1(x: Any) -> Any:
-            c.ops += 1
-            if c.ops > maxops:
-                ops_exceeded(c, pos)
-            return body([c, None, x])
-
-        return call1
-    if nargs == 2:
-
-        def call2(x: Any, y: Any) -> Any:
-            c.ops += 1
-            if c.ops > maxops:
-                ops_exceeded(c, pos)
-            return body([c, None, x, y])
-
-        return call2
-    return lambda *a: call_fnptr(c, fp, list(a), pos)
+    if sf is None:
+        return call_method(c, obj, fp.name, args, pos, setter, f, props=False)
+    if len(args) != sf.nparams:
+        raise _closure_arity_error(fp, len(args), pos)
+    fr = make_frame(c, sf, args, obj, fp.cells)
+    r = run_frame(c, sf, fr, pos)
+    if setter is not None and fr[1] is not obj:
+        setter(f, fr[1])
+    return r
 
 
-def fn_arity(fp: Any) -> int | None:
-    """Number of parameters a closure takes (None for named functions)."""
-    if type(fp) is FnPtr and fp.closure is not None:
-        return int(fp.closure.nparams) - len(fp.curry)
-    return None
+def script_arities(c: Ctx, fp: FnPtr) -> set[int]:
+    """The numbers of arguments ``fp`` accepts from a caller (after its curried ones), or an
+    empty set when it names no script function (then a builtin or host function decides)."""
+    if fp.closure is not None:
+        return {fp.closure.nparams - len(fp.curry)}
+    return {a - len(fp.curry) for (n, a) in c.fns if n == fp.name}
 
 
-def call_fnptr_host(c: Ctx, fp: FnPtr, args: list[Any]) -> Any:
-    return call_fnptr(c, fp, [from_python(a) for a in args], NOPOS)
-
-
-def fast_filter(c: Ctx, fp: Any, items: list[Any], pos: Pos = NOPOS) -> list[Any] | None:
-    """Filter with a closure compiled to Python source; None when there is none."""
-    if type(fp) is not FnPtr or fp.closure is None or fp.closure.fast is None or fp.curry:
-        return None
-    c.ops += len(items)
-    if c.ops > c.max_ops:
-        ops_exceeded(c, pos)
-    return run_vfilter(c, fp.closure, items, pos)
-
-
-def run_vfilter(c: Ctx, sf: ScriptFn, items: list[Any], pos: Pos) -> list[Any]:
-    """Run the fast filter of closure ``sf`` (its operations already charged); items it does
-    not decide inline go through the closure itself, bound only when first needed."""
-    bound: list[Callable[[Any], Any]] = []
-
-    def checked(x: Any) -> Any:
-        if not bound:
-            bound.append(bind_fn(c, FnPtr(sf.name, (), sf, (), c), 1, pos))
-        r = bound[0](x)
-        if r is True or r is False:
-            return r
-        raise Fail(f"The function passed to 'filter' must return a boolean, not {type_of(r)}")
-
-    return sf.fast.vfilter(items, checked)  # type: ignore[no-any-return]
-
-
-def fast_pred(c: Ctx, fp: Any, n: int, name: str, pos: Pos = NOPOS) -> Callable[[Any], Any] | None:
-    """For an array of ``n`` items: a predicate compiled to Python source, or None.
-
-    The ``n`` operations are charged up front."""
-    if type(fp) is not FnPtr or fp.closure is None or fp.closure.fast is None or fp.curry:
-        return None
-    c.ops += n
-    if c.ops > c.max_ops:
-        ops_exceeded(c, pos)
-    slow = bind_fn(c, fp, 1, pos)
-
-    def checked(x: Any) -> Any:
-        r = slow(x)
-        if r is True or r is False:
-            return r
-        raise Fail(f"The function passed to '{name}' must return a boolean, not {type_of(r)}")
-
-    return fp.closure.fast.make(checked)  # type: ignore[no-any-return]
+__all__ = ["UNBOUND", "Ctl", "CtlExc", "Ctx", "NewStr", "ScriptFn", "call_fnptr", "call_method"]

@@ -142,9 +142,8 @@ class FnPtr:
         """Call the function from host code (uses the context that created it)."""
         if self._ctx is None:
             raise TypeError("this function pointer is not bound to a running engine")
-        from .runtime import call_fnptr_host
-
-        return call_fnptr_host(self._ctx, self, list(args))
+        # the context knows how to call (values must not depend on the runtime)
+        return self._ctx.call_fnptr_host(self, list(args))
 
     def __eq__(self, other: object) -> bool:
         return (

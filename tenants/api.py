@@ -104,7 +104,7 @@ def forbidden(message: str = "your role in this tenant does not allow this") -> 
     return ApiError(message, "forbidden", status.HTTP_403_FORBIDDEN)
 
 
-_TENANT_ERROR_HTTP = {
+_TENANT_ERROR_HTTP: dict[str, int] = {
     TenantErrorCode.NOT_FOUND: status.HTTP_404_NOT_FOUND,
     TenantErrorCode.ALREADY_EXISTS: status.HTTP_409_CONFLICT,
     TenantErrorCode.INVALID: status.HTTP_400_BAD_REQUEST,
@@ -212,7 +212,7 @@ class StaffOnlyView(PortalView):
 
 
 def valid(serializer: serializers.Serializer[Any]) -> dict[str, Any]:
-    serializer.isvalid(raise_exception=True)
+    serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
 
 
@@ -654,7 +654,7 @@ class PlansApi(StaffOnlyView):
 
     def post(self, request: Request) -> Response:
         body = PlanInput(data=request.data)
-        body.isvalid(raise_exception=True)
+        body.is_valid(raise_exception=True)
         with transaction.atomic():
             plan = body.save()
         return Response(PlanOutput(plan).data, status=status.HTTP_201_CREATED)
@@ -675,7 +675,7 @@ class PlanDetailApi(StaffOnlyView):
         if "name" in request.data and request.data["name"] != plan.name:
             raise ApiError("a plan cannot be renamed", "invalid_request")
         body = PlanUpdateInput(plan, data=request.data, partial=True)
-        body.isvalid(raise_exception=True)
+        body.is_valid(raise_exception=True)
         with transaction.atomic():
             plan = body.save()
         return Response(PlanOutput(plan).data)

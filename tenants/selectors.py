@@ -160,3 +160,25 @@ def caller_anonymous(*, tenant_name: str) -> Caller:
     if t is None:
         raise KeyRejected("missing")
     return _caller(t, api_key_id=None, api_key_prefix="")
+
+
+def tenant_list_with_plans() -> QuerySet[Tenant]:
+    """Every tenant by name, with its plan in the same query (for listings)."""
+    return tenant_list().select_related("plan")
+
+
+def api_key_find(*, tenant: Tenant, key_or_prefix: str) -> ApiKey:
+    """The tenant's key given either the key itself or its prefix (as `rbee key list`
+    shows it); TenantError(NOT_FOUND) otherwise. Only the prefix is looked up: a whole
+    key is not checked against its hash here, since its owner is managing it."""
+    prefix = secrets.parse_prefix(ApiKey.KIND, key_or_prefix) or key_or_prefix
+    return api_key_get(tenant=tenant, prefix=prefix)
+
+
+def plan_list() -> QuerySet[Plan]:
+    return Plan.objects.order_by("name")
+
+
+def plan_limits(plan: Plan) -> dict[str, int | None]:
+    """The plan's limits by field (None: unlimited), in Plan.LIMIT_FIELDS order."""
+    return {f: getattr(plan, f) for f in Plan.LIMIT_FIELDS}

@@ -292,3 +292,28 @@ def invitation_cancel(*, invitation: Invitation) -> None:
         deleted, _ = Invitation.objects.filter(pk=invitation.pk, accepted_at__isnull=True).delete()
     if not deleted:
         raise TenantError(TenantErrorCode.INVALID, "this invitation was already used")
+
+
+def plan_set(
+    *,
+    name: str,
+    limits: dict[str, int | None],
+    allowed_models: list[str] | None = None,
+) -> tuple[Plan, bool]:
+    """Create the plan `name` or change it: each of `limits` (a Plan.LIMIT_FIELDS name ->
+    N, or None for unlimited) is set, the others are left as they are; `allowed_models`
+    replaces the plan's models when given ([]: every model). Returns (plan, created)."""
+    unknown = sorted(set(limits) - set(Plan.LIMIT_FIELDS))
+    if unknown:
+        raise TenantError(
+            TenantErrorCode.INVALID,
+            f"unknown limit {', '.join(unknown)}: use {', '.join(Plan.LIMIT_FIELDS)}",
+        )
+    with transaction.atomic():
+        plan, created = Plan.objects.select_for_update().get_or_create(name=name)
+        for field, value in limits.items():
+            setattr(plan, field, value)
+        if allowed_models is not None:
+            plan.allowed_models = [m.strip() for m in allowed_models if m.strip()]
+        plan.save()
+    return plan, created

@@ -71,7 +71,7 @@ def test_host_exception_becomes_eval_error_with_position() -> None:
 def test_host_exception_is_catchable_in_script() -> None:
     e = rhai.Engine()
     e.register_fn("boom", lambda: 1 / 0)
-    assert e.eval('try { boom() } catch (err) { "caught" }') == "caught"
+    assert e.eval('let r = ""; try { boom() } catch (err) { r = "caught" } r') == "caught"
 
 
 def test_call_fn_and_fn_params() -> None:

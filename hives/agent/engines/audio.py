@@ -47,15 +47,6 @@ ENCODERS: dict[str, tuple[str, ...]] = {
 CONTAINERS = {"mp3": "mp3", "opus": "ogg", "aac": "adts", "flac": "flac"}
 BIT_RATES = {"mp3": 64000, "opus": 32000, "aac": 64000}  # mono speech; flac is lossless
 
-MIME_TYPES = {
-    "mp3": "audio/mpeg",
-    "opus": "audio/ogg",
-    "aac": "audio/aac",
-    "flac": "audio/flac",
-    "wav": "audio/wav",
-    "pcm": "audio/pcm",
-}
-
 
 def pcm_duration(n_samples: int, rate: int) -> float:
     """Seconds of audio in `n_samples` mono samples at `rate` Hz."""
@@ -181,10 +172,6 @@ class SpeechEncoder:
             self.output_rate = self.source_rate
         else:
             self._open_container(pick_encoder(response_format))
-
-    @property
-    def mime_type(self) -> str:
-        return MIME_TYPES[self.response_format]
 
     @property
     def duration(self) -> float:

@@ -1,0 +1,72 @@
+"""`rbee queen`: the control plane (the OpenAI API, the hive endpoint, the admin)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from rbee.cli._common import DEFAULT_PORT, log_to_console, setup_django
+from rbee.cli._common import migrate as apply_migrations
+
+log = logging.getLogger("rbee")
+
+
+@click.group()
+def queen() -> None:
+    """The control plane: the OpenAI API, the hive endpoint, the admin."""
+
+
+@queen.command("start")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
+@click.option("--no-migrate", is_flag=True, help="Do not apply database migrations first.")
+def queen_start(host: str, port: int, no_migrate: bool) -> None:
+    """Start the queen (Daphne) on PORT."""
+    log_to_console()
+    serve_queen(host, port, migrate=not no_migrate)
+
+
+def serve_queen(host: str, port: int, *, migrate: bool = True) -> None:
+    # The request path hands database work to executor threads and back; with
+    # CPython's default 5 ms switch interval each handoff can wait that long for
+    # the GIL while the event loop thread is busy.
+    sys.setswitchinterval(float(os.environ.get("RBEE_GIL_SWITCH_INTERVAL", "0.0005")))
+    setup_django()
+    if migrate:
+        apply_migrations()
+    # The server and the app import models: only now that Django is set up.
+    from channels.layers import get_channel_layer
+    from daphne.endpoints import build_endpoint_description_strings
+    from daphne.server import Server
+    from django.conf import settings
+
+    from billing.periodic import start_in_process
+    from hives.services import hives_forget_connections
+    from rbee.asgi import application
+    from rbee.server import install_body_limit
+
+    # The largest body any endpoint takes; each endpoint may answer 413 below it.
+    install_body_limit(max(settings.RBEE_MAX_BODY_BYTES, settings.DATA_UPLOAD_MAX_MEMORY_SIZE))
+
+    if not settings.REDIS_URL:
+        # One process owns every hive socket on the embedded default, so any
+        # connection recorded now belongs to a previous run.
+        hives_forget_connections()
+        # No Celery beat here: billing's periodic tasks run on a thread of the queen.
+        start_in_process()
+    log.info("queen listening on http://%s:%s", host, port)
+    Server(
+        application=application,
+        endpoints=build_endpoint_description_strings(host=host, port=port),
+        websocket_timeout=-1,  # hives stay connected for as long as they run
+        application_close_timeout=10,
+        verbosity=0,
+    ).run()
+    # Stopped (SIGTERM/SIGINT): the sockets this process held are gone, so other
+    # replicas must stop routing to them now, not when their heartbeats go stale.
+    marker = getattr(get_channel_layer(), "client_prefix", None)
+    released = hives_forget_connections(channel_marker=marker) if marker else 0
+    log.info("queen stopped; released %d hive connection(s)", released)

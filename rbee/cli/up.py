@@ -1,0 +1,167 @@
+"""`rbee up`: the queen and a local hive on this machine, on the embedded default."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from kernel.paths import rbee_home
+from rbee.cli._common import DEFAULT_PORT, fail, note, uses_database
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
+@click.option(
+    "--model", "models", multiple=True, help="Models for the local hive (see hive start)."
+)
+@click.option(
+    "--open",
+    "open_",
+    is_flag=True,
+    help="Accept requests without an API key (as the default tenant); loopback only.",
+)
+def up(host: str, port: int, models: tuple[str, ...], open_: bool) -> None:
+    """Run rbee on this machine: the queen plus a local hive. Ctrl-C stops both."""
+    if open_ and host not in LOOPBACK:
+        fail("--open serves requests without a key, so it only binds to loopback")
+    api_key, hive_token, models = _prepare(models)
+    exe = [sys.executable, "-m", "rbee.cli"]
+    env = {**os.environ, "RBEE_HIVE_TOKEN": hive_token}  # not on argv, where `ps` shows it
+    if open_:
+        env["RBEE_ANONYMOUS_TENANT"] = "default"
+    queen_p = subprocess.Popen(
+        [*exe, "queen", "start", "--host", host, "--port", str(port), "--no-migrate"], env=env
+    )
+    hive_args = [*exe, "hive", "start", "--queen", f"http://127.0.0.1:{port}", "--name", "local"]
+    for m in models:
+        hive_args += ["--model", m]
+    hive_p = subprocess.Popen(hive_args, env=env)
+    procs = [queen_p, hive_p]
+    first_model = models[0].split("=")[0].split("@")[0]
+
+    stopping = False
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+
+    code = 0
+    if _wait_ready(port, procs, first_model, timeout=180):
+        shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
+        click.echo(
+            f"\nrbee is up: http://{shown}:{port}/v1  (model: {first_model})\n"
+            f"API key: {api_key}\n\n"
+            f"  curl http://{shown}:{port}/v1/chat/completions \\\n"
+            f"    -H 'Authorization: Bearer {api_key}' -H 'Content-Type: application/json' \\\n"
+            f'    -d \'{{"model": "{first_model}", "messages": '
+            f'[{{"role": "user", "content": "Hello!"}}]}}\'\n\n'
+            f"Models (loading in the background): {', '.join(models)}\n"
+            "Press Ctrl-C to stop.\n",
+        )
+    elif not stopping:
+        note("error: rbee did not become ready; see the messages above")
+        stopping, code = True, 1
+    while not stopping:
+        if any(p.poll() is not None for p in procs):
+            note("error: a part of rbee stopped unexpectedly; shutting down")
+            code = 1
+            break
+        time.sleep(0.2)
+    for p in (hive_p, queen_p):  # the hive first, so it leaves the queen cleanly
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    sys.exit(code)
+
+
+@uses_database
+def _prepare(models: tuple[str, ...]) -> tuple[str, str, tuple[str, ...]]:
+    """The default tenant's key, the local hive's token, and the models to serve: every
+    modality when none are named, with OpenAI's model names pointing at them (unless the
+    owner already pointed a name elsewhere)."""
+    from hives import services
+    from hives.agent.catalog import BUNDLED, DEFAULT_MODELS, OPENAI_ALIASES
+
+    api_key = _ensure_default_key()
+    if not models:
+        models = tuple(DEFAULT_MODELS)
+        for alias, target in OPENAI_ALIASES.items():
+            try:
+                services.model_alias_set(
+                    alias=alias,
+                    target=target,
+                    capability=BUNDLED[target]["capability"],
+                    engine=BUNDLED[target]["engine"],
+                    keep=True,
+                )
+            except services.HiveError:
+                pass
+    _, hive_token = services.hive_token_create(name="local")
+    return api_key, hive_token, models
+
+
+def _default_key_file() -> Path:
+    return rbee_home() / "default-api-key"
+
+
+def _ensure_default_key() -> str:
+    """The `default` tenant's key for this machine, kept (mode 0600) in RBEE_HOME.
+
+    The queen stores only its hash; this file is the owner's copy, like an ssh key.
+    """
+    from tenants import selectors, services
+
+    t, _ = services.tenant_get_or_create(name="default")
+    path = _default_key_file()
+    if path.exists():
+        existing = path.read_text().strip()
+        try:
+            selectors.caller_from_key(existing)
+            return existing
+        except selectors.KeyRejected:
+            pass
+    _, plaintext = services.api_key_create(tenant=t, name="rbee up")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(plaintext + "\n")
+    return plaintext
+
+
+def _wait_ready(
+    port: int, procs: list[subprocess.Popen[bytes]], model: str, timeout: float
+) -> bool:
+    """True once the queen is healthy and a hive serves `model`; False when a process
+    exits or the time runs out."""
+    import httpx  # ~0.1 s to import: only when rbee starts, not for every command
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            return False
+        try:
+            r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+            body: dict[str, Any] = r.json()
+            if r.status_code == 200 and any(model in h.get("models", []) for h in body["hives"]):
+                return True
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        time.sleep(0.3)
+    return False
