@@ -55,7 +55,7 @@ def text_engine(lm: Path) -> None:
     import torch
 
     from hives.agent.engines import get_engine
-    from hives.agent.engines.base import ModelSpec
+    from hives.spec import ModelSpec
 
     section("transformers on cuda:0")
     spec = ModelSpec(name="tiny-llama", engine="transformers", source=str(lm), device="cuda:0")
@@ -93,7 +93,7 @@ def image_engine(sd: Path) -> None:
     import torch
 
     from hives.agent.engines import get_engine
-    from hives.agent.engines.base import ModelSpec
+    from hives.spec import ModelSpec
 
     section("diffusers on cuda:0")
     spec = ModelSpec(

@@ -11,8 +11,8 @@ import time
 import uuid
 from typing import Any
 
-from hives.agent.engines.base import ModelSpec
 from hives.agent.engines.echo import EchoEngine
+from hives.spec import ModelSpec
 
 _engine = EchoEngine()
 _engine.load(ModelSpec(name="echo-bench", engine="echo", source=""))

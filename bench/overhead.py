@@ -81,8 +81,8 @@ async def load(
 
 
 def in_process(n: int = 20000) -> float:
-    from hives.agent.engines.base import ModelSpec
     from hives.agent.engines.echo import EchoEngine
+    from hives.spec import ModelSpec
 
     eng = EchoEngine()
     eng.load(ModelSpec(name=MODEL, engine="echo", source=""))

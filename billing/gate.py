@@ -19,21 +19,22 @@ from typing import Any
 from billing import limits as lim
 from billing.errors import AdmissionCode, AdmissionError
 from billing.services import Usage, usage_record
+from hives.protocol import EventKind, Task
 from kernel.aio import db
 from tenants.selectors import Caller
 
 logger = logging.getLogger("billing.gate")
 
 # The scope name of each task (ApiKey.scopes["endpoints"]).
-TASK_ENDPOINT = {
-    "chat": "chat",
-    "completion": "completions",
-    "embedding": "embeddings",
-    "image": "images",
-    "image_variation": "images",
-    "transcription": "audio",
-    "translation": "audio",
-    "speech": "audio",
+TASK_ENDPOINT: dict[str, str] = {
+    Task.CHAT: "chat",
+    Task.COMPLETION: "completions",
+    Task.EMBEDDING: "embeddings",
+    Task.IMAGE: "images",
+    Task.IMAGE_VARIATION: "images",
+    Task.TRANSCRIPTION: "audio",
+    Task.TRANSLATION: "audio",
+    Task.SPEECH: "audio",
 }
 
 _REASON_MESSAGES = {
@@ -157,15 +158,15 @@ async def release(admitted: Admitted) -> None:
         )
 
 
-TASK_MODALITY = {
-    "chat": "chat",
-    "completion": "completion",
-    "embedding": "embedding",
-    "image": "image",
-    "image_variation": "image",
-    "transcription": "transcription",
-    "translation": "translation",
-    "speech": "speech",
+TASK_MODALITY: dict[str, str] = {
+    Task.CHAT: "chat",
+    Task.COMPLETION: "completion",
+    Task.EMBEDDING: "embedding",
+    Task.IMAGE: "image",
+    Task.IMAGE_VARIATION: "image",
+    Task.TRANSCRIPTION: "transcription",
+    Task.TRANSLATION: "translation",
+    Task.SPEECH: "speech",
 }
 
 
@@ -196,7 +197,7 @@ class Meter:
         self.done = False
 
     def observe(self, event: dict[str, Any]) -> None:
-        if event.get("kind") == "delta":
+        if event.get("kind") == EventKind.DELTA:
             self.deltas += 1
             if isinstance(event.get("prompt_tokens"), int):
                 self.prompt_tokens = event["prompt_tokens"]
@@ -211,7 +212,7 @@ class Meter:
             v = u.get(key)
             return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0.0
 
-        if event is None or event.get("kind") != "done":
+        if event is None or event.get("kind") != EventKind.DONE:
             # Ended early (the client left, or an error): what was produced so far.
             completion = self.completion_tokens or self.deltas
             return Usage(

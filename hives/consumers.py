@@ -15,7 +15,21 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from hives import protocol, selectors, services
+from hives import selectors, services
+from hives.protocol import (
+    CLOSE_BAD_HELLO,
+    CLOSE_BAD_TOKEN,
+    CLOSE_BAD_VERSION,
+    CLOSE_REPLACED,
+    FINAL_KINDS,
+    Op,
+    dumps,
+    error_event,
+    loads,
+    refused,
+    version_refusal,
+)
+from kernel import __version__
 
 logger = logging.getLogger("hives.consumer")
 
@@ -50,8 +64,8 @@ class HiveConsumer(AsyncWebsocketConsumer):
                 client[0],
                 "invalid hive token" if token else "no hive token",
             )
-            await self.send(protocol.dumps({"op": "refused", "reason": "invalid hive token"}))
-            await self.close(code=protocol.CLOSE_BAD_TOKEN, reason="invalid hive token")
+            await self.send(dumps(refused("invalid hive token")))
+            await self.close(code=CLOSE_BAD_TOKEN, reason="invalid hive token")
             return
         self.hive_id = hive.pk
         self.hive_name = hive.name
@@ -60,23 +74,23 @@ class HiveConsumer(AsyncWebsocketConsumer):
         if self.hive_id is None:
             return
         try:
-            msg = protocol.loads(text_data if text_data is not None else (bytes_data or b""))
+            msg = loads(text_data if text_data is not None else (bytes_data or b""))
         except (ValueError, json.JSONDecodeError):
             logger.warning("hive %s sent a malformed frame; ignored", self.hive_name)
             return
         op = msg["op"]
         try:
-            if op == "events":
+            if op == Op.EVENTS:
                 await self._relay_events(str(msg.get("id")), msg.get("events"))
-            elif op == "event":
+            elif op == Op.EVENT:
                 await self._relay_events(str(msg.get("id")), [msg.get("event")])
-            elif op == "ack":
+            elif op == Op.ACK:
                 reply = self.jobs.get(str(msg.get("id")))
                 if reply:
                     await self.channel_layer.send(
                         reply, {"type": "job.ack", "hive_id": self.hive_id}
                     )
-            elif op == "heartbeat":
+            elif op == Op.HEARTBEAT:
                 owned = await database_sync_to_async(services.hive_heartbeat)(
                     hive_id=self.hive_id, channel_name=self.channel_name, beat=msg
                 )
@@ -84,12 +98,12 @@ class HiveConsumer(AsyncWebsocketConsumer):
                     logger.info(
                         "hive %s reconnected elsewhere; closing this socket", self.hive_name
                     )
-                    await self.close(code=protocol.CLOSE_REPLACED)
+                    await self.close(code=CLOSE_REPLACED)
                 elif "workers" in msg:
                     await self._sync_assignments(list(msg.get("workers") or []))
-            elif op == "hello":
+            elif op == Op.HELLO:
                 await self._hello(msg)
-            elif op == "download":
+            elif op == Op.DOWNLOAD:
                 await database_sync_to_async(services.model_download_progress)(
                     hive_id=self.hive_id, report=msg
                 )
@@ -99,6 +113,15 @@ class HiveConsumer(AsyncWebsocketConsumer):
             logger.exception("error handling %r from hive %s", op, self.hive_name)
 
     async def _hello(self, msg: dict[str, Any]) -> None:
+        # Queen and hives are deployed separately: a hive that speaks another version of
+        # the protocol is told so, with what to do, rather than misunderstood.
+        reason = version_refusal(msg, queen_version=__version__)
+        if reason:
+            logger.warning("refused hive %s: %s", self.hive_name, reason)
+            await self.send(dumps(refused(reason)))
+            self.hive_id = None  # never marked online, so nothing to undo
+            await self.close(code=CLOSE_BAD_VERSION, reason="incompatible protocol version")
+            return
         name = msg.get("name")
         if name and name != self.hive_name:
             logger.warning(
@@ -106,13 +129,9 @@ class HiveConsumer(AsyncWebsocketConsumer):
                 self.hive_name,
                 name,
             )
-            await self.send(
-                protocol.dumps(
-                    {"op": "refused", "reason": f"this token belongs to hive {self.hive_name!r}"}
-                )
-            )
+            await self.send(dumps(refused(f"this token belongs to hive {self.hive_name!r}")))
             self.hive_id = None  # never marked online, so nothing to undo
-            await self.close(code=protocol.CLOSE_BAD_HELLO)
+            await self.close(code=CLOSE_BAD_HELLO)
             return
         assert self.hive_id is not None
         previous = await database_sync_to_async(services.hive_connected)(
@@ -128,8 +147,8 @@ class HiveConsumer(AsyncWebsocketConsumer):
             "hive %s connected (%s)", self.hive_name, ", ".join(map(str, workers)) or "no models"
         )
         await self.send(
-            protocol.dumps(
-                {"op": "welcome", "hive": self.hive_name, "heartbeat_interval": HEARTBEAT_INTERVAL}
+            dumps(
+                {"op": Op.WELCOME, "hive": self.hive_name, "heartbeat_interval": HEARTBEAT_INTERVAL}
             )
         )
         # After the welcome, which the hive expects first.
@@ -151,7 +170,7 @@ class HiveConsumer(AsyncWebsocketConsumer):
                 order.get("spec") or order.get("model") or order.get("source"),
                 f" on {order['device']}" if order.get("device") else "",
             )
-            await self.send(protocol.dumps(order))
+            await self.send(dumps(order))
 
     async def _relay_events(self, job_id: str, events: Any) -> None:
         if not isinstance(events, list):
@@ -159,7 +178,7 @@ class HiveConsumer(AsyncWebsocketConsumer):
         events = [e for e in events if isinstance(e, dict)]
         if not events:
             return
-        final = any(e.get("kind") in ("done", "error") for e in events)
+        final = any(e.get("kind") in FINAL_KINDS for e in events)
         reply = self.jobs.pop(job_id, None) if final else self.jobs.get(job_id)
         if reply:
             await self.channel_layer.send(
@@ -178,18 +197,16 @@ class HiveConsumer(AsyncWebsocketConsumer):
                     "type": "job.events",
                     "hive_id": self.hive_id,
                     "events": [
-                        protocol.error_event(
-                            "hive is not connected", code="hive_unavailable", status=503
-                        )
+                        error_event("hive is not connected", code="hive_unavailable", status=503)
                     ],
                 },
             )
             return
         self.jobs[job_id] = reply
         await self.send(
-            protocol.dumps(
+            dumps(
                 {
-                    "op": "job",
+                    "op": Op.JOB,
                     "id": job_id,
                     "model": message["model"],
                     "device": message.get("device", ""),
@@ -201,13 +218,13 @@ class HiveConsumer(AsyncWebsocketConsumer):
 
     async def hive_replaced(self, message: dict[str, Any]) -> None:
         logger.info("hive %s connected again elsewhere; closing the old socket", self.hive_name)
-        await self.close(code=protocol.CLOSE_REPLACED)
-        await self.disconnect(protocol.CLOSE_REPLACED)
+        await self.close(code=CLOSE_REPLACED)
+        await self.disconnect(CLOSE_REPLACED)
 
     async def job_cancel(self, message: dict[str, Any]) -> None:
         job_id = str(message["id"])
         if self.jobs.pop(job_id, None) is not None and self.ready:
-            await self.send(protocol.dumps({"op": "cancel", "id": job_id}))
+            await self.send(dumps({"op": Op.CANCEL, "id": job_id}))
 
     async def disconnect(self, code: int) -> None:
         self.ready = False
@@ -215,7 +232,7 @@ class HiveConsumer(AsyncWebsocketConsumer):
             return
         lost = list(self.jobs.items())
         self.jobs.clear()
-        failure = protocol.error_event(
+        failure = error_event(
             f"hive {self.hive_name!r} disconnected while running the request",
             code="hive_disconnected",
             status=502,

@@ -1,6 +1,16 @@
 from __future__ import annotations
 
+from enum import StrEnum
+
 from django.db import models
+
+from hives.protocol import Capability, DownloadState, WorkerAction, WorkerState
+
+
+def _choices(words: type[StrEnum]) -> list[tuple[str, str]]:
+    """Field choices from one of the protocol's enums (labels as TextChoices makes them),
+    so that the wire and the database share one list of words."""
+    return [(w.value, w.name.replace("_", " ").title()) for w in words]
 
 
 class Hive(models.Model):
@@ -41,15 +51,10 @@ class Hive(models.Model):
 class CatalogModel(models.Model):
     """A model rbee knows how to serve: its public id, what it does, how and from where."""
 
-    class Capability(models.TextChoices):
-        TEXT_GEN = "text-gen"
-        IMAGE_GEN = "image-gen"
-        AUDIO_TRANSCRIPTION = "audio-transcription"
-        AUDIO_GEN = "audio-gen"
-        EMBEDDING = "embedding"
+    Capability = Capability
 
     name = models.CharField(max_length=200, unique=True)
-    capability = models.CharField(max_length=32, choices=Capability.choices)
+    capability = models.CharField(max_length=32, choices=_choices(Capability))
     engine = models.CharField(max_length=64)
     source = models.CharField(max_length=1000, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -73,29 +78,18 @@ class ModelAlias(models.Model):
 class Worker(models.Model):
     """One model loaded on one device of one hive, as the hive last reported it.
 
-    States (reported by the hive)::
-
-        starting --> ready --> stopped
-            \\          \\
-             +--> failed <+   (a failed worker is restarted by the hive with backoff)
+    States: hives.protocol.WorkerState, as reported by the hive (the hive restarts a
+    failed worker with backoff).
     """
 
-    class State(models.TextChoices):
-        STARTING = "starting"
-        READY = "ready"
-        FAILED = "failed"
-        STOPPED = "stopped"
-        STOPPING = "stopping"
-        # Unloaded after being idle (or to make room): still placeable, reloaded on
-        # the next job for it.
-        UNLOADED = "unloaded"
-        # The device had no room for it (the message says what uses the memory).
-        REFUSED = "refused"
+    State = WorkerState
 
     hive = models.ForeignKey(Hive, on_delete=models.CASCADE, related_name="workers")
     model = models.ForeignKey(CatalogModel, on_delete=models.CASCADE, related_name="workers")
     device = models.CharField(max_length=32, default="cpu")
-    state = models.CharField(max_length=16, choices=State.choices, default=State.STARTING)
+    state = models.CharField(
+        max_length=16, choices=_choices(WorkerState), default=WorkerState.STARTING
+    )
     pinned = models.BooleanField(default=False)
     inflight = models.IntegerField(default=0)
     slots = models.IntegerField(default=1)
@@ -142,15 +136,12 @@ class WorkerCommand(models.Model):
     """An operator's order for one worker (`rbee worker restart`, the management API),
     delivered to its hive with the next heartbeat and then marked sent."""
 
-    class Action(models.TextChoices):
-        START = "start"
-        STOP = "stop"
-        RESTART = "restart"
+    Action = WorkerAction
 
     hive = models.ForeignKey(Hive, on_delete=models.CASCADE, related_name="worker_commands")
     model_name = models.CharField(max_length=200)
     device = models.CharField(max_length=32, default="cpu")
-    action = models.CharField(max_length=16, choices=Action.choices)
+    action = models.CharField(max_length=16, choices=_choices(WorkerAction))
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
 
@@ -163,15 +154,13 @@ class ModelDownload(models.Model):
     path) and reports its progress; sent again when the hive reconnects, so an
     interrupted download resumes where it stopped."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        DONE = "done"
-        FAILED = "failed"
+    Status = DownloadState
 
     hive = models.ForeignKey(Hive, on_delete=models.CASCADE, related_name="downloads")
     source = models.CharField(max_length=1000)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    status = models.CharField(
+        max_length=16, choices=_choices(DownloadState), default=DownloadState.QUEUED
+    )
     done_bytes = models.BigIntegerField(default=0)
     total_bytes = models.BigIntegerField(default=0)
     path = models.CharField(max_length=1000, blank=True, default="")

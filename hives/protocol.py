@@ -1,67 +1,182 @@
 """The wire protocol between a hive and the queen (JSON text frames over one websocket).
 
 No Django here: the hive agent imports this module on machines with no database.
+Every word that travels is a member of one of the enums below (``StrEnum``s, so a
+member is the string itself on the wire, in the database and in comparisons).
 
 hive -> queen
-    hello      {op, name, version, region, devices: [...], workers: [...]}
+    hello      {op, protocol, name, version, region, devices: [...], workers: [...]}
     heartbeat  {op, devices: [...], workers: [...], inflight}
     ack        {op, id}                         a job was received
-    events     {op, id, events: [{...}, ...]}   see EVENT_* below; in order
+    events     {op, id, events: [{...}, ...]}   see EventKind; in order
     event      {op, id, event: {...}}           one event (same as events of one)
+    download   {op, id, state, done, total, path?, message?}   a download's progress
 queen -> hive
     welcome    {op, hive, heartbeat_interval}
-    job        {op, id, model, task, request}
+    job        {op, id, model, device, task, request}
     cancel     {op, id}
     spawn      {op, spec, device, pinned}       load a model (`rbee model add --hive`)
     stop       {op, model, device}              unload a model the queen had assigned
+    worker     {op, action, model, device}      an operator's order (`rbee worker restart`)
+    download   {op, id, source}                 fetch a model's files (`rbee model download`)
     refused    {op, reason}                     sent just before closing
 
-A worker entry is {model, capability, engine, source, device, state, pinned, inflight}.
-Events of one job arrive in order; the last is a `done` or an `error`.
+`protocol` in the hello is PROTOCOL_VERSION: queen and hives are deployed separately,
+so the queen refuses a hive whose version it does not speak (`refused`, then the
+close code CLOSE_BAD_VERSION) and the hive exits, as for a bad token.
+
+A worker entry is {model, capability, engine, source, device, state, pinned, inflight,
+...}. Events of one job arrive in order; the last is a `done` or an `error`.
+
+Between the hive and each of its worker processes (JSON lines on the worker's stdin
+and stdout), see PipeOp.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Mapping
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, Final
 
-PROTOCOL_VERSION = 1
-HIVE_WS_PATH = "/hive/ws"
+# Bump when a change would confuse the other side; keep OLDEST_COMPATIBLE at the oldest
+# version this side still speaks.
+PROTOCOL_VERSION: Final = 1
+OLDEST_COMPATIBLE: Final = 1
+HIVE_WS_PATH: Final = "/hive/ws"
 
 # websocket close codes (4000-4999 are for applications)
-CLOSE_BAD_TOKEN = 4001
-CLOSE_BAD_HELLO = 4002
-CLOSE_REPLACED = 4003
-
-EVENT_DELTA = "delta"  # {kind, text}
-EVENT_DONE = "done"  # {kind, finish_reason, usage: {prompt_tokens, completion_tokens}}
-EVENT_ERROR = "error"  # {kind, message, code, status}
-EVENT_AUDIO = "audio"  # {kind, b64}: bytes of a synthesised audio stream, in order
-# A `done` of a non-streaming task carries {result: {...}} (see engines/base.py).
-
-# A job's task, and the model capability that serves it.
-TASK_CHAT = "chat"
-TASK_COMPLETION = "completion"
-TASK_EMBEDDING = "embedding"
-TASK_IMAGE = "image"
-TASK_IMAGE_VARIATION = "image_variation"
-TASK_TRANSCRIPTION = "transcription"
-TASK_TRANSLATION = "translation"
-TASK_SPEECH = "speech"
-
-TASK_CAPABILITY = {
-    TASK_CHAT: "text-gen",
-    TASK_COMPLETION: "text-gen",
-    TASK_EMBEDDING: "embedding",
-    TASK_IMAGE: "image-gen",
-    TASK_IMAGE_VARIATION: "image-gen",
-    TASK_TRANSCRIPTION: "audio-transcription",
-    TASK_TRANSLATION: "audio-transcription",
-    TASK_SPEECH: "audio-gen",
-}
+CLOSE_BAD_TOKEN: Final = 4001
+CLOSE_BAD_HELLO: Final = 4002
+CLOSE_REPLACED: Final = 4003
+CLOSE_BAD_VERSION: Final = 4004
 
 
-def dumps(msg: dict[str, Any]) -> str:
+class Op(StrEnum):
+    """The `op` of a websocket frame."""
+
+    # hive -> queen
+    HELLO = "hello"
+    HEARTBEAT = "heartbeat"
+    ACK = "ack"
+    EVENTS = "events"
+    EVENT = "event"
+    # both ways: the queen's order, then the hive's progress reports
+    DOWNLOAD = "download"
+    # queen -> hive
+    WELCOME = "welcome"
+    JOB = "job"
+    CANCEL = "cancel"
+    SPAWN = "spawn"
+    STOP = "stop"
+    WORKER = "worker"
+    REFUSED = "refused"
+
+
+class PipeOp(StrEnum):
+    """The `op` of a JSON line between the hive and one of its worker processes."""
+
+    JOB = "job"  # hive -> worker: {op, id, task, request}
+    CANCEL = "cancel"  # hive -> worker: {op, id}
+    READY = "ready"  # worker -> hive: {op, load_seconds, memory_bytes, slots, pid}
+    FAILED = "failed"  # worker -> hive: {op, message}; the model did not load
+    EVENT = "event"  # worker -> hive: {op, id, event}
+
+
+class EventKind(StrEnum):
+    """The `kind` of one event of a job."""
+
+    DELTA = "delta"  # {kind, text}
+    DONE = "done"  # {kind, finish_reason, usage: {prompt_tokens, completion_tokens}}
+    ERROR = "error"  # {kind, message, code, status}
+    AUDIO = "audio"  # {kind, b64}: bytes of a synthesised audio stream, in order
+    LOADING = "loading"  # {kind, model}: the model is being loaded (keeps the job alive)
+    # A `done` of a non-streaming task carries {result: {...}} (see engines/base.py).
+
+
+# The kinds that end a job: exactly one of them is its last event. (A tuple: `in` on it
+# never raises, whatever a peer put in `kind`.)
+FINAL_KINDS: Final = (EventKind.DONE, EventKind.ERROR)
+
+
+class WorkerState(StrEnum):
+    """A worker's state, as the hive reports it (and the queen's Worker rows store).
+
+    starting --> ready --(idle, unpinned)--> unloaded --(a job)--> starting
+        |          |                            ^
+        |          +--(room needed, LRU)--------+
+        +--> refused (does not fit; the message says what uses the memory)
+    ready --(crash)--> failed --(backoff)--> starting;  ready --> stopping --> stopped
+    """
+
+    STARTING = "starting"
+    READY = "ready"
+    FAILED = "failed"
+    STOPPED = "stopped"
+    STOPPING = "stopping"
+    # Unloaded after being idle (or to make room): still placeable, reloaded on the
+    # next job for it.
+    UNLOADED = "unloaded"
+    # The device had no room for it (the message says what uses the memory).
+    REFUSED = "refused"
+
+
+class WorkerAction(StrEnum):
+    """An operator's order for one worker (`op: worker`)."""
+
+    START = "start"
+    STOP = "stop"
+    RESTART = "restart"
+
+
+class DownloadState(StrEnum):
+    """Where a model download is (`op: download` reports from the hive)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Task(StrEnum):
+    """What a job asks a worker to do (the job's `task`)."""
+
+    CHAT = "chat"
+    COMPLETION = "completion"
+    EMBEDDING = "embedding"
+    IMAGE = "image"
+    IMAGE_VARIATION = "image_variation"
+    TRANSCRIPTION = "transcription"
+    TRANSLATION = "translation"
+    SPEECH = "speech"
+
+
+class Capability(StrEnum):
+    """What a model does; every task is served by models of one capability."""
+
+    TEXT_GEN = "text-gen"
+    IMAGE_GEN = "image-gen"
+    AUDIO_TRANSCRIPTION = "audio-transcription"
+    AUDIO_GEN = "audio-gen"
+    EMBEDDING = "embedding"
+
+
+TASK_CAPABILITY: Final[Mapping[Task, Capability]] = MappingProxyType(
+    {
+        Task.CHAT: Capability.TEXT_GEN,
+        Task.COMPLETION: Capability.TEXT_GEN,
+        Task.EMBEDDING: Capability.EMBEDDING,
+        Task.IMAGE: Capability.IMAGE_GEN,
+        Task.IMAGE_VARIATION: Capability.IMAGE_GEN,
+        Task.TRANSCRIPTION: Capability.AUDIO_TRANSCRIPTION,
+        Task.TRANSLATION: Capability.AUDIO_TRANSCRIPTION,
+        Task.SPEECH: Capability.AUDIO_GEN,
+    }
+)
+
+
+def dumps(msg: Mapping[str, Any]) -> str:
     return json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -73,4 +188,40 @@ def loads(raw: str | bytes) -> dict[str, Any]:
 
 
 def error_event(message: str, *, code: str = "worker_error", status: int = 500) -> dict[str, Any]:
-    return {"kind": EVENT_ERROR, "message": message, "code": code, "status": status}
+    return {"kind": EventKind.ERROR, "message": message, "code": code, "status": status}
+
+
+def refused(reason: str) -> dict[str, Any]:
+    return {"op": Op.REFUSED, "reason": reason}
+
+
+def version_refusal(hello: Mapping[str, Any], *, queen_version: str) -> str:
+    """Why the queen cannot talk to the hive that sent `hello` ('' when it can).
+
+    The reason names both protocol versions (and both rbee versions) and what to do."""
+    theirs: object = hello.get("protocol")
+    number = theirs if isinstance(theirs, int) and not isinstance(theirs, bool) else None
+    if number is not None and OLDEST_COMPATIBLE <= number <= PROTOCOL_VERSION:
+        return ""
+    hive_version = str(hello.get("version") or "unknown")[:32]
+    ours = (
+        f"protocol version {PROTOCOL_VERSION}"
+        if OLDEST_COMPATIBLE == PROTOCOL_VERSION
+        else f"protocol versions {OLDEST_COMPATIBLE} to {PROTOCOL_VERSION}"
+    )
+    if theirs is None:
+        what = "sent no protocol version"
+    else:
+        what = f"speaks protocol version {str(theirs)[:20]}"
+    install = (
+        f"install rbee {queen_version} on the hive (`rbee hive install HOST` installs "
+        "the queen's own version) and start it again"
+    )
+    if number is not None and number > PROTOCOL_VERSION:
+        todo = f"upgrade the queen to rbee {hive_version}, or {install}"
+    else:
+        todo = f"upgrade the hive: {install}"
+    return (
+        f"incompatible hive: this hive (rbee {hive_version}) {what} and the queen "
+        f"(rbee {queen_version}) speaks {ours}; {todo}"
+    )

@@ -11,6 +11,8 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from hives.models import Assignment, CatalogModel, Hive, ModelAlias, ModelDownload, Worker
+from hives.protocol import Capability, WorkerState
+from hives.spec import Device, SpecError
 from kernel import secrets
 
 
@@ -28,11 +30,11 @@ class Placement:
     gpu_type: str = "CPU"
     vram_free_mb: int = 0
     vram_total_mb: int = 0
-    capability: str = "text-gen"
+    capability: str = Capability.TEXT_GEN
     pinned: bool = False
     model: str = ""
     slots: int = 1
-    state: str = "ready"
+    state: str = WorkerState.READY
 
 
 def hive_for_token(plaintext: str) -> Hive | None:
@@ -61,12 +63,12 @@ def hive_list() -> QuerySet[Hive]:
 # Workers a job can be sent to: loaded, loading (the job waits for it), or unloaded while
 # idle or on its way there (reloaded on demand).
 SERVABLE = (
-    Worker.State.READY,
-    Worker.State.STARTING,
-    Worker.State.UNLOADED,
-    Worker.State.STOPPING,
+    WorkerState.READY,
+    WorkerState.STARTING,
+    WorkerState.UNLOADED,
+    WorkerState.STOPPING,
 )
-_PREFERENCE = (Worker.State.READY, Worker.State.STARTING)
+_PREFERENCE = (WorkerState.READY, WorkerState.STARTING)
 
 
 def prefer_loaded(placements: list[Placement]) -> list[Placement]:
@@ -139,11 +141,11 @@ def served_models() -> list[Served]:
 
 def _device_of(devices: list[dict[str, Any]], device: str) -> dict[str, Any]:
     """The hive's device entry for a worker's device string ('cpu', 'cuda:1', 'metal:0')."""
-    kind, _, index = device.partition(":")
-    for d in devices:
-        if d.get("kind") == kind and (kind == "cpu" or str(d.get("index")) == (index or "0")):
-            return d
-    return {}
+    try:
+        where = Device(device)
+    except SpecError:
+        return {}
+    return next((d for d in devices if where.describes(d)), {})
 
 
 def placements_for_model(

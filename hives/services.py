@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from django.db import transaction
@@ -19,6 +18,14 @@ from hives.models import (
     Worker,
     WorkerCommand,
 )
+from hives.protocol import (
+    Capability,
+    DownloadState,
+    Op,
+    WorkerAction,
+    WorkerState,
+)
+from hives.spec import CPU, Device, ModelArg, SpecError
 from kernel import secrets
 
 
@@ -54,7 +61,7 @@ def _sync_workers(hive: Hive, workers: list[dict[str, Any]]) -> None:
         model, _ = CatalogModel.objects.get_or_create(
             name=name,
             defaults={
-                "capability": str(w.get("capability") or CatalogModel.Capability.TEXT_GEN),
+                "capability": str(w.get("capability") or Capability.TEXT_GEN),
                 "engine": str(w.get("engine") or ""),
                 "source": str(w.get("source") or ""),
             },
@@ -70,9 +77,9 @@ def _sync_workers(hive: Hive, workers: list[dict[str, Any]]) -> None:
         worker, _ = Worker.objects.update_or_create(
             hive=hive,
             model=model,
-            device=str(w.get("device") or "cpu"),
+            device=str(w.get("device") or CPU),
             defaults={
-                "state": str(w.get("state") or Worker.State.STARTING),
+                "state": str(w.get("state") or WorkerState.STARTING),
                 "pinned": bool(w.get("pinned", False)),
                 "inflight": int(w.get("inflight") or 0),
                 "slots": max(1, int(w.get("slots") or 1)),
@@ -81,7 +88,7 @@ def _sync_workers(hive: Hive, workers: list[dict[str, Any]]) -> None:
             },
         )
         seen.add(worker.pk)
-    Worker.objects.filter(hive=hive).exclude(pk__in=seen).update(state=Worker.State.STOPPED)
+    Worker.objects.filter(hive=hive).exclude(pk__in=seen).update(state=WorkerState.STOPPED)
 
 
 def hive_connected(*, hive_id: int, channel_name: str, hello: dict[str, Any]) -> str:
@@ -102,7 +109,7 @@ def hive_connected(*, hive_id: int, channel_name: str, hello: dict[str, Any]) ->
         _sync_workers(hive, list(hello.get("workers") or []))
         # Unfinished downloads go to the new connection again (they resume).
         ModelDownload.objects.filter(
-            hive=hive, status__in=[ModelDownload.Status.QUEUED, ModelDownload.Status.RUNNING]
+            hive=hive, status__in=[DownloadState.QUEUED, DownloadState.RUNNING]
         ).update(sent_at=None)
     return previous
 
@@ -149,56 +156,52 @@ def hives_forget_connections(*, channel_marker: str | None = None) -> int:
 
 
 def assignment_add(
-    *, hive_name: str, spec: str, device: str = "cpu", pinned: bool = False
+    *, hive_name: str, spec: str, device: str = CPU, pinned: bool = False
 ) -> Assignment:
-    """Ask for `spec` on the hive's device; the hive loads it within a heartbeat."""
-    from hives.agent.catalog import parse_model_arg
-    from hives.agent.engines.base import EngineError
+    """Ask for `spec` on the hive's device; the hive loads it within a heartbeat.
 
+    The spec is checked here with the grammar the hive uses (hives/spec.py): a bad one
+    never reaches the hive. A bundled or well-known NAME is the hive's to resolve (it
+    knows which packages it has)."""
     hive = Hive.objects.filter(name=hive_name).first()
     if hive is None:
         raise HiveError(
             HiveErrorCode.UNKNOWN_HIVE,
             f"no hive named {hive_name!r}; create it with `rbee hive token`",
         )
-
-    from hives.agent.catalog import parse_options
-
-    head, _, tail = spec.rpartition("@")
-    if head and re.fullmatch(r"cpu|(cuda|metal|rocm):\d+", tail):
-        spec, device = head, tail  # NAME@cuda:0 names its device itself
-    device = _device_name(hive, device)
-    name = re.split(r"[=?]", spec, maxsplit=1)[0]
     try:
-        if "=" in name or "=" in spec.partition("?")[0]:
-            parse_model_arg(spec, device=device)
-        elif "?" in spec:  # a bundled or well-known id: the hive checks its package
-            parse_options(spec.partition("?")[2])
-    except EngineError as exc:
+        arg = ModelArg.parse(spec)
+        # NAME@cuda:0 names its device itself.
+        where = arg.device or _device_name(hive, device)
+        if arg.engine:
+            arg.to_spec(where)
+    except SpecError as exc:
         raise HiveError(HiveErrorCode.INVALID_SPEC, exc.message) from exc
     with transaction.atomic():
         assignment, _ = Assignment.objects.update_or_create(
-            hive=hive, model_name=name, device=device, defaults={"spec": spec, "pinned": pinned}
+            hive=hive,
+            model_name=arg.name,
+            device=where,
+            defaults={"spec": arg.text, "pinned": pinned},
         )
     return assignment
 
 
-def _device_name(hive: Hive, device: str) -> str:
-    """`--device 1` means the hive's GPU number 1, whatever its kind (cuda, rocm, metal)."""
-    device = device.strip().lower()
-    if device in ("cuda", "metal", "rocm"):
-        device += ":0"
-    if device.isdigit():
+def _device_name(hive: Hive, device: str) -> Device:
+    """`--device 1` means the hive's GPU number 1, whatever its kind (cuda, rocm, metal);
+    anything else is a device name (hives.spec.Device)."""
+    number = device.strip(" ")
+    if number.isascii() and number.isdigit():
         for d in hive.devices or []:
-            if d.get("kind") != "cpu" and str(d.get("index")) == device:
-                return f"{d.get('kind')}:{device}"
-        return f"cuda:{device}"
-    if not re.fullmatch(r"cpu|(cuda|metal|rocm):\d+", device):
+            if d.get("kind") != CPU and str(d.get("index")) == number:
+                return Device(f"{d.get('kind')}:{number}")
+        return Device(f"cuda:{number}")
+    try:
+        return Device(device)
+    except SpecError as exc:
         raise HiveError(
-            HiveErrorCode.INVALID_DEVICE,
-            f"bad device {device!r}: use cpu, cuda:N, metal:N, rocm:N or N",
-        )
-    return device
+            HiveErrorCode.INVALID_DEVICE, f"{exc.message}, or N (the hive's GPU number N)"
+        ) from None
 
 
 def assignment_remove(*, hive_name: str, model_name: str) -> int:
@@ -211,13 +214,13 @@ def assignments_to_send(*, hive_id: int, workers: list[dict[str, Any]]) -> list[
     """What the hive must start or stop to match its assignments (by its last report)."""
     # A refused model is asked for again: memory may have been freed since.
     running = {
-        (str(w.get("model")), str(w.get("device") or "cpu"))
+        (str(w.get("model")), str(w.get("device") or CPU))
         for w in workers
-        if w.get("state") != "refused"
+        if w.get("state") != WorkerState.REFUSED
     }
     wanted = list(Assignment.objects.filter(hive_id=hive_id))
     out = [
-        {"op": "spawn", "spec": a.spec, "device": a.device, "pinned": a.pinned}
+        {"op": Op.SPAWN, "spec": a.spec, "device": a.device, "pinned": a.pinned}
         for a in wanted
         if (a.model_name, a.device) not in running
     ]
@@ -230,7 +233,7 @@ def assignments_to_send(*, hive_id: int, workers: list[dict[str, Any]]) -> list[
         )
         WorkerCommand.objects.filter(pk__in=[c.pk for c in pending]).update(sent_at=timezone.now())
     out += [
-        {"op": "worker", "action": c.action, "model": c.model_name, "device": c.device}
+        {"op": Op.WORKER, "action": c.action, "model": c.model_name, "device": c.device}
         for c in pending
     ]
     with transaction.atomic():
@@ -239,20 +242,20 @@ def assignments_to_send(*, hive_id: int, workers: list[dict[str, Any]]) -> list[
             .filter(
                 hive_id=hive_id,
                 sent_at__isnull=True,
-                status__in=[ModelDownload.Status.QUEUED, ModelDownload.Status.RUNNING],
+                status__in=[DownloadState.QUEUED, DownloadState.RUNNING],
             )
             .order_by("id")
         )
         ModelDownload.objects.filter(pk__in=[d.pk for d in downloads]).update(
             sent_at=timezone.now()
         )
-    out += [{"op": "download", "id": d.pk, "source": d.source} for d in downloads]
+    out += [{"op": Op.DOWNLOAD, "id": d.pk, "source": d.source} for d in downloads]
     # Workers the queen had assigned and no longer wants (`rbee model rm`).
     keep = {(a.model_name, a.device) for a in wanted}
     out += [
-        {"op": "stop", "model": str(w.get("model")), "device": str(w.get("device") or "cpu")}
+        {"op": Op.STOP, "model": str(w.get("model")), "device": str(w.get("device") or CPU)}
         for w in workers
-        if w.get("assigned") and (str(w.get("model")), str(w.get("device") or "cpu")) not in keep
+        if w.get("assigned") and (str(w.get("model")), str(w.get("device") or CPU)) not in keep
     ]
     return out
 
@@ -261,7 +264,7 @@ def worker_command_create(
     *, hive_name: str, model_name: str, action: str, device: str | None = None
 ) -> WorkerCommand:
     """Order a worker to start, stop or restart; its hive gets it with its next heartbeat."""
-    if action not in WorkerCommand.Action.values:
+    if action not in {a.value for a in WorkerAction}:
         raise HiveError(
             HiveErrorCode.INVALID_ACTION, f"unknown action {action!r}: use start, stop or restart"
         )
@@ -331,7 +334,7 @@ def model_download_create(*, hive_name: str, source: str) -> ModelDownload:
             .filter(
                 hive=hive,
                 source=source.strip(),
-                status__in=[ModelDownload.Status.QUEUED, ModelDownload.Status.RUNNING],
+                status__in=[DownloadState.QUEUED, DownloadState.RUNNING],
             )
             .first()
         )
@@ -341,7 +344,7 @@ def model_download_create(*, hive_name: str, source: str) -> ModelDownload:
 def model_download_progress(*, hive_id: int, report: dict[str, Any]) -> None:
     """A hive's report on one of its downloads."""
     state = str(report.get("state") or "")
-    if state not in ModelDownload.Status.values:
+    if state not in {s.value for s in DownloadState}:
         return
     with transaction.atomic():
         ModelDownload.objects.filter(pk=int(report.get("id") or 0), hive_id=hive_id).update(

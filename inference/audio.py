@@ -16,7 +16,7 @@ from django.http.response import HttpResponseBase
 from billing.limits import Cost
 from billing.services import Usage
 from hives.models import CatalogModel
-from hives.protocol import TASK_SPEECH, TASK_TRANSCRIPTION, TASK_TRANSLATION
+from hives.protocol import FINAL_KINDS, EventKind, Task
 from inference import schemas
 from inference.errors import bad_request
 from inference.pipeline import (
@@ -39,7 +39,7 @@ Upload = tuple[TranscriptionForm, str, bytes]  # the form, the file's name, its 
 def _parse_upload(task: str) -> Callable[[HttpRequest], Upload]:
     def parse(request: HttpRequest) -> Upload:
         fields, files = read_form(request)
-        if task == TASK_TRANSLATION and "language" in fields:
+        if task == Task.TRANSLATION and "language" in fields:
             raise bad_request(
                 "'language' is not a parameter of translations: they are always into English.",
                 param="language",
@@ -103,7 +103,7 @@ def _respond_transcript(task: str) -> Callable[[Call[Upload]], Awaitable[HttpRes
         if fmt != "verbose_json":
             return JsonResponse({"text": text, "usage": usage})
         body: dict[str, Any] = {
-            "task": "transcribe" if task == TASK_TRANSCRIPTION else "translate",
+            "task": "transcribe" if task == Task.TRANSCRIPTION else "translate",
             "language": language_name(str(found.get("language") or "")),
             "duration": seconds,
             "text": text,
@@ -215,9 +215,9 @@ async def _audio(events: AsyncGenerator[dict[str, Any], None]) -> AsyncIterator[
     try:
         async for event in events:
             kind = event.get("kind")
-            if kind == "audio" and event.get("b64"):
+            if kind == EventKind.AUDIO and event.get("b64"):
                 yield base64.b64decode(str(event["b64"]))
-            elif kind in ("done", "error"):
+            elif kind in FINAL_KINDS:
                 # An error after the first bytes can only end the stream early.
                 break
     finally:
@@ -225,25 +225,25 @@ async def _audio(events: AsyncGenerator[dict[str, Any], None]) -> AsyncIterator[
 
 
 TRANSCRIPTIONS = Resource(
-    task=TASK_TRANSCRIPTION,
+    task=Task.TRANSCRIPTION,
     capability=CatalogModel.Capability.AUDIO_TRANSCRIPTION,
-    parse=_parse_upload(TASK_TRANSCRIPTION),
+    parse=_parse_upload(Task.TRANSCRIPTION),
     model=lambda body: body[0].model,
     work=upload_work,
-    respond=_respond_transcript(TASK_TRANSCRIPTION),
+    respond=_respond_transcript(Task.TRANSCRIPTION),
 )
 
 TRANSLATIONS = Resource(
-    task=TASK_TRANSLATION,
+    task=Task.TRANSLATION,
     capability=CatalogModel.Capability.AUDIO_TRANSCRIPTION,
-    parse=_parse_upload(TASK_TRANSLATION),
+    parse=_parse_upload(Task.TRANSLATION),
     model=lambda body: body[0].model,
     work=upload_work,
-    respond=_respond_transcript(TASK_TRANSLATION),
+    respond=_respond_transcript(Task.TRANSLATION),
 )
 
 SPEECH = Resource(
-    task=TASK_SPEECH,
+    task=Task.SPEECH,
     capability=CatalogModel.Capability.AUDIO_GEN,
     parse=parse_speech,
     model=lambda req: req.model,

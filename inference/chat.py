@@ -11,7 +11,7 @@ from django.http.response import HttpResponseBase
 
 from billing.limits import Cost
 from hives.models import CatalogModel
-from hives.protocol import TASK_CHAT
+from hives.protocol import Task
 from inference import schemas
 from inference.pipeline import (
     SYSTEM_FINGERPRINT,
@@ -88,7 +88,7 @@ async def respond(call: Call[ChatCompletionRequest]) -> HttpResponseBase:
 
 
 CHAT = Resource(
-    task=TASK_CHAT,
+    task=Task.CHAT,
     capability=CatalogModel.Capability.TEXT_GEN,
     parse=parse,
     model=lambda req: req.model,

@@ -11,7 +11,7 @@ from django.http.response import HttpResponseBase
 
 from billing.limits import Cost
 from hives.models import CatalogModel
-from hives.protocol import TASK_COMPLETION
+from hives.protocol import Task
 from inference import schemas
 from inference.pipeline import (
     SYSTEM_FINGERPRINT,
@@ -91,7 +91,7 @@ async def respond(call: Call[CompletionRequest]) -> HttpResponseBase:
 
 
 COMPLETIONS = Resource(
-    task=TASK_COMPLETION,
+    task=Task.COMPLETION,
     capability=CatalogModel.Capability.TEXT_GEN,
     parse=parse,
     model=lambda req: req.model,

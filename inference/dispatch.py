@@ -21,6 +21,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from hives.protocol import FINAL_KINDS, EventKind
 from hives.selectors import Placement
 from inference.errors import APIError
 from inference.scheduler import least_loaded
@@ -79,11 +80,13 @@ class Job:
                     kind = event.get("kind")
                     if self.meter is not None:
                         self.meter.observe(event)
-                    if kind in ("done", "error"):
+                    if kind in FINAL_KINDS:
                         self.finished = True
                         if self.meter is not None:
                             await self.meter.finish(
-                                event, "ok" if kind == "done" else "error", self._worker_name()
+                                event,
+                                "ok" if kind == EventKind.DONE else "error",
+                                self._worker_name(),
                             )
                     yield event
                     if self.finished:
@@ -93,7 +96,7 @@ class Job:
                 except TimeoutError:
                     # Not finished: the hive may still be working, so _release cancels it.
                     yield {
-                        "kind": "error",
+                        "kind": EventKind.ERROR,
                         "message": f"the worker sent nothing for {idle:.0f} s; "
                         "the request was abandoned",
                         "code": "worker_timeout",

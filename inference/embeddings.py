@@ -12,7 +12,7 @@ from django.http.response import HttpResponseBase
 
 from billing.limits import Cost
 from hives.models import CatalogModel
-from hives.protocol import TASK_EMBEDDING
+from hives.protocol import Task
 from inference import schemas
 from inference.errors import APIError
 from inference.pipeline import Call, Resource, Work, count, read_json, result, usage_of
@@ -72,7 +72,7 @@ def packed_b64(vector: list[float]) -> str:
 
 
 EMBEDDINGS = Resource(
-    task=TASK_EMBEDDING,
+    task=Task.EMBEDDING,
     capability=CatalogModel.Capability.EMBEDDING,
     parse=parse,
     model=lambda req: req.model,

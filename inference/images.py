@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from billing.limits import Cost
 from hives.models import CatalogModel
-from hives.protocol import TASK_IMAGE, TASK_IMAGE_VARIATION
+from hives.protocol import Task
 from inference import schemas
 from inference.errors import APIError, bad_request
 from inference.models import GeneratedImage
@@ -168,7 +168,7 @@ async def content(request: HttpRequest, token: str) -> HttpResponseBase:
 
 
 GENERATIONS = Resource(
-    task=TASK_IMAGE,
+    task=Task.IMAGE,
     capability=CatalogModel.Capability.IMAGE_GEN,
     parse=parse_generation,
     model=lambda req: req.model,
@@ -177,7 +177,7 @@ GENERATIONS = Resource(
 )
 
 VARIATIONS = Resource(
-    task=TASK_IMAGE_VARIATION,
+    task=Task.IMAGE_VARIATION,
     capability=CatalogModel.Capability.IMAGE_GEN,
     parse=parse_variation,
     model=lambda body: body[0].model,

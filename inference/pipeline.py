@@ -50,6 +50,7 @@ from billing.limits import Cost
 from billing.services import Usage
 from hives import selectors as hive_selectors
 from hives.models import CatalogModel
+from hives.protocol import Capability, EventKind
 from hives.selectors import Placement
 from inference import queueing, schemas
 from inference.dispatch import Job, local_load, new_job_id
@@ -303,12 +304,12 @@ def _prepare(raw_key: str, request: HttpRequest, resource: Resource[Body]) -> tu
     return body, Target(caller=caller, model=model, placements=placements, policy=policy)
 
 
-_CAPABILITY_ENDPOINTS = {
-    "text-gen": "/v1/chat/completions or /v1/completions",
-    "embedding": "/v1/embeddings",
-    "image-gen": "/v1/images/generations or /v1/images/variations",
-    "audio-transcription": "/v1/audio/transcriptions or /v1/audio/translations",
-    "audio-gen": "/v1/audio/speech",
+_CAPABILITY_ENDPOINTS: dict[str, str] = {
+    Capability.TEXT_GEN: "/v1/chat/completions or /v1/completions",
+    Capability.EMBEDDING: "/v1/embeddings",
+    Capability.IMAGE_GEN: "/v1/images/generations or /v1/images/variations",
+    Capability.AUDIO_TRANSCRIPTION: "/v1/audio/transcriptions or /v1/audio/translations",
+    Capability.AUDIO_GEN: "/v1/audio/speech",
 }
 
 
@@ -532,9 +533,9 @@ async def result(job: Job) -> dict[str, Any]:
     """The `done` event of a one-shot job (embedding, image, transcription)."""
     async for event in job.events():
         kind = event.get("kind")
-        if kind == "done":
+        if kind == EventKind.DONE:
             return event
-        if kind == "error":
+        if kind == EventKind.ERROR:
             raise from_event(event)
     raise APIError(502, "The worker ended the job without a result.", code="worker_error")
 
@@ -547,12 +548,12 @@ async def collect_text(job: Job) -> tuple[str, str, dict[str, Any]]:
     done: dict[str, Any] = {}
     async for event in job.events():
         kind = event.get("kind")
-        if kind == "delta":
+        if kind == EventKind.DELTA:
             text.append(str(event.get("text", "")))
-        elif kind == "done":
+        elif kind == EventKind.DONE:
             finish_reason = str(event.get("finish_reason") or "stop")
             done = event
-        elif kind == "error":
+        elif kind == EventKind.ERROR:
             raise from_event(event)
     return "".join(text), finish_reason, done
 
@@ -562,7 +563,7 @@ async def opened(job: Job) -> AsyncGenerator[dict[str, Any], None]:
     "no worker" (or a bad voice) a proper status rather than a broken stream."""
     events = job.events()
     first = await events.__anext__()
-    if first.get("kind") == "error":
+    if first.get("kind") == EventKind.ERROR:
         await events.aclose()
         raise from_event(first)
 
@@ -648,15 +649,15 @@ async def relay(
             yield _sse(body)
         async for event in events:
             kind = event.get("kind")
-            if kind == "delta":
+            if kind == EventKind.DELTA:
                 if event.get("text"):
                     yield _sse(fmt.delta(str(event["text"])))
-            elif kind == "done":
+            elif kind == EventKind.DONE:
                 yield _sse(fmt.finish(str(event.get("finish_reason") or "stop")))
                 if include_usage:
                     yield _sse(fmt.chunk([], usage=token_usage(event)))
                 break
-            elif kind == "error":
+            elif kind == EventKind.ERROR:
                 yield _sse_error(from_event(event))
                 break
         yield b"data: [DONE]\n\n"

@@ -6,6 +6,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from hives import selectors
+from hives.protocol import WorkerState
 from kernel.aio import db
 from tenants.selectors import KeyRejected, caller_from_key
 
@@ -37,7 +38,7 @@ def _health(request: HttpRequest) -> dict[str, object]:
         {
             "name": h.name,
             "region": h.region,
-            "models": sorted(w.model.name for w in h.workers.all() if w.state == "ready"),
+            "models": sorted(w.model.name for w in h.workers.all() if w.state == WorkerState.READY),
             "workers": [
                 {"model": w.model.name, "device": w.device, "state": w.state, "message": w.message}
                 for w in sorted(h.workers.all(), key=lambda w: (w.model.name, w.device))

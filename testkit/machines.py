@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hives.agent.devices import RecordedNvml
+from hives.agent.devices.inventory import RecordedNvml
 
 DIR = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "machines"
 

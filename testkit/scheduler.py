@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hives.agent.devices import InventoryDetector
+from hives.agent.devices.inventory import InventoryDetector
 from hives.selectors import Placement
 from testkit.machines import load_machine
 

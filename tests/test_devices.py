@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from hives.agent.devices import CpuDetector, NvidiaDetector, detect_devices, normalise_gpu_type
+from hives.agent.devices import detect_devices
+from hives.agent.devices.common import normalise_gpu_type
+from hives.agent.devices.cpu import CpuDetector
+from hives.agent.devices.nvidia import NvidiaDetector
 from testkit.machines import CountingNvml, NoDriverNvml, load_machine
 
 

@@ -14,14 +14,12 @@ from pathlib import Path
 import pytest
 
 from hives.agent import devices
-from hives.agent.devices import (
-    AppleDetector,
-    CpuDetector,
-    InventoryDetector,
-    RocmDetector,
-    detect_devices,
-    normalise_gpu_type,
-)
+from hives.agent.devices import detect_devices
+from hives.agent.devices.apple import AppleDetector
+from hives.agent.devices.common import normalise_gpu_type
+from hives.agent.devices.cpu import CpuDetector
+from hives.agent.devices.inventory import InventoryDetector
+from hives.agent.devices.rocm import RocmDetector
 from testkit.machines import load_machine
 
 FIXTURES = Path(__file__).parent / "fixtures" / "devices"

@@ -19,7 +19,7 @@ import pytest
 
 from hives.agent.engines import get_engine
 from hives.agent.engines.audio import PCM_RATE, SpeechEncoder, pcm_duration
-from hives.agent.engines.base import EngineError, ModelSpec
+from hives.agent.engines.base import EngineError
 from hives.agent.engines.piper import (
     EspeakEngine,
     PiperEngine,
@@ -31,6 +31,7 @@ from hives.agent.engines.whisper import (
     FasterWhisperEngine,
     assemble_whisper_base,
 )
+from hives.spec import ModelSpec
 
 FOX = "The quick brown fox jumps over the lazy dog."
 THREE = "Bees make honey in the hive. The queen lays the eggs. Workers gather pollen all day."

@@ -22,9 +22,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from PIL import Image
 
 from hives.agent.engines import get_engine
-from hives.agent.engines.base import EngineError, ModelSpec
+from hives.agent.engines.base import EngineError
 from hives.agent.engines.diffusion import DiffusersEngine, offered_sizes
 from hives.agent.tinysd import build_tiny_sd
+from hives.spec import ModelSpec
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from hives.agent.engines import get_engine
-from hives.agent.engines.base import EngineError, ModelSpec
+from hives.agent.engines.base import EngineError
 from hives.agent.engines.embeddings import SentenceTransformersEngine, bundled_minilm_path
+from hives.spec import ModelSpec
 
 MINILM = bundled_minilm_path()
 # CI installs rbee[hive], so there a missing model is a failure, not a skip.

@@ -17,8 +17,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from hives.agent.engines import get_engine
-from hives.agent.engines.base import EngineError, ModelSpec
+from hives.agent.engines.base import EngineError
 from hives.agent.engines.transformers_engine import TransformersEngine
+from hives.spec import ModelSpec
 from testkit.tinylm import build_tiny_lm
 
 MSGS = [{"role": "user", "content": "Tell me about bees and their honey."}]

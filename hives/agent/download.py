@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hives.protocol import DownloadState, Op
+
 logger = logging.getLogger("hives.download")
 
 REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -218,3 +220,50 @@ def tree_size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+class Downloads:
+    """The hive's side of `rbee model download`: each order from the queen runs as a task
+    of its own (a resent order joins the running one) and reports its progress through
+    `send` (the session's socket; reports while disconnected are dropped, and the queen
+    resends unfinished orders when the hive reconnects, so they resume)."""
+
+    def __init__(self, send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        self.send = send
+        self._running: dict[int, asyncio.Future[None]] = {}
+
+    def start(self, download_id: int, source: str) -> None:
+        if download_id in self._running:
+            return  # already running (the queen resent it)
+        task = asyncio.ensure_future(self._download(download_id, source))
+        self._running[download_id] = task
+        task.add_done_callback(lambda _t: self._running.pop(download_id, None))
+
+    async def _report(
+        self, download_id: int, state: DownloadState, done: int = 0, total: int = 0, **extra: Any
+    ) -> None:
+        msg: dict[str, Any] = {"op": Op.DOWNLOAD, "id": download_id, "state": state}
+        msg.update(done=done, total=total, **extra)
+        await self.send(msg)
+
+    async def _download(self, download_id: int, source: str) -> None:
+        from hives.agent.catalog import models_dir
+
+        async def progress(done: int, total: int) -> None:
+            await self._report(download_id, DownloadState.RUNNING, done, total)
+
+        logger.info("downloading %s, as the queen asks", source)
+        try:
+            path = await download(source, await asyncio.to_thread(models_dir), progress)
+        except DownloadError as exc:
+            logger.error("download of %s failed: %s", source, exc)
+            await self._report(download_id, DownloadState.FAILED, message=str(exc))
+        except Exception as exc:  # the network, the disk: say so, and a retry resumes
+            logger.exception("download of %s failed", source)
+            await self._report(
+                download_id, DownloadState.FAILED, message=f"{type(exc).__name__}: {exc}"
+            )
+        else:
+            logger.info("downloaded %s to %s", source, path)
+            size = await asyncio.to_thread(tree_size, path)
+            await self._report(download_id, DownloadState.DONE, size, size, path=str(path))

@@ -13,6 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from hives.protocol import WorkerState
+from hives.spec import Device, SpecError
+
 MiB = 2**20
 GiB = 2**30
 DEFAULT_HEADROOM = 256 * MiB
@@ -28,7 +31,7 @@ class Resident:
     pinned: bool
     busy: bool  # has jobs in flight
     last_used: float  # monotonic seconds; for LRU
-    state: str  # "ready" | "starting" | ...
+    state: str  # a WorkerState: "ready", "starting", ...
 
 
 @dataclass(frozen=True)
@@ -57,18 +60,15 @@ def device_label(device: dict[str, Any]) -> str:
     """'cuda:0', 'rocm:1', 'metal:0', 'cpu': the device string workers are placed by."""
     if device.get("device"):
         return str(device["device"])
-    kind = str(device.get("kind") or "cpu")
-    return kind if kind == "cpu" else f"{kind}:{device.get('index', 0)}"
+    return Device.of(device)
 
 
 def _same_device(a: str, b: str) -> bool:
-    """'cuda' is 'cuda:0'; 'cpu' is 'cpu:0'."""
-
-    def norm(s: str) -> tuple[str, str]:
-        kind, _, index = s.strip().lower().partition(":")
-        return kind, index or "0"
-
-    return norm(a) == norm(b)
+    """'cuda' is 'cuda:0'; 'cpu' is 'cpu:0' (one grammar: hives.spec.Device)."""
+    try:
+        return Device(a) == Device(b)
+    except SpecError:
+        return False
 
 
 def _mb(device: dict[str, Any], key: str) -> int | None:
@@ -87,7 +87,7 @@ def _tags(r: Resident) -> str:
         tags.append("pinned")
     if r.busy:
         tags.append("busy")
-    if r.state != "ready":
+    if r.state != WorkerState.READY:
         tags.append(r.state)
     return f" ({', '.join(tags)})" if tags else ""
 
@@ -143,7 +143,7 @@ def plan_placement(
             f"is too small: {fmt_bytes(total)} in total{kept}",
         )
 
-    starting = sum(max(0, r.bytes) for r in here if r.state == "starting")
+    starting = sum(max(0, r.bytes) for r in here if r.state == WorkerState.STARTING)
     free = free_now - starting - headroom_bytes
     if need_bytes <= free:
         return Plan(
@@ -157,7 +157,7 @@ def plan_placement(
         (
             r
             for r in here
-            if r.state == "ready" and not r.busy and not r.pinned and r.model != model
+            if r.state == WorkerState.READY and not r.busy and not r.pinned and r.model != model
         ),
         key=lambda r: (r.last_used, r.model),
     )
@@ -174,7 +174,7 @@ def plan_placement(
             )
 
     # Not even unloading every idle model is enough: say who holds the memory.
-    visible = sum(max(0, r.bytes) for r in here if r.state != "starting")
+    visible = sum(max(0, r.bytes) for r in here if r.state != WorkerState.STARTING)
     others = used - visible  # memory telemetry sees that no resident accounts for
     in_use = [
         f"{r.model} {fmt_bytes(r.bytes)}{_tags(r)}"

@@ -11,7 +11,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from hives.agent.engines.base import ModelSpec
+from hives.protocol import FINAL_KINDS, PipeOp, WorkerState, error_event
+from hives.spec import ModelSpec
 
 logger = logging.getLogger("hives.supervisor")
 
@@ -35,7 +36,7 @@ class WorkerProcess:
     ) -> None:
         self.spec = spec
         self.assigned = False  # started by the queen (`rbee model add`), not by our arguments
-        self._state = "starting"
+        self._state = WorkerState.STARTING
         self.on_change = on_change
         self.message = ""
         self.proc: asyncio.subprocess.Process | None = None
@@ -54,11 +55,11 @@ class WorkerProcess:
         self._settled.set()
 
     @property
-    def state(self) -> str:
+    def state(self) -> WorkerState:
         return self._state
 
     @state.setter
-    def state(self, value: str) -> None:
+    def state(self, value: WorkerState) -> None:
         if value != self._state:
             self._state = value
             if self.on_change is not None:
@@ -92,12 +93,12 @@ class WorkerProcess:
     def start(self) -> None:
         self._stopping = False
         self._ready.clear()
-        self.state = "starting"
+        self.state = WorkerState.STARTING
         self._task = asyncio.create_task(self._run(), name=f"worker:{self.spec.name}")
 
     async def unload(self) -> None:
         """Stop the process but stay known: the next job for this model reloads it."""
-        await self.stop(final_state="unloaded")
+        await self.stop(final_state=WorkerState.UNLOADED)
 
     async def settled(self) -> None:
         """Wait until no stop is under way."""
@@ -106,7 +107,7 @@ class WorkerProcess:
     def refuse(self, message: str) -> None:
         """The device has no room for this model: stay known, with the reason."""
         self.message = message
-        self.state = "refused"
+        self.state = WorkerState.REFUSED
 
     async def wait_ready(self, timeout: float) -> bool:
         try:
@@ -130,7 +131,7 @@ class WorkerProcess:
 
     async def _run(self) -> None:
         while not self._stopping:
-            self.state = "starting"
+            self.state = WorkerState.STARTING
             try:
                 self.proc = await self._spawn()
                 assert self.proc.stdout is not None
@@ -147,7 +148,7 @@ class WorkerProcess:
             )
             if self._stopping:
                 break
-            self.state = "failed"
+            self.state = WorkerState.FAILED
             self.restarts += 1
             delay = self._backoff
             self._backoff = min(self._backoff * 2, self._max_backoff)
@@ -158,8 +159,8 @@ class WorkerProcess:
                 "worker %s exited with %s; restarting in %.1f s", self.spec.name, code, delay
             )
             await asyncio.sleep(delay)
-        if self.state != "stopping":  # stop() says where it ends (stopped, unloaded)
-            self.state = "stopped"
+        if self.state != WorkerState.STOPPING:  # stop() says where it ends (stopped, unloaded)
+            self.state = WorkerState.STOPPED
 
     async def _read(self, stdout: asyncio.StreamReader) -> bool:
         was_ready = False
@@ -175,10 +176,10 @@ class WorkerProcess:
                 logger.warning("worker %s wrote a malformed line", self.spec.name)
                 continue
             op = msg.get("op")
-            if op == "event":
+            if op == PipeOp.EVENT:
                 job_id = str(msg.get("id"))
                 event = msg.get("event") or {}
-                final = event.get("kind") in ("done", "error")
+                final = event.get("kind") in FINAL_KINDS
                 sink = self.sinks.pop(job_id, None) if final else self.sinks.get(job_id)
                 if final:
                     self.last_used = time.monotonic()
@@ -187,12 +188,12 @@ class WorkerProcess:
                         await sink(event)
                     except Exception:
                         logger.exception("could not deliver an event of job %s", job_id)
-            elif op == "ready":
+            elif op == PipeOp.READY:
                 was_ready = True
                 self.memory_bytes = int(msg.get("memory_bytes") or self.memory_bytes)
                 self.slots = max(1, int(msg.get("slots") or 1))
                 self.last_used = time.monotonic()
-                self.state = "ready"
+                self.state = WorkerState.READY
                 self.message = ""
                 self._ready.set()
                 logger.info(
@@ -201,7 +202,7 @@ class WorkerProcess:
                     msg.get("pid"),
                     msg.get("load_seconds"),
                 )
-            elif op == "failed":
+            elif op == PipeOp.FAILED:
                 self.message = str(msg.get("message") or "")
                 logger.error("worker %s failed to load: %s", self.spec.name, self.message)
 
@@ -209,9 +210,7 @@ class WorkerProcess:
         sinks, self.sinks = self.sinks, {}
         for sink in sinks.values():
             try:
-                await sink(
-                    {"kind": "error", "message": message, "code": "worker_crashed", "status": 502}
-                )
+                await sink(error_event(message, code="worker_crashed", status=502))
             except Exception:
                 logger.exception("could not report a crashed job")
 
@@ -229,37 +228,40 @@ class WorkerProcess:
     async def submit(
         self, job_id: str, task: str, request: dict[str, Any], sink: EventSink
     ) -> bool:
-        if self.state != "ready":
+        if self.state != WorkerState.READY:
             return False
         self.last_used = time.monotonic()
         self.sinks[job_id] = sink
         logger.debug("job %s submitted to %s", job_id, self.spec.name)
-        if not await self._write({"op": "job", "id": job_id, "task": task, "request": request}):
+        if not await self._write(
+            {"op": PipeOp.JOB, "id": job_id, "task": task, "request": request}
+        ):
             self.sinks.pop(job_id, None)
             return False
         return True
 
     async def cancel(self, job_id: str) -> None:
         if self.sinks.pop(job_id, None) is not None:
-            await self._write({"op": "cancel", "id": job_id})
+            await self._write({"op": PipeOp.CANCEL, "id": job_id})
 
-    async def stop(self, timeout: float = 10.0, *, final_state: str = "stopped") -> None:
+    async def stop(
+        self, timeout: float = 10.0, *, final_state: WorkerState = WorkerState.STOPPED
+    ) -> None:
         self._stopping = True
         self._settled.clear()
         self._ready.clear()
         # At once, before any await: no job may be submitted to a worker on its way out.
-        self.state = "stopping"
+        self.state = WorkerState.STOPPING
         proc = self.proc
         if proc is not None and proc.returncode is None:
             for job_id, sink in list(self.sinks.items()):
                 try:
                     await sink(
-                        {
-                            "kind": "error",
-                            "message": f"the worker for {self.spec.name!r} was stopped",
-                            "code": "worker_stopped",
-                            "status": 503,
-                        }
+                        error_event(
+                            f"the worker for {self.spec.name!r} was stopped",
+                            code="worker_stopped",
+                            status=503,
+                        )
                     )
                 except Exception:
                     logger.exception("could not report a stopped job")

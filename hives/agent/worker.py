@@ -24,7 +24,9 @@ from typing import Any, TextIO
 
 from hives.agent.catalog import materialize
 from hives.agent.engines import get_engine
-from hives.agent.engines.base import EngineError, ModelSpec
+from hives.agent.engines.base import EngineError
+from hives.protocol import EventKind, PipeOp
+from hives.spec import ModelSpec
 from kernel.logs import configure as configure_logging
 
 logger = logging.getLogger("hives.worker")
@@ -53,10 +55,10 @@ class Worker:
                 logger.warning("worker got a malformed line; ignored")
                 continue
             op = msg.get("op") if isinstance(msg, dict) else None
-            if op == "job":
+            if op == PipeOp.JOB:
                 self.pending.add(str(msg.get("id")))
                 self.jobs.put(msg)
-            elif op == "cancel":
+            elif op == PipeOp.CANCEL:
                 job_id = str(msg.get("id"))
                 if job_id in self.pending:  # a late cancel for a finished job is dropped
                     self.cancelled.add(job_id)
@@ -72,11 +74,11 @@ class Worker:
             message = (
                 exc.message if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
             )
-            self.emit({"op": "failed", "message": message})
+            self.emit({"op": PipeOp.FAILED, "message": message})
             return 3
         self.emit(
             {
-                "op": "ready",
+                "op": PipeOp.READY,
                 "load_seconds": round(time.monotonic() - started, 3),
                 "memory_bytes": engine.memory_estimate_bytes(self.spec),
                 "slots": max(1, int(getattr(engine, "slots", 1) or 1)),
@@ -122,14 +124,14 @@ class Worker:
             for event in engine.run(
                 str(task), dict(job.get("request") or {}), lambda: job_id in self.cancelled
             ):
-                self.emit({"op": "event", "id": job_id, "event": event})
+                self.emit({"op": PipeOp.EVENT, "id": job_id, "event": event})
         except EngineError as exc:
             self.emit(
                 {
-                    "op": "event",
+                    "op": PipeOp.EVENT,
                     "id": job_id,
                     "event": {
-                        "kind": "error",
+                        "kind": EventKind.ERROR,
                         "message": exc.message,
                         "code": exc.code,
                         "status": exc.status,
@@ -141,10 +143,10 @@ class Worker:
             logger.exception("job %s failed", job_id)
             self.emit(
                 {
-                    "op": "event",
+                    "op": PipeOp.EVENT,
                     "id": job_id,
                     "event": {
-                        "kind": "error",
+                        "kind": EventKind.ERROR,
                         "message": f"the worker failed: {type(exc).__name__}: {exc}",
                         "code": "worker_error",
                         "status": 500,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from hives.protocol import WorkerAction
 from rbee.cli._common import reported, uses_database
 
 
@@ -42,7 +43,7 @@ def _order(action: str, model_name: str, hive_name: str, device: str | None) -> 
 @uses_database
 def worker_start(model_name: str, hive_name: str, device: str | None) -> None:
     """Load a stopped or unloaded worker again."""
-    _order("start", model_name, hive_name, device)
+    _order(WorkerAction.START, model_name, hive_name, device)
 
 
 @worker.command("stop")
@@ -52,7 +53,7 @@ def worker_start(model_name: str, hive_name: str, device: str | None) -> None:
 @uses_database
 def worker_stop(model_name: str, hive_name: str, device: str | None) -> None:
     """Stop a worker and free its memory; it stays stopped until `rbee worker start`."""
-    _order("stop", model_name, hive_name, device)
+    _order(WorkerAction.STOP, model_name, hive_name, device)
 
 
 @worker.command("restart")
@@ -62,4 +63,4 @@ def worker_stop(model_name: str, hive_name: str, device: str | None) -> None:
 @uses_database
 def worker_restart(model_name: str, hive_name: str, device: str | None) -> None:
     """Restart a worker's process (its in-flight jobs fail with a clear error)."""
-    _order("restart", model_name, hive_name, device)
+    _order(WorkerAction.RESTART, model_name, hive_name, device)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
+
+from hives.protocol import Capability, Task
+from hives.spec import ModelSpec
 
 
 class EngineError(Exception):
@@ -26,71 +28,12 @@ class EngineError(Exception):
         self.param = param
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """What a worker loads: the public id, the engine, where the weights are, on which device."""
-
-    name: str
-    engine: str
-    source: str
-    capability: str = "text-gen"
-    device: str = "cpu"
-    pinned: bool = False
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "engine": self.engine,
-            "source": self.source,
-            "capability": self.capability,
-            "device": self.device,
-            "pinned": self.pinned,
-            "options": dict(self.options),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
-        return cls(
-            name=str(d["name"]),
-            engine=str(d["engine"]),
-            source=str(d.get("source", "")),
-            capability=str(d.get("capability", "text-gen")),
-            device=str(d.get("device", "cpu")),
-            pinned=bool(d.get("pinned", False)),
-            options=dict(d.get("options") or {}),
-        )
-
-
 Cancelled = Callable[[], bool]
 
-# The tasks a worker runs (the job's `task`), and the capability that serves each.
-from hives.protocol import (  # noqa: E402  (re-exported for engines)
-    TASK_CAPABILITY,
-    TASK_CHAT,
-    TASK_COMPLETION,
-    TASK_EMBEDDING,
-    TASK_IMAGE,
-    TASK_IMAGE_VARIATION,
-    TASK_SPEECH,
-    TASK_TRANSCRIPTION,
-    TASK_TRANSLATION,
-)
-
 __all__ = [
-    "TASK_CAPABILITY",
-    "TASK_CHAT",
-    "TASK_COMPLETION",
-    "TASK_EMBEDDING",
-    "TASK_IMAGE",
-    "TASK_IMAGE_VARIATION",
-    "TASK_SPEECH",
-    "TASK_TRANSCRIPTION",
-    "TASK_TRANSLATION",
     "Cancelled",
     "Engine",
     "EngineError",
-    "ModelSpec",
     "token_budget",
     "wrong_task",
 ]
@@ -118,7 +61,7 @@ def token_budget(
 
 def wrong_task(engine: str, task: str) -> EngineError:
     return EngineError(
-        f"engine {engine!r} does not serve {task!r} requests",
+        f"engine {engine!r} does not serve {str(task)!r} requests",
         status=400,
         code="wrong_model_type",
     )
@@ -151,7 +94,7 @@ class Engine(abc.ABC):
     """
 
     name: str = ""
-    capabilities: tuple[str, ...] = ()
+    capabilities: tuple[Capability, ...] = ()
     slots: int = 1
 
     @abc.abstractmethod
@@ -168,43 +111,44 @@ class Engine(abc.ABC):
     def run(
         self, task: str, request: dict[str, Any], cancelled: Cancelled
     ) -> Iterator[dict[str, Any]]:
-        method = {
-            TASK_CHAT: self.chat,
-            TASK_COMPLETION: self.complete,
-            TASK_EMBEDDING: self.embed,
-            TASK_IMAGE: self.generate_image,
-            TASK_IMAGE_VARIATION: self.vary_image,
-            TASK_TRANSCRIPTION: self.transcribe,
-            TASK_TRANSLATION: self.translate,
-            TASK_SPEECH: self.speak,
-        }.get(task)
+        methods: dict[str, Callable[[dict[str, Any], Cancelled], Iterator[dict[str, Any]]]] = {
+            Task.CHAT: self.chat,
+            Task.COMPLETION: self.complete,
+            Task.EMBEDDING: self.embed,
+            Task.IMAGE: self.generate_image,
+            Task.IMAGE_VARIATION: self.vary_image,
+            Task.TRANSCRIPTION: self.transcribe,
+            Task.TRANSLATION: self.translate,
+            Task.SPEECH: self.speak,
+        }
+        method = methods.get(task)
         if method is None:
             raise wrong_task(self.name, task)
         return method(request, cancelled)
 
     # One method per task; an engine overrides those it serves.
     def chat(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
-        raise wrong_task(self.name, TASK_CHAT)
+        raise wrong_task(self.name, Task.CHAT)
 
     def complete(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
-        raise wrong_task(self.name, TASK_COMPLETION)
+        raise wrong_task(self.name, Task.COMPLETION)
 
     def embed(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
-        raise wrong_task(self.name, TASK_EMBEDDING)
+        raise wrong_task(self.name, Task.EMBEDDING)
 
     def generate_image(
         self, request: dict[str, Any], cancelled: Cancelled
     ) -> Iterator[dict[str, Any]]:
-        raise wrong_task(self.name, TASK_IMAGE)
+        raise wrong_task(self.name, Task.IMAGE)
 
     def vary_image(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
-        raise wrong_task(self.name, TASK_IMAGE_VARIATION)
+        raise wrong_task(self.name, Task.IMAGE_VARIATION)
 
     def transcribe(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
-        raise wrong_task(self.name, TASK_TRANSCRIPTION)
+        raise wrong_task(self.name, Task.TRANSCRIPTION)
 
     def translate(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
-        raise wrong_task(self.name, TASK_TRANSLATION)
+        raise wrong_task(self.name, Task.TRANSLATION)
 
     def speak(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
-        raise wrong_task(self.name, TASK_SPEECH)
+        raise wrong_task(self.name, Task.SPEECH)

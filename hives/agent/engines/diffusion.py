@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hives.agent.engines.base import Cancelled, Engine, EngineError, ModelSpec
+from hives.agent.engines.base import Cancelled, Engine, EngineError
 from hives.agent.engines.torchutil import (
     dtype_bytes,
     free_device_memory,
@@ -38,6 +38,8 @@ from hives.agent.engines.torchutil import (
     torch_dtype,
     weights_bytes,
 )
+from hives.protocol import Capability, EventKind
+from hives.spec import ModelSpec
 
 logger = logging.getLogger("hives.engine.diffusion")
 
@@ -129,7 +131,7 @@ def decode_upload(image_b64: Any) -> Any:
 
 class DiffusersEngine(Engine):
     name = "diffusers"
-    capabilities = ("image-gen",)
+    capabilities = (Capability.IMAGE_GEN,)
     slots = 1  # one pipeline, not safe to call from two threads
 
     def __init__(self) -> None:
@@ -263,7 +265,11 @@ class DiffusersEngine(Engine):
         if request.get("negative_prompt"):
             kwargs["negative_prompt"] = str(request["negative_prompt"])
         images = self._run(self.pipe, kwargs, width, height)
-        yield {"kind": "done", "result": {"images": images}, "usage": {"images": len(images)}}
+        yield {
+            "kind": EventKind.DONE,
+            "result": {"images": images},
+            "usage": {"images": len(images)},
+        }
 
     def vary_image(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
         from PIL import ImageOps
@@ -297,7 +303,11 @@ class DiffusersEngine(Engine):
         if _accepts(self.img2img, "width"):  # SDXL's img2img also takes the target size
             kwargs.update(width=width, height=height)
         images = self._run(self.img2img, kwargs, width, height)
-        yield {"kind": "done", "result": {"images": images}, "usage": {"images": len(images)}}
+        yield {
+            "kind": EventKind.DONE,
+            "result": {"images": images},
+            "usage": {"images": len(images)},
+        }
 
 
 def _dtype_kwarg() -> str:

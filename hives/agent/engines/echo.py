@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from hives.agent.engines.base import Cancelled, Engine, EngineError, ModelSpec
+from hives.agent.engines.base import Cancelled, Engine, EngineError
+from hives.protocol import Capability, EventKind
+from hives.spec import ModelSpec
 
 
 class EchoEngine(Engine):
     name = "echo"
-    capabilities = ("text-gen",)
+    capabilities = (Capability.TEXT_GEN,)
 
     def load(self, spec: ModelSpec) -> None:
         self.spec = spec
@@ -39,10 +41,10 @@ class EchoEngine(Engine):
             if cancelled():
                 break
             n += 1
-            yield {"kind": "delta", "text": word if i == 0 else " " + word}
+            yield {"kind": EventKind.DELTA, "text": word if i == 0 else " " + word}
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
         yield {
-            "kind": "done",
+            "kind": EventKind.DONE,
             "finish_reason": "length" if limit < len(words) else "stop",
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n},
         }

@@ -26,13 +26,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hives.agent.engines.base import Cancelled, Engine, EngineError, ModelSpec
+from hives.agent.engines.base import Cancelled, Engine, EngineError
 from hives.agent.engines.torchutil import (
     dtype_bytes,
     free_device_memory,
     torch_device,
     weights_bytes,
 )
+from hives.protocol import Capability, EventKind
+from hives.spec import ModelSpec
 
 logger = logging.getLogger("hives.engine.embeddings")
 
@@ -66,7 +68,7 @@ def _model_dir(root: Path) -> Path | None:
 
 class SentenceTransformersEngine(Engine):
     name = "sentence-transformers"
-    capabilities = ("embedding",)
+    capabilities = (Capability.EMBEDDING,)
     slots = 1
 
     def __init__(self) -> None:
@@ -209,7 +211,7 @@ class SentenceTransformersEngine(Engine):
         # here; the queen answers `encoding_format: base64` with it as it is.
         little = matrix.astype("<f4")
         yield {
-            "kind": "done",
+            "kind": EventKind.DONE,
             "result": {
                 "embeddings_b64": [
                     base64.b64encode(row.tobytes()).decode("ascii") for row in little

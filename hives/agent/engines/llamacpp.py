@@ -17,7 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hives.agent.engines.base import Cancelled, Engine, EngineError, ModelSpec, token_budget
+from hives.agent.engines.base import Cancelled, Engine, EngineError, token_budget
+from hives.protocol import Capability, EventKind
+from hives.spec import DeviceKind, ModelSpec
 
 logger = logging.getLogger("hives.engine.llamacpp")
 
@@ -34,7 +36,7 @@ def default_threads() -> int:
 
 class LlamaCppEngine(Engine):
     name = "llama.cpp"
-    capabilities = ("text-gen",)
+    capabilities = (Capability.TEXT_GEN,)
 
     def __init__(self) -> None:
         self.llm: Any = None
@@ -55,7 +57,7 @@ class LlamaCppEngine(Engine):
         kv = n_ctx * 64 * 1024 * slots
         # On the CPU and Apple's unified memory the slots share one memory-mapped copy of
         # the weights; on a discrete GPU each context uploads its own.
-        copies = slots if spec.device.startswith(("cuda", "rocm")) else 1
+        copies = slots if spec.device.kind in (DeviceKind.CUDA, DeviceKind.ROCM) else 1
         return int(size * 1.2) * copies + kv
 
     def load(self, spec: ModelSpec) -> None:
@@ -66,7 +68,7 @@ class LlamaCppEngine(Engine):
             raise EngineError(
                 f"GGUF file not found: {spec.source}", status=503, code="model_missing"
             )
-        n_gpu_layers = -1 if spec.device.startswith(("cuda", "metal")) else 0
+        n_gpu_layers = -1 if spec.device.kind in (DeviceKind.CUDA, DeviceKind.METAL) else 0
         self.slots = self.slot_count(spec)
         self._all = [
             Llama(
@@ -170,7 +172,7 @@ class LlamaCppEngine(Engine):
     ) -> Iterator[dict[str, Any]]:
         if max_tokens <= 0:  # completions allow max_tokens 0: nothing to generate
             yield {
-                "kind": "done",
+                "kind": EventKind.DONE,
                 "finish_reason": "length",
                 "usage": {"prompt_tokens": len(tokens), "completion_tokens": 0},
             }
@@ -218,7 +220,7 @@ class LlamaCppEngine(Engine):
                 if out:
                     # Running counts: a stream cut short is still metered exactly.
                     yield {
-                        "kind": "delta",
+                        "kind": EventKind.DELTA,
                         "text": out,
                         "prompt_tokens": len(tokens),
                         "completion_tokens": generated,
@@ -231,13 +233,13 @@ class LlamaCppEngine(Engine):
         pending += decoder.decode(b"", final=True)
         if pending and finish != "cancelled":
             yield {
-                "kind": "delta",
+                "kind": EventKind.DELTA,
                 "text": pending,
                 "prompt_tokens": len(tokens),
                 "completion_tokens": generated,
             }
         yield {
-            "kind": "done",
+            "kind": EventKind.DONE,
             "finish_reason": finish,
             "usage": {"prompt_tokens": len(tokens), "completion_tokens": generated},
         }

@@ -34,7 +34,9 @@ from typing import Any
 import numpy as np
 
 from hives.agent.engines.audio import SpeechEncoder, check_format
-from hives.agent.engines.base import Cancelled, Engine, EngineError, ModelSpec
+from hives.agent.engines.base import Cancelled, Engine, EngineError
+from hives.protocol import Capability, EventKind
+from hives.spec import DeviceKind, ModelSpec
 
 logger = logging.getLogger("hives.engine.piper")
 
@@ -122,12 +124,12 @@ def _speed(request: dict[str, Any]) -> float:
 def _audio_event(data: bytes) -> dict[str, Any]:
     import base64
 
-    return {"kind": "audio", "b64": base64.b64encode(data).decode("ascii")}
+    return {"kind": EventKind.AUDIO, "b64": base64.b64encode(data).decode("ascii")}
 
 
 class PiperEngine(Engine):
     name = "piper"
-    capabilities = ("audio-gen",)
+    capabilities = (Capability.AUDIO_GEN,)
 
     def __init__(self) -> None:
         self.voice: Any = None
@@ -180,7 +182,7 @@ class PiperEngine(Engine):
         self.voice = PiperVoice.load(
             model_path,
             config_path=config_path,
-            use_cuda=spec.device.startswith("cuda"),
+            use_cuda=spec.device.kind is DeviceKind.CUDA,
         )
         self.names = voice_names(model_path)
         self.speakers = {str(k): int(v) for k, v in self.voice.config.speaker_id_map.items()}
@@ -247,7 +249,10 @@ class PiperEngine(Engine):
         except BaseException:
             encoder.close()
             raise
-        yield {"kind": "done", "usage": {"characters": len(text), "seconds": encoder.duration}}
+        yield {
+            "kind": EventKind.DONE,
+            "usage": {"characters": len(text), "seconds": encoder.duration},
+        }
 
 
 class EspeakEngine(Engine):
@@ -259,7 +264,7 @@ class EspeakEngine(Engine):
     """
 
     name = "espeak-ng"
-    capabilities = ("audio-gen",)
+    capabilities = (Capability.AUDIO_GEN,)
 
     def __init__(self) -> None:
         self.binary: str | None = None
@@ -356,7 +361,7 @@ class EspeakEngine(Engine):
             if encoder is not None:
                 encoder.close()
             raise
-        yield {"kind": "done", "usage": {"characters": len(text), "seconds": seconds}}
+        yield {"kind": EventKind.DONE, "usage": {"characters": len(text), "seconds": seconds}}
 
     def _say(self, sentence: str, voice: str, wpm: int, wav_path: Path) -> tuple[np.ndarray, int]:
         assert self.binary is not None

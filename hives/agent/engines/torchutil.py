@@ -15,7 +15,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from hives.agent.engines.base import EngineError, ModelSpec
+from hives.agent.engines.base import EngineError
+from hives.spec import Device, DeviceKind, ModelSpec, SpecError
 
 # Files that hold weights; everything else in a model directory (tokenizer, configs,
 # README, images) does not end up in device memory.
@@ -28,16 +29,15 @@ def torch_device(spec_device: str) -> str:
     "metal:N" is Apple's MPS backend (torch has a single "mps" device); "rocm:N" is
     "cuda:N" because ROCm builds of torch expose AMD GPUs through the CUDA API.
     """
-    device = (spec_device or "cpu").strip().lower()
-    if device == "cpu":
-        return "cpu"
-    kind, _, index = device.partition(":")
-    index = index or "0"
-    if kind in ("cuda", "rocm"):
-        return f"cuda:{index}"
-    if kind in ("metal", "mps"):
+    try:
+        device = Device(spec_device or "cpu")
+    except SpecError as exc:
+        raise EngineError(exc.message, status=500, code="device_unknown") from exc
+    if device.kind in (DeviceKind.CUDA, DeviceKind.ROCM):
+        return f"cuda:{device.number}"
+    if device.kind is DeviceKind.METAL:
         return "mps"
-    raise EngineError(f"unknown device {spec_device!r}", status=500, code="device_unknown")
+    return "cpu"
 
 
 def torch_dtype(spec: ModelSpec) -> Any:

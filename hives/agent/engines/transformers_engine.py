@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hives.agent.engines.base import Cancelled, Engine, EngineError, ModelSpec, token_budget
+from hives.agent.engines.base import Cancelled, Engine, EngineError, token_budget
 from hives.agent.engines.llamacpp import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, _held_back
 from hives.agent.engines.torchutil import (
     dtype_bytes,
@@ -30,6 +30,8 @@ from hives.agent.engines.torchutil import (
     torch_dtype,
     weights_bytes,
 )
+from hives.protocol import Capability, EventKind
+from hives.spec import ModelSpec
 
 logger = logging.getLogger("hives.engine.transformers")
 
@@ -126,7 +128,7 @@ def sample_next(
 
 class TransformersEngine(Engine):
     name = "transformers"
-    capabilities = ("text-gen",)
+    capabilities = (Capability.TEXT_GEN,)
     slots = 1  # one KV cache, one forward pass at a time
 
     def __init__(self) -> None:
@@ -332,14 +334,14 @@ class TransformersEngine(Engine):
             else:
                 text, pending = pending, ""
             if text:
-                yield {"kind": "delta", "text": text}
+                yield {"kind": EventKind.DELTA, "text": text}
         if finish != "cancelled":
             if not hit_stop:  # whatever follows a stop sequence is dropped with it
                 pending += detok.flush()
             if pending:  # the held-back tail that never became a stop sequence
-                yield {"kind": "delta", "text": pending}
+                yield {"kind": EventKind.DELTA, "text": pending}
         yield {
-            "kind": "done",
+            "kind": EventKind.DONE,
             "finish_reason": finish,
             "usage": {"prompt_tokens": len(tokens), "completion_tokens": generated},
         }

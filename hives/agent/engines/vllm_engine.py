@@ -29,9 +29,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from hives.agent.engines.base import Cancelled, Engine, EngineError, ModelSpec, token_budget
+from hives.agent.engines.base import Cancelled, Engine, EngineError, token_budget
 from hives.agent.engines.llamacpp import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from hives.agent.engines.torchutil import dir_size
+from hives.protocol import Capability, EventKind
+from hives.spec import Device, DeviceKind, ModelSpec
 
 logger = logging.getLogger("hives.engine.vllm")
 
@@ -140,17 +142,18 @@ def _structured_api(vllm_sampling: Any) -> tuple[Any, str]:
 
 def visible_device_env(spec_device: str) -> dict[str, str]:
     """vLLM uses every GPU it can see, from index 0: show it only this spec's GPU."""
-    kind, _, index = spec_device.partition(":")
-    if kind == "cuda" and index:
+    device = Device(spec_device)
+    index = str(device.number)
+    if device.kind is DeviceKind.CUDA:
         return {"CUDA_VISIBLE_DEVICES": index}
-    if kind == "rocm" and index:
+    if device.kind is DeviceKind.ROCM:
         return {"HIP_VISIBLE_DEVICES": index, "CUDA_VISIBLE_DEVICES": index}
     return {}
 
 
 class VLLMEngine(Engine):
     name = "vllm"
-    capabilities = ("text-gen",)
+    capabilities = (Capability.TEXT_GEN,)
     slots = DEFAULT_MAX_NUM_SEQS
 
     def __init__(self) -> None:
@@ -323,7 +326,7 @@ class VLLMEngine(Engine):
             return iter(
                 [
                     {
-                        "kind": "done",
+                        "kind": EventKind.DONE,
                         "finish_reason": "length",
                         "usage": {"prompt_tokens": len(tokens), "completion_tokens": 0},
                     }
@@ -363,7 +366,7 @@ class VLLMEngine(Engine):
                 out = item.outputs[0]
                 generated += len(out.token_ids)
                 if out.text:
-                    yield {"kind": "delta", "text": out.text}
+                    yield {"kind": EventKind.DELTA, "text": out.text}
                 if out.finish_reason is not None:
                     finish = "length" if out.finish_reason == "length" else "stop"
         finally:
@@ -371,7 +374,7 @@ class VLLMEngine(Engine):
                 future.cancel()
                 asyncio.run_coroutine_threadsafe(self.llm.abort(request_id), loop)
         yield {
-            "kind": "done",
+            "kind": EventKind.DONE,
             "finish_reason": finish or "stop",
             "usage": {"prompt_tokens": len(tokens), "completion_tokens": generated},
         }
@@ -392,15 +395,15 @@ async def _pump(stream: AsyncIterator[Any], bridge: queue.Queue[Any]) -> None:
 
 def _gpu_total_bytes(spec_device: str) -> int:
     """Total memory of the spec's GPU through NVML (no CUDA context is created)."""
-    kind, _, index = spec_device.partition(":")
-    if kind != "cuda":
+    device = Device(spec_device)
+    if device.kind is not DeviceKind.CUDA:
         return 0
     try:
         import pynvml
 
         pynvml.nvmlInit()
         try:
-            handle = pynvml.nvmlDeviceGetHandleByIndex(int(index or 0))
+            handle = pynvml.nvmlDeviceGetHandleByIndex(device.number)
             return int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)
         finally:
             pynvml.nvmlShutdown()

@@ -32,7 +32,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hives.agent.engines.base import Cancelled, Engine, EngineError, ModelSpec
+from hives.agent.engines.base import Cancelled, Engine, EngineError
+from hives.protocol import Capability, EventKind
+from hives.spec import DeviceKind, ModelSpec
 
 logger = logging.getLogger("hives.engine.whisper")
 
@@ -236,7 +238,7 @@ def _temperatures(value: Any) -> float | tuple[float, ...] | None:
 
 class FasterWhisperEngine(Engine):
     name = "faster-whisper"
-    capabilities = ("audio-transcription",)
+    capabilities = (Capability.AUDIO_TRANSCRIPTION,)
 
     def __init__(self) -> None:
         self.model: Any = None
@@ -276,11 +278,10 @@ class FasterWhisperEngine(Engine):
             "cpu_threads": int(spec.options.get("cpu_threads") or default_threads()),
             "num_workers": 1,
         }
-        if spec.device.startswith("cuda"):
-            _, _, index = spec.device.partition(":")
+        if spec.device.kind is DeviceKind.CUDA:
             kwargs.update(
                 device="cuda",
-                device_index=int(index or 0),
+                device_index=spec.device.number,
                 compute_type=str(spec.options.get("compute_type") or "float16"),
             )
         else:
@@ -372,7 +373,7 @@ class FasterWhisperEngine(Engine):
                 close()
         duration = float(getattr(info, "duration", duration) or duration)
         yield {
-            "kind": "done",
+            "kind": EventKind.DONE,
             "result": {
                 "text": "".join(texts).strip(),
                 "language": language or str(info.language),
