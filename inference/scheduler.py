@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import rhai
+from hives.protocol import Capability
 from hives.selectors import Placement
 from kernel.errors import DomainError
 
@@ -220,32 +221,34 @@ class Policy:
 
 
 def worker_map(p: Placement, load: int) -> dict[str, Any]:
+    # Strings go in as exact `str`: Rhai compares values of different types as unequal, and
+    # the host's enums and Device are str subclasses (`w.device == "cuda:0"` must hold).
     return {
         "id": p.worker_id,
-        "hive": p.hive_name,
-        "gpu_type": p.gpu_type,
-        "capability": p.capability,
-        "region": p.region,
+        "hive": str(p.hive_name),
+        "gpu_type": str(p.gpu_type),
+        "capability": str(p.capability),
+        "region": str(p.region),
         "load": load + p.inflight,
         "queue_depth": load,
         "vram_free_mb": p.vram_free_mb,
         "vram_total_mb": p.vram_total_mb,
-        "models": [p.model],
+        "models": [str(p.model)],
         "pinned": p.pinned,
-        "device": p.device,
+        "device": str(p.device),
     }
 
 
 def task_map(
     *, type: str, model: str, priority: str, tier: str, tenant: str, region: str, size: int
 ) -> dict[str, Any]:
-    return {
-        "type": type,
-        "model": model,
-        "priority": priority,
-        "customer_tier": tier,
-        "tenant": tenant,
-        "region": region,
+    return {  # exact str values, as in worker_map
+        "type": str(type),
+        "model": str(model),
+        "priority": str(priority),
+        "customer_tier": str(tier),
+        "tenant": str(tenant),
+        "region": str(region),
         "size": size,
     }
 
@@ -292,49 +295,17 @@ def version_in_force() -> int:
     return _current.version
 
 
-def dry_run(policy: Policy) -> list[str]:
-    """Run the script against sample tasks and workers; returns what it decided."""
-    workers = [
-        Placement(
-            worker_id=i,
-            hive_id=i,
-            hive_name=hive,
-            channel_name="",
-            device=device,
-            inflight=inflight,
-            gpu_type=gpu,
-            vram_free_mb=free,
-            vram_total_mb=total,
-            capability=capability,
-            model=model,
-        )
-        for i, (hive, device, gpu, free, total, inflight, capability, model) in enumerate(
-            [
-                ("gpu-node-03", "cuda:0", "H100", 60000, 81559, 2, "text-gen", "llama-3-405b"),
-                ("gpu-node-01", "cuda:0", "A100", 30000, 81920, 1, "image-gen", "sdxl"),
-                ("gaming-pc", "cuda:0", "RTX4090", 6000, 24564, 0, "image-gen", "sdxl"),
-                ("mac-studio", "metal:0", "M2Ultra", 180000, 196608, 1, "text-gen", "llama-3-70b"),
-                (
-                    "old-server",
-                    "cuda:1",
-                    "RTX3090",
-                    24000,
-                    24576,
-                    0,
-                    "audio-transcription",
-                    "whisper-large",
-                ),
-            ],
-            start=1,
-        )
-    ]
+def dry_run(policy: Policy, workers: list[Placement]) -> list[str]:
+    """Run the script against sample tasks of every capability and tier over `workers` (a
+    fleet: `rbee scheduler check` passes hives on recorded machines); returns what it
+    decided, one line per task."""
     out = []
     for kind, model in (
-        ("text-gen", "llama-3-70b"),
-        ("text-gen", "llama-3-8b"),
-        ("image-gen", "sdxl"),
-        ("audio-transcription", "whisper-large"),
-        ("embedding", "minilm"),
+        (Capability.TEXT_GEN, "llama-3-70b"),
+        (Capability.TEXT_GEN, "llama-3-8b"),
+        (Capability.IMAGE_GEN, "sdxl"),
+        (Capability.AUDIO_TRANSCRIPTION, "whisper-large"),
+        (Capability.EMBEDDING, "minilm"),
     ):
         for tier in ("free", "pro", "enterprise"):
             task = task_map(

@@ -1,23 +1,19 @@
-"""Recorded machines (tests/fixtures/machines/*.json), replayed through a fake NVML."""
+"""Recorded machines (hives/agent/devices/machines/*.json, shipped with the hive),
+replayed through a fake NVML."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
-from hives.agent.devices.inventory import RecordedNvml
-
-DIR = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "machines"
+from hives.agent.devices.inventory import RecordedNvml, load_inventory, recorded_machine_path
 
 
 def load_machine(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((DIR / f"{name}.json").read_text())
-    return data
+    return load_inventory(str(recorded_machine_path(name)))
 
 
 def machine_path(name: str) -> str:
-    return str(DIR / f"{name}.json")
+    return str(recorded_machine_path(name))
 
 
 class CountingNvml(RecordedNvml):

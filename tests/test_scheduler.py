@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from inference import scheduler
@@ -160,3 +162,35 @@ def test_stored_versions_switch_the_policy_and_broken_ones_are_refused() -> None
     policy = current_policy(0)
     assert (policy.version, policy.admit_arg) == (second.pk, "queue_depth")
     assert current_policy(3600) is policy  # within the check interval: no query, same object
+
+
+def test_host_enums_and_devices_reach_scripts_as_plain_strings() -> None:
+    """The queen's words are StrEnums and its devices `Device`s (str subclasses); Rhai
+    compares values of different types as unequal, so they must arrive as exact str."""
+    from hives.protocol import Capability
+    from hives.spec import Device
+
+    policy = Policy(
+        """
+        fn route_task(task, workers) {
+            if task.type != "image-gen" { return (); }
+            workers.filter(|w| w.device == "cuda:1" && w.capability == "image-gen").first()
+        }
+        """
+    )
+    workers = [
+        dataclasses.replace(w, device=Device(w.device), capability=Capability.IMAGE_GEN)
+        for w in placements("old-server-2x3090", "old-server", "sdxl", capability="image-gen")
+    ]
+    decision = policy.route(task(Capability.IMAGE_GEN, "sdxl"), workers, {})
+    assert decision.source == "script" and decision.placement.device == "cuda:1"
+
+
+def test_dry_run_routes_over_the_recorded_fleet() -> None:
+    from rbee.cli.scheduler import sample_fleet
+
+    fleet = sample_fleet()
+    assert {w.gpu_type for w in fleet} >= {"H100", "A100", "RTX4090", "M2Ultra", "RTX3090"}
+    lines = scheduler.dry_run(Policy(BUSINESS), fleet)
+    assert "image-gen sdxl (pro): -> gaming-pc (script)" in lines
+    assert "text-gen llama-3-8b (enterprise): -> gpu-node-03 (script)" in lines

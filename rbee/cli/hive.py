@@ -7,14 +7,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import sys
-from pathlib import Path
 
 import click
 
-from rbee.cli._common import DEFAULT_HIVE_PORT, log_to_console, reported, uses_database
+from rbee.cli._common import DEFAULT_HIVE_PORT, fail, log_to_console, reported, uses_database
 
 
 @click.group()
@@ -47,10 +45,11 @@ def hive() -> None:
 )
 @click.option(
     "--inventory",
-    type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="Report the GPUs described in this JSON file instead of detecting them "
-    "(demos, tests, scheduling dry runs); the engines still run on this machine.",
+    metavar="FILE|NAME",
+    help="Report the GPUs described in this JSON file, or a recorded machine by name "
+    "(dgx-h100, dgx-a100, gaming-pc-rtx4090, mac-studio-m2-ultra, old-server-2x3090), instead "
+    "of detecting them (demos, tests, scheduling dry runs); the engines still run here.",
 )
 @click.option(
     "--idle-unload",
@@ -88,7 +87,12 @@ def hive_start(
 
     log_to_console()
     if inventory:
-        devices.use_inventory(json.loads(Path(inventory).read_text()))
+        from hives.agent.devices.inventory import load_inventory
+
+        try:
+            devices.use_inventory(load_inventory(inventory))
+        except (KeyError, OSError, ValueError) as exc:
+            fail(f"--inventory {inventory}: {exc.args[0] if exc.args else exc}")
     with reported(EngineError):
         specs = [
             catalog.parse_model_arg(m, device=device)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from kernel.paths import config_dir
 from rbee.cli._common import fail, note, uses_database, uses_django
+
+SAMPLE_FLEET = Path(__file__).with_name("sample_fleet.json")
 
 
 @click.group()
@@ -31,13 +35,42 @@ def scheduler_check(file: str) -> None:
     except ScriptError as exc:
         note(f"{file}:{exc}")
         sys.exit(1)
-    for line in dry_run(policy):
+    for line in dry_run(policy, sample_fleet()):
         click.echo(line)
     if policy.errors:
         for err in dict.fromkeys(policy.errors):  # each distinct error once
             note(f"{file}:{err}")
         sys.exit(1)
     note(f"{file}: ok")
+
+
+def sample_fleet() -> list[Any]:
+    """The dry run's fleet (sample_fleet.json beside this module): each worker on a GPU of a
+    recorded machine, with that GPU's type and memory as the hive would report them."""
+    from hives.agent.devices.inventory import InventoryDetector, load_inventory
+    from hives.selectors import Placement
+    from hives.spec import Device
+
+    fleet = json.loads(SAMPLE_FLEET.read_text())
+    workers = []
+    for i, w in enumerate(fleet["workers"], start=1):
+        gpu = InventoryDetector(load_inventory(w["machine"])).gather()[w["gpu"]]
+        workers.append(
+            Placement(
+                worker_id=i,
+                hive_id=i,
+                hive_name=w["hive"],
+                channel_name="",
+                device=Device(f"{gpu['kind']}:{gpu['index']}"),
+                inflight=w["inflight"],
+                gpu_type=gpu["gpu_type"],
+                vram_free_mb=gpu["memory_free_mb"],
+                vram_total_mb=gpu["memory_total_mb"],
+                capability=w["capability"],
+                model=w["model"],
+            )
+        )
+    return workers
 
 
 @scheduler.command("reload")

@@ -3,10 +3,39 @@ and scheduling dry runs present a machine's GPUs while the engines run on this o
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from hives.agent.devices.nvidia import NvidiaDetector
 from hives.spec import DeviceKind
+
+
+# Machines recorded from real NVML answers (shipped: `rbee hive start --inventory NAME`, the
+# scheduler's dry run, tests).
+MACHINES_DIR = Path(__file__).resolve().parent / "machines"
+
+
+def recorded_machines() -> list[str]:
+    """The names of the recorded machines."""
+    return sorted(p.stem for p in MACHINES_DIR.glob("*.json"))
+
+
+def recorded_machine_path(name: str) -> Path:
+    """The file of a recorded machine; KeyError naming the known ones if there is none."""
+    path = MACHINES_DIR / f"{name}.json"
+    if name not in recorded_machines():
+        raise KeyError(f"no recorded machine {name!r}; known: {', '.join(recorded_machines())}")
+    return path
+
+
+def load_inventory(name_or_path: str) -> dict[str, Any]:
+    """An inventory from a file, or a recorded machine by name."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = recorded_machine_path(name_or_path)
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
 
 
 class RecordedNvml:
