@@ -10,7 +10,6 @@ from typing import Any
 from hives.agent.devices.nvidia import NvidiaDetector
 from hives.spec import DeviceKind
 
-
 # Machines recorded from real NVML answers (shipped: `rbee hive start --inventory NAME`, the
 # scheduler's dry run, tests).
 MACHINES_DIR = Path(__file__).resolve().parent / "machines"
