@@ -19,23 +19,10 @@ from typing import Any
 from billing import limits as lim
 from billing.errors import AdmissionCode, AdmissionError
 from billing.services import Usage, usage_record
-from hives.protocol import EventKind, Task
 from kernel.aio import db
 from tenants.selectors import Caller
 
 logger = logging.getLogger("billing.gate")
-
-# The scope name of each task (ApiKey.scopes["endpoints"]).
-TASK_ENDPOINT: dict[str, str] = {
-    Task.CHAT: "chat",
-    Task.COMPLETION: "completions",
-    Task.EMBEDDING: "embeddings",
-    Task.IMAGE: "images",
-    Task.IMAGE_VARIATION: "images",
-    Task.TRANSCRIPTION: "audio",
-    Task.TRANSLATION: "audio",
-    Task.SPEECH: "audio",
-}
 
 _REASON_MESSAGES = {
     "rate_limit_requests": "Rate limit reached for requests per minute",
@@ -77,9 +64,8 @@ def plans_including(model: str, aliases: list[str]) -> list[str]:
     )
 
 
-def check_access(caller: Caller, task: str, model: str, aliases: list[str]) -> None:
+def check_access(caller: Caller, endpoint: str, model: str, aliases: list[str]) -> None:
     """Scopes of the key, then the plan's models. Runs in the database hop of the view."""
-    endpoint = TASK_ENDPOINT.get(task, task)
     names = {model, *aliases}
     if caller.scope_endpoints and endpoint not in caller.scope_endpoints:
         raise AdmissionError(
@@ -158,22 +144,11 @@ async def release(admitted: Admitted) -> None:
         )
 
 
-TASK_MODALITY: dict[str, str] = {
-    Task.CHAT: "chat",
-    Task.COMPLETION: "completion",
-    Task.EMBEDDING: "embedding",
-    Task.IMAGE: "image",
-    Task.IMAGE_VARIATION: "image",
-    Task.TRANSCRIPTION: "transcription",
-    Task.TRANSLATION: "translation",
-    Task.SPEECH: "speech",
-}
-
-
 class Meter:
-    """Follows one job's events and, at its end, records the request's usage (once) and
-    settles its reservation. Text deltas carry running token counts, so a stream the
-    client leaves half-way is counted as far as it got."""
+    """Follows one job's progress and, at its end, records the request's usage (once) and
+    settles its reservation. The caller reports running token counts as text arrives
+    (`progress`), so a stream the client leaves half-way is counted as far as it got; the
+    wire format of the events is the caller's business, not billing's."""
 
     def __init__(
         self,
@@ -196,23 +171,24 @@ class Meter:
         self.worker = ""
         self.done = False
 
-    def observe(self, event: dict[str, Any]) -> None:
-        if event.get("kind") == EventKind.DELTA:
-            self.deltas += 1
-            if isinstance(event.get("prompt_tokens"), int):
-                self.prompt_tokens = event["prompt_tokens"]
-            if isinstance(event.get("completion_tokens"), int):
-                self.completion_tokens = event["completion_tokens"]
+    def progress(self, prompt_tokens: Any = None, completion_tokens: Any = None) -> None:
+        """One more piece of output, with the running token counts when known."""
+        self.deltas += 1
+        if isinstance(prompt_tokens, int) and not isinstance(prompt_tokens, bool):
+            self.prompt_tokens = prompt_tokens
+        if isinstance(completion_tokens, int) and not isinstance(completion_tokens, bool):
+            self.completion_tokens = completion_tokens
 
-    def usage_of(self, event: dict[str, Any] | None) -> Usage:
-        u = event.get("usage") if isinstance(event, dict) else None
-        u = u if isinstance(u, dict) else {}
+    def usage_of(self, reported: dict[str, Any] | None) -> Usage:
+        """The usage to record: what the worker reported when it finished (`reported`, its
+        usage map), or, for a job that ended early (None), what was produced so far."""
+        u = reported if isinstance(reported, dict) else {}
 
         def n(key: str) -> float:
             v = u.get(key)
             return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0.0
 
-        if event is None or event.get("kind") != EventKind.DONE:
+        if reported is None:
             # Ended early (the client left, or an error): what was produced so far.
             completion = self.completion_tokens or self.deltas
             return Usage(
@@ -228,12 +204,13 @@ class Meter:
             characters=int(n("characters")),
         )
 
-    async def finish(self, event: dict[str, Any] | None, outcome: str, worker: str = "") -> None:
-        """Record and settle, once. Called before the final event is passed on."""
+    async def finish(self, reported: dict[str, Any] | None, outcome: str, worker: str = "") -> None:
+        """Record and settle, once. Called before the final event is passed on; `reported`
+        as for usage_of."""
         if self.done:
             return
         self.done = True
-        usage = self.usage_of(event)
+        usage = self.usage_of(reported)
         caller = self.admitted.caller
         try:
             await db(

@@ -79,6 +79,10 @@ class HiveConsumer(AsyncWebsocketConsumer):
             logger.warning("hive %s sent a malformed frame; ignored", self.hive_name)
             return
         op = msg["op"]
+        if not self.ready and op != Op.HELLO:
+            # Nothing counts before the hello: its version and name are checked first.
+            logger.warning("hive %s sent %r before its hello; ignored", self.hive_name, op)
+            return
         try:
             if op == Op.EVENTS:
                 await self._relay_events(str(msg.get("id")), msg.get("events"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -78,14 +79,17 @@ class Job:
             while True:
                 for event in batch:
                     kind = event.get("kind")
-                    if self.meter is not None:
-                        self.meter.observe(event)
+                    if self.meter is not None and kind == EventKind.DELTA:
+                        self.meter.progress(
+                            event.get("prompt_tokens"), event.get("completion_tokens")
+                        )
                     if kind in FINAL_KINDS:
                         self.finished = True
                         if self.meter is not None:
+                            done = kind == EventKind.DONE
                             await self.meter.finish(
-                                event,
-                                "ok" if kind == EventKind.DONE else "error",
+                                _reported_usage(event) if done else None,
+                                "ok" if done else "error",
                                 self._worker_name(),
                             )
                     yield event
@@ -152,7 +156,11 @@ class Job:
             if attempt == 0 and self.preferred is not None:
                 placement = self.preferred
             else:
-                placement = least_loaded(untried or self.placements, _local_inflight)
+                # Shuffled first: equals are then taken at random, so the jobs a dropped
+                # hive leaves behind spread out instead of all landing on one worker.
+                pool = list(untried or self.placements)
+                random.shuffle(pool)
+                placement = least_loaded(pool, _local_inflight)
             # Resending to the same socket: no cancel, or it would stop the job we resend.
             previous = self.placement
             same = previous is not None and previous.channel_name == placement.channel_name
@@ -217,3 +225,9 @@ class Job:
                 await layer.send(placement.channel_name, {"type": "job.cancel", "id": self.job_id})
             except Exception:
                 logger.exception("could not send cancel for job %s", self.job_id)
+
+
+def _reported_usage(event: dict[str, Any]) -> dict[str, Any]:
+    """The usage map a worker's `done` carries ({} when it carries none)."""
+    usage = event.get("usage")
+    return usage if isinstance(usage, dict) else {}

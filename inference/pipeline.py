@@ -47,10 +47,11 @@ from django.views.decorators.csrf import csrf_exempt
 
 from billing import gate
 from billing.limits import Cost
+from billing.models import UsageEvent
 from billing.services import Usage
 from hives import selectors as hive_selectors
 from hives.models import CatalogModel
-from hives.protocol import Capability, EventKind
+from hives.protocol import Capability, EventKind, Task
 from hives.selectors import Placement
 from inference import queueing, schemas
 from inference.dispatch import Job, local_load, new_job_id
@@ -293,13 +294,37 @@ class Target:
     policy: Policy
 
 
+# What each task is to billing: the scope a key needs (ApiKey.scopes["endpoints"]) and the
+# modality its usage is recorded under (UsageEvent.Modality).
+TASK_SCOPE: dict[str, str] = {
+    Task.CHAT: "chat",
+    Task.COMPLETION: "completions",
+    Task.EMBEDDING: "embeddings",
+    Task.IMAGE: "images",
+    Task.IMAGE_VARIATION: "images",
+    Task.TRANSCRIPTION: "audio",
+    Task.TRANSLATION: "audio",
+    Task.SPEECH: "audio",
+}
+TASK_MODALITY: dict[str, str] = {
+    Task.CHAT: UsageEvent.Modality.CHAT,
+    Task.COMPLETION: UsageEvent.Modality.COMPLETION,
+    Task.EMBEDDING: UsageEvent.Modality.EMBEDDING,
+    Task.IMAGE: UsageEvent.Modality.IMAGE,
+    Task.IMAGE_VARIATION: UsageEvent.Modality.IMAGE,
+    Task.TRANSCRIPTION: UsageEvent.Modality.TRANSCRIPTION,
+    Task.TRANSLATION: UsageEvent.Modality.TRANSLATION,
+    Task.SPEECH: UsageEvent.Modality.SPEECH,
+}
+
+
 def _prepare(raw_key: str, request: HttpRequest, resource: Resource[Body]) -> tuple[Body, Target]:
     caller = authenticate(raw_key)
     body = resource.parse(request)
     model, placements = _resolve(resource.model(body), resource.capability)
     if caller.scope_endpoints or caller.scope_models or caller.allowed_models:
         aliases = list(model.aliases.values_list("name", flat=True))
-        gate.check_access(caller, resource.task, model.name, aliases)
+        gate.check_access(caller, TASK_SCOPE[resource.task], model.name, aliases)
     policy = current_policy(settings.RBEE_SCHEDULER_CHECK_SECONDS)
     return body, Target(caller=caller, model=model, placements=placements, policy=policy)
 
@@ -474,7 +499,7 @@ def _job(target: Target, scheduled: Scheduled, slot: queueing.Slot, task: str, w
         scheduled.admitted,
         request_id=job_id,
         model=work.model,
-        modality=gate.TASK_MODALITY.get(task, task),
+        modality=TASK_MODALITY[task],
         fallback=work.fallback,
     )
     return Job(

@@ -62,9 +62,10 @@ def _first(items: Any) -> Any:
 
 
 def _rank(local: float, reported: float, vram_free_mb: float) -> tuple[float, float, float]:
-    """Fewest jobs this process has in flight on the worker (always current), then fewest
-    in its hive's last report, then the most free memory."""
-    return (local, reported, -vram_free_mb)
+    """Fewest jobs in all (this process's count plus the hive's last report: a script's
+    `load`), then fewest of this process's own (always current), then the most free
+    memory. Scripts written against `least_loaded()` keep the order they always had."""
+    return (local + reported, local, -vram_free_mb)
 
 
 def least_loaded(placements: Sequence[Placement], load: Mapping[int, int]) -> Placement:

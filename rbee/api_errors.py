@@ -25,7 +25,7 @@ from tenants.errors import TenantErrorCode
 NOT_FOUND_MESSAGE = "not found"
 
 # Every domain code of every app, and its status on the API (a code missing here is a
-# 500: tests/test_api_errors.py checks that none is).
+# 500: tests/rbee/test_api_errors.py checks that none is).
 HTTP_STATUS: dict[str, int] = {
     # tenants: portal objects, roles, keys
     TenantErrorCode.NOT_FOUND: status.HTTP_404_NOT_FOUND,

@@ -36,7 +36,7 @@ from billing.limits import (
     get_limiter,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("RBEE_REDIS_URL") or "redis://127.0.0.1:6379/0"
 T0 = 20_000 * DAY_S + 10.25  # 10.25 s after midnight UTC
 DURATION = re.compile(r"^(\d+h)?(\d+m)?(\d+(\.\d+)?s|\d+ms)$")

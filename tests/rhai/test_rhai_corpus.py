@@ -18,7 +18,7 @@ import pytest
 
 import rhai
 
-CORPUS = pathlib.Path(__file__).parent / "rhai"
+CORPUS = pathlib.Path(__file__).parent
 SCRIPTS = sorted(CORPUS.rglob("*.rhai"))
 
 

@@ -22,7 +22,7 @@ from hives.agent.devices.inventory import InventoryDetector
 from hives.agent.devices.rocm import RocmDetector
 from testkit.machines import load_machine
 
-FIXTURES = Path(__file__).parent / "fixtures" / "devices"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "devices"
 ROCM = RocmDetector.COMMAND
 PROFILER = ("system_profiler", "SPDisplaysDataType", "-json")
 MEMSIZE = ("sysctl", "-n", "hw.memsize")

@@ -15,7 +15,7 @@ import pytest
 
 from hives.agent.download import DownloadError, download
 from testkit.live import ROOT, Deployment, Hive, Queen
-from tests.fakehub import FakeHub
+from tests.hives.agent.fakehub import FakeHub
 
 WEIGHTS = os.urandom(3 * 1024 * 1024 + 123)
 REPO = {

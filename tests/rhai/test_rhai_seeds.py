@@ -10,7 +10,7 @@ import pytest
 
 import rhai
 
-FIXTURE = pathlib.Path(__file__).parent.parent / "testkit" / "seed_scheduler_scripts.rhai"
+FIXTURE = pathlib.Path(__file__).resolve().parents[2] / "testkit" / "seed_scheduler_scripts.rhai"
 
 
 def split_scripts() -> list[tuple[str, str]]:

@@ -1,7 +1,7 @@
 """Stripe: meter events reach Stripe exactly once, customers are created once, and the
 webhook moves tenants between active, past due and suspended, and between plans.
 
-Stripe itself is tests/fakestripe.py on loopback (RBEE_STRIPE_API_BASE)."""
+Stripe itself is tests/billing/fakestripe.py on loopback (RBEE_STRIPE_API_BASE)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from billing.webhooks import stripe_webhook
 from tenants.models import Plan, Tenant
 from tenants.selectors import KeyRejected, caller_from_key
 from tenants.services import api_key_create, tenant_create
-from tests.fakestripe import API_KEY, FakeStripe, sign, webhook_event
+from tests.billing.fakestripe import API_KEY, FakeStripe, sign, webhook_event
 
 # The webhook, mounted for these tests as rbee/urls.py mounts it.
 urlpatterns = [path("stripe/webhook", stripe_webhook)]
@@ -355,7 +355,7 @@ def _status(t: Tenant) -> str:
     return t.status
 
 
-pytestmark_urls = pytest.mark.urls("tests.test_stripe")
+pytestmark_urls = pytest.mark.urls("tests.billing.test_stripe")
 
 
 @pytestmark_urls

@@ -6,7 +6,7 @@ import ast
 import pathlib
 import sys
 
-PKG = pathlib.Path(__file__).resolve().parent.parent / "rhai"
+PKG = pathlib.Path(__file__).resolve().parents[2] / "rhai"
 MODULES = sorted(p.stem for p in PKG.glob("*.py"))
 
 

@@ -247,3 +247,23 @@ async def test_a_hive_of_a_compatible_protocol_version_is_welcomed() -> None:
     comm, hive = await registered()  # its hello carries PROTOCOL_VERSION
     assert hive.status == Hive.Status.ONLINE
     await comm.disconnect()
+
+
+async def test_nothing_a_hive_sends_counts_before_its_hello() -> None:
+    """A hive's version and name are checked at the hello: a download report or a heartbeat
+    sent before it changes nothing."""
+    from hives.models import ModelDownload
+
+    _, token = await database_sync_to_async(hive_token_create)(name="early")
+    hive = await Hive.objects.aget(name="early")
+    download = await ModelDownload.objects.acreate(hive=hive, source="org/model")
+    comm = await connect(token)
+    report = {"op": "download", "id": download.pk, "state": "failed", "message": "nope"}
+    await comm.send_to(text_data=json.dumps(report))
+    await comm.send_to(text_data=json.dumps({"op": "heartbeat", "devices": [], "workers": []}))
+    await asyncio.sleep(0.3)
+    await download.arefresh_from_db()
+    assert download.status == ModelDownload.Status.QUEUED
+    await hive.arefresh_from_db()
+    assert hive.status != Hive.Status.ONLINE
+    await comm.disconnect()

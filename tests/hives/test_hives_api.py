@@ -8,7 +8,7 @@ from django.test import Client
 
 from hives.models import CatalogModel, Hive, Worker, WorkerCommand
 from hives.services import assignments_to_send, hive_token_create, model_alias_set
-from tests.test_management_api import basic
+from tests.inference.test_management_api import basic
 
 pytestmark = pytest.mark.django_db
 
