@@ -6,7 +6,7 @@ request_started/request_finished signals hop into to close database connections,
 and one thread hop per sync middleware. The API needs none of it: it
 authenticates with bearer keys itself, has no sessions or CSRF, and its
 database access runs on a shared executor that manages its own connections
-(rbee/db.py). So this app builds Django's request object, resolves the URL with
+(kernel/aio.py). So this app builds Django's request object, resolves the URL with
 Django's resolver, awaits the async view and sends its response, streaming ones
 as they are produced. A client that disconnects cancels the view, so a job in
 flight is cancelled on its hive.
@@ -108,5 +108,5 @@ class APIApplication:
                     code="internal_error",
                 ).response()
         # Not response.close(): it would fire request_finished, whose receivers touch
-        # database connections from the event loop; the API's are managed in rbee/db.py.
+        # database connections from the event loop; the API's are managed in kernel/aio.py.
         await _send_response(response, send)

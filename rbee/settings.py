@@ -75,7 +75,7 @@ DATABASE_URL = env.str("RBEE_DATABASE_URL", default="")
 if DATABASE_URL:
     DATABASES = {"default": env.db_url_config(DATABASE_URL)}
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-        # The request path's executor threads keep their connections (rbee/db.py).
+        # The request path's executor threads keep their connections (kernel/aio.py).
         DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("RBEE_DB_CONN_MAX_AGE", default=60))
         DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 else:
