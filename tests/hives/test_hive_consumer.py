@@ -267,3 +267,28 @@ async def test_nothing_a_hive_sends_counts_before_its_hello() -> None:
     await hive.arefresh_from_db()
     assert hive.status != Hive.Status.ONLINE
     await comm.disconnect()
+
+
+async def test_a_frame_with_a_non_finite_number_is_ignored() -> None:
+    """json.loads reads Infinity, NaN and 1e400; a hive's frame holding one is malformed,
+    logged and dropped (it never reaches the view, whose meter would choke on it), and the
+    socket stays up."""
+    comm, hive = await registered()
+    layer = get_channel_layer()
+    reply = await layer.new_channel()
+    await dispatch(hive, "j", reply, messages=[])
+    assert json.loads(await comm.receive_from(timeout=5))["op"] == "job"
+    for usage in ("Infinity", "-Infinity", "NaN", "1e400"):
+        await comm.send_to(
+            text_data='{"op": "events", "id": "j", "events": [{"kind": "done", '
+            f'"finish_reason": "stop", "usage": {{"prompt_tokens": {usage}}}}}]}}'
+        )
+    await comm.send_to(text_data=json.dumps({"op": "ack", "id": "j"}))
+    # The first thing the view hears is the ack: every frame before it was dropped.
+    first = await asyncio.wait_for(layer.receive(reply), 5)
+    assert first["type"] == "job.ack"
+    # The job is still the hive's to finish.
+    done = {"kind": "done", "finish_reason": "stop", "usage": {"prompt_tokens": 3}}
+    await comm.send_to(text_data=json.dumps({"op": "event", "id": "j", "event": done}))
+    assert (await asyncio.wait_for(layer.receive(reply), 5))["events"] == [done]
+    await comm.disconnect()
