@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from billing import limits as lim
 from billing.errors import AdmissionCode, AdmissionError
@@ -144,6 +144,23 @@ async def release(admitted: Admitted) -> None:
         )
 
 
+# The most one request can use of each unit, as a worker reports it ({key: most}). A hive
+# is not trusted: a report that is negative, not a number, infinite or beyond this is not
+# a measurement, and is recorded as 0 (and logged) rather than charged or crashed on.
+MOST: Final = {
+    "prompt_tokens": 10**9,
+    "completion_tokens": 10**9,
+    "images": 10**4,
+    "seconds": 10**7,  # about 116 days of audio
+    "characters": 10**9,
+}
+
+
+def _plausible(value: Any, most: int) -> bool:
+    """A real number in [0, most] (NaN and the infinities compare outside it)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= most
+
+
 class Meter:
     """Follows one job's progress and, at its end, records the request's usage (once) and
     settles its reservation. The caller reports running token counts as text arrives
@@ -174,9 +191,12 @@ class Meter:
     def progress(self, prompt_tokens: Any = None, completion_tokens: Any = None) -> None:
         """One more piece of output, with the running token counts when known."""
         self.deltas += 1
-        if isinstance(prompt_tokens, int) and not isinstance(prompt_tokens, bool):
+        # Counts out of range are ignored (the last plausible one stands).
+        if isinstance(prompt_tokens, int) and _plausible(prompt_tokens, MOST["prompt_tokens"]):
             self.prompt_tokens = prompt_tokens
-        if isinstance(completion_tokens, int) and not isinstance(completion_tokens, bool):
+        if isinstance(completion_tokens, int) and _plausible(
+            completion_tokens, MOST["completion_tokens"]
+        ):
             self.completion_tokens = completion_tokens
 
     def usage_of(self, reported: dict[str, Any] | None) -> Usage:
@@ -186,7 +206,20 @@ class Meter:
 
         def n(key: str) -> float:
             v = u.get(key)
-            return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0.0
+            if v is None:
+                return 0.0
+            if not _plausible(v, MOST[key]):
+                logger.warning(
+                    "request %s: the worker %s reported %s=%.40r, not a number in [0, %d]; "
+                    "recorded as 0",
+                    self.request_id,
+                    self.worker or "?",
+                    key,
+                    v,
+                    MOST[key],
+                )
+                return 0.0
+            return float(v)
 
         if reported is None:
             # Ended early (the client left, or an error): what was produced so far.

@@ -35,6 +35,7 @@ and stdout), see PipeOp.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from enum import StrEnum
 from types import MappingProxyType
@@ -180,8 +181,22 @@ def dumps(msg: Mapping[str, Any]) -> str:
     return json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"a protocol message has only finite numbers, not {name}")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 reads as inf
+        raise ValueError(f"a protocol message has only finite numbers, not {text[:32]}")
+    return value
+
+
 def loads(raw: str | bytes) -> dict[str, Any]:
-    msg = json.loads(raw)
+    """A peer's frame: a JSON object with an 'op'. ValueError on anything else, and on a
+    number that is not finite (NaN, Infinity, 1e400: json.loads accepts them, and they
+    would reach usage counts and the database)."""
+    msg = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
     if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
         raise ValueError("a protocol message is a JSON object with an 'op'")
     return msg

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.db import transaction
@@ -28,6 +29,8 @@ from hives.protocol import (
 from hives.spec import CPU, Device, ModelArg, SpecError
 from kernel import secrets
 
+logger = logging.getLogger("hives.services")
+
 
 def hive_token_create(*, name: str) -> tuple[Hive, str]:
     """Create the hive `name` (or give it a new token) and return the token once.
@@ -52,11 +55,42 @@ def hive_token_create(*, name: str) -> tuple[Hive, str]:
     return hive, new.plaintext
 
 
+def _devices(hive: Hive, entries: Any) -> list[dict[str, Any]]:
+    """The device entries a hive reported that name a device (Device.of parses their kind
+    and index); the others are dropped and logged. A hive is not trusted: what it says
+    ends up in response headers and in the scheduler's maps."""
+    out = []
+    for entry in entries if isinstance(entries, list) else []:
+        try:
+            if not isinstance(entry, dict):
+                raise SpecError(f"a device entry is an object, not {type(entry).__name__}")
+            Device.of(entry)
+        except SpecError as exc:
+            logger.warning("hive %s reported a bad device entry, dropped: %s", hive.name, exc)
+            continue
+        out.append(entry)
+    return out
+
+
 def _sync_workers(hive: Hive, workers: list[dict[str, Any]]) -> None:
     seen: set[int] = set()
     for w in workers:
+        if not isinstance(w, dict):
+            continue
         name = str(w.get("model") or "")
         if not name:
+            continue
+        # The device goes into the X-Rbee-Worker header of each job the worker serves:
+        # only a device the grammar accepts is stored, in its one spelling.
+        try:
+            device = Device.parse(w.get("device") or CPU)
+        except SpecError as exc:
+            logger.warning(
+                "hive %s reported worker %.200r on a bad device, dropped: %s",
+                hive.name,
+                name,
+                exc.message,
+            )
             continue
         model, _ = CatalogModel.objects.get_or_create(
             name=name,
@@ -77,7 +111,7 @@ def _sync_workers(hive: Hive, workers: list[dict[str, Any]]) -> None:
         worker, _ = Worker.objects.update_or_create(
             hive=hive,
             model=model,
-            device=str(w.get("device") or CPU),
+            device=str(device),
             defaults={
                 "state": str(w.get("state") or WorkerState.STARTING),
                 "pinned": bool(w.get("pinned", False)),
@@ -102,7 +136,7 @@ def hive_connected(*, hive_id: int, channel_name: str, hello: dict[str, Any]) ->
         hive.channel_name = channel_name
         hive.region = str(hello.get("region") or "")[:32]
         hive.version = str(hello.get("version") or "")[:32]
-        hive.devices = list(hello.get("devices") or [])
+        hive.devices = _devices(hive, hello.get("devices") or [])
         hive.connected_at = now
         hive.last_seen_at = now
         hive.save()
@@ -123,7 +157,7 @@ def hive_heartbeat(*, hive_id: int, channel_name: str, beat: dict[str, Any]) -> 
         hive.last_seen_at = timezone.now()
         hive.status = Hive.Status.ONLINE
         if "devices" in beat:
-            hive.devices = list(beat.get("devices") or [])
+            hive.devices = _devices(hive, beat.get("devices") or [])
         hive.telemetry = {"inflight": int(beat.get("inflight") or 0)}
         hive.save(update_fields=["last_seen_at", "status", "devices", "telemetry"])
         if "workers" in beat:

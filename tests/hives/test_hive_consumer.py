@@ -267,3 +267,86 @@ async def test_nothing_a_hive_sends_counts_before_its_hello() -> None:
     await hive.arefresh_from_db()
     assert hive.status != Hive.Status.ONLINE
     await comm.disconnect()
+
+
+async def test_a_frame_with_a_non_finite_number_is_ignored() -> None:
+    """json.loads reads Infinity, NaN and 1e400; a hive's frame holding one is malformed,
+    logged and dropped (it never reaches the view, whose meter would choke on it), and the
+    socket stays up."""
+    comm, hive = await registered()
+    layer = get_channel_layer()
+    reply = await layer.new_channel()
+    await dispatch(hive, "j", reply, messages=[])
+    assert json.loads(await comm.receive_from(timeout=5))["op"] == "job"
+    for usage in ("Infinity", "-Infinity", "NaN", "1e400"):
+        await comm.send_to(
+            text_data='{"op": "events", "id": "j", "events": [{"kind": "done", '
+            f'"finish_reason": "stop", "usage": {{"prompt_tokens": {usage}}}}}]}}'
+        )
+    await comm.send_to(text_data=json.dumps({"op": "ack", "id": "j"}))
+    # The first thing the view hears is the ack: every frame before it was dropped.
+    first = await asyncio.wait_for(layer.receive(reply), 5)
+    assert first["type"] == "job.ack"
+    # The job is still the hive's to finish.
+    done = {"kind": "done", "finish_reason": "stop", "usage": {"prompt_tokens": 3}}
+    await comm.send_to(text_data=json.dumps({"op": "event", "id": "j", "event": done}))
+    assert (await asyncio.wait_for(layer.receive(reply), 5))["events"] == [done]
+    await comm.disconnect()
+
+
+EVIL = "cuda:0\r\nX-Evil: 1"
+
+
+async def test_devices_that_do_not_parse_are_dropped_and_the_hive_still_connects() -> None:
+    """A device name goes into the X-Rbee-Worker response header of every job the worker
+    serves: one a hive reports with CR/LF (or anything else Device.parse refuses) is
+    never stored, in a worker entry or in the device list."""
+    _, token = await database_sync_to_async(hive_token_create)(name="h1")
+    comm = await connect(token)
+    good_device = {"index": 0, "kind": "cpu", "gpu_type": "CPU"}
+    hello = {
+        **HELLO,
+        "devices": [
+            good_device,
+            {"index": 0, "kind": "cuda\r\nX-Evil: 1"},
+            {"index": "0\r\nX-Evil: 1", "kind": "cuda"},
+            {"index": 1.5, "kind": "cuda"},
+            {"index": 0, "kind": "tpu"},
+            "cuda:0",
+        ],
+        "workers": [
+            HELLO["workers"][0],
+            {**HELLO["workers"][0], "model": "m2", "device": EVIL},
+            {**HELLO["workers"][0], "model": "m3", "device": "gpu:7"},
+            {**HELLO["workers"][0], "model": "m4", "device": "CUDA:1"},  # canonical: cuda:1
+        ],
+    }
+    await comm.send_to(text_data=json.dumps(hello))
+    welcome = json.loads(await comm.receive_from(timeout=5))
+    assert welcome["op"] == "welcome"
+    hive = await Hive.objects.aget(name="h1")
+    assert hive.status == Hive.Status.ONLINE
+    assert hive.devices == [good_device]
+    workers = {w.model.name: w.device async for w in Worker.objects.select_related("model")}
+    assert workers == {"m1": "cpu", "m4": "cuda:1"}
+    assert not await CatalogModel.objects.filter(name__in=["m2", "m3"]).aexists()
+    # A heartbeat likewise: the bad entries go, the good ones are recorded.
+    beat = {
+        "op": "heartbeat",
+        "devices": [{"index": 0, "kind": "cpu", "utilization": 5.0}, {"kind": EVIL}],
+        "workers": [
+            {**HELLO["workers"][0], "state": "failed"},
+            {**HELLO["workers"][0], "model": "m2", "device": EVIL},
+        ],
+        "inflight": 7,
+    }
+    await comm.send_to(text_data=json.dumps(beat))
+    for _ in range(50):
+        hive = await Hive.objects.aget(pk=hive.pk)
+        if hive.telemetry.get("inflight") == 7:
+            break
+        await asyncio.sleep(0.05)
+    assert hive.devices == [{"index": 0, "kind": "cpu", "utilization": 5.0}]
+    assert not await Worker.objects.filter(device__contains="\n").aexists()
+    assert (await Worker.objects.aget(model__name="m1")).state == "failed"
+    await comm.disconnect()
