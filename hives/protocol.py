@@ -178,7 +178,23 @@ TASK_CAPABILITY: Final[Mapping[Task, Capability]] = MappingProxyType(
 
 
 def dumps(msg: Mapping[str, Any]) -> str:
-    return json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
+    """A frame as JSON text. Only finite numbers travel (the other side refuses NaN and the
+    infinities, see loads): a non-finite float, such as a log-probability of -inf in a
+    transcript, is sent as null rather than losing the whole frame."""
+    try:
+        return json.dumps(msg, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        return json.dumps(_nulls_for_non_finite(msg), separators=(",", ":"), ensure_ascii=False)
+
+
+def _nulls_for_non_finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _nulls_for_non_finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_nulls_for_non_finite(v) for v in value]
+    return value
 
 
 def _no_constant(name: str) -> Any:

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from hives import protocol
 from hives.protocol import loads
 
 
@@ -37,3 +38,16 @@ def test_a_frame_is_an_object_with_an_op(raw: str) -> None:
     with pytest.raises(ValueError):
         loads(raw)
     assert issubclass(json.JSONDecodeError, ValueError)
+
+
+def test_dumps_sends_non_finite_floats_as_null_so_the_frame_survives() -> None:
+    """A transcript segment's log-probability can be -inf: the frame still travels, and
+    the queen's loads accepts it."""
+    frame = {
+        "op": "events",
+        "id": "j1",
+        "events": [{"kind": "done", "result": {"segments": [{"avg_logprob": float("-inf")}]}}],
+    }
+    text = protocol.dumps(frame)
+    assert protocol.loads(text)["events"][0]["result"]["segments"][0]["avg_logprob"] is None
+    assert protocol.dumps({"op": "ack", "x": 1.5}) == '{"op":"ack","x":1.5}'
