@@ -8,8 +8,12 @@ so Stripe delivers it again.
 
 Handled: invoice.payment_failed (past due), invoice.paid / invoice.payment_succeeded
 (active again), customer.subscription.created / .updated (the plan whose
-stripe_price_id is the subscription's first price), customer.subscription.deleted
-(plan "free"). Others are recorded and ignored.
+stripe_price_id is the price of one of its items; items whose prices no plan has,
+add-ons, are skipped), customer.subscription.deleted (plan "free"). Others are
+recorded and ignored.
+
+Deliveries may come out of order: an event older than the last one applied (per tenant:
+one clock for status, one for plan) changes nothing.
 """
 
 from __future__ import annotations
@@ -173,19 +177,41 @@ def _paid(obj: dict[str, Any], event_id: str, created: datetime) -> None:
         log.info("tenant %s active again: invoice %s paid", t.name, obj.get("id"))
 
 
-def _first_price_id(subscription: dict[str, Any]) -> str:
+def _price_ids(subscription: dict[str, Any]) -> list[str]:
+    """The prices of a subscription's items, in Stripe's order."""
     items = subscription.get("items")
     data = items.get("data") if isinstance(items, dict) else None
-    if not isinstance(data, list) or not data or not isinstance(data[0], dict):
-        return ""
-    item = data[0]
-    for key in ("price", "plan"):  # "plan" on old API versions
-        ref = item.get(key)
-        if isinstance(ref, dict) and isinstance(ref.get("id"), str):
-            return str(ref["id"])
-        if isinstance(ref, str):
-            return ref
-    return ""
+    if not isinstance(data, list):
+        return []
+    prices: list[str] = []
+    for item in data:
+        if not isinstance(item, dict):
+            continue
+        for key in ("price", "plan"):  # "plan" on old API versions
+            ref = item.get(key)
+            if isinstance(ref, dict):
+                ref = ref.get("id")
+            if isinstance(ref, str) and ref:
+                prices.append(ref)
+                break
+    return prices
+
+
+def _subscription_plan(subscription: dict[str, Any]) -> Plan | None:
+    """The plan of the first item whose price is a plan's; the others (add-ons, metered
+    prices) name no plan and are skipped, wherever they come."""
+    prices = _price_ids(subscription)
+    by_price: dict[str, Plan] = {}
+    for plan in Plan.objects.filter(stripe_price_id__in=prices).order_by("pk"):
+        by_price.setdefault(plan.stripe_price_id, plan)
+    found = [by_price[p] for p in prices if p in by_price]
+    if len({p.pk for p in found}) > 1:
+        log.warning(
+            "subscription %s has the prices of several plans (%s); the first one counts",
+            subscription.get("id"),
+            ", ".join(p.name for p in found),
+        )
+    return found[0] if found else None
 
 
 def _plan_set(tenants: list[Tenant], plan: Plan, created: datetime) -> None:
@@ -200,14 +226,14 @@ def _plan_set(tenants: list[Tenant], plan: Plan, created: datetime) -> None:
 
 
 def _subscription_changed(obj: dict[str, Any], event_id: str, created: datetime) -> None:
-    price = _first_price_id(obj)
-    plan = Plan.objects.filter(stripe_price_id=price).first() if price else None
+    plan = _subscription_plan(obj)
     if plan is None:
         log.warning(
-            "stripe event %s: subscription %s has price %r, which no plan has; plan unchanged",
+            "stripe event %s: subscription %s has prices %r, none of which a plan has; "
+            "plan unchanged",
             event_id,
             obj.get("id"),
-            price,
+            _price_ids(obj),
         )
         return
     _plan_set(_tenants(obj, event_id), plan, created)

@@ -337,15 +337,22 @@ def _invoice(customer: Any = "cus_acme", **kw: Any) -> dict[str, Any]:
     return {"id": "in_1", "object": "invoice", "customer": customer, **kw}
 
 
-def _subscription(price: str, customer: str = "cus_acme") -> dict[str, Any]:
+def _subscription(
+    price: str, customer: str = "cus_acme", status: str = "active", *more_prices: str
+) -> dict[str, Any]:
+    """A subscription whose items carry `price`, then `more_prices`, in that order."""
+    prices = [price, *more_prices]
     return {
         "id": "sub_1",
         "object": "subscription",
         "customer": customer,
-        "status": "active",
+        "status": status,
         "items": {
             "object": "list",
-            "data": [{"id": "si_1", "object": "subscription_item", "price": {"id": price}}],
+            "data": [
+                {"id": f"si_{i}", "object": "subscription_item", "price": {"id": p}}
+                for i, p in enumerate(prices, 1)
+            ],
         },
     }
 
@@ -480,6 +487,26 @@ def test_subscription_changes_move_the_tenant_between_plans(fake: FakeStripe) ->
     assert _deliver("customer.subscription.deleted", _subscription("price_ent")).status_code == 200
     t.refresh_from_db()
     assert (t.plan_id, t.tier) == (free.pk, "free")
+
+
+@pytestmark_urls
+@pytest.mark.django_db
+def test_the_plan_comes_from_the_item_whose_price_is_a_plans(fake: FakeStripe) -> None:
+    """Add-on items (prices no plan has) may come before the plan's item."""
+    Plan.objects.create(name="free")
+    pro = Plan.objects.create(name="pro", stripe_price_id="price_pro")
+    t = _tenant()
+    now = int(time.time())
+    sub = _subscription("price_addon", "cus_acme", "active", "price_pro")
+    assert _deliver("customer.subscription.created", sub, created=now).status_code == 200
+    t.refresh_from_db()
+    assert (t.plan_id, t.tier) == (pro.pk, "pro")
+
+    # Only add-ons: no plan, nothing changes.
+    sub = _subscription("price_addon", "cus_acme", "active", "price_other_addon")
+    assert _deliver("customer.subscription.updated", sub, created=now + 1).status_code == 200
+    t.refresh_from_db()
+    assert (t.plan_id, t.tier) == (pro.pk, "pro")
 
 
 @pytestmark_urls
