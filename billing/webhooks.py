@@ -9,7 +9,9 @@ so Stripe delivers it again.
 Handled: invoice.payment_failed (past due), invoice.paid / invoice.payment_succeeded
 (active again), customer.subscription.created / .updated (the plan whose
 stripe_price_id is the price of one of its items; items whose prices no plan has,
-add-ons, are skipped), customer.subscription.deleted (plan "free"). Others are
+add-ons, are skipped; only an active or trialing subscription grants its plan: one
+that is incomplete, past due, unpaid, paused, ... changes nothing, though it still
+outdates older events), customer.subscription.deleted (plan "free"). Others are
 recorded and ignored.
 
 Deliveries may come out of order: an event older than the last one applied (per tenant:
@@ -43,6 +45,8 @@ log = logging.getLogger(__name__)
 # How old a signed delivery may be (Stripe's libraries default to 300 s).
 TOLERANCE_SECONDS = 300
 FREE_PLAN = "free"
+# The subscription statuses that grant the subscription's plan: paid for, or in a trial.
+GRANTING_STATUSES = frozenset({"active", "trialing"})
 
 
 class StripeWebhook(APIView):
@@ -214,11 +218,13 @@ def _subscription_plan(subscription: dict[str, Any]) -> Plan | None:
     return found[0] if found else None
 
 
-def _plan_set(tenants: list[Tenant], plan: Plan, created: datetime) -> None:
+def _plan_set(tenants: list[Tenant], plan: Plan | None, created: datetime) -> None:
+    """Move the tenants to `plan`, unless a newer subscription event was applied already.
+    With `plan` None the event is only remembered: it still outdates older ones."""
     for t in tenants:
         if not _newer(t, "plan_event_at", created):
             continue
-        if t.plan_id == plan.pk and t.tier == plan.name:
+        if plan is None or (t.plan_id == plan.pk and t.tier == plan.name):
             continue
         t.plan, t.tier = plan, plan.name
         t.save(update_fields=["plan", "tier"])
@@ -235,6 +241,20 @@ def _subscription_changed(obj: dict[str, Any], event_id: str, created: datetime)
             obj.get("id"),
             _price_ids(obj),
         )
+        return
+    status = obj.get("status")
+    if status not in GRANTING_STATUSES:
+        # Not paid for (incomplete, past_due, unpaid, paused, ...): the plan is not granted.
+        # The event still counts as the subscription's latest state, so an older active
+        # or trialing event delivered after it does not grant the plan either.
+        log.warning(
+            "stripe event %s: subscription %s is %r; plan %s not granted",
+            event_id,
+            obj.get("id"),
+            status,
+            plan.name,
+        )
+        _plan_set(_tenants(obj, event_id), None, created)
         return
     _plan_set(_tenants(obj, event_id), plan, created)
 
