@@ -8,8 +8,14 @@ so Stripe delivers it again.
 
 Handled: invoice.payment_failed (past due), invoice.paid / invoice.payment_succeeded
 (active again), customer.subscription.created / .updated (the plan whose
-stripe_price_id is the subscription's first price), customer.subscription.deleted
-(plan "free"). Others are recorded and ignored.
+stripe_price_id is the price of one of its items; items whose prices no plan has,
+add-ons, are skipped; only an active or trialing subscription grants its plan: one
+that is incomplete, past due, unpaid, paused, ... changes nothing, though it still
+outdates older events), customer.subscription.deleted (plan "free"). Others are
+recorded and ignored.
+
+Deliveries may come out of order: an event older than the last one applied (per tenant:
+one clock for status, one for plan) changes nothing.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ log = logging.getLogger(__name__)
 # How old a signed delivery may be (Stripe's libraries default to 300 s).
 TOLERANCE_SECONDS = 300
 FREE_PLAN = "free"
+# The subscription statuses that grant the subscription's plan: paid for, or in a trial.
+GRANTING_STATUSES = frozenset({"active", "trialing"})
 
 
 class StripeWebhook(APIView):
@@ -173,26 +181,50 @@ def _paid(obj: dict[str, Any], event_id: str, created: datetime) -> None:
         log.info("tenant %s active again: invoice %s paid", t.name, obj.get("id"))
 
 
-def _first_price_id(subscription: dict[str, Any]) -> str:
+def _price_ids(subscription: dict[str, Any]) -> list[str]:
+    """The prices of a subscription's items, in Stripe's order."""
     items = subscription.get("items")
     data = items.get("data") if isinstance(items, dict) else None
-    if not isinstance(data, list) or not data or not isinstance(data[0], dict):
-        return ""
-    item = data[0]
-    for key in ("price", "plan"):  # "plan" on old API versions
-        ref = item.get(key)
-        if isinstance(ref, dict) and isinstance(ref.get("id"), str):
-            return str(ref["id"])
-        if isinstance(ref, str):
-            return ref
-    return ""
+    if not isinstance(data, list):
+        return []
+    prices: list[str] = []
+    for item in data:
+        if not isinstance(item, dict):
+            continue
+        for key in ("price", "plan"):  # "plan" on old API versions
+            ref = item.get(key)
+            if isinstance(ref, dict):
+                ref = ref.get("id")
+            if isinstance(ref, str) and ref:
+                prices.append(ref)
+                break
+    return prices
 
 
-def _plan_set(tenants: list[Tenant], plan: Plan, created: datetime) -> None:
+def _subscription_plan(subscription: dict[str, Any]) -> Plan | None:
+    """The plan of the first item whose price is a plan's; the others (add-ons, metered
+    prices) name no plan and are skipped, wherever they come."""
+    prices = _price_ids(subscription)
+    by_price: dict[str, Plan] = {}
+    for plan in Plan.objects.filter(stripe_price_id__in=prices).order_by("pk"):
+        by_price.setdefault(plan.stripe_price_id, plan)
+    found = [by_price[p] for p in prices if p in by_price]
+    if len({p.pk for p in found}) > 1:
+        log.warning(
+            "subscription %s has the prices of several plans (%s); the first one counts",
+            subscription.get("id"),
+            ", ".join(p.name for p in found),
+        )
+    return found[0] if found else None
+
+
+def _plan_set(tenants: list[Tenant], plan: Plan | None, created: datetime) -> None:
+    """Move the tenants to `plan`, unless a newer subscription event was applied already.
+    With `plan` None the event is only remembered: it still outdates older ones."""
     for t in tenants:
         if not _newer(t, "plan_event_at", created):
             continue
-        if t.plan_id == plan.pk and t.tier == plan.name:
+        if plan is None or (t.plan_id == plan.pk and t.tier == plan.name):
             continue
         t.plan, t.tier = plan, plan.name
         t.save(update_fields=["plan", "tier"])
@@ -200,15 +232,29 @@ def _plan_set(tenants: list[Tenant], plan: Plan, created: datetime) -> None:
 
 
 def _subscription_changed(obj: dict[str, Any], event_id: str, created: datetime) -> None:
-    price = _first_price_id(obj)
-    plan = Plan.objects.filter(stripe_price_id=price).first() if price else None
+    plan = _subscription_plan(obj)
     if plan is None:
         log.warning(
-            "stripe event %s: subscription %s has price %r, which no plan has; plan unchanged",
+            "stripe event %s: subscription %s has prices %r, none of which a plan has; "
+            "plan unchanged",
             event_id,
             obj.get("id"),
-            price,
+            _price_ids(obj),
         )
+        return
+    status = obj.get("status")
+    if status not in GRANTING_STATUSES:
+        # Not paid for (incomplete, past_due, unpaid, paused, ...): the plan is not granted.
+        # The event still counts as the subscription's latest state, so an older active
+        # or trialing event delivered after it does not grant the plan either.
+        log.warning(
+            "stripe event %s: subscription %s is %r; plan %s not granted",
+            event_id,
+            obj.get("id"),
+            status,
+            plan.name,
+        )
+        _plan_set(_tenants(obj, event_id), None, created)
         return
     _plan_set(_tenants(obj, event_id), plan, created)
 

@@ -337,15 +337,22 @@ def _invoice(customer: Any = "cus_acme", **kw: Any) -> dict[str, Any]:
     return {"id": "in_1", "object": "invoice", "customer": customer, **kw}
 
 
-def _subscription(price: str, customer: str = "cus_acme") -> dict[str, Any]:
+def _subscription(
+    price: str, customer: str = "cus_acme", status: str = "active", *more_prices: str
+) -> dict[str, Any]:
+    """A subscription whose items carry `price`, then `more_prices`, in that order."""
+    prices = [price, *more_prices]
     return {
         "id": "sub_1",
         "object": "subscription",
         "customer": customer,
-        "status": "active",
+        "status": status,
         "items": {
             "object": "list",
-            "data": [{"id": "si_1", "object": "subscription_item", "price": {"id": price}}],
+            "data": [
+                {"id": f"si_{i}", "object": "subscription_item", "price": {"id": p}}
+                for i, p in enumerate(prices, 1)
+            ],
         },
     }
 
@@ -480,6 +487,90 @@ def test_subscription_changes_move_the_tenant_between_plans(fake: FakeStripe) ->
     assert _deliver("customer.subscription.deleted", _subscription("price_ent")).status_code == 200
     t.refresh_from_db()
     assert (t.plan_id, t.tier) == (free.pk, "free")
+
+
+@pytestmark_urls
+@pytest.mark.django_db
+def test_only_an_active_or_trialing_subscription_grants_its_plan(fake: FakeStripe) -> None:
+    """An incomplete subscription (its first payment not made) does not move the tenant;
+    the same subscription once active does. Nor do the other statuses that are not paid."""
+    free = Plan.objects.create(name="free")
+    pro = Plan.objects.create(name="pro", stripe_price_id="price_pro")
+    team = Plan.objects.create(name="team", stripe_price_id="price_team")
+    t = _tenant()
+    t.plan = free
+    t.save(update_fields=["plan"])
+    now = int(time.time())
+
+    sub = _subscription("price_pro", "cus_acme", "incomplete")
+    assert _deliver("customer.subscription.created", sub, created=now).status_code == 200
+    t.refresh_from_db()
+    assert (t.plan_id, t.tier) == (free.pk, "free")
+    for i, status in enumerate(
+        ["incomplete_expired", "past_due", "unpaid", "canceled", "paused"], 1
+    ):
+        sub = _subscription("price_pro", "cus_acme", status)
+        r = _deliver("customer.subscription.updated", sub, created=now + i)
+        assert r.status_code == 200
+        t.refresh_from_db()
+        assert (t.plan_id, t.tier) == (free.pk, "free"), status
+
+    sub = _subscription("price_pro", "cus_acme", "active")
+    assert _deliver("customer.subscription.updated", sub, created=now + 10).status_code == 200
+    t.refresh_from_db()
+    assert (t.plan_id, t.tier) == (pro.pk, "pro")
+
+    # A trial grants its plan too.
+    sub = _subscription("price_team", "cus_acme", "trialing")
+    assert _deliver("customer.subscription.updated", sub, created=now + 20).status_code == 200
+    t.refresh_from_db()
+    assert (t.plan_id, t.tier) == (team.pk, "team")
+
+    # A subscription without a status grants nothing.
+    sub = _subscription("price_pro")
+    del sub["status"]
+    assert _deliver("customer.subscription.updated", sub, created=now + 30).status_code == 200
+    t.refresh_from_db()
+    assert t.tier == "team"
+
+
+@pytestmark_urls
+@pytest.mark.django_db
+def test_the_plan_comes_from_the_item_whose_price_is_a_plans(fake: FakeStripe) -> None:
+    """Add-on items (prices no plan has) may come before the plan's item."""
+    Plan.objects.create(name="free")
+    pro = Plan.objects.create(name="pro", stripe_price_id="price_pro")
+    t = _tenant()
+    now = int(time.time())
+    sub = _subscription("price_addon", "cus_acme", "active", "price_pro")
+    assert _deliver("customer.subscription.created", sub, created=now).status_code == 200
+    t.refresh_from_db()
+    assert (t.plan_id, t.tier) == (pro.pk, "pro")
+
+    # Only add-ons: no plan, nothing changes.
+    sub = _subscription("price_addon", "cus_acme", "active", "price_other_addon")
+    assert _deliver("customer.subscription.updated", sub, created=now + 1).status_code == 200
+    t.refresh_from_db()
+    assert (t.plan_id, t.tier) == (pro.pk, "pro")
+
+
+@pytestmark_urls
+@pytest.mark.django_db
+def test_a_late_active_event_does_not_undo_a_newer_unpaid_state(fake: FakeStripe) -> None:
+    """Out of order: a trial that ended unpaid (paused) at t+10, delivered before the
+    trialing event of t: the older event does not grant the plan afterwards."""
+    free = Plan.objects.create(name="free")
+    Plan.objects.create(name="pro", stripe_price_id="price_pro")
+    t = _tenant()
+    t.plan = free
+    t.save(update_fields=["plan"])
+    now = int(time.time())
+    paused = _subscription("price_pro", "cus_acme", "paused")
+    trialing = _subscription("price_pro", "cus_acme", "trialing")
+    assert _deliver("customer.subscription.updated", paused, created=now + 10).status_code == 200
+    assert _deliver("customer.subscription.created", trialing, created=now).status_code == 200
+    t.refresh_from_db()
+    assert t.tier == "free"
 
 
 @pytestmark_urls
