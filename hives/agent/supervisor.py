@@ -11,6 +11,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from hives.agent.catalog import BUNDLED_PREFIX
+from hives.agent.download import is_local
+from hives.agent.workerenv import worker_env
 from hives.protocol import FINAL_KINDS, PipeOp, WorkerState, error_event
 from hives.spec import ModelSpec
 
@@ -18,6 +21,13 @@ logger = logging.getLogger("hives.supervisor")
 
 EventSink = Callable[[dict[str, Any]], Awaitable[None]]
 _background: set[asyncio.Task[None]] = set()
+
+
+def files_are_here(spec: ModelSpec) -> bool:
+    """Whether the worker needs nothing from the Hub: its model (and tokenizer, if named)
+    is a local path or a bundled model. A repo id is fetched by the engine's library."""
+    refs = [spec.source, str(spec.options.get("tokenizer") or "")]
+    return all(not ref or ref.startswith(BUNDLED_PREFIX) or is_local(ref) for ref in refs)
 
 
 class WorkerProcess:
@@ -126,7 +136,8 @@ class WorkerProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=None,  # the worker's logs go where the hive's go
             limit=64 * 2**20,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            # An allow-list of the hive's environment: no token, no credentials.
+            env=worker_env(os.environ, offline=files_are_here(self.spec)),
         )
 
     async def _run(self) -> None:
