@@ -166,9 +166,38 @@ def _touch(caller: Caller) -> None:
 # --- 2 parse -----------------------------------------------------------------------------
 
 
-def read_body(request: HttpRequest) -> bytes:
-    """The raw body, or 413 when it is larger than the server accepts."""
-    limit = settings.RBEE_MAX_BODY_BYTES
+JSON = "application/json"
+MULTIPART = "multipart/form-data"
+
+
+def media_type(content_type: str) -> str:
+    """The media type of a Content-Type header, without its parameters, in lower case."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def require_media_type(request: HttpRequest, expected: str) -> None:
+    """415 unless the body is declared as `expected` (parameters such as charset aside). A
+    JSON endpoint that took text/plain or a form could be driven by any web page with a
+    "simple" cross-site request, which the browser sends without asking."""
+    declared = request.META.get("CONTENT_TYPE", "")
+    if media_type(declared) != expected:
+        got = f"'{declared}'" if declared else "no Content-Type"
+        raise APIError(
+            415,
+            f"This endpoint takes a {expected} body (Content-Type: {expected}); the request "
+            f"has {got}.",
+            code="unsupported_media_type",
+        )
+
+
+def json_body_limit() -> int:
+    return min(settings.RBEE_MAX_JSON_BYTES, settings.RBEE_MAX_BODY_BYTES)
+
+
+def read_body(request: HttpRequest, limit: int | None = None) -> bytes:
+    """The raw body, or 413 when it is larger than limit (by default the server's
+    RBEE_MAX_BODY_BYTES): from the declared length before reading, then from what was read."""
+    limit = settings.RBEE_MAX_BODY_BYTES if limit is None else limit
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
@@ -190,20 +219,18 @@ def read_body(request: HttpRequest) -> bytes:
 
 
 def read_json(request: HttpRequest) -> dict[str, Any]:
-    return schemas.parse_json_body(read_body(request))
+    """A JSON endpoint's body: application/json (415), at most RBEE_MAX_JSON_BYTES (413),
+    a JSON object (400)."""
+    require_media_type(request, JSON)
+    return schemas.parse_json_body(read_body(request, json_body_limit()))
 
 
 def read_form(request: HttpRequest) -> tuple[dict[str, Any], dict[str, tuple[str, bytes]]]:
-    """A multipart form's fields and files (name -> (filename, bytes)). Runs in the
-    database thread with the rest of the preparation, so parsing never blocks the loop."""
-    read_body(request)  # 413 first
-    ctype = request.META.get("CONTENT_TYPE", "")
-    if not ctype.startswith("multipart/form-data"):
-        raise bad_request(
-            "This endpoint takes a multipart/form-data body (the file and the other "
-            "fields as form fields).",
-            code="invalid_content_type",
-        )
+    """A multipart form's fields and files (name -> (filename, bytes)): multipart/form-data
+    (415), at most RBEE_MAX_BODY_BYTES (413). Runs in the database thread with the rest of
+    the preparation, so parsing never blocks the loop."""
+    require_media_type(request, MULTIPART)
+    read_body(request)
     try:
         post, files = request.POST, request.FILES
     except (MultiPartParserError, TooManyFieldsSent, TooManyFilesSent) as exc:

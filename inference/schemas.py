@@ -43,15 +43,18 @@ class StreamOptions(_Strict):
 Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
 TopP = Annotated[float, Field(ge=0.0, le=1.0)]
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
-PositiveInt = Annotated[StrictInt, Field(ge=1)]
 SeedInt = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
+# No model here writes a million tokens in one answer; a larger limit is a mistake (or an
+# attack on the reservation arithmetic), not a request.
+MAX_OUTPUT_TOKENS = 1_000_000
+TokenLimit = Annotated[StrictInt, Field(ge=1, le=MAX_OUTPUT_TOKENS)]
 
 
 class ChatCompletionRequest(_Strict):
     model: Annotated[StrictStr, Field(min_length=1, max_length=256)]
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    max_tokens: PositiveInt | None = None
-    max_completion_tokens: PositiveInt | None = None
+    max_tokens: TokenLimit | None = None
+    max_completion_tokens: TokenLimit | None = None
     temperature: Temperature | None = None
     top_p: TopP | None = None
     n: Annotated[StrictInt, Field(ge=1, le=128)] | None = None
@@ -101,10 +104,52 @@ def _describe(err: dict[str, Any]) -> str:
     return str(err.get("msg", "is invalid"))
 
 
+# How deep a body may nest (the body itself is depth 1). OpenAI's own bodies need a handful
+# of levels; a JSON schema in response_format a few dozen.
+MAX_JSON_DEPTH = 64
+# The longest integer literal accepted: int64 needs 19 digits; longer ones are refused
+# before Python converts them (quadratic in the digits).
+MAX_INT_DIGITS = 100
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(text)} digits is larger than any value accepted")
+    return int(text)
+
+
+def _parse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether value nests lists and objects more than limit levels deep (iteratively:
+    no recursion for an attacker to exhaust)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
+def _nested_too_deeply() -> APIError:
+    return bad_request(
+        f"The JSON body of your request is nested too deeply (at most {MAX_JSON_DEPTH} levels).",
+        code="invalid_json",
+    )
+
+
 def parse_json_body(raw: bytes) -> dict[str, Any]:
+    """A JSON object (400 `invalid_json` otherwise): strict JSON (no NaN or Infinity), no
+    integer of absurd length, nested at most MAX_JSON_DEPTH levels."""
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(raw, parse_int=_parse_int, parse_constant=_parse_constant)
+    except RecursionError as exc:  # nested deeper than the interpreter goes
+        raise _nested_too_deeply() from exc
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise bad_request(
             f"We could not parse the JSON body of your request: {exc}. "
             "The body must be a JSON object.",
@@ -112,6 +157,8 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
         ) from exc
     if not isinstance(data, dict):
         raise bad_request("The request body must be a JSON object.", code="invalid_json")
+    if _too_deep(data, MAX_JSON_DEPTH):
+        raise _nested_too_deeply()
     return data
 
 
@@ -271,7 +318,7 @@ ModelName = Annotated[StrictStr, Field(min_length=1, max_length=256)]
 class CompletionRequest(_Strict):
     model: ModelName
     prompt: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=1)] | list[Any]
-    max_tokens: Annotated[StrictInt, Field(ge=0)] | None = 16
+    max_tokens: Annotated[StrictInt, Field(ge=0, le=MAX_OUTPUT_TOKENS)] | None = 16
     temperature: Temperature | None = None
     top_p: TopP | None = None
     n: Annotated[StrictInt, Field(ge=1, le=128)] | None = None
@@ -334,13 +381,14 @@ def completion_job_request(req: CompletionRequest) -> dict[str, Any]:
 # --- /v1/embeddings -------------------------------------------------------------------
 
 MAX_EMBEDDING_INPUTS = 2048
+MAX_EMBEDDING_DIMENSIONS = 65536
 
 
 class EmbeddingRequest(_Strict):
     model: ModelName
     input: StrictStr | list[Any]
     encoding_format: Literal["float", "base64"] | None = None
-    dimensions: Annotated[StrictInt, Field(ge=1)] | None = None
+    dimensions: Annotated[StrictInt, Field(ge=1, le=MAX_EMBEDDING_DIMENSIONS)] | None = None
     user: StrictStr | None = None
 
 
@@ -419,7 +467,7 @@ class ImageVariationForm(_Form):
     n: Annotated[int, Field(ge=1, le=10)] | None = 1
     size: str | None = None
     response_format: Literal["url", "b64_json"] | None = None
-    seed: int | None = None
+    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
     prompt: Annotated[str, Field(max_length=4000)] | None = None
     strength: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     user: str | None = None

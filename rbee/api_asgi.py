@@ -67,13 +67,25 @@ async def _send_response(response: HttpResponseBase, send: Any) -> None:
         await send({"type": "http.response.body", "body": response.content})  # type: ignore[attr-defined]
 
 
+def _body_limit(scope: Scope) -> int:
+    """How much of the body to keep: multipart uploads may have RBEE_MAX_BODY_BYTES, anything
+    else is JSON or refused (415), so RBEE_MAX_JSON_BYTES is enough (the view answers 413
+    past it)."""
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"content-type":
+            if value.split(b";", 1)[0].strip().lower() == b"multipart/form-data":
+                return int(settings.RBEE_MAX_BODY_BYTES)
+            break
+    return min(settings.RBEE_MAX_JSON_BYTES, settings.RBEE_MAX_BODY_BYTES)
+
+
 class APIApplication:
     def __init__(self) -> None:
         self.resolver = get_resolver()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         try:
-            body = await _read_body(receive, settings.RBEE_MAX_BODY_BYTES)
+            body = await _read_body(receive, _body_limit(scope))
         except Disconnected:
             return
         request = ASGIRequest(scope, io.BytesIO(body))

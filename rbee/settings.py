@@ -139,9 +139,11 @@ CELERY_IMPORTS = ("billing.tasks", "billing.invoice_tasks")
 CELERY_BEAT_SCHEDULE = beat_schedule()
 
 # --- request limits ----------------------------------------------------------------
-# Largest JSON body /v1/ accepts; larger bodies get 413 before they are parsed.
-# 25 MiB audio uploads (OpenAI's limit) plus the form around them.
+# Largest body /v1/ accepts (the multipart uploads); larger bodies get 413 before they are
+# parsed. 25 MiB audio uploads (OpenAI's limit) plus the form around them.
 RBEE_MAX_BODY_BYTES = env.int("RBEE_MAX_BODY_BYTES", default=26 * 1024 * 1024)
+# Largest JSON body /v1/ accepts (never more than RBEE_MAX_BODY_BYTES); 413 past it.
+RBEE_MAX_JSON_BYTES = env.int("RBEE_MAX_JSON_BYTES", default=1024 * 1024)
 # --- billing: Stripe -----------------------------------------------------------------
 # Stripe is optional: without a secret key nothing is sent. RBEE_STRIPE_API_BASE points the
 # stripe library elsewhere (the tests' Stripe-compatible server on loopback).

@@ -100,6 +100,59 @@ def test_malformed_json_is_400(stack: Stack) -> None:
     assert_error(post(stack, None, raw=b""), 400, code="invalid_json")
 
 
+FORM = b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\nm\r\n--b--\r\n'
+
+
+@pytest.mark.parametrize(
+    ("content_type", "content"),
+    [
+        (None, json.dumps(OK_BODY).encode()),
+        ("text/plain", json.dumps(OK_BODY).encode()),
+        ("application/x-www-form-urlencoded", b"model=m&messages=x"),
+        # (A malformed multipart body never reaches the app: Daphne answers 400 itself.)
+        ("multipart/form-data; boundary=b", FORM),
+    ],
+)
+def test_a_json_endpoint_takes_only_json_bodies(
+    stack: Stack, content_type: str | None, content: bytes
+) -> None:
+    # text/plain and forms are what a web page can send cross-site without asking.
+    headers = {"Authorization": f"Bearer {stack.api_key}"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    for path in ("/v1/chat/completions", "/v1/embeddings", "/v1/audio/speech"):
+        resp = httpx.post(f"{stack.queen.url}{path}", content=content, headers=headers, timeout=60)
+        err = assert_error(resp, 415, code="unsupported_media_type")
+        assert err["type"] == "invalid_request_error"
+    charset = {"Content-Type": "application/json; charset=utf-8"}
+    assert post(stack, OK_BODY, headers=charset).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("tail", "param"),
+    [
+        (b', "max_tokens": 1e400}', "max_tokens"),
+        (b', "max_tokens": 99999999999999999999999999}', "max_tokens"),
+        (b', "max_completion_tokens": 99999999999999999999999999}', "max_completion_tokens"),
+        (b', "seed": 99999999999999999999999999}', "seed"),
+        (b', "temperature": 1e400}', "temperature"),
+        (b', "max_tokens": ' + b"9" * 5000 + b"}", None),
+        (b', "temperature": NaN}', None),
+    ],
+)
+def test_absurd_numbers_are_400(stack: Stack, tail: bytes, param: str | None) -> None:
+    raw = json.dumps({k: v for k, v in OK_BODY.items() if k != "max_tokens"})[:-1].encode()
+    err = assert_error(post(stack, None, raw=raw + tail), 400, param=param)
+    if param is None:
+        assert err["code"] == "invalid_json"
+
+
+def test_deeply_nested_json_is_400(stack: Stack) -> None:
+    deep = b"[" * 10_000 + b"]" * 10_000
+    raw = b'{"model": "' + CHAT_MODEL.encode() + b'", "messages": [{"role": "user", "content": '
+    assert_error(post(stack, None, raw=raw + deep + b"}]}"), 400, code="invalid_json")
+
+
 @pytest.mark.parametrize(
     ("change", "param"),
     [

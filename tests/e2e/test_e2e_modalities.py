@@ -392,7 +392,7 @@ def test_bad_audio_inputs(media: Stack) -> None:
         headers={"Authorization": f"Bearer {media.api_key}"},
         json={"model": WHISPER},
     )
-    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_content_type"
+    assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"
 
     s = client.audio.speech
     _raises(400, lambda: s.create(model=VOICE, voice="alloy", input="x" * 4097), param="input")
