@@ -25,6 +25,7 @@ import io
 import json
 import logging
 import math
+import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,18 +109,31 @@ def encode_png(image: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def max_upload_pixels() -> int:
+    """The most pixels an uploaded image may have (RBEE_MAX_IMAGE_PIXELS, default 4096 x
+    4096): a small file can declare a huge image that decoding would blow up in memory."""
+    return int(os.environ.get("RBEE_MAX_IMAGE_PIXELS") or 4096 * 4096)
+
+
 def decode_upload(image_b64: Any) -> Any:
     """The uploaded image as an RGB PIL image; 400 invalid_image for anything that is
-    not a complete PNG/JPEG/WebP (or another format PIL reads)."""
+    not a complete PNG/JPEG/WebP (or another format PIL reads), 400 image_too_large for
+    one with more pixels than max_upload_pixels (checked from the header, before decoding)."""
     from PIL import Image, UnidentifiedImageError
 
+    limit = max_upload_pixels()
     try:
         raw = base64.b64decode(str(image_b64 or ""), validate=True)
         if not raw:
             raise ValueError("empty upload")
-        img = Image.open(io.BytesIO(raw))
+        img = Image.open(io.BytesIO(raw))  # reads the header only
+        width, height = img.size
+        if width * height > limit:
+            raise _too_large(f"{width}x{height}", limit)
         img.load()  # decode fully now: a truncated file fails here, not in the pipeline
         return img.convert("RGB")
+    except Image.DecompressionBombError as exc:  # PIL's own ceiling, met while opening
+        raise _too_large("too many pixels", limit) from exc
     except (binascii.Error, UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise EngineError(
             f"The uploaded image could not be read ({exc}); send a PNG, JPEG or WebP file.",
@@ -127,6 +141,15 @@ def decode_upload(image_b64: Any) -> Any:
             code="invalid_image",
             param="image",
         ) from exc
+
+
+def _too_large(what: str, limit: int) -> EngineError:
+    return EngineError(
+        f"The uploaded image is too large ({what}); send one of at most {limit:,} pixels.",
+        status=400,
+        code="image_too_large",
+        param="image",
+    )
 
 
 class DiffusersEngine(Engine):

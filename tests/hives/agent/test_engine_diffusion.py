@@ -175,3 +175,38 @@ def test_tiny_sdxl_loads_and_draws(tmp_path_factory: pytest.TempPathFactory) -> 
         assert png_size(var) == (128, 128)
     finally:
         eng.unload()
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares width x height, with almost no pixel data: what a decompression
+    bomb shows before a byte of it is decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("size", [(20000, 10000), (5000, 5000)])
+def test_an_upload_declaring_too_many_pixels_is_a_400_before_decoding(
+    size: tuple[int, int],
+) -> None:
+    """20000x10000 is past PIL's own bomb ceiling (which raised a bare exception: a 500);
+    5000x5000 is past rbee's cap of 4096x4096 pixels."""
+    import base64
+
+    from hives.agent.engines.base import EngineError
+    from hives.agent.engines.diffusion import decode_upload
+
+    with pytest.raises(EngineError) as caught:
+        decode_upload(base64.b64encode(_png_header(*size)).decode())
+    assert caught.value.status == 400 and caught.value.code == "image_too_large"
