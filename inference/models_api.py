@@ -31,14 +31,14 @@ def _entry(served: hive_selectors.Served) -> dict[str, Any]:
 
 @endpoint("GET")
 async def models_list(request: HttpRequest) -> HttpResponse:
-    await db(authenticate, bearer(request))
+    await db(authenticate, bearer(request), request.META.get("HTTP_HOST", ""))
     served = await db(hive_selectors.served_models)
     return JsonResponse({"object": "list", "data": [_entry(m) for m in served]})
 
 
 @endpoint("GET")
 async def model_detail(request: HttpRequest, model_id: str) -> HttpResponse:
-    await db(authenticate, bearer(request))
+    await db(authenticate, bearer(request), request.META.get("HTTP_HOST", ""))
     served = await db(hive_selectors.served_models)
     for entry in served:
         if model_id == entry.model.name or model_id in entry.aliases:

@@ -30,6 +30,7 @@ HTTP request itself, domain errors (tenants, billing, the scheduler) for the res
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import time
@@ -135,11 +136,29 @@ def bearer(request: HttpRequest) -> str:
     return value.strip() if scheme.lower() == "bearer" else ""
 
 
-def authenticate(raw_key: str) -> Caller:
+def loopback_host(host_header: str) -> bool:
+    """Whether a Host header names this machine's loopback (localhost, 127.0.0.0/8, ::1),
+    with or without a port. A web page on another site can make a browser send requests
+    here under its own name (DNS rebinding): such requests carry that name instead."""
+    host = host_header.strip().lower()
+    if host.startswith("["):  # [::1]:7833
+        host = host[1 : host.find("]")] if "]" in host else ""
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    if host in {"localhost", "::1"} or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def authenticate(raw_key: str, host: str = "") -> Caller:
     """The caller of a bearer key (KeyRejected otherwise); with no key, the open queen's
-    anonymous tenant if there is one. Sync (database): call through kernel.aio.db."""
+    anonymous tenant if there is one, for requests addressed to a loopback name only (see
+    loopback_host). Sync (database): call through kernel.aio.db."""
     if not raw_key:
-        if settings.RBEE_ANONYMOUS_TENANT:
+        if settings.RBEE_ANONYMOUS_TENANT and loopback_host(host):
             try:
                 return caller_anonymous(tenant_name=settings.RBEE_ANONYMOUS_TENANT)
             except KeyRejected:
@@ -346,7 +365,7 @@ TASK_MODALITY: dict[str, str] = {
 
 
 def _prepare(raw_key: str, request: HttpRequest, resource: Resource[Body]) -> tuple[Body, Target]:
-    caller = authenticate(raw_key)
+    caller = authenticate(raw_key, request.META.get("HTTP_HOST", ""))
     body = resource.parse(request)
     model, placements = _resolve(resource.model(body), resource.capability)
     if caller.scope_endpoints or caller.scope_models or caller.allowed_models:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import sys
 
 import click
 
-from rbee.cli._common import DEFAULT_PORT, log_to_console, setup_django
+from rbee.cli._common import DEFAULT_PORT, fail, log_to_console, setup_django
 from rbee.cli._common import migrate as apply_migrations
 
 log = logging.getLogger("rbee")
@@ -29,19 +30,37 @@ def queen_start(host: str, port: int, no_migrate: bool) -> None:
     serve_queen(host, port, migrate=not no_migrate)
 
 
+def loopback_bind(host: str) -> bool:
+    """Whether `host` (an address to listen on) is this machine's loopback only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def serve_queen(host: str, port: int, *, migrate: bool = True) -> None:
     # The request path hands database work to executor threads and back; with
     # CPython's default 5 ms switch interval each handoff can wait that long for
     # the GIL while the event loop thread is busy.
     sys.setswitchinterval(float(os.environ.get("RBEE_GIL_SWITCH_INTERVAL", "0.0005")))
     setup_django()
+    from django.conf import settings
+
+    if settings.RBEE_ANONYMOUS_TENANT and not loopback_bind(host):
+        # Keyless access is for one machine's own clients; on any other address every
+        # network neighbour (and a rebinding web page) would be the default tenant.
+        fail(
+            f"RBEE_ANONYMOUS_TENANT serves requests without a key, so the queen binds only to "
+            f"loopback (127.0.0.1, ::1, localhost), not {host}"
+        )
     if migrate:
         apply_migrations()
     # The server and the app import models: only now that Django is set up.
     from channels.layers import get_channel_layer
     from daphne.endpoints import build_endpoint_description_strings
     from daphne.server import Server
-    from django.conf import settings
 
     from billing.periodic import start_in_process
     from hives.services import hives_forget_connections

@@ -23,6 +23,9 @@ def test_open_queen_serves_requests_without_a_key(deployment: Deployment) -> Non
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["message"]["content"] == "Hello!"
     assert httpx.get(f"{queen.url}/v1/models").json()["data"][0]["id"] == "llama-3-70b"
+    # A page on another site that rebinds its name to this machine gets nothing keyless.
+    rebound = httpx.get(f"{queen.url}/v1/models", headers={"Host": "rebind.example:7833"})
+    assert rebound.status_code == 401, rebound.text
     # A key that is given is still checked.
     bad = httpx.get(f"{queen.url}/v1/models", headers={"Authorization": "Bearer sk-rbee-x"})
     assert bad.status_code == 401
@@ -36,5 +39,20 @@ def test_open_needs_an_existing_active_tenant(deployment: Deployment) -> None:
 
 def test_rbee_up_open_refuses_a_public_address(deployment: Deployment) -> None:
     out = deployment.rbee("up", "--open", "--host", "0.0.0.0", check=False)
+    assert out.returncode == 1
+    assert "loopback" in out.stderr
+
+
+def test_an_open_queen_refuses_to_listen_beyond_loopback(deployment: Deployment) -> None:
+    out = deployment.rbee(
+        "queen",
+        "start",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "0",
+        env={"RBEE_ANONYMOUS_TENANT": "default"},
+        check=False,
+    )
     assert out.returncode == 1
     assert "loopback" in out.stderr
