@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "rest_framework",
+    "drf_spectacular",
     "rbee",
     "tenants",
     "billing",
@@ -208,6 +209,16 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     # One error handler and one table of domain codes for every DRF endpoint.
     "EXCEPTION_HANDLER": "rbee.api_errors.exception_handler",
+    # GET /api/schema: the management and portal API in OpenAPI 3 (rbee/openapi.py).
+    "DEFAULT_SCHEMA_CLASS": "rbee.openapi.RbeeSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "rbee management and portal API",
+    "DESCRIPTION": "Operators' fleet, scheduler, tenant and billing endpoints, and the "
+    "tenants' self-service portal. The /v1 API is OpenAI's and follows OpenAI's spec.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "PREPROCESSING_HOOKS": ["rbee.openapi.only_management_api"],
 }
 
 LOG_LEVEL = env.str("RBEE_LOG_LEVEL", default="INFO")

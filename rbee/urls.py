@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
 
 from billing.webhooks import stripe_webhook
 from hives.management_api import (
@@ -17,6 +18,7 @@ urlpatterns = [
     path("v1/", include("inference.urls")),
     path("healthz", views.healthz),
     path("metrics", metrics.metrics),
+    path("api/schema", SpectacularAPIView.as_view(), name="schema"),
     path("api/scheduler/script", SchedulerScriptApi.as_view()),
     path("api/models", ModelsApi.as_view()),
     path("api/models/<path:name>", ModelDetailApi.as_view()),

@@ -556,6 +556,8 @@ class PlanUpdateInput(PlanInput):
 
 
 class PlansApi(StaffOnlyView):
+    post_input = PlanInput  # described in the OpenAPI schema (rbee/openapi.py)
+
     def get(self, request: Request) -> Response:
         return Response({"data": PlanOutput(Plan.objects.order_by("name"), many=True).data})
 
@@ -568,6 +570,8 @@ class PlansApi(StaffOnlyView):
 
 
 class PlanDetailApi(StaffOnlyView):
+    patch_input = PlanUpdateInput
+
     def _plan(self, plan_id: int) -> Plan:
         plan = Plan.objects.filter(pk=plan_id).first()
         if plan is None:
