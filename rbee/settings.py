@@ -218,6 +218,8 @@ SPECTACULAR_SETTINGS = {
     "tenants' self-service portal. The /v1 API is OpenAI's and follows OpenAI's spec.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # What the management surface looks like is for operators only.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
     "PREPROCESSING_HOOKS": ["rbee.openapi.only_management_api"],
 }
 

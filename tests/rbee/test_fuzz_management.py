@@ -128,3 +128,12 @@ def test_no_operation_answers_500(callers: dict[str, Any], mode: GenerationMode)
     assert total >= len(ops) * 10
     # The run reached past authentication and validation: some calls succeeded.
     assert sum(n for code, n in STATUS.items() if code < 300) > total // 20, STATUS
+
+
+def test_the_schema_is_for_operators_only(callers: dict[str, Any]) -> None:
+    assert Client().get("/api/schema").status_code in (401, 403)
+    assert callers["tenant-admin"].get("/api/schema").status_code == 403
+    resp = callers["operator"].get("/api/schema", HTTP_ACCEPT="application/json")
+    assert resp.status_code == 200
+    paths = json.loads(resp.content)["paths"]
+    assert "/api/tenants/{tenant_id}/keys" in paths and not any(p.startswith("/v1") for p in paths)
