@@ -7,8 +7,10 @@ set, as in CI). End-to-end tests start real processes through testkit/live.py.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -57,6 +59,13 @@ def _short_lived_db_connections() -> None:
 
     for conn in connections.all():
         conn.settings_dict["CONN_MAX_AGE"] = 0
+
+
+@pytest.fixture(autouse=True)
+def _own_login_counters(settings: Any) -> None:
+    """Failed sign-ins lock the client address (tenants/auth.py); every test client is
+    127.0.0.1, so each test counts its own."""
+    settings.RBEE_LOGIN_PREFIX = f"rbee-test-login:{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture(scope="session")
