@@ -35,7 +35,8 @@ class Stack:
     def client(self, **kw: object):  # type: ignore[no-untyped-def]
         import openai
 
-        return openai.OpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=0, **kw)
+        kw.setdefault("api_key", self.api_key)
+        return openai.OpenAI(base_url=self.base_url, max_retries=0, **kw)
 
 
 def _stack(embedded: bool | None) -> Iterator[Stack]:
