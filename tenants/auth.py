@@ -14,6 +14,7 @@ browser never caches Basic credentials for the queen."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
 from typing import Any
@@ -32,6 +33,8 @@ from rest_framework.authentication import (
     get_authorization_header,
 )
 from rest_framework.request import Request
+
+logger = logging.getLogger("tenants.auth")
 
 
 def max_failures() -> int:
@@ -66,74 +69,104 @@ def subjects(username: str | None, address: str) -> list[str]:
     return out
 
 
-_redis_client: Any = None
+class _CacheCounts:
+    """Counters in Django's cache (the embedded default: one queen process)."""
+
+    def left(self, lock: str) -> float:
+        until = cache.get(lock)
+        return float(until) - time.time() if until else 0.0
+
+    def fail(self, counter: str, lock: str, window: int, limit: int) -> None:
+        cache.add(counter, 0, window)
+        try:
+            n = cache.incr(counter)
+        except ValueError:  # expired between add and incr
+            cache.set(counter, 1, window)
+            n = 1
+        if n >= limit:
+            cache.set(lock, time.time() + window, window)
+            cache.delete(counter)
+
+    def clear(self, counter: str) -> None:
+        cache.delete(counter)
 
 
-def _redis() -> Any:
-    global _redis_client
+class _RedisCounts:
+    """Counters in Redis, shared by every queen replica."""
+
+    def __init__(self, client: Any) -> None:
+        self.r = client
+
+    def left(self, lock: str) -> float:
+        ms = self.r.pttl(lock)
+        return ms / 1000 if ms and ms > 0 else 0.0
+
+    def fail(self, counter: str, lock: str, window: int, limit: int) -> None:
+        pipe = self.r.pipeline()
+        pipe.set(counter, 0, ex=window, nx=True)
+        pipe.incr(counter)
+        if int(pipe.execute()[1]) >= limit:
+            self.r.set(lock, 1, ex=window)
+            self.r.delete(counter)
+
+    def clear(self, counter: str) -> None:
+        self.r.delete(counter)
+
+
+_CACHE = _CacheCounts()
+_clients: dict[str, Any] = {}
+
+
+def _stores() -> list[Any]:
+    """Where to count, in order: Redis when configured, then Django's cache (used when
+    Redis does not answer: a sign-in is never a 500, and the lockout still holds)."""
     url = str(getattr(settings, "REDIS_URL", "") or "")
     if not url:
-        return None
-    if _redis_client is None:
+        return [_CACHE]
+    if url not in _clients:
         import redis
 
-        _redis_client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-    return _redis_client
+        _clients[url] = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    return [_RedisCounts(_clients[url]), _CACHE]
+
+
+def _each(op: Any) -> Any:
+    """op(store) on the first store that answers."""
+    import redis
+
+    *first, last = _stores()
+    for store in first:
+        try:
+            return op(store)
+        except redis.RedisError as exc:
+            logger.warning("sign-in counters: Redis did not answer (%s); using the cache", exc)
+    return op(last)
 
 
 def locked_for(keys: list[str]) -> int:
     """Seconds until every one of `keys` is unlocked (0: none is locked)."""
-    r = _redis()
-    wait = 0.0
-    for k in keys:
-        name = f"{_prefix()}:lock:{k}"
-        if r is not None:
-            ms = r.pttl(name)
-            left = ms / 1000 if ms and ms > 0 else 0.0
-        else:
-            until = cache.get(name)
-            left = float(until) - time.time() if until else 0.0
-        wait = max(wait, left)
+    wait = max(
+        [_each(lambda store, k=k: store.left(f"{_prefix()}:lock:{k}")) for k in keys],
+        default=0.0,
+    )
     return math.ceil(wait) if wait > 0 else 0
 
 
 def record_failure(keys: list[str]) -> None:
     """Count one failed sign-in against each key; lock the ones that reach the limit."""
-    r = _redis()
-    window = lockout_seconds()
+    window, limit = lockout_seconds(), max_failures()
     for k in keys:
         counter, lock = f"{_prefix()}:fail:{k}", f"{_prefix()}:lock:{k}"
-        if r is not None:
-            pipe = r.pipeline()
-            pipe.set(counter, 0, ex=window, nx=True)
-            pipe.incr(counter)
-            n = int(pipe.execute()[1])
-            if n >= max_failures():
-                r.set(lock, 1, ex=window)
-                r.delete(counter)
-        else:
-            cache.add(counter, 0, window)
-            try:
-                n = cache.incr(counter)
-            except ValueError:  # expired between add and incr
-                cache.set(counter, 1, window)
-                n = 1
-            if n >= max_failures():
-                cache.set(lock, time.time() + window, window)
-                cache.delete(counter)
+        _each(lambda store, c=counter, lk=lock: store.fail(c, lk, window, limit))
 
 
 def clear_failures(keys: list[str]) -> None:
     """A successful sign-in forgets the username's earlier failures (not the address's:
     one valid account must not reset the count of guesses at others)."""
-    r = _redis()
     for k in keys:
-        if not k.startswith("u:"):
-            continue
-        if r is not None:
-            r.delete(f"{_prefix()}:fail:{k}")
-        else:
-            cache.delete(f"{_prefix()}:fail:{k}")
+        if k.startswith("u:"):
+            counter = f"{_prefix()}:fail:{k}"
+            _each(lambda store, c=counter: store.clear(c))
 
 
 class LoginLocked(PermissionDenied):
