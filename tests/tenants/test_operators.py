@@ -164,3 +164,22 @@ def test_a_superuser_holds_every_area() -> None:
     User.objects.filter(pk=user.pk).update(is_active=False)
     user.refresh_from_db()
     assert not may_operate(user, "fleet")
+
+
+def test_a_view_that_names_no_permission_is_for_superusers_only() -> None:
+    """REST_FRAMEWORK's default: a management view added without its area's permission
+    does not fall back to `is_staff`."""
+    from rest_framework.response import Response
+    from rest_framework.test import APIRequestFactory, force_authenticate
+    from rest_framework.views import APIView
+
+    class Forgotten(APIView):
+        def get(self, request: Any) -> Response:
+            return Response({"ok": True})
+
+    create("every-area", "fleet", "scheduler", "tenants", "audit")
+    create("root", superuser=True)
+    for name, status in (("every-area", 403), ("root", 200)):
+        request = APIRequestFactory().get("/api/forgotten")
+        force_authenticate(request, user=User.objects.get(username=name))
+        assert Forgotten.as_view()(request).status_code == status, name
