@@ -151,7 +151,7 @@ def stack(lm: Path, sd: Path, home: Path) -> None:
     ).stdout.strip()
     subprocess.run([*exe, "tenant", "create", "acme"], env=env, check=True, capture_output=True)
     key = subprocess.run(
-        [*exe, "key", "create", "--tenant", "acme"],
+        [*exe, "key", "create", "--tenant", "acme", "--operator"],
         env=env,
         check=True,
         capture_output=True,

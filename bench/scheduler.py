@@ -241,7 +241,7 @@ def queen_throughput(requests: int, levels: list[int]) -> None:
         queen = Queen(dep)
         Hive(dep, queen, "bench-hive", [f"{MODEL}=echo:"])
         dep.rbee("tenant", "create", "bench")
-        key = dep.rbee("key", "create", "--tenant", "bench").stdout.strip()
+        key = dep.rbee("key", "create", "--tenant", "bench", "--operator").stdout.strip()
         url = f"{queen.url}/v1/chat/completions"
         mode = "PostgreSQL + Redis" if dep.env.get("RBEE_DATABASE_URL") else "embedded default"
 

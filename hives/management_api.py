@@ -11,7 +11,9 @@
     POST   /api/downloads                   {"source", "hive"}: fetch a repo on a hive (202)
     GET    /api/downloads/<id>              its progress: status, done/total bytes, path
 
-Staff users only (session or HTTP Basic), like the scheduler API. Errors are raised
+Operators with the fleet permission only (tenants/permissions.py; session or HTTP
+Basic): running a model runs its code on a hive and a local-path source reads the hive's
+disk, so `is_staff` alone is not enough. Errors are raised
 (hives.errors.HiveError, or DRF's) and answered by the one handler of every DRF endpoint
 (rbee/api_errors.py) as {"error": {"message", "code"}}.
 """
@@ -21,8 +23,6 @@ from __future__ import annotations
 from typing import Any
 
 from rest_framework import exceptions, serializers, status
-from rest_framework.authentication import BasicAuthentication, SessionAuthentication
-from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -35,6 +35,8 @@ from hives.services import (
     model_download_create,
     worker_command_create,
 )
+from tenants.auth import API_AUTHENTICATION
+from tenants.permissions import FleetOperator
 
 
 class WorkerOutput(serializers.ModelSerializer[Worker]):
@@ -59,8 +61,10 @@ class WorkerOutput(serializers.ModelSerializer[Worker]):
 
 
 class _Staff(APIView):
-    authentication_classes = [SessionAuthentication, BasicAuthentication]
-    permission_classes = [IsAdminUser]
+    """Operators holding the fleet permission."""
+
+    authentication_classes = API_AUTHENTICATION
+    permission_classes = [FleetOperator]
 
 
 class ModelsApi(_Staff):

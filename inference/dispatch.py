@@ -24,7 +24,7 @@ from django.conf import settings
 
 from hives.protocol import FINAL_KINDS, EventKind
 from hives.selectors import Placement
-from inference.errors import APIError
+from inference.errors import APIError, neutral_error
 from inference.scheduler import least_loaded
 
 logger = logging.getLogger("inference.dispatch")
@@ -58,6 +58,9 @@ class Job:
     # called with the final event before it is passed on, or with None if the job ends
     # without one (the client left, or the job was never taken).
     meter: Any = None
+    # A tenant's job: worker errors reach it in neutral words, naming no hive or device
+    # (inference.errors.neutral_error); operators' jobs keep the worker's own text.
+    neutral_errors: bool = False
     placement: Placement | None = None
     finished: bool = False
     _reply: str = ""
@@ -92,6 +95,8 @@ class Job:
                                 "ok" if done else "error",
                                 self._worker_name(),
                             )
+                    if kind == EventKind.ERROR and self.neutral_errors:
+                        event = neutral_error(self.model, event)
                     yield event
                     if self.finished:
                         return

@@ -112,3 +112,21 @@ def from_event(event: dict[str, Any]) -> APIError:
         code=str(event.get("code") or "worker_error"),
         param=event.get("param"),
     )
+
+
+def neutral_error(model: str, event: dict[str, Any]) -> dict[str, Any]:
+    """A worker's `error` event as a tenant may read it. The hive's own texts name hives,
+    devices and what else uses their memory: operators' business. A server-side failure
+    (5xx, or a cancelled retry) gets a neutral text; the code and status stay, and so do
+    4xx texts, which are about the request itself (a bad voice, a prompt too long)."""
+    status = event.get("status")
+    status = status if isinstance(status, int) else 500
+    if 400 <= status < 500 and status != 499:
+        return event
+    if status in (499, 503):
+        message = f"No worker is ready for model '{model}' right now; try again shortly."
+    elif status == 504:
+        message = f"The worker serving model '{model}' did not answer in time."
+    else:
+        message = f"The worker serving model '{model}' failed while running the request."
+    return {**event, "message": message}

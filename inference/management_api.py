@@ -8,7 +8,8 @@ A broken script raises ScriptError, whose data (the Rhai error's line, column an
 the one handler of every DRF endpoint (rbee/api_errors.py) puts into the error body:
 {"error": {"message", "code": "script_invalid", "line", "column", "detail"}}.
 
-Staff users only (session or HTTP Basic).
+Operators with the scheduler permission only (tenants/permissions.py; session or HTTP
+Basic).
 """
 
 from __future__ import annotations
@@ -16,19 +17,19 @@ from __future__ import annotations
 from typing import Any
 
 from rest_framework import serializers, status
-from rest_framework.authentication import BasicAuthentication, SessionAuthentication
-from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from inference.models import SchedulerScript
 from inference.services import scheduler_script_store
+from tenants.auth import API_AUTHENTICATION
+from tenants.permissions import SchedulerOperator
 
 
 class SchedulerScriptApi(APIView):
-    authentication_classes = [SessionAuthentication, BasicAuthentication]
-    permission_classes = [IsAdminUser]
+    authentication_classes = API_AUTHENTICATION
+    permission_classes = [SchedulerOperator]
 
     class InputSerializer(serializers.Serializer[Any]):
         source = serializers.CharField(trim_whitespace=False, max_length=200_000)

@@ -325,7 +325,7 @@ async def run(request: HttpRequest, resource: Resource[Body]) -> HttpResponseBas
     job = _job(target, scheduled, slot, resource.task, work)  # 8, 9
     response = await resource.respond(Call(request, body, work, job))  # 10
     response["X-Request-Id"] = job.job_id
-    _record(response, job, scheduled)
+    _record(response, job, scheduled, operator=target.caller.operator)
     return response
 
 
@@ -558,18 +558,21 @@ def _job(target: Target, scheduled: Scheduled, slot: queueing.Slot, task: str, w
         refresh=lambda: db(hive_selectors.placements_for_model, model=target.model),
         preferred=scheduled.placement,
         meter=meter,
+        neutral_errors=not target.caller.operator,
     )
 
 
-def _record(resp: HttpResponseBase, job: Job, scheduled: Scheduled) -> None:
-    """The tenant's rate-limit headers; which worker served the request, and whether the
-    script or the default chose it."""
+def _record(resp: HttpResponseBase, job: Job, scheduled: Scheduled, *, operator: bool) -> None:
+    """The tenant's rate-limit headers; for operators' callers (an `operator` key, the
+    open local queen) also which worker served the request and whether the script or the
+    default chose it (tenants never see hive names)."""
     for k, v in scheduled.admitted.headers.items():
         resp[k] = v
     served = job.placement or scheduled.placement
     source = scheduled.source if served.worker_id == scheduled.placement.worker_id else "retry"
-    resp["X-Rbee-Worker"] = f"{served.hive_name}/{served.device}"
-    resp["X-Rbee-Decision"] = source
+    if operator:
+        resp["X-Rbee-Worker"] = f"{served.hive_name}/{served.device}"
+        resp["X-Rbee-Decision"] = source
     requests_log.info(
         "job %s model %s served by %s/%s (%s)",
         job.job_id,

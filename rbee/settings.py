@@ -202,11 +202,19 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = env.str("RBEE_STATIC_ROOT", default=str(RBEE_HOME / "static"))
 
+# Failed sign-ins (HTTP Basic, the admin's login) lock the username and the client
+# address for a while, checked before the password hasher runs (tenants/auth.py).
+AUTHENTICATION_BACKENDS = ["tenants.auth.LockoutModelBackend"]
+RBEE_LOGIN_MAX_FAILURES = env.int("RBEE_LOGIN_MAX_FAILURES", default=5)
+RBEE_LOGIN_LOCKOUT_SECONDS = env.int("RBEE_LOGIN_LOCKOUT_SECONDS", default=900)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # Every management view names its operators' permission (tenants/permissions.py);
+    # one that forgets is for superusers only.
+    "DEFAULT_PERMISSION_CLASSES": ["tenants.permissions.SuperuserOnly"],
     # One error handler and one table of domain codes for every DRF endpoint.
     "EXCEPTION_HANDLER": "rbee.api_errors.exception_handler",
     # GET /api/schema: the management and portal API in OpenAPI 3 (rbee/openapi.py).

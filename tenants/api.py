@@ -12,7 +12,10 @@
                                                           once); the old one expires after
                                                           the grace period (201)
     GET    /api/tenants/<id>/members                      members and their roles
-    POST   /api/tenants/<id>/members                      {username | email, role} (201)
+    POST   /api/tenants/<id>/members                      {email, role, ttl_seconds?}: an
+                                                          invitation, as below (201): the
+                                                          same answer whether or not the
+                                                          email has an account
     PATCH  /api/tenants/<id>/members/<membership_id>      {role}
     DELETE /api/tenants/<id>/members/<membership_id>      remove (anyone may leave) (204)
     GET    /api/tenants/<id>/invitations                  invitations and their state
@@ -28,7 +31,8 @@
 Users sign in with a session or HTTP Basic. Roles: every member sees the tenant, its
 keys, members and usage; owners and admins manage keys, members and invitations (only
 owners grant, change or remove the owner role); billing users, owners and admins see
-invoices. Staff see and manage every tenant.
+invoices. Operators holding the tenants permission (tenants/permissions.py; `is_staff`
+alone is not enough) see and manage every tenant and the plans; "staff" below means them.
 
 Tenant isolation: a tenant is only ever fetched through the caller's membership of it
 (staff aside), and every other object through that tenant, so another tenant's id and
@@ -44,20 +48,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import QuerySet
 from django.urls import path
 from django.utils import timezone
 from rest_framework import exceptions, serializers, status
-from rest_framework.authentication import BasicAuthentication, SessionAuthentication
-from rest_framework.permissions import IsAdminUser, IsAuthenticated
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from tenants.auth import API_AUTHENTICATION
 from tenants.errors import TenantError, TenantErrorCode
 from tenants.models import ApiKey, Invitation, Membership, Plan, Tenant
+from tenants.permissions import TenantsOperator, may_operate
 from tenants.selectors import effective_limits
 from tenants.services import (
     SCOPE_ENDPOINTS,
@@ -67,7 +71,6 @@ from tenants.services import (
     invitation_accept,
     invitation_cancel,
     invitation_create,
-    membership_add,
     membership_remove,
     membership_set_role,
     tenant_set_overrides,
@@ -102,7 +105,8 @@ def forbidden(message: str = "your role in this tenant does not allow this") -> 
 
 @dataclass(frozen=True)
 class Access:
-    """The caller's standing in one tenant: its role there (None: staff, not a member)."""
+    """The caller's standing in one tenant: its role there (None: not a member), and
+    whether the caller is an operator holding the tenants permission (`staff`)."""
 
     tenant: Tenant
     role: str | None
@@ -117,17 +121,18 @@ class Access:
 
 
 def tenant_access(request: Request, tenant_id: int) -> Access:
-    """The tenant, fetched through the caller's membership of it (staff: any tenant);
-    otherwise the same 404 whether it exists or not."""
+    """The tenant, fetched through the caller's membership of it (operators with the
+    tenants permission: any tenant); otherwise the same 404 whether it exists or not."""
     user = request.user
+    operator = may_operate(user, "tenants")
     membership = (
         Membership.objects.select_related("tenant__plan")
         .filter(tenant_id=tenant_id, user=user)
         .first()
     )
     if membership is not None:
-        return Access(tenant=membership.tenant, role=membership.role, staff=bool(user.is_staff))
-    if user.is_staff:
+        return Access(tenant=membership.tenant, role=membership.role, staff=operator)
+    if operator:
         tenant = Tenant.objects.select_related("plan").filter(pk=tenant_id).first()
         if tenant is not None:
             return Access(tenant=tenant, role=None, staff=True)
@@ -138,7 +143,7 @@ MAX_ID = 2**63 - 1  # the largest primary key; SQLite cannot even bind a larger 
 
 
 class PortalView(APIView):
-    authentication_classes = [SessionAuthentication, BasicAuthentication]
+    authentication_classes = API_AUTHENTICATION
     permission_classes = [IsAuthenticated]
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
@@ -148,7 +153,9 @@ class PortalView(APIView):
 
 
 class StaffOnlyView(PortalView):
-    permission_classes = [IsAdminUser]
+    """Operators holding the tenants permission (plans)."""
+
+    permission_classes = [TenantsOperator]
 
 
 def valid(serializer: serializers.Serializer[Any]) -> dict[str, Any]:
@@ -261,7 +268,7 @@ class TenantsApi(PortalView):
         user = request.user
         roles = dict(Membership.objects.filter(user=user).values_list("tenant_id", "role"))
         tenants: QuerySet[Tenant] = Tenant.objects.select_related("plan").order_by("name")
-        if not user.is_staff:
+        if not may_operate(user, "tenants"):
             tenants = tenants.filter(memberships__user=user)
         return Response({"data": [tenant_data(t, roles.get(t.pk)) for t in tenants]})
 
@@ -283,7 +290,10 @@ class TenantDetailApi(PortalView):
         tenant's overrides; null means unlimited)."""
         access = tenant_access(request, tenant_id)
         if not access.staff:
-            raise forbidden("only staff may change a tenant's plan, status or limits")
+            raise forbidden(
+                "only operators with the tenants permission may change a tenant's plan, "
+                "status or limits"
+            )
         v = valid(self.InputSerializer(data=request.data))
         tenant = access.tenant
         with transaction.atomic():
@@ -402,14 +412,13 @@ def _require_owner_for(access: Access, *roles: str) -> None:
 
 class MembersApi(PortalView):
     class InputSerializer(serializers.Serializer[Any]):
-        username = serializers.CharField(max_length=150, required=False)
-        email = serializers.EmailField(required=False)
+        email = serializers.EmailField()
         role = serializers.ChoiceField(choices=Role.values, default=Role.MEMBER)
-
-        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-            if ("username" in attrs) == ("email" in attrs):
-                raise serializers.ValidationError("give either a username or an email")
-            return attrs
+        ttl_seconds = serializers.IntegerField(
+            min_value=60,
+            max_value=int(MAX_INVITATION_TTL.total_seconds()),
+            default=7 * 24 * 3600,
+        )
 
     def get(self, request: Request, tenant_id: int) -> Response:
         access = tenant_access(request, tenant_id)
@@ -421,23 +430,18 @@ class MembersApi(PortalView):
         return Response({"data": MemberOutput(members, many=True).data})
 
     def post(self, request: Request, tenant_id: int) -> Response:
+        """Adding a member is inviting them: the answer is an invitation (and its one-time
+        token), the same whether the email has an account here or not, so it tells nobody
+        who has one; the person becomes a member only by accepting it, signed in as that
+        email (POST /api/invitations/accept)."""
         access = tenant_access(request, tenant_id)
         access.require(*MANAGERS)
-        v = valid(self.InputSerializer(data=request.data))
-        _require_owner_for(access, v["role"])
-        users = User.objects.filter(is_active=True)
-        if "username" in v:
-            users = users.filter(username=v["username"])
-        else:
-            users = users.filter(email__iexact=v["email"])
-        found = list(users[:2])
-        if len(found) != 1:
-            raise TenantError(
-                TenantErrorCode.UNKNOWN_USER,
-                "no single user with that username or email: send an invitation instead",
+        if hasattr(request.data, "keys") and "username" in request.data:
+            # A lookup by username would answer differently for names that exist.
+            raise exceptions.ValidationError(
+                "add members by email: they join when they accept the invitation"
             )
-        m = membership_add(tenant=access.tenant, user=found[0], role=v["role"])
-        return Response(MemberOutput(m).data, status=status.HTTP_201_CREATED)
+        return _invite(request, access, valid(self.InputSerializer(data=request.data)))
 
 
 class MemberDetailApi(PortalView):
@@ -494,19 +498,24 @@ class InvitationsApi(PortalView):
     def post(self, request: Request, tenant_id: int) -> Response:
         access = tenant_access(request, tenant_id)
         access.require(*MANAGERS)
-        v = valid(self.InputSerializer(data=request.data))
-        _require_owner_for(access, v["role"])
-        invitation, token = invitation_create(
-            tenant=access.tenant,
-            email=v["email"],
-            role=v["role"],
-            invited_by=request.user,
-            ttl=timedelta(seconds=v["ttl_seconds"]),
-        )
-        return Response(
-            {**InvitationOutput(invitation).data, "token": token},
-            status=status.HTTP_201_CREATED,
-        )
+        return _invite(request, access, valid(self.InputSerializer(data=request.data)))
+
+
+def _invite(request: Request, access: Access, v: dict[str, Any]) -> Response:
+    """An invitation for v["email"] with v["role"]: the one-time token, shown once (201).
+    Nothing about whether that email has an account here is looked up or answered."""
+    _require_owner_for(access, v["role"])
+    invitation, token = invitation_create(
+        tenant=access.tenant,
+        email=v["email"],
+        role=v["role"],
+        invited_by=request.user,
+        ttl=timedelta(seconds=v["ttl_seconds"]),
+    )
+    return Response(
+        {**InvitationOutput(invitation).data, "token": token},
+        status=status.HTTP_201_CREATED,
+    )
 
 
 class InvitationDetailApi(PortalView):

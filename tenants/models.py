@@ -143,3 +143,29 @@ class Invitation(models.Model):
 
     def __str__(self) -> str:
         return f"invitation {self.email} to {self.tenant_id}"
+
+
+# The operators' areas and the permission each needs (app_label.codename).
+OPERATOR_AREAS: dict[str, str] = {
+    "fleet": "tenants.operate_fleet",
+    "scheduler": "tenants.operate_scheduler",
+    "tenants": "tenants.operate_tenants",
+    "audit": "tenants.read_audit",
+}
+
+
+class Operator(models.Model):
+    """Not a table: the home of the operators' permissions, one per area of the queen.
+    Operators are Django users holding some of these (`rbee operator create/grant`); a
+    superuser holds them all. `is_staff` alone grants nothing on the management APIs."""
+
+    class Meta:
+        managed = False
+        db_table = "tenants_operator_permissions_only"
+        default_permissions = ()
+        permissions = [
+            ("operate_fleet", "Fleet: hives, models, workers, downloads, aliases"),
+            ("operate_scheduler", "Scheduler: replace and read the Rhai scheduler script"),
+            ("operate_tenants", "Tenants and billing: tenants, keys, plans, usage, invoices"),
+            ("read_audit", "Audit: read the audit and usage logs"),
+        ]

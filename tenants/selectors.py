@@ -30,6 +30,10 @@ class Caller:
     allowed_models: tuple[str, ...] = ()  # empty: every model
     scope_endpoints: tuple[str, ...] = ()  # empty: every endpoint
     scope_models: tuple[str, ...] = ()  # empty: every model the plan allows
+    # An operator's caller (a key with the `operator` scope, or the open local queen):
+    # may see which hive and device served it (X-Rbee-Worker) and the workers' own
+    # error texts. Tenants' callers see neither.
+    operator: bool = False
 
 
 def tenant_get(*, name: str) -> Tenant:
@@ -112,6 +116,7 @@ def caller_from_key(plaintext: str) -> Caller:
         api_key_prefix=key.prefix,
         scope_endpoints=tuple(str(x) for x in scopes.get("endpoints") or ()),
         scope_models=tuple(str(x) for x in scopes.get("models") or ()),
+        operator=scopes.get("operator") is True,
     )
 
 
@@ -151,7 +156,8 @@ def caller_anonymous(*, tenant_name: str) -> Caller:
     )
     if t is None:
         raise KeyRejected("missing")
-    return _caller(t, api_key_id=None, api_key_prefix="")
+    # The open queen serves its own machine only (loopback): its caller is the operator.
+    return _caller(t, api_key_id=None, api_key_prefix="", operator=True)
 
 
 def tenant_list_with_plans() -> QuerySet[Tenant]:
@@ -174,3 +180,19 @@ def plan_list() -> QuerySet[Plan]:
 def plan_limits(plan: Plan) -> dict[str, int | None]:
     """The plan's limits by field (None: unlimited), in Plan.LIMIT_FIELDS order."""
     return {f: getattr(plan, f) for f in Plan.LIMIT_FIELDS}
+
+
+def operator_areas(*, user: Any) -> list[str]:
+    """The operators' areas `user` holds (every one for a superuser)."""
+    from tenants.models import OPERATOR_AREAS
+
+    return [area for area, perm in OPERATOR_AREAS.items() if user.is_active and user.has_perm(perm)]
+
+
+def operator_list() -> list[tuple[str, bool, list[str]]]:
+    """Every staff user or superuser: (username, superuser, areas)."""
+    from django.contrib.auth.models import User
+    from django.db.models import Q
+
+    users = User.objects.filter(Q(is_staff=True) | Q(is_superuser=True)).order_by("username")
+    return [(u.username, u.is_superuser, operator_areas(user=u)) for u in users]

@@ -13,7 +13,7 @@ from django.utils.text import slugify
 
 from kernel import secrets
 from tenants.errors import TenantError, TenantErrorCode
-from tenants.models import ApiKey, Invitation, Membership, Plan, Tenant
+from tenants.models import OPERATOR_AREAS, ApiKey, Invitation, Membership, Plan, Tenant
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -50,8 +50,10 @@ def tenant_get_or_create(*, name: str, tier: str = "free") -> tuple[Tenant, bool
 SCOPE_ENDPOINTS = ("chat", "completions", "embeddings", "images", "audio")
 
 
-def _check_scopes(scopes: dict[str, Any]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
+def _check_scopes(scopes: dict[str, Any]) -> dict[str, Any]:
+    """{"endpoints": [...], "models": [...], "operator": true}: the last one only from
+    the queen's own CLI (`rbee key create --operator`): the portal refuses it."""
+    out: dict[str, Any] = {}
     for field in ("endpoints", "models"):
         values = [str(v) for v in scopes.get(field) or [] if str(v)]
         if field == "endpoints":
@@ -64,6 +66,8 @@ def _check_scopes(scopes: dict[str, Any]) -> dict[str, list[str]]:
                 )
         if values:
             out[field] = values
+    if scopes.get("operator") is True:
+        out["operator"] = True
     return out
 
 
@@ -323,3 +327,79 @@ def plan_set(
             plan.allowed_models = [m.strip() for m in allowed_models if m.strip()]
         plan.save()
     return plan, created
+
+
+# Operators --------------------------------------------------------------------------------
+
+
+def _operator_permissions(areas: list[str]) -> list[Any]:
+    from django.contrib.auth.models import Permission
+
+    unknown = sorted(set(areas) - set(OPERATOR_AREAS))
+    if unknown:
+        raise TenantError(
+            TenantErrorCode.INVALID,
+            f"unknown operator permission {', '.join(unknown)}: use {', '.join(OPERATOR_AREAS)}",
+        )
+    codenames = [OPERATOR_AREAS[a].partition(".")[2] for a in areas]
+    return list(
+        Permission.objects.filter(content_type__app_label="tenants", codename__in=codenames)
+    )
+
+
+def _operator(username: str) -> User:
+    from django.contrib.auth.models import User
+
+    user = User.objects.filter(username=username).first()
+    if user is None:
+        raise TenantError(TenantErrorCode.NOT_FOUND, f"no user named {username!r}")
+    return user
+
+
+def operator_create(
+    *,
+    username: str,
+    password: str,
+    areas: list[str],
+    email: str = "",
+    superuser: bool = False,
+) -> User:
+    """A staff user holding the operators' permissions of `areas` (a superuser holds
+    every one). Staff without permissions may sign in to the admin and nothing more."""
+    from django.contrib.auth.models import User
+
+    if not username.strip():
+        raise TenantError(TenantErrorCode.INVALID, "an operator needs a name")
+    if not password:
+        raise TenantError(TenantErrorCode.INVALID, "an operator needs a password")
+    perms = _operator_permissions(areas)
+    if User.objects.filter(username=username).exists():
+        raise TenantError(TenantErrorCode.ALREADY_EXISTS, f"user {username!r} already exists")
+    with transaction.atomic():
+        if superuser:
+            user = User.objects.create_superuser(username, email, password)
+        else:
+            user = User.objects.create_user(username, email, password, is_staff=True)
+        user.user_permissions.add(*perms)
+    return user
+
+
+def operator_grant(*, username: str, areas: list[str]) -> User:
+    """Give an existing user the operators' permissions of `areas` (and staff status)."""
+    perms = _operator_permissions(areas)
+    user = _operator(username)
+    with transaction.atomic():
+        if not user.is_staff:
+            user.is_staff = True
+            user.save(update_fields=["is_staff"])
+        user.user_permissions.add(*perms)
+    return user
+
+
+def operator_revoke(*, username: str, areas: list[str]) -> User:
+    """Take the operators' permissions of `areas` away (a superuser keeps them all)."""
+    perms = _operator_permissions(areas)
+    user = _operator(username)
+    with transaction.atomic():
+        user.user_permissions.remove(*perms)
+    return user

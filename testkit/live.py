@@ -108,10 +108,15 @@ class Deployment:
             conn.close()
 
     def rbee(
-        self, *args: str, check: bool = True, env: dict[str, str] | None = None
+        self,
+        *args: str,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+        input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [sys.executable, "-m", "rbee.cli", *args],
+            input=input,
             env={**self.env, **(env or {})},
             capture_output=True,
             text=True,

@@ -7,8 +7,10 @@ set, as in CI). End-to-end tests start real processes through testkit/live.py.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -33,7 +35,8 @@ class Stack:
     def client(self, **kw: object):  # type: ignore[no-untyped-def]
         import openai
 
-        return openai.OpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=0, **kw)
+        kw.setdefault("api_key", self.api_key)
+        return openai.OpenAI(base_url=self.base_url, max_retries=0, **kw)
 
 
 def _stack(embedded: bool | None) -> Iterator[Stack]:
@@ -57,6 +60,13 @@ def _short_lived_db_connections() -> None:
 
     for conn in connections.all():
         conn.settings_dict["CONN_MAX_AGE"] = 0
+
+
+@pytest.fixture(autouse=True)
+def _own_login_counters(settings: Any) -> None:
+    """Failed sign-ins lock the client address (tenants/auth.py); every test client is
+    127.0.0.1, so each test counts its own."""
+    settings.RBEE_LOGIN_PREFIX = f"rbee-test-login:{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture(scope="session")

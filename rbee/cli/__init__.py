@@ -1,6 +1,6 @@
 """The `rbee` command line: one module per command group.
 
-Queen-side commands (up, queen, tenant, key, plan, model, worker, billing, hive
+Queen-side commands (up, queen, tenant, key, plan, model, worker, billing, operator, hive
 token/list) set Django up when they run (see `_common.uses_database`); importing this
 package imports no Django and no app, so `rbee --help` is fast and `rbee hive start`
 runs on GPU machines that only have the hive extras installed.
@@ -14,6 +14,7 @@ from rbee.cli.billing import billing
 from rbee.cli.hive import hive
 from rbee.cli.key import key
 from rbee.cli.model import model
+from rbee.cli.operator import operator
 from rbee.cli.plan import plan
 from rbee.cli.queen import queen
 from rbee.cli.scheduler import scheduler
@@ -30,5 +31,17 @@ def main() -> None:
     """rbee: every GPU and CPU you own as one OpenAI-compatible API (port 7833)."""
 
 
-for _command in (up, queen, hive, tenant, key, plan, model, worker, scheduler, billing):
+for _command in (
+    up,
+    queen,
+    hive,
+    tenant,
+    key,
+    plan,
+    model,
+    worker,
+    scheduler,
+    billing,
+    operator,
+):
     main.add_command(_command)

@@ -25,12 +25,21 @@ def key() -> None:
 )
 @click.option("--models", default="", help="Only these models (comma-separated).")
 @click.option("--expires-in", default="", help="Expire after this long: 90d, 12h, 30m.")
+@click.option(
+    "--operator",
+    is_flag=True,
+    help="An operator's key: its answers name the hive that served them (X-Rbee-Worker).",
+)
 @uses_database
-def key_create(tenant_name: str, name: str, endpoints: str, models: str, expires_in: str) -> None:
+def key_create(
+    tenant_name: str, name: str, endpoints: str, models: str, expires_in: str, operator: bool
+) -> None:
     """Create an API key; prints only the key, so scripts can capture it."""
     from tenants import selectors, services
 
-    scopes = {"endpoints": comma_list(endpoints), "models": comma_list(models)}
+    scopes: dict[str, object] = {"endpoints": comma_list(endpoints), "models": comma_list(models)}
+    if operator:
+        scopes["operator"] = True
     expires = datetime.now(UTC) + duration(expires_in) if expires_in else None
     with reported():
         _, plaintext = services.api_key_create(

@@ -138,7 +138,8 @@ def _ensure_default_key() -> str:
             return existing
         except selectors.KeyRejected:
             pass
-    _, plaintext = services.api_key_create(tenant=t, name="rbee up")
+    # The machine's owner is this queen's operator: its answers name the serving hive.
+    _, plaintext = services.api_key_create(tenant=t, name="rbee up", scopes={"operator": True})
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(plaintext + "\n")

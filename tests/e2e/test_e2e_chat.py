@@ -22,8 +22,12 @@ def test_models_lists_the_served_chat_model(stack: Stack) -> None:
     assert ids == [CHAT_MODEL]
     entry = models.data[0].model_dump()
     assert entry["capability"] == "text-gen"
-    assert entry["hives"] == ["hive-a"]
+    assert "hives" not in entry  # a tenant's key: not where it runs
     assert stack.client().models.retrieve(CHAT_MODEL).id == CHAT_MODEL
+    # An operator's key also sees the hives.
+    ops = stack.dep.rbee("key", "create", "--tenant", "acme", "--operator").stdout.strip()
+    listed = stack.client(api_key=ops).models.list().data
+    assert listed[0].model_dump()["hives"] == ["hive-a"]
 
 
 def test_chat_completion_non_streaming(stack: Stack) -> None:

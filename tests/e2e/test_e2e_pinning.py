@@ -35,7 +35,8 @@ def test_a_pinned_model_comes_back_where_it_was_after_a_hive_restart(
         extra_args=["--inventory", machine_path("gaming-pc-rtx4090")],
     )
     deployment.rbee("tenant", "create", "acme")
-    key = deployment.rbee("key", "create", "--tenant", "acme").stdout.strip()
+    # An operator's key: the answers name the hive and device that served them.
+    key = deployment.rbee("key", "create", "--tenant", "acme", "--operator").stdout.strip()
 
     out = deployment.rbee(
         "model", "add", "sdxl=echo:", "--hive", "gaming-pc", "--device", "cuda:0", "--pin"

@@ -53,7 +53,8 @@ def test_a_killed_worker_fails_its_job_clearly_and_is_restarted(deployment: Depl
     queen = Queen(deployment)
     hive = Hive(deployment, queen, "crashy", [f"crashy-llm=llama.cpp:{bundled_gguf()}"])
     deployment.rbee("tenant", "create", "t1")
-    key = deployment.rbee("key", "create", "--tenant", "t1").stdout.strip()
+    # An operator's key: the worker's own words reach the operator, not a tenant.
+    key = deployment.rbee("key", "create", "--tenant", "t1", "--operator").stdout.strip()
     (pid,) = worker_pids(hive)
     stream = client(queen, key).chat.completions.create(
         model="crashy-llm", messages=MSG, max_tokens=2000, temperature=1.0, stream=True

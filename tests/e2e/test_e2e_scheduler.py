@@ -75,7 +75,7 @@ def test_seed_scripts_route_across_hives_and_reload_live(deployment: Deployment)
     queen = Queen(deployment, env={"RBEE_SCHEDULER_CHECK_SECONDS": "0.2"})
     farm = start_farm(deployment, queen)
     deployment.rbee("tenant", "create", "acme")
-    key = deployment.rbee("key", "create", "--tenant", "acme").stdout.strip()
+    key = deployment.rbee("key", "create", "--tenant", "acme", "--operator").stdout.strip()
 
     # No script: the default policy decides.
     assert ask(queen, key, "llama-3-70b").headers["x-rbee-decision"] == "default"
@@ -142,7 +142,7 @@ def test_seed_scripts_route_across_hives_and_reload_live(deployment: Deployment)
 
     # The business seed script: enterprise customers get the H100s.
     deployment.rbee("tenant", "create", "bigco", "--tier", "enterprise")
-    big = deployment.rbee("key", "create", "--tenant", "bigco").stdout.strip()
+    big = deployment.rbee("key", "create", "--tenant", "bigco", "--operator").stdout.strip()
     reload(deployment, BUSINESS, "business.rhai")
     wait_for_route(queen, big, "llama-3-8b", "gpu-node-03")
     assert ask(queen, big, "llama-3-8b").headers["x-rbee-worker"] == "gpu-node-03/cuda:0"

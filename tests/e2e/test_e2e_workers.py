@@ -87,7 +87,7 @@ def gpu_stack(tmp_path: Path) -> Iterator[Stack]:
             extra_args=["--inventory", small_gpu(tmp_path), "--idle-unload", "0"],
         )
         dep.rbee("tenant", "create", "acme")
-        key = dep.rbee("key", "create", "--tenant", "acme").stdout.strip()
+        key = dep.rbee("key", "create", "--tenant", "acme", "--operator").stdout.strip()
         yield Stack(dep=dep, queen=queen, hive=hive, api_key=key)
     finally:
         dep.close()

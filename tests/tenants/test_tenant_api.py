@@ -29,7 +29,13 @@ from billing.models import Invoice, UsageEvent
 from billing.services import Usage, plan_get_or_create_defaults, usage_record
 from tenants.models import ApiKey, Invitation, Membership, Plan, Tenant
 from tenants.selectors import KeyRejected, caller_from_key
-from tenants.services import api_key_create, invitation_create, membership_add, tenant_create
+from tenants.services import (
+    api_key_create,
+    invitation_create,
+    membership_add,
+    operator_create,
+    tenant_create,
+)
 
 pytestmark = [pytest.mark.django_db]
 
@@ -114,7 +120,9 @@ def world() -> World:
     return World(
         a=_side("acme"),
         b=_side("bolt"),
-        staff=User.objects.create_user("ops", "ops@rbee.example", PASSWORD, is_staff=True),
+        staff=operator_create(
+            username="ops", email="ops@rbee.example", password=PASSWORD, areas=["tenants"]
+        ),
         outsider=User.objects.create_user("eve", "eve@else.example", PASSWORD),
         newcomer=User.objects.create_user("newbie", "newbie@else.example", PASSWORD),
     )
@@ -149,7 +157,7 @@ def endpoints(t: int, k: int, m: int, i: int, v: int) -> list[tuple[str, str, An
         ("delete", f"{T}/keys/{k}", None),
         ("post", f"{T}/keys/{k}/rotate", {"grace_seconds": 0}),
         ("get", f"{T}/members", None),
-        ("post", f"{T}/members", {"username": "newbie", "role": "member"}),
+        ("post", f"{T}/members", {"email": "newbie@else.example", "role": "member"}),
         ("patch", f"{T}/members/{m}", {"role": "billing"}),
         ("delete", f"{T}/members/{m}", None),
         ("get", f"{T}/invitations", None),
@@ -502,18 +510,24 @@ def test_owners_and_admins_add_and_change_members(world: World) -> None:
     w = world
     c = as_(w.a.users["admin"])
     url = f"/api/tenants/{w.a.tenant.pk}/members"
-    r = call(c, "post", url, {"username": "newbie", "role": "billing"})
+    # Adding a member is inviting them: they join by accepting, signed in as that email.
+    r = call(c, "post", url, {"email": "newbie@else.example", "role": "billing"})
     assert r.status_code == 201, r.content
-    assert (r.json()["username"], r.json()["role"]) == ("newbie", "billing")
-    assert call(c, "post", url, {"username": "newbie"}).status_code == 409
-    assert call(c, "post", url, {"email": "EVE@else.example"}).status_code == 201
-    assert call(c, "post", url, {"username": "nobody-at-all"}).json()["error"]["code"] == (
-        "unknown_user"
+    assert (r.json()["email"], r.json()["role"], r.json()["state"]) == (
+        "newbie@else.example",
+        "billing",
+        "pending",
     )
+    assert not Membership.objects.filter(tenant=w.a.tenant, user=w.newcomer).exists()
+    accepted = call(
+        as_(w.newcomer), "post", "/api/invitations/accept", {"token": r.json()["token"]}
+    )
+    assert accepted.status_code == 201, accepted.content
+    assert call(c, "post", url, {"username": "newbie"}).status_code == 400
     assert call(c, "post", url, {"username": "newbie", "email": "x@y.example"}).status_code == 400
-    assert call(c, "post", url, {"username": "bolt-owner", "role": "boss"}).status_code == 400
+    assert call(c, "post", url, {"email": "eve@else.example", "role": "boss"}).status_code == 400
     # Only an owner grants the owner role.
-    assert call(c, "post", url, {"username": "bolt-owner", "role": "owner"}).status_code == 403
+    assert call(c, "post", url, {"email": "eve@else.example", "role": "owner"}).status_code == 403
     assert as_(w.newcomer).get(f"/api/tenants/{w.a.tenant.pk}").status_code == 200
     members = as_(w.a.users["member"]).get(url).json()["data"]
     assert {m["username"] for m in members} == {
@@ -523,7 +537,6 @@ def test_owners_and_admins_add_and_change_members(world: World) -> None:
         "acme-billing",
         "acme-extra",
         "newbie",
-        "eve",
     }
     extra = f"{url}/{w.a.extra.pk}"
     assert call(c, "patch", extra, {"role": "admin"}).json()["role"] == "admin"
