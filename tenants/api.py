@@ -381,6 +381,11 @@ class KeyRotateApi(PortalView):
         access = tenant_access(request, tenant_id)
         access.require(*MANAGERS)
         old = _key(access, key_id)
+        if old.scopes.get("operator") is True:
+            # Rotation copies the scopes: through the portal it would mint an operator key.
+            raise exceptions.PermissionDenied(
+                "an operator key is rotated on the queen: rbee key rotate PREFIX --tenant NAME"
+            )
         v = valid(self.InputSerializer(data=request.data))
         new, plaintext = api_key_rotate(api_key=old, grace=timedelta(seconds=v["grace_seconds"]))
         old.refresh_from_db()

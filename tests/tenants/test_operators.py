@@ -183,3 +183,24 @@ def test_a_view_that_names_no_permission_is_for_superusers_only() -> None:
         request = APIRequestFactory().get("/api/forgotten")
         force_authenticate(request, user=User.objects.get(username=name))
         assert Forgotten.as_view()(request).status_code == status, name
+
+
+def test_the_portal_cannot_rotate_an_operator_key(acme: Tenant) -> None:
+    """Rotation copies a key's scopes; a tenant admin rotating an operator key on its
+    tenant would mint a new operator key, which only the queen's CLI may do."""
+    from tenants.models import Membership
+    from tenants.services import api_key_create
+
+    owner = User.objects.create_user("owner", password=PASSWORD)
+    Membership.objects.create(user=owner, tenant=acme, role=Membership.Role.OWNER)
+    op_key, _ = api_key_create(tenant=acme, scopes={"operator": True})
+    plain_key, _ = api_key_create(tenant=acme)
+    c = Client()
+    c.force_login(owner)
+    url = f"/api/tenants/{acme.pk}/keys/{{}}/rotate"
+    refused = c.post(url.format(op_key.pk), {}, content_type="application/json")
+    assert refused.status_code == 403, refused.content
+    assert "rbee key rotate" in json.loads(refused.content)["error"]["message"]
+    assert acme.api_keys.filter(scopes__operator=True).count() == 1
+    rotated = c.post(url.format(plain_key.pk), {}, content_type="application/json")
+    assert rotated.status_code == 201, rotated.content
