@@ -65,10 +65,20 @@ def serve_queen(host: str, port: int, *, migrate: bool = True) -> None:
     from billing.periodic import start_in_process
     from hives.services import hives_forget_connections
     from rbee.asgi import application
-    from rbee.server import install_body_limit
+    from rbee.server import install_from_settings
 
-    # The largest body any endpoint takes; each endpoint may answer 413 below it.
-    install_body_limit(max(settings.RBEE_MAX_BODY_BYTES, settings.DATA_UPLOAD_MAX_MEMORY_SIZE))
+    # Body ceilings, keys and bytes in flight, checked before a body is read (rbee/server.py).
+    install_from_settings()
+    # Proxy headers only from RBEE_TRUSTED_PROXIES (rbee/server.py drops them otherwise).
+    proxied = (
+        {
+            "proxy_forwarded_address_header": "X-Forwarded-For",
+            "proxy_forwarded_port_header": "X-Forwarded-Port",
+            "proxy_forwarded_proto_header": "X-Forwarded-Proto",
+        }
+        if settings.RBEE_TRUSTED_PROXIES
+        else {}
+    )
 
     if not settings.REDIS_URL:
         # One process owns every hive socket on the embedded default, so any
@@ -83,6 +93,7 @@ def serve_queen(host: str, port: int, *, migrate: bool = True) -> None:
         websocket_timeout=-1,  # hives stay connected for as long as they run
         application_close_timeout=10,
         verbosity=0,
+        **proxied,
     ).run()
     # Stopped (SIGTERM/SIGINT): the sockets this process held are gone, so other
     # replicas must stop routing to them now, not when their heartbeats go stale.
