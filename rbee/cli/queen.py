@@ -68,7 +68,12 @@ def serve_queen(host: str, port: int, *, migrate: bool = True) -> None:
     from rbee.server import install_from_settings
 
     # Body ceilings, keys and bytes in flight, checked before a body is read (rbee/server.py).
-    install_from_settings()
+    edge = install_from_settings()
+    # A job carries its upload base64-encoded to the hive over the websocket (a third more
+    # than the body), and results come back the same way: Daphne's default of 1 MiB per
+    # message dropped the hive's connection on any upload over ~750 kB. The hive's own
+    # ceiling (hives/agent/agent.py) is 64 MiB.
+    ws_max = max(64 * 2**20, edge.body_limit * 4 // 3 + 2**20)
     # Proxy headers only from RBEE_TRUSTED_PROXIES (rbee/server.py drops them otherwise).
     proxied = (
         {
@@ -93,6 +98,8 @@ def serve_queen(host: str, port: int, *, migrate: bool = True) -> None:
         websocket_timeout=-1,  # hives stay connected for as long as they run
         application_close_timeout=10,
         verbosity=0,
+        websocket_max_message_size=ws_max,
+        websocket_max_frame_size=ws_max,
         **proxied,
     ).run()
     # Stopped (SIGTERM/SIGINT): the sockets this process held are gone, so other

@@ -14,16 +14,21 @@ must still be heard.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import math
+import struct
 import threading
 import time
+import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
+import openai
 import pytest
 
-from testkit.live import Deployment, Queen
+from testkit.live import Deployment, Hive, Queen
 
 pytestmark = pytest.mark.e2e
 
@@ -233,3 +238,54 @@ def test_small_requests_are_not_held_up(edge: Edge) -> None:
     """Under the early-auth threshold, the view answers as it always did."""
     r = httpx.post(f"{edge.queen.url}/v1/chat/completions", json={"model": "x"})
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+
+
+# --- the audio quota is enforced at admission -------------------------------------------
+
+WHISPER = "whisper-base"
+
+
+def tone_wav(seconds: float, rate: int = 16000) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        n = int(seconds * rate)
+        w.writeframes(
+            b"".join(
+                struct.pack("<h", int(2000 * math.sin(2 * math.pi * 220 * i / rate)))
+                for i in range(n)
+            )
+        )
+    return buf.getvalue()
+
+
+def test_the_audio_quota_refuses_the_second_long_transcription() -> None:
+    """A plan of 60 audio seconds a day: a 35 s file is served and counted as 35 s; a
+    second one would pass the quota, so it is refused at admission (429) rather than
+    transcribed and counted afterwards."""
+    dep = Deployment()
+    try:
+        queen = Queen(dep)
+        Hive(dep, queen, "hive-w", [WHISPER], wait=False)
+        queen.wait_for_model("hive-w", WHISPER, timeout=300)
+        dep.rbee("plan", "set", "listen", "audio_seconds_per_day=60")
+        dep.rbee("tenant", "create", "acme", "--plan", "listen")
+        key = dep.rbee("key", "create", "--tenant", "acme").stdout.strip()
+        client = openai.OpenAI(base_url=f"{queen.url}/v1", api_key=key, max_retries=0)
+        clip = tone_wav(35.0)
+        first = client.audio.transcriptions.create(
+            model=WHISPER, file=("a.wav", clip), response_format="verbose_json", timeout=300
+        )
+        assert first.duration == pytest.approx(35.0, abs=0.1)
+        with pytest.raises(openai.RateLimitError) as exc:
+            client.audio.transcriptions.create(model=WHISPER, file=("b.wav", clip), timeout=300)
+        error = exc.value.body
+        assert isinstance(error, dict) and error["code"] == "insufficient_quota", error
+        assert "audio seconds" in error["message"]
+        # Reconciled: what is counted is the worker's real duration, once.
+        rows = dep.sql("SELECT audio_seconds FROM billing_usageevent WHERE outcome = 'ok'")
+        assert [round(r[0]) for r in rows] == [35], rows
+    finally:
+        dep.close()
