@@ -51,3 +51,9 @@ def test_the_queens_lower_cap_applies(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RBEE_MAX_AUDIO_SECONDS", "1")
     with pytest.raises(EngineError):
         decode_upload(job(wav(3.0), max_seconds=100))
+
+
+def test_the_hives_cap_reaches_its_whisper_workers() -> None:
+    from hives.agent.workerenv import worker_env
+
+    assert worker_env({"RBEE_MAX_AUDIO_SECONDS": "600"})["RBEE_MAX_AUDIO_SECONDS"] == "600"
