@@ -180,12 +180,12 @@ def install(edge: Edge) -> None:
 
     class EdgeWebRequest(base):  # type: ignore[misc, valid-type]
         rbee_edge = edge
-        # Twisted would parse every multipart body into request.args (another full copy
-        # of an upload, which Daphne never reads, and its own bare 400 for a form it
-        # cannot parse); Django parses the forms that reach a view.
-        _parsePOSTFormSubmission = False
 
         def gotLength(self, length: int | None) -> None:
+            # Twisted would parse every multipart body into request.args (another full
+            # copy of an upload, which Daphne never reads, and its own bare 400 for a form
+            # it cannot parse); Django parses the forms that reach a view.
+            self._parsePOSTFormSubmission = False
             self._rbee_refused = False
             self._rbee_gone = False
             self._rbee_received = 0

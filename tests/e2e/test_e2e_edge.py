@@ -234,6 +234,20 @@ def test_bytes_in_flight_per_client_are_capped(edge: Edge) -> None:
     assert first.status == 400 and third.status == 400, (first, third)
 
 
+def test_a_malformed_upload_hears_the_apis_error_not_twisteds(edge: Edge) -> None:
+    """Twisted's own form parser no longer runs (it answered a bare 400 with no body)."""
+    r = httpx.post(
+        f"{edge.queen.url}/v1/audio/transcriptions",
+        headers={
+            "Authorization": f"Bearer {edge.api_key}",
+            "Content-Type": "multipart/form-data",  # no boundary
+        },
+        content=b"--zzz\r\nnot a part header\r\n\r\n" + b"x" * 1000,
+    )
+    assert r.status_code == 400
+    assert r.json()["error"]["type"] == "invalid_request_error"
+
+
 def test_small_requests_are_not_held_up(edge: Edge) -> None:
     """Under the early-auth threshold, the view answers as it always did."""
     r = httpx.post(f"{edge.queen.url}/v1/chat/completions", json={"model": "x"})
