@@ -183,8 +183,9 @@ def test_unauthenticated_large_posts_are_refused_without_reading_them(edge: Edge
     assert max(a.seconds for a in answers) < 10, sorted(a.seconds for a in answers)[-5:]
     assert [a.status for a in answers] == [401] * 100
     assert {a.body["error"]["code"] for a in answers} == {"invalid_api_key"}
-    # What reached the queen was headers and socket buffers' worth, never the bodies.
-    assert sum(a.sent for a in answers) < 100 * BIG / 4
+    # What left the clients was headers and the kernel's socket buffers' worth (a few MB
+    # per connection on loopback), never the bodies.
+    assert sum(a.sent for a in answers) < 100 * BIG / 2
     # The queen still serves.
     ok = httpx.get(
         f"{edge.queen.url}/v1/models", headers={"Authorization": f"Bearer {edge.api_key}"}
