@@ -69,6 +69,14 @@ def test_a_production_queen_keeps_its_internals_for_the_token_and_staff() -> Non
         assert page.headers["strict-transport-security"].startswith("max-age=31536000")
         cookie = page.headers["set-cookie"]
         assert cookie.startswith("csrftoken=") and "Secure" in cookie and "HttpOnly" in cookie
+        api = httpx.get(
+            f"{url}/v1/models",
+            headers={"Authorization": f"Bearer {key}", "X-Forwarded-Proto": "https"},
+        )
+        assert api.status_code == 200
+        assert api.headers["strict-transport-security"].startswith("max-age=31536000")
+        plain = httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {key}"})
+        assert "strict-transport-security" not in plain.headers  # HSTS only over https
         # A host name it was not given is refused.
         other = httpx.get(f"{url}/admin/login/", headers={"Host": "evil.example"})
         assert other.status_code == 400
