@@ -7,9 +7,11 @@ encoding audio happen in the worker process, never here."""
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 
@@ -18,6 +20,7 @@ from billing.services import Usage
 from hives.models import CatalogModel
 from hives.protocol import FINAL_KINDS, EventKind, Task
 from inference import schemas
+from inference.audio_duration import duration_seconds
 from inference.errors import bad_request
 from inference.pipeline import (
     Call,
@@ -65,11 +68,36 @@ def _parse_upload(task: str) -> Callable[[HttpRequest], Upload]:
     return parse
 
 
+# For a container whose header does not state its length (m4a, webm): what speech
+# codecs use at the low end (32 kbit/s), so the estimate errs long; the worker's real
+# duration settles the reservation.
+ESTIMATE_BYTES_PER_SECOND = 4000
+
+
+def audio_seconds(data: bytes) -> float:
+    """The seconds a transcription reserves against the daily quota: the duration the
+    container's header states (400 past RBEE_MAX_AUDIO_SECONDS), else an estimate from
+    the size; never more than the cap, which the worker enforces while decoding."""
+    cap = float(settings.RBEE_MAX_AUDIO_SECONDS)
+    stated = duration_seconds(data)
+    if stated is not None and cap and stated > cap:
+        raise bad_request(
+            f"The audio file is {stated:.0f} seconds long; this server transcribes at most "
+            f"{cap:.0f} seconds per request.",
+            param="file",
+            code="audio_too_long",
+        )
+    seconds = stated if stated is not None else len(data) / ESTIMATE_BYTES_PER_SECOND
+    return min(seconds, cap) if cap else seconds
+
+
 def upload_work(body: Upload, model: CatalogModel) -> Work:
     req, name, data = body
-    size = len(data) // 16000
+    seconds = audio_seconds(data)
+    size = math.ceil(seconds)
     return Work(
         request={
+            "max_seconds": settings.RBEE_MAX_AUDIO_SECONDS,
             "audio_b64": base64.b64encode(data).decode("ascii"),
             "filename": name,
             "language": req.language.lower() if req.language else None,
@@ -78,7 +106,8 @@ def upload_work(body: Upload, model: CatalogModel) -> Work:
             "word_timestamps": "word" in (req.timestamp_granularities or []),
         },
         size=size,
-        cost=Cost(requests=1, tokens=size),
+        # Reserved at admission, so the daily audio quota refuses before the work is done.
+        cost=Cost(requests=1, audio_seconds=seconds),
         model=req.model,
         extra=req.model_extra or {},
     )

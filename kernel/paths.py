@@ -7,12 +7,18 @@ from pathlib import Path
 
 
 def rbee_home() -> Path:
-    """The data directory: the SQLite database, the secret key, model caches."""
+    """The data directory: the SQLite database, the secret key, model caches. Only its
+    owner may enter it (0700): it holds the secret key and every tenant's data. A
+    directory of ours found open to others is closed; one owned by someone else is left
+    as it is."""
     raw = os.environ.get("RBEE_HOME") or os.path.join(
         os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "rbee"
     )
     path = Path(raw).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)  # the mode is masked by the umask
+    st = path.stat()
+    if st.st_uid == os.getuid() and st.st_mode & 0o077:
+        path.chmod(0o700)
     return path
 
 

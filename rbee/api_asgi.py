@@ -119,6 +119,12 @@ class APIApplication:
                     "The server had an error while processing your request.",
                     code="internal_error",
                 ).response()
+        if settings.SECURE_HSTS_SECONDS and request.is_secure():
+            # What SecurityMiddleware does for the rest of the site (production profile).
+            hsts = f"max-age={settings.SECURE_HSTS_SECONDS}"
+            if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+                hsts += "; includeSubDomains"
+            response.headers.setdefault("Strict-Transport-Security", hsts)
         # Not response.close(): it would fire request_finished, whose receivers touch
         # database connections from the event loop; the API's are managed in kernel/aio.py.
         await _send_response(response, send)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from inference import queueing, scheduler
+from inference.errors import APIError
+from kernel.aio import db
+from rbee.views import may_see_internals
 
 
 class SchedulerCollector(Collector):
@@ -50,4 +54,11 @@ registry.register(SchedulerCollector())
 
 
 async def metrics(request: HttpRequest) -> HttpResponse:
+    """The series; in production only for RBEE_METRICS_TOKEN's holder and staff."""
+    if settings.RBEE_PRODUCTION and not await db(may_see_internals, request):
+        return APIError(
+            401,
+            "The metrics need 'Authorization: Bearer <RBEE_METRICS_TOKEN>' or a staff session.",
+            code="unauthorized",
+        ).response()
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -1,75 +1,378 @@
-"""Daphne, with a ceiling on request bodies.
+"""Daphne, with the checks that must come before a request body is read.
 
-Twisted buffers a whole request body (to a temporary file, then into the app's
-queue) before the ASGI application sees any of it, so a limit checked by the app
-protects nothing against a client that streams gigabytes. This request class
-answers 413 as soon as the declared length, or the bytes received so far,
-exceed the ceiling, and drops the connection.
+What Daphne does with a body (daphne/http_protocol.py, on Twisted's http.Request): Twisted
+writes the whole body to a buffer (memory under 100 kB, a temporary file above), and
+only once the last byte is in does Daphne's `process()` read all of it back into the
+application's queue, in memory, before the ASGI application runs. So nothing the
+application checks can protect the server from a large body: by the time the view sees
+the request, the body has been received, stored and copied into memory in full.
+
+This request class therefore decides from the request line and the headers, at the
+moment Twisted knows the body's length (`gotLength`), before any of the body is read:
+
+* the server's ceiling (RBEE_MAX_BODY_BYTES), and for /v1 JSON endpoints the JSON
+  ceiling (RBEE_MAX_JSON_BYTES): 413 from the declared length, or as soon as a chunked
+  body passes it;
+* on /v1, for a body over EARLY_AUTH_BYTES (or of unknown length): a missing or
+  malformed bearer key is a 401 at once; a well-formed key nobody has seen lately is
+  looked up in the database while the connection is paused (nothing more is read),
+  and an unknown, revoked or expired one is a 401. Smaller bodies go to the view,
+  which authenticates every request anyway;
+* bytes in flight per client address (RBEE_MAX_INFLIGHT_BYTES_PER_CLIENT): the
+  declared lengths of a client's requests still being received or served; a request
+  that would pass it is a 429 without reading it.
+
+A refusal is written with `Connection: close`, reading stops, the write side is shut
+(the client sees the answer and the end of the stream) and the connection is dropped
+shortly after, so a client that keeps sending is neither read nor buffered.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import ipaddress
 import json
 import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from daphne import http_protocol
 
+from kernel.logs import safe
+from kernel.secrets import parse_prefix
+
 logger = logging.getLogger("rbee.server")
 
+EARLY_AUTH_BYTES = 64 * 1024
+"""Bodies at most this large are read before the key is checked (the view checks it)."""
+LINGER_S = 2.0
+"""How long a refused connection stays half-open for the client to read the answer."""
+KEY_CACHE_S = 60.0
+"""How long a key found valid is let through the edge without another lookup."""
+KEY_CACHE_MAX = 10_000
+API_KEY_KIND = "sk-rbee"
 
-def _too_large_response(limit: int) -> bytes:
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+KeyCheck = Callable[[str], Awaitable[str | None]]  # None: valid; else the refusal message
+
+
+@dataclass
+class Edge:
+    body_limit: int  # any request
+    json_limit: int  # /v1 bodies that are not multipart
+    inflight_per_client: int  # 0: no cap
+    anonymous: bool  # an open queen: keyless /v1 requests to a loopback Host go through
+    trusted_proxies: list[Network] = field(default_factory=list)
+    check_key: KeyCheck | None = None
+    inflight: dict[str, int] = field(default_factory=dict)
+    valid_keys: dict[str, float] = field(default_factory=dict)
+
+    def remember(self, key: str) -> None:
+        if len(self.valid_keys) >= KEY_CACHE_MAX:
+            now = time.monotonic()
+            for k in [k for k, t in self.valid_keys.items() if t < now] or list(self.valid_keys):
+                del self.valid_keys[k]
+        self.valid_keys[_digest(key)] = time.monotonic() + KEY_CACHE_S
+
+    def known(self, key: str) -> bool:
+        until = self.valid_keys.get(_digest(key))
+        return until is not None and until > time.monotonic()
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def parse_networks(values: Iterable[str]) -> list[Network]:
+    """RBEE_TRUSTED_PROXIES' addresses and CIDR blocks (ValueError on a bad one)."""
+    return [ipaddress.ip_network(v.strip(), strict=False) for v in values if v.strip()]
+
+
+def _in(host: str, networks: list[Network]) -> bool:
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(addr in n for n in networks)
+
+
+def client_address(peer: str, forwarded_for: list[bytes] | None, proxies: list[Network]) -> str:
+    """The client a request comes from: the peer, or, when the peer is a trusted proxy,
+    the last X-Forwarded-For hop that is not one (hops before it are the client's word)."""
+    if not forwarded_for or not _in(peer, proxies):
+        return peer
+    hops = [h.strip() for h in b",".join(forwarded_for).decode("latin-1").split(",")]
+    for hop in reversed(hops):
+        if hop and not _in(hop, proxies):
+            return hop
+    return peer
+
+
+_FORWARDED = (b"X-Forwarded-For", b"X-Forwarded-Proto", b"X-Forwarded-Port", b"Forwarded")
+
+
+def _error(status: int, reason: str, message: str, type_: str, code: str, extra: str = "") -> bytes:
     body = json.dumps(
-        {
-            "error": {
-                "message": f"The request body is larger than this server accepts ({limit} bytes).",
-                "type": "invalid_request_error",
-                "param": None,
-                "code": "request_too_large",
-            }
-        }
+        {"error": {"message": message, "type": type_, "param": None, "code": code}}
     ).encode()
     head = (
-        "HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n"
     ).encode()
     return head + body
 
 
-def install_body_limit(limit: int) -> None:
+def too_large(limit: int) -> bytes:
+    return _error(
+        413,
+        "Request Entity Too Large",
+        f"The request body is larger than this server accepts ({limit} bytes).",
+        "invalid_request_error",
+        "request_too_large",
+    )
+
+
+def unauthorized(message: str, code: str = "invalid_api_key") -> bytes:
+    return _error(401, "Unauthorized", message, "invalid_request_error", code)
+
+
+def too_many_bytes(cap: int) -> bytes:
+    return _error(
+        429,
+        "Too Many Requests",
+        f"Too many request bytes in flight from this client (at most {cap} at once); wait "
+        "for its other requests to finish.",
+        "rate_limit_error",
+        "rate_limit_exceeded",
+        extra="Retry-After: 1\r\n",
+    )
+
+
+MISSING_KEY = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization "
+    "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+)
+MALFORMED_KEY = "Incorrect API key provided: the key is not in rbee's format (sk-rbee-...)."
+
+
+def _loopback_host(host: bytes) -> bool:
+    name = host.decode("latin-1").strip().lower()
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else ""
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    if name in {"localhost", "::1"} or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def install(edge: Edge) -> None:
+    """Make Daphne build every HTTP request with the edge's checks (idempotent)."""
     base: Any = http_protocol.WebRequest
-    if getattr(base, "rbee_body_limit", None) is not None:
+    while getattr(base, "rbee_edge", None) is not None:
         base = base.__mro__[1]
 
-    class LimitedWebRequest(base):  # type: ignore[misc, valid-type]
-        rbee_body_limit = limit
+    class EdgeWebRequest(base):  # type: ignore[misc, valid-type]
+        rbee_edge = edge
 
         def gotLength(self, length: int | None) -> None:
-            self._rbee_received = 0
+            # Twisted would parse every multipart body into request.args (another full
+            # copy of an upload, which Daphne never reads, and its own bare 400 for a form
+            # it cannot parse); Django parses the forms that reach a view.
+            self._parsePOSTFormSubmission = False
             self._rbee_refused = False
-            if length is not None and length > limit:
-                self._refuse()
-                return
+            self._rbee_gone = False
+            self._rbee_received = 0
+            self._rbee_reserved = 0
+            self._rbee_chunked = length is None
+            headers = self.requestHeaders
+            peer = str(getattr(self.channel.transport.getPeer(), "host", "?"))
+            self._rbee_client = client_address(
+                peer, headers.getRawHeaders(b"X-Forwarded-For"), edge.trusted_proxies
+            )
+            if not _in(peer, edge.trusted_proxies):
+                # Only a configured proxy may say who the client is, or that it used TLS.
+                for name in _FORWARDED:
+                    headers.removeHeader(name)
+            elif headers.hasHeader(b"X-Forwarded-For"):
+                # Daphne takes the first hop, which the client writes; keep only the one
+                # the proxies vouch for.
+                headers.setRawHeaders(b"X-Forwarded-For", [self._rbee_client.encode()])
+            path = bytes(getattr(self.channel, "_path", b"") or b"").split(b"?", 1)[0]
+            api = path == b"/v1" or path.startswith(b"/v1/")
+            ctype = (headers.getRawHeaders(b"Content-Type") or [b""])[0]
+            multipart = ctype.split(b";", 1)[0].strip().lower() == b"multipart/form-data"
+            self._rbee_limit = (
+                min(edge.json_limit, edge.body_limit) if api and not multipart else edge.body_limit
+            )
+            key = ""
+            if api and (length is None or length > EARLY_AUTH_BYTES):
+                auth = (headers.getRawHeaders(b"Authorization") or [b""])[0]
+                scheme, _, value = auth.decode("latin-1").partition(" ")
+                key = value.strip() if scheme.lower() == "bearer" else ""
+                if not auth:
+                    host = (headers.getRawHeaders(b"Host") or [b""])[0]
+                    if not (edge.anonymous and _loopback_host(host)):
+                        return self._refuse(unauthorized(MISSING_KEY), "no API key", path)
+                elif not key:
+                    return self._refuse(unauthorized(MISSING_KEY), "no bearer key", path)
+                elif parse_prefix(API_KEY_KIND, key) is None:
+                    return self._refuse(unauthorized(MALFORMED_KEY), "a malformed key", path)
             super().gotLength(length)
+            if key and edge.check_key is not None and not edge.known(key):
+                self._check(key, length, path)  # the size is judged once the key is known
+            else:
+                self._admit(length, path)
+
+        def _admit(self, length: int | None, path: bytes) -> bool:
+            """The body's size and the client's bytes in flight (False: refused)."""
+            if length is not None and length > self._rbee_limit:
+                self._refuse(too_large(self._rbee_limit), f"{length} bytes", path)
+                return False
+            if not self._reserve(length or 0):
+                self._refuse(too_many_bytes(edge.inflight_per_client), "in flight", path)
+                return False
+            return True
+
+        def _reserve(self, n: int) -> bool:
+            cap = edge.inflight_per_client
+            held = edge.inflight.get(self._rbee_client, 0)
+            if cap and n and held + n > cap:
+                return False
+            if n:
+                edge.inflight[self._rbee_client] = held + n
+                self._rbee_reserved += n
+            return True
+
+        def _release(self) -> None:
+            n = getattr(self, "_rbee_reserved", 0)
+            if not n:
+                return
+            self._rbee_reserved = 0
+            left = edge.inflight.get(self._rbee_client, 0) - n
+            if left > 0:
+                edge.inflight[self._rbee_client] = left
+            else:
+                edge.inflight.pop(self._rbee_client, None)
+
+        def _check(self, key: str, length: int | None, path: bytes) -> None:
+            """Look the key up with the connection paused: no more of the body is read
+            until it is known to be a key of ours."""
+            transport = self.channel.transport
+            transport.pauseProducing()
+            assert edge.check_key is not None
+            task = asyncio.ensure_future(edge.check_key(key))
+
+            def checked(fut: asyncio.Future[str | None]) -> None:
+                if self._rbee_gone or self._rbee_refused:
+                    return
+                refusal = None
+                if not fut.cancelled():
+                    if fut.exception() is not None:
+                        # The view decides (and answers 503 if the database is down).
+                        logger.warning("edge key check failed: %r", fut.exception())
+                    else:
+                        refusal = fut.result()
+                if refusal is not None:
+                    self._refuse(unauthorized(refusal), "an unknown key", path)
+                    return
+                edge.remember(key)
+                if self._admit(length, path):
+                    transport.resumeProducing()
+
+            task.add_done_callback(checked)
 
         def handleContentChunk(self, data: bytes) -> None:
             if self._rbee_refused:
                 return
             self._rbee_received += len(data)
-            if self._rbee_received > limit:
-                self._refuse()
+            if self._rbee_received > self._rbee_limit:
+                self._refuse(too_large(self._rbee_limit), "a chunked body", b"")
+                return
+            if self._rbee_chunked and not self._reserve(len(data)):
+                self._refuse(too_many_bytes(edge.inflight_per_client), "in flight", b"")
                 return
             super().handleContentChunk(data)
 
-        def _refuse(self) -> None:
-            self._rbee_refused = True
-            transport = self.channel.transport
-            logger.warning(
-                "refused a request body over %d bytes from %s",
-                limit,
-                getattr(transport.getPeer(), "host", "?"),
-            )
-            transport.write(_too_large_response(limit))
-            transport.loseConnection()
+        def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+            if getattr(self, "_rbee_refused", False):
+                return  # answered already; the connection is closing
+            super().requestReceived(command, path, version)
 
-    http_protocol.WebRequest = LimitedWebRequest  # looked up per connection by Daphne
+        def finish(self) -> Any:
+            self._release()
+            return super().finish()
+
+        def connectionLost(self, reason: Any) -> None:
+            self._rbee_gone = True
+            self._release()
+            super().connectionLost(reason)
+
+        def _refuse(self, answer: bytes, why: str, path: bytes) -> None:
+            self._rbee_refused = True
+            self._release()
+            # Twisted would otherwise say "100 Continue" after this answer.
+            self.requestHeaders.removeHeader(b"Expect")
+            transport = self.channel.transport
+            logger.info(
+                "refused %s from %s before reading its body: %s",
+                safe(path.decode("latin-1")) or "a request",
+                self._rbee_client,
+                why,
+            )
+            transport.write(answer)
+            transport.pauseProducing()  # read nothing more of this request
+            half_close = getattr(transport, "loseWriteConnection", None)
+            if half_close is not None:
+                half_close()
+            else:
+                transport.loseConnection()
+
+            def drop() -> None:
+                if getattr(transport, "connected", False):
+                    transport.abortConnection()
+
+            # Daphne runs Twisted on asyncio's loop.
+            asyncio.get_event_loop().call_later(LINGER_S, drop)
+
+    http_protocol.WebRequest = EdgeWebRequest  # looked up per connection by Daphne
+
+
+async def check_api_key(key: str) -> str | None:
+    """None for a key that lets its caller in; otherwise what the 401 says."""
+    from kernel.aio import db
+    from tenants.errors import KeyRejected
+    from tenants.selectors import caller_from_key
+
+    try:
+        await db(caller_from_key, key)
+    except KeyRejected as exc:
+        return exc.message
+    return None
+
+
+def install_from_settings() -> Edge:
+    """The edge as the settings configure it, installed."""
+    from django.conf import settings
+
+    edge = Edge(
+        body_limit=max(settings.RBEE_MAX_BODY_BYTES, settings.DATA_UPLOAD_MAX_MEMORY_SIZE),
+        json_limit=settings.RBEE_MAX_JSON_BYTES,
+        inflight_per_client=settings.RBEE_MAX_INFLIGHT_BYTES_PER_CLIENT,
+        anonymous=bool(settings.RBEE_ANONYMOUS_TENANT),
+        trusted_proxies=parse_networks(settings.RBEE_TRUSTED_PROXIES),
+        check_key=check_api_key,
+    )
+    install(edge)
+    return edge
+
+
+def install_body_limit(limit: int) -> None:
+    """Only the body ceiling (kept for callers that want no more)."""
+    install(Edge(body_limit=limit, json_limit=limit, inflight_per_client=0, anonymous=True))

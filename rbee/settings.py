@@ -11,10 +11,13 @@ Two modes, chosen by the environment:
 
 from __future__ import annotations
 
+import os
+
 import environ
 
 from billing.schedule import beat_schedule
 from kernel.paths import load_or_create_secret_key, rbee_home
+from rbee.profile import security
 
 env = environ.Env()
 
@@ -22,7 +25,27 @@ RBEE_HOME = rbee_home()
 
 SECRET_KEY = env.str("RBEE_SECRET_KEY", default="") or load_or_create_secret_key()
 DEBUG = env.bool("RBEE_DEBUG", default=False)
-ALLOWED_HOSTS = env.list("RBEE_ALLOWED_HOSTS", default=["*"])
+
+# --- security: the production profile (RBEE_PRODUCTION=1; rbee/profile.py) -------------
+_security = security(os.environ)
+RBEE_PRODUCTION = bool(_security["RBEE_PRODUCTION"])
+ALLOWED_HOSTS = list(_security["ALLOWED_HOSTS"])
+CSRF_TRUSTED_ORIGINS = list(_security["CSRF_TRUSTED_ORIGINS"])
+# Addresses (or CIDR blocks) of the reverse proxies whose X-Forwarded-* headers count.
+RBEE_TRUSTED_PROXIES = list(_security["RBEE_TRUSTED_PROXIES"])
+SECURE_PROXY_SSL_HEADER = _security["SECURE_PROXY_SSL_HEADER"]
+USE_X_FORWARDED_HOST = False
+# Bearer token for /metrics and the /healthz inventory in production (else staff only).
+RBEE_METRICS_TOKEN = str(_security["RBEE_METRICS_TOKEN"])
+SESSION_COOKIE_SECURE = bool(_security.get("SESSION_COOKIE_SECURE", False))
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_SECURE = bool(_security.get("CSRF_COOKIE_SECURE", False))
+CSRF_COOKIE_HTTPONLY = bool(_security.get("CSRF_COOKIE_HTTPONLY", False))
+SECURE_HSTS_SECONDS = int(_security.get("SECURE_HSTS_SECONDS", 0))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = bool(_security.get("SECURE_HSTS_INCLUDE_SUBDOMAINS", False))
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = str(_security.get("SECURE_REFERRER_POLICY", "same-origin"))
+X_FRAME_OPTIONS = str(_security.get("X_FRAME_OPTIONS", "DENY"))
 
 INSTALLED_APPS = [
     "daphne",
@@ -145,6 +168,14 @@ CELERY_BEAT_SCHEDULE = beat_schedule()
 RBEE_MAX_BODY_BYTES = env.int("RBEE_MAX_BODY_BYTES", default=26 * 1024 * 1024)
 # Largest JSON body /v1/ accepts (never more than RBEE_MAX_BODY_BYTES); 413 past it.
 RBEE_MAX_JSON_BYTES = env.int("RBEE_MAX_JSON_BYTES", default=1024 * 1024)
+# Request bytes one client address may have in flight at once (declared bodies of the
+# requests being received or served); past it a request is a 429 before it is read.
+RBEE_MAX_INFLIGHT_BYTES_PER_CLIENT = env.int(
+    "RBEE_MAX_INFLIGHT_BYTES_PER_CLIENT", default=64 * 1024 * 1024
+)
+# Longest audio one transcription may be (seconds): the queen refuses a longer one from
+# its header, the hive stops decoding past it (hives/agent/engines/whisper.py).
+RBEE_MAX_AUDIO_SECONDS = env.int("RBEE_MAX_AUDIO_SECONDS", default=3600)
 # --- billing: Stripe -----------------------------------------------------------------
 # Stripe is optional: without a secret key nothing is sent. RBEE_STRIPE_API_BASE points the
 # stripe library elsewhere (the tests' Stripe-compatible server on loopback).

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import hmac
 import ipaddress
+from importlib import import_module
 
+from django.conf import settings
+from django.contrib.auth import get_user
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
@@ -11,9 +15,39 @@ from kernel.aio import db
 from tenants.selectors import KeyRejected, caller_from_key
 
 
+def _bearer(request: HttpRequest) -> str:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def _is_staff(request: HttpRequest) -> bool:
+    """Whether the request carries the session of an active staff user (the /v1 app runs
+    no middleware, so the session is read here). Sync: the database."""
+    key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
+    if not key:
+        return False
+    engine = import_module(settings.SESSION_ENGINE)
+    request.session = engine.SessionStore(key)
+    user = get_user(request)  # type: ignore[arg-type]
+    return bool(user.is_active and user.is_staff)
+
+
+def may_see_internals(request: HttpRequest) -> bool:
+    """In production, /metrics and the /healthz inventory are for the holder of
+    RBEE_METRICS_TOKEN (compared in constant time) and for staff; nobody else, loopback
+    included (a proxy on this machine makes every client look local). Sync: the database."""
+    token = settings.RBEE_METRICS_TOKEN
+    presented = _bearer(request)
+    if token and presented and hmac.compare_digest(presented.encode(), token.encode()):
+        return True
+    return _is_staff(request)
+
+
 def _may_see_inventory(request: HttpRequest) -> bool:
     """Hive names, regions and models are for this machine and for key holders; a load
     balancer probing from elsewhere learns only that the queen is up."""
+    if settings.RBEE_PRODUCTION:
+        return may_see_internals(request)
     try:
         if ipaddress.ip_address(request.META.get("REMOTE_ADDR") or "").is_loopback:
             return True

@@ -90,6 +90,7 @@ WORKER_ENV_NAMES: frozenset[str] = frozenset(
         "RBEE_LLAMA_SLOTS",
         "RBEE_WHISPER_THREADS",
         "RBEE_MAX_IMAGE_PIXELS",
+        "RBEE_MAX_AUDIO_SECONDS",
     }
 )
 

@@ -65,10 +65,25 @@ def serve_queen(host: str, port: int, *, migrate: bool = True) -> None:
     from billing.periodic import start_in_process
     from hives.services import hives_forget_connections
     from rbee.asgi import application
-    from rbee.server import install_body_limit
+    from rbee.server import install_from_settings
 
-    # The largest body any endpoint takes; each endpoint may answer 413 below it.
-    install_body_limit(max(settings.RBEE_MAX_BODY_BYTES, settings.DATA_UPLOAD_MAX_MEMORY_SIZE))
+    # Body ceilings, keys and bytes in flight, checked before a body is read (rbee/server.py).
+    edge = install_from_settings()
+    # A job carries its upload base64-encoded to the hive over the websocket (a third more
+    # than the body), and results come back the same way: Daphne's default of 1 MiB per
+    # message dropped the hive's connection on any upload over ~750 kB. The hive's own
+    # ceiling (hives/agent/agent.py) is 64 MiB.
+    ws_max = max(64 * 2**20, edge.body_limit * 4 // 3 + 2**20)
+    # Proxy headers only from RBEE_TRUSTED_PROXIES (rbee/server.py drops them otherwise).
+    proxied = (
+        {
+            "proxy_forwarded_address_header": "X-Forwarded-For",
+            "proxy_forwarded_port_header": "X-Forwarded-Port",
+            "proxy_forwarded_proto_header": "X-Forwarded-Proto",
+        }
+        if settings.RBEE_TRUSTED_PROXIES
+        else {}
+    )
 
     if not settings.REDIS_URL:
         # One process owns every hive socket on the embedded default, so any
@@ -83,6 +98,9 @@ def serve_queen(host: str, port: int, *, migrate: bool = True) -> None:
         websocket_timeout=-1,  # hives stay connected for as long as they run
         application_close_timeout=10,
         verbosity=0,
+        websocket_max_message_size=ws_max,
+        websocket_max_frame_size=ws_max,
+        **proxied,
     ).run()
     # Stopped (SIGTERM/SIGINT): the sockets this process held are gone, so other
     # replicas must stop routing to them now, not when their heartbeats go stale.

@@ -174,6 +174,65 @@ def _atomic_copy(src: Path, target: Path) -> None:
         raise
 
 
+DEFAULT_MAX_AUDIO_SECONDS = 3600.0
+
+
+def max_seconds(request: dict[str, Any]) -> float:
+    """The longest audio this worker decodes for a request: RBEE_MAX_AUDIO_SECONDS of the
+    hive's environment, lowered by the queen's own cap sent with the job."""
+    try:
+        limit = float(os.environ.get("RBEE_MAX_AUDIO_SECONDS") or DEFAULT_MAX_AUDIO_SECONDS)
+    except ValueError:
+        limit = DEFAULT_MAX_AUDIO_SECONDS
+    asked = request.get("max_seconds")
+    if isinstance(asked, (int, float)) and not isinstance(asked, bool) and 0 < asked < limit:
+        limit = float(asked)
+    return limit
+
+
+def _decode(data: bytes, limit: float) -> Any:
+    """16 kHz mono float32 samples, decoded frame by frame and refused (400
+    `audio_too_long`) as soon as they pass `limit` seconds: a small file of a very
+    compressible codec can decode to hours, and never is all of it held."""
+    import av
+    import numpy as np
+
+    most = int(limit * SAMPLE_RATE)
+    parts: list[Any] = []
+    total = 0
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+
+    def keep(frames: Any) -> None:
+        nonlocal total
+        for frame in frames:
+            samples = frame.to_ndarray().reshape(-1)
+            total += samples.size
+            if total > most:
+                raise EngineError(
+                    f"The audio file is longer than this server transcribes ({limit:.0f} "
+                    "seconds per request); split it into shorter files.",
+                    status=400,
+                    code="audio_too_long",
+                    param="file",
+                )
+            parts.append(samples)
+
+    with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
+        frames = container.decode(audio=0)
+        while True:
+            try:
+                frame = next(frames)
+            except StopIteration:
+                break
+            except av.error.InvalidDataError:
+                continue  # a damaged frame: FFmpeg's decoders skip it too
+            keep(resampler.resample(frame))
+        keep(resampler.resample(None))  # what the resampler still holds
+    if not parts:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate(parts).astype(np.float32) / 32768.0
+
+
 def decode_upload(request: dict[str, Any]) -> Any:
     """The request's audio as 16 kHz mono float32, or a 400 naming the `file` param."""
     raw = request.get("audio_b64")
@@ -197,10 +256,11 @@ def decode_upload(request: dict[str, Any]) -> Any:
         raise EngineError(
             "The audio file is empty.", status=400, code="invalid_audio", param="file"
         )
-    from faster_whisper import decode_audio
-
+    limit = max_seconds(request)
     try:
-        audio = decode_audio(io.BytesIO(data), sampling_rate=SAMPLE_RATE)
+        audio = _decode(data, limit)
+    except EngineError:
+        raise
     except Exception as exc:  # PyAV's errors for anything FFmpeg cannot read
         name = request.get("filename") or "the upload"
         if isinstance(exc, (IndexError, StopIteration)):

@@ -1,0 +1,100 @@
+"""The security settings of the two profiles: development (the default) and production
+(`RBEE_PRODUCTION=1`). A pure function of the environment, so that rbee/settings.py
+stays a list of assignments and the rules can be tested without starting Django.
+
+Production refuses to start (ImproperlyConfigured) without explicit host names and
+CSRF trusted origins, and turns on secure cookies and HSTS. Proxy headers are trusted
+only when RBEE_TRUSTED_PROXIES names the proxies, in either profile.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+HSTS_SECONDS = 31_536_000  # one year
+
+
+def _list(environ: Mapping[str, str], name: str) -> list[str]:
+    return [v.strip() for v in environ.get(name, "").split(",") if v.strip()]
+
+
+def _bool(environ: Mapping[str, str], name: str) -> bool:
+    return environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def security(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The security settings for this environment (names as Django spells them, plus
+    RBEE_PRODUCTION, RBEE_TRUSTED_PROXIES and RBEE_METRICS_TOKEN)."""
+    production = _bool(environ, "RBEE_PRODUCTION")
+    hosts = _list(environ, "RBEE_ALLOWED_HOSTS")
+    origins = _list(environ, "RBEE_CSRF_TRUSTED_ORIGINS")
+    proxies = _list(environ, "RBEE_TRUSTED_PROXIES")
+    for proxy in proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError as exc:
+            raise ImproperlyConfigured(
+                f"RBEE_TRUSTED_PROXIES: {proxy!r} is not an IP address or CIDR block"
+            ) from exc
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ImproperlyConfigured(
+                f"RBEE_CSRF_TRUSTED_ORIGINS: {origin!r} is not an origin like https://rbee.example"
+            )
+    out: dict[str, Any] = {
+        "RBEE_PRODUCTION": production,
+        "RBEE_TRUSTED_PROXIES": proxies,
+        "RBEE_METRICS_TOKEN": environ.get("RBEE_METRICS_TOKEN", ""),
+        "ALLOWED_HOSTS": hosts or ["*"],
+        "CSRF_TRUSTED_ORIGINS": origins,
+        "SECURE_CONTENT_TYPE_NOSNIFF": True,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SECURE_PROXY_SSL_HEADER": None,
+        "USE_X_FORWARDED_HOST": False,
+    }
+    if proxies:
+        # Only set when the queen is told which proxies speak for the client: otherwise
+        # any client could claim https by sending the header itself.
+        out["SECURE_PROXY_SSL_HEADER"] = ("HTTP_X_FORWARDED_PROTO", "https")
+    if not production:
+        return out
+    missing = [
+        name
+        for name, value in (
+            ("RBEE_ALLOWED_HOSTS", hosts),
+            ("RBEE_CSRF_TRUSTED_ORIGINS", origins),
+        )
+        if not value
+    ]
+    if missing:
+        raise ImproperlyConfigured(
+            f"RBEE_PRODUCTION=1 needs {' and '.join(missing)} (comma-separated): the host "
+            "names the queen answers to and the origins its forms are posted from."
+        )
+    if "*" in hosts:
+        raise ImproperlyConfigured("RBEE_PRODUCTION=1: RBEE_ALLOWED_HOSTS may not be '*'.")
+    if _bool(environ, "RBEE_DEBUG"):
+        raise ImproperlyConfigured("RBEE_PRODUCTION=1 and RBEE_DEBUG=1 do not go together.")
+    hsts = environ.get("RBEE_HSTS_SECONDS", "").strip()
+    try:
+        hsts_seconds = int(hsts) if hsts else HSTS_SECONDS
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"RBEE_HSTS_SECONDS: {hsts!r} is not a number") from exc
+    out.update(
+        {
+            "SESSION_COOKIE_SECURE": True,
+            "CSRF_COOKIE_SECURE": True,
+            "CSRF_COOKIE_HTTPONLY": True,
+            "SECURE_HSTS_SECONDS": hsts_seconds,
+            "SECURE_HSTS_INCLUDE_SUBDOMAINS": True,
+            "SECURE_REFERRER_POLICY": "same-origin",
+            "X_FRAME_OPTIONS": "DENY",
+        }
+    )
+    return out

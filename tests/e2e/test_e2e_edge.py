@@ -1,0 +1,306 @@
+"""The edge of a real queen: bodies it must not read (rbee/server.py).
+
+Daphne buffers a whole request body before the application sees any of it, so these
+checks happen from the request line and headers: a missing, malformed or unknown key on
+a large body, a JSON body over RBEE_MAX_JSON_BYTES, and more bytes in flight from one
+client than RBEE_MAX_INFLIGHT_BYTES_PER_CLIENT are refused before the body is read. The
+queen's memory is watched from /proc while it happens.
+
+The client here writes raw HTTP on asyncio streams and reads the answer while it is
+still sending, as a browser or curl does: a server that answers early and stops reading
+must still be heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import math
+import struct
+import threading
+import time
+import wave
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import openai
+import pytest
+
+from testkit.live import Deployment, Hive, Queen
+
+pytestmark = pytest.mark.e2e
+
+MiB = 2**20
+BIG = 25 * 1000 * 1000  # 25 MB
+INFLIGHT_CAP = 3 * MiB
+
+
+@dataclass
+class Edge:
+    dep: Deployment
+    queen: Queen
+    api_key: str
+
+
+@pytest.fixture(scope="module")
+def edge() -> Iterator[Edge]:
+    dep = Deployment()
+    try:
+        queen = Queen(dep, env={"RBEE_MAX_INFLIGHT_BYTES_PER_CLIENT": str(INFLIGHT_CAP)})
+        dep.rbee("tenant", "create", "acme")
+        key = dep.rbee("key", "create", "--tenant", "acme").stdout.strip()
+        yield Edge(dep=dep, queen=queen, api_key=key)
+    finally:
+        dep.close()
+
+
+def rss(pid: int) -> int:
+    """Resident memory of a process, in bytes (VmRSS of /proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+class PeakRSS:
+    """Samples a process's RSS every 10 ms while in use; `.peak` is the highest seen."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = rss(pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss(self.pid))
+            time.sleep(0.01)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss(self.pid))
+
+
+@dataclass
+class Answer:
+    status: int
+    seconds: float  # from the end of the headers sent to the status line read
+    body: dict  # type: ignore[type-arg]
+    sent: int  # body bytes the client managed to send
+
+
+async def post(
+    port: int,
+    path: str,
+    headers: dict[str, str],
+    length: int,
+    *,
+    hold: asyncio.Event | None = None,
+    send: int | None = None,
+) -> Answer:
+    """POST `length` declared bytes, sending them (all, or `send` of them and then waiting
+    for `hold`) while reading the answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {length}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    writer.write(head.encode())
+    await writer.drain()
+    started = time.monotonic()
+    sent = 0
+
+    async def sender() -> None:
+        nonlocal sent
+        chunk = b"x" * 65536
+        goal = length if send is None else send
+        try:
+            while sent < goal:
+                piece = chunk[: goal - sent]
+                writer.write(piece)
+                await writer.drain()
+                sent += len(piece)
+            if hold is not None:
+                await hold.wait()
+                while sent < length:
+                    piece = chunk[: length - sent]
+                    writer.write(piece)
+                    await writer.drain()
+                    sent += len(piece)
+        except (ConnectionError, OSError):
+            pass  # the server stopped reading and closed: the answer is what counts
+
+    task = asyncio.create_task(sender())
+    try:
+        status_line = await asyncio.wait_for(reader.readline(), 60)
+        seconds = time.monotonic() - started
+        assert status_line.startswith(b"HTTP/1.1 "), status_line
+        status = int(status_line.split()[1])
+        size = 0
+        while True:
+            line = await asyncio.wait_for(reader.readline(), 10)
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.lower() == "content-length":
+                size = int(value)
+        body = json.loads(await asyncio.wait_for(reader.readexactly(size), 10)) if size else {}
+        return Answer(status=status, seconds=seconds, body=body, sent=sent)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        writer.close()
+
+
+def test_unauthenticated_large_posts_are_refused_without_reading_them(edge: Edge) -> None:
+    """100 clients at once POST 25 MB each with no key, a malformed key or an unknown key:
+    every one hears 401 quickly and the queen's memory stays flat."""
+    port = edge.queen.port
+    keys = [None, "Basic dXNlcjpwYXNz", "sk-rbee-short", "sk-rbee-abcdefghij-" + "U" * 40]
+    pid = edge.queen.proc.pid
+
+    async def flood() -> list[Answer]:
+        calls = []
+        for i in range(100):
+            key = keys[i % len(keys)]
+            headers = {"Content-Type": "application/json"}
+            if key is not None:
+                headers["Authorization"] = key if key.startswith("Basic") else f"Bearer {key}"
+            calls.append(post(port, "/v1/chat/completions", headers, BIG))
+        return await asyncio.gather(*calls)
+
+    before = rss(pid)
+    with PeakRSS(pid) as watch:
+        answers = asyncio.run(flood())
+    after = rss(pid)
+    assert watch.peak - before < 50 * MiB, (before, watch.peak, after)
+    assert max(a.seconds for a in answers) < 10, sorted(a.seconds for a in answers)[-5:]
+    assert [a.status for a in answers] == [401] * 100
+    assert {a.body["error"]["code"] for a in answers} == {"invalid_api_key"}
+    # What left the clients was headers and the kernel's socket buffers' worth (a few MB
+    # per connection on loopback), never the bodies.
+    assert sum(a.sent for a in answers) < 100 * BIG / 2
+    # The queen still serves.
+    ok = httpx.get(
+        f"{edge.queen.url}/v1/models", headers={"Authorization": f"Bearer {edge.api_key}"}
+    )
+    assert ok.status_code == 200
+
+
+def test_a_valid_key_with_a_huge_json_body_is_413_before_it_is_read(edge: Edge) -> None:
+    pid = edge.queen.proc.pid
+    headers = {"Authorization": f"Bearer {edge.api_key}", "Content-Type": "application/json"}
+    before = rss(pid)
+    with PeakRSS(pid) as watch:
+        answer = asyncio.run(post(edge.queen.port, "/v1/chat/completions", headers, BIG))
+    assert watch.peak - before < 50 * MiB, (before, watch.peak)
+    assert answer.status == 413, answer
+    assert answer.body["error"]["code"] == "request_too_large"
+    assert answer.seconds < 5 and answer.sent < BIG / 2
+
+
+def test_bytes_in_flight_per_client_are_capped(edge: Edge) -> None:
+    """Two 2 MiB uploads held open from one address pass 3 MiB: the second is a 429
+    before it is read; once the first is done, the next one is served."""
+    port = edge.queen.port
+    headers = {
+        "Authorization": f"Bearer {edge.api_key}",
+        "Content-Type": "multipart/form-data; boundary=x",
+    }
+
+    async def scenario() -> tuple[Answer, Answer, Answer]:
+        hold = asyncio.Event()
+        first = asyncio.create_task(
+            post(port, "/v1/audio/transcriptions", headers, 2 * MiB, hold=hold, send=MiB)
+        )
+        await asyncio.sleep(0.5)  # the first one's headers are in, its body half sent
+        second = await post(port, "/v1/audio/transcriptions", headers, 2 * MiB)
+        hold.set()
+        done = await first
+        third = await post(port, "/v1/audio/transcriptions", headers, 2 * MiB)
+        return done, second, third
+
+    first, second, third = asyncio.run(scenario())
+    assert second.status == 429, second
+    assert second.body["error"]["type"] == "rate_limit_error"
+    assert second.seconds < 2  # answered from its headers
+    # The held one and the one after it are read and answered (their forms are not
+    # valid: a 400, from Twisted's form parser or the view).
+    assert first.status == 400 and third.status == 400, (first, third)
+
+
+def test_a_malformed_upload_hears_the_apis_error_not_twisteds(edge: Edge) -> None:
+    """Twisted's own form parser no longer runs (it answered a bare 400 with no body)."""
+    r = httpx.post(
+        f"{edge.queen.url}/v1/audio/transcriptions",
+        headers={
+            "Authorization": f"Bearer {edge.api_key}",
+            "Content-Type": "multipart/form-data",  # no boundary
+        },
+        content=b"--zzz\r\nnot a part header\r\n\r\n" + b"x" * 1000,
+    )
+    assert r.status_code == 400
+    assert r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_small_requests_are_not_held_up(edge: Edge) -> None:
+    """Under the early-auth threshold, the view answers as it always did."""
+    r = httpx.post(f"{edge.queen.url}/v1/chat/completions", json={"model": "x"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+
+
+# --- the audio quota is enforced at admission -------------------------------------------
+
+WHISPER = "whisper-base"
+
+
+def tone_wav(seconds: float, rate: int = 16000) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        n = int(seconds * rate)
+        w.writeframes(
+            b"".join(
+                struct.pack("<h", int(2000 * math.sin(2 * math.pi * 220 * i / rate)))
+                for i in range(n)
+            )
+        )
+    return buf.getvalue()
+
+
+def test_the_audio_quota_refuses_the_second_long_transcription() -> None:
+    """A plan of 60 audio seconds a day: a 35 s file is served and counted as 35 s; a
+    second one would pass the quota, so it is refused at admission (429) rather than
+    transcribed and counted afterwards."""
+    dep = Deployment()
+    try:
+        queen = Queen(dep)
+        Hive(dep, queen, "hive-w", [WHISPER], wait=False)
+        queen.wait_for_model("hive-w", WHISPER, timeout=300)
+        dep.rbee("plan", "set", "listen", "audio_seconds_per_day=60")
+        dep.rbee("tenant", "create", "acme", "--plan", "listen")
+        key = dep.rbee("key", "create", "--tenant", "acme").stdout.strip()
+        client = openai.OpenAI(base_url=f"{queen.url}/v1", api_key=key, max_retries=0)
+        clip = tone_wav(35.0)
+        first = client.audio.transcriptions.create(
+            model=WHISPER, file=("a.wav", clip), response_format="verbose_json", timeout=300
+        )
+        assert first.duration == pytest.approx(35.0, abs=0.1)
+        with pytest.raises(openai.RateLimitError) as exc:
+            client.audio.transcriptions.create(model=WHISPER, file=("b.wav", clip), timeout=300)
+        error = exc.value.body
+        assert isinstance(error, dict) and error["code"] == "insufficient_quota", error
+        assert "audio seconds" in error["message"]
+        # Reconciled: what is counted is the worker's real duration, once.
+        rows = dep.sql("SELECT audio_seconds FROM billing_usageevent WHERE outcome = 'ok'")
+        assert [round(r[0]) for r in rows] == [35], rows
+    finally:
+        dep.close()
