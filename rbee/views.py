@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from hives import selectors
 from hives.protocol import WorkerState
 from kernel.aio import db
+from tenants.permissions import may_operate
 from tenants.selectors import KeyRejected, caller_from_key
 
 
@@ -21,20 +22,21 @@ def _bearer(request: HttpRequest) -> str:
 
 
 def _is_staff(request: HttpRequest) -> bool:
-    """Whether the request carries the session of an active staff user (the /v1 app runs
-    no middleware, so the session is read here). Sync: the database."""
+    """Whether the request carries the session of an operator holding the fleet
+    permission (the /v1 app runs no middleware, so the session is read here). Sync: the
+    database."""
     key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
     if not key:
         return False
     engine = import_module(settings.SESSION_ENGINE)
     request.session = engine.SessionStore(key)
     user = get_user(request)  # type: ignore[arg-type]
-    return bool(user.is_active and user.is_staff)
+    return may_operate(user, "fleet")
 
 
 def may_see_internals(request: HttpRequest) -> bool:
     """In production, /metrics and the /healthz inventory are for the holder of
-    RBEE_METRICS_TOKEN (compared in constant time) and for staff; nobody else, loopback
+    RBEE_METRICS_TOKEN (compared in constant time) and for fleet operators; nobody else, loopback
     included (a proxy on this machine makes every client look local). Sync: the database."""
     token = settings.RBEE_METRICS_TOKEN
     presented = _bearer(request)
