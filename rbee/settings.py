@@ -78,6 +78,18 @@ if DATABASE_URL:
         # The request path's executor threads keep their connections (kernel/aio.py).
         DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("RBEE_DB_CONN_MAX_AGE", default=60))
         DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+        # A database that is down or unreachable fails a call within seconds instead of
+        # hanging it (kernel/aio.py adds RBEE_DB_TIMEOUT around each call of the request
+        # path): a connect timeout, TCP keepalives and a user timeout on unacked data.
+        _pg = DATABASES["default"].setdefault("OPTIONS", {})
+        _pg.setdefault("connect_timeout", env.int("RBEE_DB_CONNECT_TIMEOUT", default=3))
+        _pg.setdefault("keepalives", 1)
+        _pg.setdefault("keepalives_idle", 10)
+        _pg.setdefault("keepalives_interval", 3)
+        _pg.setdefault("keepalives_count", 3)
+        _pg.setdefault("tcp_user_timeout", 10_000)  # ms
+        if _statement_ms := env.int("RBEE_DB_STATEMENT_TIMEOUT_MS", default=0):
+            _pg.setdefault("options", f"-c statement_timeout={_statement_ms}")
 else:
     DATABASES = {
         "default": {
@@ -94,9 +106,15 @@ else:
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Longest a request-path database call may take before the request is answered 503 +
+# Retry-After (the database is down or not answering); 0: no limit.
+RBEE_DB_TIMEOUT = env.float("RBEE_DB_TIMEOUT", default=5.0)
 
 # --- channel layer and background jobs -------------------------------------------
 REDIS_URL = env.str("RBEE_REDIS_URL", default="")
+# Connect and read timeout of Redis calls on the request path (limits, the channel
+# layer's sends): a Redis that is down or stops answering is a 503 within it, not a hang.
+RBEE_REDIS_TIMEOUT = env.float("RBEE_REDIS_TIMEOUT", default=3.0)
 CHANNEL_CAPACITY = env.int("RBEE_CHANNEL_CAPACITY", default=2000)
 if REDIS_URL:
     CHANNEL_LAYERS = {
@@ -118,6 +136,12 @@ if REDIS_URL:
         }
     }
     CELERY_BROKER_URL = REDIS_URL
+    # A broker that is down fails a send within seconds (nothing on /v1 sends tasks).
+    CELERY_BROKER_CONNECTION_TIMEOUT = RBEE_REDIS_TIMEOUT
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "socket_connect_timeout": RBEE_REDIS_TIMEOUT,
+        "socket_timeout": max(10.0, RBEE_REDIS_TIMEOUT),  # beyond the worker's BRPOP wait
+    }
     CELERY_TASK_ALWAYS_EAGER = False
 else:
     CHANNEL_LAYERS = {
@@ -162,6 +186,16 @@ RBEE_STRIPE_METERS = {
 }
 # The Redis key prefix of rate-limit and quota counters (one per deployment).
 RBEE_LIMITS_PREFIX = env.str("RBEE_LIMITS_PREFIX", default="rbee:lim")
+# How long a request holds a concurrency slot without renewing it (running requests
+# renew it every RBEE_USAGE_HEARTBEAT_SECONDS; a dead queen's requests lose it).
+RBEE_CONCURRENCY_LEASE_SECONDS = env.float("RBEE_CONCURRENCY_LEASE_SECONDS", default=600.0)
+# A running request refreshes its provisional usage row (its counts so far) this often;
+# a provisional row not refreshed for RBEE_USAGE_LEASE_SECONDS, or whose queen process is
+# gone, is settled as `interrupted` by the queens' settler, run every
+# RBEE_USAGE_SETTLE_SECONDS (billing/periodic.py).
+RBEE_USAGE_HEARTBEAT_SECONDS = env.float("RBEE_USAGE_HEARTBEAT_SECONDS", default=15.0)
+RBEE_USAGE_LEASE_SECONDS = env.float("RBEE_USAGE_LEASE_SECONDS", default=120.0)
+RBEE_USAGE_SETTLE_SECONDS = env.float("RBEE_USAGE_SETTLE_SECONDS", default=30.0)
 # Days a tenant whose payment failed is still served before it is suspended.
 RBEE_PAST_DUE_GRACE_DAYS = env.float("RBEE_PAST_DUE_GRACE_DAYS", default=7.0)
 
