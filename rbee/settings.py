@@ -121,13 +121,18 @@ if REDIS_URL:
         "default": {
             # The core layer, not the pub/sub one: the latter is beta and
             # loses messages across reconnects.
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # (channels_redis' core layer, blocking 1 s per pop: kernel/channel_layer.py)
+            "BACKEND": "kernel.channel_layer.RedisChannelLayer",
             "CONFIG": {
-                # redis-py 8 defaults socket_timeout to 5 s, the same as the
-                # layer's blocking BZPOPMIN: reads then time out and tear down
-                # every consumer. Give reads room beyond the 5 s block.
+                # Reads need room beyond the layer's 1 s blocking BZPOPMIN, or they time
+                # out and tear down every consumer; past that, a Redis that does not
+                # answer fails a send (a 503) instead of holding it.
                 "hosts": [
-                    {"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": max(RBEE_REDIS_TIMEOUT, 2.0),
+                        "socket_connect_timeout": RBEE_REDIS_TIMEOUT,
+                    }
                 ],
                 "capacity": CHANNEL_CAPACITY,
                 "expiry": 60,
