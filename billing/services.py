@@ -112,20 +112,19 @@ def usage_record(
         "worker": worker[:200],
         "outcome": outcome,
     }
-    existing = UsageEvent.objects.filter(request_id=request_id).first()
-    if existing is not None and existing.outcome != UsageEvent.Outcome.PROVISIONAL:
-        return existing
     try:
         with transaction.atomic():
-            if existing is not None:
-                # Only one finaliser wins (this one, a concurrent call, or the settler).
-                won = UsageEvent.objects.filter(
-                    pk=existing.pk, outcome=UsageEvent.Outcome.PROVISIONAL
-                ).update(heartbeat_at=None, **final)
-                event = UsageEvent.objects.get(pk=existing.pk)
-                if not won:
-                    return event
+            # The request's provisional row, if it still is one: one finaliser wins (this
+            # call, a concurrent one, or the settler).
+            won = UsageEvent.objects.filter(
+                request_id=request_id, outcome=UsageEvent.Outcome.PROVISIONAL
+            ).update(heartbeat_at=None, **final)
+            if won:
+                event = UsageEvent.objects.get(request_id=request_id)
             else:
+                existing = UsageEvent.objects.filter(request_id=request_id).first()
+                if existing is not None:
+                    return existing  # already final: unchanged
                 event = UsageEvent.objects.create(
                     request_id=request_id,
                     tenant_id=tenant_id,

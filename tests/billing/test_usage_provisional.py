@@ -147,6 +147,9 @@ def test_stale_rows_are_settled_as_interrupted_once_with_their_last_counts() -> 
     elsewhere = "another-host:12:cafe"
     assert instance_gone(gone) and not instance_gone(elsewhere)
     assert not instance_gone(instance_id())
+    # Same host name, another pid namespace (containers sharing the host's name): its pids
+    # mean nothing here, so its rows wait for their lease.
+    assert not instance_gone(f"{host.rpartition('/')[0]}/1:{dead_pid()}:deadbeef0000")
     dead = begin(tenant, "r-dead", gone)  # its queen died on this host: settled at once
     quiet = begin(tenant, "r-quiet", elsewhere)  # no heartbeat for longer than the lease
     alive = begin(tenant, "r-alive", elsewhere)  # heartbeat fresh: still running elsewhere
