@@ -77,3 +77,41 @@ def test_a_queen_killed_mid_stream_leaves_interrupted_usage(dep: Deployment) -> 
     # Exactly one row for the request.
     count = f"select count(*) from billing_usageevent where request_id = '{request_id}'"
     assert dep.sql(count) == [(1,)]
+
+
+def test_a_stream_longer_than_the_concurrency_lease_keeps_its_slot(deployment: Deployment) -> None:
+    """A tenant allowed one request at a time: while a stream runs for several times the
+    lease (RBEE_CONCURRENCY_LEASE_SECONDS, short here), a second request is still refused,
+    because the running one renews its lease; once it ends, the slot is free."""
+    queen = Queen(
+        deployment,
+        env={"RBEE_CONCURRENCY_LEASE_SECONDS": "1.5", "RBEE_USAGE_HEARTBEAT_SECONDS": "0.3"},
+    )
+    Hive(deployment, queen, "h1", [f"story-llm=llama.cpp:{bundled_gguf()}"])
+    deployment.rbee("plan", "set", "single", "max_concurrent=1")
+    deployment.rbee("tenant", "create", "t1", "--plan", "single")
+    key = deployment.rbee("key", "create", "--tenant", "t1").stdout.strip()
+    client = openai.OpenAI(base_url=f"{queen.url}/v1", api_key=key, max_retries=0)
+    stream = client.chat.completions.create(
+        model="story-llm", messages=MSG, max_tokens=2000, temperature=1.0, stream=True
+    )
+    started = time.monotonic()
+    refused = 0
+    for _chunk in stream:
+        if time.monotonic() - started > 3 * 1.5:
+            with pytest.raises(openai.RateLimitError) as exc:
+                client.chat.completions.create(model="story-llm", messages=MSG, max_tokens=1)
+            assert exc.value.code == "rate_limit_exceeded"
+            refused += 1
+            if refused == 2:
+                break
+    stream.close()
+    assert refused == 2, "the stream ended before it outlived the lease"
+    deadline = time.monotonic() + 30
+    while True:  # the abandoned stream's slot comes back once the queen has settled it
+        try:
+            client.chat.completions.create(model="story-llm", messages=MSG, max_tokens=1)
+            break
+        except openai.RateLimitError:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
