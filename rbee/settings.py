@@ -107,8 +107,9 @@ else:
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Longest a request-path database call may take before the request is answered 503 +
-# Retry-After (the database is down or not answering); 0: no limit.
-RBEE_DB_TIMEOUT = env.float("RBEE_DB_TIMEOUT", default=5.0)
+# Retry-After (the database is down or not answering); 0: no limit. SQLite cannot be down,
+# but waits up to 20 s for a write lock: its default leaves room for that.
+RBEE_DB_TIMEOUT = env.float("RBEE_DB_TIMEOUT", default=5.0 if DATABASE_URL else 25.0)
 
 # --- channel layer and background jobs -------------------------------------------
 REDIS_URL = env.str("RBEE_REDIS_URL", default="")
