@@ -59,8 +59,9 @@ def clients(queen: Queen, dep: Deployment) -> list[openai.OpenAI]:
     """A tenant with limits (its requests meet the limiter in Redis first) and one without
     (they meet the channel layer first)."""
     out = []
-    for name, tier in (("limited", "free"), ("unlimited", "enterprise")):
-        dep.rbee("tenant", "create", name, "--tier", tier)
+    dep.rbee("plan", "defaults")  # free has limits, enterprise none
+    for name, plan in (("limited", "free"), ("unlimited", "enterprise")):
+        dep.rbee("tenant", "create", name, "--plan", plan)
         key = dep.rbee("key", "create", "--tenant", name).stdout.strip()
         out.append(
             openai.OpenAI(base_url=f"{queen.url}/v1", api_key=key, max_retries=0, timeout=30)
