@@ -334,3 +334,25 @@ async def test_a_running_request_keeps_its_slot_past_the_concurrency_lease(
         assert third.allowed
     finally:
         await limiter.aclose()  # type: ignore[attr-defined]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_queen_settles_stale_rows_periodically(settings: Any) -> None:
+    from billing.periodic import start_usage_settler
+
+    settings.RBEE_USAGE_SETTLE_SECONDS = 0.2
+    settings.RBEE_USAGE_LEASE_SECONDS = 1.0
+    tenant = Tenant.objects.create(name="acme")
+    begin(tenant, "r-5", "another-host:12:cafe")  # a queen elsewhere, heartbeat fresh
+    stop = start_usage_settler()
+    try:
+        # Still running as far as anyone can tell: left alone while its lease lasts...
+        assert UsageEvent.objects.get(request_id="r-5").outcome == PROVISIONAL
+        # ...and settled by a later pass once its heartbeat is older than the lease.
+        deadline = timezone.now() + timedelta(seconds=15)
+        while UsageEvent.objects.get(request_id="r-5").outcome == PROVISIONAL:
+            assert timezone.now() < deadline, "the settler never settled the stale row"
+            threading.Event().wait(0.1)
+    finally:
+        stop.set()
+    connections.close_all()
