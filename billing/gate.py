@@ -10,16 +10,22 @@ records the one UsageEvent of the request before the response's last bytes leave
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import math
 import time
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from billing import limits as lim
 from billing.errors import AdmissionCode, AdmissionError
-from billing.services import Usage, usage_record
+from billing.services import Usage, usage_begin, usage_progress, usage_record
 from kernel.aio import db
+from kernel.errors import Unavailable
+from kernel.process import instance_id
 from tenants.selectors import Caller
 
 logger = logging.getLogger("billing.gate")
@@ -110,7 +116,10 @@ async def admit(caller: Caller, cost: lim.Cost) -> Admitted:
     limits = limits_of(caller)
     if all(getattr(limits, f) is None for f in _LIMIT_NAMES):
         return Admitted(caller=caller)  # unlimited: nothing to count against
-    decision = await lim.get_limiter().admit(str(caller.tenant_id), limits, cost)
+    try:
+        decision = await lim.get_limiter().admit(str(caller.tenant_id), limits, cost)
+    except lim.STORE_DOWN as exc:
+        raise Unavailable("Redis", type(exc).__name__) from exc
     if not decision.allowed:
         retry = max(1, math.ceil(decision.retry_after))
         quota = decision.reason.startswith("quota_")
@@ -161,11 +170,30 @@ def _plausible(value: Any, most: int) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= most
 
 
+def heartbeat_seconds() -> float:
+    """How often a running request refreshes its provisional usage row and renews its
+    concurrency lease: RBEE_USAGE_HEARTBEAT_SECONDS, and at most a third of the lease."""
+    from django.conf import settings
+
+    every = float(getattr(settings, "RBEE_USAGE_HEARTBEAT_SECONDS", 15.0))
+    lease = float(getattr(settings, "RBEE_CONCURRENCY_LEASE_SECONDS", lim.LEASE_S))
+    return max(0.05, min(every, lease / 3))
+
+
+# Final usage writes still being retried (kept referenced until they end).
+_retrying: set[asyncio.Task[None]] = set()
+FINAL_WRITE_TRIES: Final = 4
+FINAL_WRITE_BACKOFF_S: Final = 0.5  # doubled after each try
+
+
 class Meter:
-    """Follows one job's progress and, at its end, records the request's usage (once) and
-    settles its reservation. The caller reports running token counts as text arrives
-    (`progress`), so a stream the client leaves half-way is counted as far as it got; the
-    wire format of the events is the caller's business, not billing's."""
+    """Follows one job's progress and records the request's usage: a provisional row when
+    it starts (`begin`), refreshed with the running counts while it runs, and finalised
+    once at its end (`finish`), which also settles its reservation. The caller reports
+    running token counts as text arrives (`progress`), so a stream the client leaves
+    half-way is counted as far as it got, and a queen killed mid-stream leaves a row with
+    the counts of its last heartbeat; the wire format of the events is the caller's
+    business, not billing's."""
 
     def __init__(
         self,
@@ -187,6 +215,48 @@ class Meter:
         self.deltas = 0
         self.worker = ""
         self.done = False
+        self._beat: asyncio.Task[None] | None = None
+
+    async def begin(self) -> None:
+        """Write the request's provisional usage row (Unavailable when the database is
+        down: the request is refused before it reaches a worker), then keep it and the
+        concurrency lease fresh until `finish`."""
+        caller = self.admitted.caller
+        await db(
+            usage_begin,
+            request_id=self.request_id,
+            tenant_id=caller.tenant_id,
+            api_key_id=caller.api_key_id,
+            model=self.model,
+            modality=self.modality,
+            queen=instance_id(),
+            ticket=self.admitted.ticket,
+        )
+        if not self.done:
+            self._beat = asyncio.get_running_loop().create_task(
+                _heartbeat(weakref.ref(self), heartbeat_seconds()),
+                name=f"usage-heartbeat-{self.request_id}",
+            )
+
+    async def beat(self) -> None:
+        """Refresh the provisional row with the counts so far; renew the reservation's
+        concurrency lease. Failures are logged: the next beat tries again."""
+        caller = self.admitted.caller
+        try:
+            await db(
+                usage_progress,
+                request_id=self.request_id,
+                usage=self.usage_of(None),
+                latency_ms=int((time.monotonic() - self.started) * 1000),
+                worker=self.worker,
+            )
+        except Exception as exc:
+            logger.warning("could not refresh the usage of request %s: %s", self.request_id, exc)
+        if self.admitted.ticket:
+            try:
+                await lim.get_limiter().renew(str(caller.tenant_id), self.admitted.ticket)
+            except Exception as exc:
+                logger.warning("could not renew the lease of request %s: %s", self.request_id, exc)
 
     def progress(self, prompt_tokens: Any = None, completion_tokens: Any = None) -> None:
         """One more piece of output, with the running token counts when known."""
@@ -239,27 +309,37 @@ class Meter:
 
     async def finish(self, reported: dict[str, Any] | None, outcome: str, worker: str = "") -> None:
         """Record and settle, once. Called before the final event is passed on; `reported`
-        as for usage_of."""
+        as for usage_of. When the database write fails it is retried in the background
+        (a bounded number of times); if it never succeeds, the provisional row stays and
+        is settled as interrupted (billing.services.usage_settle_stale): never lost."""
         if self.done:
             return
         self.done = True
+        if self._beat is not None:
+            self._beat.cancel()
         usage = self.usage_of(reported)
         caller = self.admitted.caller
+        record = functools.partial(
+            usage_record,
+            request_id=self.request_id,
+            tenant_id=caller.tenant_id,
+            api_key_id=caller.api_key_id,
+            model=self.model,
+            modality=self.modality,
+            usage=usage,
+            latency_ms=int((time.monotonic() - self.started) * 1000),
+            worker=worker or self.worker,
+            outcome=outcome,
+        )
         try:
-            await db(
-                usage_record,
-                request_id=self.request_id,
-                tenant_id=caller.tenant_id,
-                api_key_id=caller.api_key_id,
-                model=self.model,
-                modality=self.modality,
-                usage=usage,
-                latency_ms=int((time.monotonic() - self.started) * 1000),
-                worker=worker or self.worker,
-                outcome=outcome,
+            await db(record)
+        except Exception as exc:
+            logger.warning(
+                "could not record the usage of request %s (%s); trying again", self.request_id, exc
             )
-        except Exception:
-            logger.exception("could not record the usage of request %s", self.request_id)
+            task = asyncio.get_running_loop().create_task(_record_later(self.request_id, record))
+            _retrying.add(task)
+            task.add_done_callback(_retrying.discard)
         if self.admitted.ticket:
             actual = lim.Cost(
                 requests=1,
@@ -272,3 +352,37 @@ class Meter:
                 await lim.get_limiter().settle(str(caller.tenant_id), self.admitted.ticket, actual)
             except Exception:
                 logger.exception("could not settle the reservation of %s", self.request_id)
+
+
+async def _heartbeat(ref: weakref.ref[Meter], every: float) -> None:
+    """A running request's heartbeat; ends with its Meter (finished, or forgotten)."""
+    while True:
+        await asyncio.sleep(every)
+        meter = ref()
+        if meter is None or meter.done:
+            return
+        await meter.beat()
+        del meter
+
+
+async def _record_later(request_id: str, record: Callable[[], Any]) -> None:
+    """Retry a final usage write that failed, with backoff; give up after a few tries and
+    leave the provisional row to the settler."""
+    wait = FINAL_WRITE_BACKOFF_S
+    last: Exception | None = None
+    for attempt in range(1, FINAL_WRITE_TRIES):
+        await asyncio.sleep(wait)
+        wait *= 2
+        try:
+            await db(record)
+            logger.info("recorded the usage of request %s (try %d)", request_id, attempt + 1)
+            return
+        except Exception as exc:
+            last = exc
+    logger.error(
+        "could not record the usage of request %s after %d tries (%s); its provisional "
+        "row will be settled as interrupted",
+        request_id,
+        FINAL_WRITE_TRIES,
+        last,
+    )

@@ -47,6 +47,7 @@ def invoice_lines(
     book = book or PriceBook.for_plan(tenant.plan_id)
     sums = (
         UsageEvent.objects.filter(tenant_id=tenant.pk, created_at__gte=start, created_at__lt=end)
+        .exclude(outcome=UsageEvent.Outcome.PROVISIONAL)  # not final yet: see UsageEvent
         .values("model")
         .annotate(**{unit: Sum(unit) for unit in UNITS})
         .order_by()

@@ -51,8 +51,10 @@ arithmetic is exact) and characters. A request is admitted only if used + reserv
 is not blocked by the token quota. If any check fails, nothing is reserved.
 
 Concurrency: a sorted set of in-flight tickets scored by their expiry (10 minutes by
-default), so a request whose queen crashed before settling stops holding its slot once its
-lease is over. Settle removes the ticket. The counters of an expired-but-unsettled ticket
+default, RBEE_CONCURRENCY_LEASE_SECONDS), so a request whose queen crashed before settling
+stops holding its slot once its lease is over. A request still running renews its lease
+(``renew``, from the Meter's heartbeat), so a long stream keeps its slot. Settle removes
+the ticket. The counters of an expired-but-unsettled ticket
 stay reserved (conservative) until it is settled or the day ends.
 
 Errors talking to Redis propagate: the limiter never silently fails open; the caller
@@ -81,6 +83,22 @@ LEASE_S = 600.0
 """How long an unsettled request holds a concurrency slot (a crashed queen never settles)."""
 CONCURRENCY_RETRY_S = 1.0
 """Retry-After for a concurrency refusal: nobody knows when a request will end; a guess."""
+
+
+def _store_down() -> tuple[type[BaseException], ...]:
+    try:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+    except ImportError:  # pragma: no cover (redis is a dependency)
+        return (OSError, TimeoutError)
+    return (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+
+
+STORE_DOWN: tuple[type[BaseException], ...] = _store_down()
+"""What a limiter call raises when Redis is down, refuses connections or does not answer
+within its timeout (the caller answers 503)."""
+REDIS_TIMEOUT_S = 3.0
+"""Connect and read timeout of the limiter's Redis connections (RBEE_REDIS_TIMEOUT)."""
 
 UNITS = ("requests", "tokens", "images", "audio_seconds", "characters")
 """The units of the daily quotas and of ``usage_today``."""
@@ -181,6 +199,8 @@ class Limiter(Protocol):
     async def settle(
         self, tenant: str, ticket: str, actual: Cost, *, now: float | None = None
     ) -> None: ...
+
+    async def renew(self, tenant: str, ticket: str, *, now: float | None = None) -> bool: ...
 
     async def usage(self, tenant: str, *, now: float | None = None) -> dict[str, float]: ...
 
@@ -476,6 +496,25 @@ adjust(base .. ':k', tonumber(rec[3]), delta[2])
 return 1
 """
 
+_RENEW_LUA = r"""
+-- KEYS[1]: the tenant's key base. ARGV: ticket, now ("" = server clock), lease.
+-- Extends an unsettled ticket's concurrency lease (re-adding it if it had lapsed: the
+-- request still runs, so it still holds a slot). Returns 1, or 0 for an unknown ticket.
+local base = KEYS[1]
+local ticket = ARGV[1]
+local now = tonumber(ARGV[2])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local lease = tonumber(ARGV[3])
+if redis.call('EXISTS', base .. ':t:' .. ticket) == 0 then return 0 end
+local conc_key = base .. ':c'
+redis.call('ZADD', conc_key, string.format('%.17g', now + lease), ticket)
+redis.call('EXPIRE', conc_key, math.ceil(lease) + 60)
+return 1
+"""
+
 _USAGE_LUA = r"""
 local now = tonumber(ARGV[1])
 if not now then
@@ -525,6 +564,7 @@ class RedisLimiter:
     _admit = _Script(_ADMIT_LUA)
     _settle = _Script(_SETTLE_LUA)
     _usage = _Script(_USAGE_LUA)
+    _renew = _Script(_RENEW_LUA)
 
     def __init__(
         self,
@@ -533,10 +573,13 @@ class RedisLimiter:
         *,
         lease_s: float = LEASE_S,
         max_connections: int = 32,
+        timeout: float = REDIS_TIMEOUT_S,
     ) -> None:
         self.url = url
         self.prefix = prefix
         self.lease_s = lease_s
+        # A Redis that is down or stops answering fails a call within this, never hangs it.
+        self.timeout = timeout
         # A blocking pool: a burst of requests waits for one of a bounded number of
         # connections instead of opening one each (or failing with "Too many connections").
         self.max_connections = max_connections
@@ -552,10 +595,18 @@ class RedisLimiter:
         with self._lock:
             client = self._clients.get(loop)
             if client is None:
+                from redis.asyncio.retry import Retry
+                from redis.backoff import NoBackoff
+
                 pool = aioredis.BlockingConnectionPool.from_url(
                     self.url,
                     max_connections=self.max_connections,
-                    timeout=30,
+                    timeout=self.timeout,  # waiting for a free connection
+                    socket_connect_timeout=self.timeout,
+                    socket_timeout=self.timeout,
+                    # No silent retries: a refused admission is retried by the client.
+                    retry=Retry(NoBackoff(), 0),
+                    health_check_interval=30,
                     decode_responses=True,
                 )
                 client = aioredis.Redis.from_pool(pool)
@@ -603,6 +654,14 @@ class RedisLimiter:
             return
         args: list[Any] = [ticket, _now_arg(now), *actual.amounts()]
         await self._settle(self._client(), [self._base(tenant)], args)
+
+    async def renew(self, tenant: str, ticket: str, *, now: float | None = None) -> bool:
+        """Extend the concurrency lease of a request still running (a job longer than the
+        lease would otherwise lose its slot); False if the ticket is settled or unknown."""
+        if not ticket:
+            return False
+        args: list[Any] = [ticket, _now_arg(now), repr(float(self.lease_s))]
+        return int(await self._renew(self._client(), [self._base(tenant)], args)) == 1
 
     async def usage(self, tenant: str, *, now: float | None = None) -> dict[str, float]:
         """Today's (UTC) used + reserved amounts."""
@@ -792,6 +851,17 @@ class LocalLimiter:
                     if log[bucket] <= 0:
                         del log[bucket]
 
+    async def renew(self, tenant: str, ticket: str, *, now: float | None = None) -> bool:
+        """Extend the concurrency lease of a request still running; False if the ticket is
+        settled or unknown."""
+        now = time.time() if now is None else float(now)
+        with self._lock:
+            st = self._tenants.get(tenant)
+            if st is None or ticket not in st.tickets:
+                return False
+            st.conc[ticket] = now + self.lease_s
+            return True
+
     async def usage(self, tenant: str, *, now: float | None = None) -> dict[str, float]:
         """Today's (UTC) used + reserved amounts."""
         now = time.time() if now is None else float(now)
@@ -820,12 +890,18 @@ def get_limiter() -> Limiter:
     from django.conf import settings
 
     url = str(getattr(settings, "REDIS_URL", "") or "")
+    lease = float(getattr(settings, "RBEE_CONCURRENCY_LEASE_SECONDS", LEASE_S))
+    timeout = float(getattr(settings, "RBEE_REDIS_TIMEOUT", REDIS_TIMEOUT_S))
     # Deployments sharing one Redis keep their counters apart (tenant ids repeat).
     prefix = str(getattr(settings, "RBEE_LIMITS_PREFIX", "") or "rbee:lim")
-    key = (os.getpid(), url + "|" + prefix)
+    key = (os.getpid(), f"{url}|{prefix}|{lease}|{timeout}")
     with _cache_lock:
         limiter = _cache.get(key)
         if limiter is None:
-            limiter = RedisLimiter(url, prefix=prefix) if url else LocalLimiter()
+            limiter = (
+                RedisLimiter(url, prefix=prefix, lease_s=lease, timeout=timeout)
+                if url
+                else LocalLimiter(lease_s=lease)
+            )
             _cache[key] = limiter
         return limiter

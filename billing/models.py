@@ -8,6 +8,8 @@ portal's usage queries. A crash between the response and any of those loses noth
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db import models
 
 # The units rbee meters, and the Plan field that limits each per day.
@@ -15,9 +17,19 @@ UNITS = ("prompt_tokens", "completion_tokens", "images", "audio_seconds", "chara
 
 
 class UsageEvent(models.Model):
-    """Exactly one per request that reached a worker, idempotent by request id; written
-    before the response ends (and when the client leaves mid-stream, with what was
-    generated)."""
+    """Exactly one per request that reached a worker, idempotent by request id.
+
+    Written when the request is admitted, as `provisional` (with the queen process that
+    serves it, `queen`, and its limiter reservation, `ticket`); its running counts and
+    `heartbeat_at` are refreshed while the job runs, and it is finalised once, when the
+    job ends (`ok`, `disconnected`, `error`). A provisional row nobody finalises (the
+    queen was killed, or the final write kept failing) is settled as `interrupted`
+    with its last counts once its queen is gone or its heartbeat is older than the
+    lease (billing.services.usage_settle_stale).
+
+    What counts: every outcome but `provisional` is billed, invoiced, exported and
+    shown, for the units it records (an `interrupted` row counts what had been
+    produced by its last heartbeat); provisional rows count nowhere until settled."""
 
     class Modality(models.TextChoices):
         CHAT = "chat"
@@ -32,6 +44,8 @@ class UsageEvent(models.Model):
         OK = "ok"
         DISCONNECTED = "disconnected"  # the client left; what was generated is counted
         ERROR = "error"
+        PROVISIONAL = "provisional"  # admitted, still running (or its queen died)
+        INTERRUPTED = "interrupted"  # settled after its queen died: the last counts
 
     request_id = models.CharField(max_length=64, unique=True)
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="usage")
@@ -48,10 +62,28 @@ class UsageEvent(models.Model):
     latency_ms = models.PositiveIntegerField(default=0)
     worker = models.CharField(max_length=200, blank=True, default="")
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.OK)
+    # When the request was admitted (the row is written then).
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # The queen process that served it ("host:pid:boot"), its limiter reservation, and
+    # when that queen last said it was still running (provisional rows only).
+    queen = models.CharField(max_length=120, blank=True, default="")
+    ticket = models.CharField(max_length=64, blank=True, default="")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["tenant", "created_at"])]
+        indexes = [
+            models.Index(fields=["tenant", "created_at"]),
+            models.Index(
+                fields=["heartbeat_at"],
+                condition=models.Q(outcome="provisional"),
+                name="usage_provisional",
+            ),
+        ]
+
+    @property
+    def started_at(self) -> datetime:
+        """When the request was admitted."""
+        return self.created_at
 
     @property
     def total_tokens(self) -> int:

@@ -148,10 +148,13 @@ def key_display(prefix: str | None) -> str | None:
 
 
 def _usage(tenant_id: int, start: datetime, end: datetime) -> QuerySet[UsageEvent]:
-    """The tenant's usage in [start, end). Every usage query starts here."""
+    """The tenant's usage in [start, end). Every usage query starts here. Requests still
+    running (provisional rows) are left out until they are final or settled."""
     if tenant_id is None:
         raise ValueError("usage is always read for one tenant: tenant_id is required")
-    return UsageEvent.objects.filter(tenant_id=tenant_id, created_at__gte=start, created_at__lt=end)
+    return UsageEvent.objects.filter(
+        tenant_id=tenant_id, created_at__gte=start, created_at__lt=end
+    ).exclude(outcome=UsageEvent.Outcome.PROVISIONAL)
 
 
 def currency_label(currencies: set[str]) -> str:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from billing.models import MeterEvent, UsageEvent
@@ -34,6 +35,57 @@ def meter_names() -> dict[str, str]:
     return dict(settings.RBEE_STRIPE_METERS)
 
 
+def usage_begin(
+    *,
+    request_id: str,
+    tenant_id: int,
+    api_key_id: int | None,
+    model: str,
+    modality: str,
+    queen: str,
+    ticket: str = "",
+) -> None:
+    """Write a request's provisional usage row when it is admitted: if the queen dies
+    before the request ends, the row is still there to be settled (usage_settle_stale).
+    A request id seen before is left alone."""
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            UsageEvent.objects.create(
+                request_id=request_id,
+                tenant_id=tenant_id,
+                api_key_id=api_key_id,
+                model=model[:200],
+                modality=modality,
+                outcome=UsageEvent.Outcome.PROVISIONAL,
+                queen=queen[:120],
+                ticket=ticket[:64],
+                heartbeat_at=now,
+            )
+    except IntegrityError:
+        pass
+
+
+def usage_progress(*, request_id: str, usage: Usage, latency_ms: int = 0, worker: str = "") -> bool:
+    """Refresh a provisional row: its running counts and its heartbeat. False when the row
+    is no longer provisional (finalised, or settled because this queen was thought gone)."""
+    fields: dict[str, Any] = {
+        "prompt_tokens": max(0, usage.prompt_tokens),
+        "completion_tokens": max(0, usage.completion_tokens),
+        "images": max(0, usage.images),
+        "audio_seconds": max(0.0, usage.audio_seconds),
+        "characters": max(0, usage.characters),
+        "latency_ms": max(0, latency_ms),
+        "heartbeat_at": timezone.now(),
+    }
+    if worker:
+        fields["worker"] = worker[:200]
+    provisional = UsageEvent.objects.filter(
+        request_id=request_id, outcome=UsageEvent.Outcome.PROVISIONAL
+    )
+    return provisional.update(**fields) == 1
+
+
 def usage_record(
     *,
     request_id: str,
@@ -46,37 +98,106 @@ def usage_record(
     worker: str = "",
     outcome: str = UsageEvent.Outcome.OK,
 ) -> UsageEvent:
-    """Record one request's usage, exactly once: a second call with the same request id
-    returns the first row unchanged. The Stripe meter events to send are written in the
-    same transaction (an outbox), so usage and what Stripe will be told never diverge."""
-    existing = UsageEvent.objects.filter(request_id=request_id).first()
-    if existing is not None:
-        return existing
+    """Record one request's usage, exactly once: the request's provisional row (if it has
+    one) is finalised, else a row is made; a request id already final returns its row
+    unchanged. The Stripe meter events to send are written in the same transaction (an
+    outbox), so usage and what Stripe will be told never diverge."""
+    final = {
+        "prompt_tokens": max(0, usage.prompt_tokens),
+        "completion_tokens": max(0, usage.completion_tokens),
+        "images": max(0, usage.images),
+        "audio_seconds": max(0.0, usage.audio_seconds),
+        "characters": max(0, usage.characters),
+        "latency_ms": max(0, latency_ms),
+        "worker": worker[:200],
+        "outcome": outcome,
+    }
     try:
         with transaction.atomic():
-            event = UsageEvent.objects.create(
-                request_id=request_id,
-                tenant_id=tenant_id,
-                api_key_id=api_key_id,
-                model=model[:200],
-                modality=modality,
-                prompt_tokens=max(0, usage.prompt_tokens),
-                completion_tokens=max(0, usage.completion_tokens),
-                images=max(0, usage.images),
-                audio_seconds=max(0.0, usage.audio_seconds),
-                characters=max(0, usage.characters),
-                latency_ms=max(0, latency_ms),
-                worker=worker[:200],
-                outcome=outcome,
-            )
-            customer = (
-                Tenant.objects.filter(pk=tenant_id).values_list("stripe_customer_id", flat=True)
-            ).first()
-            if customer:
-                _outbox(event, customer)
+            # The request's provisional row, if it still is one: one finaliser wins (this
+            # call, a concurrent one, or the settler).
+            won = UsageEvent.objects.filter(
+                request_id=request_id, outcome=UsageEvent.Outcome.PROVISIONAL
+            ).update(heartbeat_at=None, **final)
+            if won:
+                event = UsageEvent.objects.get(request_id=request_id)
+            else:
+                existing = UsageEvent.objects.filter(request_id=request_id).first()
+                if existing is not None:
+                    return existing  # already final: unchanged
+                event = UsageEvent.objects.create(
+                    request_id=request_id,
+                    tenant_id=tenant_id,
+                    api_key_id=api_key_id,
+                    model=model[:200],
+                    modality=modality,
+                    **final,
+                )
+            _outbox_for(event)
             return event
     except IntegrityError:  # the same request id, recorded concurrently
         return UsageEvent.objects.get(request_id=request_id)
+
+
+def _outbox_for(event: UsageEvent) -> None:
+    customer = (
+        Tenant.objects.filter(pk=event.tenant_id).values_list("stripe_customer_id", flat=True)
+    ).first()
+    if customer:
+        _outbox(event, customer)
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A provisional row settled as interrupted: what its reservation is settled with."""
+
+    request_id: str
+    tenant_id: int
+    ticket: str
+    usage: Usage
+
+
+def usage_settle_stale(*, lease_s: float, limit: int = 500) -> list[Settled]:
+    """Settle provisional rows nobody will finalise as `interrupted`, with the counts of
+    their last heartbeat: rows whose queen process is gone (kernel.process.instance_gone:
+    a queen restarted on this host settles its predecessor's rows at once) and rows whose
+    heartbeat is older than `lease_s` (a queen elsewhere that died, or cannot reach the
+    database). Each row is settled once, whoever else settles or finalises it at the same
+    time; the Stripe outbox is written with it. Returns what was settled, so the caller
+    can settle the limiter reservations too."""
+    from kernel.process import instance_gone, instance_id
+
+    provisional = UsageEvent.objects.filter(outcome=UsageEvent.Outcome.PROVISIONAL)
+    me = instance_id()
+    queens = set(provisional.exclude(queen=me).values_list("queen", flat=True).distinct()[:1000])
+    gone = [q for q in queens if q and instance_gone(q)]
+    cutoff = timezone.now() - timedelta(seconds=lease_s)
+    stale = provisional.filter(models.Q(heartbeat_at__lt=cutoff) | models.Q(queen__in=gone))
+    settled: list[Settled] = []
+    for pk in list(stale.order_by("pk").values_list("pk", flat=True)[:limit]):
+        with transaction.atomic():
+            won = UsageEvent.objects.filter(pk=pk, outcome=UsageEvent.Outcome.PROVISIONAL).update(
+                outcome=UsageEvent.Outcome.INTERRUPTED, heartbeat_at=None
+            )
+            if not won:
+                continue
+            event = UsageEvent.objects.get(pk=pk)
+            _outbox_for(event)
+        settled.append(
+            Settled(
+                request_id=event.request_id,
+                tenant_id=event.tenant_id,
+                ticket=event.ticket,
+                usage=Usage(
+                    prompt_tokens=event.prompt_tokens,
+                    completion_tokens=event.completion_tokens,
+                    images=event.images,
+                    audio_seconds=event.audio_seconds,
+                    characters=event.characters,
+                ),
+            )
+        )
+    return settled
 
 
 def _outbox(event: UsageEvent, customer: str) -> None:
@@ -146,7 +267,10 @@ def meter_events_backfill(*, tenant_id: int) -> int:
     if not customer:
         return 0
     written = 0
-    pending = UsageEvent.objects.filter(tenant_id=tenant_id, meter_events__isnull=True)
+    # Provisional rows get theirs when they are finalised or settled.
+    pending = UsageEvent.objects.filter(tenant_id=tenant_id, meter_events__isnull=True).exclude(
+        outcome=UsageEvent.Outcome.PROVISIONAL
+    )
     for event in pending.iterator(chunk_size=500):
         with transaction.atomic():
             before = MeterEvent.objects.filter(usage=event).count()

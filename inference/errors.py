@@ -10,7 +10,7 @@ from django.http import JsonResponse
 
 from billing.errors import AdmissionCode
 from inference.scheduler import SchedulerCode
-from kernel.errors import DomainError
+from kernel.errors import DomainError, KernelCode
 from tenants.errors import TenantErrorCode
 
 _TYPES = {
@@ -89,6 +89,8 @@ DOMAIN_STATUS: dict[str, tuple[int, str | None]] = {
     # the owner's should_admit
     SchedulerCode.REJECTED: (429, None),
     SchedulerCode.DENIED: (403, None),
+    # the database or Redis is down or not answering (Retry-After comes with it)
+    KernelCode.UNAVAILABLE: (503, None),
 }
 
 

@@ -18,8 +18,9 @@ this order, for every endpoint:
      6 queue         a slot in the model's queue (inference/queueing.py)
      7 route         the script's route_task, or the least loaded (inference/scheduler.py)
      8 job           sent over the channel layer to the chosen hive (inference/dispatch.py)
-     9 meter         the job's Meter records the usage once, when the job ends, and settles
-                     the reservation (billing.gate.Meter)
+     9 meter         the job's Meter writes a provisional usage row before dispatch, keeps
+                     it fresh while the job runs, finalises it once when the job ends, and
+                     settles the reservation (billing.gate.Meter)
     10 respond       R.respond frames the events: relay() streams text as SSE, collect_text()
                      gathers it for JSON, result() waits for a one-shot job's result
 
@@ -60,7 +61,7 @@ from inference.errors import APIError, bad_request, from_domain, from_event
 from inference.scheduler import Policy, SchedulerCode, SchedulerError, current_policy, task_map
 from kernel import __version__
 from kernel.aio import db
-from kernel.errors import DomainError
+from kernel.errors import DomainError, Unavailable, store_down
 from tenants.errors import KeyRejected
 from tenants.selectors import Caller, caller_anonymous, caller_from_key
 from tenants.services import api_key_touch
@@ -109,7 +110,10 @@ def endpoint(*methods: str) -> Callable[[View], Any]:
                 return exc.response()
             except DomainError as exc:
                 return from_domain(exc).response()
-            except Exception:
+            except Exception as exc:
+                if store := store_down(exc):  # the database or Redis is down: 503
+                    logger.warning("%s unavailable on %s: %s", store, request.path, exc)
+                    return from_domain(Unavailable(store, type(exc).__name__)).response()
                 logger.exception("unexpected error on %s", request.path)
                 return APIError(
                     500,
@@ -323,6 +327,7 @@ async def run(request: HttpRequest, resource: Resource[Body]) -> HttpResponseBas
     work = resource.work(body, target.model)
     scheduled, slot = await _schedule(request, target, work)  # 5-7
     job = _job(target, scheduled, slot, resource.task, work)  # 8, 9
+    await _begin(job, scheduled)
     response = await resource.respond(Call(request, body, work, job))  # 10
     response["X-Request-Id"] = job.job_id
     _record(response, job, scheduled, operator=target.caller.operator)
@@ -560,6 +565,18 @@ def _job(target: Target, scheduled: Scheduled, slot: queueing.Slot, task: str, w
         meter=meter,
         neutral_errors=not target.caller.operator,
     )
+
+
+async def _begin(job: Job, scheduled: Scheduled) -> None:
+    """9: the provisional usage row, before anything is dispatched (a queen killed
+    mid-job leaves it to be settled); if it cannot be written, the request is refused
+    (503) and gives back its slot and reservation."""
+    try:
+        await job.meter.begin()
+    except BaseException:
+        job.finish()
+        await gate.release(scheduled.admitted)
+        raise
 
 
 def _record(resp: HttpResponseBase, job: Job, scheduled: Scheduled, *, operator: bool) -> None:

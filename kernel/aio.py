@@ -5,15 +5,25 @@ each request opened (and closed) its own database connection: ~1 ms on SQLite
 and several on PostgreSQL. The hot path instead runs its queries on the event
 loop's shared executor, whose threads keep their connections (CONN_MAX_AGE) and
 check them before use the way Django does at the start of a request.
+
+A database that is down, refuses connections or stops answering (a network that drops
+packets, a server that hangs) is `kernel.errors.Unavailable` (503 + Retry-After) within
+RBEE_DB_TIMEOUT seconds, never a hang or a 500: libpq's own timeouts (settings: connect
+timeout, TCP keepalives and user timeout) end most such calls, and a call still waiting
+past RBEE_DB_TIMEOUT is abandoned here (its thread finishes or fails on its own later).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
-from django.db import close_old_connections
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, close_old_connections
+
+from kernel.errors import Unavailable
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -22,11 +32,28 @@ R = TypeVar("R")
 def _fresh(fn: Callable[P, R]) -> Callable[P, R]:
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
         close_old_connections()  # drop connections that are too old or broken
-        return fn(*args, **kwargs)
+        try:
+            return fn(*args, **kwargs)
+        except (OperationalError, InterfaceError):
+            # A connection that failed is unusable: let the next call open a new one.
+            close_old_connections()
+            raise
 
     return run
 
 
+def db_timeout() -> float:
+    return float(getattr(settings, "RBEE_DB_TIMEOUT", 5.0))
+
+
 async def db(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-    """Run `fn` (ORM code, no transaction spanning calls) off the event loop."""
-    return await sync_to_async(_fresh(fn), thread_sensitive=False)(*args, **kwargs)
+    """Run `fn` (ORM code, no transaction spanning calls) off the event loop; Unavailable
+    when the database cannot be reached or does not answer within RBEE_DB_TIMEOUT."""
+    timeout = db_timeout()
+    call = sync_to_async(_fresh(fn), thread_sensitive=False)(*args, **kwargs)
+    try:
+        return await asyncio.wait_for(call, timeout=timeout if timeout > 0 else None)
+    except TimeoutError as exc:
+        raise Unavailable("database", f"no answer in {timeout:g} s") from exc
+    except (OperationalError, InterfaceError) as exc:
+        raise Unavailable("database", type(exc).__name__) from exc

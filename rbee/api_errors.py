@@ -19,7 +19,7 @@ from rest_framework.views import set_rollback
 from billing.errors import AdmissionCode, BillingCode
 from hives.errors import HiveErrorCode
 from inference.scheduler import SchedulerCode
-from kernel.errors import DomainError
+from kernel.errors import DomainError, KernelCode, Unavailable, store_down
 from tenants.errors import TenantErrorCode
 
 NOT_FOUND_MESSAGE = "not found"
@@ -63,11 +63,15 @@ HTTP_STATUS: dict[str, int] = {
     SchedulerCode.SCRIPT_INVALID: status.HTTP_400_BAD_REQUEST,
     SchedulerCode.REJECTED: status.HTTP_429_TOO_MANY_REQUESTS,
     SchedulerCode.DENIED: status.HTTP_403_FORBIDDEN,
+    # the kernel: the database or Redis is down or not answering (with Retry-After)
+    KernelCode.UNAVAILABLE: status.HTTP_503_SERVICE_UNAVAILABLE,
 }
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's handler, with domain errors mapped by HTTP_STATUS and every body in one shape."""
+    if not isinstance(exc, DomainError) and (store := store_down(exc)):
+        exc = Unavailable(store, type(exc).__name__)  # the database or Redis is down: 503
     if isinstance(exc, DomainError):
         set_rollback()
         response = Response(

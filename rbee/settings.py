@@ -102,6 +102,18 @@ if DATABASE_URL:
         # The request path's executor threads keep their connections (kernel/aio.py).
         DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("RBEE_DB_CONN_MAX_AGE", default=60))
         DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+        # A database that is down or unreachable fails a call within seconds instead of
+        # hanging it (kernel/aio.py adds RBEE_DB_TIMEOUT around each call of the request
+        # path): a connect timeout, TCP keepalives and a user timeout on unacked data.
+        _pg = DATABASES["default"].setdefault("OPTIONS", {})
+        _pg.setdefault("connect_timeout", env.int("RBEE_DB_CONNECT_TIMEOUT", default=3))
+        _pg.setdefault("keepalives", 1)
+        _pg.setdefault("keepalives_idle", 10)
+        _pg.setdefault("keepalives_interval", 3)
+        _pg.setdefault("keepalives_count", 3)
+        _pg.setdefault("tcp_user_timeout", 10_000)  # ms
+        if _statement_ms := env.int("RBEE_DB_STATEMENT_TIMEOUT_MS", default=0):
+            _pg.setdefault("options", f"-c statement_timeout={_statement_ms}")
 else:
     DATABASES = {
         "default": {
@@ -118,22 +130,34 @@ else:
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Longest a request-path database call may take before the request is answered 503 +
+# Retry-After (the database is down or not answering); 0: no limit. SQLite cannot be down,
+# but waits up to 20 s for a write lock: its default leaves room for that.
+RBEE_DB_TIMEOUT = env.float("RBEE_DB_TIMEOUT", default=5.0 if DATABASE_URL else 25.0)
 
 # --- channel layer and background jobs -------------------------------------------
 REDIS_URL = env.str("RBEE_REDIS_URL", default="")
+# Connect and read timeout of Redis calls on the request path (limits, the channel
+# layer's sends): a Redis that is down or stops answering is a 503 within it, not a hang.
+RBEE_REDIS_TIMEOUT = env.float("RBEE_REDIS_TIMEOUT", default=3.0)
 CHANNEL_CAPACITY = env.int("RBEE_CHANNEL_CAPACITY", default=2000)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             # The core layer, not the pub/sub one: the latter is beta and
             # loses messages across reconnects.
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # (channels_redis' core layer, blocking 1 s per pop: kernel/channel_layer.py)
+            "BACKEND": "kernel.channel_layer.RedisChannelLayer",
             "CONFIG": {
-                # redis-py 8 defaults socket_timeout to 5 s, the same as the
-                # layer's blocking BZPOPMIN: reads then time out and tear down
-                # every consumer. Give reads room beyond the 5 s block.
+                # Reads need room beyond the layer's 1 s blocking BZPOPMIN, or they time
+                # out and tear down every consumer; past that, a Redis that does not
+                # answer fails a send (a 503) instead of holding it.
                 "hosts": [
-                    {"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": max(RBEE_REDIS_TIMEOUT, 2.0),
+                        "socket_connect_timeout": RBEE_REDIS_TIMEOUT,
+                    }
                 ],
                 "capacity": CHANNEL_CAPACITY,
                 "expiry": 60,
@@ -142,6 +166,12 @@ if REDIS_URL:
         }
     }
     CELERY_BROKER_URL = REDIS_URL
+    # A broker that is down fails a send within seconds (nothing on /v1 sends tasks).
+    CELERY_BROKER_CONNECTION_TIMEOUT = RBEE_REDIS_TIMEOUT
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "socket_connect_timeout": RBEE_REDIS_TIMEOUT,
+        "socket_timeout": max(10.0, RBEE_REDIS_TIMEOUT),  # beyond the worker's BRPOP wait
+    }
     CELERY_TASK_ALWAYS_EAGER = False
 else:
     CHANNEL_LAYERS = {
@@ -194,6 +224,16 @@ RBEE_STRIPE_METERS = {
 }
 # The Redis key prefix of rate-limit and quota counters (one per deployment).
 RBEE_LIMITS_PREFIX = env.str("RBEE_LIMITS_PREFIX", default="rbee:lim")
+# How long a request holds a concurrency slot without renewing it (running requests
+# renew it every RBEE_USAGE_HEARTBEAT_SECONDS; a dead queen's requests lose it).
+RBEE_CONCURRENCY_LEASE_SECONDS = env.float("RBEE_CONCURRENCY_LEASE_SECONDS", default=600.0)
+# A running request refreshes its provisional usage row (its counts so far) this often;
+# a provisional row not refreshed for RBEE_USAGE_LEASE_SECONDS, or whose queen process is
+# gone, is settled as `interrupted` by the queens' settler, run every
+# RBEE_USAGE_SETTLE_SECONDS (billing/periodic.py).
+RBEE_USAGE_HEARTBEAT_SECONDS = env.float("RBEE_USAGE_HEARTBEAT_SECONDS", default=15.0)
+RBEE_USAGE_LEASE_SECONDS = env.float("RBEE_USAGE_LEASE_SECONDS", default=120.0)
+RBEE_USAGE_SETTLE_SECONDS = env.float("RBEE_USAGE_SETTLE_SECONDS", default=30.0)
 # Days a tenant whose payment failed is still served before it is suspended.
 RBEE_PAST_DUE_GRACE_DAYS = env.float("RBEE_PAST_DUE_GRACE_DAYS", default=7.0)
 

@@ -62,7 +62,7 @@ def serve_queen(host: str, port: int, *, migrate: bool = True) -> None:
     from daphne.endpoints import build_endpoint_description_strings
     from daphne.server import Server
 
-    from billing.periodic import start_in_process
+    from billing.periodic import start_in_process, start_usage_settler
     from hives.services import hives_forget_connections
     from rbee.asgi import application
     from rbee.server import install_from_settings
@@ -91,6 +91,8 @@ def serve_queen(host: str, port: int, *, migrate: bool = True) -> None:
         hives_forget_connections()
         # No Celery beat here: billing's periodic tasks run on a thread of the queen.
         start_in_process()
+    # Usage left provisional by a queen that died is settled as interrupted (every mode).
+    start_usage_settler()
     log.info("queen listening on http://%s:%s", host, port)
     Server(
         application=application,

@@ -286,6 +286,22 @@ async def test_expired_concurrency_tickets_are_freed(limiter) -> None:
     assert not (await limiter.admit(t, limits, Cost(), now=T0 + LEASE_S + 1)).allowed
 
 
+async def test_a_renewed_ticket_keeps_its_slot_past_the_lease(limiter) -> None:
+    t = tenant()
+    limits = Limits(max_concurrent=1)
+    running = await limiter.admit(t, limits, Cost(), now=T0)
+    # A long job renews its lease before it runs out, again and again.
+    for k in range(1, 4):
+        assert await limiter.renew(t, running.ticket, now=T0 + k * (LEASE_S - 1))
+    later = T0 + 3 * (LEASE_S - 1) + LEASE_S - 1
+    assert not (await limiter.admit(t, limits, Cost(), now=later)).allowed
+    await limiter.settle(t, running.ticket, Cost(), now=later)
+    # A settled (or unknown) ticket is not renewed: it would hold a slot for nothing.
+    assert not await limiter.renew(t, running.ticket, now=later)
+    assert not await limiter.renew(t, "no-such-ticket", now=later)
+    assert (await limiter.admit(t, limits, Cost(), now=later)).allowed
+
+
 # --------------------------------------------------------------------------- all or nothing
 
 

@@ -1,0 +1,46 @@
+"""The Redis channel layer with short socket timeouts, failing fast while Redis is down.
+
+channels_redis blocks each receive on BZPOPMIN for `brpop_timeout` seconds (5 by default)
+on a connection whose socket_timeout must be longer still, so a Redis that stops
+answering held every send for that long. Here the blocking pop waits 1 s, and the
+connections' socket_timeout (RBEE_REDIS_TIMEOUT, a little longer than that) bounds every
+command: a send to a Redis that is down or blackholed fails within seconds, and the
+request is a 503 (inference/pipeline.py) rather than a hang.
+
+After a send failed that way, sends fail at once for `FAIL_FAST_S` (a request's follow-up
+messages, such as the cancel of the job whose dispatch just failed, would otherwise each
+wait out the timeout again); the next send after that window tries Redis again, so service
+resumes by itself when Redis is back."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from channels_redis.core import RedisChannelLayer as _RedisChannelLayer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+BLOCK_S = 1
+"""How long one blocking pop waits (the layer loops until a message comes)."""
+FAIL_FAST_S = 2.0
+"""How long sends fail at once after one found Redis down or not answering."""
+
+
+class RedisChannelLayer(_RedisChannelLayer):  # type: ignore[misc]
+    brpop_timeout = BLOCK_S
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._down_until = 0.0
+        self._down_reason = ""
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        if time.monotonic() < self._down_until:
+            raise RedisConnectionError(f"Redis is not answering ({self._down_reason})")
+        try:
+            await super().send(channel, message)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            self._down_until = time.monotonic() + FAIL_FAST_S
+            self._down_reason = type(exc).__name__
+            raise
