@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 from enum import StrEnum
 from typing import Any
 
@@ -196,8 +197,34 @@ def _devices(hive: Hive, entries: Any) -> list[dict[str, Any]]:
         except SpecError as exc:
             logger.warning("hive %s reported a bad device entry, dropped: %s", hive.name, exc)
             continue
-        out.append(entry)
+        out.append(_device_fields(hive, entry))
     return out
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _device_fields(hive: Hive, entry: dict[str, Any]) -> dict[str, Any]:
+    """A device entry with scalar fields only: numbers within [0, MAX_BYTES] (a string
+    where a number belongs, e.g. memory_free_mb, would break every placement of the
+    hive's workers), text without control characters and at most 200 characters."""
+    clean: dict[str, Any] = {}
+    for key, value in list(entry.items())[:64]:
+        if not isinstance(key, str) or len(key) > 64:
+            continue
+        if isinstance(value, bool) or value is None:
+            clean[key] = value
+        elif isinstance(value, int | float):
+            clean[key] = value if 0 <= value <= MAX_BYTES else min(max(value, 0), MAX_BYTES)
+        elif isinstance(value, str):
+            clean[key] = _CONTROL.sub("", value)[:200]
+        else:
+            logger.warning("hive %s: device field %.64r is not a scalar; dropped", hive.name, key)
+    for key in ("memory_total_mb", "memory_free_mb", "memory_used_mb", "utilization"):
+        if key in clean and not isinstance(clean[key], int | float):
+            logger.warning("hive %s: device field %s is not a number; dropped", hive.name, key)
+            del clean[key]
+    return clean
 
 
 def _text(value: Any, limit: int) -> str:

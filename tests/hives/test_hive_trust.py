@@ -288,3 +288,36 @@ async def test_download_progress_numbers_are_bounded() -> None:
     await d.arefresh_from_db()
     assert (d.status, d.done_bytes, d.revision) == ("done", 5, "v1.0")
     await comm.disconnect()
+
+
+async def test_device_fields_are_scalars_within_bounds() -> None:
+    """memory_free_mb as a string would break every placement of the hive's workers (each
+    request for their models), and text fields reach the scheduler's maps."""
+    _, token = await database_sync_to_async(hive_token_create)(name="h1", trust_models=True)
+    comm = await connect(token)
+    device = {
+        "index": 0,
+        "kind": "cpu",
+        "gpu_type": "CPU\r\nX-Evil: 1",
+        "memory_free_mb": "lots",
+        "memory_total_mb": -(10**30),
+        "utilization": 1e300,
+        "processes": [{"pid": 1}],
+    }
+    await comm.send_to(text_data=json.dumps({**HELLO, "devices": [device]}))
+    await comm.receive_from(timeout=5)
+    hive = await Hive.objects.aget(name="h1")
+    assert hive.devices == [
+        {
+            "index": 0,
+            "kind": "cpu",
+            "gpu_type": "CPUX-Evil: 1",
+            "memory_total_mb": 0,
+            "utilization": 2**50,
+        }
+    ]
+    placements = await database_sync_to_async(selectors.placements_for_model)(
+        model=await CatalogModel.objects.aget(name="m1")
+    )
+    assert [(p.vram_free_mb, p.vram_total_mb) for p in placements] == [(0, 0)]
+    await comm.disconnect()
