@@ -259,3 +259,47 @@ def test_the_done_report_records_the_revision(
 
 
 _ = GiB
+
+
+def test_a_hub_source_names_its_revision(tmp_path: Path) -> None:
+    from hives.agent.engines.base import hub_ref
+
+    assert hub_ref("org/name@v1.0") == ("org/name", "v1.0")
+    assert hub_ref("org/name@0123abc", {}) == ("org/name", "0123abc")
+    assert hub_ref("org/name", {"revision": "r2"}) == ("org/name", "r2")
+    assert hub_ref("org/name") == ("org/name", None)
+    local = tmp_path / "m@v1"
+    local.mkdir()
+    assert hub_ref(str(local)) == (str(local), None)  # a path is a path, @ and all
+
+
+def test_the_transformers_engine_loads_the_pinned_revision_through_the_hub_library(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offline (HF_HUB_OFFLINE=1): the Hub cache holds one snapshot of a repo, by commit,
+    and no `main` ref. The library finds it only when asked for that revision, so loading
+    `org/name@COMMIT` proves the pin reaches huggingface_hub, and `org/name` fails."""
+    import shutil
+
+    from hives.agent.engines.base import EngineError
+    from hives.agent.engines.transformers_engine import TransformersEngine
+    from testkit.tinylm import build_tiny_lm
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--rbee-test--tiny" / "snapshots" / commit
+    shutil.copytree(build_tiny_lm(tmp_path / "built"), snapshot)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("transformers.utils.hub.constants.HF_HUB_CACHE", str(cache), raising=False)
+
+    def spec(source: str) -> ModelSpec:
+        return ModelSpec(name="t", engine="transformers", source=source, device="cpu")
+
+    with pytest.raises(EngineError):
+        TransformersEngine().load(spec("rbee-test/tiny"))
+    engine = TransformersEngine()
+    engine.load(spec(f"rbee-test/tiny@{commit}"))
+    assert engine.model is not None
