@@ -61,7 +61,7 @@ def bad_usage(event: dict[str, Any]) -> str:
             if nested:
                 return nested
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float | str | None):
+        if isinstance(value, bool) or not isinstance(value, int | float | None):
             return f"usage {str(key)[:40]} is not a number"
         if isinstance(value, int | float) and (
             not math.isfinite(value) or value < 0 or value > MAX_USAGE

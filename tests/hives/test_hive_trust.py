@@ -233,6 +233,7 @@ async def test_out_of_range_numbers_are_clamped_and_the_socket_stays_up() -> Non
         {"prompt_tokens": -3, "completion_tokens": 1},
         {"prompt_tokens": 10**15},
         {"completion_tokens": True},
+        {"completion_tokens": "many"},
         {"prompt_tokens_details": {"cached_tokens": -1}},
         "lots",
     ],
