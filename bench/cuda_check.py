@@ -143,7 +143,7 @@ def stack(lm: Path, sd: Path, home: Path) -> None:
     exe = [sys.executable, "-m", "rbee.cli"]
     port = 7833
     tok = subprocess.run(
-        [*exe, "hive", "token", "--name", "gpu"],
+        [*exe, "hive", "token", "--name", "gpu", "--trust-models"],
         env=env,
         check=True,
         capture_output=True,

@@ -1,12 +1,29 @@
 from django.contrib import admin
 
-from hives.models import CatalogModel, Hive, Worker
+from hives.models import CatalogModel, Hive, ModelApproval, Worker
 
 
 @admin.register(Hive)
 class HiveAdmin(admin.ModelAdmin):
-    list_display = ("name", "status", "region", "last_seen_at", "version")
-    readonly_fields = ("token_prefix", "token_hash", "channel_name", "devices", "telemetry")
+    list_display = (
+        "name",
+        "status",
+        "region",
+        "reported_region",
+        "trust_models",
+        "disabled",
+        "token_revoked",
+        "last_seen_at",
+        "version",
+    )
+    readonly_fields = (
+        "token_prefix",
+        "token_hash",
+        "channel_name",
+        "devices",
+        "telemetry",
+        "reported_region",
+    )
 
 
 @admin.register(CatalogModel)
@@ -17,3 +34,9 @@ class CatalogModelAdmin(admin.ModelAdmin):
 @admin.register(Worker)
 class WorkerAdmin(admin.ModelAdmin):
     list_display = ("model", "hive", "device", "state", "pinned", "inflight", "updated_at")
+
+
+@admin.register(ModelApproval)
+class ModelApprovalAdmin(admin.ModelAdmin):
+    list_display = ("model_name", "hive", "approved", "engine", "source", "reason", "updated_at")
+    list_filter = ("approved",)

@@ -8,18 +8,22 @@ back to the view's reply channel, many jobs multiplexed by id.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
 from hives import selectors, services
 from hives.protocol import (
     CLOSE_BAD_HELLO,
     CLOSE_BAD_TOKEN,
     CLOSE_BAD_VERSION,
+    CLOSE_DISABLED,
     CLOSE_REPLACED,
     FINAL_KINDS,
     Op,
@@ -33,7 +37,37 @@ from kernel import __version__
 
 logger = logging.getLogger("hives.consumer")
 
-HEARTBEAT_INTERVAL = 5.0
+# Largest usage count a `done` may carry (tokens, images, characters, seconds).
+MAX_USAGE = 10**9
+
+
+def heartbeat_interval() -> float:
+    """Seconds between a hive's heartbeats (RBEE_HIVE_HEARTBEAT, default 5), told to the
+    hive in the welcome; a revoked or disabled hive's socket is closed within one."""
+    return float(settings.RBEE_HIVE_HEARTBEAT)
+
+
+def bad_usage(event: dict[str, Any]) -> str:
+    """Why the usage a hive's event carries cannot be metered ('' when it can): every
+    count a non-negative number up to MAX_USAGE (loads already refused the non-finite)."""
+    usage = event.get("usage")
+    if usage is None:
+        return ""
+    if not isinstance(usage, dict):
+        return "usage is not an object"
+    for key, value in usage.items():
+        if isinstance(value, dict):  # e.g. prompt_tokens_details
+            nested = bad_usage({"usage": value})
+            if nested:
+                return nested
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float | None):
+            return f"usage {str(key)[:40]} is not a number"
+        if isinstance(value, int | float) and (
+            not math.isfinite(value) or value < 0 or value > MAX_USAGE
+        ):
+            return f"usage {str(key)[:40]} is {str(value)[:40]}, outside [0, {MAX_USAGE}]"
+    return ""
 
 
 def _bearer(scope: dict[str, Any]) -> str:
@@ -49,6 +83,8 @@ class HiveConsumer(AsyncWebsocketConsumer):
     hive_id: int | None = None
     hive_name: str = ""
     ready: bool = False
+    token_hash: str = ""
+    watchdog: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         self.jobs: dict[str, str] = {}  # job id -> reply channel
@@ -67,8 +103,15 @@ class HiveConsumer(AsyncWebsocketConsumer):
             await self.send(dumps(refused("invalid hive token")))
             await self.close(code=CLOSE_BAD_TOKEN, reason="invalid hive token")
             return
+        if hive.disabled:
+            logger.warning(
+                "refused hive %s from %s: disabled by the operator", hive.name, client[0]
+            )
+            await self.close(code=CLOSE_DISABLED, reason="hive disabled by the operator")
+            return
         self.hive_id = hive.pk
         self.hive_name = hive.name
+        self.token_hash = hive.token_hash
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.hive_id is None:
@@ -95,6 +138,8 @@ class HiveConsumer(AsyncWebsocketConsumer):
                         reply, {"type": "job.ack", "hive_id": self.hive_id}
                     )
             elif op == Op.HEARTBEAT:
+                if not await self._still_allowed():
+                    return
                 owned = await database_sync_to_async(services.hive_heartbeat)(
                     hive_id=self.hive_id, channel_name=self.channel_name, beat=msg
                 )
@@ -146,17 +191,57 @@ class HiveConsumer(AsyncWebsocketConsumer):
             # now instead of after the ping timeout.
             await self.channel_layer.send(previous, {"type": "hive.replaced"})
         self.ready = True
-        workers = [w.get("model") for w in msg.get("workers") or []]
+        self.watchdog = asyncio.ensure_future(self._watch())
+        workers = [w.get("model") for w in msg.get("workers") or [] if isinstance(w, dict)]
         logger.info(
             "hive %s connected (%s)", self.hive_name, ", ".join(map(str, workers)) or "no models"
         )
         await self.send(
             dumps(
-                {"op": Op.WELCOME, "hive": self.hive_name, "heartbeat_interval": HEARTBEAT_INTERVAL}
+                {
+                    "op": Op.WELCOME,
+                    "hive": self.hive_name,
+                    "heartbeat_interval": heartbeat_interval(),
+                }
             )
         )
         # After the welcome, which the hive expects first.
         await self._sync_assignments(list(msg.get("workers") or []))
+
+    async def _still_allowed(self) -> bool:
+        """Close the socket (and return False) when the operator revoked the token it was
+        opened with or gave the hive a new one (the hive is told, and exits: retrying
+        cannot help), or disabled the hive (it retries with backoff until enabled)."""
+        if self.hive_id is None:
+            return False
+        access = await database_sync_to_async(services.hive_access)(
+            hive_id=self.hive_id, token_hash=self.token_hash
+        )
+        if access == services.Access.OK:
+            return True
+        logger.warning("hive %s: %s by the operator; closing its socket", self.hive_name, access)
+        if access == services.Access.REVOKED:
+            await self.send(dumps(refused("this hive's token was revoked")))
+            code = CLOSE_BAD_TOKEN
+        else:
+            code = CLOSE_DISABLED
+        await self.close(code=code, reason=f"hive {access}")
+        await self.disconnect(code)
+        self.hive_id = None  # nothing it sends counts any more
+        return False
+
+    async def _watch(self) -> None:
+        """Check the hive is still allowed once per heartbeat interval, whether or not it
+        beats: a revoked or disabled hive's socket closes within one interval."""
+        try:
+            while self.hive_id is not None:
+                await asyncio.sleep(heartbeat_interval())
+                if not await self._still_allowed():
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("hive %s: the token check failed", self.hive_name)
 
     async def _sync_assignments(self, workers: list[dict[str, Any]]) -> None:
         """Start what the queen assigned and the hive lacks (pinned models come back after
@@ -182,6 +267,21 @@ class HiveConsumer(AsyncWebsocketConsumer):
         events = [e for e in events if isinstance(e, dict)]
         if not events:
             return
+        for i, event in enumerate(events):
+            problem = bad_usage(event)
+            if problem:
+                # Never metered: the job fails rather than bill a negative or absurd count.
+                logger.warning(
+                    "hive %s sent a bad usage for job %.64s (%s); the job fails",
+                    self.hive_name,
+                    job_id,
+                    problem,
+                )
+                events[i] = error_event(
+                    f"hive {self.hive_name!r} reported an invalid usage: {problem}",
+                    code="hive_protocol_error",
+                    status=502,
+                )
         final = any(e.get("kind") in FINAL_KINDS for e in events)
         reply = self.jobs.pop(job_id, None) if final else self.jobs.get(job_id)
         if reply:
@@ -232,6 +332,9 @@ class HiveConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         self.ready = False
+        watchdog, self.watchdog = self.watchdog, None
+        if watchdog is not None and watchdog is not asyncio.current_task():
+            watchdog.cancel()
         if self.hive_id is None:
             return
         lost = list(self.jobs.items())

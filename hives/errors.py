@@ -18,6 +18,7 @@ class HiveErrorCode(enum.StrEnum):
     INVALID_ALIAS = "invalid_alias"
     UNKNOWN_MODEL = "unknown_model"
     INVALID_SOURCE = "invalid_source"  # nothing to download
+    INVALID_REGION = "invalid_region"  # a region label that is not a short slug
     NOT_FOUND = "not_found"  # the worker, download or assignment a URL names
 
 

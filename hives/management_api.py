@@ -10,6 +10,8 @@
                                             gets the order with its next heartbeat (202)
     POST   /api/downloads                   {"source", "hive"}: fetch a repo on a hive (202)
     GET    /api/downloads/<id>              its progress: status, done/total bytes, path
+    GET    /api/hives, PATCH /api/hives/<name>, POST /api/hives/<name>/revoke|approve
+                                            hives as operator data (see below)
 
 Operators with the fleet permission only (tenants/permissions.py; session or HTTP
 Basic): running a model runs its code on a hive and a local-path source reads the hive's
@@ -28,10 +30,22 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from hives.errors import HiveError, HiveErrorCode
-from hives.models import Assignment, CatalogModel, ModelAlias, ModelDownload, Worker
+from hives.models import (
+    Assignment,
+    CatalogModel,
+    Hive,
+    ModelAlias,
+    ModelApproval,
+    ModelDownload,
+    Worker,
+)
+from hives.selectors import hive_list, pending_models
 from hives.services import (
     assignment_add,
     assignment_remove,
+    hive_revoke,
+    hive_update,
+    model_approve,
     model_download_create,
     worker_command_create,
 )
@@ -159,6 +173,7 @@ class DownloadOutput(serializers.ModelSerializer[ModelDownload]):
             "done_bytes",
             "total_bytes",
             "path",
+            "revision",
             "message",
             "created_at",
             "updated_at",
@@ -185,3 +200,78 @@ class DownloadDetailApi(_Staff):
         if row is None:
             raise HiveError(HiveErrorCode.NOT_FOUND, "no such download")
         return Response(DownloadOutput(row).data)
+
+
+# --- hives: operator data (region, trust, disabled), revocation, model approvals ------
+#
+#   GET    /api/hives                        every hive: status, region (the operator's)
+#                                            and the one it reported, trust_models,
+#                                            disabled, revoked, and its pending models
+#   PATCH  /api/hives/<name>                 {"region"?, "trust_models"?, "disabled"?}
+#   POST   /api/hives/<name>/revoke          its token stops working; socket closed
+#   POST   /api/hives/<name>/approve         {"model", "approved"?}: let the hive serve a
+#                                            model it runs that was not assigned to it
+
+
+def _hive_data(hive: Hive, pending: list[ModelApproval]) -> dict[str, Any]:
+    return {
+        "name": hive.name,
+        "status": hive.status,
+        "region": hive.region,
+        "reported_region": hive.reported_region,
+        "trust_models": hive.trust_models,
+        "disabled": hive.disabled,
+        "revoked": hive.token_revoked,
+        "last_seen_at": hive.last_seen_at,
+        "pending_models": [
+            {
+                "model": p.model_name,
+                "capability": p.capability,
+                "engine": p.engine,
+                "source": p.source,
+                "device": p.device,
+                "state": p.state,
+                "reason": p.reason,
+            }
+            for p in pending
+            if p.hive_id == hive.pk
+        ],
+    }
+
+
+class HivesApi(_Staff):
+    def get(self, request: Request) -> Response:
+        pending = list(pending_models())
+        return Response({"data": [_hive_data(h, pending) for h in hive_list()]})
+
+
+class HiveDetailApi(_Staff):
+    class InputSerializer(serializers.Serializer[Any]):
+        region = serializers.CharField(max_length=32, required=False, allow_blank=True)
+        trust_models = serializers.BooleanField(required=False)
+        disabled = serializers.BooleanField(required=False)
+
+    def patch(self, request: Request, name: str) -> Response:
+        body = self.InputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        hive = hive_update(name=name, **body.validated_data)
+        return Response(_hive_data(hive, list(pending_models(hive_name=hive.name))))
+
+
+class HiveRevokeApi(_Staff):
+    def post(self, request: Request, name: str) -> Response:
+        hive = hive_revoke(name=name)
+        return Response(_hive_data(hive, []))
+
+
+class HiveApproveApi(_Staff):
+    class InputSerializer(serializers.Serializer[Any]):
+        model = serializers.CharField(max_length=200)
+        approved = serializers.BooleanField(default=True)
+
+    def post(self, request: Request, name: str) -> Response:
+        body = self.InputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        v = body.validated_data
+        row = model_approve(hive_name=name, model_name=v["model"], approved=v["approved"])
+        return Response({"hive": name, "model": row.model_name, "approved": row.approved})

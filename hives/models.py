@@ -34,7 +34,19 @@ class Hive(models.Model):
     # The channel-layer name of the consumer that holds this hive's websocket,
     # looked up on every dispatch (so no sticky sessions between replicas).
     channel_name = models.CharField(max_length=255, blank=True, default="")
+    # Operator data (`rbee hive token --region`, `rbee hive set --region`, the
+    # management API): what a hive says about its own region never changes it, or a
+    # hive could pull a tenant's requests out of their residency region.
     region = models.CharField(max_length=32, blank=True, default="")
+    # What the hive's hello said, shown to the operator beside `region`.
+    reported_region = models.CharField(max_length=32, blank=True, default="")
+    # The operator lets this hive's start models (`rbee hive start --model`) in without
+    # approving each (`rbee hive token --trust-models`; the local hive of `rbee up`).
+    trust_models = models.BooleanField(default=False)
+    # Disabled: its socket is closed and reconnects are refused until enabled again.
+    disabled = models.BooleanField(default=False)
+    # Revoked: its token no longer works (`rbee hive token` issues a new one).
+    token_revoked = models.BooleanField(default=False)
     version = models.CharField(max_length=32, blank=True, default="")
     devices = models.JSONField(default=list, blank=True)
     telemetry = models.JSONField(default=dict, blank=True)
@@ -61,6 +73,38 @@ class CatalogModel(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ModelApproval(models.Model):
+    """A model name a hive may serve, beyond what the operator assigned to it.
+
+    A hive reports the workers it runs; one for a model that is neither assigned to it
+    (Assignment) nor approved here is recorded as pending (`approved=False`, with what
+    the hive said about it) and is never routed to. `rbee hive approve HIVE MODEL` (or
+    the management API) approves it; a hive the operator trusts (`trust_models`) has
+    its start models approved when it says hello.
+    """
+
+    hive = models.ForeignKey(Hive, on_delete=models.CASCADE, related_name="approvals")
+    model_name = models.CharField(max_length=200)
+    approved = models.BooleanField(default=False)
+    # What the hive last reported for it (the catalog row is made from this on approval).
+    capability = models.CharField(max_length=32, blank=True, default="")
+    engine = models.CharField(max_length=64, blank=True, default="")
+    source = models.CharField(max_length=1000, blank=True, default="")
+    device = models.CharField(max_length=32, blank=True, default="")
+    state = models.CharField(max_length=16, blank=True, default="")
+    reason = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["hive", "model_name"], name="uniq_model_approval"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_name}@{self.hive.name} ({'approved' if self.approved else 'pending'})"
 
 
 class ModelAlias(models.Model):
@@ -164,6 +208,8 @@ class ModelDownload(models.Model):
     done_bytes = models.BigIntegerField(default=0)
     total_bytes = models.BigIntegerField(default=0)
     path = models.CharField(max_length=1000, blank=True, default="")
+    # The revision the hive fetched (`org/name@rev`; "main" when none was named).
+    revision = models.CharField(max_length=200, blank=True, default="")
     message = models.CharField(max_length=1000, blank=True, default="")
     sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -52,6 +52,9 @@ CLOSE_BAD_TOKEN: Final = 4001
 CLOSE_BAD_HELLO: Final = 4002
 CLOSE_REPLACED: Final = 4003
 CLOSE_BAD_VERSION: Final = 4004
+# The operator disabled the hive (`rbee hive disable`): the hive keeps retrying with
+# backoff, and is let in again once enabled.
+CLOSE_DISABLED: Final = 4005
 
 
 class Op(StrEnum):

@@ -10,7 +10,15 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from hives.models import Assignment, CatalogModel, Hive, ModelAlias, ModelDownload, Worker
+from hives.models import (
+    Assignment,
+    CatalogModel,
+    Hive,
+    ModelAlias,
+    ModelApproval,
+    ModelDownload,
+    Worker,
+)
 from hives.protocol import Capability, WorkerState
 from hives.spec import Device, SpecError
 from kernel import secrets
@@ -40,7 +48,7 @@ class Placement:
 def hive_for_token(plaintext: str) -> Hive | None:
     prefix = secrets.parse_prefix(Hive.TOKEN_KIND, plaintext)
     hive = Hive.objects.filter(token_prefix=prefix).first() if prefix else None
-    if hive is None:
+    if hive is None or hive.token_revoked:
         secrets.matches(plaintext, secrets.digest("none"))
         return None
     return hive if secrets.matches(plaintext, hive.token_hash) else None
@@ -51,9 +59,13 @@ def _fresh_after() -> object:
 
 
 def live_hives() -> QuerySet[Hive]:
-    return Hive.objects.filter(status=Hive.Status.ONLINE, last_seen_at__gte=_fresh_after()).exclude(
-        channel_name=""
-    )
+    """Hives a job may go to: connected, heard from lately, enabled, token not revoked."""
+    return Hive.objects.filter(
+        status=Hive.Status.ONLINE,
+        last_seen_at__gte=_fresh_after(),
+        disabled=False,
+        token_revoked=False,
+    ).exclude(channel_name="")
 
 
 def hive_list() -> QuerySet[Hive]:
@@ -212,6 +224,15 @@ def worker_find(*, hive_name: str, model_name: str, device: str) -> Worker | Non
     return Worker.objects.filter(
         hive__name=hive_name, model__name=model_name, device=device
     ).first()
+
+
+def pending_models(*, hive_name: str | None = None) -> QuerySet[ModelApproval]:
+    """Models hives run that are neither assigned to them nor approved: never routed to
+    until the operator approves them (`rbee hive approve HIVE MODEL`)."""
+    rows = ModelApproval.objects.filter(approved=False).select_related("hive")
+    if hive_name:
+        rows = rows.filter(hive__name=hive_name)
+    return rows.order_by("hive__name", "model_name")
 
 
 def assignment_list() -> QuerySet[Assignment]:

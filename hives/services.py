@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
+import re
+from enum import StrEnum
 from typing import Any
 
 from django.db import transaction
@@ -15,6 +18,7 @@ from hives.models import (
     CatalogModel,
     Hive,
     ModelAlias,
+    ModelApproval,
     ModelDownload,
     Worker,
     WorkerCommand,
@@ -32,11 +36,16 @@ from kernel import secrets
 logger = logging.getLogger("hives.services")
 
 
-def hive_token_create(*, name: str) -> tuple[Hive, str]:
+def hive_token_create(
+    *, name: str, trust_models: bool | None = None, region: str | None = None
+) -> tuple[Hive, str]:
     """Create the hive `name` (or give it a new token) and return the token once.
 
-    A new token replaces the old one at once: a hive still using the old token
-    is refused on its next connection.
+    A new token replaces the old one at once (and lifts a revocation): a hive still
+    using the old token is refused on its next connection, and a socket open with it is
+    closed within a heartbeat. `trust_models` (None: leave as it is) lets the hive's
+    start models in without approving each; `region` is the operator's word on where
+    the hive is (None: leave as it is).
     """
     if not name or slugify(name) != name:
         raise HiveError(
@@ -45,14 +54,134 @@ def hive_token_create(*, name: str) -> tuple[Hive, str]:
         )
     new = secrets.make(Hive.TOKEN_KIND)
     with transaction.atomic():
-        hive, created = Hive.objects.select_for_update().get_or_create(
+        hive, _ = Hive.objects.select_for_update().get_or_create(
             name=name, defaults={"token_prefix": new.prefix, "token_hash": new.digest}
         )
-        if not created:
-            hive.token_prefix = new.prefix
-            hive.token_hash = new.digest
-            hive.save(update_fields=["token_prefix", "token_hash"])
+        hive.token_prefix = new.prefix
+        hive.token_hash = new.digest
+        hive.token_revoked = False
+        fields = ["token_prefix", "token_hash", "token_revoked"]
+        if trust_models is not None:
+            hive.trust_models = trust_models
+            fields.append("trust_models")
+        if region is not None:
+            hive.region = _region(region)
+            fields.append("region")
+        hive.save(update_fields=fields)
     return hive, new.plaintext
+
+
+def _region(region: str) -> str:
+    text = region.strip()
+    if len(text) > 32 or (text and slugify(text) != text.lower()):
+        raise HiveError(
+            HiveErrorCode.INVALID_REGION,
+            f"invalid region {region[:40]!r}: up to 32 letters, digits, '-' and '_'",
+        )
+    return text
+
+
+def _hive(name: str) -> Hive:
+    hive = Hive.objects.select_for_update().filter(name=name).first()
+    if hive is None:
+        raise HiveError(
+            HiveErrorCode.UNKNOWN_HIVE, f"no hive named {name!r}; create it with `rbee hive token`"
+        )
+    return hive
+
+
+def hive_update(
+    *,
+    name: str,
+    region: str | None = None,
+    trust_models: bool | None = None,
+    disabled: bool | None = None,
+) -> Hive:
+    """The operator's edits of a hive record (None: leave as it is). A disabled hive's
+    socket is closed within a heartbeat and its reconnects are refused until enabled."""
+    with transaction.atomic():
+        hive = _hive(name)
+        if region is not None:
+            hive.region = _region(region)
+        if trust_models is not None:
+            hive.trust_models = trust_models
+        if disabled is not None:
+            hive.disabled = disabled
+        hive.save(update_fields=["region", "trust_models", "disabled"])
+    return hive
+
+
+def hive_revoke(*, name: str) -> Hive:
+    """Revoke the hive's token: its socket is closed within a heartbeat, it cannot connect
+    again, and nothing is routed to it; `rbee hive token --name NAME` issues a new one."""
+    with transaction.atomic():
+        hive = _hive(name)
+        hive.token_revoked = True
+        hive.save(update_fields=["token_revoked"])
+    return hive
+
+
+class Access(StrEnum):
+    """Whether a socket may still speak for its hive (hive_access)."""
+
+    OK = "ok"
+    REVOKED = "revoked"  # the token it was opened with is revoked or replaced
+    DISABLED = "disabled"  # the operator disabled the hive
+
+
+def hive_access(*, hive_id: int, token_hash: str) -> Access:
+    """Whether a socket opened with the token `token_hash` may still speak for the hive:
+    the hive exists and that token is its current, unrevoked one (else REVOKED), and the
+    hive is enabled (else DISABLED)."""
+    row = Hive.objects.filter(pk=hive_id).values("token_hash", "token_revoked", "disabled").first()
+    if (
+        row is None
+        or row["token_revoked"]
+        or not hmac.compare_digest(row["token_hash"], token_hash)
+    ):
+        return Access.REVOKED
+    return Access.DISABLED if row["disabled"] else Access.OK
+
+
+# Bounds on what a hive reports: numbers outside them are clamped (and logged), so a
+# hive cannot put a negative load, a billion slots or an overflowing integer in the
+# database or the scheduler's maps.
+MAX_INFLIGHT = 100_000
+MAX_SLOTS = 4096
+MAX_MEMORY_BYTES = 1 << 50  # 1 PiB
+MAX_BYTES = 1 << 50
+
+
+def bounded(hive_name: str, what: str, value: Any, *, low: int, high: int, default: int) -> int:
+    """`value` as an int within [low, high]: a number outside is clamped, anything else
+    (a string, a bool, null) is `default`; either is logged."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        logger.warning(
+            "hive %s reported a %s that is not a number (%.40r); using %d",
+            hive_name,
+            what,
+            value,
+            default,
+        )
+        return default
+    if value != value or value in (float("inf"), float("-inf")):  # never past loads()
+        return default
+    number = int(value)
+    if number < low or number > high:
+        clamped = min(max(number, low), high)
+        logger.warning(
+            "hive %s reported %s %s, outside [%d, %d]; clamped to %d",
+            hive_name,
+            what,
+            str(number)[:40],
+            low,
+            high,
+            clamped,
+        )
+        return clamped
+    return number
 
 
 def _devices(hive: Hive, entries: Any) -> list[dict[str, Any]]:
@@ -68,17 +197,95 @@ def _devices(hive: Hive, entries: Any) -> list[dict[str, Any]]:
         except SpecError as exc:
             logger.warning("hive %s reported a bad device entry, dropped: %s", hive.name, exc)
             continue
-        out.append(entry)
+        out.append(_device_fields(hive, entry))
     return out
 
 
-def _sync_workers(hive: Hive, workers: list[dict[str, Any]]) -> None:
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _device_fields(hive: Hive, entry: dict[str, Any]) -> dict[str, Any]:
+    """A device entry with scalar fields only: numbers within [0, MAX_BYTES] (a string
+    where a number belongs, e.g. memory_free_mb, would break every placement of the
+    hive's workers), text without control characters and at most 200 characters."""
+    clean: dict[str, Any] = {}
+    for key, value in list(entry.items())[:64]:
+        if not isinstance(key, str) or len(key) > 64:
+            continue
+        if isinstance(value, bool) or value is None:
+            clean[key] = value
+        elif isinstance(value, int | float):
+            clean[key] = value if 0 <= value <= MAX_BYTES else min(max(value, 0), MAX_BYTES)
+        elif isinstance(value, str):
+            clean[key] = _CONTROL.sub("", value)[:200]
+        else:
+            logger.warning("hive %s: device field %.64r is not a scalar; dropped", hive.name, key)
+    for key in ("memory_total_mb", "memory_free_mb", "memory_used_mb", "utilization"):
+        if key in clean and not isinstance(clean[key], int | float):
+            logger.warning("hive %s: device field %s is not a number; dropped", hive.name, key)
+            del clean[key]
+    return clean
+
+
+def _text(value: Any, limit: int) -> str:
+    return str(value or "")[:limit]
+
+
+def _allowed_models(hive: Hive) -> set[str]:
+    """The model names the hive may serve: assigned to it, or approved for it."""
+    assigned = set(Assignment.objects.filter(hive=hive).values_list("model_name", flat=True))
+    approved = set(
+        ModelApproval.objects.filter(hive=hive, approved=True).values_list("model_name", flat=True)
+    )
+    return assigned | approved
+
+
+def _pending(hive: Hive, name: str, w: dict[str, Any], device: str, reason: str) -> None:
+    """Record (or refresh) what the hive says it runs, for the operator to approve."""
+    defaults = {
+        "capability": _text(w.get("capability"), 32),
+        "engine": _text(w.get("engine"), 64),
+        "source": _text(w.get("source"), 1000),
+        "device": device,
+        "state": _text(w.get("state"), 16),
+        "reason": reason[:200],
+    }
+    row, created = ModelApproval.objects.get_or_create(
+        hive=hive, model_name=name, defaults=defaults
+    )
+    if created:
+        logger.warning(
+            "hive %s runs %.200r, which is not assigned to it nor approved (%s): ignored "
+            "for routing until `rbee hive approve %s %s`",
+            hive.name,
+            name,
+            reason,
+            hive.name,
+            name,
+        )
+    elif not row.approved:
+        for field, value in defaults.items():
+            setattr(row, field, value)
+        row.save(update_fields=[*defaults, "updated_at"])
+
+
+def _sync_workers(hive: Hive, workers: list[dict[str, Any]], *, start: bool = False) -> None:
+    """Record the workers a hive reports, for the models it may serve.
+
+    A hive is not trusted with the catalog: a worker of a model neither assigned nor
+    approved for it is recorded as pending and never becomes a Worker (so nothing is
+    routed to it); a model's definition (capability, engine, source) is the catalog's,
+    and a report never changes it; a name that is an alias of another model is never
+    taken. `start`: these are the hive's start models (its hello), approved at once if
+    the operator trusts the hive's models."""
     seen: set[int] = set()
+    allowed = _allowed_models(hive)
+    aliases = set(ModelAlias.objects.values_list("name", flat=True))
     for w in workers:
         if not isinstance(w, dict):
             continue
         name = str(w.get("model") or "")
-        if not name:
+        if not name or len(name) > 200:
             continue
         # The device goes into the X-Rbee-Worker header of each job the worker serves:
         # only a device the grammar accepts is stored, in its one spelling.
@@ -92,33 +299,64 @@ def _sync_workers(hive: Hive, workers: list[dict[str, Any]]) -> None:
                 exc.message,
             )
             continue
-        model, _ = CatalogModel.objects.get_or_create(
-            name=name,
-            defaults={
-                "capability": str(w.get("capability") or Capability.TEXT_GEN),
-                "engine": str(w.get("engine") or ""),
-                "source": str(w.get("source") or ""),
-            },
-        )
-        changed = []
-        for field in ("capability", "engine", "source"):
-            value = str(w.get(field) or "")
-            if value and getattr(model, field) != value:
-                setattr(model, field, value)
-                changed.append(field)
-        if changed:
-            model.save(update_fields=changed)
+        if name in aliases:
+            _pending(hive, name, w, str(device), "the name is an alias of another model")
+            continue
+        if name not in allowed:
+            if start and hive.trust_models:
+                ModelApproval.objects.update_or_create(
+                    hive=hive, model_name=name, defaults={"approved": True, "reason": "start"}
+                )
+                allowed.add(name)
+            else:
+                _pending(hive, name, w, str(device), "not assigned to this hive nor approved")
+                continue
+        model = CatalogModel.objects.filter(name=name).first()
+        if model is None:
+            # First seen on a hive it is assigned or approved for: the catalog learns it.
+            capability = str(w.get("capability") or Capability.TEXT_GEN)
+            if capability not in {c.value for c in Capability}:
+                logger.warning(
+                    "hive %s reported %.200r with unknown capability %.40r; dropped",
+                    hive.name,
+                    name,
+                    capability,
+                )
+                continue
+            model, _ = CatalogModel.objects.get_or_create(
+                name=name,
+                defaults={
+                    "capability": capability,
+                    "engine": _text(w.get("engine"), 64),
+                    "source": _text(w.get("source"), 1000),
+                },
+            )
+        state = str(w.get("state") or WorkerState.STARTING)
+        if state not in {s.value for s in WorkerState}:
+            logger.warning("hive %s reported worker state %.40r; taken as failed", hive.name, state)
+            state = WorkerState.FAILED
         worker, _ = Worker.objects.update_or_create(
             hive=hive,
             model=model,
             device=str(device),
             defaults={
-                "state": str(w.get("state") or WorkerState.STARTING),
+                "state": state,
                 "pinned": bool(w.get("pinned", False)),
-                "inflight": int(w.get("inflight") or 0),
-                "slots": max(1, int(w.get("slots") or 1)),
-                "memory_bytes": max(0, int(w.get("memory_bytes") or 0)),
-                "message": str(w.get("message") or "")[:1000],
+                "inflight": bounded(
+                    hive.name, "inflight", w.get("inflight"), low=0, high=MAX_INFLIGHT, default=0
+                ),
+                "slots": bounded(
+                    hive.name, "slots", w.get("slots"), low=1, high=MAX_SLOTS, default=1
+                ),
+                "memory_bytes": bounded(
+                    hive.name,
+                    "memory_bytes",
+                    w.get("memory_bytes"),
+                    low=0,
+                    high=MAX_MEMORY_BYTES,
+                    default=0,
+                ),
+                "message": _text(w.get("message"), 1000),
             },
         )
         seen.add(worker.pk)
@@ -134,13 +372,23 @@ def hive_connected(*, hive_id: int, channel_name: str, hello: dict[str, Any]) ->
         previous = hive.channel_name if hive.channel_name != channel_name else ""
         hive.status = Hive.Status.ONLINE
         hive.channel_name = channel_name
-        hive.region = str(hello.get("region") or "")[:32]
-        hive.version = str(hello.get("version") or "")[:32]
+        # The region is the operator's: the hello's is only recorded beside it.
+        hive.reported_region = _text(hello.get("region"), 32)
+        if hive.reported_region and hive.reported_region != hive.region:
+            logger.warning(
+                "hive %s says its region is %r; the operator's record says %r, which stands "
+                "(`rbee hive set %s --region R` changes it)",
+                hive.name,
+                hive.reported_region,
+                hive.region,
+                hive.name,
+            )
+        hive.version = _text(hello.get("version"), 32)
         hive.devices = _devices(hive, hello.get("devices") or [])
         hive.connected_at = now
         hive.last_seen_at = now
         hive.save()
-        _sync_workers(hive, list(hello.get("workers") or []))
+        _sync_workers(hive, list(hello.get("workers") or []), start=True)
         # Unfinished downloads go to the new connection again (they resume).
         ModelDownload.objects.filter(
             hive=hive, status__in=[DownloadState.QUEUED, DownloadState.RUNNING]
@@ -158,11 +406,42 @@ def hive_heartbeat(*, hive_id: int, channel_name: str, beat: dict[str, Any]) -> 
         hive.status = Hive.Status.ONLINE
         if "devices" in beat:
             hive.devices = _devices(hive, beat.get("devices") or [])
-        hive.telemetry = {"inflight": int(beat.get("inflight") or 0)}
+        hive.telemetry = {
+            "inflight": bounded(
+                hive.name, "inflight", beat.get("inflight"), low=0, high=MAX_INFLIGHT, default=0
+            )
+        }
         hive.save(update_fields=["last_seen_at", "status", "devices", "telemetry"])
         if "workers" in beat:
             _sync_workers(hive, list(beat.get("workers") or []))
     return True
+
+
+def model_approve(*, hive_name: str, model_name: str, approved: bool = True) -> ModelApproval:
+    """Let the hive serve `model_name` (or withdraw that: `approved=False`).
+
+    The catalog row is made from what the hive reported if the catalog lacks the model;
+    an existing model's definition is never changed. An alias's name cannot be approved
+    (the hive would shadow the model the alias names)."""
+    with transaction.atomic():
+        hive = _hive(hive_name)
+        if ModelAlias.objects.filter(name=model_name).exists():
+            raise HiveError(
+                HiveErrorCode.INVALID_ALIAS,
+                f"{model_name!r} is an alias of another model; a hive cannot serve it "
+                "under that name",
+            )
+        if not model_name or len(model_name) > 200:
+            raise HiveError(HiveErrorCode.UNKNOWN_MODEL, "name a model (up to 200 characters)")
+        row, _ = ModelApproval.objects.select_for_update().get_or_create(
+            hive=hive, model_name=model_name
+        )
+        row.approved = approved
+        row.reason = "operator" if approved else "withdrawn by the operator"
+        row.save(update_fields=["approved", "reason", "updated_at"])
+        if not approved:
+            Worker.objects.filter(hive=hive, model__name=model_name).delete()
+    return row
 
 
 def hive_disconnected(*, hive_id: int, channel_name: str) -> None:
@@ -376,16 +655,23 @@ def model_download_create(*, hive_name: str, source: str) -> ModelDownload:
 
 
 def model_download_progress(*, hive_id: int, report: dict[str, Any]) -> None:
-    """A hive's report on one of its downloads."""
+    """A hive's report on one of its downloads (numbers bounded, text cut to size)."""
     state = str(report.get("state") or "")
     if state not in {s.value for s in DownloadState}:
         return
+    name = f"#{hive_id}"
+    download_id = bounded(name, "download id", report.get("id"), low=0, high=2**62, default=0)
+    fields: dict[str, Any] = {
+        "status": state,
+        "done_bytes": bounded(name, "done", report.get("done"), low=0, high=MAX_BYTES, default=0),
+        "total_bytes": bounded(
+            name, "total", report.get("total"), low=0, high=MAX_BYTES, default=0
+        ),
+        "path": _text(report.get("path"), 1000),
+        "message": _text(report.get("message"), 1000),
+        "updated_at": timezone.now(),
+    }
+    if report.get("revision"):
+        fields["revision"] = _text(report.get("revision"), 200)
     with transaction.atomic():
-        ModelDownload.objects.filter(pk=int(report.get("id") or 0), hive_id=hive_id).update(
-            status=state,
-            done_bytes=max(0, int(report.get("done") or 0)),
-            total_bytes=max(0, int(report.get("total") or 0)),
-            path=str(report.get("path") or "")[:1000],
-            message=str(report.get("message") or "")[:1000],
-            updated_at=timezone.now(),
-        )
+        ModelDownload.objects.filter(pk=download_id, hive_id=hive_id).update(**fields)

@@ -58,6 +58,7 @@ HTTP_STATUS: dict[str, int] = {
     HiveErrorCode.INVALID_ALIAS: status.HTTP_400_BAD_REQUEST,
     HiveErrorCode.UNKNOWN_MODEL: status.HTTP_400_BAD_REQUEST,
     HiveErrorCode.INVALID_SOURCE: status.HTTP_400_BAD_REQUEST,
+    HiveErrorCode.INVALID_REGION: status.HTTP_400_BAD_REQUEST,
     HiveErrorCode.NOT_FOUND: status.HTTP_404_NOT_FOUND,
     # the scheduler script
     SchedulerCode.SCRIPT_INVALID: status.HTTP_400_BAD_REQUEST,

@@ -248,6 +248,9 @@ RBEE_DISPATCH_TRIES = env.int("RBEE_DISPATCH_TRIES", default=2)
 RBEE_JOB_IDLE_TIMEOUT = env.float("RBEE_JOB_IDLE_TIMEOUT", default=120.0)
 # A hive that has not been heard from in this long is not routed to.
 RBEE_HIVE_STALE_AFTER = env.float("RBEE_HIVE_STALE_AFTER", default=15.0)  # 3 heartbeats
+# Seconds between a hive's heartbeats (told to hives in the welcome); a revoked or
+# disabled hive's socket is closed within one.
+RBEE_HIVE_HEARTBEAT = env.float("RBEE_HIVE_HEARTBEAT", default=5.0)
 
 # Waiting for a free worker (inference/queueing.py): jobs per worker at once, the
 # longest queue per model and process, and the longest wait.

@@ -23,6 +23,7 @@ urlpatterns = [
     path("api/models", ModelsApi.as_view()),
     path("api/models/<path:name>", ModelDetailApi.as_view()),
     path("api/workers", WorkersApi.as_view()),
+    path("", include("hives.urls")),
     path("api/downloads", DownloadsApi.as_view()),
     path("api/downloads/<int:download_id>", DownloadDetailApi.as_view()),
     path("api/workers/<int:worker_id>/<str:action>", WorkerActionApi.as_view()),

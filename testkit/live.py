@@ -236,14 +236,25 @@ class Hive:
         region: str = "",
         env: dict[str, str] | None = None,
         extra_args: list[str] | None = None,
+        trust_models: bool = True,
     ) -> None:
+        """A hive process. Its token is the operator's: created with `--trust-models`
+        (its start models need no approval, as for the hive of `rbee up`) unless
+        `trust_models=False`, and with the region as operator data (the hive also
+        reports it, which alone would change nothing)."""
         self.dep = dep
         self.env = env or {}
         self.extra_args = extra_args or []
         self.queen = queen
         self.name = name
         self.models = models
-        self.token = token or dep.rbee("hive", "token", "--name", name).stdout.strip()
+        if token is None:
+            args = ["hive", "token", "--name", name]
+            args += ["--trust-models"] if trust_models else ["--no-trust-models"]
+            if region:
+                args += ["--region", region]
+            token = dep.rbee(*args).stdout.strip()
+        self.token = token
         self.region = region
         self.start(wait=wait)
 

@@ -21,6 +21,7 @@ import signal
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,6 +32,7 @@ from hives.agent.catalog import parse_model_arg
 from hives.agent.devices import detect_devices
 from hives.agent.download import Downloads
 from hives.agent.engines.base import EngineError
+from hives.agent.policy import insecure_queen_refusal, local_path_refusal
 from hives.agent.pool import WorkerPool
 from hives.agent.status import StatusServer
 from hives.agent.supervisor import WorkerProcess
@@ -49,7 +51,7 @@ from hives.protocol import (
     error_event,
     loads,
 )
-from hives.spec import CPU, Device, ModelSpec, SpecError
+from hives.spec import CPU, Device, ModelArg, ModelSpec, SpecError
 from kernel import __version__
 
 logger = logging.getLogger("hives.agent")
@@ -87,6 +89,16 @@ def queen_ws_url(queen: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
+def check_queen_url(queen: str, *, insecure: bool = False) -> str:
+    """The queen's websocket URL; ValueError when the hive must not connect to it (ws://
+    beyond loopback without --insecure)."""
+    url = queen_ws_url(queen)
+    problem = insecure_queen_refusal(url, insecure=insecure)
+    if problem:
+        raise ValueError(problem)
+    return url
+
+
 def _device(msg: dict[str, Any], *, default: Device | None = CPU) -> Device | None:
     """The `device` of one of the queen's messages; `default` when it names none."""
     raw = msg.get("device")
@@ -97,6 +109,19 @@ def _device(msg: dict[str, Any], *, default: Device | None = CPU) -> Device | No
     except SpecError as exc:
         logger.warning("the queen sent %r: %s; ignored", msg.get("op"), exc)
         return None
+
+
+def _is_path(source: str) -> bool:
+    return bool(source) and (source.startswith(("/", "./", "../", "~")) or Path(source).exists())
+
+
+def _queen_named_source(arg: str) -> bool:
+    """Whether a spawn's spec names its own source (NAME=ENGINE:SOURCE), rather than a
+    bundled or well-known model this hive resolves itself."""
+    try:
+        return bool(ModelArg.parse(arg).engine)
+    except SpecError:
+        return True
 
 
 class HiveAgent:
@@ -114,8 +139,10 @@ class HiveAgent:
         load_timeout: float = 300.0,
         idle_unload: float = 900.0,
         recorded: bool = False,
+        allow_remote_code: bool = False,
+        insecure: bool = False,
     ) -> None:
-        self.url = queen_ws_url(queen)
+        self.url = check_queen_url(queen, insecure=insecure)
         self.token = token
         self.name = name
         self.region = region
@@ -126,7 +153,10 @@ class HiveAgent:
             load_timeout=load_timeout,
             idle_unload=idle_unload,
             recorded=recorded,
+            allow_remote_code=allow_remote_code,
         )
+        # Local paths the queen's specs may name: those this hive was started with.
+        self.start_paths = [Path(m.source).expanduser() for m in models if _is_path(m.source)]
         self.downloads = Downloads(self._send)
         self.ws: Any = None
         self.connected = False
@@ -325,13 +355,24 @@ class HiveAgent:
                 raise HiveRefused(str(msg.get("reason")))
 
     def _spawn_spec(self, msg: dict[str, Any]) -> ModelSpec | None:
-        """The model the queen asks this hive to load (`rbee model add --hive`)."""
+        """The model the queen asks this hive to load (`rbee model add --hive`). A spec
+        naming a local path outside the models directory and this hive's own start
+        models is recorded as failed, with the reason (the queen shows it)."""
         try:
             spec = parse_model_arg(str(msg.get("spec")), device=str(msg.get("device") or CPU))
         except EngineError as exc:
             logger.error("cannot load %r as the queen asks: %s", msg.get("spec"), exc.message)
             return None
-        return replace(spec, pinned=bool(msg.get("pinned")))
+        spec = replace(spec, pinned=bool(msg.get("pinned")))
+        if _queen_named_source(str(msg.get("spec"))):
+            from hives.agent.catalog import models_dir
+
+            problem = local_path_refusal(spec, roots=[models_dir(), *self.start_paths])
+            if problem:
+                logger.error("%s", problem)
+                self._background(self.pool.fail(spec, problem))
+                return None
+        return spec
 
     def _background(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)

@@ -34,6 +34,8 @@ from hives.protocol import DownloadState, Op
 logger = logging.getLogger("hives.download")
 
 REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+REVISION_RE = re.compile(r"^[\w][\w./-]{0,199}$")  # a tag, branch or commit; no `..`
+REVISION_FILE = ".rbee-revision"  # in a downloaded model's directory: what was fetched
 CHUNK = 1 << 20
 
 Progress = Callable[[int, int], Awaitable[None]]  # (bytes done, bytes total)
@@ -54,9 +56,33 @@ def is_local(source: str) -> bool:
     return source.startswith(("/", "./", "../", "~")) or os.path.exists(source)
 
 
-def local_dir_for(models_dir: Path, repo: str) -> Path:
-    """org/name -> MODELS/org--name (the same name every time, so a retry resumes)."""
-    return models_dir / repo.replace("/", "--")
+def local_dir_for(models_dir: Path, repo: str, revision: str = "") -> Path:
+    """org/name -> MODELS/org--name (the same name every time, so a retry resumes);
+    a pinned revision gets a directory of its own (org--name@rev), so files of two
+    revisions never mix."""
+    name = repo.replace("/", "--")
+    if revision:
+        name += "@" + re.sub(r"[^\w.-]", "_", revision)
+    return models_dir / name
+
+
+# Weights in a pickle format (torch.load runs code from them): skipped when the repo
+# has the same weights as safetensors, which only hold tensors.
+PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+def select_files(files: list[RemoteFile]) -> list[RemoteFile]:
+    """The files of a repo listing to fetch: all of them, except pickle-format weights
+    (.bin, .pt, .pth, ...) when the repo has .safetensors weights."""
+    if not any(f.path.endswith(".safetensors") for f in files):
+        return list(files)
+    return [f for f in files if not f.path.lower().endswith(PICKLE_WEIGHTS)]
+
+
+def split_revision(source: str) -> tuple[str, str]:
+    """`org/name@rev` -> ("org/name", "rev"); no @: ("org/name", "")."""
+    repo, _, rev = source.partition("@")
+    return repo, rev
 
 
 def _endpoint() -> str:
@@ -171,18 +197,20 @@ async def download(
         size = await asyncio.to_thread(tree_size, path)
         await progress(size, size)
         return path
-    repo, _, rev = source.partition("@")
-    if not REPO_RE.match(repo):
-        raise DownloadError(f"{source!r} is neither a local path nor a repo id (org/name)")
+    repo, rev = split_revision(source)
+    if not REPO_RE.match(repo) or (rev and (not REVISION_RE.match(rev) or ".." in rev)):
+        raise DownloadError(f"{source!r} is neither a local path nor a repo id (org/name[@rev])")
     import httpx
 
-    dest = local_dir_for(models_dir, repo)
+    # A named revision (a tag, a branch or a commit) is pinned: the listing and every
+    # file come from it, into a directory of its own, which records it.
+    dest = local_dir_for(models_dir, repo, rev)
     dest.mkdir(parents=True, exist_ok=True)
     timeout = httpx.Timeout(30.0, read=120.0)
     async with httpx.AsyncClient(
         headers=_headers(), follow_redirects=True, timeout=timeout
     ) as client:
-        files = await list_files(client, repo, rev or revision)
+        files = select_files(await list_files(client, repo, rev or revision))
         total = sum(f.size for f in files)
         done = 0
         last = 0.0
@@ -206,6 +234,7 @@ async def download(
                 await report()
             task.result()
         await report(force=True)
+    (dest / REVISION_FILE).write_text(f"{rev or revision}\n")
     return dest
 
 
@@ -266,4 +295,9 @@ class Downloads:
         else:
             logger.info("downloaded %s to %s", source, path)
             size = await asyncio.to_thread(tree_size, path)
-            await self._report(download_id, DownloadState.DONE, size, size, path=str(path))
+            revision = ""
+            if not is_local(source):
+                revision = split_revision(source)[1] or "main"
+            await self._report(
+                download_id, DownloadState.DONE, size, size, path=str(path), revision=revision
+            )

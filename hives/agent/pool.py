@@ -25,6 +25,7 @@ from typing import Any
 
 from hives.agent.devices import detect_devices
 from hives.agent.memory import Resident, plan_placement
+from hives.agent.policy import remote_code_refusal
 from hives.agent.supervisor import WorkerProcess
 from hives.protocol import WorkerAction, WorkerState
 from hives.spec import Device, ModelSpec
@@ -68,8 +69,11 @@ class WorkerPool:
         load_timeout: float = 300.0,
         idle_unload: float = 900.0,
         recorded: bool = False,
+        allow_remote_code: bool = False,
     ) -> None:
         self.on_change = on_change
+        # `rbee hive start --allow-remote-code`: models asking trust_remote_code load.
+        self.allow_remote_code = allow_remote_code
         self.devices = devices
         self.estimate = estimate
         self._make_worker = make_worker or (lambda spec, cb: WorkerProcess(spec, on_change=cb))
@@ -104,21 +108,19 @@ class WorkerPool:
 
     async def start(self) -> None:
         """Place and load the models the hive was started with; wait until they are up."""
-        for w in list(self.workers.values()):
-            await self._place(w, quiet=False)
-        await asyncio.gather(
-            *(
-                w.wait_ready(self.load_timeout)
-                for w in self.workers.values()
-                if w.state != WorkerState.REFUSED
-            )
-        )
+        placed = [w for w in list(self.workers.values()) if await self._place(w, quiet=False)]
+        await asyncio.gather(*(w.wait_ready(self.load_timeout) for w in placed))
 
     async def stop(self) -> None:
         await asyncio.gather(*(w.stop() for w in self.workers.values()))
 
     async def _place(self, worker: WorkerProcess, *, quiet: bool) -> bool:
         """Start `worker` if it fits (making room), else refuse it with the reason."""
+        problem = remote_code_refusal(worker.spec, allow=self.allow_remote_code)
+        if problem:
+            logger.error("%s", problem)
+            worker.fail(problem)
+            return False
         message = await self.make_room(worker)
         if message:
             if not quiet:
@@ -149,6 +151,12 @@ class WorkerPool:
         worker = existing or self._make_worker(spec, self.on_change)
         worker.assigned = True
         self.workers[key] = worker
+        problem = remote_code_refusal(spec, allow=self.allow_remote_code)
+        if problem:
+            logger.error("%s", problem)
+            worker.fail(problem)
+            await self._changed()
+            return
         self._spawning.add(key)
         try:
             message = await self.make_room(worker)
@@ -163,6 +171,20 @@ class WorkerPool:
             if retry:
                 logger.info("%s now fits on %s; loading it", spec.name, spec.device)
             worker.start()
+        await self._changed()
+
+    async def fail(self, spec: ModelSpec, message: str) -> None:
+        """Record a model the queen asked for that this hive will not load, as a failed
+        worker with the reason (the queen and `rbee worker list` show it)."""
+        key = (spec.name, spec.device)
+        worker = self.workers.get(key)
+        if worker is not None and worker.state in (WorkerState.READY, WorkerState.STARTING):
+            return  # already running from an allowed spec: leave it
+        if worker is None:
+            worker = self._make_worker(spec, self.on_change)
+            worker.assigned = True
+            self.workers[key] = worker
+        worker.fail(message)
         await self._changed()
 
     async def stop_assigned(self, model: str, device: Device) -> None:
@@ -216,7 +238,8 @@ class WorkerPool:
             if worker.state == WorkerState.STOPPED:
                 return f"{worker.spec.name} was stopped by an operator (rbee worker start)"
             if worker.state == WorkerState.UNLOADED:
-                message = await self.make_room(worker)
+                message = remote_code_refusal(worker.spec, allow=self.allow_remote_code)
+                message = message or await self.make_room(worker)
                 if message:
                     return message
                 logger.info("reloading %s on %s for a job", worker.spec.name, worker.spec.device)

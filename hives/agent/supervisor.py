@@ -119,6 +119,12 @@ class WorkerProcess:
         self.message = message
         self.state = WorkerState.REFUSED
 
+    def fail(self, message: str) -> None:
+        """This hive will not load the model (its policy refuses it): failed, with the
+        reason, and not restarted."""
+        self.message = message
+        self.state = WorkerState.FAILED
+
     async def wait_ready(self, timeout: float) -> bool:
         try:
             await asyncio.wait_for(self._ready.wait(), timeout)

@@ -29,7 +29,12 @@ def hive() -> None:
     help="The hive token from `rbee hive token` (or RBEE_HIVE_TOKEN).",
 )
 @click.option("--name", default=None, help="This hive's name (default: the host name).")
-@click.option("--region", default="", help="Region label for residency rules, e.g. eu.")
+@click.option(
+    "--region",
+    default="",
+    help="The region this hive says it is in, e.g. eu. Reported only: the queen routes by "
+    "the operator's record (`rbee hive set NAME --region eu`).",
+)
 @click.option(
     "--model",
     "models",
@@ -60,6 +65,18 @@ def hive() -> None:
     help="Unload unpinned models idle this many seconds (0: never); they reload on the "
     "next request.",
 )
+@click.option(
+    "--allow-remote-code",
+    is_flag=True,
+    help="Load models whose spec asks trust_remote_code=true (runs Python from the model's "
+    "repository). Without it such a model fails to load, with the reason.",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Allow ws:// (or http://) to a queen that is not on this machine: the hive token and "
+    "every prompt would cross the network in clear. Use wss:// (https://) instead.",
+)
 @click.option("--status-host", default="127.0.0.1", show_default=True)
 @click.option(
     "--status-port",
@@ -77,6 +94,8 @@ def hive_start(
     device: str,
     inventory: str | None,
     idle_unload: float,
+    allow_remote_code: bool,
+    insecure: bool,
     status_host: str,
     status_port: int,
 ) -> None:
@@ -86,6 +105,10 @@ def hive_start(
     from hives.agent.engines.base import EngineError
 
     log_to_console()
+    try:
+        agent.check_queen_url(queen_url, insecure=insecure)
+    except ValueError as exc:
+        fail(str(exc))
     if inventory:
         from hives.agent.devices.inventory import load_inventory
 
@@ -108,28 +131,113 @@ def hive_start(
         status_port=None if status_port < 0 else status_port,
         idle_unload=idle_unload,
         recorded=bool(inventory),
+        allow_remote_code=allow_remote_code,
+        insecure=insecure,
     )
     sys.exit(asyncio.run(this_hive.run()))
 
 
 @hive.command("token")
 @click.option("--name", required=True, help="The hive's name.")
+@click.option(
+    "--trust-models/--no-trust-models",
+    default=None,
+    help="Let the models this hive is started with (`rbee hive start --model`) in without "
+    "`rbee hive approve` for each. Default: as before (off for a new hive).",
+)
+@click.option("--region", default=None, help="The hive's region for residency rules, e.g. eu.")
 @uses_database
-def hive_token(name: str) -> None:
+def hive_token(name: str, trust_models: bool | None, region: str | None) -> None:
     """Create the hive NAME (or replace its token) and print its token once."""
     from hives import services
 
     with reported(services.HiveError):
-        _, token = services.hive_token_create(name=name)
+        _, token = services.hive_token_create(name=name, trust_models=trust_models, region=region)
     click.echo(token)
 
 
 @hive.command("list")
 @uses_database
 def hive_list() -> None:
-    """List hives and what they serve."""
+    """List hives and what they serve, and the models they run that wait for approval."""
     from hives import selectors
 
+    pending = list(selectors.pending_models())
     for h in selectors.hive_list_with_workers():
         models = ", ".join(f"{w.model.name}({w.state})" for w in h.workers.all()) or "-"
-        click.echo(f"{h.name:20} {h.status:8} {h.region or '-':6} {models}")
+        status = "revoked" if h.token_revoked else "disabled" if h.disabled else h.status
+        click.echo(f"{h.name:20} {status:8} {h.region or '-':6} {models}")
+        for p in pending:
+            if p.hive_id == h.pk:
+                click.echo(
+                    f"{'':20} pending  {p.model_name} ({p.reason}; "
+                    f"`rbee hive approve {h.name} {p.model_name}`)"
+                )
+
+
+@hive.command("approve")
+@click.argument("name")
+@click.argument("model")
+@click.option("--withdraw", is_flag=True, help="Take the approval back: no longer routed to.")
+@uses_database
+def hive_approve(name: str, model: str, withdraw: bool) -> None:
+    """Let hive NAME serve MODEL, a model it runs that was not assigned to it."""
+    from hives import services
+
+    with reported(services.HiveError):
+        services.model_approve(hive_name=name, model_name=model, approved=not withdraw)
+    click.echo(f"{model} on {name}: {'withdrawn' if withdraw else 'approved'}")
+
+
+@hive.command("set")
+@click.argument("name")
+@click.option("--region", default=None, help="The hive's region for residency rules.")
+@click.option("--trust-models/--no-trust-models", default=None, help="See `rbee hive token`.")
+@uses_database
+def hive_set(name: str, region: str | None, trust_models: bool | None) -> None:
+    """Edit the operator's record of hive NAME."""
+    from hives import services
+
+    with reported(services.HiveError):
+        h = services.hive_update(name=name, region=region, trust_models=trust_models)
+    click.echo(
+        f"{h.name}: region {h.region or '-'}, trust models {'on' if h.trust_models else 'off'}"
+    )
+
+
+@hive.command("revoke")
+@click.argument("name")
+@uses_database
+def hive_revoke(name: str) -> None:
+    """Revoke hive NAME's token: its socket closes within a heartbeat, it cannot connect
+    again until `rbee hive token --name NAME` gives it a new one."""
+    from hives import services
+
+    with reported(services.HiveError):
+        services.hive_revoke(name=name)
+    click.echo(f"{name}: token revoked")
+
+
+@hive.command("disable")
+@click.argument("name")
+@uses_database
+def hive_disable(name: str) -> None:
+    """Disable hive NAME: nothing is routed to it, its socket closes within a heartbeat
+    and its reconnects are refused until `rbee hive enable NAME`."""
+    from hives import services
+
+    with reported(services.HiveError):
+        services.hive_update(name=name, disabled=True)
+    click.echo(f"{name}: disabled")
+
+
+@hive.command("enable")
+@click.argument("name")
+@uses_database
+def hive_enable(name: str) -> None:
+    """Enable hive NAME again (it reconnects on its own)."""
+    from hives import services
+
+    with reported(services.HiveError):
+        services.hive_update(name=name, disabled=False)
+    click.echo(f"{name}: enabled")

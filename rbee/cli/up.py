@@ -114,7 +114,8 @@ def _prepare(models: tuple[str, ...]) -> tuple[str, str, tuple[str, ...]]:
                 )
             except services.HiveError:
                 pass
-    _, hive_token = services.hive_token_create(name="local")
+    # The operator's own machine: the models it is started with need no approval.
+    _, hive_token = services.hive_token_create(name="local", trust_models=True)
     return api_key, hive_token, models
 
 

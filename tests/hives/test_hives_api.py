@@ -122,3 +122,57 @@ def test_downloads_are_queued_for_the_hive(staff: dict[str, str], hive: Hive) ->
         **staff,
     )
     assert bad.status_code == 400
+
+
+def test_hives_are_operator_data_over_the_api(staff: dict[str, str], hive: Hive) -> None:
+    from hives.models import ModelApproval
+
+    c = Client()
+    assert c.get("/api/hives").status_code in (401, 403)
+    ModelApproval.objects.create(hive=hive, model_name="claimed", engine="echo", reason="r")
+    r = c.get("/api/hives", **staff)
+    assert r.status_code == 200
+    (row,) = r.json()["data"]
+    assert (row["name"], row["region"], row["disabled"], row["revoked"]) == (
+        "gpu-1",
+        "",
+        False,
+        False,
+    )
+    assert [p["model"] for p in row["pending_models"]] == ["claimed"]
+
+    r = c.patch(
+        "/api/hives/gpu-1",
+        {"region": "eu", "trust_models": True, "disabled": True},
+        content_type="application/json",
+        **staff,
+    )
+    assert r.status_code == 200, r.content
+    hive.refresh_from_db()
+    assert (hive.region, hive.trust_models, hive.disabled) == ("eu", True, True)
+    for body in ({"region": "eu\r\nX: 1"}, {"region": "x" * 40}, {"disabled": "maybe"}):
+        bad = c.patch("/api/hives/gpu-1", body, content_type="application/json", **staff)
+        assert bad.status_code == 400, bad.content
+        assert bad.json()["error"]["message"]
+    missing = c.patch("/api/hives/nope", {}, content_type="application/json", **staff)
+    assert missing.status_code == 400 and "no hive named" in missing.json()["error"]["message"]
+
+    r = c.post(
+        "/api/hives/gpu-1/approve", {"model": "claimed"}, content_type="application/json", **staff
+    )
+    assert r.status_code == 200 and r.json() == {
+        "hive": "gpu-1",
+        "model": "claimed",
+        "approved": True,
+    }
+    assert ModelApproval.objects.get(hive=hive, model_name="claimed").approved
+    model_alias_set(alias="gpt-4o", target="real", capability="text-gen", engine="echo")
+    bad = c.post(
+        "/api/hives/gpu-1/approve", {"model": "gpt-4o"}, content_type="application/json", **staff
+    )
+    assert bad.status_code == 400 and "alias" in bad.json()["error"]["message"]
+
+    r = c.post("/api/hives/gpu-1/revoke", **staff)
+    assert r.status_code == 200 and r.json()["revoked"] is True
+    hive.refresh_from_db()
+    assert hive.token_revoked

@@ -59,6 +59,21 @@ def token_budget(
     return room if asked is None else max(0, min(int(asked), room))
 
 
+def hub_ref(source: str, options: dict[str, Any] | None = None) -> tuple[str, str | None]:
+    """A Hub source and the revision to pin: `org/name@rev` -> ("org/name", "rev"); an
+    options `revision` names it too. A local path (or a plain repo id with no revision) is
+    returned as it is, with None (the library's default, the main branch)."""
+    import os
+
+    revision = str((options or {}).get("revision") or "") or None
+    if not source or source.startswith(("/", "./", "../", "~")) or os.path.exists(source):
+        return source, None
+    repo, at, rev = source.partition("@")
+    if at and rev and repo.count("/") == 1:
+        return repo, revision or rev
+    return source, revision
+
+
 def wrong_task(engine: str, task: str) -> EngineError:
     return EngineError(
         f"engine {engine!r} does not serve {str(task)!r} requests",

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hives.agent.engines.base import Cancelled, Engine, EngineError
+from hives.agent.engines.base import Cancelled, Engine, EngineError, hub_ref
 from hives.agent.engines.torchutil import (
     dtype_bytes,
     free_device_memory,
@@ -105,9 +105,9 @@ class SentenceTransformersEngine(Engine):
 
         transformers_logging.disable_progress_bar()  # the worker's stderr is a log
 
-        source = self._source(spec)
+        source, revision = hub_ref(self._source(spec), spec.options)
         self.device = torch_device(spec.device)
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"revision": revision} if revision else {}
         if self.device.startswith("cuda") and not spec.options.get("dtype"):
             kwargs["model_kwargs"] = {"torch_dtype": "float16"}
         try:

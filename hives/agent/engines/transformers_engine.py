@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hives.agent.engines.base import Cancelled, Engine, EngineError, token_budget
+from hives.agent.engines.base import Cancelled, Engine, EngineError, hub_ref, token_budget
 from hives.agent.engines.llamacpp import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, _held_back
 from hives.agent.engines.torchutil import (
     dtype_bytes,
@@ -166,6 +166,11 @@ class TransformersEngine(Engine):
                     f"GGUF file not found: {spec.source}", status=503, code="model_missing"
                 )
             where, extra = str(path.parent), {"gguf_file": path.name}
+        else:
+            # org/name@rev (or options.revision): that revision, from the Hub or its cache.
+            where, revision = hub_ref(spec.source, spec.options)
+            if revision:
+                extra = {"revision": revision}
         trust = bool(spec.options.get("trust_remote_code", False))
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(

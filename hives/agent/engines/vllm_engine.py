@@ -29,7 +29,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from hives.agent.engines.base import Cancelled, Engine, EngineError, token_budget
+from hives.agent.engines.base import Cancelled, Engine, EngineError, hub_ref, token_budget
 from hives.agent.engines.llamacpp import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from hives.agent.engines.torchutil import dir_size
 from hives.protocol import Capability, EventKind
@@ -184,6 +184,8 @@ class VLLMEngine(Engine):
         for key, value in visible_device_env(spec.device).items():
             os.environ.setdefault(key, value)
         source, tokenizer_source = spec.source, spec.options.get("tokenizer")
+        # org/name@rev (or options.revision): weights and tokenizer of that revision.
+        source, revision = hub_ref(source, spec.options)
         if source.endswith(".gguf") and not tokenizer_source:
             raise EngineError(
                 "vLLM needs options.tokenizer (a repo id or directory) for a GGUF file",
@@ -192,7 +194,9 @@ class VLLMEngine(Engine):
             )
         args = vllm.AsyncEngineArgs(
             model=source,
+            revision=revision,
             tokenizer=tokenizer_source,
+            tokenizer_revision=None if tokenizer_source else revision,
             dtype=str(spec.options.get("dtype", "auto")),
             max_model_len=spec.options.get("max_model_len") or spec.options.get("n_ctx"),
             max_num_seqs=self.slots,
@@ -229,6 +233,7 @@ class VLLMEngine(Engine):
         self.tokenizer = AutoTokenizer.from_pretrained(
             tokenizer_source or source,
             trust_remote_code=bool(spec.options.get("trust_remote_code", False)),
+            **({"revision": revision} if revision and not tokenizer_source else {}),
         )
         if spec.options.get("chat_template"):
             self.tokenizer.chat_template = spec.options["chat_template"]

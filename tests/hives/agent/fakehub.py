@@ -27,6 +27,7 @@ class FakeHub:
         self.corrupt: set[str] = set()  # paths whose bytes do not match their checksum
         self.rate = 0  # bytes per second per response; 0 = as fast as possible
         self.ranges: list[tuple[str, str]] = []
+        self.revisions: list[str] = []  # the revision of every tree and file request
         self.sent: dict[str, int] = {}
         self._lock = threading.Lock()
         hub = self
@@ -75,6 +76,8 @@ class FakeHub:
         m = re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)", parts.path)
         if m:
             repo = m.group(1)
+            with self._lock:
+                self.revisions.append(m.group(2))
             if repo in self.gated and not h.headers.get("Authorization"):
                 return self._send(h, 401, b'{"error": "gated"}')
             if repo not in self.repos:
@@ -88,6 +91,9 @@ class FakeHub:
                 headers["Link"] = f'<{nxt}>; rel="next"'
             return self._send(h, 200, json.dumps(page).encode(), headers)
         m = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", parts.path)
+        if m:
+            with self._lock:
+                self.revisions.append(m.group(2))
         if m and m.group(1) in self.repos and m.group(3) in self.repos[m.group(1)]:
             path = m.group(3)
             data = self.repos[m.group(1)][path]
