@@ -74,7 +74,9 @@ class AST:
 
 
 class Engine:
-    """A sandboxed Rhai engine. A limit of 0 means unlimited."""
+    """A sandboxed Rhai engine. A limit of 0 means unlimited. ``max_time`` (seconds, not in
+    Rhai itself) stops a call that runs longer, whatever its operation count, with a
+    :class:`LimitExceeded` ("Script timed out ...")."""
 
     def __init__(
         self,
@@ -85,6 +87,7 @@ class Engine:
         max_array_size: int = DEFAULT_MAX_ARRAY_SIZE,
         max_map_size: int = DEFAULT_MAX_MAP_SIZE,
         max_variables: int = DEFAULT_MAX_VARIABLES,
+        max_time: float = 0.0,
     ) -> None:
         self.max_operations = max_operations
         self.max_call_levels = max_call_levels
@@ -93,6 +96,8 @@ class Engine:
         self.max_array_size = max_array_size
         self.max_map_size = max_map_size
         self.max_variables = max_variables
+        # seconds of wall-clock time per eval/call_fn (0: none): past it, LimitExceeded
+        self.max_time = max_time
         self._host: dict[tuple[str, int], Callable[..., Any]] = {}
         self.on_print: Callable[[str], Any] | None = lambda s: log.info("%s", s)
         self.on_debug: Callable[[str], Any] | None = lambda s: log.debug("%s", s)
