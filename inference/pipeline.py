@@ -57,7 +57,15 @@ from hives.selectors import Placement
 from inference import queueing, schemas
 from inference.dispatch import Job, local_load, new_job_id
 from inference.errors import APIError, bad_request, from_domain, from_event
-from inference.scheduler import Policy, SchedulerCode, SchedulerError, current_policy, task_map
+from inference.scheduler import (
+    Policy,
+    SchedulerCode,
+    SchedulerError,
+    admit_async,
+    current_policy,
+    route_async,
+    task_map,
+)
 from kernel import __version__
 from kernel.aio import db
 from kernel.errors import DomainError
@@ -513,7 +521,7 @@ async def _admit_queue_route(
         "characters_today": int(used.get("characters", 0)),
         "limits": {k: v for k, v in caller.limits.items() if v is not None},
     }
-    admission = target.policy.admit(task, customer)  # 5: should_admit
+    admission = await admit_async(target.policy, task, customer)  # 5: should_admit
     if not admission.admitted:
         if admission.status == 403:
             raise SchedulerError(SchedulerCode.DENIED, admission.reason)
@@ -529,7 +537,7 @@ async def _admit_queue_route(
         if slot.waited:  # hives may have come and gone while we waited
             fresh = await db(hive_selectors.placements_for_model, model=target.model)
             eligible = _eligible(target, region, fresh)
-        decision = target.policy.route(task, eligible, local_load())  # 7
+        decision = await route_async(target.policy, task, eligible, local_load())  # 7
     except BaseException:
         slot.release()
         raise

@@ -242,8 +242,10 @@ class ExprCompiler(CompilerBase):
         left, right = n.left, n.right
         if type(left) is Const and type(right) is not Const:
             left, right = right, left
-        if type(right) is Const and type(right.value) in (str, int, bool) and not (
-            type(right.value) is str and len(right.value) >> STR_CHUNK_BITS
+        if (
+            type(right) is Const
+            and type(right.value) in (str, int, bool)
+            and not (type(right.value) is str and len(right.value) >> STR_CHUNK_BITS)
         ):  # a long string constant takes the charged path below
             k = right.value
             tk = type(k)

@@ -99,6 +99,9 @@ class Engine:
         # seconds of wall-clock time per eval/call_fn (0: none): past it, LimitExceeded
         self.max_time = max_time
         self._host: dict[tuple[str, int], Callable[..., Any]] = {}
+        # Called with the operation count every 1,024 operations (as Rhai's on_progress); a
+        # value other than None stops the script (LimitExceeded "Script terminated ...").
+        self.on_progress: Callable[[int], Any] | None = None
         self.on_print: Callable[[str], Any] | None = lambda s: log.info("%s", s)
         self.on_debug: Callable[[str], Any] | None = lambda s: log.debug("%s", s)
 
@@ -189,16 +192,17 @@ class Engine:
 
         return _guard(run)
 
-    def call_fn(self, ast: AST, name: str, *args: Any) -> Any:
+    def call_fn(self, ast: AST, name: str, *args: Any, max_time: float | None = None) -> Any:
         """Call script function ``name`` with ``args``.
 
         The top-level statements of the script are *not* run: script functions cannot
         see top-level variables anyway, so only their side effects would be lost.
+        ``max_time`` replaces the engine's wall-clock limit for this call.
         """
         fns = ast._fns
         sf = fns.get((name, len(args)))
         try:
-            c = Ctx(self, fns, ast._static_globals, ast._typed)
+            c = Ctx(self, fns, ast._static_globals, ast._typed, max_time)
             # containers are passed as they are (their items are read lazily, and a script
             # that mutates a parameter works on a copy); other values are checked
             for a in args:

@@ -73,23 +73,25 @@ class Ctx:
         "max_vars",
         "on_debug",
         "on_print",
+        "on_progress",
         "ops",
         "typed",
     )  # fmt: skip
 
     def __init__(self, engine: Any, fns: dict[tuple[str, int], Any],
                  globals_: dict[str, Any] | None = None,
-                 typed: frozenset[str] = frozenset()) -> None:  # fmt: skip
+                 typed: frozenset[str] = frozenset(),
+                 max_time: float | None = None) -> None:  # fmt: skip
         self.ops = 0
         self.limit_ops = engine.max_operations or UNLIMITED
         # a wall-clock limit: then max_ops is the next operation count at which the clock
         # is read (values.over_budget), so the interpreter's one inline test serves both
-        self.max_time: float = engine.max_time or 0.0
-        if self.max_time > 0:
-            self.deadline: float | None = time.monotonic() + self.max_time
+        self.max_time: float = (engine.max_time if max_time is None else max_time) or 0.0
+        self.deadline = time.monotonic() + self.max_time if self.max_time > 0 else None
+        self.on_progress = engine.on_progress
+        if self.deadline is not None or self.on_progress is not None:
             self.max_ops = min(self.limit_ops, CLOCK_EVERY)
         else:
-            self.deadline = None
             self.max_ops = self.limit_ops
         self.depth = 0
         self.max_depth = engine.max_call_levels or UNLIMITED

@@ -362,6 +362,7 @@ def str_cmp_cost(a: str, b: str) -> int:
     """Operations for ordering two strings: C scans their common prefix."""
     return min(len(a), len(b)) >> STR_CHUNK_BITS
 
+
 def compare(op: str, a: Any, b: Any, c: Any = None) -> bool:
     """Rhai ``<``, ``<=``, ``>``, ``>=``; with a context, strings are charged for the
     characters compared."""
@@ -414,9 +415,12 @@ def charge(c: Any, n: int) -> None:
             raise Fail(msg, limit=True)
 
 
-# With a time limit, the clock is read once per this many operations (c.max_ops is then the
-# next checkpoint, not the limit itself, so the interpreter's one inline test covers both).
+# With a time limit or a progress callback, the clock is read (and the callback called) once
+# per this many operations (c.max_ops is then the next checkpoint, not the limit itself, so
+# the interpreter's one inline test covers both).
 CLOCK_EVERY = 1024
+# How the message of the error past a wall-clock limit starts.
+TIMED_OUT = "Script timed out"
 
 
 def over_budget(c: Any) -> str | None:
@@ -425,12 +429,12 @@ def over_budget(c: Any) -> str | None:
     if c.ops > c.limit_ops:
         return f"Too many operations: the limit is {c.limit_ops}"
     deadline = c.deadline
-    if deadline is not None:
-        if time.monotonic() > deadline:
-            return f"Script timed out: it ran for more than {c.max_time:g} s"
-        c.max_ops = min(c.limit_ops, c.ops + CLOCK_EVERY)
-        return None
-    c.max_ops = c.limit_ops  # pragma: no cover - only a clock checkpoint gets here
+    if deadline is not None and time.monotonic() > deadline:
+        return f"{TIMED_OUT}: it ran for more than {c.max_time:g} s"
+    progress = c.on_progress
+    if progress is not None and progress(c.ops) is not None:
+        return "Script terminated by the host"
+    c.max_ops = min(c.limit_ops, c.ops + CLOCK_EVERY)
     return None
 
 

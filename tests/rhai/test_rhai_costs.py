@@ -66,7 +66,7 @@ CASES = {
     "string split": 'a.split("q")',
     "concat": "a + b",
     "sort strings": "let x = [b, a]; x.sort(); x",
-    "map keys": "let m = #{}; m[a] = 1; m[b + \"z\"] = 2; m.keys()",
+    "map keys": 'let m = #{}; m[a] = 1; m[b + "z"] = 2; m.keys()',
     "switch on an array": "switch [a] { [1] => 1, _ => 2 }",
     "to_debug": "to_debug(a)",
 }
@@ -143,3 +143,12 @@ def test_without_a_time_limit_the_operation_limit_alone_decides() -> None:
     with pytest.raises(rhai.LimitExceeded, match="Too many operations: the limit is 1000"):
         timed.eval("loop { }")
     assert timed.eval("let s = 0; for i in 0..100 { s += i; } s") == 4950
+
+
+def test_on_progress_is_called_as_operations_go_and_can_stop_the_script() -> None:
+    engine = rhai.Engine(max_operations=0)
+    seen: list[int] = []
+    engine.on_progress = lambda ops: seen.append(ops) if len(seen) < 5 else "enough"
+    with pytest.raises(rhai.LimitExceeded, match="terminated"):
+        engine.eval("loop { }")
+    assert len(seen) == 5 and seen == sorted(seen) and seen[0] >= 1024
