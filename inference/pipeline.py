@@ -461,6 +461,8 @@ async def _schedule(
             param="priority",
             code="invalid_value",
         )
+    # the plan decides the highest priority; the client may only ask for less
+    priority = queueing.capped_priority(priority, target.caller.max_priority)
     region = str(request.headers.get("X-Rbee-Region") or "")
     eligible = _eligible(target, region, target.placements)
     admitted = await gate.admit(target.caller, work.cost)  # 5: limits
@@ -532,6 +534,9 @@ async def _admit_queue_route(
         priority=priority,
         max_waiting=settings.RBEE_QUEUE_MAX,
         timeout=settings.RBEE_QUEUE_TIMEOUT,
+        tenant=str(caller.tenant_id),
+        weight=caller.queue_weight,
+        max_per_tenant=settings.RBEE_QUEUE_MAX_PER_TENANT,
     )
     try:
         if slot.waited:  # hives may have come and gone while we waited

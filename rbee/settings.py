@@ -181,6 +181,8 @@ RBEE_HIVE_STALE_AFTER = env.float("RBEE_HIVE_STALE_AFTER", default=15.0)  # 3 he
 # longest queue per model and process, and the longest wait.
 RBEE_WORKER_SLOTS = env.int("RBEE_WORKER_SLOTS", default=1)
 RBEE_QUEUE_MAX = env.int("RBEE_QUEUE_MAX", default=64)
+# One tenant's waiting requests per model (times its plan's queue_weight; 0: no cap of its own).
+RBEE_QUEUE_MAX_PER_TENANT = env.int("RBEE_QUEUE_MAX_PER_TENANT", default=16)
 RBEE_QUEUE_TIMEOUT = env.float("RBEE_QUEUE_TIMEOUT", default=60.0)
 
 # How often each queen process looks for a new scheduler script version.
