@@ -220,3 +220,17 @@ def test_the_callers_plan_carries_its_queue_weight_and_highest_priority() -> Non
         1,
         "interactive",
     )
+
+
+@pytest.mark.django_db
+def test_operators_set_a_plans_queue_weight_and_highest_priority() -> None:
+    from tenants.errors import TenantError
+    from tenants.services import plan_set
+
+    plan, _ = plan_set(name="batchy", limits={}, queue_weight=4, max_priority="batch")
+    plan.refresh_from_db()
+    assert (plan.queue_weight, plan.max_priority) == (4, "batch")
+    with pytest.raises(TenantError):
+        plan_set(name="batchy", limits={}, queue_weight=0)
+    with pytest.raises(TenantError):
+        plan_set(name="batchy", limits={}, max_priority="urgent")

@@ -300,3 +300,16 @@ def test_a_script_past_its_wall_clock_limit_falls_back_with_a_clear_error() -> N
     decision = policy.route(tenant_task("flood"), farm(), {})
     assert decision.source == "default"
     assert "Script timed out" in policy.errors[-1]
+
+
+async def test_timeouts_are_counted_on_the_metrics_page() -> None:
+    from prometheus_client import generate_latest
+
+    from rbee.metrics import registry
+
+    policy = spinning_policy(1.0)
+    before = scheduler.counters["timeouts"]
+    assert (await scheduler.admit_async(policy, tenant_task("flood"), {}, timeout=0.02)).admitted
+    assert scheduler.counters["timeouts"] == before + 1
+    body = generate_latest(registry).decode()
+    assert f"rbee_scheduler_timeouts_total {float(before + 1)}" in body
