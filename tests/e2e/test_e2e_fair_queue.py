@@ -56,3 +56,40 @@ def test_tenant_b_is_served_while_tenant_a_floods_a_one_slot_model(
     # B went ahead of A's waiting requests: at most the one running and one more (that
     # may have started just as B arrived) finished before it, not the whole flood.
     assert sum(1 for t in served if t < b[2]) <= 2, (b, served)
+
+
+def test_the_plan_caps_priority_and_a_header_cannot_raise_it(deployment: Deployment) -> None:
+    """A batch-only plan's requests reach the scheduler as batch whatever the client's
+    X-Rbee-Priority says; another tenant's header still lowers its own priority."""
+    from pathlib import Path
+
+    queen = Queen(deployment, env={"RBEE_SCHEDULER_CHECK_SECONDS": "0.2"})
+    Hive(deployment, queen, "local", ["m=echo:"])
+    deployment.rbee("plan", "set", "bulk", "--queue-weight", "2", "--max-priority", "batch")
+    deployment.rbee("tenant", "create", "bulk-co", "--plan", "bulk")
+    deployment.rbee("tenant", "create", "chatty")
+    keys = {
+        t: deployment.rbee("key", "create", "--tenant", t).stdout.strip()
+        for t in ("bulk-co", "chatty")
+    }
+    script = Path(deployment.home) / "tell.rhai"
+    script.write_text(
+        "fn should_admit(task, customer) { deny(`${task.tenant}: ${task.priority}`) }"
+    )
+    deployment.rbee("scheduler", "reload", str(script))
+    time.sleep(0.5)
+
+    def seen(tenant: str, priority: str) -> str:
+        r = httpx.post(
+            f"{queen.url}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {keys[tenant]}", "X-Rbee-Priority": priority},
+            json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+            timeout=30,
+        )
+        assert r.status_code == 403, r.text
+        return str(r.json()["error"]["message"])
+
+    assert seen("bulk-co", "interactive") == "bulk-co: batch"
+    assert seen("bulk-co", "batch") == "bulk-co: batch"
+    assert seen("chatty", "interactive") == "chatty: interactive"
+    assert seen("chatty", "batch") == "chatty: batch"
