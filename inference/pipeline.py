@@ -514,6 +514,7 @@ async def _admit_queue_route(
         "tenant": caller.tenant_name,
         "tier": caller.tier,
         "queue_depth": queueing.queue_depth(model),
+        "tenant_queue_depth": queueing.tenant_queue_depth(model, str(caller.tenant_id)),
         # Today's usage (with this request's reservation) and the plan's daily limits.
         "tokens_used_today": int(used.get("tokens", 0)),
         "daily_limit": caller.limits.get("tokens_per_day"),

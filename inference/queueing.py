@@ -121,6 +121,13 @@ def queue_depth(model: str) -> int:
     return q.size if q else 0
 
 
+def tenant_queue_depth(model: str, tenant: str) -> int:
+    """How many of `tenant`'s requests wait for `model` (its share of queue_depth)."""
+    q = _queues.get(model)
+    share = q.shares.get(tenant) if q else None
+    return len(share.waiting) if share else 0
+
+
 def occupancy() -> dict[str, tuple[int, int]]:
     """Each model's queue in this process: (requests waiting, requests running)."""
     return {model: (q.size, q.running) for model, q in _queues.items()}

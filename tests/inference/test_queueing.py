@@ -120,6 +120,8 @@ async def test_one_tenants_flood_gets_429_while_another_tenant_is_served_promptl
         assert isinstance(exc, APIError) and (exc.status, exc.code) == (429, "queue_full")
         assert exc.headers["Retry-After"]
     assert queueing.queue_depth("fair1") == 8
+    assert queueing.tenant_queue_depth("fair1", "a") == 8
+    assert queueing.tenant_queue_depth("fair1", "b") == 0
     started = time.perf_counter()
     await serve("fair1", "b", served, 0.0, max_per_tenant=8)
     waited = time.perf_counter() - started
