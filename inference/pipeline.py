@@ -58,7 +58,15 @@ from hives.selectors import Placement
 from inference import queueing, schemas
 from inference.dispatch import Job, local_load, new_job_id
 from inference.errors import APIError, bad_request, from_domain, from_event
-from inference.scheduler import Policy, SchedulerCode, SchedulerError, current_policy, task_map
+from inference.scheduler import (
+    Policy,
+    SchedulerCode,
+    SchedulerError,
+    admit_async,
+    current_policy,
+    route_async,
+    task_map,
+)
 from kernel import __version__
 from kernel.aio import db
 from kernel.errors import DomainError, Unavailable, store_down
@@ -458,6 +466,8 @@ async def _schedule(
             param="priority",
             code="invalid_value",
         )
+    # the plan decides the highest priority; the client may only ask for less
+    priority = queueing.capped_priority(priority, target.caller.max_priority)
     region = str(request.headers.get("X-Rbee-Region") or "")
     eligible = _eligible(target, region, target.placements)
     admitted = await gate.admit(target.caller, work.cost)  # 5: limits
@@ -509,6 +519,7 @@ async def _admit_queue_route(
         "tenant": caller.tenant_name,
         "tier": caller.tier,
         "queue_depth": queueing.queue_depth(model),
+        "tenant_queue_depth": queueing.tenant_queue_depth(model, str(caller.tenant_id)),
         # Today's usage (with this request's reservation) and the plan's daily limits.
         "tokens_used_today": int(used.get("tokens", 0)),
         "daily_limit": caller.limits.get("tokens_per_day"),
@@ -518,7 +529,7 @@ async def _admit_queue_route(
         "characters_today": int(used.get("characters", 0)),
         "limits": {k: v for k, v in caller.limits.items() if v is not None},
     }
-    admission = target.policy.admit(task, customer)  # 5: should_admit
+    admission = await admit_async(target.policy, task, customer)  # 5: should_admit
     if not admission.admitted:
         if admission.status == 403:
             raise SchedulerError(SchedulerCode.DENIED, admission.reason)
@@ -529,12 +540,15 @@ async def _admit_queue_route(
         priority=priority,
         max_waiting=settings.RBEE_QUEUE_MAX,
         timeout=settings.RBEE_QUEUE_TIMEOUT,
+        tenant=str(caller.tenant_id),
+        weight=caller.queue_weight,
+        max_per_tenant=settings.RBEE_QUEUE_MAX_PER_TENANT,
     )
     try:
         if slot.waited:  # hives may have come and gone while we waited
             fresh = await db(hive_selectors.placements_for_model, model=target.model)
             eligible = _eligible(target, region, fresh)
-        decision = target.policy.route(task, eligible, local_load())  # 7
+        decision = await route_async(target.policy, task, eligible, local_load())  # 7
     except BaseException:
         slot.release()
         raise

@@ -1,13 +1,19 @@
-"""Waiting for a free worker: one bounded queue per model, per queen process.
+"""Waiting for a free worker: one bounded queue per model, per queen process, shared fairly
+between tenants.
 
 A request may start when the model's eligible workers have a free slot
-(RBEE_WORKER_SLOTS jobs each); otherwise it waits, interactive requests always
-ahead of batch ones and first come first served within a priority, for at most
-RBEE_QUEUE_TIMEOUT seconds. A full queue (RBEE_QUEUE_MAX) answers 429 with
-Retry-After at once. Waiting requests are not tied to a hive: when a slot frees
-they are routed among the workers live at that moment, so the queue of a hive
-that disappeared drains to the others. The queue length is the `queue_depth`
-given to `should_admit`.
+(RBEE_WORKER_SLOTS jobs each); otherwise it waits, for at most RBEE_QUEUE_TIMEOUT
+seconds, in its tenant's own sub-queue. When a slot frees, interactive requests
+go before batch ones; among tenants with a request of that priority waiting, the
+slot goes by weighted fair share (stride scheduling: each grant moves the tenant
+on by 1/weight, the plan's `queue_weight`; a tenant that starts waiting joins at
+the current position, so idle time earns no credit), first come first served
+within a tenant. A tenant with RBEE_QUEUE_MAX_PER_TENANT times its weight requests
+waiting, or a queue with RBEE_QUEUE_MAX in all, answers 429 with Retry-After at
+once: one tenant's flood is refused while others still find a place. Waiting
+requests are not tied to a hive: when a slot frees they are routed among the
+workers live at that moment, so the queue of a hive that disappeared drains to
+the others. The queue length is the `queue_depth` given to `should_admit`.
 
 Several queen replicas each keep their own queues (a request waits where it
 arrived); workers still run one job at a time whichever replica sent it.
@@ -25,6 +31,12 @@ from inference.errors import APIError
 _RANK = {"interactive": 0, "batch": 1}
 
 
+def capped_priority(requested: str, allowed: str) -> str:
+    """The priority a request gets: what it asked for, but never above what its plan allows
+    (a client may lower its priority, not raise it)."""
+    return requested if _RANK.get(requested, 0) >= _RANK.get(allowed, 0) else allowed
+
+
 @dataclass(order=True)
 class _Waiter:
     rank: int
@@ -33,17 +45,71 @@ class _Waiter:
 
 
 @dataclass
+class _Share:
+    """One tenant's sub-queue in a model's queue."""
+
+    weight: int = 1
+    waiting: list[_Waiter] = field(default_factory=list)  # a heap: (rank, seq)
+    position: float = 0.0  # stride scheduling: where the tenant stands; lowest goes next
+    running: int = 0  # its requests holding a slot (kept while any do)
+
+
+@dataclass
 class ModelQueue:
     running: int = 0
     capacity: int = 1
-    waiting: list[_Waiter] = field(default_factory=list)
+    shares: dict[str, _Share] = field(default_factory=dict)
+    clock: float = 0.0  # the position of the last grant: where a newly waiting tenant joins
+    size: int = 0  # requests waiting, all tenants
+
+    def _next(self) -> _Share | None:
+        best: tuple[int, float, int] | None = None
+        chosen = None
+        for share in self.shares.values():
+            if share.waiting:
+                head = share.waiting[0]
+                key = (head.rank, share.position, head.seq)
+                if best is None or key < best:
+                    best, chosen = key, share
+        return chosen
 
     def _wake(self) -> None:
-        while self.waiting and self.running < self.capacity:
-            w = heapq.heappop(self.waiting)
-            if not w.future.done():
-                self.running += 1  # the slot passes straight to the waiter
-                w.future.set_result(None)
+        while self.running < self.capacity:
+            share = self._next()
+            if share is None:
+                return
+            w = heapq.heappop(share.waiting)
+            self.size -= 1
+            if w.future.done():
+                continue
+            self._grant(share)  # the slot passes straight to the waiter
+            w.future.set_result(None)
+        self._forget_idle()
+
+    def _share(self, tenant: str, weight: int) -> _Share:
+        share = self.shares.get(tenant)
+        if share is None:  # joins where the queue stands: time away earns no credit
+            share = self.shares[tenant] = _Share(weight=weight, position=self.clock)
+        share.weight = weight
+        return share
+
+    def _grant(self, share: _Share) -> None:
+        self.clock = max(self.clock, share.position)
+        share.position += 1 / share.weight
+        share.running += 1
+        self.running += 1
+
+    def _forget_idle(self) -> None:
+        for tenant in [t for t, sh in self.shares.items() if not sh.waiting and not sh.running]:
+            del self.shares[tenant]
+
+    def _remove(self, tenant: str, waiter: _Waiter) -> None:
+        share = self.shares.get(tenant)
+        if share is not None and waiter in share.waiting:
+            share.waiting = [w for w in share.waiting if w is not waiter]
+            heapq.heapify(share.waiting)
+            self.size -= 1
+        self._forget_idle()
 
 
 _queues: dict[str, ModelQueue] = {}
@@ -52,19 +118,27 @@ _seq = itertools.count()
 
 def queue_depth(model: str) -> int:
     q = _queues.get(model)
-    return len(q.waiting) if q else 0
+    return q.size if q else 0
+
+
+def tenant_queue_depth(model: str, tenant: str) -> int:
+    """How many of `tenant`'s requests wait for `model` (its share of queue_depth)."""
+    q = _queues.get(model)
+    share = q.shares.get(tenant) if q else None
+    return len(share.waiting) if share else 0
 
 
 def occupancy() -> dict[str, tuple[int, int]]:
     """Each model's queue in this process: (requests waiting, requests running)."""
-    return {model: (len(q.waiting), q.running) for model, q in _queues.items()}
+    return {model: (q.size, q.running) for model, q in _queues.items()}
 
 
 class Slot:
     """A started request's claim on its model's capacity; release() exactly once."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, tenant: str = "") -> None:
         self.model = model
+        self.tenant = tenant
         self.waited = False
         self._released = False
 
@@ -74,29 +148,56 @@ class Slot:
         self._released = True
         q = _queues[self.model]
         q.running = max(0, q.running - 1)
+        share = q.shares.get(self.tenant)
+        if share is not None:
+            share.running = max(0, share.running - 1)
         q._wake()
+        q._forget_idle()
 
 
 async def acquire(
-    model: str, *, capacity: int, priority: str, max_waiting: int, timeout: float
+    model: str,
+    *,
+    capacity: int,
+    priority: str,
+    max_waiting: int,
+    timeout: float,
+    tenant: str = "",
+    weight: int = 1,
+    max_per_tenant: int = 0,
 ) -> Slot:
+    """A slot on `model`, waiting in `tenant`'s share of its queue if need be.
+    `max_per_tenant` (0: no cap of its own) times `weight` bounds one tenant's waiting requests."""
     q = _queues.setdefault(model, ModelQueue())
     q.capacity = max(1, capacity)
-    slot = Slot(model)
+    slot = Slot(model, tenant)
     rank = _RANK.get(priority, 0)
-    ahead = any(w.rank <= rank for w in q.waiting)
+    weight = max(1, weight)
+    ahead = any(sh.waiting and sh.waiting[0].rank <= rank for sh in q.shares.values())
     if q.running < q.capacity and not ahead:
-        q.running += 1
+        q._grant(q._share(tenant, weight))
         return slot
-    if len(q.waiting) >= max_waiting:
+    existing = q.shares.get(tenant)
+    mine = len(existing.waiting) if existing is not None else 0
+    if max_per_tenant and mine >= max_per_tenant * weight:
+        raise APIError(
+            429,
+            f"You already have {mine} requests waiting for '{model}' (your share of its "
+            "queue); try again shortly.",
+            code="queue_full",
+            headers={"Retry-After": "2"},
+        )
+    if q.size >= max_waiting:
         raise APIError(
             429,
             f"The queue for '{model}' is full ({max_waiting} requests waiting); try again shortly.",
             code="queue_full",
             headers={"Retry-After": "2"},
         )
+    share = q._share(tenant, weight)
     waiter = _Waiter(rank, next(_seq), asyncio.get_running_loop().create_future())
-    heapq.heappush(q.waiting, waiter)
+    heapq.heappush(share.waiting, waiter)
+    q.size += 1
     slot.waited = True
     try:
         await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
@@ -105,8 +206,7 @@ async def acquire(
             slot.release()  # granted just as we gave up: hand it on
         else:
             waiter.future.cancel()
-            q.waiting = [w for w in q.waiting if w is not waiter]
-            heapq.heapify(q.waiting)
+            q._remove(tenant, waiter)
         if isinstance(exc, asyncio.CancelledError):
             raise
         raise APIError(

@@ -11,22 +11,27 @@ the script:
 
 A script that returns unit, a worker outside the eligible set, or fails, falls
 back to the default policy (least loaded) and the failure is logged and counted,
-never turned into a 500. The script in force is the newest stored version; each
-process compiles it once and re-checks the version at most every
-RBEE_SCHEDULER_CHECK_SECONDS.
+never turned into a 500. The queen calls the script off its event loop
+(`admit_async`, `route_async`: a small thread pool) and waits at most
+RBEE_SCHEDULER_TIMEOUT_MS; past that the default policy decides (logged and
+counted as a timeout), and the engine's own wall-clock limit stops the script.
+The script in force is the newest stored version; each process compiles it once
+and re-checks the version at most every RBEE_SCHEDULER_CHECK_SECONDS.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import rhai
 from hives.protocol import Capability
@@ -39,6 +44,19 @@ logger = logging.getLogger("inference.scheduler")
 counters: Counter[str] = Counter()
 
 OPS_LIMIT = 200_000  # per call: a routing decision over 1,000 workers needs ~10,000
+DEFAULT_TIMEOUT_MS = 75.0  # RBEE_SCHEDULER_TIMEOUT_MS
+
+
+def timeout_seconds() -> float:
+    """How long a request waits for the script (RBEE_SCHEDULER_TIMEOUT_MS): also the
+    engine's wall-clock limit per call, so an abandoned call stops by itself soon after."""
+    from django.conf import settings
+
+    try:
+        ms = float(getattr(settings, "RBEE_SCHEDULER_TIMEOUT_MS", DEFAULT_TIMEOUT_MS))
+    except Exception:  # settings not configured (a library use): the default
+        ms = DEFAULT_TIMEOUT_MS
+    return max(ms, 1.0) / 1000
 
 
 @dataclass(frozen=True)
@@ -108,8 +126,9 @@ def _deny(reason: Any = "refused by the scheduler") -> dict[str, Any]:
     return {"admitted": False, "reason": str(reason), "status": 403}
 
 
-def new_engine() -> rhai.Engine:
-    engine = rhai.Engine(max_operations=OPS_LIMIT, max_call_levels=32)
+def new_engine(max_time: float = 0.0) -> rhai.Engine:
+    engine = rhai.Engine(max_operations=OPS_LIMIT, max_call_levels=32, max_time=max_time)
+    engine.on_progress = _hand_over_gil
     engine.register_fn("first", _first)
     engine.register_fn("least_loaded", _least_loaded_map)
     engine.register_fn("admit", _admit)
@@ -148,13 +167,17 @@ class ScriptError(SchedulerError):
         return cls(exc.message, line=exc.line, column=exc.column)
 
 
+class ScriptTimeout(Exception):
+    """A call given its own time limit ran past it (see Policy._call)."""
+
+
 class Policy:
     """One compiled script (or none: the default policy only)."""
 
-    def __init__(self, source: str = "", version: int = 0) -> None:
+    def __init__(self, source: str = "", version: int = 0, max_time: float | None = None) -> None:
         self.source = source
         self.version = version
-        self.engine = new_engine()
+        self.engine = new_engine(timeout_seconds() if max_time is None else max_time)
         self.ast: rhai.AST | None = None
         self.admit_arg = ""
         self.errors: list[str] = []  # the last few runtime errors, for `rbee scheduler check`
@@ -182,12 +205,25 @@ class Policy:
     def routes(self) -> bool:
         return self.ast is not None and self.ast.has_fn("route_task", 2)
 
-    def admit(self, task: dict[str, Any], customer: dict[str, Any]) -> Admission:
+    def _call(self, fn: str, max_time: float | None, *args: Any) -> Any:
+        """The script's ``fn``; with ``max_time``, a call past it raises ScriptTimeout for
+        the caller to decide (rather than counting as the script's failure)."""
+        assert self.ast is not None
+        try:
+            return self.engine.call_fn(self.ast, fn, *args, max_time=max_time)
+        except rhai.LimitExceeded as exc:
+            if max_time is not None and exc.message.startswith(rhai.TIMED_OUT):
+                raise ScriptTimeout(fn) from exc
+            raise
+
+    def admit(
+        self, task: dict[str, Any], customer: dict[str, Any], max_time: float | None = None
+    ) -> Admission:
         if self.ast is None or not self.admit_arg:
             return Admission(True)
         arg: Any = customer.get("queue_depth", 0) if self.admit_arg == "queue_depth" else customer
         try:
-            result = self.engine.call_fn(self.ast, "should_admit", task, arg)
+            result = self._call("should_admit", max_time, task, arg)
         except rhai.RhaiError as exc:
             self._failed("should_admit", exc)
             return Admission(True)
@@ -199,12 +235,16 @@ class Policy:
         return Admission(True)
 
     def route(
-        self, task: dict[str, Any], placements: list[Placement], load: Mapping[int, int]
+        self,
+        task: dict[str, Any],
+        placements: list[Placement],
+        load: Mapping[int, int],
+        max_time: float | None = None,
     ) -> Decision:
         if self.routes and self.ast is not None:
             maps = [worker_map(p, load.get(p.worker_id, 0)) for p in placements]
             try:
-                chosen = self.engine.call_fn(self.ast, "route_task", task, maps)
+                chosen = self._call("route_task", max_time, task, maps)
             except rhai.RhaiError as exc:
                 self._failed("route_task", exc)
                 counters["fallbacks"] += 1
@@ -219,6 +259,115 @@ class Policy:
                     logger.info("route_task chose a worker outside the eligible set; default")
         counters["default_decisions"] += 1
         return Decision(least_loaded(placements, load), "default")
+
+
+# --- off the event loop ------------------------------------------------------------------
+
+# Scripts are pure Python and hold the GIL while they run. A call first gets a short slice
+# on the event loop (the engine's clock stops it there): nearly every script answers in well
+# under a millisecond, with no thread hop. A call that needs longer starts again in the
+# scheduler's one thread (scripts have no side effects, so running one again is safe) and is
+# waited for until RBEE_SCHEDULER_TIMEOUT_MS. One thread, not several: each CPU-bound thread
+# competes with the event loop for the GIL, and measured loop lag grows with their number
+# (one spinning thread: ~20 ms at worst; four: ~300 ms). A call still queued for the thread
+# when its caller gave up is skipped.
+# In that thread a script hands the GIL over every 1,024 operations (engine.on_progress), so
+# the loop's thread takes it within a fraction of a millisecond instead of the interpreter's
+# 5 ms switch interval.
+INLINE_SLICE = 0.002  # seconds
+_in_pool = threading.local()
+
+
+def _mark_pool_thread() -> None:
+    _in_pool.yes = True
+
+
+def _hand_over_gil(ops: int) -> None:
+    if getattr(_in_pool, "yes", False):
+        time.sleep(0)  # releases the GIL: a waiting thread (the event loop's) takes it
+
+
+_pool = ThreadPoolExecutor(
+    max_workers=1, thread_name_prefix="rbee-scheduler", initializer=_mark_pool_thread
+)
+
+T = TypeVar("T")
+
+
+async def _bounded(run: Callable[[float | None], T], timeout: float) -> T | None:
+    """``run(max_time)`` within ``timeout``: a slice on the loop, then the scheduler's
+    thread; None when no answer came in time."""
+    give_up = time.monotonic() + timeout
+    try:
+        return run(min(INLINE_SLICE, timeout))
+    except ScriptTimeout:
+        pass
+    left = give_up - time.monotonic()
+
+    def in_thread() -> T | None:
+        remaining = give_up - time.monotonic()
+        if remaining <= 0:
+            return None  # waited in the queue past its time: nobody wants the answer
+        try:
+            return run(remaining)
+        except ScriptTimeout:
+            return None
+
+    if left <= 0:
+        return None
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(_pool.submit(in_thread)), left)
+    except TimeoutError:
+        return None
+
+
+def _timed_out(policy: Policy, fn: str, timeout: float) -> None:
+    counters["timeouts"] += 1
+    counters["fallbacks"] += 1
+    logger.warning(
+        "%s took longer than %.0f ms (scheduler v%s): default policy",
+        fn,
+        timeout * 1000,
+        policy.version,
+    )
+
+
+async def admit_async(
+    policy: Policy, task: dict[str, Any], customer: dict[str, Any], timeout: float | None = None
+) -> Admission:
+    """`policy.admit` without stalling the event loop; past ``timeout``
+    (RBEE_SCHEDULER_TIMEOUT_MS) the request is admitted, as by the default policy."""
+    if policy.ast is None or not policy.admit_arg:
+        return Admission(True)
+    wait = timeout_seconds() if timeout is None else timeout
+    result = await _bounded(lambda max_time: policy.admit(task, customer, max_time), wait)
+    if result is None:
+        _timed_out(policy, "should_admit", wait)
+        return Admission(True)
+    return result
+
+
+async def route_async(
+    policy: Policy,
+    task: dict[str, Any],
+    placements: list[Placement],
+    load: Mapping[int, int],
+    timeout: float | None = None,
+) -> Decision:
+    """`policy.route` without stalling the event loop; past ``timeout`` the least loaded
+    worker."""
+    snapshot = dict(load)  # the live count changes on the loop meanwhile
+    if not policy.routes:
+        return policy.route(task, placements, snapshot)  # the default: no script to wait for
+    wait = timeout_seconds() if timeout is None else timeout
+    result = await _bounded(
+        lambda max_time: policy.route(task, placements, snapshot, max_time), wait
+    )
+    if result is None:
+        _timed_out(policy, "route_task", wait)
+        counters["default_decisions"] += 1
+        return Decision(least_loaded(placements, snapshot), "default")
+    return result
 
 
 def worker_map(p: Placement, load: int) -> dict[str, Any]:

@@ -29,6 +29,7 @@ class SchedulerCollector(Collector):
             ("rbee_scheduler_script_errors", "script_errors", "Scheduler script runtime errors"),
             ("rbee_scheduler_admissions", "admissions", "Requests admitted by should_admit"),
             ("rbee_scheduler_rejections", "rejections", "Requests refused by should_admit"),
+            ("rbee_scheduler_timeouts", "timeouts", "Script calls past RBEE_SCHEDULER_TIMEOUT_MS"),
         ):
             yield CounterMetricFamily(name, doc, value=scheduler.counters[key])
         waiting = GaugeMetricFamily(

@@ -256,10 +256,15 @@ RBEE_HIVE_HEARTBEAT = env.float("RBEE_HIVE_HEARTBEAT", default=5.0)
 # longest queue per model and process, and the longest wait.
 RBEE_WORKER_SLOTS = env.int("RBEE_WORKER_SLOTS", default=1)
 RBEE_QUEUE_MAX = env.int("RBEE_QUEUE_MAX", default=64)
+# One tenant's waiting requests per model (times its plan's queue_weight; 0: no cap of its own).
+RBEE_QUEUE_MAX_PER_TENANT = env.int("RBEE_QUEUE_MAX_PER_TENANT", default=16)
 RBEE_QUEUE_TIMEOUT = env.float("RBEE_QUEUE_TIMEOUT", default=60.0)
 
 # How often each queen process looks for a new scheduler script version.
 RBEE_SCHEDULER_CHECK_SECONDS = env.float("RBEE_SCHEDULER_CHECK_SECONDS", default=1.0)
+# How long a request waits for should_admit / route_task (run off the event loop) before
+# the default policy decides; also the script's wall-clock limit per call.
+RBEE_SCHEDULER_TIMEOUT_MS = env.float("RBEE_SCHEDULER_TIMEOUT_MS", default=75.0)
 
 # Requests without an Authorization header act as this tenant (empty: refused).
 # For a queen on a personal machine, bound to loopback: `rbee up --open`.

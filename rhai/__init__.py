@@ -5,10 +5,11 @@ See README.md in this package for the supported language, the API and the limits
 
 from .engine import AST, Engine
 from .errors import EvalError, LimitExceeded, ParseError, RhaiError, ThrownError
-from .values import Char, FnPtr, Range, StepRange, type_of
+from .values import TIMED_OUT, Char, FnPtr, Range, StepRange, type_of
 
 __all__ = [
     "AST",
+    "TIMED_OUT",
     "Char",
     "Engine",
     "EvalError",

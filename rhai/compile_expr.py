@@ -242,7 +242,11 @@ class ExprCompiler(CompilerBase):
         left, right = n.left, n.right
         if type(left) is Const and type(right) is not Const:
             left, right = right, left
-        if type(right) is Const and type(right.value) in (str, int, bool):
+        if (
+            type(right) is Const
+            and type(right.value) in (str, int, bool)
+            and not (type(right.value) is str and len(right.value) >> STR_CHUNK_BITS)
+        ):  # a long string constant takes the charged path below
             k = right.value
             tk = type(k)
             if (type(left) is Prop and type(left.target) is Var and not left.elvis
@@ -272,7 +276,7 @@ class ExprCompiler(CompilerBase):
             a = lf(f)
             b = rf(f)
             ta = type(a)
-            if ta is type(b) and (ta is str or ta is int or ta is bool):
+            if ta is type(b) and (ta is int or ta is bool or (ta is str and len(a) < 64)):
                 return (a == b) is not neg
             return values_eq(a, b, f[0]) is not neg
 
@@ -282,9 +286,9 @@ class ExprCompiler(CompilerBase):
         op, pos = n.op, n.pos
         lf, rf = self.cx(n.left), self.cx(n.right)
 
-        def slow(a: Any, b: Any) -> bool:
+        def slow(a: Any, b: Any, c: Any) -> bool:
             try:
-                return compare(op, a, b)
+                return compare(op, a, b, c)
             except Fail as e:
                 raise to_eval_error(e, pos) from None
 
@@ -295,7 +299,7 @@ class ExprCompiler(CompilerBase):
                 b = rf(f)
                 if type(a) is int and type(b) is int:
                     return a < b
-                return slow(a, b)
+                return slow(a, b, f[0])
 
             return lt
         if op == ">":
@@ -305,7 +309,7 @@ class ExprCompiler(CompilerBase):
                 b = rf(f)
                 if type(a) is int and type(b) is int:
                     return a > b
-                return slow(a, b)
+                return slow(a, b, f[0])
 
             return gt
         if op == "<=":
@@ -315,7 +319,7 @@ class ExprCompiler(CompilerBase):
                 b = rf(f)
                 if type(a) is int and type(b) is int:
                     return a <= b
-                return slow(a, b)
+                return slow(a, b, f[0])
 
             return le
 
@@ -324,7 +328,7 @@ class ExprCompiler(CompilerBase):
             b = rf(f)
             if type(a) is int and type(b) is int:
                 return a >= b
-            return slow(a, b)
+            return slow(a, b, f[0])
 
         return ge
 

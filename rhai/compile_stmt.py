@@ -123,7 +123,7 @@ class StmtCompiler(CompilerBase):
             v = subj(f)
             t = type(v)
             try:
-                entries = table.get((t, v) if t is int or t is str else switch_key(v))
+                entries = table.get((t, v) if t is int or t is str else switch_key(v, f[0]))
             except TypeError:  # an unhashable host value matches no case
                 entries = None
             if entries:

@@ -74,7 +74,9 @@ class AST:
 
 
 class Engine:
-    """A sandboxed Rhai engine. A limit of 0 means unlimited."""
+    """A sandboxed Rhai engine. A limit of 0 means unlimited. ``max_time`` (seconds, not in
+    Rhai itself) stops a call that runs longer, whatever its operation count, with a
+    :class:`LimitExceeded` ("Script timed out ...")."""
 
     def __init__(
         self,
@@ -85,6 +87,7 @@ class Engine:
         max_array_size: int = DEFAULT_MAX_ARRAY_SIZE,
         max_map_size: int = DEFAULT_MAX_MAP_SIZE,
         max_variables: int = DEFAULT_MAX_VARIABLES,
+        max_time: float = 0.0,
     ) -> None:
         self.max_operations = max_operations
         self.max_call_levels = max_call_levels
@@ -93,7 +96,12 @@ class Engine:
         self.max_array_size = max_array_size
         self.max_map_size = max_map_size
         self.max_variables = max_variables
+        # seconds of wall-clock time per eval/call_fn (0: none): past it, LimitExceeded
+        self.max_time = max_time
         self._host: dict[tuple[str, int], Callable[..., Any]] = {}
+        # Called with the operation count every 1,024 operations (as Rhai's on_progress); a
+        # value other than None stops the script (LimitExceeded "Script terminated ...").
+        self.on_progress: Callable[[int], Any] | None = None
         self.on_print: Callable[[str], Any] | None = lambda s: log.info("%s", s)
         self.on_debug: Callable[[str], Any] | None = lambda s: log.debug("%s", s)
 
@@ -184,16 +192,17 @@ class Engine:
 
         return _guard(run)
 
-    def call_fn(self, ast: AST, name: str, *args: Any) -> Any:
+    def call_fn(self, ast: AST, name: str, *args: Any, max_time: float | None = None) -> Any:
         """Call script function ``name`` with ``args``.
 
         The top-level statements of the script are *not* run: script functions cannot
         see top-level variables anyway, so only their side effects would be lost.
+        ``max_time`` replaces the engine's wall-clock limit for this call.
         """
         fns = ast._fns
         sf = fns.get((name, len(args)))
         try:
-            c = Ctx(self, fns, ast._static_globals, ast._typed)
+            c = Ctx(self, fns, ast._static_globals, ast._typed, max_time)
             # containers are passed as they are (their items are read lazily, and a script
             # that mutates a parameter works on a copy); other values are checked
             for a in args:

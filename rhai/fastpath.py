@@ -27,7 +27,7 @@ from .runtime import (
     ops_exceeded,
     script_arities,
 )  # fmt: skip
-from .values import FnPtr, float_eq, float_le, float_lt, type_of
+from .values import STR_CHUNK_BITS, FnPtr, float_eq, float_le, float_lt, type_of
 
 # ---------------------------------------------------------------------------
 # calling function pointers repeatedly
@@ -42,12 +42,11 @@ def bind_fn(c: Ctx, fp: Any, nargs: int, pos: Pos = NOPOS) -> Callable[..., Any]
             sf.copy_params or sf.nparams != nargs:  # fmt: skip
         return lambda *a: call_fnptr(c, fp, list(a), pos)
     body = sf.body
-    maxops = c.max_ops
     if nargs == 1:
 
         def call1(x: Any) -> Any:
             c.ops += 1
-            if c.ops > maxops:
+            if c.ops > c.max_ops:
                 ops_exceeded(c, pos)
             return body([c, UNBOUND, x])
 
@@ -56,7 +55,7 @@ def bind_fn(c: Ctx, fp: Any, nargs: int, pos: Pos = NOPOS) -> Callable[..., Any]
 
         def call2(x: Any, y: Any) -> Any:
             c.ops += 1
-            if c.ops > maxops:
+            if c.ops > c.max_ops:
                 ops_exceeded(c, pos)
             return body([c, UNBOUND, x, y])
 
@@ -184,6 +183,8 @@ class _PredGen:
             t = type(k)
             if t not in (str, int, float, bool) or (t is bool and op not in ("==", "!=")):
                 return None
+            if t is str and len(k) >> STR_CHUNK_BITS:
+                return None  # a long constant: the charged path compares it
             if t is str and op in ("==", "!="):
                 # Python's == on any Rhai value against a str is Rhai's ==: no guard needed
                 if not self.is_param_prop(left):

@@ -286,7 +286,10 @@ def _sort(c: Ctx, a: Any, fp: Any = None) -> None:
             raise Fail("Cannot sort an array with elements of different types")
         if types and not types <= {int, float, str, Char, bool}:
             raise Fail(f"Cannot sort an array of {type_of(a[0])}")
-        charge(c, len(a) * max(len(a).bit_length(), 1))  # n log n comparisons
+        log_n = max(len(a).bit_length(), 1)
+        charge(c, len(a) * log_n)  # n log n comparisons
+        if str in types:  # each string takes part in about log n of them
+            charge_str(c, sum(len(x) for x in a) * log_n)
         a.sort(key=cmp_to_key(_natural_cmp))
         return
     call = bind_fn(c, fp, 2)
@@ -343,15 +346,21 @@ def _map_arg(name: str, m: Any, *rest: Any) -> dict[str, Any]:
 
 @reg("keys", 1)
 def _keys(c: Ctx, m: Any) -> list[Any]:
-    charge(c, len(_map_arg("keys", m)))
+    return _sorted_keys(c, _map_arg("keys", m))
+
+
+def _sorted_keys(c: Ctx, m: dict[str, Any]) -> list[str]:
+    """The keys in order, charged as a sort of strings (n log n, and their characters)."""
+    log_n = max(len(m).bit_length(), 1)
+    charge(c, len(m) * log_n)
+    charge_str(c, sum(len(k) for k in m) * log_n)
     return sorted(m, key=str)
 
 
 @reg("values", 1)
 def _values(c: Ctx, m: Any) -> list[Any]:
     m = _map_arg("values", m)
-    charge(c, len(m))
-    return [m[k] for k in sorted(m, key=str)]
+    return [m[k] for k in _sorted_keys(c, m)]
 
 
 @reg("mixin", 2)

@@ -104,7 +104,7 @@ def _index_of(c: Ctx, x: Any, item: Any, start: Any = 0) -> int:
         if type(item) not in STRS:
             raise nf("index_of", x, item)
         s, _ = _span(len(x), start, None)
-        charge_str(c, len(x) - s)
+        charge_str(c, len(x) - s + len(item))
         return x.find(item, s)
     if t is list:
         s, _ = _span(len(x), start, None)
@@ -352,9 +352,9 @@ def _replace(c: Ctx, s: Any, find: Any, sub: Any) -> Any:
     if type(s) is str and type(find) in STRS and type(sub) in STRS:
         if not find:
             raise Fail("replace: the string to find cannot be empty")
+        charge_str(c, len(s) + len(find))  # the scan (count and replace)
         if len(sub) > len(find) and s.count(find) * (len(sub) - len(find)) + len(s) > c.max_str:
             raise Fail("Length of string exceeds the maximum limit", limit=True)
-        charge_str(c, len(s))
         r = s.replace(find, sub)
         charge_str(c, len(r))
         return NewStr(r)

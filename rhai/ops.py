@@ -409,12 +409,19 @@ def error_value(e: RhaiError) -> Any:
     return m
 
 
-def switch_key(v: Any) -> Any:
+def switch_key(v: Any, c: Any = None) -> Any:
     """The key ``switch`` matches by: the type and the value (so ``1.0`` is not ``1``), arrays
-    and maps by their contents."""
+    and maps by their contents (with a context, one operation per item, and the hashing of
+    long strings inside them)."""
     t = type(v)
     if t is list:
-        return (list, tuple(switch_key(x) for x in v))
+        if c is not None:
+            charge(c, len(v))
+        return (list, tuple(switch_key(x, c) for x in v))
     if t is dict:
-        return (dict, tuple(sorted((k, switch_key(x)) for k, x in v.items())))
+        if c is not None:
+            charge(c, len(v))
+        return (dict, tuple(sorted((k, switch_key(x, c)) for k, x in v.items())))
+    if t is str and c is not None:
+        charge_str(c, len(v))
     return (t, v)

@@ -3,6 +3,7 @@ the evaluation context, control flow signals and function dispatch."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ from .errors import (
     suggest,
     to_eval_error,
 )  # fmt: skip
-from .values import Cell, FnPtr, deep_copy, from_python, type_of
+from .values import CLOCK_EVERY, Cell, FnPtr, deep_copy, from_python, over_budget, type_of
 
 UNLIMITED = 1 << 62
 
@@ -57,27 +58,41 @@ class Ctx:
     ``global::``) and host hooks."""
 
     __slots__ = (
+        "deadline",
         "depth",
         "fns",
         "globals",
         "host",
+        "limit_ops",
         "max_arr",
         "max_depth",
         "max_map",
         "max_ops",
         "max_str",
+        "max_time",
         "max_vars",
         "on_debug",
         "on_print",
+        "on_progress",
         "ops",
         "typed",
     )  # fmt: skip
 
     def __init__(self, engine: Any, fns: dict[tuple[str, int], Any],
                  globals_: dict[str, Any] | None = None,
-                 typed: frozenset[str] = frozenset()) -> None:  # fmt: skip
+                 typed: frozenset[str] = frozenset(),
+                 max_time: float | None = None) -> None:  # fmt: skip
         self.ops = 0
-        self.max_ops = engine.max_operations or UNLIMITED
+        self.limit_ops = engine.max_operations or UNLIMITED
+        # a wall-clock limit: then max_ops is the next operation count at which the clock
+        # is read (values.over_budget), so the interpreter's one inline test serves both
+        self.max_time: float = (engine.max_time if max_time is None else max_time) or 0.0
+        self.deadline = time.monotonic() + self.max_time if self.max_time > 0 else None
+        self.on_progress = engine.on_progress
+        if self.deadline is not None or self.on_progress is not None:
+            self.max_ops = min(self.limit_ops, CLOCK_EVERY)
+        else:
+            self.max_ops = self.limit_ops
         self.depth = 0
         self.max_depth = engine.max_call_levels or UNLIMITED
         self.max_str = engine.max_string_size or UNLIMITED
@@ -119,7 +134,11 @@ class CtlExc(Signal):
 
 
 def ops_exceeded(c: Ctx, pos: Pos) -> None:
-    raise LimitExceeded(f"Too many operations: the limit is {c.max_ops}", pos)
+    """``c.ops`` passed ``c.max_ops``: raise if a limit (operations, time) is passed; a
+    clock checkpoint just returns."""
+    msg = over_budget(c)
+    if msg is not None:
+        raise LimitExceeded(msg, pos)
 
 
 def check_str(c: Ctx, s: str, pos: Pos = NOPOS) -> str:

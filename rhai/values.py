@@ -19,6 +19,7 @@ range       :class:`Range`
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -264,7 +265,7 @@ def to_debug(v: Any, depth: int = 0, c: Any = None) -> str:
         return "[" + ", ".join(to_debug(x, depth + 1, c) for x in v) + "]"
     if isinstance(v, dict):
         if c is not None:
-            charge(c, len(v))
+            charge(c, len(v) + (_keys_chars(v) >> STR_CHUNK_BITS))
         items = sorted(v.items(), key=lambda kv: str(kv[0]))
         body = ", ".join(_quote(str(k), '"') + ": " + to_debug(x, depth + 1, c) for k, x in items)
         return "#{" + body + "}"
@@ -311,6 +312,11 @@ def values_eq(a: Any, b: Any, c: Any = None) -> bool:
     comparing arrays and maps spends one operation per item compared."""
     ta, tb = type(a), type(b)
     if ta is tb:
+        if ta is str:
+            # equal lengths: C compares the characters (one operation per 64 of them)
+            if c is not None and len(a) >> STR_CHUNK_BITS and len(a) == len(b) and a is not b:
+                charge(c, len(a) >> STR_CHUNK_BITS)
+            return a == b
         if ta is float:
             return float_eq(a, b)
         if ta is list:
@@ -320,10 +326,12 @@ def values_eq(a: Any, b: Any, c: Any = None) -> bool:
                 charge(c, len(a))
             return all(values_eq(x, y, c) for x, y in zip(a, b, strict=False))
         if ta is dict:
-            if a.keys() != b.keys():
+            if len(a) != len(b):
                 return False
             if c is not None:
-                charge(c, len(a))
+                charge(c, len(a) + (_keys_chars(a) >> STR_CHUNK_BITS))
+            if a.keys() != b.keys():
+                return False
             return all(values_eq(a[k], b[k], c) for k in a)
         return bool(a == b)
     if (ta is int and tb is float) or (ta is float and tb is int):
@@ -335,17 +343,32 @@ def values_eq(a: Any, b: Any, c: Any = None) -> bool:
             charge(c, len(a))
         return all(values_eq(x, y, c) for x, y in zip(a, b, strict=False))
     if isinstance(a, dict) and isinstance(b, dict):
-        if a.keys() != b.keys():
+        if len(a) != len(b):
             return False
         if c is not None:
-            charge(c, len(a))
+            charge(c, len(a) + (_keys_chars(a) >> STR_CHUNK_BITS))
+        if a.keys() != b.keys():
+            return False
         return all(values_eq(a[k], b[k], c) for k in a)
     return False
 
 
-def compare(op: str, a: Any, b: Any) -> bool:
-    """Rhai ``<``, ``<=``, ``>``, ``>=``."""
+def _keys_chars(m: dict[str, Any]) -> int:
+    """How many characters the keys of map ``m`` hold (looking up long keys hashes them)."""
+    return sum(len(k) for k in m)
+
+
+def str_cmp_cost(a: str, b: str) -> int:
+    """Operations for ordering two strings: C scans their common prefix."""
+    return min(len(a), len(b)) >> STR_CHUNK_BITS
+
+
+def compare(op: str, a: Any, b: Any, c: Any = None) -> bool:
+    """Rhai ``<``, ``<=``, ``>``, ``>=``; with a context, strings are charged for the
+    characters compared."""
     ta, tb = type(a), type(b)
+    if c is not None and ta is str and tb is str and (len(a) >> STR_CHUNK_BITS):
+        charge(c, str_cmp_cost(a, b))
     if (ta is int or ta is float) and (tb is int or tb is float):
         if ta is int and tb is int:
             if op == "<":
@@ -387,7 +410,32 @@ def charge(c: Any, n: int) -> None:
     """Spend ``n`` operations of context ``c`` (work proportional to a value's size)."""
     c.ops += n
     if c.ops > c.max_ops:
-        raise Fail(f"Too many operations: the limit is {c.max_ops}", limit=True)
+        msg = over_budget(c)
+        if msg is not None:
+            raise Fail(msg, limit=True)
+
+
+# With a time limit or a progress callback, the clock is read (and the callback called) once
+# per this many operations (c.max_ops is then the next checkpoint, not the limit itself, so
+# the interpreter's one inline test covers both).
+CLOCK_EVERY = 1024
+# How the message of the error past a wall-clock limit starts.
+TIMED_OUT = "Script timed out"
+
+
+def over_budget(c: Any) -> str | None:
+    """Called when ``c.ops`` has passed ``c.max_ops``: the message of the limit passed, or
+    None when that was only a checkpoint for reading the clock (then the next one is set)."""
+    if c.ops > c.limit_ops:
+        return f"Too many operations: the limit is {c.limit_ops}"
+    deadline = c.deadline
+    if deadline is not None and time.monotonic() > deadline:
+        return f"{TIMED_OUT}: it ran for more than {c.max_time:g} s"
+    progress = c.on_progress
+    if progress is not None and progress(c.ops) is not None:
+        return "Script terminated by the host"
+    c.max_ops = min(c.limit_ops, c.ops + CLOCK_EVERY)
+    return None
 
 
 # C-level string work (copying, scanning, splitting) costs one operation per this many characters

@@ -21,6 +21,15 @@ class Plan(models.Model):
     requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
     tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
     max_concurrent = models.PositiveIntegerField(null=True, blank=True)
+    # The tenant's share of a busy model's queue, against other tenants' (weighted fair).
+    queue_weight = models.PositiveSmallIntegerField(default=1)
+    # The highest priority its requests get: "interactive", or "batch" (a request may ask
+    # for less, never more).
+    max_priority = models.CharField(
+        max_length=16,
+        choices=[("interactive", "interactive"), ("batch", "batch")],
+        default="interactive",
+    )
     stripe_price_id = models.CharField(max_length=100, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 

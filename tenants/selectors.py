@@ -34,6 +34,8 @@ class Caller:
     # may see which hive and device served it (X-Rbee-Worker) and the workers' own
     # error texts. Tenants' callers see neither.
     operator: bool = False
+    queue_weight: int = 1  # the plan's share of a busy model's queue
+    max_priority: str = "interactive"  # the plan's highest priority ("batch": batch only)
 
 
 def tenant_get(*, name: str) -> Tenant:
@@ -69,6 +71,8 @@ _PLAN_FIELDS = (
     "tenant__plan__requests_per_minute",
     "tenant__plan__tokens_per_minute",
     "tenant__plan__max_concurrent",
+    "tenant__plan__queue_weight",
+    "tenant__plan__max_priority",
 )
 
 
@@ -142,6 +146,8 @@ def _caller(tenant: Tenant, **extra: Any) -> Caller:
         tier=plan.name if plan is not None else tenant.tier,
         limits=effective_limits(tenant),
         allowed_models=tuple(str(m) for m in (plan.allowed_models if plan else []) or ()),
+        queue_weight=max(1, plan.queue_weight) if plan is not None else 1,
+        max_priority=plan.max_priority if plan is not None else "interactive",
         **extra,
     )
 

@@ -309,22 +309,34 @@ def plan_set(
     name: str,
     limits: dict[str, int | None],
     allowed_models: list[str] | None = None,
+    queue_weight: int | None = None,
+    max_priority: str | None = None,
 ) -> tuple[Plan, bool]:
     """Create the plan `name` or change it: each of `limits` (a Plan.LIMIT_FIELDS name ->
     N, or None for unlimited) is set, the others are left as they are; `allowed_models`
-    replaces the plan's models when given ([]: every model). Returns (plan, created)."""
+    replaces the plan's models when given ([]: every model); `queue_weight` (1-100, its
+    share of a busy model's queue) and `max_priority` ("interactive" or "batch") when given.
+    Returns (plan, created)."""
     unknown = sorted(set(limits) - set(Plan.LIMIT_FIELDS))
     if unknown:
         raise TenantError(
             TenantErrorCode.INVALID,
             f"unknown limit {', '.join(unknown)}: use {', '.join(Plan.LIMIT_FIELDS)}",
         )
+    if queue_weight is not None and not 1 <= queue_weight <= 100:
+        raise TenantError(TenantErrorCode.INVALID, "queue_weight must be from 1 to 100")
+    if max_priority is not None and max_priority not in ("interactive", "batch"):
+        raise TenantError(TenantErrorCode.INVALID, "max_priority must be 'interactive' or 'batch'")
     with transaction.atomic():
         plan, created = Plan.objects.select_for_update().get_or_create(name=name)
         for field, value in limits.items():
             setattr(plan, field, value)
         if allowed_models is not None:
             plan.allowed_models = [m.strip() for m in allowed_models if m.strip()]
+        if queue_weight is not None:
+            plan.queue_weight = queue_weight
+        if max_priority is not None:
+            plan.max_priority = max_priority
         plan.save()
     return plan, created
 

@@ -42,8 +42,21 @@ def plan_defaults() -> None:
 @click.argument("name")
 @click.argument("limits", nargs=-1)
 @click.option("--models", default=None, help="Allowed models, comma-separated ('' for all).")
+@click.option("--queue-weight", type=int, default=None, help="Share of a busy model's queue.")
+@click.option(
+    "--max-priority",
+    type=click.Choice(["interactive", "batch"]),
+    default=None,
+    help="The highest priority its requests get.",
+)
 @uses_database
-def plan_set(name: str, limits: tuple[str, ...], models: str | None) -> None:
+def plan_set(
+    name: str,
+    limits: tuple[str, ...],
+    models: str | None,
+    queue_weight: int | None,
+    max_priority: str | None,
+) -> None:
     """Create or change the plan NAME: FIELD=N or FIELD=none for each limit
     (requests_per_day, tokens_per_day, images_per_day, audio_seconds_per_day,
     characters_per_day, requests_per_minute, tokens_per_minute, max_concurrent)."""
@@ -55,5 +68,7 @@ def plan_set(name: str, limits: tuple[str, ...], models: str | None) -> None:
             name=name,
             limits=values,
             allowed_models=comma_list(models) if models is not None else None,
+            queue_weight=queue_weight,
+            max_priority=max_priority,
         )
     note(f"{'created' if created else 'updated'} plan {p.name}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -85,3 +86,153 @@ async def test_a_client_that_leaves_while_waiting_gives_its_place_up() -> None:
     held.release()
     (await asyncio.wait_for(staying, 1)).release()
     assert queueing._queues["q4"].running == 0
+
+
+# --- fair shares between tenants --------------------------------------------------------
+
+
+async def serve(model: str, tenant: str, served: list[str], hold: float, **kw: object) -> None:
+    """A request that, once it has its slot, holds the model's one worker for `hold` s."""
+    slot = await queueing.acquire(
+        model,
+        capacity=1,
+        priority=str(kw.pop("priority", "interactive")),
+        max_waiting=int(kw.pop("max_waiting", 64)),  # type: ignore[call-overload]
+        timeout=5,
+        tenant=tenant,
+        **kw,  # type: ignore[arg-type]
+    )
+    served.append(tenant)
+    await asyncio.sleep(hold)
+    slot.release()
+
+
+async def test_one_tenants_flood_gets_429_while_another_tenant_is_served_promptly() -> None:
+    served: list[str] = []
+    flood = [
+        asyncio.create_task(serve("fair1", "a", served, 0.02, max_per_tenant=8)) for _ in range(30)
+    ]
+    await asyncio.sleep(0.01)  # a holds the worker, 8 of its requests wait, 21 were refused
+    refused = [t for t in flood if t.done()]
+    assert len(refused) == 21
+    for t in refused:
+        exc = t.exception()
+        assert isinstance(exc, APIError) and (exc.status, exc.code) == (429, "queue_full")
+        assert exc.headers["Retry-After"]
+    assert queueing.queue_depth("fair1") == 8
+    assert queueing.tenant_queue_depth("fair1", "a") == 8
+    assert queueing.tenant_queue_depth("fair1", "b") == 0
+    started = time.perf_counter()
+    await serve("fair1", "b", served, 0.0, max_per_tenant=8)
+    waited = time.perf_counter() - started
+    # b goes right after the request that holds the worker, ahead of a's 8 waiting ones
+    assert served[:2] == ["a", "b"]
+    assert waited < 0.02 * 4, waited
+    await asyncio.gather(*flood, return_exceptions=True)
+    assert served.count("a") == 9 and queueing._queues["fair1"].running == 0
+
+
+async def test_a_full_queue_of_many_tenants_still_refuses_with_429() -> None:
+    held = await queueing.acquire(
+        "fair2", capacity=1, priority="interactive", max_waiting=3, timeout=5, tenant="x"
+    )
+    waiting = [
+        asyncio.create_task(
+            queueing.acquire(
+                "fair2",
+                capacity=1,
+                priority="interactive",
+                max_waiting=3,
+                timeout=5,
+                tenant=f"t{i}",
+                max_per_tenant=2,
+            )
+        )
+        for i in range(3)
+    ]
+    await asyncio.sleep(0.01)
+    with pytest.raises(APIError) as exc:
+        await queueing.acquire(
+            "fair2",
+            capacity=1,
+            priority="interactive",
+            max_waiting=3,
+            timeout=5,
+            tenant="t9",
+            max_per_tenant=2,
+        )
+    assert exc.value.code == "queue_full"
+    held.release()
+    for t in waiting:
+        (await t).release()
+
+
+async def test_the_plan_weight_gives_a_tenant_a_bigger_share() -> None:
+    held = await queueing.acquire(
+        "fair3", capacity=1, priority="interactive", max_waiting=64, timeout=5, tenant="x"
+    )
+    served: list[str] = []
+    light = [serve("fair3", "light", served, 0.0, weight=1) for _ in range(12)]
+    heavy = [serve("fair3", "heavy", served, 0.0, weight=3) for _ in range(12)]
+    tasks = [asyncio.create_task(c) for c in light + heavy]
+    await asyncio.sleep(0.01)
+    held.release()
+    await asyncio.gather(*tasks)
+    first = served[:8]
+    assert first.count("heavy") == 6 and first.count("light") == 2, served
+    assert sorted(served) == ["heavy"] * 12 + ["light"] * 12
+
+
+async def test_interactive_still_goes_before_batch_across_tenants() -> None:
+    held = await queueing.acquire(
+        "fair4", capacity=1, priority="interactive", max_waiting=64, timeout=5, tenant="x"
+    )
+    served: list[str] = []
+    tasks = [
+        asyncio.create_task(serve("fair4", "batcher", served, 0.0, priority="batch"))
+        for _ in range(3)
+    ]
+    await asyncio.sleep(0.005)
+    tasks.append(asyncio.create_task(serve("fair4", "chat", served, 0.0)))
+    await asyncio.sleep(0.005)
+    held.release()
+    await asyncio.gather(*tasks)
+    assert served == ["chat", "batcher", "batcher", "batcher"]
+
+
+def test_a_client_may_lower_its_priority_but_not_raise_it_above_the_plan() -> None:
+    assert queueing.capped_priority("interactive", "interactive") == "interactive"
+    assert queueing.capped_priority("batch", "interactive") == "batch"
+    assert queueing.capped_priority("interactive", "batch") == "batch"
+    assert queueing.capped_priority("batch", "batch") == "batch"
+
+
+@pytest.mark.django_db
+def test_the_callers_plan_carries_its_queue_weight_and_highest_priority() -> None:
+    from tenants.models import Plan
+    from tenants.selectors import caller_from_key
+    from tenants.services import api_key_create, tenant_create
+
+    Plan.objects.create(name="bulk", queue_weight=3, max_priority="batch")
+    _, plaintext = api_key_create(tenant=tenant_create(name="bulk-co", plan="bulk"))
+    caller = caller_from_key(plaintext)
+    assert (caller.queue_weight, caller.max_priority) == (3, "batch")
+    _, free_key = api_key_create(tenant=tenant_create(name="homelab"))
+    assert (caller_from_key(free_key).queue_weight, caller_from_key(free_key).max_priority) == (
+        1,
+        "interactive",
+    )
+
+
+@pytest.mark.django_db
+def test_operators_set_a_plans_queue_weight_and_highest_priority() -> None:
+    from tenants.errors import TenantError
+    from tenants.services import plan_set
+
+    plan, _ = plan_set(name="batchy", limits={}, queue_weight=4, max_priority="batch")
+    plan.refresh_from_db()
+    assert (plan.queue_weight, plan.max_priority) == (4, "batch")
+    with pytest.raises(TenantError):
+        plan_set(name="batchy", limits={}, queue_weight=0)
+    with pytest.raises(TenantError):
+        plan_set(name="batchy", limits={}, max_priority="urgent")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
 
 import pytest
 
@@ -194,3 +196,120 @@ def test_dry_run_routes_over_the_recorded_fleet() -> None:
     lines = scheduler.dry_run(Policy(BUSINESS), fleet)
     assert "image-gen sdxl (pro): -> gaming-pc (script)" in lines
     assert "text-gen llama-3-8b (enterprise): -> gpu-node-03 (script)" in lines
+
+
+# --- the script runs off the event loop, within RBEE_SCHEDULER_TIMEOUT_MS ------------------
+
+# Spins for one tenant only: the script is the same for every request, so "another request"
+# is another tenant's, for which the script answers at once.
+SLOW_FOR_ONE_TENANT = """
+fn should_admit(task, customer) {
+    if task.tenant == "flood" { let n = 0; loop { n += 1; } }
+    admit()
+}
+fn route_task(task, workers) {
+    if task.tenant == "flood" { let n = 0; loop { n += 1; } }
+    workers[1]
+}
+"""
+
+
+def spinning_policy(seconds: float) -> Policy:
+    """The script above, allowed to spin for `seconds` whatever its operation count (the
+    engine's own limits are what stops it; here they are made generous on purpose)."""
+    policy = Policy(SLOW_FOR_ONE_TENANT, max_time=seconds)
+    policy.engine.max_operations = 0
+    return policy
+
+
+def tenant_task(tenant: str) -> dict[str, object]:
+    return task_map(
+        type="text-gen", model="m", priority="interactive", tier="free", tenant=tenant,
+        region="", size=1,
+    )  # fmt: skip
+
+
+async def _loop_lag_probe(stop: asyncio.Event, lags: list[float]) -> None:
+    while not stop.is_set():
+        started = time.perf_counter()
+        await asyncio.sleep(0.002)
+        lags.append(time.perf_counter() - started - 0.002)
+
+
+async def test_a_slow_script_neither_stalls_the_event_loop_nor_delays_other_requests() -> None:
+    policy = spinning_policy(0.3)  # run on the loop, each call would stall it 0.3 s
+    workers = farm()
+    before = scheduler.counters["timeouts"]
+    stop = asyncio.Event()
+    lags: list[float] = []
+    flood_answers: list[object] = []
+
+    async def flood() -> None:  # one tenant keeps the script spinning the whole time
+        while not stop.is_set():
+            await asyncio.sleep(0)  # as a request's other steps would
+            flood_answers.append(
+                await scheduler.admit_async(policy, tenant_task("flood"), {}, timeout=0.075)
+            )
+            flood_answers.append(
+                await scheduler.route_async(policy, tenant_task("flood"), workers, {}, 0.075)
+            )
+
+    floods = [asyncio.create_task(flood()) for _ in range(4)]
+    probe = asyncio.create_task(_loop_lag_probe(stop, lags))
+    await asyncio.sleep(0.05)
+    latencies: list[float] = []
+    end = time.perf_counter() + 1.0
+    while len(latencies) < 20 and time.perf_counter() < end:  # another tenant's meanwhile
+        t0 = time.perf_counter()
+        admission = await scheduler.admit_async(policy, tenant_task("b"), {}, timeout=1.0)
+        decision = await scheduler.route_async(policy, tenant_task("b"), workers, {}, timeout=1.0)
+        latencies.append(time.perf_counter() - t0)
+        assert admission.admitted and decision.source == "script"
+        assert decision.placement == workers[1]
+        await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.gather(probe, *floods)
+    # Every spinning call was given up at its timeout: admitted, or the least loaded worker.
+    assert len(flood_answers) >= 8 and len(latencies) == 20
+    for answer in flood_answers:
+        if isinstance(answer, scheduler.Decision):
+            assert answer.source == "default"
+            assert answer.placement == scheduler.least_loaded(workers, {})
+        else:
+            assert answer == scheduler.Admission(True)
+    assert scheduler.counters["timeouts"] - before == len(flood_answers)
+    # The requirement: another request is not delayed by more than 50 ms, and the loop keeps
+    # turning, measured while the script spins (the worst of every sample).
+    assert len(lags) > 20
+    assert max(latencies) < 0.05, sorted(latencies)
+    assert max(lags) < 0.05, sorted(lags)[-5:]
+
+
+async def test_the_default_timeout_comes_from_the_setting(settings: object) -> None:
+    settings.RBEE_SCHEDULER_TIMEOUT_MS = 30  # type: ignore[attr-defined]
+    assert scheduler.timeout_seconds() == 0.03
+    policy = Policy(SLOW_FOR_ONE_TENANT)
+    assert policy.engine.max_time == 0.03  # the engine stops an abandoned call by itself
+    t0 = time.perf_counter()
+    assert (await scheduler.admit_async(policy, tenant_task("flood"), {})).admitted
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_a_script_past_its_wall_clock_limit_falls_back_with_a_clear_error() -> None:
+    policy = spinning_policy(0.05)
+    decision = policy.route(tenant_task("flood"), farm(), {})
+    assert decision.source == "default"
+    assert "Script timed out" in policy.errors[-1]
+
+
+async def test_timeouts_are_counted_on_the_metrics_page() -> None:
+    from prometheus_client import generate_latest
+
+    from rbee.metrics import registry
+
+    policy = spinning_policy(1.0)
+    before = scheduler.counters["timeouts"]
+    assert (await scheduler.admit_async(policy, tenant_task("flood"), {}, timeout=0.02)).admitted
+    assert scheduler.counters["timeouts"] == before + 1
+    body = generate_latest(registry).decode()
+    assert f"rbee_scheduler_timeouts_total {float(before + 1)}" in body
