@@ -120,11 +120,13 @@ class Access:
             raise forbidden()
 
 
-def tenant_access(request: Request, tenant_id: int) -> Access:
+def tenant_access(request: Request, tenant_id: int, *, audit: bool = False) -> Access:
     """The tenant, fetched through the caller's membership of it (operators with the
-    tenants permission: any tenant); otherwise the same 404 whether it exists or not."""
+    tenants permission: any tenant; with `audit`, for views that only read usage and
+    invoices, operators with the audit permission too); otherwise the same 404 whether it
+    exists or not."""
     user = request.user
-    operator = may_operate(user, "tenants")
+    operator = may_operate(user, "tenants") or (audit and may_operate(user, "audit"))
     membership = (
         Membership.objects.select_related("tenant__plan")
         .filter(tenant_id=tenant_id, user=user)
@@ -268,7 +270,7 @@ class TenantsApi(PortalView):
         user = request.user
         roles = dict(Membership.objects.filter(user=user).values_list("tenant_id", "role"))
         tenants: QuerySet[Tenant] = Tenant.objects.select_related("plan").order_by("name")
-        if not may_operate(user, "tenants"):
+        if not (may_operate(user, "tenants") or may_operate(user, "audit")):
             tenants = tenants.filter(memberships__user=user)
         return Response({"data": [tenant_data(t, roles.get(t.pk)) for t in tenants]})
 
