@@ -257,6 +257,8 @@ class PlanOutput(serializers.ModelSerializer[Plan]):
             "description",
             "allowed_models",
             *Plan.LIMIT_FIELDS,
+            "queue_weight",
+            "max_priority",
             "stripe_price_id",
             "created_at",
         ]
@@ -558,10 +560,21 @@ class PlanInput(serializers.ModelSerializer[Plan]):
     allowed_models = serializers.ListField(
         child=serializers.CharField(max_length=200), required=False, max_length=1000
     )
+    # The plan's share of a busy model's queue, and the highest priority it may ask for.
+    queue_weight = serializers.IntegerField(min_value=1, max_value=100, required=False)
+    max_priority = serializers.ChoiceField(choices=["interactive", "batch"], required=False)
 
     class Meta:
         model = Plan
-        fields = ["name", "description", "allowed_models", *Plan.LIMIT_FIELDS, "stripe_price_id"]
+        fields = [
+            "name",
+            "description",
+            "allowed_models",
+            *Plan.LIMIT_FIELDS,
+            "queue_weight",
+            "max_priority",
+            "stripe_price_id",
+        ]
 
 
 class PlanUpdateInput(PlanInput):
