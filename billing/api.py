@@ -90,7 +90,7 @@ class UsageApi(PortalView):
         )
 
     def get(self, request: Request, tenant_id: int) -> Response:
-        access = tenant_access(request, tenant_id)
+        access = tenant_access(request, tenant_id, audit=True)
         v = valid(self.InputSerializer(data=request.query_params))
         start, end = _bounds(v["start"], v["end"])
         rows = usage_summary(
@@ -128,7 +128,7 @@ class UsageCsvApi(PortalView):
         return super().perform_content_negotiation(request, force=True)
 
     def get(self, request: Request, tenant_id: int) -> StreamingHttpResponse:
-        access = tenant_access(request, tenant_id)
+        access = tenant_access(request, tenant_id, audit=True)
         v = valid(PeriodInput(data=request.query_params))
         start, end = _bounds(v["start"], v["end"])
         lines = usage_csv(tenant_id=access.tenant.pk, start=start, end=end)
@@ -147,7 +147,7 @@ class UsageCsvApi(PortalView):
 
 class InvoicesApi(PortalView):
     def get(self, request: Request, tenant_id: int) -> Response:
-        access = tenant_access(request, tenant_id)
+        access = tenant_access(request, tenant_id, audit=True)
         access.require(*INVOICE_READERS)
         rows = Invoice.objects.filter(tenant=access.tenant).order_by("-period_start", "-id")
         return Response({"data": InvoiceOutput(rows, many=True).data})
@@ -155,7 +155,7 @@ class InvoicesApi(PortalView):
 
 class InvoiceDetailApi(PortalView):
     def get(self, request: Request, tenant_id: int, invoice_id: int) -> Response:
-        access = tenant_access(request, tenant_id)
+        access = tenant_access(request, tenant_id, audit=True)
         access.require(*INVOICE_READERS)
         invoice = Invoice.objects.filter(pk=invoice_id, tenant=access.tenant).first()
         if invoice is None:

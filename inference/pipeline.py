@@ -380,10 +380,13 @@ TASK_MODALITY: dict[str, str] = {
 def _prepare(raw_key: str, request: HttpRequest, resource: Resource[Body]) -> tuple[Body, Target]:
     caller = authenticate(raw_key, request.META.get("HTTP_HOST", ""))
     body = resource.parse(request)
-    model, placements = _resolve(resource.model(body), resource.capability)
+    model = _resolve(resource.model(body), resource.capability)
     if caller.scope_endpoints or caller.scope_models or caller.allowed_models:
+        # Before anything about the model's workers: a caller that may not use it learns
+        # nothing of whether it is served right now.
         aliases = list(model.aliases.values_list("name", flat=True))
         gate.check_access(caller, TASK_SCOPE[resource.task], model.name, aliases)
+    placements = _placements(model)
     policy = current_policy(settings.RBEE_SCHEDULER_CHECK_SECONDS)
     return body, Target(caller=caller, model=model, placements=placements, policy=policy)
 
@@ -397,9 +400,8 @@ _CAPABILITY_ENDPOINTS: dict[str, str] = {
 }
 
 
-def _resolve(model_name: str | None, capability: str) -> tuple[CatalogModel, list[Placement]]:
-    """The model (by name or alias; the default of the capability when none is named)
-    and the workers that can serve it."""
+def _resolve(model_name: str | None, capability: str) -> CatalogModel:
+    """The model, by name or alias; the default of the capability when none is named."""
     if model_name is None:
         model = hive_selectors.default_model_for(capability=capability)
         if model is None:
@@ -427,6 +429,11 @@ def _resolve(model_name: str | None, capability: str) -> tuple[CatalogModel, lis
             param="model",
             code="wrong_model_type",
         )
+    return model
+
+
+def _placements(model: CatalogModel) -> list[Placement]:
+    """The workers that can serve the model now (503 with Retry-After when none)."""
     placements = hive_selectors.placements_for_model(model=model)
     if not placements:
         raise APIError(
@@ -436,7 +443,7 @@ def _resolve(model_name: str | None, capability: str) -> tuple[CatalogModel, lis
             code="model_unavailable",
             headers={"Retry-After": "5"},
         )
-    return model, placements
+    return placements
 
 
 # --- 5-7 admit, queue, route -------------------------------------------------------------

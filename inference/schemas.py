@@ -368,7 +368,9 @@ def completion_job_request(req: CompletionRequest) -> dict[str, Any]:
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
     return {
         "prompt": completion_prompt(req),
-        "max_tokens": req.max_tokens,
+        # OpenAI's default, also for an explicit null (the engines read None as "to the
+        # end of the context", thousands of tokens nobody asked for).
+        "max_tokens": 16 if req.max_tokens is None else req.max_tokens,
         "temperature": req.temperature,
         "top_p": req.top_p,
         "stop": stop,

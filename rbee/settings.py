@@ -306,7 +306,7 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     # What the management surface looks like is for operators only.
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
+    "SERVE_PERMISSIONS": ["tenants.permissions.AnyOperator"],
     "PREPROCESSING_HOOKS": ["rbee.openapi.only_management_api"],
 }
 

@@ -46,8 +46,9 @@ def may_see_internals(request: HttpRequest) -> bool:
 
 
 def _may_see_inventory(request: HttpRequest) -> bool:
-    """Hive names, regions and models are for this machine and for key holders; a load
-    balancer probing from elsewhere learns only that the queen is up."""
+    """Hive names, regions and models are for this machine and for operators' keys; a
+    tenant's key, or a load balancer probing from elsewhere, learns only that the queen
+    is up."""
     if settings.RBEE_PRODUCTION:
         return may_see_internals(request)
     try:
@@ -59,10 +60,10 @@ def _may_see_inventory(request: HttpRequest) -> bool:
     if scheme.lower() != "bearer" or not key:
         return False
     try:
-        caller_from_key(key.strip())
+        caller = caller_from_key(key.strip())
     except KeyRejected:
         return False
-    return True
+    return caller.operator  # tenants' keys never learn hive names
 
 
 def _health(request: HttpRequest) -> dict[str, object]:
@@ -87,7 +88,7 @@ def _health(request: HttpRequest) -> dict[str, object]:
 
 async def healthz(request: HttpRequest) -> HttpResponse:
     """200 once the queen serves and its database answers; lists the connected hives to
-    local callers and key holders."""
+    local callers and operators' keys."""
     try:
         body = await db(_health, request)
     except Exception as exc:

@@ -120,11 +120,13 @@ class Access:
             raise forbidden()
 
 
-def tenant_access(request: Request, tenant_id: int) -> Access:
+def tenant_access(request: Request, tenant_id: int, *, audit: bool = False) -> Access:
     """The tenant, fetched through the caller's membership of it (operators with the
-    tenants permission: any tenant); otherwise the same 404 whether it exists or not."""
+    tenants permission: any tenant; with `audit`, for views that only read usage and
+    invoices, operators with the audit permission too); otherwise the same 404 whether it
+    exists or not."""
     user = request.user
-    operator = may_operate(user, "tenants")
+    operator = may_operate(user, "tenants") or (audit and may_operate(user, "audit"))
     membership = (
         Membership.objects.select_related("tenant__plan")
         .filter(tenant_id=tenant_id, user=user)
@@ -255,6 +257,8 @@ class PlanOutput(serializers.ModelSerializer[Plan]):
             "description",
             "allowed_models",
             *Plan.LIMIT_FIELDS,
+            "queue_weight",
+            "max_priority",
             "stripe_price_id",
             "created_at",
         ]
@@ -268,7 +272,7 @@ class TenantsApi(PortalView):
         user = request.user
         roles = dict(Membership.objects.filter(user=user).values_list("tenant_id", "role"))
         tenants: QuerySet[Tenant] = Tenant.objects.select_related("plan").order_by("name")
-        if not may_operate(user, "tenants"):
+        if not (may_operate(user, "tenants") or may_operate(user, "audit")):
             tenants = tenants.filter(memberships__user=user)
         return Response({"data": [tenant_data(t, roles.get(t.pk)) for t in tenants]})
 
@@ -556,10 +560,21 @@ class PlanInput(serializers.ModelSerializer[Plan]):
     allowed_models = serializers.ListField(
         child=serializers.CharField(max_length=200), required=False, max_length=1000
     )
+    # The plan's share of a busy model's queue, and the highest priority it may ask for.
+    queue_weight = serializers.IntegerField(min_value=1, max_value=100, required=False)
+    max_priority = serializers.ChoiceField(choices=["interactive", "batch"], required=False)
 
     class Meta:
         model = Plan
-        fields = ["name", "description", "allowed_models", *Plan.LIMIT_FIELDS, "stripe_price_id"]
+        fields = [
+            "name",
+            "description",
+            "allowed_models",
+            *Plan.LIMIT_FIELDS,
+            "queue_weight",
+            "max_priority",
+            "stripe_price_id",
+        ]
 
 
 class PlanUpdateInput(PlanInput):

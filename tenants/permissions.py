@@ -6,7 +6,7 @@ all; `is_staff` alone holds none.
     scheduler  the Rhai scheduler script                    (inference/management_api.py)
     tenants    tenants, keys, plans, usage, invoices, and acting as any tenant
                                                             (tenants/api.py, billing/api.py)
-    audit      reading audit and usage logs                 (for the audit/GDPR APIs)
+    audit      reading every tenant's usage and invoices    (billing/api.py; audit/GDPR)
 """
 
 from __future__ import annotations
@@ -56,6 +56,15 @@ class TenantsOperator(_Operator):
 class AuditOperator(_Operator):
     area = "audit"
     message = "this needs the operators' audit permission (rbee operator grant NAME --perm audit)"
+
+
+class AnyOperator(BasePermission):
+    """An operator of any area (the API's OpenAPI description: /api/schema)."""
+
+    message = "this is for operators"
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return any(may_operate(request.user, area) for area in AREAS)
 
 
 class SuperuserOnly(BasePermission):

@@ -28,7 +28,10 @@ def _tame(body: Any) -> Any:
     if isinstance(body, dict):
         for field in ("max_tokens", "max_completion_tokens"):
             v = body.get(field)
-            if isinstance(v, int) and not isinstance(v, bool) and v > 3:
+            # (a chat's null is "to the end of the context", as on OpenAI: long, not wrong)
+            if (isinstance(v, int) and not isinstance(v, bool) and v > 3) or (
+                v is None and field in body and "messages" in body
+            ):
                 body[field] = 3
         if isinstance(body.get("n"), int) and not isinstance(body["n"], bool) and body["n"] > 2:
             body["n"] = 2

@@ -55,7 +55,7 @@ def test_a_rogue_hive_gets_nothing_and_changes_nothing(deployment: Deployment) -
     dep.rbee("model", "alias", "gpt-4o", "shared")
     catalog_before = dep.sql("select name, capability, engine, source from hives_catalogmodel")
     dep.rbee("tenant", "create", "acme")
-    key = dep.rbee("key", "create", "--tenant", "acme").stdout.strip()
+    key = dep.rbee("key", "create", "--tenant", "acme", "--operator").stdout.strip()
 
     rogue = Hive(
         dep,

@@ -135,3 +135,16 @@ def test_variation_form_numbers_are_bounded(field: str, value: str) -> None:
     with pytest.raises(APIError) as exc:
         validate_image_variation({field: value})
     assert exc.value.status == 400 and exc.value.param == field
+
+
+def test_a_null_max_tokens_on_completions_is_openais_default_of_16() -> None:
+    """Found by the HTTP fuzz run: `"max_tokens": null` reached the engine as None, which
+    llama.cpp reads as "to the end of the context" (a request that ran for minutes)."""
+    from inference.schemas import completion_job_request
+
+    req = validate_completion({"model": "m", "prompt": "x", "max_tokens": None})
+    assert completion_job_request(req)["max_tokens"] == 16
+    assert (
+        completion_job_request(validate_completion({"model": "m", "prompt": "x"}))["max_tokens"]
+        == 16
+    )

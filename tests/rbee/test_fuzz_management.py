@@ -133,6 +133,16 @@ def test_no_operation_answers_500(callers: dict[str, Any], mode: GenerationMode)
 def test_the_schema_is_for_operators_only(callers: dict[str, Any]) -> None:
     assert Client().get("/api/schema").status_code in (401, 403)
     assert callers["tenant-admin"].get("/api/schema").status_code == 403
+    from tenants.services import operator_create
+
+    bare = operator_create(username="bare", password="pw-bare-123456", areas=[])
+    assert bare.is_staff  # staff without any area reads nothing, the schema included
+    c = Client()
+    c.force_login(bare)
+    assert c.get("/api/schema").status_code == 403
+    audit = operator_create(username="aud", password="pw-aud-123456", areas=["audit"])
+    c.force_login(audit)
+    assert c.get("/api/schema").status_code == 200
     resp = callers["operator"].get("/api/schema", HTTP_ACCEPT="application/json")
     assert resp.status_code == 200
     paths = json.loads(resp.content)["paths"]

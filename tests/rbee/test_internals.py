@@ -42,3 +42,24 @@ def test_the_token_and_staff_sessions_see_internals_nobody_else() -> None:
     request = rf.get("/metrics")
     request.COOKIES[settings.SESSION_COOKIE_NAME] = "not-a-session"
     assert not may_see_internals(request)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_healthz_inventory_is_for_operators_keys_not_tenants() -> None:
+    """Off production, a caller from elsewhere sees hive names with an operator's key
+    only: a tenant's key learns that the queen is up, nothing about the fleet."""
+    from django.test import Client
+
+    from tenants.services import api_key_create, tenant_create
+
+    acme = tenant_create(name="acme")
+    _, tenant_key = api_key_create(tenant=acme)
+    _, operator_key = api_key_create(tenant=acme, scopes={"operator": True})
+    remote = {"REMOTE_ADDR": "203.0.113.9"}
+    c = Client()
+    for key, sees in ((None, False), (tenant_key, False), (operator_key, True)):
+        auth = {"HTTP_AUTHORIZATION": f"Bearer {key}"} if key else {}
+        body = c.get("/healthz", **remote, **auth).json()
+        assert body["status"] == "ok"
+        assert ("hives" in body) is sees, (key is operator_key, body)
+    assert "hives" in c.get("/healthz").json()  # this machine (loopback) sees it

@@ -78,8 +78,6 @@ def requests_of(area: str, tenant: Tenant) -> list[tuple[str, str, dict[str, Any
             ("patch", T, {"status": "active"}, 200),
             ("get", f"{T}/keys", None, 200),
             ("post", f"{T}/keys", {"name": "acting as acme"}, 201),
-            ("get", f"{T}/usage", None, 200),
-            ("get", f"{T}/invoices", None, 200),
         ],
     }[area]
 
@@ -204,3 +202,32 @@ def test_the_portal_cannot_rotate_an_operator_key(acme: Tenant) -> None:
     assert acme.api_keys.filter(scopes__operator=True).count() == 1
     rotated = c.post(url.format(plain_key.pk), {}, content_type="application/json")
     assert rotated.status_code == 201, rotated.content
+
+
+def test_the_audit_permission_reads_usage_and_invoices_and_changes_nothing(acme: Tenant) -> None:
+    """Auditors read every tenant's usage and invoices (as do tenants operators); they
+    cannot see keys, change a tenant or act as it. Other operators read nothing."""
+    create("auditor", "audit")
+    create("tenant-ops", "tenants")
+    create("fleet-only", "fleet")
+    c = Client()
+    T = f"/api/tenants/{acme.pk}"
+    reads = [f"{T}/usage", f"{T}/usage.csv", f"{T}/invoices"]
+    for who in ("auditor", "tenant-ops"):
+        for url in reads:
+            assert c.get(url, **basic(who)).status_code == 200, (who, url)
+        names = [t["name"] for t in c.get("/api/tenants", **basic(who)).json()["data"]]
+        assert names == ["acme"], who
+    for url in reads:
+        assert c.get(url, **basic("fleet-only")).status_code == 404, url
+    for method, url, body in (
+        ("get", T, None),
+        ("patch", T, {"status": "suspended"}),
+        ("get", f"{T}/keys", None),
+        ("post", f"{T}/keys", {"name": "acting as acme"}),
+        ("get", "/api/plans", None),
+    ):
+        r = call(c, method, url, body, "auditor")
+        assert r.status_code in (403, 404), (method, url, r.content)
+    acme.refresh_from_db()
+    assert acme.status == "active" and not acme.api_keys.exists()

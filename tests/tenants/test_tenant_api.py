@@ -850,6 +850,17 @@ def test_staff_create_and_edit_plans(world: World) -> None:
     got = as_(w.a.users["member"]).get(f"/api/tenants/{w.a.tenant.pk}").json()
     assert got["limits"]["requests_per_minute"] == 7 and got["allowed_models"] == ["m9"]
 
+    # The queue share and the priority cap are plan data over the API too.
+    r = call(c, "patch", url, {"queue_weight": 3, "max_priority": "batch"})
+    assert r.status_code == 200, r.content
+    assert (r.json()["queue_weight"], r.json()["max_priority"]) == (3, "batch")
+    for bad in ({"queue_weight": 0}, {"queue_weight": 101}, {"max_priority": "urgent"}):
+        assert call(c, "patch", url, bad).status_code == 400, bad
+    team_tenant = tenant_create(name="team-co", plan="team")
+    _, team_key = api_key_create(tenant=team_tenant)
+    caller = caller_from_key(team_key)
+    assert (caller.queue_weight, caller.max_priority) == (3, "batch")
+
 
 # Authentication and errors ----------------------------------------------------------------
 
