@@ -357,3 +357,16 @@ async def test_the_watchdog_outlives_a_database_error(settings: Any, caplog: Any
     out = await closed_within(comm, 2.0)
     assert out["code"] == CLOSE_BAD_TOKEN
     assert time.monotonic() - started < 1.0
+
+
+async def test_the_orders_a_report_draws_are_bounded() -> None:
+    """A heartbeat listing thousands of workers it says the queen assigned draws at most
+    as many stop orders as the queen takes workers from one report (256)."""
+    comm, _hive = await hello("h1", [], trust=True)
+    workers = [worker(f"x{i}", assigned=True) for i in range(600)]
+    await comm.send_to(text_data=json.dumps({"op": "heartbeat", "workers": workers}))
+    stops = 0
+    while not await comm.receive_nothing(timeout=2):
+        stops += json.loads(await comm.receive_from())["op"] == "stop"
+    assert stops == 256
+    await comm.disconnect()

@@ -19,6 +19,7 @@ from hives.agent.download import (
     Downloads,
     RemoteFile,
     download,
+    safetensors_everywhere,
     select_files,
 )
 from hives.agent.policy import local_path_refusal, remote_code_refusal
@@ -233,8 +234,6 @@ def test_pickles_are_skipped_per_directory_and_variant() -> None:
 
 
 def test_safetensors_only_when_every_weights_directory_has_them() -> None:
-    from hives.agent.download import safetensors_everywhere
-
     assert safetensors_everywhere(
         ["model_index.json", "unet/a.safetensors", "unet/a.bin", "vae/b.safetensors"]
     )
