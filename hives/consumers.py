@@ -70,6 +70,15 @@ def bad_usage(event: dict[str, Any]) -> str:
     return ""
 
 
+def _reported_workers(msg: dict[str, Any]) -> list[dict[str, Any]]:
+    """The workers a hive's report lists, as many as the queen takes (the services log
+    the excess): the orders it gets back are bounded too."""
+    workers = msg.get("workers")
+    if not isinstance(workers, list):
+        return []
+    return [w for w in workers[: services.MAX_REPORTED_WORKERS] if isinstance(w, dict)]
+
+
 def _bearer(scope: dict[str, Any]) -> str:
     for name, value in scope.get("headers", []):
         if name == b"authorization":
@@ -149,7 +158,7 @@ class HiveConsumer(AsyncWebsocketConsumer):
                     )
                     await self.close(code=CLOSE_REPLACED)
                 elif "workers" in msg:
-                    await self._sync_assignments(list(msg.get("workers") or []))
+                    await self._sync_assignments(_reported_workers(msg))
             elif op == Op.HELLO:
                 await self._hello(msg)
             elif op == Op.DOWNLOAD:
@@ -206,7 +215,7 @@ class HiveConsumer(AsyncWebsocketConsumer):
             )
         )
         # After the welcome, which the hive expects first.
-        await self._sync_assignments(list(msg.get("workers") or []))
+        await self._sync_assignments(_reported_workers(msg))
 
     async def _still_allowed(self) -> bool:
         """Close the socket (and return False) when the operator revoked the token it was
@@ -232,16 +241,22 @@ class HiveConsumer(AsyncWebsocketConsumer):
 
     async def _watch(self) -> None:
         """Check the hive is still allowed once per heartbeat interval, whether or not it
-        beats: a revoked or disabled hive's socket closes within one interval."""
-        try:
-            while self.hive_id is not None:
-                await asyncio.sleep(heartbeat_interval())
+        beats: a revoked or disabled hive's socket closes within one interval. A failed
+        check (the database restarting, say) is logged and tried again next interval: the
+        watchdog never stops while the socket is open."""
+        while self.hive_id is not None:
+            await asyncio.sleep(heartbeat_interval())
+            try:
                 if not await self._still_allowed():
                     return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("hive %s: the token check failed", self.hive_name)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception(
+                    "hive %s: the token check failed; trying again in %ss",
+                    self.hive_name,
+                    heartbeat_interval(),
+                )
 
     async def _sync_assignments(self, workers: list[dict[str, Any]]) -> None:
         """Start what the queen assigned and the hive lacks (pinned models come back after

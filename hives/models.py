@@ -208,7 +208,8 @@ class ModelDownload(models.Model):
     done_bytes = models.BigIntegerField(default=0)
     total_bytes = models.BigIntegerField(default=0)
     path = models.CharField(max_length=1000, blank=True, default="")
-    # The revision the hive fetched (`org/name@rev`; "main" when none was named).
+    # The commit the hive fetched (the revision named, or `main`, resolved by the Hub;
+    # the name itself where the Hub gave no commit).
     revision = models.CharField(max_length=200, blank=True, default="")
     message = models.CharField(max_length=1000, blank=True, default="")
     sent_at = models.DateTimeField(null=True, blank=True)

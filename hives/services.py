@@ -150,6 +150,30 @@ MAX_INFLIGHT = 100_000
 MAX_SLOTS = 4096
 MAX_MEMORY_BYTES = 1 << 50  # 1 PiB
 MAX_BYTES = 1 << 50
+# Bounds on how much a hive reports: entries past them are dropped (one log line per
+# report), so a hive with a valid token cannot fill the database or hold the hive's row
+# locked while it writes thousands of rows on every heartbeat.
+MAX_REPORTED_WORKERS = 256
+MAX_REPORTED_DEVICES = 64
+# Unapproved models recorded per hive for the operator; further unknown names are not.
+MAX_PENDING_MODELS = 64
+
+
+def _capped(hive_name: str, what: str, entries: Any, limit: int) -> list[Any]:
+    """The first `limit` entries of a reported list (anything else: none); the excess
+    is dropped and logged once."""
+    if not isinstance(entries, list):
+        return []
+    if len(entries) > limit:
+        logger.warning(
+            "hive %s reported %d %s; only the first %d are taken, the rest dropped",
+            hive_name,
+            len(entries),
+            what,
+            limit,
+        )
+        return entries[:limit]
+    return entries
 
 
 def bounded(hive_name: str, what: str, value: Any, *, low: int, high: int, default: int) -> int:
@@ -189,7 +213,7 @@ def _devices(hive: Hive, entries: Any) -> list[dict[str, Any]]:
     and index); the others are dropped and logged. A hive is not trusted: what it says
     ends up in response headers and in the scheduler's maps."""
     out = []
-    for entry in entries if isinstance(entries, list) else []:
+    for entry in _capped(hive.name, "devices", entries, MAX_REPORTED_DEVICES):
         try:
             if not isinstance(entry, dict):
                 raise SpecError(f"a device entry is an object, not {type(entry).__name__}")
@@ -240,36 +264,63 @@ def _allowed_models(hive: Hive) -> set[str]:
     return assigned | approved
 
 
-def _pending(hive: Hive, name: str, w: dict[str, Any], device: str, reason: str) -> None:
-    """Record (or refresh) what the hive says it runs, for the operator to approve."""
-    defaults = {
-        "capability": _text(w.get("capability"), 32),
-        "engine": _text(w.get("engine"), 64),
-        "source": _text(w.get("source"), 1000),
-        "device": device,
-        "state": _text(w.get("state"), 16),
-        "reason": reason[:200],
-    }
-    row, created = ModelApproval.objects.get_or_create(
-        hive=hive, model_name=name, defaults=defaults
-    )
-    if created:
-        logger.warning(
-            "hive %s runs %.200r, which is not assigned to it nor approved (%s): ignored "
-            "for routing until `rbee hive approve %s %s`",
-            hive.name,
-            name,
-            reason,
-            hive.name,
-            name,
-        )
-    elif not row.approved:
-        for field, value in defaults.items():
-            setattr(row, field, value)
-        row.save(update_fields=[*defaults, "updated_at"])
+class _Pending:
+    """What the hive runs unapproved, recorded (or refreshed) for the operator to approve:
+    at most MAX_PENDING_MODELS unapproved rows per hive; an unknown name past that is not
+    recorded (logged once per report)."""
+
+    def __init__(self, hive: Hive) -> None:
+        self.hive = hive
+        self.count = ModelApproval.objects.filter(hive=hive, approved=False).count()
+        self.refused = 0
+
+    def record(self, name: str, w: dict[str, Any], device: str, reason: str) -> None:
+        hive = self.hive
+        defaults = {
+            "capability": _text(w.get("capability"), 32),
+            "engine": _text(w.get("engine"), 64),
+            "source": _text(w.get("source"), 1000),
+            "device": device,
+            "state": _text(w.get("state"), 16),
+            "reason": reason[:200],
+        }
+        row = ModelApproval.objects.filter(hive=hive, model_name=name).first()
+        if row is None:
+            if self.count >= MAX_PENDING_MODELS:
+                self.refused += 1
+                return
+            row, created = ModelApproval.objects.get_or_create(
+                hive=hive, model_name=name, defaults=defaults
+            )
+            if created:
+                self.count += 1
+                logger.warning(
+                    "hive %s runs %.200r, which is not assigned to it nor approved (%s): "
+                    "ignored for routing until `rbee hive approve %s %s`",
+                    hive.name,
+                    name,
+                    reason,
+                    hive.name,
+                    name,
+                )
+                return
+        if not row.approved:
+            for field, value in defaults.items():
+                setattr(row, field, value)
+            row.save(update_fields=[*defaults, "updated_at"])
+
+    def done(self) -> None:
+        if self.refused:
+            logger.warning(
+                "hive %s already has %d models waiting for approval; %d more it reported "
+                "were not recorded (`rbee hive list` shows the pending ones)",
+                self.hive.name,
+                self.count,
+                self.refused,
+            )
 
 
-def _sync_workers(hive: Hive, workers: list[dict[str, Any]], *, start: bool = False) -> None:
+def _sync_workers(hive: Hive, workers: Any, *, start: bool = False) -> None:
     """Record the workers a hive reports, for the models it may serve.
 
     A hive is not trusted with the catalog: a worker of a model neither assigned nor
@@ -281,7 +332,8 @@ def _sync_workers(hive: Hive, workers: list[dict[str, Any]], *, start: bool = Fa
     seen: set[int] = set()
     allowed = _allowed_models(hive)
     aliases = set(ModelAlias.objects.values_list("name", flat=True))
-    for w in workers:
+    pending = _Pending(hive)
+    for w in _capped(hive.name, "workers", workers, MAX_REPORTED_WORKERS):
         if not isinstance(w, dict):
             continue
         name = str(w.get("model") or "")
@@ -300,7 +352,7 @@ def _sync_workers(hive: Hive, workers: list[dict[str, Any]], *, start: bool = Fa
             )
             continue
         if name in aliases:
-            _pending(hive, name, w, str(device), "the name is an alias of another model")
+            pending.record(name, w, str(device), "the name is an alias of another model")
             continue
         if name not in allowed:
             if start and hive.trust_models:
@@ -309,7 +361,7 @@ def _sync_workers(hive: Hive, workers: list[dict[str, Any]], *, start: bool = Fa
                 )
                 allowed.add(name)
             else:
-                _pending(hive, name, w, str(device), "not assigned to this hive nor approved")
+                pending.record(name, w, str(device), "not assigned to this hive nor approved")
                 continue
         model = CatalogModel.objects.filter(name=name).first()
         if model is None:
@@ -360,7 +412,14 @@ def _sync_workers(hive: Hive, workers: list[dict[str, Any]], *, start: bool = Fa
             },
         )
         seen.add(worker.pk)
+    pending.done()
     Worker.objects.filter(hive=hive).exclude(pk__in=seen).update(state=WorkerState.STOPPED)
+    # Workers it no longer reports stay, stopped, for `rbee worker start`; past the cap
+    # the oldest go, so reports naming ever new devices cannot grow the table.
+    extra = Worker.objects.filter(hive=hive).exclude(pk__in=seen).order_by("-updated_at", "-pk")
+    stale = list(extra.values_list("pk", flat=True)[max(0, MAX_REPORTED_WORKERS - len(seen)) :])
+    if stale:
+        Worker.objects.filter(pk__in=stale).delete()
 
 
 def hive_connected(*, hive_id: int, channel_name: str, hello: dict[str, Any]) -> str:
@@ -388,7 +447,7 @@ def hive_connected(*, hive_id: int, channel_name: str, hello: dict[str, Any]) ->
         hive.connected_at = now
         hive.last_seen_at = now
         hive.save()
-        _sync_workers(hive, list(hello.get("workers") or []), start=True)
+        _sync_workers(hive, hello.get("workers"), start=True)
         # Unfinished downloads go to the new connection again (they resume).
         ModelDownload.objects.filter(
             hive=hive, status__in=[DownloadState.QUEUED, DownloadState.RUNNING]
@@ -413,7 +472,7 @@ def hive_heartbeat(*, hive_id: int, channel_name: str, beat: dict[str, Any]) -> 
         }
         hive.save(update_fields=["last_seen_at", "status", "devices", "telemetry"])
         if "workers" in beat:
-            _sync_workers(hive, list(beat.get("workers") or []))
+            _sync_workers(hive, beat.get("workers"))
     return True
 
 

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from hives.protocol import DownloadState, Op
 
@@ -66,17 +67,41 @@ def local_dir_for(models_dir: Path, repo: str, revision: str = "") -> Path:
     return models_dir / name
 
 
-# Weights in a pickle format (torch.load runs code from them): skipped when the repo
+# Weights in a pickle format (torch.load runs code from them): skipped where the repo
 # has the same weights as safetensors, which only hold tensors.
 PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+# A variant of a weights file (diffusers' x.fp16.safetensors, x.fp16-00001-of-00002.bin).
+_VARIANT = re.compile(r"\.(fp16|fp32|bf16|fp8|int8|ema|non[_-]ema)(?=\.[^.]+$|-\d+-of-\d+)")
+
+
+def weight_group(path: str) -> tuple[str, str]:
+    """The weights a file belongs to: its directory (a diffusers component: unet/,
+    text_encoder/, ...; the repo's root) and its variant ('' for none)."""
+    directory, _, name = path.rpartition("/")
+    found = _VARIANT.search(name)
+    return directory, found.group(1) if found else ""
 
 
 def select_files(files: list[RemoteFile]) -> list[RemoteFile]:
-    """The files of a repo listing to fetch: all of them, except pickle-format weights
-    (.bin, .pt, .pth, ...) when the repo has .safetensors weights."""
-    if not any(f.path.endswith(".safetensors") for f in files):
-        return list(files)
-    return [f for f in files if not f.path.lower().endswith(PICKLE_WEIGHTS)]
+    """The files of a repo listing to fetch: all of them, except a pickle-format weights
+    file (.bin, .pt, .pth, ...) whose directory has safetensors weights of the same
+    variant. Decided per directory: a diffusers repo whose unet has safetensors and whose
+    text encoder has only a .bin keeps that .bin (the pipeline needs it)."""
+    covered = {weight_group(f.path) for f in files if f.path.endswith(".safetensors")}
+    return [
+        f
+        for f in files
+        if not (f.path.lower().endswith(PICKLE_WEIGHTS) and weight_group(f.path) in covered)
+    ]
+
+
+def safetensors_everywhere(paths: list[str]) -> bool:
+    """Whether every directory of a repo that holds weights has safetensors ones (with no
+    variant): then a loader can be told to take safetensors only (diffusers'
+    use_safetensors=True, which fails a component that has pickles only)."""
+    weights = [p for p in paths if p.lower().endswith((*PICKLE_WEIGHTS, ".safetensors"))]
+    safe = {weight_group(p) for p in weights if p.endswith(".safetensors")}
+    return bool(weights) and all((weight_group(p)[0], "") in safe for p in weights)
 
 
 def split_revision(source: str) -> tuple[str, str]:
@@ -103,6 +128,29 @@ def _safe_path(rel: str) -> str:
     if not rel or Path(rel).is_absolute() or ".." in parts:
         raise DownloadError(f"refusing the unsafe path {rel!r} in the repo listing")
     return rel
+
+
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+
+
+async def resolve_commit(client: Any, repo: str, revision: str) -> str:
+    """The commit `revision` (a branch, a tag or a commit) of the repo names now, from the
+    Hub's model info (`/api/models/{repo}/revision/{revision}`, what huggingface_hub's
+    model_info reads); '' when the endpoint (a mirror, say) gives none. Listing and
+    fetching at that commit pins the download: files of two commits never mix, and what
+    is recorded is the commit, not a branch that moves."""
+    if COMMIT_RE.match(revision):
+        return revision
+    url = f"{_endpoint()}/api/models/{repo}/revision/{quote(revision, safe='')}"
+    try:
+        resp = await client.get(url)
+        if resp.status_code != 200:
+            return ""
+        sha = str(resp.json().get("sha") or "")
+    except (ValueError, AttributeError) as exc:
+        logger.warning("no commit for %s@%s from %s: %s", repo, revision, url, exc)
+        return ""
+    return sha if COMMIT_RE.match(sha) else ""
 
 
 async def list_files(client: Any, repo: str, revision: str) -> list[RemoteFile]:
@@ -210,7 +258,10 @@ async def download(
     async with httpx.AsyncClient(
         headers=_headers(), follow_redirects=True, timeout=timeout
     ) as client:
-        files = select_files(await list_files(client, repo, rev or revision))
+        named = rev or revision
+        commit = await resolve_commit(client, repo, named)
+        at = commit or named
+        files = select_files(await list_files(client, repo, at))
         total = sum(f.size for f in files)
         done = 0
         last = 0.0
@@ -228,13 +279,14 @@ async def download(
                 await progress(done, total)
 
         for f in files:
-            task = asyncio.ensure_future(_fetch(client, repo, rev or revision, f, dest, step))
+            task = asyncio.ensure_future(_fetch(client, repo, at, f, dest, step))
             while not task.done():
                 await asyncio.wait({task}, timeout=0.5)
                 await report()
             task.result()
         await report(force=True)
-    (dest / REVISION_FILE).write_text(f"{rev or revision}\n")
+    # The commit when the Hub named one, else the revision asked for.
+    (dest / REVISION_FILE).write_text(f"{at}\n")
     return dest
 
 
@@ -297,7 +349,10 @@ class Downloads:
             size = await asyncio.to_thread(tree_size, path)
             revision = ""
             if not is_local(source):
-                revision = split_revision(source)[1] or "main"
+                pinned = path / REVISION_FILE
+                revision = (
+                    await asyncio.to_thread(pinned.read_text) if pinned.is_file() else ""
+                ).strip() or (split_revision(source)[1] or "main")
             await self._report(
                 download_id, DownloadState.DONE, size, size, path=str(path), revision=revision
             )

@@ -322,3 +322,51 @@ async def test_device_fields_are_scalars_within_bounds() -> None:
     )
     assert [(p.vram_free_mb, p.vram_total_mb) for p in placements] == [(0, 0)]
     await comm.disconnect()
+
+
+async def test_the_watchdog_outlives_a_database_error(settings: Any, caplog: Any) -> None:
+    """The watchdog's check meets a database error once (its table is briefly gone, as
+    in a migration gone wrong): the error is logged, and the next check still closes a
+    revoked hive's socket within a heartbeat, though the hive sends none."""
+    import logging
+
+    import psycopg
+    from django.db import connection
+
+    settings.RBEE_HIVE_HEARTBEAT = 0.5
+    _, token = await database_sync_to_async(hive_token_create)(name="h1", trust_models=True)
+    comm = await connect(token)
+    await comm.send_to(text_data=json.dumps(HELLO))
+    assert json.loads(await comm.receive_from(timeout=5))["op"] == "welcome"
+    name = connection.settings_dict["NAME"]
+    table = Hive._meta.db_table
+    with (
+        caplog.at_level(logging.ERROR, logger="hives.consumer"),
+        psycopg.connect(host="127.0.0.1", user="postgres", dbname=name, autocommit=True) as db,
+    ):
+        db.execute(f"alter table {table} rename to {table}_away")
+        try:
+            deadline = time.monotonic() + 5
+            while not any("token check failed" in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline, "the watchdog never met the error"
+                await asyncio.sleep(0.05)
+        finally:
+            db.execute(f"alter table {table}_away rename to {table}")
+    await database_sync_to_async(hive_revoke)(name="h1")
+    started = time.monotonic()
+    out = await closed_within(comm, 2.0)
+    assert out["code"] == CLOSE_BAD_TOKEN
+    assert time.monotonic() - started < 1.0
+
+
+async def test_the_orders_a_report_draws_are_bounded() -> None:
+    """A heartbeat listing thousands of workers it says the queen assigned draws at most
+    as many stop orders as the queen takes workers from one report (256)."""
+    comm, _hive = await hello("h1", [], trust=True)
+    workers = [worker(f"x{i}", assigned=True) for i in range(600)]
+    await comm.send_to(text_data=json.dumps({"op": "heartbeat", "workers": workers}))
+    stops = 0
+    while not await comm.receive_nothing(timeout=2):
+        stops += json.loads(await comm.receive_from())["op"] == "stop"
+    assert stops == 256
+    await comm.disconnect()

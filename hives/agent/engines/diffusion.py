@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hives.agent.engines.base import Cancelled, Engine, EngineError
+from hives.agent.engines.base import Cancelled, Engine, EngineError, hub_ref
 from hives.agent.engines.torchutil import (
     dtype_bytes,
     free_device_memory,
@@ -187,8 +187,16 @@ class DiffusersEngine(Engine):
         from diffusers.utils import logging as diffusers_logging
 
         diffusers_logging.disable_progress_bar()  # the worker's stderr is a log, not a tty
+        # org/name@rev (or options.revision): that revision, from the Hub or its cache.
+        where, revision = hub_ref(spec.source, self.options)
+        kwargs: dict[str, Any] = {_dtype_kwarg(): dtype}
+        if revision:
+            kwargs["revision"] = revision
+        if safetensors_only(where, revision):
+            # Never unpickle a component (torch.load runs code) when each has safetensors.
+            kwargs["use_safetensors"] = True
         try:
-            pipe = AutoPipelineForText2Image.from_pretrained(spec.source, **{_dtype_kwarg(): dtype})
+            pipe = AutoPipelineForText2Image.from_pretrained(where, **kwargs)
         except (OSError, ValueError) as exc:
             raise EngineError(
                 f"cannot load the diffusers pipeline {spec.source!r}: {exc}",
@@ -331,6 +339,41 @@ class DiffusersEngine(Engine):
             "result": {"images": images},
             "usage": {"images": len(images)},
         }
+
+
+def repo_files(where: str, revision: str | None) -> list[str] | None:
+    """The files of a pipeline (relative paths): a local directory's, else the Hub
+    cache's snapshot of the revision, else (online) the Hub's listing; None when unknown."""
+    path = Path(where)
+    if path.is_dir():
+        return [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()]
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot = Path(snapshot_download(where, revision=revision, local_files_only=True))
+        return [p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()]
+    except Exception:  # not in the cache (or not a repo id): ask the Hub, if we may
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return None
+    try:
+        from huggingface_hub import HfApi
+
+        return list(HfApi().list_repo_files(where, revision=revision))
+    except Exception as exc:  # the loader says what is wrong, with its own words
+        logger.info("could not list %s: %s", where, exc)
+        return None
+
+
+def safetensors_only(where: str, revision: str | None) -> bool:
+    """Whether every component of the pipeline has safetensors weights, so the loader
+    can be told to take those only (diffusers' use_safetensors=True fails a component
+    with pickles only, e.g. a text encoder shipped as a .bin; such a repo loads with the
+    default, which still takes safetensors where a component has them)."""
+    from hives.agent.download import safetensors_everywhere
+
+    files = repo_files(where, revision)
+    return bool(files) and safetensors_everywhere(files or [])
 
 
 def _dtype_kwarg() -> str:

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hives.agent.engines.base import Cancelled, Engine, EngineError
+from hives.agent.engines.base import Cancelled, Engine, EngineError, hub_ref
 from hives.protocol import Capability, EventKind
 from hives.spec import DeviceKind, ModelSpec
 
@@ -338,6 +338,10 @@ class FasterWhisperEngine(Engine):
             "cpu_threads": int(spec.options.get("cpu_threads") or default_threads()),
             "num_workers": 1,
         }
+        # org/name@rev (or options.revision): that revision, from the Hub or its cache.
+        source, revision = hub_ref(source, spec.options)
+        if revision:
+            kwargs["revision"] = revision
         if spec.device.kind is DeviceKind.CUDA:
             kwargs.update(
                 device="cuda",

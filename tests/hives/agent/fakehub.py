@@ -4,7 +4,10 @@ It answers the two endpoints rbee uses, as the Hub documents them: the file tree
 (`GET /api/models/{repo}/tree/{revision}?recursive=true`, paginated with a Link
 header) and file downloads (`GET /{repo}/resolve/{revision}/{path}`, with Range).
 It records the Range headers it was sent, can serve slowly (to interrupt a
-download half-way) and can lie about a file's checksum.
+download half-way) and can lie about a file's checksum. It also answers the model info
+of a revision (`GET /api/models/{repo}/revision/{revision}`, huggingface_hub's
+model_info) with the commit that revision names (FakeHub.commit), unless `commits` is
+off (a mirror without that endpoint).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 
 class FakeHub:
@@ -29,6 +32,7 @@ class FakeHub:
         self.ranges: list[tuple[str, str]] = []
         self.revisions: list[str] = []  # the revision of every tree and file request
         self.sent: dict[str, int] = {}
+        self.commits = True  # answer /api/models/{repo}/revision/{rev} with its commit
         self._lock = threading.Lock()
         hub = self
 
@@ -71,8 +75,22 @@ class FakeHub:
         out.append({"type": "directory", "path": "sub", "oid": "y", "size": 0})
         return out
 
+    @staticmethod
+    def commit(repo: str, revision: str) -> str:
+        """The commit a branch or tag names here (a commit names itself)."""
+        if re.fullmatch(r"[0-9a-f]{40}", revision):
+            return revision
+        return hashlib.sha1(f"{repo}@{revision}".encode()).hexdigest()
+
     def _get(self, h: BaseHTTPRequestHandler) -> None:
         parts = urlsplit(h.path)
+        m = re.fullmatch(r"/api/models/([^/]+/[^/]+)/revision/([^/]+)", parts.path)
+        if m:
+            repo, revision = m.group(1), unquote(m.group(2))
+            if not self.commits or repo not in self.repos:
+                return self._send(h, 404, b'{"error": "Repository not found"}')
+            info = {"id": repo, "sha": self.commit(repo, revision)}
+            return self._send(h, 200, json.dumps(info).encode())
         m = re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)", parts.path)
         if m:
             repo = m.group(1)

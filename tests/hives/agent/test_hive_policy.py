@@ -19,6 +19,7 @@ from hives.agent.download import (
     Downloads,
     RemoteFile,
     download,
+    safetensors_everywhere,
     select_files,
 )
 from hives.agent.policy import local_path_refusal, remote_code_refusal
@@ -185,7 +186,7 @@ def test_safetensors_are_preferred_over_pickles() -> None:
         "model.safetensors",
         "pytorch_model.bin",
         "tokenizer.json",
-        "extra/weights.pt",
+        "training_args.bin",
         "old.pth",
         "README.md",
     )
@@ -198,6 +199,47 @@ def test_safetensors_are_preferred_over_pickles() -> None:
     # No safetensors: the pickles are all there is.
     only = files("config.json", "pytorch_model.bin")
     assert select_files(only) == only
+
+
+def test_pickles_are_skipped_per_directory_and_variant() -> None:
+    """A diffusers repo whose unet has safetensors and whose text encoder has only a .bin:
+    the .bin is the only copy of the text encoder's weights, and is kept."""
+    listing = files(
+        "model_index.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "unet/diffusion_pytorch_model.bin",
+        "unet/diffusion_pytorch_model.fp16.bin",
+        "text_encoder/pytorch_model.bin",
+        "vae/diffusion_pytorch_model.fp16.safetensors",
+        "vae/diffusion_pytorch_model.fp16.bin",
+        "vae/diffusion_pytorch_model.bin",
+        "v1-5-pruned.ckpt",
+    )
+    assert [f.path for f in select_files(listing)] == [
+        "model_index.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "unet/diffusion_pytorch_model.fp16.bin",  # no fp16 safetensors in unet/
+        "text_encoder/pytorch_model.bin",
+        "vae/diffusion_pytorch_model.fp16.safetensors",
+        "vae/diffusion_pytorch_model.bin",  # the fp16 safetensors is another variant
+        "v1-5-pruned.ckpt",  # nothing in the root replaces it
+    ]
+    # Sharded weights of one directory.
+    sharded = files(
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "pytorch_model-00001-of-00003.bin",
+    )
+    assert [f.path for f in select_files(sharded)] == [f.path for f in sharded[:2]]
+
+
+def test_safetensors_only_when_every_weights_directory_has_them() -> None:
+    assert safetensors_everywhere(
+        ["model_index.json", "unet/a.safetensors", "unet/a.bin", "vae/b.safetensors"]
+    )
+    assert not safetensors_everywhere(["unet/a.safetensors", "text_encoder/pytorch_model.bin"])
+    assert not safetensors_everywhere(["unet/a.fp16.safetensors", "unet/a.bin"])
+    assert not safetensors_everywhere(["config.json"])
 
 
 @pytest.fixture
@@ -219,10 +261,14 @@ def hub(monkeypatch: pytest.MonkeyPatch) -> Any:
         fake.close()
 
 
-def test_a_download_skips_pickles_and_pins_the_revision(hub: FakeHub, tmp_path: Path) -> None:
+def test_a_download_skips_pickles_and_pins_the_commit(hub: FakeHub, tmp_path: Path) -> None:
+    """The revision asked for is resolved to its commit once; the listing and every file
+    come from that commit, which is what the model's directory records."""
+
     async def progress(done: int, total: int) -> None:
         pass
 
+    commit = FakeHub.commit("acme/two", "v1.2")
     path = asyncio.run(download("acme/two@v1.2", tmp_path, progress))
     assert path == tmp_path / "acme--two@v1.2"
     assert sorted(p.name for p in path.iterdir()) == [
@@ -230,15 +276,25 @@ def test_a_download_skips_pickles_and_pins_the_revision(hub: FakeHub, tmp_path: 
         "config.json",
         "model.safetensors",
     ]
-    assert (path / REVISION_FILE).read_text().strip() == "v1.2"
-    assert hub.revisions and set(hub.revisions) == {"v1.2"}
+    assert (path / REVISION_FILE).read_text().strip() == commit
+    assert hub.revisions and set(hub.revisions) == {commit}
     assert "pytorch_model.bin" not in [p for p, _ in hub.ranges]
     # A revision that could climb out of the URL is refused.
     with pytest.raises(DownloadError):
         asyncio.run(download("acme/two@../../x", tmp_path, progress))
 
 
-def test_the_done_report_records_the_revision(
+def test_a_hub_without_commits_pins_the_revision_named(hub: FakeHub, tmp_path: Path) -> None:
+    async def progress(done: int, total: int) -> None:
+        pass
+
+    hub.commits = False  # a mirror that does not answer the model info of a revision
+    path = asyncio.run(download("acme/two@v1.2", tmp_path, progress))
+    assert (path / REVISION_FILE).read_text().strip() == "v1.2"
+    assert set(hub.revisions) == {"v1.2"}
+
+
+def test_the_done_report_records_the_commit(
     hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RBEE_MODELS_DIR", str(tmp_path))
@@ -247,15 +303,20 @@ def test_the_done_report_records_the_revision(
     async def send(msg: dict[str, Any]) -> None:
         sent.append(msg)
 
-    async def run() -> None:
+    async def run(download_id: int, source: str) -> None:
         d = Downloads(send)
-        d.start(7, "acme/two@abc123")
+        d.start(download_id, source)
         while d._running:
             await asyncio.sleep(0.01)
 
-    asyncio.run(run())
-    assert sent[-1]["state"] == "done" and sent[-1]["revision"] == "abc123"
+    asyncio.run(run(7, "acme/two@abc123"))
+    assert sent[-1]["state"] == "done"
+    assert sent[-1]["revision"] == FakeHub.commit("acme/two", "abc123")
     assert sent[-1]["path"].endswith("acme--two@abc123")
+    # No revision named: the commit `main` names, not the word "main".
+    asyncio.run(run(8, "acme/two"))
+    assert sent[-1]["state"] == "done"
+    assert sent[-1]["revision"] == FakeHub.commit("acme/two", "main")
 
 
 _ = GiB
