@@ -105,3 +105,111 @@ def test_audio_longer_than_the_cap_is_refused_from_its_header(settings: Any) -> 
     assert exc.value.param == "file"
     # An estimate is never more than the cap: the worker stops at it.
     assert audio_seconds(b"\1" * (ESTIMATE_BYTES_PER_SECOND * 100)) == 30
+
+
+# --- hostile headers: the scans are bounded ------------------------------------------------
+
+
+def _hostile_wav() -> bytes:
+    """A valid fmt chunk, then 4 MB of empty chunks before the data: walking them all took
+    ~0.4 s of the queen's event loop per request."""
+    head = wav(0.5)
+    fmt_end = head.index(b"data")
+    return head[:fmt_end] + b"junk\0\0\0\0" * (4_000_000 // 8) + head[fmt_end:]
+
+
+def _hostile_ogg() -> bytes:
+    """A real Opus stream's first page, then 8 MB of page headers of another stream: the
+    backward search for the last page of the first stream went through every one."""
+    real = encode("ogg", "libopus", 1.0, 48000)
+    first_page_end = real.index(b"OggS", 4)
+    fake = b"OggS\0\0" + b"\0" * 8 + b"\xde\xad\xbe\xef"  # another serial
+    return real[:first_page_end] + fake * (8_000_000 // len(fake))
+
+
+def _hostile_mp3() -> bytes:
+    """An ID3 tag, then 8 KiB of almost-frame-syncs (each must be looked at), then junk."""
+    return b"ID3\3\0\0\0\0\0\0" + b"\xff\xff" * 4096 + b"\0" * 4_000_000
+
+
+@pytest.mark.parametrize("make", [_hostile_wav, _hostile_ogg, _hostile_mp3])
+def test_hostile_headers_are_parsed_quickly(make: Any, settings: Any) -> None:
+    import time
+
+    settings.RBEE_MAX_AUDIO_SECONDS = 3600
+    data = make()
+    started = time.perf_counter()
+    seconds = audio_seconds(data)
+    took = time.perf_counter() - started
+    assert took < 0.05, took
+    # Past the bound the header says nothing: the size estimate stands in.
+    assert seconds == pytest.approx(len(data) / ESTIMATE_BYTES_PER_SECOND)
+
+
+def test_ordinary_files_are_within_the_bounds() -> None:
+    # A WAV with a few chunks before its data (LIST, fact, ...) still states its length.
+    head = wav(2.0)
+    at = head.index(b"data")
+    some = b"".join(b"LIST" + struct.pack("<I", 10) + b"x" * 10 for _ in range(20))
+    assert duration_seconds(head[:at] + some + head[at:]) == pytest.approx(2.0)
+    # A long Ogg's last page is found in its last 64 KiB.
+    assert duration_seconds(encode("ogg", "libopus", 60.0, 48000)) == pytest.approx(60, abs=0.1)
+
+
+# --- the upload's work is done off the event loop ------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_transcriptions_work_runs_off_the_event_loop() -> None:
+    """Its header parsing and the base64 of up to 25 MB ran on the queen's event loop,
+    where every other request waits for them: they run in the preparation's thread."""
+    import asyncio
+    import dataclasses
+
+    from asgiref.sync import sync_to_async
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.test import RequestFactory
+    from django.utils import timezone
+
+    from hives.models import CatalogModel, Hive, Worker
+    from inference import pipeline
+    from inference.audio import TRANSCRIPTIONS
+    from tenants.services import api_key_create, tenant_create
+
+    def setup() -> str:
+        hive = Hive.objects.create(
+            name="h-audio",
+            token_prefix="tpa",
+            token_hash="x",
+            status=Hive.Status.ONLINE,
+            channel_name="specific.hive!a",
+            last_seen_at=timezone.now(),
+            devices=[{"kind": "cpu", "index": 0}],
+        )
+        model = CatalogModel.objects.create(
+            name="whisper-probe", capability="audio-transcription", engine="faster-whisper"
+        )
+        Worker.objects.create(hive=hive, model=model, device="cpu", state="ready")
+        return api_key_create(tenant=tenant_create(name="listener"))[1]
+
+    key = await sync_to_async(setup)()
+    seen: list[bool] = []
+
+    def probe(body: Any, model: Any) -> Any:
+        try:
+            asyncio.get_running_loop()
+            seen.append(True)
+        except RuntimeError:
+            seen.append(False)
+        upload_work(body, model)  # the real work, then stop before scheduling
+        raise APIError(418, "probe")
+
+    request = RequestFactory().post(
+        "/v1/audio/transcriptions",
+        {"model": "whisper-probe", "file": SimpleUploadedFile("a.wav", wav(1.0))},
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+    )
+    with pytest.raises(APIError) as exc:
+        await pipeline.run(request, dataclasses.replace(TRANSCRIPTIONS, work=probe))
+    assert exc.value.status == 418
+    assert seen == [False], "the work ran on the event loop"
