@@ -360,3 +360,34 @@ def test_the_audio_quota_refuses_the_second_long_transcription() -> None:
         assert [round(r[0]) for r in rows] == [35], rows
     finally:
         dep.close()
+
+
+def test_a_header_that_under_states_the_duration_is_refused_by_the_hive() -> None:
+    """30 s of audio under a WAV header that says 1 s reserves 1 s of the quota; the hive
+    is told to decode no more than that (plus slack) and refuses it, and the queen says
+    the header under-stated the duration. (An honest 35 s file is transcribed under the
+    same rule: test_the_audio_quota_refuses_the_second_long_transcription.)"""
+    dep = Deployment()
+    try:
+        queen = Queen(dep)
+        Hive(dep, queen, "hive-w", [WHISPER], wait=False)
+        queen.wait_for_model("hive-w", WHISPER, timeout=300)
+        dep.rbee("tenant", "create", "acme")
+        key = dep.rbee("key", "create", "--tenant", "acme").stdout.strip()
+        client = openai.OpenAI(base_url=f"{queen.url}/v1", api_key=key, max_retries=0)
+        clip = bytearray(tone_wav(30.0))
+        at = clip.index(b"fmt ")
+        struct.pack_into("<I", clip, at + 16, 16000 * 2 * 30)  # byte rate: "1 second"
+        with pytest.raises(openai.BadRequestError) as exc:
+            client.audio.transcriptions.create(
+                model=WHISPER, file=("lie.wav", bytes(clip)), timeout=300
+            )
+        error = exc.value.body
+        assert isinstance(error, dict) and error["code"] == "audio_too_long", error
+        assert error["param"] == "file"
+        assert "header" in error["message"], error
+        # Nothing was transcribed, so nothing is counted.
+        rows = dep.sql("SELECT audio_seconds FROM billing_usageevent WHERE outcome = 'ok'")
+        assert rows == [], rows
+    finally:
+        dep.close()

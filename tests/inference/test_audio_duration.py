@@ -90,7 +90,8 @@ def test_a_transcription_reserves_the_audio_seconds_it_states(settings: Any) -> 
     work = _work(wav(42.0))
     assert work.cost.audio_seconds == pytest.approx(42.0)
     assert work.size == 42
-    assert work.request["max_seconds"] == 3600
+    # The worker is held to what was reserved (plus slack), under the server's cap.
+    assert work.request["max_seconds"] == pytest.approx(42 * 1.1 + 5)
     m4a = encode("ipod", "aac", 2.0, 16000)
     assert _work(m4a, "a.m4a").cost.audio_seconds == pytest.approx(
         len(m4a) / ESTIMATE_BYTES_PER_SECOND
@@ -213,3 +214,51 @@ async def test_a_transcriptions_work_runs_off_the_event_loop() -> None:
         await pipeline.run(request, dataclasses.replace(TRANSCRIPTIONS, work=probe))
     assert exc.value.status == 418
     assert seen == [False], "the work ran on the event loop"
+
+
+# --- the worker is held to what was reserved ------------------------------------------------
+
+
+def _lying_wav(real: float, claimed: float, rate: int = 8000) -> bytes:
+    """A WAV holding `real` seconds whose fmt chunk's byte rate makes its data chunk say
+    `claimed` seconds (the header is the client's word)."""
+    data = bytearray(wav(real, rate=rate))
+    at = data.index(b"fmt ")
+    struct.pack_into("<I", data, at + 16, int(rate * 2 * real / claimed))  # byte rate
+    return bytes(data)
+
+
+def test_the_job_may_decode_no_more_than_was_reserved(settings: Any) -> None:
+    """A header that under-states the duration reserves little; the worker is capped near
+    what was reserved (10% + 5 s of slack for headers that round), not at the server's
+    cap, so the daily audio quota cannot be beaten by lying."""
+    settings.RBEE_MAX_AUDIO_SECONDS = 3600
+    lying = _lying_wav(real=30.0, claimed=1.0)
+    work = _work(lying)
+    assert work.cost.audio_seconds == pytest.approx(1.0, abs=0.01)
+    assert work.request["max_seconds"] == pytest.approx(1.0 * 1.1 + 5, abs=0.02)
+    # An honest header: the cap follows it, and never passes the server's.
+    assert _work(wav(42.0)).request["max_seconds"] == pytest.approx(42 * 1.1 + 5)
+    settings.RBEE_MAX_AUDIO_SECONDS = 45
+    assert _work(wav(42.0)).request["max_seconds"] == 45
+    # A size estimate (no header) errs long by design: the server's cap stands.
+    assert _work(b"\1" * 4000, "a.m4a").request["max_seconds"] == 45
+
+
+def test_the_hive_refuses_audio_longer_than_its_header_said(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job as the queen builds it, decoded by the hive's own code: 30 s of audio under
+    a header that says 1 s is refused once decoding passes the reserved 6.1 s."""
+    from hives.agent.engines.base import EngineError
+    from hives.agent.engines.whisper import decode_upload
+
+    settings.RBEE_MAX_AUDIO_SECONDS = 3600
+    monkeypatch.setenv("RBEE_MAX_AUDIO_SECONDS", "3600")  # the hive's own cap
+    work = _work(_lying_wav(real=30.0, claimed=1.0))
+    with pytest.raises(EngineError) as exc:
+        decode_upload(work.request)
+    assert exc.value.status == 400 and exc.value.code == "audio_too_long"
+    # The honest file of the same length is decoded whole.
+    honest = decode_upload(_work(wav(30.0, rate=8000)).request)
+    assert len(honest) == pytest.approx(30 * 16000, abs=64)
