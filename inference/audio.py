@@ -21,7 +21,7 @@ from hives.models import CatalogModel
 from hives.protocol import FINAL_KINDS, EventKind, Task
 from inference import schemas
 from inference.audio_duration import duration_seconds
-from inference.errors import bad_request
+from inference.errors import APIError, bad_request
 from inference.pipeline import (
     Call,
     Resource,
@@ -78,6 +78,17 @@ def audio_seconds(data: bytes) -> float:
     """The seconds a transcription reserves against the daily quota: the duration the
     container's header states (400 past RBEE_MAX_AUDIO_SECONDS), else an estimate from
     the size; never more than the cap, which the worker enforces while decoding."""
+    return _reserved(data)[0]
+
+
+# What a header may under-state before the worker refuses the file: headers round (an
+# MP3's first-frame bit rate, a stream's granule), the decoder pads.
+HEADER_SLACK = 1.1
+HEADER_SLACK_SECONDS = 5.0
+
+
+def _reserved(data: bytes) -> tuple[float, bool]:
+    """audio_seconds, and whether it is the header's word (else the size estimate)."""
     cap = float(settings.RBEE_MAX_AUDIO_SECONDS)
     stated = duration_seconds(data)
     if stated is not None and cap and stated > cap:
@@ -88,16 +99,28 @@ def audio_seconds(data: bytes) -> float:
             code="audio_too_long",
         )
     seconds = stated if stated is not None else len(data) / ESTIMATE_BYTES_PER_SECOND
-    return min(seconds, cap) if cap else seconds
+    return (min(seconds, cap) if cap else seconds), stated is not None
+
+
+def job_max_seconds(reserved: float, from_header: bool) -> float:
+    """The most audio the worker may decode: the server's cap, and for a duration taken
+    from the header (the client's word) what was reserved plus some slack, so a header
+    that under-states the length cannot get hours transcribed against a second of quota.
+    (The size estimate errs long by design: the cap stands.) 0: no cap."""
+    cap = float(settings.RBEE_MAX_AUDIO_SECONDS)
+    if not from_header:
+        return cap
+    held = reserved * HEADER_SLACK + HEADER_SLACK_SECONDS
+    return min(cap, held) if cap else held
 
 
 def upload_work(body: Upload, model: CatalogModel) -> Work:
     req, name, data = body
-    seconds = audio_seconds(data)
+    seconds, from_header = _reserved(data)
     size = math.ceil(seconds)
     return Work(
         request={
-            "max_seconds": settings.RBEE_MAX_AUDIO_SECONDS,
+            "max_seconds": job_max_seconds(seconds, from_header),
             "audio_b64": base64.b64encode(data).decode("ascii"),
             "filename": name,
             "language": req.language.lower() if req.language else None,
@@ -116,7 +139,10 @@ def upload_work(body: Upload, model: CatalogModel) -> Work:
 def _respond_transcript(task: str) -> Callable[[Call[Upload]], Awaitable[HttpResponseBase]]:
     async def respond(call: Call[Upload]) -> HttpResponseBase:
         req = call.body[0]
-        done = await result(call.job)
+        try:
+            done = await result(call.job)
+        except APIError as exc:
+            raise _under_stated(exc, call.work) from exc
         found = done.get("result") or {}
         text = str(found.get("text") or "")
         segments = [s for s in found.get("segments") or [] if isinstance(s, dict)]
@@ -144,6 +170,24 @@ def _respond_transcript(task: str) -> Callable[[Call[Upload]], Awaitable[HttpRes
         return JsonResponse(body)
 
     return respond
+
+
+def _under_stated(exc: APIError, work: Work) -> APIError:
+    """The worker's audio_too_long for a job held to its header's duration (not to the
+    server's cap) says so: the file is longer than its header states."""
+    cap = float(settings.RBEE_MAX_AUDIO_SECONDS)
+    held = float(work.request.get("max_seconds") or 0)
+    if exc.code != "audio_too_long" or not held or (cap and held >= cap):
+        return exc
+    stated = work.cost.audio_seconds
+    unit = "second" if round(stated) == 1 else "seconds"
+    return bad_request(
+        f"The audio file is longer than its header states ({stated:.0f} {unit}): the "
+        "header under-stated the duration, and no more than that (plus a margin) is "
+        "transcribed against the audio quota. Send the file with a correct header.",
+        param="file",
+        code="audio_too_long",
+    )
 
 
 def _timestamp(seconds: float, sep: str) -> str:

@@ -14,6 +14,11 @@ formats say their length in a few header bytes:
 
 Anything else (m4a, webm, ...) is None: the caller estimates from the size, and the
 worker's real duration settles the reservation either way.
+
+Every scan is bounded, whatever the upload says: at most WAV_MAX_CHUNKS chunks, the last
+OGG_TAIL bytes for Ogg's last page, MP3_SYNC_REACH bytes for the first frame after a tag
+(FLAC's is a fixed place). A file that hides its header past them says nothing (None), so
+a crafted upload costs microseconds, not seconds.
 """
 
 from __future__ import annotations
@@ -30,6 +35,13 @@ _MP3_BITRATES = {
     (2, 3): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
 }
 _MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+
+WAV_MAX_CHUNKS = 64
+"""Chunks looked at for `fmt ` and `data` (real files have a handful)."""
+OGG_TAIL = 64 * 1024
+"""Where the last Ogg page starts: a page is at most 27 + 255 + 255 * 255 = 65307 bytes."""
+MP3_SYNC_REACH = 8192
+"""Bytes after an ID3 tag searched for the first frame."""
 
 
 def duration_seconds(data: bytes) -> float | None:
@@ -49,7 +61,9 @@ def duration_seconds(data: bytes) -> float | None:
 
 def _wav(data: bytes) -> float | None:
     pos, byte_rate, data_size = 12, 0, None
-    while pos + 8 <= len(data):
+    for _ in range(WAV_MAX_CHUNKS):
+        if pos + 8 > len(data):
+            break
         cid, size = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
         if cid == b"fmt ":
             byte_rate = struct.unpack_from("<I", data, pos + 16)[0]
@@ -88,14 +102,16 @@ def _ogg(data: bytes) -> float | None:
         rate, skip = int.from_bytes(packet[27:30], "big") >> 4, 0
     else:
         return None
-    # The last page of that stream holds the final granule position (samples).
-    pos = data.rfind(b"OggS")
+    # The last page of that stream holds the final granule position (samples); it starts
+    # in the last OGG_TAIL bytes (else another stream's pages end the file: None).
+    floor = max(0, len(data) - OGG_TAIL)
+    pos = data.rfind(b"OggS", floor)
     while pos >= 0:
         if data[pos + 14 : pos + 18] == serial:
             granule = struct.unpack_from("<q", data, pos + 6)[0]
             if granule > 0:
                 return max(0, granule - skip) / rate if rate else None
-        pos = data.rfind(b"OggS", 0, pos)
+        pos = data.rfind(b"OggS", floor, pos)
     return None
 
 
@@ -103,7 +119,7 @@ def _mp3(data: bytes) -> float | None:
     pos, reach = 0, 1  # without a tag the file must start with a frame: no guessing
     if data[:3] == b"ID3":  # ID3v2 tag: a syncsafe size after 6 bytes, plus a footer flag
         size = (data[6] << 21) | (data[7] << 14) | (data[8] << 7) | data[9]
-        pos, reach = 10 + size + (10 if data[5] & 0x10 else 0), 8192
+        pos, reach = 10 + size + (10 if data[5] & 0x10 else 0), MP3_SYNC_REACH
     end = len(data) - (128 if data[-128:-125] == b"TAG" else 0)
     # The first frame sync (after a tag, padding before it is tolerated).
     for start in range(pos, min(pos + reach, len(data) - 4)):

@@ -312,7 +312,7 @@ class Resource(Generic[Body]):
     capability: str  # CatalogModel.Capability
     parse: Callable[[HttpRequest], Body]  # 2: in the database trip, may raise 400/413
     model: Callable[[Body], str | None]  # the model it names (None: the default one)
-    work: Callable[[Body, CatalogModel], Work]
+    work: Callable[[Body, CatalogModel], Work]  # in the same thread as parse, never the loop
     respond: Callable[[Call[Body]], Awaitable[HttpResponseBase]]  # 10
 
 
@@ -331,8 +331,7 @@ async def run(request: HttpRequest, resource: Resource[Body]) -> HttpResponseBas
     raw_key = bearer(request)
     if not raw_key and not settings.RBEE_ANONYMOUS_TENANT:
         raise KeyRejected("missing")  # not even a trip to the database
-    body, target = await db(_prepare, raw_key, request, resource)  # 1-4
-    work = resource.work(body, target.model)
+    body, target, work = await db(_prepare, raw_key, request, resource)  # 1-4
     scheduled, slot = await _schedule(request, target, work)  # 5-7
     job = _job(target, scheduled, slot, resource.task, work)  # 8, 9
     await _begin(job, scheduled)
@@ -377,7 +376,9 @@ TASK_MODALITY: dict[str, str] = {
 }
 
 
-def _prepare(raw_key: str, request: HttpRequest, resource: Resource[Body]) -> tuple[Body, Target]:
+def _prepare(
+    raw_key: str, request: HttpRequest, resource: Resource[Body]
+) -> tuple[Body, Target, Work]:
     caller = authenticate(raw_key, request.META.get("HTTP_HOST", ""))
     body = resource.parse(request)
     model = _resolve(resource.model(body), resource.capability)
@@ -388,7 +389,9 @@ def _prepare(raw_key: str, request: HttpRequest, resource: Resource[Body]) -> tu
         gate.check_access(caller, TASK_SCOPE[resource.task], model.name, aliases)
     placements = _placements(model)
     policy = current_policy(settings.RBEE_SCHEDULER_CHECK_SECONDS)
-    return body, Target(caller=caller, model=model, placements=placements, policy=policy)
+    # The work too, off the loop: an upload's is header parsing and a base64 of up to 25 MB.
+    work = resource.work(body, model)
+    return body, Target(caller=caller, model=model, placements=placements, policy=policy), work
 
 
 _CAPABILITY_ENDPOINTS: dict[str, str] = {

@@ -10,17 +10,20 @@ the request, the body has been received, stored and copied into memory in full.
 This request class therefore decides from the request line and the headers, at the
 moment Twisted knows the body's length (`gotLength`), before any of the body is read:
 
-* the server's ceiling (RBEE_MAX_BODY_BYTES), and for /v1 JSON endpoints the JSON
-  ceiling (RBEE_MAX_JSON_BYTES): 413 from the declared length, or as soon as a chunked
-  body passes it;
+* the server's ceiling (RBEE_MAX_BODY_BYTES) for /v1's multipart uploads, and the JSON
+  ceiling (RBEE_MAX_JSON_BYTES) for every other body (/v1 JSON, the management and
+  portal APIs, the admin, Stripe's webhook): 413 from the declared length, or as soon
+  as a chunked body passes it. The path is classified as Django will route it: Daphne
+  percent-decodes it (/%76%31/... is /v1/...) and Django strips Daphne-Root-Path, which
+  only a trusted proxy may send;
 * on /v1, for a body over EARLY_AUTH_BYTES (or of unknown length): a missing or
   malformed bearer key is a 401 at once; a well-formed key nobody has seen lately is
   looked up in the database while the connection is paused (nothing more is read),
   and an unknown, revoked or expired one is a 401. Smaller bodies go to the view,
   which authenticates every request anyway;
-* bytes in flight per client address (RBEE_MAX_INFLIGHT_BYTES_PER_CLIENT): the
-  declared lengths of a client's requests still being received or served; a request
-  that would pass it is a 429 without reading it.
+* bytes in flight per client (RBEE_MAX_INFLIGHT_BYTES_PER_CLIENT; an IPv4 address, an
+  IPv6 /64): the declared lengths of a client's requests still being received or
+  served; a request that would pass it is a 429 without reading it.
 
 A refusal is written with `Connection: close`, reading stops, the write side is shut
 (the client sees the answer and the end of the stream) and the connection is dropped
@@ -38,6 +41,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from daphne import http_protocol
 
@@ -99,6 +103,35 @@ def _in(host: str, networks: list[Network]) -> bool:
     return any(addr in n for n in networks)
 
 
+def client_group(address: str) -> str:
+    """What the per-client byte cap counts a client address under: an IPv4 address
+    itself, an IPv6 address's /64 (one subscriber's prefix: anyone with a /64 has 2**64
+    addresses to spread requests over), an IPv4-mapped IPv6 address as its IPv4 one;
+    anything that is not an address (a UNIX socket's peer) as it is."""
+    try:
+        addr = ipaddress.ip_address(address.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.IPv6Network((addr, 64), strict=False))
+    return str(addr)
+
+
+def app_path(target: bytes, root_path: bytes | None = None) -> str:
+    """The path Django routes a request-target by, as Daphne hands it over: the part
+    before '?', percent-decoded (so /%76%31/chat/completions is /v1/chat/completions),
+    less the Daphne-Root-Path prefix, which Django strips. "" for a target Daphne
+    refuses (not ASCII)."""
+    try:
+        path = unquote(target.split(b"?", 1)[0].decode("ascii"))
+        root = unquote(root_path.decode("ascii")) if root_path else ""
+    except UnicodeDecodeError:
+        return ""
+    return path.removeprefix(root) if root else path
+
+
 def client_address(peer: str, forwarded_for: list[bytes] | None, proxies: list[Network]) -> str:
     """The client a request comes from: the peer, or, when the peer is a trusted proxy,
     the last X-Forwarded-For hop that is not one (hops before it are the client's word)."""
@@ -111,7 +144,14 @@ def client_address(peer: str, forwarded_for: list[bytes] | None, proxies: list[N
     return peer
 
 
-_FORWARDED = (b"X-Forwarded-For", b"X-Forwarded-Proto", b"X-Forwarded-Port", b"Forwarded")
+# Daphne-Root-Path is a proxy's too: Django strips it from the path it routes.
+_FORWARDED = (
+    b"X-Forwarded-For",
+    b"X-Forwarded-Proto",
+    b"X-Forwarded-Port",
+    b"Forwarded",
+    b"Daphne-Root-Path",
+)
 
 
 def _error(status: int, reason: str, message: str, type_: str, code: str, extra: str = "") -> bytes:
@@ -125,11 +165,18 @@ def _error(status: int, reason: str, message: str, type_: str, code: str, extra:
     return head + body
 
 
-def too_large(limit: int) -> bytes:
+def too_large(limit: int, api: bool = True) -> bytes:
+    message = f"The request body is larger than this server accepts ({limit} bytes)."
+    if not api:  # the management/portal API's own envelope (rbee/api_errors.py)
+        body = json.dumps({"error": {"message": message, "code": "request_too_large"}})
+        return (
+            f"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}"
+        ).encode()
     return _error(
         413,
         "Request Entity Too Large",
-        f"The request body is larger than this server accepts ({limit} bytes).",
+        message,
         "invalid_request_error",
         "request_too_large",
     )
@@ -193,8 +240,10 @@ def install(edge: Edge) -> None:
             self._rbee_chunked = length is None
             headers = self.requestHeaders
             peer = str(getattr(self.channel.transport.getPeer(), "host", "?"))
-            self._rbee_client = client_address(
-                peer, headers.getRawHeaders(b"X-Forwarded-For"), edge.trusted_proxies
+            self._rbee_client = client_group(
+                client_address(
+                    peer, headers.getRawHeaders(b"X-Forwarded-For"), edge.trusted_proxies
+                )
             )
             if not _in(peer, edge.trusted_proxies):
                 # Only a configured proxy may say who the client is, or that it used TLS.
@@ -204,13 +253,20 @@ def install(edge: Edge) -> None:
                 # Daphne takes the first hop, which the client writes; keep only the one
                 # the proxies vouch for.
                 headers.setRawHeaders(b"X-Forwarded-For", [self._rbee_client.encode()])
-            path = bytes(getattr(self.channel, "_path", b"") or b"").split(b"?", 1)[0]
-            api = path == b"/v1" or path.startswith(b"/v1/")
+            # Classified by the path Django will route, not the raw one: Daphne
+            # percent-decodes it (and Django strips Daphne-Root-Path).
+            target = bytes(getattr(self.channel, "_path", b"") or b"")
+            root = (headers.getRawHeaders(b"Daphne-Root-Path") or [None])[0]
+            routed = app_path(target, root)
+            path = target.split(b"?", 1)[0]
+            api = routed == "/v1" or routed.startswith("/v1/")
+            self._rbee_api = api
             ctype = (headers.getRawHeaders(b"Content-Type") or [b""])[0]
             multipart = ctype.split(b";", 1)[0].strip().lower() == b"multipart/form-data"
-            self._rbee_limit = (
-                min(edge.json_limit, edge.body_limit) if api and not multipart else edge.body_limit
-            )
+            # Uploads go to /v1's multipart endpoints only: every other body (the
+            # management and portal APIs, the admin, Stripe's events) is small.
+            small = min(edge.json_limit, edge.body_limit)
+            self._rbee_limit = edge.body_limit if api and multipart else small
             key = ""
             if api and (length is None or length > EARLY_AUTH_BYTES):
                 auth = (headers.getRawHeaders(b"Authorization") or [b""])[0]
@@ -233,7 +289,7 @@ def install(edge: Edge) -> None:
         def _admit(self, length: int | None, path: bytes) -> bool:
             """The body's size and the client's bytes in flight (False: refused)."""
             if length is not None and length > self._rbee_limit:
-                self._refuse(too_large(self._rbee_limit), f"{length} bytes", path)
+                self._refuse(too_large(self._rbee_limit, self._rbee_api), f"{length} bytes", path)
                 return False
             if not self._reserve(length or 0):
                 self._refuse(too_many_bytes(edge.inflight_per_client), "in flight", path)
@@ -272,17 +328,20 @@ def install(edge: Edge) -> None:
             def checked(fut: asyncio.Future[str | None]) -> None:
                 if self._rbee_gone or self._rbee_refused:
                     return
-                refusal = None
+                refusal, verified = None, False
                 if not fut.cancelled():
                     if fut.exception() is not None:
-                        # The view decides (and answers 503 if the database is down).
+                        # The view decides (and answers 503 if the database is down);
+                        # the key is not remembered: it was never verified.
                         logger.warning("edge key check failed: %r", fut.exception())
                     else:
                         refusal = fut.result()
+                        verified = refusal is None
                 if refusal is not None:
                     self._refuse(unauthorized(refusal), "an unknown key", path)
                     return
-                edge.remember(key)
+                if verified:
+                    edge.remember(key)
                 if self._admit(length, path):
                     transport.resumeProducing()
 
@@ -293,7 +352,7 @@ def install(edge: Edge) -> None:
                 return
             self._rbee_received += len(data)
             if self._rbee_received > self._rbee_limit:
-                self._refuse(too_large(self._rbee_limit), "a chunked body", b"")
+                self._refuse(too_large(self._rbee_limit, self._rbee_api), "a chunked body", b"")
                 return
             if self._rbee_chunked and not self._reserve(len(data)):
                 self._refuse(too_many_bytes(edge.inflight_per_client), "in flight", b"")

@@ -105,6 +105,7 @@ async def post(
     *,
     hold: asyncio.Event | None = None,
     send: int | None = None,
+    wait: float = 60,
 ) -> Answer:
     """POST `length` declared bytes, sending them (all, or `send` of them and then waiting
     for `hold`) while reading the answer."""
@@ -138,7 +139,7 @@ async def post(
 
     task = asyncio.create_task(sender())
     try:
-        status_line = await asyncio.wait_for(reader.readline(), 60)
+        status_line = await asyncio.wait_for(reader.readline(), wait)
         seconds = time.monotonic() - started
         assert status_line.startswith(b"HTTP/1.1 "), status_line
         status = int(status_line.split()[1])
@@ -249,6 +250,61 @@ def test_a_malformed_upload_hears_the_apis_error_not_twisteds(edge: Edge) -> Non
     assert r.json()["error"]["type"] == "invalid_request_error"
 
 
+def held(port: int, path: str, headers: dict[str, str], length: int) -> Answer:
+    """POST `length` declared bytes but send only 64 KiB of them: an answer can only come
+    from the request line and headers (a server waiting for the body would wait forever)."""
+
+    async def go() -> Answer:
+        never = asyncio.Event()
+        return await post(port, path, headers, length, hold=never, send=65536, wait=15)
+
+    return asyncio.run(go())
+
+
+def test_a_percent_encoded_v1_path_gets_the_early_checks(edge: Edge) -> None:
+    """Daphne hands the application the decoded path, so /%76%31/chat/completions is
+    /v1/chat/completions to Django: the edge must treat it so (early 401, JSON ceiling).
+    2 MiB: over both of those thresholds, under the fixture's in-flight cap."""
+    port = edge.queen.port
+    json_headers = {"Content-Type": "application/json"}
+    for path in ("/%76%31/chat/completions", "/v1%2Fchat%2Fcompletions", "/%76%31/embeddings"):
+        answer = held(port, path, json_headers, 2 * MiB)
+        assert answer.status == 401, (path, answer)
+        assert answer.body["error"]["code"] == "invalid_api_key"
+    # With a valid key, the JSON ceiling (not the upload ceiling) applies.
+    authed = {**json_headers, "Authorization": f"Bearer {edge.api_key}"}
+    answer = held(port, "/%76%31/chat/completions", authed, 2 * MiB)
+    assert answer.status == 413 and answer.body["error"]["code"] == "request_too_large"
+    # A client cannot move the path with Daphne-Root-Path (only a trusted proxy may).
+    rooted = {**json_headers, "Daphne-Root-Path": "/x"}
+    answer = held(port, "/x/v1/chat/completions", rooted, 2 * MiB)
+    assert answer.status in (401, 413), answer
+
+
+@pytest.mark.parametrize(
+    ("path", "ctype", "length"),
+    [
+        ("/api/tenants", "application/json", 5 * 1000 * 1000),
+        ("/stripe/webhook", "application/json", 5 * 1000 * 1000),
+        # Under the fixture's in-flight cap, so only a ceiling can refuse them:
+        ("/api/tenants", "application/json", 2 * MiB),
+        ("/api/tenants", "multipart/form-data; boundary=x", 2 * MiB),
+        ("/stripe/webhook", "application/json", 2 * MiB),
+        ("/admin/login/", "application/x-www-form-urlencoded", 2 * MiB),
+    ],
+)
+def test_large_bodies_outside_v1_are_413_before_they_are_read(
+    edge: Edge, path: str, ctype: str, length: int
+) -> None:
+    """Nothing outside /v1 takes uploads: 5 MB to the management API, Stripe's webhook or
+    the admin is refused from its headers, unauthenticated as it is."""
+    answer = held(edge.queen.port, path, {"Content-Type": ctype}, length)
+    assert answer.status == 413, answer
+    assert answer.body["error"]["code"] == "request_too_large"
+    assert "message" in answer.body["error"] and "type" not in answer.body["error"]
+    assert answer.seconds < 5
+
+
 def test_small_requests_are_not_held_up(edge: Edge) -> None:
     """Under the early-auth threshold, the view answers as it always did."""
     r = httpx.post(f"{edge.queen.url}/v1/chat/completions", json={"model": "x"})
@@ -302,5 +358,36 @@ def test_the_audio_quota_refuses_the_second_long_transcription() -> None:
         # Reconciled: what is counted is the worker's real duration, once.
         rows = dep.sql("SELECT audio_seconds FROM billing_usageevent WHERE outcome = 'ok'")
         assert [round(r[0]) for r in rows] == [35], rows
+    finally:
+        dep.close()
+
+
+def test_a_header_that_under_states_the_duration_is_refused_by_the_hive() -> None:
+    """30 s of audio under a WAV header that says 1 s reserves 1 s of the quota; the hive
+    is told to decode no more than that (plus slack) and refuses it, and the queen says
+    the header under-stated the duration. (An honest 35 s file is transcribed under the
+    same rule: test_the_audio_quota_refuses_the_second_long_transcription.)"""
+    dep = Deployment()
+    try:
+        queen = Queen(dep)
+        Hive(dep, queen, "hive-w", [WHISPER], wait=False)
+        queen.wait_for_model("hive-w", WHISPER, timeout=300)
+        dep.rbee("tenant", "create", "acme")
+        key = dep.rbee("key", "create", "--tenant", "acme").stdout.strip()
+        client = openai.OpenAI(base_url=f"{queen.url}/v1", api_key=key, max_retries=0)
+        clip = bytearray(tone_wav(30.0))
+        at = clip.index(b"fmt ")
+        struct.pack_into("<I", clip, at + 16, 16000 * 2 * 30)  # byte rate: "1 second"
+        with pytest.raises(openai.BadRequestError) as exc:
+            client.audio.transcriptions.create(
+                model=WHISPER, file=("lie.wav", bytes(clip)), timeout=300
+            )
+        error = exc.value.body
+        assert isinstance(error, dict) and error["code"] == "audio_too_long", error
+        assert error["param"] == "file"
+        assert "header" in error["message"], error
+        # Nothing was transcribed, so nothing is counted.
+        rows = dep.sql("SELECT audio_seconds FROM billing_usageevent WHERE outcome = 'ok'")
+        assert rows == [], rows
     finally:
         dep.close()
