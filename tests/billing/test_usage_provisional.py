@@ -499,3 +499,50 @@ def test_every_queen_settles_stale_rows_periodically(settings: Any) -> None:
     finally:
         stop.set()
     connections.close_all()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_request_taken_for_dead_keeps_its_slot_and_its_final_counts(
+    executor: None, redis_settings: Any
+) -> None:
+    """The Meter of a request the settler settled as interrupted (its row said its queen
+    was gone): its heartbeat takes its concurrency slot back, and its end records and
+    settles the final figures, so the tenant's day counts what was really used."""
+    redis_settings.RBEE_USAGE_HEARTBEAT_SECONDS = 0.1
+    tenant = await in_thread(Tenant.objects.create, name="acme")
+    limits = lim.Limits(max_concurrent=1, tokens_per_day=10_000)
+    limiter = lim.get_limiter()
+    try:
+        first = await limiter.admit(str(tenant.pk), limits, lim.Cost(tokens=800))
+        meter = Meter(
+            Admitted(caller=caller(tenant.pk), ticket=first.ticket),
+            request_id="r-6",
+            model="m1",
+            modality="chat",
+        )
+        await meter.begin()
+        meter.progress(20, 30)
+        host = instance_id().rsplit(":", 2)[0]
+        await in_thread(  # as if it were a dead process's row
+            lambda: UsageEvent.objects.filter(request_id="r-6").update(
+                queen=f"{host}:{dead_pid()}:deadbeef0000"
+            )
+        )
+        for _ in range(100):
+            row = await in_thread(UsageEvent.objects.get, request_id="r-6")
+            if row.completion_tokens == 30:
+                break
+            await asyncio.sleep(0.05)
+        settled = await in_thread(settle_stale_usage)
+        assert settled == 1
+        assert (await limiter.usage(str(tenant.pk)))["tokens"] == 50
+        await asyncio.sleep(0.5)  # a few heartbeats: the slot is held again
+        assert not (await limiter.admit(str(tenant.pk), limits, lim.Cost())).allowed
+        await meter.finish({"prompt_tokens": 20, "completion_tokens": 90}, "ok", "h1/cpu")
+        row = await in_thread(UsageEvent.objects.get, request_id="r-6")
+        assert (row.outcome, row.prompt_tokens, row.completion_tokens) == ("ok", 20, 90)
+        used = await limiter.usage(str(tenant.pk))
+        assert (used["requests"], used["tokens"]) == (1, 110)
+        assert (await limiter.admit(str(tenant.pk), limits, lim.Cost())).allowed
+    finally:
+        await limiter.aclose()  # type: ignore[attr-defined]
