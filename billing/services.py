@@ -185,11 +185,13 @@ class Settled:
 def usage_settle_stale(*, lease_s: float, limit: int = 500) -> list[Settled]:
     """Settle provisional rows nobody will finalise as `interrupted`, with the counts of
     their last heartbeat: rows whose queen process is gone (kernel.process.instance_gone:
-    a queen restarted on this host settles its predecessor's rows at once) and rows whose
-    heartbeat is older than `lease_s` (a queen elsewhere that died, or cannot reach the
-    database). Each row is settled once, whoever else settles or finalises it at the same
-    time; the Stripe outbox is written with it. Returns what was settled, so the caller
-    can settle the limiter reservations too."""
+    a queen restarted on this host, boot and pid namespace settles its predecessor's rows
+    at once) and rows whose heartbeat is older than `lease_s` by the database's clock (a
+    queen elsewhere that died, or cannot reach the database; should it be alive after
+    all, its final write still wins, see usage_record). Each row is settled once, whoever
+    else settles or finalises it at the same time; the Stripe outbox is written with it.
+    Returns what was settled, so the caller can settle the limiter reservations too (as
+    interim: a final settle still corrects them)."""
     from kernel.process import instance_gone, instance_id
 
     provisional = UsageEvent.objects.filter(outcome=UsageEvent.Outcome.PROVISIONAL)
