@@ -54,8 +54,12 @@ Concurrency: a sorted set of in-flight tickets scored by their expiry (10 minute
 default, RBEE_CONCURRENCY_LEASE_SECONDS), so a request whose queen crashed before settling
 stops holding its slot once its lease is over. A request still running renews its lease
 (``renew``, from the Meter's heartbeat), so a long stream keeps its slot. Settle removes
-the ticket. The counters of an expired-but-unsettled ticket
-stay reserved (conservative) until it is settled or the day ends.
+the ticket. An *interim* settle (the usage settler's, with a request's last heartbeat
+counts, when its queen is thought gone) frees the slot but keeps the ticket, marked settled
+with those counts: if the request was in fact alive, its renew takes the slot back and its
+final settle corrects the counters by the difference, once. The counters of an
+expired-but-unsettled ticket stay reserved (conservative) until it is settled or the day
+ends.
 
 Errors talking to Redis propagate: the limiter never silently fails open; the caller
 decides what an unreachable Redis means.
@@ -197,7 +201,13 @@ class Limiter(Protocol):
     ) -> Decision: ...
 
     async def settle(
-        self, tenant: str, ticket: str, actual: Cost, *, now: float | None = None
+        self,
+        tenant: str,
+        ticket: str,
+        actual: Cost,
+        *,
+        now: float | None = None,
+        interim: bool = False,
     ) -> None: ...
 
     async def renew(self, tenant: str, ticket: str, *, now: float | None = None) -> bool: ...
@@ -452,8 +462,12 @@ return {1, '', '0', fmt(rpm_used), fmt(rpm_reset), fmt(tpm_used), fmt(tpm_reset)
 
 _SETTLE_LUA = r"""
 -- KEYS[1]: the tenant's key base. ARGV: ticket, now ("" = server clock),
--- actual (requests, tokens, images, audio_ms, characters). Returns 1 if settled, 0 if the
--- ticket was unknown (already settled, or older than two days).
+-- actual (requests, tokens, images, audio_ms, characters), interim ("1" or "0").
+-- Returns 1 if settled, 0 if the ticket was unknown (settled finally already, or older
+-- than two days) or, for an interim settle, settled already.
+-- A final settle deletes the ticket. An interim one keeps it, marked settled ('s') with
+-- the amounts it now counts in c1..c5: a final settle that comes later still corrects it
+-- by the difference, once.
 local base = KEYS[1]
 local ticket = ARGV[1]
 local now = tonumber(ARGV[2])
@@ -461,10 +475,17 @@ if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
+local interim = ARGV[8] == '1'
 local tkey = base .. ':t:' .. ticket
-local rec = redis.call('HMGET', tkey, 'day', 'rb', 'kb', 'c1', 'c2', 'c3', 'c4', 'c5')
+local rec = redis.call('HMGET', tkey, 'day', 'rb', 'kb', 'c1', 'c2', 'c3', 'c4', 'c5', 's')
 if not rec[1] then return 0 end
-redis.call('DEL', tkey)
+if interim and rec[9] then return 0 end
+if interim then
+  redis.call('HSET', tkey, 's', '1', 'c1', ARGV[3], 'c2', ARGV[4], 'c3', ARGV[5],
+             'c4', ARGV[6], 'c5', ARGV[7])
+else
+  redis.call('DEL', tkey)
+end
 redis.call('ZREM', base .. ':c', ticket)
 local units = {'requests', 'tokens', 'images', 'audio_ms', 'characters'}
 local delta = {}
@@ -647,17 +668,26 @@ class RedisLimiter:
         )
 
     async def settle(
-        self, tenant: str, ticket: str, actual: Cost, *, now: float | None = None
+        self,
+        tenant: str,
+        ticket: str,
+        actual: Cost,
+        *,
+        now: float | None = None,
+        interim: bool = False,
     ) -> None:
-        """Release the slot and replace the reservation by ``actual``; a no-op if repeated."""
+        """Release the slot and replace the reservation by ``actual``; a no-op if repeated.
+        ``interim``: counts that may not be the last (the usage settler's, from a request's
+        last heartbeat): a final settle of the ticket that comes later replaces them."""
         if not ticket:
             return
-        args: list[Any] = [ticket, _now_arg(now), *actual.amounts()]
+        args: list[Any] = [ticket, _now_arg(now), *actual.amounts(), "1" if interim else "0"]
         await self._settle(self._client(), [self._base(tenant)], args)
 
     async def renew(self, tenant: str, ticket: str, *, now: float | None = None) -> bool:
         """Extend the concurrency lease of a request still running (a job longer than the
-        lease would otherwise lose its slot); False if the ticket is settled or unknown."""
+        lease would otherwise lose its slot, and one an interim settle freed takes it back);
+        False if the ticket is settled finally, or unknown."""
         if not ticket:
             return False
         args: list[Any] = [ticket, _now_arg(now), repr(float(self.lease_s))]
@@ -691,8 +721,9 @@ class _Ticket:
     day: int
     rb: int  # the requests-window bucket it was counted in, -1 if none
     kb: int  # the tokens-window bucket, -1 if none
-    cost: tuple[int, int, int, int, int]
-    created: float
+    cost: tuple[int, int, int, int, int]  # what it counts: its reservation, or what an
+    created: float  # interim settle replaced that with (then `settled`)
+    settled: bool = False
 
 
 @dataclass
@@ -824,17 +855,30 @@ class LocalLimiter:
             )
 
     async def settle(
-        self, tenant: str, ticket: str, actual: Cost, *, now: float | None = None
+        self,
+        tenant: str,
+        ticket: str,
+        actual: Cost,
+        *,
+        now: float | None = None,
+        interim: bool = False,
     ) -> None:
-        """Release the slot and replace the reservation by ``actual``; a no-op if repeated."""
+        """Release the slot and replace the reservation by ``actual``; a no-op if repeated.
+        ``interim``: as for RedisLimiter.settle."""
         a = actual.amounts()
         with self._lock:
             st = self._tenants.get(tenant)
             if st is None:
                 return
-            rec = st.tickets.pop(ticket, None)
-            if rec is None:
+            rec = st.tickets.get(ticket)
+            if rec is None or (interim and rec.settled):
                 return
+            if interim:
+                st.tickets[ticket] = _Ticket(
+                    day=rec.day, rb=rec.rb, kb=rec.kb, cost=a, created=rec.created, settled=True
+                )
+            else:
+                del st.tickets[ticket]
             st.conc.pop(ticket, None)
             delta = [a[i] - rec.cost[i] for i in range(5)]
             used = st.days.get(rec.day)
@@ -853,7 +897,7 @@ class LocalLimiter:
 
     async def renew(self, tenant: str, ticket: str, *, now: float | None = None) -> bool:
         """Extend the concurrency lease of a request still running; False if the ticket is
-        settled or unknown."""
+        settled finally, or unknown."""
         now = time.time() if now is None else float(now)
         with self._lock:
             st = self._tenants.get(tenant)

@@ -25,7 +25,8 @@ class UsageEvent(models.Model):
     job ends (`ok`, `disconnected`, `error`). A provisional row nobody finalises (the
     queen was killed, or the final write kept failing) is settled as `interrupted`
     with its last counts once its queen is gone or its heartbeat is older than the
-    lease (billing.services.usage_settle_stale).
+    lease (billing.services.usage_settle_stale); if the request was alive after all, its
+    final write still replaces those counts, once (billing.services.usage_record).
 
     What counts: every outcome but `provisional` is billed, invoiced, exported and
     shown, for the units it records (an `interrupted` row counts what had been
@@ -64,8 +65,9 @@ class UsageEvent(models.Model):
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.OK)
     # When the request was admitted (the row is written then).
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    # The queen process that served it ("host:pid:boot"), its limiter reservation, and
-    # when that queen last said it was still running (provisional rows only).
+    # The queen process that served it ("host/pidns/boot:pid:token", kernel.process), its
+    # limiter reservation, and when that queen last said it was still running, by the
+    # database's clock (provisional rows only).
     queen = models.CharField(max_length=120, blank=True, default="")
     ticket = models.CharField(max_length=64, blank=True, default="")
     heartbeat_at = models.DateTimeField(null=True, blank=True)

@@ -82,7 +82,9 @@ def settle_stale_usage(loop: asyncio.AbstractEventLoop | None = None) -> int:
                     audio_seconds=row.usage.audio_seconds,
                     characters=row.usage.characters,
                 )
-                await limiter.settle(str(row.tenant_id), row.ticket, actual)
+                # Interim: should the request turn out to be alive, its final settle
+                # replaces these heartbeat counts (billing.services.usage_record).
+                await limiter.settle(str(row.tenant_id), row.ticket, actual, interim=True)
 
         if loop is None:
             asyncio.run(settle_all())

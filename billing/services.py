@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -9,10 +10,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from billing.models import MeterEvent, UsageEvent
 from tenants.models import Plan, Tenant
+
+logger = logging.getLogger("billing.services")
 
 
 @dataclass(frozen=True)
@@ -47,8 +51,8 @@ def usage_begin(
 ) -> None:
     """Write a request's provisional usage row when it is admitted: if the queen dies
     before the request ends, the row is still there to be settled (usage_settle_stale).
-    A request id seen before is left alone."""
-    now = timezone.now()
+    A request id seen before is left alone. `heartbeat_at` is the database's clock, as
+    is the settler's cutoff: queens whose clocks disagree still agree on a lease."""
     try:
         with transaction.atomic():
             UsageEvent.objects.create(
@@ -60,7 +64,7 @@ def usage_begin(
                 outcome=UsageEvent.Outcome.PROVISIONAL,
                 queen=queen[:120],
                 ticket=ticket[:64],
-                heartbeat_at=now,
+                heartbeat_at=Now(),
             )
     except IntegrityError:
         pass
@@ -76,7 +80,7 @@ def usage_progress(*, request_id: str, usage: Usage, latency_ms: int = 0, worker
         "audio_seconds": max(0.0, usage.audio_seconds),
         "characters": max(0, usage.characters),
         "latency_ms": max(0, latency_ms),
-        "heartbeat_at": timezone.now(),
+        "heartbeat_at": Now(),  # the database's clock, never this queen's
     }
     if worker:
         fields["worker"] = worker[:200]
@@ -99,9 +103,11 @@ def usage_record(
     outcome: str = UsageEvent.Outcome.OK,
 ) -> UsageEvent:
     """Record one request's usage, exactly once: the request's provisional row (if it has
-    one) is finalised, else a row is made; a request id already final returns its row
-    unchanged. The Stripe meter events to send are written in the same transaction (an
-    outbox), so usage and what Stripe will be told never diverge."""
+    one) is finalised, else a row is made; a row the settler marked `interrupted` takes
+    these final counts instead of its heartbeat's, once (the Stripe outbox gets the
+    difference); a request id already final returns its row unchanged. The Stripe meter
+    events to send are written in the same transaction (an outbox), so usage and what
+    Stripe will be told never diverge."""
     final = {
         "prompt_tokens": max(0, usage.prompt_tokens),
         "completion_tokens": max(0, usage.completion_tokens),
@@ -121,18 +127,37 @@ def usage_record(
             ).update(heartbeat_at=None, **final)
             if won:
                 event = UsageEvent.objects.get(request_id=request_id)
-            else:
-                existing = UsageEvent.objects.filter(request_id=request_id).first()
-                if existing is not None:
-                    return existing  # already final: unchanged
-                event = UsageEvent.objects.create(
-                    request_id=request_id,
-                    tenant_id=tenant_id,
-                    api_key_id=api_key_id,
-                    model=model[:200],
-                    modality=modality,
-                    **final,
+                _outbox_for(event)
+                return event
+            # Settled as interrupted meanwhile (its queen was thought gone, or its final
+            # write came after the lease): the real figures replace the heartbeat's, once
+            # (the row is no longer interrupted afterwards), and Stripe is told the
+            # difference.
+            late = UsageEvent.objects.filter(
+                request_id=request_id, outcome=UsageEvent.Outcome.INTERRUPTED
+            ).update(heartbeat_at=None, **final)
+            if late:
+                event = UsageEvent.objects.get(request_id=request_id)
+                _outbox_correct(event)
+                logger.warning(
+                    "request %s was settled as interrupted but has ended: its final usage "
+                    "(%d+%d tokens) replaces the interrupted counts",
+                    request_id,
+                    event.prompt_tokens,
+                    event.completion_tokens,
                 )
+                return event
+            existing = UsageEvent.objects.filter(request_id=request_id).first()
+            if existing is not None:
+                return existing  # already final: unchanged
+            event = UsageEvent.objects.create(
+                request_id=request_id,
+                tenant_id=tenant_id,
+                api_key_id=api_key_id,
+                model=model[:200],
+                modality=modality,
+                **final,
+            )
             _outbox_for(event)
             return event
     except IntegrityError:  # the same request id, recorded concurrently
@@ -160,18 +185,22 @@ class Settled:
 def usage_settle_stale(*, lease_s: float, limit: int = 500) -> list[Settled]:
     """Settle provisional rows nobody will finalise as `interrupted`, with the counts of
     their last heartbeat: rows whose queen process is gone (kernel.process.instance_gone:
-    a queen restarted on this host settles its predecessor's rows at once) and rows whose
-    heartbeat is older than `lease_s` (a queen elsewhere that died, or cannot reach the
-    database). Each row is settled once, whoever else settles or finalises it at the same
-    time; the Stripe outbox is written with it. Returns what was settled, so the caller
-    can settle the limiter reservations too."""
+    a queen restarted on this host, boot and pid namespace settles its predecessor's rows
+    at once) and rows whose heartbeat is older than `lease_s` by the database's clock (a
+    queen elsewhere that died, or cannot reach the database; should it be alive after
+    all, its final write still wins, see usage_record). Each row is settled once, whoever
+    else settles or finalises it at the same time; the Stripe outbox is written with it.
+    Returns what was settled, so the caller can settle the limiter reservations too (as
+    interim: a final settle still corrects them)."""
     from kernel.process import instance_gone, instance_id
 
     provisional = UsageEvent.objects.filter(outcome=UsageEvent.Outcome.PROVISIONAL)
     me = instance_id()
     queens = set(provisional.exclude(queen=me).values_list("queen", flat=True).distinct()[:1000])
     gone = [q for q in queens if q and instance_gone(q)]
-    cutoff = timezone.now() - timedelta(seconds=lease_s)
+    # The database's clock, the one every heartbeat was written with (usage_begin,
+    # usage_progress): a queen whose own clock is off does not settle live rows.
+    cutoff = Now() - timedelta(seconds=lease_s)
     stale = provisional.filter(models.Q(heartbeat_at__lt=cutoff) | models.Q(queen__in=gone))
     settled: list[Settled] = []
     for pk in list(stale.order_by("pk").values_list("pk", flat=True)[:limit]):
@@ -200,7 +229,8 @@ def usage_settle_stale(*, lease_s: float, limit: int = 500) -> list[Settled]:
     return settled
 
 
-def _outbox(event: UsageEvent, customer: str) -> None:
+def _meter_values(event: UsageEvent) -> dict[str, Decimal]:
+    """The row's amount of each metered unit, as the outbox writes it."""
     values: dict[str, Any] = {
         "prompt_tokens": event.prompt_tokens,
         "completion_tokens": event.completion_tokens,
@@ -208,6 +238,10 @@ def _outbox(event: UsageEvent, customer: str) -> None:
         "audio_seconds": event.audio_seconds,
         "characters": event.characters,
     }
+    return {unit: Decimal(str(round(float(value), 6))) for unit, value in values.items()}
+
+
+def _outbox(event: UsageEvent, customer: str) -> None:
     names = meter_names()
     rows = [
         MeterEvent(
@@ -215,12 +249,49 @@ def _outbox(event: UsageEvent, customer: str) -> None:
             event_name=names[unit],
             identifier=f"{event.request_id}:{unit}",
             customer=customer,
-            value=Decimal(str(round(float(value), 6))),
+            value=value,
             timestamp=event.created_at or timezone.now(),
         )
-        for unit, value in values.items()
+        for unit, value in _meter_values(event).items()
         if value and unit in names
     ]
+    MeterEvent.objects.bulk_create(rows)
+
+
+def _outbox_correct(event: UsageEvent) -> None:
+    """A row settled as interrupted (its outbox written with the heartbeat's counts, and
+    maybe sent already) now holds its final counts: write what Stripe still lacks, per
+    unit, as one more meter event `{request_id}:{unit}:final` with the difference (Stripe
+    sums a meter's events, and takes negative values to correct over-reported usage).
+    Its identifier is unique and this runs only in the transaction that moved the row out
+    of `interrupted`, so the correction is counted once. A row whose outbox was never
+    written (no Stripe customer then) gets its ordinary one, with the final counts."""
+    outbox = list(
+        MeterEvent.objects.filter(usage=event).values_list("identifier", "value", "customer")
+    )
+    if not outbox:
+        _outbox_for(event)
+        return
+    customer = outbox[0][2]  # the customer the interrupted counts went to
+    sent = {identifier: value for identifier, value, _customer in outbox}
+    names = meter_names()
+    rows = []
+    for unit, value in _meter_values(event).items():
+        if unit not in names:
+            continue
+        already = sent.get(f"{event.request_id}:{unit}", Decimal(0))
+        delta = value - Decimal(already)
+        if delta:
+            rows.append(
+                MeterEvent(
+                    usage=event,
+                    event_name=names[unit],
+                    identifier=f"{event.request_id}:{unit}:final",
+                    customer=customer,
+                    value=delta,
+                    timestamp=event.created_at or timezone.now(),
+                )
+            )
     MeterEvent.objects.bulk_create(rows)
 
 

@@ -413,6 +413,42 @@ async def test_settle_is_idempotent(limiter) -> None:
     assert (await limiter.usage(t, now=T0 + 2))["tokens"] == 400
 
 
+async def test_a_final_settle_after_an_interim_one_corrects_it_once(limiter) -> None:
+    """The usage settler settles a request it judged dead with its heartbeat counts
+    (interim); when the request was alive after all, its final settle replaces those
+    counts by the real ones, once; the slot it still uses comes back with its next renew."""
+    t = tenant()
+    limits = Limits(max_concurrent=1, tokens_per_day=10_000, tokens_per_minute=10_000)
+    a = await limiter.admit(t, limits, Cost(tokens=800), now=T0)
+    await limiter.settle(t, a.ticket, Cost(tokens=50), now=T0 + 1, interim=True)
+    assert (await limiter.usage(t, now=T0 + 1))["tokens"] == 50
+    # Another settler's interim settle of the same ticket changes nothing.
+    await limiter.settle(t, a.ticket, Cost(tokens=7), now=T0 + 1, interim=True)
+    assert (await limiter.usage(t, now=T0 + 1))["tokens"] == 50
+    # The request still runs: its heartbeat's renew holds its slot again.
+    assert await limiter.renew(t, a.ticket, now=T0 + 2)
+    assert not (await limiter.admit(t, limits, Cost(), now=T0 + 2)).allowed
+    # Its final figures replace the heartbeat's, in the day and the minute window, once.
+    await limiter.settle(t, a.ticket, Cost(tokens=120), now=T0 + 3)
+    await limiter.settle(t, a.ticket, Cost(tokens=999), now=T0 + 3)
+    await limiter.settle(t, a.ticket, Cost(tokens=5), now=T0 + 3, interim=True)
+    used = await limiter.usage(t, now=T0 + 3)
+    assert (used["requests"], used["tokens"]) == (1, 120)
+    assert not await limiter.renew(t, a.ticket, now=T0 + 3)
+    assert not (await limiter.admit(t, limits, Cost(tokens=9_881), now=T0 + 3)).allowed
+    assert (await limiter.admit(t, limits, Cost(tokens=9_880), now=T0 + 3)).allowed
+
+
+async def test_an_interim_settle_after_the_final_one_changes_nothing(limiter) -> None:
+    t = tenant()
+    limits = Limits(max_concurrent=1, tokens_per_day=10_000)
+    a = await limiter.admit(t, limits, Cost(tokens=800), now=T0)
+    await limiter.settle(t, a.ticket, Cost(tokens=120), now=T0 + 1)
+    await limiter.settle(t, a.ticket, Cost(tokens=50), now=T0 + 2, interim=True)
+    assert (await limiter.usage(t, now=T0 + 2))["tokens"] == 120
+    assert (await limiter.admit(t, limits, Cost(), now=T0 + 2)).allowed
+
+
 async def test_reset_forgets_the_tenant(limiter) -> None:
     t = tenant()
     limits = Limits(requests_per_day=1, requests_per_minute=1, max_concurrent=1)

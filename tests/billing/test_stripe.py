@@ -22,8 +22,8 @@ from django.urls import path
 from django.utils import timezone
 
 from billing import tasks
-from billing.models import MeterEvent, StripeEvent
-from billing.services import Usage, meter_names, usage_record
+from billing.models import MeterEvent, StripeEvent, UsageEvent
+from billing.services import Usage, meter_names, usage_begin, usage_record, usage_settle_stale
 from billing.stripe_sync import (
     StripeNotConfigured,
     StripeUnreachable,
@@ -148,6 +148,41 @@ def test_meter_events_are_sent_once_each_despite_failures(fake: FakeStripe) -> N
     for unit, v in more.items():
         want[unit] = want.get(unit, Decimal(0)) + v
     assert fake.totals() == _expected("cus_acme", want)
+
+
+@pytest.mark.django_db
+def test_a_request_settled_as_interrupted_then_finalised_sums_to_its_final_usage(
+    fake: FakeStripe,
+) -> None:
+    """Stripe is told the interrupted counts, then the difference to the final ones (a
+    negative value where the final count is lower): its meter sums to the final usage."""
+    t = _tenant()
+    usage_begin(
+        request_id="req-late",
+        tenant_id=t.pk,
+        api_key_id=None,
+        model="m",
+        modality="chat",
+        queen="another-host/1/0123456789abcdef:7:cafe00000001",
+    )
+    UsageEvent.objects.filter(request_id="req-late").update(
+        prompt_tokens=20, completion_tokens=30, heartbeat_at=timezone.now() - timedelta(hours=1)
+    )
+    assert [s.request_id for s in usage_settle_stale(lease_s=120)] == ["req-late"]
+    assert meter_events_send() == (2, 0)
+    usage_record(
+        request_id="req-late",
+        tenant_id=t.pk,
+        api_key_id=None,
+        model="m",
+        modality="chat",
+        usage=Usage(prompt_tokens=18, completion_tokens=90, characters=0),
+    )
+    assert meter_events_send() == (2, 0)
+    assert fake.totals() == _expected(
+        "cus_acme", {"prompt_tokens": Decimal(18), "completion_tokens": Decimal(90)}
+    )
+    assert meter_events_send() == (0, 0)
 
 
 @pytest.mark.django_db

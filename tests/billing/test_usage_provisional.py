@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from django.db import connection, connections
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from billing import limits as lim
@@ -149,7 +150,8 @@ def test_stale_rows_are_settled_as_interrupted_once_with_their_last_counts() -> 
     assert not instance_gone(instance_id())
     # Same host name, another pid namespace (containers sharing the host's name): its pids
     # mean nothing here, so its rows wait for their lease.
-    assert not instance_gone(f"{host.rpartition('/')[0]}/1:{dead_pid()}:deadbeef0000")
+    name, _pidns, boot = host.split("/")
+    assert not instance_gone(f"{name}/1/{boot}:{dead_pid()}:deadbeef0000")
     dead = begin(tenant, "r-dead", gone)  # its queen died on this host: settled at once
     quiet = begin(tenant, "r-quiet", elsewhere)  # no heartbeat for longer than the lease
     alive = begin(tenant, "r-alive", elsewhere)  # heartbeat fresh: still running elsewhere
@@ -177,17 +179,158 @@ def test_stale_rows_are_settled_as_interrupted_once_with_their_last_counts() -> 
         "r-dead:prompt_tokens",
     ]
     assert usage_settle_stale(lease_s=120) == []
-    # A late final write (the queen was only slow) does not count the request twice.
-    late = usage_record(
-        request_id="r-quiet",
-        tenant_id=tenant.pk,
-        api_key_id=None,
-        model="m1",
-        modality="chat",
-        usage=Usage(prompt_tokens=5, completion_tokens=5),
-    )
-    assert (late.outcome, late.prompt_tokens) == (INTERRUPTED, 0)
     assert UsageEvent.objects.count() == 4 and alive.pk
+
+
+def test_the_machine_is_the_boot_id_else_the_machine_id_else_a_token_of_this_process(
+    tmp_path: Any,
+) -> None:
+    from kernel.process import machine_token
+
+    boot, machine, empty = tmp_path / "boot_id", tmp_path / "machine-id", tmp_path / "empty"
+    boot.write_text("1e51ab68-4dc4-4b7f-ab5a-e9c51b1cb1e7\n")
+    machine.write_text("0f1e2d3c4b5a69788796a5b4c3d2e1f0\n")
+    empty.write_text("")
+    missing = str(tmp_path / "missing")
+    by_boot = machine_token(str(boot), str(machine))
+    assert by_boot == machine_token(str(boot), missing)  # the boot id comes first
+    assert len(by_boot) == 16 and not by_boot.startswith("r")
+    by_machine = machine_token(missing, str(machine))
+    assert by_machine == machine_token(str(empty), str(machine)) != by_boot
+    # Neither: a random token, matched by no other process.
+    alone = {machine_token(missing, str(empty)), machine_token(missing, missing)}
+    assert len(alone) == 2 and all(t.startswith("r") and len(t) == 16 for t in alone)
+    # This process's identity names this boot, and fits the row's column whole.
+    assert f"/{machine_token()}:" in instance_id()
+    assert len(instance_id()) <= UsageEvent._meta.get_field("queen").max_length
+
+
+@pytest.mark.django_db
+def test_a_row_of_another_boot_is_settled_by_its_lease_never_by_its_pid_number() -> None:
+    """Two replicas with the same host name (compose `hostname: queen`) on two nodes, pid 1
+    in the same-numbered pid namespace on each: a pid number seen from the other node says
+    nothing, so a live request there is left alone until its heartbeat is older than the
+    lease; only a row of this very boot is judged by its pid."""
+    tenant = Tenant.objects.create(name="acme")
+    where, _pid, _token = instance_id().rsplit(":", 2)
+    name, pidns, _boot = where.split("/")
+    other_boot = f"{name}/{pidns}/0123456789abcdef"
+    older_form = f"{name}/{pidns}"  # written before the boot was part of the identity
+    rows = {
+        "r-other-mypid": f"{other_boot}:{os.getpid()}:cafe00000001",
+        "r-other-dead": f"{other_boot}:{dead_pid()}:cafe00000002",
+        "r-older-mypid": f"{older_form}:{os.getpid()}:cafe00000003",
+        "r-older-dead": f"{older_form}:{dead_pid()}:cafe00000004",
+    }
+    for queen in rows.values():
+        assert not instance_gone(queen), queen
+    for request_id, queen in rows.items():
+        begin(tenant, request_id, queen)
+    gone = begin(tenant, "r-this-boot-dead", f"{where}:{dead_pid()}:cafe00000005")
+    assert instance_gone(gone.queen)
+    # Heartbeats fresh: only the row of this boot whose process is gone is settled.
+    assert [s.request_id for s in usage_settle_stale(lease_s=120)] == ["r-this-boot-dead"]
+    assert set(
+        UsageEvent.objects.filter(outcome=PROVISIONAL).values_list("request_id", flat=True)
+    ) == set(rows)
+    # Once their heartbeats are older than the lease, the lease settles them.
+    UsageEvent.objects.filter(outcome=PROVISIONAL).update(
+        heartbeat_at=Now() - timedelta(seconds=121)
+    )
+    assert sorted(s.request_id for s in usage_settle_stale(lease_s=120)) == sorted(rows)
+
+
+@pytest.mark.django_db
+def test_the_lease_is_judged_by_the_database_clock_not_the_queens(monkeypatch: Any) -> None:
+    """Queens whose clocks are off by more than the lease neither settle each other's
+    live rows nor keep dead rows alive: heartbeats are written with the database's clock
+    and the cutoff is computed with it."""
+    from django.utils import timezone as tz
+
+    real_now = tz.now
+    tenant = Tenant.objects.create(name="acme")
+    elsewhere = "another-host/4026531836/0123456789abcdef:1:cafe00000001"
+
+    # A queen whose clock is ten minutes behind writes a heartbeat...
+    monkeypatch.setattr(tz, "now", lambda: real_now() - timedelta(minutes=10))
+    begin(tenant, "r-behind", elsewhere)
+    # ...and one whose clock is ten minutes ahead runs the settler: neither row is stale.
+    monkeypatch.setattr(tz, "now", lambda: real_now() + timedelta(minutes=10))
+    fresh = begin(tenant, "r-fresh", elsewhere)
+    UsageEvent.objects.filter(pk=fresh.pk).update(heartbeat_at=Now())
+    assert usage_settle_stale(lease_s=120) == []
+    # A heartbeat the database dates 10 minutes back is stale, even for a queen whose
+    # clock is 10 minutes behind.
+    monkeypatch.setattr(tz, "now", lambda: real_now() - timedelta(minutes=10))
+    UsageEvent.objects.filter(pk=fresh.pk).update(heartbeat_at=Now() - timedelta(minutes=10))
+    assert [s.request_id for s in usage_settle_stale(lease_s=120)] == ["r-fresh"]
+    assert UsageEvent.objects.get(request_id="r-behind").outcome == PROVISIONAL
+
+
+@pytest.mark.django_db
+def test_a_final_write_after_an_interrupted_settle_records_the_real_counts_once(
+    redis_settings: Any,
+) -> None:
+    """A request settled as interrupted while it was in fact alive: its final write
+    replaces the heartbeat's counts once, Stripe's outbox gets the difference (so the
+    meter sums to the final counts, whether or not the interrupted events were sent), and
+    the limiter counts the final figures; a repeated write changes nothing."""
+    tenant = Tenant.objects.create(name="acme", stripe_customer_id="cus_1")
+    limits = lim.Limits(tokens_per_day=10_000)
+    limiter = lim.get_limiter()
+    loop = asyncio.new_event_loop()
+    try:
+        decision = loop.run_until_complete(
+            limiter.admit(str(tenant.pk), limits, lim.Cost(tokens=800))
+        )
+        host = instance_id().rsplit(":", 2)[0]
+        begin(tenant, "r-late", f"{host}:{dead_pid()}:deadbeef0000", ticket=decision.ticket)
+        UsageEvent.objects.filter(request_id="r-late").update(
+            prompt_tokens=20, completion_tokens=30
+        )
+        assert settle_stale_usage(loop) == 1
+        MeterEvent.objects.filter(identifier="r-late:prompt_tokens").update(
+            sent_at=timezone.now()  # one of them reached Stripe already
+        )
+        used = loop.run_until_complete(limiter.usage(str(tenant.pk)))
+        assert used["tokens"] == 50
+
+        def final(prompt: int, completion: int) -> UsageEvent:
+            return usage_record(
+                request_id="r-late",
+                tenant_id=tenant.pk,
+                api_key_id=None,
+                model="m1",
+                modality="chat",
+                usage=Usage(prompt_tokens=prompt, completion_tokens=completion),
+                worker="h1/cpu",
+            )
+
+        row = final(18, 90)  # the worker's count of the prompt differs from the estimate
+        assert (row.outcome, row.prompt_tokens, row.completion_tokens) == ("ok", 18, 90)
+        assert (final(1, 1).outcome, final(1, 1).completion_tokens) == ("ok", 90)
+        row.refresh_from_db()
+        assert (row.outcome, row.prompt_tokens, row.completion_tokens) == ("ok", 18, 90)
+        assert row.heartbeat_at is None and row.worker == "h1/cpu"
+        outbox = dict(MeterEvent.objects.filter(usage=row).values_list("identifier", "value"))
+        assert outbox == {
+            "r-late:prompt_tokens": Decimal(20),
+            "r-late:completion_tokens": Decimal(30),
+            "r-late:prompt_tokens:final": Decimal(-2),
+            "r-late:completion_tokens:final": Decimal(60),
+        }
+        # The settler has nothing more to do with it.
+        assert usage_settle_stale(lease_s=0) == []
+        # The limiter: the Meter settles the ticket with the final figures, once.
+        for _ in range(2):
+            loop.run_until_complete(
+                limiter.settle(str(tenant.pk), decision.ticket, lim.Cost(requests=1, tokens=108))
+            )
+        used = loop.run_until_complete(limiter.usage(str(tenant.pk)))
+        assert (used["requests"], used["tokens"]) == (1, 108)
+    finally:
+        loop.run_until_complete(limiter.aclose())  # type: ignore[attr-defined]
+        loop.close()
 
 
 @pytest.mark.django_db
@@ -356,3 +499,50 @@ def test_every_queen_settles_stale_rows_periodically(settings: Any) -> None:
     finally:
         stop.set()
     connections.close_all()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_request_taken_for_dead_keeps_its_slot_and_its_final_counts(
+    executor: None, redis_settings: Any
+) -> None:
+    """The Meter of a request the settler settled as interrupted (its row said its queen
+    was gone): its heartbeat takes its concurrency slot back, and its end records and
+    settles the final figures, so the tenant's day counts what was really used."""
+    redis_settings.RBEE_USAGE_HEARTBEAT_SECONDS = 0.1
+    tenant = await in_thread(Tenant.objects.create, name="acme")
+    limits = lim.Limits(max_concurrent=1, tokens_per_day=10_000)
+    limiter = lim.get_limiter()
+    try:
+        first = await limiter.admit(str(tenant.pk), limits, lim.Cost(tokens=800))
+        meter = Meter(
+            Admitted(caller=caller(tenant.pk), ticket=first.ticket),
+            request_id="r-6",
+            model="m1",
+            modality="chat",
+        )
+        await meter.begin()
+        meter.progress(20, 30)
+        host = instance_id().rsplit(":", 2)[0]
+        await in_thread(  # as if it were a dead process's row
+            lambda: UsageEvent.objects.filter(request_id="r-6").update(
+                queen=f"{host}:{dead_pid()}:deadbeef0000"
+            )
+        )
+        for _ in range(100):
+            row = await in_thread(UsageEvent.objects.get, request_id="r-6")
+            if row.completion_tokens == 30:
+                break
+            await asyncio.sleep(0.05)
+        settled = await in_thread(settle_stale_usage)
+        assert settled == 1
+        assert (await limiter.usage(str(tenant.pk)))["tokens"] == 50
+        await asyncio.sleep(0.5)  # a few heartbeats: the slot is held again
+        assert not (await limiter.admit(str(tenant.pk), limits, lim.Cost())).allowed
+        await meter.finish({"prompt_tokens": 20, "completion_tokens": 90}, "ok", "h1/cpu")
+        row = await in_thread(UsageEvent.objects.get, request_id="r-6")
+        assert (row.outcome, row.prompt_tokens, row.completion_tokens) == ("ok", 20, 90)
+        used = await limiter.usage(str(tenant.pk))
+        assert (used["requests"], used["tokens"]) == (1, 110)
+        assert (await limiter.admit(str(tenant.pk), limits, lim.Cost())).allowed
+    finally:
+        await limiter.aclose()  # type: ignore[attr-defined]

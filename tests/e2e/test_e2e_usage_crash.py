@@ -115,3 +115,47 @@ def test_a_stream_longer_than_the_concurrency_lease_keeps_its_slot(deployment: D
         except openai.RateLimitError:
             assert time.monotonic() < deadline
             time.sleep(0.2)
+
+
+def test_a_live_request_settled_as_interrupted_still_records_its_final_usage(
+    deployment: Deployment,
+) -> None:
+    """A request the settler took for dead (here: its heartbeat is slower than the lease,
+    as for a queen that cannot reach the database for a while) is settled as
+    `interrupted`; when it ends, its final usage replaces the heartbeat's counts, once."""
+    queen = Queen(
+        deployment,
+        env={
+            "RBEE_USAGE_LEASE_SECONDS": "1",
+            "RBEE_USAGE_SETTLE_SECONDS": "0.2",
+            "RBEE_USAGE_HEARTBEAT_SECONDS": "60",
+        },
+    )
+    Hive(deployment, queen, "h1", [f"story-llm=llama.cpp:{bundled_gguf()}"])
+    deployment.rbee("tenant", "create", "t1")
+    key = deployment.rbee("key", "create", "--tenant", "t1").stdout.strip()
+    client = openai.OpenAI(base_url=f"{queen.url}/v1", api_key=key, max_retries=0)
+    stream = client.chat.completions.create(
+        model="story-llm", messages=MSG, max_tokens=2000, temperature=1.0, stream=True
+    )
+    request_id = stream.response.headers["x-request-id"]
+    deadline = time.monotonic() + 60
+    chunks = 0
+    row: tuple[Any, ...] | None = None
+    for chunks, _chunk in enumerate(stream, 1):
+        row = usage_row(deployment, request_id)
+        if chunks >= 3 and row is not None and row[0] == "interrupted":
+            break
+        assert time.monotonic() < deadline, "the settler never took the request for dead"
+    assert row is not None and row[0] == "interrupted" and row[2] == 0
+    stream.close()  # the client leaves: the queen finalises with what was generated
+    deadline = time.monotonic() + 30
+    while row is not None and row[0] == "interrupted" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        row = usage_row(deployment, request_id)
+    assert row is not None
+    outcome, prompt_tokens, completion_tokens, _queen = row
+    assert outcome == "disconnected"
+    assert prompt_tokens > 0 and completion_tokens >= chunks - 1 > 0
+    count = f"select count(*) from billing_usageevent where request_id = '{request_id}'"
+    assert deployment.sql(count) == [(1,)]
