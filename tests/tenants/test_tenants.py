@@ -97,7 +97,7 @@ def test_logs_redact_keys_and_tokens() -> None:
     assert "[redacted]" in record.getMessage()
 
 
-def test_healthz_inventory_is_for_local_callers_and_key_holders() -> None:
+def test_healthz_inventory_is_for_local_callers_and_operators_keys() -> None:
     from django.test import RequestFactory
 
     from rbee.views import _health
@@ -110,6 +110,9 @@ def test_healthz_inventory_is_for_local_callers_and_key_holders() -> None:
     bad = rf.get("/healthz", REMOTE_ADDR="203.0.113.5", HTTP_AUTHORIZATION="Bearer sk-rbee-x")
     assert _health(bad) == {"status": "ok"}
     keyed = rf.get("/healthz", REMOTE_ADDR="203.0.113.5", HTTP_AUTHORIZATION=f"Bearer {key}")
-    assert _health(keyed) == {"status": "ok", "hives": []}
+    assert _health(keyed) == {"status": "ok"}  # a tenant's key learns no hive names
+    _, op_key = api_key_create(tenant=t, scopes={"operator": True})
+    operator = rf.get("/healthz", REMOTE_ADDR="203.0.113.5", HTTP_AUTHORIZATION=f"Bearer {op_key}")
+    assert _health(operator) == {"status": "ok", "hives": []}
     local = rf.get("/healthz", REMOTE_ADDR="127.0.0.1")
     assert _health(local) == {"status": "ok", "hives": []}
