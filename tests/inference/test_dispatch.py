@@ -150,8 +150,12 @@ async def test_a_resend_to_the_same_hive_is_not_cancelled() -> None:
     assert [m["type"] for m in received] == ["job.dispatch", "job.dispatch"]
 
 
-async def test_leaving_while_waiting_for_the_ack_cancels_and_uncounts() -> None:
+async def test_leaving_while_waiting_for_the_ack_cancels_and_uncounts(settings: Any) -> None:
     from inference import dispatch
+
+    # Long enough that no retry is sent before the client leaves, however loaded the
+    # machine (at 0.3 s a busy CI run re-dispatched before the cancel).
+    settings.RBEE_DISPATCH_ACK_TIMEOUT = 5
 
     layer = get_channel_layer()
     ch = await layer.new_channel()
