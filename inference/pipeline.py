@@ -35,6 +35,7 @@ import ipaddress
 import json
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import wraps
@@ -700,7 +701,7 @@ def streaming(chunks: AsyncIterator[bytes], content_type: str) -> StreamingHttpR
     return resp
 
 
-class TextFormat:
+class TextFormat(ABC):
     """How a text endpoint frames its answer (inference/chat.py, completions.py): its
     stream chunks and its whole JSON body. The relay and the collector are the same."""
 
@@ -726,14 +727,17 @@ class TextFormat:
         """Chunks sent before the first text."""
         return []
 
+    @abstractmethod
     def delta(self, text: str) -> dict[str, Any]:
-        raise NotImplementedError
+        """Each endpoint frames this its own way (chat: a delta; completions: text)."""
 
+    @abstractmethod
     def finish(self, reason: str) -> dict[str, Any]:
-        raise NotImplementedError
+        """Each endpoint frames this its own way."""
 
+    @abstractmethod
     def whole(self, text: str, finish_reason: str, usage: dict[str, int]) -> dict[str, Any]:
-        raise NotImplementedError
+        """Each endpoint frames this its own way."""
 
 
 async def text_response(
