@@ -203,8 +203,10 @@ class Meter:
         model: str,
         modality: str,
         fallback: Usage | None = None,
+        end_user: str = "",
     ) -> None:
         self.admitted = admitted
+        self.end_user = end_user  # the OpenAI `user` field: the tenant's end user
         self.request_id = request_id
         self.model = model
         self.modality = modality
@@ -231,6 +233,7 @@ class Meter:
             modality=self.modality,
             queen=instance_id(),
             ticket=self.admitted.ticket,
+            end_user=self.end_user,
         )
         if not self.done:
             self._beat = asyncio.get_running_loop().create_task(
@@ -307,7 +310,9 @@ class Meter:
             characters=int(n("characters")),
         )
 
-    async def finish(self, reported: dict[str, Any] | None, outcome: str, worker: str = "") -> None:
+    async def finish(
+        self, reported: dict[str, Any] | None, outcome: str, worker: str = "", region: str = ""
+    ) -> None:
         """Record and settle, once. Called before the final event is passed on; `reported`
         as for usage_of. When the database write fails it is retried in the background
         (a bounded number of times); if it never succeeds, the provisional row stays and
@@ -330,6 +335,8 @@ class Meter:
             latency_ms=int((time.monotonic() - self.started) * 1000),
             worker=worker or self.worker,
             outcome=outcome,
+            region=region,
+            end_user=self.end_user,
         )
         try:
             await db(record)

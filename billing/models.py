@@ -62,6 +62,11 @@ class UsageEvent(models.Model):
     characters = models.PositiveIntegerField(default=0)
     latency_ms = models.PositiveIntegerField(default=0)
     worker = models.CharField(max_length=200, blank=True, default="")
+    # Where it ran: the serving hive's region as the operator set it (never what the hive
+    # says of itself); "" when no worker served it.
+    region = models.CharField(max_length=32, blank=True, default="")
+    # The tenant's end user, as the OpenAI `user` field named them: a data subject (GDPR).
+    end_user = models.CharField(max_length=256, blank=True, default="")
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.OK)
     # When the request was admitted (the row is written then).
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

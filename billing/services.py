@@ -48,6 +48,7 @@ def usage_begin(
     modality: str,
     queen: str,
     ticket: str = "",
+    end_user: str = "",
 ) -> None:
     """Write a request's provisional usage row when it is admitted: if the queen dies
     before the request ends, the row is still there to be settled (usage_settle_stale).
@@ -64,6 +65,7 @@ def usage_begin(
                 outcome=UsageEvent.Outcome.PROVISIONAL,
                 queen=queen[:120],
                 ticket=ticket[:64],
+                end_user=end_user[:256],
                 heartbeat_at=Now(),
             )
     except IntegrityError:
@@ -101,6 +103,8 @@ def usage_record(
     latency_ms: int = 0,
     worker: str = "",
     outcome: str = UsageEvent.Outcome.OK,
+    region: str = "",
+    end_user: str = "",
 ) -> UsageEvent:
     """Record one request's usage, exactly once: the request's provisional row (if it has
     one) is finalised, else a row is made; a row the settler marked `interrupted` takes
@@ -117,6 +121,7 @@ def usage_record(
         "latency_ms": max(0, latency_ms),
         "worker": worker[:200],
         "outcome": outcome,
+        "region": region[:32],
     }
     try:
         with transaction.atomic():
@@ -156,6 +161,7 @@ def usage_record(
                 api_key_id=api_key_id,
                 model=model[:200],
                 modality=modality,
+                end_user=end_user[:256],
                 **final,
             )
             _outbox_for(event)

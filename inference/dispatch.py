@@ -94,6 +94,7 @@ class Job:
                                 _reported_usage(event) if done else None,
                                 "ok" if done else "error",
                                 self._worker_name(),
+                                self._region(),
                             )
                     if kind == EventKind.ERROR and self.neutral_errors:
                         event = neutral_error(self.model, event)
@@ -123,13 +124,19 @@ class Job:
             finally:
                 try:
                     if self.meter is not None and not self.finished:
-                        await self.meter.finish(None, "disconnected", self._worker_name())
+                        await self.meter.finish(
+                            None, "disconnected", self._worker_name(), self._region()
+                        )
                 finally:
                     self.finish()
 
     def _worker_name(self) -> str:
         p = self.placement
         return f"{p.hive_name}/{p.device}" if p is not None else ""
+
+    def _region(self) -> str:
+        """The serving hive's region, as its operator set it."""
+        return self.placement.region if self.placement is not None else ""
 
     def finish(self) -> None:
         """Free what the job held; safe to call more than once."""

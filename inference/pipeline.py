@@ -31,6 +31,7 @@ HTTP request itself, domain errors (tenants, billing, the scheduler) for the res
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -293,6 +294,7 @@ class Work:
     model: str  # the model name the response and the usage record carry
     extra: Mapping[str, Any] = field(default_factory=dict)  # the body's own extras (priority)
     fallback: Usage | None = None  # what a job cut short counts (speech: its characters)
+    end_user: str = ""  # the body's OpenAI `user` field: the tenant's end user (GDPR subject)
 
 
 @dataclass(frozen=True)
@@ -392,6 +394,9 @@ def _prepare(
     policy = current_policy(settings.RBEE_SCHEDULER_CHECK_SECONDS)
     # The work too, off the loop: an upload's is header parsing and a base64 of up to 25 MB.
     work = resource.work(body, model)
+    end_user = getattr(body, "user", None)
+    if isinstance(end_user, str) and end_user:
+        work = dataclasses.replace(work, end_user=end_user[:256])
     return body, Target(caller=caller, model=model, placements=placements, policy=policy), work
 
 
@@ -577,6 +582,7 @@ def _job(target: Target, scheduled: Scheduled, slot: queueing.Slot, task: str, w
         model=work.model,
         modality=TASK_MODALITY[task],
         fallback=work.fallback,
+        end_user=work.end_user,
     )
     return Job(
         on_finish=slot.release,

@@ -234,3 +234,22 @@ def test_the_seed_quota_script_works_as_written(shop: Shop, tmp_path) -> None:  
     metrics = httpx.get(f"{shop.queens[0].url}/metrics").text
     errors = [ln for ln in metrics.splitlines() if ln.startswith("rbee_scheduler_script_errors")]
     assert errors and all(ln.endswith(" 0.0") for ln in errors), errors
+
+
+def test_usage_records_the_end_user_and_where_it_ran(shop: Shop) -> None:
+    """The OpenAI `user` field is the tenant's end user (a GDPR data subject) and the serving
+    hive's operator-set region is where the request ran: both are on its usage row."""
+    shop.dep.rbee("hive", "set", "hive-q", "--region", "eu")
+    key = shop.tenant("acme")
+    r = shop.post(key, {**BODY, "user": "end-user-7"})
+    assert r.status_code == 200, r.text
+    plain = shop.post(key)
+    assert plain.status_code == 200, plain.text
+    rows = dict(
+        (row[0], row[1:])
+        for row in shop.dep.sql(
+            "SELECT request_id, end_user, region, outcome FROM billing_usageevent"
+        )
+    )
+    assert rows[r.headers["X-Request-Id"]] == ("end-user-7", "eu", "ok")
+    assert rows[plain.headers["X-Request-Id"]] == ("", "eu", "ok")
