@@ -4,3 +4,9 @@ from django.apps import AppConfig
 class TenantsConfig(AppConfig):
     name = "tenants"
     verbose_name = "Tenants and API keys"
+
+    def ready(self) -> None:
+        from gdpr import access
+        from tenants.gdpr import TenantsAccess
+
+        access.register(TenantsAccess())

@@ -1,0 +1,3 @@
+"""gdpr tables: audit."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""gdpr tables: privacy."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""gdpr tables: requests."""
+
+__all__: list[str] = []
