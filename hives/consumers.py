@@ -18,6 +18,8 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from gdpr import audit
+from gdpr.actions import AuditAction
 from hives import selectors, services
 from hives.protocol import (
     CLOSE_BAD_HELLO,
@@ -109,6 +111,7 @@ class HiveConsumer(AsyncWebsocketConsumer):
                 client[0],
                 "invalid hive token" if token else "no hive token",
             )
+            await self._refused(None, "invalid token" if token else "no token", client[0])
             await self.send(dumps(refused("invalid hive token")))
             await self.close(code=CLOSE_BAD_TOKEN, reason="invalid hive token")
             return
@@ -116,6 +119,7 @@ class HiveConsumer(AsyncWebsocketConsumer):
             logger.warning(
                 "refused hive %s from %s: disabled by the operator", hive.name, client[0]
             )
+            await self._refused(hive.name, "disabled", client[0], region=hive.region)
             await self.close(code=CLOSE_DISABLED, reason="hive disabled by the operator")
             return
         self.hive_id = hive.pk
@@ -176,6 +180,7 @@ class HiveConsumer(AsyncWebsocketConsumer):
         reason = version_refusal(msg, queen_version=__version__)
         if reason:
             logger.warning("refused hive %s: %s", self.hive_name, reason)
+            await self._refused(self.hive_name, "protocol version", "")
             await self.send(dumps(refused(reason)))
             self.hive_id = None  # never marked online, so nothing to undo
             await self.close(code=CLOSE_BAD_VERSION, reason="incompatible protocol version")
@@ -187,6 +192,7 @@ class HiveConsumer(AsyncWebsocketConsumer):
                 self.hive_name,
                 name,
             )
+            await self._refused(self.hive_name, "token of another hive", "")
             await self.send(dumps(refused(f"this token belongs to hive {self.hive_name!r}")))
             self.hive_id = None  # never marked online, so nothing to undo
             await self.close(code=CLOSE_BAD_HELLO)
@@ -216,6 +222,18 @@ class HiveConsumer(AsyncWebsocketConsumer):
         )
         # After the welcome, which the hive expects first.
         await self._sync_assignments(_reported_workers(msg))
+
+    async def _refused(self, hive: str | None, reason: str, address: str, region: str = "") -> None:
+        """A refused connection, in the audit log (once per connection attempt, never on
+        the relay loop). The peer's address is personal data (a homelab's IP): sealed."""
+        await audit.arecord(
+            AuditAction.HIVE_REFUSED,
+            actor=f"hive:{hive}" if hive else "anonymous",
+            personal={"address": address} if address and address != "?" else None,
+            data={"hive": hive, "reason": reason},
+            region=region,
+            outcome="denied",
+        )
 
     async def _still_allowed(self) -> bool:
         """Close the socket (and return False) when the operator revoked the token it was
@@ -369,7 +387,7 @@ class HiveConsumer(AsyncWebsocketConsumer):
                     logger.exception("could not fail job %s of hive %s", job_id, self.hive_name)
         finally:
             await database_sync_to_async(services.hive_disconnected)(
-                hive_id=self.hive_id, channel_name=self.channel_name
+                hive_id=self.hive_id, channel_name=self.channel_name, code=code
             )
         logger.info(
             "hive %s disconnected (code %s, %d jobs failed)", self.hive_name, code, len(lost)
