@@ -36,6 +36,7 @@ from hives.protocol import (
     version_refusal,
 )
 from kernel import __version__
+from kernel.addresses import address_net
 
 logger = logging.getLogger("hives.consumer")
 
@@ -225,12 +226,13 @@ class HiveConsumer(AsyncWebsocketConsumer):
 
     async def _refused(self, hive: str | None, reason: str, address: str, region: str = "") -> None:
         """A refused connection, in the audit log (once per connection attempt, never on
-        the relay loop). The peer's address is personal data (a homelab's IP): sealed."""
+        the relay loop). A homelab's IP may be personal data, and a refused peer is no
+        data subject to seal it under: the log keeps its network only."""
+        net = address_net(address) if address else ""
         await audit.arecord(
             AuditAction.HIVE_REFUSED,
             actor=f"hive:{hive}" if hive else "anonymous",
-            personal={"address": address} if address and address != "?" else None,
-            data={"hive": hive, "reason": reason},
+            data={"hive": hive, "reason": reason, **({"address_net": net} if net else {})},
             region=region,
             outcome="denied",
         )

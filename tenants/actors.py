@@ -11,6 +11,9 @@ from typing import Any
 
 from gdpr import subjects
 from gdpr.subjects import Subject
+from kernel.addresses import address_net
+
+__all__ = ["STRIPE", "SYSTEM", "Actor", "address_net", "user_actor", "user_subject"]
 
 SYSTEM = "system"
 STRIPE = "stripe"

@@ -35,8 +35,9 @@ from rest_framework.authentication import (
 from rest_framework.request import Request
 
 from gdpr import audit
+from gdpr import subjects as data_subjects
 from gdpr.actions import AuditAction
-from tenants.actors import user_subject
+from tenants.actors import address_net, user_subject
 
 logger = logging.getLogger("tenants.auth")
 
@@ -187,14 +188,20 @@ def audit_sign_in(
     account's person is the event's subject, when the username is one of ours."""
     if user is None and username:
         user = get_user_model()._default_manager.filter(username=username).first()
-    subject = user_subject(user) if user is not None else None
-    personal = {"address": client_address(request)} if client_address(request) else {}
-    if username:
-        personal["username"] = username[:150]
+    subject = user_subject(user) if user is not None else _typed_subject(username)
+    address = client_address(request)
     method = "basic" if isinstance(request, Request) or _basic(request) else "form"
     data: dict[str, Any] = {"method": method, "known_user": user is not None}
     if user is not None:
         data["user_id"] = user.pk
+    personal: dict[str, str] = {}
+    if subject is not None:
+        personal = {"address": address} if address else {}
+        if username:
+            personal["username"] = username[:150]
+    elif address:
+        # Nobody to seal it under (an unknown, non-e-mail username): the network only.
+        data["address_net"] = address_net(address)
     actor: Any = subject or (f"user#{user.pk}" if user is not None else "anonymous")
     if not reason:
         audit.record(
@@ -218,6 +225,17 @@ def audit_sign_in(
             data={**data, "locked": locked, "seconds": lockout_seconds()},
             outcome="denied",
         )
+
+
+def _typed_subject(username: str | None) -> Any:
+    """An unknown username that is an e-mail address names the person it belongs to:
+    the attempt is about them (and erasing them shreds it)."""
+    if not username or "@" not in username:
+        return None
+    try:
+        return data_subjects.user(username)
+    except data_subjects.SubjectError:
+        return None
 
 
 def _basic(request: Any) -> bool:

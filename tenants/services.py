@@ -58,11 +58,17 @@ def _plan_name(tenant: Tenant) -> str | None:
     return tenant.plan.name if tenant.plan is not None else None
 
 
+def _personal_of(user: Any) -> dict[str, str] | None:
+    """A person's username, sealed under them: only when they are a data subject (an
+    account without an e-mail has no key to seal it under, so it is left out)."""
+    return {"username": user.get_username()} if user_subject(user) is not None else None
+
+
 def _key_data(key: ApiKey) -> dict[str, Any]:
-    """What the audit log keeps of a key: its prefix and labels, never the key or hash."""
+    """What the audit log keeps of a key: its prefix and scopes, never the key, its hash,
+    or its free-text label (people write names there)."""
     return {
         "prefix": key.prefix,
-        "name": key.name,
         "scopes": key.scopes or {},
         "operator": bool((key.scopes or {}).get("operator")),
         "expires_at": key.expires_at.isoformat() if key.expires_at else None,
@@ -307,7 +313,7 @@ def _member_audit(
         actor=actor,
         tenant_id=membership.tenant_id,
         subject=user_subject(user),
-        personal={"username": user.get_username()},
+        personal=_personal_of(user),
         data={"membership_id": membership.pk, "user_id": user.pk, **data},
     )
 
@@ -594,7 +600,7 @@ def _operator_audit(action: AuditAction, user: Any, actor: Actor, **data: Any) -
         action,
         actor=actor,
         subject=user_subject(user),
-        personal={"username": user.get_username()},
+        personal=_personal_of(user),
         data={"user_id": user.pk, **data},
     )
 
