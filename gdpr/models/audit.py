@@ -59,7 +59,7 @@ class AuditEvent(models.Model):
             # One inference event per request, however often a batch appender retries.
             models.UniqueConstraint(
                 fields=["request_id"],
-                condition=models.Q(action="inference"),
+                condition=models.Q(action="inference") & ~models.Q(request_id=""),
                 name="gdpr_audit_one_inference_per_request",
             )
         ]
