@@ -37,7 +37,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from gdpr import crypto
-from gdpr.models import AuditEvent, AuditKey
+from gdpr.models import AuditCursor, AuditEvent, AuditKey
 from gdpr.subjects import Subject, parse
 
 __all__ = [
@@ -46,6 +46,8 @@ __all__ = [
     "arecord_many",
     "canonical_json",
     "events_for_subject",
+    "feed_append",
+    "feed_position",
     "record",
     "record_many",
     "shred",
@@ -180,12 +182,30 @@ def record(
     return int(row.pk)
 
 
-def record_many(events: Iterable[Event]) -> int:
-    """Append many events in one INSERT per 1,000 (batch appenders, imports). How many."""
+def record_many(events: Iterable[Event], *, skip_recorded: bool = False) -> int:
+    """Append many events in one INSERT per 1,000 (batch appenders, imports). How many
+    were given. With `skip_recorded`, an inference event whose request id is already in
+    the log is left out (appenders that may retry a batch)."""
     rows = [_row(ev) for ev in events]
     with transaction.atomic():
-        AuditEvent.objects.bulk_create(rows, batch_size=1000)
+        AuditEvent.objects.bulk_create(rows, batch_size=1000, ignore_conflicts=skip_recorded)
     return len(rows)
+
+
+def feed_position(name: str) -> int:
+    """Where the batch appender `name` stopped (0: it never ran)."""
+    pos = AuditCursor.objects.filter(name=name).values_list("position", flat=True).first()
+    return int(pos or 0)
+
+
+def feed_append(name: str, events: Iterable[Event], *, position: int) -> int:
+    """Append a batch (inference events are idempotent per request id) and move the
+    appender's durable cursor to `position`, in one transaction: a crash between the two
+    cannot lose or double a batch."""
+    with transaction.atomic():
+        n = record_many(events, skip_recorded=True)
+        AuditCursor.objects.update_or_create(name=name, defaults={"position": position})
+    return n
 
 
 async def arecord(action: str, **kwargs: Any) -> int:

@@ -178,6 +178,15 @@ def checkpoint(*, sink: Sink | None = None, force: bool = True) -> Checkpoint | 
     (None: nothing to do)."""
     sink = sink or get_sink()
     sequence()
+    for _ in range(3):
+        try:
+            return _checkpoint(sink, force)
+        except FileExistsError:  # another process wrote that number first: after it
+            continue
+    return _checkpoint(sink, force)
+
+
+def _checkpoint(sink: Sink, force: bool) -> Checkpoint | None:
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cur:  # one checkpointer at a time
