@@ -48,6 +48,12 @@ class AuditAction(StrEnum):
     OPERATOR_GRANT = "operator.grant"
     OPERATOR_REVOKE = "operator.revoke"
 
+    # Operators' edits in the Django admin (the console), of any audited model: which
+    # model, which object, which fields (never the values: they may be personal).
+    ADMIN_ADD = "admin.add"
+    ADMIN_CHANGE = "admin.change"
+    ADMIN_DELETE = "admin.delete"
+
     # The Rhai scheduler script.
     SCHEDULER_STORE = "scheduler.store"  # stored through the management API
     SCHEDULER_RELOAD = "scheduler.reload"  # `rbee scheduler reload FILE`

@@ -16,7 +16,7 @@ from django.test import Client
 
 from gdpr.actions import AuditAction as A
 from tenants.errors import TenantError
-from tenants.models import ApiKey, Membership, Tenant
+from tenants.models import ApiKey, Membership, Plan, Tenant
 from tenants.services import (
     api_key_create,
     api_key_revoke,
@@ -292,3 +292,33 @@ def test_past_due_since_survives_in_rotate_grace(acme: Tenant) -> None:
     key.refresh_from_db()
     assert one(A.KEY_ROTATE)["data"]["old_expires_at"] == key.expires_at.isoformat()
     assert len(events(A.KEY_CREATE)) == 1  # the rotation is one event, not two
+
+
+def test_operators_edits_in_the_admin_console(acme: Tenant) -> None:
+    User.objects.create_superuser("root", "root@rbee.example", PASSWORD)
+    c = Client()
+    c.force_login(User.objects.get(username="root"))
+    form = {
+        "name": "team", "description": "", "allowed_models": "[]", "requests_per_day": "5",
+        "queue_weight": "1", "max_priority": "interactive", "stripe_price_id": "",
+    }  # fmt: skip
+    r = c.post("/admin/tenants/plan/add/", form)
+    assert r.status_code == 302, r.content[:2000]
+    team = Plan.objects.get(name="team")
+    r = c.post(f"/admin/tenants/plan/{team.pk}/change/", {**form, "requests_per_day": "7"})
+    assert r.status_code == 302
+    key, plaintext = api_key_create(tenant=acme, actor="cli:root")
+    r = c.post(f"/admin/tenants/apikey/{key.pk}/delete/", {"post": "yes"})
+    assert r.status_code == 302
+    add, change, delete = one(A.ADMIN_ADD), one(A.ADMIN_CHANGE), one(A.ADMIN_DELETE)
+    root = "user:root@rbee.example"
+    assert (add["actor"], add["data"]) == (
+        root,
+        {"model": "tenants.plan", "object_id": str(team.pk)},
+    )
+    assert "Requests per day" in change["data"]["fields"]  # names, never values
+    assert set(change["data"]) == {"model", "object_id", "fields"}
+    assert (delete["actor"], delete["tenant_id"], delete["data"]["model"]) == (
+        root, acme.pk, "tenants.apikey",
+    )  # fmt: skip
+    assert_not_in_clear(plaintext, "root@rbee.example")
