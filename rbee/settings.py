@@ -192,6 +192,8 @@ CELERY_TIMEZONE = "UTC"
 CELERY_IMPORTS = ("billing.tasks", "billing.invoice_tasks", "gdpr.tasks")
 # One schedule for beat and for the embedded default's thread (billing/schedule.py).
 CELERY_BEAT_SCHEDULE = {**beat_schedule(), **gdpr_beat_schedule()}
+# Beat's own state belongs in the data directory, not wherever `rbee billing worker` ran.
+CELERY_BEAT_SCHEDULE_FILENAME = str(RBEE_HOME / "celerybeat-schedule")
 
 # --- request limits ----------------------------------------------------------------
 # Largest body /v1/ accepts (the multipart uploads); larger bodies get 413 before they are
