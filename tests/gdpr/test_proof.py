@@ -17,6 +17,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from gdpr import audit, crypto, ledger, subjects
+from gdpr.models import AuditEvent
 from tenants.services import membership_add, operator_create, tenant_create
 
 pytestmark = pytest.mark.django_db
@@ -65,6 +66,9 @@ def test_members_get_proofs_the_standalone_verifier_checks(tmp_path: Path) -> No
     membership_add(tenant=bolt, user=bob, role="owner")
     auditor = operator_create(username="aud", password="pw", areas=["audit"], email="a@ops.example")
     fleet = operator_create(username="flt", password="pw", areas=["fleet"], email="f@ops.example")
+    # The services above record their own events (tenant.create, member.add, ...): the
+    # tree starts with those.
+    base = AuditEvent.objects.count()
     ids = [
         audit.record(
             "key.create",
@@ -81,13 +85,14 @@ def test_members_get_proofs_the_standalone_verifier_checks(tmp_path: Path) -> No
     r = login(alice).get(f"/gdpr/audit/{mine}/proof")
     assert r.status_code == 200, r.content
     proof = r.json()
-    assert proof["leaf_index"] == 7 and proof["tree_size"] == 11
+    assert proof["leaf_index"] == base + 7 and proof["tree_size"] == base + 11
     assert proof["public_key"] == crypto.public_key_b64()
     assert json.loads(base64.b64decode(proof["event"]))["id"] == mine
 
     ok = verifier(proof, tmp_path, "--pubkey", crypto.public_key_b64())
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.startswith(f"OK: event {mine} (key.create, ") and "leaf 7 of" in ok.stdout
+    assert ok.stdout.startswith(f"OK: event {mine} (key.create, ")
+    assert f"leaf {base + 7} of" in ok.stdout
 
     # One flipped byte, anywhere that matters, and it fails.
     bad_event = {**proof, "event": flip(proof["event"], 40)}
@@ -99,7 +104,7 @@ def test_members_get_proofs_the_standalone_verifier_checks(tmp_path: Path) -> No
         **proof,
         "checkpoint": {**cp, "root": ("0" if cp["root"][0] != "0" else "1") + cp["root"][1:]},
     }
-    bad_index = {**proof, "leaf_index": 6}
+    bad_index = {**proof, "leaf_index": base + 6}
     for broken, why in [
         (bad_event, "do not lead to the signed root"),
         (bad_path, "do not lead to the signed root"),
@@ -129,5 +134,5 @@ def test_members_get_proofs_the_standalone_verifier_checks(tmp_path: Path) -> No
     assert "not in a signed checkpoint yet" in r.json()["detail"]
     ledger.checkpoint()
     r = login(alice).get(f"/gdpr/audit/{late}/proof")
-    assert r.status_code == 200 and r.json()["tree_size"] == 12
+    assert r.status_code == 200 and r.json()["tree_size"] == base + 12
     assert verifier(r.json(), tmp_path).returncode == 0
