@@ -106,8 +106,13 @@ def _key_for(subject: Subject, *, create: bool) -> tuple[str, bytes] | None:
             key_id, dek = row[0], crypto.unwrap(bytes(row[1]), row[0])
     else:
         key_id, dek = row[0], crypto.unwrap(bytes(row[1]), row[0])
-    with _cache_lock:
-        _cache[name] = (now + KEY_CACHE_SECONDS, key_id, dek)
+    def remember() -> None:
+        with _cache_lock:
+            _cache[name] = (now + KEY_CACHE_SECONDS, key_id, dek)
+
+    # Only a committed key is remembered: were the caller's transaction rolled back with
+    # a key it made, later events would be sealed under a key that exists nowhere.
+    transaction.on_commit(remember)
     return key_id, dek
 
 
