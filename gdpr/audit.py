@@ -106,6 +106,7 @@ def _key_for(subject: Subject, *, create: bool) -> tuple[str, bytes] | None:
             key_id, dek = row[0], crypto.unwrap(bytes(row[1]), row[0])
     else:
         key_id, dek = row[0], crypto.unwrap(bytes(row[1]), row[0])
+
     def remember() -> None:
         with _cache_lock:
             _cache[name] = (now + KEY_CACHE_SECONDS, key_id, dek)
