@@ -56,6 +56,46 @@ def event(i: int):  # type: ignore[no-untyped-def]
     )
 
 
+def feed(n: int) -> None:
+    """What each /v1 request costs the audit log: nothing on its own path (its usage row is
+    written as before); off the path, the feed turns finished usage rows into events and
+    the sequencer hashes them. Timed per request, against the usage write itself."""
+    from billing.audit_feed import usage_audit_append
+    from billing.services import Usage, usage_record
+    from gdpr import ledger
+    from tenants.services import api_key_create, tenant_create
+
+    t = tenant_create(name=f"bench-{uuid.uuid4().hex[:6]}")
+    key, _ = api_key_create(tenant=t)
+    t0 = time.perf_counter()
+    for i in range(n):
+        usage_record(
+            request_id=f"feed-{uuid.uuid4().hex}",
+            tenant_id=t.pk,
+            api_key_id=key.pk,
+            model="smollm2-135m-instruct",
+            modality="chat",
+            usage=Usage(prompt_tokens=31, completion_tokens=17),
+            worker="hive-eu-1/0",
+            region="eu",
+            end_user=f"user-{i % 500}",
+        )
+    usage_us = (time.perf_counter() - t0) / n * 1e6
+    ledger.sequence(limit=50_000)
+    t0 = time.perf_counter()
+    while usage_audit_append():
+        pass
+    feed_us = (time.perf_counter() - t0) / n * 1e6
+    t0 = time.perf_counter()
+    ledger.sequence(limit=50_000)
+    seq_us = (time.perf_counter() - t0) / n * 1e6
+    print(f"inference feed, per request ({n:,} finished requests)")
+    print(
+        f"  on the request path: 0 queries added   (its usage write: {usage_us:.0f} us, as before)"
+    )
+    print(f"  off the path: feed {feed_us:.0f} us + sequencer {seq_us:.0f} us of background work")
+
+
 def rate(n: int, seconds: float) -> str:
     return f"{n / seconds:>10,.0f}/s  ({n:,} in {seconds:.2f} s)"
 
@@ -65,6 +105,9 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--db", default="postgres://postgres@127.0.0.1:5432/")
     ap.add_argument("--sqlite", action="store_true")
+    ap.add_argument(
+        "--feed", type=int, default=5000, help="usage rows for the inference feed's cost (0: skip)"
+    )
     args = ap.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="rbee-bench-audit-"))
@@ -92,7 +135,8 @@ def main() -> None:
         call_command("migrate", verbosity=0)
         backend = "PostgreSQL" if db_name else "SQLite"
         print(
-            f"audit log benchmark on {backend}; {args.events:,} events; CPython {sys.version.split()[0]}"
+            f"audit log benchmark on {backend}; {args.events:,} events; "
+            f"CPython {sys.version.split()[0]}"
         )
         print("appends")
         n = 3000
@@ -127,7 +171,9 @@ def main() -> None:
             audit.record_many(evs[k : k + 1000])
         print(f"  record_many(), batches of 1,000     {rate(m, time.perf_counter() - t0)}")
 
-        have = 2 * n + m
+        if args.feed:
+            feed(args.feed)
+        have = 2 * n + m + args.feed
         left = max(0, args.events - have)
         t0 = time.perf_counter()
         batch = 5000

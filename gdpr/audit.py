@@ -106,14 +106,29 @@ def _key_for(subject: Subject, *, create: bool) -> tuple[str, bytes] | None:
             key_id, dek = row[0], crypto.unwrap(bytes(row[1]), row[0])
     else:
         key_id, dek = row[0], crypto.unwrap(bytes(row[1]), row[0])
-    with _cache_lock:
-        _cache[name] = (now + KEY_CACHE_SECONDS, key_id, dek)
+
+    def remember() -> None:
+        with _cache_lock:
+            _cache[name] = (now + KEY_CACHE_SECONDS, key_id, dek)
+
+    # Only a committed key is remembered: were the caller's transaction rolled back with
+    # a key it made, later events would be sealed under a key that exists nowhere.
+    transaction.on_commit(remember)
     return key_id, dek
 
 
-def _seal(subject: Subject, role: str, payload: Mapping[str, Any]) -> tuple[str, bytes]:
-    found = _key_for(subject, create=True)
-    assert found is not None
+def _seal(
+    subject: Subject,
+    role: str,
+    payload: Mapping[str, Any],
+    batch: dict[Subject, tuple[str, bytes]] | None = None,
+) -> tuple[str, bytes]:
+    found = batch.get(subject) if batch is not None else None
+    if found is None:
+        found = _key_for(subject, create=True)
+        assert found is not None
+        if batch is not None:
+            batch[subject] = found
     key_id, dek = found
     aad = f"{role}:{key_id}".encode()
     return key_id, crypto.seal(dek, canonical_json(payload).encode(), aad)
@@ -136,8 +151,9 @@ COLUMNS = (
 )
 
 
-def _values(ev: Event) -> tuple[Any, ...]:
-    """One event's column values (COLUMNS), persons' fields sealed."""
+def _values(ev: Event, batch: dict[Subject, tuple[str, bytes]] | None = None) -> tuple[Any, ...]:
+    """One event's column values (COLUMNS), persons' fields sealed. `batch`: the keys
+    already found for this batch (the process cache only learns keys once committed)."""
     if not ev.action or len(ev.action) > 64:
         raise ValueError("an audit action is 1 to 64 characters")
     personal = dict(ev.personal or {})
@@ -148,12 +164,12 @@ def _values(ev: Event) -> tuple[Any, ...]:
         if ev.subject is None and personal:
             actor_payload["personal"] = personal
             personal = {}
-        actor_key, actor_sealed = _seal(ev.actor, "actor", actor_payload)
+        actor_key, actor_sealed = _seal(ev.actor, "actor", actor_payload, batch)
     else:
         actor = str(ev.actor)[:200]
     if ev.subject is not None:
         subject_key, subject_sealed = _seal(
-            ev.subject, "subject", {"subject": str(ev.subject), "personal": personal}
+            ev.subject, "subject", {"subject": str(ev.subject), "personal": personal}, batch
         )
     elif personal:
         raise ValueError(
@@ -230,12 +246,32 @@ def record(
     return int(row.pk)
 
 
+def _prefetch(events: list[Event]) -> dict[Subject, tuple[str, bytes]]:
+    """The existing keys of a batch's persons, in one query."""
+    wanted: dict[str, Subject] = {}
+    for ev in events:
+        for who in (ev.actor, ev.subject):
+            if isinstance(who, Subject):
+                wanted.setdefault(crypto.subject_lookup(str(who)), who)
+    found: dict[Subject, tuple[str, bytes]] = {}
+    lookups = list(wanted)
+    for k in range(0, len(lookups), 900):  # within SQLite's limit on query parameters
+        rows = AuditKey.objects.filter(lookup__in=lookups[k : k + 900]).values_list(
+            "lookup", "id", "wrapped"
+        )
+        for lookup, key_id, wrapped in rows:
+            found[wanted[lookup]] = (key_id, crypto.unwrap(bytes(wrapped), key_id))
+    return found
+
+
 def record_many(events: Iterable[Event], *, skip_recorded: bool = False) -> int:
     """Append many events at once (COPY on PostgreSQL; batch appenders, imports). How many
     were given. With `skip_recorded`, an inference event whose request id is already in
     the log is left out (appenders that may retry a batch)."""
-    rows = [_values(ev) for ev in events]
+    events = list(events)
     with transaction.atomic():
+        batch = _prefetch(events)
+        rows = [_values(ev, batch) for ev in events]
         _insert_many(rows, skip_recorded=skip_recorded)
     return len(rows)
 

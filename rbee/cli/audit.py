@@ -30,6 +30,13 @@ def audit_verify() -> None:
     except ledger.LogBroken as exc:
         fail(f"audit log broken: {exc}")
     click.echo(f"ok: {result.size} events, root {result.root.hex()}")
+    if result.size and not result.checkpoints:
+        from gdpr.sinks import default_dir
+
+        note(
+            f"warning: no signed checkpoints in {default_dir()}: nothing outside the "
+            "database vouches for this log (is RBEE_AUDIT_CHECKPOINT_DIR right?)"
+        )
     note(
         f"{result.checkpoints} signed checkpoint(s) verified"
         + (

@@ -12,8 +12,8 @@ import time
 import openai
 import pytest
 
-from tests.conftest import CHAT_MODEL
 from testkit.live import Deployment, Hive, Queen
+from tests.conftest import CHAT_MODEL
 
 pytestmark = pytest.mark.e2e
 
