@@ -1,16 +1,17 @@
 from django.contrib import admin
 
 from billing.models import Invoice, MeterEvent, Price, StripeEvent, UsageEvent
+from tenants.admin_audit import AuditedAdmin
 
 
 @admin.register(Price)
-class PriceAdmin(admin.ModelAdmin):
+class PriceAdmin(AuditedAdmin):
     list_display = ("model", "unit", "plan", "unit_price", "currency")
     list_filter = ("unit", "plan", "currency")
 
 
 @admin.register(UsageEvent)
-class UsageEventAdmin(admin.ModelAdmin):
+class UsageEventAdmin(AuditedAdmin):
     """Read-only: usage is a record, corrected (if ever) by new events, not edits."""
 
     list_display = (
@@ -35,17 +36,17 @@ class UsageEventAdmin(admin.ModelAdmin):
 
 
 @admin.register(Invoice)
-class InvoiceAdmin(admin.ModelAdmin):
+class InvoiceAdmin(AuditedAdmin):
     list_display = ("tenant", "period_start", "period_end", "status", "total", "currency")
     list_filter = ("status",)
 
 
 @admin.register(MeterEvent)
-class MeterEventAdmin(admin.ModelAdmin):
+class MeterEventAdmin(AuditedAdmin):
     list_display = ("identifier", "event_name", "customer", "value", "sent_at", "attempts")
     list_filter = ("event_name",)
 
 
 @admin.register(StripeEvent)
-class StripeEventAdmin(admin.ModelAdmin):
+class StripeEventAdmin(AuditedAdmin):
     list_display = ("event_id", "type", "received_at")

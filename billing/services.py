@@ -14,7 +14,9 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from billing.models import MeterEvent, UsageEvent
+from tenants.actors import SYSTEM, Actor
 from tenants.models import Plan, Tenant
+from tenants.services import plan_audit
 
 logger = logging.getLogger("billing.services")
 
@@ -301,7 +303,7 @@ def _outbox_correct(event: UsageEvent) -> None:
     MeterEvent.objects.bulk_create(rows)
 
 
-def plan_get_or_create_defaults() -> dict[str, Plan]:
+def plan_get_or_create_defaults(*, actor: Actor = SYSTEM) -> dict[str, Plan]:
     """The three plans rbee starts with (editable afterwards in the admin or with
     `rbee plan set`): free, pro and enterprise."""
     defaults: dict[str, dict[str, Any]] = {
@@ -331,7 +333,9 @@ def plan_get_or_create_defaults() -> dict[str, Plan]:
     out = {}
     with transaction.atomic():
         for name, fields in defaults.items():
-            out[name], _ = Plan.objects.get_or_create(name=name, defaults=fields)
+            out[name], created = Plan.objects.get_or_create(name=name, defaults=fields)
+            if created:
+                plan_audit(plan=out[name], created=True, actor=actor)
     return out
 
 

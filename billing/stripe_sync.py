@@ -29,7 +29,9 @@ from django.utils import timezone
 
 from billing.errors import StripeNotConfigured, StripeUnreachable
 from billing.models import MeterEvent
+from tenants.actors import SYSTEM
 from tenants.models import Tenant
+from tenants.services import tenant_status_audit
 
 log = logging.getLogger(__name__)
 
@@ -256,13 +258,27 @@ def past_due_suspend(now: datetime | None = None) -> list[str]:
     now = now or timezone.now()
     cutoff = now - timedelta(days=float(settings.RBEE_PAST_DUE_GRACE_DAYS))
     with transaction.atomic():
-        due = Tenant.objects.select_for_update().filter(
-            status=Tenant.Status.PAST_DUE, past_due_since__lte=cutoff
+        due = list(
+            Tenant.objects.select_for_update().filter(
+                status=Tenant.Status.PAST_DUE, past_due_since__lte=cutoff
+            )
         )
-        names = list(due.values_list("name", flat=True))
+        names = [t.name for t in due]
         if names:
             Tenant.objects.filter(name__in=names, status=Tenant.Status.PAST_DUE).update(
                 status=Tenant.Status.SUSPENDED
+            )
+        for t in due:  # one event each, in the transaction that suspended them
+            t.status = Tenant.Status.SUSPENDED
+            tenant_status_audit(
+                tenant=t,
+                before=Tenant.Status.PAST_DUE,
+                actor=SYSTEM,
+                data={
+                    "reason": "past_due",
+                    "past_due_since": t.past_due_since.isoformat() if t.past_due_since else None,
+                    "grace_days": float(settings.RBEE_PAST_DUE_GRACE_DAYS),
+                },
             )
     for name in names:
         log.warning("tenant %s suspended: past due for more than the grace period", name)

@@ -38,7 +38,11 @@ from rest_framework.views import APIView
 
 from billing.errors import BillingCode, BillingError
 from billing.models import StripeEvent
+from gdpr import audit
+from gdpr.actions import AuditAction
+from tenants.actors import STRIPE
 from tenants.models import Plan, Tenant
+from tenants.services import tenant_status_audit
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +167,9 @@ def _payment_failed(obj: dict[str, Any], event_id: str, created: datetime) -> No
             continue  # already past due (keep the first failure's time) or suspended
         t.status, t.past_due_since = Tenant.Status.PAST_DUE, now
         t.save(update_fields=["status", "past_due_since"])
+        tenant_status_audit(
+            tenant=t, before=Tenant.Status.ACTIVE, actor=STRIPE, data=_event_data(obj, event_id)
+        )
         log.warning("tenant %s past due: invoice %s failed", t.name, obj.get("id"))
 
 
@@ -176,8 +183,10 @@ def _paid(obj: dict[str, Any], event_id: str, created: datetime) -> None:
             continue
         if t.status == Tenant.Status.ACTIVE and t.past_due_since is None:
             continue
+        before = t.status
         t.status, t.past_due_since = Tenant.Status.ACTIVE, None
         t.save(update_fields=["status", "past_due_since"])
+        tenant_status_audit(tenant=t, before=before, actor=STRIPE, data=_event_data(obj, event_id))
         log.info("tenant %s active again: invoice %s paid", t.name, obj.get("id"))
 
 
@@ -218,7 +227,14 @@ def _subscription_plan(subscription: dict[str, Any]) -> Plan | None:
     return found[0] if found else None
 
 
-def _plan_set(tenants: list[Tenant], plan: Plan | None, created: datetime) -> None:
+def _event_data(obj: dict[str, Any], event_id: str) -> dict[str, Any]:
+    """What an audit event keeps of the Stripe event that caused it: its ids only."""
+    return {"stripe_event": event_id, "stripe_object": str(obj.get("id") or "")[:100]}
+
+
+def _plan_set(
+    tenants: list[Tenant], plan: Plan | None, created: datetime, event: dict[str, Any]
+) -> None:
     """Move the tenants to `plan`, unless a newer subscription event was applied already.
     With `plan` None the event is only remembered: it still outdates older ones."""
     for t in tenants:
@@ -226,8 +242,15 @@ def _plan_set(tenants: list[Tenant], plan: Plan | None, created: datetime) -> No
             continue
         if plan is None or (t.plan_id == plan.pk and t.tier == plan.name):
             continue
+        before = t.plan.name if t.plan is not None else None
         t.plan, t.tier = plan, plan.name
         t.save(update_fields=["plan", "tier"])
+        audit.record(
+            AuditAction.TENANT_PLAN,
+            actor=STRIPE,
+            tenant_id=t.pk,
+            data={"from": before, "to": plan.name, **event},
+        )
         log.info("tenant %s now on plan %s", t.name, plan.name)
 
 
@@ -254,9 +277,9 @@ def _subscription_changed(obj: dict[str, Any], event_id: str, created: datetime)
             status,
             plan.name,
         )
-        _plan_set(_tenants(obj, event_id), None, created)
+        _plan_set(_tenants(obj, event_id), None, created, _event_data(obj, event_id))
         return
-    _plan_set(_tenants(obj, event_id), plan, created)
+    _plan_set(_tenants(obj, event_id), plan, created, _event_data(obj, event_id))
 
 
 def _subscription_deleted(obj: dict[str, Any], event_id: str, created: datetime) -> None:
@@ -267,7 +290,7 @@ def _subscription_deleted(obj: dict[str, Any], event_id: str, created: datetime)
             "stripe event %s: subscription ended but there is no plan %r", event_id, FREE_PLAN
         )
         return
-    _plan_set(tenants, plan, created)
+    _plan_set(tenants, plan, created, _event_data(obj, event_id))
 
 
 HANDLERS: dict[str, Callable[[dict[str, Any], str, datetime], None]] = {

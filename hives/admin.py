@@ -1,10 +1,11 @@
 from django.contrib import admin
 
 from hives.models import CatalogModel, Hive, ModelApproval, Worker
+from tenants.admin_audit import AuditedAdmin
 
 
 @admin.register(Hive)
-class HiveAdmin(admin.ModelAdmin):
+class HiveAdmin(AuditedAdmin):
     list_display = (
         "name",
         "status",
@@ -27,16 +28,16 @@ class HiveAdmin(admin.ModelAdmin):
 
 
 @admin.register(CatalogModel)
-class CatalogModelAdmin(admin.ModelAdmin):
+class CatalogModelAdmin(AuditedAdmin):
     list_display = ("name", "capability", "engine", "source")
 
 
 @admin.register(Worker)
-class WorkerAdmin(admin.ModelAdmin):
+class WorkerAdmin(AuditedAdmin):
     list_display = ("model", "hive", "device", "state", "pinned", "inflight", "updated_at")
 
 
 @admin.register(ModelApproval)
-class ModelApprovalAdmin(admin.ModelAdmin):
+class ModelApprovalAdmin(AuditedAdmin):
     list_display = ("model_name", "hive", "approved", "engine", "source", "reason", "updated_at")
     list_filter = ("approved",)

@@ -18,6 +18,8 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from gdpr import audit
+from gdpr.actions import AuditAction
 from hives import selectors, services
 from hives.protocol import (
     CLOSE_BAD_HELLO,
@@ -34,6 +36,7 @@ from hives.protocol import (
     version_refusal,
 )
 from kernel import __version__
+from kernel.addresses import address_net
 
 logger = logging.getLogger("hives.consumer")
 
@@ -109,6 +112,7 @@ class HiveConsumer(AsyncWebsocketConsumer):
                 client[0],
                 "invalid hive token" if token else "no hive token",
             )
+            await self._refused(None, "invalid token" if token else "no token", client[0])
             await self.send(dumps(refused("invalid hive token")))
             await self.close(code=CLOSE_BAD_TOKEN, reason="invalid hive token")
             return
@@ -116,6 +120,7 @@ class HiveConsumer(AsyncWebsocketConsumer):
             logger.warning(
                 "refused hive %s from %s: disabled by the operator", hive.name, client[0]
             )
+            await self._refused(hive.name, "disabled", client[0], region=hive.region)
             await self.close(code=CLOSE_DISABLED, reason="hive disabled by the operator")
             return
         self.hive_id = hive.pk
@@ -176,6 +181,7 @@ class HiveConsumer(AsyncWebsocketConsumer):
         reason = version_refusal(msg, queen_version=__version__)
         if reason:
             logger.warning("refused hive %s: %s", self.hive_name, reason)
+            await self._refused(self.hive_name, "protocol version", "")
             await self.send(dumps(refused(reason)))
             self.hive_id = None  # never marked online, so nothing to undo
             await self.close(code=CLOSE_BAD_VERSION, reason="incompatible protocol version")
@@ -187,6 +193,7 @@ class HiveConsumer(AsyncWebsocketConsumer):
                 self.hive_name,
                 name,
             )
+            await self._refused(self.hive_name, "token of another hive", "")
             await self.send(dumps(refused(f"this token belongs to hive {self.hive_name!r}")))
             self.hive_id = None  # never marked online, so nothing to undo
             await self.close(code=CLOSE_BAD_HELLO)
@@ -216,6 +223,19 @@ class HiveConsumer(AsyncWebsocketConsumer):
         )
         # After the welcome, which the hive expects first.
         await self._sync_assignments(_reported_workers(msg))
+
+    async def _refused(self, hive: str | None, reason: str, address: str, region: str = "") -> None:
+        """A refused connection, in the audit log (once per connection attempt, never on
+        the relay loop). A homelab's IP may be personal data, and a refused peer is no
+        data subject to seal it under: the log keeps its network only."""
+        net = address_net(address) if address else ""
+        await audit.arecord(
+            AuditAction.HIVE_REFUSED,
+            actor=f"hive:{hive}" if hive else "anonymous",
+            data={"hive": hive, "reason": reason, **({"address_net": net} if net else {})},
+            region=region,
+            outcome="denied",
+        )
 
     async def _still_allowed(self) -> bool:
         """Close the socket (and return False) when the operator revoked the token it was
@@ -369,7 +389,7 @@ class HiveConsumer(AsyncWebsocketConsumer):
                     logger.exception("could not fail job %s of hive %s", job_id, self.hive_name)
         finally:
             await database_sync_to_async(services.hive_disconnected)(
-                hive_id=self.hive_id, channel_name=self.channel_name
+                hive_id=self.hive_id, channel_name=self.channel_name, code=code
             )
         logger.info(
             "hive %s disconnected (code %s, %d jobs failed)", self.hive_name, code, len(lost)

@@ -49,6 +49,7 @@ from hives.services import (
     model_download_create,
     worker_command_create,
 )
+from tenants.actors import user_actor
 from tenants.auth import API_AUTHENTICATION
 from tenants.permissions import FleetOperator
 
@@ -119,7 +120,11 @@ class ModelsApi(_Staff):
         body.is_valid(raise_exception=True)
         v = body.validated_data
         a = assignment_add(
-            hive_name=v["hive"], spec=v["spec"], device=v["device"], pinned=v["pinned"]
+            hive_name=v["hive"],
+            spec=v["spec"],
+            device=v["device"],
+            pinned=v["pinned"],
+            actor=user_actor(request.user),
         )
         return Response(
             {"model": a.model_name, "hive": a.hive.name, "device": a.device, "pinned": a.pinned},
@@ -132,7 +137,7 @@ class ModelDetailApi(_Staff):
         hive = request.query_params.get("hive", "")
         if not hive:
             raise exceptions.ValidationError("say which hive: ?hive=NAME")
-        if not assignment_remove(hive_name=hive, model_name=name):
+        if not assignment_remove(hive_name=hive, model_name=name, actor=user_actor(request.user)):
             raise HiveError(HiveErrorCode.NOT_FOUND, f"{name} is not assigned to {hive}")
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -153,6 +158,7 @@ class WorkerActionApi(_Staff):
             model_name=worker.model.name,
             device=worker.device,
             action=action,
+            actor=user_actor(request.user),
         )
         return Response(
             {"id": command.pk, "action": command.action, "worker": worker.pk, "queued": True},
@@ -189,7 +195,9 @@ class DownloadsApi(_Staff):
         body = self.InputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         row = model_download_create(
-            hive_name=body.validated_data["hive"], source=body.validated_data["source"]
+            hive_name=body.validated_data["hive"],
+            source=body.validated_data["source"],
+            actor=user_actor(request.user),
         )
         return Response(DownloadOutput(row).data, status=status.HTTP_202_ACCEPTED)
 
@@ -254,13 +262,13 @@ class HiveDetailApi(_Staff):
     def patch(self, request: Request, name: str) -> Response:
         body = self.InputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        hive = hive_update(name=name, **body.validated_data)
+        hive = hive_update(name=name, **body.validated_data, actor=user_actor(request.user))
         return Response(_hive_data(hive, list(pending_models(hive_name=hive.name))))
 
 
 class HiveRevokeApi(_Staff):
     def post(self, request: Request, name: str) -> Response:
-        hive = hive_revoke(name=name)
+        hive = hive_revoke(name=name, actor=user_actor(request.user))
         return Response(_hive_data(hive, []))
 
 
@@ -273,5 +281,10 @@ class HiveApproveApi(_Staff):
         body = self.InputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         v = body.validated_data
-        row = model_approve(hive_name=name, model_name=v["model"], approved=v["approved"])
+        row = model_approve(
+            hive_name=name,
+            model_name=v["model"],
+            approved=v["approved"],
+            actor=user_actor(request.user),
+        )
         return Response({"hive": name, "model": row.model_name, "approved": row.approved})

@@ -12,6 +12,9 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from gdpr import audit
+from gdpr.actions import AuditAction
+from gdpr.subjects import Subject
 from hives.errors import HiveError, HiveErrorCode  # HiveError: the CLI imports it from here
 from hives.models import (
     Assignment,
@@ -35,9 +38,29 @@ from kernel import secrets
 
 logger = logging.getLogger("hives.services")
 
+# Who did it, as the audit log names them: a person (their Subject), "cli:<OS user>",
+# "hive:<name>", or "system". Views and the CLI pass it; the default is "system".
+Actor = Subject | str
+SYSTEM = "system"
+
+
+def _audit(action: AuditAction, hive: Hive | None, actor: Actor, /, **data: Any) -> None:
+    """A fleet event, in the caller's transaction; the hive's operator-set region is the
+    event's region."""
+    audit.record(
+        action,
+        actor=actor,
+        region=hive.region if hive is not None else "",
+        data={"hive": hive.name, **data} if hive is not None else data,
+    )
+
 
 def hive_token_create(
-    *, name: str, trust_models: bool | None = None, region: str | None = None
+    *,
+    name: str,
+    trust_models: bool | None = None,
+    region: str | None = None,
+    actor: Actor = SYSTEM,
 ) -> tuple[Hive, str]:
     """Create the hive `name` (or give it a new token) and return the token once.
 
@@ -54,7 +77,7 @@ def hive_token_create(
         )
     new = secrets.make(Hive.TOKEN_KIND)
     with transaction.atomic():
-        hive, _ = Hive.objects.select_for_update().get_or_create(
+        hive, created = Hive.objects.select_for_update().get_or_create(
             name=name, defaults={"token_prefix": new.prefix, "token_hash": new.digest}
         )
         hive.token_prefix = new.prefix
@@ -68,6 +91,15 @@ def hive_token_create(
             hive.region = _region(region)
             fields.append("region")
         hive.save(update_fields=fields)
+        # The token's prefix identifies it; the token itself never enters the log.
+        _audit(
+            AuditAction.HIVE_TOKEN,
+            hive,
+            actor,
+            created=created,
+            token_prefix=new.prefix,
+            trust_models=hive.trust_models,
+        )
     return hive, new.plaintext
 
 
@@ -96,28 +128,39 @@ def hive_update(
     region: str | None = None,
     trust_models: bool | None = None,
     disabled: bool | None = None,
+    actor: Actor = SYSTEM,
 ) -> Hive:
     """The operator's edits of a hive record (None: leave as it is). A disabled hive's
-    socket is closed within a heartbeat and its reconnects are refused until enabled."""
+    socket is closed within a heartbeat and its reconnects are refused until enabled.
+    One event per field that changed (hive.region, hive.trust, hive.disable/enable);
+    setting a field to what it already is records nothing."""
     with transaction.atomic():
         hive = _hive(name)
-        if region is not None:
+        events: list[tuple[AuditAction, dict[str, Any]]] = []
+        if region is not None and _region(region) != hive.region:
+            events.append((AuditAction.HIVE_REGION, {"from": hive.region, "to": _region(region)}))
             hive.region = _region(region)
-        if trust_models is not None:
+        if trust_models is not None and trust_models != hive.trust_models:
+            events.append((AuditAction.HIVE_TRUST, {"trust_models": trust_models}))
             hive.trust_models = trust_models
-        if disabled is not None:
+        if disabled is not None and disabled != hive.disabled:
+            action = AuditAction.HIVE_DISABLE if disabled else AuditAction.HIVE_ENABLE
+            events.append((action, {}))
             hive.disabled = disabled
         hive.save(update_fields=["region", "trust_models", "disabled"])
+        for action, data in events:
+            _audit(action, hive, actor, **data)
     return hive
 
 
-def hive_revoke(*, name: str) -> Hive:
+def hive_revoke(*, name: str, actor: Actor = SYSTEM) -> Hive:
     """Revoke the hive's token: its socket is closed within a heartbeat, it cannot connect
     again, and nothing is routed to it; `rbee hive token --name NAME` issues a new one."""
     with transaction.atomic():
         hive = _hive(name)
         hive.token_revoked = True
         hive.save(update_fields=["token_revoked"])
+        _audit(AuditAction.HIVE_REVOKE, hive, actor, token_prefix=hive.token_prefix)
     return hive
 
 
@@ -447,6 +490,15 @@ def hive_connected(*, hive_id: int, channel_name: str, hello: dict[str, Any]) ->
         hive.connected_at = now
         hive.last_seen_at = now
         hive.save()
+        _audit(
+            AuditAction.HIVE_CONNECT,
+            hive,
+            f"hive:{hive.name}",
+            version=hive.version,
+            reported_region=hive.reported_region,
+            devices=len(hive.devices or []),
+            replaced=bool(previous),
+        )
         _sync_workers(hive, hello.get("workers"), start=True)
         # Unfinished downloads go to the new connection again (they resume).
         ModelDownload.objects.filter(
@@ -476,7 +528,9 @@ def hive_heartbeat(*, hive_id: int, channel_name: str, beat: dict[str, Any]) -> 
     return True
 
 
-def model_approve(*, hive_name: str, model_name: str, approved: bool = True) -> ModelApproval:
+def model_approve(
+    *, hive_name: str, model_name: str, approved: bool = True, actor: Actor = SYSTEM
+) -> ModelApproval:
     """Let the hive serve `model_name` (or withdraw that: `approved=False`).
 
     The catalog row is made from what the hive reported if the catalog lacks the model;
@@ -500,15 +554,21 @@ def model_approve(*, hive_name: str, model_name: str, approved: bool = True) -> 
         row.save(update_fields=["approved", "reason", "updated_at"])
         if not approved:
             Worker.objects.filter(hive=hive, model__name=model_name).delete()
+        action = AuditAction.MODEL_APPROVE if approved else AuditAction.MODEL_WITHDRAW
+        _audit(action, hive, actor, model=model_name)
     return row
 
 
-def hive_disconnected(*, hive_id: int, channel_name: str) -> None:
-    """Mark the hive offline, unless a newer connection already took it over."""
+def hive_disconnected(*, hive_id: int, channel_name: str, code: int | None = None) -> None:
+    """Mark the hive offline, unless a newer connection already took it over (then the
+    takeover was the event: no hive.disconnect is recorded)."""
     with transaction.atomic():
-        Hive.objects.filter(pk=hive_id, channel_name=channel_name).update(
+        gone = Hive.objects.filter(pk=hive_id, channel_name=channel_name).update(
             status=Hive.Status.OFFLINE, channel_name=""
         )
+        if gone:
+            hive = Hive.objects.get(pk=hive_id)
+            _audit(AuditAction.HIVE_DISCONNECT, hive, f"hive:{hive.name}", code=code)
 
 
 def hives_forget_connections(*, channel_marker: str | None = None) -> int:
@@ -524,11 +584,21 @@ def hives_forget_connections(*, channel_marker: str | None = None) -> int:
     if channel_marker:
         hives = hives.filter(channel_name__contains=f".{channel_marker}!")
     with transaction.atomic():
-        return hives.update(status=Hive.Status.OFFLINE, channel_name="")
+        held = list(hives.select_for_update())
+        for hive in held:
+            _audit(AuditAction.HIVE_DISCONNECT, hive, SYSTEM, reason="queen_stopped")
+        return Hive.objects.filter(pk__in=[h.pk for h in held]).update(
+            status=Hive.Status.OFFLINE, channel_name=""
+        )
 
 
 def assignment_add(
-    *, hive_name: str, spec: str, device: str = CPU, pinned: bool = False
+    *,
+    hive_name: str,
+    spec: str,
+    device: str = CPU,
+    pinned: bool = False,
+    actor: Actor = SYSTEM,
 ) -> Assignment:
     """Ask for `spec` on the hive's device; the hive loads it within a heartbeat.
 
@@ -550,12 +620,26 @@ def assignment_add(
     except SpecError as exc:
         raise HiveError(HiveErrorCode.INVALID_SPEC, exc.message) from exc
     with transaction.atomic():
+        before = (
+            Assignment.objects.select_for_update()
+            .filter(hive=hive, model_name=arg.name, device=where)
+            .values_list("spec", "pinned")
+            .first()
+        )
         assignment, _ = Assignment.objects.update_or_create(
             hive=hive,
             model_name=arg.name,
             device=where,
             defaults={"spec": arg.text, "pinned": pinned},
         )
+        # A new assignment (or a new spec) is model.add; only the pin changed: model.pin
+        # or model.unpin; asking again for what is already there records nothing.
+        data = {"model": arg.name, "device": str(where), "spec": arg.text, "pinned": pinned}
+        if before is None or before[0] != arg.text:
+            _audit(AuditAction.MODEL_ADD, hive, actor, **data)
+        elif before[1] != pinned:
+            action = AuditAction.MODEL_PIN if pinned else AuditAction.MODEL_UNPIN
+            _audit(action, hive, actor, **data)
     return assignment
 
 
@@ -576,9 +660,17 @@ def _device_name(hive: Hive, device: str) -> Device:
         ) from None
 
 
-def assignment_remove(*, hive_name: str, model_name: str) -> int:
+def assignment_remove(*, hive_name: str, model_name: str, actor: Actor = SYSTEM) -> int:
     with transaction.atomic():
         deleted, _ = Assignment.objects.filter(hive__name=hive_name, model_name=model_name).delete()
+        if deleted:
+            _audit(
+                AuditAction.MODEL_REMOVE,
+                Hive.objects.filter(name=hive_name).first(),
+                actor,
+                model=model_name,
+                assignments=deleted,
+            )
     return deleted
 
 
@@ -633,7 +725,12 @@ def assignments_to_send(*, hive_id: int, workers: list[dict[str, Any]]) -> list[
 
 
 def worker_command_create(
-    *, hive_name: str, model_name: str, action: str, device: str | None = None
+    *,
+    hive_name: str,
+    model_name: str,
+    action: str,
+    device: str | None = None,
+    actor: Actor = SYSTEM,
 ) -> WorkerCommand:
     """Order a worker to start, stop or restart; its hive gets it with its next heartbeat."""
     if action not in {a.value for a in WorkerAction}:
@@ -650,13 +747,28 @@ def worker_command_create(
             HiveErrorCode.NO_WORKER, f"hive {hive_name!r} has no worker for {model_name!r}{where}"
         )
     with transaction.atomic():
-        return WorkerCommand.objects.create(
+        command = WorkerCommand.objects.create(
             hive=worker.hive, model_name=model_name, device=worker.device, action=action
         )
+        _audit(
+            AuditAction.WORKER_COMMAND,
+            worker.hive,
+            actor,
+            model=model_name,
+            device=worker.device,
+            action=action,
+        )
+        return command
 
 
 def model_alias_set(
-    *, alias: str, target: str, capability: str = "", engine: str = "", keep: bool = False
+    *,
+    alias: str,
+    target: str,
+    capability: str = "",
+    engine: str = "",
+    keep: bool = False,
+    actor: Actor = SYSTEM,
 ) -> ModelAlias:
     """Make `alias` another name of the catalog model `target` (created if need be, so
     `rbee up` can name models before their hive has reported them)."""
@@ -672,20 +784,25 @@ def model_alias_set(
             if not capability:
                 raise HiveError(HiveErrorCode.UNKNOWN_MODEL, f"no model named {target!r}")
             model = CatalogModel.objects.create(name=target, capability=capability, engine=engine)
+        before = ModelAlias.objects.filter(name=alias).values_list("model_id", flat=True).first()
         if keep:  # leave an alias the owner already set alone
             row, _ = ModelAlias.objects.get_or_create(name=alias, defaults={"model": model})
         else:
             row, _ = ModelAlias.objects.update_or_create(name=alias, defaults={"model": model})
+        if before != row.model_id:
+            _audit(AuditAction.MODEL_ALIAS, None, actor, alias=alias, model=model.name)
     return row
 
 
-def model_alias_remove(*, alias: str) -> int:
+def model_alias_remove(*, alias: str, actor: Actor = SYSTEM) -> int:
     with transaction.atomic():
         deleted, _ = ModelAlias.objects.filter(name=alias).delete()
+        if deleted:
+            _audit(AuditAction.MODEL_UNALIAS, None, actor, alias=alias)
     return deleted
 
 
-def model_download_create(*, hive_name: str, source: str) -> ModelDownload:
+def model_download_create(*, hive_name: str, source: str, actor: Actor = SYSTEM) -> ModelDownload:
     """Ask the hive to fetch `source` (a repo id, or a local path it checks)."""
     hive = Hive.objects.filter(name=hive_name).first()
     if hive is None:
@@ -710,7 +827,11 @@ def model_download_create(*, hive_name: str, source: str) -> ModelDownload:
             )
             .first()
         )
-        return unfinished or ModelDownload.objects.create(hive=hive, source=source.strip())
+        if unfinished is not None:
+            return unfinished
+        row = ModelDownload.objects.create(hive=hive, source=source.strip())
+        _audit(AuditAction.MODEL_DOWNLOAD, hive, actor, source=row.source, download_id=row.pk)
+        return row
 
 
 def model_download_progress(*, hive_id: int, report: dict[str, Any]) -> None:

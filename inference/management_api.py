@@ -23,6 +23,7 @@ from rest_framework.views import APIView
 
 from inference.models import SchedulerScript
 from inference.services import scheduler_script_store
+from tenants.actors import user_actor
 from tenants.auth import API_AUTHENTICATION
 from tenants.permissions import SchedulerOperator
 
@@ -54,6 +55,8 @@ class SchedulerScriptApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         row = scheduler_script_store(
-            source=data.validated_data["source"], origin=data.validated_data["origin"]
+            source=data.validated_data["source"],
+            origin=data.validated_data["origin"],
+            actor=user_actor(request.user),
         )
         return Response(self.OutputSerializer(row).data, status=status.HTTP_201_CREATED)

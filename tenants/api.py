@@ -58,6 +58,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from tenants.actors import user_actor
 from tenants.auth import API_AUTHENTICATION
 from tenants.errors import TenantError, TenantErrorCode
 from tenants.models import ApiKey, Invitation, Membership, Plan, Tenant
@@ -73,6 +74,7 @@ from tenants.services import (
     invitation_create,
     membership_remove,
     membership_set_role,
+    plan_audit,
     tenant_set_overrides,
     tenant_set_plan,
     tenant_set_status,
@@ -300,13 +302,14 @@ class TenantDetailApi(PortalView):
             )
         v = valid(self.InputSerializer(data=request.data))
         tenant = access.tenant
+        actor = user_actor(request.user)
         with transaction.atomic():
             if "plan" in v:
-                tenant = tenant_set_plan(tenant=tenant, plan_name=v["plan"])
+                tenant = tenant_set_plan(tenant=tenant, plan_name=v["plan"], actor=actor)
             if "status" in v:
-                tenant = tenant_set_status(tenant=tenant, status=v["status"])
+                tenant = tenant_set_status(tenant=tenant, status=v["status"], actor=actor)
             if "overrides" in v:
-                tenant = tenant_set_overrides(tenant=tenant, overrides=v["overrides"])
+                tenant = tenant_set_overrides(tenant=tenant, overrides=v["overrides"], actor=actor)
         tenant = Tenant.objects.select_related("plan").get(pk=tenant.pk)
         return Response(tenant_data(tenant, access.role))
 
@@ -358,7 +361,11 @@ class KeysApi(PortalView):
         access.require(*MANAGERS)
         v = valid(self.InputSerializer(data=request.data))
         key, plaintext = api_key_create(
-            tenant=access.tenant, name=v["name"], scopes=v["scopes"], expires_at=v["expires_at"]
+            tenant=access.tenant,
+            name=v["name"],
+            scopes=v["scopes"],
+            expires_at=v["expires_at"],
+            actor=user_actor(request.user),
         )
         return Response({**KeyOutput(key).data, "key": plaintext}, status=status.HTTP_201_CREATED)
 
@@ -371,7 +378,7 @@ class KeyDetailApi(PortalView):
     def delete(self, request: Request, tenant_id: int, key_id: int) -> Response:
         access = tenant_access(request, tenant_id)
         access.require(*MANAGERS)
-        api_key_revoke(api_key=_key(access, key_id))
+        api_key_revoke(api_key=_key(access, key_id), actor=user_actor(request.user))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -391,7 +398,11 @@ class KeyRotateApi(PortalView):
                 "an operator key is rotated on the queen: rbee key rotate PREFIX --tenant NAME"
             )
         v = valid(self.InputSerializer(data=request.data))
-        new, plaintext = api_key_rotate(api_key=old, grace=timedelta(seconds=v["grace_seconds"]))
+        new, plaintext = api_key_rotate(
+            api_key=old,
+            grace=timedelta(seconds=v["grace_seconds"]),
+            actor=user_actor(request.user),
+        )
         old.refresh_from_db()
         return Response(
             {**KeyOutput(new).data, "key": plaintext, "replaces": KeyOutput(old).data},
@@ -463,7 +474,7 @@ class MemberDetailApi(PortalView):
         m = _membership(access, membership_id)
         v = valid(self.InputSerializer(data=request.data))
         _require_owner_for(access, m.role, v["role"])
-        m = membership_set_role(membership=m, role=v["role"])
+        m = membership_set_role(membership=m, role=v["role"], actor=user_actor(request.user))
         return Response(MemberOutput(m).data)
 
     def delete(self, request: Request, tenant_id: int, membership_id: int) -> Response:
@@ -477,7 +488,7 @@ class MemberDetailApi(PortalView):
         m = _membership(access, membership_id)
         if not own:
             _require_owner_for(access, m.role)
-        membership_remove(membership=m)
+        membership_remove(membership=m, actor=user_actor(request.user))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -520,6 +531,7 @@ def _invite(request: Request, access: Access, v: dict[str, Any]) -> Response:
         role=v["role"],
         invited_by=request.user,
         ttl=timedelta(seconds=v["ttl_seconds"]),
+        actor=user_actor(request.user),
     )
     return Response(
         {**InvitationOutput(invitation).data, "token": token},
@@ -535,7 +547,7 @@ class InvitationDetailApi(PortalView):
         if invitation is None:
             raise not_found()
         _require_owner_for(access, invitation.role)
-        invitation_cancel(invitation=invitation)
+        invitation_cancel(invitation=invitation, actor=user_actor(request.user))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -595,6 +607,7 @@ class PlansApi(StaffOnlyView):
         body.is_valid(raise_exception=True)
         with transaction.atomic():
             plan = body.save()
+            plan_audit(plan=plan, created=True, actor=user_actor(request.user))
         return Response(PlanOutput(plan).data, status=status.HTTP_201_CREATED)
 
 
@@ -618,6 +631,7 @@ class PlanDetailApi(StaffOnlyView):
         body.is_valid(raise_exception=True)
         with transaction.atomic():
             plan = body.save()
+            plan_audit(plan=plan, created=False, actor=user_actor(request.user))
         return Response(PlanOutput(plan).data)
 
 

@@ -34,6 +34,11 @@ from rest_framework.authentication import (
 )
 from rest_framework.request import Request
 
+from gdpr import audit
+from gdpr import subjects as data_subjects
+from gdpr.actions import AuditAction
+from tenants.actors import address_net, user_subject
+
 logger = logging.getLogger("tenants.auth")
 
 
@@ -76,7 +81,7 @@ class _CacheCounts:
         until = cache.get(lock)
         return float(until) - time.time() if until else 0.0
 
-    def fail(self, counter: str, lock: str, window: int, limit: int) -> None:
+    def fail(self, counter: str, lock: str, window: int, limit: int) -> bool:
         cache.add(counter, 0, window)
         try:
             n = cache.incr(counter)
@@ -86,6 +91,8 @@ class _CacheCounts:
         if n >= limit:
             cache.set(lock, time.time() + window, window)
             cache.delete(counter)
+            return True
+        return False
 
     def clear(self, counter: str) -> None:
         cache.delete(counter)
@@ -101,13 +108,15 @@ class _RedisCounts:
         ms = self.r.pttl(lock)
         return ms / 1000 if ms and ms > 0 else 0.0
 
-    def fail(self, counter: str, lock: str, window: int, limit: int) -> None:
+    def fail(self, counter: str, lock: str, window: int, limit: int) -> bool:
         pipe = self.r.pipeline()
         pipe.set(counter, 0, ex=window, nx=True)
         pipe.incr(counter)
         if int(pipe.execute()[1]) >= limit:
             self.r.set(lock, 1, ex=window)
             self.r.delete(counter)
+            return True
+        return False
 
     def clear(self, counter: str) -> None:
         self.r.delete(counter)
@@ -152,12 +161,86 @@ def locked_for(keys: list[str]) -> int:
     return math.ceil(wait) if wait > 0 else 0
 
 
-def record_failure(keys: list[str]) -> None:
-    """Count one failed sign-in against each key; lock the ones that reach the limit."""
+def record_failure(keys: list[str]) -> list[str]:
+    """Count one failed sign-in against each key; lock the ones that reach the limit.
+    Returns the kinds locked by this failure ("username", "address")."""
     window, limit = lockout_seconds(), max_failures()
+    locked = []
     for k in keys:
         counter, lock = f"{_prefix()}:fail:{k}", f"{_prefix()}:lock:{k}"
-        _each(lambda store, c=counter, lk=lock: store.fail(c, lk, window, limit))
+        if _each(lambda store, c=counter, lk=lock: store.fail(c, lk, window, limit)):
+            locked.append("username" if k.startswith("u:") else "address")
+    return locked
+
+
+def audit_sign_in(
+    request: Any,
+    username: str | None,
+    user: Any,
+    *,
+    reason: str = "",
+    locked: list[str] | None = None,
+) -> None:
+    """The audit events of one sign-in attempt: login.success, or login.failure (with
+    `reason`: "bad_credentials" or "locked"), plus login.lockout when this failure locked
+    the username or the address. The address and the username typed are personal data
+    (sealed); the username never goes in `data`, even when no account has it. The
+    account's person is the event's subject, when the username is one of ours."""
+    if user is None and username:
+        user = get_user_model()._default_manager.filter(username=username).first()
+    subject = user_subject(user) if user is not None else _typed_subject(username)
+    address = client_address(request)
+    method = "basic" if isinstance(request, Request) or _basic(request) else "form"
+    data: dict[str, Any] = {"method": method, "known_user": user is not None}
+    if user is not None:
+        data["user_id"] = user.pk
+    personal: dict[str, str] = {}
+    if subject is not None:
+        personal = {"address": address} if address else {}
+        if username:
+            personal["username"] = username[:150]
+    elif address:
+        # Nobody to seal it under (an unknown, non-e-mail username): the network only.
+        data["address_net"] = address_net(address)
+    actor: Any = subject or (f"user#{user.pk}" if user is not None else "anonymous")
+    if not reason:
+        audit.record(
+            AuditAction.LOGIN_SUCCESS, actor=actor, subject=subject, personal=personal, data=data
+        )
+        return
+    audit.record(
+        AuditAction.LOGIN_FAILURE,
+        actor=actor,
+        subject=subject,
+        personal=personal,
+        data={**data, "reason": reason},
+        outcome="denied",
+    )
+    if locked:
+        audit.record(
+            AuditAction.LOGIN_LOCKOUT,
+            actor=actor,
+            subject=subject,
+            personal=personal,
+            data={**data, "locked": locked, "seconds": lockout_seconds()},
+            outcome="denied",
+        )
+
+
+def _typed_subject(username: str | None) -> Any:
+    """An unknown username that is an e-mail address names the person it belongs to:
+    the attempt is about them (and erasing them shreds it)."""
+    if not username or "@" not in username:
+        return None
+    try:
+        return data_subjects.user(username)
+    except data_subjects.SubjectError:
+        return None
+
+
+def _basic(request: Any) -> bool:
+    meta = getattr(request, "META", None) or {}
+    return str(meta.get("HTTP_AUTHORIZATION", "")).lower().startswith("basic ")
 
 
 def clear_failures(keys: list[str]) -> None:
@@ -195,12 +278,15 @@ class LockoutModelBackend(ModelBackend):
         keys = subjects(username, client_address(request))
         wait = locked_for(keys)
         if wait:
+            audit_sign_in(request, username, None, reason="locked")
             raise LoginLocked(wait)
         user = super().authenticate(request, username=username, password=password, **kwargs)
         if user is None:
-            record_failure(keys)
+            locked = record_failure(keys)
+            audit_sign_in(request, username, None, reason="bad_credentials", locked=locked)
         else:
             clear_failures(keys)
+            audit_sign_in(request, username, user)
         return user
 
 
@@ -237,6 +323,7 @@ class GuardedBasicAuthentication(BasicAuthentication):
     ) -> Any:
         wait = locked_for(subjects(userid, client_address(request)))
         if wait:
+            audit_sign_in(request, userid, None, reason="locked")
             raise exceptions.Throttled(
                 wait=wait, detail=f"too many failed sign-ins: try again in {wait} s"
             )

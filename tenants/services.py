@@ -11,7 +11,10 @@ from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from gdpr import audit, subjects
+from gdpr.actions import AuditAction
 from kernel import secrets
+from tenants.actors import SYSTEM, Actor, user_subject
 from tenants.errors import TenantError, TenantErrorCode
 from tenants.models import OPERATOR_AREAS, ApiKey, Invitation, Membership, Plan, Tenant
 
@@ -19,7 +22,9 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
 
-def tenant_create(*, name: str, tier: str = "free", plan: str | None = None) -> Tenant:
+def tenant_create(
+    *, name: str, tier: str = "free", plan: str | None = None, actor: Actor = SYSTEM
+) -> Tenant:
     """Create a tenant. Its plan is `plan`, else the plan named like its tier if there is
     one; with no plan it is unlimited (a homelab's own tenant)."""
 
@@ -33,18 +38,56 @@ def tenant_create(*, name: str, tier: str = "free", plan: str | None = None) -> 
         raise TenantError(TenantErrorCode.NOT_FOUND, f"no plan named {plan!r}")
     try:
         with transaction.atomic():
-            return Tenant.objects.create(
+            tenant = Tenant.objects.create(
                 name=name, tier=chosen.name if chosen else tier, plan=chosen
             )
+            audit.record(
+                AuditAction.TENANT_CREATE,
+                actor=actor,
+                tenant_id=tenant.pk,
+                data={"name": tenant.name, "tier": tenant.tier, "plan": _plan_name(tenant)},
+            )
+            return tenant
     except IntegrityError as exc:
         raise TenantError(
             TenantErrorCode.ALREADY_EXISTS, f"tenant {name!r} already exists"
         ) from exc
 
 
-def tenant_get_or_create(*, name: str, tier: str = "free") -> tuple[Tenant, bool]:
+def _plan_name(tenant: Tenant) -> str | None:
+    return tenant.plan.name if tenant.plan is not None else None
+
+
+def _personal_of(user: Any) -> dict[str, str] | None:
+    """A person's username, sealed under them: only when they are a data subject (an
+    account without an e-mail has no key to seal it under, so it is left out)."""
+    return {"username": user.get_username()} if user_subject(user) is not None else None
+
+
+def _key_data(key: ApiKey) -> dict[str, Any]:
+    """What the audit log keeps of a key: its prefix and scopes, never the key, its hash,
+    or its free-text label (people write names there)."""
+    return {
+        "prefix": key.prefix,
+        "scopes": key.scopes or {},
+        "operator": bool((key.scopes or {}).get("operator")),
+        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+    }
+
+
+def tenant_get_or_create(
+    *, name: str, tier: str = "free", actor: Actor = SYSTEM
+) -> tuple[Tenant, bool]:
     with transaction.atomic():
-        return Tenant.objects.get_or_create(name=name, defaults={"tier": tier})
+        tenant, created = Tenant.objects.get_or_create(name=name, defaults={"tier": tier})
+        if created:
+            audit.record(
+                AuditAction.TENANT_CREATE,
+                actor=actor,
+                tenant_id=tenant.pk,
+                data={"name": tenant.name, "tier": tenant.tier, "plan": None},
+            )
+        return tenant, created
 
 
 SCOPE_ENDPOINTS = ("chat", "completions", "embeddings", "images", "audio")
@@ -77,8 +120,12 @@ def api_key_create(
     name: str = "",
     scopes: dict[str, Any] | None = None,
     expires_at: datetime | None = None,
+    actor: Actor = SYSTEM,
+    _action: AuditAction = AuditAction.KEY_CREATE,
+    _extra: dict[str, Any] | None = None,
 ) -> tuple[ApiKey, str]:
-    """Create a key; returns the row and the plaintext, which is never stored."""
+    """Create a key; returns the row and the plaintext, which is never stored (nor
+    audited: the event keeps the prefix)."""
     new = secrets.make(ApiKey.KIND)
     with transaction.atomic():
         key = ApiKey.objects.create(
@@ -89,11 +136,17 @@ def api_key_create(
             scopes=_check_scopes(scopes or {}),
             expires_at=expires_at,
         )
+        audit.record(
+            _action,
+            actor=actor,
+            tenant_id=tenant.pk,
+            data={**_key_data(key), **(_extra or {})},
+        )
     return key, new.plaintext
 
 
 def api_key_rotate(
-    *, api_key: ApiKey, grace: timedelta = timedelta(hours=24)
+    *, api_key: ApiKey, grace: timedelta = timedelta(hours=24), actor: Actor = SYSTEM
 ) -> tuple[ApiKey, str]:
     """A new key with the same name and scopes; the old one keeps working for `grace`
     (so clients can be switched over) and then expires."""
@@ -105,10 +158,19 @@ def api_key_rotate(
     if api_key.revoked_at is not None:
         raise TenantError(TenantErrorCode.INVALID, "a revoked key cannot be rotated")
     with transaction.atomic():
-        new, plaintext = api_key_create(
-            tenant=api_key.tenant, name=api_key.name, scopes=api_key.scopes or {}
-        )
         ends = timezone.now() + grace
+        # One event, key.rotate, naming both keys (not a key.create besides).
+        new, plaintext = api_key_create(
+            tenant=api_key.tenant,
+            name=api_key.name,
+            scopes=api_key.scopes or {},
+            actor=actor,
+            _action=AuditAction.KEY_ROTATE,
+            _extra={
+                "replaces": api_key.prefix,
+                "old_expires_at": min(ends, api_key.expires_at or ends).isoformat(),
+            },
+        )
         if api_key.expires_at is None or api_key.expires_at > ends:
             api_key.expires_at = ends
         api_key.replaced_by = new
@@ -124,32 +186,67 @@ def api_key_touch(*, api_key_id: int, every: timedelta = timedelta(seconds=60)) 
     ).update(last_used_at=now)
 
 
-def tenant_set_status(*, tenant: Tenant, status: str) -> Tenant:
+_STATUS_ACTIONS = {
+    Tenant.Status.SUSPENDED: AuditAction.TENANT_SUSPEND,
+    Tenant.Status.ACTIVE: AuditAction.TENANT_REACTIVATE,
+    Tenant.Status.PAST_DUE: AuditAction.TENANT_PAST_DUE,
+}
+
+
+def tenant_status_audit(
+    *, tenant: Tenant, before: str, actor: Actor, data: dict[str, Any] | None = None
+) -> None:
+    """The event of a tenant's status change (none when it did not change): called in
+    the transaction that saved it (here, and by billing for Stripe-driven changes)."""
+    if tenant.status == before:
+        return
+    audit.record(
+        _STATUS_ACTIONS[Tenant.Status(tenant.status)],
+        actor=actor,
+        tenant_id=tenant.pk,
+        data={"from": before, "to": tenant.status, **(data or {})},
+    )
+
+
+def tenant_set_status(*, tenant: Tenant, status: str, actor: Actor = SYSTEM) -> Tenant:
     """Suspend (its keys stop working at once) or reactivate a tenant."""
     if status not in Tenant.Status.values:
         raise TenantError(TenantErrorCode.INVALID, f"unknown status {status!r}")
     with transaction.atomic():
+        before = (
+            Tenant.objects.select_for_update().values_list("status", flat=True).get(pk=tenant.pk)
+        )
         tenant.status = status
         if status == Tenant.Status.ACTIVE:
             tenant.past_due_since = None
         tenant.save(update_fields=["status", "past_due_since"])
+        tenant_status_audit(tenant=tenant, before=before, actor=actor)
     return tenant
 
 
-def tenant_set_plan(*, tenant: Tenant, plan_name: str) -> Tenant:
+def tenant_set_plan(*, tenant: Tenant, plan_name: str, actor: Actor = SYSTEM) -> Tenant:
 
     plan = Plan.objects.filter(name=plan_name).first()
     if plan is None:
         # A value in the request, not an object it addresses: invalid, not "not found".
         raise TenantError(TenantErrorCode.INVALID, f"no plan named {plan_name!r}", param="plan")
     with transaction.atomic():
+        before = _plan_name(tenant)
         tenant.plan = plan
         tenant.tier = plan.name
         tenant.save(update_fields=["plan", "tier"])
+        audit.record(
+            AuditAction.TENANT_PLAN,
+            actor=actor,
+            tenant_id=tenant.pk,
+            data={"from": before, "to": plan.name},
+        )
     return tenant
 
 
-def tenant_set_overrides(*, tenant: Tenant, overrides: dict[str, int | None]) -> Tenant:
+def tenant_set_overrides(
+    *, tenant: Tenant, overrides: dict[str, int | None], actor: Actor = SYSTEM
+) -> Tenant:
     """Replace single limits of the tenant's plan (None: unlimited; a missing key: the
     plan's)."""
 
@@ -163,14 +260,28 @@ def tenant_set_overrides(*, tenant: Tenant, overrides: dict[str, int | None]) ->
         merged = {**(tenant.overrides or {}), **overrides}
         tenant.overrides = merged
         tenant.save(update_fields=["overrides"])
+        audit.record(
+            AuditAction.TENANT_OVERRIDES,
+            actor=actor,
+            tenant_id=tenant.pk,
+            data={"set": dict(overrides), "overrides": merged},
+        )
     return tenant
 
 
-def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
+def api_key_revoke(*, api_key: ApiKey, actor: Actor = SYSTEM) -> ApiKey:
+    """Revoke a key (once: revoking a revoked key changes and records nothing)."""
     with transaction.atomic():
-        ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(
+        revoked = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(
             revoked_at=timezone.now()
         )
+        if revoked:
+            audit.record(
+                AuditAction.KEY_REVOKE,
+                actor=actor,
+                tenant_id=api_key.tenant_id,
+                data=_key_data(api_key),
+            )
     api_key.refresh_from_db()
     return api_key
 
@@ -193,11 +304,30 @@ def _lock_tenant(tenant_id: int) -> None:
     Tenant.objects.select_for_update().filter(pk=tenant_id).values_list("pk").first()
 
 
-def membership_add(*, tenant: Tenant, user: User, role: str) -> Membership:
+def _member_audit(
+    action: AuditAction, membership: Membership, user: Any, actor: Actor, **data: Any
+) -> None:
+    """A membership event: about the member (a data subject); their e-mail only sealed."""
+    audit.record(
+        action,
+        actor=actor,
+        tenant_id=membership.tenant_id,
+        subject=user_subject(user),
+        personal=_personal_of(user),
+        data={"membership_id": membership.pk, "user_id": user.pk, **data},
+    )
+
+
+def membership_add(
+    *, tenant: Tenant, user: User, role: str, actor: Actor = SYSTEM, invitation_id: int = 0
+) -> Membership:
     _check_role(role)
     try:
         with transaction.atomic():
-            return Membership.objects.create(tenant=tenant, user=user, role=role)
+            m = Membership.objects.create(tenant=tenant, user=user, role=role)
+            extra = {"invitation_id": invitation_id} if invitation_id else {}
+            _member_audit(AuditAction.MEMBER_ADD, m, user, actor, role=role, **extra)
+            return m
     except IntegrityError as exc:
         raise TenantError(
             TenantErrorCode.ALREADY_EXISTS, f"{user.get_username()} is already a member"
@@ -212,7 +342,7 @@ def _would_orphan(membership: Membership) -> bool:
     return not owners.exclude(pk=membership.pk).exists()
 
 
-def membership_set_role(*, membership: Membership, role: str) -> Membership:
+def membership_set_role(*, membership: Membership, role: str, actor: Actor = SYSTEM) -> Membership:
     """Change a member's role; the tenant's last owner stays an owner."""
     _check_role(role)
     with transaction.atomic():
@@ -220,18 +350,30 @@ def membership_set_role(*, membership: Membership, role: str) -> Membership:
         membership.refresh_from_db()
         if role != Membership.Role.OWNER and _would_orphan(membership):
             raise TenantError(TenantErrorCode.INVALID, "a tenant must keep at least one owner")
+        before = membership.role
         membership.role = role
         membership.save(update_fields=["role"])
+        if before != role:
+            _member_audit(
+                AuditAction.MEMBER_ROLE,
+                membership,
+                membership.user,
+                actor,
+                **{"from": before, "to": role},
+            )
     return membership
 
 
-def membership_remove(*, membership: Membership) -> None:
+def membership_remove(*, membership: Membership, actor: Actor = SYSTEM) -> None:
     """Remove a member; the tenant's last owner cannot be removed."""
     with transaction.atomic():
         _lock_tenant(membership.tenant_id)
         membership.refresh_from_db()
         if _would_orphan(membership):
             raise TenantError(TenantErrorCode.INVALID, "a tenant must keep at least one owner")
+        _member_audit(
+            AuditAction.MEMBER_REMOVE, membership, membership.user, actor, role=membership.role
+        )
         membership.delete()
 
 
@@ -242,6 +384,7 @@ def invitation_create(
     role: str,
     invited_by: User | None,
     ttl: timedelta = timedelta(days=7),
+    actor: Actor = SYSTEM,
 ) -> tuple[Invitation, str]:
     """An invitation for `email` to join `tenant` as `role`; returns the row and the
     one-time token (only its SHA-256 is stored)."""
@@ -261,13 +404,34 @@ def invitation_create(
             invited_by=invited_by,
             expires_at=timezone.now() + ttl,
         )
+        _invitation_audit(AuditAction.INVITATION_CREATE, invitation, actor)
     return invitation, token
+
+
+def _invitation_audit(action: AuditAction, invitation: Invitation, actor: Actor) -> None:
+    """An invitation event: about the invitee (their e-mail is the subject, sealed);
+    never the token."""
+    try:
+        subject = subjects.user(invitation.email)
+    except subjects.SubjectError:
+        subject = None
+    audit.record(
+        action,
+        actor=actor,
+        tenant_id=invitation.tenant_id,
+        subject=subject,
+        data={
+            "invitation_id": invitation.pk,
+            "role": invitation.role,
+            "expires_at": invitation.expires_at.isoformat(),
+        },
+    )
 
 
 _DUMMY_INVITATION_DIGEST = secrets.digest("no-such-invitation")
 
 
-def invitation_accept(*, token: str, user: User) -> Membership:
+def invitation_accept(*, token: str, user: User, actor: Actor | None = None) -> Membership:
     """Join the invitation's tenant with its role, once, before it expires, as the user
     whose email it was sent to (compared case-insensitively)."""
     digest = secrets.digest(token or "")
@@ -293,13 +457,23 @@ def invitation_accept(*, token: str, user: User) -> Membership:
         )
         if used != 1:  # accepted concurrently
             raise TenantError(TenantErrorCode.INVALID, "this invitation was already used")
-        return membership_add(tenant=invitation.tenant, user=user, role=invitation.role)
+        who = actor if actor is not None else (user_subject(user) or f"user#{user.pk}")
+        _invitation_audit(AuditAction.INVITATION_ACCEPT, invitation, who)
+        return membership_add(
+            tenant=invitation.tenant,
+            user=user,
+            role=invitation.role,
+            actor=who,
+            invitation_id=invitation.pk,
+        )
 
 
-def invitation_cancel(*, invitation: Invitation) -> None:
+def invitation_cancel(*, invitation: Invitation, actor: Actor = SYSTEM) -> None:
     """Withdraw an invitation that has not been accepted."""
     with transaction.atomic():
         deleted, _ = Invitation.objects.filter(pk=invitation.pk, accepted_at__isnull=True).delete()
+        if deleted:
+            _invitation_audit(AuditAction.INVITATION_WITHDRAW, invitation, actor)
     if not deleted:
         raise TenantError(TenantErrorCode.INVALID, "this invitation was already used")
 
@@ -311,6 +485,7 @@ def plan_set(
     allowed_models: list[str] | None = None,
     queue_weight: int | None = None,
     max_priority: str | None = None,
+    actor: Actor = SYSTEM,
 ) -> tuple[Plan, bool]:
     """Create the plan `name` or change it: each of `limits` (a Plan.LIMIT_FIELDS name ->
     N, or None for unlimited) is set, the others are left as they are; `allowed_models`
@@ -338,7 +513,26 @@ def plan_set(
         if max_priority is not None:
             plan.max_priority = max_priority
         plan.save()
+        plan_audit(plan=plan, created=created, actor=actor)
     return plan, created
+
+
+def plan_audit(*, plan: Plan, created: bool, actor: Actor) -> None:
+    """The plan.set event: the plan's whole state after the change (so the log alone
+    says what any plan allowed at any time). Called in the saving transaction."""
+    audit.record(
+        AuditAction.PLAN_SET,
+        actor=actor,
+        data={
+            "plan": plan.name,
+            "created": created,
+            "limits": {f: getattr(plan, f) for f in Plan.LIMIT_FIELDS},
+            "allowed_models": list(plan.allowed_models or []),
+            "queue_weight": plan.queue_weight,
+            "max_priority": plan.max_priority,
+            "stripe_price_id": plan.stripe_price_id,
+        },
+    )
 
 
 # Operators --------------------------------------------------------------------------------
@@ -375,6 +569,7 @@ def operator_create(
     areas: list[str],
     email: str = "",
     superuser: bool = False,
+    actor: Actor = SYSTEM,
 ) -> User:
     """A staff user holding the operators' permissions of `areas` (a superuser holds
     every one). Staff without permissions may sign in to the admin and nothing more."""
@@ -393,10 +588,24 @@ def operator_create(
         else:
             user = User.objects.create_user(username, email, password, is_staff=True)
         user.user_permissions.add(*perms)
+        _operator_audit(
+            AuditAction.OPERATOR_CREATE, user, actor, areas=sorted(areas), superuser=superuser
+        )
     return user
 
 
-def operator_grant(*, username: str, areas: list[str]) -> User:
+def _operator_audit(action: AuditAction, user: Any, actor: Actor, **data: Any) -> None:
+    """An operator event: about that person; their username only sealed."""
+    audit.record(
+        action,
+        actor=actor,
+        subject=user_subject(user),
+        personal=_personal_of(user),
+        data={"user_id": user.pk, **data},
+    )
+
+
+def operator_grant(*, username: str, areas: list[str], actor: Actor = SYSTEM) -> User:
     """Give an existing user the operators' permissions of `areas` (and staff status)."""
     perms = _operator_permissions(areas)
     user = _operator(username)
@@ -405,13 +614,15 @@ def operator_grant(*, username: str, areas: list[str]) -> User:
             user.is_staff = True
             user.save(update_fields=["is_staff"])
         user.user_permissions.add(*perms)
+        _operator_audit(AuditAction.OPERATOR_GRANT, user, actor, areas=sorted(areas))
     return user
 
 
-def operator_revoke(*, username: str, areas: list[str]) -> User:
+def operator_revoke(*, username: str, areas: list[str], actor: Actor = SYSTEM) -> User:
     """Take the operators' permissions of `areas` away (a superuser keeps them all)."""
     perms = _operator_permissions(areas)
     user = _operator(username)
     with transaction.atomic():
         user.user_permissions.remove(*perms)
+        _operator_audit(AuditAction.OPERATOR_REVOKE, user, actor, areas=sorted(areas))
     return user

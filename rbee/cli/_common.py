@@ -75,6 +75,18 @@ def log_to_console() -> None:
     configure_logging(os.environ.get("RBEE_LOG_LEVEL", "INFO"))
 
 
+def cli_actor() -> str:
+    """Who ran this command, as the audit log names them: "cli:<OS user>" (the account
+    on the queen's machine; a command run there is that account's doing)."""
+    import getpass
+
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no $USER (a bare container)
+        name = ""
+    return f"cli:{name}" if name else "cli"
+
+
 # Errors ------------------------------------------------------------------------------
 
 

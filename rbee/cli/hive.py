@@ -12,7 +12,14 @@ import sys
 
 import click
 
-from rbee.cli._common import DEFAULT_HIVE_PORT, fail, log_to_console, reported, uses_database
+from rbee.cli._common import (
+    DEFAULT_HIVE_PORT,
+    cli_actor,
+    fail,
+    log_to_console,
+    reported,
+    uses_database,
+)
 
 
 @click.group()
@@ -152,7 +159,9 @@ def hive_token(name: str, trust_models: bool | None, region: str | None) -> None
     from hives import services
 
     with reported(services.HiveError):
-        _, token = services.hive_token_create(name=name, trust_models=trust_models, region=region)
+        _, token = services.hive_token_create(
+            name=name, trust_models=trust_models, region=region, actor=cli_actor()
+        )
     click.echo(token)
 
 
@@ -185,7 +194,9 @@ def hive_approve(name: str, model: str, withdraw: bool) -> None:
     from hives import services
 
     with reported(services.HiveError):
-        services.model_approve(hive_name=name, model_name=model, approved=not withdraw)
+        services.model_approve(
+            hive_name=name, model_name=model, approved=not withdraw, actor=cli_actor()
+        )
     click.echo(f"{model} on {name}: {'withdrawn' if withdraw else 'approved'}")
 
 
@@ -199,7 +210,9 @@ def hive_set(name: str, region: str | None, trust_models: bool | None) -> None:
     from hives import services
 
     with reported(services.HiveError):
-        h = services.hive_update(name=name, region=region, trust_models=trust_models)
+        h = services.hive_update(
+            name=name, region=region, trust_models=trust_models, actor=cli_actor()
+        )
     click.echo(
         f"{h.name}: region {h.region or '-'}, trust models {'on' if h.trust_models else 'off'}"
     )
@@ -214,7 +227,7 @@ def hive_revoke(name: str) -> None:
     from hives import services
 
     with reported(services.HiveError):
-        services.hive_revoke(name=name)
+        services.hive_revoke(name=name, actor=cli_actor())
     click.echo(f"{name}: token revoked")
 
 
@@ -227,7 +240,7 @@ def hive_disable(name: str) -> None:
     from hives import services
 
     with reported(services.HiveError):
-        services.hive_update(name=name, disabled=True)
+        services.hive_update(name=name, disabled=True, actor=cli_actor())
     click.echo(f"{name}: disabled")
 
 
@@ -239,5 +252,5 @@ def hive_enable(name: str) -> None:
     from hives import services
 
     with reported(services.HiveError):
-        services.hive_update(name=name, disabled=False)
+        services.hive_update(name=name, disabled=False, actor=cli_actor())
     click.echo(f"{name}: enabled")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import click
 
-from rbee.cli._common import comma_list, duration, note, reported, uses_database
+from rbee.cli._common import cli_actor, comma_list, duration, note, reported, uses_database
 
 
 @click.group()
@@ -47,6 +47,7 @@ def key_create(
             name=name,
             scopes=scopes,
             expires_at=expires,
+            actor=cli_actor(),
         )
     click.echo(plaintext)
 
@@ -64,7 +65,7 @@ def key_rotate(key_or_prefix: str, tenant_name: str, grace: str) -> None:
     with reported():
         tenant = selectors.tenant_get(name=tenant_name)
         old = selectors.api_key_find(tenant=tenant, key_or_prefix=key_or_prefix)
-        _, plaintext = services.api_key_rotate(api_key=old, grace=keep)
+        _, plaintext = services.api_key_rotate(api_key=old, grace=keep, actor=cli_actor())
     click.echo(plaintext)
     note(f"{old.display} keeps working until {old.expires_at:%Y-%m-%d %H:%M} UTC")
 
@@ -94,5 +95,5 @@ def key_revoke(key_or_prefix: str, tenant_name: str) -> None:
     with reported():
         tenant = selectors.tenant_get(name=tenant_name)
         k = selectors.api_key_find(tenant=tenant, key_or_prefix=key_or_prefix)
-    services.api_key_revoke(api_key=k)
+    services.api_key_revoke(api_key=k, actor=cli_actor())
     note(f"revoked {k.display}")

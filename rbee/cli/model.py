@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from rbee.cli._common import fail, note, reported, uses_database
+from rbee.cli._common import cli_actor, fail, note, reported, uses_database
 
 
 @click.group()
@@ -48,7 +48,9 @@ def model_add(spec: str, hive_name: str, device: str, pin: bool, wait: float) ->
     from hives import services
 
     with reported(services.HiveError):
-        a = services.assignment_add(hive_name=hive_name, spec=spec, device=device, pinned=pin)
+        a = services.assignment_add(
+            hive_name=hive_name, spec=spec, device=device, pinned=pin, actor=cli_actor()
+        )
     click.echo(f"{a.model_name} -> {hive_name}:{a.device}{' (pinned)' if a.pinned else ''}")
     if wait > 0:
         _wait_worker(hive_name, a.model_name, a.device, wait)
@@ -101,7 +103,7 @@ def _download_on_hive(source: str, hive_name: str, timeout: float) -> None:
     from hives import models, selectors, services
 
     with reported(services.HiveError):
-        row = services.model_download_create(hive_name=hive_name, source=source)
+        row = services.model_download_create(hive_name=hive_name, source=source, actor=cli_actor())
     status = models.ModelDownload.Status
     note(f"download {row.pk}: {source} on {hive_name}")
     finished = (status.DONE, status.FAILED)
@@ -171,7 +173,7 @@ def model_alias(alias: str, target: str) -> None:
     from hives import services
 
     with reported(services.HiveError):
-        services.model_alias_set(alias=alias, target=target)
+        services.model_alias_set(alias=alias, target=target, actor=cli_actor())
     click.echo(f"{alias} -> {target}")
 
 
@@ -182,7 +184,7 @@ def model_unalias(alias: str) -> None:
     """Remove the alias ALIAS."""
     from hives import services
 
-    if not services.model_alias_remove(alias=alias):
+    if not services.model_alias_remove(alias=alias, actor=cli_actor()):
         fail(f"no alias {alias!r}")
     click.echo(f"{alias} removed")
 
@@ -195,7 +197,7 @@ def model_rm(name: str, hive_name: str) -> None:
     """Stop running NAME on the hive (only what `rbee model add` put there)."""
     from hives import services
 
-    if not services.assignment_remove(hive_name=hive_name, model_name=name):
+    if not services.assignment_remove(hive_name=hive_name, model_name=name, actor=cli_actor()):
         fail(f"{name} is not assigned to {hive_name}")
     click.echo(f"{name} removed from {hive_name}")
 

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from rbee.cli._common import fail, note, reported, table, uses_database
+from rbee.cli._common import cli_actor, fail, note, reported, table, uses_database
 
 AREAS = ("fleet", "scheduler", "tenants", "audit")
 
@@ -54,7 +54,12 @@ def operator_create(
     password = _password(password_stdin)
     with reported():
         services.operator_create(
-            username=name, password=password, areas=list(perms), email=email, superuser=superuser
+            username=name,
+            password=password,
+            areas=list(perms),
+            email=email,
+            superuser=superuser,
+            actor=cli_actor(),
         )
     note(f"operator {name}: {'superuser' if superuser else ', '.join(perms)}")
 
@@ -70,7 +75,7 @@ def operator_grant(name: str, perms: tuple[str, ...]) -> None:
     if not perms:
         fail("say which: --perm fleet|scheduler|tenants|audit")
     with reported():
-        user = services.operator_grant(username=name, areas=list(perms))
+        user = services.operator_grant(username=name, areas=list(perms), actor=cli_actor())
     note(f"{name} may now manage: {', '.join(selectors.operator_areas(user=user)) or 'nothing'}")
 
 
@@ -85,7 +90,7 @@ def operator_revoke(name: str, perms: tuple[str, ...]) -> None:
     if not perms:
         fail("say which: --perm fleet|scheduler|tenants|audit")
     with reported():
-        user = services.operator_revoke(username=name, areas=list(perms))
+        user = services.operator_revoke(username=name, areas=list(perms), actor=cli_actor())
     left = selectors.operator_areas(user=user)
     note(f"{name} may now manage: {', '.join(left) or 'nothing'}")
     if user.is_superuser:

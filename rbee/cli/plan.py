@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from rbee.cli._common import comma_list, limit_args, note, reported, uses_database
+from rbee.cli._common import cli_actor, comma_list, limit_args, note, reported, uses_database
 
 
 @click.group()
@@ -34,7 +34,7 @@ def plan_defaults() -> None:
     """Create the free, pro and enterprise plans (existing ones are left as they are)."""
     from billing.services import plan_get_or_create_defaults
 
-    for name in plan_get_or_create_defaults():
+    for name in plan_get_or_create_defaults(actor=cli_actor()):
         click.echo(name)
 
 
@@ -70,5 +70,6 @@ def plan_set(
             allowed_models=comma_list(models) if models is not None else None,
             queue_weight=queue_weight,
             max_priority=max_priority,
+            actor=cli_actor(),
         )
     note(f"{'created' if created else 'updated'} plan {p.name}")

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from kernel.paths import config_dir
-from rbee.cli._common import fail, note, uses_database, uses_django
+from rbee.cli._common import cli_actor, fail, note, uses_database, uses_django
 
 SAMPLE_FLEET = Path(__file__).with_name("sample_fleet.json")
 
@@ -88,7 +88,9 @@ def scheduler_reload(file: str | None) -> None:
     if not path.is_file():
         fail(f"{path}: no such file")
     try:
-        row = scheduler_script_store(source=path.read_text(), origin=str(path))
+        row = scheduler_script_store(
+            source=path.read_text(), origin=str(path), actor=cli_actor(), reload=True
+        )
     except ScriptError as exc:
         note(f"{path}:{exc}")
         note("refused: the running script stays in force")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from rbee.cli._common import limit_args, note, reported, uses_database
+from rbee.cli._common import cli_actor, limit_args, note, reported, uses_database
 
 
 @click.group()
@@ -22,7 +22,7 @@ def tenant_create(name: str, tier: str, plan: str | None) -> None:
     from tenants import services
 
     with reported():
-        t = services.tenant_create(name=name, tier=tier, plan=plan)
+        t = services.tenant_create(name=name, tier=tier, plan=plan, actor=cli_actor())
     how = f"plan {t.plan.name}" if t.plan else f"tier {t.tier}, no plan: unlimited"
     note(f"created tenant {t.name} ({how})")
 
@@ -58,7 +58,9 @@ def _set_status(name: str, status: str) -> None:
     from tenants import selectors, services
 
     with reported():
-        t = services.tenant_set_status(tenant=selectors.tenant_get(name=name), status=status)
+        t = services.tenant_set_status(
+            tenant=selectors.tenant_get(name=name), status=status, actor=cli_actor()
+        )
     note(f"{t.name}: {t.status}")
 
 
@@ -71,7 +73,9 @@ def tenant_plan(name: str, plan: str) -> None:
     from tenants import selectors, services
 
     with reported():
-        t = services.tenant_set_plan(tenant=selectors.tenant_get(name=name), plan_name=plan)
+        t = services.tenant_set_plan(
+            tenant=selectors.tenant_get(name=name), plan_name=plan, actor=cli_actor()
+        )
     note(f"{t.name}: plan {plan}")
 
 
@@ -87,6 +91,6 @@ def tenant_limit(name: str, limits: tuple[str, ...]) -> None:
     overrides = limit_args(limits)
     with reported():
         t = services.tenant_set_overrides(
-            tenant=selectors.tenant_get(name=name), overrides=overrides
+            tenant=selectors.tenant_get(name=name), overrides=overrides, actor=cli_actor()
         )
     note(f"{t.name}: {t.overrides}")

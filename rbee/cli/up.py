@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from kernel.paths import rbee_home
-from rbee.cli._common import DEFAULT_PORT, fail, note, uses_database
+from rbee.cli._common import DEFAULT_PORT, cli_actor, fail, note, uses_database
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -111,11 +111,12 @@ def _prepare(models: tuple[str, ...]) -> tuple[str, str, tuple[str, ...]]:
                     capability=BUNDLED[target]["capability"],
                     engine=BUNDLED[target]["engine"],
                     keep=True,
+                    actor=cli_actor(),
                 )
             except services.HiveError:
                 pass
     # The operator's own machine: the models it is started with need no approval.
-    _, hive_token = services.hive_token_create(name="local", trust_models=True)
+    _, hive_token = services.hive_token_create(name="local", trust_models=True, actor=cli_actor())
     return api_key, hive_token, models
 
 
@@ -130,7 +131,7 @@ def _ensure_default_key() -> str:
     """
     from tenants import selectors, services
 
-    t, _ = services.tenant_get_or_create(name="default")
+    t, _ = services.tenant_get_or_create(name="default", actor=cli_actor())
     path = _default_key_file()
     if path.exists():
         existing = path.read_text().strip()
@@ -140,7 +141,9 @@ def _ensure_default_key() -> str:
         except selectors.KeyRejected:
             pass
     # The machine's owner is this queen's operator: its answers name the serving hive.
-    _, plaintext = services.api_key_create(tenant=t, name="rbee up", scopes={"operator": True})
+    _, plaintext = services.api_key_create(
+        tenant=t, name="rbee up", scopes={"operator": True}, actor=cli_actor()
+    )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(plaintext + "\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from hives.protocol import WorkerAction
-from rbee.cli._common import reported, uses_database
+from rbee.cli._common import cli_actor, reported, uses_database
 
 
 @click.group()
@@ -31,7 +31,11 @@ def _order(action: str, model_name: str, hive_name: str, device: str | None) -> 
 
     with reported(services.HiveError):
         c = services.worker_command_create(
-            hive_name=hive_name, model_name=model_name, device=device, action=action
+            hive_name=hive_name,
+            model_name=model_name,
+            device=device,
+            action=action,
+            actor=cli_actor(),
         )
     click.echo(f"{action} {model_name} on {hive_name}:{c.device}: sent with the next heartbeat")
 
