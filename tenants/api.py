@@ -358,7 +358,11 @@ class KeysApi(PortalView):
         access.require(*MANAGERS)
         v = valid(self.InputSerializer(data=request.data))
         key, plaintext = api_key_create(
-            tenant=access.tenant, name=v["name"], scopes=v["scopes"], expires_at=v["expires_at"]
+            tenant=access.tenant,
+            name=v["name"],
+            scopes=v["scopes"],
+            expires_at=v["expires_at"],
+            created_by=request.user,
         )
         return Response({**KeyOutput(key).data, "key": plaintext}, status=status.HTTP_201_CREATED)
 

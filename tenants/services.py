@@ -77,8 +77,10 @@ def api_key_create(
     name: str = "",
     scopes: dict[str, Any] | None = None,
     expires_at: datetime | None = None,
+    created_by: User | None = None,
 ) -> tuple[ApiKey, str]:
-    """Create a key; returns the row and the plaintext, which is never stored."""
+    """Create a key; returns the row and the plaintext, which is never stored.
+    `created_by`: the person who made it (a portal user), for their GDPR export."""
     new = secrets.make(ApiKey.KIND)
     with transaction.atomic():
         key = ApiKey.objects.create(
@@ -88,6 +90,7 @@ def api_key_create(
             key_hash=new.digest,
             scopes=_check_scopes(scopes or {}),
             expires_at=expires_at,
+            created_by=created_by,
         )
     return key, new.plaintext
 
@@ -106,7 +109,10 @@ def api_key_rotate(
         raise TenantError(TenantErrorCode.INVALID, "a revoked key cannot be rotated")
     with transaction.atomic():
         new, plaintext = api_key_create(
-            tenant=api_key.tenant, name=api_key.name, scopes=api_key.scopes or {}
+            tenant=api_key.tenant,
+            name=api_key.name,
+            scopes=api_key.scopes or {},
+            created_by=api_key.created_by,
         )
         ends = timezone.now() + grace
         if api_key.expires_at is None or api_key.expires_at > ends:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import click
 
 from rbee.cli.billing import billing
+from rbee.cli.gdpr import gdpr
 from rbee.cli.hive import hive
 from rbee.cli.key import key
 from rbee.cli.model import model
@@ -43,5 +44,6 @@ for _command in (
     scheduler,
     billing,
     operator,
+    gdpr,
 ):
     main.add_command(_command)

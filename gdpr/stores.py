@@ -1,0 +1,154 @@
+"""gdpr's own stores as providers: the requests themselves, and the files under RBEE_HOME
+and the log directories (free text that may name anyone: searched for the subject's
+identifiers, gdpr.providers.identifiers)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from gdpr import providers
+from gdpr.providers import Erased, Provider
+from gdpr.subjects import Subject
+from kernel.paths import rbee_home
+
+# Never searched: the database (its own providers answer for it), keys, our archives
+# (the requests provider deletes the subject's), receipts (they name no one).
+_SKIP_NAMES = re.compile(
+    r"^(rbee\.sqlite3(-wal|-shm|-journal)?|secret_key|audit_.*key.*|\..*\.\d+.*)$"
+)
+_SKIP_DIRS = {"exports", "receipts", "static", "models", "checkpoints", "__pycache__"}
+MAX_FILE_BYTES = 512 * 1024 * 1024
+MAX_EXPORT_LINES = 10_000
+
+
+def roots() -> list[Path]:
+    """RBEE_HOME and the log directories (RBEE_LOG_DIRS): where rbee writes files."""
+    out = [rbee_home()]
+    for d in getattr(settings, "RBEE_LOG_DIRS", []) or []:
+        p = Path(d).expanduser()
+        if p.is_dir() and p not in out:
+            out.append(p)
+    return out
+
+
+def _files() -> Iterator[tuple[Path, Path]]:
+    for root in roots():
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS]
+            for name in filenames:
+                path = Path(dirpath) / name
+                if _SKIP_NAMES.match(name) or path.is_symlink() or not path.is_file():
+                    continue
+                if path.stat().st_size > MAX_FILE_BYTES:
+                    continue
+                yield root, path
+
+
+def _pattern(subject: Subject) -> re.Pattern[bytes] | None:
+    ids = sorted(providers.identifiers(subject), key=len, reverse=True)
+    if not ids:
+        return None
+    return re.compile(b"|".join(re.escape(i.encode()) for i in ids), re.IGNORECASE)
+
+
+def files_export(subject: Subject) -> list[dict[str, Any]]:
+    """Every line of a file that names the subject: the file, the line number, the line."""
+    pattern = _pattern(subject)
+    out: list[dict[str, Any]] = []
+    if pattern is None:
+        return out
+    for root, path in _files():
+        data = path.read_bytes()
+        if not pattern.search(data):
+            continue
+        for n, line in enumerate(data.splitlines(), 1):
+            if pattern.search(line) and len(out) < MAX_EXPORT_LINES:
+                out.append(
+                    {
+                        "file": str(path.relative_to(root)),
+                        "line": n,
+                        "text": line.decode("utf-8", "replace"),
+                    }
+                )
+    return out
+
+
+def files_erase(subject: Subject) -> Erased:
+    """Overwrite every occurrence of the subject's identifiers in place with as many
+    '*': a log file a running process appends to keeps its length, so nothing it
+    writes meanwhile is lost or overwritten (the file is never truncated or replaced)."""
+    out = Erased(store="gdpr.files")
+    pattern = _pattern(subject)
+    if pattern is None:
+        return out
+    touched = 0
+    for _, path in _files():
+        with open(path, "r+b") as fh:
+            data = fh.read()
+            hits = list(pattern.finditer(data))
+            if not hits:
+                continue
+            for m in hits:
+                fh.seek(m.start())
+                fh.write(b"*" * (m.end() - m.start()))
+            fh.flush()
+            os.fsync(fh.fileno())
+        touched += 1
+        out.pseudonymised += len(hits)
+    if touched:
+        out.notes.append(f"{touched} file(s) rewritten in place: identifiers masked")
+    return out
+
+
+def requests_export(subject: Subject) -> list[dict[str, Any]]:
+    from gdpr import selectors
+
+    return [selectors.request_data(r) for r in selectors.requests_of(subject=subject)]
+
+
+def requests_erase(subject: Subject) -> Erased:
+    from gdpr import services
+
+    rows, files = services.requests_pseudonymise(subject=subject)
+    return Erased(
+        store="gdpr.requests",
+        pseudonymised=rows,
+        files_removed=files,
+        notes=["request rows kept as proof of compliance (Art. 5(2)), naming a pseudonym"],
+    )
+
+
+def register_providers() -> None:
+    providers.register(
+        Provider(
+            name="gdpr.files",
+            title="Files and logs",
+            categories=("anything a log line or a file names: e-mail, username, end-user id",),
+            purposes=("operating and troubleshooting the service (Art. 6(1)(f))",),
+            retention="log files: as the operator rotates them; identifiers masked on erasure",
+            data_subjects=("account holders", "tenants' end users"),
+            export=files_export,
+            erase=files_erase,
+            phase=60,
+        )
+    )
+    providers.register(
+        Provider(
+            name="gdpr.requests",
+            title="Your data-protection requests",
+            categories=("requests for access or erasure, their dates and outcome",),
+            purposes=("answering data-subject requests (legal obligation, Art. 6(1)(c))",),
+            retention="kept as proof of compliance; after an erasure they name a pseudonym "
+            "and their archives are deleted",
+            data_subjects=("account holders", "tenants' end users"),
+            export=requests_export,
+            erase=requests_erase,
+            phase=95,
+        )
+    )
