@@ -82,9 +82,7 @@ def usage_export(subject: subjects.Subject) -> list[dict[str, Any]]:
 
 
 def usage_erase(subject: subjects.Subject) -> Erased:
-    return Erased(
-        store="billing.usage", pseudonymised=_end_user_rows(subject).update(end_user="")
-    )
+    return Erased(store="billing.usage", pseudonymised=_end_user_rows(subject).update(end_user=""))
 
 
 def _invoices(subject: subjects.Subject) -> Any:
@@ -133,14 +131,26 @@ def _stripe_customers(subject: subjects.Subject) -> list[str]:
     if subject.kind != subjects.USER:
         return []
     billed = Invoice.objects.filter(customer_email__iexact=subject.email).values("tenant_id")
-    rows = Tenant.objects.filter(
-        Q(billing_email__iexact=subject.email) | Q(pk__in=billed)
-    ).exclude(stripe_customer_id="")
+    rows = Tenant.objects.filter(Q(billing_email__iexact=subject.email) | Q(pk__in=billed)).exclude(
+        stripe_customer_id=""
+    )
     return sorted(set(rows.values_list("stripe_customer_id", flat=True)))
 
 
 def stripe_export(subject: subjects.Subject) -> list[dict[str, Any]]:
-    return [{"stripe_customer": cid} for cid in _stripe_customers(subject)]
+    """The customer ids, and what Stripe holds of the person on each (read from Stripe,
+    our processor, when it is configured)."""
+    from billing.stripe_sync import stripe_client
+
+    client = stripe_client()
+    out: list[dict[str, Any]] = []
+    for cid in _stripe_customers(subject):
+        record: dict[str, Any] = {"stripe_customer": cid}
+        if client is not None:
+            customer = client.v1.customers.retrieve(cid).to_dict()
+            record.update({f: customer.get(f) for f in STRIPE_PERSONAL_FIELDS})
+        out.append(record)
+    return out
 
 
 # What Stripe holds of a person on a customer; "" unsets a field in Stripe's API.

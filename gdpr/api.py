@@ -60,7 +60,8 @@ class GdprView(APIView):
         if not who.operator:
             raise GdprError(
                 GdprErrorCode.FORBIDDEN,
-                "this needs the operators' audit permission (rbee operator grant NAME --perm audit)",
+                "this needs the operators' audit permission "
+                "(rbee operator grant NAME --perm audit)",
             )
         return who
 
@@ -164,7 +165,7 @@ class RequestDownloadApi(GdprView):
             raise _not_found()
         path = services.archive_path(req)
         return FileResponse(
-            open(path, "rb"),  # noqa: SIM115 (FileResponse closes it)
+            open(path, "rb"),
             as_attachment=True,
             filename=f"rbee-export-{req.pk}.zip",
             content_type="application/zip",

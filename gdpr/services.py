@@ -124,9 +124,7 @@ def request_extend(
         )
     until = deadlines.add_months(request.deadline, months)
     if until > deadlines.latest_extension(request.received_at):
-        raise GdprError(
-            GdprErrorCode.INVALID, "at most two further months in all", param="months"
-        )
+        raise GdprError(GdprErrorCode.INVALID, "at most two further months in all", param="months")
     with transaction.atomic():
         request.extended_until = until
         request.extension_reason = reason
@@ -210,7 +208,9 @@ def json_schema() -> dict[str, Any]:
     }
 
 
-def export_build(*, subject: Subject, request_id: int | None = None) -> tuple[bytes, dict[str, Any]]:
+def export_build(
+    *, subject: Subject, request_id: int | None = None
+) -> tuple[bytes, dict[str, Any]]:
     """The archive (zip bytes) and its signed manifest: data/<store>.json and .csv for
     every registered provider, the JSON Schema, the Art. 15(1) information and the
     manifest (Ed25519 over the SHA-256 of every other file)."""
@@ -244,7 +244,9 @@ def export_build(*, subject: Subject, request_id: int | None = None) -> tuple[by
             "subject": str(subject),
             "generated_at": timezone.now().isoformat(),
             "records": counts,
-            "files": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())},
+            "files": {
+                name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())
+            },
         }
     )
     buf = io.BytesIO()
@@ -272,7 +274,7 @@ def _export(req: SubjectRequest, subject: Subject) -> None:
         audit.record(
             "gdpr.request.export",
             actor="system",
-            subject=subject,
+            subject=subject,  # sealed under the subject's key
             data={"request": req.pk, "records": sum(manifest["records"].values())},
             outcome="done",
         )
@@ -347,6 +349,18 @@ def _erase(req: SubjectRequest, subject: Subject) -> None:
             req.status = SubjectRequest.Status.FAILED
             req.error = "stores failed: " + ", ".join(receipt["failed"])
         req.save(update_fields=["archive", "result", "completed_at", "status", "error"])
+        # Names no one: the subject's key is gone (a subject here would make a new one).
+        audit.record(
+            "gdpr.request.erase",
+            actor="system",
+            data={
+                "request": req.pk,
+                "subject": receipt["subject"],
+                "stores": len(receipt["stores"]),
+                "failed": receipt["failed"],
+            },
+            outcome="done" if receipt["complete"] else "failed",
+        )
     if not receipt["complete"]:
         raise RuntimeError(req.error)
 
@@ -356,8 +370,10 @@ def requests_pseudonymise(*, subject: Subject) -> tuple[int, int]:
     them; their export archives are deleted."""
     rows = SubjectRequest.objects.filter(subject_hash=subject_hash(subject))
     removed = 0
-    for name in rows.exclude(archive="").filter(kind=SubjectRequest.Kind.EXPORT).values_list(
-        "archive", flat=True
+    for name in (
+        rows.exclude(archive="")
+        .filter(kind=SubjectRequest.Kind.EXPORT)
+        .values_list("archive", flat=True)
     ):
         path = exports_dir() / Path(name).name
         if path.exists():
@@ -390,8 +406,6 @@ def link_check(*, token: str, user_id: int) -> int:
         raise GdprError(GdprErrorCode.LINK_EXPIRED, "this download link has expired") from exc
     except dj_signing.BadSignature as exc:
         raise GdprError(GdprErrorCode.NOT_FOUND, "not found") from exc
-    if not isinstance(body, dict) or not hmac.compare_digest(
-        str(body.get("u")), str(user_id)
-    ):
+    if not isinstance(body, dict) or not hmac.compare_digest(str(body.get("u")), str(user_id)):
         raise GdprError(GdprErrorCode.NOT_FOUND, "not found")
     return int(body["r"])

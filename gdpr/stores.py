@@ -79,10 +79,18 @@ def files_export(subject: Subject) -> list[dict[str, Any]]:
     return out
 
 
+def _masked(line: bytes) -> bytes:
+    """A line's replacement of the same length: "[erased]" and spaces."""
+    tag = b"[erased]"
+    return (tag + b" " * len(line))[: len(line)] if len(line) >= len(tag) else b"*" * len(line)
+
+
 def files_erase(subject: Subject) -> Erased:
-    """Overwrite every occurrence of the subject's identifiers in place with as many
-    '*': a log file a running process appends to keeps its length, so nothing it
-    writes meanwhile is lost or overwritten (the file is never truncated or replaced)."""
+    """Overwrite, in place, every line that names the subject (all of it: a line about
+    them may hold more of their data, an IP, a name) with "[erased]" and spaces of the
+    same length. A log file a running process appends to keeps its length, so nothing
+    it writes meanwhile is lost or overwritten (the file is never truncated or
+    replaced), and the lines around stay as they were."""
     out = Erased(store="gdpr.files")
     pattern = _pattern(subject)
     if pattern is None:
@@ -91,18 +99,23 @@ def files_erase(subject: Subject) -> Erased:
     for _, path in _files():
         with open(path, "r+b") as fh:
             data = fh.read()
-            hits = list(pattern.finditer(data))
-            if not hits:
+            if not pattern.search(data):
                 continue
-            for m in hits:
-                fh.seek(m.start())
-                fh.write(b"*" * (m.end() - m.start()))
+            lines = 0
+            offset = 0
+            for line in data.splitlines(keepends=True):
+                body = line.rstrip(b"\r\n")
+                if pattern.search(body):
+                    fh.seek(offset)
+                    fh.write(_masked(body))
+                    lines += 1
+                offset += len(line)
             fh.flush()
             os.fsync(fh.fileno())
         touched += 1
-        out.pseudonymised += len(hits)
+        out.pseudonymised += lines
     if touched:
-        out.notes.append(f"{touched} file(s) rewritten in place: identifiers masked")
+        out.notes.append(f"{touched} file(s) rewritten in place: lines naming the subject erased")
     return out
 
 
@@ -121,6 +134,31 @@ def requests_erase(subject: Subject) -> Erased:
         pseudonymised=rows,
         files_removed=files,
         notes=["request rows kept as proof of compliance (Art. 5(2)), naming a pseudonym"],
+    )
+
+
+def audit_export(subject: Subject) -> list[dict[str, Any]]:
+    from gdpr import audit
+
+    return audit.events_for_subject(subject)
+
+
+def audit_erase(subject: Subject) -> Erased:
+    """Destroy the subject's audit key (crypto-shredding): the events stay, the Merkle
+    tree still verifies, and their sealed fields (e-mail, names, end-user id, IP) no
+    longer decrypt."""
+    from gdpr import audit
+
+    existed = audit.shred(subject)
+    return Erased(
+        store="gdpr.audit",
+        deleted=1 if existed else 0,
+        notes=[
+            "the subject's audit key destroyed: their sealed fields no longer decrypt; the "
+            "events stay (tamper-evident log, 7 years)"
+        ]
+        if existed
+        else ["no audit key for this subject"],
     )
 
 
@@ -150,5 +188,21 @@ def register_providers() -> None:
             export=requests_export,
             erase=requests_erase,
             phase=95,
+        )
+    )
+    providers.register(
+        Provider(
+            name="gdpr.audit",
+            title="Audit log",
+            categories=(
+                "security and money events about or by you: e-mail, names, IP, end-user id "
+                "(sealed per person)",
+            ),
+            purposes=("security, accountability and fraud prevention (Art. 6(1)(c) and (f))",),
+            retention="7 years; erasure destroys your key, so the events no longer name you",
+            data_subjects=("account holders", "tenants' end users"),
+            export=audit_export,
+            erase=audit_erase,
+            phase=99,
         )
     )

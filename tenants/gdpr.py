@@ -117,9 +117,7 @@ def account_erase(subject: subjects.Subject) -> Erased:
     with transaction.atomic():
         for u in users:
             ct = ContentType.objects.get_for_model(type(u))
-            out.deleted += LogEntry.objects.filter(
-                content_type=ct, object_id=str(u.pk)
-            ).delete()[0]
+            out.deleted += LogEntry.objects.filter(content_type=ct, object_id=str(u.pk)).delete()[0]
             for s in Session.objects.filter(expire_date__gt=timezone.now()).iterator():
                 if str(s.get_decoded().get("_auth_user_id")) == str(u.pk):
                     s.delete()

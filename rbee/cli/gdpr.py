@@ -103,9 +103,10 @@ def gdpr_requests(overdue: bool) -> None:
     """Every request with its deadline; OVERDUE marks open ones past it."""
     from gdpr import selectors
 
-    rows = [selectors.request_data(r, with_subject=True) for r in selectors.request_list(
-        overdue_only=overdue
-    )]
+    rows = [
+        selectors.request_data(r, with_subject=True)
+        for r in selectors.request_list(overdue_only=overdue)
+    ]
     if not rows:
         note("no requests")
         return
