@@ -4,9 +4,11 @@
     POST /gdpr/delete   {"subject": optional}   start an erasure (202)
     GET  /gdpr/requests/{id}                    status, and the requester's download link
     GET  /gdpr/requests/{id}/download?token=... the archive (requester only, expiring)
+    GET  /gdpr/requests/{id}/receipt?token=...  an erasure's signed receipt (the link
+                                                POST /gdpr/delete answered)
     POST /gdpr/requests/{id}/extend             operators: extend with a notified reason
     GET  /gdpr/requests[?overdue=1]             operators: every request, overdue flagged
-    GET  /gdpr/processing[?format=markdown]     operators: the record of processing (Art. 30)
+    GET  /gdpr/processing[?as=markdown]     operators: the record of processing (Art. 30)
 
 Who may ask for whom: a signed-in person for themself (no subject); a tenant's owner or
 admin for one of that tenant's end users (`TENANT:USER`); an operator with the audit
@@ -73,6 +75,12 @@ class SubjectInput(serializers.Serializer[Any]):
 def subject_for(who: Principal, raw: str | None) -> subjects.Subject:
     """The subject a principal may ask about (see the module's docstring)."""
     if raw is None:
+        if not who.subject.email:
+            raise GdprError(
+                GdprErrorCode.INVALID,
+                "your account has no e-mail: name the subject",
+                param="subject",
+            )
         return who.subject
     try:
         subject = subjects.parse(raw)
@@ -124,8 +132,19 @@ class _Start(GdprView):
             requested_by_user_id=who.user_id,
         )
         request_enqueue(req.pk)
+        body: dict[str, Any] = {
+            "id": req.pk,
+            "status": req.status,
+            "due_at": req.due_at.isoformat(),
+        }
+        if req.kind == SubjectRequest.Kind.ERASE:
+            # The person may have no account left to ask with once it has run.
+            token = services.receipt_token(request=req)
+            body["receipt"] = request.build_absolute_uri(
+                f"/gdpr/requests/{req.pk}/receipt?token={token}"
+            )
         return Response(
-            {"id": req.pk, "status": req.status, "due_at": req.due_at.isoformat()},
+            body,
             status=status.HTTP_202_ACCEPTED,
             headers={"Location": f"/gdpr/requests/{req.pk}"},
         )
@@ -172,6 +191,24 @@ class RequestDownloadApi(GdprView):
         )
 
 
+class RequestReceiptApi(APIView):
+    """An erasure's signed receipt, for the holder of the link POST /gdpr/delete gave."""
+
+    authentication_classes: list[Any] = []
+    permission_classes: list[Any] = []
+
+    def get(self, request: Request, request_id: int) -> Response:
+        token = str(request.query_params.get("token") or "")
+        if services.receipt_check(token=token) != request_id:
+            raise _not_found()
+        req = selectors.request_get(request_id=request_id)
+        if req is None or req.kind != SubjectRequest.Kind.ERASE:
+            raise _not_found()
+        if not req.result:
+            return Response({"id": req.pk, "status": req.status}, status=status.HTTP_202_ACCEPTED)
+        return Response(req.result)
+
+
 class ExtendInput(serializers.Serializer[Any]):
     months = serializers.IntegerField(min_value=1, max_value=2)
     reason = serializers.CharField(max_length=2000)
@@ -201,7 +238,7 @@ class RequestsApi(GdprView):
 class ProcessingApi(GdprView):
     def get(self, request: Request) -> HttpResponse:
         self.operator(request)
-        if request.query_params.get("format") == "markdown":
+        if request.query_params.get("as") == "markdown":
             return HttpResponse(
                 information.art30_markdown(), content_type="text/markdown; charset=utf-8"
             )
@@ -215,5 +252,6 @@ urlpatterns = [
     path("gdpr/requests/<int:request_id>", RequestDetailApi.as_view()),
     path("gdpr/requests/<int:request_id>/download", RequestDownloadApi.as_view()),
     path("gdpr/requests/<int:request_id>/extend", RequestExtendApi.as_view()),
+    path("gdpr/requests/<int:request_id>/receipt", RequestReceiptApi.as_view()),
     path("gdpr/processing", ProcessingApi.as_view()),
 ]

@@ -393,6 +393,33 @@ def link_token(*, request: SubjectRequest, user_id: int) -> str:
     )
 
 
+RECEIPT_LINK_DAYS = 90
+
+
+def receipt_token(*, request: SubjectRequest) -> str:
+    """A token for an erasure's receipt, bound to the request and not to an account:
+    whoever erased themself has no account left to sign in with. The receipt names only
+    a pseudonym."""
+    from django.core import signing as dj_signing
+
+    return dj_signing.TimestampSigner(salt="rbee.gdpr.receipt").sign(str(request.pk))
+
+
+def receipt_check(*, token: str) -> int:
+    from django.core import signing as dj_signing
+
+    try:
+        return int(
+            dj_signing.TimestampSigner(salt="rbee.gdpr.receipt").unsign(
+                token, max_age=timedelta(days=RECEIPT_LINK_DAYS)
+            )
+        )
+    except dj_signing.SignatureExpired as exc:
+        raise GdprError(GdprErrorCode.LINK_EXPIRED, "this receipt link has expired") from exc
+    except (dj_signing.BadSignature, ValueError) as exc:
+        raise GdprError(GdprErrorCode.NOT_FOUND, "not found") from exc
+
+
 def link_check(*, token: str, user_id: int) -> int:
     """The request id a download token names, if it is this user's and not expired."""
     from django.core import signing as dj_signing

@@ -21,10 +21,14 @@ class TenantsAccess:
         if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
             return None
         email = (user.email or "").strip().lower()
+        operator = may_operate(user, "audit")
         try:
             subject = subjects.user(email)
         except subjects.SubjectError:
-            return None  # an account without an e-mail is nobody's data subject here
+            if not operator:
+                return None  # an account without an e-mail is nobody's data subject here
+            # An operator without an e-mail still acts for others (and has no "self").
+            subject = subjects.Subject(subjects.USER, email="")
         rows = Membership.objects.filter(user=user).values_list("tenant_id", "tenant__name", "role")
         member = {tid: name for tid, name, _ in rows}
         admin = {
@@ -35,7 +39,7 @@ class TenantsAccess:
         return Principal(
             user_id=user.pk,
             subject=subject,
-            operator=may_operate(user, "audit"),
+            operator=operator,
             member_of=member,
             admin_of=admin,
         )
