@@ -122,9 +122,9 @@ class _Start(GdprView):
 
     def post(self, request: Request) -> Response:
         who = self.principal(request)
-        body = SubjectInput(data=request.data)
-        body.is_valid(raise_exception=True)
-        subject = subject_for(who, body.validated_data.get("subject"))
+        given = SubjectInput(data=request.data)
+        given.is_valid(raise_exception=True)
+        subject = subject_for(who, given.validated_data.get("subject"))
         req = services.request_create(
             kind=self.kind,
             subject=subject,
@@ -174,7 +174,7 @@ class RequestDetailApi(GdprView):
 
 
 class RequestDownloadApi(GdprView):
-    def get(self, request: Request, request_id: int) -> HttpResponse:
+    def get(self, request: Request, request_id: int) -> FileResponse:
         who = self.principal(request)
         token = str(request.query_params.get("token") or "")
         if services.link_check(token=token, user_id=who.user_id) != request_id:
