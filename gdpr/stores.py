@@ -162,6 +162,47 @@ def audit_erase(subject: Subject) -> Erased:
     )
 
 
+def database_files_export(subject: Subject) -> list[dict[str, Any]]:
+    return []  # the tables are every other store's; this one only cleans up after them
+
+
+def database_files_erase(subject: Subject) -> Erased:
+    """After every other store: rows deleted or rewritten leave their old bytes in the
+    database's files until something overwrites them. On SQLite (the embedded
+    default) the write-ahead log is checkpointed and truncated and the file rebuilt
+    (VACUUM), so the subject is gone from the bytes on disk too. On PostgreSQL old row
+    versions stay in the table files until (auto)vacuum reuses their space, and in WAL
+    archives and backups for as long as the operator keeps those: said in the receipt."""
+    from django.db import OperationalError, connection
+
+    out = Erased(store="gdpr.database_files")
+    if connection.vendor != "sqlite":
+        out.notes.append(
+            "PostgreSQL: old row versions are reclaimed by autovacuum; WAL archives and "
+            "backups keep them for as long as the operator's backup retention"
+        )
+        return out
+    if connection.in_atomic_block:
+        out.notes.append("not rebuilt: inside a transaction (the next erasure does it)")
+        return out
+    import time
+
+    with connection.cursor() as cur:
+        for attempt in range(20):
+            try:
+                cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                cur.execute("VACUUM")
+                cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                break
+            except OperationalError:  # another process is writing: try again shortly
+                if attempt == 19:
+                    raise
+                time.sleep(0.25)
+    out.files_removed = 0
+    out.notes.append("SQLite: write-ahead log truncated and database file rebuilt (VACUUM)")
+    return out
+
+
 def register_providers() -> None:
     providers.register(
         Provider(
@@ -188,6 +229,20 @@ def register_providers() -> None:
             export=requests_export,
             erase=requests_erase,
             phase=95,
+        )
+    )
+    providers.register(
+        Provider(
+            name="gdpr.database_files",
+            title="Database files",
+            categories=("every store above, as bytes on disk",),
+            purposes=("storage of the records above",),
+            retention="old bytes of erased rows: rebuilt away on SQLite at erasure; "
+            "PostgreSQL: until vacuum reuses the space, and in backups per their retention",
+            data_subjects=("account holders", "tenants' end users"),
+            export=database_files_export,
+            erase=database_files_erase,
+            phase=100,  # after the audit key is destroyed
         )
     )
     providers.register(
