@@ -37,10 +37,11 @@ from kernel.paths import rbee_home
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1.0.0"
-# Providers at this phase or later (gdpr's own: requests, the audit key) run only when
-# every other store was erased.
-LAST_PHASE = 90
 SCHEMA_ID = "https://rbee.dev/schemas/gdpr-export/1.0.0.json"
+
+
+class ErasureIncomplete(RuntimeError):
+    """A store failed: the request stays open (failed) and is run again."""
 
 
 # --- who ---------------------------------------------------------------------------------
@@ -154,6 +155,8 @@ def request_run(*, request_id: int) -> SubjectRequest:
             _export(req, subject)
         else:
             _erase(req, subject)
+    except ErasureIncomplete:
+        raise  # recorded by _erase: status, error, receipt and audit event
     except Exception as exc:
         log.exception("gdpr request %s failed", req.pk)
         req.status = SubjectRequest.Status.FAILED
@@ -293,17 +296,18 @@ def archive_path(req: SubjectRequest) -> Path:
 
 
 def erase_run(*, subject: Subject, request_id: int | None = None) -> dict[str, Any]:
-    """Erase the subject from every registered store and return the signed receipt.
-    Every provider runs even when one fails (a failure is listed, and the request is
-    run again), but for gdpr's own last ones (the requests' labels, the audit key),
-    which wait for a complete run."""
+    """Erase the subject from every registered store, in erasure order (phase, name),
+    and return the signed receipt. At the first store that fails the run stops: that
+    store and the later ones are listed (failed, deferred), the request stays open,
+    and running it again (idempotent) goes on from there."""
     stores: list[dict[str, Any]] = []
     failed: list[str] = []
     with providers.run_for(subject):
         for p in providers.erase_order():
-            if failed and p.phase >= LAST_PHASE:
-                # The request rows and the audit key go only once everything else is
-                # erased: a failed run is run again, and needs them to know whom.
+            if failed:
+                # A later store may be how an earlier one finds the subject (the billing
+                # e-mail leads to the Stripe customer; the request row says whom to run
+                # for): after a failure nothing more is erased until the run is repeated.
                 stores.append({"store": p.name, "title": p.title, "deferred": True})
                 continue
             try:
@@ -362,7 +366,7 @@ def _erase(req: SubjectRequest, subject: Subject) -> None:
             outcome="done" if receipt["complete"] else "failed",
         )
     if not receipt["complete"]:
-        raise RuntimeError(req.error)
+        raise ErasureIncomplete(req.error)
 
 
 def requests_pseudonymise(*, subject: Subject) -> tuple[int, int]:

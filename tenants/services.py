@@ -142,6 +142,26 @@ def tenant_set_status(*, tenant: Tenant, status: str) -> Tenant:
     return tenant
 
 
+def tenant_set_billing_email(*, tenant: Tenant, email: str) -> Tenant:
+    """Where the tenant's invoices go ("" for nowhere). When it is a person's address,
+    that person is the invoices' customer for GDPR (tenants/gdpr.py, billing/gdpr.py)."""
+    from django.core.exceptions import ValidationError
+    from django.core.validators import validate_email
+
+    email = email.strip()
+    if email:
+        try:
+            validate_email(email)
+        except ValidationError as exc:
+            raise TenantError(
+                TenantErrorCode.INVALID, f"not an e-mail address: {email!r}", param="email"
+            ) from exc
+    with transaction.atomic():
+        tenant.billing_email = email
+        tenant.save(update_fields=["billing_email"])
+    return tenant
+
+
 def tenant_set_plan(*, tenant: Tenant, plan_name: str) -> Tenant:
 
     plan = Plan.objects.filter(name=plan_name).first()
