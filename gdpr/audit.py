@@ -33,11 +33,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from gdpr import crypto
-from gdpr.models import AuditEvent, AuditKey
+from gdpr.models import AuditCursor, AuditEvent, AuditKey
 from gdpr.subjects import Subject, parse
 
 __all__ = [
@@ -46,6 +46,8 @@ __all__ = [
     "arecord_many",
     "canonical_json",
     "events_for_subject",
+    "feed_append",
+    "feed_position",
     "record",
     "record_many",
     "shred",
@@ -104,8 +106,14 @@ def _key_for(subject: Subject, *, create: bool) -> tuple[str, bytes] | None:
             key_id, dek = row[0], crypto.unwrap(bytes(row[1]), row[0])
     else:
         key_id, dek = row[0], crypto.unwrap(bytes(row[1]), row[0])
-    with _cache_lock:
-        _cache[name] = (now + KEY_CACHE_SECONDS, key_id, dek)
+
+    def remember() -> None:
+        with _cache_lock:
+            _cache[name] = (now + KEY_CACHE_SECONDS, key_id, dek)
+
+    # Only a committed key is remembered: were the caller's transaction rolled back with
+    # a key it made, later events would be sealed under a key that exists nowhere.
+    transaction.on_commit(remember)
     return key_id, dek
 
 
@@ -117,37 +125,84 @@ def _seal(subject: Subject, role: str, payload: Mapping[str, Any]) -> tuple[str,
     return key_id, crypto.seal(dek, canonical_json(payload).encode(), aad)
 
 
-def _row(ev: Event) -> AuditEvent:
+# The columns an append writes, in order (the id comes from the sequence).
+COLUMNS = (
+    "created_at",
+    "action",
+    "actor",
+    "tenant_id",
+    "request_id",
+    "region",
+    "outcome",
+    "data",
+    "actor_key",
+    "actor_sealed",
+    "subject_key",
+    "subject_sealed",
+)
+
+
+def _values(ev: Event) -> tuple[Any, ...]:
+    """One event's column values (COLUMNS), persons' fields sealed."""
     if not ev.action or len(ev.action) > 64:
         raise ValueError("an audit action is 1 to 64 characters")
     personal = dict(ev.personal or {})
-    data = dict(ev.data or {})
-    row = AuditEvent(
-        created_at=ev.created_at or timezone.now(),
-        action=ev.action,
-        tenant_id=ev.tenant_id,
-        request_id=ev.request_id[:64],
-        region=ev.region[:32],
-        outcome=ev.outcome[:32],
-        data=canonical_json(data),
-    )
+    actor, actor_key, actor_sealed = "", "", b""
+    subject_key, subject_sealed = "", b""
     if isinstance(ev.actor, Subject):
         actor_payload: dict[str, Any] = {"actor": str(ev.actor)}
         if ev.subject is None and personal:
             actor_payload["personal"] = personal
             personal = {}
-        row.actor_key, row.actor_sealed = _seal(ev.actor, "actor", actor_payload)
+        actor_key, actor_sealed = _seal(ev.actor, "actor", actor_payload)
     else:
-        row.actor = str(ev.actor)[:200]
+        actor = str(ev.actor)[:200]
     if ev.subject is not None:
-        row.subject_key, row.subject_sealed = _seal(
+        subject_key, subject_sealed = _seal(
             ev.subject, "subject", {"subject": str(ev.subject), "personal": personal}
         )
     elif personal:
         raise ValueError(
             f"audit event {ev.action!r}: personal fields need a subject (or a person as actor)"
         )
-    return row
+    return (
+        ev.created_at or timezone.now(),
+        ev.action,
+        actor,
+        ev.tenant_id,
+        ev.request_id[:64],
+        ev.region[:32],
+        ev.outcome[:32],
+        canonical_json(dict(ev.data or {})),
+        actor_key,
+        actor_sealed,
+        subject_key,
+        subject_sealed,
+    )
+
+
+_INSERT = (
+    f"INSERT INTO gdpr_audit_event ({', '.join(COLUMNS)}) "  # noqa: S608 (constant)
+    f"VALUES ({', '.join(['%s'] * len(COLUMNS))})"
+)
+
+
+def _insert_many(rows: list[tuple[Any, ...]], *, skip_recorded: bool) -> None:
+    """Plain rows straight to the database: COPY on PostgreSQL (no ORM object per row),
+    one prepared INSERT for all rows on SQLite."""
+    if not rows:
+        return
+    with connection.cursor() as cur:
+        if connection.vendor == "postgresql" and not skip_recorded:
+            raw = cur.cursor  # psycopg's own cursor
+            with raw.copy(f"COPY gdpr_audit_event ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        elif connection.vendor == "postgresql":
+            cur.executemany(_INSERT + " ON CONFLICT DO NOTHING", rows)
+        else:
+            verb = "INSERT OR IGNORE" if skip_recorded else "INSERT"
+            cur.executemany(_INSERT.replace("INSERT", verb, 1), rows)
 
 
 def record(
@@ -163,7 +218,7 @@ def record(
     outcome: str = "ok",
 ) -> int:
     """Append one event (in the caller's transaction when there is one). Its id."""
-    row = _row(
+    values = _values(
         Event(
             action,
             actor=actor,
@@ -176,16 +231,35 @@ def record(
             outcome=outcome,
         )
     )
+    row = AuditEvent(**dict(zip(COLUMNS, values, strict=True)))
     row.save(force_insert=True)
     return int(row.pk)
 
 
-def record_many(events: Iterable[Event]) -> int:
-    """Append many events in one INSERT per 1,000 (batch appenders, imports). How many."""
-    rows = [_row(ev) for ev in events]
+def record_many(events: Iterable[Event], *, skip_recorded: bool = False) -> int:
+    """Append many events at once (COPY on PostgreSQL; batch appenders, imports). How many
+    were given. With `skip_recorded`, an inference event whose request id is already in
+    the log is left out (appenders that may retry a batch)."""
+    rows = [_values(ev) for ev in events]
     with transaction.atomic():
-        AuditEvent.objects.bulk_create(rows, batch_size=1000)
+        _insert_many(rows, skip_recorded=skip_recorded)
     return len(rows)
+
+
+def feed_position(name: str) -> int:
+    """Where the batch appender `name` stopped (0: it never ran)."""
+    pos = AuditCursor.objects.filter(name=name).values_list("position", flat=True).first()
+    return int(pos or 0)
+
+
+def feed_append(name: str, events: Iterable[Event], *, position: int) -> int:
+    """Append a batch (inference events are idempotent per request id) and move the
+    appender's durable cursor to `position`, in one transaction: a crash between the two
+    cannot lose or double a batch."""
+    with transaction.atomic():
+        n = record_many(events, skip_recorded=True)
+        AuditCursor.objects.update_or_create(name=name, defaults={"position": position})
+    return n
 
 
 async def arecord(action: str, **kwargs: Any) -> int:

@@ -1,10 +1,25 @@
-"""Data-subject request jobs (Celery with Redis; in-process on the embedded default)."""
+"""gdpr's jobs (Celery; autodiscovered by rbee.celery; in-process on the embedded default):
+the audit log's periodic tick, and data-subject request jobs."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from celery import shared_task
 
 from gdpr import services
+
+
+@shared_task(name="gdpr.audit_tick", acks_late=True, ignore_result=True)
+def audit_tick() -> dict[str, Any]:
+    """Sequence new audit events into the Merkle tree; sign and write a checkpoint when
+    the log grew and the latest checkpoint is about CHECKPOINT_SECONDS old. Idempotent
+    (one sequencer and one checkpointer at a time: gdpr.ledger's locks)."""
+    from gdpr import ledger
+    from gdpr.schedule import CHECKPOINT_SECONDS
+
+    ledger.tick(checkpoint_every=CHECKPOINT_SECONDS)
+    return {}
 
 
 @shared_task(name="gdpr.request_run", acks_late=True, ignore_result=True)

@@ -9,8 +9,6 @@ verify` catches it. The application itself has no such path.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 _AUDIT_TABLES = ("gdpr_audit_event", "gdpr_audit_leaf")
@@ -55,23 +53,13 @@ def allow_flush() -> None:
         ops_cls._rbee_audit_flush = True  # type: ignore[attr-defined]
 
 
-@contextmanager
-def superuser(cursor: Any) -> Iterator[None]:
-    """Within: the triggers do not fire on this connection (a DB cursor, sync)."""
-    vendor = cursor.connection.vendor if hasattr(cursor.connection, "vendor") else None
-    vendor = vendor or ("postgresql" if "psycopg" in type(cursor).__module__ else "sqlite")
+def superuser_sql(vendor: str) -> tuple[list[str], list[str]]:
+    """SQL that turns the audit triggers off for this connection, and back on, as a
+    database superuser would ("postgresql" or "sqlite")."""
     if vendor == "postgresql":
-        cursor.execute("SET session_replication_role = replica")
-        try:
-            yield
-        finally:
-            cursor.execute("SET session_replication_role = DEFAULT")
-    else:
-        m = _migration()
-        for sql in m.SQLITE_BACKWARD:
-            cursor.execute(sql)
-        try:
-            yield
-        finally:
-            for sql in m.SQLITE_FORWARD:
-                cursor.execute(sql)
+        return (
+            ["SET session_replication_role = replica"],
+            ["SET session_replication_role = DEFAULT"],
+        )
+    m = _migration()
+    return list(m.SQLITE_BACKWARD), list(m.SQLITE_FORWARD)

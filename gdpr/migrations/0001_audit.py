@@ -64,6 +64,7 @@ class Migration(migrations.Migration):
             options={
                 'db_table': 'gdpr_audit_event',
                 'indexes': [models.Index(fields=['actor_key'], name='gdpr_audit_actor_key'), models.Index(fields=['subject_key'], name='gdpr_audit_subject_key'), models.Index(fields=['tenant_id', 'id'], name='gdpr_audit_tenant'), models.Index(fields=['request_id'], name='gdpr_audit_request')],
+                'constraints': [models.UniqueConstraint(condition=models.Q(('action', 'inference'), models.Q(('request_id', ''), _negated=True)), fields=('request_id',), name='gdpr_audit_one_inference_per_request')],
             },
         ),
     ]

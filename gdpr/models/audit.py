@@ -55,6 +55,14 @@ class AuditEvent(models.Model):
             models.Index(fields=["tenant_id", "id"], name="gdpr_audit_tenant"),
             models.Index(fields=["request_id"], name="gdpr_audit_request"),
         ]
+        constraints = [
+            # One inference event per request, however often a batch appender retries.
+            models.UniqueConstraint(
+                fields=["request_id"],
+                condition=models.Q(action="inference") & ~models.Q(request_id=""),
+                name="gdpr_audit_one_inference_per_request",
+            )
+        ]
 
 
 class AuditLeaf(models.Model):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import click
 
+from rbee.cli.audit import audit
 from rbee.cli.billing import billing
 from rbee.cli.gdpr import gdpr
 from rbee.cli.hive import hive
@@ -44,6 +45,7 @@ for _command in (
     scheduler,
     billing,
     operator,
+    audit,
     gdpr,
 ):
     main.add_command(_command)

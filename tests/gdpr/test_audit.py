@@ -107,3 +107,14 @@ def test_truncate_refused_on_postgresql(table: str) -> None:
         with connection.cursor() as cur:
             cur.execute(f"TRUNCATE {table}")
     assert AuditEvent.objects.count() == 1
+
+
+def test_a_key_made_in_a_rolled_back_transaction_is_not_reused() -> None:
+    alice = subjects.user("alice@example.com")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        audit.record("login.success", actor=alice, subject=alice)
+        raise RuntimeError("the caller's transaction fails")
+    assert AuditKey.objects.count() == 0 and AuditEvent.objects.count() == 0
+    audit.record("login.success", actor=alice, subject=alice)
+    (ev,) = audit.events_for_subject(alice)
+    assert ev["actor"] == "user:alice@example.com"

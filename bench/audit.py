@@ -1,0 +1,220 @@
+"""The audit log (gdpr.audit, gdpr.ledger): appends per second, and `rbee audit verify`
+over a large log.
+
+    python bench/audit.py [--events 1000000] [--db postgres://postgres@127.0.0.1:5432/]
+                          [--sqlite]
+
+On a fresh database of its own (PostgreSQL by default, dropped afterwards; `--sqlite`: a
+temporary RBEE_HOME), it times:
+
+* appends: `record()` one event per transaction (what an app's service does), `record()`
+  many events in one transaction, and `record_many()` batches of 1,000 (what the
+  inference feed does); each event like an inference event: an end user sealed under
+  their own subject key (1,000 distinct end users), a key prefix, model, units;
+* filling the log to `--events` with `record_many`, then the sequencer (`sequence()`,
+  leaf hashes and tree order) and one signed checkpoint;
+* the real `rbee audit verify` command over the whole log, in its own process.
+Goals (issue 12): >= 5,000 appends/s on PostgreSQL; verify of 1,000,000 events <= 60 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def event(i: int):  # type: ignore[no-untyped-def]
+    from gdpr import audit, subjects
+
+    user = f"user-{i % 1000}"
+    return audit.Event(
+        "inference",
+        actor="key:ab12cd34ef",
+        tenant_id=1 + i % 7,
+        subject=subjects.end_user("acme", user),
+        personal={"end_user": user},
+        data={
+            "model": "smollm2-135m-instruct",
+            "modality": "chat",
+            "hive": "hive-eu-1",
+            "device": "0",
+            "units": {"prompt_tokens": 31, "completion_tokens": 17},
+            "latency_ms": 84,
+        },
+        request_id=f"req-{uuid.uuid4().hex}",
+        region="eu",
+    )
+
+
+def feed(n: int) -> None:
+    """What each /v1 request costs the audit log: nothing on its own path (its usage row is
+    written as before); off the path, the feed turns finished usage rows into events and
+    the sequencer hashes them. Timed per request, against the usage write itself."""
+    from billing.audit_feed import usage_audit_append
+    from billing.services import Usage, usage_record
+    from gdpr import ledger
+    from tenants.services import api_key_create, tenant_create
+
+    t = tenant_create(name=f"bench-{uuid.uuid4().hex[:6]}")
+    key, _ = api_key_create(tenant=t)
+    t0 = time.perf_counter()
+    for i in range(n):
+        usage_record(
+            request_id=f"feed-{uuid.uuid4().hex}",
+            tenant_id=t.pk,
+            api_key_id=key.pk,
+            model="smollm2-135m-instruct",
+            modality="chat",
+            usage=Usage(prompt_tokens=31, completion_tokens=17),
+            worker="hive-eu-1/0",
+            region="eu",
+            end_user=f"user-{i % 500}",
+        )
+    usage_us = (time.perf_counter() - t0) / n * 1e6
+    ledger.sequence(limit=50_000)
+    t0 = time.perf_counter()
+    while usage_audit_append():
+        pass
+    feed_us = (time.perf_counter() - t0) / n * 1e6
+    t0 = time.perf_counter()
+    ledger.sequence(limit=50_000)
+    seq_us = (time.perf_counter() - t0) / n * 1e6
+    print(f"inference feed, per request ({n:,} finished requests)")
+    print(
+        f"  on the request path: 0 queries added   (its usage write: {usage_us:.0f} us, as before)"
+    )
+    print(f"  off the path: feed {feed_us:.0f} us + sequencer {seq_us:.0f} us of background work")
+
+
+def rate(n: int, seconds: float) -> str:
+    return f"{n / seconds:>10,.0f}/s  ({n:,} in {seconds:.2f} s)"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--db", default="postgres://postgres@127.0.0.1:5432/")
+    ap.add_argument("--sqlite", action="store_true")
+    ap.add_argument(
+        "--feed", type=int, default=5000, help="usage rows for the inference feed's cost (0: skip)"
+    )
+    args = ap.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="rbee-bench-audit-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RBEE_", "DJANGO_"))}
+    env["RBEE_HOME"] = str(home)
+    db_name = ""
+    if not args.sqlite:
+        import psycopg
+
+        db_name = f"rbee_bench_audit_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(args.db.rstrip("/") + "/postgres", autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{db_name}"')
+        env["RBEE_DATABASE_URL"] = args.db.rstrip("/") + "/" + db_name
+    os.environ.update(env)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "rbee.settings"
+    try:
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+        from django.db import connection, transaction
+
+        from gdpr import audit, ledger
+
+        call_command("migrate", verbosity=0)
+        backend = "PostgreSQL" if db_name else "SQLite"
+        print(
+            f"audit log benchmark on {backend}; {args.events:,} events; "
+            f"CPython {sys.version.split()[0]}"
+        )
+        print("appends")
+        n = 3000
+        evs = [event(i) for i in range(n)]
+
+        def one(ev):  # type: ignore[no-untyped-def]
+            audit.record(
+                ev.action,
+                actor=ev.actor,
+                tenant_id=ev.tenant_id,
+                subject=ev.subject,
+                personal=ev.personal,
+                data=ev.data,
+                request_id=ev.request_id,
+                region=ev.region,
+            )
+
+        t0 = time.perf_counter()
+        for ev in evs:
+            one(ev)
+        print(f"  record(), one transaction each      {rate(n, time.perf_counter() - t0)}")
+        evs = [event(i) for i in range(n)]
+        t0 = time.perf_counter()
+        with transaction.atomic():
+            for ev in evs:
+                one(ev)
+        print(f"  record(), {n:,} in one transaction  {rate(n, time.perf_counter() - t0)}")
+        m = 20_000
+        evs = [event(i) for i in range(m)]
+        t0 = time.perf_counter()
+        for k in range(0, m, 1000):
+            audit.record_many(evs[k : k + 1000])
+        print(f"  record_many(), batches of 1,000     {rate(m, time.perf_counter() - t0)}")
+
+        if args.feed:
+            feed(args.feed)
+        have = 2 * n + m + args.feed
+        left = max(0, args.events - have)
+        t0 = time.perf_counter()
+        batch = 5000
+        done = 0
+        while done < left:
+            k = min(batch, left - done)
+            audit.record_many([event(done + i) for i in range(k)])
+            done += k
+        if left:
+            print(f"  fill with record_many()              {rate(left, time.perf_counter() - t0)}")
+        t0 = time.perf_counter()
+        placed = ledger.sequence(limit=50_000)
+        print(f"sequence (leaf hashes, tree order)      {rate(placed, time.perf_counter() - t0)}")
+        t0 = time.perf_counter()
+        cp = ledger.checkpoint()
+        assert cp is not None
+        print(f"checkpoint (root of {cp.size:,}, signed)   {time.perf_counter() - t0:.2f} s")
+        connection.close()
+
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "rbee.cli", "audit", "verify"],
+            env={**env, "PYTHONPATH": str(ROOT)},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        took = time.perf_counter() - t0
+        print(f"rbee audit verify                       {took:.2f} s  (exit {proc.returncode})")
+        print("  " + (proc.stdout.strip() or proc.stderr.strip()))
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        if db_name:
+            import psycopg
+
+            with psycopg.connect(args.db.rstrip("/") + "/postgres", autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
