@@ -128,8 +128,9 @@ class _Start(GdprView):
         req = services.request_create(
             kind=self.kind,
             subject=subject,
-            requested_by=f"user:{who.user_id}",
+            requested_by=f"account:{who.user_id}",
             requested_by_user_id=who.user_id,
+            actor=who.subject if who.subject.email else f"account:{who.user_id}",
         )
         request_enqueue(req.pk)
         body: dict[str, Any] = {
@@ -221,7 +222,11 @@ class RequestExtendApi(GdprView):
         req = _visible(who, request_id)
         body = ExtendInput(data=request.data)
         body.is_valid(raise_exception=True)
-        req = services.request_extend(request=req, **body.validated_data)
+        req = services.request_extend(
+            request=req,
+            actor=who.subject if who.subject.email else f"account:{who.user_id}",
+            **body.validated_data,
+        )
         return Response(_answer(request, req, who))
 
 

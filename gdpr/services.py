@@ -81,9 +81,11 @@ def request_create(
     requested_by: str,
     requested_by_user_id: int | None = None,
     received_at: datetime | None = None,
+    actor: Subject | str | None = None,
 ) -> SubjectRequest:
-    """Record a request with its Art. 12(3) deadline. The job is sent once the row is
-    committed (gdpr.tasks.request_run)."""
+    """Record a request with its Art. 12(3) deadline (and its audit event, whose actor is
+    the person who asked, sealed under their key, or `requested_by`). The job is sent
+    once the row is committed (gdpr.tasks.request_run)."""
     if kind not in SubjectRequest.Kind.values:
         raise GdprError(GdprErrorCode.INVALID, f"kind is export or erase, not {kind!r}")
     received = received_at or timezone.now()
@@ -99,7 +101,7 @@ def request_create(
         )
         audit.record(
             f"gdpr.request.{kind}",
-            actor=requested_by,
+            actor=actor or requested_by,
             subject=subject,
             data={"request": req.pk, "due_at": req.due_at.isoformat()},
             outcome="received",
@@ -108,7 +110,12 @@ def request_create(
 
 
 def request_extend(
-    *, request: SubjectRequest, months: int, reason: str, notified_at: datetime
+    *,
+    request: SubjectRequest,
+    months: int,
+    reason: str,
+    notified_at: datetime,
+    actor: Subject | str = "cli",
 ) -> SubjectRequest:
     """Extend the deadline by one or two months (Art. 12(3)): only with a reason, told to
     the subject within the first month, never past three months after receipt."""
@@ -133,7 +140,7 @@ def request_extend(
         request.save(update_fields=["extended_until", "extension_reason", "extension_notified_at"])
         audit.record(
             "gdpr.request.extend",
-            actor="operator",
+            actor=actor,
             data={"request": request.pk, "until": until.isoformat(), "reason": reason},
         )
     return request

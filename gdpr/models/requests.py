@@ -33,7 +33,7 @@ class SubjectRequest(models.Model):
     kind = models.CharField(max_length=8, choices=Kind.choices)
     subject_hash = models.CharField(max_length=64, db_index=True)
     subject_label = models.CharField(max_length=300)
-    # Who asked: "user:<id>" for a signed-in person, "cli" for an operator at the console.
+    # Who asked: "account:<id>" for a signed-in person, "cli" for an operator at the console.
     requested_by = models.CharField(max_length=64)
     requested_by_user_id = models.IntegerField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED)

@@ -106,6 +106,13 @@ def test_a_person_exports_themself_and_only_they_can_download(world: World) -> N
     assert signing.verify_document(manifest)
     assert manifest["subject"] == "user:max@acme.example"
     assert [a["username"] for a in account["records"]] == ["max"]
+    # The request and its outcome are audit events, sealed under the person's key.
+    events = audit.events_for_subject(subjects.user("max@acme.example"))
+    assert [(e["action"], e["outcome"]) for e in events] == [
+        ("gdpr.request.export", "received"),
+        ("gdpr.request.export", "done"),
+    ]
+    assert events[0]["actor"] == "user:max@acme.example"
     # Someone else, with the very link: as if it did not exist. An operator: no link.
     assert as_(world.outsider).get(link).status_code == 404
     assert as_(world.outsider).get(f"/gdpr/requests/{rid}").status_code == 404
