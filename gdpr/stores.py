@@ -23,7 +23,7 @@ _SKIP_NAMES = re.compile(
     r"^(rbee\.sqlite3(-wal|-shm|-journal)?|secret_key|audit_.*key.*|\..*\.\d+.*)$"
 )
 _SKIP_DIRS = {"exports", "receipts", "static", "models", "checkpoints", "__pycache__"}
-MAX_FILE_BYTES = 512 * 1024 * 1024
+MAX_FILE_BYTES = 4 * 1024 * 1024 * 1024  # read a line at a time
 MAX_EXPORT_LINES = 10_000
 
 
@@ -57,6 +57,18 @@ def _pattern(subject: Subject) -> re.Pattern[bytes] | None:
     return re.compile(b"|".join(re.escape(i.encode()) for i in ids), re.IGNORECASE)
 
 
+def _lines(path: Path, pattern: re.Pattern[bytes]) -> Iterator[tuple[int, int, bytes]]:
+    """(line number, offset, line without its end) of every line naming the subject,
+    read a line at a time (log files can be large)."""
+    offset = 0
+    with open(path, "rb") as fh:
+        for n, line in enumerate(fh, 1):
+            body = line.rstrip(b"\r\n")
+            if pattern.search(body):
+                yield n, offset, body
+            offset += len(line)
+
+
 def files_export(subject: Subject) -> list[dict[str, Any]]:
     """Every line of a file that names the subject: the file, the line number, the line."""
     pattern = _pattern(subject)
@@ -64,18 +76,16 @@ def files_export(subject: Subject) -> list[dict[str, Any]]:
     if pattern is None:
         return out
     for root, path in _files():
-        data = path.read_bytes()
-        if not pattern.search(data):
-            continue
-        for n, line in enumerate(data.splitlines(), 1):
-            if pattern.search(line) and len(out) < MAX_EXPORT_LINES:
-                out.append(
-                    {
-                        "file": str(path.relative_to(root)),
-                        "line": n,
-                        "text": line.decode("utf-8", "replace"),
-                    }
-                )
+        for n, _, body in _lines(path, pattern):
+            if len(out) >= MAX_EXPORT_LINES:
+                return out
+            out.append(
+                {
+                    "file": str(path.relative_to(root)),
+                    "line": n,
+                    "text": body.decode("utf-8", "replace"),
+                }
+            )
     return out
 
 
@@ -97,23 +107,17 @@ def files_erase(subject: Subject) -> Erased:
         return out
     touched = 0
     for _, path in _files():
+        hits = list(_lines(path, pattern))
+        if not hits:
+            continue
         with open(path, "r+b") as fh:
-            data = fh.read()
-            if not pattern.search(data):
-                continue
-            lines = 0
-            offset = 0
-            for line in data.splitlines(keepends=True):
-                body = line.rstrip(b"\r\n")
-                if pattern.search(body):
-                    fh.seek(offset)
-                    fh.write(_masked(body))
-                    lines += 1
-                offset += len(line)
+            for _, offset, body in hits:
+                fh.seek(offset)
+                fh.write(_masked(body))
             fh.flush()
             os.fsync(fh.fileno())
         touched += 1
-        out.pseudonymised += lines
+        out.pseudonymised += len(hits)
     if touched:
         out.notes.append(f"{touched} file(s) rewritten in place: lines naming the subject erased")
     return out
