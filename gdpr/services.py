@@ -37,6 +37,8 @@ from kernel.paths import rbee_home
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1.0.0"
+# A run that started less than this long ago is taken to be still running elsewhere.
+RUNNING_LEASE = timedelta(minutes=10)
 SCHEMA_ID = "https://rbee.dev/schemas/gdpr-export/1.0.0.json"
 
 
@@ -152,6 +154,19 @@ def request_run(*, request_id: int) -> SubjectRequest:
     with transaction.atomic():
         req = SubjectRequest.objects.select_for_update().get(pk=request_id)
         if req.status == SubjectRequest.Status.DONE:
+            return req
+        if (
+            req.status == SubjectRequest.Status.RUNNING
+            and req.started_at is not None
+            and timezone.now() - req.started_at < RUNNING_LEASE
+        ):
+            return req  # another worker runs it (a broker delivered it twice)
+        if req.subject_label.startswith("erased-"):
+            # The subject was erased while this request waited: nothing is left to do.
+            req.status = SubjectRequest.Status.DONE
+            req.completed_at = timezone.now()
+            req.result = {"note": "the subject was erased before this request ran"}
+            req.save(update_fields=["status", "completed_at", "result"])
             return req
         req.status = SubjectRequest.Status.RUNNING
         req.started_at = timezone.now()

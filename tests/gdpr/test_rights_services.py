@@ -160,3 +160,25 @@ def test_the_operators_cli() -> None:
     assert md.startswith("# Record of processing activities (Art. 30 GDPR)")
     for store in ("tenants.account", "billing.usage", "billing.invoices", "gdpr.audit"):
         assert f"(`{store}`)" in md
+
+
+def test_a_request_waiting_when_its_subject_is_erased_ends_with_nothing_to_do() -> None:
+    subject = subjects.user("gone@x.example")
+    User.objects.create_user("gone", "gone@x.example", "pw-0123456789")
+    waiting = services.request_create(kind="export", subject=subject, requested_by="cli")
+    erase = services.request_create(kind="erase", subject=subject, requested_by="cli")
+    assert services.request_run(request_id=erase.pk).status == SubjectRequest.Status.DONE
+    done = services.request_run(request_id=waiting.pk)
+    assert done.status == SubjectRequest.Status.DONE and done.archive == ""
+    assert done.result == {"note": "the subject was erased before this request ran"}
+
+
+def test_a_request_another_worker_runs_is_not_run_twice() -> None:
+    req = services.request_create(
+        kind="export", subject=subjects.user("x@x.example"), requested_by="cli"
+    )
+    SubjectRequest.objects.filter(pk=req.pk).update(status="running", started_at=timezone.now())
+    assert services.request_run(request_id=req.pk).status == "running"
+    stale = timezone.now() - services.RUNNING_LEASE - timedelta(seconds=1)
+    SubjectRequest.objects.filter(pk=req.pk).update(started_at=stale)
+    assert services.request_run(request_id=req.pk).status == "done"
