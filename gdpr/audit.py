@@ -83,8 +83,11 @@ class Event:
     created_at: Any = field(default=None)  # datetime; now when None
 
 
-def _key_for(subject: Subject, *, create: bool) -> tuple[str, bytes] | None:
-    """(key id, key) of the subject, made on first use when `create`."""
+def _key_for(
+    subject: Subject, *, create: bool, known_missing: bool = False
+) -> tuple[str, bytes] | None:
+    """(key id, key) of the subject, made on first use when `create` (`known_missing`:
+    the caller just looked and found none)."""
     name = str(subject)
     now = time.monotonic()
     with _cache_lock:
@@ -92,7 +95,11 @@ def _key_for(subject: Subject, *, create: bool) -> tuple[str, bytes] | None:
     if hit and hit[0] > now:
         return hit[1], hit[2]
     lookup = crypto.subject_lookup(name)
-    row = AuditKey.objects.filter(lookup=lookup).values_list("id", "wrapped").first()
+    row = (
+        None
+        if known_missing
+        else AuditKey.objects.filter(lookup=lookup).values_list("id", "wrapped").first()
+    )
     if row is None:
         if not create:
             return None
@@ -117,9 +124,18 @@ def _key_for(subject: Subject, *, create: bool) -> tuple[str, bytes] | None:
     return key_id, dek
 
 
-def _seal(subject: Subject, role: str, payload: Mapping[str, Any]) -> tuple[str, bytes]:
-    found = _key_for(subject, create=True)
-    assert found is not None
+def _seal(
+    subject: Subject,
+    role: str,
+    payload: Mapping[str, Any],
+    batch: dict[Subject, tuple[str, bytes]] | None = None,
+) -> tuple[str, bytes]:
+    found = batch.get(subject) if batch is not None else None
+    if found is None:
+        found = _key_for(subject, create=True, known_missing=batch is not None)
+        assert found is not None
+        if batch is not None:
+            batch[subject] = found
     key_id, dek = found
     aad = f"{role}:{key_id}".encode()
     return key_id, crypto.seal(dek, canonical_json(payload).encode(), aad)
@@ -142,8 +158,9 @@ COLUMNS = (
 )
 
 
-def _values(ev: Event) -> tuple[Any, ...]:
-    """One event's column values (COLUMNS), persons' fields sealed."""
+def _values(ev: Event, batch: dict[Subject, tuple[str, bytes]] | None = None) -> tuple[Any, ...]:
+    """One event's column values (COLUMNS), persons' fields sealed. `batch`: the keys
+    already found for this batch (the process cache only learns keys once committed)."""
     if not ev.action or len(ev.action) > 64:
         raise ValueError("an audit action is 1 to 64 characters")
     personal = dict(ev.personal or {})
@@ -154,12 +171,12 @@ def _values(ev: Event) -> tuple[Any, ...]:
         if ev.subject is None and personal:
             actor_payload["personal"] = personal
             personal = {}
-        actor_key, actor_sealed = _seal(ev.actor, "actor", actor_payload)
+        actor_key, actor_sealed = _seal(ev.actor, "actor", actor_payload, batch)
     else:
         actor = str(ev.actor)[:200]
     if ev.subject is not None:
         subject_key, subject_sealed = _seal(
-            ev.subject, "subject", {"subject": str(ev.subject), "personal": personal}
+            ev.subject, "subject", {"subject": str(ev.subject), "personal": personal}, batch
         )
     elif personal:
         raise ValueError(
@@ -199,7 +216,15 @@ def _insert_many(rows: list[tuple[Any, ...]], *, skip_recorded: bool) -> None:
                 for row in rows:
                     copy.write_row(row)
         elif connection.vendor == "postgresql":
-            cur.executemany(_INSERT + " ON CONFLICT DO NOTHING", rows)
+            # Multi-row INSERTs (one round trip per 500 rows) that skip recorded ones.
+            one = f"({', '.join(['%s'] * len(COLUMNS))})"
+            head = _INSERT.split(" VALUES ", 1)[0]
+            for k in range(0, len(rows), 500):
+                chunk = rows[k : k + 500]
+                cur.execute(
+                    f"{head} VALUES {', '.join([one] * len(chunk))} ON CONFLICT DO NOTHING",
+                    [v for row in chunk for v in row],
+                )
         else:
             verb = "INSERT OR IGNORE" if skip_recorded else "INSERT"
             cur.executemany(_INSERT.replace("INSERT", verb, 1), rows)
@@ -236,12 +261,32 @@ def record(
     return int(row.pk)
 
 
+def _prefetch(events: list[Event]) -> dict[Subject, tuple[str, bytes]]:
+    """The existing keys of a batch's persons, in one query."""
+    wanted: dict[str, Subject] = {}
+    for ev in events:
+        for who in (ev.actor, ev.subject):
+            if isinstance(who, Subject):
+                wanted.setdefault(crypto.subject_lookup(str(who)), who)
+    found: dict[Subject, tuple[str, bytes]] = {}
+    lookups = list(wanted)
+    for k in range(0, len(lookups), 900):  # within SQLite's limit on query parameters
+        rows = AuditKey.objects.filter(lookup__in=lookups[k : k + 900]).values_list(
+            "lookup", "id", "wrapped"
+        )
+        for lookup, key_id, wrapped in rows:
+            found[wanted[lookup]] = (key_id, crypto.unwrap(bytes(wrapped), key_id))
+    return found
+
+
 def record_many(events: Iterable[Event], *, skip_recorded: bool = False) -> int:
     """Append many events at once (COPY on PostgreSQL; batch appenders, imports). How many
     were given. With `skip_recorded`, an inference event whose request id is already in
     the log is left out (appenders that may retry a batch)."""
-    rows = [_values(ev) for ev in events]
+    events = list(events)
     with transaction.atomic():
+        batch = _prefetch(events)
+        rows = [_values(ev, batch) for ev in events]
         _insert_many(rows, skip_recorded=skip_recorded)
     return len(rows)
 

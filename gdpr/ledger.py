@@ -172,6 +172,24 @@ def _leaf_hashes(start: int, stop: int) -> Iterator[bytes]:
                 yield bytes(h)
 
 
+def _chunks(cur: Any, sql: str, size: int = 10_000) -> Iterator[list[tuple[Any, ...]]]:
+    """The rows of a query in chunks, without holding them all: a server-side cursor on
+    PostgreSQL (inside the caller's transaction), SQLite's own stepping otherwise."""
+    if connection.vendor == "postgresql":
+        named = connection.connection.cursor(name=f"rbee_audit_{threading.get_ident()}")
+        named.itersize = size
+        try:
+            named.execute(sql)
+            while chunk := named.fetchmany(size):
+                yield chunk
+        finally:
+            named.close()
+        return
+    cur.execute(sql)
+    while chunk := cur.fetchmany(size):
+        yield chunk
+
+
 def tree_size() -> int:
     with connection.cursor() as cur:
         cur.execute('SELECT MAX("index") FROM gdpr_audit_leaf')
@@ -292,19 +310,17 @@ def verify(*, sink: Sink | None = None) -> Verified:
                 checkpoint=cp.name,
             )
         expected += hashes
-        roots[cp.size] = cp  # the latest of equal sizes; all must agree anyway
-        for other in cps:
-            if other.size == cp.size and other.root != cp.root:
-                raise LogBroken(
-                    f"checkpoints {other.name} and {cp.name} sign different roots for "
-                    f"size {cp.size}",
-                    checkpoint=cp.name,
-                )
+        same = roots.get(cp.size)
+        if same is not None and same.root != cp.root:
+            raise LogBroken(
+                f"checkpoints {same.name} and {cp.name} sign different roots for size {cp.size}",
+                checkpoint=cp.name,
+            )
+        roots[cp.size] = cp
     stream = merkle.Stream()
-    with connection.cursor() as cur:
-        cur.execute(SQL_TREE)
-        i = 0
-        while chunk := cur.fetchmany(10_000):
+    i = 0
+    with transaction.atomic(), connection.cursor() as cur:
+        for chunk in _chunks(cur, SQL_TREE):
             for row in chunk:
                 idx, stored = row[0], bytes(row[1])
                 if idx != i:
@@ -340,7 +356,7 @@ def verify(*, sink: Sink | None = None) -> Verified:
             "ON l.event_id = e.id WHERE l.event_id IS NULL"
         )
         (pending,) = cur.fetchone()
-    if (cps and cps[-1].size > i) or any(cp.size > i for cp in cps):
+    if any(cp.size > i for cp in cps):
         worst = min((cp for cp in cps if cp.size > i), key=lambda c: c.seq)
         raise LogBroken(
             f"checkpoint {worst.name} (size {worst.size}, {worst.time}) is no longer extended "

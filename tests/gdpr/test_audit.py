@@ -118,3 +118,30 @@ def test_a_key_made_in_a_rolled_back_transaction_is_not_reused() -> None:
     audit.record("login.success", actor=alice, subject=alice)
     (ev,) = audit.events_for_subject(alice)
     assert ev["actor"] == "user:alice@example.com"
+
+
+def test_arecord_from_async_code() -> None:
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connections
+
+    bob = subjects.user("bob@example.com")
+
+    async def go() -> int:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(1))  # one thread: closed below
+        eid = await audit.arecord(
+            "login.failure",
+            actor="system",
+            subject=bob,
+            personal={"ip": "198.51.100.9"},
+            outcome="denied",
+        )
+        await loop.run_in_executor(None, connections.close_all)
+        return eid
+
+    eid = asyncio.run(go())
+    (ev,) = audit.events_for_subject(bob)
+    assert ev["id"] == eid and ev["outcome"] == "denied"
+    assert ev["personal"] == {"ip": "198.51.100.9"}
