@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q, Sum
 
@@ -112,6 +113,9 @@ def invoice_build(
                 "currency": currency,
                 "lines": lines,
                 "total": total,
+                "customer_name": tenant.name,
+                "customer_email": tenant.billing_email,
+                "jurisdiction": settings.RBEE_BOOKS_JURISDICTION[:2],
             },
         )
     return invoice

@@ -146,6 +146,14 @@ class Invoice(models.Model):
     currency = models.CharField(max_length=3, default="usd")
     lines = models.JSONField(default=list)
     total = models.DecimalField(max_digits=20, decimal_places=6, default=0)
+    # Who it is addressed to, as it was when built (the tenant's name and billing e-mail),
+    # and whose bookkeeping law keeps it (the operator's RBEE_BOOKS_JURISDICTION, ISO
+    # country). A person's erasure replaces the addressee with a pseudonym
+    # (`pseudonymised_at`); the invoice itself is kept for that law's period.
+    customer_name = models.CharField(max_length=200, blank=True, default="")
+    customer_email = models.EmailField(blank=True, default="")
+    jurisdiction = models.CharField(max_length=2, blank=True, default="")
+    pseudonymised_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -41,6 +41,7 @@ class AuditAction(StrEnum):
     TENANT_OVERRIDES = "tenant.overrides"  # single limits of a tenant's plan replaced
     TENANT_SUSPEND = "tenant.suspend"
     TENANT_REACTIVATE = "tenant.reactivate"
+    TENANT_BILLING_EMAIL = "tenant.billing_email"  # where invoices go (its subject, sealed)
     TENANT_PAST_DUE = "tenant.past_due"  # a failed payment (Stripe); suspension follows
 
     # Operators and their permission areas.

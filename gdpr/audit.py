@@ -83,8 +83,11 @@ class Event:
     created_at: Any = field(default=None)  # datetime; now when None
 
 
-def _key_for(subject: Subject, *, create: bool) -> tuple[str, bytes] | None:
-    """(key id, key) of the subject, made on first use when `create`."""
+def _key_for(
+    subject: Subject, *, create: bool, known_missing: bool = False
+) -> tuple[str, bytes] | None:
+    """(key id, key) of the subject, made on first use when `create` (`known_missing`:
+    the caller just looked and found none)."""
     name = str(subject)
     now = time.monotonic()
     with _cache_lock:
@@ -92,7 +95,11 @@ def _key_for(subject: Subject, *, create: bool) -> tuple[str, bytes] | None:
     if hit and hit[0] > now:
         return hit[1], hit[2]
     lookup = crypto.subject_lookup(name)
-    row = AuditKey.objects.filter(lookup=lookup).values_list("id", "wrapped").first()
+    row = (
+        None
+        if known_missing
+        else AuditKey.objects.filter(lookup=lookup).values_list("id", "wrapped").first()
+    )
     if row is None:
         if not create:
             return None
@@ -125,7 +132,7 @@ def _seal(
 ) -> tuple[str, bytes]:
     found = batch.get(subject) if batch is not None else None
     if found is None:
-        found = _key_for(subject, create=True)
+        found = _key_for(subject, create=True, known_missing=batch is not None)
         assert found is not None
         if batch is not None:
             batch[subject] = found
@@ -209,7 +216,15 @@ def _insert_many(rows: list[tuple[Any, ...]], *, skip_recorded: bool) -> None:
                 for row in rows:
                     copy.write_row(row)
         elif connection.vendor == "postgresql":
-            cur.executemany(_INSERT + " ON CONFLICT DO NOTHING", rows)
+            # Multi-row INSERTs (one round trip per 500 rows) that skip recorded ones.
+            one = f"({', '.join(['%s'] * len(COLUMNS))})"
+            head = _INSERT.split(" VALUES ", 1)[0]
+            for k in range(0, len(rows), 500):
+                chunk = rows[k : k + 500]
+                cur.execute(
+                    f"{head} VALUES {', '.join([one] * len(chunk))} ON CONFLICT DO NOTHING",
+                    [v for row in chunk for v in row],
+                )
         else:
             verb = "INSERT OR IGNORE" if skip_recorded else "INSERT"
             cur.executemany(_INSERT.replace("INSERT", verb, 1), rows)

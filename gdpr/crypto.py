@@ -51,20 +51,31 @@ def _create_once(path: Path, content: bytes) -> bytes:
     return path.read_bytes()
 
 
+def _home_id() -> str:
+    """Which RBEE_HOME is meant, without touching the disk (keys are cached per home)."""
+    return os.environ.get("RBEE_HOME", "") + "\0" + os.environ.get("XDG_DATA_HOME", "")
+
+
 @lru_cache(maxsize=4)
-def _master(home: str) -> bytes:
-    raw = _create_once(Path(home) / MASTER_FILE, secrets.token_bytes(32))
+def _master(home_id: str) -> bytes:
+    path = rbee_home() / MASTER_FILE
+    raw = _create_once(path, secrets.token_bytes(32))
     if len(raw) != 32:
-        raise RuntimeError(f"{Path(home) / MASTER_FILE} is not a 32-byte key")
+        raise RuntimeError(f"{path} is not a 32-byte key")
     return raw
 
 
 def master_key() -> bytes:
-    return _master(str(rbee_home()))
+    return _master(_home_id())
+
+
+@lru_cache(maxsize=16)
+def _derived_cached(home_id: str, label: bytes) -> bytes:
+    return hmac.new(_master(home_id), b"rbee-audit/" + label, hashlib.sha256).digest()
 
 
 def _derived(label: bytes) -> bytes:
-    return hmac.new(master_key(), b"rbee-audit/" + label, hashlib.sha256).digest()
+    return _derived_cached(_home_id(), label)
 
 
 def subject_lookup(subject: str) -> str:
@@ -91,22 +102,21 @@ def open_sealed(dek: bytes, blob: bytes, aad: bytes) -> bytes:
 
 
 @lru_cache(maxsize=4)
-def _signing(home: str) -> Ed25519PrivateKey:
+def _signing(home_id: str) -> Ed25519PrivateKey:
+    path = rbee_home() / SIGNING_FILE
     pem = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    key = serialization.load_pem_private_key(
-        _create_once(Path(home) / SIGNING_FILE, pem), password=None
-    )
+    key = serialization.load_pem_private_key(_create_once(path, pem), password=None)
     if not isinstance(key, Ed25519PrivateKey):
-        raise RuntimeError(f"{Path(home) / SIGNING_FILE} is not an Ed25519 key")
+        raise RuntimeError(f"{path} is not an Ed25519 key")
     return key
 
 
 def signing_key() -> Ed25519PrivateKey:
-    return _signing(str(rbee_home()))
+    return _signing(_home_id())
 
 
 def public_key() -> Ed25519PublicKey:

@@ -9,6 +9,13 @@ rewritten: a file (or object) is created exclusively, once.
   `RBEE_HOME/audit-checkpoints`; `NNNNNNNNNN.leaves` then `NNNNNNNNNN.json`, both 0400.
   Put it on storage the database's superuser cannot write (another host, a WORM mount).
 
+* `S3Sink` (`RBEE_AUDIT_CHECKPOINT_S3=s3://bucket/prefix`; `RBEE_AUDIT_S3_ENDPOINT` for
+  MinIO, Ceph, R2...; credentials the usual AWS way): the same two objects per checkpoint,
+  written with `If-None-Match: *` (never over an existing one) and, unless
+  `RBEE_AUDIT_S3_RETAIN_DAYS=0`, a COMPLIANCE object-lock retention (default 7 years, the
+  audit log's), so not even the bucket's owner can delete or overwrite them. The bucket
+  must have object lock enabled. Needs `boto3` (the `s3` extra).
+
 No Django import: tools and tests use it on its own.
 """
 
@@ -18,8 +25,9 @@ import base64
 import json
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 MAGIC = "rbee-audit-checkpoint/v1"
 
@@ -69,6 +77,8 @@ class Checkpoint:
 
 
 class Sink(Protocol):
+    where: str  # for people: a directory or s3://bucket/prefix
+
     def latest(self) -> Checkpoint | None: ...
 
     def all(self) -> list[Checkpoint]:
@@ -87,6 +97,7 @@ class Sink(Protocol):
 class DirectorySink:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.where = str(path)
 
     def _ensure(self) -> None:
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -128,6 +139,88 @@ class DirectorySink:
             os.close(dfd)
 
 
+class S3Sink:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        client: object | None = None,
+        endpoint: str | None = None,
+        retain_days: int = 7 * 366,
+    ) -> None:
+        if client is None:
+            import boto3
+
+            client = boto3.client("s3", endpoint_url=endpoint or None)
+        self.s3: Any = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.retain_days = retain_days
+        self.where = f"s3://{bucket}/{self.prefix}"
+
+    def _key(self, seq: int, ext: str) -> str:
+        return f"{self.prefix}{seq:010d}.{ext}"
+
+    def _seqs(self) -> list[int]:
+        seqs: list[int] = []
+        pages = self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix
+        )
+        for page in pages:
+            for obj in page.get("Contents", []):
+                name = obj["Key"][len(self.prefix) :]
+                stem, _, ext = name.partition(".")
+                if ext == "json" and stem.isdigit():
+                    seqs.append(int(stem))
+        return sorted(seqs)
+
+    def _get(self, key: str) -> bytes:
+        body: bytes = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return body
+
+    def _read(self, seq: int) -> Checkpoint:
+        return Checkpoint.from_json(json.loads(self._get(self._key(seq, "json"))))
+
+    def latest(self) -> Checkpoint | None:
+        seqs = self._seqs()
+        return self._read(seqs[-1]) if seqs else None
+
+    def all(self) -> list[Checkpoint]:
+        return [self._read(s) for s in self._seqs()]
+
+    def leaves(self, cp: Checkpoint) -> bytes:
+        return self._get(self._key(cp.seq, "leaves"))
+
+    def _put(self, key: str, body: bytes) -> None:
+        from botocore.exceptions import ClientError
+
+        extra: dict[str, Any] = {}
+        if self.retain_days > 0:
+            extra["ObjectLockMode"] = "COMPLIANCE"
+            extra["ObjectLockRetainUntilDate"] = datetime.now(UTC) + timedelta(
+                days=self.retain_days
+            )
+        try:
+            self.s3.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=body,
+                IfNoneMatch="*",
+                ChecksumAlgorithm="SHA256",
+                **extra,
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise FileExistsError(key) from exc
+            raise
+
+    def write(self, cp: Checkpoint, leaves: bytes) -> None:
+        self._put(self._key(cp.seq, "leaves"), leaves)
+        self._put(self._key(cp.seq, "json"), json.dumps(cp.as_json(), indent=1).encode())
+
+
 def default_dir() -> Path:
     from kernel.paths import rbee_home
 
@@ -136,4 +229,17 @@ def default_dir() -> Path:
 
 
 def get_sink() -> Sink:
+    """The sink configured by the environment: S3 when RBEE_AUDIT_CHECKPOINT_S3 is set,
+    else the directory."""
+    url = os.environ.get("RBEE_AUDIT_CHECKPOINT_S3", "")
+    if url:
+        if not url.startswith("s3://"):
+            raise ValueError(f"RBEE_AUDIT_CHECKPOINT_S3 is s3://BUCKET[/PREFIX], not {url!r}")
+        bucket, _, prefix = url[len("s3://") :].partition("/")
+        return S3Sink(
+            bucket,
+            prefix,
+            endpoint=os.environ.get("RBEE_AUDIT_S3_ENDPOINT") or None,
+            retain_days=int(os.environ.get("RBEE_AUDIT_S3_RETAIN_DAYS", str(7 * 366))),
+        )
     return DirectorySink(default_dir())

@@ -1,10 +1,13 @@
-"""gdpr's periodic jobs (Celery; autodiscovered by rbee.celery)."""
+"""gdpr's jobs (Celery; autodiscovered by rbee.celery; in-process on the embedded default):
+the audit log's periodic tick, and data-subject request jobs."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from celery import shared_task
+
+from gdpr import services
 
 
 @shared_task(name="gdpr.audit_tick", acks_late=True, ignore_result=True)
@@ -17,3 +20,21 @@ def audit_tick() -> dict[str, Any]:
 
     ledger.tick(checkpoint_every=CHECKPOINT_SECONDS)
     return {}
+
+
+@shared_task(name="gdpr.request_run", acks_late=True, ignore_result=True)
+def request_run(request_id: int) -> str:
+    """Run one request (idempotent: a done request is left alone, a failed one re-run).
+    A failure is recorded on the request (status failed, shown to operators as open and,
+    past its deadline, overdue) and not raised into the caller of an eager run."""
+    try:
+        return services.request_run(request_id=request_id).status
+    except Exception:
+        return "failed"
+
+
+def request_enqueue(request_id: int) -> None:
+    """Send the job once the request's row is committed."""
+    from django.db import transaction
+
+    transaction.on_commit(lambda: request_run.delay(request_id))

@@ -17,6 +17,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
 from billing.errors import AdmissionCode, BillingCode
+from gdpr.errors import GdprErrorCode
 from hives.errors import HiveErrorCode
 from inference.scheduler import SchedulerCode
 from kernel.errors import DomainError, KernelCode, Unavailable, store_down
@@ -64,6 +65,12 @@ HTTP_STATUS: dict[str, int] = {
     SchedulerCode.SCRIPT_INVALID: status.HTTP_400_BAD_REQUEST,
     SchedulerCode.REJECTED: status.HTTP_429_TOO_MANY_REQUESTS,
     SchedulerCode.DENIED: status.HTTP_403_FORBIDDEN,
+    # gdpr: data-subject requests
+    GdprErrorCode.NOT_FOUND: status.HTTP_404_NOT_FOUND,
+    GdprErrorCode.INVALID: status.HTTP_400_BAD_REQUEST,
+    GdprErrorCode.FORBIDDEN: status.HTTP_403_FORBIDDEN,
+    GdprErrorCode.NOT_READY: status.HTTP_409_CONFLICT,
+    GdprErrorCode.LINK_EXPIRED: status.HTTP_410_GONE,
     # the kernel: the database or Redis is down or not answering (with Retry-After)
     KernelCode.UNAVAILABLE: status.HTTP_503_SERVICE_UNAVAILABLE,
 }

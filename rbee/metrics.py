@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gdpr import selectors as gdpr_selectors
 from inference import queueing, scheduler
 from inference.errors import APIError
 from kernel.aio import db
@@ -50,8 +51,28 @@ class SchedulerCollector(Collector):
         yield version
 
 
+class GdprCollector(Collector):
+    """Data-subject requests past their Art. 12(3) deadline, by kind (export, erase).
+    The counts are read from the database by the view (async) just before collecting."""
+
+    def __init__(self) -> None:
+        self.overdue: dict[str, int] = {}
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily(
+            "rbee_gdpr_requests_overdue",
+            "Open data-subject requests past their deadline (Art. 12(3) GDPR)",
+            labels=["kind"],
+        )
+        for kind, n in sorted(self.overdue.items()):
+            gauge.add_metric([kind], n)
+        yield gauge
+
+
+gdpr_collector = GdprCollector()
 registry = CollectorRegistry()
 registry.register(SchedulerCollector())
+registry.register(gdpr_collector)
 
 
 async def metrics(request: HttpRequest) -> HttpResponse:
@@ -62,4 +83,5 @@ async def metrics(request: HttpRequest) -> HttpResponse:
             "The metrics need 'Authorization: Bearer <RBEE_METRICS_TOKEN>' or a staff session.",
             code="unauthorized",
         ).response()
+    gdpr_collector.overdue = await db(gdpr_selectors.overdue_counts)
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -313,6 +313,16 @@ SPECTACULAR_SETTINGS = {
     "PREPROCESSING_HOOKS": ["rbee.openapi.only_management_api"],
 }
 
+# GDPR (gdpr/): who the controller is (Art. 13-15, 30), where log files are (erasure
+# masks the subject in them, as in every file under RBEE_HOME), how long an export's
+# download link works, and whose bookkeeping law sets how long invoices are kept.
+RBEE_CONTROLLER_NAME = env.str("RBEE_CONTROLLER_NAME", default="")
+RBEE_CONTROLLER_CONTACT = env.str("RBEE_CONTROLLER_CONTACT", default="")
+RBEE_DPO_CONTACT = env.str("RBEE_DPO_CONTACT", default="")
+RBEE_LOG_DIRS = env.list("RBEE_LOG_DIRS", default=[])
+RBEE_GDPR_LINK_SECONDS = env.int("RBEE_GDPR_LINK_SECONDS", default=3600)
+RBEE_BOOKS_JURISDICTION = env.str("RBEE_BOOKS_JURISDICTION", default="").upper()
+
 LOG_LEVEL = env.str("RBEE_LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
@@ -335,6 +345,7 @@ LOGGING = {
         "inference": {"level": LOG_LEVEL},
         "tenants": {"level": LOG_LEVEL},
         "billing": {"level": LOG_LEVEL},
+        "gdpr": {"level": LOG_LEVEL},
         "django.request": {"level": "ERROR"},
     },
 }

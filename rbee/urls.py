@@ -31,5 +31,6 @@ urlpatterns = [
     path("", include("tenants.api")),
     path("", include("billing.api")),
     path("", include("gdpr.api")),
+    path("", include("gdpr.rights_api")),
     path("admin/", admin.site.urls),
 ]

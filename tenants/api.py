@@ -366,6 +366,7 @@ class KeysApi(PortalView):
             scopes=v["scopes"],
             expires_at=v["expires_at"],
             actor=user_actor(request.user),
+            created_by=request.user,
         )
         return Response({**KeyOutput(key).data, "key": plaintext}, status=status.HTTP_201_CREATED)
 

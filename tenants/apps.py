@@ -7,6 +7,7 @@ class TenantsConfig(AppConfig):
 
     def ready(self) -> None:
         from gdpr import access
-        from tenants.gdpr import TenantsAccess
+        from tenants.gdpr import TenantsAccess, register_providers
 
         access.register(TenantsAccess())
+        register_providers()

@@ -67,6 +67,10 @@ class Tenant(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     past_due_since = models.DateTimeField(null=True, blank=True)
     stripe_customer_id = models.CharField(max_length=100, blank=True, default="")
+    # Where invoices go (and the Stripe customer's e-mail): when it is a person's, that
+    # person is the invoices' customer for GDPR (their export holds the invoices; their
+    # erasure pseudonymises them, kept for the legal period).
+    billing_email = models.EmailField(blank=True, default="")
     # When the newest Stripe event applied to the status / to the plan was created: Stripe
     # does not deliver events in order, and an older one must not undo a newer one.
     status_event_at = models.DateTimeField(null=True, blank=True)
@@ -92,6 +96,9 @@ class ApiKey(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     replaced_by = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replaces"
+    )
+    created_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)

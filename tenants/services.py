@@ -120,12 +120,14 @@ def api_key_create(
     name: str = "",
     scopes: dict[str, Any] | None = None,
     expires_at: datetime | None = None,
+    created_by: User | None = None,
     actor: Actor = SYSTEM,
     _action: AuditAction = AuditAction.KEY_CREATE,
     _extra: dict[str, Any] | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key; returns the row and the plaintext, which is never stored (nor
-    audited: the event keeps the prefix)."""
+    audited: the event keeps the prefix). `created_by`: the person who made it (a portal
+    user), for their GDPR export."""
     new = secrets.make(ApiKey.KIND)
     with transaction.atomic():
         key = ApiKey.objects.create(
@@ -135,6 +137,7 @@ def api_key_create(
             key_hash=new.digest,
             scopes=_check_scopes(scopes or {}),
             expires_at=expires_at,
+            created_by=created_by,
         )
         audit.record(
             _action,
@@ -164,6 +167,7 @@ def api_key_rotate(
             tenant=api_key.tenant,
             name=api_key.name,
             scopes=api_key.scopes or {},
+            created_by=api_key.created_by,
             actor=actor,
             _action=AuditAction.KEY_ROTATE,
             _extra={
@@ -221,6 +225,37 @@ def tenant_set_status(*, tenant: Tenant, status: str, actor: Actor = SYSTEM) -> 
             tenant.past_due_since = None
         tenant.save(update_fields=["status", "past_due_since"])
         tenant_status_audit(tenant=tenant, before=before, actor=actor)
+    return tenant
+
+
+def tenant_set_billing_email(*, tenant: Tenant, email: str, actor: Actor = SYSTEM) -> Tenant:
+    """Where the tenant's invoices go ("" for nowhere). When it is a person's address,
+    that person is the invoices' customer for GDPR (tenants/gdpr.py, billing/gdpr.py)."""
+    from django.core.exceptions import ValidationError
+    from django.core.validators import validate_email
+
+    email = email.strip()
+    if email:
+        try:
+            validate_email(email)
+        except ValidationError as exc:
+            raise TenantError(
+                TenantErrorCode.INVALID, f"not an e-mail address: {email!r}", param="email"
+            ) from exc
+    try:
+        subject = subjects.user(email) if email else None
+    except subjects.SubjectError:
+        subject = None
+    with transaction.atomic():
+        tenant.billing_email = email
+        tenant.save(update_fields=["billing_email"])
+        audit.record(
+            AuditAction.TENANT_BILLING_EMAIL,
+            actor=actor,
+            tenant_id=tenant.pk,
+            subject=subject,
+            data={"set": bool(email)},
+        )
     return tenant
 
 

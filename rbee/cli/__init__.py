@@ -12,6 +12,7 @@ import click
 
 from rbee.cli.audit import audit
 from rbee.cli.billing import billing
+from rbee.cli.gdpr import gdpr
 from rbee.cli.hive import hive
 from rbee.cli.key import key
 from rbee.cli.model import model
@@ -45,5 +46,6 @@ for _command in (
     billing,
     operator,
     audit,
+    gdpr,
 ):
     main.add_command(_command)

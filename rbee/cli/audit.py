@@ -24,18 +24,18 @@ def audit() -> None:
 def audit_verify() -> None:
     """Check every event against the signed checkpoints (exit 1 names the first bad index)."""
     from gdpr import ledger
+    from gdpr.sinks import get_sink
 
+    sink = get_sink()
     try:
-        result = ledger.verify()
+        result = ledger.verify(sink=sink)
     except ledger.LogBroken as exc:
         fail(f"audit log broken: {exc}")
     click.echo(f"ok: {result.size} events, root {result.root.hex()}")
     if result.size and not result.checkpoints:
-        from gdpr.sinks import default_dir
-
         note(
-            f"warning: no signed checkpoints in {default_dir()}: nothing outside the "
-            "database vouches for this log (is RBEE_AUDIT_CHECKPOINT_DIR right?)"
+            f"warning: no signed checkpoints in {sink.where}: nothing outside the database "
+            "vouches for this log (is RBEE_AUDIT_CHECKPOINT_DIR or _S3 right?)"
         )
     note(
         f"{result.checkpoints} signed checkpoint(s) verified"
@@ -52,15 +52,16 @@ def audit_verify() -> None:
 def audit_checkpoint() -> None:
     """Sign and write a checkpoint of the whole log now."""
     from gdpr import ledger
-    from gdpr.sinks import default_dir
+    from gdpr.sinks import get_sink
 
+    sink = get_sink()
     try:
-        cp = ledger.checkpoint(force=True)
+        cp = ledger.checkpoint(force=True, sink=sink)
     except ledger.LogBroken as exc:
         fail(f"audit log broken: {exc}")
     assert cp is not None
     click.echo(f"checkpoint {cp.name}: {cp.size} events, root {cp.root.hex()}, {cp.time}")
-    note(f"written to {default_dir()}")
+    note(f"written to {sink.where}")
 
 
 @audit.command("pubkey")

@@ -30,8 +30,8 @@ def billing() -> None:
 @uses_django
 def billing_worker(concurrency: int) -> None:
     """Run Celery (with its beat) for background work: usage to Stripe, past-due
-    suspensions, invoice drafts. Needed with RBEE_REDIS_URL; on the embedded default the
-    queen does this work itself."""
+    suspensions, invoice drafts, GDPR export and erasure jobs. Needed with
+    RBEE_REDIS_URL; on the embedded default the queen does this work itself."""
     from rbee.celery import app
 
     app.worker_main(["worker", "--beat", f"--concurrency={concurrency}", "--loglevel=INFO"])

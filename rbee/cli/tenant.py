@@ -79,6 +79,22 @@ def tenant_plan(name: str, plan: str) -> None:
     note(f"{t.name}: plan {plan}")
 
 
+@tenant.command("billing-email")
+@click.argument("name")
+@click.argument("email", default="")
+@uses_database
+def tenant_billing_email(name: str, email: str) -> None:
+    """Send NAME's invoices to EMAIL (none: clear it). A person's address makes that
+    person the invoices' customer (GDPR export and erasure)."""
+    from tenants import selectors, services
+
+    with reported():
+        t = services.tenant_set_billing_email(
+            tenant=selectors.tenant_get(name=name), email=email, actor=cli_actor()
+        )
+    note(f"{t.name}: invoices to {t.billing_email or 'nobody'}")
+
+
 @tenant.command("limit")
 @click.argument("name")
 @click.argument("limits", nargs=-1, required=True)

@@ -3,8 +3,9 @@
 It answers what rbee calls, form-encoded as the `stripe` library sends it, with Stripe's
 response and error shapes:
 
-* `POST /v1/customers`, `GET /v1/customers/{id}` (object "customer"; 404
-  resource_missing for an unknown id);
+* `POST /v1/customers`, `GET /v1/customers/{id}`, `POST /v1/customers/{id}` (update:
+  an empty value unsets a field) (object "customer"; 404 resource_missing for an
+  unknown id);
 * `POST /v1/billing/meter_events` (object "billing.meter_event"). The `identifier` is
   unique: a second event with one already held is refused with HTTP 400,
   invalid_request_error, "An event already exists with identifier ...", and counts
@@ -268,6 +269,8 @@ class FakeStripe:
                     param="id",
                 )
             return _Answer(200, customer)
+        if call.method == "POST" and m:
+            return self._customer_update(unquote(m.group(1)), call.params)
         if call.method == "POST" and call.path == "/v1/billing/meter_events":
             return self._meter_event_create(call.params)
         return _error(
@@ -308,6 +311,32 @@ class FakeStripe:
         with self._lock:
             self.customers[customer["id"]] = customer
         return _Answer(200, customer)
+
+    def _customer_update(self, cid: str, p: dict[str, Any]) -> _Answer:
+        """Stripe's update: a field sent empty ("") is unset (null); metadata merges."""
+        with self._lock:
+            customer = self.customers.get(cid)
+            if customer is None:
+                return _error(
+                    404,
+                    "invalid_request_error",
+                    f"No such customer: '{cid}'",
+                    code="resource_missing",
+                    param="id",
+                )
+            for key, value in p.items():
+                if key == "metadata" and isinstance(value, dict):
+                    customer["metadata"].update(value)
+                elif key in customer and key not in ("id", "object", "created", "livemode"):
+                    customer[key] = None if value == "" else value
+                else:
+                    return _error(
+                        400,
+                        "invalid_request_error",
+                        f"Received unknown parameter: {key}",
+                        param=key,
+                    )
+            return _Answer(200, dict(customer))
 
     def _meter_event_create(self, p: dict[str, Any]) -> _Answer:
         name = p.get("event_name")
