@@ -26,6 +26,7 @@ from hives.protocol import FINAL_KINDS, EventKind
 from hives.selectors import Placement
 from inference.errors import APIError, neutral_error
 from inference.scheduler import least_loaded
+from kernel import regions
 
 logger = logging.getLogger("inference.dispatch")
 
@@ -52,6 +53,10 @@ class Job:
     refresh: Callable[[], Awaitable[list[Placement]]] | None = None
     # The scheduler's choice for the first try (retries pick the least loaded).
     preferred: Placement | None = None
+    # The caller's region constraints (kernel.regions): every try, the first included,
+    # goes only to a hive whose operator-set region meets them all; when none is left the
+    # job fails closed (503), however many placements elsewhere could take it.
+    regions: tuple[str, ...] = ()
     # Called once when the job is over, however it ends (frees its queue slot).
     on_finish: Callable[[], None] | None = None
     # Records the request's usage once and settles its reservation (billing/gate.py):
@@ -164,8 +169,11 @@ class Job:
             if attempt and self.refresh is not None:
                 # A hive that reconnected meanwhile has a new channel name.
                 self.placements = await self.refresh() or self.placements
+            self.placements = self._in_region(self.placements)
+            if not self.placements:
+                break
             untried = [p for p in self.placements if p.channel_name not in self._tried]
-            if attempt == 0 and self.preferred is not None:
+            if attempt == 0 and self.preferred is not None and self._in_region([self.preferred]):
                 placement = self.preferred
             else:
                 # Shuffled first: equals are then taken at random, so the jobs a dropped
@@ -218,11 +226,25 @@ class Job:
                 ack_timeout,
             )
         await self._release(layer, send_cancel=True)
+        if not self.placements:
+            raise APIError(
+                503,
+                f"No live worker for '{self.model}' in this request's region "
+                f"'{' and '.join(self.regions)}' is left to take it; it was not sent "
+                "elsewhere. Try again shortly.",
+                code="region_unavailable",
+                headers={"Retry-After": "5"},
+            )
         raise APIError(
             503,
             f"No worker acknowledged the request for model '{self.model}'; try again shortly.",
             code="worker_unavailable",
         )
+
+    def _in_region(self, placements: list[Placement]) -> list[Placement]:
+        if not self.regions:
+            return placements
+        return [p for p in placements if regions.within_all(p.region, self.regions)]
 
     async def _release(self, layer: Any, *, send_cancel: bool) -> None:
         """Stop counting the current placement as busy; optionally tell its hive to stop."""

@@ -2,7 +2,8 @@
 
     GET    /api/tenants                                   the tenants I belong to (staff: all)
     GET    /api/tenants/<id>                              name, plan, effective limits, status
-    PATCH  /api/tenants/<id>                              staff: {plan?, status?, overrides?}
+    PATCH  /api/tenants/<id>                              staff: {plan?, status?, overrides?,
+                                                                 data_region?, jurisdiction?}
     GET    /api/tenants/<id>/keys                         its keys (never their hash)
     POST   /api/tenants/<id>/keys                         {name, scopes?, expires_at?}: the
                                                           plaintext key, shown once (201)
@@ -75,6 +76,7 @@ from tenants.services import (
     membership_set_role,
     tenant_set_overrides,
     tenant_set_plan,
+    tenant_set_residency,
     tenant_set_status,
 )
 
@@ -178,6 +180,8 @@ def tenant_data(tenant: Tenant, role: str | None) -> dict[str, Any]:
         "limits": effective_limits(tenant),
         "allowed_models": list(plan.allowed_models or []) if plan is not None else [],
         "overrides": tenant.overrides if isinstance(tenant.overrides, dict) else {},
+        "data_region": tenant.data_region,
+        "jurisdiction": tenant.jurisdiction,
         "role": role,
         "created_at": serializers.DateTimeField().to_representation(tenant.created_at),
     }
@@ -195,6 +199,7 @@ class KeyOutput(serializers.ModelSerializer[ApiKey]):
             "prefix",
             "display",
             "scopes",
+            "data_region",
             "state",
             "expires_at",
             "replaced_by",
@@ -284,6 +289,9 @@ class TenantDetailApi(PortalView):
         overrides = serializers.DictField(
             child=serializers.IntegerField(min_value=0, allow_null=True), required=False
         )
+        # "" = anywhere; else only hives the operator placed there (tenants.services checks).
+        data_region = serializers.CharField(max_length=32, required=False, allow_blank=True)
+        jurisdiction = serializers.CharField(max_length=2, required=False, allow_blank=True)
 
     def get(self, request: Request, tenant_id: int) -> Response:
         access = tenant_access(request, tenant_id)
@@ -307,6 +315,12 @@ class TenantDetailApi(PortalView):
                 tenant = tenant_set_status(tenant=tenant, status=v["status"])
             if "overrides" in v:
                 tenant = tenant_set_overrides(tenant=tenant, overrides=v["overrides"])
+            if "data_region" in v or "jurisdiction" in v:
+                tenant = tenant_set_residency(
+                    tenant=tenant,
+                    data_region=v.get("data_region"),
+                    jurisdiction=v.get("jurisdiction"),
+                )
         tenant = Tenant.objects.select_related("plan").get(pk=tenant.pk)
         return Response(tenant_data(tenant, access.role))
 
@@ -334,6 +348,10 @@ class KeysApi(PortalView):
         name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
         scopes = serializers.DictField(required=False, default=dict)
         expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+        # Narrows the tenant's data region (never widens it: tenants.services refuses).
+        data_region = serializers.CharField(
+            max_length=32, required=False, allow_blank=True, default=""
+        )
 
         def validate_scopes(self, value: dict[str, Any]) -> dict[str, Any]:
             unknown = sorted(set(value) - {"endpoints", "models"})
@@ -358,7 +376,11 @@ class KeysApi(PortalView):
         access.require(*MANAGERS)
         v = valid(self.InputSerializer(data=request.data))
         key, plaintext = api_key_create(
-            tenant=access.tenant, name=v["name"], scopes=v["scopes"], expires_at=v["expires_at"]
+            tenant=access.tenant,
+            name=v["name"],
+            scopes=v["scopes"],
+            expires_at=v["expires_at"],
+            data_region=v["data_region"],
         )
         return Response({**KeyOutput(key).data, "key": plaintext}, status=status.HTTP_201_CREATED)
 

@@ -11,7 +11,7 @@ from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from kernel import secrets
+from kernel import regions, secrets
 from tenants.errors import TenantError, TenantErrorCode
 from tenants.models import OPERATOR_AREAS, ApiKey, Invitation, Membership, Plan, Tenant
 
@@ -19,22 +19,54 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
 
-def tenant_create(*, name: str, tier: str = "free", plan: str | None = None) -> Tenant:
+def _check_region(region: str, param: str = "data_region") -> str:
+    try:
+        return regions.normalise(region)
+    except regions.RegionError as exc:
+        raise TenantError(TenantErrorCode.INVALID, str(exc), param=param) from exc
+
+
+def _check_jurisdiction(code: str) -> str:
+    code = (code or "").strip().upper()
+    if code and not (len(code) == 2 and code.isascii() and code.isalpha()):
+        raise TenantError(
+            TenantErrorCode.INVALID,
+            f"not a country code: {code!r} (ISO 3166-1 alpha-2, e.g. DE, FR, NL)",
+            param="jurisdiction",
+        )
+    return code
+
+
+def tenant_create(
+    *,
+    name: str,
+    tier: str = "free",
+    plan: str | None = None,
+    data_region: str = "",
+    jurisdiction: str = "",
+) -> Tenant:
     """Create a tenant. Its plan is `plan`, else the plan named like its tier if there is
-    one; with no plan it is unlimited (a homelab's own tenant)."""
+    one; with no plan it is unlimited (a homelab's own tenant). With a `data_region` its
+    requests only ever run on hives the operator placed in that region."""
 
     if not name or slugify(name) != name:
         raise TenantError(
             TenantErrorCode.INVALID,
             f"invalid tenant name {name!r}: use lowercase letters, digits, '-' and '_'",
         )
+    data_region = _check_region(data_region)
+    jurisdiction = _check_jurisdiction(jurisdiction)
     chosen = Plan.objects.filter(name=plan or tier).first()
     if plan and chosen is None:
         raise TenantError(TenantErrorCode.NOT_FOUND, f"no plan named {plan!r}")
     try:
         with transaction.atomic():
             return Tenant.objects.create(
-                name=name, tier=chosen.name if chosen else tier, plan=chosen
+                name=name,
+                tier=chosen.name if chosen else tier,
+                plan=chosen,
+                data_region=data_region,
+                jurisdiction=jurisdiction,
             )
     except IntegrityError as exc:
         raise TenantError(
@@ -77,8 +109,20 @@ def api_key_create(
     name: str = "",
     scopes: dict[str, Any] | None = None,
     expires_at: datetime | None = None,
+    data_region: str = "",
 ) -> tuple[ApiKey, str]:
-    """Create a key; returns the row and the plaintext, which is never stored."""
+    """Create a key; returns the row and the plaintext, which is never stored. Its
+    `data_region` may narrow its tenant's (an "eu" tenant's "eu-west" key), never widen
+    it: a region outside the tenant's is refused here, and should the tenant's region
+    later change, routing honours both (kernel.regions.within_all) and so fails closed."""
+    data_region = _check_region(data_region)
+    if data_region and not regions.within(data_region, tenant.data_region):
+        raise TenantError(
+            TenantErrorCode.INVALID,
+            f"a key's data region may only narrow its tenant's: {data_region!r} is not "
+            f"within {tenant.data_region!r}",
+            param="data_region",
+        )
     new = secrets.make(ApiKey.KIND)
     with transaction.atomic():
         key = ApiKey.objects.create(
@@ -88,6 +132,7 @@ def api_key_create(
             key_hash=new.digest,
             scopes=_check_scopes(scopes or {}),
             expires_at=expires_at,
+            data_region=data_region,
         )
     return key, new.plaintext
 
@@ -106,7 +151,10 @@ def api_key_rotate(
         raise TenantError(TenantErrorCode.INVALID, "a revoked key cannot be rotated")
     with transaction.atomic():
         new, plaintext = api_key_create(
-            tenant=api_key.tenant, name=api_key.name, scopes=api_key.scopes or {}
+            tenant=api_key.tenant,
+            name=api_key.name,
+            scopes=api_key.scopes or {},
+            data_region=api_key.data_region,
         )
         ends = timezone.now() + grace
         if api_key.expires_at is None or api_key.expires_at > ends:
@@ -122,6 +170,25 @@ def api_key_touch(*, api_key_id: int, every: timedelta = timedelta(seconds=60)) 
     ApiKey.objects.filter(pk=api_key_id).filter(
         models.Q(last_used_at__isnull=True) | models.Q(last_used_at__lt=now - every)
     ).update(last_used_at=now)
+
+
+def tenant_set_residency(
+    *, tenant: Tenant, data_region: str | None = None, jurisdiction: str | None = None
+) -> Tenant:
+    """Set where the tenant's requests may run and whose retention law applies (None:
+    unchanged). Keys whose own region no longer lies within the new one keep it: routing
+    requires both, so they fail closed rather than widen."""
+    fields = []
+    if data_region is not None:
+        tenant.data_region = _check_region(data_region)
+        fields.append("data_region")
+    if jurisdiction is not None:
+        tenant.jurisdiction = _check_jurisdiction(jurisdiction)
+        fields.append("jurisdiction")
+    if fields:
+        with transaction.atomic():
+            tenant.save(update_fields=fields)
+    return tenant
 
 
 def tenant_set_status(*, tenant: Tenant, status: str) -> Tenant:
