@@ -633,13 +633,28 @@ async def _admit_queue_route(
         if slot.waited:  # hives may have come and gone while we waited
             fresh = await db(hive_selectors.placements_for_model, model=target.model)
             eligible = _eligible(target, regions_, fresh)
-        decision = await route_async(target.policy, task, eligible, local_load())  # 7
-        chosen, kept = confine(decision.placement, eligible, regions_, local_load())
+        chosen, source = await route_in_region(  # 7
+            target.policy, task, eligible, regions_, local_load()
+        )
     except BaseException:
         slot.release()
         raise
-    source = decision.source if kept else "default"
     return Scheduled(chosen, source, eligible, admitted, regions_), slot
+
+
+async def route_in_region(
+    policy: Policy,
+    task: dict[str, Any],
+    eligible: list[Placement],
+    regions_: tuple[str, ...],
+    load: Mapping[int, int],
+) -> tuple[Placement, str]:
+    """7: the script's route_task (or the default) over the eligible workers, and its
+    answer checked against the caller's region (`confine`): (placement, "script" or
+    "default")."""
+    decision = await route_async(policy, task, eligible, load)
+    chosen, kept = confine(decision.placement, eligible, regions_, load)
+    return chosen, decision.source if kept else "default"
 
 
 # --- 8, 9 the job and its meter ----------------------------------------------------------
