@@ -17,6 +17,7 @@ from rbee.cli.model import model
 from rbee.cli.operator import operator
 from rbee.cli.plan import plan
 from rbee.cli.queen import queen
+from rbee.cli.residency import gdpr
 from rbee.cli.scheduler import scheduler
 from rbee.cli.tenant import tenant
 from rbee.cli.up import up
@@ -43,5 +44,6 @@ for _command in (
     scheduler,
     billing,
     operator,
+    gdpr,
 ):
     main.add_command(_command)
