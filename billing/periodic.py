@@ -22,10 +22,11 @@ logger = logging.getLogger("billing.periodic")
 
 def _run(stop: threading.Event) -> None:
     from billing.invoice_tasks import build_monthly_invoices
-    from billing.tasks import report_usage, suspend_past_due
+    from billing.tasks import audit_usage, report_usage, suspend_past_due
 
     tasks = {
         "billing.report_usage": report_usage,
+        "billing.audit_usage": audit_usage,
         "billing.suspend_past_due": suspend_past_due,
         "billing.build_monthly_invoices": build_monthly_invoices,
     }

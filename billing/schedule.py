@@ -7,6 +7,8 @@ from __future__ import annotations
 # (task name, every how many seconds)
 SCHEDULE: tuple[tuple[str, float], ...] = (
     ("billing.report_usage", 60.0),
+    # Inference audit events from finished usage rows (billing/audit_feed.py).
+    ("billing.audit_usage", 5.0),
     ("billing.suspend_past_due", 3600.0),
     ("billing.build_monthly_invoices", 24 * 3600.0),
 )

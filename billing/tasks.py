@@ -57,3 +57,15 @@ def suspend_past_due() -> dict[str, Any]:
     tenant's status on every request)."""
     names = past_due_suspend()
     return {"suspended": len(names), "tenants": names}
+
+
+@shared_task(name="billing.audit_usage", acks_late=True, ignore_result=True)
+def audit_usage() -> dict[str, Any]:
+    """Append the audit events of finished requests (billing/audit_feed.py): a batch at a
+    time until caught up, idempotent per request id."""
+    from billing.audit_feed import BATCH, usage_audit_append
+
+    seen = 0
+    while (n := usage_audit_append()) == BATCH:
+        seen += n
+    return {"rows": seen + n}

@@ -13,14 +13,143 @@ Subject), `personal` (fields that are personal data: e-mail, IP, names, end-user
 `outcome`. Persons' fields (`actor` when a Subject, `subject`, `personal`) are sealed per
 data subject before hashing, so erasure (`shred`) destroys a key and the Merkle tree
 still verifies.
+
+`personal` belongs to `subject`; with no subject it is sealed under the actor when the
+actor is a person, and refused otherwise (personal data must always have an owner who
+can have it erased).
+
+Appending is one INSERT (plus, the first time a subject is seen, its key row). Tree
+order, leaf hashes and checkpoints are computed later, off the request path, by the
+sequencer (gdpr.ledger).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import secrets
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from gdpr.subjects import Subject
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from gdpr import crypto
+from gdpr.models import AuditCursor, AuditEvent, AuditKey
+from gdpr.subjects import Subject, parse
+
+__all__ = [
+    "Event",
+    "arecord",
+    "arecord_many",
+    "canonical_json",
+    "events_for_subject",
+    "feed_append",
+    "feed_position",
+    "record",
+    "record_many",
+    "shred",
+]
+
+# How long a process reuses a subject's key without asking the database again. A key
+# shredded by another process may still seal that process's events for this long; those
+# fields are then unreadable by anyone (the key is gone), which is erasure too.
+KEY_CACHE_SECONDS = 60.0
+_cache: dict[str, tuple[float, str, bytes]] = {}
+_cache_lock = threading.Lock()
+
+
+def canonical_json(value: Any) -> str:
+    """One spelling per value: sorted keys, no spaces, ASCII only. What is hashed is
+    what is stored, byte for byte."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+@dataclass
+class Event:
+    """One event to append (record_many); the same fields as `record`."""
+
+    action: str
+    actor: Subject | str = "system"
+    tenant_id: int | None = None
+    subject: Subject | None = None
+    personal: Mapping[str, str] | None = None
+    data: Mapping[str, Any] | None = None
+    request_id: str = ""
+    region: str = ""
+    outcome: str = "ok"
+    created_at: Any = field(default=None)  # datetime; now when None
+
+
+def _key_for(subject: Subject, *, create: bool) -> tuple[str, bytes] | None:
+    """(key id, key) of the subject, made on first use when `create`."""
+    name = str(subject)
+    now = time.monotonic()
+    with _cache_lock:
+        hit = _cache.get(name)
+    if hit and hit[0] > now:
+        return hit[1], hit[2]
+    lookup = crypto.subject_lookup(name)
+    row = AuditKey.objects.filter(lookup=lookup).values_list("id", "wrapped").first()
+    if row is None:
+        if not create:
+            return None
+        key_id = secrets.token_hex(16)
+        dek = secrets.token_bytes(32)
+        try:
+            with transaction.atomic():
+                AuditKey.objects.create(id=key_id, lookup=lookup, wrapped=crypto.wrap(dek, key_id))
+        except IntegrityError:  # another process made it first: use theirs
+            row = AuditKey.objects.filter(lookup=lookup).values_list("id", "wrapped").get()
+            key_id, dek = row[0], crypto.unwrap(bytes(row[1]), row[0])
+    else:
+        key_id, dek = row[0], crypto.unwrap(bytes(row[1]), row[0])
+    with _cache_lock:
+        _cache[name] = (now + KEY_CACHE_SECONDS, key_id, dek)
+    return key_id, dek
+
+
+def _seal(subject: Subject, role: str, payload: Mapping[str, Any]) -> tuple[str, bytes]:
+    found = _key_for(subject, create=True)
+    assert found is not None
+    key_id, dek = found
+    aad = f"{role}:{key_id}".encode()
+    return key_id, crypto.seal(dek, canonical_json(payload).encode(), aad)
+
+
+def _row(ev: Event) -> AuditEvent:
+    if not ev.action or len(ev.action) > 64:
+        raise ValueError("an audit action is 1 to 64 characters")
+    personal = dict(ev.personal or {})
+    data = dict(ev.data or {})
+    row = AuditEvent(
+        created_at=ev.created_at or timezone.now(),
+        action=ev.action,
+        tenant_id=ev.tenant_id,
+        request_id=ev.request_id[:64],
+        region=ev.region[:32],
+        outcome=ev.outcome[:32],
+        data=canonical_json(data),
+    )
+    if isinstance(ev.actor, Subject):
+        actor_payload: dict[str, Any] = {"actor": str(ev.actor)}
+        if ev.subject is None and personal:
+            actor_payload["personal"] = personal
+            personal = {}
+        row.actor_key, row.actor_sealed = _seal(ev.actor, "actor", actor_payload)
+    else:
+        row.actor = str(ev.actor)[:200]
+    if ev.subject is not None:
+        row.subject_key, row.subject_sealed = _seal(
+            ev.subject, "subject", {"subject": str(ev.subject), "personal": personal}
+        )
+    elif personal:
+        raise ValueError(
+            f"audit event {ev.action!r}: personal fields need a subject (or a person as actor)"
+        )
+    return row
 
 
 def record(
@@ -34,22 +163,154 @@ def record(
     request_id: str = "",
     region: str = "",
     outcome: str = "ok",
-) -> None:
-    """Append one event (in the caller's transaction when there is one)."""
-    raise NotImplementedError  # issue 12: the audit helper builds this
+) -> int:
+    """Append one event (in the caller's transaction when there is one). Its id."""
+    row = _row(
+        Event(
+            action,
+            actor=actor,
+            tenant_id=tenant_id,
+            subject=subject,
+            personal=personal,
+            data=data,
+            request_id=request_id,
+            region=region,
+            outcome=outcome,
+        )
+    )
+    row.save(force_insert=True)
+    return int(row.pk)
 
 
-async def arecord(action: str, **kwargs: Any) -> None:
+def record_many(events: Iterable[Event], *, skip_recorded: bool = False) -> int:
+    """Append many events in one INSERT per 1,000 (batch appenders, imports). How many
+    were given. With `skip_recorded`, an inference event whose request id is already in
+    the log is left out (appenders that may retry a batch)."""
+    rows = [_row(ev) for ev in events]
+    with transaction.atomic():
+        AuditEvent.objects.bulk_create(rows, batch_size=1000, ignore_conflicts=skip_recorded)
+    return len(rows)
+
+
+def feed_position(name: str) -> int:
+    """Where the batch appender `name` stopped (0: it never ran)."""
+    pos = AuditCursor.objects.filter(name=name).values_list("position", flat=True).first()
+    return int(pos or 0)
+
+
+def feed_append(name: str, events: Iterable[Event], *, position: int) -> int:
+    """Append a batch (inference events are idempotent per request id) and move the
+    appender's durable cursor to `position`, in one transaction: a crash between the two
+    cannot lose or double a batch."""
+    with transaction.atomic():
+        n = record_many(events, skip_recorded=True)
+        AuditCursor.objects.update_or_create(name=name, defaults={"position": position})
+    return n
+
+
+async def arecord(action: str, **kwargs: Any) -> int:
     """`record` from async code."""
-    raise NotImplementedError
+    from kernel.aio import db
+
+    return await db(lambda: record(action, **kwargs))
 
 
-def events_for_subject(subject: Subject) -> list[dict[str, Any]]:
-    """Every event about (or by) the subject, decrypted, oldest first (for an export)."""
-    raise NotImplementedError
+async def arecord_many(events: Iterable[Event]) -> int:
+    from kernel.aio import db
+
+    batch = list(events)
+    return await db(lambda: record_many(batch))
 
 
-def shred(subject: Subject) -> bool:
+def _open(dek: bytes | None, blob: bytes, role: str, key_id: str) -> dict[str, Any] | None:
+    if dek is None or not blob:
+        return None
+    try:
+        raw = crypto.open_sealed(dek, bytes(blob), f"{role}:{key_id}".encode())
+    except Exception:  # InvalidTag: not this key, or tampered with
+        return None
+    value: dict[str, Any] = json.loads(raw)
+    return value
+
+
+def event_view(
+    row: Mapping[str, Any], keys: Mapping[str, bytes], *, leaf_index: int | None = None
+) -> dict[str, Any]:
+    """An event as people read it: persons' fields opened where their key still exists
+    (`keys`: key id -> key), else marked "[erased]"."""
+    actor: Any = row["actor"]
+    personal: dict[str, Any] = {}
+    subject: Any = None
+    if row["actor_key"]:
+        opened = _open(keys.get(row["actor_key"]), row["actor_sealed"], "actor", row["actor_key"])
+        actor = opened["actor"] if opened else "[erased]"
+        if opened:
+            personal.update(opened.get("personal", {}))
+    if row["subject_key"]:
+        opened = _open(
+            keys.get(row["subject_key"]), row["subject_sealed"], "subject", row["subject_key"]
+        )
+        subject = opened["subject"] if opened else "[erased]"
+        if opened:
+            personal.update(opened.get("personal", {}))
+    return {
+        "id": row["id"],
+        "leaf_index": leaf_index,
+        "created_at": row["created_at"].isoformat(),
+        "action": row["action"],
+        "actor": actor,
+        "tenant_id": row["tenant_id"],
+        "subject": subject,
+        "personal": personal,
+        "data": json.loads(row["data"]),
+        "request_id": row["request_id"],
+        "region": row["region"],
+        "outcome": row["outcome"],
+    }
+
+
+_VIEW_FIELDS = (
+    "id",
+    "created_at",
+    "action",
+    "actor",
+    "tenant_id",
+    "request_id",
+    "region",
+    "outcome",
+    "data",
+    "actor_key",
+    "actor_sealed",
+    "subject_key",
+    "subject_sealed",
+)
+
+
+def events_for_subject(subject: Subject | str) -> list[dict[str, Any]]:
+    """Every event about (or by) the subject, decrypted, oldest first (for an export).
+    None once the subject's key is shredded: nothing links them any more."""
+    if isinstance(subject, str):
+        subject = parse(subject)
+    found = _key_for(subject, create=False)
+    if found is None:
+        return []
+    key_id, dek = found
+    from django.db.models import Q
+
+    rows = (
+        AuditEvent.objects.filter(Q(actor_key=key_id) | Q(subject_key=key_id))
+        .order_by("id")
+        .values(*_VIEW_FIELDS)
+    )
+    return [event_view(r, {key_id: dek}) for r in rows]
+
+
+def shred(subject: Subject | str) -> bool:
     """Destroy the subject's key: their sealed fields no longer decrypt; the log still
     verifies. True when a key existed."""
-    raise NotImplementedError
+    if isinstance(subject, str):
+        subject = parse(subject)
+    with _cache_lock:
+        _cache.pop(str(subject), None)
+    deleted, _ = AuditKey.objects.filter(lookup=crypto.subject_lookup(str(subject))).delete()
+    return deleted > 0

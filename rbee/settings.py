@@ -16,6 +16,7 @@ import os
 import environ
 
 from billing.schedule import beat_schedule
+from gdpr.schedule import beat_schedule as gdpr_beat_schedule
 from kernel.paths import load_or_create_secret_key, rbee_home
 from rbee.profile import security
 
@@ -188,9 +189,9 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 # billing/invoice_tasks.py is not named tasks.py, so autodiscovery would miss it.
-CELERY_IMPORTS = ("billing.tasks", "billing.invoice_tasks")
+CELERY_IMPORTS = ("billing.tasks", "billing.invoice_tasks", "gdpr.tasks")
 # One schedule for beat and for the embedded default's thread (billing/schedule.py).
-CELERY_BEAT_SCHEDULE = beat_schedule()
+CELERY_BEAT_SCHEDULE = {**beat_schedule(), **gdpr_beat_schedule()}
 
 # --- request limits ----------------------------------------------------------------
 # Largest body /v1/ accepts (the multipart uploads); larger bodies get 413 before they are

@@ -62,6 +62,15 @@ def _short_lived_db_connections() -> None:
         conn.settings_dict["CONN_MAX_AGE"] = 0
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _audit_tables_flushable() -> None:
+    """Transactional tests end with Django's flush, which the audit log's append-only
+    triggers would refuse (testkit/auditdb.py lets it through, as a superuser)."""
+    from testkit.auditdb import allow_flush
+
+    allow_flush()
+
+
 @pytest.fixture(autouse=True)
 def _own_login_counters(settings: Any) -> None:
     """Failed sign-ins lock the client address (tenants/auth.py); every test client is

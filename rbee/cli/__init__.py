@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import click
 
+from rbee.cli.audit import audit
 from rbee.cli.billing import billing
 from rbee.cli.hive import hive
 from rbee.cli.key import key
@@ -45,5 +46,6 @@ for _command in (
     billing,
     operator,
     gdpr,
+    audit,
 ):
     main.add_command(_command)

@@ -63,6 +63,7 @@ def serve_queen(host: str, port: int, *, migrate: bool = True) -> None:
     from daphne.server import Server
 
     from billing.periodic import start_in_process, start_usage_settler
+    from gdpr.periodic import start_in_process as start_gdpr_in_process
     from hives.services import hives_forget_connections
     from rbee.asgi import application
     from rbee.server import install_from_settings
@@ -89,8 +90,10 @@ def serve_queen(host: str, port: int, *, migrate: bool = True) -> None:
         # One process owns every hive socket on the embedded default, so any
         # connection recorded now belongs to a previous run.
         hives_forget_connections()
-        # No Celery beat here: billing's periodic tasks run on a thread of the queen.
+        # No Celery beat here: billing's and gdpr's periodic tasks (usage to Stripe and to
+        # the audit log, the audit tree and its signed checkpoints) run on threads.
         start_in_process()
+        start_gdpr_in_process()
     # Usage left provisional by a queen that died is settled as interrupted (every mode).
     start_usage_settler()
     log.info("queen listening on http://%s:%s", host, port)
