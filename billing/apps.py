@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class BillingConfig(AppConfig):
     name = "billing"
     verbose_name = "Metering and billing"
+
+    def ready(self) -> None:
+        from billing import retention
+
+        retention.register()

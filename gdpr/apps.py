@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class GdprConfig(AppConfig):
     name = "gdpr"
     verbose_name = "GDPR: audit log, export, erasure"
+
+    def ready(self) -> None:
+        from gdpr import retention
+
+        retention.register_own()

@@ -17,3 +17,13 @@ def audit_tick() -> dict[str, Any]:
 
     ledger.tick(checkpoint_every=CHECKPOINT_SECONDS)
     return {}
+
+
+@shared_task(name="gdpr.retention_purge", acks_late=True, ignore_result=True)
+def retention_purge() -> dict[str, Any]:
+    """Purge every record class past its retention period, legal holds kept; the run is
+    an audit event (gdpr/retention.py). Idempotent: a redelivered run finds less to do."""
+    from gdpr import retention
+
+    run = retention.run(actor="retention")
+    return {"deleted": run.deleted, "errors": run.errors}

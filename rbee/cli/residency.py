@@ -83,3 +83,112 @@ def residency(tenant_name: str, month: str, as_json: bool) -> None:
             click.echo(f"  {rid} {at.isoformat()} {region or '(none)'} {worker}")
     if report.outside:
         sys.exit(1)
+
+
+# --- retention and legal hold ----------------------------------------------------------
+
+
+@gdpr.group("retention")
+def retention_group() -> None:
+    """How long each record class is kept, per jurisdiction; the purge."""
+
+
+@retention_group.command("show")
+@uses_database
+def retention_show() -> None:
+    """Every record class with its period (days), per jurisdiction where it differs."""
+    from gdpr import retention
+
+    for row in retention.policy_table():
+        per = ", ".join(f"{j} {d}" for j, d in row["by_jurisdiction"].items())
+        click.echo(
+            f"{row['class']:24} {row['default_days']:>6} days  {row['title']}"
+            + (f"  ({per})" if per else "")
+        )
+
+
+@retention_group.command("set")
+@click.argument("record_class")
+@click.argument("days", type=click.IntRange(min=1))
+@click.option("--jurisdiction", default="", help="Only for tenants of this country (ISO code).")
+@uses_database
+def retention_set(record_class: str, days: int, jurisdiction: str) -> None:
+    """Keep RECORD_CLASS for DAYS (never shorter than the law's period); audited."""
+    from gdpr import retention
+
+    try:
+        row = retention.retention_set(
+            record_class=record_class, days=days, jurisdiction=jurisdiction, actor="cli"
+        )
+    except retention.RetentionError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{row.record_class} {row.jurisdiction or '(all)'}: {row.days} days")
+
+
+@retention_group.command("run")
+@uses_database
+def retention_run() -> None:
+    """Purge now what is past its period (legal holds kept); the run is audited."""
+    from gdpr import retention
+
+    run = retention.run(actor="cli")
+    for name, r in sorted(run.results.items()):
+        click.echo(f"{name:24} deleted {r.deleted:>8}  held {r.held:>6}  kept {r.kept:>6}")
+    for name, err in sorted(run.errors.items()):
+        click.echo(f"{name:24} FAILED ({err})", err=True)
+    if run.errors:
+        sys.exit(1)
+
+
+@gdpr.group("hold")
+def hold_group() -> None:
+    """Legal holds: records that no purge may touch until released."""
+
+
+@hold_group.command("place")
+@click.option("--tenant", "tenant_name", default=None, help="Hold every record of a tenant.")
+@click.option("--subject", default=None, help="Hold one subject's: EMAIL or TENANT:END_USER.")
+@click.option("--reason", required=True, help="The case or authority (kept in the audit log).")
+@uses_database
+def hold_place(tenant_name: str | None, subject: str | None, reason: str) -> None:
+    """Place a legal hold on a tenant or a subject."""
+    from gdpr import retention, subjects
+    from tenants import selectors
+
+    if (tenant_name is None) == (subject is None):
+        raise click.UsageError("give --tenant or --subject (one of them)")
+    with reported():
+        tenant_id = selectors.tenant_get(name=tenant_name).pk if tenant_name else None
+    try:
+        who = subjects.parse(subject) if subject else None
+        hold = retention.hold_place(reason=reason, actor="cli", tenant_id=tenant_id, subject=who)
+    except (retention.RetentionError, subjects.SubjectError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(hold.pk)
+
+
+@hold_group.command("release")
+@click.argument("hold_id", type=int)
+@uses_database
+def hold_release(hold_id: int) -> None:
+    """Release a legal hold: its records follow their retention period again."""
+    from gdpr import retention
+
+    try:
+        retention.hold_release(hold_id=hold_id, actor="cli")
+    except retention.RetentionError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"released hold {hold_id}")
+
+
+@hold_group.command("list")
+@click.option("--all", "everything", is_flag=True, help="Released holds too.")
+@uses_database
+def hold_list(everything: bool) -> None:
+    """The legal holds in force (with --all, released ones too)."""
+    from gdpr import retention
+
+    for h in retention.hold_list(include_released=everything):
+        target = h.subject or f"tenant #{h.tenant_id}"
+        state = f"released {h.released_at:%Y-%m-%d}" if h.released_at else "in force"
+        click.echo(f"{h.pk:>5} {target:40} {state:22} {h.reason}")
