@@ -6,6 +6,7 @@ class GdprConfig(AppConfig):
     verbose_name = "GDPR: audit log, export, erasure"
 
     def ready(self) -> None:
-        from gdpr import retention
+        from gdpr import consent, retention
 
         retention.register_own()
+        consent.register_provider()

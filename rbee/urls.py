@@ -30,5 +30,6 @@ urlpatterns = [
     path("stripe/webhook", stripe_webhook),
     path("", include("tenants.api")),
     path("", include("billing.api")),
+    path("", include("gdpr.consent_api")),
     path("admin/", admin.site.urls),
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
 
@@ -192,3 +193,85 @@ def hold_list(everything: bool) -> None:
         target = h.subject or f"tenant #{h.tenant_id}"
         state = f"released {h.released_at:%Y-%m-%d}" if h.released_at else "in force"
         click.echo(f"{h.pk:>5} {target:40} {state:22} {h.reason}")
+
+
+# --- consent ---------------------------------------------------------------------------
+
+
+@gdpr.group("consent")
+def consent_group() -> None:
+    """The consent ledger: grant, withdraw, show (at a past moment)."""
+
+
+def _subject(text: str) -> object:
+    from gdpr import subjects
+
+    try:
+        return subjects.parse(text)
+    except subjects.SubjectError as exc:
+        raise click.BadParameter(str(exc), param_hint="--subject") from exc
+
+
+@consent_group.command("grant")
+@click.option("--subject", required=True, help="EMAIL or TENANT:END_USER.")
+@click.option("--purpose", required=True)
+@click.option(
+    "--text-file", type=click.File("r", encoding="utf-8"), required=True,
+    help="The exact text the subject agreed to (its SHA-256 is recorded).",
+)  # fmt: skip
+@uses_database
+def consent_grant(subject: str, purpose: str, text_file: Any) -> None:
+    """Record a consent given to the operator (e.g. on paper); mechanism "cli"."""
+    _consent("grant", subject, purpose, text_file.read())
+
+
+@consent_group.command("withdraw")
+@click.option("--subject", required=True, help="EMAIL or TENANT:END_USER.")
+@click.option("--purpose", required=True)
+@uses_database
+def consent_withdraw(subject: str, purpose: str) -> None:
+    """Record a withdrawal; mechanism "cli"."""
+    _consent("withdraw", subject, purpose, "")
+
+
+def _consent(action: str, subject_text: str, purpose: str, text: str) -> None:
+    from gdpr import consent
+
+    who: Any = _subject(subject_text)
+    try:
+        if action == "grant":
+            row = consent.consent_grant(
+                subject=who, purpose=purpose, text=text, mechanism="cli", recorded_by="cli"
+            )
+        else:
+            row = consent.consent_withdraw(
+                subject=who, purpose=purpose, mechanism="cli", recorded_by="cli"
+            )
+    except consent.ConsentError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{row.action} {row.purpose} for {row.subject} at {row.at.isoformat()}")
+
+
+@consent_group.command("show")
+@click.option("--subject", required=True, help="EMAIL or TENANT:END_USER.")
+@click.option("--at", "at_text", default="", help="The state at this ISO 8601 moment.")
+@uses_database
+def consent_show(subject: str, at_text: str) -> None:
+    """The subject's consent per purpose, now or at --at."""
+    from datetime import UTC, datetime
+
+    from gdpr import consent
+
+    at = None
+    if at_text:
+        try:
+            at = datetime.fromisoformat(at_text)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--at") from exc
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)
+    who: Any = _subject(subject)
+    for purpose, s in consent.consent_state(subject=who, at=at).items():
+        since = s.since.isoformat() if s.since else "never asked"
+        state = "granted" if s.granted else "not granted"
+        click.echo(f"{purpose:20} {state:12} {since} {s.mechanism} {s.text_sha256[:16]}")
