@@ -6,7 +6,8 @@ class GdprConfig(AppConfig):
     verbose_name = "GDPR: audit log, export, erasure"
 
     def ready(self) -> None:
-        from gdpr import consent, retention
+        from gdpr import consent, exchanges, retention
 
         retention.register_own()
         consent.register_provider()
+        exchanges.register()

@@ -66,6 +66,12 @@ class Job:
     # A tenant's job: worker errors reach it in neutral words, naming no hive or device
     # (inference.errors.neutral_error); operators' jobs keep the worker's own text.
     neutral_errors: bool = False
+    # The text of its deltas, when the request's exchange is to be kept (gdpr/exchanges.py:
+    # only under consent or contract); `after` is called with the job once it ended with
+    # `done` (errors are logged, never raised: the answer is already out).
+    transcript: list[str] | None = None
+    after: Callable[[Job], Awaitable[None]] | None = None
+    succeeded: bool = False
     placement: Placement | None = None
     finished: bool = False
     _reply: str = ""
@@ -91,8 +97,11 @@ class Job:
                         self.meter.progress(
                             event.get("prompt_tokens"), event.get("completion_tokens")
                         )
+                    if self.transcript is not None and kind == EventKind.DELTA:
+                        self.transcript.append(str(event.get("text") or ""))
                     if kind in FINAL_KINDS:
                         self.finished = True
+                        self.succeeded = kind == EventKind.DONE
                         if self.meter is not None:
                             done = kind == EventKind.DONE
                             await self.meter.finish(
@@ -134,6 +143,11 @@ class Job:
                         )
                 finally:
                     self.finish()
+                    if self.after is not None and self.succeeded:
+                        try:
+                            await self.after(self)
+                        except Exception:
+                            logger.exception("job %s: after-hook failed", self.job_id)
 
     def _worker_name(self) -> str:
         p = self.placement

@@ -53,6 +53,7 @@ from billing import gate
 from billing.limits import Cost
 from billing.models import UsageEvent
 from billing.services import Usage
+from gdpr import exchanges
 from hives import selectors as hive_selectors
 from hives.models import CatalogModel
 from hives.protocol import Capability, EventKind, Task
@@ -354,6 +355,7 @@ class Target:
     model: CatalogModel
     placements: list[Placement]
     policy: Policy
+    keep: str = ""  # the basis for keeping the exchange ("" = not kept: the default)
 
 
 # What each task is to billing: the scope a key needs (ApiKey.scopes["endpoints"]) and the
@@ -398,7 +400,39 @@ def _prepare(
     end_user = getattr(body, "user", None)
     if isinstance(end_user, str) and end_user:
         work = dataclasses.replace(work, end_user=end_user[:256])
-    return body, Target(caller=caller, model=model, placements=placements, policy=policy), work
+    keep = ""
+    if resource.task in KEEPABLE and caller.prompt_retention != exchanges.OFF:
+        keep = exchanges.basis_for(
+            setting=caller.prompt_retention, tenant=caller.tenant_name, end_user=work.end_user
+        )
+    target = Target(caller=caller, model=model, placements=placements, policy=policy, keep=keep)
+    return body, target, work
+
+
+# Tasks whose exchange (prompt and text answer) may be kept under consent or contract.
+KEEPABLE = (Task.CHAT, Task.COMPLETION)
+
+
+def _keeper(target: Target, work: Work) -> Callable[[Job], Awaitable[None]]:
+    """The job's after-hook that keeps its exchange (gdpr/exchanges.py)."""
+    caller = target.caller
+    prompt = work.request.get("messages", work.request.get("prompt", ""))
+
+    async def keep(job: Job) -> None:
+        await db(
+            exchanges.exchange_keep,
+            tenant_id=caller.tenant_id,
+            tenant=caller.tenant_name,
+            request_id=job.job_id,
+            end_user=work.end_user,
+            basis=target.keep,
+            model=work.model,
+            prompt=prompt if isinstance(prompt, str) else json.dumps(prompt),
+            response="".join(job.transcript or ()),
+            days=caller.prompt_retention_days,
+        )
+
+    return keep
 
 
 _CAPABILITY_ENDPOINTS: dict[str, str] = {
@@ -682,6 +716,8 @@ def _job(target: Target, scheduled: Scheduled, slot: queueing.Slot, task: str, w
         regions=scheduled.regions,
         meter=meter,
         neutral_errors=not target.caller.operator,
+        transcript=[] if target.keep else None,
+        after=_keeper(target, work) if target.keep else None,
     )
 
 

@@ -76,6 +76,7 @@ from tenants.services import (
     membership_set_role,
     tenant_set_overrides,
     tenant_set_plan,
+    tenant_set_prompt_retention,
     tenant_set_residency,
     tenant_set_status,
 )
@@ -182,6 +183,8 @@ def tenant_data(tenant: Tenant, role: str | None) -> dict[str, Any]:
         "overrides": tenant.overrides if isinstance(tenant.overrides, dict) else {},
         "data_region": tenant.data_region,
         "jurisdiction": tenant.jurisdiction,
+        "prompt_retention": tenant.prompt_retention,
+        "prompt_retention_days": tenant.prompt_retention_days,
         "role": role,
         "created_at": serializers.DateTimeField().to_representation(tenant.created_at),
     }
@@ -292,6 +295,8 @@ class TenantDetailApi(PortalView):
         # "" = anywhere; else only hives the operator placed there (tenants.services checks).
         data_region = serializers.CharField(max_length=32, required=False, allow_blank=True)
         jurisdiction = serializers.CharField(max_length=2, required=False, allow_blank=True)
+        prompt_retention = serializers.CharField(max_length=8, required=False)
+        prompt_retention_days = serializers.IntegerField(required=False)
 
     def get(self, request: Request, tenant_id: int) -> Response:
         access = tenant_access(request, tenant_id)
@@ -320,6 +325,12 @@ class TenantDetailApi(PortalView):
                     tenant=tenant,
                     data_region=v.get("data_region"),
                     jurisdiction=v.get("jurisdiction"),
+                )
+            if "prompt_retention" in v or "prompt_retention_days" in v:
+                tenant = tenant_set_prompt_retention(
+                    tenant=tenant,
+                    mode=v.get("prompt_retention"),
+                    days=v.get("prompt_retention_days"),
                 )
         tenant = Tenant.objects.select_related("plan").get(pk=tenant.pk)
         return Response(tenant_data(tenant, access.role))

@@ -77,6 +77,16 @@ class Tenant(models.Model):
     # ISO 3166-1 alpha-2 country whose law sets how long its books and invoices are kept
     # (gdpr retention); "" = the deployment's default period.
     jurisdiction = models.CharField(max_length=2, blank=True, default="")
+    # Whether its requests' prompts and responses are kept (for debugging), and how long:
+    # "off" (the default: never), "consent" (only for end users who consented to
+    # prompt_retention in gdpr's ledger), "contract" (every request, under the tenant's
+    # contract as controller). Kept rows expire after `prompt_retention_days`.
+    prompt_retention = models.CharField(
+        max_length=8,
+        choices=[("off", "off"), ("consent", "consent"), ("contract", "contract")],
+        default="off",
+    )
+    prompt_retention_days = models.PositiveSmallIntegerField(default=30)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -39,6 +39,10 @@ class Caller:
     # Where its requests may run: every constraint here (the tenant's data region, then
     # the key's) must hold for a hive's operator-set region (kernel.regions.within_all).
     data_regions: tuple[str, ...] = ()
+    # Whether its requests' prompts and responses may be kept (gdpr/exchanges.py):
+    # "off" (default), "consent" (end users who consented), "contract"; and for how long.
+    prompt_retention: str = "off"
+    prompt_retention_days: int = 30
 
     @property
     def data_region(self) -> str:
@@ -115,6 +119,8 @@ def caller_from_key(plaintext: str) -> Caller:
             "tenant__status",
             "tenant__overrides",
             "tenant__data_region",
+            "tenant__prompt_retention",
+            "tenant__prompt_retention_days",
             "data_region",
             *_PLAN_FIELDS,
         )
@@ -167,6 +173,8 @@ def _caller(tenant: Tenant, **extra: Any) -> Caller:
         allowed_models=tuple(str(m) for m in (plan.allowed_models if plan else []) or ()),
         queue_weight=max(1, plan.queue_weight) if plan is not None else 1,
         max_priority=plan.max_priority if plan is not None else "interactive",
+        prompt_retention=tenant.prompt_retention,
+        prompt_retention_days=tenant.prompt_retention_days,
         **extra,
     )
 

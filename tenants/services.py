@@ -191,6 +191,40 @@ def tenant_set_residency(
     return tenant
 
 
+PROMPT_RETENTION_MODES = ("off", "consent", "contract")
+
+
+def tenant_set_prompt_retention(
+    *, tenant: Tenant, mode: str | None = None, days: int | None = None
+) -> Tenant:
+    """Whether the tenant's prompts and responses may be kept, and how long: "off" (the
+    default), "consent" (only for end users who consented to prompt_retention), or
+    "contract" (every request, the tenant as controller deciding). 1-90 days."""
+    fields = []
+    if mode is not None:
+        if mode not in PROMPT_RETENTION_MODES:
+            raise TenantError(
+                TenantErrorCode.INVALID,
+                f"prompt retention is one of {', '.join(PROMPT_RETENTION_MODES)}, not {mode!r}",
+                param="prompt_retention",
+            )
+        tenant.prompt_retention = mode
+        fields.append("prompt_retention")
+    if days is not None:
+        if not 1 <= days <= 90:
+            raise TenantError(
+                TenantErrorCode.INVALID,
+                "prompts are kept 1 to 90 days",
+                param="prompt_retention_days",
+            )
+        tenant.prompt_retention_days = days
+        fields.append("prompt_retention_days")
+    if fields:
+        with transaction.atomic():
+            tenant.save(update_fields=fields)
+    return tenant
+
+
 def tenant_set_status(*, tenant: Tenant, status: str) -> Tenant:
     """Suspend (its keys stop working at once) or reactivate a tenant."""
     if status not in Tenant.Status.values:

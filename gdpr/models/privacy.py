@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from django.db import models
 
-__all__ = ["ConsentRecord", "LegalHold", "RetentionSetting"]
+__all__ = ["ConsentRecord", "LegalHold", "RetentionSetting", "StoredExchange"]
 
 
 class LegalHold(models.Model):
@@ -83,3 +83,22 @@ class ConsentRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.purpose} by {self.pk}"
+
+
+class StoredExchange(models.Model):
+    """A request's prompt and response, kept for debugging only under a legal basis
+    (`basis`: the end user's consent, or the tenant's contract) and only until
+    `expires_at` (purged by retention). Off by default (tenants.Tenant.prompt_retention)."""
+
+    tenant_id = models.BigIntegerField(db_index=True)
+    request_id = models.CharField(max_length=64, unique=True)
+    subject = models.CharField(max_length=400, blank=True, default="", db_index=True)
+    basis = models.CharField(max_length=8)  # "consent" or "contract"
+    model = models.CharField(max_length=200)
+    prompt = models.TextField()
+    response = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"exchange {self.request_id}"

@@ -48,22 +48,43 @@ def tenant_create(
     help="Serve it only on hives the operator placed in this region ('' = anywhere).",
 )
 @click.option("--jurisdiction", default=None, help="Country (ISO code) for retention.")
+@click.option(
+    "--prompt-retention",
+    type=click.Choice(["off", "consent", "contract"]),
+    default=None,
+    help="Keep prompts and responses: off (default), for consenting end users, or all.",
+)
+@click.option("--prompt-retention-days", type=int, default=None, help="1-90 days.")
 @uses_database
-def tenant_set(name: str, data_region: str | None, jurisdiction: str | None) -> None:
-    """Change NAME's data region or jurisdiction."""
+def tenant_set(
+    name: str,
+    data_region: str | None,
+    jurisdiction: str | None,
+    prompt_retention: str | None,
+    prompt_retention_days: int | None,
+) -> None:
+    """Change NAME's data region, jurisdiction or prompt retention."""
+    from django.db import transaction
+
     from tenants import selectors, services
 
-    if data_region is None and jurisdiction is None:
-        raise click.UsageError("nothing to set: give --data-region and/or --jurisdiction")
-    with reported():
+    if all(v is None for v in (data_region, jurisdiction, prompt_retention, prompt_retention_days)):
+        raise click.UsageError(
+            "nothing to set: give --data-region, --jurisdiction or --prompt-retention[-days]"
+        )
+    with reported(), transaction.atomic():
         t = services.tenant_set_residency(
             tenant=selectors.tenant_get(name=name),
             data_region=data_region,
             jurisdiction=jurisdiction,
         )
+        t = services.tenant_set_prompt_retention(
+            tenant=t, mode=prompt_retention, days=prompt_retention_days
+        )
     note(
         f"{t.name}: data region {t.data_region or 'anywhere'}, "
-        f"jurisdiction {t.jurisdiction or 'default'}"
+        f"jurisdiction {t.jurisdiction or 'default'}, prompt retention {t.prompt_retention}"
+        + (f" ({t.prompt_retention_days} days)" if t.prompt_retention != "off" else "")
     )
 
 

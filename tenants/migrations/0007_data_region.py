@@ -18,6 +18,20 @@ class Migration(migrations.Migration):
             field=models.CharField(blank=True, default="", max_length=2),
         ),
         migrations.AddField(
+            model_name="tenant",
+            name="prompt_retention",
+            field=models.CharField(
+                choices=[("off", "off"), ("consent", "consent"), ("contract", "contract")],
+                default="off",
+                max_length=8,
+            ),
+        ),
+        migrations.AddField(
+            model_name="tenant",
+            name="prompt_retention_days",
+            field=models.PositiveSmallIntegerField(default=30),
+        ),
+        migrations.AddField(
             model_name="apikey",
             name="data_region",
             field=models.CharField(blank=True, default="", max_length=32),
