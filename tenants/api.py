@@ -59,6 +59,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from gdpr import subjects
 from tenants.auth import API_AUTHENTICATION
 from tenants.errors import TenantError, TenantErrorCode
 from tenants.models import ApiKey, Invitation, Membership, Plan, Tenant
@@ -325,15 +326,25 @@ class TenantDetailApi(PortalView):
                     tenant=tenant,
                     data_region=v.get("data_region"),
                     jurisdiction=v.get("jurisdiction"),
+                    actor=_actor(request),
                 )
             if "prompt_retention" in v or "prompt_retention_days" in v:
                 tenant = tenant_set_prompt_retention(
                     tenant=tenant,
                     mode=v.get("prompt_retention"),
                     days=v.get("prompt_retention_days"),
+                    actor=_actor(request),
                 )
         tenant = Tenant.objects.select_related("plan").get(pk=tenant.pk)
         return Response(tenant_data(tenant, access.role))
+
+
+def _actor(request: Request) -> subjects.Subject | str:
+    """The audit actor of the signed-in user (their subject; "user#ID" without an e-mail)."""
+    try:
+        return subjects.user(getattr(request.user, "email", "") or "")
+    except subjects.SubjectError:
+        return f"user#{request.user.pk}"
 
 
 # Keys -----------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from gdpr import audit
+from gdpr.subjects import Subject
 from kernel import regions, secrets
 from tenants.errors import TenantError, TenantErrorCode
 from tenants.models import OPERATOR_AREAS, ApiKey, Invitation, Membership, Plan, Tenant
@@ -173,7 +175,11 @@ def api_key_touch(*, api_key_id: int, every: timedelta = timedelta(seconds=60)) 
 
 
 def tenant_set_residency(
-    *, tenant: Tenant, data_region: str | None = None, jurisdiction: str | None = None
+    *,
+    tenant: Tenant,
+    data_region: str | None = None,
+    jurisdiction: str | None = None,
+    actor: Subject | str = "system",
 ) -> Tenant:
     """Set where the tenant's requests may run and whose retention law applies (None:
     unchanged). Keys whose own region no longer lies within the new one keep it: routing
@@ -187,7 +193,15 @@ def tenant_set_residency(
         fields.append("jurisdiction")
     if fields:
         with transaction.atomic():
+            before = Tenant.objects.filter(pk=tenant.pk).values(*fields).first() or {}
             tenant.save(update_fields=fields)
+            # Where a tenant's requests may run is a security setting: audited.
+            audit.record(
+                "tenant.residency",
+                actor=actor,
+                tenant_id=tenant.pk,
+                data={f: {"from": before.get(f), "to": getattr(tenant, f)} for f in fields},
+            )
     return tenant
 
 
@@ -195,7 +209,11 @@ PROMPT_RETENTION_MODES = ("off", "consent", "contract")
 
 
 def tenant_set_prompt_retention(
-    *, tenant: Tenant, mode: str | None = None, days: int | None = None
+    *,
+    tenant: Tenant,
+    mode: str | None = None,
+    days: int | None = None,
+    actor: Subject | str = "system",
 ) -> Tenant:
     """Whether the tenant's prompts and responses may be kept, and how long: "off" (the
     default), "consent" (only for end users who consented to prompt_retention), or
@@ -221,7 +239,15 @@ def tenant_set_prompt_retention(
         fields.append("prompt_retention_days")
     if fields:
         with transaction.atomic():
+            before = Tenant.objects.filter(pk=tenant.pk).values(*fields).first() or {}
             tenant.save(update_fields=fields)
+            # A retention setting: audited (the audit audits itself).
+            audit.record(
+                "tenant.prompt_retention",
+                actor=actor,
+                tenant_id=tenant.pk,
+                data={f: {"from": before.get(f), "to": getattr(tenant, f)} for f in fields},
+            )
     return tenant
 
 

@@ -77,9 +77,10 @@ def tenant_set(
             tenant=selectors.tenant_get(name=name),
             data_region=data_region,
             jurisdiction=jurisdiction,
+            actor="cli",
         )
         t = services.tenant_set_prompt_retention(
-            tenant=t, mode=prompt_retention, days=prompt_retention_days
+            tenant=t, mode=prompt_retention, days=prompt_retention_days, actor="cli"
         )
     note(
         f"{t.name}: data region {t.data_region or 'anywhere'}, "

@@ -14,6 +14,8 @@ from django.test import Client
 from billing.models import UsageEvent
 from billing.selectors import month_bounds, usage_residency
 from billing.services import Usage, usage_record
+from gdpr import audit, subjects
+from gdpr.models import AuditEvent
 from tenants.errors import TenantError
 from tenants.selectors import caller_from_key
 from tenants.services import (
@@ -29,8 +31,10 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def _fast_passwords(settings: Any) -> None:
+def _fast_passwords(settings: Any, tmp_path: Any, monkeypatch: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    monkeypatch.setenv("RBEE_HOME", str(tmp_path))  # the audit log's key file
+    audit._cache.clear()
 
 
 def test_a_key_narrows_its_tenants_region_and_never_widens_it() -> None:
@@ -102,6 +106,22 @@ def test_operators_set_the_region_owners_only_narrow_keys() -> None:
     assert (r.json()["data_region"], r.json()["jurisdiction"]) == ("eu", "FR")
     r = _patch(_client(ops), url, {"data_region": "not a region"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid"
+    # The change is an audit event, by the operator who made it.
+    ev = AuditEvent.objects.get(action="tenant.residency", tenant_id=t.pk)
+    assert json.loads(ev.data) == {
+        "data_region": {"from": "", "to": "eu"},
+        "jurisdiction": {"from": "", "to": "FR"},
+    }
+    assert [e["actor"] for e in audit.events_for_subject(subjects.user("ops@x.example"))] == [
+        "user:ops@x.example"
+    ]
+    # Prompt retention: a setting of the operators', audited too.
+    r = _patch(_client(ops), url, {"prompt_retention": "contract", "prompt_retention_days": 7})
+    assert r.status_code == 200 and r.json()["prompt_retention"] == "contract"
+    assert caller_from_key(api_key_create(tenant=t)[1]).prompt_retention_days == 7
+    for bad in ({"prompt_retention": "always"}, {"prompt_retention_days": 365}):
+        assert _patch(_client(ops), url, bad).status_code == 400, bad
+    assert AuditEvent.objects.filter(action="tenant.prompt_retention").count() == 1
 
     keys = f"/api/tenants/{t.pk}/keys"
     r = _client(owner).post(
