@@ -4,72 +4,120 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gdpr', '0001_audit'),
+        ("gdpr", "0001_audit"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='StoredExchange',
+            name="StoredExchange",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('tenant_id', models.BigIntegerField(db_index=True)),
-                ('request_id', models.CharField(max_length=64, unique=True)),
-                ('subject', models.CharField(blank=True, db_index=True, default='', max_length=400)),
-                ('basis', models.CharField(max_length=8)),
-                ('model', models.CharField(max_length=200)),
-                ('prompt', models.TextField()),
-                ('response', models.TextField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('expires_at', models.DateTimeField(db_index=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("tenant_id", models.BigIntegerField(db_index=True)),
+                ("request_id", models.CharField(max_length=64, unique=True)),
+                (
+                    "subject",
+                    models.CharField(blank=True, db_index=True, default="", max_length=400),
+                ),
+                ("basis", models.CharField(max_length=8)),
+                ("model", models.CharField(max_length=200)),
+                ("prompt", models.TextField()),
+                ("response", models.TextField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("expires_at", models.DateTimeField(db_index=True)),
             ],
         ),
         migrations.CreateModel(
-            name='ConsentRecord',
+            name="ConsentRecord",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('subject', models.CharField(db_index=True, max_length=400)),
-                ('tenant_id', models.BigIntegerField(blank=True, db_index=True, null=True)),
-                ('purpose', models.CharField(max_length=64)),
-                ('action', models.CharField(choices=[('grant', 'Grant'), ('withdraw', 'Withdraw')], max_length=8)),
-                ('text_sha256', models.CharField(max_length=64)),
-                ('mechanism', models.CharField(choices=[('portal', 'Portal'), ('api', 'Api'), ('cli', 'Cli')], max_length=8)),
-                ('recorded_by', models.CharField(max_length=400)),
-                ('at', models.DateTimeField(db_index=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("subject", models.CharField(db_index=True, max_length=400)),
+                ("tenant_id", models.BigIntegerField(blank=True, db_index=True, null=True)),
+                ("purpose", models.CharField(max_length=64)),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[("grant", "Grant"), ("withdraw", "Withdraw")], max_length=8
+                    ),
+                ),
+                ("text_sha256", models.CharField(max_length=64)),
+                (
+                    "mechanism",
+                    models.CharField(
+                        choices=[("portal", "Portal"), ("api", "Api"), ("cli", "Cli")], max_length=8
+                    ),
+                ),
+                ("recorded_by", models.CharField(max_length=400)),
+                ("at", models.DateTimeField(db_index=True)),
             ],
             options={
-                'indexes': [models.Index(fields=['subject', 'purpose', 'at'], name='gdpr_consent_state')],
+                "indexes": [
+                    models.Index(fields=["subject", "purpose", "at"], name="gdpr_consent_state")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='LegalHold',
+            name="LegalHold",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('tenant_id', models.BigIntegerField(blank=True, db_index=True, null=True)),
-                ('subject', models.CharField(blank=True, db_index=True, default='', max_length=400)),
-                ('reason', models.CharField(max_length=500)),
-                ('placed_by', models.CharField(max_length=200)),
-                ('placed_at', models.DateTimeField(auto_now_add=True)),
-                ('released_at', models.DateTimeField(blank=True, null=True)),
-                ('released_by', models.CharField(blank=True, default='', max_length=200)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("tenant_id", models.BigIntegerField(blank=True, db_index=True, null=True)),
+                (
+                    "subject",
+                    models.CharField(blank=True, db_index=True, default="", max_length=400),
+                ),
+                ("reason", models.CharField(max_length=500)),
+                ("placed_by", models.CharField(max_length=200)),
+                ("placed_at", models.DateTimeField(auto_now_add=True)),
+                ("released_at", models.DateTimeField(blank=True, null=True)),
+                ("released_by", models.CharField(blank=True, default="", max_length=200)),
             ],
             options={
-                'constraints': [models.CheckConstraint(condition=models.Q(('tenant_id__isnull', True), ('subject', ''), _negated=True), name='gdpr_hold_has_target')],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("tenant_id__isnull", True), ("subject", ""), _negated=True
+                        ),
+                        name="gdpr_hold_has_target",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='RetentionSetting',
+            name="RetentionSetting",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('record_class', models.CharField(max_length=64)),
-                ('jurisdiction', models.CharField(blank=True, default='', max_length=2)),
-                ('days', models.PositiveIntegerField()),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('updated_by', models.CharField(blank=True, default='', max_length=200)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("record_class", models.CharField(max_length=64)),
+                ("jurisdiction", models.CharField(blank=True, default="", max_length=2)),
+                ("days", models.PositiveIntegerField()),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("updated_by", models.CharField(blank=True, default="", max_length=200)),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('record_class', 'jurisdiction'), name='gdpr_retention_setting_uniq')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("record_class", "jurisdiction"), name="gdpr_retention_setting_uniq"
+                    )
+                ],
             },
         ),
     ]
