@@ -6,6 +6,8 @@ class BillingConfig(AppConfig):
     verbose_name = "Metering and billing"
 
     def ready(self) -> None:
+        from billing import retention
         from billing.gdpr import register_providers
 
         register_providers()
+        retention.register()

@@ -22,6 +22,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
 from billing.models import UNITS, Price, UsageEvent
+from kernel import regions
 from tenants.models import ApiKey, Tenant
 
 ANY_MODEL = "*"
@@ -303,4 +304,81 @@ def period_bounds(start: date, end: date) -> tuple[datetime, datetime]:
     return (
         datetime.combine(start, time.min, tzinfo=UTC),
         datetime.combine(end + timedelta(days=1), time.min, tzinfo=UTC),
+    )
+
+
+# --- residency: where each request ran ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResidencyRow:
+    region: str  # the serving hive's region as its operator set it, recorded on the usage row
+    hive: str
+    requests: int
+    within: bool  # whether it lies within the tenant's data region
+
+
+@dataclass(frozen=True)
+class Residency:
+    """Where one tenant's requests of one period ran (`rbee gdpr residency`)."""
+
+    tenant: str
+    data_region: str  # "" = anywhere
+    start: datetime
+    end: datetime
+    rows: list[ResidencyRow]
+    not_run: int  # requests refused or ended before any hive took them (no region)
+    # Requests that ran outside the tenant's data region: (request_id, created_at, region,
+    # worker). With EU-only routing in force this is always empty; it is listed so that an
+    # auditor sees it is, rather than being told.
+    outside: list[tuple[str, datetime, str, str]]
+
+    @property
+    def total(self) -> int:
+        return sum(r.requests for r in self.rows) + self.not_run
+
+
+def month_bounds(month: str) -> tuple[datetime, datetime]:
+    """[start, end) of a YYYY-MM month in UTC (ValueError otherwise)."""
+    try:
+        first = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise ValueError(f"not a month: {month!r} (use YYYY-MM)") from exc
+    nxt = (first + timedelta(days=32)).replace(day=1)
+    return first, nxt
+
+
+def usage_residency(*, tenant: Tenant, start: datetime, end: datetime) -> Residency:
+    """Counts per (region, hive) of the tenant's requests in [start, end), in-flight ones
+    included, and every request that ran outside its data region. The region is the one
+    recorded on the usage row when the request ran (the hive's operator-set region then),
+    so relabelling a hive later does not rewrite history."""
+    rows = UsageEvent.objects.filter(tenant_id=tenant.pk, created_at__gte=start, created_at__lt=end)
+    groups = rows.values("region", "worker").annotate(n=Count("id")).order_by("region", "worker")
+    per_hive: dict[tuple[str, str], int] = {}
+    not_run = 0
+    outside_keys: list[tuple[str, str]] = []
+    for g in groups:
+        if not g["worker"]:
+            not_run += g["n"]
+            continue
+        hive = str(g["worker"]).split("/", 1)[0]
+        per_hive[(g["region"], hive)] = per_hive.get((g["region"], hive), 0) + g["n"]
+        if not regions.within(g["region"], tenant.data_region):
+            outside_keys.append((g["region"], g["worker"]))
+    outside: list[tuple[str, datetime, str, str]] = []
+    for region, worker in outside_keys:
+        for r in rows.filter(region=region, worker=worker).order_by("created_at"):
+            outside.append((r.request_id, r.created_at, r.region, r.worker))
+    return Residency(
+        tenant=tenant.name,
+        data_region=tenant.data_region,
+        start=start,
+        end=end,
+        rows=[
+            ResidencyRow(region, hive, n, regions.within(region, tenant.data_region))
+            for (region, hive), n in sorted(per_hive.items())
+        ],
+        not_run=not_run,
+        outside=sorted(outside, key=lambda o: o[1]),
     )

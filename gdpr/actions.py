@@ -41,6 +41,8 @@ class AuditAction(StrEnum):
     TENANT_OVERRIDES = "tenant.overrides"  # single limits of a tenant's plan replaced
     TENANT_SUSPEND = "tenant.suspend"
     TENANT_REACTIVATE = "tenant.reactivate"
+    TENANT_RESIDENCY = "tenant.residency"  # data region or jurisdiction changed
+    TENANT_PROMPT_RETENTION = "tenant.prompt_retention"  # whether prompts may be kept
     TENANT_BILLING_EMAIL = "tenant.billing_email"  # where invoices go (its subject, sealed)
     TENANT_PAST_DUE = "tenant.past_due"  # a failed payment (Stripe); suspension follows
 
@@ -81,3 +83,21 @@ class AuditAction(StrEnum):
     HIVE_CONNECT = "hive.connect"
     HIVE_REFUSED = "hive.refused"  # a connection refused: bad token, disabled, bad hello
     HIVE_DISCONNECT = "hive.disconnect"
+
+    # Data-subject requests (gdpr/services.py).
+    GDPR_REQUEST_EXPORT = "gdpr.request.export"
+    GDPR_REQUEST_ERASE = "gdpr.request.erase"
+    GDPR_REQUEST_EXTEND = "gdpr.request.extend"
+
+    # Consent (gdpr/consent.py): "consent.grant", "consent.withdraw".
+    CONSENT_GRANT = "consent.grant"
+    CONSENT_WITHDRAW = "consent.withdraw"
+
+    # Retention (gdpr/retention.py): the audit audits its own settings.
+    RETENTION_SETTING = "retention.setting"
+    RETENTION_HOLD_PLACE = "retention.hold.place"
+    RETENTION_HOLD_RELEASE = "retention.hold.release"
+    RETENTION_RUN = "retention.run"
+
+    # The audit log itself (gdpr/audit.py, gdpr feed): inference metadata per request.
+    INFERENCE = "inference"

@@ -16,9 +16,9 @@ logger = logging.getLogger("gdpr.periodic")
 
 
 def _run(stop: threading.Event) -> None:
-    from gdpr.tasks import audit_tick
+    from gdpr.tasks import audit_tick, retention_purge
 
-    tasks = {"gdpr.audit_tick": audit_tick}
+    tasks = {"gdpr.audit_tick": audit_tick, "gdpr.retention_purge": retention_purge}
     due = {name: time.monotonic() + min(every, 5.0) for name, every in SCHEDULE}
     while not stop.wait(1.0):
         now = time.monotonic()

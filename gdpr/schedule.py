@@ -9,10 +9,15 @@ import os
 # How often a signed checkpoint is written (when the log grew): at least every 60 s.
 CHECKPOINT_SECONDS = float(os.environ.get("RBEE_AUDIT_CHECKPOINT_SECONDS", "60"))
 
+# How often the retention purge runs (gdpr/retention.py): daily by default.
+RETENTION_SECONDS = float(os.environ.get("RBEE_RETENTION_PURGE_SECONDS", str(24 * 3600)))
+
 # (task name, every how many seconds)
 SCHEDULE: tuple[tuple[str, float], ...] = (
     # Sequence new events into the tree; checkpoint when the latest is old enough.
     ("gdpr.audit_tick", max(1.0, min(10.0, CHECKPOINT_SECONDS / 6))),
+    # Purge what is past its retention period (legal holds kept); each run is audited.
+    ("gdpr.retention_purge", max(1.0, RETENTION_SECONDS)),
 )
 
 

@@ -38,3 +38,13 @@ def request_enqueue(request_id: int) -> None:
     from django.db import transaction
 
     transaction.on_commit(lambda: request_run.delay(request_id))
+
+
+@shared_task(name="gdpr.retention_purge", acks_late=True, ignore_result=True)
+def retention_purge() -> dict[str, Any]:
+    """Purge every record class past its retention period, legal holds kept; the run is
+    an audit event (gdpr/retention.py). Idempotent: a redelivered run finds less to do."""
+    from gdpr import retention
+
+    run = retention.run(actor="retention")
+    return {"deleted": run.deleted, "errors": run.errors}

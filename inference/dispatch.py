@@ -26,6 +26,7 @@ from hives.protocol import FINAL_KINDS, EventKind
 from hives.selectors import Placement
 from inference.errors import APIError, neutral_error
 from inference.scheduler import least_loaded
+from kernel import regions
 
 logger = logging.getLogger("inference.dispatch")
 
@@ -52,6 +53,10 @@ class Job:
     refresh: Callable[[], Awaitable[list[Placement]]] | None = None
     # The scheduler's choice for the first try (retries pick the least loaded).
     preferred: Placement | None = None
+    # The caller's region constraints (kernel.regions): every try, the first included,
+    # goes only to a hive whose operator-set region meets them all; when none is left the
+    # job fails closed (503), however many placements elsewhere could take it.
+    regions: tuple[str, ...] = ()
     # Called once when the job is over, however it ends (frees its queue slot).
     on_finish: Callable[[], None] | None = None
     # Records the request's usage once and settles its reservation (billing/gate.py):
@@ -61,6 +66,12 @@ class Job:
     # A tenant's job: worker errors reach it in neutral words, naming no hive or device
     # (inference.errors.neutral_error); operators' jobs keep the worker's own text.
     neutral_errors: bool = False
+    # The text of its deltas, when the request's exchange is to be kept (gdpr/exchanges.py:
+    # only under consent or contract); `after` is called with the job once it ended with
+    # `done` (errors are logged, never raised: the answer is already out).
+    transcript: list[str] | None = None
+    after: Callable[[Job], Awaitable[None]] | None = None
+    succeeded: bool = False
     placement: Placement | None = None
     finished: bool = False
     _reply: str = ""
@@ -86,8 +97,11 @@ class Job:
                         self.meter.progress(
                             event.get("prompt_tokens"), event.get("completion_tokens")
                         )
+                    if self.transcript is not None and kind == EventKind.DELTA:
+                        self.transcript.append(str(event.get("text") or ""))
                     if kind in FINAL_KINDS:
                         self.finished = True
+                        self.succeeded = kind == EventKind.DONE
                         if self.meter is not None:
                             done = kind == EventKind.DONE
                             await self.meter.finish(
@@ -129,6 +143,11 @@ class Job:
                         )
                 finally:
                     self.finish()
+                    if self.after is not None and self.succeeded:
+                        try:
+                            await self.after(self)
+                        except Exception:
+                            logger.exception("job %s: after-hook failed", self.job_id)
 
     def _worker_name(self) -> str:
         p = self.placement
@@ -164,8 +183,11 @@ class Job:
             if attempt and self.refresh is not None:
                 # A hive that reconnected meanwhile has a new channel name.
                 self.placements = await self.refresh() or self.placements
+            self.placements = self._in_region(self.placements)
+            if not self.placements:
+                break
             untried = [p for p in self.placements if p.channel_name not in self._tried]
-            if attempt == 0 and self.preferred is not None:
+            if attempt == 0 and self.preferred is not None and self._in_region([self.preferred]):
                 placement = self.preferred
             else:
                 # Shuffled first: equals are then taken at random, so the jobs a dropped
@@ -218,11 +240,25 @@ class Job:
                 ack_timeout,
             )
         await self._release(layer, send_cancel=True)
+        if not self.placements:
+            raise APIError(
+                503,
+                f"No live worker for '{self.model}' in this request's region "
+                f"'{' and '.join(self.regions)}' is left to take it; it was not sent "
+                "elsewhere. Try again shortly.",
+                code="region_unavailable",
+                headers={"Retry-After": "5"},
+            )
         raise APIError(
             503,
             f"No worker acknowledged the request for model '{self.model}'; try again shortly.",
             code="worker_unavailable",
         )
+
+    def _in_region(self, placements: list[Placement]) -> list[Placement]:
+        if not self.regions:
+            return placements
+        return [p for p in placements if regions.within_all(p.region, self.regions)]
 
     async def _release(self, layer: Any, *, send_cancel: bool) -> None:
         """Stop counting the current placement as busy; optionally tell its hive to stop."""

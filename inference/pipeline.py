@@ -53,6 +53,7 @@ from billing import gate
 from billing.limits import Cost
 from billing.models import UsageEvent
 from billing.services import Usage
+from gdpr import exchanges
 from hives import selectors as hive_selectors
 from hives.models import CatalogModel
 from hives.protocol import Capability, EventKind, Task
@@ -66,10 +67,11 @@ from inference.scheduler import (
     SchedulerError,
     admit_async,
     current_policy,
+    least_loaded,
     route_async,
     task_map,
 )
-from kernel import __version__
+from kernel import __version__, regions
 from kernel.aio import db
 from kernel.errors import DomainError, Unavailable, store_down
 from tenants.errors import KeyRejected
@@ -353,6 +355,7 @@ class Target:
     model: CatalogModel
     placements: list[Placement]
     policy: Policy
+    keep: str = ""  # the basis for keeping the exchange ("" = not kept: the default)
 
 
 # What each task is to billing: the scope a key needs (ApiKey.scopes["endpoints"]) and the
@@ -397,7 +400,39 @@ def _prepare(
     end_user = getattr(body, "user", None)
     if isinstance(end_user, str) and end_user:
         work = dataclasses.replace(work, end_user=end_user[:256])
-    return body, Target(caller=caller, model=model, placements=placements, policy=policy), work
+    keep = ""
+    if resource.task in KEEPABLE and caller.prompt_retention != exchanges.OFF:
+        keep = exchanges.basis_for(
+            setting=caller.prompt_retention, tenant=caller.tenant_name, end_user=work.end_user
+        )
+    target = Target(caller=caller, model=model, placements=placements, policy=policy, keep=keep)
+    return body, target, work
+
+
+# Tasks whose exchange (prompt and text answer) may be kept under consent or contract.
+KEEPABLE = (Task.CHAT, Task.COMPLETION)
+
+
+def _keeper(target: Target, work: Work) -> Callable[[Job], Awaitable[None]]:
+    """The job's after-hook that keeps its exchange (gdpr/exchanges.py)."""
+    caller = target.caller
+    prompt = work.request.get("messages", work.request.get("prompt", ""))
+
+    async def keep(job: Job) -> None:
+        await db(
+            exchanges.exchange_keep,
+            tenant_id=caller.tenant_id,
+            tenant=caller.tenant_name,
+            request_id=job.job_id,
+            end_user=work.end_user,
+            basis=target.keep,
+            model=work.model,
+            prompt=prompt if isinstance(prompt, str) else json.dumps(prompt),
+            response="".join(job.transcript or ()),
+            days=caller.prompt_retention_days,
+        )
+
+    return keep
 
 
 _CAPABILITY_ENDPOINTS: dict[str, str] = {
@@ -464,6 +499,7 @@ class Scheduled:
     source: str  # "script" or "default"
     eligible: list[Placement]
     admitted: gate.Admitted
+    regions: tuple[str, ...] = ()  # the caller's region constraints (residency)
 
 
 async def _schedule(
@@ -484,31 +520,98 @@ async def _schedule(
         )
     # the plan decides the highest priority; the client may only ask for less
     priority = queueing.capped_priority(priority, target.caller.max_priority)
-    region = str(request.headers.get("X-Rbee-Region") or "")
-    eligible = _eligible(target, region, target.placements)
+    regions_ = residency(target.caller, str(request.headers.get("X-Rbee-Region") or ""))
+    eligible = _eligible(target, regions_, target.placements)
     admitted = await gate.admit(target.caller, work.cost)  # 5: limits
     request.rbee_ratelimit = admitted.headers  # type: ignore[attr-defined]
     try:
-        return await _admit_queue_route(target, work, eligible, priority, region, admitted)
+        return await _admit_queue_route(target, work, eligible, priority, regions_, admitted)
     except BaseException:
         await gate.release(admitted)
         raise
 
 
-def _eligible(target: Target, region: str, placements: list[Placement]) -> list[Placement]:
-    """The workers in the caller's region, loaded ones first (a region asked for and
-    absent fails closed)."""
-    found = hive_selectors.prefer_loaded(
-        [p for p in placements if not region or p.region == region]
-    )
+def residency(caller: Caller, header: str) -> tuple[str, ...]:
+    """Every region constraint a request must meet: the tenant's data region, its key's,
+    and the X-Rbee-Region header's, which may narrow them but never widen them (a header
+    outside them is refused with 400, not quietly ignored). Each is checked against the
+    hive's operator-set region (kernel.regions.within_all); an empty tuple: anywhere."""
+    try:
+        asked = regions.normalise(header)
+    except regions.RegionError as exc:
+        raise APIError(
+            400,
+            f"Invalid X-Rbee-Region header: {exc}.",
+            param="X-Rbee-Region",
+            code="invalid_region",
+        ) from exc
+    constraints = tuple(r for r in (*caller.data_regions, asked) if r)
+    if asked:
+        try:
+            regions.narrowest(constraints)
+        except regions.RegionError as exc:
+            raise APIError(
+                400,
+                f"X-Rbee-Region '{asked}' lies outside this key's data region "
+                f"'{caller.data_region}'; it may only narrow it.",
+                param="X-Rbee-Region",
+                code="region_not_allowed",
+            ) from exc
+    return constraints
+
+
+def allowed(regions_: tuple[str, ...], placements: list[Placement]) -> list[Placement]:
+    """The placements on hives whose operator-set region meets every constraint."""
+    if not regions_:
+        return list(placements)
+    return [p for p in placements if regions.within_all(p.region, regions_)]
+
+
+def _eligible(
+    target: Target, regions_: tuple[str, ...], placements: list[Placement]
+) -> list[Placement]:
+    """The workers in the caller's region, loaded ones first. None there fails closed:
+    503 with Retry-After, never a worker elsewhere."""
+    found = hive_selectors.prefer_loaded(allowed(regions_, placements))
     if not found:
+        where = _describe(regions_)
         raise APIError(
             503,
-            f"No live worker for '{target.model.name}' in region '{region}'.",
-            code="model_unavailable",
+            f"No live worker for '{target.model.name}' in region '{where}'. This request is "
+            f"only served in region '{where}' (data residency) and was not sent elsewhere; "
+            "try again shortly.",
+            code="region_unavailable",
             headers={"Retry-After": "5"},
         )
     return found
+
+
+def _describe(regions_: tuple[str, ...]) -> str:
+    try:
+        return regions.narrowest(regions_)
+    except regions.RegionError:
+        return " and ".join(regions_)
+
+
+def confine(
+    decision_placement: Placement,
+    eligible: list[Placement],
+    regions_: tuple[str, ...],
+    load: Mapping[int, int],
+) -> tuple[Placement, bool]:
+    """The script's (or the default's) choice if it lies in the caller's region, else the
+    default policy's within the region (and False: the choice was overruled). The script
+    only ever sees eligible workers; this is the check that does not trust that."""
+    if regions.within_all(decision_placement.region, regions_) and any(
+        p.worker_id == decision_placement.worker_id for p in eligible
+    ):
+        return decision_placement, True
+    logger.warning(
+        "route_task chose worker %s outside the caller's region %s; default policy in region",
+        decision_placement.worker_id,
+        _describe(regions_),
+    )
+    return least_loaded(allowed(regions_, eligible), load), False
 
 
 async def _admit_queue_route(
@@ -516,7 +619,7 @@ async def _admit_queue_route(
     work: Work,
     eligible: list[Placement],
     priority: str,
-    region: str,
+    regions_: tuple[str, ...],
     admitted: gate.Admitted,
 ) -> tuple[Scheduled, queueing.Slot]:
     caller = target.caller
@@ -527,7 +630,7 @@ async def _admit_queue_route(
         priority=priority,
         tier=caller.tier,
         tenant=caller.tenant_name,
-        region=region,
+        region=_describe(regions_),
         size=work.size,
     )
     used = admitted.usage_today
@@ -563,12 +666,29 @@ async def _admit_queue_route(
     try:
         if slot.waited:  # hives may have come and gone while we waited
             fresh = await db(hive_selectors.placements_for_model, model=target.model)
-            eligible = _eligible(target, region, fresh)
-        decision = await route_async(target.policy, task, eligible, local_load())  # 7
+            eligible = _eligible(target, regions_, fresh)
+        chosen, source = await route_in_region(  # 7
+            target.policy, task, eligible, regions_, local_load()
+        )
     except BaseException:
         slot.release()
         raise
-    return Scheduled(decision.placement, decision.source, eligible, admitted), slot
+    return Scheduled(chosen, source, eligible, admitted, regions_), slot
+
+
+async def route_in_region(
+    policy: Policy,
+    task: dict[str, Any],
+    eligible: list[Placement],
+    regions_: tuple[str, ...],
+    load: Mapping[int, int],
+) -> tuple[Placement, str]:
+    """7: the script's route_task (or the default) over the eligible workers, and its
+    answer checked against the caller's region (`confine`): (placement, "script" or
+    "default")."""
+    decision = await route_async(policy, task, eligible, load)
+    chosen, kept = confine(decision.placement, eligible, regions_, load)
+    return chosen, decision.source if kept else "default"
 
 
 # --- 8, 9 the job and its meter ----------------------------------------------------------
@@ -593,8 +713,11 @@ def _job(target: Target, scheduled: Scheduled, slot: queueing.Slot, task: str, w
         placements=scheduled.eligible,
         refresh=lambda: db(hive_selectors.placements_for_model, model=target.model),
         preferred=scheduled.placement,
+        regions=scheduled.regions,
         meter=meter,
         neutral_errors=not target.caller.operator,
+        transcript=[] if target.keep else None,
+        after=_keeper(target, work) if target.keep else None,
     )
 
 

@@ -209,6 +209,13 @@ RBEE_MAX_INFLIGHT_BYTES_PER_CLIENT = env.int(
 # Longest audio one transcription may be (seconds): the queen refuses a longer one from
 # its header, the hive stops decoding past it (hives/agent/engines/whisper.py).
 RBEE_MAX_AUDIO_SECONDS = env.int("RBEE_MAX_AUDIO_SECONDS", default=3600)
+# --- gdpr: retention (gdpr/retention.py) --------------------------------------------------
+# Books and invoices of tenants whose jurisdiction has no statutory period in the table:
+# 10 years unless set (an operator's `rbee gdpr retention set` replaces it per class).
+RBEE_RETENTION_DEFAULT_DAYS = env.int("RBEE_RETENTION_DEFAULT_DAYS", default=3653)
+# Handled Stripe webhook ids (no personal data), bounded.
+RBEE_RETENTION_STRIPE_EVENTS_DAYS = env.int("RBEE_RETENTION_STRIPE_EVENTS_DAYS", default=90)
+
 # --- billing: Stripe -----------------------------------------------------------------
 # Stripe is optional: without a secret key nothing is sent. RBEE_STRIPE_API_BASE points the
 # stripe library elsewhere (the tests' Stripe-compatible server on loopback).

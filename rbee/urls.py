@@ -32,5 +32,6 @@ urlpatterns = [
     path("", include("billing.api")),
     path("", include("gdpr.api")),
     path("", include("gdpr.rights_api")),
+    path("", include("gdpr.consent_api")),
     path("admin/", admin.site.urls),
 ]

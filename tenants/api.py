@@ -2,7 +2,8 @@
 
     GET    /api/tenants                                   the tenants I belong to (staff: all)
     GET    /api/tenants/<id>                              name, plan, effective limits, status
-    PATCH  /api/tenants/<id>                              staff: {plan?, status?, overrides?}
+    PATCH  /api/tenants/<id>                              staff: {plan?, status?, overrides?,
+                                                                 data_region?, jurisdiction?}
     GET    /api/tenants/<id>/keys                         its keys (never their hash)
     POST   /api/tenants/<id>/keys                         {name, scopes?, expires_at?}: the
                                                           plaintext key, shown once (201)
@@ -77,6 +78,8 @@ from tenants.services import (
     plan_audit,
     tenant_set_overrides,
     tenant_set_plan,
+    tenant_set_prompt_retention,
+    tenant_set_residency,
     tenant_set_status,
 )
 
@@ -180,6 +183,10 @@ def tenant_data(tenant: Tenant, role: str | None) -> dict[str, Any]:
         "limits": effective_limits(tenant),
         "allowed_models": list(plan.allowed_models or []) if plan is not None else [],
         "overrides": tenant.overrides if isinstance(tenant.overrides, dict) else {},
+        "data_region": tenant.data_region,
+        "jurisdiction": tenant.jurisdiction,
+        "prompt_retention": tenant.prompt_retention,
+        "prompt_retention_days": tenant.prompt_retention_days,
         "role": role,
         "created_at": serializers.DateTimeField().to_representation(tenant.created_at),
     }
@@ -197,6 +204,7 @@ class KeyOutput(serializers.ModelSerializer[ApiKey]):
             "prefix",
             "display",
             "scopes",
+            "data_region",
             "state",
             "expires_at",
             "replaced_by",
@@ -286,6 +294,11 @@ class TenantDetailApi(PortalView):
         overrides = serializers.DictField(
             child=serializers.IntegerField(min_value=0, allow_null=True), required=False
         )
+        # "" = anywhere; else only hives the operator placed there (tenants.services checks).
+        data_region = serializers.CharField(max_length=32, required=False, allow_blank=True)
+        jurisdiction = serializers.CharField(max_length=2, required=False, allow_blank=True)
+        prompt_retention = serializers.CharField(max_length=8, required=False)
+        prompt_retention_days = serializers.IntegerField(required=False)
 
     def get(self, request: Request, tenant_id: int) -> Response:
         access = tenant_access(request, tenant_id)
@@ -310,6 +323,20 @@ class TenantDetailApi(PortalView):
                 tenant = tenant_set_status(tenant=tenant, status=v["status"], actor=actor)
             if "overrides" in v:
                 tenant = tenant_set_overrides(tenant=tenant, overrides=v["overrides"], actor=actor)
+            if "data_region" in v or "jurisdiction" in v:
+                tenant = tenant_set_residency(
+                    tenant=tenant,
+                    data_region=v.get("data_region"),
+                    jurisdiction=v.get("jurisdiction"),
+                    actor=actor,
+                )
+            if "prompt_retention" in v or "prompt_retention_days" in v:
+                tenant = tenant_set_prompt_retention(
+                    tenant=tenant,
+                    mode=v.get("prompt_retention"),
+                    days=v.get("prompt_retention_days"),
+                    actor=actor,
+                )
         tenant = Tenant.objects.select_related("plan").get(pk=tenant.pk)
         return Response(tenant_data(tenant, access.role))
 
@@ -337,6 +364,10 @@ class KeysApi(PortalView):
         name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
         scopes = serializers.DictField(required=False, default=dict)
         expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+        # Narrows the tenant's data region (never widens it: tenants.services refuses).
+        data_region = serializers.CharField(
+            max_length=32, required=False, allow_blank=True, default=""
+        )
 
         def validate_scopes(self, value: dict[str, Any]) -> dict[str, Any]:
             unknown = sorted(set(value) - {"endpoints", "models"})
@@ -367,6 +398,7 @@ class KeysApi(PortalView):
             expires_at=v["expires_at"],
             actor=user_actor(request.user),
             created_by=request.user,
+            data_region=v["data_region"],
         )
         return Response({**KeyOutput(key).data, "key": plaintext}, status=status.HTTP_201_CREATED)
 

@@ -75,6 +75,22 @@ class Tenant(models.Model):
     # does not deliver events in order, and an older one must not undo a newer one.
     status_event_at = models.DateTimeField(null=True, blank=True)
     plan_event_at = models.DateTimeField(null=True, blank=True)
+    # Where its requests may run (kernel/regions.py): "" anywhere, else only on hives whose
+    # operator-set region lies within it ("eu": eu, eu-west, ...); none there: 503.
+    data_region = models.CharField(max_length=32, blank=True, default="")
+    # ISO 3166-1 alpha-2 country whose law sets how long its books and invoices are kept
+    # (gdpr retention); "" = the deployment's default period.
+    jurisdiction = models.CharField(max_length=2, blank=True, default="")
+    # Whether its requests' prompts and responses are kept (for debugging), and how long:
+    # "off" (the default: never), "consent" (only for end users who consented to
+    # prompt_retention in gdpr's ledger), "contract" (every request, under the tenant's
+    # contract as controller). Kept rows expire after `prompt_retention_days`.
+    prompt_retention = models.CharField(
+        max_length=8,
+        choices=[("off", "off"), ("consent", "consent"), ("contract", "contract")],
+        default="off",
+    )
+    prompt_retention_days = models.PositiveSmallIntegerField(default=30)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -103,6 +119,8 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Narrows its tenant's data region, never widens it ("" = the tenant's).
+    data_region = models.CharField(max_length=32, blank=True, default="")
 
     KIND = "sk-rbee"
 

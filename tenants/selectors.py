@@ -8,7 +8,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from kernel import secrets
+from kernel import regions, secrets
 from tenants.errors import KeyRejected, TenantError, TenantErrorCode
 from tenants.models import ApiKey, Plan, Tenant
 
@@ -36,6 +36,26 @@ class Caller:
     operator: bool = False
     queue_weight: int = 1  # the plan's share of a busy model's queue
     max_priority: str = "interactive"  # the plan's highest priority ("batch": batch only)
+    # Where its requests may run: every constraint here (the tenant's data region, then
+    # the key's) must hold for a hive's operator-set region (kernel.regions.within_all).
+    data_regions: tuple[str, ...] = ()
+    # Whether its requests' prompts and responses may be kept (gdpr/exchanges.py):
+    # "off" (default), "consent" (end users who consented), "contract"; and for how long.
+    prompt_retention: str = "off"
+    prompt_retention_days: int = 30
+
+    @property
+    def data_region(self) -> str:
+        """The effective data region ("" = anywhere). Constraints that do not overlap (a
+        key's region outside a since-changed tenant's) have none: every region is refused."""
+        try:
+            return regions.narrowest(self.data_regions)
+        except regions.RegionError:
+            return "(none: " + " and ".join(self.data_regions) + ")"
+
+    def may_run_in(self, region: str) -> bool:
+        """Whether a hive the operator placed in `region` may serve this caller."""
+        return regions.within_all(region, self.data_regions)
 
 
 def tenant_get(*, name: str) -> Tenant:
@@ -98,6 +118,10 @@ def caller_from_key(plaintext: str) -> Caller:
             "tenant__tier",
             "tenant__status",
             "tenant__overrides",
+            "tenant__data_region",
+            "tenant__prompt_retention",
+            "tenant__prompt_retention_days",
+            "data_region",
             *_PLAN_FIELDS,
         )
         .first()
@@ -121,6 +145,7 @@ def caller_from_key(plaintext: str) -> Caller:
         scope_endpoints=tuple(str(x) for x in scopes.get("endpoints") or ()),
         scope_models=tuple(str(x) for x in scopes.get("models") or ()),
         operator=scopes.get("operator") is True,
+        data_regions=tuple(r for r in (key.tenant.data_region, key.data_region) if r),
     )
 
 
@@ -148,6 +173,8 @@ def _caller(tenant: Tenant, **extra: Any) -> Caller:
         allowed_models=tuple(str(m) for m in (plan.allowed_models if plan else []) or ()),
         queue_weight=max(1, plan.queue_weight) if plan is not None else 1,
         max_priority=plan.max_priority if plan is not None else "interactive",
+        prompt_retention=tenant.prompt_retention,
+        prompt_retention_days=tenant.prompt_retention_days,
         **extra,
     )
 
@@ -163,7 +190,13 @@ def caller_anonymous(*, tenant_name: str) -> Caller:
     if t is None:
         raise KeyRejected("missing")
     # The open queen serves its own machine only (loopback): its caller is the operator.
-    return _caller(t, api_key_id=None, api_key_prefix="", operator=True)
+    return _caller(
+        t,
+        api_key_id=None,
+        api_key_prefix="",
+        operator=True,
+        data_regions=(t.data_region,) if t.data_region else (),
+    )
 
 
 def tenant_list_with_plans() -> QuerySet[Tenant]:

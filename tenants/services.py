@@ -13,7 +13,7 @@ from django.utils.text import slugify
 
 from gdpr import audit, subjects
 from gdpr.actions import AuditAction
-from kernel import secrets
+from kernel import regions, secrets
 from tenants.actors import SYSTEM, Actor, user_subject
 from tenants.errors import TenantError, TenantErrorCode
 from tenants.models import OPERATOR_AREAS, ApiKey, Invitation, Membership, Plan, Tenant
@@ -22,24 +22,55 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
 
+def _check_region(region: str, param: str = "data_region") -> str:
+    try:
+        return regions.normalise(region)
+    except regions.RegionError as exc:
+        raise TenantError(TenantErrorCode.INVALID, str(exc), param=param) from exc
+
+
+def _check_jurisdiction(code: str) -> str:
+    code = (code or "").strip().upper()
+    if code and not (len(code) == 2 and code.isascii() and code.isalpha()):
+        raise TenantError(
+            TenantErrorCode.INVALID,
+            f"not a country code: {code!r} (ISO 3166-1 alpha-2, e.g. DE, FR, NL)",
+            param="jurisdiction",
+        )
+    return code
+
+
 def tenant_create(
-    *, name: str, tier: str = "free", plan: str | None = None, actor: Actor = SYSTEM
+    *,
+    name: str,
+    tier: str = "free",
+    plan: str | None = None,
+    data_region: str = "",
+    jurisdiction: str = "",
+    actor: Actor = SYSTEM,
 ) -> Tenant:
     """Create a tenant. Its plan is `plan`, else the plan named like its tier if there is
-    one; with no plan it is unlimited (a homelab's own tenant)."""
+    one; with no plan it is unlimited (a homelab's own tenant). With a `data_region` its
+    requests only ever run on hives the operator placed in that region."""
 
     if not name or slugify(name) != name:
         raise TenantError(
             TenantErrorCode.INVALID,
             f"invalid tenant name {name!r}: use lowercase letters, digits, '-' and '_'",
         )
+    data_region = _check_region(data_region)
+    jurisdiction = _check_jurisdiction(jurisdiction)
     chosen = Plan.objects.filter(name=plan or tier).first()
     if plan and chosen is None:
         raise TenantError(TenantErrorCode.NOT_FOUND, f"no plan named {plan!r}")
     try:
         with transaction.atomic():
             tenant = Tenant.objects.create(
-                name=name, tier=chosen.name if chosen else tier, plan=chosen
+                name=name,
+                tier=chosen.name if chosen else tier,
+                plan=chosen,
+                data_region=data_region,
+                jurisdiction=jurisdiction,
             )
             audit.record(
                 AuditAction.TENANT_CREATE,
@@ -121,13 +152,25 @@ def api_key_create(
     scopes: dict[str, Any] | None = None,
     expires_at: datetime | None = None,
     created_by: User | None = None,
+    data_region: str = "",
     actor: Actor = SYSTEM,
     _action: AuditAction = AuditAction.KEY_CREATE,
     _extra: dict[str, Any] | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key; returns the row and the plaintext, which is never stored (nor
     audited: the event keeps the prefix). `created_by`: the person who made it (a portal
-    user), for their GDPR export."""
+    user), for their GDPR export. Its
+    `data_region` may narrow its tenant's (an "eu" tenant's "eu-west" key), never widen
+    it: a region outside the tenant's is refused here, and should the tenant's region
+    later change, routing honours both (kernel.regions.within_all) and so fails closed."""
+    data_region = _check_region(data_region)
+    if data_region and not regions.within(data_region, tenant.data_region):
+        raise TenantError(
+            TenantErrorCode.INVALID,
+            f"a key's data region may only narrow its tenant's: {data_region!r} is not "
+            f"within {tenant.data_region!r}",
+            param="data_region",
+        )
     new = secrets.make(ApiKey.KIND)
     with transaction.atomic():
         key = ApiKey.objects.create(
@@ -138,6 +181,7 @@ def api_key_create(
             scopes=_check_scopes(scopes or {}),
             expires_at=expires_at,
             created_by=created_by,
+            data_region=data_region,
         )
         audit.record(
             _action,
@@ -167,6 +211,7 @@ def api_key_rotate(
             tenant=api_key.tenant,
             name=api_key.name,
             scopes=api_key.scopes or {},
+            data_region=api_key.data_region,
             created_by=api_key.created_by,
             actor=actor,
             _action=AuditAction.KEY_ROTATE,
@@ -188,6 +233,83 @@ def api_key_touch(*, api_key_id: int, every: timedelta = timedelta(seconds=60)) 
     ApiKey.objects.filter(pk=api_key_id).filter(
         models.Q(last_used_at__isnull=True) | models.Q(last_used_at__lt=now - every)
     ).update(last_used_at=now)
+
+
+def tenant_set_residency(
+    *,
+    tenant: Tenant,
+    data_region: str | None = None,
+    jurisdiction: str | None = None,
+    actor: Actor = SYSTEM,
+) -> Tenant:
+    """Set where the tenant's requests may run and whose retention law applies (None:
+    unchanged). Keys whose own region no longer lies within the new one keep it: routing
+    requires both, so they fail closed rather than widen."""
+    fields = []
+    if data_region is not None:
+        tenant.data_region = _check_region(data_region)
+        fields.append("data_region")
+    if jurisdiction is not None:
+        tenant.jurisdiction = _check_jurisdiction(jurisdiction)
+        fields.append("jurisdiction")
+    if fields:
+        with transaction.atomic():
+            before = Tenant.objects.filter(pk=tenant.pk).values(*fields).first() or {}
+            tenant.save(update_fields=fields)
+            # Where a tenant's requests may run is a security setting: audited.
+            audit.record(
+                AuditAction.TENANT_RESIDENCY,
+                actor=actor,
+                tenant_id=tenant.pk,
+                data={f: {"from": before.get(f), "to": getattr(tenant, f)} for f in fields},
+            )
+    return tenant
+
+
+PROMPT_RETENTION_MODES = ("off", "consent", "contract")
+
+
+def tenant_set_prompt_retention(
+    *,
+    tenant: Tenant,
+    mode: str | None = None,
+    days: int | None = None,
+    actor: Actor = SYSTEM,
+) -> Tenant:
+    """Whether the tenant's prompts and responses may be kept, and how long: "off" (the
+    default), "consent" (only for end users who consented to prompt_retention), or
+    "contract" (every request, the tenant as controller deciding). 1-90 days."""
+    fields = []
+    if mode is not None:
+        if mode not in PROMPT_RETENTION_MODES:
+            raise TenantError(
+                TenantErrorCode.INVALID,
+                f"prompt retention is one of {', '.join(PROMPT_RETENTION_MODES)}, not {mode!r}",
+                param="prompt_retention",
+            )
+        tenant.prompt_retention = mode
+        fields.append("prompt_retention")
+    if days is not None:
+        if not 1 <= days <= 90:
+            raise TenantError(
+                TenantErrorCode.INVALID,
+                "prompts are kept 1 to 90 days",
+                param="prompt_retention_days",
+            )
+        tenant.prompt_retention_days = days
+        fields.append("prompt_retention_days")
+    if fields:
+        with transaction.atomic():
+            before = Tenant.objects.filter(pk=tenant.pk).values(*fields).first() or {}
+            tenant.save(update_fields=fields)
+            # A retention setting: audited (the audit audits itself).
+            audit.record(
+                AuditAction.TENANT_PROMPT_RETENTION,
+                actor=actor,
+                tenant_id=tenant.pk,
+                data={f: {"from": before.get(f), "to": getattr(tenant, f)} for f in fields},
+            )
+    return tenant
 
 
 _STATUS_ACTIONS = {

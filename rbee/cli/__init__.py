@@ -45,6 +45,7 @@ for _command in (
     scheduler,
     billing,
     operator,
+    gdpr,
     audit,
     gdpr,
 ):

@@ -30,9 +30,20 @@ def key() -> None:
     is_flag=True,
     help="An operator's key: its answers name the hive that served them (X-Rbee-Worker).",
 )
+@click.option(
+    "--data-region",
+    default="",
+    help="Serve it only in this region (may narrow the tenant's, never widen it).",
+)
 @uses_database
 def key_create(
-    tenant_name: str, name: str, endpoints: str, models: str, expires_in: str, operator: bool
+    tenant_name: str,
+    name: str,
+    endpoints: str,
+    models: str,
+    expires_in: str,
+    operator: bool,
+    data_region: str,
 ) -> None:
     """Create an API key; prints only the key, so scripts can capture it."""
     from tenants import selectors, services
@@ -47,6 +58,7 @@ def key_create(
             name=name,
             scopes=scopes,
             expires_at=expires,
+            data_region=data_region,
             actor=cli_actor(),
         )
     click.echo(plaintext)

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tenants', '0006_plan_queue_weight_max_priority'),
+        ('tenants', '0007_data_region'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
