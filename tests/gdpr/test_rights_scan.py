@@ -28,7 +28,7 @@ from django.contrib.sessions.backends.db import SessionStore
 
 from billing.invoices import invoice_build
 from billing.models import Invoice, UsageEvent
-from gdpr import audit, providers, services, signing, subjects
+from gdpr import audit, consent, exchanges, providers, services, signing, subjects
 from gdpr.models import SubjectRequest
 from kernel.logs import RedactSecrets
 from tenants.models import Invitation, Membership, Tenant
@@ -165,6 +165,17 @@ def test_a_person_is_exported_then_erased_from_every_store(
         subject=subject,
         personal={"ip": marks["ip"], "name": f"{marks['first']} {marks['last']}"},
     )
+    # Consent: the person agreed to product e-mails in the portal, then withdrew.
+    consent.consent_grant(
+        subject=subject,
+        purpose=consent.PRODUCT_EMAIL,
+        text="Send me product news",
+        mechanism="portal",
+        recorded_by=subject,
+    )
+    consent.consent_withdraw(
+        subject=subject, purpose=consent.PRODUCT_EMAIL, mechanism="portal", recorded_by=subject
+    )
     # The admin's change log about the account, and a signed-in session.
     LogEntry.objects.create(
         user=other,
@@ -216,6 +227,7 @@ def test_a_person_is_exported_then_erased_from_every_store(
     assert manifest["records"]["billing.invoices"] == 1
     assert manifest["records"]["tenants.invitations"] == 1
     assert manifest["records"]["gdpr.audit"] >= 1
+    assert manifest["records"]["gdpr.consents"] == 2
     keys = json.loads(files["data/tenants.api_keys.json"])["records"]
     assert [k["name"] for k in keys] == [f"laptop {marks['key']}"]  # not the other's key
     assert exported.archive and (_home / "gdpr" / "exports" / exported.archive).exists()
@@ -234,6 +246,7 @@ def test_a_person_is_exported_then_erased_from_every_store(
     assert stores["billing.stripe"]["pseudonymised"] == 1
     assert stores["tenants.account"]["deleted"] >= 3  # log entry, session, user (+ cascade)
     assert stores["gdpr.audit"]["deleted"] == 1
+    assert stores["gdpr.consents"]["deleted"] == 2
 
     # --- scan ----------------------------------------------------------------------------
     hits = scan.database_hits(markers)
@@ -296,6 +309,25 @@ def test_an_end_user_is_exported_then_erased(_home: Path) -> None:
         "inference", actor="key:abc", tenant_id=shop.pk, subject=subject, request_id=f"a0-{m}"
     )
     (_home / "queen.log").write_text(f"request a0 user={uid}\n")
+    consent.consent_grant(
+        subject=subject,
+        purpose=consent.PROMPT_RETENTION,
+        text="Keep my chats for 30 days to debug",
+        mechanism="api",
+        recorded_by="key:abc",
+        tenant_id=shop.pk,
+    )
+    exchanges.exchange_keep(
+        tenant_id=shop.pk,
+        tenant=shop.name,
+        request_id=f"a1-{m}",
+        end_user=uid,
+        basis=exchanges.CONSENT,
+        model="m",
+        prompt=f"my name is {uid}-prompt",
+        response="hello",
+        days=30,
+    )
 
     exported = _run("export", subject)
     files, _ = _archive_text(exported)
@@ -305,6 +337,11 @@ def test_an_end_user_is_exported_then_erased(_home: Path) -> None:
     assert {u["region"] for u in usage} == {"eu"}
     assert json.loads(files["data/gdpr.audit.json"])["records"][0]["request_id"] == f"a0-{m}"
     assert "queen.log" in files["data/gdpr.files.json"].decode()
+    assert json.loads(files["data/gdpr.consents.json"])["records"][0]["purpose"] == (
+        consent.PROMPT_RETENTION
+    )
+    (kept_exchange,) = json.loads(files["data/gdpr.exchanges.json"])["records"]
+    assert kept_exchange["prompt"] == f"my name is {uid}-prompt"
 
     erased = _run("erase", subject)
     assert erased.status == SubjectRequest.Status.DONE, erased.error
