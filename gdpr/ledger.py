@@ -26,6 +26,7 @@ import base64
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -148,6 +149,8 @@ def _sequence_locked(limit: int) -> int:
 
 def sequence(*, limit: int = BATCH) -> int:
     """Give committed, unsequenced events their tree indexes. How many it placed."""
+    if connection.vendor != "postgresql":
+        limit = min(limit, 5000)  # SQLite's write lock is held while a batch is hashed
     placed = 0
     with _local_lock:
         while True:
@@ -212,8 +215,13 @@ def checkpoint(*, sink: Sink | None = None, force: bool = True) -> Checkpoint | 
 
 
 def _checkpoint(sink: Sink, force: bool) -> Checkpoint | None:
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
+    # On PostgreSQL one checkpointer at a time (an advisory lock, in a transaction). On
+    # SQLite a transaction would be the database's write lock for the whole computation;
+    # the tree is append-only, so reading its size and then its hashes up to that size
+    # needs none, and the sink's exclusive create settles a race between checkpointers.
+    pg = connection.vendor == "postgresql"
+    with transaction.atomic() if pg else nullcontext():
+        if pg:
             with connection.cursor() as cur:  # one checkpointer at a time
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK + 1])
         latest = sink.latest()
@@ -319,7 +327,11 @@ def verify(*, sink: Sink | None = None) -> Verified:
         roots[cp.size] = cp
     stream = merkle.Stream()
     i = 0
-    with transaction.atomic(), connection.cursor() as cur:
+    # PostgreSQL's server-side cursor needs a transaction; SQLite's would be a write lock
+    # (transaction_mode IMMEDIATE) held for the whole verify, stalling the queen's writes,
+    # while a plain read there sees one WAL snapshot and blocks nobody.
+    pg = connection.vendor == "postgresql"
+    with transaction.atomic() if pg else nullcontext(), connection.cursor() as cur:
         for chunk in _chunks(cur, SQL_TREE):
             for row in chunk:
                 idx, stored = row[0], bytes(row[1])
