@@ -82,7 +82,10 @@ def test_prompts_are_kept_only_under_consent_or_contract(deployment: Deployment)
     _expire_all(dep)
     out = dep.rbee("gdpr", "retention", "run").stdout
     assert "gdpr.exchanges" in out and kept(dep) == []
-    runs = "select count(*) from gdpr_audit_event where action = 'retention.run' and actor like 'cli:%'"
+    runs = (
+        "select count(*) from gdpr_audit_event "
+        "where action = 'retention.run' and actor like 'cli:%'"
+    )
     assert dep.sql(runs) == [(1,)]
 
 
