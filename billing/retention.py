@@ -30,11 +30,13 @@ def _jurisdictions() -> list[str]:
 
 
 def usage_purge(p: retention.Purge) -> retention.Purged:
+    """Usage rows are books: kept for the tenant's jurisdiction's period, counted from the
+    end of the calendar year they belong to."""
     out = retention.Purged()
     held = _held(p)
     for jurisdiction in _jurisdictions():
         old = UsageEvent.objects.filter(
-            tenant__jurisdiction=jurisdiction, created_at__lt=p.cutoff(jurisdiction)
+            tenant__jurisdiction=jurisdiction, created_at__lt=p.year_end_cutoff(jurisdiction)
         ).exclude(outcome=UsageEvent.Outcome.PROVISIONAL)
         out.held += old.filter(held).count()
         _, per_model = old.exclude(held).delete()
@@ -42,13 +44,27 @@ def usage_purge(p: retention.Purge) -> retention.Purged:
     return out
 
 
+def _invoice_held(p: retention.Purge) -> Q:
+    """Invoices under a hold: the held tenants', and those addressed to a held person."""
+    q = Q(tenant_id__in=sorted(p.holds.tenants))
+    for text in p.holds.subjects:
+        s = subjects.parse(text)
+        if s.kind == subjects.USER:
+            q |= Q(customer_email__iexact=s.email)
+    return q
+
+
 def invoice_purge(p: retention.Purge) -> retention.Purged:
+    """Invoices are kept for the period of the jurisdiction they were issued under (the
+    invoice's own, else its tenant's), from the end of the year of their period."""
     out = retention.Purged()
-    held = Q(tenant_id__in=sorted(p.holds.tenants))
-    for jurisdiction in _jurisdictions():
-        old = Invoice.objects.filter(
-            tenant__jurisdiction=jurisdiction, period_end__lt=p.cutoff(jurisdiction).date()
-        )
+    held = _invoice_held(p)
+    issued = set(Invoice.objects.values_list("jurisdiction", flat=True))
+    for jurisdiction in sorted(issued | set(_jurisdictions())):
+        cutoff = p.year_end_cutoff(jurisdiction).date()
+        own = Q(jurisdiction=jurisdiction) & ~Q(jurisdiction="")
+        tenants = Q(jurisdiction="") & Q(tenant__jurisdiction=jurisdiction)
+        old = Invoice.objects.filter(own | tenants, period_end__lt=cutoff)
         out.held += old.filter(held).count()
         _, per_model = old.exclude(held).delete()
         out.deleted += per_model.get(Invoice._meta.label, 0)

@@ -98,6 +98,14 @@ class Purge:
     def cutoff(self, jurisdiction: str = "") -> datetime:
         return self.now - timedelta(days=self.days_for(jurisdiction))
 
+    def year_end_cutoff(self, jurisdiction: str = "") -> datetime:
+        """For books and invoices: the legal period starts at the end of the calendar year
+        the record belongs to (e.g. § 147(4) AO, art. L123-22 code de commerce), so a record
+        of year Y may go once Y's last day plus the period has passed. Records dated before
+        the returned moment (1 January of the cutoff's year) are past their period."""
+        c = self.cutoff(jurisdiction)
+        return c.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
+
 
 @dataclass
 class Purged:

@@ -4,7 +4,7 @@ aged by hand, one purge run, and what is left; every run, setting and hold is au
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -207,3 +207,53 @@ def test_cli_holds_and_runs() -> None:
     )
     assert r.exit_code != 0 and "at least" in r.output
     assert CliRunner().invoke(main, ["gdpr", "hold", "release", str(hold_id)]).exit_code == 0
+
+
+def test_books_and_invoices_are_kept_until_the_end_of_their_year_plus_the_period() -> None:
+    """§ 147(4) AO and its peers count from the end of the calendar year: a German invoice
+    for February 2018 is kept until 31 December 2026 (8 years), not until February."""
+    de = tenant_create(name="de-late", jurisdiction="DE")
+    when = datetime(2026, 12, 5, tzinfo=UTC)
+    Invoice.objects.create(tenant=de, period_start=date(2018, 2, 1), period_end=date(2018, 2, 28))
+    Invoice.objects.create(tenant=de, period_start=date(2017, 12, 1), period_end=date(2017, 12, 31))
+    usage(de, "books-2016-03", datetime(2016, 3, 1, tzinfo=UTC))  # 10 years: until end of 2026
+    usage(de, "books-2015-12", datetime(2015, 12, 31, tzinfo=UTC))
+    run = retention.run(now=when)
+    assert not run.errors
+    assert list(Invoice.objects.filter(tenant=de).values_list("period_end", flat=True)) == [
+        date(2018, 2, 28)
+    ]
+    assert left() == {"books-2016-03"}
+
+
+def test_an_invoice_keeps_the_jurisdiction_it_was_issued_under() -> None:
+    """A tenant that moves from the Netherlands (7 years) to Germany (8) does not shorten or
+    lengthen what its Dutch invoices were issued under."""
+    t = tenant_create(name="mover", jurisdiction="DE")
+    issued_nl = Invoice.objects.create(
+        tenant=t, period_start=date(2018, 5, 1), period_end=date(2018, 5, 31), jurisdiction="NL"
+    )
+    issued_de = Invoice.objects.create(
+        tenant=t, period_start=date(2018, 4, 1), period_end=date(2018, 4, 30), jurisdiction="DE"
+    )
+    retention.run(now=datetime(2026, 3, 1, tzinfo=UTC))
+    assert list(Invoice.objects.filter(tenant=t).values_list("pk", flat=True)) == [issued_de.pk]
+    assert not Invoice.objects.filter(pk=issued_nl.pk).exists()
+
+
+def test_a_held_person_keeps_the_invoices_addressed_to_them() -> None:
+    t = tenant_create(name="solo", jurisdiction="NL")
+    mine = Invoice.objects.create(
+        tenant=t,
+        period_start=date(2010, 1, 1),
+        period_end=date(2010, 1, 31),
+        customer_email="Held@Example.org",
+    )
+    other = Invoice.objects.create(
+        tenant=t, period_start=date(2010, 2, 1), period_end=date(2010, 2, 28)
+    )
+    retention.hold_place(reason="audit", actor="cli", subject=subjects.user("held@example.org"))
+    run = retention.run(now=NOW)
+    assert Invoice.objects.filter(pk=mine.pk).exists()
+    assert not Invoice.objects.filter(pk=other.pk).exists()
+    assert run.results["billing.invoices"].held == 1
