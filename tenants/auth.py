@@ -204,9 +204,22 @@ def audit_sign_in(
         data["address_net"] = address_net(address)
     actor: Any = subject or (f"user#{user.pk}" if user is not None else "anonymous")
     if not reason:
+        if method == "basic":
+            # HTTP Basic authenticates every API call: a call is not a sign-in, and an
+            # event per call would fill an append-only log kept seven years with the
+            # caller's address. Failures and lockouts are recorded for Basic too.
+            return
         audit.record(
             AuditAction.LOGIN_SUCCESS, actor=actor, subject=subject, personal=personal, data=data
         )
+        return
+    if reason == "locked" and not cache.add(
+        f"rbee-audit-locked:{hashlib.sha256(f'{username}|{address}'.encode()).hexdigest()}",
+        1,
+        timeout=60,
+    ):
+        # Attempts while locked out: one event a minute per username and address, so a
+        # client hammering a locked account cannot grow the append-only log at will.
         return
     audit.record(
         AuditAction.LOGIN_FAILURE,
