@@ -7,7 +7,7 @@ import pytest
 from django.db import DatabaseError, connection, transaction
 
 from gdpr import audit, subjects
-from gdpr.models import AuditEvent, AuditKey
+from gdpr.models import AuditEvent, AuditKey, AuditLeaf
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -99,14 +99,22 @@ def test_triggers_refuse_edits(sql: str) -> None:
 
 
 @pytest.mark.parametrize("table", ["gdpr_audit_event", "gdpr_audit_leaf"])
-def test_truncate_refused_on_postgresql(table: str) -> None:
-    if connection.vendor != "postgresql":
-        pytest.skip("SQLite has no TRUNCATE (its DELETE trigger covers it)")
+def test_truncate_refused(table: str) -> None:
+    """TRUNCATE on PostgreSQL; on SQLite its equivalent, an unqualified DELETE (which
+    SQLite runs as a truncate unless a trigger is there, as ours is)."""
+    from gdpr import ledger
+
     audit.record("key.create", actor="cli", tenant_id=1)
+    ledger.sequence()  # a leaf row too
+    if connection.vendor == "postgresql":
+        sql = f"TRUNCATE {table}"
+    else:
+        sql = f"DELETE FROM {table}"
     with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
         with connection.cursor() as cur:
-            cur.execute(f"TRUNCATE {table}")
+            cur.execute(sql)
     assert AuditEvent.objects.count() == 1
+    assert AuditLeaf.objects.count() == 1
 
 
 def test_a_key_made_in_a_rolled_back_transaction_is_not_reused() -> None:
