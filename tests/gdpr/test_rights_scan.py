@@ -323,8 +323,7 @@ def test_an_end_user_is_exported_then_erased(_home: Path) -> None:
     # The queen's log names the tenant on each request line; the same id at another
     # tenant is another person, whose line stays.
     (_home / "queen.log").write_text(
-        f"request a0 tenant={shop.name} user={uid}\n"
-        f"request b tenant={other_shop.name} user={uid}\n"
+        f"request a0 tenant={shop.name} user={uid}\nrequest b tenant={other_shop.name} user={uid}\n"
     )
     consent.consent_grant(
         subject=subject,
