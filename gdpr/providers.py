@@ -93,7 +93,7 @@ _identifiers: ContextVar[dict[str, frozenset[str]] | None] = ContextVar(
 )
 
 # Shorter strings are not searched for in free text (a `user` field "42" would match
-# every number in every log line).
+# every number in every log line): gdpr.stores skips them and says so in the receipt.
 MIN_IDENTIFIER = 4
 
 
@@ -106,7 +106,7 @@ def _gather(subject: Subject) -> frozenset[str]:
     for p in registered():
         if p.aliases is not None:
             found.update(a for a in p.aliases(subject) if a)
-    return frozenset(a for a in found if len(a) >= MIN_IDENTIFIER)
+    return frozenset(a for a in found if a)
 
 
 def identifiers(subject: Subject) -> frozenset[str]:

@@ -139,6 +139,11 @@ def registered() -> list[RecordClass]:
     return [_classes[k] for k in sorted(_classes)]
 
 
+def get(name: str) -> RecordClass:
+    """A registered class by name (RetentionError if none)."""
+    return _get(name)
+
+
 def _get(name: str) -> RecordClass:
     try:
         return _classes[name]
@@ -186,6 +191,30 @@ def holds_active() -> Holds:
         tenants=frozenset(t for t, s in rows if t is not None and not s),
         subjects=frozenset(s for _, s in rows if s),
     )
+
+
+# How gdpr learns a tenant's id from its name (an end user is `enduser:<tenant name>:..`,
+# a hold is on a tenant's id) without importing the tenants app: it registers this.
+_tenant_id_of: Callable[[str], int | None] | None = None
+
+
+def register_tenant_lookup(lookup: Callable[[str], int | None]) -> None:
+    """Register how a tenant's name becomes its id (tenants does, in its ready())."""
+    global _tenant_id_of
+    _tenant_id_of = lookup
+
+
+def holds_on(*, subject: subjects.Subject) -> list[LegalHold]:
+    """The active holds that keep a subject's records: on the subject itself and, for a
+    tenant's end user, on their tenant. An erasure keeps what they hold (Art. 17(3)(e))."""
+    from django.db.models import Q
+
+    q = Q(subject=str(subject))
+    if subject.kind == subjects.END_USER and _tenant_id_of is not None:
+        tenant_id = _tenant_id_of(subject.tenant)
+        if tenant_id is not None:
+            q |= Q(tenant_id=tenant_id, subject="")
+    return list(LegalHold.objects.filter(q, released_at__isnull=True).order_by("placed_at", "id"))
 
 
 def hold_list(*, include_released: bool = False) -> list[LegalHold]:

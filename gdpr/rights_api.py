@@ -22,6 +22,7 @@ from typing import Any
 
 from django.http import FileResponse, HttpResponse
 from django.urls import path
+from django.utils import timezone
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -97,13 +98,29 @@ def subject_for(who: Principal, raw: str | None) -> subjects.Subject:
     )
 
 
+def may_still_read(who: Principal, req: SubjectRequest) -> bool:
+    """Whether the requester may still read the subject's data, asked again at every
+    link and download (not only when the request was made): a tenant admin removed
+    from the tenant, or an operator who lost the audit permission, may not."""
+    if req.requested_by_user_id is None or req.requested_by_user_id != who.user_id:
+        return False
+    try:
+        subject_for(who, req.subject_label)
+    except (GdprError, subjects.SubjectError):
+        return False
+    return True
+
+
 def _link(request: Request, req: SubjectRequest, who: Principal) -> str | None:
     if (
         req.kind != SubjectRequest.Kind.EXPORT
         or req.status != SubjectRequest.Status.DONE
         or not req.archive
-        or req.requested_by_user_id != who.user_id
+        or not may_still_read(who, req)
     ):
+        return None
+    expires = services.export_expires_at(req)
+    if expires is not None and expires <= timezone.now():
         return None
     token = services.link_token(request=req, user_id=who.user_id)
     return request.build_absolute_uri(f"/gdpr/requests/{req.pk}/download?token={token}")
@@ -181,7 +198,7 @@ class RequestDownloadApi(GdprView):
         if services.link_check(token=token, user_id=who.user_id) != request_id:
             raise _not_found()
         req = selectors.request_get(request_id=request_id)
-        if req is None or req.requested_by_user_id != who.user_id:
+        if req is None or not may_still_read(who, req):
             raise _not_found()
         path = services.archive_path(req)
         return FileResponse(

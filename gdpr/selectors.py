@@ -69,6 +69,13 @@ def request_data(req: SubjectRequest, *, with_subject: bool = False) -> dict[str
         "completed_at": req.completed_at.isoformat() if req.completed_at else None,
         "error": req.error or None,
     }
+    result = req.result if isinstance(req.result, dict) else {}
+    if req.kind == SubjectRequest.Kind.ERASE:
+        # "erased", "held" (a legal hold: nothing erased, the receipt says why) or
+        # "incomplete" (a store failed; run again).
+        out["outcome"] = result.get("outcome")
+    else:
+        out["archive_deleted"] = result.get("archive_deleted")  # "expired", "erased"
     if with_subject:
         out["subject"] = req.subject_label
     return out

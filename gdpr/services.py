@@ -27,9 +27,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from gdpr import audit, deadlines, information, providers, signing
+from gdpr import audit, deadlines, information, providers, retention, signing
 from gdpr.errors import GdprError, GdprErrorCode
-from gdpr.models import SubjectRequest
+from gdpr.models import LegalHold, SubjectRequest
 from gdpr.subjects import Subject
 from gdpr.subjects import parse as parse_subject
 from kernel.paths import rbee_home
@@ -305,13 +305,84 @@ def _export(req: SubjectRequest, subject: Subject) -> None:
         )
 
 
+EXPORTS_CLASS = "gdpr.exports"
+
+
+def export_days() -> int:
+    """How long an export archive is kept: RBEE_GDPR_EXPORT_DAYS (30), or the operator's
+    retention setting for the gdpr.exports class."""
+    try:
+        rc = retention.get(EXPORTS_CLASS)
+    except retention.RetentionError:
+        return int(getattr(settings, "RBEE_GDPR_EXPORT_DAYS", 30))
+    return retention.period_days(rc, "")
+
+
+def export_expires_at(req: SubjectRequest) -> datetime | None:
+    if req.kind != SubjectRequest.Kind.EXPORT or req.completed_at is None:
+        return None
+    return req.completed_at + timedelta(days=export_days())
+
+
+def _archive_delete(req: SubjectRequest, *, why: str) -> bool:
+    """Delete an export's archive and record when and why (a later download is 410)."""
+    removed = False
+    if req.archive:
+        path = exports_dir() / Path(req.archive).name
+        if path.exists():
+            path.unlink()
+            removed = True
+    req.archive = ""
+    req.result = {
+        **(req.result or {}),
+        "archive_deleted_at": timezone.now().isoformat(),
+        "archive_deleted": why,
+    }
+    req.save(update_fields=["archive", "result"])
+    return removed
+
+
 def archive_path(req: SubjectRequest) -> Path:
+    """The archive of a done export, while it has not expired: past its days (or once
+    deleted by the retention run or an erasure) it is gone, 410."""
+    if req.kind == SubjectRequest.Kind.EXPORT and (req.result or {}).get("archive_deleted_at"):
+        raise GdprError(GdprErrorCode.LINK_EXPIRED, "this export has expired and was deleted")
     if req.kind != SubjectRequest.Kind.EXPORT or not req.archive:
         raise GdprError(GdprErrorCode.NOT_READY, "the archive is not ready yet")
+    expires = export_expires_at(req)
+    if expires is not None and expires <= timezone.now():
+        _archive_delete(req, why="expired")
+        raise GdprError(GdprErrorCode.LINK_EXPIRED, "this export has expired and was deleted")
     path = exports_dir() / Path(req.archive).name
     if not path.is_file():
         raise GdprError(GdprErrorCode.NOT_FOUND, "not found")
     return path
+
+
+def exports_purge(p: retention.Purge) -> retention.Purged:
+    """Delete the export archives older than their days (gdpr.exports). A legal hold
+    does not keep them: an archive is a copy handed to the requester, the records it
+    copies stay where they are (and are held there)."""
+    out = retention.Purged()
+    rows = SubjectRequest.objects.filter(
+        kind=SubjectRequest.Kind.EXPORT, completed_at__lt=p.cutoff()
+    ).exclude(archive="")
+    for req in rows:
+        _archive_delete(req, why="expired")
+        out.deleted += 1
+    return out
+
+
+def register_exports_class() -> None:
+    """The export archives as a retention class (called from gdpr's ready())."""
+    retention.register(
+        retention.RecordClass(
+            name=EXPORTS_CLASS,
+            title="Export archives",
+            purge=exports_purge,
+            days=int(getattr(settings, "RBEE_GDPR_EXPORT_DAYS", 30)),
+        )
+    )
 
 
 # --- erasure -------------------------------------------------------------------------------
@@ -322,6 +393,9 @@ def erase_run(*, subject: Subject, request_id: int | None = None) -> dict[str, A
     and return the signed receipt. At the first store that fails the run stops: that
     store and the later ones are listed (failed, deferred), the request stays open,
     and running it again (idempotent) goes on from there."""
+    holds = retention.holds_on(subject=subject)
+    if holds:
+        return _held_receipt(subject=subject, request_id=request_id, holds=holds)
     stores: list[dict[str, Any]] = []
     failed: list[str] = []
     with providers.run_for(subject):
@@ -352,9 +426,55 @@ def erase_run(*, subject: Subject, request_id: int | None = None) -> dict[str, A
             "request": request_id,
             "subject": pseudonym(subject),
             "erased_at": timezone.now().isoformat(),
+            "outcome": "erased" if not failed else "incomplete",
             "complete": not failed,
             "failed": failed,
             "stores": stores,
+        }
+    )
+
+
+HELD_GROUND = (
+    "Art. 17(3)(e) GDPR: the records are needed for the establishment, exercise or "
+    "defence of legal claims and are under a legal hold"
+)
+
+
+def _held_receipt(
+    *, subject: Subject, request_id: int | None, holds: list[LegalHold]
+) -> dict[str, Any]:
+    """The signed answer to an erasure that a legal hold stops: nothing is erased, and
+    it says why (Art. 12(4)). A hold is on every record of the subject (or of their
+    tenant), not on some stores: which records are evidence is the hold's to say, and
+    erasing the rest would cut the links between held records (a usage row's end user,
+    the audit key that decrypts the held events). The holds are named by number and
+    date, not by their reason (which may name a case or other people). Once every hold
+    is released the subject can ask again."""
+    return signing.sign_document(
+        {
+            "kind": "rbee.gdpr.erasure-receipt",
+            "request": request_id,
+            "subject": pseudonym(subject),
+            "erased_at": None,
+            "outcome": "held",
+            "complete": True,  # the request is answered: nothing more will be done
+            "failed": [],
+            "not_erased": {
+                "reason": "legal hold",
+                "ground": HELD_GROUND,
+                "holds": [
+                    {
+                        "hold": h.pk,
+                        "on": "subject" if h.subject else "tenant",
+                        "placed_at": h.placed_at.isoformat(),
+                    }
+                    for h in holds
+                ],
+                "then": "nothing was erased; ask again once the hold is released",
+            },
+            "stores": [
+                {"store": p.name, "title": p.title, "held": True} for p in providers.erase_order()
+            ],
         }
     )
 
@@ -384,8 +504,15 @@ def _erase(req: SubjectRequest, subject: Subject) -> None:
                 "subject": receipt["subject"],
                 "stores": len(receipt["stores"]),
                 "failed": receipt["failed"],
+                "outcome": receipt["outcome"],
             },
-            outcome="done" if receipt["complete"] else "failed",
+            outcome=(
+                "held"
+                if receipt["outcome"] == "held"
+                else "done"
+                if receipt["complete"]
+                else "failed"
+            ),
         )
     if not receipt["complete"]:
         raise ErasureIncomplete(req.error)
@@ -396,16 +523,8 @@ def requests_pseudonymise(*, subject: Subject) -> tuple[int, int]:
     them; their export archives are deleted."""
     rows = SubjectRequest.objects.filter(subject_hash=subject_hash(subject))
     removed = 0
-    for name in (
-        rows.exclude(archive="")
-        .filter(kind=SubjectRequest.Kind.EXPORT)
-        .values_list("archive", flat=True)
-    ):
-        path = exports_dir() / Path(name).name
-        if path.exists():
-            path.unlink()
-            removed += 1
-    rows.filter(kind=SubjectRequest.Kind.EXPORT).update(archive="")
+    for req in rows.exclude(archive="").filter(kind=SubjectRequest.Kind.EXPORT):
+        removed += _archive_delete(req, why="erased")
     n = rows.exclude(subject_label=pseudonym(subject)).update(subject_label=pseudonym(subject))
     return n, removed
 

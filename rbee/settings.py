@@ -328,6 +328,8 @@ RBEE_CONTROLLER_CONTACT = env.str("RBEE_CONTROLLER_CONTACT", default="")
 RBEE_DPO_CONTACT = env.str("RBEE_DPO_CONTACT", default="")
 RBEE_LOG_DIRS = env.list("RBEE_LOG_DIRS", default=[])
 RBEE_GDPR_LINK_SECONDS = env.int("RBEE_GDPR_LINK_SECONDS", default=3600)
+# Export archives are deleted this many days after they were built (gdpr.exports).
+RBEE_GDPR_EXPORT_DAYS = env.int("RBEE_GDPR_EXPORT_DAYS", default=30)
 RBEE_BOOKS_JURISDICTION = env.str("RBEE_BOOKS_JURISDICTION", default="").upper()
 
 LOG_LEVEL = env.str("RBEE_LOG_LEVEL", default="INFO")

@@ -234,6 +234,13 @@ def billing_contact_erase(subject: subjects.Subject) -> Erased:
     return out
 
 
+def tenant_id_of(name: str) -> int | None:
+    """A tenant's id by its name, for gdpr's legal-hold check on a tenant's end user."""
+    from tenants.models import Tenant
+
+    return Tenant.objects.filter(name=name).values_list("pk", flat=True).first()
+
+
 def register_providers() -> None:
     purposes_account = (
         "providing the account and the portal (contract, Art. 6(1)(b))",

@@ -97,6 +97,10 @@ def gdpr_erase(subject_text: str, out: Path | None, yes: bool) -> None:
     if out is not None:
         out.write_text(text + "\n")
     click.echo(text)
+    held = req.result.get("not_erased")
+    if held:
+        ids = ", ".join(str(h["hold"]) for h in held["holds"])
+        note(f"NOT erased: {held['ground']}; holds: {ids}")
     for store in req.result.get("stores", []):
         for k in store.get("kept", []):
             note(f"kept: {store['store']}: {k['count']} until {k['until']} ({k['ground']})")
@@ -122,7 +126,7 @@ def gdpr_requests(overdue: bool) -> None:
             [
                 r["id"],
                 r["kind"],
-                r["status"],
+                r["status"] + (" (held)" if r.get("outcome") == "held" else ""),
                 r["subject"],
                 r["received_at"][:19],
                 r["deadline"][:19] + (" (extended)" if r["extended_until"] else ""),

@@ -3,7 +3,9 @@ real requests (the official `openai` client, a real queen and hive, llama.cpp), 
 exported and erased with the operators' CLI; then every table of the deployment's own
 database (SQLite file or PostgreSQL database, listed from its catalogue), every file
 under its RBEE_HOME (the queen's and the hive's logs among them) is scanned: the end
-user's id is nowhere, while the queen keeps serving and logging."""
+user's id is in no table and in no log line about them (another tenant's end user of
+the same id keeps theirs; a file that is not a log is never read), the audit log still
+verifies, and the queen keeps serving and logging."""
 
 from __future__ import annotations
 
@@ -82,10 +84,18 @@ def test_an_end_user_of_a_live_queen_is_exported_and_erased(tmp_path: Path) -> N
         assert sorted(rows) == sorted(
             [(ids[0], uid, "eu"), (ids[1], uid, "eu"), (ids[2], "someone-else", "eu")]
         )
-        # A log line naming the end user, appended to the live queen's own log file.
+        # A log line naming the end user and their tenant, appended to the live queen's
+        # own log file; a line of another tenant's end user of the same id (not theirs:
+        # it stays); the same id in a file that is not a log (never read).
+        other_line = f"support note: tenant=globex user={uid} asked for a refund"
         with open(queen.log, "ab") as fh:
-            fh.write(f"support note: complaint from user={uid} about request {ids[0]}\n".encode())
+            fh.write(
+                f"support note: tenant=shop complaint from user={uid} about request {ids[0]}\n"
+                f"{other_line}\n".encode()
+            )
+        (dep.home / "operator-notes.txt").write_text(f"shop {uid}\n")
         assert "queen.log" in file_hits(dep.home, uid)
+        dep.rbee("audit", "checkpoint")
 
         archive = tmp_path / "export.zip"
         out = dep.rbee("gdpr", "export", "--subject", f"shop:{uid}", "--out", str(archive))
@@ -109,7 +119,11 @@ def test_an_end_user_of_a_live_queen_is_exported_and_erased(tmp_path: Path) -> N
         assert stores["gdpr.files"]["pseudonymised"] == 1
 
         assert database_hits(dep, uid) == []
-        assert file_hits(dep.home, uid) == []
+        assert file_hits(dep.home, uid) == ["operator-notes.txt", "queen.log"]
+        assert other_line in queen.log.read_text().splitlines()
+        assert (dep.home / "operator-notes.txt").read_text() == f"shop {uid}\n"
+        # The signed checkpoints were not touched: the audit log still verifies.
+        assert dep.rbee("audit", "verify", check=False).returncode == 0
         # The usage rows stay (the tenant is billed for them), naming no one.
         rows = dep.sql("SELECT request_id, end_user FROM billing_usageevent")
         assert sorted(rows) == sorted([(ids[0], ""), (ids[1], ""), (ids[2], "someone-else")])

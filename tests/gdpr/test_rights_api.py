@@ -134,6 +134,56 @@ def test_the_download_link_expires(world: World, settings: Any) -> None:
     }
 
 
+def _backdate(rid: int, days: int) -> None:
+    SubjectRequest.objects.filter(pk=rid).update(completed_at=timezone.now() - timedelta(days=days))
+
+
+def test_an_export_archive_expires_after_its_days(world: World) -> None:
+    """RBEE_GDPR_EXPORT_DAYS (30): past it a fresh link is not minted, a link already
+    given answers 410 and the archive is deleted; the periodic retention run deletes
+    the archives nobody asked for again."""
+    from gdpr import retention
+
+    rid = post(as_(world.member), "/gdpr/export").json()["id"]
+    link = as_(world.member).get(f"/gdpr/requests/{rid}").json()["download"]
+    archive = services.archive_path(SubjectRequest.objects.get(pk=rid))
+    _backdate(rid, 29)
+    assert as_(world.member).get(link).status_code == 200
+    _backdate(rid, 31)
+    assert as_(world.member).get(f"/gdpr/requests/{rid}").json()["download"] is None
+    r = as_(world.member).get(link)
+    assert r.status_code == 410 and r.json()["error"]["code"] == "link_expired"
+    assert not archive.exists()
+    assert as_(world.member).get(f"/gdpr/requests/{rid}").json()["archive_deleted"] == "expired"
+
+    # Nobody downloads: the retention run deletes it.
+    rid2 = post(as_(world.owner), "/gdpr/export").json()["id"]
+    link2 = as_(world.owner).get(f"/gdpr/requests/{rid2}").json()["download"]
+    archive2 = services.archive_path(SubjectRequest.objects.get(pk=rid2))
+    assert retention.run().results["gdpr.exports"].deleted == 0
+    assert archive2.exists()
+    _backdate(rid2, 31)
+    assert retention.run().results["gdpr.exports"].deleted == 1
+    assert not archive2.exists() and not list(archive2.parent.iterdir())
+    assert as_(world.owner).get(link2).status_code == 410
+
+
+def test_a_tenant_admin_removed_from_the_tenant_loses_the_export(world: World) -> None:
+    """The link is for a tenant's admin acting for its end user: checked again at every
+    download, not only when the export was asked for."""
+    rid = post(as_(world.owner), "/gdpr/export", {"subject": "acme:cust-7"}).json()["id"]
+    link = as_(world.owner).get(f"/gdpr/requests/{rid}").json()["download"]
+    assert as_(world.owner).get(link).status_code == 200
+    Membership.objects.filter(user=world.owner, tenant=world.acme).update(role="member")
+    assert as_(world.owner).get(link).status_code == 404
+    assert as_(world.owner).get(f"/gdpr/requests/{rid}").json()["download"] is None
+    Membership.objects.filter(user=world.owner, tenant=world.acme).delete()
+    assert as_(world.owner).get(link).status_code == 404
+    # Made admin again: the link works again (it is theirs, and the tenant's again).
+    Membership.objects.create(user=world.owner, tenant=world.acme, role="admin")
+    assert as_(world.owner).get(link).status_code == 200
+
+
 def test_who_may_ask_for_whom(world: World) -> None:
     # A tenant's owner, for one of its end users: only that tenant's records.
     r = post(as_(world.owner), "/gdpr/export", {"subject": "acme:cust-7"})

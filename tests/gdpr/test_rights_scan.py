@@ -4,6 +4,10 @@ database (every table, every column, as bytes), RBEE_HOME, the log files, Redis 
 fake Stripe are scanned: no marker is left. The records the law makes us keep (invoices)
 are still there, pseudonymised, and the receipt says on what ground and until when.
 
+The files store is the log files rbee writes (*.log and rotated *.log.N under RBEE_HOME,
+and RBEE_LOG_DIRS), nothing else: a marker in another file under RBEE_HOME stays, by
+design (a requester chooses the search string: see tests/gdpr/test_stores.py).
+
 Runs on the database of the run: SQLite by default, PostgreSQL with RBEE_DATABASE_URL."""
 
 from __future__ import annotations
@@ -205,10 +209,15 @@ def test_a_person_is_exported_then_erased_from_every_store(
         f"GET /portal 200 {marks['email']}\nGET /healthz 200\n"
         f"invitation sent to {marks['first']} {marks['last']}\n"
     )
-    (_home / "uploads").mkdir()
-    (_home / "uploads" / "note.json").write_text(
-        json.dumps({"owner": marks["email"], "note": marks["file"]})
+    # A rotated log in a subdirectory of RBEE_HOME (the e-mail in another case).
+    (_home / "logs").mkdir()
+    (_home / "logs" / "queen.log.1").write_text(
+        f"POST /portal/upload 201 {marks['email'].upper()} {marks['file']}\nGET /healthz 200\n"
     )
+    # What is not a log is not the files store's: a file the subject's e-mail is in by
+    # chance (an operator's note) is neither exported nor changed.
+    (_home / "notes").mkdir()
+    (_home / "notes" / "ops.txt").write_text(f"call back {marks['email']}\n")
 
     markers = list(marks.values())
     assert scan.database_hits(markers), "the seeding reached the database"
@@ -221,6 +230,8 @@ def test_a_person_is_exported_then_erased_from_every_store(
     missing = [k for k, v in marks.items() if v.lower() not in text]
     assert missing == [], f"not in the export: {missing}"
     assert cid.lower() in text
+    logged = json.loads(files["data/gdpr.files.json"])["records"]
+    assert sorted({r["file"] for r in logged}) == ["logs/queen.log.1", "queen.log", "rbee.log"]
     stripe_rec = json.loads(files["data/billing.stripe.json"])["records"][0]
     assert stripe_rec["email"] == marks["email"] and marks["last"] in str(stripe_rec["address"])
     assert manifest["records"]["tenants.account"] == 1
@@ -253,7 +264,8 @@ def test_a_person_is_exported_then_erased_from_every_store(
     assert hits == [], f"markers left in the database: {hits}"
     assert scan.table_count() > 30
     left = scan.file_hits([_home, log_file.parent], markers)
-    assert left == [], f"markers left in files: {left}"
+    assert left == [(str(_home / "notes" / "ops.txt"), marks["email"])], left
+    assert "GET /healthz 200" in (_home / "logs" / "queen.log.1").read_text()
     if os.environ.get("RBEE_REDIS_URL"):
         assert scan.redis_hits(os.environ["RBEE_REDIS_URL"], markers) == []
     customer = fake.customers[cid]
@@ -308,7 +320,11 @@ def test_an_end_user_is_exported_then_erased(_home: Path) -> None:
     audit.record(
         "inference", actor="key:abc", tenant_id=shop.pk, subject=subject, request_id=f"a0-{m}"
     )
-    (_home / "queen.log").write_text(f"request a0 user={uid}\n")
+    # The queen's log names the tenant on each request line; the same id at another
+    # tenant is another person, whose line stays.
+    (_home / "queen.log").write_text(
+        f"request a0 tenant={shop.name} user={uid}\nrequest b tenant={other_shop.name} user={uid}\n"
+    )
     consent.consent_grant(
         subject=subject,
         purpose=consent.PROMPT_RETENTION,
@@ -336,7 +352,8 @@ def test_an_end_user_is_exported_then_erased(_home: Path) -> None:
     assert sorted(u["request_id"] for u in usage) == [f"a{i}-{m}" for i in range(3)]
     assert {u["region"] for u in usage} == {"eu"}
     assert json.loads(files["data/gdpr.audit.json"])["records"][0]["request_id"] == f"a0-{m}"
-    assert "queen.log" in files["data/gdpr.files.json"].decode()
+    lines = json.loads(files["data/gdpr.files.json"])["records"]
+    assert [(r["file"], r["line"]) for r in lines] == [("queen.log", 1)]
     assert json.loads(files["data/gdpr.consents.json"])["records"][0]["purpose"] == (
         consent.PROMPT_RETENTION
     )
@@ -352,7 +369,10 @@ def test_an_end_user_is_exported_then_erased(_home: Path) -> None:
     assert hits == [("billing_usageevent", "end_user", uid)]
     assert UsageEvent.objects.filter(end_user=uid).get().tenant_id == other_shop.pk
     assert UsageEvent.objects.filter(tenant=shop).count() == 3  # still billed
-    assert scan.file_hits([_home], [uid]) == []
+    assert scan.file_hits([_home], [uid]) == [(str(_home / "queen.log"), uid)]
+    assert (_home / "queen.log").read_text().splitlines()[1] == (
+        f"request b tenant={other_shop.name} user={uid}"
+    )
 
 
 def test_invoice_retention_follows_the_books_jurisdiction() -> None:

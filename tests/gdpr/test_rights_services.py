@@ -182,3 +182,64 @@ def test_a_request_another_worker_runs_is_not_run_twice() -> None:
     stale = timezone.now() - services.RUNNING_LEASE - timedelta(seconds=1)
     SubjectRequest.objects.filter(pk=req.pk).update(started_at=stale)
     assert services.request_run(request_id=req.pk).status == "done"
+
+
+def test_an_erasure_under_a_legal_hold_erases_nothing_and_says_why(_home: Path) -> None:
+    """Art. 17(3)(e): a hold on the end user, or on their tenant, keeps every record (the
+    usage rows, the log line, the audit key that decrypts the held events); the request
+    is answered with a signed receipt saying why. Released, a new erasure erases."""
+    from billing.models import UsageEvent
+    from gdpr import retention, signing
+
+    shop = Tenant.objects.create(name="heldshop")
+    subject = subjects.end_user("heldshop", "bob-the-customer")
+    for i in range(2):
+        UsageEvent.objects.create(
+            request_id=f"h{i}", tenant=shop, model="m", modality="chat", end_user=subject.end_user
+        )
+    audit.record("inference", actor="key:abc", tenant_id=shop.pk, subject=subject)
+    line = f"request h0 tenant=heldshop user={subject.end_user}\n"
+    (_home / "queen.log").write_text(line)
+
+    def held_erasure() -> dict[str, Any]:
+        req = services.request_create(kind="erase", subject=subject, requested_by="cli")
+        req = services.request_run(request_id=req.pk)
+        assert req.status == SubjectRequest.Status.DONE, req.error
+        # Nothing was erased: the rows, the log line, the audit key (events decrypt).
+        assert UsageEvent.objects.filter(end_user=subject.end_user).count() == 2
+        assert (_home / "queen.log").read_text() == line
+        assert [e["action"] for e in audit.events_for_subject(subject)][:1] == ["inference"]
+        assert selectors.request_data(req)["outcome"] == "held"
+        receipt = req.result
+        assert signing.verify_document(receipt) and receipt["outcome"] == "held"
+        assert "17(3)(e)" in receipt["not_erased"]["ground"]
+        assert all(s.get("held") for s in receipt["stores"])
+        assert "bob-the-customer" not in str(receipt)
+        return receipt
+
+    on_subject = retention.hold_place(reason="case 17", actor="cli", subject=subject)
+    receipt = held_erasure()
+    assert [(h["hold"], h["on"]) for h in receipt["not_erased"]["holds"]] == [
+        (on_subject.pk, "subject")
+    ]
+    retention.hold_release(hold_id=on_subject.pk, actor="cli")
+    on_tenant = retention.hold_place(
+        reason="audit by the authority", actor="cli", tenant_id=shop.pk
+    )
+    receipt = held_erasure()
+    assert [(h["hold"], h["on"]) for h in receipt["not_erased"]["holds"]] == [
+        (on_tenant.pk, "tenant")
+    ]
+    # Another tenant's hold, or another end user's, holds nothing of this one.
+    retention.hold_release(hold_id=on_tenant.pk, actor="cli")
+    other = Tenant.objects.create(name="othershop")
+    retention.hold_place(reason="x", actor="cli", tenant_id=other.pk)
+    retention.hold_place(
+        reason="y", actor="cli", subject=subjects.end_user("heldshop", "someone-else")
+    )
+    req = services.request_create(kind="erase", subject=subject, requested_by="cli")
+    req = services.request_run(request_id=req.pk)
+    assert req.status == SubjectRequest.Status.DONE and req.result["outcome"] == "erased"
+    assert not UsageEvent.objects.filter(end_user=subject.end_user).exists()
+    assert "bob-the-customer" not in (_home / "queen.log").read_text()
+    assert audit.events_for_subject(subject) == []
