@@ -283,3 +283,27 @@ def test_proofs_are_throttled_per_user(settings: Any) -> None:
     assert r.status_code == 429 and int(r["Retry-After"]) > 0, r.content
     assert a.get(f"/gdpr/audit/{eid}/proof").status_code == 429
     assert b.get(f"/gdpr/audit/{eid}/proof").status_code == 200  # per user
+
+
+def test_a_checkpoint_from_before_frontiers_and_an_empty_cache_are_rebuilt() -> None:
+    """Upgrading: the latest checkpoint has no frontier (rebuilt from the sink's leaf files)
+    and no chunk roots are cached (computed once, checked against the signed root, stored)."""
+    append(C + 50)
+    cp = ledger.checkpoint()
+    assert cp is not None
+    path = get_sink().path / f"{cp.seq:010d}.json"  # type: ignore[attr-defined]
+    doc = json.loads(path.read_text())
+    del doc["frontier"]
+    path.chmod(0o600)
+    path.write_text(json.dumps(doc))
+    AuditSubtree.objects.all().delete()
+    append(C)
+    nxt = ledger.checkpoint()
+    assert nxt is not None and nxt.root == merkle.root(leaves())
+    assert sorted(AuditSubtree.objects.values_list("chunk", flat=True)) == [0, 1]
+    # And an edit is still refused on that path.
+    forge(C + 10)
+    append(1)
+    AuditSubtree.objects.all().delete()
+    with pytest.raises(ledger.LogBroken, match="differs from the signed one"):
+        ledger.checkpoint()
