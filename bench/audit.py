@@ -228,6 +228,9 @@ def main() -> None:
         print("  (the first one: it reads every leaf once to fill the chunk-root cache)")
         audit.record_many([event(i) for i in range(1000)])
         t0 = time.perf_counter()
+        ledger.sequence()
+        print(f"sequence (+1,000 events)                {time.perf_counter() - t0:.3f} s")
+        t0 = time.perf_counter()
         cp = ledger.checkpoint()
         assert cp is not None
         print(f"checkpoint (+1,000 events, of {cp.size:,})  {time.perf_counter() - t0:.3f} s")
