@@ -14,7 +14,15 @@
   does not hide an edit), with the stored hash, and the roots with every signed
   checkpoint. It names the first index that does not match, or the checkpoint the log
   no longer extends.
-* `proof()`: an inclusion proof of one event against the newest checkpoint that holds it.
+* `proof()`: an inclusion proof of one event against the newest checkpoint that holds it;
+  `consistency()`: a proof that an older tree is a prefix of a signed one.
+
+A checkpoint signs only an extension of the one before: it starts from that checkpoint's
+frontier (the roots of the perfect subtrees making up its tree, kept in the sink beside
+it and checked against its signed root) and first checks that the stored tree still has
+the signed root at the old size, refusing (LogBroken) otherwise. Complete, aligned chunks
+of CHUNK leaves never change, so their roots are cached (`AuditSubtree`) once signed:
+a checkpoint or a proof reads O(CHUNK + size / CHUNK) rows, not the whole log.
 
 The leaf data of an event is canonical JSON of the stored row, sealed bytes included
 (base64), so erasing a subject (deleting their key) changes no leaf.
@@ -34,7 +42,7 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 
 from gdpr import crypto, merkle
-from gdpr.models import AuditLeaf
+from gdpr.models import AuditLeaf, AuditSubtree
 from gdpr.sinks import Checkpoint, Sink, get_sink, signed_message
 
 __all__ = [
@@ -42,6 +50,7 @@ __all__ = [
     "NotYetCheckpointed",
     "Verified",
     "checkpoint",
+    "consistency",
     "leaf_data",
     "proof",
     "sequence",
@@ -54,6 +63,10 @@ ADVISORY_LOCK = 0x72626565_61756474  # "rbeeaudt"
 # sequenced id for late commits (a transaction open across this many other events).
 LATE_WINDOW = 100_000
 BATCH = 20_000
+# Leaves per cached subtree (AuditSubtree rows are numbered in these: never change it).
+CHUNK = 1024
+# Cached chunks each checkpoint re-hashes from their leaves (a moving window).
+SCRUB = 16
 _local_lock = threading.Lock()
 
 _COLUMN_NAMES = (
@@ -203,7 +216,9 @@ def tree_size() -> int:
 def checkpoint(*, sink: Sink | None = None, force: bool = True) -> Checkpoint | None:
     """Sequence, then sign and write a checkpoint of the whole tree. With `force` False,
     only when the tree grew since the sink's latest checkpoint. The checkpoint written
-    (None: nothing to do)."""
+    (None: nothing to do). Raises LogBroken, signing nothing, when the stored tree no
+    longer extends the latest signed checkpoint (a row and its leaf hash edited, an older
+    copy restored and grown past it)."""
     sink = sink or get_sink()
     sequence()
     for _ in range(3):
@@ -212,6 +227,120 @@ def checkpoint(*, sink: Sink | None = None, force: bool = True) -> Checkpoint | 
         except FileExistsError:  # another process wrote that number first: after it
             continue
     return _checkpoint(sink, force)
+
+
+class _Tree:
+    """Roots of ranges of the stored tree's first `size` leaves: a complete aligned chunk
+    from the AuditSubtree cache, anything smaller from its leaf hashes (read a chunk at a
+    time, only the chunks asked for). So a root or a proof costs O(CHUNK + size / CHUNK)
+    rows and hashes, not O(size). Nothing here is trusted: callers compare what it gives
+    with a signed root."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.cached: dict[int, bytes] = {
+            int(k): bytes(h)
+            for k, h in AuditSubtree.objects.filter(chunk__lt=size // CHUNK).values_list(
+                "chunk", "hash"
+            )
+        }
+        self.computed: dict[int, bytes] = {}  # complete chunks not in the cache
+        self._leaves: dict[int, list[bytes]] = {}
+        self._memo: dict[tuple[int, int], bytes] = {}
+
+    def leaves(self, k: int) -> list[bytes]:
+        """The leaf hashes of chunk k (up to `size`)."""
+        got = self._leaves.get(k)
+        if got is None:
+            lo, hi = k * CHUNK, min((k + 1) * CHUNK, self.size)
+            got = list(_leaf_hashes(lo, hi))
+            if len(got) != hi - lo:
+                raise LogBroken(
+                    f"indexes {lo}..{hi - 1}: {hi - lo - len(got)} missing from the tree order",
+                    index=lo,
+                )
+            self._leaves[k] = got
+        return got
+
+    def leaf(self, i: int) -> bytes:
+        return self.leaves(i // CHUNK)[i % CHUNK]
+
+    def chunk_root(self, k: int) -> bytes:
+        h = self.cached.get(k)
+        if h is None:
+            h = self.computed.get(k)
+            if h is None:
+                h = self.computed[k] = merkle.root(self.leaves(k))
+        return h
+
+    def mth(self, lo: int, hi: int) -> bytes:
+        """The root of leaves [lo, hi) (RFC 9162's MTH)."""
+        n = hi - lo
+        if n == 1:
+            return self.leaf(lo)
+        if n == CHUNK and lo % CHUNK == 0:
+            return self.chunk_root(lo // CHUNK)
+        if n < CHUNK and lo // CHUNK == (hi - 1) // CHUNK:
+            chunk = self.leaves(lo // CHUNK)
+            return merkle.root(chunk[lo % CHUNK : lo % CHUNK + n])
+        got = self._memo.get((lo, hi))
+        if got is None:
+            k = merkle.split(n)
+            got = merkle.node_hash(self.mth(lo, lo + k), self.mth(lo + k, hi))
+            self._memo[(lo, hi)] = got
+        return got
+
+
+def _signed_stream(sink: Sink, latest: Checkpoint) -> merkle.Stream:
+    """The tree of the latest checkpoint as the sink signed it: its frontier, checked
+    against its signature and root (checkpoints from before frontiers: rebuilt once from
+    the leaf hashes the sink holds)."""
+    try:
+        crypto.public_key().verify(
+            latest.signature, signed_message(latest.size, latest.root, latest.time)
+        )
+    except Exception:
+        raise LogBroken(
+            f"checkpoint {latest.name}: the signature does not verify with this queen's key",
+            checkpoint=latest.name,
+        ) from None
+    if latest.frontier:
+        try:
+            stream = merkle.Stream.from_frontier(latest.size, latest.frontier)
+        except ValueError:
+            stream = None
+    else:
+        stream = merkle.Stream()
+        for cp in sink.all():
+            if cp.seq > latest.seq:
+                break
+            raw = sink.leaves(cp)
+            for at in range(0, len(raw), 32):
+                stream.append(raw[at : at + 32])
+    if stream is None or stream.size != latest.size or stream.root() != latest.root:
+        raise LogBroken(
+            f"checkpoint {latest.name}: its frontier or leaf files do not make its signed "
+            "root: run `rbee audit verify`",
+            checkpoint=latest.name,
+        )
+    return stream
+
+
+def _scrub(tree: _Tree, seq: int, chunks: int) -> None:
+    """Re-hash SCRUB cached chunks (a window that moves on with each checkpoint, so the
+    whole signed tree is swept every `chunks / SCRUB` checkpoints) from their stored leaf
+    hashes: a superuser who rewrote rows and their leaf hashes in a complete chunk, but
+    not the cached root, is caught here as well as by the proofs of those events."""
+    for j in range(min(SCRUB, chunks)):
+        k = (seq * SCRUB + j) % chunks
+        cached = tree.cached.get(k)
+        if cached is not None and merkle.root(tree.leaves(k)) != cached:
+            raise LogBroken(
+                f"indexes {k * CHUNK}..{(k + 1) * CHUNK - 1}: the stored leaf hashes no "
+                "longer make the signed root of their chunk (edited): nothing signed; run "
+                "`rbee audit verify`",
+                index=k * CHUNK,
+            )
 
 
 def _checkpoint(sink: Sink, force: bool) -> Checkpoint | None:
@@ -235,12 +364,36 @@ def _checkpoint(sink: Sink, force: bool) -> Checkpoint | None:
             )
         if not force and latest and size == prev:
             return None
+        tree = _Tree(size)
         stream = merkle.Stream()
+        if latest is not None:
+            # Sign only an extension of what was signed: start from the signed frontier,
+            # and first prove the stored tree still has the signed root at `prev` (cached
+            # chunk roots plus the leaves of the one partial chunk).
+            stream = _signed_stream(sink, latest)
+            if prev and tree.mth(0, prev) != latest.root:
+                raise LogBroken(
+                    f"checkpoint {latest.name}: the root of the first {prev} stored events "
+                    "differs from the signed one (edited, or restored from an older copy): "
+                    "nothing signed; run `rbee audit verify`",
+                    checkpoint=latest.name,
+                )
+            _scrub(tree, latest.seq, prev // CHUNK)
         new = bytearray()
-        for i, lh in enumerate(_leaf_hashes(0, size)):
+        for i in range(prev, size):
+            lh = tree.leaf(i)
             stream.append(lh)
-            if i >= prev:
-                new += lh
+            new += lh
+        # Complete chunks the new leaves finish: computed from their leaves, and a cached
+        # root already there for one (written by nobody honest) must agree.
+        fresh = {k: merkle.root(tree.leaves(k)) for k in range(prev // CHUNK, size // CHUNK)}
+        for k, h in fresh.items():
+            if tree.cached.get(k, h) != h:
+                raise LogBroken(
+                    f"the cached root of leaves {k * CHUNK}..{(k + 1) * CHUNK - 1} does not "
+                    "match them: nothing signed; run `rbee audit verify`",
+                    index=k * CHUNK,
+                )
         root = stream.root()
         when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         sig = crypto.signing_key().sign(signed_message(size, root, when))
@@ -252,8 +405,16 @@ def _checkpoint(sink: Sink, force: bool) -> Checkpoint | None:
             prev_size=prev,
             signature=sig,
             public_key=crypto.public_key_b64(),
+            frontier=tuple(stream.frontier()),
         )
         sink.write(cp, bytes(new))
+        # Only now, inside signed checkpoints (those below `prev` were just checked
+        # against the signed root), do complete chunks enter the cache.
+        rows = {**{k: h for k, h in tree.computed.items() if k < prev // CHUNK}, **fresh}
+        AuditSubtree.objects.bulk_create(
+            [AuditSubtree(chunk=k, hash=h) for k, h in rows.items() if k not in tree.cached],
+            ignore_conflicts=True,
+        )
         return cp
 
 
@@ -384,27 +545,62 @@ class NotYetCheckpointed(Exception):
 
 
 def proof(*, event_id: int, sink: Sink | None = None) -> dict[str, Any]:
-    """An inclusion proof of one event against the newest checkpoint that holds it."""
+    """An inclusion proof of one event against the newest checkpoint that holds it,
+    built from cached chunk roots and two chunks of leaves, and checked against the
+    signed root before it is served."""
     sink = sink or get_sink()
     leaf = AuditLeaf.objects.filter(event_id=event_id).values_list("index", flat=True).first()
     latest = sink.latest()
     if leaf is None or latest is None or latest.size <= leaf:
         raise NotYetCheckpointed(f"event {event_id} is not in a signed checkpoint yet")
-    hashes = list(_leaf_hashes(0, latest.size))
-    if merkle.root(hashes) != latest.root:
-        raise LogBroken(f"the stored tree does not match checkpoint {latest.name}")
+    tree = _Tree(latest.size)
     with connection.cursor() as cur:
         cur.execute(SQL_EVENT, [event_id])
         row = cur.fetchone()
     data = leaf_data(row)
-    if merkle.leaf_hash(data) != hashes[leaf]:
+    lh = merkle.leaf_hash(data)
+    if lh != tree.leaf(leaf):
         raise LogBroken(f"event {event_id} does not match its leaf hash", index=leaf)
-    path = merkle.inclusion_proof(leaf, hashes)
+    path = merkle.inclusion_path(leaf, latest.size, tree.mth)
+    if not merkle.verify_inclusion(leaf, latest.size, lh, path, latest.root):
+        raise LogBroken(f"the stored tree does not match checkpoint {latest.name}", index=leaf)
     return {
         "event": base64.b64encode(data).decode(),
         "leaf_index": leaf,
         "tree_size": latest.size,
         "audit_path": [base64.b64encode(p).decode() for p in path],
         "checkpoint": latest.as_json(),
+        "public_key": crypto.public_key_b64(),
+    }
+
+
+def consistency(*, old: int, new: int | None = None, sink: Sink | None = None) -> dict[str, Any]:
+    """A consistency proof (RFC 9162 2.1.4) that the log of `old` events is a prefix of the
+    signed checkpoint of `new` events (default: the newest). A customer who kept the
+    checkpoint they last saw checks with it that the log was never forked or rewritten
+    since. ValueError for sizes no proof exists for; NotYetCheckpointed before any."""
+    sink = sink or get_sink()
+    latest = sink.latest()
+    if latest is None:
+        raise NotYetCheckpointed("no signed checkpoint yet")
+    target: Checkpoint | None = latest
+    if new is not None and new != latest.size:
+        target = next((cp for cp in sink.all() if cp.size == new), None)
+        if target is None:
+            raise ValueError(f"no signed checkpoint has {new} events")
+    assert target is not None
+    if not 0 < old <= target.size:
+        raise ValueError(f"no consistency proof from {old} to {target.size} events")
+    tree = _Tree(target.size)
+    path = merkle.consistency_path(old, target.size, tree.mth)
+    old_root = tree.mth(0, old)
+    if not merkle.verify_consistency(old, target.size, old_root, target.root, path):
+        raise LogBroken(f"the stored tree does not match checkpoint {target.name}")
+    return {
+        "old_size": old,
+        "old_root": old_root.hex(),
+        "tree_size": target.size,
+        "consistency_path": [base64.b64encode(p).decode() for p in path],
+        "checkpoint": target.as_json(),
         "public_key": crypto.public_key_b64(),
     }

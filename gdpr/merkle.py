@@ -13,7 +13,7 @@ verification half, and tests check the two agree.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
@@ -46,6 +46,36 @@ class Stream:
         stack.append((size, lh))
         self.size += 1
 
+    def append_subtree(self, size: int, h: bytes) -> None:
+        """Append a perfect subtree of `size` leaves (a power of two) whose root is `h`;
+        the stream's size must be a multiple of `size` (the subtree is aligned)."""
+        if size & (size - 1) or self.size % size:
+            raise ValueError(f"a subtree of {size} does not align at {self.size}")
+        stack = self._stack
+        n = size
+        while stack and stack[-1][0] == n:
+            h = hashlib.sha256(b"\x01" + stack.pop()[1] + h).digest()
+            n *= 2
+        stack.append((n, h))
+        self.size += size
+
+    def frontier(self) -> list[bytes]:
+        """The roots of the perfect subtrees that make up the tree, largest first (their
+        sizes are the binary digits of `size`): all a later root needs of these leaves."""
+        return [h for _, h in self._stack]
+
+    @classmethod
+    def from_frontier(cls, size: int, frontier: Sequence[bytes]) -> Stream:
+        """The stream of `size` leaves whose frontier is `frontier` (ValueError when the
+        count does not fit the size)."""
+        sizes = [1 << b for b in range(size.bit_length() - 1, -1, -1) if size >> b & 1]
+        if len(sizes) != len(frontier) or any(len(h) != 32 for h in frontier):
+            raise ValueError(f"{len(frontier)} subtree roots do not make a tree of {size}")
+        s = cls()
+        s._stack = list(zip(sizes, (bytes(h) for h in frontier), strict=True))
+        s.size = size
+        return s
+
     def root(self) -> bytes:
         if not self._stack:
             return EMPTY_ROOT
@@ -55,7 +85,7 @@ class Stream:
         return h
 
 
-def _split(n: int) -> int:
+def split(n: int) -> int:
     """The largest power of two below n (n > 1)."""
     k = 1
     while k * 2 < n:
@@ -73,19 +103,24 @@ def root(leaves: Sequence[bytes]) -> bytes:
 
 def inclusion_proof(index: int, leaves: Sequence[bytes]) -> list[bytes]:
     """The audit path of leaf `index` in the tree over `leaves` (RFC 9162 2.1.3.1)."""
-    n = len(leaves)
+    return inclusion_path(index, len(leaves), lambda lo, hi: root(leaves[lo:hi]))
+
+
+def inclusion_path(index: int, n: int, mth: Callable[[int, int], bytes]) -> list[bytes]:
+    """The audit path of leaf `index` in a tree of `n` leaves, where `mth(lo, hi)` gives
+    the root of leaves [lo, hi) (so a caller can answer from cached subtree roots)."""
     if not 0 <= index < n:
         raise ValueError(f"leaf {index} is not in a tree of {n}")
     path: list[bytes] = []
     lo, hi = 0, n
     # Walk down from the root, remembering siblings; the path lists them bottom-up.
     while hi - lo > 1:
-        k = _split(hi - lo)
+        k = split(hi - lo)
         if index < lo + k:
-            path.append(root(leaves[lo + k : hi]))
+            path.append(mth(lo + k, hi))
             hi = lo + k
         else:
-            path.append(root(leaves[lo : lo + k]))
+            path.append(mth(lo, lo + k))
             lo = lo + k
     path.reverse()
     return path
@@ -116,18 +151,22 @@ def verify_inclusion(index: int, size: int, lh: bytes, path: Sequence[bytes], ro
 def consistency_proof(old: int, leaves: Sequence[bytes]) -> list[bytes]:
     """The proof that the tree of `old` leaves is a prefix of the tree over `leaves`
     (RFC 9162 2.1.4.1)."""
-    n = len(leaves)
+    return consistency_path(old, len(leaves), lambda lo, hi: root(leaves[lo:hi]))
+
+
+def consistency_path(old: int, n: int, mth: Callable[[int, int], bytes]) -> list[bytes]:
+    """The consistency proof from `old` to `n` leaves, `mth(lo, hi)` giving subtree roots."""
     if not 0 < old <= n:
         raise ValueError(f"no consistency proof from {old} to {n}")
 
     def sub(m: int, lo: int, hi: int, complete: bool) -> list[bytes]:
         size = hi - lo
         if m == size:
-            return [] if complete else [root(leaves[lo:hi])]
-        k = _split(size)
+            return [] if complete else [mth(lo, hi)]
+        k = split(size)
         if m <= k:
-            return [*sub(m, lo, lo + k, complete), root(leaves[lo + k : hi])]
-        return [*sub(m - k, lo + k, hi, False), root(leaves[lo : lo + k])]
+            return [*sub(m, lo, lo + k, complete), mth(lo + k, hi)]
+        return [*sub(m - k, lo + k, hi, False), mth(lo, lo + k)]
 
     return sub(old, 0, n, True)
 

@@ -46,6 +46,11 @@ class Checkpoint:
     prev_size: int
     signature: bytes
     public_key: str  # base64 of the raw Ed25519 public key
+    # The roots of the perfect subtrees that make up the tree (merkle.Stream.frontier):
+    # the next checkpoint starts from these, so it signs only an extension of this one.
+    # Not signed itself: it is checked against the signed root before use. Empty in
+    # checkpoints written before it existed.
+    frontier: tuple[bytes, ...] = ()
 
     @property
     def name(self) -> str:
@@ -61,6 +66,7 @@ class Checkpoint:
             "prev_size": self.prev_size,
             "signature": base64.b64encode(self.signature).decode(),
             "public_key": self.public_key,
+            **({"frontier": [h.hex() for h in self.frontier]} if self.frontier else {}),
         }
 
     @classmethod
@@ -73,6 +79,7 @@ class Checkpoint:
             prev_size=int(str(doc["prev_size"])),
             signature=base64.b64decode(str(doc["signature"])),
             public_key=str(doc["public_key"]),
+            frontier=tuple(bytes.fromhex(str(h)) for h in doc.get("frontier") or ()),  # type: ignore[attr-defined]
         )
 
 

@@ -8,6 +8,7 @@
 * `AuditLeaf`: the Merkle tree's order. Event ids come from a sequence and commit out of
   order when many queens write at once, so a single sequencer (gdpr.ledger) gives each
   committed event the next tree index, with its leaf hash; append-only as well.
+* `AuditSubtree`: cached roots of complete chunks of the tree (see gdpr.ledger).
 * `AuditKey`: a data subject's key, found by HMAC of the subject and wrapped by the
   master key kept in RBEE_HOME. Deleting the row is erasure (crypto-shredding): the
   sealed fields no longer decrypt and the key id links the events to no one.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from django.db import models
 
-__all__ = ["AuditCursor", "AuditEvent", "AuditKey", "AuditLeaf"]
+__all__ = ["AuditCursor", "AuditEvent", "AuditKey", "AuditLeaf", "AuditSubtree"]
 
 
 class AuditKey(models.Model):
@@ -72,6 +73,20 @@ class AuditLeaf(models.Model):
 
     class Meta:
         db_table = "gdpr_audit_leaf"
+
+
+class AuditSubtree(models.Model):
+    """The root of complete, aligned chunk `chunk` of the tree (leaves
+    [chunk * ledger.CHUNK, (chunk + 1) * ledger.CHUNK)), written by the checkpointer once
+    the chunk is inside a signed checkpoint. Leaves are append-only, so a complete chunk's
+    root never changes: proofs and checkpoints read these instead of every leaf. A cache,
+    never trusted on its own: every answer built from it is checked against a signed root."""
+
+    chunk = models.BigIntegerField(primary_key=True)
+    hash = models.BinaryField()  # 32 bytes
+
+    class Meta:
+        db_table = "gdpr_audit_subtree"
 
 
 class AuditCursor(models.Model):

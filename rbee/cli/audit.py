@@ -3,7 +3,9 @@
 * `verify`: recompute the Merkle tree from the stored events and check it against every
   signed checkpoint in the sink; exit 0 with the event count and root, exit 1 naming the
   first index that does not match (or the checkpoint the log no longer extends).
-* `checkpoint`: sign and write a checkpoint now (the queen does so at least every 60 s).
+* `checkpoint`: sign and write a checkpoint now (the queen does so at least every 60 s);
+  exit 1, signing nothing, when the stored log no longer extends the last signed checkpoint
+  (edited, or an older copy restored).
 * `pubkey`: the Ed25519 public key that signs checkpoints, for customers and auditors.
 """
 
@@ -50,7 +52,8 @@ def audit_verify() -> None:
 @audit.command("checkpoint")
 @uses_database
 def audit_checkpoint() -> None:
-    """Sign and write a checkpoint of the whole log now."""
+    """Sign and write a checkpoint of the whole log now (exit 1, nothing signed, when the
+    log no longer extends the last checkpoint)."""
     from gdpr import ledger
     from gdpr.sinks import get_sink
 

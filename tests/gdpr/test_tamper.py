@@ -201,3 +201,58 @@ def test_restoring_an_older_copy_is_named(dep: Deployment) -> None:
     # New events after the restore take the old indexes with other content: still named.
     populate(dep, 100, 12)
     assert_named(verify(dep), r"index 20 \(event \d+\)")
+
+
+def checkpoints(dep: Deployment) -> list[str]:
+    return sorted(p.name for p in (dep.home / "audit-checkpoints").glob("*.json"))
+
+
+def test_checkpoint_refuses_to_sign_an_edited_log(dep: Deployment) -> None:
+    """The review's attack: a row and its stored leaf hash edited under checkpoint #1,
+    then the log grows: `rbee audit checkpoint` exits 1 and signs nothing."""
+    db = Db(dep)
+    eid = event_at(db, 7)
+    db.tamper(("UPDATE gdpr_audit_event SET data = %s WHERE id = %s", ('{"prefix":"evil"}', eid)))
+    db.tamper(rehash(db, 7))
+    populate(dep, 20, 5)
+    before = checkpoints(dep)
+    assert before  # the sink is where we look
+    res = dep.rbee("audit", "checkpoint", check=False)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert re.search(r"checkpoint #1: the root of the first 20 stored events differs", res.stderr)
+    assert "checkpoint #2" not in res.stdout
+    assert checkpoints(dep) == before
+
+
+def test_checkpoint_refuses_a_restored_backup_grown_past_it(dep: Deployment) -> None:
+    db = Db(dep)
+    backup = dep.home / "backup"
+    if db.vendor == "sqlite":
+        shutil.copy(dep.home / "rbee.sqlite3", backup)
+    else:
+        subprocess.run(
+            ["pg_dump", "-Fc", "-f", str(backup), dep.env["RBEE_DATABASE_URL"]], check=True
+        )
+    populate(dep, 20, 10)
+    dep.rbee("audit", "checkpoint")  # checkpoint #2: 30 events
+    if db.vendor == "sqlite":
+        for suffix in ("-wal", "-shm"):
+            (dep.home / f"rbee.sqlite3{suffix}").unlink(missing_ok=True)
+        shutil.copy(backup, dep.home / "rbee.sqlite3")
+    else:
+        import psycopg
+
+        from testkit.live import _admin_url
+
+        admin = _admin_url(dep.env["RBEE_DATABASE_URL"], "postgres")
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{dep.db_name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{dep.db_name}"')
+        subprocess.run(["pg_restore", "-d", dep.env["RBEE_DATABASE_URL"], str(backup)], check=True)
+    populate(dep, 100, 15)  # 35 events now, past checkpoint #2's 30, other content at 20..
+    before = checkpoints(dep)
+    assert before  # the sink is where we look
+    res = dep.rbee("audit", "checkpoint", check=False)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "checkpoint #2: the root of the first 30 stored events differs" in res.stderr
+    assert checkpoints(dep) == before
