@@ -13,6 +13,7 @@ class GdprErrorCode(enum.StrEnum):
     FORBIDDEN = "forbidden"
     NOT_READY = "not_ready"  # the archive is not built yet
     LINK_EXPIRED = "link_expired"
+    TOO_MANY = "too_many_requests"  # a person's daily number of requests (Art. 12(5))
 
 
 class GdprError(DomainError):

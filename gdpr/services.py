@@ -91,6 +91,8 @@ def request_create(
     if kind not in SubjectRequest.Kind.values:
         raise GdprError(GdprErrorCode.INVALID, f"kind is export or erase, not {kind!r}")
     received = received_at or timezone.now()
+    if requested_by_user_id is not None:
+        _within_daily_cap(requested_by_user_id)
     with transaction.atomic():
         req = SubjectRequest.objects.create(
             kind=kind,
@@ -109,6 +111,22 @@ def request_create(
             outcome="received",
         )
     return req
+
+
+def _within_daily_cap(user_id: int) -> None:
+    """A person may make RBEE_GDPR_REQUESTS_PER_DAY requests in 24 hours: each one scans
+    every store (and on the embedded default runs inside the request), so a flood of them
+    is refused as manifestly excessive (Art. 12(5)) instead of stalling the queen."""
+    cap = int(getattr(settings, "RBEE_GDPR_REQUESTS_PER_DAY", 20))
+    since = timezone.now() - timedelta(days=1)
+    made = SubjectRequest.objects.filter(
+        requested_by_user_id=user_id, received_at__gte=since
+    ).count()
+    if made >= cap:
+        raise GdprError(
+            GdprErrorCode.TOO_MANY,
+            f"at most {cap} requests in 24 hours; try again later or ask the operator",
+        )
 
 
 def request_extend(

@@ -71,6 +71,7 @@ HTTP_STATUS: dict[str, int] = {
     GdprErrorCode.FORBIDDEN: status.HTTP_403_FORBIDDEN,
     GdprErrorCode.NOT_READY: status.HTTP_409_CONFLICT,
     GdprErrorCode.LINK_EXPIRED: status.HTTP_410_GONE,
+    GdprErrorCode.TOO_MANY: status.HTTP_429_TOO_MANY_REQUESTS,
     # the kernel: the database or Redis is down or not answering (with Retry-After)
     KernelCode.UNAVAILABLE: status.HTTP_503_SERVICE_UNAVAILABLE,
 }

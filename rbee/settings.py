@@ -330,6 +330,9 @@ RBEE_LOG_DIRS = env.list("RBEE_LOG_DIRS", default=[])
 RBEE_GDPR_LINK_SECONDS = env.int("RBEE_GDPR_LINK_SECONDS", default=3600)
 # Export archives are deleted this many days after they were built (gdpr.exports).
 RBEE_GDPR_EXPORT_DAYS = env.int("RBEE_GDPR_EXPORT_DAYS", default=30)
+# Requests one signed-in person may make in 24 hours (Art. 12(5): manifestly excessive
+# requests may be refused; each export or erasure scans every store). The CLI is not capped.
+RBEE_GDPR_REQUESTS_PER_DAY = env.int("RBEE_GDPR_REQUESTS_PER_DAY", default=20)
 RBEE_BOOKS_JURISDICTION = env.str("RBEE_BOOKS_JURISDICTION", default="").upper()
 
 LOG_LEVEL = env.str("RBEE_LOG_LEVEL", default="INFO")

@@ -275,3 +275,18 @@ def test_the_record_of_processing(world: World) -> None:
     md = as_(world.ops).get("/gdpr/processing?as=markdown")
     assert md["Content-Type"].startswith("text/markdown")
     assert "## Payments (Stripe) (`billing.stripe`)" in md.content.decode()
+
+
+def test_a_flood_of_requests_is_refused_as_excessive(world: World, settings: Any) -> None:
+    """Each request scans every store: a person's requests beyond the day's cap get 429
+    (Art. 12(5)), in the API's error format, and make no request row."""
+    settings.RBEE_GDPR_REQUESTS_PER_DAY = 3
+    c = as_(world.owner)
+    for _ in range(3):
+        assert post(c, "/gdpr/export", {"subject": "acme:cust-7"}).status_code == 202
+    r = post(c, "/gdpr/delete", {"subject": "acme:cust-7"})
+    assert r.status_code == 429, r.content
+    assert r.json()["error"]["code"] == "too_many_requests"
+    assert SubjectRequest.objects.filter(requested_by_user_id=world.owner.pk).count() == 3
+    # Someone else is not affected.
+    assert post(as_(world.member), "/gdpr/export").status_code == 202
