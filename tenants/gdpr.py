@@ -175,11 +175,21 @@ def invitations_export(subject: subjects.Subject) -> list[dict[str, Any]]:
 
 
 def invitations_erase(subject: subjects.Subject) -> Erased:
+    from django.contrib.admin.models import LogEntry
+    from django.contrib.contenttypes.models import ContentType
+    from django.db import transaction
+
     from tenants.models import Invitation
 
     out = Erased(store="tenants.invitations")
     if subject.kind == subjects.USER:
-        out.deleted = Invitation.objects.filter(email__iexact=subject.email).delete()[0]
+        with transaction.atomic():
+            mine = Invitation.objects.filter(email__iexact=subject.email)
+            ids = [str(pk) for pk in mine.values_list("pk", flat=True)]
+            # The admin's change log names an invitation by its e-mail (object_repr).
+            ct = ContentType.objects.get_for_model(Invitation)
+            out.deleted += LogEntry.objects.filter(content_type=ct, object_id__in=ids).delete()[0]
+            out.deleted += mine.delete()[0]
     return out
 
 

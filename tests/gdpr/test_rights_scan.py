@@ -138,7 +138,7 @@ def test_a_person_is_exported_then_erased_from_every_store(
     beta = Tenant.objects.create(name=f"beta-{m[:6]}")
     Membership.objects.create(user=person, tenant=acme, role=Membership.Role.OWNER)
     Membership.objects.create(user=other, tenant=acme, role=Membership.Role.OWNER)
-    Invitation.objects.create(
+    invitation = Invitation.objects.create(
         tenant=beta,
         email=marks["email"].upper(),
         role="member",
@@ -188,6 +188,14 @@ def test_a_person_is_exported_then_erased_from_every_store(
         object_repr=marks["email"],
         action_flag=CHANGE,
         change_message=f"changed {marks['username']}",
+    )
+    LogEntry.objects.create(
+        user=other,
+        content_type=ContentType.objects.get_for_model(Invitation),
+        object_id=str(invitation.pk),
+        object_repr=str(invitation),
+        action_flag=CHANGE,
+        change_message="extended",
     )
     session = SessionStore()
     session["_auth_user_id"] = str(person.pk)
