@@ -56,9 +56,24 @@ def _home_id() -> str:
     return os.environ.get("RBEE_HOME", "") + "\0" + os.environ.get("XDG_DATA_HOME", "")
 
 
+class MissingKey(RuntimeError):
+    """A key the audit log already depends on is gone from RBEE_HOME."""
+
+
 @lru_cache(maxsize=4)
 def _master(home_id: str) -> bytes:
     path = rbee_home() / MASTER_FILE
+    if not path.exists():
+        from gdpr.models import AuditKey
+
+        if AuditKey.objects.exists():
+            # A new master key would not unwrap one existing subject key: every event
+            # about them would fail, and their sealed fields would be lost for good.
+            raise MissingKey(
+                f"{path} is missing but the audit log holds subject keys wrapped by it: "
+                "restore it from your backup of RBEE_HOME (every queen and worker needs "
+                "the same file)"
+            )
     raw = _create_once(path, secrets.token_bytes(32))
     if len(raw) != 32:
         raise RuntimeError(f"{path} is not a 32-byte key")

@@ -153,3 +153,20 @@ def test_arecord_from_async_code() -> None:
     (ev,) = audit.events_for_subject(bob)
     assert ev["id"] == eid and ev["outcome"] == "denied"
     assert ev["personal"] == {"ip": "198.51.100.9"}
+
+
+def test_a_lost_master_key_is_refused_not_silently_replaced(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Subject keys are wrapped by RBEE_HOME's master key: if that file goes missing, a
+    new one would wrap nothing that exists. Recording about a person then fails with a
+    clear error naming the file, rather than losing their sealed fields for good."""
+    from gdpr import crypto
+
+    alice = subjects.user("alice@example.com")
+    audit.record("login.success", actor=alice, subject=alice)
+    (tmp_path / crypto.MASTER_FILE).unlink()
+    crypto._master.cache_clear()
+    crypto._derived_cached.cache_clear()
+    audit._cache.clear()
+    with pytest.raises(crypto.MissingKey, match="restore it from your backup"):
+        audit.record("login.success", actor=alice, subject=alice)
+    assert not (tmp_path / crypto.MASTER_FILE).exists()
