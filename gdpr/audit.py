@@ -37,7 +37,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from gdpr import crypto
-from gdpr.models import AuditCursor, AuditEvent, AuditKey
+from gdpr.models import EVENT_COLUMNS, AuditCursor, AuditEvent, AuditKey
 from gdpr.subjects import Subject, parse
 
 __all__ = [
@@ -368,23 +368,6 @@ def event_view(
     }
 
 
-_VIEW_FIELDS = (
-    "id",
-    "created_at",
-    "action",
-    "actor",
-    "tenant_id",
-    "request_id",
-    "region",
-    "outcome",
-    "data",
-    "actor_key",
-    "actor_sealed",
-    "subject_key",
-    "subject_sealed",
-)
-
-
 def events_for_subject(subject: Subject | str) -> list[dict[str, Any]]:
     """Every event about (or by) the subject, decrypted, oldest first (for an export).
     None once the subject's key is shredded: nothing links them any more."""
@@ -399,7 +382,7 @@ def events_for_subject(subject: Subject | str) -> list[dict[str, Any]]:
     rows = (
         AuditEvent.objects.filter(Q(actor_key=key_id) | Q(subject_key=key_id))
         .order_by("id")
-        .values(*_VIEW_FIELDS)
+        .values(*EVENT_COLUMNS)
     )
     return [event_view(r, {key_id: dek}) for r in rows]
 

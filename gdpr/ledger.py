@@ -42,7 +42,7 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 
 from gdpr import crypto, merkle
-from gdpr.models import AuditLeaf, AuditSubtree
+from gdpr.models import EVENT_COLUMNS, AuditLeaf, AuditSubtree
 from gdpr.sinks import Checkpoint, Sink, get_sink, signed_message
 
 __all__ = [
@@ -69,21 +69,7 @@ CHUNK = 1024
 SCRUB = 16
 _local_lock = threading.Lock()
 
-_COLUMN_NAMES = (
-    "id",
-    "created_at",
-    "action",
-    "actor",
-    "tenant_id",
-    "request_id",
-    "region",
-    "outcome",
-    "data",
-    "actor_key",
-    "actor_sealed",
-    "subject_key",
-    "subject_sealed",
-)
+_COLUMN_NAMES = EVENT_COLUMNS
 # Constant SQL (no input is ever formatted into it): the columns a leaf hashes, in order.
 _COLS = ", ".join(_COLUMN_NAMES)
 _E_COLS = ", ".join("e." + c for c in _COLUMN_NAMES)

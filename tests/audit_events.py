@@ -11,23 +11,9 @@ import pytest
 from django.db import connection
 
 from gdpr import audit, crypto
-from gdpr.models import AuditEvent, AuditKey
+from gdpr.models import EVENT_COLUMNS, AuditEvent, AuditKey
 
-FIELDS = (
-    "id",
-    "created_at",
-    "action",
-    "actor",
-    "tenant_id",
-    "request_id",
-    "region",
-    "outcome",
-    "data",
-    "actor_key",
-    "actor_sealed",
-    "subject_key",
-    "subject_sealed",
-)
+FIELDS = EVENT_COLUMNS
 
 
 @pytest.fixture

@@ -20,7 +20,32 @@ from __future__ import annotations
 
 from django.db import models
 
-__all__ = ["AuditCursor", "AuditEvent", "AuditKey", "AuditLeaf", "AuditSubtree"]
+__all__ = [
+    "EVENT_COLUMNS",
+    "AuditCursor",
+    "AuditEvent",
+    "AuditKey",
+    "AuditLeaf",
+    "AuditSubtree",
+]
+
+# An event's stored columns, in the order its leaf hashes them (gdpr/ledger.py) and an
+# export opens them (gdpr/audit.py event_view).
+EVENT_COLUMNS = (
+    "id",
+    "created_at",
+    "action",
+    "actor",
+    "tenant_id",
+    "request_id",
+    "region",
+    "outcome",
+    "data",
+    "actor_key",
+    "actor_sealed",
+    "subject_key",
+    "subject_sealed",
+)
 
 
 class AuditKey(models.Model):
