@@ -142,20 +142,7 @@ def _seal(
 
 
 # The columns an append writes, in order (the id comes from the sequence).
-COLUMNS = (
-    "created_at",
-    "action",
-    "actor",
-    "tenant_id",
-    "request_id",
-    "region",
-    "outcome",
-    "data",
-    "actor_key",
-    "actor_sealed",
-    "subject_key",
-    "subject_sealed",
-)
+COLUMNS = EVENT_COLUMNS[1:]
 
 
 def _values(ev: Event, batch: dict[Subject, tuple[str, bytes]] | None = None) -> tuple[Any, ...]:
