@@ -7,8 +7,9 @@ Three targets, chosen by path:
   authentication and needs no sessions, CSRF, messages or clickjacking headers;
   Django's handler around it cost ~10 ms per request here (bench/README.md).
 * `/hive/ws` websockets: the hive consumer (Channels), token-authenticated.
-* everything else (the admin, later the dashboard and portal): Django with the
-  full middleware stack.
+* `/ui/ws...` websockets: the dashboard's live views (web/routing.py).
+* everything else (the admin, /ui, /console, /portal): Django with the full
+  middleware stack.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ django_asgi_app = get_asgi_application()
 
 from hives.routing import websocket_urlpatterns  # noqa: E402
 from rbee.api_asgi import APIApplication  # noqa: E402
+from web.routing import websocket_urlpatterns as web_websockets  # noqa: E402
 
 API_PREFIXES = ("/v1/", "/healthz", "/metrics")
 
@@ -43,7 +45,9 @@ application = ProtocolTypeRouter(
     {
         "http": http_router,
         # Hives authenticate with their token inside the consumer; there are no
-        # browser sessions on this socket, so no origin or session middleware.
-        "websocket": URLRouter(websocket_urlpatterns),
+        # browser sessions on their socket, so no origin or session middleware. The web
+        # faces' live views wrap each of theirs in web.ws.browser_socket (same origin,
+        # session user).
+        "websocket": URLRouter([*websocket_urlpatterns, *web_websockets]),
     }
 )

@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "gdpr",
     "hives",
     "inference",
+    "web",
 ]
 
 MIDDLEWARE = [
@@ -75,6 +76,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "web.csp.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "rbee.urls"
@@ -290,6 +292,12 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = env.str("RBEE_STATIC_ROOT", default=str(RBEE_HOME / "static"))
+
+# The web faces (web/): sessions of signed-in operators and members last
+# RBEE_SESSION_SECONDS (8 h) from sign-in; signing out ends them at once.
+SESSION_COOKIE_AGE = env.int("RBEE_SESSION_SECONDS", default=8 * 3600)
+SESSION_COOKIE_SAMESITE = "Lax"
+LOGIN_URL = "/ui/login"
 
 # Failed sign-ins (HTTP Basic, the admin's login) lock the username and the client
 # address for a while, checked before the password hasher runs (tenants/auth.py).

@@ -34,4 +34,5 @@ urlpatterns = [
     path("", include("gdpr.rights_api")),
     path("", include("gdpr.consent_api")),
     path("admin/", admin.site.urls),
+    path("", include("web.urls")),
 ]

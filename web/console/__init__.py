@@ -1,0 +1,2 @@
+"""/console: the operators' console (tenants, plans, keys, invoices, hives, audit, GDPR),
+each page checked against the signed-in operator's areas."""

@@ -1,0 +1,1 @@
+"""/portal: a tenant's members manage their keys, usage, billing, members and privacy."""

@@ -1,0 +1,5 @@
+"""/portal account pages (being built)."""
+
+from typing import Any
+
+urlpatterns: list[Any] = []

@@ -1,0 +1,1 @@
+"""/ui: the live dashboard for operators (fleet, scheduler, charts)."""

@@ -1,0 +1,5 @@
+"""/ui scheduler pages (being built)."""
+
+from typing import Any
+
+urlpatterns: list[Any] = []
