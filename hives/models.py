@@ -218,3 +218,27 @@ class ModelDownload(models.Model):
 
     def __str__(self) -> str:
         return f"download {self.source} on {self.hive.name} ({self.status})"
+
+
+class DeviceSample(models.Model):
+    """A device's memory and utilisation in one minute, from the hive's heartbeats: the
+    first heartbeat of the minute is kept (hives.services.hive_heartbeat), so at most one
+    row per device and minute whatever the number of queens. Charted at /ui/charts;
+    pruned after RBEE_METRICS_RETENTION_DAYS."""
+
+    hive = models.ForeignKey(Hive, on_delete=models.CASCADE, related_name="samples")
+    device = models.CharField(max_length=32)
+    minute = models.DateTimeField(db_index=True)  # the minute's start, UTC
+    memory_used_mb = models.BigIntegerField(default=0)
+    memory_total_mb = models.BigIntegerField(default=0)
+    utilization = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hive", "device", "minute"], name="uniq_devicesample_minute"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hive_id}/{self.device} @ {self.minute:%Y-%m-%d %H:%M}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from django.conf import settings
@@ -13,6 +13,7 @@ from django.utils import timezone
 from hives.models import (
     Assignment,
     CatalogModel,
+    DeviceSample,
     Hive,
     ModelAlias,
     ModelApproval,
@@ -247,3 +248,13 @@ def model_alias_list() -> QuerySet[ModelAlias]:
 def model_download_get(*, download_id: int) -> ModelDownload | None:
     """A download as it stands now (its hive reports progress into it)."""
     return ModelDownload.objects.filter(pk=download_id).first()
+
+
+def device_samples_between(*, since: datetime, until: datetime) -> QuerySet[DeviceSample]:
+    """The device samples of minutes in [since, until), oldest first, with their hive."""
+    return (
+        DeviceSample.objects.filter(minute__gte=since, minute__lt=until)
+        .select_related("hive")
+        .only("hive__name", "device", "minute", "memory_used_mb", "memory_total_mb", "utilization")
+        .order_by("minute", "hive__name", "device")
+    )

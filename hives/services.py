@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -19,6 +20,7 @@ from hives.errors import HiveError, HiveErrorCode  # HiveError: the CLI imports 
 from hives.models import (
     Assignment,
     CatalogModel,
+    DeviceSample,
     Hive,
     ModelAlias,
     ModelApproval,
@@ -525,7 +527,64 @@ def hive_heartbeat(*, hive_id: int, channel_name: str, beat: dict[str, Any]) -> 
         hive.save(update_fields=["last_seen_at", "status", "devices", "telemetry"])
         if "workers" in beat:
             _sync_workers(hive, beat.get("workers"))
+        if "devices" in beat:
+            device_samples_record(hive=hive, devices=hive.devices, at=hive.last_seen_at)
     return True
+
+
+# (hive id, device) -> the last minute this process wrote a sample for: a heartbeat comes
+# every few seconds, a sample is kept once a minute (the unique constraint settles races
+# between queens).
+_sampled: dict[tuple[int, str], datetime] = {}
+
+
+def device_samples_record(
+    *, hive: Hive, devices: list[dict[str, Any]], at: datetime | None = None
+) -> int:
+    """Keep the devices' memory and utilisation for the minute of `at` (now), once per
+    device and minute; the number of rows written. `devices` are cleaned entries
+    (_devices): numbers are numbers within bounds."""
+    now = at or timezone.now()
+    minute = now.replace(second=0, microsecond=0)
+    rows = []
+    for entry in devices[:MAX_REPORTED_DEVICES]:
+        try:
+            device = str(Device.of(entry))
+        except SpecError:
+            continue
+        if _sampled.get((hive.pk, device)) == minute:
+            continue
+        total = entry.get("memory_total_mb")
+        used = entry.get("memory_used_mb")
+        if used is None and isinstance(total, int | float):
+            free = entry.get("memory_free_mb")
+            used = total - free if isinstance(free, int | float) else None
+        if not isinstance(total, int | float) or not isinstance(used, int | float):
+            continue
+        util = entry.get("utilization")
+        rows.append(
+            DeviceSample(
+                hive=hive,
+                device=device,
+                minute=minute,
+                memory_used_mb=int(max(0, used)),
+                memory_total_mb=int(max(0, total)),
+                utilization=float(util) if isinstance(util, int | float) else None,
+            )
+        )
+        _sampled[(hive.pk, device)] = minute
+    if rows:
+        DeviceSample.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)
+
+
+def device_samples_prune(*, before: datetime) -> int:
+    """Delete device samples of minutes before `before`; how many rows."""
+    deleted, _ = DeviceSample.objects.filter(minute__lt=before).delete()
+    stale = [k for k, minute in _sampled.items() if minute < before]
+    for k in stale:
+        _sampled.pop(k, None)
+    return deleted
 
 
 def model_approve(

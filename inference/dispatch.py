@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -24,6 +25,7 @@ from django.conf import settings
 
 from hives.protocol import FINAL_KINDS, EventKind
 from hives.selectors import Placement
+from inference import stats
 from inference.errors import APIError, neutral_error
 from inference.scheduler import least_loaded
 from kernel import regions
@@ -71,12 +73,20 @@ class Job:
     # `done` (errors are logged, never raised: the answer is already out).
     transcript: list[str] | None = None
     after: Callable[[Job], Awaitable[None]] | None = None
+    # For the charts (inference/stats.py): when the request arrived (time.monotonic(); 0:
+    # not measured) and how long it waited in the model's queue.
+    arrived: float = 0.0
+    queue_wait_ms: float = 0.0
     succeeded: bool = False
     placement: Placement | None = None
     finished: bool = False
     _reply: str = ""
     _tried: set[str] = field(default_factory=set)  # channel names
     _counted: bool = False
+    _dispatched_at: float = 0.0
+    _first_text_at: float = 0.0
+    _ended_at: float = 0.0
+    _output_tokens: int = 0
 
     async def events(self) -> AsyncGenerator[dict[str, Any], None]:
         """Yield the job's events; the last one is a `done` or an `error`."""
@@ -88,6 +98,7 @@ class Job:
             self._reply = await layer.new_channel()
             # Inside the try: a client that leaves while we wait for the ack must
             # still cancel the job and stop counting it against the hive.
+            self._dispatched_at = time.monotonic()
             batch = await self._dispatch(layer)
             idle = settings.RBEE_JOB_IDLE_TIMEOUT
             while True:
@@ -99,7 +110,12 @@ class Job:
                         )
                     if self.transcript is not None and kind == EventKind.DELTA:
                         self.transcript.append(str(event.get("text") or ""))
+                    if kind == EventKind.DELTA and not self._first_text_at and event.get("text"):
+                        self._first_text_at = time.monotonic()
                     if kind in FINAL_KINDS:
+                        self._ended_at = time.monotonic()
+                        if kind == EventKind.DONE:
+                            self._output_tokens = _completion_tokens(event)
                         self.finished = True
                         self.succeeded = kind == EventKind.DONE
                         if self.meter is not None:
@@ -143,11 +159,31 @@ class Job:
                         )
                 finally:
                     self.finish()
+                    self._record_stats()
                     if self.after is not None and self.succeeded:
                         try:
                             await self.after(self)
                         except Exception:
                             logger.exception("job %s: after-hook failed", self.job_id)
+
+    def _record_stats(self) -> None:
+        """Add this request to the charts' per-minute sums (memory only; never raises)."""
+        if not self.arrived:
+            return
+        try:
+            end = self._ended_at or time.monotonic()
+            stats.record(
+                model=self.model,
+                ok=self.succeeded,
+                ttft_ms=(self._first_text_at - self.arrived) * 1000
+                if self._first_text_at
+                else None,
+                output_tokens=self._output_tokens,
+                generation_seconds=end - self._dispatched_at if self._dispatched_at else 0.0,
+                queue_wait_ms=self.queue_wait_ms,
+            )
+        except Exception:
+            logger.exception("job %s: could not count it for the charts", self.job_id)
 
     def _worker_name(self) -> str:
         p = self.placement
@@ -273,6 +309,12 @@ class Job:
                 await layer.send(placement.channel_name, {"type": "job.cancel", "id": self.job_id})
             except Exception:
                 logger.exception("could not send cancel for job %s", self.job_id)
+
+
+def _completion_tokens(event: dict[str, Any]) -> int:
+    """The completion tokens a `done` reports (0 when none, or not a count)."""
+    n = _reported_usage(event).get("completion_tokens")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 0
 
 
 def _reported_usage(event: dict[str, Any]) -> dict[str, Any]:

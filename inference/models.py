@@ -32,3 +32,30 @@ class GeneratedImage(models.Model):
 
     def __str__(self) -> str:
         return f"image {self.token[:8]}..."
+
+
+class RequestStat(models.Model):
+    """One minute of one model's requests, summed over every queen process: each queen
+    adds what it saw in memory and flushes it every RBEE_METRICS_FLUSH_SECONDS as
+    upsert-increments (inference/stats.py), never a write per request. The charts at
+    /ui/charts divide the sums (TTFT = ttft_ms_sum / ttft_count, tokens/s =
+    output_tokens / generation_seconds, queue wait = queue_wait_ms_sum / requests).
+    Pruned after RBEE_METRICS_RETENTION_DAYS."""
+
+    minute = models.DateTimeField()  # the minute's start, UTC
+    model = models.CharField(max_length=200)
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    ttft_ms_sum = models.FloatField(default=0.0)
+    ttft_count = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    generation_seconds = models.FloatField(default=0.0)
+    queue_wait_ms_sum = models.FloatField(default=0.0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["minute", "model"], name="uniq_requeststat_minute"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} @ {self.minute:%Y-%m-%d %H:%M}: {self.requests} requests"

@@ -58,7 +58,7 @@ from hives import selectors as hive_selectors
 from hives.models import CatalogModel
 from hives.protocol import Capability, EventKind, Task
 from hives.selectors import Placement
-from inference import queueing, schemas
+from inference import decisions, queueing, schemas
 from inference.dispatch import Job, local_load, new_job_id
 from inference.errors import APIError, bad_request, from_domain, from_event
 from inference.scheduler import (
@@ -333,12 +333,13 @@ def serve(resource: Resource[Any]) -> Any:
 
 
 async def run(request: HttpRequest, resource: Resource[Body]) -> HttpResponseBase:
+    arrived = time.monotonic()  # the charts' time to first token counts from here
     raw_key = bearer(request)
     if not raw_key and not settings.RBEE_ANONYMOUS_TENANT:
         raise KeyRejected("missing")  # not even a trip to the database
     body, target, work = await db(_prepare, raw_key, request, resource)  # 1-4
     scheduled, slot = await _schedule(request, target, work)  # 5-7
-    job = _job(target, scheduled, slot, resource.task, work)  # 8, 9
+    job = _job(target, scheduled, slot, resource.task, work, arrived)  # 8, 9
     await _begin(job, scheduled)
     response = await resource.respond(Call(request, body, work, job))  # 10
     response["X-Request-Id"] = job.job_id
@@ -500,6 +501,7 @@ class Scheduled:
     eligible: list[Placement]
     admitted: gate.Admitted
     regions: tuple[str, ...] = ()  # the caller's region constraints (residency)
+    queue_wait_ms: float = 0.0  # how long it waited for a slot (the charts)
 
 
 async def _schedule(
@@ -650,9 +652,19 @@ async def _admit_queue_route(
     }
     admission = await admit_async(target.policy, task, customer)  # 5: should_admit
     if not admission.admitted:
+        decisions.note(
+            kind="admission",
+            model=model,
+            tenant=caller.tenant_name,
+            source="script",
+            outcome=f"{'denied' if admission.status == 403 else 'rejected'} ({admission.status})",
+            reason=f"should_admit: {admission.reason}",
+            version=target.policy.version,
+        )
         if admission.status == 403:
             raise SchedulerError(SchedulerCode.DENIED, admission.reason)
         raise SchedulerError(SchedulerCode.REJECTED, admission.reason, headers={"Retry-After": "1"})
+    queued_at = time.monotonic()
     slot = await queueing.acquire(  # 6
         model,
         capacity=sum(p.slots for p in eligible) * settings.RBEE_WORKER_SLOTS,
@@ -663,6 +675,7 @@ async def _admit_queue_route(
         weight=caller.queue_weight,
         max_per_tenant=settings.RBEE_QUEUE_MAX_PER_TENANT,
     )
+    queue_wait_ms = (time.monotonic() - queued_at) * 1000
     try:
         if slot.waited:  # hives may have come and gone while we waited
             fresh = await db(hive_selectors.placements_for_model, model=target.model)
@@ -673,7 +686,7 @@ async def _admit_queue_route(
     except BaseException:
         slot.release()
         raise
-    return Scheduled(chosen, source, eligible, admitted, regions_), slot
+    return Scheduled(chosen, source, eligible, admitted, regions_, queue_wait_ms), slot
 
 
 async def route_in_region(
@@ -685,16 +698,34 @@ async def route_in_region(
 ) -> tuple[Placement, str]:
     """7: the script's route_task (or the default) over the eligible workers, and its
     answer checked against the caller's region (`confine`): (placement, "script" or
-    "default")."""
+    "default"). The decision is remembered for the dashboard (inference/decisions.py)."""
     decision = await route_async(policy, task, eligible, load)
     chosen, kept = confine(decision.placement, eligible, regions_, load)
+    decisions.note(
+        kind="route",
+        model=str(task.get("model", "")),
+        tenant=str(task.get("tenant", "")),
+        source=decision.source if kept else "default",
+        outcome=f"{chosen.hive_name}/{chosen.device}",
+        reason=decision.reason
+        if kept
+        else "the choice lay outside the request's region: least loaded within it",
+        version=policy.version,
+    )
     return chosen, decision.source if kept else "default"
 
 
 # --- 8, 9 the job and its meter ----------------------------------------------------------
 
 
-def _job(target: Target, scheduled: Scheduled, slot: queueing.Slot, task: str, work: Work) -> Job:
+def _job(
+    target: Target,
+    scheduled: Scheduled,
+    slot: queueing.Slot,
+    task: str,
+    work: Work,
+    arrived: float = 0.0,
+) -> Job:
     job_id = new_job_id()
     meter = gate.Meter(
         scheduled.admitted,
@@ -718,6 +749,8 @@ def _job(target: Target, scheduled: Scheduled, slot: queueing.Slot, task: str, w
         neutral_errors=not target.caller.operator,
         transcript=[] if target.keep else None,
         after=_keeper(target, work) if target.keep else None,
+        arrived=arrived,
+        queue_wait_ms=scheduled.queue_wait_ms,
     )
 
 

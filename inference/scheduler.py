@@ -70,6 +70,7 @@ class Admission:
 class Decision:
     placement: Placement
     source: str  # "script" or "default"
+    reason: str = ""  # why, in words (the dashboard's recent decisions)
 
 
 def _first(items: Any) -> Any:
@@ -174,9 +175,19 @@ class ScriptTimeout(Exception):
 class Policy:
     """One compiled script (or none: the default policy only)."""
 
-    def __init__(self, source: str = "", version: int = 0, max_time: float | None = None) -> None:
+    def __init__(
+        self,
+        source: str = "",
+        version: int = 0,
+        max_time: float | None = None,
+        *,
+        counted: bool = True,
+    ) -> None:
         self.source = source
         self.version = version
+        # What it decides counts in this process's /metrics; a dry run's (the dashboard's
+        # Check) counts on its own.
+        self.counters: Counter[str] = counters if counted else Counter()
         self.engine = new_engine(timeout_seconds() if max_time is None else max_time)
         self.ast: rhai.AST | None = None
         self.admit_arg = ""
@@ -197,7 +208,7 @@ class Policy:
                 )
 
     def _failed(self, fn: str, exc: rhai.RhaiError) -> None:
-        counters["script_errors"] += 1
+        self.counters["script_errors"] += 1
         self.errors = [*self.errors[-9:], f"{exc} (in {fn})"]
         logger.warning("%s failed (scheduler v%s), default policy: %s", fn, self.version, exc)
 
@@ -228,10 +239,10 @@ class Policy:
             self._failed("should_admit", exc)
             return Admission(True)
         if isinstance(result, dict) and result.get("admitted") is False:
-            counters["rejections"] += 1
+            self.counters["rejections"] += 1
             status = 403 if result.get("status") == 403 else 429
             return Admission(False, str(result.get("reason") or "rejected"), status)
-        counters["admissions"] += 1
+        self.counters["admissions"] += 1
         return Admission(True)
 
     def route(
@@ -241,24 +252,29 @@ class Policy:
         load: Mapping[int, int],
         max_time: float | None = None,
     ) -> Decision:
+        reason = "no script in force" if self.ast is None else "the script has no route_task"
         if self.routes and self.ast is not None:
             maps = [worker_map(p, load.get(p.worker_id, 0)) for p in placements]
             try:
                 chosen = self._call("route_task", max_time, task, maps)
             except rhai.RhaiError as exc:
                 self._failed("route_task", exc)
-                counters["fallbacks"] += 1
+                self.counters["fallbacks"] += 1
+                reason = f"route_task failed: {exc}"
             else:
                 wid = chosen.get("id") if isinstance(chosen, dict) else None
                 for p in placements:
                     if p.worker_id == wid:
-                        counters["script_decisions"] += 1
-                        return Decision(p, "script")
-                counters["fallbacks"] += 1
+                        self.counters["script_decisions"] += 1
+                        return Decision(p, "script", f"route_task chose worker {wid}")
+                self.counters["fallbacks"] += 1
                 if chosen is not None:
                     logger.info("route_task chose a worker outside the eligible set; default")
-        counters["default_decisions"] += 1
-        return Decision(least_loaded(placements, load), "default")
+                    reason = "route_task chose a worker outside the eligible set"
+                else:
+                    reason = "route_task returned no worker"
+        self.counters["default_decisions"] += 1
+        return Decision(least_loaded(placements, load), "default", f"{reason}: least loaded")
 
 
 # --- off the event loop ------------------------------------------------------------------
@@ -366,7 +382,11 @@ async def route_async(
     if result is None:
         _timed_out(policy, "route_task", wait)
         counters["default_decisions"] += 1
-        return Decision(least_loaded(placements, snapshot), "default")
+        return Decision(
+            least_loaded(placements, snapshot),
+            "default",
+            f"route_task took longer than {wait * 1000:.0f} ms: least loaded",
+        )
     return result
 
 

@@ -1,14 +1,20 @@
-"""Writes for the inference app: scheduler script versions."""
+"""Writes for the inference app: scheduler script versions, the charts' request metrics."""
 
 from __future__ import annotations
 
-from django.db import transaction
+from collections.abc import Mapping
+from dataclasses import fields
+from datetime import datetime
+from typing import Any
+
+from django.db import connection, transaction
 
 from gdpr import audit
 from gdpr.actions import AuditAction
 from gdpr.subjects import Subject
-from inference.models import SchedulerScript
+from inference.models import RequestStat, SchedulerScript
 from inference.scheduler import Policy, digest
+from inference.stats import Sums
 
 
 def scheduler_script_store(
@@ -35,3 +41,36 @@ def scheduler_script_store(
             data={"version": row.pk, "sha256": row.sha256, "origin": row.origin},
         )
         return row
+
+
+def request_stats_add(*, sums: Mapping[tuple[datetime, str], Sums]) -> None:
+    """Add one process's per-minute sums to RequestStat: one INSERT ... ON CONFLICT DO
+    UPDATE that increments each row (PostgreSQL and SQLite), so flushes of several queens
+    at once add up. Rows in (minute, model) order: concurrent flushes lock rows in the
+    same order and cannot deadlock."""
+    if not sums:
+        return
+    table = connection.ops.quote_name(RequestStat._meta.db_table)
+    columns = [f.name for f in fields(Sums)]
+    q = connection.ops.quote_name
+    rows = []
+    params: list[Any] = []
+    for (minute, model), s in sorted(sums.items()):
+        rows.append("(" + ", ".join(["%s"] * (2 + len(columns))) + ")")
+        params += [connection.ops.adapt_datetimefield_value(minute), model]
+        params += [getattr(s, c) for c in columns]
+    updates = ", ".join(f"{q(c)} = {table}.{q(c)} + EXCLUDED.{q(c)}" for c in columns)
+    # Identifiers from the model's own metadata, values as parameters.
+    names = ", ".join(q(c) for c in ["minute", "model", *columns])
+    sql = (
+        f"INSERT INTO {table} ({names}) VALUES {', '.join(rows)} "  # noqa: S608
+        f"ON CONFLICT ({q('minute')}, {q('model')}) DO UPDATE SET {updates}"
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def request_stats_prune(*, before: datetime) -> int:
+    """Delete the per-minute sums of minutes before `before`; how many rows."""
+    deleted, _ = RequestStat.objects.filter(minute__lt=before).delete()
+    return deleted

@@ -277,6 +277,13 @@ RBEE_SCHEDULER_CHECK_SECONDS = env.float("RBEE_SCHEDULER_CHECK_SECONDS", default
 # How long a request waits for should_admit / route_task (run off the event loop) before
 # the default policy decides; also the script's wall-clock limit per call.
 RBEE_SCHEDULER_TIMEOUT_MS = env.float("RBEE_SCHEDULER_TIMEOUT_MS", default=75.0)
+# How many recent scheduling decisions each queen process keeps for /ui/scheduler.
+RBEE_SCHEDULER_DECISIONS_KEPT = env.int("RBEE_SCHEDULER_DECISIONS_KEPT", default=200)
+# The charts' metrics (inference/stats.py): each queen sums its requests per minute and
+# model in memory and adds them to the database this often; per-minute request sums and
+# device samples older than RBEE_METRICS_RETENTION_DAYS are deleted.
+RBEE_METRICS_FLUSH_SECONDS = env.float("RBEE_METRICS_FLUSH_SECONDS", default=10.0)
+RBEE_METRICS_RETENTION_DAYS = env.float("RBEE_METRICS_RETENTION_DAYS", default=14.0)
 
 # Requests without an Authorization header act as this tenant (empty: refused).
 # For a queen on a personal machine, bound to loopback: `rbee up --open`.

@@ -65,6 +65,7 @@ def serve_queen(host: str, port: int, *, migrate: bool = True) -> None:
     from billing.periodic import start_in_process, start_usage_settler
     from gdpr.periodic import start_in_process as start_gdpr_in_process
     from hives.services import hives_forget_connections
+    from inference.stats import start_flusher, stop_flusher
     from rbee.asgi import application
     from rbee.server import install_from_settings
 
@@ -96,6 +97,9 @@ def serve_queen(host: str, port: int, *, migrate: bool = True) -> None:
         start_gdpr_in_process()
     # Usage left provisional by a queen that died is settled as interrupted (every mode).
     start_usage_settler()
+    # The charts' per-minute request sums, kept in memory, reach the database every
+    # RBEE_METRICS_FLUSH_SECONDS (and once more when the queen stops).
+    metrics = start_flusher()
     log.info("queen listening on http://%s:%s", host, port)
     Server(
         application=application,
@@ -107,6 +111,7 @@ def serve_queen(host: str, port: int, *, migrate: bool = True) -> None:
         websocket_max_frame_size=ws_max,
         **proxied,
     ).run()
+    stop_flusher(metrics)
     # Stopped (SIGTERM/SIGINT): the sockets this process held are gone, so other
     # replicas must stop routing to them now, not when their heartbeats go stale.
     marker = getattr(get_channel_layer(), "client_prefix", None)
