@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 import openai
 import pytest
@@ -39,7 +40,8 @@ fn route_task(task, workers) {
 MESSAGES = [{"role": "user", "content": "route me please"}]
 
 
-def ask(client: openai.OpenAI, model: str = "llama-3-8b") -> object:
+def ask(client: openai.OpenAI, model: str = "llama-3-8b") -> Any:
+    """A chat completion with its headers (the raw response)."""
     return client.chat.completions.with_raw_response.create(model=model, messages=MESSAGES)
 
 
@@ -73,7 +75,7 @@ def test_an_operator_reloads_the_scheduler_and_requests_follow_it(browser: Brows
         # No script yet: the default policy decides.
         raw = ask(client)
         served += 1
-        assert raw.headers["x-rbee-decision"] == "default"  # type: ignore[attr-defined]
+        assert raw.headers["x-rbee-decision"] == "default"
 
         page = browser.new_page(queen.url)
         operator_login(page, "ops", PASSWORD)
@@ -126,16 +128,16 @@ def test_an_operator_reloads_the_scheduler_and_requests_follow_it(browser: Brows
         while True:
             raw = ask(client)
             served += 1
-            if raw.headers["x-rbee-decision"] == "script":  # type: ignore[attr-defined]
+            if raw.headers["x-rbee-decision"] == "script":
                 break
             assert time.monotonic() < deadline, "the reloaded script never decided"
             time.sleep(0.2)
         for _ in range(3):
             raw = ask(client)
             served += 1
-            assert raw.headers["x-rbee-decision"] == "script"  # type: ignore[attr-defined]
-            assert raw.headers["x-rbee-worker"] == "old-server/cuda:1"  # type: ignore[attr-defined]
-            answer = raw.parse()  # type: ignore[attr-defined]
+            assert raw.headers["x-rbee-decision"] == "script"
+            assert raw.headers["x-rbee-worker"] == "old-server/cuda:1"
+            answer = raw.parse()
             assert answer.choices[0].message.content == "route me please"
         with pytest.raises(openai.PermissionDeniedError) as refused:
             client.chat.completions.create(model="llama-3-70b", messages=MESSAGES)

@@ -5,16 +5,22 @@ minute; both are pruned after RBEE_METRICS_RETENTION_DAYS."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from channels.layers import get_channel_layer
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from hives.models import DeviceSample, Hive
+from hives.selectors import Placement
 from hives.services import device_samples_record, hive_heartbeat
+from inference import stats
+from inference.dispatch import Job
 from inference.models import RequestStat
 from inference.stats import RollUp, Sums, minute_of, prune
 
@@ -248,3 +254,80 @@ def test_metrics_older_than_the_retention_are_pruned(settings: Any) -> None:
     )
     assert all(m >= cutoff for m in RequestStat.objects.values_list("minute", flat=True))
     assert RequestStat.objects.count() == 2 and DeviceSample.objects.count() == 2
+
+
+def _place(channel: str) -> Placement:
+    return Placement(
+        worker_id=1, hive_id=1, hive_name="h1", channel_name=channel, device="cpu", inflight=0
+    )
+
+
+async def _serve(channel: str, events: list[dict[str, Any]]) -> None:
+    layer = get_channel_layer()
+    msg = await layer.receive(channel)
+    await layer.send(msg["reply"], {"type": "job.ack", "hive_id": 1})
+    await asyncio.sleep(0.05)  # the worker takes a moment before its first token
+    await layer.send(msg["reply"], {"type": "job.events", "hive_id": 1, "events": events})
+
+
+def _mine(model: str) -> Sums:
+    found = [s for (_, m), s in stats.rollup.take().items() if m == model]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.mark.asyncio
+async def test_a_finished_job_counts_in_this_queens_sums(settings: Any) -> None:
+    """What the pipeline's jobs measure (inference/dispatch.py): time to the first text
+    from the request's arrival, the queue wait it was given, the worker's completion
+    tokens and its time; a job that fails counts as an error with no tokens."""
+    settings.RBEE_DISPATCH_ACK_TIMEOUT = 1.0
+    settings.RBEE_JOB_IDLE_TIMEOUT = 2.0
+    layer = get_channel_layer()
+    done = {"kind": "done", "finish_reason": "stop", "usage": {"completion_tokens": 3}}
+    channel = await layer.new_channel()
+    hive = asyncio.create_task(_serve(channel, [{"kind": "delta", "text": "a b c"}, done]))
+    arrived = time.monotonic() - 0.1  # it arrived 100 ms ago and queued for 12.5 ms
+    job = Job(
+        job_id="s1",
+        model="stats-chat",
+        task="chat",
+        request={},
+        placements=[_place(channel)],
+        arrived=arrived,
+        queue_wait_ms=12.5,
+    )
+    assert [e["kind"] async for e in job.events()] == ["delta", "done"]
+    await hive
+    got = _mine("stats-chat")
+    assert (got.requests, got.errors, got.ttft_count, got.output_tokens) == (1, 0, 1, 3)
+    assert got.queue_wait_ms_sum == 12.5
+    assert 150 <= got.ttft_ms_sum < 2000  # 100 ms before dispatch + the worker's 50 ms
+    assert 0.05 <= got.generation_seconds < 2
+
+    channel = await layer.new_channel()
+    failed = {"kind": "error", "message": "boom", "code": "worker_error", "status": 500}
+    hive = asyncio.create_task(_serve(channel, [failed]))
+    job = Job(
+        job_id="s2",
+        model="stats-chat",
+        task="chat",
+        request={},
+        placements=[_place(channel)],
+        arrived=time.monotonic(),
+    )
+    assert [e["kind"] async for e in job.events()] == ["error"]
+    await hive
+    got = _mine("stats-chat")
+    assert (got.requests, got.errors, got.ttft_count, got.output_tokens) == (1, 1, 0, 0)
+    assert got.generation_seconds == 0.0
+
+    # A job the pipeline did not start (no arrival time) is not counted.
+    channel = await layer.new_channel()
+    hive = asyncio.create_task(_serve(channel, [done]))
+    job = Job(
+        job_id="s3", model="stats-chat", task="chat", request={}, placements=[_place(channel)]
+    )
+    assert [e["kind"] async for e in job.events()] == ["done"]
+    await hive
+    assert [m for (_, m) in stats.rollup.pending() if m == "stats-chat"] == []
