@@ -152,8 +152,13 @@ def test_an_operator_reloads_the_scheduler_and_requests_follow_it(browser: Brows
         routed = page.locator('tr.decision[data-kind="route"][data-source="script"]').first
         expect(routed).to_contain_text("old-server/cuda:1")
         expect(routed).to_contain_text("route_task chose worker")
-        expect(page.locator("#history-h")).to_be_visible()
         shot(page, "ui-scheduler")
+        # The stored version, highlighted read-only (it is in force: nothing to restore).
+        page.get_by_role("link", name=re.compile(r"^View v\d+$")).first.click()
+        expect(page.get_by_role("heading", level=1)).to_contain_text("Scheduler script v")
+        comment = page.locator("pre[data-highlight] .tok-com").first
+        expect(comment).to_have_text(SCRIPT.split("\n")[0])
+        assert page.get_by_role("button", name=re.compile("Restore")).count() == 0
 
         # The charts count exactly the requests that were served (the refusal reached no
         # worker), once the queen has flushed its sums.
