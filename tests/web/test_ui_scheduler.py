@@ -278,3 +278,14 @@ def test_recent_decisions_say_who_decided_and_why() -> None:
     )
     decisions.clear()
     assert "No request has been scheduled" in text(client.get("/ui/scheduler/decisions"))
+
+
+def test_a_script_longer_than_the_api_takes_is_refused_not_cut_short() -> None:
+    client = operator("ops", "scheduler")
+    huge = GOOD + "//" + "x" * 200_000
+    response = client.post("/ui/scheduler/reload", {"source": huge})
+    assert response.status_code == 400
+    assert "1:1: the script is longer than 200,000 characters" in text(response)
+    assert not SchedulerScript.objects.exists()
+    response = client.post("/ui/scheduler/check", {"source": huge}, HTTP_HX_REQUEST="true")
+    assert "1:1: the script is longer than 200,000 characters" in text(response)

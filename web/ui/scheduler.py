@@ -156,8 +156,12 @@ def _decisions_context() -> dict[str, Any]:
 
 
 def _posted_source(request: HttpRequest) -> str:
+    """The posted script; one longer than the management API takes is refused (never
+    cut short: a truncated script could compile and do something else)."""
     source = request.POST.get("source", "")
-    return source[:MAX_SOURCE]
+    if len(source) > MAX_SOURCE:
+        raise ScriptError(f"the script is longer than {MAX_SOURCE:,} characters", line=1, column=1)
+    return source
 
 
 @operator_page("scheduler")
@@ -172,10 +176,15 @@ def scheduler_page(request: HttpRequest) -> HttpResponse:
 def check(request: HttpRequest) -> HttpResponse:
     """POST /ui/scheduler/check: the result as a fragment for htmx, else the whole page
     with the posted script still in the editor. Always 200: the check itself worked."""
-    source = _posted_source(request)
     model = request.POST.get("model", "")[:200]
     tier = request.POST.get("tier", "free")
-    result = check_script(source, model_name=model, tier=tier)
+    try:
+        source = _posted_source(request)
+    except ScriptError as exc:
+        source = ""
+        result = CheckResult(error=exc.message, line=1, column=1)
+    else:
+        result = check_script(source, model_name=model, tier=tier)
     if request.headers.get("HX-Request") == "true":
         return render(request, "ui/scheduler_check.html", {"check": result})
     context = _base(request, source=source, check=result, model=model, tier=result.tier)
@@ -188,17 +197,17 @@ def reload(request: HttpRequest) -> HttpResponse:
     """POST /ui/scheduler/reload: store the script as the new version (audited as
     scheduler.reload by the signed-in operator); a broken one is refused (400) and the
     running one stays."""
-    source = _posted_source(request)
+    source = request.POST.get("source", "")
     try:
         row = scheduler_script_store(
-            source=source,
+            source=_posted_source(request),
             origin=f"web: {request.user.get_username()}",
             actor=user_actor(request.user),
             reload=True,
         )
     except ScriptError as exc:
         result = CheckResult(error=exc.message, line=exc.data["line"], column=exc.data["column"])
-        context = _base(request, source=source, check=result, refused=True)
+        context = _base(request, source=source[:MAX_SOURCE], check=result, refused=True)
         return render(request, "ui/scheduler.html", context, status=400)
     messages.success(
         request,
