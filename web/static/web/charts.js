@@ -35,7 +35,7 @@
       width: Math.max(280, el.clientWidth || 600),
       height: parseInt(el.getAttribute("data-height") || "240", 10),
       series: series,
-      axes: [{}, { values: function (u, vals) { return vals.map(function (v) { return v + (data.unit ? " " + data.unit : ""); }); }, size: 70 }],
+      axes: [{}, { values: function (u, vals) { return vals.map(function (v) { return v + (data.unit ? " " + data.unit : ""); }); }, size: 90 }],
       scales: { x: { time: true } },
     };
     var cols = [data.x].concat(data.series.map(function (s) { return s.values; }));
