@@ -165,13 +165,15 @@ def test_export_streams_the_filtered_rows_as_csv_and_jsonl() -> None:
     client = operator("auditor", "audit")
     response = client.get("/console/audit/export?format=csv&action=tenant.create")
     assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
-    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content)  # type: ignore[attr-defined].decode())))
+    body = b"".join(response.streaming_content)  # type: ignore[attr-defined]
+    rows = list(csv.DictReader(io.StringIO(body.decode())))
     assert [(r["action"], r["actor"]) for r in rows] == [
         ("tenant.create", "cli:root"),
         ("tenant.create", "user:alice@example.com"),
     ]
     response = client.get("/console/audit/export?format=jsonl&actor=cli:root")
-    lines = b"".join(response.streaming_content)  # type: ignore[attr-defined].decode().splitlines()
+    body = b"".join(response.streaming_content)  # type: ignore[attr-defined]
+    lines = body.decode().splitlines()
     assert [json.loads(line)["data"]["name"] for line in lines] == ["bravo"]
     assert client.get("/console/audit/export?format=xml").status_code == 400
 
@@ -253,3 +255,14 @@ def test_run_again_is_audited_and_refused_for_a_done_request() -> None:
         response.status_code == 400 and "only a waiting or failed one" in response.content.decode()
     )
     assert len(events("gdpr.request.retry")) == 1
+
+
+def test_an_erased_person_is_neither_shown_nor_found_in_the_audit_log() -> None:
+    tenant_create(name="acme", actor=subjects.user("alice@example.com"))
+    client = operator("auditor", "audit")
+    assert "alice@example.com" in client.get("/console/audit?tenant=acme").content.decode()
+    audit.shred(subjects.user("alice@example.com"))
+    html = client.get("/console/audit?tenant=acme").content.decode()
+    assert "alice@example.com" not in html and "[erased]" in html
+    html = client.get("/console/audit?actor=alice@example.com").content.decode()
+    assert "No event matches" in html
