@@ -266,3 +266,31 @@ def test_an_erased_person_is_neither_shown_nor_found_in_the_audit_log() -> None:
     assert "alice@example.com" not in html and "[erased]" in html
     html = client.get("/console/audit?actor=alice@example.com").content.decode()
     assert "No event matches" in html
+
+
+def test_verify_names_an_edited_event_and_the_home_page_says_broken() -> None:
+    from django.db import connection
+
+    from gdpr import ledger
+    from testkit.auditdb import superuser_sql
+
+    for name in ("a1", "a2", "a3"):
+        tenant_create(name=name)
+    ledger.sequence()
+    assert ledger.checkpoint(force=True) is not None
+    first = AuditEvent.objects.order_by("id").first()
+    assert first is not None
+    before, after = superuser_sql(connection.vendor)
+    with connection.cursor() as cur:
+        for sql in before:
+            cur.execute(sql)
+        cur.execute("UPDATE gdpr_audit_event SET data = %s WHERE id = %s", ['{"x":1}', first.pk])
+        for sql in after:
+            cur.execute(sql)
+    client = operator("auditor", "audit")
+    response = client.post("/console/audit/verify")
+    assert response.status_code == 409
+    html = response.content.decode()
+    assert "broken" in html and "index 0" in html
+    home = client.get("/console/").content.decode()
+    assert "badge-bad" in home and "broken" in home
