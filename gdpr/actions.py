@@ -88,6 +88,7 @@ class AuditAction(StrEnum):
     GDPR_REQUEST_EXPORT = "gdpr.request.export"
     GDPR_REQUEST_ERASE = "gdpr.request.erase"
     GDPR_REQUEST_EXTEND = "gdpr.request.extend"
+    GDPR_REQUEST_RETRY = "gdpr.request.retry"  # an operator runs a request again (console)
 
     # Consent (gdpr/consent.py): "consent.grant", "consent.withdraw".
     CONSENT_GRANT = "consent.grant"

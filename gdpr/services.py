@@ -28,6 +28,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from gdpr import audit, deadlines, information, providers, retention, signing
+from gdpr.actions import AuditAction
 from gdpr.errors import GdprError, GdprErrorCode
 from gdpr.models import LegalHold, SubjectRequest
 from gdpr.subjects import Subject
@@ -184,7 +185,7 @@ def request_retry(*, request: SubjectRequest, actor: Subject | str) -> SubjectRe
                 f"request {req.pk} is {req.status}: only a waiting or failed one is run again",
             )
         audit.record(
-            "gdpr.request.retry",
+            AuditAction.GDPR_REQUEST_RETRY,
             actor=actor,
             data={"request": req.pk, "kind": req.kind, "status": req.status},
         )
