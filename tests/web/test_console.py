@@ -386,3 +386,49 @@ def test_invoices_are_read_by_audit_and_rebuilt_only_by_tenants() -> None:
     assert ops.post(f"/console/invoices/{invoice.pk}/rebuild").status_code == 302
     invoice.refresh_from_db()
     assert invoice.lines == [] and invoice.total == 0  # no usage recorded in January
+
+
+def test_prices_are_set_and_changed_and_audited(plans: None) -> None:
+    from decimal import Decimal
+
+    from billing.models import Price
+
+    client = operator("ops", "tenants")
+    form = {"model": "m1", "unit": "prompt_tokens", "unit_price": "0.0000005", "currency": "USD"}
+    assert client.post("/console/prices", form).status_code == 302
+    assert client.post("/console/prices", {**form, "plan": "pro", "unit_price": "0.25"})
+    assert client.post("/console/prices", {**form, "unit_price": "0.000001"}).status_code == 302
+    rows = {
+        (p.plan.name if p.plan else None): (p.unit_price, p.currency)
+        for p in Price.objects.select_related("plan")
+    }
+    assert rows == {None: (Decimal("0.000001"), "usd"), "pro": (Decimal("0.25"), "usd")}
+    first, pro, changed = events("price.set")
+    assert json.loads(first.data)["created"] is True and json.loads(pro.data)["plan"] == "pro"
+    assert json.loads(changed.data)["from"] == {"unit_price": "0.0000005", "currency": "usd"}
+    assert actor_of(changed) == "user:ops@example.com"
+    html = client.get("/console/plans").content.decode()
+    assert "0.000001" in html and "0.25" in html
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"model": "m1", "unit": "tokens", "unit_price": "1"}, "unknown unit"),
+        ({"model": "m1", "unit": "images", "unit_price": "-1"}, "a unit price is from 0"),
+        ({"model": "m1", "unit": "images", "unit_price": "cheap"}, "not a price"),
+        ({"model": "m1", "unit": "images", "unit_price": "1e-13"}, "at most 12 decimal places"),
+        ({"model": "", "unit": "images", "unit_price": "1"}, "name a model"),
+        ({"model": "m1", "unit": "images", "unit_price": "1", "plan": "gold"}, "no plan named"),
+        ({"model": "m1", "unit": "images", "unit_price": "1", "currency": "€"}, "currency"),
+    ],
+)
+def test_invalid_prices_are_a_400_and_change_nothing(
+    plans: None, data: dict[str, str], message: str
+) -> None:
+    from billing.models import Price
+
+    response = operator("ops", "tenants").post("/console/prices", data)
+    assert response.status_code == 400 and message in response.content.decode()
+    assert Price.objects.count() == 0 and events("price.set") == []
+    assert operator("fleet-only", "fleet").post("/console/prices", data).status_code == 403

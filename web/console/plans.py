@@ -1,7 +1,7 @@
 """/console/plans: the plans (limits, models, queue weight, highest priority) and the
 price book. Area `tenants`. Plans are created and edited through the management API's
 own serializers and audited by tenants.services.plan_audit, as POST/PATCH /api/plans do.
-Prices are read here; they are edited in Django's admin (no price service exists yet)."""
+Prices are set through billing.services.price_set (audited as price.set)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 from rest_framework import serializers
 
 from billing.models import Price
+from billing.services import price_set
 from tenants.actors import user_actor
 from tenants.api import PlanInput, PlanUpdateInput
 from tenants.models import Plan
@@ -58,6 +59,7 @@ def plans(request: HttpRequest) -> HttpResponse:
         plans=[(p, [getattr(p, f) for f in Plan.LIMIT_FIELDS]) for p in plan_list()],
         limit_fields=Plan.LIMIT_FIELDS,
         prices=Price.objects.select_related("plan").order_by("plan__name", "model", "unit"),
+        units=Price.Unit.values,
     )
 
 
@@ -105,7 +107,28 @@ def plan_edit(request: HttpRequest, name: str) -> str:
     return f"The plan {plan.name} was saved."
 
 
+@operator_page("tenants")
+@require_POST
+@action(SECTION, back=lambda **kw: "/console/plans", missing=400)
+def price_new(request: HttpRequest) -> str:
+    """POST /console/prices {plan?, model, unit, unit_price, currency}: set one price."""
+    row, created = price_set(
+        model=request.POST.get("model", ""),
+        unit=request.POST.get("unit", ""),
+        unit_price=request.POST.get("unit_price", ""),
+        plan_name=request.POST.get("plan", "").strip() or None,
+        currency=request.POST.get("currency", "usd"),
+        actor=user_actor(request.user),
+    )
+    who = row.plan.name if row.plan is not None else "the default"
+    return (
+        f"{'Set' if created else 'Changed'} {who} price of {row.unit} of {row.model}: "
+        f"{format(row.unit_price.normalize(), 'f')} {row.currency}."
+    )
+
+
 urlpatterns = [
+    path("prices", price_new),
     path("plans", plans, name="console-plans"),
     path("plans/new", plan_new),
     path("plans/<slug:name>", plan_detail, name="console-plan"),
