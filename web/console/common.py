@@ -148,3 +148,18 @@ def any_area(*areas: str) -> Callable[[View], View]:
         return operator_page(None)(wrapped)  # type: ignore[return-value]
 
     return decorate
+
+
+def scopes_text(scopes: Any) -> str:
+    """A key's scopes as people read them: "endpoints: chat, audio · models: m1"
+    ("everything" for none; "operator" for the queen's operator keys)."""
+    if not isinstance(scopes, dict) or not any(scopes.values()):
+        return "everything"
+    parts = []
+    if scopes.get("operator") is True:
+        parts.append("operator")
+    for name in ("endpoints", "models"):
+        values = scopes.get(name) or []
+        if values:
+            parts.append(f"{name}: {', '.join(str(v) for v in values)}")
+    return " · ".join(parts) or "everything"

@@ -15,7 +15,7 @@ from tenants.actors import user_actor
 from tenants.models import ApiKey
 from tenants.services import api_key_revoke
 from web.auth import operator_page
-from web.console.common import action, page, paged, query_without_page
+from web.console.common import action, page, paged, query_without_page, scopes_text
 
 SECTION = "keys"
 # What people paste: the prefix, its display form ("sk-rbee-PREFIX-…") or a whole key.
@@ -58,7 +58,7 @@ def key_search(request: HttpRequest) -> HttpResponse:
         "console/keys.html",
         section=SECTION,
         title="API keys",
-        keys=current.object_list,
+        keys=[(k, scopes_text(k.scopes)) for k in current.object_list],
         pager=current,
         pager_query=query_without_page(request),
         q=prefix,

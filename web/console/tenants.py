@@ -29,7 +29,14 @@ from tenants.services import (
     tenant_set_status,
 )
 from web.auth import operator_page
-from web.console.common import action, invalid, page, paged, query_without_page
+from web.console.common import (
+    action,
+    invalid,
+    page,
+    paged,
+    query_without_page,
+    scopes_text,
+)
 
 SECTION = "tenants"
 UNLIMITED = ("none", "unlimited", "null")
@@ -123,7 +130,10 @@ def tenant_detail(request: HttpRequest, name: str) -> HttpResponse:
         tenant=tenant,
         plans=plan_list(),
         limits=[(f, limits.get(f), f in overrides, overrides.get(f)) for f in Plan.LIMIT_FIELDS],
-        keys=ApiKey.objects.filter(tenant=tenant).order_by("-created_at", "-id"),
+        keys=[
+            (k, scopes_text(k.scopes))
+            for k in ApiKey.objects.filter(tenant=tenant).order_by("-created_at", "-id")
+        ],
         members=Membership.objects.select_related("user")
         .filter(tenant=tenant)
         .order_by("created_at", "id"),
