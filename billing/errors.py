@@ -31,6 +31,7 @@ class BillingCode(enum.StrEnum):
     INVALID_SIGNATURE = "invalid_signature"
     INVALID_PAYLOAD = "invalid_payload"
     EVENT_FAILED = "event_failed"  # handling a webhook event failed; Stripe sends it again
+    INVALID_PRICE = "invalid_price"  # a price book entry that cannot be (price_set)
 
 
 class BillingError(DomainError):

@@ -13,7 +13,7 @@ from django.db import IntegrityError, models, transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from billing.models import MeterEvent, UsageEvent
+from billing.models import MeterEvent, Price, UsageEvent
 from tenants.actors import SYSTEM, Actor
 from tenants.models import Plan, Tenant
 from tenants.services import plan_audit
@@ -359,3 +359,74 @@ def meter_events_backfill(*, tenant_id: int) -> int:
                 _outbox(event, customer)
                 written += 1
     return written
+
+
+# --- the price book -------------------------------------------------------------------------
+
+PRICE_PLACES = 12  # billing.models.Price.unit_price: 20 digits, 12 after the point
+
+
+def price_set(
+    *,
+    model: str,
+    unit: str,
+    unit_price: Decimal | str,
+    plan_name: str | None = None,
+    currency: str = "usd",
+    actor: Actor = SYSTEM,
+) -> tuple[Price, bool]:
+    """Set the price of one `unit` of `model` ("*": every model without a row of its own)
+    for the plan `plan_name` (None: the default that plans without their own price use).
+    Returns (price, created); recorded as price.set with the old and the new price."""
+    from billing.errors import BillingCode, BillingError
+    from gdpr import audit
+    from gdpr.actions import AuditAction
+
+    def bad(message: str) -> BillingError:
+        return BillingError(BillingCode.INVALID_PRICE, message)
+
+    model = (model or "").strip()
+    if not model or len(model) > 200:
+        raise bad("name a model (up to 200 characters), or * for every model")
+    if unit not in Price.Unit.values:
+        raise bad(f"unknown unit {unit!r}: use {', '.join(Price.Unit.values)}")
+    currency = (currency or "").strip().lower()
+    if len(currency) != 3 or not currency.isascii() or not currency.isalpha():
+        raise bad(f"not a currency code: {currency!r} (ISO 4217, e.g. usd, eur)")
+    try:
+        value = Decimal(str(unit_price).strip())
+    except ArithmeticError:
+        raise bad(f"not a price: {str(unit_price)[:40]!r}") from None
+    if not value.is_finite() or value < 0 or value >= Decimal(10) ** (20 - PRICE_PLACES):
+        raise bad(f"a unit price is from 0 to below 10^{20 - PRICE_PLACES}, not {value}")
+    if value != value.quantize(Decimal(1).scaleb(-PRICE_PLACES)):
+        raise bad(f"a unit price has at most {PRICE_PLACES} decimal places")
+    plan = None
+    if plan_name:
+        plan = Plan.objects.filter(name=plan_name).first()
+        if plan is None:
+            raise bad(f"no plan named {plan_name!r}")
+    with transaction.atomic():
+        row = Price.objects.select_for_update().filter(model=model, unit=unit, plan=plan).first()
+        before = None if row is None else (format(row.unit_price.normalize(), "f"), row.currency)
+        if row is None:
+            row = Price(model=model, unit=unit, plan=plan)
+        row.unit_price = value
+        row.currency = currency
+        row.save()
+        audit.record(
+            AuditAction.PRICE_SET,
+            actor=actor,
+            data={
+                "model": model,
+                "unit": unit,
+                "plan": plan.name if plan is not None else None,
+                "unit_price": format(value.normalize(), "f"),
+                "currency": currency,
+                "created": before is None,
+                "from": None
+                if before is None
+                else {"unit_price": before[0], "currency": before[1]},
+            },
+        )
+    return row, before is None

@@ -36,6 +36,7 @@ class AuditAction(StrEnum):
 
     # Plans, limits and tenants (also when Stripe drives them).
     PLAN_SET = "plan.set"  # a plan created or edited (CLI, API)
+    PRICE_SET = "price.set"  # a price book entry created or changed (the console)
     TENANT_CREATE = "tenant.create"
     TENANT_PLAN = "tenant.plan"
     TENANT_OVERRIDES = "tenant.overrides"  # single limits of a tenant's plan replaced
@@ -88,6 +89,7 @@ class AuditAction(StrEnum):
     GDPR_REQUEST_EXPORT = "gdpr.request.export"
     GDPR_REQUEST_ERASE = "gdpr.request.erase"
     GDPR_REQUEST_EXTEND = "gdpr.request.extend"
+    GDPR_REQUEST_RETRY = "gdpr.request.retry"  # an operator runs a request again (console)
 
     # Consent (gdpr/consent.py): "consent.grant", "consent.withdraw".
     CONSENT_GRANT = "consent.grant"

@@ -8,7 +8,7 @@ from typing import Any
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from gdpr.models import SubjectRequest
+from gdpr.models import AuditEvent, SubjectRequest
 from gdpr.subjects import Subject
 
 OPEN = (SubjectRequest.Status.RECEIVED, SubjectRequest.Status.RUNNING, SubjectRequest.Status.FAILED)
@@ -79,3 +79,80 @@ def request_data(req: SubjectRequest, *, with_subject: bool = False) -> dict[str
     if with_subject:
         out["subject"] = req.subject_label
     return out
+
+
+# --- the audit log, as operators search and read it -------------------------------------
+
+
+def _key_id_of(text: str) -> str | None:
+    """The key id sealing a person's fields (an e-mail, `user:...`, `enduser:...` or
+    `TENANT:USER`); "" for text that names no data subject, None for a subject without a
+    key (never recorded, or erased)."""
+    from gdpr.audit import _key_for
+    from gdpr.subjects import SubjectError, parse
+
+    try:
+        subject = parse(text)
+    except SubjectError:
+        return ""
+    found = _key_for(subject, create=False)
+    return found[0] if found is not None else None
+
+
+def audit_event_search(
+    *,
+    action: str = "",
+    actor: str = "",
+    tenant_id: int | None = None,
+    subject: str = "",
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> QuerySet[AuditEvent]:
+    """Audit events, newest first, filtered: `action` exactly or, ending in ".", by prefix
+    ("tenant."); `actor` a person (matched by their key, so sealed names are found without
+    opening every row) or a non-person actor ("system", "cli:ops", "hive:h1") exactly;
+    `subject` a person the event is about; `tenant_id`; [since, until)."""
+    rows = AuditEvent.objects.all()
+    if action:
+        rows = (
+            rows.filter(action__startswith=action)
+            if action.endswith(".")
+            else rows.filter(action=action)
+        )
+    if actor:
+        if "@" in actor or actor.startswith(("user:", "enduser:")):
+            key = _key_id_of(actor)
+            if not key:
+                return rows.none()
+            rows = rows.filter(actor_key=key)
+        else:
+            rows = rows.filter(actor=actor)
+    if subject:
+        key = _key_id_of(subject)
+        if not key:
+            return rows.none()
+        rows = rows.filter(subject_key=key)
+    if tenant_id is not None:
+        rows = rows.filter(tenant_id=tenant_id)
+    if since is not None:
+        rows = rows.filter(created_at__gte=since)
+    if until is not None:
+        rows = rows.filter(created_at__lt=until)
+    return rows.order_by("-id")
+
+
+def audit_events_view(rows: QuerySet[AuditEvent] | list[AuditEvent]) -> list[dict[str, Any]]:
+    """The events as people read them (gdpr.audit.event_view): persons' fields opened
+    with their keys where those still exist, else "[erased]"."""
+    from gdpr import crypto
+    from gdpr.audit import event_view
+    from gdpr.models import EVENT_COLUMNS, AuditKey
+
+    events = [{c: getattr(r, c) for c in EVENT_COLUMNS} for r in rows]
+    wanted = {e["actor_key"] for e in events} | {e["subject_key"] for e in events}
+    wanted.discard("")
+    keys = {
+        key_id: crypto.unwrap(bytes(wrapped), key_id)
+        for key_id, wrapped in AuditKey.objects.filter(id__in=wanted).values_list("id", "wrapped")
+    }
+    return [event_view(e, keys) for e in events]

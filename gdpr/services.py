@@ -28,6 +28,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from gdpr import audit, deadlines, information, providers, retention, signing
+from gdpr.actions import AuditAction
 from gdpr.errors import GdprError, GdprErrorCode
 from gdpr.models import LegalHold, SubjectRequest
 from gdpr.subjects import Subject
@@ -164,6 +165,31 @@ def request_extend(
             data={"request": request.pk, "until": until.isoformat(), "reason": reason},
         )
     return request
+
+
+def request_retry(*, request: SubjectRequest, actor: Subject | str) -> SubjectRequest:
+    """An operator's word to run a request again: one that failed, one still waiting to
+    be received by a worker, or one whose worker went silent past its lease. Recorded in
+    the audit log; the caller sends the job once this commits (gdpr.tasks.request_enqueue).
+    A done request, or one a worker is running now, is refused."""
+    with transaction.atomic():
+        req = SubjectRequest.objects.select_for_update().get(pk=request.pk)
+        running = (
+            req.status == SubjectRequest.Status.RUNNING
+            and req.started_at is not None
+            and timezone.now() - req.started_at < RUNNING_LEASE
+        )
+        if req.status == SubjectRequest.Status.DONE or running:
+            raise GdprError(
+                GdprErrorCode.INVALID,
+                f"request {req.pk} is {req.status}: only a waiting or failed one is run again",
+            )
+        audit.record(
+            AuditAction.GDPR_REQUEST_RETRY,
+            actor=actor,
+            data={"request": req.pk, "kind": req.kind, "status": req.status},
+        )
+    return req
 
 
 def request_run(*, request_id: int) -> SubjectRequest:
