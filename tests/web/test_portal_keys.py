@@ -72,7 +72,7 @@ def test_an_owner_creates_a_key_and_sees_its_secret_once(caplog: pytest.LogCaptu
     ],
 )
 def test_an_invalid_key_form_is_a_400_and_creates_nothing(form: dict[str, object]) -> None:
-    _acme_, owner = _acme()
+    _, owner = _acme()
     response = signed_in(owner).post("/portal/t/acme/keys", form)
     assert response.status_code == 400
     assert b'class="errorlist' in response.content
