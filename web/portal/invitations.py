@@ -120,5 +120,7 @@ def invitation_page(request: HttpRequest, token: str) -> HttpResponse:
         status = 404 if exc.code == TenantErrorCode.NOT_FOUND else 400
         return _render(request, token, invitation, error=sentence(exc.message), status=status)
     login(request, m.user, backend=BACKEND)
-    messages.success(request, f"Welcome: your account is ready and you joined {m.tenant.name}.")
+    messages.success(
+        request, f"Welcome: your account is ready and you joined {m.tenant.name} as {m.role}."
+    )
     return HttpResponseRedirect(f"/portal/t/{m.tenant.name}/")
