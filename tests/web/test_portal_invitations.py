@@ -33,7 +33,7 @@ def _invite(email: str, role: str = "member") -> tuple[Client, str]:
     )
     assert response.status_code == 302 and response["Location"] == "/portal/t/acme/members"
     assert len(mail.outbox) == 1 and mail.outbox[0].to == [email]
-    match = LINK.search(mail.outbox[0].body)
+    match = LINK.search(str(mail.outbox[0].body))
     assert match is not None
     return client, match.group(1)
 
@@ -155,7 +155,7 @@ def test_password_reset_mails_a_link_that_works_once_and_never_tells_who_exists(
     sent = Client().get("/portal/password-reset/sent")
     assert b"If an account exists for that e-mail, we sent a link" in sent.content
     assert len(mail.outbox) == 1 and mail.outbox[0].to == ["member@example.com"]
-    link = re.search(r"http://testserver(/portal/reset/\S+)", mail.outbox[0].body)
+    link = re.search(r"http://testserver(/portal/reset/\S+)", str(mail.outbox[0].body))
     assert link is not None
     browser = Client()
     form_url = browser.get(link.group(1))

@@ -98,6 +98,8 @@ def test_an_admin_manages_members_but_not_the_owner_role(acme) -> None:  # type:
 def test_the_last_owner_can_neither_leave_nor_step_down_until_another_owner_exists(acme) -> None:  # type: ignore[no-untyped-def]
     client = _as(acme, "owner@example.com")
     owner, admin = _m(acme, "owner@example.com"), _m(acme, "admin@example.com")
+    page = client.get("/portal/t/acme/members").content
+    assert b"You are the only owner" in page and b"Leave acme" not in page
     leave = client.post(f"/portal/t/acme/members/{owner.pk}/remove")
     assert leave.status_code == 400 and b"A tenant must keep at least one owner." in leave.content
     demote = client.post(f"/portal/t/acme/members/{owner.pk}/role", {"role": "admin"})

@@ -72,6 +72,8 @@ def _members_page(
             {"row": i, "state": invitation_state(i)} for i in invitation_list(tenant=member.tenant)
         ]
     roles = ROLE_CHOICES if member.can(Role.OWNER) else [c for c in ROLE_CHOICES if c[0] != "owner"]
+    rows = list(membership_list(tenant=member.tenant))
+    owners = sum(1 for m in rows if m.role == Role.OWNER)
     return page(
         request,
         member,
@@ -79,7 +81,8 @@ def _members_page(
         section="members",
         title=f"{member.tenant.name} · Members",
         status=status,
-        rows=list(membership_list(tenant=member.tenant)),
+        rows=rows,
+        sole_owner=member.role == Role.OWNER and owners == 1,
         invitations=invitations,
         manage=manage,
         is_owner=member.can(Role.OWNER),
