@@ -3,9 +3,13 @@ services as the rights API uses them."""
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import Iterator
+from pathlib import Path
 
-from gdpr import consent, retention, services, subjects
+import pytest
+from django.contrib.auth.models import User
+
+from gdpr import audit, consent, retention, services, subjects
 from gdpr.models import ConsentRecord, SubjectRequest
 from tests.web.test_portal import member, signed_in, tenant
 
@@ -13,6 +17,20 @@ pytestmark = pytest.mark.django_db
 
 EMAIL = "m@example.com"
 SUBJECT = subjects.user(EMAIL)
+
+
+@pytest.fixture(autouse=True)
+def _env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A fresh RBEE_HOME (archives, receipts), and jobs run in this process, as on the
+    embedded default, whatever the broker of the run."""
+    from rbee.celery import app
+
+    monkeypatch.setenv("RBEE_HOME", str(tmp_path))
+    audit._cache.clear()
+    eager = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = eager
 
 
 @pytest.fixture
@@ -96,3 +114,24 @@ def test_consents_are_granted_and_withdrawn_with_the_text_shown(client) -> None:
     )
     assert bogus.status_code == 400
     assert ConsentRecord.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_erasure_run_inside_the_request_signs_out_and_links_the_receipt(client) -> None:  # type: ignore[no-untyped-def]
+    # Committed as it goes, as on the embedded default: the job runs inside the POST.
+    response = client.post("/portal/t/acme/privacy/delete", {"email": EMAIL, "understood": "on"})
+    assert response.status_code == 200
+    assert b"Your account was erased" in response.content
+    req = SubjectRequest.objects.get()
+    assert (req.kind, req.status) == ("erase", "done")
+    assert f"http://testserver/gdpr/requests/{req.pk}/receipt?token=".encode() in response.content
+    assert not User.objects.filter(email=EMAIL).exists()
+    assert client.get("/portal/t/acme/").status_code == 302  # signed out
+
+
+def test_too_many_requests_in_a_day_is_a_429(client, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.RBEE_GDPR_REQUESTS_PER_DAY = 1
+    assert client.post("/portal/t/acme/privacy/export").status_code == 302
+    refused = client.post("/portal/t/acme/privacy/export")
+    assert refused.status_code == 429 and b"At most 1 requests in 24 hours" in refused.content
+    assert SubjectRequest.objects.count() == 1
