@@ -13,7 +13,7 @@ from django.test import Client
 from django.utils import timezone
 
 from tenants.models import Membership, Plan, Tenant
-from tenants.services import api_key_create
+from tenants.services import api_key_create, api_key_revoke
 
 pytestmark = pytest.mark.django_db
 
@@ -47,6 +47,8 @@ def test_overview_shows_the_quick_start_with_a_placeholder_and_never_a_stored_ke
     acme = tenant("acme", ["smollm2-135m-instruct"])
     owner = member(acme, "owner@example.com", "owner")
     _key, plaintext = api_key_create(tenant=acme, name="ci")
+    gone, _ = api_key_create(tenant=acme, name="old")
+    api_key_revoke(api_key=gone)
     response = signed_in(owner).get("/portal/t/acme/")
     assert response.status_code == 200
     html = response.content.decode()
@@ -60,6 +62,7 @@ def test_overview_shows_the_quick_start_with_a_placeholder_and_never_a_stored_ke
     assert "${{ secrets.RBEE_API_KEY }}" in html
     assert "smollm2-135m-instruct" in html
     assert plaintext not in html
+    assert '<span class="muted small">Active keys</span><b>1</b>' in html
     assert 'href="/portal/t/acme/" aria-current="page"' in html
 
 

@@ -142,3 +142,21 @@ def test_invitations_are_listed_and_withdrawn_by_managers(acme) -> None:  # type
     assert admin.post(f"/portal/t/acme/invitations/{owner_inv.pk}/withdraw").status_code == 403
     assert admin.post(f"/portal/t/acme/invitations/{inv.pk}/withdraw").status_code == 302
     assert list(Invitation.objects.values_list("email", flat=True)) == ["boss@example.com"]
+
+
+def test_an_invitation_whose_email_cannot_be_sent_says_so(acme, settings) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", port, 2
+    settings.EMAIL_USE_TLS = False
+    response = _as(acme, "owner@example.com").post(
+        "/portal/t/acme/members/invite",
+        {"email": "x@example.com", "role": "member", "ttl_days": "7"},
+    )
+    assert response.status_code == 502
+    assert b"its e-mail could not be sent" in response.content
+    assert list(Invitation.objects.values_list("email", flat=True)) == ["x@example.com"]

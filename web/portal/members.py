@@ -6,6 +6,8 @@ demoted (tenants.services). A member without the role gets 403, an id of another
 
 from __future__ import annotations
 
+import logging
+import smtplib
 from datetime import timedelta
 from typing import Any
 
@@ -30,6 +32,7 @@ from tenants.services import (
 from web.portal.access import ROLES_MANAGE, Member, member_page
 from web.portal.common import check_id, forbidden, page, sentence
 
+log = logging.getLogger(__name__)
 Role = Membership.Role
 ROLE_CHOICES = [(r.value, r.label) for r in Role]
 TTL_CHOICES = [("1", "1 day"), ("7", "7 days"), ("30", "30 days")]
@@ -138,7 +141,17 @@ def member_invite(request: HttpRequest, member: Member) -> HttpResponse:
     except TenantError as exc:
         form.add_error(None, exc.message)
         return _members_page(request, member, form=form, status=400)
-    send_invitation(request, invitation, token)
+    try:
+        send_invitation(request, invitation, token)
+    except (OSError, smtplib.SMTPException):
+        log.exception("the invitation e-mail could not be sent")
+        return _members_page(
+            request,
+            member,
+            error="The invitation was made but its e-mail could not be sent. Withdraw it and "
+            "try again later.",
+            status=502,
+        )
     messages.success(
         request, f"Invitation sent to {invitation.email} ({invitation.role}); the link is valid "
         f"until {invitation.expires_at:%Y-%m-%d %H:%M} UTC."

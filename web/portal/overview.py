@@ -7,6 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from tenants.selectors import api_key_list, membership_list
 from web.portal.access import ROLES_KEYS, Member, member_page
 from web.portal.common import base_url, page, quickstart, tenant_models
+from web.portal.keys import key_state
 
 
 @member_page()
@@ -15,7 +16,7 @@ def overview(request: HttpRequest, member: Member) -> HttpResponse:
     models = tenant_models(member.tenant)
     sees_keys = member.can(*ROLES_KEYS)
     active_keys = (
-        sum(1 for k in api_key_list(tenant=member.tenant) if k.revoked_at is None)
+        sum(1 for k in api_key_list(tenant=member.tenant) if key_state(k) in ("active", "rotated"))
         if sees_keys
         else None
     )
