@@ -95,3 +95,38 @@ def test_a_session_expires_and_its_holder_is_signed_out() -> None:
     response = client.get("/portal/t/acme/")
     assert response.status_code == 302
     assert response["Location"].startswith("/portal/login?next=")
+
+
+@pytest.mark.parametrize(
+    ("env", "backend"),
+    [
+        ({}, "django.core.mail.backends.console.EmailBackend"),
+        ({"RBEE_EMAIL_HOST": "smtp.example.com"}, "django.core.mail.backends.smtp.EmailBackend"),
+        (
+            {"RBEE_EMAIL_HOST": "smtp.example.com", "RBEE_EMAIL_BACKEND": "x.Backend"},
+            "x.Backend",
+        ),
+    ],
+)
+def test_email_goes_to_the_console_unless_an_smtp_host_is_configured(
+    env: dict[str, str], backend: str, tmp_path: object
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RBEE_EMAIL_")}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings as s; "
+            "print(s.EMAIL_BACKEND, s.EMAIL_HOST, s.DEFAULT_FROM_EMAIL, sep='|')",
+        ],
+        env={**clean, "DJANGO_SETTINGS_MODULE": "rbee.settings", "RBEE_HOME": str(tmp_path), **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
+    assert out == f"{backend}|{env.get('RBEE_EMAIL_HOST', '')}|rbee <rbee@localhost>"
