@@ -178,3 +178,26 @@ def test_password_reset_mails_a_link_that_works_once_and_never_tells_who_exists(
     assert user.check_password(NEW_PW)
     signed = Client().post("/portal/login", {"username": "member@example.com", "password": NEW_PW})
     assert signed.status_code == 302
+
+
+def test_signing_in_from_the_invitation_page_comes_back_to_it(acme) -> None:  # type: ignore[no-untyped-def]
+    person("back@example.com")
+    _, token = _invite("back@example.com")
+    visitor = Client(enforce_csrf_checks=True)
+    page = visitor.get(f"/portal/invitations/{token}")
+    login_url = f"/portal/login?next=/portal/invitations/{token}"
+    assert f'href="{login_url}"'.encode() in page.content
+    # Without the CSRF token nothing is made.
+    forged = visitor.post(
+        f"/portal/invitations/{token}", {"password1": NEW_PW, "password2": NEW_PW}
+    )
+    assert forged.status_code == 403
+    assert User.objects.filter(email="back@example.com").count() == 1
+    client = Client()
+    signed = client.post(
+        login_url,
+        {"username": "back@example.com", "password": PW, "next": f"/portal/invitations/{token}"},
+    )
+    assert signed.status_code == 302 and signed["Location"] == f"/portal/invitations/{token}"
+    assert client.post(signed["Location"]).status_code == 302
+    assert Membership.objects.filter(tenant=acme, user__email="back@example.com").exists()
