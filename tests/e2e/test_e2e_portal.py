@@ -114,6 +114,23 @@ def test_an_owner_joins_creates_a_key_and_uses_it(browser: Browser) -> None:
         assert secret not in page.content()
         shot(page, "portal-keys")
 
+        # Rotate with an hour's grace: both keys work; then revoke the old one (confirmed).
+        row.get_by_label("keeps working for").select_option("3600")
+        row.get_by_role("button", name="Rotate").click()
+        assert page.get_by_role("heading", name="Key rotated").is_visible()
+        rotated = page.locator("[data-secret]").inner_text().strip()
+        assert rotated != secret
+        for key in (secret, rotated):
+            again = openai.OpenAI(base_url=f"{queen.url}/v1", api_key=key, max_retries=0)
+            assert again.models.list().data[0].id == CHAT_MODEL
+        page.goto("/portal/t/acme/keys")
+        page.once("dialog", lambda dialog: dialog.accept())
+        row.get_by_role("button", name="Revoke").click()
+        page.wait_for_url("**/portal/t/acme/keys")
+        assert row.locator("td").nth(6).inner_text().strip() == "revoked"
+        with pytest.raises(openai.AuthenticationError):
+            client.models.list()
+
         page.get_by_role("link", name="Members", exact=True).click()
         page.wait_for_url("**/portal/t/acme/members")
         assert page.locator(f'tr[data-member="{OWNER}"]').is_visible()
