@@ -306,6 +306,27 @@ SESSION_COOKIE_AGE = env.int("RBEE_SESSION_SECONDS", default=8 * 3600)
 SESSION_COOKIE_SAMESITE = "Lax"
 LOGIN_URL = "/ui/login"
 
+# E-mail (the portal's invitations and password resets): SMTP when RBEE_EMAIL_HOST is set,
+# else the console (the embedded default prints the message, links included, to the log);
+# tests get Django's locmem outbox. RBEE_EMAIL_BACKEND names another backend outright.
+EMAIL_HOST = env.str("RBEE_EMAIL_HOST", default="")
+EMAIL_PORT = env.int("RBEE_EMAIL_PORT", default=587)
+EMAIL_HOST_USER = env.str("RBEE_EMAIL_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("RBEE_EMAIL_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("RBEE_EMAIL_TLS", default=True)
+EMAIL_TIMEOUT = env.int("RBEE_EMAIL_TIMEOUT", default=10)
+EMAIL_BACKEND = env.str(
+    "RBEE_EMAIL_BACKEND",
+    default=(
+        "django.core.mail.backends.smtp.EmailBackend"
+        if EMAIL_HOST
+        else "django.core.mail.backends.console.EmailBackend"
+    ),
+)
+DEFAULT_FROM_EMAIL = env.str("RBEE_EMAIL_FROM", default="rbee <rbee@localhost>")
+# A password-reset link works once (the password it sets changes its hash) and for an hour.
+PASSWORD_RESET_TIMEOUT = env.int("RBEE_PASSWORD_RESET_SECONDS", default=3600)
+
 # Failed sign-ins (HTTP Basic, the admin's login) lock the username and the client
 # address for a while, checked before the password hasher runs (tenants/auth.py).
 AUTHENTICATION_BACKENDS = ["tenants.auth.LockoutModelBackend"]

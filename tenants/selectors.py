@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from kernel import regions, secrets
 from tenants.errors import KeyRejected, TenantError, TenantErrorCode
-from tenants.models import ApiKey, Plan, Tenant
+from tenants.models import ApiKey, Invitation, Membership, Plan, Tenant
 
 _DUMMY_DIGEST = secrets.digest("sk-rbee-none")
 
@@ -235,3 +235,45 @@ def operator_list() -> list[tuple[str, bool, list[str]]]:
 
     users = User.objects.filter(Q(is_staff=True) | Q(is_superuser=True)).order_by("username")
     return [(u.username, u.is_superuser, operator_areas(user=u)) for u in users]
+
+
+# The portal's reads: every object through its tenant (another tenant's id: None).
+
+
+def api_key_of(*, tenant: Tenant, key_id: int) -> ApiKey | None:
+    return ApiKey.objects.filter(tenant=tenant, pk=key_id).first()
+
+
+def membership_list(*, tenant: Tenant) -> QuerySet[Membership]:
+    return (
+        Membership.objects.select_related("user").filter(tenant=tenant).order_by("created_at", "id")
+    )
+
+
+def membership_of(*, tenant: Tenant, membership_id: int) -> Membership | None:
+    return (
+        Membership.objects.select_related("user", "tenant")
+        .filter(tenant=tenant, pk=membership_id)
+        .first()
+    )
+
+
+def invitation_list(*, tenant: Tenant) -> QuerySet[Invitation]:
+    return (
+        Invitation.objects.select_related("invited_by")
+        .filter(tenant=tenant)
+        .order_by("-created_at", "-id")
+    )
+
+
+def invitation_of(*, tenant: Tenant, invitation_id: int) -> Invitation | None:
+    return Invitation.objects.filter(tenant=tenant, pk=invitation_id).first()
+
+
+def invitation_by_token(*, token: str) -> Invitation | None:
+    """The invitation a one-time token opens (looked up by its SHA-256; None if none)."""
+    if not token or len(token) > 200:
+        return None
+    return (
+        Invitation.objects.select_related("tenant").filter(token_hash=secrets.digest(token)).first()
+    )

@@ -625,6 +625,32 @@ def invitation_accept(*, token: str, user: User, actor: Actor | None = None) -> 
         )
 
 
+def invitation_accept_new_account(*, token: str, password: str) -> Membership:
+    """A person without an account accepts an invitation: an account with the invited
+    e-mail and `password` is made and joins the tenant, in one transaction (a used,
+    expired or unknown invitation makes no account). An e-mail that already has an
+    account must sign in and accept instead."""
+    from django.contrib.auth import get_user_model
+
+    User = get_user_model()
+    digest = secrets.digest(token or "")
+    invitation = Invitation.objects.filter(token_hash=digest).first() if token else None
+    if invitation is None:
+        raise TenantError(TenantErrorCode.NOT_FOUND, "unknown invitation")
+    email = invitation.email.strip()
+    with transaction.atomic():
+        if User.objects.filter(email__iexact=email).exists():
+            raise TenantError(
+                TenantErrorCode.ALREADY_EXISTS,
+                "an account with this e-mail exists: sign in to accept the invitation",
+            )
+        username = email.lower()
+        if len(username) > 150 or User.objects.filter(username=username).exists():
+            username = f"user-{stdlib_secrets.token_hex(8)}"
+        user = User.objects.create_user(username, email, password)
+        return invitation_accept(token=token, user=user)
+
+
 def invitation_cancel(*, invitation: Invitation, actor: Actor = SYSTEM) -> None:
     """Withdraw an invitation that has not been accepted."""
     with transaction.atomic():

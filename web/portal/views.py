@@ -29,7 +29,7 @@ def portal_login(request: HttpRequest) -> HttpResponse:
         error = failed_sign_in_message(request, email)
     return render(
         request,
-        "web/login.html",
+        "portal/login.html",
         {
             "face": "portal",
             "title": "Sign in · rbee portal",
