@@ -49,7 +49,7 @@ def test_a_link_signs_in_once_and_stores_only_its_hash() -> None:
     # Opening it (a link preview, a prefetch) uses nothing up and signs nobody in.
     page = c.get(url)
     assert page.status_code == 200 and b"Sign in as the owner" in page.content
-    assert page["Referrer-Policy"] == "no-referrer"
+    assert page["Referrer-Policy"] == "same-origin"
     assert c.get("/ui/").status_code == 302
     assert c.post(url).status_code == 403  # no CSRF token
     assert LoginLink.objects.get().used_at is None

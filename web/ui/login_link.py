@@ -35,7 +35,9 @@ def login_link(request: HttpRequest, token: str) -> HttpResponse:
         {"face": "ui", "title": "Sign-in link · rbee", "usable": usable},
         status=200 if usable else 410,
     )
-    response["Referrer-Policy"] = "no-referrer"
+    # Never to other sites (the token is in the path); "no-referrer" would make the
+    # form's own POST carry "Origin: null", which the CSRF check refuses.
+    response["Referrer-Policy"] = "same-origin"
     return response
 
 

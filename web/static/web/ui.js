@@ -25,10 +25,10 @@
     if (!hive || !device) return;
     var firstVisible = null;
     var own = Array.prototype.some.call(device.options, function (opt) {
-      return opt.getAttribute("data-hive") === hive.value;
+      return opt.getAttribute("data-for-hive") === hive.value;
     });
     Array.prototype.forEach.call(device.options, function (opt) {
-      var owner = opt.getAttribute("data-hive");
+      var owner = opt.getAttribute("data-for-hive");
       // "cpu (any hive)" only for a hive that has reported no devices yet.
       var show = owner === hive.value || (owner === "*" && !own);
       opt.hidden = !show;
