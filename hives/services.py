@@ -540,15 +540,17 @@ def hive_heartbeat(*, hive_id: int, channel_name: str, beat: dict[str, Any]) -> 
         if "devices" in beat:
             hive.devices = _devices(hive, beat.get("devices") or [])
         before = hive.telemetry if isinstance(hive.telemetry, dict) else {}
+        ready_since = (
+            _ready_since(before.get("ready_since"), beat.get("workers"))
+            if "workers" in beat
+            else before.get("ready_since")
+        )
         hive.telemetry = {
             "inflight": bounded(
                 hive.name, "inflight", beat.get("inflight"), low=0, high=MAX_INFLIGHT, default=0
             ),
-            "ready_since": (
-                _ready_since(before.get("ready_since"), beat.get("workers"))
-                if "workers" in beat
-                else before.get("ready_since", {})
-            ),
+            # Kept only while some worker is ready (the dashboard's uptimes).
+            **({"ready_since": ready_since} if ready_since else {}),
         }
         hive.save(update_fields=["last_seen_at", "status", "devices", "telemetry"])
         if "workers" in beat:

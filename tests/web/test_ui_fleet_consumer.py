@@ -125,7 +125,8 @@ async def test_a_heartbeat_through_the_hives_services_reaches_the_page() -> None
     await database_sync_to_async(heartbeat)()
     pushed = await comm.receive_from(timeout=3)
     assert _state(pushed, "tiny@cpu") == "ready"
-    assert re.search(r'data-worker="tiny@cpu"[^>]*>.*?<td>0s</td>', pushed, re.S)
+    uptime = r'data-worker="tiny@cpu"[^>]*>.*?<td data-label="Uptime">0s</td>'
+    assert re.search(uptime, pushed, re.S)
     await comm.disconnect()
 
 
