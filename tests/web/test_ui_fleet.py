@@ -44,6 +44,7 @@ POSTS = [
     ("/ui/spawn", {"hive": "gaming-pc", "model": "sdxl", "device": "cpu"}),
     ("/ui/downloads", {"hive": "gaming-pc", "source": "org/model"}),
     ("/ui/aliases", {"alias": "gpt-4o", "target": "sdxl"}),
+    ("/ui/assignments/remove", {"hive": "gaming-pc", "model": "sdxl"}),
 ]
 
 
@@ -246,3 +247,30 @@ def test_downloads_and_aliases_are_created_audited_and_checked() -> None:
     r = c.post("/ui/aliases", {"alias": "x", "target": "no-such-model"})
     assert r.status_code == 400 and "no model named &#x27;no-such-model&#x27;" in r.content.decode()
     assert ModelAlias.objects.count() == 1
+
+
+def test_an_assigned_worker_can_be_removed_and_that_is_audited() -> None:
+    seed_fleet()
+    c = _signed_in("ops", "fleet")
+    assert (
+        c.post("/ui/spawn", {"hive": "gaming-pc", "model": "sdxl", "device": "cuda:0"}).status_code
+        == 302
+    )
+    html = c.get("/ui/").content.decode()
+    row = re.search(r'data-worker="sdxl@cuda:0" data-state="ready">(.*?)</tr>', html, re.S)
+    assert (
+        row and 'action="/ui/assignments/remove"' in row.group(1) and ">assigned<" in row.group(1)
+    )
+    refused = re.search(
+        r'data-worker="llama-3-70b@cpu" data-state="refused">(.*?)</tr>', html, re.S
+    )
+    assert refused and "assignments/remove" not in refused.group(1)
+    r = c.post("/ui/assignments/remove", {"hive": "gaming-pc", "model": "sdxl"})
+    assert (r.status_code, r["Location"]) == (302, "/ui/")
+    assert Assignment.objects.count() == 0
+    ev = one(A.MODEL_REMOVE)
+    assert (ev["actor"], ev["data"]["model"], ev["data"]["assignments"]) == (OPS, "sdxl", 1)
+    r = c.post("/ui/assignments/remove", {"hive": "gaming-pc", "model": "sdxl"})
+    assert r.status_code == 404
+    assert "&#x27;sdxl&#x27; is not assigned to &#x27;gaming-pc&#x27;" in r.content.decode()
+    assert len(events(A.MODEL_REMOVE)) == 1

@@ -169,11 +169,28 @@ def alias(request: HttpRequest) -> HttpResponse:
     return HttpResponseRedirect("/ui/")
 
 
+@require_POST
+@operator_page("fleet")
+def assignment_remove(request: HttpRequest) -> HttpResponse:
+    """POST /ui/assignments/remove: stop running a model the operator put on a hive."""
+    hive_name = request.POST.get("hive", "").strip()
+    model = request.POST.get("model", "").strip()
+    removed = hive_services.assignment_remove(
+        hive_name=hive_name, model_name=model, actor=user_actor(request.user)
+    )
+    if not removed:
+        exc = HiveError(HiveErrorCode.NOT_FOUND, f"{model!r} is not assigned to {hive_name!r}")
+        return _refused(request, "worker", exc)
+    messages.success(request, f"Removed {model} from {hive_name}: its worker stops.")
+    return HttpResponseRedirect("/ui/")
+
+
 urlpatterns = [
     path("", fleet, name="ui-fleet"),
     path("spawn", spawn, name="ui-spawn"),
     path("workers/<int:worker_id>/action", worker_action, name="ui-worker-action"),
     path("downloads", download, name="ui-download"),
     path("aliases", alias, name="ui-alias"),
+    path("assignments/remove", assignment_remove, name="ui-assignment-remove"),
     *login_link.urlpatterns,
 ]

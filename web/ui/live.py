@@ -65,6 +65,7 @@ class WorkerRow:
     uptime_s: int | None
     queue_waiting: int
     queue_running: int
+    assigned: bool = False  # an operator put it there (`rbee model add`, Spawn)
 
     @property
     def holds_memory(self) -> bool:
@@ -241,6 +242,7 @@ def fleet_snapshot() -> Fleet:
     """Every hive with its devices and workers, and the latest downloads."""
     now = timezone.now()
     queues = queueing.occupancy()
+    assigned = {(a.hive_id, a.model_name, a.device) for a in hive_selectors.assignment_list()}
     rows: list[HiveRow] = []
     for hive in hive_selectors.hive_list_with_workers():
         status, reason = _status(hive, now)
@@ -272,6 +274,7 @@ def fleet_snapshot() -> Fleet:
                 uptime_s=uptime,
                 queue_waiting=waiting,
                 queue_running=running,
+                assigned=(hive.pk, w.model.name, w.device) in assigned,
             )
             (by_name[w.device].workers if w.device in by_name else others).append(row)
         age = int((now - hive.last_seen_at).total_seconds()) if hive.last_seen_at else None
