@@ -16,6 +16,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 
@@ -153,4 +154,38 @@ async def test_a_hive_whose_heartbeat_gets_old_turns_stale_without_any_event(
         if 'data-hive="edge" data-status="stale"' in html:
             break
         assert asyncio.get_running_loop().time() < deadline, "never turned stale"
+    await comm.disconnect()
+
+
+async def test_download_progress_is_pushed_and_a_rolled_back_change_announces_nothing() -> None:
+    ops = await database_sync_to_async(_session)("ops", "fleet")
+
+    def queued() -> tuple[int, int]:
+        h = hive("box")
+        d = hive_services.model_download_create(hive_name="box", source="org/model")
+        return h.pk, d.pk
+
+    hive_id, download_id = await database_sync_to_async(queued)()
+    comm, _, _ = await _open(ops)
+    first = await comm.receive_from(timeout=5)
+    assert 'data-download="org/model" data-status="queued"' in first
+
+    def rolled_back() -> None:
+        with pytest.raises(RuntimeError), transaction.atomic():
+            report = {"id": download_id, "state": "running", "done": 1, "total": 4}
+            hive_services.model_download_progress(hive_id=hive_id, report=report)
+            raise RuntimeError("rolled back")
+
+    await database_sync_to_async(rolled_back)()
+    assert await comm.receive_nothing(timeout=1.5)
+
+    def progress() -> None:
+        report = {"id": download_id, "state": "running", "done": 3 * 2**20, "total": 4 * 2**20}
+        hive_services.model_download_progress(hive_id=hive_id, report=report)
+
+    await database_sync_to_async(progress)()
+    pushed = await comm.receive_from(timeout=3)
+    row = re.search(r'data-download="org/model" data-status="running">(.*?)</tr>', pushed, re.S)
+    assert row and '<progress max="100" value="75"' in row.group(1)
+    assert "75% · 3.0 MiB of 4.0 MiB" in row.group(1)
     await comm.disconnect()
