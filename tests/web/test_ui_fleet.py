@@ -274,3 +274,12 @@ def test_an_assigned_worker_can_be_removed_and_that_is_audited() -> None:
     assert r.status_code == 404
     assert "&#x27;sdxl&#x27; is not assigned to &#x27;gaming-pc&#x27;" in r.content.decode()
     assert len(events(A.MODEL_REMOVE)) == 1
+
+
+def test_a_hive_cards_spawn_link_preselects_its_hive() -> None:
+    seed_fleet()
+    c = _signed_in("ops", "fleet")
+    html = c.get("/ui/").content.decode()
+    assert 'href="/ui/?hive=old-server#spawn"' in html
+    html = c.get("/ui/?hive=old-server").content.decode()
+    assert re.findall(r'<option value="([a-z-]+)" selected>', html) == ["old-server", "old-server"]

@@ -189,3 +189,27 @@ async def test_download_progress_is_pushed_and_a_rolled_back_change_announces_no
     assert row and '<progress max="100" value="75"' in row.group(1)
     assert "75% · 3.0 MiB of 4.0 MiB" in row.group(1)
     await comm.disconnect()
+
+
+async def test_an_operator_losing_the_fleet_permission_is_cut_off_at_the_next_tick(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(consumers.FleetConsumer, "tick", 0.3)
+    ops = await database_sync_to_async(_session)("ops", "fleet")
+    comm, connected, _ = await _open(ops)
+    assert connected
+    await comm.receive_from(timeout=5)
+
+    def revoke() -> None:
+        from tenants.services import operator_revoke
+
+        operator_revoke(username="ops", areas=["fleet"])
+
+    await database_sync_to_async(revoke)()
+    deadline = asyncio.get_running_loop().time() + 5
+    while True:
+        out = await comm.receive_output(timeout=3)
+        if out["type"] == "websocket.close":
+            assert out["code"] == 4403
+            break
+        assert asyncio.get_running_loop().time() < deadline

@@ -33,6 +33,13 @@ def _allowed(user: Any) -> bool:
     return bool(user is not None and user.is_authenticated and may_operate(user, "fleet"))
 
 
+def _still_allowed(user_id: int) -> bool:
+    """Read afresh (a user object caches its permissions): still active, still fleet."""
+    from django.contrib.auth import get_user_model
+
+    return _allowed(get_user_model().objects.filter(pk=user_id).first())
+
+
 class FleetConsumer(AsyncWebsocketConsumer):
     min_interval = MIN_INTERVAL
     tick = TICK
@@ -83,7 +90,7 @@ class FleetConsumer(AsyncWebsocketConsumer):
         while True:
             await asyncio.sleep(self.tick)
             try:
-                if not await database_sync_to_async(_allowed)(self.user):
+                if not await database_sync_to_async(_still_allowed)(self.user.pk):
                     # The permission was taken away (or the user disabled): stop feeding.
                     await self.close(code=CLOSE_FORBIDDEN)
                     return

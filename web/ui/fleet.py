@@ -55,7 +55,8 @@ def _refused(request: HttpRequest, which: str, exc: HiveError) -> HttpResponse:
 @require_GET
 @operator_page("fleet")
 def fleet(request: HttpRequest) -> HttpResponse:
-    return _page(request)
+    # ?hive=NAME (a hive card's "Spawn worker" link) preselects that hive in the forms.
+    return _page(request, form={"hive": request.GET.get("hive", "")})
 
 
 def _spec_for(model: str) -> str:
