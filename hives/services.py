@@ -17,6 +17,7 @@ from gdpr import audit
 from gdpr.actions import AuditAction
 from gdpr.subjects import Subject
 from hives.errors import HiveError, HiveErrorCode  # HiveError: the CLI imports it from here
+from hives.events import announce_fleet_change
 from hives.models import (
     Assignment,
     CatalogModel,
@@ -506,7 +507,28 @@ def hive_connected(*, hive_id: int, channel_name: str, hello: dict[str, Any]) ->
         ModelDownload.objects.filter(
             hive=hive, status__in=[DownloadState.QUEUED, DownloadState.RUNNING]
         ).update(sent_at=None)
+        announce_fleet_change("hive.connect")
     return previous
+
+
+def _ready_since(before: Any, workers: Any) -> dict[str, list[Any]]:
+    """Since when each ready worker the hive reports has been ready (as the queen first
+    heard it, to a heartbeat), by "model|device", kept while its process (pid) stays the
+    same: the workers' uptime on the dashboard. Bounded like the report itself."""
+    old = before if isinstance(before, dict) else {}
+    now = round(timezone.now().timestamp(), 1)
+    out: dict[str, list[Any]] = {}
+    for w in workers[:MAX_REPORTED_WORKERS] if isinstance(workers, list) else []:
+        if not isinstance(w, dict) or w.get("state") != WorkerState.READY:
+            continue
+        key = f"{_text(w.get('model'), 200)}|{_text(w.get('device') or CPU, 32)}"
+        pid = w.get("pid") if isinstance(w.get("pid"), int) else None
+        seen = old.get(key)
+        if isinstance(seen, list) and len(seen) == 2 and seen[0] == pid:
+            out[key] = seen
+        else:
+            out[key] = [pid, now]
+    return out
 
 
 def hive_heartbeat(*, hive_id: int, channel_name: str, beat: dict[str, Any]) -> bool:
@@ -519,16 +541,25 @@ def hive_heartbeat(*, hive_id: int, channel_name: str, beat: dict[str, Any]) -> 
         hive.status = Hive.Status.ONLINE
         if "devices" in beat:
             hive.devices = _devices(hive, beat.get("devices") or [])
+        before = hive.telemetry if isinstance(hive.telemetry, dict) else {}
+        ready_since = (
+            _ready_since(before.get("ready_since"), beat.get("workers"))
+            if "workers" in beat
+            else before.get("ready_since")
+        )
         hive.telemetry = {
             "inflight": bounded(
                 hive.name, "inflight", beat.get("inflight"), low=0, high=MAX_INFLIGHT, default=0
-            )
+            ),
+            # Kept only while some worker is ready (the dashboard's uptimes).
+            **({"ready_since": ready_since} if ready_since else {}),
         }
         hive.save(update_fields=["last_seen_at", "status", "devices", "telemetry"])
         if "workers" in beat:
             _sync_workers(hive, beat.get("workers"))
         if "devices" in beat:
             device_samples_record(hive=hive, devices=hive.devices, at=hive.last_seen_at)
+        announce_fleet_change("hive.heartbeat")
     return True
 
 
@@ -628,6 +659,7 @@ def hive_disconnected(*, hive_id: int, channel_name: str, code: int | None = Non
         if gone:
             hive = Hive.objects.get(pk=hive_id)
             _audit(AuditAction.HIVE_DISCONNECT, hive, f"hive:{hive.name}", code=code)
+            announce_fleet_change("hive.disconnect")
 
 
 def hives_forget_connections(*, channel_marker: str | None = None) -> int:
@@ -646,6 +678,8 @@ def hives_forget_connections(*, channel_marker: str | None = None) -> int:
         held = list(hives.select_for_update())
         for hive in held:
             _audit(AuditAction.HIVE_DISCONNECT, hive, SYSTEM, reason="queen_stopped")
+        if held:
+            announce_fleet_change("hive.disconnect")
         return Hive.objects.filter(pk__in=[h.pk for h in held]).update(
             status=Hive.Status.OFFLINE, channel_name=""
         )
@@ -699,6 +733,7 @@ def assignment_add(
         elif before[1] != pinned:
             action = AuditAction.MODEL_PIN if pinned else AuditAction.MODEL_UNPIN
             _audit(action, hive, actor, **data)
+        announce_fleet_change("model.add")
     return assignment
 
 
@@ -817,6 +852,7 @@ def worker_command_create(
             device=worker.device,
             action=action,
         )
+        announce_fleet_change("worker.command")
         return command
 
 
@@ -850,6 +886,7 @@ def model_alias_set(
             row, _ = ModelAlias.objects.update_or_create(name=alias, defaults={"model": model})
         if before != row.model_id:
             _audit(AuditAction.MODEL_ALIAS, None, actor, alias=alias, model=model.name)
+            announce_fleet_change("model.alias")
     return row
 
 
@@ -890,6 +927,7 @@ def model_download_create(*, hive_name: str, source: str, actor: Actor = SYSTEM)
             return unfinished
         row = ModelDownload.objects.create(hive=hive, source=source.strip())
         _audit(AuditAction.MODEL_DOWNLOAD, hive, actor, source=row.source, download_id=row.pk)
+        announce_fleet_change("model.download")
         return row
 
 
@@ -913,4 +951,5 @@ def model_download_progress(*, hive_id: int, report: dict[str, Any]) -> None:
     if report.get("revision"):
         fields["revision"] = _text(report.get("revision"), 200)
     with transaction.atomic():
-        ModelDownload.objects.filter(pk=download_id, hive_id=hive_id).update(**fields)
+        if ModelDownload.objects.filter(pk=download_id, hive_id=hive_id).update(**fields):
+            announce_fleet_change("model.download")

@@ -5,4 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-websocket_urlpatterns: list[Any] = []
+from django.urls import path
+
+from web.ui.consumers import FleetConsumer
+from web.ws import browser_socket
+
+websocket_urlpatterns: list[Any] = [
+    path("ui/ws/fleet", browser_socket(FleetConsumer.as_asgi())),
+]

@@ -62,6 +62,7 @@ def up(host: str, port: int, models: tuple[str, ...], open_: bool) -> None:
     code = 0
     if _wait_ready(port, procs, first_model, timeout=180):
         shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
+        link = _login_link()
         click.echo(
             f"\nrbee is up: http://{shown}:{port}/v1  (model: {first_model})\n"
             f"API key: {api_key}\n\n"
@@ -69,7 +70,10 @@ def up(host: str, port: int, models: tuple[str, ...], open_: bool) -> None:
             f"    -H 'Authorization: Bearer {api_key}' -H 'Content-Type: application/json' \\\n"
             f'    -d \'{{"model": "{first_model}", "messages": '
             f'[{{"role": "user", "content": "Hello!"}}]}}\'\n\n'
-            f"Models (loading in the background): {', '.join(models)}\n"
+            f"Models (loading in the background): {', '.join(models)}\n\n"
+            f"Dashboard: http://{shown}:{port}/ui\n"
+            f"  sign in as this machine's owner (one-time link, valid 15 minutes):\n"
+            f"  http://{shown}:{port}/ui/link/{link}\n"
             "Press Ctrl-C to stop.\n",
         )
     elif not stopping:
@@ -118,6 +122,15 @@ def _prepare(models: tuple[str, ...]) -> tuple[str, str, tuple[str, ...]]:
     # The operator's own machine: the models it is started with need no approval.
     _, hive_token = services.hive_token_create(name="local", trust_models=True, actor=cli_actor())
     return api_key, hive_token, models
+
+
+def _login_link() -> str:
+    """A one-time sign-in link token for the owner's operator account (made on the first
+    run); the queen keeps only its hash. Django is set up by _prepare already."""
+    from web import services
+
+    owner = services.owner_operator_ensure(actor=cli_actor())
+    return services.login_link_create(user=owner)
 
 
 def _default_key_file() -> Path:

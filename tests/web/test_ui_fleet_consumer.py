@@ -1,0 +1,215 @@
+"""/ui/ws/fleet: the fleet page's live feed, through the queen's real ASGI application
+(same-origin check, session user): a snapshot on every connect, one coalesced push per
+burst of fleet changes announced by the hives app after commit, a stale transition
+pushed by the periodic tick with no event at all, and refusals for the anonymous, for
+operators without the fleet permission and for other origins."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.db import transaction
+from django.test import Client
+from django.utils import timezone
+
+from hives import services as hive_services
+from hives.events import announce_fleet_change
+from hives.models import Hive, ModelApproval, Worker
+from tests.web.fleet_fixtures import PASSWORD, hive, operator, seed_fleet, worker
+from web.ui import consumers
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+
+HOST = "testserver"
+
+
+@pytest.fixture(autouse=True)
+def _fast(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(consumers.FleetConsumer, "min_interval", 0.6)
+    monkeypatch.setattr(consumers.FleetConsumer, "tick", 60.0)
+    yield
+
+
+def _session(username: str, *areas: str) -> str:
+    operator(username, *areas)
+    c = Client()
+    assert c.login(username=username, password=PASSWORD)
+    return str(c.cookies[settings.SESSION_COOKIE_NAME].value)
+
+
+async def _open(session: str | None, origin: str = f"http://{HOST}") -> tuple[Any, bool, Any]:
+    from rbee.asgi import application
+
+    headers = [(b"host", HOST.encode()), (b"origin", origin.encode())]
+    if session:
+        headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={session}".encode()))
+    comm = WebsocketCommunicator(application, "/ui/ws/fleet", headers=headers)
+    connected, code = await comm.connect(timeout=5)
+    return comm, connected, code
+
+
+def _state(html: str, worker_key: str) -> str:
+    found = re.search(rf'data-worker="{re.escape(worker_key)}" data-state="([a-z]+)"', html)
+    assert found, html[:400]
+    return found.group(1)
+
+
+async def test_signed_out_non_fleet_operators_and_other_origins_are_refused() -> None:
+    await database_sync_to_async(seed_fleet)()
+    _, connected, code = await _open(None)
+    assert (connected, code) == (False, 4403)
+    sched = await database_sync_to_async(_session)("sched", "scheduler", "tenants", "audit")
+    _, connected, code = await _open(sched)
+    assert (connected, code) == (False, 4403)
+    ops = await database_sync_to_async(_session)("ops", "fleet")
+    _, connected, code = await _open(ops, origin="http://evil.example")
+    assert (connected, code) == (False, 4403)
+    comm, connected, _ = await _open(ops)
+    assert connected
+    await comm.receive_from(timeout=5)
+    await comm.disconnect()
+
+
+async def test_a_snapshot_on_connect_then_one_push_per_burst_of_changes() -> None:
+    fleet = await database_sync_to_async(seed_fleet)()
+    ops = await database_sync_to_async(_session)("ops", "fleet")
+    comm, connected, _ = await _open(ops)
+    assert connected
+    first = await comm.receive_from(timeout=5)
+    assert first.startswith('<div id="fleet-live"')
+    assert _state(first, "sdxl@cuda:0") == "ready"
+    assert 'data-hive="old-server" data-status="stale"' in first
+
+    # Twenty changes in a burst (the last one matters): one render, after the interval.
+    def burst() -> None:
+        w: Worker = fleet["sdxl"]
+        for i, state in enumerate(["stopping", "stopped"] * 9 + ["starting", "failed"]):
+            Worker.objects.filter(pk=w.pk).update(state=state, message=f"change {i}")
+            announce_fleet_change("test")
+
+    await database_sync_to_async(burst)()
+    pushed = await comm.receive_from(timeout=3)
+    assert _state(pushed, "sdxl@cuda:0") == "failed" and "change 19" in pushed
+    assert await comm.receive_nothing(timeout=1.0)
+    await comm.disconnect()
+
+
+async def test_a_heartbeat_through_the_hives_services_reaches_the_page() -> None:
+    ops = await database_sync_to_async(_session)("ops", "fleet")
+
+    def connected_hive() -> Hive:
+        h = hive("box", devices=[])
+        worker(h, "tiny", "cpu", "starting")
+        ModelApproval.objects.create(hive=h, model_name="tiny", approved=True)
+        return h
+
+    h = await database_sync_to_async(connected_hive)()
+    comm, _, _ = await _open(ops)
+    assert _state(await comm.receive_from(timeout=5), "tiny@cpu") == "starting"
+    beat = {
+        "devices": [{"index": 0, "kind": "cpu", "gpu_type": "CPU", "memory_total_mb": 2048}],
+        "workers": [{"model": "tiny", "device": "cpu", "state": "ready", "pid": 7}],
+    }
+
+    def heartbeat() -> None:
+        h2 = Hive.objects.get(pk=h.pk)
+        assert hive_services.hive_heartbeat(hive_id=h.pk, channel_name=h2.channel_name, beat=beat)
+
+    await database_sync_to_async(heartbeat)()
+    pushed = await comm.receive_from(timeout=3)
+    assert _state(pushed, "tiny@cpu") == "ready"
+    uptime = r'data-worker="tiny@cpu"[^>]*>.*?<td data-label="Uptime">0s</td>'
+    assert re.search(uptime, pushed, re.S)
+    await comm.disconnect()
+
+
+async def test_a_hive_whose_heartbeat_gets_old_turns_stale_without_any_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(consumers.FleetConsumer, "tick", 0.5)
+    ops = await database_sync_to_async(_session)("ops", "fleet")
+    stale_after = settings.RBEE_HIVE_STALE_AFTER
+
+    def nearly_stale() -> None:
+        h = hive("edge")
+        Hive.objects.filter(pk=h.pk).update(
+            last_seen_at=timezone.now() - timedelta(seconds=stale_after - 1.5)
+        )
+
+    await database_sync_to_async(nearly_stale)()
+    comm, _, _ = await _open(ops)
+    first = await comm.receive_from(timeout=5)
+    assert 'data-hive="edge" data-status="online"' in first
+    deadline = asyncio.get_running_loop().time() + 6
+    while True:
+        html = await comm.receive_from(timeout=3)
+        if 'data-hive="edge" data-status="stale"' in html:
+            break
+        assert asyncio.get_running_loop().time() < deadline, "never turned stale"
+    await comm.disconnect()
+
+
+async def test_download_progress_is_pushed_and_a_rolled_back_change_announces_nothing() -> None:
+    ops = await database_sync_to_async(_session)("ops", "fleet")
+
+    def queued() -> tuple[int, int]:
+        h = hive("box")
+        d = hive_services.model_download_create(hive_name="box", source="org/model")
+        return h.pk, d.pk
+
+    hive_id, download_id = await database_sync_to_async(queued)()
+    comm, _, _ = await _open(ops)
+    first = await comm.receive_from(timeout=5)
+    assert 'data-download="org/model" data-status="queued"' in first
+
+    def rolled_back() -> None:
+        with pytest.raises(RuntimeError), transaction.atomic():
+            report = {"id": download_id, "state": "running", "done": 1, "total": 4}
+            hive_services.model_download_progress(hive_id=hive_id, report=report)
+            raise RuntimeError("rolled back")
+
+    await database_sync_to_async(rolled_back)()
+    assert await comm.receive_nothing(timeout=1.5)
+
+    def progress() -> None:
+        report = {"id": download_id, "state": "running", "done": 3 * 2**20, "total": 4 * 2**20}
+        hive_services.model_download_progress(hive_id=hive_id, report=report)
+
+    await database_sync_to_async(progress)()
+    pushed = await comm.receive_from(timeout=3)
+    row = re.search(r'data-download="org/model" data-status="running">(.*?)</tr>', pushed, re.S)
+    assert row and '<progress max="100" value="75"' in row.group(1)
+    assert "75% · 3.0 MiB of 4.0 MiB" in row.group(1)
+    await comm.disconnect()
+
+
+async def test_an_operator_losing_the_fleet_permission_is_cut_off_at_the_next_tick(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(consumers.FleetConsumer, "tick", 0.3)
+    ops = await database_sync_to_async(_session)("ops", "fleet")
+    comm, connected, _ = await _open(ops)
+    assert connected
+    await comm.receive_from(timeout=5)
+
+    def revoke() -> None:
+        from tenants.services import operator_revoke
+
+        operator_revoke(username="ops", areas=["fleet"])
+
+    await database_sync_to_async(revoke)()
+    deadline = asyncio.get_running_loop().time() + 5
+    while True:
+        out = await comm.receive_output(timeout=3)
+        if out["type"] == "websocket.close":
+            assert out["code"] == 4403
+            break
+        assert asyncio.get_running_loop().time() < deadline
