@@ -54,13 +54,16 @@ class FakeQueen:
     """Welcomes one hive (heartbeats every 60 s, so every report the test sees in time is
     one sent out of turn) and keeps every frame it sends."""
 
-    def __init__(self) -> None:
+    def __init__(self, welcome: asyncio.Event | None = None) -> None:
         self.frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.server: Any = None
+        self.welcome = welcome  # set: the welcome may go (None: at once)
 
     async def handler(self, ws: Any) -> None:
         hello = json.loads(await ws.recv())
         await self.frames.put(hello)
+        if self.welcome is not None:
+            await self.welcome.wait()
         await ws.send(json.dumps({"op": "welcome", "hive": "h", "heartbeat_interval": 60}))
         async for raw in ws:
             await self.frames.put(json.loads(raw))
@@ -155,6 +158,25 @@ async def test_a_start_model_that_does_not_fit_is_reported_refused_with_the_plan
             loaded.set()
             beat = await queen.next(timeout=2)
             assert states(beat) == {"small": "ready", "huge": "refused"}
+        finally:
+            agent.stop()
+            assert await asyncio.wait_for(running, 10) == 0
+
+
+async def test_a_change_while_the_queen_answers_the_hello_is_sent_after_the_welcome() -> None:
+    loaded, welcome = asyncio.Event(), asyncio.Event()
+    async with FakeQueen(welcome) as queen:
+        agent = agent_for(queen, {"slow-llm": 1 * GiB}, loaded)
+        running = asyncio.create_task(agent.run())
+        try:
+            hello = await queen.next()
+            assert states(hello) == {"slow-llm": "starting"}
+            loaded.set()  # ready before the welcome: its report cannot go yet
+            await asyncio.sleep(0.2)
+            assert queen.frames.empty()
+            welcome.set()
+            beat = await queen.next(timeout=2)  # right after the welcome, not in a minute
+            assert (beat["op"], states(beat)) == ("heartbeat", {"slow-llm": "ready"})
         finally:
             agent.stop()
             assert await asyncio.wait_for(running, 10) == 0
