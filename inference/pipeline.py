@@ -8,14 +8,16 @@ this order, for every endpoint:
                   images.py, audio.py), which only says what differs:
      1 authenticate  the bearer key: its tenant, plan and scopes (tenants.selectors)
      2 parse         the body, JSON or multipart, validated (R.parse; inference/schemas.py)
-     3 resolve       the model by name or alias, and the workers that serve it (hives)
+     3 resolve       the model by name or alias, and the workers that serve or are
+                     loading it (hives)
      4 access        the key's scopes and the plan's models (billing.gate.check_access),
                      and the scheduler script in force
                      (1-4 in one trip to the database, in that order: a bad key hears
                      401 whatever its body, and learns nothing else)
      5 admit         rates, concurrency and daily quotas in one atomic step, reserving
                      R.work's cost (billing.gate.admit); then the script's should_admit
-     6 queue         a slot in the model's queue (inference/queueing.py)
+     6 queue         a slot in the model's queue (inference/queueing.py); a model whose
+                     workers are all still loading waits there for the first ready one
      7 route         the script's route_task, or the least loaded (inference/scheduler.py)
      8 job           sent over the channel layer to the chosen hive (inference/dispatch.py)
      9 meter         the job's Meter writes a provisional usage row before dispatch, keeps
