@@ -208,10 +208,12 @@ class HiveConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.send(previous, {"type": "hive.replaced"})
         self.ready = True
         self.watchdog = asyncio.ensure_future(self._watch())
-        workers = [w.get("model") for w in msg.get("workers") or [] if isinstance(w, dict)]
-        logger.info(
-            "hive %s connected (%s)", self.hive_name, ", ".join(map(str, workers)) or "no models"
-        )
+        # A hive connects while its start models load: say which are still `starting`.
+        workers = [
+            f"{str(w.get('model'))[:200]} {str(w.get('state'))[:16]}"
+            for w in _reported_workers(msg)
+        ]
+        logger.info("hive %s connected (%s)", self.hive_name, ", ".join(workers) or "no models")
         await self.send(
             dumps(
                 {

@@ -73,8 +73,9 @@ def hive_list() -> QuerySet[Hive]:
     return Hive.objects.order_by("name")
 
 
-# Workers a job can be sent to: loaded, loading (the job waits for it), or unloaded while
-# idle or on its way there (reloaded on demand).
+# Workers a job can be sent to: loaded, loading (the request waits in its model's queue
+# until one is ready: inference/queueing.py), or unloaded while idle or on its way there
+# (reloaded on demand). /v1/models lists a model with any of them on a live hive.
 SERVABLE = (
     WorkerState.READY,
     WorkerState.STARTING,
@@ -92,6 +93,29 @@ def prefer_loaded(placements: list[Placement]) -> list[Placement]:
         if found:
             return found
     return placements
+
+
+def loading_only(placements: list[Placement]) -> bool:
+    """Whether every one of these workers is still loading (`starting`): a request for
+    them waits in its model's queue until one is ready (inference/queueing.py)."""
+    return bool(placements) and all(p.state == WorkerState.STARTING for p in placements)
+
+
+# A worker in one of these states will not serve until someone acts (more memory, an
+# operator's restart): the reason it carries is what a waiting request is told.
+_UNSERVED = (WorkerState.REFUSED, WorkerState.FAILED)
+
+
+def worker_problems(*, model: CatalogModel, limit: int = 8) -> list[str]:
+    """Why the model's workers on live hives do not serve it: "hive/device state: reason"
+    for each refused or failed one (the memory planner's message, the load error).
+    They name hives and what else uses their memory: for operators' eyes only."""
+    rows = (
+        Worker.objects.filter(model=model, state__in=_UNSERVED, hive__in=live_hives())
+        .select_related("hive")
+        .order_by("hive__name", "device")[:limit]
+    )
+    return [f"{w.hive.name}/{w.device} {w.state}: {w.message or 'no reason given'}" for w in rows]
 
 
 def catalog_model_get(*, name: str) -> CatalogModel | None:

@@ -4,7 +4,14 @@ key is needed, as with OpenAI; no job runs, so only the pipeline's first step ap
 A tenant sees only the models its plan and its key's scopes allow (a model it may not use
 answers 404 like one that does not exist), and nothing of where they run; an operator's
 caller (a key with the `operator` scope, the open local queen) also sees the hives and
-placements."""
+placements.
+
+A model is listed while a worker on a live hive serves it or soon will: `ready`, loading
+(`starting`: a hive lists its start models so as soon as it connects, and a request for
+such a model waits in its queue until a worker is ready: inference/queueing.py), or
+unloaded while idle (reloaded by the next request). Refused, failed and stopped workers
+do not count (hives.selectors.SERVABLE). Tenants learn nothing more about the state;
+operators read it in each placement."""
 
 from __future__ import annotations
 

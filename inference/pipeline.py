@@ -8,14 +8,16 @@ this order, for every endpoint:
                   images.py, audio.py), which only says what differs:
      1 authenticate  the bearer key: its tenant, plan and scopes (tenants.selectors)
      2 parse         the body, JSON or multipart, validated (R.parse; inference/schemas.py)
-     3 resolve       the model by name or alias, and the workers that serve it (hives)
+     3 resolve       the model by name or alias, and the workers that serve or are
+                     loading it (hives)
      4 access        the key's scopes and the plan's models (billing.gate.check_access),
                      and the scheduler script in force
                      (1-4 in one trip to the database, in that order: a bad key hears
                      401 whatever its body, and learns nothing else)
      5 admit         rates, concurrency and daily quotas in one atomic step, reserving
                      R.work's cost (billing.gate.admit); then the script's should_admit
-     6 queue         a slot in the model's queue (inference/queueing.py)
+     6 queue         a slot in the model's queue (inference/queueing.py); a model whose
+                     workers are all still loading waits there for the first ready one
      7 route         the script's route_task, or the least loaded (inference/scheduler.py)
      8 job           sent over the channel layer to the chosen hive (inference/dispatch.py)
      9 meter         the job's Meter writes a provisional usage row before dispatch, keeps
@@ -394,7 +396,7 @@ def _prepare(
         # nothing of whether it is served right now.
         aliases = list(model.aliases.values_list("name", flat=True))
         gate.check_access(caller, TASK_SCOPE[resource.task], model.name, aliases)
-    placements = _placements(model)
+    placements = _placements(model, operator=caller.operator)
     policy = current_policy(settings.RBEE_SCHEDULER_CHECK_SECONDS)
     # The work too, off the loop: an upload's is header parsing and a base64 of up to 25 MB.
     work = resource.work(body, model)
@@ -477,18 +479,52 @@ def _resolve(model_name: str | None, capability: str) -> CatalogModel:
     return model
 
 
-def _placements(model: CatalogModel) -> list[Placement]:
-    """The workers that can serve the model now (503 with Retry-After when none)."""
+def _placements(model: CatalogModel, *, operator: bool = False) -> list[Placement]:
+    """The workers that serve the model or are loading it (503 with Retry-After when
+    none; an operator's caller also hears why its hives' workers do not serve it)."""
     placements = hive_selectors.placements_for_model(model=model)
     if not placements:
+        problems = hive_selectors.worker_problems(model=model) if operator else []
+        why = f" ({'; '.join(problems)})" if problems else ""
         raise APIError(
             503,
-            f"The model '{model.name}' is known but no live worker serves it right now "
-            "(its hive is offline or still loading it). Try again shortly.",
+            f"The model '{model.name}' is known but no live worker serves it right now"
+            f"{why}. Try again shortly.",
             code="model_unavailable",
             headers={"Retry-After": "5"},
         )
     return placements
+
+
+def unservable(exc: queueing.Unservable, *, operator: bool) -> APIError:
+    """The 503 of a request that waited for a model whose loading workers were all
+    refused or failed: the hives' reasons for operators' callers, neutral words for
+    tenants (they name hives and what else uses their memory)."""
+    if operator and exc.problems:
+        message = f"The model '{exc.model}' could not be loaded: {'; '.join(exc.problems)}."
+    else:
+        message = (
+            f"The model '{exc.model}' could not be loaded on any worker right now; try again later."
+        )
+    return APIError(503, message, code="model_unavailable", headers={"Retry-After": "5"})
+
+
+def _loaded(target: Target, regions_: tuple[str, ...]) -> queueing.Loaded:
+    """How the queue of a loading model looks at its workers (queueing.Loaded): the
+    capacity of those up in the caller's region, 0 while all still load, Unservable when
+    none is left (refused, failed, its hive gone)."""
+
+    async def loaded() -> int:
+        fresh = await db(hive_selectors.placements_for_model, model=target.model)
+        found = hive_selectors.prefer_loaded(allowed(regions_, fresh))
+        if not found:
+            problems = await db(hive_selectors.worker_problems, model=target.model)
+            raise queueing.Unservable(target.model.name, problems)
+        if hive_selectors.loading_only(found):
+            return 0
+        return sum(p.slots for p in found) * settings.RBEE_WORKER_SLOTS
+
+    return loaded
 
 
 # --- 5-7 admit, queue, route -------------------------------------------------------------
@@ -664,17 +700,24 @@ async def _admit_queue_route(
         if admission.status == 403:
             raise SchedulerError(SchedulerCode.DENIED, admission.reason)
         raise SchedulerError(SchedulerCode.REJECTED, admission.reason, headers={"Retry-After": "1"})
+    # A model whose workers are all still loading has no capacity yet: the request waits
+    # in its queue until one is ready (or none is left that could serve it).
+    loading = hive_selectors.loading_only(eligible)
     queued_at = time.monotonic()
-    slot = await queueing.acquire(  # 6
-        model,
-        capacity=sum(p.slots for p in eligible) * settings.RBEE_WORKER_SLOTS,
-        priority=priority,
-        max_waiting=settings.RBEE_QUEUE_MAX,
-        timeout=settings.RBEE_QUEUE_TIMEOUT,
-        tenant=str(caller.tenant_id),
-        weight=caller.queue_weight,
-        max_per_tenant=settings.RBEE_QUEUE_MAX_PER_TENANT,
-    )
+    try:
+        slot = await queueing.acquire(  # 6
+            model,
+            capacity=0 if loading else sum(p.slots for p in eligible) * settings.RBEE_WORKER_SLOTS,
+            priority=priority,
+            max_waiting=settings.RBEE_QUEUE_MAX,
+            timeout=settings.RBEE_QUEUE_TIMEOUT,
+            tenant=str(caller.tenant_id),
+            weight=caller.queue_weight,
+            max_per_tenant=settings.RBEE_QUEUE_MAX_PER_TENANT,
+            loaded=_loaded(target, regions_) if loading else None,
+        )
+    except queueing.Unservable as exc:
+        raise unservable(exc, operator=caller.operator) from exc
     queue_wait_ms = (time.monotonic() - queued_at) * 1000
     try:
         if slot.waited:  # hives may have come and gone while we waited

@@ -15,6 +15,16 @@ requests are not tied to a hive: when a slot frees they are routed among the
 workers live at that moment, so the queue of a hive that disappeared drains to
 the others. The queue length is the `queue_depth` given to `should_admit`.
 
+A model whose only workers are still loading (`starting`: a hive that just connected
+reports its start models so) has no capacity yet: its requests wait in the same queue,
+in the same fair order, and one watcher per model and process re-reads the model's
+workers every LOADING_POLL seconds (`loaded`, given by the pipeline). The first ready
+worker gives the queue its capacity and wakes the waiters; no worker left that could
+serve (refused for want of memory, failed to load, its hive gone) releases every
+waiter at once with `Unservable` (the pipeline answers 503, with the hive's reason for
+operators); past RBEE_QUEUE_TIMEOUT a waiter for a loading model hears 503 (still
+loading), not 429.
+
 Several queen replicas each keep their own queues (a request waits where it
 arrived); workers still run one job at a time whichever replica sent it.
 """
@@ -24,11 +34,33 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from inference.errors import APIError
 
+logger = logging.getLogger("inference.queueing")
+
 _RANK = {"interactive": 0, "batch": 1}
+# Seconds between two looks at a loading model's workers (one query per model and process).
+LOADING_POLL = 0.25
+
+
+class Unservable(Exception):
+    """No worker is left that could serve the model the requests waited for: those that
+    were loading were refused (no room), failed to load, or their hive went away.
+    `problems` are the hives' reasons ("hive/device: message"), for operators' eyes."""
+
+    def __init__(self, model: str, problems: list[str]) -> None:
+        super().__init__(f"no worker can serve {model!r}")
+        self.model = model
+        self.problems = problems
+
+
+# Gives the model's capacity now (0: its workers are still loading); raises Unservable
+# when nothing will serve it.
+Loaded = Callable[[], Awaitable[int]]
 
 
 def capped_priority(requested: str, allowed: str) -> str:
@@ -61,6 +93,8 @@ class ModelQueue:
     shares: dict[str, _Share] = field(default_factory=dict)
     clock: float = 0.0  # the position of the last grant: where a newly waiting tenant joins
     size: int = 0  # requests waiting, all tenants
+    loading: bool = False  # its workers are still loading: no capacity until one is ready
+    watcher: asyncio.Task[None] | None = None  # watches a loading model's workers
 
     def _next(self) -> _Share | None:
         best: tuple[int, float, int] | None = None
@@ -102,6 +136,40 @@ class ModelQueue:
     def _forget_idle(self) -> None:
         for tenant in [t for t, sh in self.shares.items() if not sh.waiting and not sh.running]:
             del self.shares[tenant]
+
+    def _fail_waiting(self, exc: BaseException) -> None:
+        """Release every waiting request with `exc` (nothing will serve the model)."""
+        for share in self.shares.values():
+            for w in share.waiting:
+                if not w.future.done():
+                    w.future.set_exception(exc)
+            share.waiting = []
+        self.size = 0
+        self._forget_idle()
+
+    async def _watch(self, model: str, loaded: Loaded) -> None:
+        """While requests wait for a loading model: look at its workers every
+        LOADING_POLL seconds; a ready one gives the queue its capacity (and wakes the
+        waiters), none left fails them (Unservable)."""
+        try:
+            while self.loading and self.size:
+                await asyncio.sleep(LOADING_POLL)
+                try:
+                    capacity = await loaded()
+                except Unservable as exc:
+                    self.loading = False
+                    self._fail_waiting(exc)
+                    return
+                except Exception:  # the database restarting, say: look again
+                    logger.exception("could not read the workers of %s; trying again", model)
+                    continue
+                if capacity > 0:
+                    self.loading = False
+                    self.capacity = capacity
+                    self._wake()
+                    return
+        finally:
+            self.watcher = None
 
     def _remove(self, tenant: str, waiter: _Waiter) -> None:
         share = self.shares.get(tenant)
@@ -165,11 +233,19 @@ async def acquire(
     tenant: str = "",
     weight: int = 1,
     max_per_tenant: int = 0,
+    loaded: Loaded | None = None,
 ) -> Slot:
     """A slot on `model`, waiting in `tenant`'s share of its queue if need be.
-    `max_per_tenant` (0: no cap of its own) times `weight` bounds one tenant's waiting requests."""
+    `max_per_tenant` (0: no cap of its own) times `weight` bounds one tenant's waiting requests.
+    `loaded` is given when the model's workers are all still loading: the request waits
+    until it says one is ready (see Loaded; Unservable when none will be)."""
     q = _queues.setdefault(model, ModelQueue())
-    q.capacity = max(1, capacity)
+    if loaded is not None:
+        q.loading = True
+    elif capacity > 0:
+        q.loading = False  # a caller found a worker up: the model has loaded
+    q.capacity = 0 if q.loading else max(1, capacity)
+    q._wake()  # the capacity may have grown (a worker came up): the waiting go first
     slot = Slot(model, tenant)
     rank = _RANK.get(priority, 0)
     weight = max(1, weight)
@@ -199,16 +275,27 @@ async def acquire(
     heapq.heappush(share.waiting, waiter)
     q.size += 1
     slot.waited = True
+    if q.loading and loaded is not None and q.watcher is None:
+        q.watcher = asyncio.create_task(q._watch(model, loaded), name=f"loading:{model}")
     try:
         await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
     except (TimeoutError, asyncio.CancelledError) as exc:
         if waiter.future.done() and not waiter.future.cancelled():
-            slot.release()  # granted just as we gave up: hand it on
+            if waiter.future.exception() is None:
+                slot.release()  # granted just as we gave up: hand it on
         else:
             waiter.future.cancel()
             q._remove(tenant, waiter)
         if isinstance(exc, asyncio.CancelledError):
             raise
+        if q.loading:
+            raise APIError(
+                503,
+                f"The model '{model}' is still loading ({timeout:.0f} s waited); try again "
+                "shortly.",
+                code="model_loading",
+                headers={"Retry-After": "5"},
+            ) from exc
         raise APIError(
             429,
             f"Every worker for '{model}' stayed busy for {timeout:.0f} s; try again shortly.",

@@ -7,8 +7,12 @@ refused (bad token, another hive's token, a protocol version the queen does not 
     --> exit with status 2: retrying cannot help.
 
 The session speaks hives/protocol.py: it says hello, beats, reads the queen's orders and
-relays jobs to workers and their events back. The workers and their memory are the
-pool's (hives/agent/pool.py); downloads run in hives/agent/download.py.
+relays jobs to workers and their events back. It connects at once: the hello lists the
+start models as `starting` while they load, and every change of a worker's state is
+reported when it happens (a heartbeat out of turn), so the queen learns `ready`,
+`refused` or `failed` (with the reason) without waiting for the next beat. The workers
+and their memory are the pool's (hives/agent/pool.py); downloads run in
+hives/agent/download.py.
 """
 
 from __future__ import annotations
@@ -124,6 +128,10 @@ def _queen_named_source(arg: str) -> bool:
         return True
 
 
+def _states(workers: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(w.get("model"), w.get("device"), w.get("state")) for w in workers]
+
+
 class HiveAgent:
     def __init__(
         self,
@@ -220,14 +228,18 @@ class HiveAgent:
                 pass  # no signal handlers here (Windows, or not the main thread)
         if self.status is not None:
             await self.status.start()
-        await self.pool.start()
+        # The start models load while the hive connects: its hello reports them as
+        # `starting`, and each worker's change of state (ready, refused, failed) is sent
+        # at once (`_worker_changed`). The queen holds requests for them meanwhile.
+        placing = asyncio.create_task(self.pool.start())
         idler = asyncio.create_task(self.pool.unload_idle_forever())
         code = 0
         try:
             code = await self._connect_loop()
         finally:
-            idler.cancel()
-            await asyncio.gather(idler, return_exceptions=True)
+            for task in (placing, idler):
+                task.cancel()
+            await asyncio.gather(placing, idler, return_exceptions=True)
             await self.pool.stop()
             if self.status is not None:
                 await self.status.stop()
@@ -275,7 +287,8 @@ class HiveAgent:
             ping_timeout=20,
             open_timeout=10,
         ) as ws:
-            await ws.send(dumps(self.hello()))
+            hello = self.hello()
+            await ws.send(dumps(hello))
             first = loads(await asyncio.wait_for(ws.recv(), 15))
             if first.get("op") == Op.REFUSED:
                 raise HiveRefused(str(first.get("reason")))
@@ -288,6 +301,10 @@ class HiveAgent:
             self.connected = True
             backoff.reset()
             logger.info("connected to the queen at %s as %s", self.url, self.name)
+            if _states(hello["workers"]) != _states(self.describe_workers()):
+                # A worker changed (became ready, say) while the queen was answering:
+                # that report was not sent, so send it now rather than at the next beat.
+                await ws.send(dumps(self.heartbeat()))
             beats = asyncio.create_task(self._heartbeats(ws))
             stopper = asyncio.create_task(self._stop.wait())
             reader = asyncio.create_task(self._reader(ws))

@@ -87,6 +87,7 @@ class WorkerPool:
         self.workers: dict[Key, WorkerProcess] = {
             (m.name, m.device): self._make_worker(m, on_change) for m in models
         }
+        self._start_workers = list(self.workers.values())  # placed by start()
         self._placing = asyncio.Lock()  # one placement decision at a time
         self._reloading: dict[WorkerProcess, asyncio.Lock] = {}
         self._spawning: set[Key] = set()
@@ -107,9 +108,12 @@ class WorkerPool:
     # --- the whole pool -----------------------------------------------------------------
 
     async def start(self) -> None:
-        """Place and load the models the hive was started with; wait until they are up."""
-        placed = [w for w in list(self.workers.values()) if await self._place(w, quiet=False)]
-        await asyncio.gather(*(w.wait_ready(self.load_timeout) for w in placed))
+        """Place the models the hive was started with and start loading them; returns
+        without waiting for them to load. Each worker reports `starting` until its model
+        is up, then `ready` (or `refused`/`failed`, with the reason) through `on_change`,
+        so the hive says hello at once and the queen holds requests meanwhile."""
+        for worker in self._start_workers:
+            await self._place(worker, quiet=False)
 
     async def stop(self) -> None:
         await asyncio.gather(*(w.stop() for w in self.workers.values()))

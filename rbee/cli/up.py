@@ -166,8 +166,9 @@ def _ensure_default_key() -> str:
 def _wait_ready(
     port: int, procs: list[subprocess.Popen[bytes]], model: str, timeout: float
 ) -> bool:
-    """True once the queen is healthy and a hive serves `model`; False when a process
-    exits or the time runs out."""
+    """True once the queen is healthy and a hive serves `model`, loaded (/healthz lists
+    ready models only: the hive connects and shows it `starting` well before); False when
+    a process exits or the time runs out."""
     import httpx  # ~0.1 s to import: only when rbee starts, not for every command
 
     deadline = time.monotonic() + timeout

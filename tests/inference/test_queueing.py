@@ -236,3 +236,106 @@ def test_operators_set_a_plans_queue_weight_and_highest_priority() -> None:
         plan_set(name="batchy", limits={}, queue_weight=0)
     with pytest.raises(TenantError):
         plan_set(name="batchy", limits={}, max_priority="urgent")
+
+
+# --- a model that is still loading ---------------------------------------------------------
+
+
+class Workers:
+    """What the queue of a loading model reads each time it looks (queueing.Loaded): the
+    capacity now, or Unservable; counts the looks."""
+
+    def __init__(self) -> None:
+        self.capacity = 0
+        self.problems: list[str] | None = None
+        self.looks = 0
+
+    async def __call__(self) -> int:
+        self.looks += 1
+        if self.problems is not None:
+            raise queueing.Unservable("m", self.problems)
+        return self.capacity
+
+
+async def wait_loading(
+    model: str, workers: Workers, tenant: str, served: list[str], *, timeout: float = 5
+) -> None:
+    slot = await queueing.acquire(
+        model,
+        capacity=0,
+        priority="interactive",
+        max_waiting=64,
+        timeout=timeout,
+        tenant=tenant,
+        loaded=workers,
+    )
+    served.append(tenant)
+    await asyncio.sleep(0.01)
+    slot.release()
+
+
+async def test_requests_for_a_loading_model_wait_until_a_worker_is_ready_in_fair_order() -> None:
+    workers = Workers()
+    served: list[str] = []
+    tasks = [
+        asyncio.create_task(wait_loading("l1", workers, tenant, served))
+        for tenant in ("a", "a", "a", "b")
+    ]
+    await asyncio.sleep(3 * queueing.LOADING_POLL)
+    assert served == []  # no capacity while it loads
+    assert queueing.queue_depth("l1") == 4
+    assert workers.looks >= 2  # one watcher, looking again and again
+    workers.capacity = 1
+    await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    assert served == ["a", "b", "a", "a"]  # the fair shares, as for any wait
+    assert queueing.queue_depth("l1") == 0
+    assert queueing._queues["l1"].running == 0
+    assert queueing._queues["l1"].watcher is None
+
+
+async def test_one_watcher_per_loading_model() -> None:
+    workers = Workers()
+    tasks = [asyncio.create_task(wait_loading("l2", workers, "a", [])) for _ in range(5)]
+    await asyncio.sleep(4.5 * queueing.LOADING_POLL)
+    assert 3 <= workers.looks <= 5  # every LOADING_POLL s, however many wait
+    workers.capacity = 2
+    await asyncio.wait_for(asyncio.gather(*tasks), 5)
+
+
+async def test_no_worker_left_releases_every_waiter_at_once() -> None:
+    workers = Workers()
+    tasks = [
+        asyncio.create_task(wait_loading("l3", workers, tenant, [], timeout=30))
+        for tenant in ("a", "b")
+    ]
+    await asyncio.sleep(0.05)
+    assert queueing.queue_depth("l3") == 2
+    workers.problems = ["h1/cuda:0 refused: cannot place m on cuda:0"]
+    started = time.monotonic()
+    results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
+    assert time.monotonic() - started < 2 * queueing.LOADING_POLL + 0.5
+    for result in results:
+        assert isinstance(result, queueing.Unservable)
+        assert (result.model, result.problems) == ("m", workers.problems)
+    assert queueing.queue_depth("l3") == 0
+    assert queueing._queues["l3"].running == 0
+
+
+async def test_a_model_still_loading_at_the_timeout_is_a_503_not_a_429() -> None:
+    with pytest.raises(APIError) as exc:
+        await wait_loading("l4", Workers(), "a", [], timeout=0.3)
+    assert (exc.value.status, exc.value.code) == (503, "model_loading")
+    assert exc.value.headers["Retry-After"] == "5"
+    assert queueing.queue_depth("l4") == 0
+
+
+async def test_a_request_that_finds_a_worker_up_wakes_those_waiting_for_the_load() -> None:
+    workers = Workers()  # never says ready: another request finds the worker up first
+    served: list[str] = []
+    waiting = asyncio.create_task(wait_loading("l5", workers, "early", served))
+    await asyncio.sleep(0.05)
+    slot = await asyncio.wait_for(take("l5", capacity=2), 2)
+    await asyncio.wait_for(waiting, 2)
+    assert served == ["early"]  # it waited first, so it went first
+    slot.release()
+    assert queueing._queues["l5"].loading is False
