@@ -64,14 +64,17 @@ def _state(html: str, worker_key: str) -> str:
 
 async def test_signed_out_non_fleet_operators_and_other_origins_are_refused() -> None:
     await database_sync_to_async(seed_fleet)()
-    _, connected, code = await _open(None)
+    refused, connected, code = await _open(None)
     assert (connected, code) == (False, 4403)
+    await refused.disconnect()  # the client goes; the app instance must end too
     sched = await database_sync_to_async(_session)("sched", "scheduler", "tenants", "audit")
-    _, connected, code = await _open(sched)
+    refused, connected, code = await _open(sched)
     assert (connected, code) == (False, 4403)
+    await refused.disconnect()
     ops = await database_sync_to_async(_session)("ops", "fleet")
-    _, connected, code = await _open(ops, origin="http://evil.example")
+    refused, connected, code = await _open(ops, origin="http://evil.example")
     assert (connected, code) == (False, 4403)
+    await refused.disconnect()
     comm, connected, _ = await _open(ops)
     assert connected
     await comm.receive_from(timeout=5)
@@ -213,3 +216,4 @@ async def test_an_operator_losing_the_fleet_permission_is_cut_off_at_the_next_ti
             assert out["code"] == 4403
             break
         assert asyncio.get_running_loop().time() < deadline
+    await comm.disconnect()
