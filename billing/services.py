@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import IntegrityError, connection, models, transaction
@@ -413,7 +413,7 @@ def _rollup_add(
     requests: int,
     amounts: dict[str, Any],
 ) -> None:
-    values = [tenant_id, day.isoformat(), model, key_id, modality, requests]
+    values: list[Any] = [tenant_id, day.isoformat(), model, key_id, modality, requests]
     values += [amounts.get(unit) or (0.0 if unit == "audio_seconds" else 0) for unit in UNITS]
     if not any(values[len(_ROLLUP_KEY) :]):
         return
@@ -486,7 +486,8 @@ def usage_rollup_rebuild(
         _lock_rollup()
         rows.delete()
         batch: list[UsageDaily] = []
-        for g in groups.iterator(chunk_size=5000):
+        for item in groups.iterator(chunk_size=5000):
+            g = cast(dict[str, Any], item)
             batch.append(
                 UsageDaily(
                     tenant_id=g["tenant_id"],

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from click.testing import CliRunner
@@ -45,18 +45,18 @@ def raw() -> dict[Group, tuple[Any, ...]]:
         .annotate(requests=Count("id"), **{u: Sum(u) for u in UNITS})
         .order_by()
     )
-    return {
-        (r["tenant_id"], r["day"], r["model"], r["api_key_id"] or 0, r["modality"]): (
-            r["requests"],
-            *(round(float(r[u] or 0), 6) for u in UNITS),
-        )
-        for r in rows
-    }
+    out = {}
+    for item in rows:
+        r = cast(dict[str, Any], item)
+        group = (r["tenant_id"], r["day"], r["model"], r["api_key_id"] or 0, r["modality"])
+        out[group] = (r["requests"], *(round(float(r[u] or 0), 6) for u in UNITS))
+    return out
 
 
 def rolled() -> dict[Group, tuple[Any, ...]]:
     out = {}
-    for r in UsageDaily.objects.values():
+    for item in UsageDaily.objects.values():
+        r = cast(dict[str, Any], item)
         sums = (r["requests"], *(round(float(r[u]), 6) for u in UNITS))
         if any(sums):
             out[(r["tenant_id"], r["day"], r["model"], r["key_id"], r["modality"])] = sums
