@@ -271,7 +271,7 @@ def usage_chart(request: HttpRequest, member: Member, metric: str) -> HttpRespon
     if metric == "requests":
         unit, series = "req", [{"label": "Requests", "values": [r["requests"] for r in days]}]
     elif metric == "tokens":
-        unit = "tokens"
+        unit = ""  # the title says tokens; a unit on every tick would not fit the axis
         series = [
             {"label": "Prompt tokens", "values": [r["prompt_tokens"] for r in days]},
             {"label": "Completion tokens", "values": [r["completion_tokens"] for r in days]},
