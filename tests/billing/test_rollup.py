@@ -358,3 +358,40 @@ def _rebuild(errors: list[BaseException]) -> None:
         errors.append(exc)
     finally:
         connections.close_all()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_rolls_up_the_usage_recorded_before_it() -> None:
+    """A database with usage from before the roll-up existed gets its roll-up when it
+    migrates (0007_usagedaily), provisional rows left out."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    def migrate(target: list[tuple[str, str]]) -> None:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(target)
+
+    migrate([("billing", "0006_invoice_customer")])  # no roll-up table (tenants unchanged)
+    acme = Tenant.objects.create(name="acme")
+    rows = (
+        ("r1", "ok", 10, datetime(2026, 3, 1, 23, 59, tzinfo=UTC)),
+        ("r2", "interrupted", 5, datetime(2026, 3, 1, 0, 0, tzinfo=UTC)),
+        ("r3", "ok", 1, datetime(2026, 3, 2, 0, 0, tzinfo=UTC)),
+        ("r4", "provisional", 100, datetime(2026, 3, 2, 1, 0, tzinfo=UTC)),
+    )
+    for rid, outcome, tokens, when in rows:
+        UsageEvent.objects.create(
+            request_id=rid,
+            tenant=acme,
+            model="m1",
+            modality="chat",
+            prompt_tokens=tokens,
+            outcome=outcome,
+        )
+        UsageEvent.objects.filter(request_id=rid).update(created_at=when)
+    latest = [n for n in MigrationExecutor(connection).loader.graph.leaf_nodes()]
+    migrate(latest)
+    assert consistent() == {
+        (acme.pk, date(2026, 3, 1), "m1", 0, "chat"): (2, 15.0, 0, 0, 0, 0),
+        (acme.pk, date(2026, 3, 2), "m1", 0, "chat"): (1, 1.0, 0, 0, 0, 0),
+    }
