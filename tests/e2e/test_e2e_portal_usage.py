@@ -127,6 +127,15 @@ def test_an_owner_sees_a_real_request_in_the_portal(browser: Browser) -> None:
         page.wait_for_url("**group=model**")
         model_row = page.locator(f'[data-usage-table] tr[data-row="{CHAT_MODEL}"] td')
         assert model_row.all_inner_texts()[:3] == ["1", str(prompt), str(completion)]
+        # Custom dates: picking one switches the range to "Custom dates" (usage.js).
+        page.get_by_label("From (UTC)").fill(today)
+        page.get_by_label("To (UTC)").fill(today)
+        assert page.get_by_label("Range", exact=True).input_value() == "custom"
+        page.get_by_role("button", name="Show").click()
+        page.wait_for_url("**range=custom**")
+        period = page.locator("[data-usage-period]").inner_text()
+        assert period == f"{today} to {today} (UTC)."
+        assert page.locator('[data-total="tokens"]').inner_text() == str(total)
         # A bad custom date is a message, not an error page.
         page.goto("/portal/t/acme/usage?range=custom&start=2026-02-30&end=2026-03-01")
         assert "is not a date" in page.get_by_role("alert").inner_text()
