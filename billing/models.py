@@ -193,3 +193,46 @@ class StripeEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.event_id}"
+
+
+class UsageDaily(models.Model):
+    """The billed usage of one UTC day, per (tenant, day, model, key, modality): what the
+    portal's usage pages, charts and CSV read, so they never scan the raw events.
+
+    Kept in the same transaction as every write that changes what counts
+    (billing.services: a row finalised, made final at once, settled as interrupted, or an
+    interrupted row corrected by its late final write), by one upsert that adds to the
+    counters (INSERT ... ON CONFLICT DO UPDATE SET x = x + excluded.x), so concurrent
+    writers never lose an increment. Provisional usage counts nowhere, here neither.
+    `day` is the UTC date of the request's admission (UsageEvent.created_at). `key_id` is
+    the ApiKey's id, 0 for keyless requests (and for a key since deleted: its rows are
+    merged into 0, as the raw rows' key becomes NULL): a plain column, so that the
+    unique key has no NULL in it (NULLs never conflict). Cost is not stored: it is
+    computed at render from the price book, per (model, unit), like an invoice draft,
+    so a page and the invoice built from the same prices agree, a price change applies
+    to every figure at once, and the request path does no price look-up.
+    `billing.services.usage_rollup_rebuild` (`rbee billing rollup --rebuild`) recomputes
+    it from the raw events."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    model = models.CharField(max_length=200)
+    key_id = models.BigIntegerField(default=0)
+    modality = models.CharField(max_length=16, choices=UsageEvent.Modality.choices)
+    requests = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    images = models.BigIntegerField(default=0)
+    audio_seconds = models.FloatField(default=0.0)
+    characters = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # Also the index every read uses: tenant first, then the day range.
+            models.UniqueConstraint(
+                fields=["tenant", "day", "model", "key_id", "modality"], name="uniq_usage_daily"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"usage {self.tenant_id} {self.day} {self.model} {self.key_id} {self.modality}"

@@ -8,9 +8,11 @@ its period until the hold is released."""
 from __future__ import annotations
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 
 from billing.models import Invoice, StripeEvent, UsageEvent
+from billing.services import usage_day, usage_rollup_rebuild
 from gdpr import retention, subjects
 from tenants.models import Tenant
 
@@ -31,16 +33,23 @@ def _jurisdictions() -> list[str]:
 
 def usage_purge(p: retention.Purge) -> retention.Purged:
     """Usage rows are books: kept for the tenant's jurisdiction's period, counted from the
-    end of the calendar year they belong to."""
+    end of the calendar year they belong to. The daily roll-up of the days purged is
+    rebuilt from what is left (held rows) in the same transaction."""
     out = retention.Purged()
     held = _held(p)
     for jurisdiction in _jurisdictions():
+        cutoff = p.year_end_cutoff(jurisdiction)
         old = UsageEvent.objects.filter(
-            tenant__jurisdiction=jurisdiction, created_at__lt=p.year_end_cutoff(jurisdiction)
+            tenant__jurisdiction=jurisdiction, created_at__lt=cutoff
         ).exclude(outcome=UsageEvent.Outcome.PROVISIONAL)
-        out.held += old.filter(held).count()
-        _, per_model = old.exclude(held).delete()
-        out.deleted += per_model.get(UsageEvent._meta.label, 0)
+        with transaction.atomic():
+            out.held += old.filter(held).count()
+            tenants = set(old.exclude(held).values_list("tenant_id", flat=True).distinct())
+            _, per_model = old.exclude(held).delete()
+            deleted = per_model.get(UsageEvent._meta.label, 0)
+            out.deleted += deleted
+            if deleted:
+                usage_rollup_rebuild(tenant_ids=tenants, end=usage_day(cutoff))
     return out
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
-from billing.models import UNITS, Price, UsageEvent
+from billing.models import UNITS, Price, UsageDaily, UsageEvent
 from kernel import regions
 from tenants.models import ApiKey, Tenant
 
@@ -382,3 +382,157 @@ def usage_residency(*, tenant: Tenant, start: datetime, end: datetime) -> Reside
         not_run=not_run,
         outside=sorted(outside, key=lambda o: o[1]),
     )
+
+
+# --- the portal's usage: daily roll-ups (billing.models.UsageDaily) -------------------
+
+DAILY_GROUPS = ("day", "model", "key", "modality")
+DAILY_SUMS = ("requests", *UNITS)
+NO_KEY = "no key"
+
+
+def _daily(tenant_id: int, start: date, end: date, key_id: int | None) -> QuerySet[UsageDaily]:
+    """The tenant's roll-up rows of the UTC days start..end (inclusive). Every read of
+    the roll-up starts here, filtered by the tenant first; `key_id` narrows it to one
+    key's rows (the caller checks the key is the tenant's: one of another tenant's
+    simply matches nothing here)."""
+    if tenant_id is None:
+        raise ValueError("usage is always read for one tenant: tenant_id is required")
+    qs = UsageDaily.objects.filter(tenant_id=tenant_id, day__gte=start, day__lte=end)
+    if key_id is not None:
+        qs = qs.filter(key_id=key_id)
+    return qs
+
+
+def key_labels(*, tenant_id: int) -> dict[int, str]:
+    """The tenant's keys as the portal names them ("name (sk-rbee-abc-…)"), by id."""
+    out: dict[int, str] = {}
+    for pk, name, prefix in ApiKey.objects.filter(tenant_id=tenant_id).values_list(
+        "pk", "name", "prefix"
+    ):
+        display = key_display(prefix) or ""
+        out[pk] = f"{name} ({display})" if name else display
+    return out
+
+
+def usage_daily_table(
+    *,
+    tenant_id: int,
+    start: date,
+    end: date,
+    group_by: str,
+    key_id: int | None = None,
+) -> list[dict[str, Any]]:
+    """The tenant's usage of the UTC days start..end from the daily roll-up, one row per
+    day (every day of the range, empty ones too), model, key or modality: "group" (its
+    value: an ISO day, a model, a key's label or NO_KEY, a modality), requests, the five
+    units, total_tokens, cost (a Decimal, 6 places: quantity x unit price per (model,
+    unit) at the tenant's plan prices, as an invoice line) and currency."""
+    if group_by not in DAILY_GROUPS:
+        raise ValueError(f"group_by must be one of {', '.join(DAILY_GROUPS)}, not {group_by!r}")
+    source = {"day": "day", "model": "model", "key": "key_id", "modality": "modality"}[group_by]
+    fields = [source] if group_by == "model" else [source, "model"]
+    grouped = (
+        _daily(tenant_id, start, end, key_id)
+        .values(*fields)
+        .annotate(**{s: Sum(s) for s in DAILY_SUMS})
+        .order_by()
+    )
+    plan_id = _plan_id(tenant_id)
+    book = PriceBook.for_plan(plan_id)
+    rows: dict[Any, dict[str, Any]] = {}
+    if group_by == "day":
+        day = start
+        while day <= end:  # every day, so a chart and the table show the quiet ones
+            rows[day] = _empty_row(day.isoformat())
+            day += timedelta(days=1)
+    currencies: set[str] = set()
+    for item in grouped:
+        group = item[source]
+        row = rows.get(group)
+        if row is None:
+            row = rows[group] = _empty_row(group)
+        for s in DAILY_SUMS:
+            row[s] += item[s] or 0
+        cost, used = book.cost(item["model"], item, plan_id)
+        row["cost"] += cost
+        currencies |= used
+    if group_by == "key":
+        labels = key_labels(tenant_id=tenant_id)
+        for row in rows.values():
+            row["group"] = labels.get(row["group"], NO_KEY) if row["group"] else NO_KEY
+    currency = currency_label(currencies)
+    out = []
+    for row in rows.values():
+        row["audio_seconds"] = float(as_decimal(float(row["audio_seconds"])))
+        row["total_tokens"] = row["prompt_tokens"] + row["completion_tokens"]
+        row["cost"] = row["cost"].quantize(PLACES)
+        row["currency"] = currency
+        out.append(row)
+    if group_by == "key":
+        out.sort(key=lambda r: (r["group"] == NO_KEY, r["group"]))
+    else:
+        out.sort(key=lambda r: r["group"])
+    return out
+
+
+def _empty_row(group: Any) -> dict[str, Any]:
+    return {"group": group, **{s: 0 for s in DAILY_SUMS}, "cost": Decimal(0)}
+
+
+def usage_daily_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The sums of a usage_daily_table's rows (its last line)."""
+    totals: dict[str, Any] = {s: sum(r[s] for r in rows) for s in (*DAILY_SUMS, "total_tokens")}
+    totals["audio_seconds"] = float(as_decimal(float(totals["audio_seconds"])))
+    totals["cost"] = sum((r["cost"] for r in rows), Decimal(0)).quantize(PLACES)
+    totals["currency"] = rows[0]["currency"] if rows else DEFAULT_CURRENCY
+    return totals
+
+
+DAILY_CSV_HEADER = (
+    "requests",
+    *UNITS,
+    "total_tokens",
+    "cost",
+    "currency",
+)
+
+
+def usage_daily_csv(rows: list[dict[str, Any]], *, group_by: str) -> Iterator[str]:
+    """A usage_daily_table's rows as CSV lines (RFC 4180 quoting), headed by the
+    grouping's name; text cells are defused for spreadsheets (a leading =, +, -, @, tab
+    or CR gets a quote: a model or key name is the tenant's own text)."""
+    yield _csv_line((group_by, *DAILY_CSV_HEADER))
+    for row in rows:
+        yield _csv_line(
+            (
+                _text(str(row["group"])),
+                row["requests"],
+                *(plain(as_decimal(row[unit])) for unit in UNITS),
+                row["total_tokens"],
+                str(row["cost"]),
+                row["currency"],
+            )
+        )
+
+
+def usage_today(*, tenant_id: int) -> dict[str, float] | None:
+    """Today's (UTC) used + reserved amounts of the tenant's daily quotas, as the gate's
+    limiter counts them (billing.limits; a read: nothing is reserved or consumed), or
+    None when its store does not answer."""
+    import asyncio
+
+    from billing import limits as lim
+
+    async def read() -> dict[str, float]:
+        limiter = lim.get_limiter()
+        try:
+            return await limiter.usage(str(tenant_id))
+        finally:
+            if isinstance(limiter, lim.RedisLimiter):
+                await limiter.aclose()  # this loop's client: the loop ends with this call
+
+    try:
+        return asyncio.run(read())
+    except lim.STORE_DOWN:
+        return None

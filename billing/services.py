@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
-from django.db import IntegrityError, models, transaction
-from django.db.models.functions import Now
+from django.db import IntegrityError, connection, models, transaction
+from django.db.models import Count, Sum
+from django.db.models.functions import Now, TruncDate
 from django.utils import timezone
 
-from billing.models import MeterEvent, Price, UsageEvent
+from billing.models import UNITS, MeterEvent, Price, UsageDaily, UsageEvent
 from tenants.actors import SYSTEM, Actor
 from tenants.models import Plan, Tenant
 from tenants.services import plan_audit
@@ -134,17 +136,31 @@ def usage_record(
             ).update(heartbeat_at=None, **final)
             if won:
                 event = UsageEvent.objects.get(request_id=request_id)
+                _rollup_event(event)
                 _outbox_for(event)
                 return event
             # Settled as interrupted meanwhile (its queen was thought gone, or its final
             # write came after the lease): the real figures replace the heartbeat's, once
             # (the row is no longer interrupted afterwards), and Stripe is told the
             # difference.
-            late = UsageEvent.objects.filter(
-                request_id=request_id, outcome=UsageEvent.Outcome.INTERRUPTED
-            ).update(heartbeat_at=None, **final)
-            if late:
+            # Its interrupted counts (what the roll-up holds for it), locked: they change
+            # only here, once.
+            before = (
+                UsageEvent.objects.select_for_update()
+                .filter(request_id=request_id, outcome=UsageEvent.Outcome.INTERRUPTED)
+                .values(*UNITS)
+                .first()
+            )
+            late = (
+                UsageEvent.objects.filter(
+                    request_id=request_id, outcome=UsageEvent.Outcome.INTERRUPTED
+                ).update(heartbeat_at=None, **final)
+                if before is not None
+                else 0
+            )
+            if late and before is not None:
                 event = UsageEvent.objects.get(request_id=request_id)
+                _rollup_event(event, requests=0, minus=before)
                 _outbox_correct(event)
                 logger.warning(
                     "request %s was settled as interrupted but has ended: its final usage "
@@ -166,6 +182,7 @@ def usage_record(
                 end_user=end_user[:256],
                 **final,
             )
+            _rollup_event(event)
             _outbox_for(event)
             return event
     except IntegrityError:  # the same request id, recorded concurrently
@@ -219,6 +236,7 @@ def usage_settle_stale(*, lease_s: float, limit: int = 500) -> list[Settled]:
             if not won:
                 continue
             event = UsageEvent.objects.get(pk=pk)
+            _rollup_event(event)
             _outbox_for(event)
         settled.append(
             Settled(
@@ -430,3 +448,151 @@ def price_set(
             },
         )
     return row, before is None
+
+
+# --- the daily roll-up (billing.models.UsageDaily) ------------------------------------
+
+_ROLLUP_KEY = ("tenant_id", "day", "model", "key_id", "modality")
+_ROLLUP_SUMS = ("requests", *UNITS)
+
+
+def _upsert_sql() -> str:
+    """One INSERT that adds to an existing row's counters instead (PostgreSQL and SQLite
+    >= 3.24 share the syntax): concurrent writers of the same group never lose one."""
+    table = UsageDaily._meta.db_table
+    columns = ", ".join((*_ROLLUP_KEY, *_ROLLUP_SUMS))
+    marks = ", ".join(["%s"] * (len(_ROLLUP_KEY) + len(_ROLLUP_SUMS)))
+    adds = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in _ROLLUP_SUMS)
+    return (
+        f"INSERT INTO {table} ({columns}) VALUES ({marks}) "  # noqa: S608 (names are ours)
+        f"ON CONFLICT ({', '.join(_ROLLUP_KEY)}) DO UPDATE SET {adds}"
+    )
+
+
+def usage_day(created_at: datetime) -> date:
+    """The roll-up's day of a request: the UTC date it was admitted."""
+    return created_at.astimezone(UTC).date()
+
+
+def _rollup_add(
+    *,
+    tenant_id: int,
+    day: date,
+    model: str,
+    key_id: int,
+    modality: str,
+    requests: int,
+    amounts: dict[str, Any],
+) -> None:
+    values: list[Any] = [tenant_id, day.isoformat(), model, key_id, modality, requests]
+    values += [amounts.get(unit) or (0.0 if unit == "audio_seconds" else 0) for unit in UNITS]
+    if not any(values[len(_ROLLUP_KEY) :]):
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(_upsert_sql(), values)
+
+
+def _rollup_event(
+    event: UsageEvent, *, requests: int = 1, minus: dict[str, Any] | None = None
+) -> None:
+    """Add a row that has just come to count (finalised, made final, settled as
+    interrupted) to its day's roll-up; `minus`: the counts it already added (a late
+    final write replacing interrupted counts adds only the difference, and no request).
+    Runs inside the transaction of the write it follows."""
+    amounts: dict[str, Any] = {unit: getattr(event, unit) for unit in UNITS}
+    if minus is not None:
+        amounts = {unit: amounts[unit] - (minus.get(unit) or 0) for unit in UNITS}
+    _rollup_add(
+        tenant_id=event.tenant_id,
+        day=usage_day(event.created_at),
+        model=event.model,
+        key_id=event.api_key_id or 0,
+        modality=event.modality,
+        requests=requests,
+        amounts=amounts,
+    )
+
+
+def _lock_rollup() -> None:
+    """Hold off every roll-up writer until this transaction ends (PostgreSQL: a usage
+    write takes ROW EXCLUSIVE, which SHARE ROW EXCLUSIVE conflicts with; SQLite has one
+    writer at a time anyway), so what is rebuilt and what is written meanwhile add up."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"LOCK TABLE {UsageDaily._meta.db_table} IN SHARE ROW EXCLUSIVE MODE")
+
+
+def usage_rollup_rebuild(
+    *,
+    tenant_ids: Iterable[int] | None = None,
+    start: date | None = None,
+    end: date | None = None,
+) -> int:
+    """Recompute the daily roll-up from the raw usage events: every tenant's (or
+    `tenant_ids`'), every day (or the UTC days start..end, both inclusive). For data
+    written before the roll-up existed, or after an operator edited usage rows by hand.
+    One transaction, with usage writers held off meanwhile (a few seconds per million
+    events); returns the number of roll-up rows written."""
+    ids = None if tenant_ids is None else sorted(set(tenant_ids))
+    rows = UsageDaily.objects.all()
+    events = UsageEvent.objects.exclude(outcome=UsageEvent.Outcome.PROVISIONAL)
+    if ids is not None:
+        rows = rows.filter(tenant_id__in=ids)
+        events = events.filter(tenant_id__in=ids)
+    if start is not None:
+        rows = rows.filter(day__gte=start)
+        events = events.filter(created_at__gte=datetime.combine(start, time.min, tzinfo=UTC))
+    if end is not None:
+        rows = rows.filter(day__lte=end)
+        after = datetime.combine(end + timedelta(days=1), time.min, tzinfo=UTC)
+        events = events.filter(created_at__lt=after)
+    groups = (
+        events.annotate(day=TruncDate("created_at", tzinfo=UTC))
+        .values("tenant_id", "day", "model", "api_key_id", "modality")
+        .annotate(requests=Count("id"), **{unit: Sum(unit) for unit in UNITS})
+        .order_by()
+    )
+    written = 0
+    with transaction.atomic():
+        _lock_rollup()
+        rows.delete()
+        batch: list[UsageDaily] = []
+        for item in groups.iterator(chunk_size=5000):
+            g = cast(dict[str, Any], item)
+            batch.append(
+                UsageDaily(
+                    tenant_id=g["tenant_id"],
+                    day=g["day"],
+                    model=g["model"],
+                    key_id=g["api_key_id"] or 0,
+                    modality=g["modality"],
+                    requests=g["requests"],
+                    **{unit: g[unit] or 0 for unit in UNITS},
+                )
+            )
+            if len(batch) >= 5000:
+                UsageDaily.objects.bulk_create(batch)
+                written += len(batch)
+                batch = []
+        UsageDaily.objects.bulk_create(batch)
+        written += len(batch)
+    return written
+
+
+def usage_rollup_forget_key(*, tenant_id: int, key_id: int) -> None:
+    """A deleted key's usage rows lose their key (UsageEvent.api_key is SET_NULL): its
+    roll-up rows are merged into the keyless ones (key_id 0) the same way."""
+    if not key_id:
+        return
+    table = UsageDaily._meta.db_table
+    columns = ", ".join((*_ROLLUP_KEY, *_ROLLUP_SUMS))
+    picked = ", ".join(("tenant_id", "day", "model", "0", "modality", *_ROLLUP_SUMS))
+    adds = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in _ROLLUP_SUMS)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) SELECT {picked} FROM {table} "  # noqa: S608 (names are ours)
+            f"WHERE tenant_id = %s AND key_id = %s "
+            f"ON CONFLICT ({', '.join(_ROLLUP_KEY)}) DO UPDATE SET {adds}",
+            [tenant_id, key_id],
+        )
+        UsageDaily.objects.filter(tenant_id=tenant_id, key_id=key_id).delete()
