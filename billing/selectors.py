@@ -516,6 +516,30 @@ def usage_daily_csv(rows: list[dict[str, Any]], *, group_by: str) -> Iterator[st
         )
 
 
+def usage_day_totals(*, tenant_id: int, day: date) -> dict[str, float]:
+    """One UTC day's finished usage of a tenant from the daily roll-up, in the limiter's
+    units (requests, tokens, images, audio_seconds, characters)."""
+    from django.db.models import Sum
+
+    from billing.models import UsageDaily
+
+    sums = UsageDaily.objects.filter(tenant_id=tenant_id, day=day).aggregate(
+        requests=Sum("requests"),
+        prompt=Sum("prompt_tokens"),
+        completion=Sum("completion_tokens"),
+        images=Sum("images"),
+        audio_seconds=Sum("audio_seconds"),
+        characters=Sum("characters"),
+    )
+    return {
+        "requests": float(sums["requests"] or 0),
+        "tokens": float((sums["prompt"] or 0) + (sums["completion"] or 0)),
+        "images": float(sums["images"] or 0),
+        "audio_seconds": float(sums["audio_seconds"] or 0.0),
+        "characters": float(sums["characters"] or 0),
+    }
+
+
 def usage_today(*, tenant_id: int) -> dict[str, float] | None:
     """Today's (UTC) used + reserved amounts of the tenant's daily quotas, as the gate's
     limiter counts them (billing.limits; a read: nothing is reserved or consumed), or

@@ -1,7 +1,8 @@
 """The tenant portal in a real chromium against a real queen and a real hive serving
 SmolLM2: an owner accepts an invitation on its page (setting a password), signs in,
 creates a key in the page, reads its secret from the page, calls the API with it through
-the official openai client, and sees the key's "last used" on the keys page; a member of
+the official openai client, sees that request in the usage chart and table, and sees the
+key's "last used" on the keys page; a member of
 one tenant opening another tenant's pages gets 404. Every page loads under the strict
 CSP without a console error, at 1280 px and at 390 px."""
 
@@ -9,9 +10,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 import openai
 import pytest
+from playwright.sync_api import expect
 
 from testkit.browser import Browser, portal_login, problems, shot
 from testkit.live import ROOT, Deployment, Hive, Queen
@@ -105,6 +108,30 @@ def test_an_owner_joins_creates_a_key_and_uses_it(browser: Browser) -> None:
             max_tokens=8,
         )
         assert reply.choices[0].message.content
+        assert reply.usage is not None
+
+        # That request in the usage chart and table, made with the key made in the page.
+        page.get_by_role("link", name="Usage", exact=True).click()
+        page.wait_for_url("**/portal/t/acme/usage")
+        today = datetime.now(UTC).date().isoformat()
+        cells = page.locator(f'[data-usage-table] tr[data-row="{today}"] td').all_inner_texts()
+        used = [reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.total_tokens]
+        assert cells[:4] == ["1", *map(str, used)]
+        expect(page.locator(".chart[data-loaded] .uplot")).to_have_count(3)
+        src = page.locator(".chart").nth(0).get_attribute("data-src")
+        assert src is not None
+        drawn = page.request.get(queen.url + src).json()
+        assert drawn["series"][0]["values"][-1] == 1 and sum(drawn["series"][0]["values"]) == 1
+        # The free plan is unlimited: today's use still shows (from the roll-up), not 0.
+        today_used = page.locator('tr[data-limit="requests_per_day"] [data-used]').inner_text()
+        assert today_used == "1"
+        page.get_by_label("Group by").select_option("key")
+        page.get_by_role("button", name="Show").click()
+        page.wait_for_url("**group=key**")
+        assert "e2e" in page.locator("[data-usage-table]").inner_text()
+        assert secret not in page.content()
+        shot(page, "portal-usage-own-key")
+        assert problems(page) == []
 
         page.goto("/portal/t/acme/keys")
         prefix = secret.split("-")[2]

@@ -359,6 +359,11 @@ def test_limits_show_overrides_and_todays_remaining_quota_without_consuming(
     assert rows_by_name["requests_per_day"]["remaining"] == "499"
     assert rows_by_name["requests_per_minute"]["limit"] == 60
     assert rows_by_name["images_per_day"]["limit"] is None
+    # Unlimited quotas are not counted by the limiter: today's use comes from the roll-up
+    # (a4's 2.5 audio seconds, finished today), never a misleading 0.
+    assert rows_by_name["audio_seconds_per_day"]["limit"] is None
+    assert rows_by_name["audio_seconds_per_day"]["used"] == "2.50"
+    assert rows_by_name["images_per_day"]["used"] == "0"
     html = response.content.decode()
     assert '<tr data-limit="tokens_per_day">' in html and "8766" in html
     # Reading the page three times consumed nothing.

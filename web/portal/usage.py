@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import path
+from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from billing.models import Invoice
@@ -24,6 +25,7 @@ from billing.selectors import (
     usage_daily_csv,
     usage_daily_table,
     usage_daily_totals,
+    usage_day_totals,
     usage_today,
 )
 from tenants.selectors import effective_limits
@@ -145,12 +147,16 @@ def limits_context(member: Member) -> dict[str, Any]:
     tenant = member.tenant
     limits = effective_limits(tenant)
     used = usage_today(tenant_id=tenant.pk)
+    # The limiter counts only what a limit applies to; an unlimited quota's use today is
+    # read from the daily roll-up (finished requests).
+    finished = usage_day_totals(tenant_id=tenant.pk, day=timezone.now().date())
     rows = []
     for name, label, counter in LIMIT_ROWS:
         limit = limits.get(name)
         row: dict[str, Any] = {"name": name, "label": label, "limit": limit, "daily": counter}
-        if counter is not None and used is not None:
-            amount = used.get(counter, 0.0)
+        if counter is not None and (used is not None or limit is None):
+            counted = used.get(counter, 0.0) if used is not None else 0.0
+            amount = counted if limit is not None else max(counted, finished[counter])
             row["used"] = _number(amount)
             row["used_value"] = amount
             if limit is not None:
