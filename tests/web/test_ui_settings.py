@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from typing import Any
 
 import pytest
@@ -521,3 +522,65 @@ def test_the_hive_commands_carry_this_queens_url_and_the_name_asked_for() -> Non
     assert "<b>x" not in body
     assert "You reached this queen through a loopback address" in body
     assert '<a href="/console/hives">' not in body
+
+
+# The owner `rbee up` signs in with a link: a password nobody knows ------------------------
+
+
+def link_signed_in() -> tuple[Client, User]:
+    from web import services as web_services
+
+    owner = web_services.owner_operator_ensure(actor="cli:test")
+    token = web_services.login_link_create(user=owner)
+    client = Client()
+    assert client.post(f"/ui/link/{token}").status_code == 302
+    return client, owner
+
+
+def test_a_fresh_link_sign_in_sets_a_password_once_without_the_current_one() -> None:
+    client, owner = link_signed_in()
+    page = client.get("/ui/settings").content.decode()
+    assert "data-link-signin" in page and 'name="old_password"' not in page
+    response = client.post(
+        "/ui/settings/password", {"new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD}
+    )
+    assert response.status_code == 302
+    owner.refresh_from_db()
+    assert owner.check_password(NEW_PASSWORD)
+    assert client.get("/ui/settings").status_code == 200  # still signed in
+    # Once: the next change needs the current password again.
+    page = client.get("/ui/settings").content.decode()
+    assert "data-link-signin" not in page and 'name="old_password"' in page
+    response = client.post(
+        "/ui/settings/password",
+        {"new_password1": "third-pw-55555", "new_password2": "third-pw-55555"},
+    )
+    assert response.status_code == 400
+    owner.refresh_from_db()
+    assert owner.check_password(NEW_PASSWORD)
+
+
+def test_a_link_sign_in_older_than_the_links_lifetime_needs_the_current_password() -> None:
+    client, owner = link_signed_in()
+    session = client.session
+    session["rbee_link_signin_at"] = int(time.time()) - 16 * 60
+    session.save()
+    response = client.post(
+        "/ui/settings/password", {"new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD}
+    )
+    assert response.status_code == 400
+    assert "This field is required." in text(response)
+    owner.refresh_from_db()
+    assert not owner.check_password(NEW_PASSWORD)
+
+
+def test_a_password_sign_in_never_skips_the_current_password() -> None:
+    user = make_user("ops", "fleet")
+    client = Client()
+    assert client.post("/ui/login", {"username": "ops", "password": PASSWORD}).status_code == 302
+    response = client.post(
+        "/ui/settings/password", {"new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD}
+    )
+    assert response.status_code == 400
+    user.refresh_from_db()
+    assert user.check_password(PASSWORD)

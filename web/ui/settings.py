@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,7 +26,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import authenticate, update_session_auth_hash
-from django.contrib.auth.forms import PasswordChangeForm
+from django.contrib.auth.forms import PasswordChangeForm, SetPasswordForm
 from django.contrib.auth.models import User
 from django.contrib.auth.password_validation import (
     password_validators_help_texts,
@@ -49,6 +50,8 @@ from tenants.auth import LoginLocked, client_address, locked_for, subjects
 from tenants.errors import TenantError, TenantErrorCode
 from tenants.models import OPERATOR_AREAS, Tenant
 from web.auth import operator_page
+from web.services import LINK_TTL
+from web.ui.login_link import LINK_SIGNIN_AT
 
 AREAS: tuple[str, ...] = tuple(OPERATOR_AREAS)
 HIVE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # as `rbee hive token` accepts
@@ -169,6 +172,20 @@ class OwnPasswordForm(PasswordChangeForm):
         return old
 
 
+def link_signin_fresh(request: HttpRequest) -> bool:
+    """Whether this session was signed in by a one-time link (`rbee up`'s) less than the
+    link's lifetime ago: that is proof enough to set a password without the current one,
+    which the owner's account made by `rbee up` never had."""
+    at = request.session.get(LINK_SIGNIN_AT)
+    return isinstance(at, int) and 0 <= time.time() - at < LINK_TTL.total_seconds()
+
+
+def password_form(request: HttpRequest, data: Any = None) -> SetPasswordForm:
+    if link_signin_fresh(request):
+        return SetPasswordForm(request.user, data)
+    return OwnPasswordForm(request.user, request, data)
+
+
 # Operators -------------------------------------------------------------------------------
 
 
@@ -226,7 +243,9 @@ def _page(request: HttpRequest, status: int = 200, **extra: Any) -> HttpResponse
         "title": "Settings · rbee",
         "queen": queen_facts(request),
         "my_areas": tenant_selectors.operator_areas(user=user),
-        "password_form": OwnPasswordForm(user, request),
+        "password_form": password_form(request),
+        "link_signin": link_signin_fresh(request),
+        "link_minutes": int(LINK_TTL.total_seconds() // 60),
         "password_help": password_validators_help_texts(),
         "areas": AREAS,
         "queen_url": queen_url,
@@ -250,11 +269,12 @@ def settings_page(request: HttpRequest) -> HttpResponse:
 @require_POST
 @operator_page()
 def password_change(request: HttpRequest) -> HttpResponse:
-    form = OwnPasswordForm(request.user, request, data=request.POST)
+    form = password_form(request, request.POST)
     if not form.is_valid():
         return _page(request, 400, password_form=form)
     user = form.save()
     update_session_auth_hash(request, user)
+    request.session.pop(LINK_SIGNIN_AT, None)  # once: the next change needs the password
     messages.success(request, "Your password is changed.")
     return HttpResponseRedirect("/ui/settings#account")
 
