@@ -302,7 +302,6 @@ def operator_areas_set(request: HttpRequest, username: str) -> HttpResponse:
     if not grant and not (revoke and not target.is_superuser):
         messages.info(request, f"{username}: nothing changed.")
     else:
-        target.refresh_from_db()
         target = User.objects.get(pk=target.pk)  # a fresh permission cache
         now = ", ".join(tenant_selectors.operator_areas(user=target)) or "nothing"
         messages.success(request, f"{username} may now manage: {now}.")
