@@ -100,6 +100,8 @@ def serve_queen(host: str, port: int, *, migrate: bool = True) -> None:
     # The charts' per-minute request sums, kept in memory, reach the database every
     # RBEE_METRICS_FLUSH_SECONDS (and once more when the queen stops).
     metrics = start_flusher()
+    # What this process listens on, for the dashboard's Settings page (web/ui/settings.py).
+    os.environ["RBEE_QUEEN_LISTEN"] = f"{host}:{port}"
     log.info("queen listening on http://%s:%s", host, port)
     Server(
         application=application,

@@ -4,6 +4,8 @@ signs the holder in as the machine's owner and lands on /ui."""
 
 from __future__ import annotations
 
+import time
+
 from django.contrib.auth import login
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -15,6 +17,9 @@ from django.views.decorators.http import require_http_methods
 from web import selectors, services
 
 BACKEND = "tenants.auth.LockoutModelBackend"
+# When this session was signed in by a link: the owner `rbee up` makes has a random
+# password nobody knows, so /ui/settings lets such a fresh session set one without it.
+LINK_SIGNIN_AT = "rbee_link_signin_at"
 
 
 @never_cache
@@ -25,6 +30,7 @@ def login_link(request: HttpRequest, token: str) -> HttpResponse:
         user = services.login_link_redeem(token=token)
         if user is not None:
             login(request, user, backend=BACKEND)
+            request.session[LINK_SIGNIN_AT] = int(time.time())
             return HttpResponseRedirect("/ui/")
         usable = False
     else:

@@ -8,4 +8,5 @@ urlpatterns = [
     path("", include("web.ui.fleet")),
     path("", include("web.ui.scheduler")),
     path("", include("web.ui.charts")),
+    path("", include("web.ui.settings")),
 ]
