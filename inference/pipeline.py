@@ -700,8 +700,9 @@ async def _admit_queue_route(
         if admission.status == 403:
             raise SchedulerError(SchedulerCode.DENIED, admission.reason)
         raise SchedulerError(SchedulerCode.REJECTED, admission.reason, headers={"Retry-After": "1"})
-    # A model whose workers are all still loading has no capacity yet: the request waits
-    # in its queue until one is ready (or none is left that could serve it).
+    # A model whose workers in the caller's region are all still loading: the request waits
+    # in its queue until one there is ready (or none is left there that could serve it),
+    # without holding back requests whose workers are ready.
     loading = hive_selectors.loading_only(eligible)
     queued_at = time.monotonic()
     try:
@@ -715,6 +716,7 @@ async def _admit_queue_route(
             weight=caller.queue_weight,
             max_per_tenant=settings.RBEE_QUEUE_MAX_PER_TENANT,
             loaded=_loaded(target, regions_) if loading else None,
+            view=regions_,  # the workers it may use: loading ones hold back only this view
         )
     except queueing.Unservable as exc:
         raise unservable(exc, operator=caller.operator) from exc

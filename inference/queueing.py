@@ -15,15 +15,20 @@ requests are not tied to a hive: when a slot frees they are routed among the
 workers live at that moment, so the queue of a hive that disappeared drains to
 the others. The queue length is the `queue_depth` given to `should_admit`.
 
-A model whose only workers are still loading (`starting`: a hive that just connected
-reports its start models so) has no capacity yet: its requests wait in the same queue,
-in the same fair order, and one watcher per model and process re-reads the model's
-workers every LOADING_POLL seconds (`loaded`, given by the pipeline). The first ready
-worker gives the queue its capacity and wakes the waiters; no worker left that could
-serve (refused for want of memory, failed to load, its hive gone) releases every
-waiter at once with `Unservable` (the pipeline answers 503, with the hive's reason for
-operators); past RBEE_QUEUE_TIMEOUT a waiter for a loading model hears 503 (still
-loading), not 429.
+Each request sees the model's workers through a `view`: those its region constraints
+allow (the pipeline passes the constraints). A request whose view has only workers
+still loading (`starting`: a hive that just connected reports its start models so)
+waits in the same queue, held back until its view has a ready worker; it takes no
+capacity from requests whose workers are ready and sets none. One watcher per view
+in each model's queue (per process) re-reads that view's workers every LOADING_POLL
+seconds (`loaded`, given by the pipeline). The view's first ready worker lets its
+requests in, in the same fair order as every other waiting request (and never
+lowers the queue's capacity); no worker left in the view that could serve (refused
+for want of memory, failed to load, its hive gone) releases that view's waiters, and
+only them, with `Unservable` (the pipeline answers 503, with the hive's reason for
+operators). A request that finds a ready worker in its view lets the waiters of the
+same view in too. Past RBEE_QUEUE_TIMEOUT a waiter still held back for its view's load
+hears 503 (still loading), not 429.
 
 Several queen replicas each keep their own queues (a request waits where it
 arrived); workers still run one job at a time whichever replica sent it.
@@ -35,7 +40,7 @@ import asyncio
 import heapq
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 
 from inference.errors import APIError
@@ -43,7 +48,8 @@ from inference.errors import APIError
 logger = logging.getLogger("inference.queueing")
 
 _RANK = {"interactive": 0, "batch": 1}
-# Seconds between two looks at a loading model's workers (one query per model and process).
+# Seconds between two looks at a loading view's workers (one query per view of a model,
+# per process).
 LOADING_POLL = 0.25
 
 
@@ -58,8 +64,8 @@ class Unservable(Exception):
         self.problems = problems
 
 
-# Gives the model's capacity now (0: its workers are still loading); raises Unservable
-# when nothing will serve it.
+# Gives the capacity of the model's workers in one view now (0: they are still loading);
+# raises Unservable when nothing in that view will serve it.
 Loaded = Callable[[], Awaitable[int]]
 
 
@@ -74,6 +80,8 @@ class _Waiter:
     rank: int
     seq: int
     future: asyncio.Future[None] = field(compare=False)
+    view: Hashable = field(default=(), compare=False)
+    held: bool = field(default=False, compare=False)  # its view's workers still load
 
 
 @dataclass
@@ -82,19 +90,33 @@ class _Share:
 
     weight: int = 1
     waiting: list[_Waiter] = field(default_factory=list)  # a heap: (rank, seq)
+    held: list[_Waiter] = field(default_factory=list)  # waiting for their view's load
     position: float = 0.0  # stride scheduling: where the tenant stands; lowest goes next
     running: int = 0  # its requests holding a slot (kept while any do)
 
 
 @dataclass
+class _View:
+    """The requests of one view of a model (its region constraints) whose workers are
+    all still loading, and the task that watches those workers for them."""
+
+    loaded: Loaded
+    watcher: asyncio.Task[None] | None = None
+
+
+@dataclass
 class ModelQueue:
     running: int = 0
-    capacity: int = 1
+    capacity: int = 1  # set by requests that found ready workers; loading ones leave it
     shares: dict[str, _Share] = field(default_factory=dict)
     clock: float = 0.0  # the position of the last grant: where a newly waiting tenant joins
-    size: int = 0  # requests waiting, all tenants
-    loading: bool = False  # its workers are still loading: no capacity until one is ready
-    watcher: asyncio.Task[None] | None = None  # watches a loading model's workers
+    size: int = 0  # requests waiting, all tenants (held back for a load included)
+    views: dict[Hashable, _View] = field(default_factory=dict)  # loading views, watched
+
+    @property
+    def loading(self) -> bool:
+        """Whether some request waits for its view's workers to finish loading."""
+        return any(share.held for share in self.shares.values())
 
     def _next(self) -> _Share | None:
         best: tuple[int, float, int] | None = None
@@ -134,46 +156,72 @@ class ModelQueue:
         self.running += 1
 
     def _forget_idle(self) -> None:
-        for tenant in [t for t, sh in self.shares.items() if not sh.waiting and not sh.running]:
+        idle = [t for t, sh in self.shares.items() if not (sh.waiting or sh.held or sh.running)]
+        for tenant in idle:
             del self.shares[tenant]
 
-    def _fail_waiting(self, exc: BaseException) -> None:
-        """Release every waiting request with `exc` (nothing will serve the model)."""
+    def _holds(self, view: Hashable) -> bool:
+        return any(w.view == view for share in self.shares.values() for w in share.held)
+
+    def _ready(self, view: Hashable, capacity: int) -> None:
+        """The view has a ready worker: its held requests join the others in the fair
+        order (the queue's capacity is raised to the view's if that is more, never
+        lowered: other views' requests may have more workers)."""
+        self.capacity = max(self.capacity, capacity)
         for share in self.shares.values():
-            for w in share.waiting:
+            if any(w.view == view for w in share.held):
+                for w in share.held:
+                    if w.view == view:
+                        w.held = False
+                        heapq.heappush(share.waiting, w)
+                share.held = [w for w in share.held if w.view != view]
+        self._wake()
+
+    def _fail_view(self, view: Hashable, exc: BaseException) -> None:
+        """Release the requests held for the view with `exc` (nothing in it will serve
+        the model); other views' requests, and those already let in, wait on."""
+        for share in self.shares.values():
+            kept = []
+            for w in share.held:
+                if w.view != view:
+                    kept.append(w)
+                    continue
+                self.size -= 1
                 if not w.future.done():
                     w.future.set_exception(exc)
-            share.waiting = []
-        self.size = 0
+            share.held = kept
         self._forget_idle()
 
-    async def _watch(self, model: str, loaded: Loaded) -> None:
-        """While requests wait for a loading model: look at its workers every
-        LOADING_POLL seconds; a ready one gives the queue its capacity (and wakes the
-        waiters), none left fails them (Unservable)."""
+    async def _watch(self, model: str, view: Hashable, watched: _View) -> None:
+        """While requests are held for the view's load: look at its workers every
+        LOADING_POLL seconds; a ready one lets them in, none left fails them
+        (Unservable). Only this view's requests: each view has its own watcher."""
         try:
-            while self.loading and self.size:
+            while self.views.get(view) is watched and self._holds(view):
                 await asyncio.sleep(LOADING_POLL)
+                if not self._holds(view):
+                    return
                 try:
-                    capacity = await loaded()
+                    capacity = await watched.loaded()
                 except Unservable as exc:
-                    self.loading = False
-                    self._fail_waiting(exc)
+                    self._fail_view(view, exc)
                     return
                 except Exception:  # the database restarting, say: look again
                     logger.exception("could not read the workers of %s; trying again", model)
                     continue
                 if capacity > 0:
-                    self.loading = False
-                    self.capacity = capacity
-                    self._wake()
+                    self._ready(view, capacity)
                     return
         finally:
-            self.watcher = None
+            if self.views.get(view) is watched:
+                del self.views[view]
 
     def _remove(self, tenant: str, waiter: _Waiter) -> None:
         share = self.shares.get(tenant)
-        if share is not None and waiter in share.waiting:
+        if share is not None and waiter in share.held:
+            share.held = [w for w in share.held if w is not waiter]
+            self.size -= 1
+        elif share is not None and waiter in share.waiting:
             share.waiting = [w for w in share.waiting if w is not waiter]
             heapq.heapify(share.waiting)
             self.size -= 1
@@ -193,7 +241,7 @@ def tenant_queue_depth(model: str, tenant: str) -> int:
     """How many of `tenant`'s requests wait for `model` (its share of queue_depth)."""
     q = _queues.get(model)
     share = q.shares.get(tenant) if q else None
-    return len(share.waiting) if share else 0
+    return len(share.waiting) + len(share.held) if share else 0
 
 
 def occupancy() -> dict[str, tuple[int, int]]:
@@ -234,27 +282,30 @@ async def acquire(
     weight: int = 1,
     max_per_tenant: int = 0,
     loaded: Loaded | None = None,
+    view: Hashable = (),
 ) -> Slot:
     """A slot on `model`, waiting in `tenant`'s share of its queue if need be.
     `max_per_tenant` (0: no cap of its own) times `weight` bounds one tenant's waiting requests.
-    `loaded` is given when the model's workers are all still loading: the request waits
-    until it says one is ready (see Loaded; Unservable when none will be)."""
-    q = _queues.setdefault(model, ModelQueue())
-    if loaded is not None:
-        q.loading = True
-    elif capacity > 0:
-        q.loading = False  # a caller found a worker up: the model has loaded
-    q.capacity = 0 if q.loading else max(1, capacity)
+    `view` names the workers the request may use (its region constraints); `loaded` is
+    given when those are all still loading: the request waits until it says one is ready
+    (see Loaded; Unservable when none will be), and `capacity` is then not used."""
+    q = _queues.get(model)
+    if q is None:
+        q = _queues[model] = ModelQueue(capacity=0 if loaded is not None else 1)
+    if loaded is None:
+        q.capacity = max(1, capacity)
+        if capacity > 0 and view in q.views:
+            q._ready(view, capacity)  # a worker in this view is up: its waiters go first
     q._wake()  # the capacity may have grown (a worker came up): the waiting go first
     slot = Slot(model, tenant)
     rank = _RANK.get(priority, 0)
     weight = max(1, weight)
     ahead = any(sh.waiting and sh.waiting[0].rank <= rank for sh in q.shares.values())
-    if q.running < q.capacity and not ahead:
+    if loaded is None and q.running < q.capacity and not ahead:
         q._grant(q._share(tenant, weight))
         return slot
     existing = q.shares.get(tenant)
-    mine = len(existing.waiting) if existing is not None else 0
+    mine = len(existing.waiting) + len(existing.held) if existing is not None else 0
     if max_per_tenant and mine >= max_per_tenant * weight:
         raise APIError(
             429,
@@ -271,12 +322,19 @@ async def acquire(
             headers={"Retry-After": "2"},
         )
     share = q._share(tenant, weight)
-    waiter = _Waiter(rank, next(_seq), asyncio.get_running_loop().create_future())
-    heapq.heappush(share.waiting, waiter)
+    future = asyncio.get_running_loop().create_future()
+    waiter = _Waiter(rank, next(_seq), future, view=view, held=loaded is not None)
+    if loaded is not None:
+        share.held.append(waiter)
+    else:
+        heapq.heappush(share.waiting, waiter)
     q.size += 1
     slot.waited = True
-    if q.loading and loaded is not None and q.watcher is None:
-        q.watcher = asyncio.create_task(q._watch(model, loaded), name=f"loading:{model}")
+    if loaded is not None and view not in q.views:
+        watched = q.views[view] = _View(loaded)
+        watched.watcher = asyncio.create_task(
+            q._watch(model, view, watched), name=f"loading:{model}:{view}"
+        )
     try:
         await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
     except (TimeoutError, asyncio.CancelledError) as exc:
@@ -288,7 +346,7 @@ async def acquire(
             q._remove(tenant, waiter)
         if isinstance(exc, asyncio.CancelledError):
             raise
-        if q.loading:
+        if waiter.held:
             raise APIError(
                 503,
                 f"The model '{model}' is still loading ({timeout:.0f} s waited); try again "

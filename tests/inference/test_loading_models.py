@@ -68,9 +68,13 @@ async def _close_connections() -> Any:
     await asyncio.gather(*(loop.run_in_executor(None, close) for _ in range(threads)))
 
 
-async def loading_hive(name: str = "h1") -> WebsocketCommunicator:
-    """A hive that just connected: its start model is still loading."""
-    _, token = await database_sync_to_async(hive_token_create)(name=name, trust_models=True)
+async def loading_hive(
+    name: str = "h1", *, region: str = "", state: str = "starting"
+) -> WebsocketCommunicator:
+    """A hive that just connected: its start model is still loading (or in `state`)."""
+    _, token = await database_sync_to_async(hive_token_create)(
+        name=name, trust_models=True, region=region or None
+    )
     comm = WebsocketCommunicator(
         application, "/hive/ws", headers=[(b"authorization", f"Bearer {token}".encode())]
     )
@@ -81,9 +85,9 @@ async def loading_hive(name: str = "h1") -> WebsocketCommunicator:
         "protocol": PROTOCOL_VERSION,
         "name": name,
         "version": "test",
-        "region": "",
+        "region": region,
         "devices": [{"index": 0, "kind": "cpu", "gpu_type": "CPU"}],
-        "workers": [worker("starting")],
+        "workers": [worker(state)],
     }
     await comm.send_to(text_data=json.dumps(hello))
     assert json.loads(await comm.receive_from(timeout=5))["op"] == "welcome"
@@ -256,3 +260,56 @@ async def test_a_model_nobody_serves_or_loads_is_still_a_404_at_once() -> None:
     assert answer.json()["error"]["code"] == "model_not_found"
     assert queueing.queue_depth("no-such-model") == 0
     await comm.disconnect()
+
+
+def _region_keys() -> tuple[str, str]:
+    _, anywhere = api_key_create(tenant=tenant_create(name="anywhere"))
+    _, eu_only = api_key_create(tenant=tenant_create(name="eu-co", data_region="eu"))
+    return anywhere, eu_only
+
+
+async def finish(comm: WebsocketCommunicator) -> None:
+    """The hive takes the job it was sent and answers it."""
+    job = json.loads(await comm.receive_from(timeout=5))
+    assert (job["op"], job["model"]) == ("job", MODEL)
+    await comm.send_to(text_data=json.dumps({"op": "ack", "id": job["id"]}))
+    done = {"kind": "done", "finish_reason": "stop", "usage": {"prompt_tokens": 3}}
+    events = [{"kind": "delta", "text": "ok"}, done]
+    await comm.send_to(text_data=json.dumps({"op": "events", "id": job["id"], "events": events}))
+
+
+async def test_a_region_still_loading_neither_stalls_nor_fails_the_others_requests() -> None:
+    """The model is ready on a US hive and still loading on the only EU hive: an EU-only
+    tenant's request waits for its region's load without taking the model's slots from
+    the others, and the EU worker's refusal fails that request alone."""
+    us = await loading_hive("h-us", region="us", state="ready")
+    eu = await loading_hive("h-eu", region="eu")
+    anywhere, eu_only = await database_sync_to_async(_region_keys)()
+    first = asyncio.create_task(chat(anywhere))  # takes the US worker's one slot
+    job = json.loads(await us.receive_from(timeout=5))
+    second = asyncio.create_task(chat(anywhere))  # waits for that slot
+    await waiting(1)
+    eu_request = asyncio.create_task(chat(eu_only))  # waits for the EU worker's load
+    await waiting(2)
+    await asyncio.sleep(3 * queueing.LOADING_POLL)  # the EU view's watcher looks: loading
+    # The first request ends: its slot goes to the second at once.
+    await us.send_to(text_data=json.dumps({"op": "ack", "id": job["id"]}))
+    done = {"kind": "done", "finish_reason": "stop", "usage": {"prompt_tokens": 3}}
+    events = [{"kind": "delta", "text": "ok"}, done]
+    await us.send_to(text_data=json.dumps({"op": "events", "id": job["id"], "events": events}))
+    assert (await asyncio.wait_for(first, 5)).status_code == 200
+    await finish(us)
+    assert (await asyncio.wait_for(second, 5)).status_code == 200
+    assert not eu_request.done() and queueing.queue_depth(MODEL) == 1
+    # The EU worker is refused: the EU request hears 503 at once, nothing else is touched.
+    third = asyncio.create_task(chat(anywhere))
+    await finish(us)
+    await report(eu, worker("refused", REFUSAL))
+    eu_answer = await asyncio.wait_for(eu_request, 5)
+    assert eu_answer.status_code == 503
+    assert eu_answer.json()["error"]["code"] == "model_unavailable"
+    assert (await asyncio.wait_for(third, 5)).status_code == 200
+    assert queueing.queue_depth(MODEL) == 0
+    assert await eu.receive_nothing(timeout=0.2)  # nothing was sent outside the US hive
+    await us.disconnect()
+    await eu.disconnect()

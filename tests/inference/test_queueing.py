@@ -290,7 +290,7 @@ async def test_requests_for_a_loading_model_wait_until_a_worker_is_ready_in_fair
     assert served == ["a", "b", "a", "a"]  # the fair shares, as for any wait
     assert queueing.queue_depth("l1") == 0
     assert queueing._queues["l1"].running == 0
-    assert queueing._queues["l1"].watcher is None
+    assert queueing._queues["l1"].views == {}  # its watcher is gone
 
 
 async def test_one_watcher_per_loading_model() -> None:
@@ -339,3 +339,125 @@ async def test_a_request_that_finds_a_worker_up_wakes_those_waiting_for_the_load
     assert served == ["early"]  # it waited first, so it went first
     slot.release()
     assert queueing._queues["l5"].loading is False
+
+
+# --- loading in one region's view of the model -------------------------------------------
+# The pipeline gives each request the view of the model's workers that its region
+# constraints allow (`view`, with `loaded` reading that view). A view whose workers are
+# all still loading holds back its own requests only: others, whose workers are ready,
+# keep the model's capacity, and a view found unservable fails only its own requests.
+
+
+async def test_a_loading_region_neither_stalls_nor_fails_other_tenants() -> None:
+    model = "rv-shared"
+    # Tenant A holds the only slot of a healthy, ready worker (no region constraint).
+    a = await queueing.acquire(
+        model, capacity=1, priority="interactive", max_waiting=10, timeout=5, tenant="A"
+    )
+    # Tenant B (no region) waits for A's slot: its worker is ready, it just has to queue.
+    b = asyncio.create_task(
+        queueing.acquire(
+            model, capacity=1, priority="interactive", max_waiting=10, timeout=5, tenant="B"
+        )
+    )
+    await asyncio.sleep(0.05)
+    eu = Workers()  # tenant C's region only has a worker that will be refused
+
+    c = asyncio.create_task(
+        queueing.acquire(
+            model,
+            capacity=0,
+            priority="interactive",
+            max_waiting=10,
+            timeout=5,
+            tenant="C",
+            loaded=eu,
+        )
+    )
+    await asyncio.sleep(0.05)
+    # C waiting for its region's load leaves the capacity that ready callers set alone
+    assert queueing._queues[model].capacity == 1
+    assert queueing.queue_depth(model) == 2
+    a.release()  # A is done: B gets the slot at once
+    await asyncio.sleep(0.01)
+    assert b.done() and b.exception() is None
+    assert not c.done()  # C still waits for its region's worker
+    eu.problems = ["eu-hive/cuda:0: no room"]
+    await asyncio.wait_for(asyncio.wait({c}), 2)
+    error = c.exception()
+    assert isinstance(error, queueing.Unservable) and error.problems == eu.problems
+    b.result().release()
+    assert queueing.queue_depth(model) == 0
+    assert queueing._queues[model].running == 0
+    assert queueing._queues[model].views == {}
+
+
+async def test_the_unservable_view_was_the_first_waiter_and_others_still_are_served() -> None:
+    """The watcher of a loading view reads that view, whoever waited first: a tenant whose
+    region was refused before a tenant loading elsewhere fails alone."""
+    model = "rv-first"
+    eu, us = Workers(), Workers()
+    served: list[str] = []
+
+    async def wait_in(view: str, workers: Workers, tenant: str) -> None:
+        slot = await queueing.acquire(
+            model,
+            capacity=0,
+            priority="interactive",
+            max_waiting=10,
+            timeout=5,
+            tenant=tenant,
+            loaded=workers,
+            view=(view,),
+        )
+        served.append(tenant)
+        await asyncio.sleep(0.01)
+        slot.release()
+
+    first = asyncio.create_task(wait_in("eu", eu, "eu-tenant"))
+    await asyncio.sleep(0.01)
+    second = [asyncio.create_task(wait_in("us", us, f"us-{i}")) for i in range(2)]
+    await asyncio.sleep(3 * queueing.LOADING_POLL)
+    assert served == [] and queueing.queue_depth(model) == 3
+    assert eu.looks >= 2 and us.looks >= 2  # one watcher per view, each reading its own
+    eu.problems = ["eu-hive/cuda:0 refused: no room"]
+    us.capacity = 1
+    results = await asyncio.wait_for(asyncio.gather(first, *second, return_exceptions=True), 5)
+    assert isinstance(results[0], queueing.Unservable)
+    assert results[1:] == [None, None]
+    assert sorted(served) == ["us-0", "us-1"]
+    assert queueing.queue_depth(model) == 0 and queueing._queues[model].running == 0
+
+
+async def test_a_ready_caller_releases_only_the_waiters_of_its_own_view() -> None:
+    model = "rv-ready"
+    eu = Workers()  # the region's worker never finishes loading
+    served: list[str] = []
+    waiting = asyncio.create_task(
+        queueing.acquire(
+            model,
+            capacity=0,
+            priority="interactive",
+            max_waiting=10,
+            timeout=0.6,
+            tenant="eu-tenant",
+            loaded=eu,
+            view=("eu",),
+        )
+    )
+    await asyncio.sleep(0.05)
+    # A caller elsewhere finds a worker up: it is served at once, ahead of the EU waiter,
+    # and does not tell the EU waiter that its region's worker is ready.
+    slot = await asyncio.wait_for(
+        queueing.acquire(
+            model, capacity=2, priority="interactive", max_waiting=10, timeout=5, tenant="g"
+        ),
+        1,
+    )
+    served.append("g")
+    slot.release()
+    with pytest.raises(APIError) as exc:
+        await waiting
+    assert (exc.value.status, exc.value.code) == (503, "model_loading")
+    assert served == ["g"]
+    assert queueing.queue_depth(model) == 0 and queueing._queues[model].running == 0
