@@ -42,3 +42,9 @@ class SameOriginValidator:
 def browser_socket(app: Any) -> Any:
     """Wrap a browser-facing consumer: same origin, allowed host, session user in scope."""
     return SameOriginValidator(AllowedHostsOriginValidator(AuthMiddlewareStack(app)))
+
+
+def user_group(user_id: int) -> str:
+    """The Channels group of one signed-in user's browser sockets (web.signals tells it
+    when that user signs out)."""
+    return f"web.user.{int(user_id)}"

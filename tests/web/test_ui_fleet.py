@@ -7,14 +7,16 @@ free devices, stale and offline hives with their heartbeat age and why), and its
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
 from django.test import Client
 
 from gdpr.actions import AuditAction as A
-from hives.models import Assignment, ModelAlias, ModelDownload, WorkerCommand
+from hives.models import Assignment, Hive, ModelAlias, ModelDownload, WorkerCommand
 from tests.audit_events import audit_home, events, one  # noqa: F401 (fixture by name)
 from tests.web.fleet_fixtures import PASSWORD, operator, seed_fleet
+from web.ui.live import coarse_age, fleet_snapshot, render_parts
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("audit_home")]
 
@@ -120,7 +122,8 @@ def test_the_page_shows_every_hive_its_devices_workers_and_free_devices() -> Non
     stale = re.search(r'id="hive-old-server"(.*?)</section>', html, re.S)
     assert stale
     stale_text = _text(stale.group(1).encode())
-    assert "Last heartbeat: 2m 0s ago" in stale_text or "Last heartbeat: 2m 1s ago" in stale_text
+    # Ages are coarse (whole minutes here), so that the live page changes only when they do.
+    assert "Last heartbeat: 2m ago" in stale_text
     assert "Stale: no heartbeat for over 15s: jobs are not sent to it" in stale_text
     offline = re.search(r'id="hive-mac-studio"(.*?)</section>', html, re.S)
     assert offline and "Offline: its connection closed" in _text(offline.group(1).encode())
@@ -283,3 +286,30 @@ def test_a_hive_cards_spawn_link_preselects_its_hive() -> None:
     assert 'href="/ui/?hive=old-server#spawn"' in html
     html = c.get("/ui/?hive=old-server").content.decode()
     assert re.findall(r'<option value="([a-z-]+)" selected>', html) == ["old-server", "old-server"]
+
+
+def test_ages_are_coarse_so_the_page_changes_only_when_they_do() -> None:
+    got = [coarse_age(s) for s in (0, 9, 10, 59, 60, 119, 3599, 3600, 9240)]
+    assert got == ["<10s", "<10s", "10s", "50s", "1m", "1m", "59m", "1h 0m", "2h 34m"]
+
+
+def test_a_render_that_differs_only_by_its_time_is_no_change() -> None:
+    seed_fleet()
+    first = render_parts()
+    later = fleet_snapshot()
+    later.generated_at += timedelta(minutes=61)  # a clock that moved on, nothing else
+    again = render_parts(later)
+    assert f"Updated {later.generated_at:%H:%M:%S} UTC." in again.updated
+    assert again.updated != first.updated
+    assert again.changed_since(first) is None
+    # The whole live part for a page that shows nothing yet, or whose hives came or went.
+    assert again.changed_since(None) == again.full
+    assert again.full.startswith('<div id="fleet-live" class="stack" aria-live="off">')
+    Hive.objects.filter(name="old-server").update(version="1.0.0")
+    changed = render_parts().changed_since(first)
+    assert changed is not None and changed.startswith('<section class="card hive hive-stale"')
+    assert 'id="hive-old-server"' in changed and "rbee 1.0.0" in changed
+    assert 'id="hive-gaming-pc"' not in changed and 'id="fleet-updated"' in changed
+    Hive.objects.filter(name="mac-studio").delete()
+    fewer = render_parts()
+    assert fewer.changed_since(first) == fewer.full

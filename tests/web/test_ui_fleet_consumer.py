@@ -2,7 +2,9 @@
 (same-origin check, session user): a snapshot on every connect, one coalesced push per
 burst of fleet changes announced by the hives app after commit, a stale transition
 pushed by the periodic tick with no event at all, and refusals for the anonymous, for
-operators without the fleet permission and for other origins."""
+operators without the fleet permission and for other origins. Rendering is shared (one
+render per change for every socket, only the changed pieces sent, nothing on an idle
+tick), sockets are capped per operator, and the feed ends with its session."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.contrib.sessions.models import Session
 from django.db import transaction
 from django.test import Client
 from django.utils import timezone
@@ -129,7 +132,7 @@ async def test_a_heartbeat_through_the_hives_services_reaches_the_page() -> None
     await database_sync_to_async(heartbeat)()
     pushed = await comm.receive_from(timeout=3)
     assert _state(pushed, "tiny@cpu") == "ready"
-    uptime = r'data-worker="tiny@cpu"[^>]*>.*?<td data-label="Uptime">0s</td>'
+    uptime = r'data-worker="tiny@cpu"[^>]*>.*?<td data-label="Uptime">&lt;10s</td>'
     assert re.search(uptime, pushed, re.S)
     await comm.disconnect()
 
@@ -217,3 +220,154 @@ async def test_an_operator_losing_the_fleet_permission_is_cut_off_at_the_next_ti
             break
         assert asyncio.get_running_loop().time() < deadline
     await comm.disconnect()
+
+
+def _login(username: str) -> str:
+    """Another session of an existing operator (another browser)."""
+    c = Client()
+    assert c.login(username=username, password=PASSWORD)
+    return str(c.cookies[settings.SESSION_COOKIE_NAME].value)
+
+
+async def test_every_socket_gets_the_same_changed_card_from_one_render() -> None:
+    fleet = await database_sync_to_async(seed_fleet)()
+    ops = await database_sync_to_async(_session)("ops", "fleet")
+    socks = []
+    for _ in range(3):
+        comm, connected, _ = await _open(ops)
+        assert connected
+        assert (await comm.receive_from(timeout=5)).startswith('<div id="fleet-live"')
+        socks.append(comm)
+
+    def burst() -> None:
+        for i in range(10):
+            Worker.objects.filter(pk=fleet["sdxl"].pk).update(state="failed", message=f"oom {i}")
+            announce_fleet_change("test")
+
+    await database_sync_to_async(burst)()
+    pushed = [await comm.receive_from(timeout=3) for comm in socks]
+    # Only what changed: gaming-pc's card and the time; the other hives' cards are not sent.
+    assert pushed[0] == pushed[1] == pushed[2]
+    assert pushed[0].startswith('<div class="kpis" id="fleet-kpis"')  # 1 of 2 ready -> 0 of 2
+    assert '<section class="card hive hive-online" id="hive-gaming-pc"' in pushed[0]
+    assert _state(pushed[0], "sdxl@cuda:0") == "failed" and "oom 9" in pushed[0]
+    assert 'id="hive-old-server"' not in pushed[0] and 'id="hive-mac-studio"' not in pushed[0]
+    assert re.search(r'<p class="small muted" id="fleet-updated">.*UTC\.</p>$', pushed[0])
+    for comm in socks:
+        assert await comm.receive_nothing(timeout=0.8)
+    # This process rendered twice: for the three sockets' connects, then for the burst.
+    assert consumers.fleet_feed().renders == 2
+    for comm in socks:
+        await comm.disconnect()
+
+
+async def test_idle_ticks_send_nothing_when_nothing_shown_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(consumers.FleetConsumer, "tick", 0.3)
+    await database_sync_to_async(seed_fleet)()
+    ops = await database_sync_to_async(_session)("ops", "fleet")
+    comm, connected, _ = await _open(ops)
+    assert connected
+    await comm.receive_from(timeout=5)
+    # Several ticks, the clock moving on ("Updated HH:MM:SS"), nothing else: no push.
+    assert await comm.receive_nothing(timeout=2.5)
+    await comm.disconnect()
+
+
+async def test_a_ninth_socket_of_one_operator_is_refused() -> None:
+    await database_sync_to_async(seed_fleet)()
+    ops = await database_sync_to_async(_session)("ops", "fleet")
+    socks = []
+    for _ in range(8):
+        comm, connected, _ = await _open(ops)
+        assert connected
+        await comm.receive_from(timeout=5)
+        socks.append(comm)
+    refused, connected, code = await _open(ops)
+    assert (connected, code) == (False, 4429)
+    await refused.disconnect()
+    # Another operator is not counted against this one.
+    other = await database_sync_to_async(_session)("ops2", "fleet")
+    comm, connected, _ = await _open(other)
+    assert connected
+    await comm.receive_from(timeout=5)
+    await comm.disconnect()
+    # A tab closed frees its place.
+    await socks.pop().disconnect()
+    comm, connected, _ = await _open(ops)
+    assert connected
+    await comm.receive_from(timeout=5)
+    socks.append(comm)
+    for comm in socks:
+        await comm.disconnect()
+
+
+async def _pushes_until_closed(comm: Any, timeout: float) -> tuple[list[str], int | None]:
+    pushed: list[str] = []
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            out = await comm.receive_output(timeout=deadline - asyncio.get_running_loop().time())
+        except TimeoutError:
+            break
+        if out["type"] == "websocket.close":
+            return pushed, out["code"]
+        pushed.append(out.get("text", ""))
+    return pushed, None
+
+
+async def test_a_session_that_ends_elsewhere_ends_the_feed_before_its_next_push(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(consumers.FleetConsumer, "min_interval", 0.1)
+    monkeypatch.setattr(consumers.FleetConsumer, "tick", 0.3)
+    await database_sync_to_async(seed_fleet)()
+    ops = await database_sync_to_async(_session)("ops", "fleet")
+    comm, connected, _ = await _open(ops)
+    assert connected
+    await comm.receive_from(timeout=5)
+    # The session expires (or is deleted) in the database; the socket's scope still has it.
+    await database_sync_to_async(
+        lambda: Session.objects.filter(session_key=ops).update(
+            expire_date=timezone.now() - timedelta(seconds=1)
+        )
+    )()
+    # A change comes before the next tick: it is not pushed to a session that has ended.
+    await database_sync_to_async(announce_fleet_change)("after the session ended")
+    pushed, code = await _pushes_until_closed(comm, timeout=3)
+    assert (pushed, code) == ([], 4403)
+    await comm.disconnect()
+
+
+async def test_signing_out_closes_that_sessions_sockets_at_once() -> None:
+    await database_sync_to_async(seed_fleet)()
+    ops = await database_sync_to_async(_session)("ops", "fleet")
+    elsewhere = await database_sync_to_async(_login)("ops")
+    comm, connected, _ = await _open(ops)
+    assert connected
+    await comm.receive_from(timeout=5)
+    other, connected, _ = await _open(elsewhere)
+    assert connected
+    await other.receive_from(timeout=5)
+
+    def sign_out() -> None:
+        c = Client()
+        c.cookies[settings.SESSION_COOKIE_NAME] = ops
+        assert c.post("/ui/logout").status_code == 302
+
+    await database_sync_to_async(sign_out)()
+    # The tick is a minute away (the fixture): the sign-out itself closes the socket.
+    pushed, code = await _pushes_until_closed(comm, timeout=2)
+    assert (pushed, code) == ([], 4403)
+    await comm.disconnect()
+    # The operator's other session goes on.
+    assert await other.receive_nothing(timeout=0.5)
+
+    def change() -> None:
+        Hive.objects.filter(name="old-server").update(version="1.0.0")
+        announce_fleet_change("test")
+
+    await database_sync_to_async(change)()
+    assert "rbee 1.0.0" in await other.receive_from(timeout=3)
+    await other.disconnect()

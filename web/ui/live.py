@@ -4,6 +4,7 @@ holds. One function builds it for the page and for every live push."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -62,10 +63,12 @@ class WorkerRow:
     inflight: int
     slots: int
     message: str
-    uptime_s: int | None
+    uptime: str  # as shown: coarse (coarse_age), "—" where unknown
     queue_waiting: int
     queue_running: int
     assigned: bool = False  # an operator put it there (`rbee model add`, Spawn)
+    # The exact figure, left out of comparisons: two rows are equal when they show the same.
+    uptime_s: int | None = field(default=None, compare=False)
 
     @property
     def holds_memory(self) -> bool:
@@ -75,10 +78,6 @@ class WorkerRow:
     def memory(self) -> str:
         return human_bytes(self.memory_bytes) if self.memory_bytes else "—"
 
-    @property
-    def uptime(self) -> str:
-        return human_age(self.uptime_s) if self.uptime_s is not None else "—"
-
 
 @dataclass
 class HiveRow:
@@ -86,17 +85,14 @@ class HiveRow:
     name: str
     status: str  # online | stale | offline | disabled | revoked
     reason: str
-    heartbeat_age_s: int | None
+    heartbeat_age: str  # as shown: coarse (coarse_age), "never" where it never beat
     version: str
     region: str
     machine: str
     devices: list[DeviceRow]
     other_workers: list[WorkerRow]  # on a device the hive no longer reports
     inflight: int
-
-    @property
-    def heartbeat_age(self) -> str:
-        return human_age(self.heartbeat_age_s) if self.heartbeat_age_s is not None else "never"
+    heartbeat_age_s: int | None = field(default=None, compare=False)
 
     @property
     def live(self) -> bool:
@@ -177,6 +173,21 @@ def human_age(seconds: int) -> str:
     if hours < 48:
         return f"{hours}h {minutes}m"
     return f"{hours // 24}d {hours % 24}h"
+
+
+def coarse_age(seconds: int) -> str:
+    """An age as the live page shows it: coarse enough that a figure stays the same across
+    a few ticks (a heartbeat every 5 s reads "<10s" throughout), so a page is pushed when
+    what it shows changes, not every time a clock moves: "<10s", tens of seconds up to a
+    minute, whole minutes up to an hour, then as human_age."""
+    seconds = max(0, int(seconds))
+    if seconds < 10:
+        return "<10s"
+    if seconds < 60:
+        return f"{seconds // 10 * 10}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    return human_age(seconds)
 
 
 def _number(value: Any) -> float | None:
@@ -271,6 +282,7 @@ def fleet_snapshot() -> Fleet:
                 inflight=w.inflight,
                 slots=w.slots,
                 message=w.message,
+                uptime=coarse_age(uptime) if uptime is not None else "—",
                 uptime_s=uptime,
                 queue_waiting=waiting,
                 queue_running=running,
@@ -284,6 +296,7 @@ def fleet_snapshot() -> Fleet:
                 name=hive.name,
                 status=status,
                 reason=reason,
+                heartbeat_age=coarse_age(age) if age is not None else "never",
                 heartbeat_age_s=age,
                 version=hive.version,
                 region=hive.region,
@@ -313,7 +326,88 @@ def fleet_snapshot() -> Fleet:
 
 def render_fleet(fleet: Fleet | None = None, *, csrf_token: str = "") -> str:
     """The live part of the page (`#fleet-live`), as the page and each push show it."""
+    if not csrf_token:
+        return render_parts(fleet).full
     return render_to_string(
         "ui/fleet_live.html",
         {"fleet": fleet or fleet_snapshot(), "csrf_token": csrf_token},
+    )
+
+
+@dataclass(frozen=True)
+class FleetParts:
+    """`#fleet-live` in pieces, each an element with its own id, in page order; `updated`
+    (the "Updated HH:MM:SS" line) is left out of every comparison: a push that differs only
+    by its time is no push."""
+
+    parts: tuple[tuple[str, str], ...]  # (element id, html)
+    updated: str
+    seq: int = 0  # the order of renders in this process (a newer one wins)
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(pid for pid, _ in self.parts)
+
+    @property
+    def full(self) -> str:
+        body = "".join(html for _, html in self.parts)
+        return f'<div id="fleet-live" class="stack" aria-live="off">{body}{self.updated}</div>'
+
+    def changed_since(self, before: FleetParts | None) -> str | None:
+        """What to send to a page that shows `before`: the whole `#fleet-live` when pieces
+        came or went (or it shows nothing yet), only the changed pieces (and the time) when
+        some changed, None when none did."""
+        if before is None or before.ids != self.ids:
+            return self.full
+        changed = [
+            html
+            for (_, html), (_, old) in zip(self.parts, before.parts, strict=True)
+            if html != old
+        ]
+        if not changed:
+            return None
+        return "".join(changed) + self.updated
+
+
+# hive id -> (its row, its card) as last rendered by render_parts: a card is rendered again
+# only when its row (what it shows) changed. render_parts holds _render_lock throughout.
+_cards: dict[int, tuple[HiveRow, str]] = {}
+_seq = 0
+_render_lock = threading.Lock()
+
+
+def render_parts(fleet: Fleet | None = None) -> FleetParts:
+    """The live part of the page in pieces (FleetParts), for pushes: without a CSRF token
+    (the page's script adds its own to a form that is sent), so that every socket gets the
+    same string. A hive card that shows what it showed last time is not rendered again."""
+    fleet = fleet or fleet_snapshot()
+    with _render_lock:
+        return _render_parts(fleet)
+
+
+def _render_parts(fleet: Fleet) -> FleetParts:
+    global _seq
+    context: dict[str, Any] = {"fleet": fleet, "csrf_token": ""}
+    kpis = render_to_string("ui/fleet_kpis.html", context).strip()
+    parts: list[tuple[str, str]] = [("fleet-kpis", kpis)]
+    seen: set[int] = set()
+    for row in fleet.hives:
+        seen.add(row.id)
+        cached = _cards.get(row.id)
+        if cached is not None and cached[0] == row:
+            card = cached[1]
+        else:
+            card = render_to_string("ui/fleet_hive.html", {"hive": row, "csrf_token": ""}).strip()
+            _cards[row.id] = (row, card)
+        parts.append((f"hive-{row.name}", card))
+    for gone in set(_cards) - seen:
+        del _cards[gone]
+    if not fleet.hives:
+        parts.append(("fleet-empty", render_to_string("ui/fleet_empty.html", context).strip()))
+    parts.append(("downloads", render_to_string("ui/fleet_downloads.html", context).strip()))
+    _seq += 1
+    return FleetParts(
+        parts=tuple(parts),
+        updated=render_to_string("ui/fleet_updated.html", context).strip(),
+        seq=_seq,
     )
