@@ -18,8 +18,9 @@ from inference.stats import BIGINT_MAX, RollUp, minute_of
 pytestmark = pytest.mark.django_db(transaction=True)
 
 T0 = datetime(2026, 12, 5, 8, 0, tzinfo=UTC).timestamp()
-# PostgreSQL refuses a NUL character in text: a row that can never be written.
-POISON = "m-bad\x00"
+# A lone surrogate is no UTF-8: neither PostgreSQL nor SQLite takes it, so this row can
+# never be written (as a count past bigint could not be before counts were clamped).
+POISON = "m-bad\ud800"
 
 
 def test_one_refused_row_blocks_no_other_and_is_dropped_after_three_tries() -> None:
