@@ -79,6 +79,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "web.csp.ContentSecurityPolicyMiddleware",
+    "web.nul.RejectNulMiddleware",  # a 400, not a database error, under the faces
 ]
 
 ROOT_URLCONF = "rbee.urls"
