@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import fields
 from datetime import datetime
 from typing import Any
@@ -30,12 +31,16 @@ def scheduler_script_history(*, limit: int = 50) -> QuerySet[SchedulerScript]:
 _SUMS = {f.name: f"sum_{f.name}" for f in fields(Sums)}
 
 
-def _sums(row: dict[str, Any]) -> Sums:
+def _sums(row: Mapping[str, Any]) -> Sums:
+    """Sums from a grouped row (PostgreSQL sums bigints as numeric: back to int)."""
     return Sums(
-        **{
-            name: (float if isinstance(getattr(Sums, name), float) else int)(row[alias] or 0)
-            for name, alias in _SUMS.items()
-        }
+        requests=int(row["sum_requests"] or 0),
+        errors=int(row["sum_errors"] or 0),
+        ttft_ms_sum=float(row["sum_ttft_ms_sum"] or 0.0),
+        ttft_count=int(row["sum_ttft_count"] or 0),
+        output_tokens=int(row["sum_output_tokens"] or 0),
+        generation_seconds=float(row["sum_generation_seconds"] or 0.0),
+        queue_wait_ms_sum=float(row["sum_queue_wait_ms_sum"] or 0.0),
     )
 
 
