@@ -344,6 +344,8 @@ def month_bounds(month: str) -> tuple[datetime, datetime]:
         first = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
     except ValueError as exc:
         raise ValueError(f"not a month: {month!r} (use YYYY-MM)") from exc
+    if first.year > 9998:  # the next month would leave Python's dates (OverflowError)
+        raise ValueError(f"not a month: {month!r} (the year must be before 9999)")
     nxt = (first + timedelta(days=32)).replace(day=1)
     return first, nxt
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Max, QuerySet
 from django.utils import timezone
 
 from hives.models import (
@@ -23,6 +23,7 @@ from hives.models import (
 from hives.protocol import Capability, WorkerState
 from hives.spec import Device, SpecError
 from kernel import secrets
+from kernel.sql import EpochBucket
 
 
 @dataclass(frozen=True)
@@ -274,11 +275,16 @@ def model_download_get(*, download_id: int) -> ModelDownload | None:
     return ModelDownload.objects.filter(pk=download_id).first()
 
 
-def device_samples_between(*, since: datetime, until: datetime) -> QuerySet[DeviceSample]:
-    """The device samples of minutes in [since, until), oldest first, with their hive."""
-    return (
+def device_memory_buckets(
+    *, since: datetime, until: datetime, step: int
+) -> list[tuple[str, str, int, int]]:
+    """The most memory each device used in each `step`-second bucket of [since, until),
+    grouped by the database: (hive name, device, bucket start in unix seconds, MB)."""
+    rows = (
         DeviceSample.objects.filter(minute__gte=since, minute__lt=until)
-        .select_related("hive")
-        .only("hive__name", "device", "minute", "memory_used_mb", "memory_total_mb", "utilization")
-        .order_by("minute", "hive__name", "device")
+        .annotate(bucket=EpochBucket("minute", step))
+        .values_list("hive__name", "device", "bucket")
+        .annotate(used=Max("memory_used_mb"))
+        .order_by()
     )
+    return [(name, device, int(bucket), int(used)) for name, device, bucket, used in rows]

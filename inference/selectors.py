@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import fields
 from datetime import datetime
+from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Sum
 
 from inference.models import RequestStat, SchedulerScript
+from inference.stats import Sums
+from kernel.sql import EpochBucket
 
 
 def scheduler_script_current() -> SchedulerScript | None:
@@ -23,8 +28,45 @@ def scheduler_script_history(*, limit: int = 50) -> QuerySet[SchedulerScript]:
     return SchedulerScript.objects.defer("source").order_by("-id")[:limit]
 
 
-def request_stats_between(*, since: datetime, until: datetime) -> QuerySet[RequestStat]:
-    """The per-minute sums of minutes in [since, until), oldest first."""
-    return RequestStat.objects.filter(minute__gte=since, minute__lt=until).order_by(
-        "minute", "model"
+_SUMS = {f.name: f"sum_{f.name}" for f in fields(Sums)}
+
+
+def _sums(row: Mapping[str, Any]) -> Sums:
+    """Sums from a grouped row (PostgreSQL sums bigints as numeric: back to int)."""
+    return Sums(
+        requests=int(row["sum_requests"] or 0),
+        errors=int(row["sum_errors"] or 0),
+        ttft_ms_sum=float(row["sum_ttft_ms_sum"] or 0.0),
+        ttft_count=int(row["sum_ttft_count"] or 0),
+        output_tokens=int(row["sum_output_tokens"] or 0),
+        generation_seconds=float(row["sum_generation_seconds"] or 0.0),
+        queue_wait_ms_sum=float(row["sum_queue_wait_ms_sum"] or 0.0),
     )
+
+
+def _summed(since: datetime, until: datetime) -> QuerySet[RequestStat]:
+    return RequestStat.objects.filter(minute__gte=since, minute__lt=until).order_by()
+
+
+def request_stat_buckets(
+    *, since: datetime, until: datetime, step: int
+) -> list[tuple[str, int, Sums]]:
+    """Each model's sums per `step`-second bucket of [since, until), added up by the
+    database: (model, bucket start in unix seconds, sums)."""
+    rows = (
+        _summed(since, until)
+        .annotate(bucket=EpochBucket("minute", step))
+        .values("model", "bucket")
+        .annotate(**{alias: Sum(name) for name, alias in _SUMS.items()})
+    )
+    return [(row["model"], int(row["bucket"]), _sums(row)) for row in rows]
+
+
+def request_stat_totals(*, since: datetime, until: datetime) -> dict[str, Sums]:
+    """Each model's sums over [since, until), added up by the database."""
+    rows = (
+        _summed(since, until)
+        .values("model")
+        .annotate(**{alias: Sum(name) for name, alias in _SUMS.items()})
+    )
+    return {row["model"]: _sums(row) for row in rows}

@@ -14,7 +14,7 @@ from gdpr.actions import AuditAction
 from gdpr.subjects import Subject
 from inference.models import RequestStat, SchedulerScript
 from inference.scheduler import Policy, digest
-from inference.stats import Sums
+from inference.stats import BIGINT_MAX, Sums
 
 
 def scheduler_script_store(
@@ -59,7 +59,18 @@ def request_stats_add(*, sums: Mapping[tuple[datetime, str], Sums]) -> None:
         rows.append("(" + ", ".join(["%s"] * (2 + len(columns))) + ")")
         params += [connection.ops.adapt_datetimefield_value(minute), model]
         params += [getattr(s, c) for c in columns]
-    updates = ", ".join(f"{q(c)} = {table}.{q(c)} + EXCLUDED.{q(c)}" for c in columns)
+    counts = {f.name for f in fields(Sums) if f.type in (int, "int")}
+
+    def increment(c: str) -> str:
+        """Counts saturate at bigint instead of failing the whole upsert."""
+        if c not in counts:
+            return f"{q(c)} = {table}.{q(c)} + EXCLUDED.{q(c)}"
+        return (
+            f"{q(c)} = CASE WHEN {table}.{q(c)} > {BIGINT_MAX} - EXCLUDED.{q(c)} "
+            f"THEN {BIGINT_MAX} ELSE {table}.{q(c)} + EXCLUDED.{q(c)} END"
+        )
+
+    updates = ", ".join(increment(c) for c in columns)
     # Identifiers from the model's own metadata, values as parameters.
     names = ", ".join(q(c) for c in ["minute", "model", *columns])
     sql = (

@@ -16,17 +16,41 @@ What is measured, per request that reached a worker:
   dispatch to its final event (tokens/s = output_tokens / generation_seconds; only
   requests that produced tokens add seconds);
 * errors: jobs that did not end with `done` (worker errors, timeouts, clients that left).
+
+A value the database could refuse never stops the flushing: counts are clamped to
+bigint and figures to finite numbers when recorded (and sums saturate), rows are written
+in chunks of FLUSH_CHUNK (PostgreSQL takes at most 65,535 parameters per statement), a
+chunk the database refuses is retried row by row so that one bad row holds up no other,
+and a row refused MAX_ATTEMPTS times is dropped and logged. A database that cannot be
+reached (OperationalError) keeps everything pending without counting attempts. The
+pending sums are capped at MAX_PENDING keys: past it the oldest are dropped and counted
+(`RollUp.dropped`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 
 logger = logging.getLogger("inference.stats")
+
+BIGINT_MAX = 2**63 - 1  # RequestStat's integer columns are bigint
+FLUSH_CHUNK = 500  # rows per upsert: 500 x 9 parameters, far below PostgreSQL's 65,535
+MAX_ATTEMPTS = 3  # a row the database refused this many times is dropped (and logged)
+MAX_PENDING = 100_000  # (minute, model) keys held in memory at most; past it the oldest go
+
+
+def _count(value: int) -> int:
+    return min(max(0, int(value)), BIGINT_MAX)
+
+
+def _figure(value: float) -> float:
+    value = float(value)
+    return max(0.0, value) if math.isfinite(value) else 0.0
 
 
 @dataclass
@@ -42,8 +66,14 @@ class Sums:
     queue_wait_ms_sum: float = 0.0
 
     def add(self, other: Sums) -> None:
+        """Add `other` in place; counts saturate at bigint, figures stay finite."""
         for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+            total = getattr(self, f.name) + getattr(other, f.name)
+            if isinstance(total, int):
+                total = min(total, BIGINT_MAX)
+            elif not math.isfinite(total):
+                total = 0.0 if math.isnan(total) else float(getattr(self, f.name))
+            setattr(self, f.name, total)
 
 
 Key = tuple[datetime, str]  # (the minute's start in UTC, the model)
@@ -57,9 +87,34 @@ def minute_of(epoch: float) -> datetime:
 class RollUp:
     """One process's sums not yet in the database."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_pending: int = MAX_PENDING) -> None:
         self._lock = threading.Lock()
         self._pending: dict[Key, Sums] = {}
+        self._attempts: dict[Key, int] = {}  # failed writes of a key's row so far
+        self.max_pending = max_pending
+        self.dropped = 0  # keys dropped: over the cap, or refused MAX_ATTEMPTS times
+
+    def _add(self, key: Key, sums: Sums) -> None:
+        """Under the lock: add to a key's sums, dropping the oldest key when full."""
+        held = self._pending.get(key)
+        if held is not None:
+            held.add(sums)
+            return
+        while len(self._pending) >= self.max_pending:
+            oldest = min(self._pending)  # the earliest minute
+            del self._pending[oldest]
+            self._attempts.pop(oldest, None)
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                logger.error(
+                    "request metrics: %d pending minutes dropped so far (over %d kept in "
+                    "memory while they could not be written)",
+                    self.dropped,
+                    self.max_pending,
+                )
+        fresh = Sums()
+        fresh.add(sums)
+        self._pending[key] = fresh
 
     def record(
         self,
@@ -73,18 +128,19 @@ class RollUp:
         at: float | None = None,
     ) -> None:
         """Count one request that ended at `at` (now by default)."""
+        tokens = _count(output_tokens)
         one = Sums(
             requests=1,
             errors=0 if ok else 1,
-            ttft_ms_sum=max(0.0, ttft_ms) if ttft_ms is not None else 0.0,
+            ttft_ms_sum=_figure(ttft_ms) if ttft_ms is not None else 0.0,
             ttft_count=1 if ttft_ms is not None else 0,
-            output_tokens=max(0, output_tokens),
-            generation_seconds=max(0.0, generation_seconds) if output_tokens > 0 else 0.0,
-            queue_wait_ms_sum=max(0.0, queue_wait_ms),
+            output_tokens=tokens,
+            generation_seconds=_figure(generation_seconds) if tokens > 0 else 0.0,
+            queue_wait_ms_sum=_figure(queue_wait_ms),
         )
         key = (minute_of(time.time() if at is None else at), model[:200])
         with self._lock:
-            self._pending.setdefault(key, Sums()).add(one)
+            self._add(key, one)
 
     def take(self) -> dict[Key, Sums]:
         """Everything pending, which is then no longer pending."""
@@ -96,26 +152,74 @@ class RollUp:
         """Sums whose flush failed: pending again, added to what came in meanwhile."""
         with self._lock:
             for key, sums in taken.items():
-                self._pending.setdefault(key, Sums()).add(sums)
+                self._add(key, sums)
 
     def pending(self) -> dict[Key, Sums]:
         with self._lock:
             return {k: Sums(**vars(v)) for k, v in self._pending.items()}
 
     def flush(self) -> int:
-        """Add the pending sums to the database (one upsert-increment per row); the
-        number of rows. On failure nothing is lost: the sums stay pending."""
-        from inference.services import request_stats_add
-
+        """Add the pending sums to the database in chunks of FLUSH_CHUNK rows (one
+        upsert-increment per row); the number of rows written. A chunk the database
+        refuses is retried row by row; a row refused MAX_ATTEMPTS times is dropped and
+        logged, the others stay pending. If the database cannot be reached, everything
+        not written stays pending and the error is raised."""
         taken = self.take()
         if not taken:
             return 0
+        keys = sorted(taken)
+        handled: set[Key] = set()  # written, or pending again / dropped after a refusal
+        written = 0
         try:
-            request_stats_add(sums=taken)
-        except BaseException:
-            self.give_back(taken)
+            for start in range(0, len(keys), FLUSH_CHUNK):
+                chunk = {k: taken[k] for k in keys[start : start + FLUSH_CHUNK]}
+                written += self._write(chunk, handled)
+        except BaseException:  # unreachable database, interrupted: keep the rest
+            self.give_back({k: v for k, v in taken.items() if k not in handled})
             raise
-        return len(taken)
+        return written
+
+    def _write(self, chunk: dict[Key, Sums], handled: set[Key]) -> int:
+        """Write one chunk (else each of its rows alone); how many rows were written.
+        Raises only what means the database cannot be reached."""
+        from django.db import InterfaceError, OperationalError
+
+        from inference.services import request_stats_add
+
+        try:
+            request_stats_add(sums=chunk)
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception as exc:
+            if len(chunk) == 1:
+                self._refused(chunk, exc)
+                handled.update(chunk)
+                return 0
+            return sum(self._write({k: v}, handled) for k, v in chunk.items())
+        handled.update(chunk)
+        with self._lock:
+            for key in chunk:
+                self._attempts.pop(key, None)
+        return len(chunk)
+
+    def _refused(self, row: dict[Key, Sums], exc: Exception) -> None:
+        """One row the database refused: pending again, or dropped after MAX_ATTEMPTS."""
+        ((key, sums),) = row.items()
+        with self._lock:
+            attempts = self._attempts.get(key, 0) + 1
+            if attempts < MAX_ATTEMPTS:
+                self._attempts[key] = attempts
+                self._add(key, sums)
+                return
+            self._attempts.pop(key, None)
+            self.dropped += 1
+        logger.error(
+            "request metrics of %r at %s dropped: the database refused them %d times (%s)",
+            key[1],
+            key[0].isoformat(),
+            attempts,
+            exc,
+        )
 
 
 rollup = RollUp()  # this process's

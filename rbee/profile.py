@@ -5,6 +5,12 @@ stays a list of assignments and the rules can be tested without starting Django.
 Production refuses to start (ImproperlyConfigured) without explicit host names and
 CSRF trusted origins, and turns on secure cookies and HSTS. Proxy headers are trusted
 only when RBEE_TRUSTED_PROXIES names the proxies, in either profile.
+
+RBEE_PUBLIC_URL (either profile; set it in production) is the origin people reach the
+queen at, e.g. https://rbee.example: the links in password-reset and invitation e-mails
+are built from it, never from the request's Host header. Without it those links are
+built from the request only when its host is loopback or RBEE_ALLOWED_HOSTS is explicit
+(web/links.py); otherwise the portal refuses to send them.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ def _bool(environ: Mapping[str, str], name: str) -> bool:
 
 def security(environ: Mapping[str, str]) -> dict[str, Any]:
     """The security settings for this environment (names as Django spells them, plus
-    RBEE_PRODUCTION, RBEE_TRUSTED_PROXIES and RBEE_METRICS_TOKEN)."""
+    RBEE_PRODUCTION, RBEE_PUBLIC_URL, RBEE_TRUSTED_PROXIES and RBEE_METRICS_TOKEN)."""
     production = _bool(environ, "RBEE_PRODUCTION")
     hosts = _list(environ, "RBEE_ALLOWED_HOSTS")
     origins = _list(environ, "RBEE_CSRF_TRUSTED_ORIGINS")
@@ -47,8 +53,24 @@ def security(environ: Mapping[str, str]) -> dict[str, Any]:
             raise ImproperlyConfigured(
                 f"RBEE_CSRF_TRUSTED_ORIGINS: {origin!r} is not an origin like https://rbee.example"
             )
+    public_url = environ.get("RBEE_PUBLIC_URL", "").strip().rstrip("/")
+    if public_url:
+        parts = urlsplit(public_url)
+        if (
+            parts.scheme not in {"http", "https"}
+            or not parts.hostname
+            or parts.path
+            or parts.query
+            or parts.fragment
+            or parts.username
+            or parts.password
+        ):
+            raise ImproperlyConfigured(
+                f"RBEE_PUBLIC_URL: {public_url!r} is not an origin like https://rbee.example"
+            )
     out: dict[str, Any] = {
         "RBEE_PRODUCTION": production,
+        "RBEE_PUBLIC_URL": public_url,
         "RBEE_TRUSTED_PROXIES": proxies,
         "RBEE_METRICS_TOKEN": environ.get("RBEE_METRICS_TOKEN", ""),
         "ALLOWED_HOSTS": hosts or ["*"],

@@ -32,6 +32,8 @@ _security = security(os.environ)
 RBEE_PRODUCTION = bool(_security["RBEE_PRODUCTION"])
 ALLOWED_HOSTS = list(_security["ALLOWED_HOSTS"])
 CSRF_TRUSTED_ORIGINS = list(_security["CSRF_TRUSTED_ORIGINS"])
+# The origin people reach the queen at (https://rbee.example): e-mailed links use it.
+RBEE_PUBLIC_URL = str(_security["RBEE_PUBLIC_URL"])
 # Addresses (or CIDR blocks) of the reverse proxies whose X-Forwarded-* headers count.
 RBEE_TRUSTED_PROXIES = list(_security["RBEE_TRUSTED_PROXIES"])
 SECURE_PROXY_SSL_HEADER = _security["SECURE_PROXY_SSL_HEADER"]
@@ -77,6 +79,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "web.csp.ContentSecurityPolicyMiddleware",
+    "web.nul.RejectNulMiddleware",  # a 400, not a database error, under the faces
 ]
 
 ROOT_URLCONF = "rbee.urls"

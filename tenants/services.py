@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac as stdlib_hmac
 import secrets as stdlib_secrets
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -625,6 +626,20 @@ def invitation_accept(*, token: str, user: User, actor: Actor | None = None) -> 
         )
 
 
+def _lock_email(email: str) -> None:
+    """Until the transaction ends, one account creation per e-mail (case-insensitive) at
+    a time: a PostgreSQL advisory lock on a hash of it (SQLite has one writer anyway)."""
+    if connection.vendor != "postgresql":
+        return
+    key = int.from_bytes(
+        hashlib.sha256(b"rbee:account-email:" + email.casefold().encode()).digest()[:8],
+        "big",
+        signed=True,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+
+
 def invitation_accept_new_account(*, token: str, password: str) -> Membership:
     """A person without an account accepts an invitation: an account with the invited
     e-mail and `password` is made and joins the tenant, in one transaction (a used,
@@ -634,11 +649,22 @@ def invitation_accept_new_account(*, token: str, password: str) -> Membership:
 
     User = get_user_model()
     digest = secrets.digest(token or "")
-    invitation = Invitation.objects.filter(token_hash=digest).first() if token else None
-    if invitation is None:
-        raise TenantError(TenantErrorCode.NOT_FOUND, "unknown invitation")
-    email = invitation.email.strip()
     with transaction.atomic():
+        # Lock first, check after: two acceptances of this invitation at once take
+        # turns here (the second then finds it used), and two of different invitations
+        # to one e-mail take turns on the e-mail's lock, so neither makes a second
+        # account with that e-mail nor fails on the username's unique index.
+        invitation = (
+            Invitation.objects.select_for_update().filter(token_hash=digest).first()
+            if token
+            else None
+        )
+        if invitation is None:
+            raise TenantError(TenantErrorCode.NOT_FOUND, "unknown invitation")
+        if invitation.accepted_at is not None:
+            raise TenantError(TenantErrorCode.INVALID, "this invitation was already used")
+        email = invitation.email.strip()
+        _lock_email(email)
         if User.objects.filter(email__iexact=email).exists():
             raise TenantError(
                 TenantErrorCode.ALREADY_EXISTS,

@@ -175,6 +175,10 @@ def test_an_operator_reloads_the_scheduler_and_requests_follow_it(browser: Brows
         expect(page.locator("#chart-rps .uplot")).to_have_count(1)
         expect(page.locator("#chart-ttft .uplot")).to_have_count(1)
         expect(page.locator("#chart-memory .uplot")).to_have_count(1)
+        # A chart's table loads its figures when opened (the page computes none).
+        assert page.locator("table[data-table]").count() == 0
+        page.locator("#table-rps").locator("xpath=..").locator("summary").click()
+        expect(page.locator('table[data-table="rps"] tbody tr')).not_to_have_count(0)
         shot(page, "ui-charts")
 
         # A phone-sized window: the scheduler page fits without sideways scrolling.

@@ -19,6 +19,13 @@ from tests.web.test_portal import PW, member, person, signed_in, tenant
 
 pytestmark = pytest.mark.django_db
 
+
+@pytest.fixture(autouse=True)
+def _public_url(settings) -> None:  # type: ignore[no-untyped-def]
+    """E-mailed links need a public origin (web/links.py); the test client's host."""
+    settings.RBEE_PUBLIC_URL = "http://testserver"
+
+
 LINK = re.compile(r"http://testserver/portal/invitations/(\S+)")
 NEW_PW = "a-new-pw-987654321"
 

@@ -12,6 +12,12 @@ from tests.web.test_portal import member, signed_in, tenant
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def _public_url(settings) -> None:  # type: ignore[no-untyped-def]
+    """E-mailed links need a public origin (web/links.py); the test client's host."""
+    settings.RBEE_PUBLIC_URL = "http://testserver"
+
+
 @pytest.fixture
 def acme():  # type: ignore[no-untyped-def]
     t = tenant("acme")

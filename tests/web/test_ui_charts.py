@@ -11,7 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from hives.models import DeviceSample, Hive
@@ -182,9 +184,57 @@ def test_any_operator_gets_the_json_and_the_page_with_its_tables() -> None:
     assert total is not None
     cells = [html.unescape(c) for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", total.group(1))]
     assert cells == ["chat", "30", "0", "0.0333", "50.0", "50.0", "3.0"]
-    ttft_table = re.search(r'<table data-table="ttft">(.*?)</table>', body, re.S)
+    # The page computes no chart's figures: each table loads them when it is opened.
+    assert "<table data-table" not in body
+    for metric in ("rps", "ttft", "tps", "queue", "memory"):
+        assert (
+            f'<details hx-get="/ui/charts/table?metric={metric}&amp;range=15m" '
+            f'hx-trigger="toggle once" hx-target="#table-{metric}">'
+        ) in body and f'<div id="table-{metric}" aria-live="polite">' in body
+    fragment = client.get("/ui/charts/table?metric=ttft&range=15m")
+    assert fragment.status_code == 200
+    ttft_table = re.search(
+        r'<table data-table="ttft">(.*?)</table>', fragment.content.decode(), re.S
+    )
     assert ttft_table is not None
     rows = re.findall(r"<tr><th scope=\"row\">(.*?)</th><td>(.*?)</td></tr>", ttft_table.group(1))
     assert rows == [(minute.strftime("%H:%M"), "50.0")]
+    assert client.get("/ui/charts/table?metric=nope&range=15m").status_code == 400
+    assert client.get("/ui/charts/table?metric=ttft&range=2y").status_code == 400
     # An unknown range falls back to the default one.
     assert '<option value="1h" selected>' in client.get("/ui/charts?range=x").content.decode()
+
+
+def test_a_week_of_samples_is_grouped_by_the_database_and_the_page_reads_none() -> None:
+    """7 days in hourly buckets: the database returns one row per device and hour (the
+    largest use), not 10,080 samples per device; the page itself reads no samples."""
+    now = datetime(2026, 12, 5, 8, 30, tzinfo=UTC)
+    hour = now.replace(minute=0)
+    hive = Hive.objects.create(name="box", token_prefix="tp-w", token_hash="x")
+    DeviceSample.objects.bulk_create(
+        DeviceSample(
+            hive=hive,
+            device=f"cuda:{d}",
+            minute=hour - timedelta(minutes=m),
+            memory_used_mb=1024 * (1 + m % 60) * (d + 1),
+            memory_total_mb=80 * 1024,
+        )
+        for d in range(2)
+        for m in range(166 * 60 + 1)  # back to the second-oldest hour: the oldest is empty
+    )
+    with CaptureQueriesContext(connection) as queries:
+        data = chart_data("memory", "7d", now)
+    (query,) = [q["sql"] for q in queries.captured_queries]
+    assert "GROUP BY" in query.upper()
+    assert [s["label"] for s in data["series"]] == ["box/cuda:0", "box/cuda:1"]
+    cuda0, cuda1 = (s["values"] for s in data["series"])
+    assert len(data["x"]) == 168 and data["x"][-1] == int(hour.timestamp())
+    # The newest bucket holds only hour's first minute (m = 0: 1 GiB); full hours hold
+    # every m % 60, whose largest is 60 GiB; the oldest bucket has no sample.
+    assert cuda0[-1] == 1.0 and cuda1[-1] == 2.0
+    assert set(cuda0[1:-1]) == {60.0} and set(cuda1[1:-1]) == {120.0}
+    assert cuda0[0] is None and cuda1[0] is None
+
+    with CaptureQueriesContext(connection) as page_queries:
+        assert operator("read_audit").get("/ui/charts?range=7d").status_code == 200
+    assert not [q for q in page_queries.captured_queries if "devicesample" in q["sql"].lower()]

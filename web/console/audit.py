@@ -10,7 +10,7 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from itertools import islice
 from typing import Any
 
@@ -28,6 +28,7 @@ from gdpr.sinks import get_sink
 from tenants.models import Tenant
 from web.auth import operator_page
 from web.console.common import invalid, page, paged, query_without_page
+from web.dates import parse_day
 
 SECTION = "audit"
 VERIFIED = "web.console:audit-verified"  # the last verification's result (Django's cache)
@@ -54,9 +55,10 @@ def _day(text: str, name: str) -> datetime | None:
     if not text:
         return None
     try:
-        return datetime.combine(date.fromisoformat(text), time.min, tzinfo=UTC)
-    except ValueError:
-        raise BadFilter(f"{name}: not a date {text[:20]!r} (use YYYY-MM-DD)") from None
+        day = parse_day(text, name)  # years bounded: `until` + 1 day stays a date
+    except ValueError as exc:
+        raise BadFilter(str(exc)) from None
+    return datetime.combine(day, time.min, tzinfo=UTC)
 
 
 def search(query: QueryDict) -> tuple[Any, dict[str, str]]:

@@ -19,19 +19,14 @@ from billing.stripe_sync import stripe_enabled
 from tenants.models import Tenant
 from web.auth import operator_page
 from web.console.common import action, any_area, can, invalid, page, paged, query_without_page
+from web.dates import parse_month
 
 SECTION = "invoices"
 
 
 def _month(text: str) -> date | None:
-    """The first day of a YYYY-MM month; ValueError for anything else."""
-    if not text:
-        return None
-    try:
-        year, month = (int(part) for part in text.split("-"))
-        return date(year, month, 1)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"not a month: {text[:20]!r} (use YYYY-MM)") from exc
+    """The first day of a YYYY-MM month (years bounded, web/dates.py); ValueError else."""
+    return parse_month(text, "month") if text else None
 
 
 @any_area("tenants", "audit")

@@ -37,6 +37,7 @@ from web.console.common import (
     query_without_page,
     scopes_text,
 )
+from web.dates import parse_month
 
 SECTION = "tenants"
 UNLIMITED = ("none", "unlimited", "null")
@@ -114,7 +115,7 @@ def tenant_detail(request: HttpRequest, name: str) -> HttpResponse:
     tenant = _tenant(name)
     month = request.GET.get("month", "") or this_month()
     try:
-        start, end = month_bounds(month)
+        start, end = month_bounds(parse_month(month, "month").strftime("%Y-%m"))
     except ValueError as exc:
         return invalid(request, str(exc), section=SECTION, back=f"/console/tenants/{name}")
     by_day = usage_summary(tenant_id=tenant.pk, start=start, end=end, group_by="day")

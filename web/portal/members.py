@@ -29,6 +29,7 @@ from tenants.services import (
     membership_remove,
     membership_set_role,
 )
+from web.links import NO_PUBLIC_URL, public_origin
 from web.portal.access import ROLES_MANAGE, Member, member_page
 from web.portal.common import check_id, forbidden, page, sentence
 
@@ -105,9 +106,12 @@ def _back(member: Member) -> HttpResponseRedirect:
     return HttpResponseRedirect(f"/portal/t/{member.tenant.name}/members")
 
 
-def send_invitation(request: HttpRequest, invitation: Invitation, token: str) -> None:
-    """The invitation e-mail: the one-time link, the tenant, the role, who sent it."""
-    link = request.build_absolute_uri(f"/portal/invitations/{token}")
+def send_invitation(
+    request: HttpRequest, invitation: Invitation, token: str, *, origin: str
+) -> None:
+    """The invitation e-mail: the one-time link (on `origin`, web/links.py), the tenant,
+    the role, who sent it."""
+    link = f"{origin}/portal/invitations/{token}"
     context = {"invitation": invitation, "link": link, "inviter": request.user}
     send_mail(
         subject=f"You are invited to {invitation.tenant.name} on rbee",
@@ -129,6 +133,9 @@ def member_invite(request: HttpRequest, member: Member) -> HttpResponse:
     role = form.cleaned_data["role"]
     if role == Role.OWNER and not member.can(Role.OWNER):
         return forbidden(request, member, OWNER_ONLY)
+    origin = public_origin(request)
+    if origin is None:  # no invitation whose link could not be sent
+        return _members_page(request, member, form=form, error=NO_PUBLIC_URL, status=503)
     try:
         invitation, token = invitation_create(
             tenant=member.tenant,
@@ -142,7 +149,7 @@ def member_invite(request: HttpRequest, member: Member) -> HttpResponse:
         form.add_error(None, exc.message)
         return _members_page(request, member, form=form, status=400)
     try:
-        send_invitation(request, invitation, token)
+        send_invitation(request, invitation, token, origin=origin)
     except (OSError, smtplib.SMTPException):
         log.exception("the invitation e-mail could not be sent")
         return _members_page(

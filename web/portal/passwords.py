@@ -1,7 +1,12 @@
 """Password reset for portal members, with Django's machinery and the portal's templates.
 Whatever e-mail is asked for, the answer is the same page ("if an account exists, we sent
 a link"): nobody learns who has an account. The link works once (setting the password
-changes what its token was made from) and for PASSWORD_RESET_TIMEOUT seconds."""
+changes what its token was made from) and for PASSWORD_RESET_TIMEOUT seconds.
+
+The link is built from RBEE_PUBLIC_URL (web/links.py), never from a Host header the
+asker chose; without a trustworthy origin no e-mail is sent and the page says the
+operator must set RBEE_PUBLIC_URL, whatever the e-mail (so it still tells nobody who
+has an account)."""
 
 from __future__ import annotations
 
@@ -10,7 +15,10 @@ from typing import Any
 from django import forms
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.forms import PasswordResetForm
+from django.http import HttpResponse
 from django.urls import path
+
+from web.links import NO_PUBLIC_URL, public_origin, split_origin
 
 PORTAL = {"face": "portal"}
 
@@ -19,6 +27,31 @@ class ResetForm(PasswordResetForm):
     email = forms.EmailField(
         label="E-mail", max_length=254, widget=forms.EmailInput(attrs={"autocomplete": "email"})
     )
+
+
+class ResetView(auth_views.PasswordResetView):
+    """Django's reset view with the link's origin from web/links.py."""
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        origin = public_origin(self.request)
+        if origin is None:
+            return self.render_to_response(
+                self.get_context_data(form=form, refused=NO_PUBLIC_URL), status=503
+            )
+        protocol, domain = split_origin(origin)
+        form.save(
+            domain_override=domain,
+            use_https=protocol == "https",
+            token_generator=self.token_generator,
+            from_email=self.from_email,
+            email_template_name=self.email_template_name,
+            subject_template_name=self.subject_template_name,
+            request=self.request,
+            html_email_template_name=self.html_email_template_name,
+            extra_email_context=self.extra_email_context,
+        )
+        # FormView's: the redirect to success_url (the parent's would send again).
+        return super(auth_views.PasswordResetView, self).form_valid(form)
 
 
 def _view(view: Any, title: str, template: str, **kwargs: Any) -> Any:
@@ -33,7 +66,7 @@ urlpatterns = [
     path(
         "password-reset",
         _view(
-            auth_views.PasswordResetView,
+            ResetView,
             "Reset your password",
             "password_reset.html",
             form_class=ResetForm,

@@ -76,29 +76,36 @@ def _value(metric: str, s: Sums, step: int) -> float | None:
     raise ValueError(metric)
 
 
-def chart_data(metric: str, range_key: str, now: datetime | None = None) -> dict[str, Any]:
-    """One chart in charts.js's format: {"x", "unit", "series": [{"label", "values"}]}."""
-    rng = RANGES[range_key]
-    now = now or timezone.now()
+def _window(rng: Range, now: datetime) -> tuple[list[int], datetime, datetime]:
     xs = buckets(rng, now)
-    since = datetime.fromtimestamp(xs[0], tz=UTC)
-    until = datetime.fromtimestamp(xs[-1] + rng.step, tz=UTC)
+    return (
+        xs,
+        datetime.fromtimestamp(xs[0], tz=UTC),
+        datetime.fromtimestamp(xs[-1] + rng.step, tz=UTC),
+    )
+
+
+def chart_data(metric: str, range_key: str, now: datetime | None = None) -> dict[str, Any]:
+    """One chart in charts.js's format: {"x", "unit", "series": [{"label", "values"}]}.
+    The database groups the rows into the range's buckets: a week of one-minute samples
+    comes back as one row per device and hour."""
+    rng = RANGES[range_key]
+    xs, since, until = _window(rng, now or timezone.now())
     series: list[dict[str, Any]] = []
     if metric == "memory":
         used: dict[str, list[float | None]] = {}
-        for sample in hive_selectors.device_samples_between(since=since, until=until):
-            label = f"{sample.hive.name}/{sample.device}"
-            i = (int(sample.minute.timestamp()) - xs[0]) // rng.step
-            row = used.setdefault(label, [None] * len(xs))
-            gib = round(sample.memory_used_mb / 1024, 2)
-            row[i] = gib if row[i] is None else max(row[i] or 0.0, gib)
+        for hive, device, bucket, mb in hive_selectors.device_memory_buckets(
+            since=since, until=until, step=rng.step
+        ):
+            row = used.setdefault(f"{hive}/{device}", [None] * len(xs))
+            row[(bucket - xs[0]) // rng.step] = round(mb / 1024, 2)
         series = [{"label": k, "values": used[k]} for k in sorted(used)]
     else:
         sums: dict[str, list[Sums]] = {}
-        for stat in inference_selectors.request_stats_between(since=since, until=until):
-            i = (int(stat.minute.timestamp()) - xs[0]) // rng.step
-            per = sums.setdefault(stat.model, [Sums() for _ in xs])
-            per[i].add(_sums(stat))
+        for model, bucket, s in inference_selectors.request_stat_buckets(
+            since=since, until=until, step=rng.step
+        ):
+            sums.setdefault(model, [Sums() for _ in xs])[(bucket - xs[0]) // rng.step] = s
         for model in sorted(sums):
             series.append(
                 {"label": model, "values": [_value(metric, s, rng.step) for s in sums[model]]}
@@ -106,27 +113,11 @@ def chart_data(metric: str, range_key: str, now: datetime | None = None) -> dict
     return {"x": xs, "unit": METRICS[metric].unit, "series": series}
 
 
-def _sums(stat: Any) -> Sums:
-    return Sums(
-        requests=stat.requests,
-        errors=stat.errors,
-        ttft_ms_sum=stat.ttft_ms_sum,
-        ttft_count=stat.ttft_count,
-        output_tokens=stat.output_tokens,
-        generation_seconds=stat.generation_seconds,
-        queue_wait_ms_sum=stat.queue_wait_ms_sum,
-    )
-
-
 def totals(range_key: str, now: datetime | None = None) -> list[dict[str, Any]]:
     """Per model over the whole range: requests, errors and the four averages."""
     rng = RANGES[range_key]
-    xs = buckets(rng, now or timezone.now())
-    since = datetime.fromtimestamp(xs[0], tz=UTC)
-    until = datetime.fromtimestamp(xs[-1] + rng.step, tz=UTC)
-    per: dict[str, Sums] = {}
-    for stat in inference_selectors.request_stats_between(since=since, until=until):
-        per.setdefault(stat.model, Sums()).add(_sums(stat))
+    _, since, until = _window(rng, now or timezone.now())
+    per = inference_selectors.request_stat_totals(since=since, until=until)
     return [
         {
             "model": model,
@@ -157,24 +148,37 @@ def _range_of(request: HttpRequest) -> str:
     return key if key in RANGES else DEFAULT_RANGE
 
 
+def _query(request: HttpRequest) -> tuple[str, str] | HttpResponse:
+    metric = request.GET.get("metric", "")
+    range_key = request.GET.get("range", DEFAULT_RANGE)
+    if metric not in METRICS or range_key not in RANGES:
+        return JsonResponse(
+            {
+                "error": f"metric is one of {', '.join(METRICS)} and range one of "
+                f"{', '.join(RANGES)}"
+            },
+            status=400,
+        )
+    return metric, range_key
+
+
 @operator_page()
 @require_GET
 def charts_page(request: HttpRequest) -> HttpResponse:
-    """GET /ui/charts?range=1h."""
+    """GET /ui/charts?range=1h. The page computes only the totals: each chart fetches
+    its figures (/ui/charts/data) and each table its own when opened (/ui/charts/table),
+    so no figures are computed twice for one view."""
     range_key = _range_of(request)
     rng = RANGES[range_key]
-    now = timezone.now()
-    charts = []
-    for key, metric in METRICS.items():
-        data = chart_data(key, range_key, now)
-        charts.append(
-            {
-                "key": key,
-                "metric": metric,
-                "src": f"/ui/charts/data?metric={key}&range={range_key}",
-                "table": table(data, rng.step),
-            }
-        )
+    charts = [
+        {
+            "key": key,
+            "metric": metric,
+            "src": f"/ui/charts/data?metric={key}&range={range_key}",
+            "table_src": f"/ui/charts/table?metric={key}&range={range_key}",
+        }
+        for key, metric in METRICS.items()
+    ]
     return render(
         request,
         "ui/charts.html",
@@ -186,7 +190,7 @@ def charts_page(request: HttpRequest) -> HttpResponse:
             "range_key": range_key,
             "range": rng,
             "charts": charts,
-            "totals": totals(range_key, now),
+            "totals": totals(range_key),
             "step_minutes": rng.step // 60,
         },
     )
@@ -196,20 +200,36 @@ def charts_page(request: HttpRequest) -> HttpResponse:
 @require_GET
 def charts_data(request: HttpRequest) -> HttpResponse:
     """GET /ui/charts/data?metric=rps|ttft|tps|queue|memory&range=15m|1h|6h|24h|7d."""
-    metric = request.GET.get("metric", "")
-    range_key = request.GET.get("range", DEFAULT_RANGE)
-    if metric not in METRICS or range_key not in RANGES:
-        return JsonResponse(
-            {
-                "error": f"metric is one of {', '.join(METRICS)} and range one of "
-                f"{', '.join(RANGES)}"
-            },
-            status=400,
-        )
-    return JsonResponse(chart_data(metric, range_key))
+    query = _query(request)
+    if isinstance(query, HttpResponse):
+        return query
+    return JsonResponse(chart_data(*query))
+
+
+@operator_page()
+@require_GET
+def charts_table(request: HttpRequest) -> HttpResponse:
+    """GET /ui/charts/table?metric=...&range=...: the chart's figures as an HTML table
+    (the fragment a chart's "Table of these figures" loads when opened)."""
+    query = _query(request)
+    if isinstance(query, HttpResponse):
+        return query
+    metric, range_key = query
+    rng = RANGES[range_key]
+    return render(
+        request,
+        "ui/charts_table.html",
+        {
+            "key": metric,
+            "metric": METRICS[metric],
+            "range": rng,
+            "table": table(chart_data(metric, range_key), rng.step),
+        },
+    )
 
 
 urlpatterns = [
     path("charts", charts_page, name="ui-charts"),
     path("charts/data", charts_data, name="ui-charts-data"),
+    path("charts/table", charts_table, name="ui-charts-table"),
 ]
