@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Max, QuerySet
 from django.utils import timezone
 
 from hives.models import (
@@ -23,6 +23,7 @@ from hives.models import (
 from hives.protocol import Capability, WorkerState
 from hives.spec import Device, SpecError
 from kernel import secrets
+from kernel.timebuckets import EpochBucket
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,22 @@ def model_alias_list() -> QuerySet[ModelAlias]:
 def model_download_get(*, download_id: int) -> ModelDownload | None:
     """A download as it stands now (its hive reports progress into it)."""
     return ModelDownload.objects.filter(pk=download_id).first()
+
+
+def device_memory_peaks(
+    *, since: datetime, until: datetime, step: int
+) -> list[tuple[str, str, int, int]]:
+    """The most memory each device used in each bucket of `step` seconds of [since,
+    until), maxed by the database: (hive name, device, bucket start in unix seconds, MB),
+    by hive, device and time. One row per device and bucket, not per minute."""
+    rows = (
+        DeviceSample.objects.filter(minute__gte=since, minute__lt=until)
+        .annotate(bucket=EpochBucket("minute", step))
+        .values("hive__name", "device", "bucket")
+        .annotate(peak=Max("memory_used_mb"))
+        .order_by("hive__name", "device", "bucket")
+    )
+    return [(r["hive__name"], r["device"], int(r["bucket"]), int(r["peak"])) for r in rows]
 
 
 def device_samples_between(*, since: datetime, until: datetime) -> QuerySet[DeviceSample]:

@@ -76,29 +76,47 @@ def _value(metric: str, s: Sums, step: int) -> float | None:
     raise ValueError(metric)
 
 
-def chart_data(metric: str, range_key: str, now: datetime | None = None) -> dict[str, Any]:
-    """One chart in charts.js's format: {"x", "unit", "series": [{"label", "values"}]}."""
+def _span(rng: Range, now: datetime) -> tuple[list[int], datetime, datetime]:
+    xs = buckets(rng, now)
+    return (
+        xs,
+        datetime.fromtimestamp(xs[0], tz=UTC),
+        datetime.fromtimestamp(xs[-1] + rng.step, tz=UTC),
+    )
+
+
+StatRows = list[tuple[int, str, Sums]]
+
+
+def _stat_rows(rng: Range, now: datetime) -> StatRows:
+    """The request sums per (bucket, model) of the range, added up by the database."""
+    _, since, until = _span(rng, now)
+    return inference_selectors.request_stat_sums(since=since, until=until, step=rng.step)
+
+
+def chart_data(
+    metric: str, range_key: str, now: datetime | None = None, *, stats: StatRows | None = None
+) -> dict[str, Any]:
+    """One chart in charts.js's format: {"x", "unit", "series": [{"label", "values"}]}.
+    `stats`: the range's request sums when the caller already read them (the page draws
+    four charts and the totals from one read)."""
     rng = RANGES[range_key]
     now = now or timezone.now()
-    xs = buckets(rng, now)
-    since = datetime.fromtimestamp(xs[0], tz=UTC)
-    until = datetime.fromtimestamp(xs[-1] + rng.step, tz=UTC)
+    xs, since, until = _span(rng, now)
     series: list[dict[str, Any]] = []
     if metric == "memory":
         used: dict[str, list[float | None]] = {}
-        for sample in hive_selectors.device_samples_between(since=since, until=until):
-            label = f"{sample.hive.name}/{sample.device}"
-            i = (int(sample.minute.timestamp()) - xs[0]) // rng.step
-            row = used.setdefault(label, [None] * len(xs))
-            gib = round(sample.memory_used_mb / 1024, 2)
-            row[i] = gib if row[i] is None else max(row[i] or 0.0, gib)
+        for hive, device, bucket, peak_mb in hive_selectors.device_memory_peaks(
+            since=since, until=until, step=rng.step
+        ):
+            row = used.setdefault(f"{hive}/{device}", [None] * len(xs))
+            row[(bucket - xs[0]) // rng.step] = round(peak_mb / 1024, 2)
         series = [{"label": k, "values": used[k]} for k in sorted(used)]
     else:
         sums: dict[str, list[Sums]] = {}
-        for stat in inference_selectors.request_stats_between(since=since, until=until):
-            i = (int(stat.minute.timestamp()) - xs[0]) // rng.step
-            per = sums.setdefault(stat.model, [Sums() for _ in xs])
-            per[i].add(_sums(stat))
+        for bucket, model, s in _stat_rows(rng, now) if stats is None else stats:
+            per = sums.setdefault(model, [Sums() for _ in xs])
+            per[(bucket - xs[0]) // rng.step].add(s)
         for model in sorted(sums):
             series.append(
                 {"label": model, "values": [_value(metric, s, rng.step) for s in sums[model]]}
@@ -106,27 +124,14 @@ def chart_data(metric: str, range_key: str, now: datetime | None = None) -> dict
     return {"x": xs, "unit": METRICS[metric].unit, "series": series}
 
 
-def _sums(stat: Any) -> Sums:
-    return Sums(
-        requests=stat.requests,
-        errors=stat.errors,
-        ttft_ms_sum=stat.ttft_ms_sum,
-        ttft_count=stat.ttft_count,
-        output_tokens=stat.output_tokens,
-        generation_seconds=stat.generation_seconds,
-        queue_wait_ms_sum=stat.queue_wait_ms_sum,
-    )
-
-
-def totals(range_key: str, now: datetime | None = None) -> list[dict[str, Any]]:
+def totals(
+    range_key: str, now: datetime | None = None, *, stats: StatRows | None = None
+) -> list[dict[str, Any]]:
     """Per model over the whole range: requests, errors and the four averages."""
     rng = RANGES[range_key]
-    xs = buckets(rng, now or timezone.now())
-    since = datetime.fromtimestamp(xs[0], tz=UTC)
-    until = datetime.fromtimestamp(xs[-1] + rng.step, tz=UTC)
     per: dict[str, Sums] = {}
-    for stat in inference_selectors.request_stats_between(since=since, until=until):
-        per.setdefault(stat.model, Sums()).add(_sums(stat))
+    for _, model, s in _stat_rows(rng, now or timezone.now()) if stats is None else stats:
+        per.setdefault(model, Sums()).add(s)
     return [
         {
             "model": model,
@@ -164,9 +169,10 @@ def charts_page(request: HttpRequest) -> HttpResponse:
     range_key = _range_of(request)
     rng = RANGES[range_key]
     now = timezone.now()
+    stats = _stat_rows(rng, now)  # one read for the four request charts and the totals
     charts = []
     for key, metric in METRICS.items():
-        data = chart_data(key, range_key, now)
+        data = chart_data(key, range_key, now, stats=stats)
         charts.append(
             {
                 "key": key,
@@ -186,7 +192,7 @@ def charts_page(request: HttpRequest) -> HttpResponse:
             "range_key": range_key,
             "range": rng,
             "charts": charts,
-            "totals": totals(range_key, now),
+            "totals": totals(range_key, now, stats=stats),
             "step_minutes": rng.step // 60,
         },
     )
