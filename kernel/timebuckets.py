@@ -20,7 +20,7 @@ class EpochBucket(Func):
         super().__init__(expression, output_field=BigIntegerField())
         self.step = int(step)
 
-    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> Any:  # PostgreSQL
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
         template = (
             f"(FLOOR(EXTRACT(EPOCH FROM %(expressions)s) / {self.step}) * {self.step})::bigint"
         )

@@ -16,6 +16,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import path
 from django.utils import timezone
+from django.utils.formats import localize
+from django.utils.html import format_html_join
 from django.views.decorators.http import require_GET
 
 from hives import selectors as hive_selectors
@@ -39,6 +41,7 @@ RANGES: dict[str, Range] = {
     "7d": Range("7 days", 7 * 24 * 3600, 3600),
 }
 DEFAULT_RANGE = "1h"
+NO_FIGURE = "\u2013"  # an en dash, in a table's empty cell
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,20 @@ def table(data: dict[str, Any], step: int) -> dict[str, Any]:
     for i, x in enumerate(data["x"]):
         cells = [s["values"][i] for s in data["series"]]
         if any(v not in (None, 0, 0.0) for v in cells):
-            rows.append({"time": datetime.fromtimestamp(x, tz=UTC).strftime(fmt), "cells": cells})
+            rows.append(
+                {
+                    "time": datetime.fromtimestamp(x, tz=UTC).strftime(fmt),
+                    "cells": cells,
+                    # The row's cells as the template wrote them (a loop over the cells,
+                    # a dash for None), joined here: at 200 devices x 168 hours the loop was most
+                    # of the page's time.
+                    "cells_html": format_html_join(
+                        "",
+                        "<td>{}</td>",
+                        ((NO_FIGURE if v is None else localize(v),) for v in cells),
+                    ),
+                }
+            )
     return {"labels": [s["label"] for s in data["series"]], "rows": rows}
 
 
