@@ -48,6 +48,7 @@ HTTP_STATUS: dict[str, int] = {
     BillingCode.WEBHOOK_NOT_CONFIGURED: status.HTTP_503_SERVICE_UNAVAILABLE,
     BillingCode.INVALID_SIGNATURE: status.HTTP_400_BAD_REQUEST,
     BillingCode.INVALID_PAYLOAD: status.HTTP_400_BAD_REQUEST,
+    BillingCode.INVALID_PRICE: status.HTTP_400_BAD_REQUEST,
     BillingCode.EVENT_FAILED: status.HTTP_500_INTERNAL_SERVER_ERROR,  # Stripe sends it again
     # hives: the fleet
     HiveErrorCode.INVALID_NAME: status.HTTP_400_BAD_REQUEST,

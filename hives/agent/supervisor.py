@@ -152,6 +152,10 @@ class WorkerProcess:
             try:
                 self.proc = await self._spawn()
                 assert self.proc.stdout is not None
+                if self._stopping and self.proc.stdin is not None:
+                    # stop() came while the process was being spawned and found none to
+                    # wind down: tell this one to exit, or _read() waits for ever.
+                    self.proc.stdin.close()
                 ok = await self._read(self.proc.stdout)
             except Exception:  # cannot spawn, or the worker wrote something unreadable
                 logger.exception("worker %s failed; restarting it", self.spec.name)
@@ -291,6 +295,12 @@ class WorkerProcess:
                 proc.kill()
                 await proc.wait()
         if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except TimeoutError:
+                if self.proc is not None and self.proc.returncode is None:
+                    self.proc.kill()
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
         self.state = final_state
         self._settled.set()

@@ -222,3 +222,24 @@ async def test_start_places_every_model_and_refuses_what_does_not_fit() -> None:
     assert p.describe()[1]["state"] == "refused"
     await p.stop()
     assert {w.state for w in p.workers.values()} == {WorkerState.STOPPED}
+
+
+async def test_a_worker_stopped_while_its_process_is_being_spawned_stops() -> None:
+    """A hive refused by the queen stops its pool at once, while its start workers may be
+    still spawning (they load beside the hello). A stop that finds no process yet must not
+    wait for ever on a worker that is then spawned and never told to exit."""
+    import asyncio
+    import time
+
+    from hives.agent.supervisor import WorkerProcess
+    from hives.spec import ModelSpec
+
+    for _ in range(3):
+        worker = WorkerProcess(ModelSpec(name="echo", engine="echo", source=""))
+        worker.start()
+        await asyncio.sleep(0)  # the task runs up to the spawn
+        assert worker.proc is None
+        began = time.monotonic()
+        await asyncio.wait_for(worker.stop(timeout=5), 20)
+        assert time.monotonic() - began < 15
+        assert worker.proc is None or worker.proc.returncode is not None
