@@ -41,6 +41,7 @@ logger = logging.getLogger("inference.stats")
 BIGINT_MAX = 2**63 - 1  # RequestStat's integer columns are bigint
 FLUSH_CHUNK = 500  # rows per upsert: 500 x 9 parameters, far below PostgreSQL's 65,535
 MAX_ATTEMPTS = 3  # a row the database refused this many times is dropped (and logged)
+MAX_JOB_TOKENS = 2**31 - 1  # output tokens one job may add
 MAX_PENDING = 100_000  # (minute, model) keys held in memory at most; past it the oldest go
 
 
@@ -128,7 +129,9 @@ class RollUp:
         at: float | None = None,
     ) -> None:
         """Count one request that ended at `at` (now by default)."""
-        tokens = _count(output_tokens)
+        # One job's tokens are bounded far below bigint: a hive's absurd count must not
+        # make the charts' SUM overflow (SQLite's integer SUM raises past 2**63).
+        tokens = min(_count(output_tokens), MAX_JOB_TOKENS)
         one = Sums(
             requests=1,
             errors=0 if ok else 1,
@@ -182,15 +185,15 @@ class RollUp:
     def _write(self, chunk: dict[Key, Sums], handled: set[Key]) -> int:
         """Write one chunk (else each of its rows alone); how many rows were written.
         Raises only what means the database cannot be reached."""
-        from django.db import InterfaceError, OperationalError
+        from django.db import DataError, IntegrityError
 
         from inference.services import request_stats_add
 
         try:
             request_stats_add(sums=chunk)
-        except (OperationalError, InterfaceError):
-            raise
-        except Exception as exc:
+        except (DataError, IntegrityError, ValueError, OverflowError) as exc:
+            # A row the database refuses for what it holds; anything else (unreachable,
+            # read-only after a failover, a table missing mid-migration) is transient.
             if len(chunk) == 1:
                 self._refused(chunk, exc)
                 handled.update(chunk)

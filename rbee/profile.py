@@ -16,6 +16,7 @@ built from the request only when its host is loopback or RBEE_ALLOWED_HOSTS is e
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +32,27 @@ def _list(environ: Mapping[str, str], name: str) -> list[str]:
 
 def _bool(environ: Mapping[str, str], name: str) -> bool:
     return environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOST = re.compile(rf"^(?:{_LABEL}\.)*{_LABEL}$|^\[[0-9a-f:.]+\]$")
+
+
+def _is_origin(url: str) -> bool:
+    """scheme://host[:port] and nothing else (no path, query, fragment or credentials)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises for a port that is not a number in range
+    except ValueError:
+        return False
+    netloc = parts.netloc.lower()
+    host = netloc.rsplit(":", 1)[0] if port is not None else netloc
+    return (
+        parts.scheme in {"http", "https"}
+        and url == f"{parts.scheme}://{parts.netloc}"
+        and "@" not in parts.netloc
+        and bool(_HOST.match(host))
+    )
 
 
 def security(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -54,20 +76,10 @@ def security(environ: Mapping[str, str]) -> dict[str, Any]:
                 f"RBEE_CSRF_TRUSTED_ORIGINS: {origin!r} is not an origin like https://rbee.example"
             )
     public_url = environ.get("RBEE_PUBLIC_URL", "").strip().rstrip("/")
-    if public_url:
-        parts = urlsplit(public_url)
-        if (
-            parts.scheme not in {"http", "https"}
-            or not parts.hostname
-            or parts.path
-            or parts.query
-            or parts.fragment
-            or parts.username
-            or parts.password
-        ):
-            raise ImproperlyConfigured(
-                f"RBEE_PUBLIC_URL: {public_url!r} is not an origin like https://rbee.example"
-            )
+    if public_url and not _is_origin(public_url):
+        raise ImproperlyConfigured(
+            f"RBEE_PUBLIC_URL: {public_url!r} is not an origin like https://rbee.example"
+        )
     out: dict[str, Any] = {
         "RBEE_PRODUCTION": production,
         "RBEE_PUBLIC_URL": public_url,

@@ -24,12 +24,18 @@ NO_PUBLIC_URL = (
 )
 
 
-def _loopback(host: str) -> bool:
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+def _loopback(host: str, peer: str) -> bool:
+    """The page was asked for on this machine, by this machine: a loopback peer and a Host
+    that is exactly localhost, 127.0.0.1 or [::1] (any port). A remote sender cannot make
+    the link point anywhere else: its peer address is not loopback."""
     domain, _port = split_domain_port(host)
-    if domain == "localhost" or domain.endswith(".localhost"):
-        return True
+    if domain.strip("[]") not in LOOPBACK_NAMES:
+        return False
     try:
-        return ipaddress.ip_address(domain.strip("[]")).is_loopback
+        return ipaddress.ip_address(peer).is_loopback
     except ValueError:
         return False
 
@@ -41,7 +47,9 @@ def public_origin(request: HttpRequest) -> str | None:
     if configured:
         return configured
     host = request.get_host()  # validated against ALLOWED_HOSTS
-    if _loopback(host) or "*" not in settings.ALLOWED_HOSTS:
+    if _loopback(host, str(request.META.get("REMOTE_ADDR") or "")) or (
+        "*" not in settings.ALLOWED_HOSTS
+    ):
         return f"{request.scheme}://{host}"
     return None
 

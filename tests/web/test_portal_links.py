@@ -73,6 +73,22 @@ def test_a_loopback_host_may_build_the_link_itself(host: str, origin: str) -> No
     assert link is not None and link.group(1) == origin
 
 
+@pytest.mark.parametrize(
+    ("host", "peer"),
+    [
+        ("anything.localhost:7833", "127.0.0.1"),  # not exactly a loopback name
+        ("localhost:7833", "203.0.113.9"),  # a remote sender naming localhost
+        ("127.0.0.1:7833", "203.0.113.9"),
+    ],
+)
+def test_only_this_machine_asking_with_a_loopback_name_builds_the_link(
+    host: str, peer: str
+) -> None:
+    response = _reset(host, REMOTE_ADDR=peer)
+    assert response.status_code == 503 and b"RBEE_PUBLIC_URL" in response.content
+    assert mail.outbox == []
+
+
 def test_explicit_allowed_hosts_let_the_request_build_the_link(settings) -> None:  # type: ignore[no-untyped-def]
     settings.ALLOWED_HOSTS = ["rbee.lan"]
     assert _reset("evil.example").status_code == 400  # Django refuses the Host itself
@@ -115,6 +131,18 @@ def test_the_profile_reads_and_checks_the_public_url() -> None:
     assert security({"RBEE_PUBLIC_URL": "https://rbee.example/"})["RBEE_PUBLIC_URL"] == (
         "https://rbee.example"
     )
-    for bad in ("rbee.example", "ftp://rbee.example", "https://rbee.example/portal", "https://"):
+    for bad in (
+        "rbee.example",
+        "ftp://rbee.example",
+        "https://rbee.example/portal",
+        "https://",
+        "https://rbee.example?",
+        "https://rbee.example#",
+        "https://rbee.example:99999",
+        "https://rbee.example:abc",
+        "https://a b.example",
+        "https://[::1",
+        "https://user:pw@rbee.example",
+    ):
         with pytest.raises(ImproperlyConfigured, match="RBEE_PUBLIC_URL"):
             security({"RBEE_PUBLIC_URL": bad})

@@ -371,3 +371,65 @@ async def test_signing_out_closes_that_sessions_sockets_at_once() -> None:
     await database_sync_to_async(change)()
     assert "rbee 1.0.0" in await other.receive_from(timeout=3)
     await other.disconnect()
+
+
+async def test_a_socket_that_fails_to_start_gives_its_place_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Channels runs no disconnect() after a connect() that raised: the socket must give
+    back its place under the per-operator cap itself, or the page's reconnects use them up
+    until the queen restarts."""
+    await database_sync_to_async(seed_fleet)()
+    ops = await database_sync_to_async(_session)("ops", "fleet")
+
+    async def broken(self: Any, max_age: float) -> Any:
+        raise RuntimeError("the fleet cannot be rendered")
+
+    monkeypatch.setattr(consumers.FleetFeed, "latest", broken)
+    for _ in range(consumers.FleetConsumer.max_per_user + 2):
+        comm, connected, _ = await _open(ops)
+        assert connected  # accepted, then closed with an error
+        out = await comm.receive_output(timeout=5)
+        assert out == {"type": "websocket.close", "code": 1011}
+        await comm.disconnect()
+    monkeypatch.undo()
+    comm, connected, code = await _open(ops)
+    assert (connected, code) == (True, None)
+    assert "fleet" in await comm.receive_from(timeout=5)
+    await comm.disconnect()
+
+
+async def test_a_socket_that_cannot_be_pushed_to_does_not_keep_the_render_from_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(consumers.FleetConsumer, "min_interval", 0.1)
+    fleet = await database_sync_to_async(seed_fleet)()
+    ops = await database_sync_to_async(_session)("ops", "fleet")
+    first, connected, _ = await _open(ops)
+    assert connected
+    await first.receive_from(timeout=5)
+    second, connected, _ = await _open(ops)
+    assert connected
+    await second.receive_from(timeout=5)
+    feed = consumers.fleet_feed()
+    assert len(feed.sockets) == 2
+    # Whichever socket the feed serves first cannot be pushed to: the other still is.
+    broken = next(iter(feed.sockets))
+
+    async def fails(parts: Any) -> None:
+        raise RuntimeError("this socket is gone")
+
+    monkeypatch.setattr(broken, "deliver", fails)
+
+    def change() -> None:
+        Worker.objects.filter(pk=fleet["sdxl"].pk).update(state="failed", message="oom")
+        announce_fleet_change("test")
+
+    await database_sync_to_async(change)()
+    await asyncio.sleep(2)
+    quiet = [await comm.receive_nothing(timeout=0.2) for comm in (first, second)]
+    assert sorted(quiet) == [False, True]  # the other socket still got the change
+    served = second if quiet[0] else first
+    assert "oom" in await served.receive_from(timeout=1)
+    await first.disconnect()
+    await second.disconnect()

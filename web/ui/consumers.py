@@ -50,6 +50,12 @@ MAX_PER_PROCESS = 200
 # A render waits at least this many times the last render's own duration after it: the
 # feed takes at most ~1/(1+SLOW_FACTOR) of the process however busy the fleet is.
 SLOW_FACTOR = 4.0
+MAX_RETRY_PAUSE = 30.0  # seconds: the longest wait before retrying a render that failed
+CLOSE_ERROR = 1011
+DB_SESSION_ENGINES = {
+    "django.contrib.sessions.backends.db",
+    "django.contrib.sessions.backends.cached_db",
+}
 
 
 def _allowed(user: Any) -> bool:
@@ -68,6 +74,7 @@ class FleetFeed:
         self.rendered_at = 0.0  # monotonic end of the last render
         self.render_cost = 0.0  # seconds the last render took
         self.renders = 0
+        self.failures = 0  # renders failed in a row (their retries back off)
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
@@ -110,6 +117,8 @@ class FleetFeed:
     async def _follow(self, min_interval: float) -> None:
         while self.sockets and self.rendered_generation != self.generation:
             pause = max(min_interval, SLOW_FACTOR * self.render_cost)
+            if self.failures:
+                pause = max(pause, min(MAX_RETRY_PAUSE, 2.0**self.failures))
             wait = self.rendered_at + pause - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -121,16 +130,30 @@ class FleetFeed:
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    logger.exception("rendering the fleet failed")
+                    self.failures += 1
+                    if self.failures == 1 or self.failures % 10 == 0:
+                        logger.exception("rendering the fleet failed (%d in a row)", self.failures)
                     self.rendered_at = time.monotonic()
                     continue
+                self.failures = 0
                 await self._fan_out()
 
     async def _fan_out(self) -> None:
-        """The same pieces to every socket (each sends only what its page lacks)."""
-        if self.current is not None:
-            for socket in list(self.sockets):
+        """The same pieces to every socket (each sends only what its page lacks), but none
+        to a socket whose session has ended since: one query for all of them. One socket
+        failing never keeps the render from the others."""
+        if self.current is None:
+            return
+        sockets = list(self.sockets)
+        alive = await database_sync_to_async(_live_sessions)([s.session_key for s in sockets])
+        for socket in sockets:
+            try:
+                if alive is not None and socket.session_key not in alive:
+                    await socket._stop()  # signed out or expired: not one more push
+                    continue
                 await socket.deliver(self.current)
+            except Exception:
+                logger.exception("could not push the fleet to a socket")
 
     async def _render(self) -> None:
         generation = self.generation
@@ -168,6 +191,27 @@ def fleet_feed() -> FleetFeed:
     return feed
 
 
+def _live_sessions(keys: list[str | None]) -> set[str | None] | None:
+    """Which of these session keys still name a session that has not expired (one query),
+    or None when that cannot be told here (another session engine, a database error): the
+    sockets' ticks check them then."""
+    if settings.SESSION_ENGINE not in DB_SESSION_ENGINES:
+        return None
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    wanted = [k for k in keys if k]
+    try:
+        return set(
+            Session.objects.filter(
+                session_key__in=wanted, expire_date__gt=timezone.now()
+            ).values_list("session_key", flat=True)
+        )
+    except Exception:
+        logger.warning("could not read the fleet sockets' sessions", exc_info=True)
+        return None
+
+
 def _session_store(session_key: str | None) -> Any:
     return import_module(settings.SESSION_ENGINE).SessionStore(session_key)
 
@@ -199,23 +243,38 @@ class FleetConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_TOO_MANY)
             return
         self.feed.sockets.add(self)  # its slot, before anything is awaited
-        await self.accept()
-        for group in (FLEET_GROUP, user_group(self.user_id)):
-            await self.channel_layer.group_add(group, self.channel_name)
-            self._groups.append(group)
-        await self.deliver(await self.feed.latest(self.tick))
-        self._ticker = asyncio.ensure_future(self._tick())
+        try:
+            await self.accept()
+            for group in (FLEET_GROUP, user_group(self.user_id)):
+                await self.channel_layer.group_add(group, self.channel_name)
+                self._groups.append(group)
+            await self.deliver(await self.feed.latest(self.tick))
+            self._ticker = asyncio.ensure_future(self._tick())
+        except BaseException as exc:
+            # Channels runs no disconnect() after a failed connect(): give the slot back
+            # here, or every retry of the page (htmx reconnects) leaks one until 4429.
+            await self._release()
+            if not isinstance(exc, Exception):
+                raise
+            logger.exception("fleet socket could not start")
+            with contextlib.suppress(Exception):
+                await self.close(code=CLOSE_ERROR)
 
     async def disconnect(self, code: int) -> None:
+        await self._release()
+
+    async def _release(self) -> None:
+        """Give back the socket's slot, its ticker and its groups (idempotent)."""
         ticker = getattr(self, "_ticker", None)
         if ticker is not None and ticker is not asyncio.current_task():
             ticker.cancel()
         feed = getattr(self, "feed", None)
         if feed is not None:
             feed.leave(self)
-        for group in getattr(self, "_groups", []):
-            await self.channel_layer.group_discard(group, self.channel_name)
-        self._groups = []
+        groups, self._groups = getattr(self, "_groups", []), []
+        for group in groups:
+            with contextlib.suppress(Exception):
+                await self.channel_layer.group_discard(group, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """The page sends nothing we act on (htmx may send form values; ignored)."""
@@ -225,15 +284,16 @@ class FleetConsumer(AsyncWebsocketConsumer):
         if self not in self.feed.sockets or (self.sent is not None and parts.seq <= self.sent.seq):
             return
         html = parts.changed_since(self.sent)
-        self.sent = parts
         if html is None:
+            self.sent = parts
             return
-        if not await self._session_alive():
-            # Signed out (or expired) since the last look: not one more push.
-            await self._stop()
-            return
-        with contextlib.suppress(Exception):
+        try:
             await self.send(text_data=html)
+        except Exception:
+            # Not shown: `sent` stays, so the next push carries these pieces again.
+            logger.warning("could not push the fleet to a socket", exc_info=True)
+            return
+        self.sent = parts
 
     # --- the hives app's announcements (hives.events.FLEET_CHANGED) -------------------
 
@@ -258,9 +318,6 @@ class FleetConsumer(AsyncWebsocketConsumer):
             return None
         user = await get_user({"session": _session_store(self.session_key)})
         return user if getattr(user, "pk", None) == self.user_id else None
-
-    async def _session_alive(self) -> bool:
-        return await self._session_user() is not None
 
     async def _still_signed_in(self) -> bool:
         """The session still names this operator, who still has the fleet permission."""
