@@ -5,6 +5,7 @@ by retention once expired; part of the end user's export."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import openai
@@ -39,6 +40,18 @@ def kept(dep: Deployment) -> list[tuple[str, str, str, str]]:
     ]
 
 
+def kept_eventually(
+    dep: Deployment, n: int, timeout: float = 10.0
+) -> list[tuple[str, str, str, str]]:
+    """The kept exchanges once there are `n` of them (or whatever there is at the deadline)."""
+    deadline = time.monotonic() + timeout
+    rows = kept(dep)
+    while len(rows) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+        rows = kept(dep)
+    return rows
+
+
 def test_prompts_are_kept_only_under_consent_or_contract(deployment: Deployment) -> None:
     dep = deployment
     queen = Queen(dep)
@@ -61,7 +74,9 @@ def test_prompts_are_kept_only_under_consent_or_contract(deployment: Deployment)
     chat(c, "carol", "marker-carol")
     chat(c, "", "marker-anon")
     streamed = chat(c, "bob", "marker-bob-2", stream=True)
-    rows = kept(dep)
+    # A stream's exchange is stored once its last chunk went out: the client may read
+    # that chunk a moment before the row is written.
+    rows = kept_eventually(dep, 2)
     assert [(s, b) for s, b, _, _ in rows] == [("enduser:shop:bob", "consent")] * 2
     assert "marker-bob-1" in rows[0][2] and rows[0][3] == answer
     assert "marker-bob-2" in rows[1][2] and rows[1][3] == streamed and streamed
