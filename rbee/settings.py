@@ -343,6 +343,12 @@ REST_FRAMEWORK = {
     # Every management view names its operators' permission (tenants/permissions.py);
     # one that forgets is for superusers only.
     "DEFAULT_PERMISSION_CLASSES": ["tenants.permissions.SuperuserOnly"],
+    # Bodies are JSON objects (rbee/parsers.py), or forms where a view takes files.
+    "DEFAULT_PARSER_CLASSES": [
+        "rbee.parsers.ObjectJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     # One error handler and one table of domain codes for every DRF endpoint.
     "EXCEPTION_HANDLER": "rbee.api_errors.exception_handler",
     # GET /api/schema: the management and portal API in OpenAPI 3 (rbee/openapi.py).

@@ -87,3 +87,25 @@ def test_management_api_errors_have_the_portals_shape() -> None:
         **staff,
     )
     assert r.json()["error"]["code"] == "unknown_hive"
+
+
+@pytest.mark.django_db
+def test_a_json_body_that_is_not_an_object_is_a_400_everywhere() -> None:
+    """`true`, `[]`, `"x"` or `3` parse as JSON but no view takes them: before, a PATCH of
+    a plan with `true` met `"name" in True` (a 500 the management fuzzer found)."""
+    from tenants.models import Plan
+
+    staff: dict[str, Any] = _staff()
+    plan = Plan.objects.create(name="team")
+    c = Client()
+    for body in ("true", "[1]", '"x"', "3", "null"):
+        for method, path in (
+            ("patch", f"/api/plans/{plan.pk}"),
+            ("post", "/api/plans"),
+            ("post", "/api/downloads"),
+            ("post", "/api/models"),
+        ):
+            r = getattr(c, method)(path, body, content_type="application/json", **staff)
+            assert r.status_code == 400, (method, path, body, r.content)
+            assert r.json()["error"]["message"] == "the request body must be a JSON object"
+    assert Plan.objects.get(pk=plan.pk).name == "team"
