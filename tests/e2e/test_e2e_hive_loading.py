@@ -84,7 +84,8 @@ def test_a_hive_connects_while_loading_and_a_request_sent_then_waits_and_succeed
     assert reply.choices[0].message.content
     assert reply.model == CHAT_MODEL
     assert reply.usage is not None and 0 < reply.usage.completion_tokens <= 8
-    # The hive said hello before its worker was up (its log, in order), well before.
+    # The hive said hello before its worker was up (its log, in order; how long the load
+    # takes depends on the machine: SmolLM2 loads in 0.35 s on a quiet one, so no fixed gap).
     log = hive.log.read_text()
     assert log.index("connected to the queen") < log.index(f"worker {CHAT_MODEL} ready"), log
-    assert ready_at - connected_at > 0.5, (ready_at - connected_at, log)
+    assert ready_at > connected_at
