@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from testkit.benchdb import bench_database  # noqa: E402
 
 
 def event(i: int):  # type: ignore[no-untyped-def]
@@ -144,30 +144,11 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="rbee-bench-audit-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RBEE_", "DJANGO_"))}
-    env["RBEE_HOME"] = str(home)
-    db_name = ""
-    if not args.sqlite:
-        import psycopg
-
-        db_name = f"rbee_bench_audit_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(args.db.rstrip("/") + "/postgres", autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{db_name}"')
-        env["RBEE_DATABASE_URL"] = args.db.rstrip("/") + "/" + db_name
-    os.environ.update(env)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "rbee.settings"
-    try:
-        import django
-
-        django.setup()
-        from django.core.management import call_command
+    with bench_database("audit", sqlite=args.sqlite, server=args.db) as backend:
         from django.db import connection, transaction
 
         from gdpr import audit, ledger
 
-        call_command("migrate", verbosity=0)
-        backend = "PostgreSQL" if db_name else "SQLite"
         print(
             f"audit log benchmark on {backend}; {args.events:,} events; "
             f"CPython {sys.version.split()[0]}"
@@ -240,7 +221,7 @@ def main() -> None:
         t0 = time.perf_counter()
         proc = subprocess.run(
             [sys.executable, "-m", "rbee.cli", "audit", "verify"],
-            env={**env, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -248,16 +229,6 @@ def main() -> None:
         took = time.perf_counter() - t0
         print(f"rbee audit verify                       {took:.2f} s  (exit {proc.returncode})")
         print("  " + (proc.stdout.strip() or proc.stderr.strip()))
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        if db_name:
-            import psycopg
-
-            with psycopg.connect(args.db.rstrip("/") + "/postgres", autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

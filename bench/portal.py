@@ -23,13 +23,9 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,6 +33,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from testkit.benchdb import bench_database  # noqa: E402
 
 MODELS = ("smollm2-135m-instruct", "llama-3-8b", "all-minilm-l6-v2", "whisper-base")
 MODALITY = {
@@ -159,26 +157,8 @@ def main() -> None:
     ap.add_argument("--sqlite", action="store_true")
     args = ap.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="rbee-bench-portal-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RBEE_", "DJANGO_"))}
-    env["RBEE_HOME"] = str(home)
-    db_name = ""
-    if not args.sqlite:
-        import psycopg
-
-        db_name = f"rbee_bench_portal_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(args.db.rstrip("/") + "/postgres", autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{db_name}"')
-        env["RBEE_DATABASE_URL"] = args.db.rstrip("/") + "/" + db_name
-    os.environ.update(env)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "rbee.settings"
-    try:
-        import django
-
-        django.setup()
-        from django.conf import settings
+    with bench_database("portal", sqlite=args.sqlite, server=args.db) as backend:
         from django.contrib.auth.models import User
-        from django.core.management import call_command
         from django.db import connection
         from django.test import Client
 
@@ -187,9 +167,6 @@ def main() -> None:
         from billing.services import usage_rollup_rebuild
         from tenants.models import ApiKey, Membership, Plan, Tenant
 
-        call_command("migrate", verbosity=0)
-        settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
-        backend = "PostgreSQL" if db_name else "SQLite"
         print(
             f"portal usage benchmark on {backend}; {args.events:,} usage events; "
             f"{args.runs} runs each; CPython {sys.version.split()[0]}"
@@ -260,13 +237,6 @@ def main() -> None:
             f"  ({max(3, args.runs // 4)} runs)"
         )
         connection.close()
-    finally:
-        if db_name:
-            import psycopg
-
-            with psycopg.connect(args.db.rstrip("/") + "/postgres", autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

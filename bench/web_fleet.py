@@ -24,19 +24,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from testkit.benchdb import bench_database  # noqa: E402
 
 PASSWORD = "pw-123456789"
 
@@ -78,36 +76,16 @@ def main() -> None:
     ap.add_argument("--sqlite", action="store_true")
     args = ap.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="rbee-bench-fleet-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RBEE_", "DJANGO_"))}
-    env["RBEE_HOME"] = str(home)
-    db_name = ""
-    if not args.sqlite:
-        import psycopg
-
-        db_name = f"rbee_bench_fleet_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(args.db.rstrip("/") + "/postgres", autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{db_name}"')
-        env["RBEE_DATABASE_URL"] = args.db.rstrip("/") + "/" + db_name
-    os.environ.update(env)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "rbee.settings"
-    try:
-        import django
-
-        django.setup()
-        from django.conf import settings
-        from django.core.management import call_command
+    with bench_database("fleet", sqlite=args.sqlite, server=args.db) as backend:
         from django.db import connection, connections
         from django.template.loader import render_to_string
         from django.test.utils import CaptureQueriesContext
+        from django.utils import timezone
 
         from hives.models import CatalogModel, Hive, Worker
         from kernel import secrets
         from web.ui.live import fleet_snapshot, render_parts
 
-        call_command("migrate", verbosity=0)
-        settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
-        backend = "PostgreSQL" if db_name else "SQLite"
         print(
             f"fleet page benchmark on {backend}; {args.hives} hives x 4 GPUs x "
             f"{args.workers} workers; CPython {sys.version.split()[0]}"
@@ -131,7 +109,7 @@ def main() -> None:
                     telemetry={"inflight": 0},
                 )
             )
-        Hive.objects.update(last_seen_at=django.utils.timezone.now())
+        Hive.objects.update(last_seen_at=timezone.now())
         Worker.objects.bulk_create(
             Worker(hive=h, model=m, device=f"cuda:{i % 4}", state="ready", slots=4)
             for h in hives
@@ -181,16 +159,6 @@ def main() -> None:
         for n in (int(x) for x in args.sockets.split(",") if x.strip()):
             connections.close_all()
             print(asyncio.run(sockets_run(n, args.seconds, hives)))
-    finally:
-        if db_name:
-            from django.db import connections
-
-            connections.close_all()
-            import psycopg
-
-            with psycopg.connect(args.db.rstrip("/") + "/postgres", autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        shutil.rmtree(home, ignore_errors=True)
 
 
 async def sockets_run(n: int, seconds: float, hives: list[Any]) -> str:

@@ -22,12 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +32,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from testkit.benchdb import bench_database  # noqa: E402
 
 HIVES = 50
 DEVICES = ("cpu", "cuda:0", "cuda:1", "cuda:2")
@@ -433,34 +432,13 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="rbee-bench-web-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RBEE_", "DJANGO_"))}
-    env["RBEE_HOME"] = str(home)
-    db_name = ""
-    if not args.sqlite:
-        import psycopg
-
-        db_name = f"rbee_bench_web_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(args.db.rstrip("/") + "/postgres", autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{db_name}"')
-        env["RBEE_DATABASE_URL"] = args.db.rstrip("/") + "/" + db_name
-    os.environ.update(env)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "rbee.settings"
-    try:
-        import django
-
-        django.setup()
-        from django.conf import settings
+    with bench_database("web", sqlite=args.sqlite, server=args.db) as backend:
         from django.contrib.auth.models import User
-        from django.core.management import call_command
         from django.db import connection
         from django.test import Client
 
         from web.ui.live import render_fleet
 
-        call_command("migrate", verbosity=0)
-        settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
-        backend = "PostgreSQL" if db_name else "SQLite"
         print(
             f"web pages benchmark on {backend}; {args.runs} runs after {WARMUPS} warm-ups; "
             f"CPython {sys.version.split()[0]}; load average "
@@ -538,16 +516,6 @@ def main() -> None:
             Path(os.environ["BENCH_JSON"]).write_text(json.dumps(results, indent=1))
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         connection.close()
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        if db_name:
-            import psycopg
-
-            with psycopg.connect(args.db.rstrip("/") + "/postgres", autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

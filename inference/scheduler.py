@@ -465,6 +465,35 @@ def version_in_force() -> int:
     return _current.version
 
 
+def sample_request(*, kind: str, model: str, tier: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A sample interactive task of `kind` for `model` and a customer of `tier` with nothing
+    used yet: what the script's dry runs (`rbee scheduler check`, the dashboard's Check)
+    are given, in the shape real requests give it."""
+    task = task_map(
+        type=kind,
+        model=model,
+        priority="interactive",
+        tier=tier,
+        tenant="sample",
+        region="",
+        size=100,
+    )
+    customer = {
+        "tenant": "sample",
+        "tier": tier,
+        "queue_depth": 0,
+        "tenant_queue_depth": 0,
+        "tokens_used_today": 0,
+        "daily_limit": 100_000,
+        "requests_today": 0,
+        "images_today": 0,
+        "audio_seconds_today": 0.0,
+        "characters_today": 0,
+        "limits": {},
+    }
+    return task, customer
+
+
 def dry_run(policy: Policy, workers: list[Placement]) -> list[str]:
     """Run the script against sample tasks of every capability and tier over `workers` (a
     fleet: `rbee scheduler check` passes hives on recorded machines); returns what it
@@ -478,22 +507,7 @@ def dry_run(policy: Policy, workers: list[Placement]) -> list[str]:
         (Capability.EMBEDDING, "minilm"),
     ):
         for tier in ("free", "pro", "enterprise"):
-            task = task_map(
-                type=kind,
-                model=model,
-                priority="interactive",
-                tier=tier,
-                tenant="sample",
-                region="",
-                size=100,
-            )
-            customer = {
-                "tenant": "sample",
-                "tier": tier,
-                "tokens_used_today": 0,
-                "daily_limit": 100_000,
-                "queue_depth": 0,
-            }
+            task, customer = sample_request(kind=kind, model=model, tier=tier)
             adm = policy.admit(task, customer)
             if not adm.admitted:
                 out.append(f"{kind} {model} ({tier}): rejected {adm.status}: {adm.reason}")

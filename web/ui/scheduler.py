@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET, require_POST
 from hives import selectors as hive_selectors
 from inference import decisions, scheduler
 from inference import selectors as inference_selectors
-from inference.scheduler import Policy, ScriptError, task_map
+from inference.scheduler import Policy, ScriptError, sample_request
 from inference.services import scheduler_script_store
 from tenants.actors import user_actor
 from web.auth import operator_page
@@ -78,28 +78,7 @@ def check_script(source: str, *, model_name: str = "", tier: str = "free") -> Ch
     placements = hive_selectors.placements_for_model(model=model) if model is not None else []
     name = model.name if model is not None else model_name or "sample-model"
     capability = model.capability if model is not None else "text-gen"
-    task = task_map(
-        type=capability,
-        model=name,
-        priority="interactive",
-        tier=tier,
-        tenant="sample",
-        region="",
-        size=100,
-    )
-    customer = {
-        "tenant": "sample",
-        "tier": tier,
-        "queue_depth": 0,
-        "tenant_queue_depth": 0,
-        "tokens_used_today": 0,
-        "daily_limit": 100_000,
-        "requests_today": 0,
-        "images_today": 0,
-        "audio_seconds_today": 0.0,
-        "characters_today": 0,
-        "limits": {},
-    }
+    task, customer = sample_request(kind=capability, model=name, tier=tier)
     result = CheckResult(model=name, tier=tier, workers=len(placements))
     admission = policy.admit(task, customer)
     result.admitted = admission.admitted
