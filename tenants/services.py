@@ -589,23 +589,28 @@ def _invitation_audit(action: AuditAction, invitation: Invitation, actor: Actor)
 _DUMMY_INVITATION_DIGEST = secrets.digest("no-such-invitation")
 
 
+def _open_invitation(token: str) -> Invitation:
+    """The invitation of `token`, locked until the transaction ends, if it may still be
+    accepted (not used, not expired); else the error that says why."""
+    digest = secrets.digest(token or "")
+    invitation = (
+        Invitation.objects.select_for_update().filter(token_hash=digest).first() if token else None
+    )
+    if invitation is None or not stdlib_hmac.compare_digest(digest, invitation.token_hash):
+        stdlib_hmac.compare_digest(digest, _DUMMY_INVITATION_DIGEST)
+        raise TenantError(TenantErrorCode.NOT_FOUND, "unknown invitation")
+    if invitation.accepted_at is not None:
+        raise TenantError(TenantErrorCode.INVALID, "this invitation was already used")
+    if invitation.expires_at <= timezone.now():
+        raise TenantError(TenantErrorCode.INVALID, "this invitation has expired")
+    return invitation
+
+
 def invitation_accept(*, token: str, user: User, actor: Actor | None = None) -> Membership:
     """Join the invitation's tenant with its role, once, before it expires, as the user
     whose email it was sent to (compared case-insensitively)."""
-    digest = secrets.digest(token or "")
     with transaction.atomic():
-        invitation = (
-            Invitation.objects.select_for_update().filter(token_hash=digest).first()
-            if token
-            else None
-        )
-        if invitation is None or not stdlib_hmac.compare_digest(digest, invitation.token_hash):
-            stdlib_hmac.compare_digest(digest, _DUMMY_INVITATION_DIGEST)
-            raise TenantError(TenantErrorCode.NOT_FOUND, "unknown invitation")
-        if invitation.accepted_at is not None:
-            raise TenantError(TenantErrorCode.INVALID, "this invitation was already used")
-        if invitation.expires_at <= timezone.now():
-            raise TenantError(TenantErrorCode.INVALID, "this invitation has expired")
+        invitation = _open_invitation(token)
         if not user.email or user.email.strip().casefold() != invitation.email.casefold():
             raise TenantError(
                 TenantErrorCode.INVALID, "this invitation was sent to another email address"
@@ -648,21 +653,12 @@ def invitation_accept_new_account(*, token: str, password: str) -> Membership:
     from django.contrib.auth import get_user_model
 
     User = get_user_model()
-    digest = secrets.digest(token or "")
     with transaction.atomic():
         # Lock first, check after: two acceptances of this invitation at once take
         # turns here (the second then finds it used), and two of different invitations
         # to one e-mail take turns on the e-mail's lock, so neither makes a second
         # account with that e-mail nor fails on the username's unique index.
-        invitation = (
-            Invitation.objects.select_for_update().filter(token_hash=digest).first()
-            if token
-            else None
-        )
-        if invitation is None:
-            raise TenantError(TenantErrorCode.NOT_FOUND, "unknown invitation")
-        if invitation.accepted_at is not None:
-            raise TenantError(TenantErrorCode.INVALID, "this invitation was already used")
+        invitation = _open_invitation(token)
         email = invitation.email.strip()
         _lock_email(email)
         if User.objects.filter(email__iexact=email).exists():
