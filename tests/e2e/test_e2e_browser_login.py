@@ -25,6 +25,8 @@ def test_an_operator_signs_in_to_the_dashboard_in_a_real_browser(browser: Browse
             input="pw-123456789\n",
         )
         page = browser.new_page(queen.url)
+        missing: list[str] = []
+        page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
         page.goto("/ui/")
         assert "/ui/login" in page.url
         assert page.title() == "Sign in · rbee"
@@ -38,5 +40,6 @@ def test_an_operator_signs_in_to_the_dashboard_in_a_real_browser(browser: Browse
         assert page.evaluate("typeof htmx") == "object"
         assert page.evaluate("typeof Alpine") == "object"
         assert problems(page) == []
+        assert missing == []  # every file a page asks for (its icon too) is there
     finally:
         dep.close()
