@@ -3,8 +3,10 @@
 stays a list of assignments and the rules can be tested without starting Django.
 
 Production refuses to start (ImproperlyConfigured) without explicit host names and
-CSRF trusted origins, and turns on secure cookies and HSTS. Proxy headers are trusted
-only when RBEE_TRUSTED_PROXIES names the proxies, in either profile.
+CSRF trusted origins, and turns on secure cookies and HSTS. A queen that serves TLS
+itself (`rbee queen start --tls-cert`, which sets RBEE_TLS_CERT) turns them on in either
+profile: its pages are only ever reached over https. Proxy headers are trusted only
+when RBEE_TRUSTED_PROXIES names the proxies, in either profile.
 
 RBEE_PUBLIC_URL (either profile; set it in production) is the origin people reach the
 queen at, e.g. https://rbee.example: the links in password-reset and invitation e-mails
@@ -57,7 +59,8 @@ def _is_origin(url: str) -> bool:
 
 def security(environ: Mapping[str, str]) -> dict[str, Any]:
     """The security settings for this environment (names as Django spells them, plus
-    RBEE_PRODUCTION, RBEE_PUBLIC_URL, RBEE_TRUSTED_PROXIES and RBEE_METRICS_TOKEN)."""
+    RBEE_PRODUCTION, RBEE_TLS, RBEE_PUBLIC_URL, RBEE_TRUSTED_PROXIES and
+    RBEE_METRICS_TOKEN)."""
     production = _bool(environ, "RBEE_PRODUCTION")
     hosts = _list(environ, "RBEE_ALLOWED_HOSTS")
     origins = _list(environ, "RBEE_CSRF_TRUSTED_ORIGINS")
@@ -96,6 +99,23 @@ def security(environ: Mapping[str, str]) -> dict[str, Any]:
         # Only set when the queen is told which proxies speak for the client: otherwise
         # any client could claim https by sending the header itself.
         out["SECURE_PROXY_SSL_HEADER"] = ("HTTP_X_FORWARDED_PROTO", "https")
+    tls = bool(environ.get("RBEE_TLS_CERT", "").strip())
+    out["RBEE_TLS"] = tls
+    if tls or production:
+        hsts = environ.get("RBEE_HSTS_SECONDS", "").strip()
+        try:
+            hsts_seconds = int(hsts) if hsts else HSTS_SECONDS
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"RBEE_HSTS_SECONDS: {hsts!r} is not a number") from exc
+        if hsts_seconds < 0:
+            raise ImproperlyConfigured(f"RBEE_HSTS_SECONDS: {hsts!r} is below 0")
+        out.update(
+            {
+                "SESSION_COOKIE_SECURE": True,
+                "CSRF_COOKIE_SECURE": True,
+                "SECURE_HSTS_SECONDS": hsts_seconds,
+            }
+        )
     if not production:
         return out
     missing = [
@@ -115,17 +135,9 @@ def security(environ: Mapping[str, str]) -> dict[str, Any]:
         raise ImproperlyConfigured("RBEE_PRODUCTION=1: RBEE_ALLOWED_HOSTS may not be '*'.")
     if _bool(environ, "RBEE_DEBUG"):
         raise ImproperlyConfigured("RBEE_PRODUCTION=1 and RBEE_DEBUG=1 do not go together.")
-    hsts = environ.get("RBEE_HSTS_SECONDS", "").strip()
-    try:
-        hsts_seconds = int(hsts) if hsts else HSTS_SECONDS
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"RBEE_HSTS_SECONDS: {hsts!r} is not a number") from exc
     out.update(
         {
-            "SESSION_COOKIE_SECURE": True,
-            "CSRF_COOKIE_SECURE": True,
             "CSRF_COOKIE_HTTPONLY": True,
-            "SECURE_HSTS_SECONDS": hsts_seconds,
             "SECURE_HSTS_INCLUDE_SUBDOMAINS": True,
             "SECURE_REFERRER_POLICY": "same-origin",
             "X_FRAME_OPTIONS": "DENY",

@@ -44,6 +44,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from daphne import http_protocol
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.web import http as twisted_http
 
 from kernel.logs import safe
 from kernel.secrets import parse_prefix
@@ -220,7 +222,11 @@ def _loopback_host(host: bytes) -> bool:
 
 
 def install(edge: Edge) -> None:
-    """Make Daphne build every HTTP request with the edge's checks (idempotent)."""
+    """Make Daphne build every HTTP request with the edge's checks (idempotent).
+
+    The checks see HTTP/1.1 requests: Twisted's HTTP/2 streams (offered over TLS when
+    the `h2` package is installed) would bypass them, so HTTP/2 is never offered."""
+    twisted_http.H2_ENABLED = False  # read by Daphne's ALPN list (acceptableProtocols)
     base: Any = http_protocol.WebRequest
     while getattr(base, "rbee_edge", None) is not None:
         base = base.__mro__[1]
@@ -388,10 +394,13 @@ def install(edge: Edge) -> None:
             transport.write(answer)
             transport.pauseProducing()  # read nothing more of this request
             half_close = getattr(transport, "loseWriteConnection", None)
-            if half_close is not None:
-                half_close()
-            else:
+            if self.isSecure() or half_close is None:
+                # Over TLS the answer waits in the TLS layer's write buffer: shutting the
+                # TCP write side beneath it would drop it. Closing the TLS layer sends the
+                # answer, then TLS's own end of the stream (close_notify).
                 transport.loseConnection()
+            else:
+                half_close()
 
             def drop() -> None:
                 if getattr(transport, "connected", False):
@@ -401,6 +410,66 @@ def install(edge: Edge) -> None:
             asyncio.get_event_loop().call_later(LINGER_S, drop)
 
     http_protocol.WebRequest = EdgeWebRequest  # looked up per connection by Daphne
+
+
+# --- plain HTTP sent to the TLS port -------------------------------------------------
+
+
+PLAIN_HTTP_ON_TLS = (
+    "This port speaks HTTPS only and the request came as plain HTTP: use https:// (wss:// "
+    "for websockets) instead of http://."
+)
+
+
+class TLSOnlyProtocol(ProtocolWrapper):
+    """Below the TLS layer of one connection: a TLS connection starts with a handshake
+    record (0x16); one that starts with a letter is an HTTP request sent in clear (a
+    client given http://), answered with a 400 that says so, in clear, as nginx, Caddy
+    and Go's servers do, instead of a connection dropped without a word."""
+
+    _sniffed = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._sniffed and data:
+            self._sniffed = True
+            if data[:1].isalpha():
+                transport: Any = self.transport  # the TCP connection, beneath TLS
+                peer = str(getattr(transport.getPeer(), "host", "?"))
+                logger.info("refused a plain HTTP request from %s on the TLS port", peer)
+                transport.write(
+                    _error(
+                        400,
+                        "Bad Request",
+                        PLAIN_HTTP_ON_TLS,
+                        "invalid_request_error",
+                        "tls_required",
+                    )
+                )
+                transport.loseConnection()
+                return
+        super().dataReceived(data)
+
+
+class TLSOnlyFactory(WrappingFactory):
+    protocol = TLSOnlyProtocol
+
+
+def queen_server(**kwargs: Any) -> Any:
+    """Daphne's Server (same arguments), answering plain HTTP that reaches an `ssl:`
+    endpoint with a clear 400 (TLSOnlyProtocol). Daphne installs its reactor when
+    daphne.server is imported, so it is imported here, when the queen starts."""
+    from daphne.server import Server
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    class QueenServer(Server):  # type: ignore[misc]
+        def listen_success(self, port: Any) -> None:
+            # The port accepts connections once the reactor runs, after this: every
+            # connection of a TLS port is built by the wrapper from now on.
+            if isinstance(getattr(port, "factory", None), TLSMemoryBIOFactory):
+                port.factory = TLSOnlyFactory(port.factory)
+            super().listen_success(port)
+
+    return QueenServer(**kwargs)
 
 
 async def check_api_key(key: str) -> str | None:

@@ -14,16 +14,20 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+
+if TYPE_CHECKING:
+    from testkit.tls import TLSFiles
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -175,21 +179,32 @@ def stop_process(p: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: f
 
 class Queen:
     def __init__(
-        self, dep: Deployment, *, port: int | None = None, env: dict[str, str] | None = None
+        self,
+        dep: Deployment,
+        *,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        tls: TLSFiles | None = None,
     ) -> None:
+        """A queen on 127.0.0.1; with `tls` (testkit/tls.py: a certificate valid for
+        127.0.0.1) it serves https:// and wss:// with it, and `verify` trusts its CA."""
         self.dep = dep
         self.port = port or free_port()
         self.env = env or {}
+        self.tls = tls
+        self.verify: ssl.SSLContext | bool = tls.context() if tls is not None else True
         self.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.proc, self.log = self.dep.spawn(
-            ["queen", "start", "--host", "127.0.0.1", "--port", str(self.port)], "queen", self.env
-        )
+        args = ["queen", "start", "--host", "127.0.0.1", "--port", str(self.port)]
+        if self.tls is not None:
+            args += ["--tls-cert", str(self.tls.cert), "--tls-key", str(self.tls.key)]
+        self.proc, self.log = self.dep.spawn(args, "queen", self.env)
         self.wait_healthy()
 
     def wait_healthy(self, timeout: float = 60) -> dict[str, Any]:
@@ -198,7 +213,7 @@ class Queen:
             if self.proc.poll() is not None:
                 raise AssertionError(f"queen exited:\n{self.log.read_text()}")
             try:
-                r = httpx.get(f"{self.url}/healthz", timeout=2)
+                r = httpx.get(f"{self.url}/healthz", timeout=2, verify=self.verify)
                 if r.status_code == 200:
                     body: dict[str, Any] = r.json()
                     return body
@@ -237,15 +252,20 @@ class Hive:
         env: dict[str, str] | None = None,
         extra_args: list[str] | None = None,
         trust_models: bool = True,
+        url: str | None = None,
+        ca: Path | None = None,
     ) -> None:
         """A hive process. Its token is the operator's: created with `--trust-models`
         (its start models need no approval, as for the hive of `rbee up`) unless
         `trust_models=False`, and with the region as operator data (the hive also
-        reports it, which alone would change nothing)."""
+        reports it, which alone would change nothing). It connects to `url` (default:
+        the queen's) and, to a TLS queen, trusts `ca` (default: the queen's CA)."""
         self.dep = dep
         self.env = env or {}
         self.extra_args = extra_args or []
         self.queen = queen
+        self.url = url or queen.url
+        self.ca = ca or (queen.tls.ca if queen.tls is not None else None)
         self.name = name
         self.models = models
         if token is None:
@@ -263,7 +283,7 @@ class Hive:
             "hive",
             "start",
             "--queen",
-            self.queen.url,
+            self.url,
             "--name",
             self.name,
             "--status-port",
@@ -271,6 +291,8 @@ class Hive:
         ]
         if self.region:
             args += ["--region", self.region]
+        if self.ca is not None and self.url.startswith("https://"):
+            args += ["--ca", str(self.ca)]
         for m in self.models:
             args += ["--model", m]
         args += self.extra_args

@@ -6,6 +6,12 @@ disconnected --connect+hello--> connected --socket lost--> disconnected
 refused (bad token, another hive's token, a protocol version the queen does not speak)
     --> exit with status 2: retrying cannot help.
 
+Over wss:// the queen's certificate chain and host name are verified (kernel/tls.py):
+against this machine's CAs, or only the CA certificates of `--ca FILE`. A certificate
+that fails (another CA, another name, expired) is logged with the reason and retried with
+the same backoff: the queen's operator may be fixing it, and nothing is sent before the
+check passes.
+
 The session speaks hives/protocol.py: it says hello, beats, reads the queen's orders and
 relays jobs to workers and their events back. It connects at once: the hello lists the
 start models as `starting` while they load, and every change of a worker's state is
@@ -20,8 +26,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import signal
+import ssl
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -57,6 +65,7 @@ from hives.protocol import (
 )
 from hives.spec import CPU, Device, ModelArg, ModelSpec, SpecError
 from kernel import __version__
+from kernel.tls import client_context, verify_failure
 
 logger = logging.getLogger("hives.agent")
 
@@ -101,6 +110,13 @@ def check_queen_url(queen: str, *, insecure: bool = False) -> str:
     if problem:
         raise ValueError(problem)
     return url
+
+
+def _tls_required(exc: object) -> bool:
+    """Whether `exc` is the queen's answer to plain HTTP on its TLS port (rbee/server.py)."""
+    if not isinstance(exc, InvalidStatus) or exc.response.status_code != 400:
+        return False
+    return b'"tls_required"' in (exc.response.body or b"")
 
 
 def _device(msg: dict[str, Any], *, default: Device | None = CPU) -> Device | None:
@@ -149,8 +165,18 @@ class HiveAgent:
         recorded: bool = False,
         allow_remote_code: bool = False,
         insecure: bool = False,
+        ca: str | os.PathLike[str] | None = None,
+        server_name: str | None = None,
     ) -> None:
         self.url = check_queen_url(queen, insecure=insecure)
+        # wss://: the queen's certificate is checked against `ca` (a file of CA
+        # certificates) or this machine's CAs, for `server_name` or the URL's host.
+        # TLSFilesError (a ValueError) for a CA file that cannot be used.
+        self.ca = ca
+        self.server_name = server_name
+        self.ssl: ssl.SSLContext | None = (
+            client_context(ca) if urlsplit(self.url).scheme == "wss" else None
+        )
         self.token = token
         self.name = name
         self.region = region
@@ -269,9 +295,22 @@ class HiveAgent:
             if self._stop.is_set():
                 break
             delay = backoff.next()
-            logger.warning(
-                "queen at %s unreachable (%s); retrying in %.1f s", self.url, reason, delay
-            )
+            tls = verify_failure(reason, ca=self.ca) if isinstance(reason, BaseException) else ""
+            if tls:
+                logger.error(
+                    "refusing the queen at %s: %s; retrying in %.1f s", self.url, tls, delay
+                )
+            elif _tls_required(reason):
+                logger.error(
+                    "the queen at %s serves TLS on this port: start the hive with --queen "
+                    "https://...; retrying in %.1f s",
+                    self.url,
+                    delay,
+                )
+            else:
+                logger.warning(
+                    "queen at %s unreachable (%s); retrying in %.1f s", self.url, reason, delay
+                )
             try:
                 await asyncio.wait_for(self._stop.wait(), delay)
             except TimeoutError:
@@ -279,9 +318,15 @@ class HiveAgent:
         return 0
 
     async def _session(self, backoff: Backoff) -> None:
+        tls: dict[str, Any] = {}
+        if self.ssl is not None:
+            tls["ssl"] = self.ssl
+            if self.server_name:
+                tls["server_hostname"] = self.server_name
         async with websockets.connect(
             self.url,
             additional_headers={"Authorization": f"Bearer {self.token}"},
+            **tls,
             max_size=64 * 2**20,
             ping_interval=20,
             ping_timeout=20,

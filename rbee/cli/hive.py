@@ -28,7 +28,12 @@ def hive() -> None:
 
 
 @hive.command("start")
-@click.option("--queen", "queen_url", required=True, help="The queen, e.g. http://queen:7833.")
+@click.option(
+    "--queen",
+    "queen_url",
+    required=True,
+    help="The queen, e.g. https://queen:7833 (http:// only on loopback or with --insecure).",
+)
 @click.option(
     "--token",
     envvar="RBEE_HIVE_TOKEN",
@@ -84,6 +89,21 @@ def hive() -> None:
     help="Allow ws:// (or http://) to a queen that is not on this machine: the hive token and "
     "every prompt would cross the network in clear. Use wss:// (https://) instead.",
 )
+@click.option(
+    "--ca",
+    envvar="RBEE_HIVE_CA",
+    default=None,
+    metavar="FILE",
+    help="Trust only the CA certificate(s) in FILE (PEM) for an https:// queen: a private "
+    "or self-signed CA. Default: this machine's CAs. Or RBEE_HIVE_CA.",
+)
+@click.option(
+    "--server-name",
+    default=None,
+    metavar="NAME",
+    help="Check the queen's certificate for NAME instead of the URL's host (a queen "
+    "reached by address, e.g. https://10.0.0.5:7833 with a certificate for queen.lan).",
+)
 @click.option("--status-host", default="127.0.0.1", show_default=True)
 @click.option(
     "--status-port",
@@ -103,6 +123,8 @@ def hive_start(
     idle_unload: float,
     allow_remote_code: bool,
     insecure: bool,
+    ca: str | None,
+    server_name: str | None,
     status_host: str,
     status_port: int,
 ) -> None:
@@ -110,12 +132,23 @@ def hive_start(
     # The agent pulls in its engines' libraries: imported when a hive starts, not for --help.
     from hives.agent import agent, catalog, devices
     from hives.agent.engines.base import EngineError
+    from kernel.tls import TLSFilesError, client_context
 
     log_to_console()
     try:
-        agent.check_queen_url(queen_url, insecure=insecure)
+        url = agent.check_queen_url(queen_url, insecure=insecure)
     except ValueError as exc:
         fail(str(exc))
+    if url.startswith("wss://"):
+        try:
+            client_context(ca)  # the CA file is read now: a mistake fails at start
+        except TLSFilesError as exc:
+            fail(str(exc))
+    elif ca or server_name:
+        fail(
+            f"{'--ca' if ca else '--server-name'} is for a queen that serves TLS: its URL is "
+            f"https://, not {queen_url}"
+        )
     if inventory:
         from hives.agent.devices.inventory import load_inventory
 
@@ -140,6 +173,8 @@ def hive_start(
         recorded=bool(inventory),
         allow_remote_code=allow_remote_code,
         insecure=insecure,
+        ca=ca,
+        server_name=server_name,
     )
     sys.exit(asyncio.run(this_hive.run()))
 

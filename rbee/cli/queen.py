@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 import click
 
+from kernel.tls import ServerCert, TLSFilesError, check_server_files
 from rbee.cli._common import DEFAULT_PORT, fail, log_to_console, setup_django
 from rbee.cli._common import migrate as apply_migrations
 
 log = logging.getLogger("rbee")
+
+EXPIRY_WARNING_DAYS = 14
 
 
 @click.group()
@@ -24,10 +30,80 @@ def queen() -> None:
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
 @click.option("--no-migrate", is_flag=True, help="Do not apply database migrations first.")
-def queen_start(host: str, port: int, no_migrate: bool) -> None:
+@click.option(
+    "--tls-cert",
+    envvar="RBEE_TLS_CERT",
+    default=None,
+    metavar="FILE",
+    help="Serve https:// and wss:// with this certificate (PEM: the queen's own certificate "
+    "first, then any intermediates), or RBEE_TLS_CERT.",
+)
+@click.option(
+    "--tls-key",
+    envvar="RBEE_TLS_KEY",
+    default=None,
+    metavar="FILE",
+    help="The certificate's private key (PEM, no passphrase, not readable by other users), "
+    "or RBEE_TLS_KEY.",
+)
+def queen_start(
+    host: str, port: int, no_migrate: bool, tls_cert: str | None, tls_key: str | None
+) -> None:
     """Start the queen (Daphne) on PORT."""
     log_to_console()
-    serve_queen(host, port, migrate=not no_migrate)
+    serve_queen(host, port, migrate=not no_migrate, tls=server_tls(tls_cert, tls_key))
+
+
+def server_tls(cert: str | None, key: str | None) -> ServerCert | None:
+    """The certificate and key to serve TLS with, checked (None: plain http); fails with
+    the reason. The settings (rbee/profile.py) turn on secure cookies and HSTS for a
+    queen serving TLS: they see it in RBEE_TLS_CERT."""
+    if not cert and not key:
+        return None
+    if not cert or not key:
+        fail("--tls-cert and --tls-key go together: the certificate and its private key")
+    try:
+        tls = check_server_files(cert, key)
+    except TLSFilesError as exc:
+        fail(str(exc))
+    os.environ["RBEE_TLS_CERT"] = str(tls.cert.resolve())
+    os.environ["RBEE_TLS_KEY"] = str(tls.key.resolve())
+    if not tls.names:
+        log.warning(
+            "%s has no subjectAltName: hives and browsers check the host name there only, "
+            "and will refuse it",
+            tls.cert,
+        )
+    elif tls.days_left() < EXPIRY_WARNING_DAYS:
+        log.warning(
+            "the certificate in %s expires in %.0f day(s) (%s): renew it and restart the queen",
+            tls.cert,
+            tls.days_left(),
+            f"{tls.not_after:%Y-%m-%d %H:%M} UTC",
+        )
+    return tls
+
+
+def endpoint(host: str, port: int, tls: ServerCert | None, chain: Path | None = None) -> str:
+    """Daphne's (Twisted's) description of where to listen: `tcp:`, or `ssl:` with the
+    certificate, its key and the intermediates (`chain`, a file of them: Twisted's
+    certKey takes only the first certificate of a file)."""
+    # Imported here: Daphne installs its reactor on import (serve_queen), and `rbee
+    # --help` should not load Twisted.
+    from daphne.endpoints import build_endpoint_description_strings
+    from twisted.internet.endpoints import quoteStringArgument
+
+    if tls is None:
+        return str(build_endpoint_description_strings(host=host, port=port)[0])
+    parts = [
+        f"ssl:port={int(port)}",
+        f"interface={quoteStringArgument(host.strip('[]'))}",
+        f"privateKey={quoteStringArgument(str(tls.key))}",
+        f"certKey={quoteStringArgument(str(tls.cert))}",
+    ]
+    if chain is not None:
+        parts.append(f"extraCertChain={quoteStringArgument(str(chain))}")
+    return ":".join(parts)
 
 
 def loopback_bind(host: str) -> bool:
@@ -40,7 +116,9 @@ def loopback_bind(host: str) -> bool:
         return False
 
 
-def serve_queen(host: str, port: int, *, migrate: bool = True) -> None:
+def serve_queen(
+    host: str, port: int, *, migrate: bool = True, tls: ServerCert | None = None
+) -> None:
     # The request path hands database work to executor threads and back; with
     # CPython's default 5 ms switch interval each handoff can wait that long for
     # the GIL while the event loop thread is busy.
@@ -57,17 +135,17 @@ def serve_queen(host: str, port: int, *, migrate: bool = True) -> None:
         )
     if migrate:
         apply_migrations()
-    # The server and the app import models: only now that Django is set up.
+    # The server and the app import models: only now that Django is set up. Daphne
+    # installs Twisted's asyncio reactor when imported: first.
+    import daphne.server  # noqa: F401
     from channels.layers import get_channel_layer
-    from daphne.endpoints import build_endpoint_description_strings
-    from daphne.server import Server
 
     from billing.periodic import start_in_process, start_usage_settler
     from gdpr.periodic import start_in_process as start_gdpr_in_process
     from hives.services import hives_forget_connections
     from inference.stats import start_flusher, stop_flusher
     from rbee.asgi import application
-    from rbee.server import install_from_settings
+    from rbee.server import install_from_settings, queen_server
 
     # Body ceilings, keys and bytes in flight, checked before a body is read (rbee/server.py).
     edge = install_from_settings()
@@ -101,18 +179,35 @@ def serve_queen(host: str, port: int, *, migrate: bool = True) -> None:
     # RBEE_METRICS_FLUSH_SECONDS (and once more when the queen stops).
     metrics = start_flusher()
     # What this process listens on, for the dashboard's Settings page (web/ui/settings.py).
-    os.environ["RBEE_QUEEN_LISTEN"] = f"{host}:{port}"
-    log.info("queen listening on http://%s:%s", host, port)
-    Server(
-        application=application,
-        endpoints=build_endpoint_description_strings(host=host, port=port),
-        websocket_timeout=-1,  # hives stay connected for as long as they run
-        application_close_timeout=10,
-        verbosity=0,
-        websocket_max_message_size=ws_max,
-        websocket_max_frame_size=ws_max,
-        **proxied,
-    ).run()
+    os.environ["RBEE_QUEEN_LISTEN"] = f"{host}:{port}" + (" (TLS)" if tls else "")
+    with contextlib.ExitStack() as cleanup:
+        chain = None
+        if tls is not None and tls.chain:
+            # The intermediates, for Twisted to send after the certificate (public data;
+            # the directory goes when the queen stops).
+            scratch = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="rbee-tls-"))
+            chain = Path(scratch) / "chain.pem"
+            chain.write_bytes(b"".join(tls.chain))
+        if tls is None:
+            log.info("queen listening on http://%s:%s", host, port)
+        else:
+            log.info(
+                "queen listening on https://%s:%s (certificate for %s, valid until %s)",
+                host,
+                port,
+                ", ".join(tls.names) or "no subjectAltName",
+                f"{tls.not_after:%Y-%m-%d} UTC",
+            )
+        queen_server(
+            application=application,
+            endpoints=[endpoint(host, port, tls, chain)],
+            websocket_timeout=-1,  # hives stay connected for as long as they run
+            application_close_timeout=10,
+            verbosity=0,
+            websocket_max_message_size=ws_max,
+            websocket_max_frame_size=ws_max,
+            **proxied,
+        ).run()
     stop_flusher(metrics)
     # Stopped (SIGTERM/SIGINT): the sockets this process held are gone, so other
     # replicas must stop routing to them now, not when their heartbeats go stale.

@@ -63,6 +63,27 @@ def test_proxy_headers_count_only_when_the_proxies_are_named() -> None:
     assert security(PROD)["SECURE_PROXY_SSL_HEADER"] is None
 
 
+def test_a_queen_serving_tls_sets_secure_cookies_and_hsts_in_either_profile() -> None:
+    tls = {"RBEE_TLS_CERT": "/etc/rbee/cert.pem"}
+    s = security(tls)
+    assert s["RBEE_TLS"] is True and s["RBEE_PRODUCTION"] is False
+    assert s["SESSION_COOKIE_SECURE"] is True and s["CSRF_COOKIE_SECURE"] is True
+    assert s["SECURE_HSTS_SECONDS"] == 31_536_000
+    # Subdomains are the production profile's promise, not every TLS queen's.
+    assert "SECURE_HSTS_INCLUDE_SUBDOMAINS" not in s
+    assert security({**tls, "RBEE_HSTS_SECONDS": "0"})["SECURE_HSTS_SECONDS"] == 0
+    both = security({**PROD, **tls})
+    assert both["SECURE_HSTS_SECONDS"] == 31_536_000 and both["SECURE_HSTS_INCLUDE_SUBDOMAINS"]
+    assert security({})["RBEE_TLS"] is False
+
+
+@pytest.mark.parametrize("value", ["soon", "-5"])
+def test_a_bad_hsts_duration_is_refused_when_tls_is_served(value: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match="RBEE_HSTS_SECONDS"):
+        security({"RBEE_TLS_CERT": "/c.pem", "RBEE_HSTS_SECONDS": value})
+    assert "SECURE_HSTS_SECONDS" not in security({"RBEE_HSTS_SECONDS": value})  # unused
+
+
 def test_the_settings_refuse_to_load_in_production_without_hosts(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RBEE_")}
     env.update(RBEE_HOME=str(tmp_path / "home"), RBEE_PRODUCTION="1", PYTHONPATH=str(ROOT))
