@@ -64,7 +64,6 @@ class Prometheus:
                 f"--config.file={self.dir / 'prometheus.yml'}",
                 f"--storage.tsdb.path={self.dir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
-                "--web.enable-lifecycle=false",
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -72,13 +71,6 @@ class Prometheus:
         )
         self.url = f"http://127.0.0.1:{self.port}"
         self._wait_ready()
-
-    def secret_file(self, name: str, content: str) -> Path:
-        """A file only this user may read (a bearer token for `credentials_file`)."""
-        path = self.dir / name
-        path.touch(mode=0o600)
-        path.write_text(content)
-        return path
 
     def _wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
