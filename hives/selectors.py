@@ -122,7 +122,6 @@ class FleetWorker:
     model: str
     state: str
     memory_bytes: int
-    inflight: int
 
 
 def fleet_metrics(*, now: datetime | None = None) -> tuple[list[FleetHive], list[FleetWorker]]:
@@ -182,7 +181,7 @@ def fleet_metrics(*, now: datetime | None = None) -> tuple[list[FleetHive], list
         )
         .exclude(hive__channel_name="")
         .order_by("hive_id", "device", "model__name")
-        .values_list("hive_id", "device", "model__name", "state", "memory_bytes", "inflight")
+        .values_list("hive_id", "device", "model__name", "state", "memory_bytes")
     )
     workers = [
         FleetWorker(
@@ -191,9 +190,8 @@ def fleet_metrics(*, now: datetime | None = None) -> tuple[list[FleetHive], list
             model=model,
             state=state,
             memory_bytes=memory,
-            inflight=inflight,
         )
-        for hive_id, device, model, state, memory, inflight in rows
+        for hive_id, device, model, state, memory in rows
         if hive_id in connected  # not a hive that connected between the two reads
     ]
     return hives, workers

@@ -24,13 +24,18 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterable, Iterator
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from hives.protocol import Task
 from inference import queueing, scheduler
+
+# No `_created` series beside every counter and histogram (the text format does not need
+# them; they would double the lines of every scrape), for django-prometheus' too.
+disable_created_metrics()
 
 REGISTRY = CollectorRegistry()
 
@@ -173,6 +178,35 @@ REFUSALS = Counter(
 )
 
 
+class _Children:
+    """A metric's children by label values, kept: `labels()` validates and locks on every
+    call (about 1 us); a dict lookup is a tenth of that. Label values are bounded, so is
+    this."""
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self.kept: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self.kept.get(values)
+        if child is None:
+            child = self.kept[values] = self.metric.labels(*values)
+        return child
+
+
+_requests = _Children(REQUESTS)
+_duration = _Children(REQUEST_DURATION)
+_ttft = _Children(TIME_TO_FIRST_TOKEN)
+_itl = _Children(INTER_TOKEN_LATENCY)
+_queue_wait = _Children(QUEUE_WAIT)
+_tokens = _Children(TOKENS)
+_images = _Children(IMAGES)
+_audio = _Children(AUDIO_SECONDS)
+_characters = _Children(SPEECH_CHARACTERS)
+_jobs = _Children(JOBS)
+_refusals = _Children(REFUSALS)
+
+
 def status_class(status: int) -> str:
     """`2xx`, `4xx`, `5xx` (`1xx`, `3xx`); anything outside 100-599 is `5xx`."""
     return f"{status // 100}xx" if 100 <= status <= 599 else "5xx"
@@ -185,18 +219,18 @@ def endpoint_label(task: str) -> str:
 def request_done(*, model: str | None, endpoint: str, status: int, seconds: float) -> None:
     """One /v1 model request answered (and, for a stream, its last byte sent)."""
     m, e = MODELS.label(model), endpoint_label(endpoint)
-    REQUESTS.labels(m, e, status_class(status)).inc()
-    REQUEST_DURATION.labels(m, e).observe(_seconds(seconds))
+    _requests(m, e, status_class(status)).inc()
+    _duration(m, e).observe(_seconds(seconds))
 
 
 def refused(reason: str) -> None:
     """A request refused by a limit, a quota, a scope, should_admit or a full queue."""
     if reason in REFUSAL_REASONS:
-        REFUSALS.labels(reason).inc()
+        _refusals(reason).inc()
 
 
 def queue_waited(model: str, seconds: float) -> None:
-    QUEUE_WAIT.labels(MODELS.label(model)).observe(_seconds(seconds))
+    _queue_wait(MODELS.label(model)).observe(_seconds(seconds))
 
 
 def job_done(
@@ -213,21 +247,21 @@ def job_done(
 ) -> None:
     """One job over: how it ended, its latencies and what it produced (as metered)."""
     m = MODELS.label(model)
-    JOBS.labels(m, outcome if outcome in JOB_OUTCOMES else "error").inc()
+    _jobs(m, outcome if outcome in JOB_OUTCOMES else "error").inc()
     if ttft is not None:
-        TIME_TO_FIRST_TOKEN.labels(m).observe(_seconds(ttft))
+        _ttft(m).observe(_seconds(ttft))
     if inter_token is not None:
-        INTER_TOKEN_LATENCY.labels(m).observe(_seconds(inter_token))
+        _itl(m).observe(_seconds(inter_token))
     if prompt_tokens > 0:
-        TOKENS.labels(m, "prompt").inc(prompt_tokens)
+        _tokens(m, "prompt").inc(prompt_tokens)
     if completion_tokens > 0:
-        TOKENS.labels(m, "completion").inc(completion_tokens)
+        _tokens(m, "completion").inc(completion_tokens)
     if images > 0:
-        IMAGES.labels(m).inc(images)
+        _images(m).inc(images)
     if audio_seconds > 0 and math.isfinite(audio_seconds):
-        AUDIO_SECONDS.labels(m).inc(audio_seconds)
+        _audio(m).inc(audio_seconds)
     if characters > 0:
-        SPEECH_CHARACTERS.labels(m).inc(characters)
+        _characters(m).inc(characters)
 
 
 def _seconds(value: float) -> float:

@@ -281,16 +281,12 @@ class FleetCollector(Collector):
         memory = GaugeMetricFamily(
             "rbee_worker_memory_bytes", "Memory a worker's model holds on its device", labels=labels
         )
-        inflight = GaugeMetricFamily(
-            "rbee_worker_inflight", "Jobs a worker is running, as its hive reported", labels=labels
-        )
         label = request_metrics.MODELS.label
         for w in fleet.workers:
             key = [w.hive, w.device, label(w.model)]
             state.add_metric([*key, w.state], 1)
             memory.add_metric(key, max(0, w.memory_bytes))
-            inflight.add_metric(key, max(0, w.inflight))
-        yield from (state, memory, inflight)
+        yield from (state, memory)
 
     def _books(self, fleet: Fleet) -> Iterator[GaugeMetricFamily]:
         yield GaugeMetricFamily(

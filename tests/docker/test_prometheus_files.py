@@ -130,7 +130,7 @@ def _exported_names() -> set[str]:
                 devices=[{"kind": "cpu", "memory_total_mb": 1, "utilization": 1}],
             )
         ],
-        workers=[FleetWorker("h", "cpu", "m", "ready", 1, 0)],
+        workers=[FleetWorker("h", "cpu", "m", "ready", 1)],
         models=["m"],
         outbox_pending=0,
         outbox_oldest=None,
@@ -139,9 +139,9 @@ def _exported_names() -> set[str]:
         audit=AuditSigning(tree_size=1, oldest_unsigned_at=None),
     )
     suffixes = {
-        "counter": ("_total", "_created"),
-        "histogram": ("_bucket", "_sum", "_count", "_created"),
-        "summary": ("_sum", "_count", "_created"),
+        "counter": ("_total",),  # no `_created`: inference/metrics.py turns them off
+        "histogram": ("_bucket", "_sum", "_count"),
+        "summary": ("_sum", "_count"),
     }
     for module in ("django_prometheus.db.metrics", "django_prometheus.cache.metrics"):
         importlib.import_module(module)  # each registers its series when imported
