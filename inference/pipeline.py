@@ -39,7 +39,7 @@ import json
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any, Generic, TypeVar
@@ -353,7 +353,14 @@ def serve(resource: Resource[Any]) -> Any:
             finally:  # the stream's last byte, or the client leaving it
                 _measured(request, resource.task, status, started)
 
-        response.streaming_content = timed()  # type: ignore[attr-defined]
+        def timed_sync() -> Iterator[bytes]:
+            try:
+                yield from content
+            finally:
+                _measured(request, resource.task, status, started)
+
+        is_async = getattr(response, "is_async", False)
+        response.streaming_content = timed() if is_async else timed_sync()  # type: ignore[attr-defined]
         return response
 
     view.__name__ = view.__qualname__ = resource.task

@@ -175,3 +175,55 @@ async def test_queue_depth_is_labelled_by_known_models_only() -> None:
         held.release()
         (await waiter).release()
         odd.release()
+
+
+@pytest.mark.django_db(transaction=True)  # the view reads on the request path's own threads
+async def test_the_pipeline_counts_every_answer_under_the_catalog_name() -> None:
+    """A bad key and an unknown model are `other`; a model outside the plan and one no
+    worker serves are counted under the catalog's name, with the plan's refusal."""
+    import json
+
+    from asgiref.sync import sync_to_async
+    from django.test import RequestFactory
+
+    from hives.models import CatalogModel
+    from inference import chat, pipeline
+    from tenants.services import api_key_create, plan_set, tenant_create
+
+    def setup() -> tuple[str, str]:
+        CatalogModel.objects.create(name="metrics-private", capability="text-gen", engine="echo")
+        plan_set(name="basic", limits={}, allowed_models=["some-other-model"])
+        plan_set(name="pro", limits={}, allowed_models=["metrics-private"])
+        _, basic = api_key_create(tenant=tenant_create(name="acme", plan="basic"))
+        _, pro = api_key_create(tenant=tenant_create(name="bigco", plan="pro"))
+        return basic, pro
+
+    basic, pro = await sync_to_async(setup)()
+    view = pipeline.serve(chat.CHAT)
+
+    async def post(key: str, model: str) -> int:
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+        request = RequestFactory().post(
+            "/v1/chat/completions",
+            data=json.dumps(body),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {key}",
+        )
+        return (await view(request)).status_code
+
+    def count(model: str, klass: str) -> float:
+        return value("rbee_requests_total", model=model, endpoint="chat", status_class=klass)
+
+    other_4xx = count(OTHER, "4xx")
+    plan_refusals = value("rbee_refusals_total", reason="model_not_in_plan")
+    assert await post("sk-rbee-nonsense", "metrics-private") == 401
+    assert await post(pro, "metrics-no-such-model") == 404
+    assert count(OTHER, "4xx") == other_4xx + 2
+    assert await post(basic, "metrics-private") == 403
+    assert count("metrics-private", "4xx") == 1
+    assert value("rbee_refusals_total", reason="model_not_in_plan") == plan_refusals + 1
+    assert await post(pro, "metrics-private") == 503  # known, but no worker serves it
+    assert count("metrics-private", "5xx") == 1
+    assert (
+        value("rbee_request_duration_seconds_count", model="metrics-private", endpoint="chat") == 2
+    )
