@@ -115,8 +115,8 @@ class APIApplication:
             logger.error("error serving %s", request.path, exc_info=serving.exception())
 
     async def _serve(self, request: ASGIRequest, send: Any) -> None:
-        self.before.process_request(request)
-        self.after.process_request(request)
+        self._counted(self.before.process_request, request)
+        self._counted(self.after.process_request, request)
         try:
             match = self.resolver.resolve(request.path_info)
         except Resolver404:
@@ -125,7 +125,7 @@ class APIApplication:
             ).response()
         else:
             request.resolver_match = match
-            self.after.process_view(request, match.func, *match.args, **match.kwargs)
+            self._counted(self.after.process_view, request, match.func, *match.args)
             try:
                 response = await match.func(request, *match.args, **match.kwargs)
             except Exception as exc:
@@ -142,11 +142,20 @@ class APIApplication:
             if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
                 hsts += "; includeSubDomains"
             response.headers.setdefault("Strict-Transport-Security", hsts)
-        self.after.process_response(request, response)
-        self.before.process_response(request, response)
+        self._counted(self.after.process_response, request, response)
+        self._counted(self.before.process_response, request, response)
         # Not response.close(): it would fire request_finished, whose receivers touch
         # database connections from the event loop; the API's are managed in kernel/aio.py.
         await _send_response(response, send)
+
+    @staticmethod
+    def _counted(method: Any, *args: Any) -> None:
+        """One of django-prometheus' middleware methods (in-memory counting); whatever a
+        request carries, counting it never fails it (e.g. a Content-Length it cannot read)."""
+        try:
+            method(*args)
+        except Exception:
+            logger.exception("could not count a request in the metrics")
 
     def _count_exception(self, exc: Exception, view: str | None) -> None:
         """What django-prometheus' process_exception counts (its latency is counted once,

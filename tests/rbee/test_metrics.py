@@ -79,38 +79,40 @@ def test_one_response_carries_django_prometheus_rbee_and_the_process() -> None:
     assert "ui-login" in views, views
 
 
+async def call(path: str, *headers: tuple[bytes, bytes]) -> int:
+    """One GET through the queen's ASGI application, as Daphne calls it: its status."""
+    from rbee.asgi import application
+
+    sent: list[dict[str, Any]] = []
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"host", b"localhost"), *headers],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 7833),
+    }
+    received = iter([{"type": "http.request", "body": b"", "more_body": False}])
+
+    async def receive() -> dict[str, Any]:
+        try:
+            return next(received)
+        except StopIteration:
+            await asyncio.sleep(3600)
+            raise
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await application(scope, receive, send)
+    return int(sent[0]["status"])
+
+
 def test_the_api_is_counted_by_view_without_middleware() -> None:
     """/v1, /healthz and /metrics run in rbee/api_asgi.py (no middleware): counted by
     calling django-prometheus' middleware methods there."""
-    from rbee.asgi import application
-
-    async def call(path: str) -> int:
-        sent: list[dict[str, Any]] = []
-        scope = {
-            "type": "http",
-            "method": "GET",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "headers": [(b"host", b"localhost")],
-            "client": ("127.0.0.1", 5000),
-            "server": ("127.0.0.1", 7833),
-        }
-        received = iter([{"type": "http.request", "body": b"", "more_body": False}])
-
-        async def receive() -> dict[str, Any]:
-            try:
-                return next(received)
-            except StopIteration:
-                await asyncio.sleep(3600)
-                raise
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        await application(scope, receive, send)
-        return int(sent[0]["status"])
-
     key = (("method", "GET"), ("status", "200"), ("view", "rbee.views.healthz"))
     before = scrape().get("django_http_responses_total_by_status_view_method_total", {}).get(key, 0)
     assert asyncio.run(call("/healthz")) == 200
@@ -122,6 +124,10 @@ def test_the_api_is_counted_by_view_without_middleware() -> None:
         ]
         >= 1
     )
+
+
+def test_a_request_the_counters_cannot_read_is_still_answered() -> None:
+    assert asyncio.run(call("/healthz", (b"content-length", b"not-a-number"))) == 200
 
 
 def test_the_site_middleware_keeps_async_views_async(caplog: pytest.LogCaptureFixture) -> None:
