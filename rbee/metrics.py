@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 import prometheus_client
@@ -68,34 +68,52 @@ class Checkpointed:
 
 
 class _CheckpointCache:
+    """The latest checkpoint, read from the sink at most every CHECKPOINT_READ_SECONDS.
+    The first read is done by the scrape that needs it; later ones in a thread of their
+    own while scrapes go on with the value at hand, so a slow sink (S3 lists every
+    checkpoint) never holds a scrape up."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._value: Checkpointed | None = None
-        self._read_at = -1e9
+        self._read_at: float | None = None  # None: never read
+        self._reading = False
 
     def get(self) -> Checkpointed | None:
-        """The latest checkpoint (cached CHECKPOINT_READ_SECONDS); None when the sink
-        cannot be read (logged), so no audit series claims what is not known."""
+        """The latest checkpoint; None when the sink cannot be read (logged), so no audit
+        series claims what is not known."""
         with self._lock:
-            if time.monotonic() - self._read_at < CHECKPOINT_READ_SECONDS:
+            first = self._read_at is None
+            due = first or time.monotonic() - (self._read_at or 0.0) >= CHECKPOINT_READ_SECONDS
+            if due and not first and not self._reading:
+                self._reading = True
+                threading.Thread(target=self._read, name="metrics-checkpoint", daemon=True).start()
+            if not first:
                 return self._value
-            try:
-                latest = get_sink().latest()
-            except Exception as exc:
-                logger.warning("metrics: the audit checkpoint sink could not be read: %s", exc)
-                self._value = None
-            else:
-                self._value = (
-                    Checkpointed(latest.size, datetime.fromisoformat(latest.time))
-                    if latest is not None
-                    else Checkpointed(0, None)
-                )
+        self._read()
+        return self._value
+
+    def _read(self) -> None:
+        try:
+            latest = get_sink().latest()
+        except Exception as exc:
+            logger.warning("metrics: the audit checkpoint sink could not be read: %s", exc)
+            value = None
+        else:
+            value = (
+                Checkpointed(latest.size, datetime.fromisoformat(latest.time))
+                if latest is not None
+                else Checkpointed(0, None)
+            )
+        with self._lock:
+            self._value = value
             self._read_at = time.monotonic()
-            return self._value
+            self._reading = False
 
     def forget(self) -> None:
+        """Read the sink afresh at the next scrape (tests, after writing a checkpoint)."""
         with self._lock:
-            self._read_at = -1e9
+            self._read_at = None
 
 
 checkpoints = _CheckpointCache()
@@ -103,7 +121,7 @@ checkpoints = _CheckpointCache()
 
 @dataclass
 class Fleet:
-    """What the scrape read from the database (read_fleet: one trip, a dozen queries)."""
+    """What the scrape read from the database (read_fleet: one trip, seven queries)."""
 
     at: datetime
     hives: list[hive_selectors.FleetHive]
@@ -114,7 +132,6 @@ class Fleet:
     overdue: dict[str, int]
     checkpoint: Checkpointed | None
     audit: gdpr_selectors.AuditSigning | None
-    errors: list[str] = field(default_factory=list)
 
 
 def read_fleet() -> Fleet:

@@ -271,6 +271,25 @@ def test_how_far_the_audit_log_is_signed() -> None:
     assert one(got, "rbee_audit_oldest_unsigned_event_age_seconds") > 0
 
 
+def test_a_stale_checkpoint_is_read_again_without_holding_the_scrape(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    cache = metrics._CheckpointCache()
+    assert cache.get() == metrics.Checkpointed(0, None)  # the first read: at once
+    audit.record_many(audit.Event("key.create", actor="cli", data={"n": i}) for i in range(3))
+    ledger.checkpoint()
+    assert cache.get() == metrics.Checkpointed(0, None)  # within CHECKPOINT_READ_SECONDS
+    monkeypatch.setattr(metrics, "CHECKPOINT_READ_SECONDS", 0.0)
+    assert cache.get() == metrics.Checkpointed(0, None)  # stale: served, read meanwhile
+    deadline = time.monotonic() + 10
+    while (got := cache.get()) is None or got.size != 3:
+        assert time.monotonic() < deadline, got
+        time.sleep(0.01)
+    assert got.time is not None
+
+
 def test_an_unreadable_checkpoint_sink_claims_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RBEE_AUDIT_CHECKPOINT_S3", "not-a-bucket-url")
     got = scrape()
