@@ -86,7 +86,7 @@ def test_the_scrape_configuration_is_valid_with_its_token_file(tmp_path: Path) -
     )
     (tmp_path / "alerts.yml").write_text(ALERTS.read_text())
     out = promtool("check", "config", str(copy))
-    assert "SUCCESS" in out and "13 rules found" in out
+    assert "SUCCESS" in out and f"{len(alert_queries())} rules found" in out
 
 
 def test_every_dashboard_expression_parses(tmp_path: Path) -> None:
