@@ -19,6 +19,8 @@ test-embedded:
 lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
 	RBEE_HOME=$$(mktemp -d) $(PY) manage.py makemigrations --check --dry-run
+	promtool check rules docker/prometheus/alerts.yml
+	promtool check config --syntax-only docker/prometheus/prometheus.yml
 
 bench:
 	$(PY) bench/overhead.py

@@ -134,6 +134,7 @@ async def admit(caller: Caller, cost: lim.Cost) -> Admitted:
             AdmissionCode.INSUFFICIENT_QUOTA if quota else AdmissionCode.RATE_LIMIT_EXCEEDED,
             message,
             headers={**decision.headers, "Retry-After": str(retry)},
+            data={"reason": decision.reason},  # which limit (the metrics' refusal reason)
         )
     return Admitted(
         caller=caller,
@@ -217,6 +218,7 @@ class Meter:
         self.deltas = 0
         self.worker = ""
         self.done = False
+        self.usage: Usage | None = None  # what `finish` recorded
         self._beat: asyncio.Task[None] | None = None
 
     async def begin(self) -> None:
@@ -322,7 +324,7 @@ class Meter:
         self.done = True
         if self._beat is not None:
             self._beat.cancel()
-        usage = self.usage_of(reported)
+        usage = self.usage = self.usage_of(reported)
         caller = self.admitted.caller
         record = functools.partial(
             usage_record,

@@ -18,10 +18,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
-from billing.models import UNITS, Price, UsageDaily, UsageEvent
+from billing.models import UNITS, MeterEvent, Price, UsageDaily, UsageEvent
 from kernel import regions
 from tenants.models import ApiKey, Tenant
 
@@ -562,3 +562,12 @@ def usage_today(*, tenant_id: int) -> dict[str, float] | None:
         return asyncio.run(read())
     except lim.STORE_DOWN:
         return None
+
+
+def meter_outbox_backlog() -> tuple[int, datetime | None]:
+    """The Stripe outbox's meter events not sent yet, and the usage time of the oldest
+    (None when none waits): one query, for /metrics."""
+    got = MeterEvent.objects.filter(sent_at__isnull=True).aggregate(
+        n=Count("id"), oldest=Min("timestamp")
+    )
+    return int(got["n"] or 0), got["oldest"]

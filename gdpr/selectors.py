@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
-from gdpr.models import AuditEvent, SubjectRequest
+from gdpr.models import AuditEvent, AuditLeaf, SubjectRequest
 from gdpr.subjects import Subject
 
 OPEN = (SubjectRequest.Status.RECEIVED, SubjectRequest.Status.RUNNING, SubjectRequest.Status.FAILED)
@@ -156,3 +157,31 @@ def audit_events_view(rows: QuerySet[AuditEvent] | list[AuditEvent]) -> list[dic
         for key_id, wrapped in AuditKey.objects.filter(id__in=wanted).values_list("id", "wrapped")
     }
     return [event_view(e, keys) for e in events]
+
+
+@dataclass(frozen=True)
+class AuditSigning:
+    """How far the audit log is signed: the tree's size (events sequenced), and when the
+    oldest event not inside the latest signed checkpoint happened (None: every event is)."""
+
+    tree_size: int
+    oldest_unsigned_at: datetime | None
+
+
+def audit_signing(*, signed_size: int) -> AuditSigning:
+    """The log against a checkpoint of `signed_size` leaves (0: none yet), for /metrics:
+    the first leaf past it and the first event not sequenced yet, by index (3 queries)."""
+    top = AuditLeaf.objects.aggregate(index=Max("index"), event=Max("event_id"))
+    size = 0 if top["index"] is None else int(top["index"]) + 1
+    candidates: list[datetime] = []
+    if size > signed_size:
+        first = AuditLeaf.objects.filter(index=signed_size).values_list("event_id", flat=True)
+        when = AuditEvent.objects.filter(id__in=first).values_list("created_at", flat=True)
+        candidates += list(when[:1])
+    unsequenced = (
+        AuditEvent.objects.filter(id__gt=top["event"] or 0)
+        .order_by("id")
+        .values_list("created_at", flat=True)[:1]
+    )
+    candidates += list(unsequenced)
+    return AuditSigning(tree_size=size, oldest_unsigned_at=min(candidates, default=None))

@@ -74,6 +74,134 @@ def hive_list() -> QuerySet[Hive]:
     return Hive.objects.order_by("name")
 
 
+HIVE_STATES = ("online", "stale", "offline", "disabled", "revoked")
+
+
+def hive_state(
+    *,
+    status: str,
+    channel_name: str,
+    disabled: bool,
+    token_revoked: bool,
+    last_seen_at: datetime | None,
+    now: datetime,
+) -> str:
+    """A hive's state as operators see it (one of HIVE_STATES): revoked or disabled by an
+    operator; offline (no socket); stale (a socket, but no heartbeat for
+    RBEE_HIVE_STALE_AFTER: jobs are not sent to it); online."""
+    if token_revoked:
+        return "revoked"
+    if disabled:
+        return "disabled"
+    if status != Hive.Status.ONLINE or not channel_name:
+        return "offline"
+    if last_seen_at is None or now - last_seen_at > timedelta(
+        seconds=settings.RBEE_HIVE_STALE_AFTER
+    ):
+        return "stale"
+    return "online"
+
+
+@dataclass(frozen=True)
+class FleetHive:
+    """A hive as the metrics show it (hives.selectors.fleet_metrics)."""
+
+    name: str
+    region: str
+    version: str
+    state: str  # HIVE_STATES
+    connected: bool  # a queen holds its socket (online or stale)
+    last_seen_at: datetime | None
+    devices: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class FleetWorker:
+    hive: str
+    device: str
+    model: str
+    state: str
+    memory_bytes: int
+
+
+def fleet_metrics(*, now: datetime | None = None) -> tuple[list[FleetHive], list[FleetWorker]]:
+    """Every hive with its state and devices, and the workers of the hives a queen holds
+    a socket of (what their hive reported last): two queries, no model instances."""
+    now = now or timezone.now()
+    hives: list[FleetHive] = []
+    connected: dict[int, str] = {}
+    for (
+        pk,
+        name,
+        region,
+        version,
+        status,
+        channel,
+        disabled,
+        revoked,
+        seen,
+        devices,
+    ) in Hive.objects.order_by("name").values_list(
+        "pk",
+        "name",
+        "region",
+        "version",
+        "status",
+        "channel_name",
+        "disabled",
+        "token_revoked",
+        "last_seen_at",
+        "devices",
+    ):
+        state = hive_state(
+            status=status,
+            channel_name=channel,
+            disabled=disabled,
+            token_revoked=revoked,
+            last_seen_at=seen,
+            now=now,
+        )
+        is_connected = state in ("online", "stale")
+        if is_connected:
+            connected[pk] = name
+        hives.append(
+            FleetHive(
+                name=name,
+                region=region,
+                version=version,
+                state=state,
+                connected=is_connected,
+                last_seen_at=seen,
+                devices=devices if isinstance(devices, list) else [],
+            )
+        )
+    rows = (
+        Worker.objects.filter(
+            hive__status=Hive.Status.ONLINE, hive__disabled=False, hive__token_revoked=False
+        )
+        .exclude(hive__channel_name="")
+        .order_by("hive_id", "device", "model__name")
+        .values_list("hive_id", "device", "model__name", "state", "memory_bytes")
+    )
+    workers = [
+        FleetWorker(
+            hive=connected[hive_id],
+            device=device,
+            model=model,
+            state=state,
+            memory_bytes=memory,
+        )
+        for hive_id, device, model, state, memory in rows
+        if hive_id in connected  # not a hive that connected between the two reads
+    ]
+    return hives, workers
+
+
+def catalog_names() -> list[str]:
+    """Every catalog model's name."""
+    return list(CatalogModel.objects.order_by("name").values_list("name", flat=True))
+
+
 # Workers a job can be sent to: loaded, loading (the request waits in its model's queue
 # until one is ready: inference/queueing.py), or unloaded while idle or on its way there
 # (reloaded on demand). /v1/models lists a model with any of them on a live hive.

@@ -25,7 +25,7 @@ from django.conf import settings
 
 from hives.protocol import FINAL_KINDS, EventKind
 from hives.selectors import Placement
-from inference import stats
+from inference import metrics, stats
 from inference.errors import APIError, neutral_error
 from inference.scheduler import least_loaded
 from kernel import regions
@@ -85,7 +85,9 @@ class Job:
     _counted: bool = False
     _dispatched_at: float = 0.0
     _first_text_at: float = 0.0
+    _last_text_at: float = 0.0
     _ended_at: float = 0.0
+    _failed: bool = False  # no hive took it, or it went silent (an error, not the client)
     _output_tokens: int = 0
 
     async def events(self) -> AsyncGenerator[dict[str, Any], None]:
@@ -99,7 +101,11 @@ class Job:
             # Inside the try: a client that leaves while we wait for the ack must
             # still cancel the job and stop counting it against the hive.
             self._dispatched_at = time.monotonic()
-            batch = await self._dispatch(layer)
+            try:
+                batch = await self._dispatch(layer)
+            except APIError:
+                self._failed = True
+                raise
             idle = settings.RBEE_JOB_IDLE_TIMEOUT
             while True:
                 for event in batch:
@@ -110,8 +116,10 @@ class Job:
                         )
                     if self.transcript is not None and kind == EventKind.DELTA:
                         self.transcript.append(str(event.get("text") or ""))
-                    if kind == EventKind.DELTA and not self._first_text_at and event.get("text"):
-                        self._first_text_at = time.monotonic()
+                    if kind == EventKind.DELTA and event.get("text"):
+                        self._last_text_at = time.monotonic()
+                        if not self._first_text_at:
+                            self._first_text_at = self._last_text_at
                     if kind in FINAL_KINDS:
                         self._ended_at = time.monotonic()
                         if kind == EventKind.DONE:
@@ -135,6 +143,7 @@ class Job:
                     msg = await asyncio.wait_for(layer.receive(self._reply), timeout=idle)
                 except TimeoutError:
                     # Not finished: the hive may still be working, so _release cancels it.
+                    self._failed = True
                     yield {
                         "kind": EventKind.ERROR,
                         "message": f"the worker sent nothing for {idle:.0f} s; "
@@ -167,7 +176,9 @@ class Job:
                             logger.exception("job %s: after-hook failed", self.job_id)
 
     def _record_stats(self) -> None:
-        """Add this request to the charts' per-minute sums (memory only; never raises)."""
+        """Add this request to the charts' per-minute sums and to this queen's metrics
+        (memory only; never raises)."""
+        self._record_metrics()
         if not self.arrived:
             return
         try:
@@ -184,6 +195,34 @@ class Job:
             )
         except Exception:
             logger.exception("job %s: could not count it for the charts", self.job_id)
+
+    def _record_metrics(self) -> None:
+        try:
+            if self.succeeded:
+                outcome = "ok"
+            elif self.finished or self._failed:
+                outcome = "error"
+            else:
+                outcome = "abandoned"
+            ttft = inter = None
+            if self._first_text_at and self.arrived:
+                ttft = self._first_text_at - self.arrived
+            if self._output_tokens > 1 and self._last_text_at > self._first_text_at > 0:
+                inter = (self._last_text_at - self._first_text_at) / (self._output_tokens - 1)
+            usage = getattr(self.meter, "usage", None)
+            metrics.job_done(
+                model=self.model,
+                outcome=outcome,
+                ttft=ttft,
+                inter_token=inter,
+                prompt_tokens=int(getattr(usage, "prompt_tokens", 0)),
+                completion_tokens=int(getattr(usage, "completion_tokens", 0)),
+                images=int(getattr(usage, "images", 0)),
+                audio_seconds=float(getattr(usage, "audio_seconds", 0.0)),
+                characters=int(getattr(usage, "characters", 0)),
+            )
+        except Exception:
+            logger.exception("job %s: could not count it in the metrics", self.job_id)
 
     def _worker_name(self) -> str:
         p = self.placement

@@ -39,7 +39,7 @@ import json
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any, Generic, TypeVar
@@ -60,7 +60,7 @@ from hives import selectors as hive_selectors
 from hives.models import CatalogModel
 from hives.protocol import Capability, EventKind, Task
 from hives.selectors import Placement
-from inference import decisions, queueing, schemas
+from inference import decisions, metrics, queueing, schemas
 from inference.dispatch import Job, local_load, new_job_id
 from inference.errors import APIError, bad_request, from_domain, from_event
 from inference.scheduler import (
@@ -121,8 +121,10 @@ def endpoint(*methods: str) -> Callable[[View], Any]:
                     )
                 return await view(request, *args, **kwargs)
             except APIError as exc:
+                metrics.refused(str(exc.code))
                 return exc.response()
             except DomainError as exc:
+                metrics.refused(str(exc.data.get("reason") or exc.code))
                 return from_domain(exc).response()
             except Exception as exc:
                 if store := store_down(exc):  # the database or Redis is down: 503
@@ -324,14 +326,58 @@ class Resource(Generic[Body]):
 
 
 def serve(resource: Resource[Any]) -> Any:
-    """The view of one model endpoint (POST)."""
+    """The view of one model endpoint (POST), counted in this queen's metrics."""
 
     @endpoint("POST")
-    async def view(request: HttpRequest) -> HttpResponseBase:
+    async def answer(request: HttpRequest) -> HttpResponseBase:
         return await run(request, resource)
+
+    @csrf_exempt
+    async def view(request: HttpRequest) -> HttpResponseBase:
+        started = time.monotonic()
+        try:
+            response: HttpResponseBase = await answer(request)
+        except BaseException:  # cancelled: the client left before the answer (nginx's 499)
+            _measured(request, resource.task, 499, started)
+            raise
+        if not response.streaming:
+            _measured(request, resource.task, response.status_code, started)
+            return response
+        status = response.status_code
+        content = response.streaming_content  # type: ignore[attr-defined]
+
+        async def timed() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in content:
+                    yield chunk
+            finally:  # the stream's last byte, or the client leaving it
+                _measured(request, resource.task, status, started)
+
+        def timed_sync() -> Iterator[bytes]:
+            try:
+                yield from content
+            finally:
+                _measured(request, resource.task, status, started)
+
+        is_async = getattr(response, "is_async", False)
+        response.streaming_content = timed() if is_async else timed_sync()  # type: ignore[attr-defined]
+        return response
 
     view.__name__ = view.__qualname__ = resource.task
     return view
+
+
+def _measured(request: HttpRequest, task: str, status: int, started: float) -> None:
+    """Count one model request in this queen's metrics (memory only; never raises)."""
+    try:
+        metrics.request_done(
+            model=getattr(request, "rbee_model", None),
+            endpoint=task,
+            status=status,
+            seconds=time.monotonic() - started,
+        )
+    except Exception:
+        logger.exception("could not count a request in the metrics")
 
 
 async def run(request: HttpRequest, resource: Resource[Body]) -> HttpResponseBase:
@@ -391,6 +437,9 @@ def _prepare(
     caller = authenticate(raw_key, request.META.get("HTTP_HOST", ""))
     body = resource.parse(request)
     model = _resolve(resource.model(body), resource.capability)
+    # The metrics' label: a catalog model's name (the database's, never the body's).
+    request.rbee_model = model.name  # type: ignore[attr-defined]
+    metrics.MODELS.learn(model.name)
     if caller.scope_endpoints or caller.scope_models or caller.allowed_models:
         # Before anything about the model's workers: a caller that may not use it learns
         # nothing of whether it is served right now.
@@ -720,6 +769,8 @@ async def _admit_queue_route(
         )
     except queueing.Unservable as exc:
         raise unservable(exc, operator=caller.operator) from exc
+    finally:  # granted, refused, timed out or cancelled: the wait counts
+        metrics.queue_waited(model, time.monotonic() - queued_at)
     queue_wait_ms = (time.monotonic() - queued_at) * 1000
     try:
         if slot.waited:  # hives may have come and gone while we waited

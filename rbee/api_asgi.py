@@ -10,6 +10,11 @@ database access runs on a shared executor that manages its own connections
 Django's resolver, awaits the async view and sends its response, streaming ones
 as they are produced. A client that disconnects cancels the view, so a job in
 flight is cancelled on its hive.
+
+django-prometheus' middleware pair counts these requests into the same series as the
+rest of the site (requests, latency and responses by view and method): their methods are
+called here directly, since they only count in memory, where Django would hop to a
+thread and back for each of them.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponseBase
 from django.urls import Resolver404, get_resolver
+from django_prometheus.middleware import PrometheusAfterMiddleware, PrometheusBeforeMiddleware
 
 from inference.errors import APIError
 
@@ -79,9 +85,15 @@ def _body_limit(scope: Scope) -> int:
     return min(settings.RBEE_MAX_JSON_BYTES, settings.RBEE_MAX_BODY_BYTES)
 
 
+def _not_called(request: Any) -> Any:
+    raise AssertionError("the API's metrics middleware is called by method, never as a chain")
+
+
 class APIApplication:
     def __init__(self) -> None:
         self.resolver = get_resolver()
+        self.before = PrometheusBeforeMiddleware(_not_called)
+        self.after = PrometheusAfterMiddleware(_not_called)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         try:
@@ -103,6 +115,8 @@ class APIApplication:
             logger.error("error serving %s", request.path, exc_info=serving.exception())
 
     async def _serve(self, request: ASGIRequest, send: Any) -> None:
+        self._counted(self.before.process_request, request)
+        self._counted(self.after.process_request, request)
         try:
             match = self.resolver.resolve(request.path_info)
         except Resolver404:
@@ -110,10 +124,13 @@ class APIApplication:
                 404, f"Invalid URL ({request.method} {request.path})", code="unknown_url"
             ).response()
         else:
+            request.resolver_match = match
+            self._counted(self.after.process_view, request, match.func, *match.args)
             try:
                 response = await match.func(request, *match.args, **match.kwargs)
-            except Exception:
+            except Exception as exc:
                 logger.exception("unexpected error on %s", request.path)
+                self._count_exception(exc, match.view_name)
                 response = APIError(
                     500,
                     "The server had an error while processing your request.",
@@ -125,6 +142,24 @@ class APIApplication:
             if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
                 hsts += "; includeSubDomains"
             response.headers.setdefault("Strict-Transport-Security", hsts)
+        self._counted(self.after.process_response, request, response)
+        self._counted(self.before.process_response, request, response)
         # Not response.close(): it would fire request_finished, whose receivers touch
         # database connections from the event loop; the API's are managed in kernel/aio.py.
         await _send_response(response, send)
+
+    @staticmethod
+    def _counted(method: Any, *args: Any) -> None:
+        """One of django-prometheus' middleware methods (in-memory counting); whatever a
+        request carries, counting it never fails it (e.g. a Content-Length it cannot read)."""
+        try:
+            method(*args)
+        except Exception:
+            logger.exception("could not count a request in the metrics")
+
+    def _count_exception(self, exc: Exception, view: str | None) -> None:
+        """What django-prometheus' process_exception counts (its latency is counted once,
+        with the 500 this becomes)."""
+        counters = self.after.metrics
+        counters.exceptions_by_type.labels(type=type(exc).__name__).inc()
+        counters.exceptions_by_view.labels(view=view or "<unnamed view>").inc()

@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "channels",
     "rest_framework",
     "drf_spectacular",
+    "django_prometheus",
     "rbee",
     "tenants",
     "billing",
@@ -70,7 +71,12 @@ INSTALLED_APPS = [
     "web",
 ]
 
+# django-prometheus' pair around the site (the admin, the faces, the management API):
+# requests, latency and responses by view. Both are async-capable (Django's
+# MiddlewareMixin), so async views stay async; the /v1 API runs no middleware and is
+# counted into the same series by rbee/api_asgi.py.
 MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -80,6 +86,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "web.csp.ContentSecurityPolicyMiddleware",
     "web.nul.RejectNulMiddleware",  # a 400, not a database error, under the faces
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "rbee.urls"
@@ -135,6 +142,15 @@ else:
             "CONN_MAX_AGE": 60,
         }
     }
+# django-prometheus' database backends: the same engines, counting connections, queries,
+# their duration and errors (django_db_*).
+_PROMETHEUS_ENGINES = {
+    "django.db.backends.postgresql": "django_prometheus.db.backends.postgresql",
+    "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
+}
+DATABASES["default"]["ENGINE"] = _PROMETHEUS_ENGINES.get(
+    DATABASES["default"]["ENGINE"], DATABASES["default"]["ENGINE"]
+)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Longest a request-path database call may take before the request is answered 503 +
 # Retry-After (the database is down or not answering); 0: no limit. SQLite cannot be down,
@@ -199,6 +215,11 @@ CELERY_IMPORTS = ("billing.tasks", "billing.invoice_tasks", "gdpr.tasks")
 CELERY_BEAT_SCHEDULE = {**beat_schedule(), **gdpr_beat_schedule()}
 # Beat's own state belongs in the data directory, not wherever `rbee billing worker` ran.
 CELERY_BEAT_SCHEDULE_FILENAME = str(RBEE_HOME / "celerybeat-schedule")
+
+# Django's cache (sign-in lockouts on the embedded default, the console's last audit
+# verification): this process's memory, through django-prometheus' backend (django_cache_*).
+CACHES = {"default": {"BACKEND": "django_prometheus.cache.backends.locmem.LocMemCache"}}
+PROMETHEUS_EXPORT_MIGRATIONS = False  # no database work when the app starts
 
 # --- request limits ----------------------------------------------------------------
 # Largest body /v1/ accepts (the multipart uploads); larger bodies get 413 before they are

@@ -305,7 +305,7 @@ def test_a_script_past_its_wall_clock_limit_falls_back_with_a_clear_error() -> N
 async def test_timeouts_are_counted_on_the_metrics_page() -> None:
     from prometheus_client import generate_latest
 
-    from rbee.metrics import registry
+    from inference.metrics import REGISTRY as registry
 
     policy = spinning_policy(1.0)
     before = scheduler.counters["timeouts"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -220,21 +220,29 @@ def _device_row(entry: dict[str, Any]) -> DeviceRow | None:
 
 
 def _status(hive: Hive, now: datetime) -> tuple[str, str]:
-    """The hive's state as an operator needs it, and why it is not serving."""
-    stale_after = timedelta(seconds=settings.RBEE_HIVE_STALE_AFTER)
-    if hive.token_revoked:
-        return "revoked", "its token was revoked (`rbee hive token` issues a new one)"
-    if hive.disabled:
-        return "disabled", "disabled by an operator (`rbee hive enable` lets it back in)"
-    if hive.status != Hive.Status.ONLINE or not hive.channel_name:
+    """The hive's state as an operator needs it (hives.selectors.hive_state, as the
+    metrics show it), and why it is not serving."""
+    state = hive_selectors.hive_state(
+        status=hive.status,
+        channel_name=hive.channel_name,
+        disabled=hive.disabled,
+        token_revoked=hive.token_revoked,
+        last_seen_at=hive.last_seen_at,
+        now=now,
+    )
+    if state == "revoked":
+        return state, "its token was revoked (`rbee hive token` issues a new one)"
+    if state == "disabled":
+        return state, "disabled by an operator (`rbee hive enable` lets it back in)"
+    if state == "offline":
         if hive.last_seen_at is None:
-            return "offline", "never connected: start it with `rbee hive start`"
-        return "offline", "its connection closed (hive stopped, or the queen restarted)"
-    if hive.last_seen_at is None or now - hive.last_seen_at > stale_after:
-        return "stale", (
+            return state, "never connected: start it with `rbee hive start`"
+        return state, "its connection closed (hive stopped, or the queen restarted)"
+    if state == "stale":
+        return state, (
             f"no heartbeat for over {settings.RBEE_HIVE_STALE_AFTER:g}s: jobs are not sent to it"
         )
-    return "online", ""
+    return state, ""
 
 
 def _machine(devices: list[DeviceRow]) -> str:

@@ -63,7 +63,7 @@ LISTEN_ENV = "RBEE_QUEEN_LISTEN"  # set by `rbee queen start` (rbee/cli/queen.py
 
 def _database() -> dict[str, str]:
     db = settings.DATABASES["default"]
-    if db["ENGINE"] == "django.db.backends.sqlite3":
+    if db["ENGINE"].endswith(".sqlite3"):  # Django's, or django-prometheus' around it
         return {"kind": "SQLite (embedded)", "where": str(db["NAME"])}
     host = str(db.get("HOST") or "local socket")
     port = str(db.get("PORT") or "")
