@@ -9,6 +9,7 @@ so every successful connection also shows that the queen sends the intermediate.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import subprocess
 import sys
@@ -311,3 +312,47 @@ def test_a_hive_checks_the_name_given_by_server_name(stack: Stack) -> None:
         assert "not valid for 'queen.example'" in line
     finally:
         hive.kill()
+
+
+# --- what is served is what was checked ----------------------------------------------------
+
+
+def test_the_queen_serves_the_files_it_checked_read_once(stack: Stack) -> None:
+    """The certificate and key are read once, checked, and those bytes are served: a key
+    handed over through a pipe (`--tls-key <(vault read ...)`, /dev/stdin), which cannot
+    be read twice, works, and no file read later can differ from the one checked."""
+    read, write = os.pipe()
+    os.write(write, stack.files.key.read_bytes())  # a few hundred bytes: the pipe holds them
+    os.close(write)
+    port = free_port()
+    log = stack.dep.home / "queen-pipe.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "rbee.cli", "queen", "start", "--no-migrate"),
+                *("--host", "127.0.0.1", "--port", str(port)),
+                *("--tls-cert", str(stack.files.cert), "--tls-key", f"/dev/fd/{read}"),
+            ],
+            env=stack.dep.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+            pass_fds=(read,),
+        )
+    os.close(read)
+    stack.dep.processes.append(proc)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, f"the queen exited:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"not serving in 60 s:\n{log.read_text()}"
+            try:
+                r = httpx.get(f"https://127.0.0.1:{port}/healthz", verify=stack.files.context())
+                break
+            except httpx.ConnectError:
+                time.sleep(0.2)
+        assert r.status_code == 200  # the intermediate is sent: the client trusts the root only
+        assert "Traceback" not in log.read_text()
+    finally:
+        stop_process(proc)
