@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import socket
+import ssl
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +113,35 @@ def test_a_tls_queen_sets_secure_cookies_and_hsts(stack: Stack) -> None:
     assert page.headers["strict-transport-security"] == "max-age=31536000"
     cookie = page.headers["set-cookie"]
     assert cookie.startswith("csrftoken=") and "Secure" in cookie
+
+
+def test_the_queen_speaks_tls_1_2_or_later_and_http_1_1_only(stack: Stack) -> None:
+    """What the README promises: TLS 1.2 or later, HTTP/1.1 (HTTP/2 would bypass the
+    edge's checks, rbee/server.py)."""
+
+    def connect(lowest: ssl.TLSVersion, highest: ssl.TLSVersion) -> tuple[str, str | None]:
+        ctx = stack.files.context()
+        with warnings.catch_warnings():  # TLSv1/TLSv1_1 are deprecated names: on purpose
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version, ctx.maximum_version = lowest, highest
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # this client would offer TLS 1.0/1.1
+        ctx.set_alpn_protocols(["h2", "http/1.1"])
+        with (
+            socket.create_connection(("127.0.0.1", stack.queen.port)) as raw,
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            return str(tls.version()), tls.selected_alpn_protocol()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old = (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1)
+    with pytest.raises(ssl.SSLError) as refused:
+        connect(*old)
+    # The queen's alert, not this client declining to offer them.
+    assert refused.value.reason == "TLSV1_ALERT_PROTOCOL_VERSION", refused.value
+    v12, v13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
+    assert connect(v12, v12) == ("TLSv1.2", "http/1.1")
+    assert connect(v13, v13) == ("TLSv1.3", "http/1.1")
 
 
 # --- what is refused -------------------------------------------------------------------
