@@ -9,6 +9,7 @@ so every successful connection also shows that the queen sends the intermediate.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import socket
@@ -176,6 +177,33 @@ def test_plain_http_to_the_tls_port_is_told_to_use_https(stack: Stack) -> None:
     assert "refused a plain HTTP request from 127.0.0.1 on the TLS port" in (
         stack.queen.log.read_text()
     )
+
+
+def test_odd_openings_on_the_tls_port_are_answered_or_closed_and_it_keeps_serving(
+    stack: Stack,
+) -> None:
+    """What reaches the TLS port before (or instead of) a handshake: each connection is
+    answered or closed at once, none is kept waiting for more, and the port serves on."""
+
+    def first_answer(opening: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", stack.queen.port), timeout=30) as s:
+            with contextlib.suppress(ConnectionError):
+                s.sendall(opening)
+            try:
+                return s.recv(200)
+            except ConnectionResetError:
+                return b""  # closed without a word: also not waiting
+
+    # One letter is enough to know it is not TLS: the 400 comes without the rest.
+    assert first_answer(b"G").startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    # A megabyte of it is not buffered first.
+    assert first_answer(b"A" * 2**20).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    # Not HTTP and not TLS (an SSLv2 hello, binary, a digit): closed.
+    for opening in (b"\x80\x2e\x01\x03\x01" + bytes(40), b"\xff" * 10, b"1234\r\n\r\n"):
+        assert first_answer(opening) == b"", opening
+    # A TLS record with a length no record has: TLS's own alert (0x15), then closed.
+    assert first_answer(b"\x16\x03\x01\xff\xff" + b"A" * 100).startswith(b"\x15\x03")
+    assert httpx.get(f"{stack.queen.url}/healthz", verify=stack.queen.verify).status_code == 200
 
 
 def test_a_hive_trusting_another_ca_refuses_the_queen_and_keeps_retrying(stack: Stack) -> None:
