@@ -5,7 +5,9 @@ reads the certificate and its key before the queen listens and says clearly what
 wrong with them (unreadable, not PEM, a key with a passphrase, a key readable by every
 user of the machine, a key that is not the certificate's, a certificate outside its
 validity), so that a mistake is an error at start and not a failed handshake for every
-client afterwards.
+client afterwards. Each file is read once: what was checked is what the queen serves
+(`ServerCert` carries the bytes), so a key handed over through a pipe works and a file
+changed after the check cannot slip past it.
 
 The client side (hives, the CLI): `client_context` verifies the queen's certificate
 chain and host name against this machine's CAs, or only against the CA certificates in
@@ -20,7 +22,7 @@ from __future__ import annotations
 import os
 import ssl
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,8 @@ class ServerCert:
     names: tuple[str, ...]  # the DNS names and IP addresses it is valid for
     not_after: datetime
     chain: tuple[bytes, ...]  # PEM of the certificates after the first (intermediates)
+    cert_pem: bytes  # PEM of the server's own certificate, as checked
+    key_pem: bytes = field(repr=False)  # its private key (PKCS#8 PEM), as checked; never shown
 
     def days_left(self, now: datetime | None = None) -> float:
         return (self.not_after - (now or datetime.now(UTC))).total_seconds() / 86400
@@ -170,6 +174,12 @@ def check_server_files(
         names=cert_names(leaf),
         not_after=leaf.not_valid_after_utc,
         chain=tuple(c.public_bytes(serialization.Encoding.PEM) for c in certs[1:]),
+        cert_pem=leaf.public_bytes(serialization.Encoding.PEM),
+        key_pem=private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
     )
 
 

@@ -49,6 +49,7 @@ from twisted.web import http as twisted_http
 
 from kernel.logs import safe
 from kernel.secrets import parse_prefix
+from kernel.tls import ServerCert
 
 logger = logging.getLogger("rbee.server")
 
@@ -454,19 +455,50 @@ class TLSOnlyFactory(WrappingFactory):
     protocol = TLSOnlyProtocol
 
 
-def queen_server(**kwargs: Any) -> Any:
-    """Daphne's Server (same arguments), answering plain HTTP that reaches an `ssl:`
-    endpoint with a clear 400 (TLSOnlyProtocol). Daphne installs its reactor when
-    daphne.server is imported, so it is imported here, when the queen starts."""
+def queen_server(*, tls: ServerCert | None = None, **kwargs: Any) -> Any:
+    """Daphne's Server (same arguments). With `tls`, every port it listens on (a `tcp:`
+    endpoint) serves TLS with exactly the certificate, intermediates and key that were
+    checked (kernel/tls.py; Twisted's `ssl:` endpoint would read the files again), and
+    answers plain HTTP with a clear 400 (TLSOnlyProtocol). Daphne installs its reactor
+    when daphne.server is imported, so it is imported here, when the queen starts."""
     from daphne.server import Server
+    from twisted.internet import ssl
     from twisted.protocols.tls import TLSMemoryBIOFactory
 
+    options: Any = None  # a CertificateOptions (an IOpenSSLServerConnectionCreator)
+    if tls is not None:
+        # What Twisted's `ssl:` endpoint builds from its files (TLS 1.2 at least, its
+        # ciphers), built from the checked bytes: a mistake here stops the queen before
+        # it listens.
+        pair = ssl.PrivateCertificate.loadPEM(tls.cert_pem + b"\n" + tls.key_pem)
+        options = ssl.CertificateOptions(
+            privateKey=pair.privateKey.original,
+            certificate=pair.original,
+            extraCertChain=[ssl.Certificate.loadPEM(c).original for c in tls.chain] or None,
+        )
+
     class QueenServer(Server):  # type: ignore[misc]
+        @property
+        def http_factory(self) -> Any:
+            return self._rbee_http_factory
+
+        @http_factory.setter
+        def http_factory(self, factory: Any) -> None:
+            # Daphne's run() makes its HTTPFactory here and listens with it next: with TLS
+            # the factory every port is opened with speaks TLS from the first byte.
+            if options is not None:
+                factory = TLSOnlyFactory(TLSMemoryBIOFactory(options, False, factory))
+            self._rbee_http_factory = factory
+
         def listen_success(self, port: Any) -> None:
-            # The port accepts connections once the reactor runs, after this: every
-            # connection of a TLS port is built by the wrapper from now on.
-            if isinstance(getattr(port, "factory", None), TLSMemoryBIOFactory):
-                port.factory = TLSOnlyFactory(port.factory)
+            if options is not None and not isinstance(
+                getattr(port, "factory", None), TLSOnlyFactory
+            ):
+                # Fail closed: never plain HTTP on a port meant for TLS (a Daphne that no
+                # longer makes its factory through `http_factory`). Daphne's listen_error
+                # then stops the server before it runs.
+                port.stopListening()
+                raise RuntimeError("the port would serve plain HTTP, not TLS: not listening")
             super().listen_success(port)
 
     return QueenServer(**kwargs)

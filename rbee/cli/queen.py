@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import logging
 import os
 import sys
-import tempfile
-from pathlib import Path
 
 import click
 
@@ -84,28 +81,6 @@ def server_tls(cert: str | None, key: str | None) -> ServerCert | None:
     return tls
 
 
-def endpoint(host: str, port: int, tls: ServerCert | None, chain: Path | None = None) -> str:
-    """Daphne's (Twisted's) description of where to listen: `tcp:`, or `ssl:` with the
-    certificate, its key and the intermediates (`chain`, a file of them: Twisted's
-    certKey takes only the first certificate of a file)."""
-    # Imported here: Daphne installs its reactor on import (serve_queen), and `rbee
-    # --help` should not load Twisted.
-    from daphne.endpoints import build_endpoint_description_strings
-    from twisted.internet.endpoints import quoteStringArgument
-
-    if tls is None:
-        return str(build_endpoint_description_strings(host=host, port=port)[0])
-    parts = [
-        f"ssl:port={int(port)}",
-        f"interface={quoteStringArgument(host.strip('[]'))}",
-        f"privateKey={quoteStringArgument(str(tls.key))}",
-        f"certKey={quoteStringArgument(str(tls.cert))}",
-    ]
-    if chain is not None:
-        parts.append(f"extraCertChain={quoteStringArgument(str(chain))}")
-    return ":".join(parts)
-
-
 def loopback_bind(host: str) -> bool:
     """Whether `host` (an address to listen on) is this machine's loopback only."""
     if host == "localhost":
@@ -139,6 +114,7 @@ def serve_queen(
     # installs Twisted's asyncio reactor when imported: first.
     import daphne.server  # noqa: F401
     from channels.layers import get_channel_layer
+    from daphne.endpoints import build_endpoint_description_strings
 
     from billing.periodic import start_in_process, start_usage_settler
     from gdpr.periodic import start_in_process as start_gdpr_in_process
@@ -180,34 +156,29 @@ def serve_queen(
     metrics = start_flusher()
     # What this process listens on, for the dashboard's Settings page (web/ui/settings.py).
     os.environ["RBEE_QUEEN_LISTEN"] = f"{host}:{port}" + (" (TLS)" if tls else "")
-    with contextlib.ExitStack() as cleanup:
-        chain = None
-        if tls is not None and tls.chain:
-            # The intermediates, for Twisted to send after the certificate (public data;
-            # the directory goes when the queen stops).
-            scratch = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="rbee-tls-"))
-            chain = Path(scratch) / "chain.pem"
-            chain.write_bytes(b"".join(tls.chain))
-        if tls is None:
-            log.info("queen listening on http://%s:%s", host, port)
-        else:
-            log.info(
-                "queen listening on https://%s:%s (certificate for %s, valid until %s)",
-                host,
-                port,
-                ", ".join(tls.names) or "no subjectAltName",
-                f"{tls.not_after:%Y-%m-%d} UTC",
-            )
-        queen_server(
-            application=application,
-            endpoints=[endpoint(host, port, tls, chain)],
-            websocket_timeout=-1,  # hives stay connected for as long as they run
-            application_close_timeout=10,
-            verbosity=0,
-            websocket_max_message_size=ws_max,
-            websocket_max_frame_size=ws_max,
-            **proxied,
-        ).run()
+    if tls is None:
+        log.info("queen listening on http://%s:%s", host, port)
+    else:
+        log.info(
+            "queen listening on https://%s:%s (certificate for %s, valid until %s)",
+            host,
+            port,
+            ", ".join(tls.names) or "no subjectAltName",
+            f"{tls.not_after:%Y-%m-%d} UTC",
+        )
+    # With `tls`, the port speaks TLS with the certificate and key as checked, read
+    # once (rbee/server.py).
+    queen_server(
+        tls=tls,
+        application=application,
+        endpoints=build_endpoint_description_strings(host=host, port=port),
+        websocket_timeout=-1,  # hives stay connected for as long as they run
+        application_close_timeout=10,
+        verbosity=0,
+        websocket_max_message_size=ws_max,
+        websocket_max_frame_size=ws_max,
+        **proxied,
+    ).run()
     stop_flusher(metrics)
     # Stopped (SIGTERM/SIGINT): the sockets this process held are gone, so other
     # replicas must stop routing to them now, not when their heartbeats go stale.

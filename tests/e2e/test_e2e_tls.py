@@ -9,10 +9,15 @@ so every successful connection also shows that the queen sends the intermediate.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
+import socket
+import ssl
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +116,35 @@ def test_a_tls_queen_sets_secure_cookies_and_hsts(stack: Stack) -> None:
     assert cookie.startswith("csrftoken=") and "Secure" in cookie
 
 
+def test_the_queen_speaks_tls_1_2_or_later_and_http_1_1_only(stack: Stack) -> None:
+    """What the README promises: TLS 1.2 or later, HTTP/1.1 (HTTP/2 would bypass the
+    edge's checks, rbee/server.py)."""
+
+    def connect(lowest: ssl.TLSVersion, highest: ssl.TLSVersion) -> tuple[str, str | None]:
+        ctx = stack.files.context()
+        with warnings.catch_warnings():  # TLSv1/TLSv1_1 are deprecated names: on purpose
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version, ctx.maximum_version = lowest, highest
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # this client would offer TLS 1.0/1.1
+        ctx.set_alpn_protocols(["h2", "http/1.1"])
+        with (
+            socket.create_connection(("127.0.0.1", stack.queen.port)) as raw,
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            return str(tls.version()), tls.selected_alpn_protocol()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old = (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1)
+    with pytest.raises(ssl.SSLError) as refused:
+        connect(*old)
+    # The queen's alert, not this client declining to offer them.
+    assert refused.value.reason == "TLSV1_ALERT_PROTOCOL_VERSION", refused.value
+    v12, v13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
+    assert connect(v12, v12) == ("TLSv1.2", "http/1.1")
+    assert connect(v13, v13) == ("TLSv1.3", "http/1.1")
+
+
 # --- what is refused -------------------------------------------------------------------
 
 
@@ -143,6 +177,33 @@ def test_plain_http_to_the_tls_port_is_told_to_use_https(stack: Stack) -> None:
     assert "refused a plain HTTP request from 127.0.0.1 on the TLS port" in (
         stack.queen.log.read_text()
     )
+
+
+def test_odd_openings_on_the_tls_port_are_answered_or_closed_and_it_keeps_serving(
+    stack: Stack,
+) -> None:
+    """What reaches the TLS port before (or instead of) a handshake: each connection is
+    answered or closed at once, none is kept waiting for more, and the port serves on."""
+
+    def first_answer(opening: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", stack.queen.port), timeout=30) as s:
+            with contextlib.suppress(ConnectionError):
+                s.sendall(opening)
+            try:
+                return s.recv(200)
+            except ConnectionResetError:
+                return b""  # closed without a word: also not waiting
+
+    # One letter is enough to know it is not TLS: the 400 comes without the rest.
+    assert first_answer(b"G").startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    # A megabyte of it is not buffered first.
+    assert first_answer(b"A" * 2**20).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    # Not HTTP and not TLS (an SSLv2 hello, binary, a digit): closed.
+    for opening in (b"\x80\x2e\x01\x03\x01" + bytes(40), b"\xff" * 10, b"1234\r\n\r\n"):
+        assert first_answer(opening) == b"", opening
+    # A TLS record with a length no record has: TLS's own alert (0x15), then closed.
+    assert first_answer(b"\x16\x03\x01\xff\xff" + b"A" * 100).startswith(b"\x15\x03")
+    assert httpx.get(f"{stack.queen.url}/healthz", verify=stack.queen.verify).status_code == 200
 
 
 def test_a_hive_trusting_another_ca_refuses_the_queen_and_keeps_retrying(stack: Stack) -> None:
@@ -311,3 +372,47 @@ def test_a_hive_checks_the_name_given_by_server_name(stack: Stack) -> None:
         assert "not valid for 'queen.example'" in line
     finally:
         hive.kill()
+
+
+# --- what is served is what was checked ----------------------------------------------------
+
+
+def test_the_queen_serves_the_files_it_checked_read_once(stack: Stack) -> None:
+    """The certificate and key are read once, checked, and those bytes are served: a key
+    handed over through a pipe (`--tls-key <(vault read ...)`, /dev/stdin), which cannot
+    be read twice, works, and no file read later can differ from the one checked."""
+    read, write = os.pipe()
+    os.write(write, stack.files.key.read_bytes())  # a few hundred bytes: the pipe holds them
+    os.close(write)
+    port = free_port()
+    log = stack.dep.home / "queen-pipe.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "rbee.cli", "queen", "start", "--no-migrate"),
+                *("--host", "127.0.0.1", "--port", str(port)),
+                *("--tls-cert", str(stack.files.cert), "--tls-key", f"/dev/fd/{read}"),
+            ],
+            env=stack.dep.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+            pass_fds=(read,),
+        )
+    os.close(read)
+    stack.dep.processes.append(proc)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, f"the queen exited:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"not serving in 60 s:\n{log.read_text()}"
+            try:
+                r = httpx.get(f"https://127.0.0.1:{port}/healthz", verify=stack.files.context())
+                break
+            except httpx.ConnectError:
+                time.sleep(0.2)
+        assert r.status_code == 200  # the intermediate is sent: the client trusts the root only
+        assert "Traceback" not in log.read_text()
+    finally:
+        stop_process(proc)

@@ -29,6 +29,25 @@ def test_a_good_pair_is_described(files: TLSFiles) -> None:
     assert cert.days_left() > 300
 
 
+def test_the_bytes_checked_are_kept_for_serving_and_the_key_is_never_shown(
+    files: TLSFiles,
+) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    cert = check_server_files(files.cert, files.key)
+    # The queen serves these bytes (rbee/server.py), not the files read a second time.
+    assert (
+        x509.load_pem_x509_certificate(cert.cert_pem)
+        == x509.load_pem_x509_certificates(files.cert.read_bytes())[0]
+    )
+    key = serialization.load_pem_private_key(cert.key_pem, password=None)
+    original = serialization.load_pem_private_key(files.key.read_bytes(), password=None)
+    assert key.private_numbers() == original.private_numbers()  # type: ignore[union-attr]
+    # A ServerCert in a log line or a traceback shows no key material.
+    assert "PRIVATE" not in repr(cert) and "key_pem" not in repr(cert)
+
+
 def test_a_missing_file_is_named(files: TLSFiles, tmp_path: Path) -> None:
     with pytest.raises(TLSFilesError, match=r"--tls-cert .*nope\.pem: cannot read it"):
         check_server_files(tmp_path / "nope.pem", files.key)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rbee.cli.queen import endpoint, server_tls
+from rbee.cli.queen import server_tls
 from testkit.live import ROOT
 from testkit.tls import TLSFiles, issue
 
@@ -95,22 +95,3 @@ def test_checked_files_reach_the_settings(files: TLSFiles) -> None:
     # rbee/profile.py turns on secure cookies and HSTS from it.
     assert os.environ["RBEE_TLS_CERT"] == str(files.cert.resolve())
     assert os.environ["RBEE_TLS_KEY"] == str(files.key.resolve())
-
-
-def test_the_endpoint_quotes_paths_for_twisted(files: TLSFiles, tmp_path: Path) -> None:
-    odd = tmp_path / "a:b\\c"
-    odd.mkdir()
-    cert, key = odd / "cert.pem", odd / "key.pem"
-    cert.write_bytes(files.cert.read_bytes())
-    key.write_bytes(files.key.read_bytes())
-    key.chmod(0o600)
-    checked = server_tls(str(cert), str(key))
-    assert checked is not None
-    chain = tmp_path / "chain.pem"
-    description = endpoint("::1", 7833, checked, chain)
-    quoted = str(odd).replace("\\", "\\\\").replace(":", "\\:")
-    assert description == (
-        f"ssl:port=7833:interface=\\:\\:1:privateKey={quoted}/key.pem:"
-        f"certKey={quoted}/cert.pem:extraCertChain={chain}"
-    )
-    assert endpoint("0.0.0.0", 7833, None) == "tcp:port=7833:interface=0.0.0.0"

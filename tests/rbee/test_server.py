@@ -115,3 +115,25 @@ async def test_a_key_is_remembered_only_when_its_lookup_succeeds(
     for _ in range(5):
         await asyncio.sleep(0)
     assert edge.known(KEY)
+
+
+# --- HTTP/2 is never offered: its streams would bypass the edge ----------------------------
+
+
+def test_installing_the_edge_turns_http2_off_even_where_twisted_has_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from twisted.web import http as twisted_http
+
+    monkeypatch.setattr(http_protocol, "WebRequest", http_protocol.WebRequest)
+    factory = http_protocol.HTTPFactory(SimpleNamespace())
+    was = twisted_http.H2_ENABLED
+    twisted_http.H2_ENABLED = True  # as with the `h2` package installed
+    try:
+        assert factory.acceptableProtocols() == [b"h2", b"http/1.1"]
+        install(Edge(body_limit=1, json_limit=1, inflight_per_client=0, anonymous=True))
+        # What Daphne offers in ALPN over TLS, and what Twisted will switch a connection to.
+        assert factory.acceptableProtocols() == [b"http/1.1"]
+        assert twisted_http.H2_ENABLED is False
+    finally:
+        twisted_http.H2_ENABLED = was
