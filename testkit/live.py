@@ -175,20 +175,28 @@ def stop_process(p: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: f
 
 class Queen:
     def __init__(
-        self, dep: Deployment, *, port: int | None = None, env: dict[str, str] | None = None
+        self,
+        dep: Deployment,
+        *,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
+        """A queen listening on `host` (another address than loopback for hives in a
+        network namespace: testkit/sshhost.py)."""
         self.dep = dep
+        self.host = host
         self.port = port or free_port()
         self.env = env or {}
         self.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> None:
         self.proc, self.log = self.dep.spawn(
-            ["queen", "start", "--host", "127.0.0.1", "--port", str(self.port)], "queen", self.env
+            ["queen", "start", "--host", self.host, "--port", str(self.port)], "queen", self.env
         )
         self.wait_healthy()
 
