@@ -133,11 +133,7 @@ class HostFacts:
     def describe(self) -> str:
         gpus = ", ".join(str(g) for g in self.gpus)
         hardware = (
-            f"NVIDIA {gpus}"
-            if self.gpus
-            else "Apple silicon"
-            if self.apple_silicon
-            else "no NVIDIA GPU, CPU"
+            gpus if self.gpus else "Apple silicon" if self.apple_silicon else "no NVIDIA GPU, CPU"
         )
         return f"{self.os} {self.arch}, {hardware}"
 
