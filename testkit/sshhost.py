@@ -206,12 +206,13 @@ class SshHost:
         return [int(p) for p in out.split() if p.isdigit()]
 
     def user_pids(self) -> list[int]:
-        """Processes running as the test user (anywhere)."""
+        """Live processes of the test user (anywhere; zombies, which this machine's init
+        may leave unreaped a while, do not count)."""
         pids = []
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
                 with contextlib.suppress(OSError):
-                    if entry.stat().st_uid == self.uid:
+                    if entry.stat().st_uid == self.uid and _alive(int(entry.name)):
                         pids.append(int(entry.name))
         return pids
 

@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -330,11 +330,11 @@ class Installer:
             remote_wheel = f"{upload_dir}/{wheel.name}"
             progress.step(f"uploading {wheel.name} ({wheel.path.stat().st_size // 1024} KiB)")
             if not previous.data_existed:
+                await self._make_dirs(remote, str(PurePosixPath(layout.data).parent), layout)
                 self._push("removing the data directory", self._rm(remote, layout.data))
-            await remote.run(
-                f"mkdir -p {q(upload_dir)} {q(layout.venvs)} && chmod 700 {q(layout.data)}",
-                what="making the data directory",
-            )
+            await self._make_dirs(remote, upload_dir, layout)
+            await self._make_dirs(remote, layout.venvs, layout)
+            await remote.run(f"chmod 700 {q(layout.data)}", what="closing the data directory")
             self._push("removing the upload", self._rm(remote, upload_dir))
             await remote.put(wheel.path, remote_wheel)
             got = await remote.run(
@@ -536,7 +536,6 @@ class Installer:
         previous: Previous,
         progress: Progress,
     ) -> None:
-        q = shlex.quote
         writes: list[tuple[str, str, int]] = []
         if layout.darwin:
             writes.append((layout.plist_file, service.launchd_plist(layout, args), 0o644))
@@ -547,12 +546,10 @@ class Installer:
             writes.append((layout.start_script, service.start_script(layout, args), 0o700))
         for path, text, mode in writes:
             old = previous.files.get(path)
+            await self._make_dirs(remote, str(PurePosixPath(path).parent), layout)
             self._push(
                 f"putting {path} back",
                 lambda p=path, o=old, m=mode: _restore(remote, p, o, m),  # type: ignore[misc]
-            )
-            await remote.run(
-                f"mkdir -p {q(str(Path(path).parent))}", what=f"making {Path(path).parent}"
             )
             await remote.write_file(path, text, mode=mode)
             note = (
@@ -627,6 +624,30 @@ class Installer:
                 f"      {model} waits for approval: `rbee hive approve {name} {model}` "
                 "(or TrustModels yes in hives.conf)"
             )
+
+    async def _make_dirs(self, remote: Remote, directory: str, layout: Layout) -> None:
+        """`mkdir -p directory`; undone by removing (if empty) the ones it made."""
+        q = shlex.quote
+        chain = []
+        path = PurePosixPath(directory)
+        while str(path) not in ("/", layout.home) and path != path.parent:
+            chain.append(str(path))  # deepest first
+            path = path.parent
+        probe = await remote.run(
+            "for d in " + " ".join(q(d) for d in chain) + '; do [ -d "$d" ] || echo "$d"; done',
+            what=f"looking at {directory}",
+        )
+        missing = [d for d in chain if d in probe.stdout.splitlines()]
+        await remote.run(f"mkdir -p {q(directory)}", what=f"making {directory}")
+        if missing:
+
+            async def remove() -> None:
+                await remote.run(
+                    "rmdir " + " ".join(q(d) for d in missing) + " 2>/dev/null; exit 0",
+                    what=f"removing {missing[-1]}",
+                )
+
+            self._push(f"removing {missing[-1]}", remove)
 
     @staticmethod
     def _rm(remote: Remote, path: str) -> Undo:

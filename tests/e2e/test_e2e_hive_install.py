@@ -123,6 +123,23 @@ def test_host_keys_are_verified_unknown_refused_accepted_changed_refused(
     proc = op.rbee("status", ALIAS)  # known now: no flag needed
     assert f"host key {fingerprint} verified" in proc.stdout, output(proc)
 
+    # A first install whose index cannot be reached fails at pip and leaves the host's
+    # home as it was (no data directory, no parents of it); the queen issued no token.
+    op.write_conf(
+        QueenURL="http://127.0.0.1:7833",
+        Extras="none",
+        PipIndexUrl="none",
+        PipFindLinks=f"http://{ssh_host.gateway}:9/",
+        PipTrustedHost=ssh_host.gateway,
+    )
+    proc = op.rbee("install", ALIAS)
+    assert proc.returncode == 1, output(proc)
+    assert "step 5/9 (installing rbee 0.1.0 (bare)" in proc.stderr
+    assert "pip install failed" in proc.stderr
+    assert "the host was left as it was" in proc.stderr
+    assert sorted(p.name for p in ssh_host.home.iterdir()) == [".ssh"]
+    assert op.dep.sql("select count(*) from hives_hive") == [(0,)]
+
     # Changed (the host was "reinstalled"): always refused, the file is never touched.
     before = op.known_hosts.read_bytes()
     ssh_host.stop_sshd()
@@ -203,6 +220,19 @@ def test_install_serves_upgrades_in_place_fails_cleanly_and_uninstalls(
             "Models": "echo=echo:",
             "TrustModels": "yes",
         }
+        # A first install whose hive never connects (the queen is not where hives.conf
+        # says) is undone whole: the supervisor stopped, every file and directory it made
+        # removed, the token it was issued revoked.
+        op.write_conf(**{**keys, "QueenURL": f"http://{host.gateway}:9"})
+        proc = op.rbee("install", ALIAS, "--accept-new-host-key", "--wait", "6")
+        assert proc.returncode == 1, output(proc)
+        assert "step 9/9 (waiting for gaming-pc to connect" in proc.stderr
+        assert "not connected within 6 s (the queen sees it offline)" in proc.stderr
+        assert "unreachable" in proc.stderr  # the hive's log, shown
+        assert "the host was left as it was" in proc.stderr
+        assert sorted(p.name for p in host.home.iterdir()) == [".ssh"]
+        assert host.user_pids() == []
+        assert hive_row(dep)[3]  # revoked
         op.write_conf(**keys)
 
         # Install: every step shown, the hive connected with the queen's version.
