@@ -46,6 +46,7 @@ from hives.install.config import HostEntry, load_host, parse_extras
 from hives.install.errors import InstallError, InstallErrorCode
 from hives.install.remote import Remote, RemoteError
 from hives.install.service import HiveArgs, Kind, Layout
+from kernel.errors import DomainError
 
 Out = Callable[[str], None]
 Undo = Callable[[], Awaitable[None]]
@@ -459,16 +460,20 @@ class Installer:
 
             progress.step(f"waiting for {name} to connect to the queen at {url}")
             view = await self._wait(remote, name, kind, layout, marker, version)
-        except (InstallError, RemoteError, OSError) as exc:
+        except (DomainError, RemoteError, OSError) as exc:
+            # DomainError: ours, or the queen's (an invalid Region from hives.services).
             code = (
                 InstallErrorCode(exc.code)
                 if isinstance(exc, InstallError)
                 else InstallErrorCode.STEP
             )
-            reason = exc.message if isinstance(exc, InstallError) else str(exc)
+            reason = exc.message if isinstance(exc, DomainError) else str(exc)
             raise progress.failed(reason, await self._rollback(), code) from exc
         except (asyncio.CancelledError, KeyboardInterrupt) as exc:
             raise progress.failed("interrupted", await self._rollback()) from exc
+        except Exception as exc:  # a bug of ours: still undo what was done, then say it
+            undone = await self._rollback()
+            raise progress.failed(f"{type(exc).__name__}: {exc}", undone) from exc
         self.undo.clear()
         # The new hive runs: the old venv and the upload can go.
         await remote.run(

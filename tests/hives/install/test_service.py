@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import plistlib
 import shlex
+import shutil
+import subprocess
+from pathlib import Path
 
 from hives.install.service import (
     HiveArgs,
@@ -155,3 +158,43 @@ def test_which_service() -> None:
     assert choose_kind(darwin=False, systemd=True, is_root=True) is Kind.SYSTEMD_SYSTEM
     assert choose_kind(darwin=False, systemd=True, is_root=False) is Kind.SYSTEMD_USER
     assert choose_kind(darwin=False, systemd=False, is_root=True) is Kind.FALLBACK
+
+
+def test_systemd_accepts_the_units(tmp_path: Path) -> None:
+    """systemd's own parser (`systemd-analyze verify`, no running systemd needed) reads
+    both units without a word: the quoting, the escapes, every setting."""
+    tool = shutil.which("systemd-analyze")
+    assert tool, "systemd-analyze is missing: apt install systemd"
+    for is_root in (False, True):
+        layout = Layout(
+            home=str(tmp_path),
+            data=str(tmp_path / f"data-{is_root}"),
+            config_home=str(tmp_path / "config"),
+            is_root=is_root,
+            darwin=False,
+        )
+        rbee = Path(layout.rbee())
+        rbee.parent.mkdir(parents=True)
+        rbee.write_text("#!/bin/sh\n")
+        rbee.chmod(0o755)
+        Path(layout.env_file).write_text(env_file_text(token="rbee-hive-x", rbee_home=layout.data))
+        args = HiveArgs(
+            queen_url="http://10.0.0.1:7833",
+            name="old-server",
+            hive_port=7835,
+            region="eu",
+            models=("odd name=echo:/a b/100%$HOME", 'quote"d=echo:', "llama?n_ctx=4096&slots=2"),
+            insecure=True,
+            ca_file=f"{layout.data}/queen-ca.pem",
+        )
+        unit = tmp_path / f"{is_root}" / "rbee-hive.service"
+        unit.parent.mkdir()
+        unit.write_text(systemd_unit(layout, args, system=is_root))
+        proc = subprocess.run(
+            [tool, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60
+        )
+        assert (proc.returncode, proc.stdout + proc.stderr) == (0, ""), unit.read_text()
+    # The check is real: a unit systemd cannot use fails it.
+    unit.write_text(unit.read_text().replace("--insecure", '--insecure "open'))
+    proc = subprocess.run([tool, "verify", "--man=no", str(unit)], capture_output=True, text=True)
+    assert proc.returncode != 0 and "Unbalanced quoting" in proc.stderr
