@@ -38,6 +38,19 @@ def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return proc
 
 
+def _run_locked(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """useradd/usermod/userdel, again while another process holds /etc/passwd's lock
+    (parallel test workers make users at the same time)."""
+    for _ in range(40):
+        proc = _run(*args, check=False)
+        if proc.returncode == 0 or "lock" not in proc.stderr.lower():
+            break
+        time.sleep(0.25)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+    return proc
+
+
 def require_tools() -> None:
     problems = []
     if os.geteuid() != 0:
@@ -114,9 +127,9 @@ class SshHost:
 
     def _account(self) -> None:
         self.home_root.chmod(0o755)
-        _run("useradd", "-M", "-d", str(self.home), "-s", "/bin/sh", self.user)
+        _run_locked("useradd", "-M", "-d", str(self.home), "-s", "/bin/sh", self.user)
         self._user_made = True
-        _run("usermod", "-p", "*", self.user)  # no password, but not locked (UsePAM no)
+        _run_locked("usermod", "-p", "*", self.user)  # no password, but not locked (UsePAM no)
         import pwd
 
         entry = pwd.getpwnam(self.user)
@@ -242,7 +255,7 @@ class SshHost:
             _run("ip", "netns", "del", self.ns, check=False)
         _run("ip", "link", "del", self.veth_root, check=False)
         if self._user_made:
-            _run("userdel", self.user, check=False)
+            _run_locked("userdel", self.user, check=False)
         with contextlib.suppress(Exception):
             self._log_fh.close()
         shutil.rmtree(self.home_root, ignore_errors=True)
