@@ -74,6 +74,7 @@ class Previous:
 
     data_existed: bool
     record: dict[str, Any] | None
+    record_raw: bytes | None  # install.json as it was, byte for byte (to put back)
     venv_target: str  # where `venv` pointed ('' when there was none)
     env: bytes | None
     ca: bytes | None
@@ -194,6 +195,7 @@ async def _previous(remote: Remote, layout: Layout) -> Previous:
     return Previous(
         data_existed=lines.get("data") == "yes",
         record=record,
+        record_raw=raw,
         venv_target=lines.get("venv", "").strip(),
         env=await remote.read_file(layout.env_file),
         ca=await remote.read_file(layout.ca_file),
@@ -442,10 +444,9 @@ class Installer:
                 "queen": url,
                 "installed_at": datetime.now(UTC).isoformat(timespec="seconds"),
             }
-            old_record = json.dumps(previous.record).encode() if previous.record else None
             self._push(
                 "putting install.json back",
-                lambda: _restore(remote, layout.record, old_record, 0o644),
+                lambda: _restore(remote, layout.record, previous.record_raw, 0o644),
             )
             await remote.write_file(layout.record, json.dumps(record, indent=2) + "\n", mode=0o644)
 
