@@ -68,8 +68,8 @@ def record_host_key(path: Path, name: str, key: asyncssh.SSHKey) -> None:
     """Append `name keytype base64` to the known_hosts file `path` (its directory made
     0700 and the file 0600 when new). Appends only: no existing line is touched."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    line = f"{name} {key.export_public_key('openssh').decode().split()[0]} "
-    line += key.export_public_key("openssh").decode().split()[1]
+    keytype, blob = key.export_public_key("openssh").decode().split()[:2]
+    line = f"{name} {keytype} {blob}"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     with os.fdopen(fd, "a", encoding="utf-8") as fh:
         if fh.tell() > 0 and not _ends_with_newline(path):
