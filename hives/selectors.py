@@ -366,6 +366,11 @@ def hive_list_with_workers() -> QuerySet[Hive]:
     return hive_list().prefetch_related("workers__model")
 
 
+def hive_get_with_workers(*, name: str) -> Hive | None:
+    """The hive named `name` with its workers and their models, or None."""
+    return hive_list_with_workers().filter(name=name).first()
+
+
 def worker_list(*, by: Literal["hive", "model"] = "hive") -> QuerySet[Worker]:
     """Every worker with its hive and model, ordered by hive and device (`by="hive"`)
     or by model name (`by="model"`)."""

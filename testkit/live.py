@@ -185,10 +185,14 @@ class Queen:
         port: int | None = None,
         env: dict[str, str] | None = None,
         tls: TLSFiles | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
-        """A queen on 127.0.0.1; with `tls` (testkit/tls.py: a certificate valid for
-        127.0.0.1) it serves https:// and wss:// with it, and `verify` trusts its CA."""
+        """A queen listening on `host` (another address than loopback for hives in a
+        network namespace: testkit/sshhost.py); with `tls` (testkit/tls.py: a certificate
+        valid for 127.0.0.1) it serves https:// and wss:// with it, and `verify` trusts
+        its CA."""
         self.dep = dep
+        self.host = host
         self.port = port or free_port()
         self.env = env or {}
         self.tls = tls
@@ -198,10 +202,10 @@ class Queen:
     @property
     def url(self) -> str:
         scheme = "https" if self.tls is not None else "http"
-        return f"{scheme}://127.0.0.1:{self.port}"
+        return f"{scheme}://{self.host}:{self.port}"
 
     def start(self) -> None:
-        args = ["queen", "start", "--host", "127.0.0.1", "--port", str(self.port)]
+        args = ["queen", "start", "--host", self.host, "--port", str(self.port)]
         if self.tls is not None:
             args += ["--tls-cert", str(self.tls.cert), "--tls-key", str(self.tls.key)]
         self.proc, self.log = self.dep.spawn(args, "queen", self.env)

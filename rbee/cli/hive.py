@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -20,6 +23,8 @@ from rbee.cli._common import (
     reported,
     uses_database,
 )
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.group()
@@ -289,3 +294,142 @@ def hive_enable(name: str) -> None:
     with reported(services.HiveError):
         services.hive_update(name=name, disabled=False, actor=cli_actor())
     click.echo(f"{name}: enabled")
+
+
+# Over SSH: install, upgrade, status, uninstall (hives/install/) -------------------------
+
+
+def _ssh_options(func: F) -> F:
+    """The options every command that reaches a host over SSH takes."""
+    func = click.option(
+        "--config",
+        "config",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="The hosts file (default: RBEE_CONFIG_DIR/hives.conf, ~/.config/rbee/hives.conf).",
+    )(func)
+    return click.option(
+        "--accept-new-host-key",
+        is_flag=True,
+        help="Record the host's key in known_hosts when it is not there yet (check the "
+        "fingerprint first). A changed key is always refused.",
+    )(func)
+
+
+def _install_options(func: F) -> F:
+    for option in reversed(
+        [
+            click.option(
+                "--extras",
+                default=None,
+                help="auto (by the host's hardware), none (a bare hive), or rbee's extras "
+                "such as hive or cuda. Default: hives.conf's Extras, else auto.",
+            ),
+            click.option(
+                "--queen",
+                "queen_url",
+                default=None,
+                help="The URL the hive connects to. Default: hives.conf's QueenURL, else "
+                "RBEE_PUBLIC_URL.",
+            ),
+            click.option(
+                "--insecure",
+                is_flag=True,
+                help="Let the hive speak plain http:// to a queen on another machine (as "
+                "hives.conf's `Insecure yes`): token and prompts cross the network in clear.",
+            ),
+            click.option(
+                "--new-token",
+                is_flag=True,
+                help="Issue a new hive token (the old one stops working) instead of keeping "
+                "the one the host has.",
+            ),
+            click.option(
+                "--wait",
+                default=120.0,
+                show_default=True,
+                type=float,
+                help="Seconds to wait for the hive to connect to the queen.",
+            ),
+            click.option(
+                "--wheel",
+                type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                default=None,
+                help="Install this rbee wheel (it must be the queen's version) instead of "
+                "the queen's own build or its version from the package index.",
+            ),
+        ]
+    ):
+        func = option(func)
+    return _ssh_options(func)
+
+
+def _run_over_ssh(step: Callable[..., Any], host: str, **options: Any) -> None:
+    from hives.install import installer
+    from hives.install.errors import InstallError
+
+    opts = installer.Options(actor=cli_actor(), **options)
+    with reported(InstallError):
+        code = asyncio.run(step(host, opts, click.echo))
+    sys.exit(code)
+
+
+@hive.command("install")
+@click.argument("host")
+@_install_options
+@uses_database
+def hive_install(host: str, **options: Any) -> None:
+    """Install a hive on HOST (a Host of hives.conf) over SSH and start it.
+
+    The queen's own rbee goes into a virtualenv on the host with the extra its hardware
+    needs, the hive token is handed over in a 0600 file, a systemd unit (or launchd plist,
+    or rbee's fallback supervisor where no systemd runs) keeps it running, and the command
+    returns once the hive is connected. Run it again to upgrade in place.
+    """
+    from hives.install import installer
+
+    _run_over_ssh(installer.install, host, **options)
+
+
+@hive.command("upgrade")
+@click.argument("host")
+@_install_options
+@uses_database
+def hive_upgrade(host: str, **options: Any) -> None:
+    """Install the queen's current version on HOST, where a hive is installed already
+    (its token is kept unless --new-token)."""
+    from hives.install import installer
+
+    async def upgrade(alias: str, opts: Any, out: Callable[[str], None]) -> int:
+        return await installer.install(alias, opts, out, upgrade=True)
+
+    _run_over_ssh(upgrade, host, **options)
+
+
+@hive.command("status")
+@click.argument("host")
+@_ssh_options
+@uses_database
+def hive_status(host: str, **options: Any) -> None:
+    """HOST's hive: its service and installed version (over SSH) and what the queen sees
+    (connected, heartbeat age, devices, workers). Exit 1 unless it runs and is connected."""
+    from hives.install import installer
+
+    _run_over_ssh(installer.status, host, **options)
+
+
+@hive.command("uninstall")
+@click.argument("host")
+@click.option(
+    "--purge",
+    is_flag=True,
+    help="Remove the hive's whole data directory on the host, downloaded models included.",
+)
+@_ssh_options
+@uses_database
+def hive_uninstall(host: str, **options: Any) -> None:
+    """Stop HOST's hive, remove its service, virtualenv, token file and logs (downloaded
+    models stay unless --purge), and revoke its token on the queen."""
+    from hives.install import installer
+
+    _run_over_ssh(installer.uninstall, host, **options)

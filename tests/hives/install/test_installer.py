@@ -1,0 +1,131 @@
+"""The installer's decisions that need no host: which queen URL the hive gets, and the
+queen's side of an install on the real database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hives.install import queen
+from hives.install.config import HostEntry
+from hives.install.errors import InstallError
+from hives.install.installer import Options, describe_devices, queen_url_for, tilde
+from hives.models import Hive
+
+ENTRY = HostEntry(
+    alias="gaming-pc", path=Path("/c/hives.conf"), hostname="192.168.1.100", port=22, user="v"
+)
+
+
+def with_(**kw: object) -> HostEntry:
+    from dataclasses import replace
+
+    return replace(ENTRY, **kw)  # type: ignore[arg-type]
+
+
+def test_the_queen_url_and_when_plain_http_is_allowed() -> None:
+    with pytest.raises(InstallError) as err:
+        queen_url_for(ENTRY, Options(), "")
+    assert "set `QueenURL https://queen:7833` under Host gaming-pc in /c/hives.conf" in str(
+        err.value
+    )
+    assert "--queen URL" in str(err.value) and "RBEE_PUBLIC_URL" in str(err.value)
+
+    # RBEE_PUBLIC_URL, then QueenURL, then --queen.
+    assert queen_url_for(ENTRY, Options(), "https://rbee.example/") == (
+        "https://rbee.example",
+        False,
+        "",
+    )
+    lan = with_(queen_url="https://queen.lan:7833")
+    assert queen_url_for(lan, Options(), "https://rbee.example")[0] == "https://queen.lan:7833"
+    assert queen_url_for(lan, Options(queen_url="https://other:7833"), "")[0] == (
+        "https://other:7833"
+    )
+
+    # http:// to another machine: the hive would refuse it, so the installer does first.
+    plain = with_(queen_url="http://192.168.1.10:7833")
+    with pytest.raises(InstallError) as err:
+        queen_url_for(plain, Options(), "")
+    assert "the hive would refuse http://192.168.1.10:7833" in str(err.value)
+    assert "`Insecure yes` under Host gaming-pc" in str(err.value)
+    assert queen_url_for(with_(queen_url="http://192.168.1.10:7833", insecure=True), Options(), "")[
+        1
+    ]
+    assert queen_url_for(plain, Options(insecure=True), "")[1]
+
+    # Loopback is the host's own: allowed, with a warning.
+    url, insecure, warning = queen_url_for(with_(queen_url="http://localhost:7833"), Options(), "")
+    assert (url, insecure) == ("http://localhost:7833", False)
+    assert "the host's own loopback" in warning
+
+    # A CA for the queen's certificate only with a queen that serves TLS (the hive
+    # refuses --ca for an http:// queen).
+    assert queen_url_for(
+        with_(queen_url="https://queen.lan:7833", queen_ca="/c/ca.pem"), Options(), ""
+    )[0] == ("https://queen.lan:7833")
+    with pytest.raises(InstallError) as err:
+        queen_url_for(
+            with_(queen_url="http://192.168.1.10:7833", insecure=True, queen_ca="/c/ca.pem"),
+            Options(),
+            "",
+        )
+    assert "QueenCA /c/ca.pem is for a queen that serves TLS" in str(err.value)
+
+    with pytest.raises(InstallError) as err:
+        queen_url_for(with_(queen_url="ftp://queen"), Options(), "")
+    assert "use http://HOST:7833 or https://HOST" in str(err.value)
+
+
+def test_devices_as_printed() -> None:
+    assert describe_devices(
+        [
+            {
+                "index": 0,
+                "kind": "cuda",
+                "name": "NVIDIA GeForce RTX 4090",
+                "memory_total_mb": 24564,
+            },
+            {"index": 0, "kind": "cpu", "name": "AMD Ryzen 9 7950X", "memory_total_mb": 65536},
+        ]
+    ) == ["cuda:0: NVIDIA GeForce RTX 4090, 24.0 GiB", "cpu: AMD Ryzen 9 7950X, 64.0 GiB"]
+    assert tilde("/home/v/.local/share/rbee", "/home/v") == "~/.local/share/rbee"
+    assert tilde("/opt/rbee", "/home/v") == "/opt/rbee"
+
+
+@pytest.mark.django_db
+def test_the_queens_side() -> None:
+    assert queen.hive_view(name="gaming-pc") is None
+    assert not queen.token_revoke(name="gaming-pc", actor="cli:test")
+
+    token = queen.token_issue(name="gaming-pc", region="eu", trust_models=True, actor="cli:test")
+    hive = Hive.objects.get(name="gaming-pc")
+    assert (hive.region, hive.trust_models, hive.token_revoked) == ("eu", True, False)
+    assert queen.token_is_current(name="gaming-pc", token=token)
+    assert not queen.token_is_current(name="other", token=token)
+    assert not queen.token_is_current(name="gaming-pc", token=token + "x")
+
+    # Keeping the token: hives.conf's Region and TrustModels are the operator's record.
+    queen.record_update(name="gaming-pc", region="us", trust_models=None, actor="cli:test")
+    hive.refresh_from_db()
+    assert (hive.region, hive.trust_models) == ("us", True)
+
+    view = queen.hive_view(name="gaming-pc")
+    assert view is not None
+    assert (view.live, view.status, view.region, view.connected_at) == (
+        False,
+        "offline",
+        "us",
+        None,
+    )
+
+    # A new token replaces the old one.
+    second = queen.token_issue(name="gaming-pc", region=None, trust_models=None, actor="cli:test")
+    assert not queen.token_is_current(name="gaming-pc", token=token)
+    assert queen.token_is_current(name="gaming-pc", token=second)
+
+    assert queen.token_revoke(name="gaming-pc", actor="cli:test")
+    assert not queen.token_is_current(name="gaming-pc", token=second)
+    view = queen.hive_view(name="gaming-pc")
+    assert view is not None and view.status == "revoked"
