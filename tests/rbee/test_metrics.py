@@ -79,14 +79,15 @@ def test_one_response_carries_django_prometheus_rbee_and_the_process() -> None:
     assert "ui-login" in views, views
 
 
-async def call(path: str, *headers: tuple[bytes, bytes]) -> int:
-    """One GET through the queen's ASGI application, as Daphne calls it: its status."""
+async def call(path: str, *headers: tuple[bytes, bytes], method: str = "GET") -> int:
+    """One request (a GET) through the queen's ASGI application, as Daphne calls it: its
+    status."""
     from rbee.asgi import application
 
     sent: list[dict[str, Any]] = []
     scope = {
         "type": "http",
-        "method": "GET",
+        "method": method,
         "path": path,
         "raw_path": path.encode(),
         "query_string": b"",
@@ -124,6 +125,30 @@ def test_the_api_is_counted_by_view_without_middleware() -> None:
         ]
         >= 1
     )
+
+
+def test_a_made_up_method_makes_no_series_of_its_own() -> None:
+    """Daphne passes any token as the method; django-prometheus labelled its latency
+    histogram with it as sent, so each made-up method (from anyone, without a key) added
+    ~20 series for the life of the process. They all count as `<invalid method>`."""
+    import prometheus_client
+
+    def latency_count(view: str) -> float:
+        got = prometheus_client.REGISTRY.get_sample_value(
+            "django_http_requests_latency_seconds_by_view_method_count",
+            {"view": view, "method": "<invalid method>"},
+        )
+        return got or 0.0
+
+    before_api = latency_count("rbee.views.healthz")
+    before_site = latency_count("ui-login")
+    for n in range(3):
+        asyncio.run(call("/healthz", method=f"MADEUP{n}"))  # the lean /v1 application
+        Client().generic(f"MADEUP{n}", "/ui/login")  # the site, through MIDDLEWARE
+    text = prometheus_client.generate_latest(prometheus_client.REGISTRY).decode()
+    assert "MADEUP" not in text
+    assert latency_count("rbee.views.healthz") == before_api + 3
+    assert latency_count("ui-login") == before_site + 3
 
 
 def test_a_request_the_counters_cannot_read_is_still_answered() -> None:
