@@ -47,7 +47,7 @@ from hives.spec import Device, SpecError
 from inference import metrics as request_metrics
 from inference.errors import APIError
 from kernel import __version__
-from kernel.aio import db
+from kernel.aio import db, db_shared
 from rbee.views import may_see_internals
 
 logger = logging.getLogger("rbee.metrics")
@@ -365,10 +365,11 @@ def render(fleet: Fleet | None) -> bytes:
 
 async def scrape() -> bytes:
     """Read the fleet (one trip to the database), then render off the event loop. A
-    database that cannot be read leaves the fleet's series out, not the whole answer."""
+    database that cannot be read leaves the fleet's series out, not the whole answer;
+    one that does not answer holds one thread for every scrape meanwhile (db_shared)."""
     fleet: Fleet | None
     try:
-        fleet = await db(read_fleet)
+        fleet = await db_shared("metrics.fleet", read_fleet)
     except Exception as exc:
         logger.warning("metrics: the fleet could not be read (%s); serving the rest", exc)
         fleet = None

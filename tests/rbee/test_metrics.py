@@ -333,6 +333,42 @@ def test_without_the_database_the_process_series_are_still_served() -> None:
     assert "rbee_scheduler_decisions_total" in text and "rbee_hive_up" not in text
 
 
+async def test_a_database_that_does_not_answer_holds_one_thread_for_all_scrapes(
+    settings: Any,
+) -> None:
+    """A scrape waits RBEE_DB_TIMEOUT for the fleet, then answers without it; its read
+    runs on in a thread of the executor the request path's queries share, until the
+    database answers. Scrapes that come meanwhile (Prometheus every 15 s, two of them in
+    an HA pair) wait for that read: one thread held, not one more per scrape until the
+    request path has none left. Here the database does not answer because another session
+    holds a lock on the hives' table."""
+    import psycopg
+    from django.db import connection
+
+    assert connection.vendor == "postgresql", "this test holds a lock in PostgreSQL"
+    settings.RBEE_DB_TIMEOUT = 0.3
+    db = connection.settings_dict
+    locker = psycopg.connect(
+        dbname=db["NAME"], user=db["USER"], host=db["HOST"], port=db["PORT"] or 5432
+    )
+    waiting = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+    )
+    try:
+        locker.execute("LOCK TABLE hives_hive IN ACCESS EXCLUSIVE MODE")
+        for _ in range(3):
+            text = (await metrics.scrape()).decode()
+            assert "rbee_metrics_fleet_up 0.0" in text
+            assert "rbee_hives{" not in text
+        assert locker.execute(waiting).fetchone() == (1,)
+    finally:
+        locker.rollback()
+        locker.close()
+    text = (await metrics.scrape()).decode()  # the read in flight answers now
+    assert "rbee_metrics_fleet_up 1.0" in text
+
+
 def test_no_series_is_labelled_with_a_tenant_key_or_user() -> None:
     allowed = {
         # rbee's own
