@@ -223,3 +223,36 @@ def test_grafana_provisioning_points_at_the_dashboard_and_the_datasource() -> No
             fleet = re.findall(r"rbee_(?:hive|device|worker|audit|stripe)_\w+", target["expr"])
             if fleet and "without (instance)" not in target["expr"]:
                 pytest.fail(f"{panel['title']}: {target['expr']} adds up every queen's copy")
+
+
+def test_the_dashboard_counts_the_script_versions_the_queens_run(tmp_path: Path) -> None:
+    """'Script versions across queens' is the number of distinct versions in force (the
+    version is the gauge's value, not a label): 2 while the queens run different ones."""
+    (expr,) = [e for where, e in dashboard_queries() if "'Script versions across queens'" in where]
+
+    def case(versions: tuple[int, int], distinct: int) -> dict[str, object]:
+        name = "rbee_scheduler_script_version"
+        return {
+            "interval": "15s",
+            "input_series": [
+                {
+                    "series": f'{name}{{job="rbee", instance="queen{i}:7833"}}',
+                    "values": f"{v}x10",
+                }
+                for i, v in enumerate(versions, 1)
+            ],
+            "promql_expr_test": [
+                {
+                    "expr": expr,
+                    "eval_time": "1m",
+                    "exp_samples": [{"labels": "{}", "value": distinct}],
+                }
+            ],
+        }
+
+    path = tmp_path / "dashboard_test.yml"
+    tests = [case((3, 4), 2), case((4, 4), 1)]
+    path.write_text(
+        yaml.safe_dump({"rule_files": [], "evaluation_interval": "15s", "tests": tests})
+    )
+    assert "SUCCESS" in promtool("test", "rules", str(path))
