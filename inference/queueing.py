@@ -245,8 +245,10 @@ def tenant_queue_depth(model: str, tenant: str) -> int:
 
 
 def occupancy() -> dict[str, tuple[int, int]]:
-    """Each model's queue in this process: (requests waiting, requests running)."""
-    return {model: (q.size, q.running) for model, q in _queues.items()}
+    """Each model's queue in this process: (requests waiting, requests running). Safe
+    from another thread (the metrics render in one) while the loop adds a queue: the
+    items are copied in one step, under the GIL, before they are read."""
+    return {model: (q.size, q.running) for model, q in list(_queues.items())}
 
 
 class Slot:

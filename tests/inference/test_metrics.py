@@ -296,3 +296,46 @@ async def test_a_stream_that_fails_after_its_first_bytes_counts_as_its_error() -
     assert count("5xx") == before["5xx"] + 1
     assert count("2xx") == before["2xx"]
     assert value("rbee_jobs_total", model="metrics-stream", outcome="error") == before_errors + 1
+
+
+async def test_a_scrape_reads_the_queues_while_the_loop_adds_some() -> None:
+    """The exposition is rendered in a thread (rbee/metrics.py) while the event loop adds
+    a queue at each model's first request: reading them must not fail the scrape with
+    'dictionary changed size during iteration'. Thread switches are made frequent so the
+    two meet many times."""
+    import sys
+    import threading
+
+    from inference import queueing
+
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def scrape() -> None:
+        while not stop.is_set():
+            try:
+                list(metrics.SchedulerCollector().collect())
+            except Exception as exc:
+                failures.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    try:
+        for n in range(20_000):
+            slot = await queueing.acquire(
+                f"metrics-test-new-{n}",
+                capacity=1,
+                priority="interactive",
+                max_waiting=1,
+                timeout=1,
+            )
+            slot.release()
+    finally:
+        stop.set()
+        scraper.join()
+        sys.setswitchinterval(interval)
+        for n in range(20_000):
+            queueing._queues.pop(f"metrics-test-new-{n}", None)
+    assert failures == []
