@@ -369,6 +369,53 @@ async def test_a_database_that_does_not_answer_holds_one_thread_for_all_scrapes(
     assert "rbee_metrics_fleet_up 1.0" in text
 
 
+async def test_the_token_holder_is_answered_while_the_request_path_holds_every_thread(
+    settings: Any,
+) -> None:
+    """During a database incident the request path's calls block the shared executor's
+    threads (each abandoned after RBEE_DB_TIMEOUT, running on until the database
+    answers). That is when the metrics matter: the scraper holding RBEE_METRICS_TOKEN is
+    still answered, with the process's and the request path's series and
+    rbee_metrics_fleet_up 0 (not a 401 because the token check waited for a thread, nor a
+    scrape that hangs waiting for one to render)."""
+    import os
+
+    import psycopg
+    from django.db import connection
+    from django.test import AsyncRequestFactory
+
+    from kernel.aio import db
+
+    assert connection.vendor == "postgresql", "this test holds a lock in PostgreSQL"
+    settings.RBEE_DB_TIMEOUT = 0.3
+    settings.RBEE_PRODUCTION = True
+    settings.RBEE_METRICS_TOKEN = token = "metrics-" + "q" * 32
+    conf = connection.settings_dict
+    locker = psycopg.connect(
+        dbname=conf["NAME"], user=conf["USER"], host=conf["HOST"], port=conf["PORT"] or 5432
+    )
+    threads = min(32, (os.cpu_count() or 1) + 4)  # the default executor's
+
+    def read_hives() -> int:
+        return Hive.objects.count()
+
+    request = AsyncRequestFactory().get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    try:
+        locker.execute("LOCK TABLE hives_hive IN ACCESS EXCLUSIVE MODE")
+        blocked = await asyncio.gather(
+            *(db(read_hives) for _ in range(threads + 2)), return_exceptions=True
+        )
+        assert all(isinstance(b, Exception) for b in blocked)  # each gave up; threads held
+        response = await asyncio.wait_for(metrics.metrics(request), timeout=10)
+        assert response.status_code == 200
+        text = response.content.decode()
+        assert "rbee_metrics_fleet_up 0.0" in text
+        assert "rbee_scheduler_decisions_total" in text and "process_cpu_seconds_total" in text
+    finally:
+        locker.rollback()
+        locker.close()
+
+
 def test_no_series_is_labelled_with_a_tenant_key_or_user() -> None:
     allowed = {
         # rbee's own
