@@ -26,7 +26,7 @@ from django.conf import settings
 from hives.protocol import FINAL_KINDS, EventKind
 from hives.selectors import Placement
 from inference import metrics, stats
-from inference.errors import APIError, neutral_error
+from inference.errors import APIError, from_event, neutral_error
 from inference.scheduler import least_loaded
 from kernel import regions
 
@@ -80,6 +80,9 @@ class Job:
     succeeded: bool = False
     placement: Placement | None = None
     finished: bool = False
+    # The HTTP status of the error event the job ended with (0: none): what a stream that
+    # fails after its headers counts as in the metrics (inference/pipeline.py).
+    error_status: int = 0
     _reply: str = ""
     _tried: set[str] = field(default_factory=set)  # channel names
     _counted: bool = False
@@ -134,8 +137,10 @@ class Job:
                                 self._worker_name(),
                                 self._region(),
                             )
-                    if kind == EventKind.ERROR and self.neutral_errors:
-                        event = neutral_error(self.model, event)
+                    if kind == EventKind.ERROR:
+                        self.error_status = from_event(event).status
+                        if self.neutral_errors:
+                            event = neutral_error(self.model, event)
                     yield event
                     if self.finished:
                         return
@@ -144,6 +149,7 @@ class Job:
                 except TimeoutError:
                     # Not finished: the hive may still be working, so _release cancels it.
                     self._failed = True
+                    self.error_status = 504
                     yield {
                         "kind": EventKind.ERROR,
                         "message": f"the worker sent nothing for {idle:.0f} s; "

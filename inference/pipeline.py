@@ -351,13 +351,13 @@ def serve(resource: Resource[Any]) -> Any:
                 async for chunk in content:
                     yield chunk
             finally:  # the stream's last byte, or the client leaving it
-                _measured(request, resource.task, status, started)
+                _measured(request, resource.task, _streamed(request, status), started)
 
         def timed_sync() -> Iterator[bytes]:
             try:
                 yield from content
             finally:
-                _measured(request, resource.task, status, started)
+                _measured(request, resource.task, _streamed(request, status), started)
 
         is_async = getattr(response, "is_async", False)
         response.streaming_content = timed() if is_async else timed_sync()  # type: ignore[attr-defined]
@@ -365,6 +365,13 @@ def serve(resource: Resource[Any]) -> Any:
 
     view.__name__ = view.__qualname__ = resource.task
     return view
+
+
+def _streamed(request: HttpRequest, status: int) -> int:
+    """What a streamed answer counts as: its status, or, when its job ended with an error
+    after the headers were sent (the client reads it in the stream), that error's."""
+    job = getattr(request, "rbee_job", None)
+    return getattr(job, "error_status", 0) or status
 
 
 def _measured(request: HttpRequest, task: str, status: int, started: float) -> None:
@@ -388,6 +395,7 @@ async def run(request: HttpRequest, resource: Resource[Body]) -> HttpResponseBas
     body, target, work = await db(_prepare, raw_key, request, resource)  # 1-4
     scheduled, slot = await _schedule(request, target, work)  # 5-7
     job = _job(target, scheduled, slot, resource.task, work, arrived)  # 8, 9
+    request.rbee_job = job  # type: ignore[attr-defined]  # how a stream ended (_streamed)
     await _begin(job, scheduled)
     response = await resource.respond(Call(request, body, work, job))  # 10
     response["X-Request-Id"] = job.job_id

@@ -40,6 +40,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 
@@ -229,6 +230,11 @@ class ModelQueue:
 
 
 _queues: dict[str, ModelQueue] = {}
+# Taken to add a queue (a model's first request) and to copy the queues in occupancy(),
+# which the metrics call from another thread: copying a dict that the loop grows can
+# fail ('dictionary changed size'), even in one list() (a garbage collection inside it
+# may switch threads).
+_queues_lock = threading.Lock()
 _seq = itertools.count()
 
 
@@ -245,8 +251,11 @@ def tenant_queue_depth(model: str, tenant: str) -> int:
 
 
 def occupancy() -> dict[str, tuple[int, int]]:
-    """Each model's queue in this process: (requests waiting, requests running)."""
-    return {model: (q.size, q.running) for model, q in _queues.items()}
+    """Each model's queue in this process: (requests waiting, requests running). Safe
+    from another thread (the metrics render in one) while the loop adds a queue."""
+    with _queues_lock:
+        queues = list(_queues.items())
+    return {model: (q.size, q.running) for model, q in queues}
 
 
 class Slot:
@@ -291,7 +300,8 @@ async def acquire(
     (see Loaded; Unservable when none will be), and `capacity` is then not used."""
     q = _queues.get(model)
     if q is None:
-        q = _queues[model] = ModelQueue(capacity=0 if loaded is not None else 1)
+        with _queues_lock:
+            q = _queues[model] = ModelQueue(capacity=0 if loaded is not None else 1)
     if loaded is None:
         q.capacity = max(1, capacity)
         if capacity > 0 and view in q.views:

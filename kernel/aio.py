@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -53,6 +53,31 @@ async def db(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     call = sync_to_async(_fresh(fn), thread_sensitive=False)(*args, **kwargs)
     try:
         return await asyncio.wait_for(call, timeout=timeout if timeout > 0 else None)
+    except TimeoutError as exc:
+        raise Unavailable("database", f"no answer in {timeout:g} s") from exc
+    except (OperationalError, InterfaceError) as exc:
+        raise Unavailable("database", type(exc).__name__) from exc
+
+
+_shared: dict[str, asyncio.Task[Any]] = {}
+
+
+async def db_shared(key: str, fn: Callable[[], R]) -> R:
+    """db(fn) for a read that many callers may ask for at once (a scrape): while a call
+    for `key` runs, later callers wait for its answer instead of starting their own. A
+    database that does not answer then holds one executor thread for it (threads the
+    request path shares), not one more per caller. Each caller still gets Unavailable
+    after RBEE_DB_TIMEOUT; the call runs on until the database answers, and callers
+    meanwhile wait for it. Nothing is cached: a caller after it ends starts a fresh call."""
+    loop = asyncio.get_running_loop()
+    task = _shared.get(key)
+    if task is None or task.done() or task.get_loop() is not loop:
+        task = _shared[key] = loop.create_task(sync_to_async(_fresh(fn), thread_sensitive=False)())
+        # Its error is each waiter's; one that nobody awaits any more is not "unretrieved".
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    timeout = db_timeout()
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), timeout if timeout > 0 else None)
     except TimeoutError as exc:
         raise Unavailable("database", f"no answer in {timeout:g} s") from exc
     except (OperationalError, InterfaceError) as exc:

@@ -28,9 +28,10 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponseBase
 from django.urls import Resolver404, get_resolver
-from django_prometheus.middleware import PrometheusAfterMiddleware, PrometheusBeforeMiddleware
+from django_prometheus.middleware import PrometheusBeforeMiddleware
 
 from inference.errors import APIError
+from rbee.prometheus import PrometheusAfterMiddleware
 
 logger = logging.getLogger("rbee.api")
 

@@ -28,6 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -47,8 +48,8 @@ from hives.spec import Device, SpecError
 from inference import metrics as request_metrics
 from inference.errors import APIError
 from kernel import __version__
-from kernel.aio import db
-from rbee.views import may_see_internals
+from kernel.aio import db, db_shared
+from rbee.views import holds_metrics_token, may_see_internals
 
 logger = logging.getLogger("rbee.metrics")
 
@@ -117,6 +118,11 @@ class _CheckpointCache:
 
 
 checkpoints = _CheckpointCache()
+
+# The text is rendered in a thread of its own, not the executor the request path's
+# database calls share: when those calls block (a database incident), a scrape still
+# renders and says so (rbee_metrics_fleet_up 0). Scrapes take turns on it.
+_renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metrics-render")
 
 
 @dataclass
@@ -365,21 +371,22 @@ def render(fleet: Fleet | None) -> bytes:
 
 async def scrape() -> bytes:
     """Read the fleet (one trip to the database), then render off the event loop. A
-    database that cannot be read leaves the fleet's series out, not the whole answer."""
+    database that cannot be read leaves the fleet's series out, not the whole answer;
+    one that does not answer holds one thread for every scrape meanwhile (db_shared)."""
     fleet: Fleet | None
     try:
-        fleet = await db(read_fleet)
+        fleet = await db_shared("metrics.fleet", read_fleet)
     except Exception as exc:
         logger.warning("metrics: the fleet could not be read (%s); serving the rest", exc)
         fleet = None
     else:  # the model labels follow the catalog (inference.metrics.ModelLabels)
         request_metrics.MODELS.replace(fleet.models)
-    return await asyncio.get_running_loop().run_in_executor(None, render, fleet)
+    return await asyncio.get_running_loop().run_in_executor(_renderer, render, fleet)
 
 
 async def metrics(request: HttpRequest) -> HttpResponse:
     """The series; in production only for RBEE_METRICS_TOKEN's holder and fleet operators."""
-    if settings.RBEE_PRODUCTION:
+    if settings.RBEE_PRODUCTION and not holds_metrics_token(request):
         try:
             allowed = await db(may_see_internals, request)
         except Exception as exc:  # a staff session needs the database

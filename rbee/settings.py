@@ -86,7 +86,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "web.csp.ContentSecurityPolicyMiddleware",
     "web.nul.RejectNulMiddleware",  # a 400, not a database error, under the faces
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "rbee.prometheus.PrometheusAfterMiddleware",  # its method label bounded
 ]
 
 ROOT_URLCONF = "rbee.urls"

@@ -34,15 +34,19 @@ def _is_staff(request: HttpRequest) -> bool:
     return may_operate(user, "fleet")
 
 
+def holds_metrics_token(request: HttpRequest) -> bool:
+    """Whether the request presents RBEE_METRICS_TOKEN (compared in constant time). No
+    database: a scraper is told apart even while the database does not answer."""
+    token = settings.RBEE_METRICS_TOKEN
+    presented = _bearer(request)
+    return bool(token and presented and hmac.compare_digest(presented.encode(), token.encode()))
+
+
 def may_see_internals(request: HttpRequest) -> bool:
     """In production, /metrics and the /healthz inventory are for the holder of
     RBEE_METRICS_TOKEN (compared in constant time) and for fleet operators; nobody else, loopback
     included (a proxy on this machine makes every client look local). Sync: the database."""
-    token = settings.RBEE_METRICS_TOKEN
-    presented = _bearer(request)
-    if token and presented and hmac.compare_digest(presented.encode(), token.encode()):
-        return True
-    return _is_staff(request)
+    return holds_metrics_token(request) or _is_staff(request)
 
 
 def _may_see_inventory(request: HttpRequest) -> bool:

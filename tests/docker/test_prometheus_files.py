@@ -10,6 +10,7 @@ import re
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -106,6 +107,20 @@ def test_every_dashboard_expression_parses(tmp_path: Path) -> None:
 def _exported_names() -> set[str]:
     """Every sample name a queen's /metrics can carry: django-prometheus' and the
     process's (prometheus_client's default registry), the request path's, the fleet's."""
+    suffixes = {
+        "counter": ("_total",),  # no `_created`: inference/metrics.py turns them off
+        "histogram": ("_bucket", "_sum", "_count"),
+        "summary": ("_sum", "_count"),
+    }
+    names = {"up"}
+    for family in _families():
+        names.update(family.name + s for s in suffixes.get(family.type, ("",)))
+    return names
+
+
+def _families() -> list[Any]:
+    """The families of a queen's /metrics, the fleet's from a fleet where every series
+    has a sample."""
     import importlib
 
     import prometheus_client
@@ -127,7 +142,9 @@ def _exported_names() -> set[str]:
                 state="online",
                 connected=True,
                 last_seen_at=now,
-                devices=[{"kind": "cpu", "memory_total_mb": 1, "utilization": 1}],
+                devices=[
+                    {"kind": "cpu", "memory_total_mb": 2, "memory_used_mb": 1, "utilization": 1}
+                ],
             )
         ],
         workers=[FleetWorker("h", "cpu", "m", "ready", 1)],
@@ -138,23 +155,14 @@ def _exported_names() -> set[str]:
         checkpoint=Checkpointed(1, now),
         audit=AuditSigning(tree_size=1, oldest_unsigned_at=None),
     )
-    suffixes = {
-        "counter": ("_total",),  # no `_created`: inference/metrics.py turns them off
-        "histogram": ("_bucket", "_sum", "_count"),
-        "summary": ("_sum", "_count"),
-    }
     for module in ("django_prometheus.db.metrics", "django_prometheus.cache.metrics"):
         importlib.import_module(module)  # each registers its series when imported
     Metrics.get_instance()  # the middleware's series are made on first use
-    names = {"up"}
-    families = [
+    return [
         *prometheus_client.REGISTRY.collect(),
         *REGISTRY.collect(),
         *FleetCollector(fleet).collect(),
     ]
-    for family in families:
-        names.update(family.name + s for s in suffixes.get(family.type, ("",)))
-    return names
 
 
 def test_the_dashboard_and_the_alerts_use_only_series_a_queen_exports() -> None:
@@ -223,3 +231,95 @@ def test_grafana_provisioning_points_at_the_dashboard_and_the_datasource() -> No
             fleet = re.findall(r"rbee_(?:hive|device|worker|audit|stripe)_\w+", target["expr"])
             if fleet and "without (instance)" not in target["expr"]:
                 pytest.fail(f"{panel['title']}: {target['expr']} adds up every queen's copy")
+
+
+def test_the_dashboard_counts_the_script_versions_the_queens_run(tmp_path: Path) -> None:
+    """'Script versions across queens' is the number of distinct versions in force (the
+    version is the gauge's value, not a label): 2 while the queens run different ones."""
+    (expr,) = [e for where, e in dashboard_queries() if "'Script versions across queens'" in where]
+
+    def case(versions: tuple[int, int], distinct: int) -> dict[str, object]:
+        name = "rbee_scheduler_script_version"
+        return {
+            "interval": "15s",
+            "input_series": [
+                {
+                    "series": f'{name}{{job="rbee", instance="queen{i}:7833"}}',
+                    "values": f"{v}x10",
+                }
+                for i, v in enumerate(versions, 1)
+            ],
+            "promql_expr_test": [
+                {
+                    "expr": expr,
+                    "eval_time": "1m",
+                    "exp_samples": [{"labels": "{}", "value": distinct}],
+                }
+            ],
+        }
+
+    path = tmp_path / "dashboard_test.yml"
+    tests = [case((3, 4), 2), case((4, 4), 1)]
+    path.write_text(
+        yaml.safe_dump({"rule_files": [], "evaluation_interval": "15s", "tests": tests})
+    )
+    assert "SUCCESS" in promtool("test", "rules", str(path))
+
+
+def _readme_series() -> list[tuple[list[str], str, set[str], str]]:
+    """README "Metrics"'s table: (series names, type, label names, what) per row."""
+    section = (ROOT / "README.md").read_text().split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.split("|")[1:-1]]
+        if len(cells) == 4 and cells[0].startswith("`rbee_"):
+            names = re.findall(r"`(rbee_\w+)`", cells[0])
+            rows.append((names, cells[1], set(re.findall(r"`(\w+)`", cells[2])), cells[3]))
+    return rows
+
+
+def test_the_readme_table_is_what_a_queen_exports() -> None:
+    """Every rbee series a queen exports is in README's table with its type and labels,
+    and nothing else is; the words its labels take are listed in full."""
+    import asyncio
+
+    from hives.protocol import WorkerState
+    from hives.selectors import HIVE_STATES
+    from inference import metrics, queueing
+
+    metrics.MODELS.learn("m")
+    metrics.request_done(model="m", endpoint="chat", status=200, seconds=0.1)
+    metrics.queue_waited("m", 0.1)
+    metrics.job_done(
+        model="m",
+        outcome="ok",
+        ttft=0.1,
+        inter_token=0.01,
+        prompt_tokens=1,
+        completion_tokens=1,
+        images=1,
+        audio_seconds=1.0,
+        characters=1,
+    )
+    metrics.refused("queue_full")
+    asyncio.run(
+        queueing.acquire("m", capacity=1, priority="interactive", max_waiting=1, timeout=1)
+    ).release()
+    exported: dict[str, tuple[str, set[str]]] = {}
+    for family in _families():
+        if family.name.startswith("rbee_"):
+            name = family.name + ("_total" if family.type == "counter" else "")
+            labels = {k for s in family.samples for k in s.labels} - {"le"}
+            exported[name] = (family.type, labels)
+    documented: dict[str, tuple[str, set[str]]] = {}
+    words: dict[str, str] = {}
+    for names, kind, labels, what in _readme_series():
+        for name in names:
+            documented[name] = (kind, labels)
+            words[name] = what
+    assert documented == exported
+    listed = set(re.findall(r"`(\w+)`", words["rbee_refusals_total"]))
+    assert listed == metrics.REFUSAL_REASONS
+    assert set(re.findall(r"`(\w+)`", words["rbee_jobs_total"])) == set(metrics.JOB_OUTCOMES)
+    assert set(re.findall(r"`(\w+)`", words["rbee_worker_state"])) == {s.value for s in WorkerState}
+    assert set(re.findall(r"`(\w+)`", words["rbee_hives"])) == set(HIVE_STATES)

@@ -227,3 +227,116 @@ async def test_the_pipeline_counts_every_answer_under_the_catalog_name() -> None
     assert (
         value("rbee_request_duration_seconds_count", model="metrics-private", endpoint="chat") == 2
     )
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_stream_that_fails_after_its_first_bytes_counts_as_its_error() -> None:
+    """A stream's headers (200) are out before the worker fails; the client reads the
+    error in the stream. The request counts under that error's status class, so the error
+    rate (the alert, the dashboard) sees workers that fail mid-answer, and it counts once."""
+    import asyncio
+    import json
+
+    from asgiref.sync import sync_to_async
+    from channels.layers import get_channel_layer
+    from django.test import RequestFactory
+
+    from hives.models import Hive
+    from inference import chat, pipeline
+    from tenants.services import api_key_create, tenant_create
+    from tests.web.fleet_fixtures import hive, worker
+
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+
+    def setup() -> tuple[int, str]:
+        h = hive("metrics-hive")
+        Hive.objects.filter(pk=h.pk).update(channel_name=channel)
+        worker(h, "metrics-stream", "cpu", "ready")
+        _, key = api_key_create(tenant=tenant_create(name="acme"))
+        return h.pk, key
+
+    hive_id, key = await sync_to_async(setup)()
+
+    async def failing_hive() -> None:
+        """Acknowledges, sends the first words, then fails (a worker that crashed)."""
+        job = await layer.receive(channel)
+        reply = job["reply"]
+        await layer.send(reply, {"type": "job.ack", "hive_id": hive_id})
+        for event in (
+            {"kind": "delta", "text": "Hello"},
+            {"kind": "error", "message": "worker died", "code": "worker_error", "status": 502},
+        ):
+            await layer.send(reply, {"type": "job.events", "hive_id": hive_id, "events": [event]})
+
+    def count(klass: str) -> float:
+        return value(
+            "rbee_requests_total", model="metrics-stream", endpoint="chat", status_class=klass
+        )
+
+    before = {klass: count(klass) for klass in ("2xx", "5xx")}
+    before_errors = value("rbee_jobs_total", model="metrics-stream", outcome="error")
+    body = {
+        "model": "metrics-stream",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": True,
+    }
+    request = RequestFactory().post(
+        "/v1/chat/completions",
+        data=json.dumps(body),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+    )
+    fake = asyncio.create_task(failing_hive())
+    response = await pipeline.serve(chat.CHAT)(request)
+    assert response.status_code == 200 and response.streaming
+    streamed = b"".join([chunk async for chunk in response.streaming_content])
+    await fake
+    assert b"Hello" in streamed and b'"code": "worker_error"' in streamed
+    assert count("5xx") == before["5xx"] + 1
+    assert count("2xx") == before["2xx"]
+    assert value("rbee_jobs_total", model="metrics-stream", outcome="error") == before_errors + 1
+
+
+async def test_a_scrape_reads_the_queues_while_the_loop_adds_some() -> None:
+    """The exposition is rendered in a thread (rbee/metrics.py) while the event loop adds
+    a queue at each model's first request: reading them must not fail the scrape with
+    'dictionary changed size during iteration'. Thread switches are made frequent so the
+    two meet many times."""
+    import sys
+    import threading
+    import traceback
+
+    from inference import queueing
+
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def scrape() -> None:
+        while not stop.is_set():
+            try:
+                list(metrics.SchedulerCollector().collect())
+            except Exception:
+                failures.append(traceback.format_exc())
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    try:
+        for n in range(20_000):
+            slot = await queueing.acquire(
+                f"metrics-test-new-{n}",
+                capacity=1,
+                priority="interactive",
+                max_waiting=1,
+                timeout=1,
+            )
+            slot.release()
+    finally:
+        stop.set()
+        scraper.join()
+        sys.setswitchinterval(interval)
+        for n in range(20_000):
+            queueing._queues.pop(f"metrics-test-new-{n}", None)
+    assert not failures, f"{len(failures)} scrapes failed, the first:\n{failures[0]}"

@@ -79,14 +79,15 @@ def test_one_response_carries_django_prometheus_rbee_and_the_process() -> None:
     assert "ui-login" in views, views
 
 
-async def call(path: str, *headers: tuple[bytes, bytes]) -> int:
-    """One GET through the queen's ASGI application, as Daphne calls it: its status."""
+async def call(path: str, *headers: tuple[bytes, bytes], method: str = "GET") -> int:
+    """One request (a GET) through the queen's ASGI application, as Daphne calls it: its
+    status."""
     from rbee.asgi import application
 
     sent: list[dict[str, Any]] = []
     scope = {
         "type": "http",
-        "method": "GET",
+        "method": method,
         "path": path,
         "raw_path": path.encode(),
         "query_string": b"",
@@ -124,6 +125,30 @@ def test_the_api_is_counted_by_view_without_middleware() -> None:
         ]
         >= 1
     )
+
+
+def test_a_made_up_method_makes_no_series_of_its_own() -> None:
+    """Daphne passes any token as the method; django-prometheus labelled its latency
+    histogram with it as sent, so each made-up method (from anyone, without a key) added
+    ~20 series for the life of the process. They all count as `<invalid method>`."""
+    import prometheus_client
+
+    def latency_count(view: str) -> float:
+        got = prometheus_client.REGISTRY.get_sample_value(
+            "django_http_requests_latency_seconds_by_view_method_count",
+            {"view": view, "method": "<invalid method>"},
+        )
+        return got or 0.0
+
+    before_api = latency_count("rbee.views.healthz")
+    before_site = latency_count("ui-login")
+    for n in range(3):
+        asyncio.run(call("/healthz", method=f"MADEUP{n}"))  # the lean /v1 application
+        Client().generic(f"MADEUP{n}", "/ui/login")  # the site, through MIDDLEWARE
+    text = prometheus_client.generate_latest(prometheus_client.REGISTRY).decode()
+    assert "MADEUP" not in text
+    assert latency_count("rbee.views.healthz") == before_api + 3
+    assert latency_count("ui-login") == before_site + 3
 
 
 def test_a_request_the_counters_cannot_read_is_still_answered() -> None:
@@ -306,6 +331,89 @@ def test_without_the_database_the_process_series_are_still_served() -> None:
     text = metrics.render(None).decode()
     assert "rbee_metrics_fleet_up 0.0" in text
     assert "rbee_scheduler_decisions_total" in text and "rbee_hive_up" not in text
+
+
+async def test_a_database_that_does_not_answer_holds_one_thread_for_all_scrapes(
+    settings: Any,
+) -> None:
+    """A scrape waits RBEE_DB_TIMEOUT for the fleet, then answers without it; its read
+    runs on in a thread of the executor the request path's queries share, until the
+    database answers. Scrapes that come meanwhile (Prometheus every 15 s, two of them in
+    an HA pair) wait for that read: one thread held, not one more per scrape until the
+    request path has none left. Here the database does not answer because another session
+    holds a lock on the hives' table."""
+    import psycopg
+    from django.db import connection
+
+    assert connection.vendor == "postgresql", "this test holds a lock in PostgreSQL"
+    settings.RBEE_DB_TIMEOUT = 0.3
+    db = connection.settings_dict
+    locker = psycopg.connect(
+        dbname=db["NAME"], user=db["USER"], host=db["HOST"], port=db["PORT"] or 5432
+    )
+    waiting = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+    )
+    try:
+        locker.execute("LOCK TABLE hives_hive IN ACCESS EXCLUSIVE MODE")
+        for _ in range(3):
+            text = (await metrics.scrape()).decode()
+            assert "rbee_metrics_fleet_up 0.0" in text
+            assert "rbee_hives{" not in text
+        assert locker.execute(waiting).fetchone() == (1,)
+    finally:
+        locker.rollback()
+        locker.close()
+    text = (await metrics.scrape()).decode()  # the read in flight answers now
+    assert "rbee_metrics_fleet_up 1.0" in text
+
+
+async def test_the_token_holder_is_answered_while_the_request_path_holds_every_thread(
+    settings: Any,
+) -> None:
+    """During a database incident the request path's calls block the shared executor's
+    threads (each abandoned after RBEE_DB_TIMEOUT, running on until the database
+    answers). That is when the metrics matter: the scraper holding RBEE_METRICS_TOKEN is
+    still answered, with the process's and the request path's series and
+    rbee_metrics_fleet_up 0 (not a 401 because the token check waited for a thread, nor a
+    scrape that hangs waiting for one to render)."""
+    import os
+
+    import psycopg
+    from django.db import connection
+    from django.test import AsyncRequestFactory
+
+    from kernel.aio import db
+
+    assert connection.vendor == "postgresql", "this test holds a lock in PostgreSQL"
+    settings.RBEE_DB_TIMEOUT = 0.3
+    settings.RBEE_PRODUCTION = True
+    settings.RBEE_METRICS_TOKEN = token = "metrics-" + "q" * 32
+    conf = connection.settings_dict
+    locker = psycopg.connect(
+        dbname=conf["NAME"], user=conf["USER"], host=conf["HOST"], port=conf["PORT"] or 5432
+    )
+    threads = min(32, (os.cpu_count() or 1) + 4)  # the default executor's
+
+    def read_hives() -> int:
+        return Hive.objects.count()
+
+    request = AsyncRequestFactory().get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    try:
+        locker.execute("LOCK TABLE hives_hive IN ACCESS EXCLUSIVE MODE")
+        blocked = await asyncio.gather(
+            *(db(read_hives) for _ in range(threads + 2)), return_exceptions=True
+        )
+        assert all(isinstance(b, Exception) for b in blocked)  # each gave up; threads held
+        response = await asyncio.wait_for(metrics.metrics(request), timeout=10)
+        assert response.status_code == 200
+        text = response.content.decode()
+        assert "rbee_metrics_fleet_up 0.0" in text
+        assert "rbee_scheduler_decisions_total" in text and "process_cpu_seconds_total" in text
+    finally:
+        locker.rollback()
+        locker.close()
 
 
 def test_no_series_is_labelled_with_a_tenant_key_or_user() -> None:
