@@ -282,18 +282,54 @@ def stop_script(kind: Kind, layout: Layout) -> str:
             f"launchctl unload {q(layout.plist_file)} 2>/dev/null; exit 0"
         )
     # The fallback: TERM the supervisor's process group (it stops the hive, which stops
-    # its workers), wait up to 30 s, then KILL what is left.
+    # its workers), wait up to 30 s, then KILL what is left. A pid file whose pid now
+    # belongs to another program (the supervisor died long ago and the number was
+    # reused) is only removed: that program is not ours to stop, and no process of the
+    # supervisor's group is left (Linux does not reuse the id of a live group).
     return f"""
+{_SHELL_FUNCTIONS}
 pidf={q(layout.pid_file)}
 [ -f "$pidf" ] || exit 0
 pid=$(cat "$pidf" 2>/dev/null)
 case "$pid" in ''|*[!0-9]*) rm -f "$pidf"; exit 0;; esac
-kill -TERM -"$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
+if other_process "$pid"; then rm -f "$pidf"; exit 0; fi
+kill -TERM -"$pid" 2>/dev/null
 i=0
-while kill -0 "$pid" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+while {{ live "$pid" || group_runs "$pid"; }} && [ $i -lt 150 ]; do sleep 0.2; i=$((i+1)); done
 kill -KILL -"$pid" 2>/dev/null
 rm -f "$pidf"
 exit 0
+"""
+
+
+# Shell functions for the fallback's scripts. `other_process PID`: PID runs a program
+# that is not rbee's supervisor (its command line, from /proc or ps, lacks the
+# supervisor's module); false when it is the supervisor, a zombie, or gone. `live PID`:
+# PID runs and is not a zombie (a container's init may leave one unreaped). `group_runs
+# PGID`: a process of that group runs, zombies apart (from /proc/*/stat where there is one).
+_SHELL_FUNCTIONS = r"""
+other_process() {
+  if [ -d "/proc/$1" ]; then c=$(tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null)
+  else c=$(ps -p "$1" -o args= 2>/dev/null); fi
+  case "$c" in ''|*hives.install.supervise*) return 1;; esac
+  return 0
+}
+live() {
+  kill -0 "$1" 2>/dev/null || return 1
+  { read -r line < "/proc/$1/stat"; } 2>/dev/null || return 0
+  set -- ${line##*") "}
+  [ "$1" != Z ]
+}
+group_runs() {
+  kill -0 -"$1" 2>/dev/null || return 1
+  [ -d /proc/self ] || return 0
+  for f in /proc/[0-9]*/stat; do
+    { read -r line < "$f"; } 2>/dev/null || continue
+    set -- "$1" ${line##*") "}
+    [ "$4" = "$1" ] && [ "$2" != Z ] && return 0
+  done
+  return 1
+}
 """
 
 
@@ -338,10 +374,16 @@ def running_script(kind: Kind, layout: Layout) -> str:
             "else echo 'stopped launchd'; fi"
         )
     return f"""
+{_SHELL_FUNCTIONS}
 pidf={q(layout.pid_file)}
 pid=$(cat "$pidf" 2>/dev/null)
 case "$pid" in ''|*[!0-9]*) echo "stopped no supervisor (no pid file)"; exit 0;; esac
-if kill -0 "$pid" 2>/dev/null; then echo "running supervisor pid $pid"
+if other_process "$pid"; then
+  echo "stopped supervisor pid $pid is gone (another program has its pid)"
+elif live "$pid"; then echo "running supervisor pid $pid"
+elif group_runs "$pid"; then
+  echo "stopped supervisor pid $pid is gone, but what it started still runs" \
+    "(install, upgrade or uninstall stops it)"
 else echo "stopped supervisor pid $pid is gone"; fi
 """
 
