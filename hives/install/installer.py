@@ -211,6 +211,15 @@ async def _previous(remote: Remote, layout: Layout) -> Previous:
     )
 
 
+async def _systemd_before(remote: Remote, kind: Kind) -> tuple[bool, bool]:
+    """(the unit was enabled, the user lingered) before this install."""
+    probe = await remote.run(
+        service.systemd_state_script(kind), what="reading the service's state", check=False
+    )
+    lines = set(probe.stdout.split())
+    return "enabled=yes" in lines, "linger=yes" in lines
+
+
 async def _restore(remote: Remote, path: str, content: bytes | None, mode: int) -> None:
     if content is None:
         await remote.run(f"rm -f {shlex.quote(path)}", what=f"removing {path}")
@@ -413,6 +422,8 @@ class Installer:
                 allow_remote_code=entry.allow_remote_code,
             )
             progress.step(f"writing the service: {kind.description}")
+            systemd = kind in (Kind.SYSTEMD_SYSTEM, Kind.SYSTEMD_USER)
+            enabled, linger = await _systemd_before(remote, kind) if systemd else (False, False)
             old_kind = previous.kind
             if old_kind is not None:
                 await remote.run(
@@ -421,6 +432,10 @@ class Installer:
                 self._push(
                     "starting the old hive again",
                     self._cmd(remote, service.start_script_for(old_kind, layout), "start old hive"),
+                )
+            if systemd:  # once the unit files are put back: systemd reads them again
+                self._push(
+                    "reloading systemd", self._cmd(remote, service.reload_script(kind), "reload")
                 )
             await self._write_service(remote, layout, args, kind, previous, progress)
             self._push(
@@ -461,10 +476,8 @@ class Installer:
             progress.step("starting the hive")
             before = await asyncio.to_thread(queen.hive_view, name=name)
             marker = before.connected_at if before else None
-            self._push(
-                "stopping the new hive",
-                self._cmd(remote, service.stop_script(kind, layout), "stop new hive"),
-            )
+            undo_start = service.undo_start_script(kind, layout, enabled=enabled, linger=linger)
+            self._push("stopping the new hive", self._cmd(remote, undo_start, "stop new hive"))
             await remote.run(service.start_script_for(kind, layout), what="starting the hive")
 
             progress.step(f"waiting for {name} to connect to the queen at {url}")

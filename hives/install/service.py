@@ -349,12 +349,45 @@ def start_script_for(kind: Kind, layout: Layout) -> str:
         )
     if kind is Kind.LAUNCHD:
         domain = _launchd_domain(layout)
+        # launchd opens StandardOutPath itself and does not make its directory: without
+        # logs/ the job never starts (exit 78).
         return (
+            f"mkdir -p {q(layout.logs)} && "
             f"launchctl bootout {domain}/{LAUNCHD_LABEL} 2>/dev/null; "
             f"launchctl bootstrap {domain} {q(layout.plist_file)} || "
             f"launchctl load -w {q(layout.plist_file)}"
         )
     return f"mkdir -p {q(layout.logs)} && sh {q(layout.start_script)}"
+
+
+def systemd_state_script(kind: Kind) -> str:
+    """Prints `enabled=yes|no` (the unit) and `linger=yes|no` (the user's lingering, as
+    logind records it): what starting a hive turns on, to turn off again on a rollback."""
+    ctl = _systemctl(kind)
+    return (
+        f"if {ctl} is-enabled {UNIT_NAME} >/dev/null 2>&1; then echo enabled=yes; "
+        "else echo enabled=no; fi; "
+        'if [ -e "/var/lib/systemd/linger/$(id -un)" ]; then echo linger=yes; '
+        "else echo linger=no; fi"
+    )
+
+
+def undo_start_script(kind: Kind, layout: Layout, *, enabled: bool, linger: bool) -> str:
+    """Stop the hive this install started and, under systemd, take back what starting it
+    turned on that was off before: the unit's enablement (with the `.wants` link and its
+    directory when empty) and the user's lingering."""
+    if kind not in (Kind.SYSTEMD_SYSTEM, Kind.SYSTEMD_USER):
+        return stop_script(kind, layout)
+    ctl = _systemctl(kind)
+    steps = [f"{ctl} stop {UNIT_NAME} 2>/dev/null"]
+    if not enabled:
+        steps.append(f"{ctl} disable {UNIT_NAME} 2>/dev/null")
+        if kind is Kind.SYSTEMD_USER:
+            wants = f"{layout.config_home}/systemd/user/default.target.wants"
+            steps.append(f"rmdir {shlex.quote(wants)} 2>/dev/null")
+    if kind is Kind.SYSTEMD_USER and not linger:
+        steps.append('loginctl disable-linger "$(id -un)" 2>/dev/null')
+    return "; ".join(steps) + "; exit 0"
 
 
 def running_script(kind: Kind, layout: Layout) -> str:
