@@ -534,7 +534,11 @@ class Installer:
                 progress.detail("kept the hive's token (the queen still knows it)")
                 return old
             progress.detail("the token on the host is no longer valid: issuing a new one")
-        existed = await asyncio.to_thread(queen.hive_view, name=name) is not None
+        before = await asyncio.to_thread(queen.hive_view, name=name)
+        # A hive the queen does not know, or whose token is revoked (an earlier install
+        # that was undone, `rbee hive revoke`), gets its token revoked again if this
+        # install is undone; a working token it had is gone once this one is issued.
+        existed = before is not None and before.status != "revoked"
         token = await asyncio.to_thread(
             queen.token_issue,
             name=name,

@@ -3,15 +3,30 @@ queen's side of an install on the real database."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
+from django.db import connections
 
 from hives.install import queen
 from hives.install.config import HostEntry
 from hives.install.errors import InstallError
-from hives.install.installer import Options, describe_devices, queen_url_for, tilde
+from hives.install.installer import (
+    Installer,
+    Options,
+    Previous,
+    Progress,
+    describe_devices,
+    queen_url_for,
+    tilde,
+)
 from hives.models import Hive
+
+T = TypeVar("T")
 
 ENTRY = HostEntry(
     alias="gaming-pc", path=Path("/c/hives.conf"), hostname="192.168.1.100", port=22, user="v"
@@ -129,3 +144,46 @@ def test_the_queens_side() -> None:
     assert not queen.token_is_current(name="gaming-pc", token=second)
     view = queen.hive_view(name="gaming-pc")
     assert view is not None and view.status == "revoked"
+
+
+@pytest.mark.django_db(transaction=True)  # the installer reaches the database from threads
+def test_an_undone_install_revokes_the_token_it_issued_unless_one_worked_before() -> None:
+    nothing = Previous(
+        data_existed=False, record=None, record_raw=None, venv_target="", env=None, ca=None
+    )
+
+    async def in_one_thread(coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` with its database work in one thread, whose connection is closed
+        after (the test database is dropped at the end)."""
+        loop = asyncio.get_running_loop()
+        thread = ThreadPoolExecutor(1)
+        loop.set_default_executor(thread)
+        try:
+            return await coro
+        finally:
+            await loop.run_in_executor(thread, connections.close_all)
+
+    def issue_and_undo() -> tuple[str, str]:
+        installer = Installer("gaming-pc", Options(actor="cli:test"), lambda _: None)
+        progress = Progress(lambda _: None, 9)
+        issued = installer._token(None, ENTRY, nothing, None, progress)  # type: ignore[arg-type]
+        token = asyncio.run(in_one_thread(issued))
+        assert queen.token_is_current(name="gaming-pc", token=token)
+        return token, asyncio.run(in_one_thread(installer._rollback()))
+
+    # A hive the queen never knew: the undone install leaves it revoked.
+    token, undone = issue_and_undo()
+    assert not queen.token_is_current(name="gaming-pc", token=token)
+    assert queen.hive_view(name="gaming-pc").status == "revoked"  # type: ignore[union-attr]
+
+    # Again (the record of the first try is there, revoked): revoked again, not revived.
+    token, undone = issue_and_undo()
+    assert undone == "the host was left as it was"
+    assert not queen.token_is_current(name="gaming-pc", token=token)
+    assert queen.hive_view(name="gaming-pc").status == "revoked"  # type: ignore[union-attr]
+
+    # A hive with a working token: the new one replaced it for good, so it stays.
+    queen.token_issue(name="gaming-pc", region=None, trust_models=None, actor="cli:test")
+    token, undone = issue_and_undo()
+    assert undone == "nothing on the host was changed"
+    assert queen.token_is_current(name="gaming-pc", token=token)
