@@ -379,16 +379,16 @@ class Installer:
             await remote.run(f"{q(python.path)} -m venv {q(venv)}", what="making the virtualenv")
             pip = [f"{venv}/bin/python", "-m", "pip", "install", "--disable-pip-version-check"]
             pip += ["--no-input", "--progress-bar", "off"]
-            if entry.pip_no_index:
-                pip.append("--no-index")
-            elif entry.pip_index_url:
-                pip += ["--index-url", entry.pip_index_url]
-            for link in entry.pip_find_links:
-                pip += ["--find-links", link]
-            for trusted in entry.pip_trusted_hosts:
-                pip += ["--trusted-host", trusted]
             pip.append(remote_wheel + choice.requirement_suffix)
-            await remote.run(" ".join(q(w) for w in pip), what="pip install", timeout=None)
+            command = "exec " + " ".join(q(w) for w in pip)
+            settings = pip_env_text(entry)
+            if settings:
+                # hives.conf's index and wheel URLs may carry credentials: they reach pip
+                # through its environment, from a 0600 file, never on a command line.
+                pip_env = f"{upload_dir}/pip.env"
+                await remote.write_file(pip_env, settings, mode=0o600)
+                command = f"set -a && . {q(pip_env)} && set +a && {command}"
+            await remote.run(command, what="pip install", timeout=None)
             check = await remote.run(f"{q(layout.rbee(venv))} --version", what="running rbee")
             if version not in check.stdout:
                 raise RemoteError("running rbee", check, f"expected version {version}")
@@ -693,6 +693,21 @@ class Installer:
             await remote.run(script, what=what)
 
         return action
+
+
+def pip_env_text(entry: HostEntry) -> str:
+    """hives.conf's pip settings as shell assignments of pip's own variables ('' when it
+    has none: the host's pip configuration alone)."""
+    values: dict[str, str] = {}
+    if entry.pip_no_index:
+        values["PIP_NO_INDEX"] = "1"
+    elif entry.pip_index_url:
+        values["PIP_INDEX_URL"] = entry.pip_index_url
+    if entry.pip_find_links:
+        values["PIP_FIND_LINKS"] = " ".join(entry.pip_find_links)
+    if entry.pip_trusted_hosts:
+        values["PIP_TRUSTED_HOST"] = " ".join(entry.pip_trusted_hosts)
+    return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
 
 
 _SHA256_PY = (

@@ -4,6 +4,10 @@ queen's side of an install on the real database."""
 from __future__ import annotations
 
 import asyncio
+import json
+import shlex
+import subprocess
+import sys
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +25,7 @@ from hives.install.installer import (
     Previous,
     Progress,
     describe_devices,
+    pip_env_text,
     queen_url_for,
     tilde,
 )
@@ -91,6 +96,46 @@ def test_the_queen_url_and_when_plain_http_is_allowed() -> None:
     with pytest.raises(InstallError) as err:
         queen_url_for(with_(queen_url="ftp://queen"), Options(), "")
     assert "use http://HOST:7833 or https://HOST" in str(err.value)
+
+
+def test_pip_settings_reach_pip_through_its_environment(tmp_path: Path) -> None:
+    """Index and wheel URLs may carry credentials: the installer hands them to pip in
+    its variables, from a file the shell sources, never on a command line."""
+    assert pip_env_text(ENTRY) == ""
+    entry = with_(
+        pip_index_url="https://me:s3cret@pypi.lan/simple",
+        pip_find_links=("/srv/wheels", "https://me:s3cret@wheels.lan/"),
+        pip_trusted_hosts=("wheels.lan", "pypi.lan"),
+    )
+    text = pip_env_text(entry)
+    assert text == (
+        "PIP_INDEX_URL=https://me:s3cret@pypi.lan/simple\n"
+        "PIP_FIND_LINKS='/srv/wheels https://me:s3cret@wheels.lan/'\n"
+        "PIP_TRUSTED_HOST='wheels.lan pypi.lan'\n"
+    )
+    assert pip_env_text(with_(pip_no_index=True, pip_index_url=None)) == "PIP_NO_INDEX=1\n"
+    # As the host's shell reads it (`set -a; . FILE`), and pip's own parser after it.
+    env_file = tmp_path / "pip.env"
+    env_file.write_text(text)
+    show = f"{sys.executable} -c {shlex.quote(PRINT_PIP_OPTIONS)}"
+    script = f"set -a && . {env_file} && set +a && exec {show}"
+    proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {
+        "index_url": "https://me:s3cret@pypi.lan/simple",
+        "find_links": ["/srv/wheels", "https://me:s3cret@wheels.lan/"],
+        "trusted_hosts": ["wheels.lan", "pypi.lan"],
+    }
+
+
+# pip's option parser for `pip install`, with the environment as pip reads it.
+PRINT_PIP_OPTIONS = (
+    "import json\n"
+    "from pip._internal.commands import create_command\n"
+    "options, _ = create_command('install').parse_args([])\n"
+    "print(json.dumps({'index_url': options.index_url, 'find_links': options.find_links,"
+    " 'trusted_hosts': options.trusted_hosts}))\n"
+)
 
 
 def test_devices_as_printed() -> None:
