@@ -11,6 +11,10 @@ directory), but not its network: what runs in it (sshd, the sessions, the hive t
 start) reaches the root namespace only at `host.gateway` (10.231.N.1), where tests
 bind the queen and the wheelhouse. Needs root, `ip` and /usr/sbin/sshd (Debian's
 openssh-server); a missing one fails the test with the reason, never skips it.
+
+RBEE_TEST_NETNS_PREFIX (default `rbi`) and RBEE_TEST_NETNS_SUBNET (default `10.231`)
+move the names (namespace, veth, user) and the /16 block, for runs that share a
+machine with other namespace tests.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ import uuid
 from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"
-SUBNET = "10.231"  # this test file's own block: 10.231.N.0/24 per host
+PREFIX = os.environ.get("RBEE_TEST_NETNS_PREFIX", "rbi")
+SUBNET = os.environ.get("RBEE_TEST_NETNS_SUBNET", "10.231")  # 10.231.N.0/24 per host
 
 
 def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -78,15 +83,15 @@ class SshHost:
     def __init__(self) -> None:
         require_tools()
         tag = uuid.uuid4().hex[:6]
-        self.ns = f"rbi{tag}"
-        self.user = f"rbi{tag}"
-        self.veth_root, self.veth_host = f"rbi{tag}a", f"rbi{tag}b"
+        self.ns = f"{PREFIX}{tag}"
+        self.user = f"{PREFIX}{tag}"
+        self.veth_root, self.veth_host = f"{PREFIX}{tag}a", f"{PREFIX}{tag}b"
         free = sorted(set(range(1, 255)) - _used_subnets())
         n = random.choice(free)
         self.gateway = f"{SUBNET}.{n}.1"  # the root namespace's side (queen, wheelhouse)
         self.ip = f"{SUBNET}.{n}.2"  # the host's address
-        self.dir = Path(tempfile.mkdtemp(prefix="rbi-ssh-"))  # keys, sshd config, logs
-        self.home_root = Path(tempfile.mkdtemp(prefix="rbi-home-"))
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-ssh-"))  # keys, sshd config, logs
+        self.home_root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-home-"))
         self.home = self.home_root / self.user
         self.sshd: subprocess.Popen[bytes] | None = None
         self.sshd_log = self.dir / "sshd.log"

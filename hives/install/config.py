@@ -30,6 +30,7 @@ from typing import Any
 
 from asyncssh.config import ConfigParseError, SSHClientConfig, SSHConfig
 
+from hives.install import hostkeys
 from hives.install.errors import InstallError, InstallErrorCode
 from kernel.paths import config_dir
 
@@ -181,10 +182,9 @@ class HostEntry:
 
     @property
     def known_hosts_name(self) -> str:
-        """The name this host's key is recorded under in known_hosts (as OpenSSH writes
-        it: `[host]:port` when the port is not 22)."""
-        name = self.host_key_alias or self.hostname
-        return name if self.port == 22 else f"[{name}]:{self.port}"
+        """The name this host's key is looked up and recorded under in known_hosts, as
+        OpenSSH does: HostKeyAlias as written, else `host` or `[host]:port`."""
+        return hostkeys.lookup_name(self.hostname, self.port, self.host_key_alias)
 
 
 def hives_conf_path() -> Path:

@@ -211,6 +211,15 @@ async def _previous(remote: Remote, layout: Layout) -> Previous:
     )
 
 
+async def _systemd_before(remote: Remote, kind: Kind) -> tuple[bool, bool]:
+    """(the unit was enabled, the user lingered) before this install."""
+    probe = await remote.run(
+        service.systemd_state_script(kind), what="reading the service's state", check=False
+    )
+    lines = set(probe.stdout.split())
+    return "enabled=yes" in lines, "linger=yes" in lines
+
+
 async def _restore(remote: Remote, path: str, content: bytes | None, mode: int) -> None:
     if content is None:
         await remote.run(f"rm -f {shlex.quote(path)}", what=f"removing {path}")
@@ -370,16 +379,16 @@ class Installer:
             await remote.run(f"{q(python.path)} -m venv {q(venv)}", what="making the virtualenv")
             pip = [f"{venv}/bin/python", "-m", "pip", "install", "--disable-pip-version-check"]
             pip += ["--no-input", "--progress-bar", "off"]
-            if entry.pip_no_index:
-                pip.append("--no-index")
-            elif entry.pip_index_url:
-                pip += ["--index-url", entry.pip_index_url]
-            for link in entry.pip_find_links:
-                pip += ["--find-links", link]
-            for trusted in entry.pip_trusted_hosts:
-                pip += ["--trusted-host", trusted]
             pip.append(remote_wheel + choice.requirement_suffix)
-            await remote.run(" ".join(q(w) for w in pip), what="pip install", timeout=None)
+            command = "exec " + " ".join(q(w) for w in pip)
+            settings = pip_env_text(entry)
+            if settings:
+                # hives.conf's index and wheel URLs may carry credentials: they reach pip
+                # through its environment, from a 0600 file, never on a command line.
+                pip_env = f"{upload_dir}/pip.env"
+                await remote.write_file(pip_env, settings, mode=0o600)
+                command = f"set -a && . {q(pip_env)} && set +a && {command}"
+            await remote.run(command, what="pip install", timeout=None)
             check = await remote.run(f"{q(layout.rbee(venv))} --version", what="running rbee")
             if version not in check.stdout:
                 raise RemoteError("running rbee", check, f"expected version {version}")
@@ -413,6 +422,8 @@ class Installer:
                 allow_remote_code=entry.allow_remote_code,
             )
             progress.step(f"writing the service: {kind.description}")
+            systemd = kind in (Kind.SYSTEMD_SYSTEM, Kind.SYSTEMD_USER)
+            enabled, linger = await _systemd_before(remote, kind) if systemd else (False, False)
             old_kind = previous.kind
             if old_kind is not None:
                 await remote.run(
@@ -421,6 +432,10 @@ class Installer:
                 self._push(
                     "starting the old hive again",
                     self._cmd(remote, service.start_script_for(old_kind, layout), "start old hive"),
+                )
+            if systemd:  # once the unit files are put back: systemd reads them again
+                self._push(
+                    "reloading systemd", self._cmd(remote, service.reload_script(kind), "reload")
                 )
             await self._write_service(remote, layout, args, kind, previous, progress)
             self._push(
@@ -461,10 +476,8 @@ class Installer:
             progress.step("starting the hive")
             before = await asyncio.to_thread(queen.hive_view, name=name)
             marker = before.connected_at if before else None
-            self._push(
-                "stopping the new hive",
-                self._cmd(remote, service.stop_script(kind, layout), "stop new hive"),
-            )
+            undo_start = service.undo_start_script(kind, layout, enabled=enabled, linger=linger)
+            self._push("stopping the new hive", self._cmd(remote, undo_start, "stop new hive"))
             await remote.run(service.start_script_for(kind, layout), what="starting the hive")
 
             progress.step(f"waiting for {name} to connect to the queen at {url}")
@@ -521,7 +534,11 @@ class Installer:
                 progress.detail("kept the hive's token (the queen still knows it)")
                 return old
             progress.detail("the token on the host is no longer valid: issuing a new one")
-        existed = await asyncio.to_thread(queen.hive_view, name=name) is not None
+        before = await asyncio.to_thread(queen.hive_view, name=name)
+        # A hive the queen does not know, or whose token is revoked (an earlier install
+        # that was undone, `rbee hive revoke`), gets its token revoked again if this
+        # install is undone; a working token it had is gone once this one is issued.
+        existed = before is not None and before.status != "revoked"
         token = await asyncio.to_thread(
             queen.token_issue,
             name=name,
@@ -676,6 +693,21 @@ class Installer:
             await remote.run(script, what=what)
 
         return action
+
+
+def pip_env_text(entry: HostEntry) -> str:
+    """hives.conf's pip settings as shell assignments of pip's own variables ('' when it
+    has none: the host's pip configuration alone)."""
+    values: dict[str, str] = {}
+    if entry.pip_no_index:
+        values["PIP_NO_INDEX"] = "1"
+    elif entry.pip_index_url:
+        values["PIP_INDEX_URL"] = entry.pip_index_url
+    if entry.pip_find_links:
+        values["PIP_FIND_LINKS"] = " ".join(entry.pip_find_links)
+    if entry.pip_trusted_hosts:
+        values["PIP_TRUSTED_HOST"] = " ".join(entry.pip_trusted_hosts)
+    return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
 
 
 _SHA256_PY = (

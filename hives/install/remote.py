@@ -82,13 +82,33 @@ class Remote:
 
     @classmethod
     async def connect(cls, entry: HostEntry, *, accept_new_host_key: bool, note: Note) -> Remote:
-        known = hostkeys.read_known_hosts(entry.known_hosts_files + entry.global_known_hosts_files)
+        known, skipped = hostkeys.read_known_hosts(
+            entry.known_hosts_files + entry.global_known_hosts_files
+        )
+        for warning in skipped:
+            note(f"warning: known_hosts {warning}")
+        recorded = hostkeys.recorded_keys(known, entry.known_hosts_name)
+        if not recorded.known:
+            conn = await cls._new_host(entry, recorded, accept_new_host_key, note)
+        else:
+            conn = await cls._open(entry, recorded)
+        key = conn.get_server_host_key()
+        return cls(conn, entry, hostkeys.fingerprint(key) if key else "")
+
+    @classmethod
+    async def _open(
+        cls, entry: HostEntry, recorded: hostkeys.Recorded
+    ) -> asyncssh.SSHClientConnection:
+        """Connect, trusting exactly the keys (and CAs) `recorded` holds."""
         try:
-            conn = await asyncssh.connect(
-                entry.hostname, entry.port, known_hosts=known, **_connect_options(entry)
+            return await asyncssh.connect(
+                entry.hostname,
+                entry.port,
+                known_hosts=recorded.for_asyncssh(),
+                **_connect_options(entry),
             )
-        except asyncssh.HostKeyNotVerifiable:
-            conn = await cls._unverified(entry, known, accept_new_host_key, note)
+        except asyncssh.HostKeyNotVerifiable as exc:
+            raise await cls._changed(entry, recorded) from exc
         except asyncssh.PermissionDenied as exc:
             keys = ", ".join(entry.identity_files) or "your ssh-agent and ~/.ssh/id_*"
             raise InstallError(
@@ -109,43 +129,68 @@ class Remote:
                 f"cannot reach {entry.destination} (Host {entry.alias} in {entry.path}): "
                 f"{_reason(exc)}",
             ) from exc
-        key = conn.get_server_host_key()
-        return cls(conn, entry, hostkeys.fingerprint(key) if key else "")
 
     @classmethod
-    async def _unverified(
+    async def _changed(cls, entry: HostEntry, recorded: hostkeys.Recorded) -> InstallError:
+        """The error for a host whose key is not the recorded one (or is revoked)."""
+        files = ", ".join(str(p) for p in entry.known_hosts_files)
+        algs = [a.decode() for k in recorded.host_keys for a in k.sig_algorithms]
+        offered = await cls._server_key(entry, algs)
+        now = (
+            f"{hostkeys.key_type(offered)} {hostkeys.fingerprint(offered)}"
+            if offered
+            else "no key of the recorded type"
+        )
+        if offered is not None and recorded.is_revoked(offered):
+            return InstallError(
+                InstallErrorCode.HOST_KEY_CHANGED,
+                f"the host key of {entry.known_hosts_name} ({now}) is REVOKED in known_hosts "
+                f"({files}): rbee refuses it",
+            )
+        was = ", ".join(
+            f"{hostkeys.key_type(k)} {hostkeys.fingerprint(k)}" for k in recorded.host_keys
+        )
+        if recorded.ca_keys:
+            cas = ", ".join(hostkeys.fingerprint(k) for k in recorded.ca_keys)
+            was = (was + "; " if was else "") + f"host certificates signed by the CA {cas}"
+        return InstallError(
+            InstallErrorCode.HOST_KEY_CHANGED,
+            f"the host key of {entry.known_hosts_name} has CHANGED: known_hosts "
+            f"({files}) has {was}, the host now offers {now}. This can "
+            "be a machine-in-the-middle attack, or the host was reinstalled; rbee "
+            "refuses it and changes nothing. If you know why it changed, remove the old "
+            f"key (ssh-keygen -R '{entry.known_hosts_name}' -f FILE) and run again with "
+            "--accept-new-host-key",
+        )
+
+    @classmethod
+    async def _new_host(
         cls,
         entry: HostEntry,
-        known: asyncssh.SSHKnownHosts,
+        recorded: hostkeys.Recorded,
         accept_new_host_key: bool,
         note: Note,
     ) -> asyncssh.SSHClientConnection:
-        name = entry.host_key_alias or entry.hostname
-        addr = hostkeys.peer_address(entry.hostname, entry.port)
-        trusted, revoked = hostkeys.recorded_keys(known, name, addr, entry.port)
+        """A host known_hosts has no key for: refused with its key's fingerprint, or,
+        when accepted, that key recorded and the connection verified against it."""
         files = ", ".join(str(p) for p in entry.known_hosts_files)
-        if trusted or revoked:
-            algs = [a.decode() for k in trusted for a in k.sig_algorithms] or ()
-            offered = await cls._server_key(entry, algs)
-            was = ", ".join(f"{hostkeys.key_type(k)} {hostkeys.fingerprint(k)}" for k in trusted)
-            now = (
-                f"{hostkeys.key_type(offered)} {hostkeys.fingerprint(offered)}"
-                if offered
-                else "no key of the recorded type"
-            )
+        try:
+            offered = await cls._fetch_key(entry, ())
+        except (TimeoutError, OSError, asyncssh.Error) as exc:
             raise InstallError(
-                InstallErrorCode.HOST_KEY_CHANGED,
-                f"the host key of {entry.known_hosts_name} has CHANGED: known_hosts "
-                f"({files}) has {was or 'it revoked'}, the host now offers {now}. This can "
-                "be a machine-in-the-middle attack, or the host was reinstalled; rbee "
-                "refuses it and changes nothing. If you know why it changed, remove the old "
-                f"key (ssh-keygen -R '{entry.known_hosts_name}' -f FILE) and run again with "
-                "--accept-new-host-key",
-            )
-        offered = await cls._server_key(entry, ())
+                InstallErrorCode.CONNECT,
+                f"cannot reach {entry.destination} (Host {entry.alias} in {entry.path}): "
+                f"{_reason(exc)}",
+            ) from exc
         if offered is None:
             raise InstallError(InstallErrorCode.CONNECT, f"{entry.destination} offered no host key")
         described = f"{hostkeys.key_type(offered)} key fingerprint {hostkeys.fingerprint(offered)}"
+        if recorded.is_revoked(offered):
+            raise InstallError(
+                InstallErrorCode.HOST_KEY_CHANGED,
+                f"the host key of {entry.known_hosts_name} ({described}) is REVOKED in "
+                f"known_hosts ({files}): rbee refuses it",
+            )
         if not accept_new_host_key:
             raise InstallError(
                 InstallErrorCode.HOST_KEY_UNKNOWN,
@@ -156,14 +201,11 @@ class Remote:
         hostkeys.record_host_key(entry.known_hosts_files[0], entry.known_hosts_name, offered)
         note(f"recorded {entry.known_hosts_name}'s {described} in {entry.known_hosts_files[0]}")
         # Connect again, verifying against what was just recorded (and nothing else).
-        recorded = asyncssh.import_known_hosts(
-            f"{entry.known_hosts_name} {offered.export_public_key('openssh').decode()}"
-        )
         try:
-            return await asyncssh.connect(
-                entry.hostname, entry.port, known_hosts=recorded, **_connect_options(entry)
-            )
-        except asyncssh.HostKeyNotVerifiable as exc:
+            return await cls._open(entry, hostkeys.Recorded([offered], [], recorded.revoked))
+        except InstallError as exc:
+            if exc.code != InstallErrorCode.HOST_KEY_CHANGED:
+                raise
             raise InstallError(
                 InstallErrorCode.HOST_KEY_CHANGED,
                 f"{entry.known_hosts_name} offered another host key on the second "
@@ -171,14 +213,19 @@ class Remote:
             ) from exc
 
     @staticmethod
-    async def _server_key(entry: HostEntry, algs: Any) -> asyncssh.SSHKey | None:
+    async def _fetch_key(entry: HostEntry, algs: Any) -> asyncssh.SSHKey | None:
+        """The key the host offers (of one of `algs`, else any), verifying nothing."""
+        return await asyncio.wait_for(
+            asyncssh.get_server_host_key(
+                entry.hostname, entry.port, server_host_key_algs=algs or (), config=None
+            ),
+            entry.connect_timeout,
+        )
+
+    @classmethod
+    async def _server_key(cls, entry: HostEntry, algs: Any) -> asyncssh.SSHKey | None:
         try:
-            return await asyncssh.get_server_host_key(
-                entry.hostname,
-                entry.port,
-                server_host_key_algs=algs or (),
-                config=None,
-            )
+            return await cls._fetch_key(entry, algs)
         except (TimeoutError, OSError, asyncssh.Error):
             return None
 

@@ -282,18 +282,54 @@ def stop_script(kind: Kind, layout: Layout) -> str:
             f"launchctl unload {q(layout.plist_file)} 2>/dev/null; exit 0"
         )
     # The fallback: TERM the supervisor's process group (it stops the hive, which stops
-    # its workers), wait up to 30 s, then KILL what is left.
+    # its workers), wait up to 30 s, then KILL what is left. A pid file whose pid now
+    # belongs to another program (the supervisor died long ago and the number was
+    # reused) is only removed: that program is not ours to stop, and no process of the
+    # supervisor's group is left (Linux does not reuse the id of a live group).
     return f"""
+{_SHELL_FUNCTIONS}
 pidf={q(layout.pid_file)}
 [ -f "$pidf" ] || exit 0
 pid=$(cat "$pidf" 2>/dev/null)
 case "$pid" in ''|*[!0-9]*) rm -f "$pidf"; exit 0;; esac
-kill -TERM -"$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
+if other_process "$pid"; then rm -f "$pidf"; exit 0; fi
+kill -TERM -"$pid" 2>/dev/null
 i=0
-while kill -0 "$pid" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+while {{ live "$pid" || group_runs "$pid"; }} && [ $i -lt 150 ]; do sleep 0.2; i=$((i+1)); done
 kill -KILL -"$pid" 2>/dev/null
 rm -f "$pidf"
 exit 0
+"""
+
+
+# Shell functions for the fallback's scripts. `other_process PID`: PID runs a program
+# that is not rbee's supervisor (its command line, from /proc or ps, lacks the
+# supervisor's module); false when it is the supervisor, a zombie, or gone. `live PID`:
+# PID runs and is not a zombie (a container's init may leave one unreaped). `group_runs
+# PGID`: a process of that group runs, zombies apart (from /proc/*/stat where there is one).
+_SHELL_FUNCTIONS = r"""
+other_process() {
+  if [ -d "/proc/$1" ]; then c=$(tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null)
+  else c=$(ps -p "$1" -o args= 2>/dev/null); fi
+  case "$c" in ''|*hives.install.supervise*) return 1;; esac
+  return 0
+}
+live() {
+  kill -0 "$1" 2>/dev/null || return 1
+  { read -r line < "/proc/$1/stat"; } 2>/dev/null || return 0
+  set -- ${line##*") "}
+  [ "$1" != Z ]
+}
+group_runs() {
+  kill -0 -"$1" 2>/dev/null || return 1
+  [ -d /proc/self ] || return 0
+  for f in /proc/[0-9]*/stat; do
+    { read -r line < "$f"; } 2>/dev/null || continue
+    set -- "$1" ${line##*") "}
+    [ "$4" = "$1" ] && [ "$2" != Z ] && return 0
+  done
+  return 1
+}
 """
 
 
@@ -313,12 +349,45 @@ def start_script_for(kind: Kind, layout: Layout) -> str:
         )
     if kind is Kind.LAUNCHD:
         domain = _launchd_domain(layout)
+        # launchd opens StandardOutPath itself and does not make its directory: without
+        # logs/ the job never starts (exit 78).
         return (
+            f"mkdir -p {q(layout.logs)} && "
             f"launchctl bootout {domain}/{LAUNCHD_LABEL} 2>/dev/null; "
             f"launchctl bootstrap {domain} {q(layout.plist_file)} || "
             f"launchctl load -w {q(layout.plist_file)}"
         )
     return f"mkdir -p {q(layout.logs)} && sh {q(layout.start_script)}"
+
+
+def systemd_state_script(kind: Kind) -> str:
+    """Prints `enabled=yes|no` (the unit) and `linger=yes|no` (the user's lingering, as
+    logind records it): what starting a hive turns on, to turn off again on a rollback."""
+    ctl = _systemctl(kind)
+    return (
+        f"if {ctl} is-enabled {UNIT_NAME} >/dev/null 2>&1; then echo enabled=yes; "
+        "else echo enabled=no; fi; "
+        'if [ -e "/var/lib/systemd/linger/$(id -un)" ]; then echo linger=yes; '
+        "else echo linger=no; fi"
+    )
+
+
+def undo_start_script(kind: Kind, layout: Layout, *, enabled: bool, linger: bool) -> str:
+    """Stop the hive this install started and, under systemd, take back what starting it
+    turned on that was off before: the unit's enablement (with the `.wants` link and its
+    directory when empty) and the user's lingering."""
+    if kind not in (Kind.SYSTEMD_SYSTEM, Kind.SYSTEMD_USER):
+        return stop_script(kind, layout)
+    ctl = _systemctl(kind)
+    steps = [f"{ctl} stop {UNIT_NAME} 2>/dev/null"]
+    if not enabled:
+        steps.append(f"{ctl} disable {UNIT_NAME} 2>/dev/null")
+        if kind is Kind.SYSTEMD_USER:
+            wants = f"{layout.config_home}/systemd/user/default.target.wants"
+            steps.append(f"rmdir {shlex.quote(wants)} 2>/dev/null")
+    if kind is Kind.SYSTEMD_USER and not linger:
+        steps.append('loginctl disable-linger "$(id -un)" 2>/dev/null')
+    return "; ".join(steps) + "; exit 0"
 
 
 def running_script(kind: Kind, layout: Layout) -> str:
@@ -338,10 +407,16 @@ def running_script(kind: Kind, layout: Layout) -> str:
             "else echo 'stopped launchd'; fi"
         )
     return f"""
+{_SHELL_FUNCTIONS}
 pidf={q(layout.pid_file)}
 pid=$(cat "$pidf" 2>/dev/null)
 case "$pid" in ''|*[!0-9]*) echo "stopped no supervisor (no pid file)"; exit 0;; esac
-if kill -0 "$pid" 2>/dev/null; then echo "running supervisor pid $pid"
+if other_process "$pid"; then
+  echo "stopped supervisor pid $pid is gone (another program has its pid)"
+elif live "$pid"; then echo "running supervisor pid $pid"
+elif group_runs "$pid"; then
+  echo "stopped supervisor pid $pid is gone, but what it started still runs" \
+    "(install, upgrade or uninstall stops it)"
 else echo "stopped supervisor pid $pid is gone"; fi
 """
 

@@ -3,14 +3,17 @@
     python -m hives.install.supervise --env-file F --daemon --pid-file P --log L -- CMD...
     python -m hives.install.supervise --env-file F --exec -- CMD...
 
-`--daemon` detaches (a new session, stdin from /dev/null, stdout and stderr appended to
-the log), writes its pid to the pid file, and runs CMD with the env file's variables
-added to its environment (the hive token reaches the hive that way, never through a
-command line); when CMD exits it is started again after 1 s, doubling to 30 s while it
-keeps failing (back to 1 s after a run of a minute). SIGTERM, SIGINT or SIGHUP stop it:
-CMD gets SIGTERM, 25 s, then SIGKILL, and the pid file is removed. The first process
-returns once the pid file is written (exit 0), or at once with exit 1 when a supervisor
-with that pid file already runs. Stop it with `kill -TERM -PID` (its process group).
+`--daemon` detaches (a new session, stdin from /dev/null), writes its pid to the pid
+file and holds a lock on it (flock) for as long as it runs, and runs CMD with the env
+file's variables added to its environment (the hive token reaches the hive that way,
+never through a command line); when CMD exits it is started again after 1 s, doubling to
+30 s while it keeps failing (back to 1 s after a run of a minute). CMD's output comes
+through a pipe and is appended to the log with the supervisor's own lines; the log is
+rotated (to LOG.1) whenever it passes 10 MiB (`--max-log-bytes`), while CMD runs.
+SIGTERM, SIGINT or SIGHUP stop it: CMD gets SIGTERM, 25 s, then SIGKILL, and the pid
+file is removed. The first process returns once the pid file is written (exit 0), or with
+exit 1 when a supervisor holds that pid file already. Stop it with `kill -TERM -PID` (its
+process group).
 
 `--exec` only adds the env file's variables and replaces itself with CMD (for launchd,
 which supervises by itself).
@@ -22,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -83,12 +88,12 @@ def _say(message: str) -> None:
     print(f"{stamp} rbee-supervise[{os.getpid()}]: {message}", flush=True)
 
 
-def _open_log(log: str) -> None:
-    """Point stdout and stderr at the log (rotated to LOG.1 past MAX_LOG_BYTES)."""
+def _open_log(log: str, max_bytes: int = MAX_LOG_BYTES) -> None:
+    """Point stdout and stderr at the log (rotated to LOG.1 past `max_bytes` first)."""
     path = Path(log)
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(OSError):
-        if path.stat().st_size > MAX_LOG_BYTES:
+        if path.stat().st_size > max_bytes:
             path.replace(path.with_name(path.name + ".1"))
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     sys.stdout.flush()
@@ -98,19 +103,56 @@ def _open_log(log: str) -> None:
     os.close(fd)
 
 
-def _write_pid(pid_file: str) -> None:
-    tmp = f"{pid_file}.{os.getpid()}"
-    with open(tmp, "w") as fh:
-        fh.write(f"{os.getpid()}\n")
-    os.replace(tmp, pid_file)
+class Busy(Exception):
+    """Another supervisor holds the pid file."""
+
+    def __init__(self, pid: int | None) -> None:
+        super().__init__(pid)
+        self.pid = pid
+
+
+def _hold_pid_file(pid_file: str) -> int:
+    """Lock the pid file (made if missing) and write our pid into it; the lock is held
+    by the returned descriptor for as long as this process lives. Busy when another
+    supervisor holds it."""
+    while True:
+        fd = os.open(pid_file, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            try:
+                pid: int | None = int(Path(pid_file).read_text().strip())
+            except (OSError, ValueError):
+                pid = None
+            raise Busy(pid) from None
+        try:
+            same = os.stat(pid_file).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # its last holder removed it while we waited: take the new one
+    data = f"{os.getpid()}\n".encode()
+    os.pwrite(fd, data, 0)  # never empty for a reader: the old pid, then ours
+    os.ftruncate(fd, len(data))
+    return fd
 
 
 class Supervisor:
-    def __init__(self, cmd: list[str], env: dict[str, str], log: str, pid_file: str) -> None:
+    def __init__(
+        self,
+        cmd: list[str],
+        env: dict[str, str],
+        log: str,
+        pid_file: str,
+        max_log_bytes: int = MAX_LOG_BYTES,
+    ) -> None:
         self.cmd = cmd
         self.env = env
         self.log = log
         self.pid_file = pid_file
+        self.max_log_bytes = max_log_bytes
         self.child: subprocess.Popen[bytes] | None = None
         self.stopping = False
 
@@ -127,23 +169,64 @@ class Supervisor:
         while not self.stopping and time.monotonic() < deadline:
             time.sleep(min(0.2, deadline - time.monotonic()))
 
+    def _log(self, data: bytes) -> None:
+        """Append the child's output to the log, rotating it when it grows too big."""
+        view = memoryview(data)
+        while view:
+            written = os.write(1, view)
+            view = view[written:]
+        with contextlib.suppress(OSError):
+            if os.fstat(1).st_size > self.max_log_bytes:
+                _open_log(self.log, self.max_log_bytes)
+
+    def _pump(self, out: int, child: subprocess.Popen[bytes]) -> int:
+        """Copy the child's output to the log until it exits; its exit status."""
+        while True:
+            if select.select([out], [], [], 0.5)[0]:
+                self._log(os.read(out, 65536))
+            code = child.poll()
+            if code is not None:
+                self._drain(out)  # its last words, before the supervisor's own
+                return code
+
+    def _drain(self, out: int) -> None:
+        """Log what the pipe holds now (bounded: processes the child left behind may
+        keep writing; that is read on the next run)."""
+        for _ in range(64):
+            if not select.select([out], [], [], 0)[0]:
+                return
+            data = os.read(out, 65536)
+            if not data:
+                return
+            self._log(data)
+
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._stop)
         delay = BACKOFF_START
+        # One pipe for the supervisor's life: each run of the command writes into it,
+        # and so do processes it leaves behind; the supervisor logs all of it.
+        out, into = os.pipe()
         try:
             while not self.stopping:
-                _open_log(self.log)
+                _open_log(self.log, self.max_log_bytes)
                 started = time.monotonic()
                 try:
                     self.child = subprocess.Popen(
-                        self.cmd, env=self.env, stdin=subprocess.DEVNULL, close_fds=True
+                        self.cmd,
+                        env=self.env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=into,
+                        stderr=into,
+                        close_fds=True,
                     )
                 except OSError as exc:
                     _say(f"cannot start {self.cmd[0]}: {exc}")
                 else:
+                    if self.stopping:  # a signal came while it was being started
+                        self.child.terminate()
                     _say(f"started the hive (pid {self.child.pid})")
-                    code = self.child.wait()
+                    code = self._pump(out, self.child)
                     _say(f"the hive exited with status {code}")
                 if self.stopping:
                     break
@@ -154,6 +237,10 @@ class Supervisor:
                 delay = min(delay * 2, BACKOFF_MAX)
         finally:
             self._reap()
+            with contextlib.suppress(OSError):
+                self._drain(out)
+            os.close(out)
+            os.close(into)
             with contextlib.suppress(OSError, ValueError):
                 if int(Path(self.pid_file).read_text().strip()) == os.getpid():
                     os.unlink(self.pid_file)
@@ -188,6 +275,12 @@ def daemonize(args: argparse.Namespace, env: dict[str, str]) -> int:
         if said.startswith("ok"):
             print(f"supervisor running (pid {said.split()[1]})")
             return 0
+        if said.startswith("busy"):
+            print(
+                f"a supervisor already runs with {args.pid_file} (pid {said[5:] or '?'})",
+                file=sys.stderr,
+            )
+            return 1
         print(f"the supervisor did not start: {said or 'no word from it'}", file=sys.stderr)
         return 1
     os.close(read_fd)
@@ -199,15 +292,18 @@ def daemonize(args: argparse.Namespace, env: dict[str, str]) -> int:
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
-        _open_log(args.log)
-        _write_pid(args.pid_file)
+        _hold_pid_file(args.pid_file)  # held (locked) until this process ends
+        _open_log(args.log, args.max_log_bytes)
+    except Busy as busy:
+        os.write(write_fd, f"busy {busy.pid or ''}".encode())
+        os._exit(1)
     except OSError as exc:
         os.write(write_fd, f"error {exc}".encode())
         os._exit(1)
     os.write(write_fd, f"ok {os.getpid()}".encode())
     os.close(write_fd)
     _say(f"supervising: {' '.join(args.cmd)}")
-    code = Supervisor(args.cmd, env, args.log, args.pid_file).run()
+    code = Supervisor(args.cmd, env, args.log, args.pid_file, args.max_log_bytes).run()
     os._exit(code)
 
 
@@ -219,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--exec", dest="exec_", action="store_true")
     parser.add_argument("--pid-file")
     parser.add_argument("--log")
+    parser.add_argument("--max-log-bytes", type=int, default=MAX_LOG_BYTES)
     parser.add_argument("cmd", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.cmd and args.cmd[0] == "--":

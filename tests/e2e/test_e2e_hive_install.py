@@ -4,9 +4,12 @@ operator runs it.
 
 The host has no package index: pip installs the queen's wheel with --no-index from a
 wheelhouse served on the veth address (PipIndexUrl none, PipFindLinks URL), as a bare
-hive (Extras none) serving the echo engine. No systemd runs here, so the fallback
-supervisor keeps the hive running; the systemd unit is written all the same and its
-text is checked.
+hive (Extras none) serving the echo engine. The queen serves TLS with a certificate for
+the veth address from a CA made at run time (QueenURL https://ADDR:PORT, QueenCA), so the
+hive verifies it over wss:// (plain http:// to another machine without `Insecure yes` is
+refused before anything is done: tests/hives/install/test_installer.py). No systemd runs
+here, so the fallback supervisor keeps the hive running; the systemd unit is written all
+the same and its text is checked.
 """
 
 from __future__ import annotations
@@ -22,16 +25,19 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from openai import OpenAI
 
 from testkit.live import Deployment, Queen
 from testkit.sshhost import SshHost
+from testkit.tls import issue
 from testkit.wheelhouse import WheelServer, wheelhouse
 
 pytestmark = pytest.mark.e2e
 
 ALIAS = "gaming-pc"
+WHEELS_SECRET = "s3cret-wheel-password"
 
 
 @pytest.fixture
@@ -181,6 +187,7 @@ def host_state(host: SshHost) -> dict[str, object]:
         "start": (data / "start-hive").read_bytes(),
         "uploads": sorted(p.name for p in (data / "uploads").iterdir()),
         "pid": (data / "hive.pid").read_text(),
+        "ca": (data / "queen-ca.pem").read_bytes(),
     }
 
 
@@ -194,7 +201,13 @@ def supervisor_alive(host: SshHost) -> bool:
 
 
 def ask(queen: Queen, key: str, text: str) -> str:
-    client = OpenAI(base_url=f"{queen.url}/v1", api_key=key, max_retries=0, timeout=30)
+    client = OpenAI(
+        base_url=f"{queen.url}/v1",
+        api_key=key,
+        max_retries=0,
+        timeout=30,
+        http_client=httpx.Client(verify=queen.verify),
+    )
     reply = client.chat.completions.create(
         model="echo", messages=[{"role": "user", "content": text}]
     )
@@ -210,15 +223,19 @@ def test_install_serves_upgrades_in_place_fails_cleanly_and_uninstalls(
     dep, op, host = deployment, operator, ssh_host
     wheels = WheelServer(wheelhouse(), host.gateway)
     try:
-        queen = Queen(dep, host=host.gateway, env={"RBEE_HIVE_HEARTBEAT": "1"})
+        # TLS with a certificate for the address the host reaches the queen at.
+        tls = issue(dep.home / "tls", host.gateway)
+        queen = Queen(dep, host=host.gateway, tls=tls, env={"RBEE_HIVE_HEARTBEAT": "1"})
+        assert queen.url.startswith(f"https://{host.gateway}:")
         keys = {
             "HivePort": "7835",
             "Region": "eu",
             "QueenURL": queen.url,
-            "Insecure": "yes",
+            "QueenCA": str(tls.ca),
             "Extras": "none",
             "PipIndexUrl": "none",
-            "PipFindLinks": wheels.url,
+            # With credentials, as a private wheel server has them: never on a command line.
+            "PipFindLinks": wheels.url.replace("http://", f"http://rbee:{WHEELS_SECRET}@"),
             "PipTrustedHost": host.gateway,
             "Models": "echo=echo:",
             "TrustModels": "yes",
@@ -226,7 +243,7 @@ def test_install_serves_upgrades_in_place_fails_cleanly_and_uninstalls(
         # A first install whose hive never connects (the queen is not where hives.conf
         # says) is undone whole: the supervisor stopped, every file and directory it made
         # removed, the token it was issued revoked.
-        op.write_conf(**{**keys, "QueenURL": f"http://{host.gateway}:9"})
+        op.write_conf(**{**keys, "QueenURL": f"https://{host.gateway}:9"})
         proc = op.rbee("install", ALIAS, "--accept-new-host-key", "--wait", "6")
         assert proc.returncode == 1, output(proc)
         assert "step 9/9 (waiting for gaming-pc to connect" in proc.stderr
@@ -267,11 +284,16 @@ def test_install_serves_upgrades_in_place_fails_cleanly_and_uninstalls(
         assert f"EnvironmentFile={data}/hive.env\n" in unit
         assert (
             f"ExecStart={rbee} hive start --queen {queen.url} --name {ALIAS} --status-port 7835 "
-            "--region eu --model echo=echo: --insecure\n"
+            f"--region eu --model echo=echo: --ca {data}/queen-ca.pem\n"
         ) in unit
+        assert "--insecure" not in unit
         assert "Restart=always\n" in unit and "WantedBy=default.target\n" in unit
         assert supervisor_alive(host)
         assert (data / "logs" / "hive.log").stat().st_size > 0
+        # The queen's CA went to the host, and the hive verified the queen with it.
+        assert (data / "queen-ca.pem").read_bytes() == tls.ca.read_bytes()
+        hive_log = (data / "logs" / "hive.log").read_text()
+        assert f"connected to the queen at wss://{host.gateway}:{queen.port}" in hive_log
 
         # The token: only in hive.env (0600, the user's), in no command line, in no file
         # others can read, not in the CLI's output or the queen's log.
@@ -298,6 +320,8 @@ def test_install_serves_upgrades_in_place_fails_cleanly_and_uninstalls(
         commands = re.findall(r"mm_audit_run_command entering command (.*)", sshd_log)
         assert any("-m venv" in c for c in commands) and any("pip" in c for c in commands)
         assert not [c for c in commands if token in c]
+        assert not [c for c in commands if WHEELS_SECRET in c]
+        assert WHEELS_SECRET not in output(proc)
         assert token not in sshd_log
         assert "req exec" in sshd_log and "auth-agent-req" not in sshd_log
 
@@ -354,7 +378,7 @@ def test_install_serves_upgrades_in_place_fails_cleanly_and_uninstalls(
         # ... and an upgrade whose new hive never connects (hives.conf now names a queen
         # that is not there): the new hive is stopped, the old files and link put back,
         # and the old hive started again; it reconnects and serves.
-        op.write_conf(**{**keys, "QueenURL": f"http://{host.gateway}:9"})
+        op.write_conf(**{**keys, "QueenURL": f"https://{host.gateway}:9"})
         proc = op.rbee("upgrade", ALIAS, "--wait", "6")
         assert proc.returncode == 1, output(proc)
         assert "built from the source tree" in proc.stdout  # the tampered wheel was dropped

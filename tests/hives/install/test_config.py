@@ -92,7 +92,7 @@ Host *
     assert (e.hostname, e.port, e.user) == ("10.0.0.5", 2222, "vince")
     assert e.identity_files == (str(Path.home() / ".ssh" / "id_gaming"),)
     assert e.known_hosts_files == (Path("/etc/rbee/known_hosts"), Path("/tmp/other"))
-    assert e.known_hosts_name == "[gaming]:2222"
+    assert e.known_hosts_name == "gaming"  # HostKeyAlias as written: OpenSSH adds no port
     assert e.connect_timeout == 7.0
     assert (e.region, e.hive_port) == ("eu", 9999)  # HivePort only under Host *
     assert e.queen_url == "https://queen.lan:7833"

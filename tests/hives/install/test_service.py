@@ -18,8 +18,12 @@ from hives.install.service import (
     launchd_plist,
     parse_env_file,
     start_script,
+    start_script_for,
+    stop_script,
     supervisor_argv,
+    systemd_state_script,
     systemd_unit,
+    undo_start_script,
 )
 
 USER = Layout(
@@ -151,6 +155,44 @@ def test_the_launchd_plist() -> None:
         "--exec",
     ]
     assert plist["StandardOutPath"] == "/Users/vince/.local/share/rbee/logs/hive.log"
+
+
+def test_launchd_gets_the_log_directory_it_cannot_make() -> None:
+    script = start_script_for(Kind.LAUNCHD, MAC)
+    assert script.startswith("mkdir -p /Users/vince/.local/share/rbee/logs && ")
+    assert script.index("mkdir") < script.index("launchctl bootstrap")
+
+
+def test_a_rollback_takes_back_what_starting_the_hive_turned_on() -> None:
+    """`systemctl enable` and `loginctl enable-linger` outlive a stopped unit and a
+    removed unit file: a failed first install turns them off again; an upgrade of an
+    enabled, lingering hive leaves them on (its old hive starts again)."""
+    ctl = 'XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/run/user/$(id -u)}" systemctl --user'
+    assert undo_start_script(Kind.SYSTEMD_USER, USER, enabled=False, linger=False) == (
+        f"{ctl} stop rbee-hive.service 2>/dev/null; "
+        f"{ctl} disable rbee-hive.service 2>/dev/null; "
+        "rmdir /home/vince/.config/systemd/user/default.target.wants 2>/dev/null; "
+        'loginctl disable-linger "$(id -un)" 2>/dev/null; exit 0'
+    )
+    assert undo_start_script(Kind.SYSTEMD_USER, USER, enabled=True, linger=True) == (
+        f"{ctl} stop rbee-hive.service 2>/dev/null; exit 0"
+    )
+    assert undo_start_script(Kind.SYSTEMD_USER, USER, enabled=True, linger=False).endswith(
+        'loginctl disable-linger "$(id -un)" 2>/dev/null; exit 0'
+    )
+    assert undo_start_script(Kind.SYSTEMD_SYSTEM, ROOT, enabled=False, linger=False) == (
+        "systemctl stop rbee-hive.service 2>/dev/null; "
+        "systemctl disable rbee-hive.service 2>/dev/null; exit 0"
+    )
+    assert undo_start_script(Kind.FALLBACK, USER, enabled=False, linger=False) == (
+        stop_script(Kind.FALLBACK, USER)
+    )
+    probe = systemd_state_script(Kind.SYSTEMD_USER)
+    assert f"{ctl} is-enabled rbee-hive.service" in probe
+    assert '[ -e "/var/lib/systemd/linger/$(id -un)" ]' in probe
+    # What it prints where nothing is installed (no systemd here: is-enabled fails).
+    out = subprocess.run(["sh", "-c", probe], capture_output=True, text=True, timeout=30)
+    assert out.stdout.split() == ["enabled=no", "linger=no"]
 
 
 def test_which_service() -> None:

@@ -5,6 +5,7 @@ line, one supervisor per pid file, stopped with its process group."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from hives.install.service import Kind, Layout, running_script, stop_script
 from testkit.live import ROOT
 
 SECRET = "rbee-hive-s3cr3t-value"
@@ -139,3 +141,108 @@ def test_exec_mode_only_adds_the_environment(place: Path) -> None:
     assert proc.returncode == 0 and proc.stdout.strip() == SECRET
     missing = supervise("--env-file", str(place / "nope.env"), "--exec", "--", "/bin/true")
     assert missing.returncode == 1 and "cannot read" in missing.stderr
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes (zombies apart) of the process group `pgid`."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(stat.parent.name))
+    return members
+
+
+def daemon_args(place: Path, *cmd: str, max_log: int | None = None) -> list[str]:
+    args = ["--env-file", str(place / "hive.env"), "--daemon"]
+    args += ["--pid-file", str(place / "hive.pid"), "--log", str(place / "logs" / "hive.log")]
+    if max_log is not None:
+        args += ["--max-log-bytes", str(max_log)]
+    return [*args, "--", *cmd]
+
+
+def layout(place: Path) -> Layout:
+    return Layout(home=str(place), data=str(place), config_home="", is_root=False, darwin=False)
+
+
+def host_sh(script: str) -> str:
+    """A script of service.py run as the installer runs it on a host."""
+    proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_the_log_rotates_while_the_hive_runs(place: Path) -> None:
+    # 4000 lines of 100 bytes, then it keeps running: the log passes 100 kB four times
+    # over without a restart.
+    writer = (
+        'i=0; while [ $i -lt 4000 ]; do printf "line %05d %s\\n" $i '
+        f'{"x" * 88}; i=$((i+1)); done; printf "finished %s\\n" writing; exec sleep 60'
+    )
+    proc = supervise(*daemon_args(place, "/bin/sh", "-c", writer, max_log=100_000))
+    assert proc.returncode == 0, proc.stderr
+    pid = int((place / "hive.pid").read_text())
+    log, old = place / "logs" / "hive.log", place / "logs" / "hive.log.1"
+
+    def logged() -> str:  # (hive.log is missing for an instant while it is rotated)
+        return "".join(p.read_text() for p in (old, log) if p.exists())
+
+    wait_for("the writer is done", lambda: "finished writing" in logged())
+    assert old.exists()
+    assert log.stat().st_size <= 100_000 + 65_536 and old.stat().st_size <= 100_000 + 65_536
+    assert "line 03999 " in logged() and "started the hive" not in logged()  # no restart
+    assert alive(pid)
+    os.killpg(pid, signal.SIGTERM)
+    wait_for("the supervisor stops", lambda: not alive(pid))
+
+
+def test_one_supervisor_per_pid_file_even_when_two_start_at_once(place: Path) -> None:
+    # Whoever holds the pid file's lock runs; here this test holds it, with a pid file
+    # that names no supervisor, so only the lock can refuse the second one.
+    pid_file = place / "hive.pid"
+    fd = os.open(pid_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, f"{os.getpid()}\n".encode())
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = supervise(*daemon_args(place, "/bin/sleep", "30"))
+        assert proc.returncode == 1, proc.stdout
+        assert f"a supervisor already runs with {pid_file} (pid {os.getpid()})" in proc.stderr
+        assert pid_file.read_text() == f"{os.getpid()}\n"
+    finally:
+        os.close(fd)
+    os.unlink(pid_file)
+
+
+def test_stop_and_status_leave_a_program_that_reused_the_pid_alone(place: Path) -> None:
+    # The supervisor died long ago; its pid now belongs to another program, which
+    # leads a process group of its own (as a session leader does).
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        (place / "hive.pid").write_text(f"{stranger.pid}\n")
+        lay = layout(place)
+        state = host_sh(running_script(Kind.FALLBACK, lay))
+        assert state.startswith("stopped supervisor pid"), state
+        assert "another program has its pid" in state
+        host_sh(stop_script(Kind.FALLBACK, lay))
+        assert stranger.poll() is None  # not ours to stop
+        assert not (place / "hive.pid").exists()
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_a_killed_supervisor_shows_and_its_hive_is_still_stopped(place: Path) -> None:
+    proc = supervise(*daemon_args(place, "/bin/sleep", "300"))
+    assert proc.returncode == 0, proc.stderr
+    pid = int((place / "hive.pid").read_text())
+    lay = layout(place)
+    assert host_sh(running_script(Kind.FALLBACK, lay)) == f"running supervisor pid {pid}\n"
+    wait_for("the hive runs", lambda: "started the hive" in (place / "logs/hive.log").read_text())
+    os.kill(pid, signal.SIGKILL)  # the supervisor alone: its hive (sleep) runs on
+    wait_for("the supervisor is gone", lambda: not alive(pid))
+    state = host_sh(running_script(Kind.FALLBACK, lay))
+    assert state.startswith(f"stopped supervisor pid {pid} is gone, but what it started"), state
+    host_sh(stop_script(Kind.FALLBACK, lay))
+    assert group_members(pid) == []  # nothing of its group runs (zombies apart)
+    assert not (place / "hive.pid").exists()
