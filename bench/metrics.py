@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -37,17 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from testkit.benchdb import bench_database  # noqa: E402
-
-
-def timed(fn: Callable[[], Any], runs: int) -> tuple[float, Any]:
-    """Median seconds of `runs` calls after one warm-up, and the last result."""
-    out = fn()
-    samples = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        out = fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples), out
+from testkit.benchtime import timed  # noqa: E402
 
 
 def per_call_us(fn: Callable[[], Any], n: int) -> float:

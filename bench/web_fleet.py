@@ -27,7 +27,6 @@ import copy
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,19 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from testkit.benchdb import bench_database  # noqa: E402
+from testkit.benchtime import timed  # noqa: E402
 
 PASSWORD = "pw-123456789"
-
-
-def timed(fn: Callable[[], Any], runs: int) -> tuple[float, Any]:
-    """Median seconds of `runs` calls after one warm-up, and the last result."""
-    out = fn()
-    samples = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        out = fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples), out
 
 
 def devices(used: int) -> list[dict[str, Any]]:

@@ -40,7 +40,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from hives.agent.policy import insecure_queen_refusal
-from hives.install import detect, queen, service
+from hives.install import detect, queen, service, supervise
 from hives.install import wheel as wheels
 from hives.install.config import HostEntry, load_host, parse_extras
 from hives.install.errors import InstallError, InstallErrorCode
@@ -517,7 +517,9 @@ class Installer:
     ) -> str:
         name = entry.alias
         old = (
-            service.parse_env_file(previous.env.decode(errors="replace")).get("RBEE_HIVE_TOKEN", "")
+            supervise.parse_env_file(previous.env.decode(errors="replace")).get(
+                "RBEE_HIVE_TOKEN", ""
+            )
             if previous.env
             else ""
         )

@@ -168,17 +168,6 @@ def env_file_text(*, token: str, rbee_home: str) -> str:
     return f"RBEE_HIVE_TOKEN={token}\nRBEE_HOME={rbee_home}\n"
 
 
-def parse_env_file(text: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        out[key.strip()] = value.strip().strip('"').strip("'")
-    return out
-
-
 def _systemd_word(word: str) -> str:
     """One argument for ExecStart: quoted when it needs it, `%` and `$` escaped (systemd
     expands both)."""

@@ -42,16 +42,21 @@ HEALTHY_RUN = 60.0
 STOP_GRACE = 25.0
 
 
-def read_env_file(path: str) -> dict[str, str]:
+def parse_env_file(text: str) -> dict[str, str]:
+    """KEY=VALUE lines as systemd's EnvironmentFile reads ours (comments, quotes)."""
     out: dict[str, str] = {}
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
-            if not line or line.startswith("#") or "=" not in line:
-                continue
-            key, _, value = line.partition("=")
-            out[key.strip()] = value.strip().strip('"').strip("'")
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        out[key.strip()] = value.strip().strip('"').strip("'")
     return out
+
+
+def read_env_file(path: str) -> dict[str, str]:
+    with open(path, encoding="utf-8") as fh:
+        return parse_env_file(fh.read())
 
 
 def _alive(pid: int) -> bool:

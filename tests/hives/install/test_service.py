@@ -16,7 +16,6 @@ from hives.install.service import (
     choose_kind,
     env_file_text,
     launchd_plist,
-    parse_env_file,
     start_script,
     start_script_for,
     stop_script,
@@ -25,6 +24,7 @@ from hives.install.service import (
     systemd_unit,
     undo_start_script,
 )
+from hives.install.supervise import parse_env_file
 
 USER = Layout(
     home="/home/vince",
