@@ -107,6 +107,12 @@ def endpoint(*methods: str) -> Callable[[View], Any]:
             for k, v in getattr(request, "rbee_ratelimit", {}).items():
                 if k not in response:
                     response[k] = v
+            # And once its usage row exists, the id of that row (and of its audit event):
+            # an answer that is an error (the worker failed, its hive went away) names the
+            # usage it was billed as, too.
+            request_id = getattr(request, "rbee_request_id", "")
+            if request_id and "X-Request-Id" not in response:
+                response["X-Request-Id"] = request_id
             return response
 
         async def answer(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
@@ -343,6 +349,7 @@ async def run(request: HttpRequest, resource: Resource[Body]) -> HttpResponseBas
     scheduled, slot = await _schedule(request, target, work)  # 5-7
     job = _job(target, scheduled, slot, resource.task, work, arrived)  # 8, 9
     await _begin(job, scheduled)
+    request.rbee_request_id = job.job_id  # type: ignore[attr-defined]
     response = await resource.respond(Call(request, body, work, job))  # 10
     response["X-Request-Id"] = job.job_id
     _record(response, job, scheduled, operator=target.caller.operator)
