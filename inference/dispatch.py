@@ -6,6 +6,14 @@ waits for the hive's acknowledgement. Channel layers deliver at most once, so a 
 acknowledged in time is sent again (to another hive when there is one) before any
 event has arrived; afterwards, a job that stays silent too long is failed rather
 than left hanging.
+
+A job's events come back through the consumer that holds its hive's websocket, which
+may live in another queen process. When that process dies (killed, its machine gone), no
+one fails the jobs it relayed, and the hive, whose socket closed, drops them: so a job
+that has been silent for a heartbeat interval asks the database whether its hive is
+still held by that socket (`still_held`) and fails at once, as `hive_disconnected`, when
+the hive has reconnected elsewhere or gone stale, instead of waiting out the idle
+timeout.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from hives.protocol import FINAL_KINDS, EventKind
+from hives.protocol import FINAL_KINDS, EventKind, error_event
 from hives.selectors import Placement
 from inference import stats
 from inference.errors import APIError, neutral_error
@@ -53,6 +61,10 @@ class Job:
     placements: list[Placement]
     # Re-reads the placements before a retry: a hive that reconnected has a new channel.
     refresh: Callable[[], Awaitable[list[Placement]]] | None = None
+    # Whether the socket that took the job (the placement's channel) still holds its hive
+    # (hives.selectors.hive_socket_held): asked when the job has been silent for a
+    # heartbeat interval; False fails the job as `hive_disconnected`.
+    still_held: Callable[[Placement], Awaitable[bool]] | None = None
     # The scheduler's choice for the first try (retries pick the least loaded).
     preferred: Placement | None = None
     # The caller's region constraints (kernel.regions): every try, the first included,
@@ -131,9 +143,8 @@ class Job:
                     yield event
                     if self.finished:
                         return
-                try:
-                    msg = await asyncio.wait_for(layer.receive(self._reply), timeout=idle)
-                except TimeoutError:
+                msg = await self._next_message(layer, idle)
+                if msg is _IDLE:
                     # Not finished: the hive may still be working, so _release cancels it.
                     yield {
                         "kind": EventKind.ERROR,
@@ -143,6 +154,24 @@ class Job:
                         "status": 504,
                     }
                     return
+                if msg is _LOST:
+                    # The hive dropped the job with its socket: ended like any failed job
+                    # (metered with what was produced, in neutral words for tenants).
+                    assert self.placement is not None
+                    logger.warning(
+                        "job %s: hive %s lost the socket that ran it (its queen is gone)",
+                        self.job_id,
+                        self.placement.hive_name,
+                    )
+                    batch = [
+                        error_event(
+                            f"hive {self.placement.hive_name!r} disconnected while running "
+                            "the request",
+                            code="hive_disconnected",
+                            status=502,
+                        )
+                    ]
+                    continue
                 if msg.get("hive_id") != self._hive_id or msg.get("type") != "job.events":
                     batch = []  # a late ack, or an abandoned earlier try
                     continue
@@ -165,6 +194,40 @@ class Job:
                             await self.after(self)
                         except Exception:
                             logger.exception("job %s: after-hook failed", self.job_id)
+
+    async def _next_message(self, layer: Any, idle: float) -> dict[str, Any]:
+        """The next message on the reply channel; `_IDLE` after `idle` seconds of silence;
+        `_LOST` when, after a heartbeat interval of silence, the socket that took the job
+        no longer holds its hive (a check that fails, the database restarting say, counts
+        as held: the idle timeout still bounds the wait)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + idle
+        every = max(0.1, float(settings.RBEE_HIVE_HEARTBEAT))
+        # One receive, never cancelled between checks (asyncio.wait leaves it running).
+        receiving = asyncio.ensure_future(layer.receive(self._reply))
+        try:
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return _IDLE
+                done, _ = await asyncio.wait({receiving}, timeout=min(every, remaining))
+                if done:
+                    message: dict[str, Any] = receiving.result()
+                    return message
+                placement = self.placement
+                if self.still_held is None or placement is None:
+                    continue
+                try:
+                    held = await self.still_held(placement)
+                except Exception as exc:
+                    logger.warning("job %s: could not check its hive (%s)", self.job_id, exc)
+                    continue
+                if not held:
+                    return _LOST
+        finally:
+            if not receiving.done():
+                receiving.cancel()
+                await asyncio.gather(receiving, return_exceptions=True)
 
     def _record_stats(self) -> None:
         """Add this request to the charts' per-minute sums (memory only; never raises)."""
@@ -266,8 +329,10 @@ class Job:
                     continue
                 if msg.get("type") == "job.ack":
                     logger.debug("job %s acknowledged by %s", self.job_id, placement.hive_name)
+                    self._taken()
                     return []
                 if msg.get("type") == "job.events":
+                    self._taken()
                     return list(msg["events"])
             logger.warning(
                 "hive %s did not acknowledge job %s within %.1f s; trying again",
@@ -291,6 +356,12 @@ class Job:
             code="worker_unavailable",
         )
 
+    def _taken(self) -> None:
+        """A hive took the job: its usage heartbeats name the worker from now on, so a
+        row settled as interrupted (its queen died) still says where it ran."""
+        if self.meter is not None:
+            self.meter.worker = self._worker_name()
+
     def _in_region(self, placements: list[Placement]) -> list[Placement]:
         if not self.regions:
             return placements
@@ -309,6 +380,12 @@ class Job:
                 await layer.send(placement.channel_name, {"type": "job.cancel", "id": self.job_id})
             except Exception:
                 logger.exception("could not send cancel for job %s", self.job_id)
+
+
+# What Job._next_message returns instead of a message: silence for the idle timeout, or
+# the job's socket lost.
+_IDLE: dict[str, Any] = {"type": "rbee.idle"}
+_LOST: dict[str, Any] = {"type": "rbee.lost"}
 
 
 def _completion_tokens(event: dict[str, Any]) -> int:

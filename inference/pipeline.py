@@ -795,6 +795,9 @@ def _job(
         request=work.request,
         placements=scheduled.eligible,
         refresh=lambda: db(hive_selectors.placements_for_model, model=target.model),
+        still_held=lambda p: db(
+            hive_selectors.hive_socket_held, hive_id=p.hive_id, channel_name=p.channel_name
+        ),
         preferred=scheduled.placement,
         regions=scheduled.regions,
         meter=meter,

@@ -170,3 +170,144 @@ async def test_leaving_while_waiting_for_the_ack_cancels_and_uncounts(settings: 
     assert dispatch._local_inflight[7] == 0
     msgs = [await asyncio.wait_for(layer.receive(ch), 2) for _ in range(2)]
     assert [m["type"] for m in msgs] == ["job.dispatch", "job.cancel"]
+
+
+async def test_a_silent_job_whose_hive_socket_is_gone_fails_at_once(settings: Any) -> None:
+    """The consumer relaying a job lived in a queen process that died (SIGKILL): nobody
+    fails the job, and the hive dropped it with its socket. A silent job asks every
+    heartbeat interval whether its socket still holds the hive; once not (the hive
+    reconnected elsewhere), it fails as hive_disconnected instead of waiting out the
+    idle timeout (an hour here: only the check can end it)."""
+    settings.RBEE_JOB_IDLE_TIMEOUT = 3600
+    settings.RBEE_HIVE_HEARTBEAT = 0.05
+    layer = get_channel_layer()
+    ch = await layer.new_channel()
+    seen: list[dict[str, Any]] = []
+    hive = asyncio.create_task(fake_hive(ch, 1, [{"kind": "delta", "text": "a"}], seen))
+    asked: list[Placement] = []
+
+    async def still_held(p: Placement) -> bool:
+        asked.append(p)
+        return len(asked) < 3  # held twice, then the hive is connected elsewhere
+
+    job = Job(
+        job_id="j7",
+        model="m",
+        task="chat",
+        request={},
+        placements=[place(1, ch)],
+        still_held=still_held,
+    )
+    got = await asyncio.wait_for(_collect(job), 60)
+    await hive
+    assert got == [
+        {"kind": "delta", "text": "a"},
+        {
+            "kind": "error",
+            "message": "hive 'h1' disconnected while running the request",
+            "code": "hive_disconnected",
+            "status": 502,
+        },
+    ]
+    assert len(asked) == 3 and {p.channel_name for p in asked} == {ch}
+    assert job.finished and not job.succeeded
+
+
+async def test_a_held_socket_keeps_a_slow_job_and_a_failed_check_counts_as_held(
+    settings: Any,
+) -> None:
+    """A job that is slow but whose hive is still connected runs to its end; a check that
+    fails (the database restarting) does not fail the job either."""
+    settings.RBEE_JOB_IDLE_TIMEOUT = 3600
+    settings.RBEE_HIVE_HEARTBEAT = 0.05
+    layer = get_channel_layer()
+    ch = await layer.new_channel()
+    done = {"kind": "done", "finish_reason": "stop", "usage": {}}
+    checks = 0
+    enough = asyncio.Event()
+
+    async def still_held(p: Placement) -> bool:
+        nonlocal checks
+        checks += 1
+        if checks >= 4:
+            enough.set()
+        if checks % 2:
+            raise OSError("the database is restarting")
+        return True
+
+    async def slow_hive() -> None:
+        msg = await layer.receive(ch)
+        await layer.send(msg["reply"], {"type": "job.ack", "hive_id": 1})
+        await enough.wait()  # silent for several checks, then answers
+        await layer.send(msg["reply"], {"type": "job.events", "hive_id": 1, "events": [done]})
+
+    task = asyncio.create_task(slow_hive())
+    job = Job(
+        job_id="j8",
+        model="m",
+        task="chat",
+        request={},
+        placements=[place(1, ch)],
+        still_held=still_held,
+    )
+    got = await asyncio.wait_for(_collect(job), 60)
+    await task
+    assert got == [done] and checks >= 4
+
+
+async def _collect(job: Job) -> list[dict[str, Any]]:
+    return [e async for e in job.events()]
+
+
+class _Meter:
+    """What Job asks of billing's Meter: the worker it names, progress and finish."""
+
+    def __init__(self) -> None:
+        self.worker = ""
+        self.finished: list[tuple[Any, ...]] = []
+
+    def progress(self, prompt_tokens: Any = None, completion_tokens: Any = None) -> None:
+        pass
+
+    async def finish(self, reported: Any, outcome: str, worker: str = "", region: str = "") -> None:
+        self.finished.append((outcome, worker))
+
+
+async def test_the_meter_names_the_worker_that_took_the_job() -> None:
+    """Once a hive takes the job, the request's usage heartbeats name its worker, so a row
+    settled as interrupted (its queen died mid-stream) still says where it ran. A try that
+    was never acknowledged names nothing."""
+    layer = get_channel_layer()
+    dead = await layer.new_channel()
+    alive = await layer.new_channel()
+    seen: list[dict[str, Any]] = []
+    meter = _Meter()
+
+    async def hive() -> None:
+        msg = await layer.receive(alive)
+        seen.append(msg)
+        await layer.send(msg["reply"], {"type": "job.ack", "hive_id": 2})
+        done = {"kind": "done", "finish_reason": "stop", "usage": {}}
+        await layer.send(msg["reply"], {"type": "job.events", "hive_id": 2, "events": [done]})
+
+    task = asyncio.create_task(hive())
+
+    async def refresh() -> list[Placement]:
+        return [place(1, dead), place(2, alive)]
+
+    job = Job(
+        job_id="j9",
+        model="m",
+        task="chat",
+        request={},
+        placements=[place(1, dead)],
+        refresh=refresh,
+        meter=meter,
+    )
+    events = job.events()
+    first = await events.__anext__()
+    assert meter.worker == "h2/cpu"
+    rest = [e async for e in events]
+    await task
+    assert [first, *rest][-1]["kind"] == "done"
+    assert meter.finished == [("ok", "h2/cpu")]
