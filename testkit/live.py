@@ -19,8 +19,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -88,6 +89,7 @@ class Deployment:
             self.env["RBEE_REDIS_URL"] = redis
             self.env["RBEE_CHANNEL_PREFIX"] = f"rbee-test-{uuid.uuid4().hex[:8]}"
             self.env["RBEE_LIMITS_PREFIX"] = f"rbee-test-lim:{uuid.uuid4().hex[:8]}"
+            self.env["RBEE_CELERY_PREFIX"] = f"rbee-test-celery:{uuid.uuid4().hex[:8]}:"
         self.processes: list[subprocess.Popen[bytes]] = []
         self._files: list[Any] = []
         self.rbee("queen", "--help")  # fail early if the CLI is broken
@@ -132,11 +134,19 @@ class Deployment:
     def spawn(
         self, args: list[str], log_name: str, env: dict[str, str] | None = None
     ) -> tuple[subprocess.Popen[bytes], Path]:
+        """`rbee ARGS` as a process of this deployment (stopped by `close`)."""
+        return self.spawn_program([sys.executable, "-m", "rbee.cli", *args], log_name, env)
+
+    def spawn_program(
+        self, argv: list[str], log_name: str, env: dict[str, str] | None = None
+    ) -> tuple[subprocess.Popen[bytes], Path]:
+        """Any program (a load balancer, a Celery call) as a process of this deployment,
+        in its environment, its output in `RBEE_HOME/LOG_NAME.log`."""
         log = self.home / f"{log_name}.log"
         fh = open(log, "ab")
         self._files.append(fh)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "rbee.cli", *args],
+            argv,
             env={**self.env, **(env or {})},
             stdout=fh,
             stderr=subprocess.STDOUT,
@@ -173,13 +183,72 @@ def stop_process(p: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: f
             p.wait()
 
 
+def wait_healthy(
+    url: str, proc: subprocess.Popen[bytes], log: Path, what: str, timeout: float = 60
+) -> dict[str, Any]:
+    """/healthz of `url` once it answers 200 (its body); fails at once if `proc`, the
+    process behind it, exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{what} exited:\n{log.read_text()}")
+        try:
+            r = httpx.get(f"{url}/healthz", timeout=2)
+            if r.status_code == 200:
+                body: dict[str, Any] = r.json()
+                return body
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not healthy in {timeout}s:\n{log.read_text()}")
+
+
+def wait_for_model(
+    healthz: Callable[[], dict[str, Any]],
+    hive: str,
+    model: str,
+    timeout: float = 120,
+    present: bool = True,
+) -> None:
+    """Until /healthz (read by `healthz`) lists `model` as served by `hive` (or no
+    longer, with present=False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = healthz()
+        served = any(h["name"] == hive and model in h["models"] for h in body["hives"])
+        if served == present:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"hive {hive} {'never' if present else 'still'} serves {model}")
+
+
+class QueenAddress(Protocol):
+    """Where a hive connects: a queen, or a load balancer in front of queens
+    (testkit/balancer.py)."""
+
+    @property
+    def url(self) -> str: ...
+
+    def wait_for_model(
+        self, hive: str, model: str, timeout: float = 120, present: bool = True
+    ) -> None: ...
+
+
 class Queen:
     def __init__(
-        self, dep: Deployment, *, port: int | None = None, env: dict[str, str] | None = None
+        self,
+        dep: Deployment,
+        *,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        name: str = "queen",
     ) -> None:
+        """A queen process; its output goes to `RBEE_HOME/NAME.log` (give the queens of
+        one deployment their own names to tell their logs apart)."""
         self.dep = dep
         self.port = port or free_port()
         self.env = env or {}
+        self.name = name
         self.start()
 
     @property
@@ -188,36 +257,19 @@ class Queen:
 
     def start(self) -> None:
         self.proc, self.log = self.dep.spawn(
-            ["queen", "start", "--host", "127.0.0.1", "--port", str(self.port)], "queen", self.env
+            ["queen", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+            self.name,
+            self.env,
         )
         self.wait_healthy()
 
     def wait_healthy(self, timeout: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"queen exited:\n{self.log.read_text()}")
-            try:
-                r = httpx.get(f"{self.url}/healthz", timeout=2)
-                if r.status_code == 200:
-                    body: dict[str, Any] = r.json()
-                    return body
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"queen not healthy in {timeout}s:\n{self.log.read_text()}")
+        return wait_healthy(self.url, self.proc, self.log, self.name, timeout)
 
     def wait_for_model(
         self, hive: str, model: str, timeout: float = 120, present: bool = True
     ) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            body = self.wait_healthy()
-            served = any(h["name"] == hive and model in h["models"] for h in body["hives"])
-            if served == present:
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"hive {hive} {'never' if present else 'still'} serves {model}")
+        wait_for_model(self.wait_healthy, hive, model, timeout, present)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         stop_process(self.proc, sig)
@@ -227,7 +279,7 @@ class Hive:
     def __init__(
         self,
         dep: Deployment,
-        queen: Queen,
+        queen: QueenAddress,
         name: str,
         models: list[str],
         *,
