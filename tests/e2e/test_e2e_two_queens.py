@@ -1,6 +1,7 @@
 """Two queens behind a real load balancer (Debian's HAProxy, testkit/balancer.py), on
 PostgreSQL + Redis, with hives connected through the balancer and a real Celery worker
-(`rbee billing worker`) beside them; Stripe is tests/billing/fakestripe.py on loopback.
+and beat (`rbee billing worker --no-beat`, `rbee billing beat`) beside them; Stripe is
+tests/billing/fakestripe.py on loopback.
 
 Traffic flows through both queens (the balancer's log and the usage rows' queen process
 say which served each request). One queen is killed with SIGKILL while streams run on
@@ -223,8 +224,14 @@ def test_a_queen_killed_behind_the_balancer_loses_and_doubles_nothing(
     }
     queens = [Queen(dep, env=env, name="queen1"), Queen(dep, env=env, name="queen2")]
     lb = Balancer(dep, queens)
-    celery, celery_log = dep.spawn(["billing", "worker", "--concurrency", "2"], "celery", env)
+    # The production layout's background work: Celery workers without a beat of their
+    # own, and exactly one beat.
+    celery, celery_log = dep.spawn(
+        ["billing", "worker", "--no-beat", "--concurrency", "2"], "celery-worker", env
+    )
+    beat, beat_log = dep.spawn(["billing", "beat"], "celery-beat", env)
     wait_until("the Celery worker is ready", lambda: " ready." in celery_log.read_text(), 120)
+    wait_until("Celery beat started", lambda: "beat: Starting..." in beat_log.read_text(), 120)
 
     gguf = bundled_gguf()
     hives = [
@@ -483,7 +490,7 @@ def test_a_queen_killed_behind_the_balancer_loses_and_doubles_nothing(
     )
     audited = {rid: (n, outcome) for rid, n, outcome in dep.sql(audited_query)}
     assert audited == {rid: (1, row.outcome) for rid, row in rows.items()}
-    assert celery.poll() is None
+    assert celery.poll() is None and beat.poll() is None
 
 
 def lb_log(lb: Balancer, request_ids: list[str]) -> dict[str, Any] | None:
