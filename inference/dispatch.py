@@ -14,6 +14,14 @@ that has been silent for a heartbeat interval asks the database whether its hive
 still held by that socket (`still_held`) and fails at once, as `hive_disconnected`, when
 the hive has reconnected elsewhere or gone stale, instead of waiting out the idle
 timeout.
+
+A job never cancels a receive on its reply channel to stop waiting for it. A cancelled
+channels_redis receive can miss its cancellation (redis-py's read timeout racing it, on
+Python 3.11) and then never end, so waiting for it to end hung the request for good (a
+stress test of cancelled receives hit it about once in 200; the two-queens test, in
+about one run in fifteen). Waits with a timeout leave the one receive running
+(`_receive`), and at the end the job sends its reply channel a message of its own, so
+that a receive still waiting returns like any other (`_stop_receiving`).
 """
 
 from __future__ import annotations
@@ -93,6 +101,7 @@ class Job:
     placement: Placement | None = None
     finished: bool = False
     _reply: str = ""
+    _receiving: asyncio.Future[dict[str, Any]] | None = None  # the receive in progress
     _tried: set[str] = field(default_factory=set)  # channel names
     _counted: bool = False
     _dispatched_at: float = 0.0
@@ -179,6 +188,7 @@ class Job:
         finally:
             try:
                 await self._release(layer, send_cancel=not self.finished)
+                await self._stop_receiving(layer)
                 self._forget_reply_channel(layer)
             finally:
                 try:
@@ -203,31 +213,53 @@ class Job:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + idle
         every = max(0.1, float(settings.RBEE_HIVE_HEARTBEAT))
-        # One receive, never cancelled between checks (asyncio.wait leaves it running).
-        receiving = asyncio.ensure_future(layer.receive(self._reply))
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return _IDLE
+            message = await self._receive(layer, min(every, remaining))
+            if message is not None:
+                return message
+            placement = self.placement
+            if self.still_held is None or placement is None:
+                continue
+            try:
+                held = await self.still_held(placement)
+            except Exception as exc:
+                logger.warning("job %s: could not check its hive (%s)", self.job_id, exc)
+                continue
+            if not held:
+                return _LOST
+
+    async def _receive(self, layer: Any, timeout: float) -> dict[str, Any] | None:
+        """The next message on the reply channel, or None after `timeout` seconds. The
+        receive is not cancelled when the time is up: the next call waits on it again."""
+        if self._receiving is None:
+            self._receiving = asyncio.ensure_future(layer.receive(self._reply))
+        done, _ = await asyncio.wait({self._receiving}, timeout=max(0.0, timeout))
+        if not done:
+            return None
+        receiving, self._receiving = self._receiving, None
+        message: dict[str, Any] = receiving.result()
+        return message
+
+    async def _stop_receiving(self, layer: Any) -> None:
+        """End the receive still waiting on the reply channel: the job sends the channel a
+        message of its own, which that receive returns. Only if that cannot be done (the
+        channel layer is down) is the receive cancelled, and then not waited for."""
+        receiving, self._receiving = self._receiving, None
+        if receiving is None:
+            return
+        receiving.add_done_callback(_drop_result)
+        if receiving.done():
+            return
         try:
-            while True:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return _IDLE
-                done, _ = await asyncio.wait({receiving}, timeout=min(every, remaining))
-                if done:
-                    message: dict[str, Any] = receiving.result()
-                    return message
-                placement = self.placement
-                if self.still_held is None or placement is None:
-                    continue
-                try:
-                    held = await self.still_held(placement)
-                except Exception as exc:
-                    logger.warning("job %s: could not check its hive (%s)", self.job_id, exc)
-                    continue
-                if not held:
-                    return _LOST
-        finally:
-            if not receiving.done():
-                receiving.cancel()
-                await asyncio.gather(receiving, return_exceptions=True)
+            await layer.send(self._reply, {"type": "job.closed"})
+            await asyncio.wait({receiving}, timeout=STOP_RECEIVING_S)
+        except Exception as exc:
+            logger.debug("job %s: could not end its receive (%s)", self.job_id, exc)
+        if not receiving.done():
+            receiving.cancel()
 
     def _record_stats(self) -> None:
         """Add this request to the charts' per-minute sums (memory only; never raises)."""
@@ -321,9 +353,8 @@ class Job:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
-                try:
-                    msg = await asyncio.wait_for(layer.receive(self._reply), timeout=remaining)
-                except TimeoutError:
+                msg = await self._receive(layer, remaining)
+                if msg is None:
                     break
                 if msg.get("hive_id") != placement.hive_id:
                     continue
@@ -386,6 +417,15 @@ class Job:
 # the job's socket lost.
 _IDLE: dict[str, Any] = {"type": "rbee.idle"}
 _LOST: dict[str, Any] = {"type": "rbee.lost"}
+# How long a job waits for its last receive to return the message it sent itself.
+STOP_RECEIVING_S = 5.0
+
+
+def _drop_result(receiving: asyncio.Future[dict[str, Any]]) -> None:
+    """A receive nobody waits for any more: its message or error is dropped (and not
+    reported as never retrieved)."""
+    if not receiving.cancelled():
+        receiving.exception()
 
 
 def _completion_tokens(event: dict[str, Any]) -> int:

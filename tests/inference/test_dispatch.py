@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -311,3 +312,124 @@ async def test_the_meter_names_the_worker_that_took_the_job() -> None:
     await task
     assert [first, *rest][-1]["kind"] == "done"
     assert meter.finished == [("ok", "h2/cpu")]
+
+
+class SwallowingLayer:
+    """A channel layer whose receive misses its cancellation and waits on, as a
+    channels_redis receive can (redis-py's read timeout racing the cancel, Python 3.11):
+    a job that cancels a receive and waits for it to end hangs for good."""
+
+    def __init__(self) -> None:
+        self.queues: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self.cancels = 0
+        self.made = 0
+        self.released = False
+
+    def release(self) -> None:
+        """After the test: receives take their cancellation again, so that a job that
+        relies on cancelling them fails its test instead of hanging the run."""
+        self.released = True
+        for queue in self.queues.values():
+            queue.put_nowait({"type": "test.released"})
+
+    def _queue(self, channel: str) -> asyncio.Queue[dict[str, Any]]:
+        return self.queues.setdefault(channel, asyncio.Queue())
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        self.made += 1
+        return f"{prefix}.swallowing!{self.made}"
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        self._queue(channel).put_nowait(dict(message))
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        while True:
+            try:
+                return await self._queue(channel).get()
+            except asyncio.CancelledError:
+                if self.released:
+                    raise
+                self.cancels += 1  # missed: waits on
+
+
+@pytest.fixture
+async def swallowing(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[SwallowingLayer]:
+    from inference import dispatch
+
+    layer = SwallowingLayer()
+    monkeypatch.setattr(dispatch, "get_channel_layer", lambda: layer)
+    yield layer
+    layer.release()  # in the test's event loop, before it closes
+    await asyncio.sleep(0)
+
+
+async def test_no_wait_of_a_job_depends_on_cancelling_a_receive(
+    swallowing: SwallowingLayer, settings: Any
+) -> None:
+    """Every way a job stops waiting on its reply channel (an acknowledgement that never
+    comes, its hive's socket lost, silence past the idle timeout) ends the job, even on
+    a layer whose receives ignore cancellation: the job never cancels one to stop it."""
+    settings.RBEE_HIVE_HEARTBEAT = 0.05
+    layer = swallowing
+    # 1. Nobody acknowledges: both tries time out, then 503.
+    gone = await layer.new_channel()
+    job = Job(job_id="s1", model="m", task="chat", request={}, placements=[place(1, gone)])
+    with pytest.raises(APIError) as exc:
+        await _within(_collect(job))
+    assert exc.value.status == 503
+    # 2. Acknowledged, one delta, then the socket is lost.
+    hive = await layer.new_channel()
+
+    async def one_delta() -> None:
+        msg = await layer.receive(hive)
+        await layer.send(msg["reply"], {"type": "job.ack", "hive_id": 1})
+        event = {"kind": "delta", "text": "a"}
+        await layer.send(msg["reply"], {"type": "job.events", "hive_id": 1, "events": [event]})
+
+    async def never_held(p: Placement) -> bool:
+        return False
+
+    task = asyncio.create_task(one_delta())
+    job = Job(
+        job_id="s2",
+        model="m",
+        task="chat",
+        request={},
+        placements=[place(1, hive)],
+        still_held=never_held,
+    )
+    got = await _within(_collect(job))
+    await task
+    assert [e["kind"] for e in got] == ["delta", "error"] and got[-1]["status"] == 502
+    # 3. Acknowledged, then silence past the idle timeout (0.5 s here).
+    task = asyncio.create_task(one_delta())
+    job = Job(job_id="s3", model="m", task="chat", request={}, placements=[place(1, hive)])
+    got = await _within(_collect(job))
+    await task
+    assert got[-1]["code"] == "worker_timeout"
+    assert layer.cancels == 0  # each ended its last receive with a message of its own
+
+
+async def test_a_client_that_leaves_ends_the_job_on_a_layer_that_misses_cancels(
+    swallowing: SwallowingLayer,
+) -> None:
+    layer = swallowing
+    hive = await layer.new_channel()
+    job = Job(job_id="s4", model="m", task="chat", request={}, placements=[place(1, hive)])
+    events = job.events()
+    waiting = asyncio.ensure_future(events.__anext__())
+    await asyncio.sleep(0.05)  # dispatched; waiting for the acknowledgement
+    waiting.cancel()  # the client went away
+    await _within(asyncio.gather(waiting, return_exceptions=True))
+    await _within(events.aclose())
+    sent = [m["type"] for m in [layer.queues[hive].get_nowait() for _ in range(2)]]
+    assert sent == ["job.dispatch", "job.cancel"]
+
+
+async def _within(coro: Any, seconds: float = 30) -> Any:
+    """Await `coro`, failing (not hanging) if it has not ended after `seconds`: unlike
+    wait_for, this does not wait for a cancelled wait to end."""
+    task = asyncio.ensure_future(coro)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    assert done, f"still waiting after {seconds} s"
+    return task.result()
