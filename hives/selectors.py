@@ -70,6 +70,14 @@ def live_hives() -> QuerySet[Hive]:
     ).exclude(channel_name="")
 
 
+def hive_socket_held(*, hive_id: int, channel_name: str) -> bool:
+    """Whether the socket `channel_name` still holds hive `hive_id`: the hive is live
+    (live_hives) and connected through that very socket. False once the hive reconnected
+    through another (another queen process's consumer took it), went offline, or went
+    stale (the queen process holding the socket died, so no heartbeat is recorded)."""
+    return live_hives().filter(pk=hive_id, channel_name=channel_name).exists()
+
+
 def hive_list() -> QuerySet[Hive]:
     return Hive.objects.order_by("name")
 

@@ -6,6 +6,22 @@ waits for the hive's acknowledgement. Channel layers deliver at most once, so a 
 acknowledged in time is sent again (to another hive when there is one) before any
 event has arrived; afterwards, a job that stays silent too long is failed rather
 than left hanging.
+
+A job's events come back through the consumer that holds its hive's websocket, which
+may live in another queen process. When that process dies (killed, its machine gone), no
+one fails the jobs it relayed, and the hive, whose socket closed, drops them: so a job
+that has been silent for a heartbeat interval asks the database whether its hive is
+still held by that socket (`still_held`) and fails at once, as `hive_disconnected`, when
+the hive has reconnected elsewhere or gone stale, instead of waiting out the idle
+timeout.
+
+A job never cancels a receive on its reply channel to stop waiting for it. A cancelled
+channels_redis receive can miss its cancellation (redis-py's read timeout racing it, on
+Python 3.11) and then never end, so waiting for it to end hung the request for good (a
+stress test of cancelled receives hit it about once in 200; the two-queens test, in
+about one run in fifteen). Waits with a timeout leave the one receive running
+(`_receive`), and at the end the job sends its reply channel a message of its own, so
+that a receive still waiting returns like any other (`_stop_receiving`).
 """
 
 from __future__ import annotations
@@ -23,7 +39,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from hives.protocol import FINAL_KINDS, EventKind
+from hives.protocol import FINAL_KINDS, EventKind, error_event
 from hives.selectors import Placement
 from inference import metrics, stats
 from inference.errors import APIError, from_event, neutral_error
@@ -53,6 +69,10 @@ class Job:
     placements: list[Placement]
     # Re-reads the placements before a retry: a hive that reconnected has a new channel.
     refresh: Callable[[], Awaitable[list[Placement]]] | None = None
+    # Whether the socket that took the job (the placement's channel) still holds its hive
+    # (hives.selectors.hive_socket_held): asked when the job has been silent for a
+    # heartbeat interval; False fails the job as `hive_disconnected`.
+    still_held: Callable[[Placement], Awaitable[bool]] | None = None
     # The scheduler's choice for the first try (retries pick the least loaded).
     preferred: Placement | None = None
     # The caller's region constraints (kernel.regions): every try, the first included,
@@ -84,6 +104,7 @@ class Job:
     # fails after its headers counts as in the metrics (inference/pipeline.py).
     error_status: int = 0
     _reply: str = ""
+    _receiving: asyncio.Future[dict[str, Any]] | None = None  # the receive in progress
     _tried: set[str] = field(default_factory=set)  # channel names
     _counted: bool = False
     _dispatched_at: float = 0.0
@@ -144,9 +165,8 @@ class Job:
                     yield event
                     if self.finished:
                         return
-                try:
-                    msg = await asyncio.wait_for(layer.receive(self._reply), timeout=idle)
-                except TimeoutError:
+                msg = await self._next_message(layer, idle)
+                if msg is _IDLE:
                     # Not finished: the hive may still be working, so _release cancels it.
                     self._failed = True
                     self.error_status = 504
@@ -158,6 +178,24 @@ class Job:
                         "status": 504,
                     }
                     return
+                if msg is _LOST:
+                    # The hive dropped the job with its socket: ended like any failed job
+                    # (metered with what was produced, in neutral words for tenants).
+                    assert self.placement is not None
+                    logger.warning(
+                        "job %s: hive %s lost the socket that ran it (its queen is gone)",
+                        self.job_id,
+                        self.placement.hive_name,
+                    )
+                    batch = [
+                        error_event(
+                            f"hive {self.placement.hive_name!r} disconnected while running "
+                            "the request",
+                            code="hive_disconnected",
+                            status=502,
+                        )
+                    ]
+                    continue
                 if msg.get("hive_id") != self._hive_id or msg.get("type") != "job.events":
                     batch = []  # a late ack, or an abandoned earlier try
                     continue
@@ -165,6 +203,7 @@ class Job:
         finally:
             try:
                 await self._release(layer, send_cancel=not self.finished)
+                await self._stop_receiving(layer)
                 self._forget_reply_channel(layer)
             finally:
                 try:
@@ -180,6 +219,62 @@ class Job:
                             await self.after(self)
                         except Exception:
                             logger.exception("job %s: after-hook failed", self.job_id)
+
+    async def _next_message(self, layer: Any, idle: float) -> dict[str, Any]:
+        """The next message on the reply channel; `_IDLE` after `idle` seconds of silence;
+        `_LOST` when, after a heartbeat interval of silence, the socket that took the job
+        no longer holds its hive (a check that fails, the database restarting say, counts
+        as held: the idle timeout still bounds the wait)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + idle
+        every = max(0.1, float(settings.RBEE_HIVE_HEARTBEAT))
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return _IDLE
+            message = await self._receive(layer, min(every, remaining))
+            if message is not None:
+                return message
+            placement = self.placement
+            if self.still_held is None or placement is None:
+                continue
+            try:
+                held = await self.still_held(placement)
+            except Exception as exc:
+                logger.warning("job %s: could not check its hive (%s)", self.job_id, exc)
+                continue
+            if not held:
+                return _LOST
+
+    async def _receive(self, layer: Any, timeout: float) -> dict[str, Any] | None:
+        """The next message on the reply channel, or None after `timeout` seconds. The
+        receive is not cancelled when the time is up: the next call waits on it again."""
+        if self._receiving is None:
+            self._receiving = asyncio.ensure_future(layer.receive(self._reply))
+        done, _ = await asyncio.wait({self._receiving}, timeout=max(0.0, timeout))
+        if not done:
+            return None
+        receiving, self._receiving = self._receiving, None
+        message: dict[str, Any] = receiving.result()
+        return message
+
+    async def _stop_receiving(self, layer: Any) -> None:
+        """End the receive still waiting on the reply channel: the job sends the channel a
+        message of its own, which that receive returns. Only if that cannot be done (the
+        channel layer is down) is the receive cancelled, and then not waited for."""
+        receiving, self._receiving = self._receiving, None
+        if receiving is None:
+            return
+        receiving.add_done_callback(_drop_result)
+        if receiving.done():
+            return
+        try:
+            await layer.send(self._reply, {"type": "job.closed"})
+            await asyncio.wait({receiving}, timeout=STOP_RECEIVING_S)
+        except Exception as exc:
+            logger.debug("job %s: could not end its receive (%s)", self.job_id, exc)
+        if not receiving.done():
+            receiving.cancel()
 
     def _record_stats(self) -> None:
         """Add this request to the charts' per-minute sums and to this queen's metrics
@@ -303,16 +398,17 @@ class Job:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
-                try:
-                    msg = await asyncio.wait_for(layer.receive(self._reply), timeout=remaining)
-                except TimeoutError:
+                msg = await self._receive(layer, remaining)
+                if msg is None:
                     break
                 if msg.get("hive_id") != placement.hive_id:
                     continue
                 if msg.get("type") == "job.ack":
                     logger.debug("job %s acknowledged by %s", self.job_id, placement.hive_name)
+                    self._taken()
                     return []
                 if msg.get("type") == "job.events":
+                    self._taken()
                     return list(msg["events"])
             logger.warning(
                 "hive %s did not acknowledge job %s within %.1f s; trying again",
@@ -336,6 +432,12 @@ class Job:
             code="worker_unavailable",
         )
 
+    def _taken(self) -> None:
+        """A hive took the job: its usage heartbeats name the worker from now on, so a
+        row settled as interrupted (its queen died) still says where it ran."""
+        if self.meter is not None:
+            self.meter.worker = self._worker_name()
+
     def _in_region(self, placements: list[Placement]) -> list[Placement]:
         if not self.regions:
             return placements
@@ -354,6 +456,21 @@ class Job:
                 await layer.send(placement.channel_name, {"type": "job.cancel", "id": self.job_id})
             except Exception:
                 logger.exception("could not send cancel for job %s", self.job_id)
+
+
+# What Job._next_message returns instead of a message: silence for the idle timeout, or
+# the job's socket lost.
+_IDLE: dict[str, Any] = {"type": "rbee.idle"}
+_LOST: dict[str, Any] = {"type": "rbee.lost"}
+# How long a job waits for its last receive to return the message it sent itself.
+STOP_RECEIVING_S = 5.0
+
+
+def _drop_result(receiving: asyncio.Future[dict[str, Any]]) -> None:
+    """A receive nobody waits for any more: its message or error is dropped (and not
+    reported as never retrieved)."""
+    if not receiving.cancelled():
+        receiving.exception()
 
 
 def _completion_tokens(event: dict[str, Any]) -> int:

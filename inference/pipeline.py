@@ -107,6 +107,12 @@ def endpoint(*methods: str) -> Callable[[View], Any]:
             for k, v in getattr(request, "rbee_ratelimit", {}).items():
                 if k not in response:
                     response[k] = v
+            # And once its usage row exists, the id of that row (and of its audit event):
+            # an answer that is an error (the worker failed, its hive went away) names the
+            # usage it was billed as, too.
+            request_id = getattr(request, "rbee_request_id", "")
+            if request_id and "X-Request-Id" not in response:
+                response["X-Request-Id"] = request_id
             return response
 
         async def answer(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
@@ -397,6 +403,7 @@ async def run(request: HttpRequest, resource: Resource[Body]) -> HttpResponseBas
     job = _job(target, scheduled, slot, resource.task, work, arrived)  # 8, 9
     request.rbee_job = job  # type: ignore[attr-defined]  # how a stream ended (_streamed)
     await _begin(job, scheduled)
+    request.rbee_request_id = job.job_id  # type: ignore[attr-defined]
     response = await resource.respond(Call(request, body, work, job))  # 10
     response["X-Request-Id"] = job.job_id
     _record(response, job, scheduled, operator=target.caller.operator)
@@ -847,6 +854,9 @@ def _job(
         request=work.request,
         placements=scheduled.eligible,
         refresh=lambda: db(hive_selectors.placements_for_model, model=target.model),
+        still_held=lambda p: db(
+            hive_selectors.hive_socket_held, hive_id=p.hive_id, channel_name=p.channel_name
+        ),
         preferred=scheduled.placement,
         regions=scheduled.regions,
         meter=meter,

@@ -194,6 +194,10 @@ if REDIS_URL:
         "socket_connect_timeout": RBEE_REDIS_TIMEOUT,
         "socket_timeout": max(10.0, RBEE_REDIS_TIMEOUT),  # beyond the worker's BRPOP wait
     }
+    # Deployments sharing one Redis keep their queues apart (as RBEE_CHANNEL_PREFIX does
+    # for the channel layer): a worker takes only the tasks of its own deployment.
+    if celery_prefix := env.str("RBEE_CELERY_PREFIX", default=""):
+        CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = celery_prefix
     CELERY_TASK_ALWAYS_EAGER = False
 else:
     CHANNEL_LAYERS = {

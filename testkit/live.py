@@ -20,8 +20,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -92,6 +93,7 @@ class Deployment:
             self.env["RBEE_REDIS_URL"] = redis
             self.env["RBEE_CHANNEL_PREFIX"] = f"rbee-test-{uuid.uuid4().hex[:8]}"
             self.env["RBEE_LIMITS_PREFIX"] = f"rbee-test-lim:{uuid.uuid4().hex[:8]}"
+            self.env["RBEE_CELERY_PREFIX"] = f"rbee-test-celery:{uuid.uuid4().hex[:8]}:"
         self.processes: list[subprocess.Popen[bytes]] = []
         self._files: list[Any] = []
         self.rbee("queen", "--help")  # fail early if the CLI is broken
@@ -136,11 +138,19 @@ class Deployment:
     def spawn(
         self, args: list[str], log_name: str, env: dict[str, str] | None = None
     ) -> tuple[subprocess.Popen[bytes], Path]:
+        """`rbee ARGS` as a process of this deployment (stopped by `close`)."""
+        return self.spawn_program([sys.executable, "-m", "rbee.cli", *args], log_name, env)
+
+    def spawn_program(
+        self, argv: list[str], log_name: str, env: dict[str, str] | None = None
+    ) -> tuple[subprocess.Popen[bytes], Path]:
+        """Any program (a load balancer, a Celery call) as a process of this deployment,
+        in its environment, its output in `RBEE_HOME/LOG_NAME.log`."""
         log = self.home / f"{log_name}.log"
         fh = open(log, "ab")
         self._files.append(fh)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "rbee.cli", *args],
+            argv,
             env={**self.env, **(env or {})},
             stdout=fh,
             stderr=subprocess.STDOUT,
@@ -177,6 +187,62 @@ def stop_process(p: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: f
             p.wait()
 
 
+def wait_healthy(
+    url: str,
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    what: str,
+    timeout: float = 60,
+    verify: ssl.SSLContext | bool = True,
+) -> dict[str, Any]:
+    """/healthz of `url` once it answers 200 (its body); fails at once if `proc`, the
+    process behind it, exits. `verify`: what checks an https:// URL's certificate."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{what} exited:\n{log.read_text()}")
+        try:
+            r = httpx.get(f"{url}/healthz", timeout=2, verify=verify)
+            if r.status_code == 200:
+                body: dict[str, Any] = r.json()
+                return body
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not healthy in {timeout}s:\n{log.read_text()}")
+
+
+def wait_for_model(
+    healthz: Callable[[], dict[str, Any]],
+    hive: str,
+    model: str,
+    timeout: float = 120,
+    present: bool = True,
+) -> None:
+    """Until /healthz (read by `healthz`) lists `model` as served by `hive` (or no
+    longer, with present=False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = healthz()
+        served = any(h["name"] == hive and model in h["models"] for h in body["hives"])
+        if served == present:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"hive {hive} {'never' if present else 'still'} serves {model}")
+
+
+class QueenAddress(Protocol):
+    """Where a hive connects: a queen, or a load balancer in front of queens
+    (testkit/balancer.py)."""
+
+    @property
+    def url(self) -> str: ...
+
+    def wait_for_model(
+        self, hive: str, model: str, timeout: float = 120, present: bool = True
+    ) -> None: ...
+
+
 class Queen:
     def __init__(
         self,
@@ -186,17 +252,20 @@ class Queen:
         env: dict[str, str] | None = None,
         tls: TLSFiles | None = None,
         host: str = "127.0.0.1",
+        name: str = "queen",
     ) -> None:
-        """A queen listening on `host` (another address than loopback for hives in a
-        network namespace: testkit/sshhost.py); with `tls` (testkit/tls.py: a certificate
-        valid for 127.0.0.1) it serves https:// and wss:// with it, and `verify` trusts
-        its CA."""
+        """A queen process listening on `host` (another address than loopback for hives
+        in a network namespace: testkit/sshhost.py); with `tls` (testkit/tls.py: a
+        certificate valid for 127.0.0.1) it serves https:// and wss:// with it, and
+        `verify` trusts its CA. Its output goes to `RBEE_HOME/NAME.log` (give the queens of
+        one deployment their own names to tell their logs apart)."""
         self.dep = dep
         self.host = host
         self.port = port or free_port()
         self.env = env or {}
         self.tls = tls
         self.verify: ssl.SSLContext | bool = tls.context() if tls is not None else True
+        self.name = name
         self.start()
 
     @property
@@ -208,35 +277,16 @@ class Queen:
         args = ["queen", "start", "--host", self.host, "--port", str(self.port)]
         if self.tls is not None:
             args += ["--tls-cert", str(self.tls.cert), "--tls-key", str(self.tls.key)]
-        self.proc, self.log = self.dep.spawn(args, "queen", self.env)
+        self.proc, self.log = self.dep.spawn(args, self.name, self.env)
         self.wait_healthy()
 
     def wait_healthy(self, timeout: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"queen exited:\n{self.log.read_text()}")
-            try:
-                r = httpx.get(f"{self.url}/healthz", timeout=2, verify=self.verify)
-                if r.status_code == 200:
-                    body: dict[str, Any] = r.json()
-                    return body
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"queen not healthy in {timeout}s:\n{self.log.read_text()}")
+        return wait_healthy(self.url, self.proc, self.log, self.name, timeout, self.verify)
 
     def wait_for_model(
         self, hive: str, model: str, timeout: float = 120, present: bool = True
     ) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            body = self.wait_healthy()
-            served = any(h["name"] == hive and model in h["models"] for h in body["hives"])
-            if served == present:
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"hive {hive} {'never' if present else 'still'} serves {model}")
+        wait_for_model(self.wait_healthy, hive, model, timeout, present)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         stop_process(self.proc, sig)
@@ -246,7 +296,7 @@ class Hive:
     def __init__(
         self,
         dep: Deployment,
-        queen: Queen,
+        queen: QueenAddress,
         name: str,
         models: list[str],
         *,

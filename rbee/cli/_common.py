@@ -41,10 +41,60 @@ def setup_django() -> None:
         django.setup()
 
 
+# The PostgreSQL advisory lock that rbee processes take to migrate ("rbeemigr").
+MIGRATION_LOCK = 0x7262_6565_6D69_6772
+
+
 def migrate() -> None:
+    """Bring the database's schema up to date. Processes that start together (several
+    queens behind a balancer, a queen and a CLI command on a fresh install) take turns:
+    one migrates, the others then find nothing left to do. Run at once, each found the
+    same migrations missing and all but one failed on tables the first had made."""
     from django.core.management import call_command
 
-    call_command("migrate", interactive=False, verbosity=0)
+    with _one_migration_at_a_time():
+        call_command("migrate", interactive=False, verbosity=0)
+
+
+@contextmanager
+def _one_migration_at_a_time() -> Iterator[None]:
+    """PostgreSQL: a session advisory lock (waited for with try-lock, so that a statement
+    timeout never cuts the wait short); SQLite: an exclusive lock on a file beside the
+    database."""
+    import time
+
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        waited = False
+        while True:
+            with connection.cursor() as cur:
+                cur.execute("SELECT pg_try_advisory_lock(%s)", [MIGRATION_LOCK])
+                row = cur.fetchone()
+            if row and row[0]:
+                break
+            if not waited:
+                note("waiting for another rbee process to finish migrating the database")
+                waited = True
+            time.sleep(0.5)
+        try:
+            yield
+        finally:
+            with connection.cursor() as cur:
+                cur.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK])
+        return
+    name = str(connection.settings_dict.get("NAME") or "")
+    if connection.vendor != "sqlite" or not os.path.isabs(name):
+        yield  # an in-memory database (tests) is this process's alone
+        return
+    import fcntl
+
+    with open(f"{name}.migrate-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def uses_django(func: Callable[P, R]) -> Callable[P, R]:

@@ -27,14 +27,34 @@ def billing() -> None:
 
 @billing.command("worker")
 @click.option("--concurrency", default=2, show_default=True, type=int)
+@click.option(
+    "--beat/--no-beat",
+    default=True,
+    show_default=True,
+    help="Also run Celery beat (the schedule) in this process. A deployment needs exactly "
+    "one beat: with several workers, start them with --no-beat and `rbee billing beat` once.",
+)
 @uses_django
-def billing_worker(concurrency: int) -> None:
-    """Run Celery (with its beat) for background work: usage to Stripe, past-due
-    suspensions, invoice drafts, GDPR export and erasure jobs. Needed with
-    RBEE_REDIS_URL; on the embedded default the queen does this work itself."""
+def billing_worker(concurrency: int, beat: bool) -> None:
+    """Run Celery (with its beat unless --no-beat) for background work: usage to Stripe,
+    past-due suspensions, invoice drafts, the audit log's events and checkpoints, GDPR
+    export and erasure jobs. Needed with RBEE_REDIS_URL; on the embedded default the
+    queen does this work itself."""
     from rbee.celery import app
 
-    app.worker_main(["worker", "--beat", f"--concurrency={concurrency}", "--loglevel=INFO"])
+    argv = ["worker", f"--concurrency={concurrency}", "--loglevel=INFO"]
+    app.worker_main(argv[:1] + (["--beat"] if beat else []) + argv[1:])
+
+
+@billing.command("beat")
+@uses_django
+def billing_beat() -> None:
+    """Run Celery beat alone: it sends the periodic tasks (usage to Stripe every minute,
+    the audit log's events and checkpoints, past-due suspensions, invoice drafts) to the
+    workers (`rbee billing worker --no-beat`). Run exactly one per deployment."""
+    from rbee.celery import app
+
+    app.start(["beat", "--loglevel=INFO"])
 
 
 @billing.command("usage")

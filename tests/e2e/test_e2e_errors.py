@@ -232,7 +232,17 @@ def test_body_over_the_limit_is_413(stack: Stack) -> None:
 
 def test_prompt_longer_than_the_context_is_400(stack: Stack) -> None:
     long = {**OK_BODY, "messages": [{"role": "user", "content": "bee hive " * 3000}]}
-    assert_error(post(stack, long), 400, code="context_length_exceeded")
+    resp = post(stack, long)
+    assert_error(resp, 400, code="context_length_exceeded")
+    # The worker refused it, so it has a usage row (an error, no tokens): the answer names
+    # it, as every answer of a request that reached a worker does.
+    request_id = resp.headers["x-request-id"]
+    assert request_id.isalnum()
+    rows = stack.dep.sql(
+        "select outcome, completion_tokens from billing_usageevent "
+        f"where request_id = '{request_id}'"
+    )
+    assert rows == [("error", 0)]
 
 
 def test_wrong_method_and_unknown_paths(stack: Stack) -> None:

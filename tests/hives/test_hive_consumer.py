@@ -353,3 +353,37 @@ async def test_devices_that_do_not_parse_are_dropped_and_the_hive_still_connects
     assert not await Worker.objects.filter(device__contains="\n").aexists()
     assert (await Worker.objects.aget(model__name="m1")).state == "failed"
     await comm.disconnect()
+
+
+async def test_the_socket_that_holds_a_hive_is_known_until_it_reconnects_elsewhere(
+    settings: Any,
+) -> None:
+    """hives.selectors.hive_socket_held: what a job relayed by another queen's consumer
+    asks when it has been silent (inference/dispatch.py): true for the socket the hive is
+    connected through, false once the hive reconnected through another one (another
+    queen's consumer), went stale (nobody records its heartbeats) or offline."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from hives.selectors import hive_socket_held
+
+    held = database_sync_to_async(hive_socket_held)
+    old, hive = await registered()
+    first = hive.channel_name
+    assert await held(hive_id=hive.pk, channel_name=first)
+    assert not await held(hive_id=hive.pk, channel_name=first + "x")
+    _, token = await database_sync_to_async(hive_token_create)(name="h1")
+    new = await connect(token)
+    await new.send_to(text_data=json.dumps(HELLO))
+    await new.receive_from(timeout=5)
+    second = (await Hive.objects.aget(pk=hive.pk)).channel_name
+    assert second != first
+    assert not await held(hive_id=hive.pk, channel_name=first)
+    assert await held(hive_id=hive.pk, channel_name=second)
+    stale = timezone.now() - timedelta(seconds=settings.RBEE_HIVE_STALE_AFTER + 1)
+    await Hive.objects.filter(pk=hive.pk).aupdate(last_seen_at=stale)
+    assert not await held(hive_id=hive.pk, channel_name=second)
+    await old.disconnect()
+    await new.disconnect()
+    assert not await held(hive_id=hive.pk, channel_name=second)
