@@ -120,6 +120,7 @@ class Balancer:
 
     def __init__(self, dep: Deployment, queens: list[Queen], *, port: int | None = None) -> None:
         self.dep = dep
+        self.tls = None  # plain http in front (its queens' TLS is not tested through it)
         self.exe = haproxy_path()
         self.port = port or free_port()
         self.names = {f"queen{i}": q for i, q in enumerate(queens, 1)}

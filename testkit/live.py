@@ -238,6 +238,9 @@ class QueenAddress(Protocol):
     @property
     def url(self) -> str: ...
 
+    # The certificate it serves (None: plain http).
+    tls: TLSFiles | None
+
     def wait_for_model(
         self, hive: str, model: str, timeout: float = 120, present: bool = True
     ) -> None: ...
