@@ -130,7 +130,7 @@ def test_the_compose_file_has_the_production_layout(compose: dict[str, Any]) -> 
     graf = services["grafana"]["volumes"]
     assert "./grafana/provisioning:/etc/grafana/provisioning:ro" in graf
     assert "./grafana/dashboards:/var/lib/grafana/dashboards:ro" in graf
-    assert services["prometheus"]["secrets"] == ["metrics_token"]
+    assert services["prometheus"]["secrets"] == ["rbee_metrics_token"]
     # Files of ours that the compose file names exist; what operators make is ignored by git.
     assert (DOCKER / "haproxy.cfg").is_file() and (DOCKER / "rbee.env.example").is_file()
     ignored = (DOCKER / ".gitignore").read_text().split()
