@@ -354,6 +354,7 @@ class _ViaProxy:
     def __init__(self, url: str, ca: ssl.SSLContext) -> None:
         self.url = url
         self.ca = ca
+        self.tls = None  # the proxy's certificate is not a testkit.tls one
 
     def healthz(self) -> dict[str, Any]:
         body: dict[str, Any] = httpx.get(f"{self.url}/healthz", verify=self.ca).json()
@@ -410,15 +411,9 @@ def test_the_proxy_configuration_serves_a_queen_over_tls(
         # A client that does not trust the CA is refused.
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{proxy_url}/healthz")
-        # A hive through the proxy: wss:// verifying the certificate (Python's default
-        # context reads SSL_CERT_FILE), then a request through the proxy to its worker.
-        Hive(
-            dep,
-            _ViaProxy(proxy_url, ca),
-            "behind-tls",
-            ["echo-model=echo:"],
-            env={"SSL_CERT_FILE": str(ca_file)},
-        )
+        # A hive through the proxy: wss:// verifying the proxy's certificate against
+        # the CA (`rbee hive start --ca`), then a request through the proxy to its worker.
+        Hive(dep, _ViaProxy(proxy_url, ca), "behind-tls", ["echo-model=echo:"], ca=ca_file)
         dep.rbee("tenant", "create", "t1")
         key = dep.rbee("key", "create", "--tenant", "t1").stdout.strip()
         resp = httpx.post(
