@@ -35,7 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from testkit.benchdb import bench_database  # noqa: E402
+from testkit.benchdb import bench_database, h100s  # noqa: E402
 from testkit.benchtime import timed  # noqa: E402
 
 
@@ -61,21 +61,6 @@ class Counted:
         return execute(sql, *rest)
 
 
-def gpus(devices: int, used_mb: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "index": i,
-            "kind": "cuda",
-            "name": "NVIDIA H100 80GB HBM3",
-            "gpu_type": "H100",
-            "memory_total_mb": 81559,
-            "memory_used_mb": used_mb + 1000 * i,
-            "utilization": 40 + i,
-        }
-        for i in range(devices)
-    ]
-
-
 def grow_fleet(total: int, devices: int, workers: int, models: list[Any]) -> None:
     """Online hives up to `total`, each with its devices and workers."""
     from django.utils import timezone
@@ -96,7 +81,7 @@ def grow_fleet(total: int, devices: int, workers: int, models: list[Any]) -> Non
                 channel_name=f"specific.bench!{n}",
                 version="0.9.0",
                 region="eu" if n % 2 else "us",
-                devices=gpus(devices, 1000 + n),
+                devices=h100s(devices, 1000 + n),
                 telemetry={"inflight": 0},
                 last_seen_at=timezone.now(),
             )

@@ -33,25 +33,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from testkit.benchdb import bench_database  # noqa: E402
+from testkit.benchdb import bench_database, h100s  # noqa: E402
 from testkit.benchtime import timed  # noqa: E402
 
 PASSWORD = "pw-123456789"
-
-
-def devices(used: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "index": i,
-            "kind": "cuda",
-            "name": "NVIDIA H100 80GB HBM3",
-            "gpu_type": "H100",
-            "memory_total_mb": 81559,
-            "memory_used_mb": used + 1000 * i,
-            "utilization": 50 + i,
-        }
-        for i in range(4)
-    ]
 
 
 def main() -> None:
@@ -94,7 +79,7 @@ def main() -> None:
                     status=Hive.Status.ONLINE,
                     channel_name=f"specific.bench!{n}",
                     version="0.9.0",
-                    devices=devices(1000),
+                    devices=h100s(4, 1000, 50),
                     telemetry={"inflight": 0},
                 )
             )
@@ -206,7 +191,7 @@ async def sockets_run(n: int, seconds: float, hives: list[Any]) -> str:
         hive_services.hive_heartbeat(
             hive_id=h.pk,
             channel_name=h.channel_name,
-            beat={"devices": devices(used), "inflight": used % 3},
+            beat={"devices": h100s(4, used, 50), "inflight": used % 3},
         )
 
     interval = 5.0 / len(hives)  # every hive once per 5 s

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432/"
 
@@ -53,3 +54,19 @@ def bench_database(name: str, *, sqlite: bool, server: str = DEFAULT_SERVER) -> 
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
         shutil.rmtree(home, ignore_errors=True)
+
+
+def h100s(count: int, used_mb: int, utilization: int = 40) -> list[dict[str, Any]]:
+    """A heartbeat's telemetry for `count` H100s (the benchmarks' busy fleet)."""
+    return [
+        {
+            "index": i,
+            "kind": "cuda",
+            "name": "NVIDIA H100 80GB HBM3",
+            "gpu_type": "H100",
+            "memory_total_mb": 81559,
+            "memory_used_mb": used_mb + 1000 * i,
+            "utilization": utilization + i,
+        }
+        for i in range(count)
+    ]

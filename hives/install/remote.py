@@ -124,11 +124,7 @@ class Remote:
                 "must be in your ssh-agent (ssh-add FILE)",
             ) from exc
         except (TimeoutError, OSError, asyncssh.Error) as exc:
-            raise InstallError(
-                InstallErrorCode.CONNECT,
-                f"cannot reach {entry.destination} (Host {entry.alias} in {entry.path}): "
-                f"{_reason(exc)}",
-            ) from exc
+            raise _unreachable(entry, exc) from exc
 
     @classmethod
     async def _changed(cls, entry: HostEntry, recorded: hostkeys.Recorded) -> InstallError:
@@ -177,11 +173,7 @@ class Remote:
         try:
             offered = await cls._fetch_key(entry, ())
         except (TimeoutError, OSError, asyncssh.Error) as exc:
-            raise InstallError(
-                InstallErrorCode.CONNECT,
-                f"cannot reach {entry.destination} (Host {entry.alias} in {entry.path}): "
-                f"{_reason(exc)}",
-            ) from exc
+            raise _unreachable(entry, exc) from exc
         if offered is None:
             raise InstallError(InstallErrorCode.CONNECT, f"{entry.destination} offered no host key")
         described = f"{hostkeys.key_type(offered)} key fingerprint {hostkeys.fingerprint(offered)}"
@@ -313,6 +305,13 @@ class Remote:
         except (OSError, asyncssh.Error) as exc:
             raise RemoteError(f"reading {path}", detail=_reason(exc)) from exc
         return data if isinstance(data, bytes) else str(data).encode()
+
+
+def _unreachable(entry: HostEntry, exc: BaseException) -> InstallError:
+    return InstallError(
+        InstallErrorCode.CONNECT,
+        f"cannot reach {entry.destination} (Host {entry.alias} in {entry.path}): {_reason(exc)}",
+    )
 
 
 def _reason(exc: BaseException) -> str:
