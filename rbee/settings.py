@@ -140,6 +140,10 @@ else:
                 "transaction_mode": "IMMEDIATE",
             },
             "CONN_MAX_AGE": 60,
+            # Tests get Django's shared in-memory database, named outright: under the
+            # django-prometheus engine below pytest-django no longer recognises SQLite and
+            # would derive "test_<this path>_gw0", a file that cannot be opened.
+            "TEST": {"NAME": ":memory:"},
         }
     }
 # django-prometheus' database backends: the same engines, counting connections, queries,
