@@ -9,16 +9,25 @@ match into the stream, and cancellation is checked between tokens.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import logging
 import os
 import queue
 import random
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 from hives.agent.engines.base import Cancelled, Engine, EngineError, token_budget
-from hives.agent.engines.tools import refuse_logprobs, refuse_tools
+from hives.agent.engines.toolformats import (
+    CallStream,
+    Family,
+    detect,
+    held_back,
+    render_messages,
+    trigger_at,
+)
+from hives.agent.engines.tools import ToolRequest, tool_request
 from hives.protocol import Capability, EventKind
 from hives.spec import DeviceKind, ModelSpec
 
@@ -98,6 +107,7 @@ class LlamaCppEngine(Engine):
             bos_token=model.token_get_text(bos_id) if bos_id != -1 else "",
             stop_token_ids=[eos_id],
         )
+        self.family = detect(template)
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -124,9 +134,11 @@ class LlamaCppEngine(Engine):
             token == self.llm.token_eos()
         )
 
-    def prompt_tokens(self, messages: list[dict[str, Any]]) -> list[int]:
+    def prompt_tokens(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
         try:
-            rendered = self.formatter(messages=messages)
+            rendered = self.formatter(messages=messages, tools=tools)
         except Exception as exc:  # the template refused the conversation
             raise EngineError(
                 f"the model's chat template rejected the messages: {exc}",
@@ -140,14 +152,56 @@ class LlamaCppEngine(Engine):
         return tokens
 
     def chat(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
-        refuse_tools(request, self.model_name)  # until this engine calls tools
-        refuse_logprobs(request, self.model_name)
-        tokens = self.prompt_tokens(list(request.get("messages") or []))
+        messages = list(request.get("messages") or [])
+        tools = tool_request(request)
+        if tools.tools or any(m.get("tool_calls") or m.get("role") == "tool" for m in messages):
+            return self._chat_tools(messages, tools, request, cancelled)
+        tokens = self.prompt_tokens(messages)
         return self._generate(tokens, request, cancelled, what="messages")
+
+    def _chat_tools(
+        self,
+        messages: list[dict[str, Any]],
+        tools: ToolRequest,
+        request: dict[str, Any],
+        cancelled: Cancelled,
+    ) -> Iterator[dict[str, Any]]:
+        """A conversation with tools (docs/tools.md): rendered for the template's family
+        (hives/agent/engines/toolformats.py), calls sampled under the family's grammar."""
+        family = self.family
+        rendered, template_tools = render_messages(family, messages, tools)
+        tokens = self.prompt_tokens(rendered, template_tools)
+        budget = token_budget(
+            self.llm.n_ctx(), len(tokens), request.get("max_tokens"), param="messages"
+        )
+        if not tools.active:
+            return self._tokens(tokens, request, cancelled, budget)
+        if request.get("response_format"):
+            raise EngineError(
+                "'response_format' cannot be combined with tools on this model",
+                status=400,
+                code="unsupported_parameter",
+                param="response_format",
+            )
+        grammar = self._call_grammar(family, tools)  # here: a bad schema is the caller's 400
+        return self._tool_stream(tokens, request, cancelled, budget, family, tools, grammar)
+
+    def _call_grammar(self, family: Family, tools: ToolRequest) -> Any:
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        gbnf = family.grammar(tools.allowed(), tools.parallel)
+        try:
+            return LlamaGrammar.from_string(gbnf, verbose=False)
+        except Exception as exc:
+            raise EngineError(
+                f"The tools' parameter schemas cannot be enforced: {exc}",
+                status=400,
+                code="unsupported_schema",
+                param="tools",
+            ) from exc
 
     def complete(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
         """Legacy completions: the prompt as it is, no chat template."""
-        refuse_logprobs(request, self.model_name)
         prompt = str(request.get("prompt") or "")
         tokens: list[int] = self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
         return self._generate(tokens, request, cancelled, what="prompt")
@@ -167,6 +221,63 @@ class LlamaCppEngine(Engine):
         finally:
             self.contexts.put(llm)
 
+    def _run(
+        self,
+        llm: Any,
+        tokens: list[int],
+        request: dict[str, Any],
+        grammar: Any,
+        *,
+        special: bool = False,
+    ) -> Generator[tuple[bytes, dict[str, Any] | None], None, None]:
+        """The model's next tokens, each as its bytes and (when the request asked for
+        them) its log-probability entry, until an end-of-generation token."""
+        seed = request.get("seed")
+        llm.set_seed(int(seed) % 2**32 if seed is not None else random.getrandbits(32))
+        temperature = request.get("temperature")
+        top_p = request.get("top_p")
+        top = int(request.get("top_logprobs") or 0) if request.get("logprobs") else None
+        gen = llm.generate(
+            tokens,
+            temp=DEFAULT_TEMPERATURE if temperature is None else float(temperature),
+            top_p=DEFAULT_TOP_P if top_p is None else float(top_p),
+            presence_penalty=float(request.get("presence_penalty") or 0.0),
+            frequency_penalty=float(request.get("frequency_penalty") or 0.0),
+            reset=True,
+            grammar=grammar,
+        )
+        try:
+            for token in gen:
+                if self._is_end(token):
+                    return
+                piece: bytes = llm.detokenize([token], special=special)
+                yield piece, (None if top is None else self._logprob(llm, token, piece, top))
+        finally:
+            gen.close()
+
+    def _logprob(self, llm: Any, token: int, piece: bytes, top: int) -> dict[str, Any]:
+        """OpenAI's entry for one sampled token: its log probability under the model (before
+        temperature and the other samplers), and the `top` most likely tokens'."""
+        import llama_cpp
+        import numpy as np
+
+        n_vocab = llm.n_vocab()
+        logits = np.ctypeslib.as_array(
+            llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(n_vocab,)
+        )
+        logprobs = llama_cpp.Llama.logits_to_logprobs(logits)
+
+        def entry(tok: int, raw: bytes) -> dict[str, Any]:
+            text = raw.decode("utf-8", errors="replace")
+            return {"token": text, "logprob": float(logprobs[tok]), "bytes": list(raw)}
+
+        out = entry(token, piece)
+        best: list[int] = [int(t) for t in np.argpartition(-logprobs, top)[:top]] if top else []
+        out["top_logprobs"] = [
+            entry(t, llm.detokenize([t])) for t in sorted(best, key=lambda t: -float(logprobs[t]))
+        ]
+        return out
+
     def _sample(
         self,
         llm: Any,
@@ -182,36 +293,23 @@ class LlamaCppEngine(Engine):
                 "usage": {"prompt_tokens": len(tokens), "completion_tokens": 0},
             }
             return
-        seed = request.get("seed")
-        llm.set_seed(int(seed) % 2**32 if seed is not None else random.getrandbits(32))
-        temperature = request.get("temperature")
-        top_p = request.get("top_p")
         stops = [s for s in (request.get("stop") or []) if s]
         grammar = _grammar(request.get("response_format"))
 
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pending = ""  # decoded text not yet sent (may be the start of a stop sequence)
+        entries: list[dict[str, Any]] = []  # log probabilities of the tokens not yet sent
         generated = 0
-        finish = "length"
-        gen = llm.generate(
-            tokens,
-            temp=DEFAULT_TEMPERATURE if temperature is None else float(temperature),
-            top_p=DEFAULT_TOP_P if top_p is None else float(top_p),
-            presence_penalty=float(request.get("presence_penalty") or 0.0),
-            frequency_penalty=float(request.get("frequency_penalty") or 0.0),
-            reset=True,
-            grammar=grammar,
-        )
-        try:
-            for token in gen:
+        finish = "stop"  # the model's end-of-generation token, unless a break says otherwise
+        with contextlib.closing(self._run(llm, tokens, request, grammar)) as run:
+            for piece, entry in run:
                 if cancelled():
                     finish = "cancelled"
                     break
-                if self._is_end(token):
-                    finish = "stop"
-                    break
                 generated += 1
-                pending += decoder.decode(llm.detokenize([token]))
+                if entry is not None:
+                    entries.append(entry)
+                pending += decoder.decode(piece)
                 if stops:
                     hit = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
                     if hit >= 0:
@@ -224,30 +322,181 @@ class LlamaCppEngine(Engine):
                     out, pending = pending, ""
                 if out:
                     # Running counts: a stream cut short is still metered exactly.
-                    yield {
-                        "kind": EventKind.DELTA,
-                        "text": out,
-                        "prompt_tokens": len(tokens),
-                        "completion_tokens": generated,
-                    }
+                    yield _delta(out, entries, len(tokens), generated)
+                    entries = []
                 if generated >= max_tokens:
                     finish = "length"
                     break
-        finally:
-            gen.close()
         pending += decoder.decode(b"", final=True)
         if pending and finish != "cancelled":
-            yield {
-                "kind": EventKind.DELTA,
-                "text": pending,
-                "prompt_tokens": len(tokens),
-                "completion_tokens": generated,
-            }
+            yield _delta(pending, entries, len(tokens), generated)
         yield {
             "kind": EventKind.DONE,
             "finish_reason": finish,
             "usage": {"prompt_tokens": len(tokens), "completion_tokens": generated},
         }
+
+    def _tool_stream(
+        self,
+        tokens: list[int],
+        request: dict[str, Any],
+        cancelled: Cancelled,
+        budget: int,
+        family: Family,
+        tools: ToolRequest,
+        grammar: Any,
+    ) -> Iterator[dict[str, Any]]:
+        """An answer that may call tools. Forced (required, named): calls under the grammar
+        from the first token. Auto: free text, streamed, until the family's trigger
+        appears; then generation restarts at the trigger under the grammar."""
+        llm = self.contexts.get()
+        try:
+            generated = 0
+            prompt = tokens
+            finish = "stop"
+            if not tools.forced:
+                text_phase = self._free_text(llm, tokens, request, cancelled, budget, family)
+                content, generated, finish = yield from text_phase
+                if finish != "tool_calls":
+                    yield _done(finish, len(tokens), generated)
+                    return
+                if content:
+                    prompt = tokens + self.llm.tokenize(
+                        content.encode("utf-8"), add_bos=False, special=False
+                    )
+            yield from self._call_phase(
+                llm, prompt, len(tokens), request, cancelled, budget, generated, family, grammar
+            )
+        finally:
+            self.contexts.put(llm)
+
+    def _free_text(
+        self,
+        llm: Any,
+        tokens: list[int],
+        request: dict[str, Any],
+        cancelled: Cancelled,
+        budget: int,
+        family: Family,
+    ) -> Generator[dict[str, Any], None, tuple[str, int, str]]:
+        """Text until the trigger: (the text before it, tokens generated, "tool_calls"), or
+        the whole answer's (text, tokens, finish reason) when no call came."""
+        stops = [s for s in (request.get("stop") or []) if s]
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        text = ""
+        sent = 0
+        generated = 0
+        entries: list[dict[str, Any]] = []
+        finish = "stop"
+        special = family.name == "mistral"
+        with contextlib.closing(self._run(llm, tokens, request, None, special=special)) as run:
+            for piece, entry in run:
+                if cancelled():
+                    return text[:sent], generated, "cancelled"
+                generated += 1
+                if entry is not None:
+                    entries.append(entry)
+                text += decoder.decode(piece)
+                if family.text_prefix and family.text_prefix.startswith(text):
+                    continue  # functionary v3.2's ">>>all\n" is still being written
+                at = trigger_at(family, text)
+                if at >= 0:
+                    before = text[:at]
+                    if before[sent:].strip():
+                        yield _delta(
+                            _visible(family, before, sent), entries, len(tokens), generated
+                        )
+                    return before, generated, "tool_calls"
+                hit = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+                if hit >= 0:
+                    text, finish = text[:hit], "stop"
+                    break
+                keep = max(held_back(text, family.trigger), _held_back(text, stops))
+                if len(text) - keep > sent:
+                    out = _visible(family, text[: len(text) - keep], sent)
+                    sent = len(text) - keep
+                    if out:
+                        yield _delta(out, entries, len(tokens), generated)
+                        entries = []
+                if generated >= budget:
+                    finish = "length"
+                    break
+        text += decoder.decode(b"", final=True)
+        if len(text) > sent:
+            out = _visible(family, text, sent)
+            if out:
+                yield _delta(out, entries, len(tokens), generated)
+        return text, generated, finish
+
+    def _call_phase(
+        self,
+        llm: Any,
+        prompt: list[int],
+        prompt_tokens: int,
+        request: dict[str, Any],
+        cancelled: Cancelled,
+        budget: int,
+        generated: int,
+        family: Family,
+        grammar: Any,
+    ) -> Iterator[dict[str, Any]]:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stream = CallStream(family)
+        text = ""
+        finish = "tool_calls"
+        calls_request = {**request, "logprobs": False}  # a call's tokens are not content
+        special = family.name == "mistral"
+        with contextlib.closing(
+            self._run(llm, prompt, calls_request, grammar, special=special)
+        ) as run:
+            for piece, _ in run:
+                if cancelled():
+                    finish = "cancelled"
+                    break
+                generated += 1
+                text += decoder.decode(piece)
+                pieces = stream.feed(text)
+                if pieces:
+                    yield {
+                        "kind": EventKind.DELTA,
+                        "tool_calls": pieces,
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": generated,
+                    }
+                if generated >= budget:
+                    finish = "length"
+                    break
+        yield _done(finish if stream.count else "stop", prompt_tokens, generated)
+
+
+def _visible(family: Family, text: str, sent: int) -> str:
+    """text[sent:], less a functionary v3.2 text prefix."""
+    start = (
+        len(family.text_prefix) if family.text_prefix and text.startswith(family.text_prefix) else 0
+    )
+    return text[max(sent, start) :]
+
+
+def _delta(
+    text: str, entries: list[dict[str, Any]], prompt_tokens: int, generated: int
+) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "kind": EventKind.DELTA,
+        "text": text,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": generated,
+    }
+    if entries:
+        event["logprobs"] = list(entries)
+    return event
+
+
+def _done(finish: str, prompt_tokens: int, generated: int) -> dict[str, Any]:
+    return {
+        "kind": EventKind.DONE,
+        "finish_reason": finish,
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": generated},
+    }
 
 
 def _grammar(response_format: Any) -> Any:
