@@ -24,6 +24,8 @@ from hives.agent.engines.toolformats import (
     Family,
     detect,
     held_back,
+    invalid_arguments,
+    iter_calls,
     render_messages,
     trigger_at,
 )
@@ -365,7 +367,16 @@ class LlamaCppEngine(Engine):
                         content.encode("utf-8"), add_bos=False, special=False
                     )
             yield from self._call_phase(
-                llm, prompt, len(tokens), request, cancelled, budget, generated, family, grammar
+                llm,
+                prompt,
+                len(tokens),
+                request,
+                cancelled,
+                budget,
+                generated,
+                family,
+                tools,
+                grammar,
             )
         finally:
             self.contexts.put(llm)
@@ -438,6 +449,7 @@ class LlamaCppEngine(Engine):
         budget: int,
         generated: int,
         family: Family,
+        tools: ToolRequest,
         grammar: Any,
     ) -> Iterator[dict[str, Any]]:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -466,6 +478,18 @@ class LlamaCppEngine(Engine):
                 if generated >= budget:
                     finish = "length"
                     break
+        if finish == "tool_calls":
+            # The grammar holds what llama.cpp's converter can express; the rest (wide
+            # numeric bounds) is checked here, so an invalid call is never passed off.
+            for name, arguments in iter_calls(family, text):
+                why = invalid_arguments(tools.allowed(), name, arguments)
+                if why is not None:
+                    raise EngineError(
+                        f"The model {self.model_name!r} wrote a call that does not fit "
+                        f"its schema ({why}); retry, or relax the schema.",
+                        status=500,
+                        code="invalid_tool_call",
+                    )
         yield _done(finish if stream.count else "stop", prompt_tokens, generated)
 
 

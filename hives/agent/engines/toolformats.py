@@ -150,7 +150,7 @@ def schema_rules(schema: dict[str, Any], prefix: str) -> tuple[str, str]:
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     try:
-        gbnf = json_schema_to_gbnf(json.dumps(schema))
+        gbnf = json_schema_to_gbnf(json.dumps(expressible(schema)))
     except Exception as exc:  # a schema the converter cannot express
         raise EngineError(
             f"This function's parameters cannot be enforced: {exc}",
@@ -170,6 +170,60 @@ def schema_rules(schema: dict[str, Any], prefix: str) -> tuple[str, str]:
         name, body = ln.split("::=", 1)
         out.append(f"{prefix}-{name.strip()} ::= {_GBNF_TOKEN.sub(rename, body)}")
     return f"{prefix}-root", "\n".join(out)
+
+
+MAX_ENUMERATED = 256  # an integer range this small becomes an enum the grammar can hold
+
+
+def expressible(schema: Any) -> Any:
+    """The schema with the constraints llama.cpp's converter ignores rewritten into ones it
+    keeps, where that is exact: a bounded integer range of at most MAX_ENUMERATED values
+    becomes an enum. What stays inexpressible (wide or one-sided numeric bounds) is
+    checked when the call is complete (`invalid_arguments`)."""
+    if isinstance(schema, list):
+        return [expressible(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: expressible(v) for k, v in schema.items()}
+    if out.get("type") == "integer" and "enum" not in out and "const" not in out:
+        low, high = _int_bounds(out)
+        if low is not None and high is not None and 0 <= high - low < MAX_ENUMERATED:
+            return {"enum": list(range(low, high + 1))}
+    return out
+
+
+def _int_bounds(schema: dict[str, Any]) -> tuple[int | None, int | None]:
+    import math
+
+    low: int | None = None
+    high: int | None = None
+    if isinstance(schema.get("minimum"), int | float):
+        low = math.ceil(schema["minimum"])
+    if isinstance(schema.get("exclusiveMinimum"), int | float):
+        low = max(low if low is not None else -(2**63), math.floor(schema["exclusiveMinimum"]) + 1)
+    if isinstance(schema.get("maximum"), int | float):
+        high = math.floor(schema["maximum"])
+    if isinstance(schema.get("exclusiveMaximum"), int | float):
+        high = min(high if high is not None else 2**63, math.ceil(schema["exclusiveMaximum"]) - 1)
+    return low, high
+
+
+def invalid_arguments(functions: list[dict[str, Any]], name: str, arguments: str) -> str | None:
+    """Why a finished call does not fit its function (None: it does)."""
+    from jsonschema import exceptions, validators
+
+    fn = next((f for f in functions if f.get("name") == name), None)
+    if fn is None:
+        return f"the model called {name!r}, which is not one of the tools"
+    try:
+        value = json.loads(arguments)
+    except ValueError as exc:
+        return f"the arguments of {name!r} are not JSON: {exc}"
+    schema = fn.get("parameters") or {"type": "object"}
+    error = exceptions.best_match(validators.validator_for(schema)(schema).iter_errors(value))
+    if error is not None:
+        return f"the arguments of {name!r} do not match its parameters: {error.message}"
+    return None
 
 
 # --- rendering -------------------------------------------------------------------------
