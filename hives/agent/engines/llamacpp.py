@@ -19,16 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from hives.agent.engines.base import Cancelled, Engine, EngineError, token_budget
-from hives.agent.engines.toolformats import (
-    CallStream,
-    Family,
-    detect,
-    held_back,
-    invalid_arguments,
-    iter_calls,
-    render_messages,
-    trigger_at,
-)
+from hives.agent.engines.tooldriver import ToolAnswer, delta
+from hives.agent.engines.toolformats import Family, detect, held_back, render_messages
 from hives.agent.engines.tools import ToolRequest, tool_request
 from hives.protocol import Capability, EventKind
 from hives.spec import DeviceKind, ModelSpec
@@ -185,13 +177,13 @@ class LlamaCppEngine(Engine):
                 code="unsupported_parameter",
                 param="response_format",
             )
-        grammar = self._call_grammar(family, tools)  # here: a bad schema is the caller's 400
-        return self._tool_stream(tokens, request, cancelled, budget, family, tools, grammar)
+        gbnf = family.grammar(tools.allowed(), tools.parallel)
+        self._compile(gbnf)  # here: a schema the grammar cannot hold is the caller's 400
+        return self._tool_stream(tokens, request, cancelled, budget, family, tools, gbnf)
 
-    def _call_grammar(self, family: Family, tools: ToolRequest) -> Any:
+    def _compile(self, gbnf: str) -> Any:
         from llama_cpp.llama_grammar import LlamaGrammar
 
-        gbnf = family.grammar(tools.allowed(), tools.parallel)
         try:
             return LlamaGrammar.from_string(gbnf, verbose=False)
         except Exception as exc:
@@ -318,20 +310,20 @@ class LlamaCppEngine(Engine):
                         pending = pending[:hit]
                         finish = "stop"
                         break
-                    keep = _held_back(pending, stops)
+                    keep = held_back(pending, stops)
                     out, pending = pending[: len(pending) - keep], pending[len(pending) - keep :]
                 else:
                     out, pending = pending, ""
                 if out:
                     # Running counts: a stream cut short is still metered exactly.
-                    yield _delta(out, entries, len(tokens), generated)
+                    yield delta(out, entries, len(tokens), generated)
                     entries = []
                 if generated >= max_tokens:
                     finish = "length"
                     break
         pending += decoder.decode(b"", final=True)
         if pending and finish != "cancelled":
-            yield _delta(pending, entries, len(tokens), generated)
+            yield delta(pending, entries, len(tokens), generated)
         yield {
             "kind": EventKind.DONE,
             "finish_reason": finish,
@@ -346,181 +338,32 @@ class LlamaCppEngine(Engine):
         budget: int,
         family: Family,
         tools: ToolRequest,
-        grammar: Any,
+        grammar: str,
     ) -> Iterator[dict[str, Any]]:
-        """An answer that may call tools. Forced (required, named): calls under the grammar
-        from the first token. Auto: free text, streamed, until the family's trigger
-        appears; then generation restarts at the trigger under the grammar."""
         llm = self.contexts.get()
         try:
-            generated = 0
-            prompt = tokens
-            finish = "stop"
-            if not tools.forced:
-                text_phase = self._free_text(llm, tokens, request, cancelled, budget, family)
-                content, generated, finish = yield from text_phase
-                if finish != "tool_calls":
-                    yield _done(finish, len(tokens), generated)
-                    return
-                if content:
-                    prompt = tokens + self.llm.tokenize(
-                        content.encode("utf-8"), add_bos=False, special=False
-                    )
-            yield from self._call_phase(
-                llm,
-                prompt,
-                len(tokens),
-                request,
-                cancelled,
-                budget,
-                generated,
-                family,
-                tools,
-                grammar,
-            )
+
+            def source(
+                prompt: list[int], gbnf: str | None, logprobs: bool
+            ) -> Generator[tuple[str, list[dict[str, Any]], int], None, None]:
+                compiled = self._compile(gbnf) if gbnf is not None else None
+                decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+                asked = {**request, "logprobs": logprobs}
+                special = family.name == "mistral"  # its trigger is a special token
+                with contextlib.closing(
+                    self._run(llm, prompt, asked, compiled, special=special)
+                ) as run:
+                    for piece, entry in run:
+                        yield decoder.decode(piece), [entry] if entry else [], 1
+
+            def tokenize(text: str) -> list[int]:
+                out: list[int] = self.llm.tokenize(text.encode("utf-8"), add_bos=False)
+                return out
+
+            answer = ToolAnswer(source, tokenize, family, tools, self.model_name)
+            yield from answer.events(tokens, request, cancelled, budget, grammar)
         finally:
             self.contexts.put(llm)
-
-    def _free_text(
-        self,
-        llm: Any,
-        tokens: list[int],
-        request: dict[str, Any],
-        cancelled: Cancelled,
-        budget: int,
-        family: Family,
-    ) -> Generator[dict[str, Any], None, tuple[str, int, str]]:
-        """Text until the trigger: (the text before it, tokens generated, "tool_calls"), or
-        the whole answer's (text, tokens, finish reason) when no call came."""
-        stops = [s for s in (request.get("stop") or []) if s]
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        text = ""
-        sent = 0
-        generated = 0
-        entries: list[dict[str, Any]] = []
-        finish = "stop"
-        special = family.name == "mistral"
-        with contextlib.closing(self._run(llm, tokens, request, None, special=special)) as run:
-            for piece, entry in run:
-                if cancelled():
-                    return text[:sent], generated, "cancelled"
-                generated += 1
-                if entry is not None:
-                    entries.append(entry)
-                text += decoder.decode(piece)
-                if family.text_prefix and family.text_prefix.startswith(text):
-                    continue  # functionary v3.2's ">>>all\n" is still being written
-                at = trigger_at(family, text)
-                if at >= 0:
-                    before = text[:at]
-                    if before[sent:].strip():
-                        yield _delta(
-                            _visible(family, before, sent), entries, len(tokens), generated
-                        )
-                    return before, generated, "tool_calls"
-                hit = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
-                if hit >= 0:
-                    text, finish = text[:hit], "stop"
-                    break
-                keep = max(held_back(text, family.trigger), _held_back(text, stops))
-                if len(text) - keep > sent:
-                    out = _visible(family, text[: len(text) - keep], sent)
-                    sent = len(text) - keep
-                    if out:
-                        yield _delta(out, entries, len(tokens), generated)
-                        entries = []
-                if generated >= budget:
-                    finish = "length"
-                    break
-        text += decoder.decode(b"", final=True)
-        if len(text) > sent:
-            out = _visible(family, text, sent)
-            if out:
-                yield _delta(out, entries, len(tokens), generated)
-        return text, generated, finish
-
-    def _call_phase(
-        self,
-        llm: Any,
-        prompt: list[int],
-        prompt_tokens: int,
-        request: dict[str, Any],
-        cancelled: Cancelled,
-        budget: int,
-        generated: int,
-        family: Family,
-        tools: ToolRequest,
-        grammar: Any,
-    ) -> Iterator[dict[str, Any]]:
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stream = CallStream(family)
-        text = ""
-        finish = "tool_calls"
-        calls_request = {**request, "logprobs": False}  # a call's tokens are not content
-        special = family.name == "mistral"
-        with contextlib.closing(
-            self._run(llm, prompt, calls_request, grammar, special=special)
-        ) as run:
-            for piece, _ in run:
-                if cancelled():
-                    finish = "cancelled"
-                    break
-                generated += 1
-                text += decoder.decode(piece)
-                pieces = stream.feed(text)
-                if pieces:
-                    yield {
-                        "kind": EventKind.DELTA,
-                        "tool_calls": pieces,
-                        "prompt_tokens": prompt_tokens,
-                        "completion_tokens": generated,
-                    }
-                if generated >= budget:
-                    finish = "length"
-                    break
-        if finish == "tool_calls":
-            # The grammar holds what llama.cpp's converter can express; the rest (wide
-            # numeric bounds) is checked here, so an invalid call is never passed off.
-            for name, arguments in iter_calls(family, text):
-                why = invalid_arguments(tools.allowed(), name, arguments)
-                if why is not None:
-                    raise EngineError(
-                        f"The model {self.model_name!r} wrote a call that does not fit "
-                        f"its schema ({why}); retry, or relax the schema.",
-                        status=500,
-                        code="invalid_tool_call",
-                    )
-        yield _done(finish if stream.count else "stop", prompt_tokens, generated)
-
-
-def _visible(family: Family, text: str, sent: int) -> str:
-    """text[sent:], less a functionary v3.2 text prefix."""
-    start = (
-        len(family.text_prefix) if family.text_prefix and text.startswith(family.text_prefix) else 0
-    )
-    return text[max(sent, start) :]
-
-
-def _delta(
-    text: str, entries: list[dict[str, Any]], prompt_tokens: int, generated: int
-) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "kind": EventKind.DELTA,
-        "text": text,
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": generated,
-    }
-    if entries:
-        event["logprobs"] = list(entries)
-    return event
-
-
-def _done(finish: str, prompt_tokens: int, generated: int) -> dict[str, Any]:
-    return {
-        "kind": EventKind.DONE,
-        "finish_reason": finish,
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": generated},
-    }
 
 
 def _grammar(response_format: Any) -> Any:
@@ -546,14 +389,3 @@ def _grammar(response_format: Any) -> Any:
                 param="response_format.json_schema.schema",
             ) from exc
     return None
-
-
-def _held_back(text: str, stops: list[str]) -> int:
-    """Length of the longest tail of `text` that could still grow into a stop sequence."""
-    best = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text)), 0, -1):
-            if text.endswith(s[:k]):
-                best = max(best, k)
-                break
-    return best

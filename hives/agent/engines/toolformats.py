@@ -417,12 +417,16 @@ def trigger_at(family: Family, text: str) -> int:
     return body.find(family.trigger)
 
 
-def held_back(text: str, trigger: str) -> int:
-    """How many characters at the end of `text` could still grow into `trigger`."""
-    for k in range(min(len(trigger) - 1, len(text)), 0, -1):
-        if text.endswith(trigger[:k]):
-            return k
-    return 0
+def held_back(text: str, needles: list[str]) -> int:
+    """How many characters at the end of `text` could still grow into one of `needles`
+    (a stop sequence, a trigger): text that must not be streamed yet."""
+    best = 0
+    for s in needles:
+        for k in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:k]):
+                best = max(best, k)
+                break
+    return best
 
 
 def iter_calls(family: Family, text: str) -> Iterator[tuple[str, str]]:

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from hives.agent.engines.base import Cancelled, Engine, EngineError, hub_ref, token_budget
-from hives.agent.engines.llamacpp import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, _held_back
+from hives.agent.engines.llamacpp import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
+from hives.agent.engines.toolformats import held_back
 from hives.agent.engines.tools import refuse_logprobs, refuse_tools
 from hives.agent.engines.torchutil import (
     dtype_bytes,
@@ -339,7 +340,7 @@ class TransformersEngine(Engine):
                     pending = pending[:hit]
                     finish, hit_stop = "stop", True
                     break
-                keep = _held_back(pending, stops)
+                keep = held_back(pending, stops)
                 text, pending = pending[: len(pending) - keep], pending[len(pending) - keep :]
             else:
                 text, pending = pending, ""
