@@ -76,6 +76,22 @@ class Family:
             root_rule = f"root ::= call ( call ){more}"
         return "\n".join([root_rule, *rules])
 
+    def forced_prefix(self, named: str | None) -> str:
+        """The text a forced call starts with, for an engine with no grammar sampler: the
+        family's opening and, for a named function, up to its arguments."""
+        if self.name in ("generic", "hermes", "llama3", "mistral"):
+            opening = {
+                "generic": "<tool_call>\n",
+                "hermes": "<tool_call>\n",
+                "mistral": "[TOOL_CALLS][",
+            }
+            key = "parameters" if self.name == "llama3" else "arguments"
+            head = f'{{"name": "{named}", "{key}": ' if named else '{"name": "'
+            return opening.get(self.name, "") + head
+        if self.name == "functionary31":
+            return f"<function={named}>" if named else "<function="
+        return f">>>{named}\n" if named else ">>>"
+
 
 def _lit(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
