@@ -93,7 +93,12 @@ class ChatFormat(TextFormat):
                     "logprobs": (
                         {"content": answer.logprobs, "refusal": None} if self.logprobs else None
                     ),
-                    "finish_reason": answer.finish_reason,
+                    # a worker that said "tool_calls" but sent none we could pass on
+                    "finish_reason": (
+                        "stop"
+                        if answer.finish_reason == "tool_calls" and not answer.tool_calls
+                        else answer.finish_reason
+                    ),
                 }
             ],
             "usage": usage,
