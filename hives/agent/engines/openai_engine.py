@@ -467,7 +467,8 @@ class OpenAIEngine(Engine):
                 status=502,
                 code="upstream_error",
             )
-        usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
+        usage = answer.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
         tokens = int(usage.get("prompt_tokens") or 0) or sum(len(s) for s in inputs) // 4
         yield {
             "kind": EventKind.DONE,
