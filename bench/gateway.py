@@ -122,9 +122,10 @@ def row(
     n = len(lat) + min(clients, 8) + err
     cpu = " ".join(f"{name} {spent[name] / n * 1e3:5.2f}" for name in procs)
     added = f"{(p50 - direct_p50) * 1e3:+8.2f}ms" if direct_p50 is not None else " " * 10
+    p99 = pct(lat, 99) if lat else float("nan")
     print(
         f"{label:11} {'stream' if stream else 'json':6} {clients:4d} | {p50 * 1e3:8.2f}ms "
-        f"{pct(lat, 99) * 1e3 if lat else float('nan'):8.1f}ms {rps:7.0f} {err:4d} | {added} | {cpu}",
+        f"{p99 * 1e3:8.1f}ms {rps:7.0f} {err:4d} | {added} | {cpu}",
         flush=True,
     )
     return p50
