@@ -305,3 +305,50 @@ def test_a_real_llama_cpp_server_as_the_upstream(deployment: Deployment) -> None
         assert same.choices[0].message.content == text
     finally:
         stop_process(server)
+
+
+def test_residency_keeps_a_tenant_off_an_upstream_outside_its_region(
+    deployment: Deployment,
+) -> None:
+    """Overflow to a cloud API only for tenants allowed to leave the region: the same model
+    served locally in the EU (echo) and by an upstream from a US hive. An EU tenant is
+    served only in the EU and fails closed when that hive is gone; another tenant may ask
+    for the US hive, whose answer is the upstream's."""
+    dep = deployment
+    cloud = FakeUpstream(["fake-model"])
+    try:
+        queen = Queen(dep, env={"RBEE_HIVE_HEARTBEAT": "1"})
+        eu = Hive(dep, queen, "eu-box", ["shared=echo:"], region="eu")
+        Hive(dep, queen, "us-cloud", [f"shared=openai:{cloud.url}?model=fake-model"], region="us")
+        dep.rbee("tenant", "create", "euco", "--data-region", "eu")
+        dep.rbee("tenant", "create", "anyco")
+        eu_key = dep.rbee("key", "create", "--tenant", "euco", "--operator").stdout.strip()
+        any_key = dep.rbee("key", "create", "--tenant", "anyco", "--operator").stdout.strip()
+
+        def ask(key: str, region: str = "") -> tuple[str, str]:
+            c = openai.OpenAI(base_url=f"{queen.url}/v1", api_key=key, max_retries=0)
+            raw = c.chat.completions.with_raw_response.create(
+                model="shared",
+                messages=[{"role": "user", "content": "where am I"}],
+                extra_headers={"X-Rbee-Region": region} if region else None,
+            )
+            text = raw.parse().choices[0].message.content or ""
+            return raw.headers["x-rbee-worker"].split("/")[0], text
+
+        assert {ask(eu_key)[0] for _ in range(10)} == {"eu-box"}
+        assert ask(any_key, "us") == ("us-cloud", " ".join(WORDS))
+        before = cloud.posts()
+        eu.stop()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                assert ask(eu_key)[0] == "eu-box"
+            except openai.APIStatusError as err:
+                assert err.status_code == 503
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the EU tenant was still served with its hive gone")
+        assert cloud.posts() == before  # never sent to the US upstream
+    finally:
+        cloud.close()
