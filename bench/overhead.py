@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -39,10 +40,17 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def load(
-    url: str, key: str | None, concurrency: int, total: int, stream: bool
+    url: str,
+    key: str | None,
+    concurrency: int,
+    total: int,
+    stream: bool,
+    body: dict[str, Any] | None = None,
 ) -> tuple[list[float], float, int]:
+    """Latencies (s), requests/s and errors of `total` requests (`body`, default the echo
+    one) from `concurrency` clients."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    body = {**BODY, "stream": stream}
+    body = {**(body or BODY), "stream": stream}
     latencies: list[float] = []
     errors = 0
     per_client = max(1, total // concurrency)

@@ -87,6 +87,9 @@ class PipeOp(StrEnum):
     READY = "ready"  # worker -> hive: {op, load_seconds, memory_bytes, slots, pid}
     FAILED = "failed"  # worker -> hive: {op, message}; the model did not load
     EVENT = "event"  # worker -> hive: {op, id, event}
+    # worker -> hive: {op, message}; the engine's backend (an upstream server) stopped
+    # serving (message says why) or serves again (message ''): failed <-> ready.
+    HEALTH = "health"
 
 
 class EventKind(StrEnum):

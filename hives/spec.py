@@ -144,8 +144,14 @@ ENGINE_CAPABILITY: Final[Mapping[str, Capability]] = MappingProxyType(
         "faster-whisper": Capability.AUDIO_TRANSCRIPTION,
         "piper": Capability.AUDIO_GEN,
         "espeak-ng": Capability.AUDIO_GEN,
+        "openai": Capability.TEXT_GEN,
     }
 )
+
+# Engines whose model runs elsewhere (an upstream server): they hold no memory on the
+# hive's devices, so placing one never unloads a local model, nor is one unloaded to
+# make room.
+REMOTE_ENGINES: Final = frozenset({"openai"})
 
 
 def parse_capability(text: str) -> Capability:

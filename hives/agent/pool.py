@@ -28,7 +28,7 @@ from hives.agent.memory import Resident, plan_placement
 from hives.agent.policy import remote_code_refusal
 from hives.agent.supervisor import WorkerProcess
 from hives.protocol import WorkerAction, WorkerState
-from hives.spec import Device, ModelSpec
+from hives.spec import REMOTE_ENGINES, Device, ModelSpec
 
 logger = logging.getLogger("hives.agent")
 
@@ -263,6 +263,8 @@ class WorkerPool:
         it may load, else a message that says what is using the memory."""
         async with self._placing:
             spec = worker.spec
+            if spec.engine in REMOTE_ENGINES:
+                return ""  # its model runs elsewhere: nothing to place
             if not worker.memory_bytes:
                 worker.memory_bytes = await asyncio.to_thread(self.estimate, spec)
             device = await asyncio.to_thread(self._device_entry, spec.device)
@@ -280,6 +282,7 @@ class WorkerPool:
                 )
                 for other in self.workers.values()
                 if other is not worker
+                and other.spec.engine not in REMOTE_ENGINES
                 and other.spec.device == spec.device
                 and other.state in (WorkerState.READY, WorkerState.STARTING)
             ]

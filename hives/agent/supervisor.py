@@ -13,9 +13,9 @@ from typing import Any
 
 from hives.agent.catalog import BUNDLED_PREFIX
 from hives.agent.download import is_local
-from hives.agent.workerenv import worker_env
+from hives.agent.workerenv import upstream_key_env, worker_env
 from hives.protocol import FINAL_KINDS, PipeOp, WorkerState, error_event
-from hives.spec import ModelSpec
+from hives.spec import REMOTE_ENGINES, ModelSpec
 
 logger = logging.getLogger("hives.supervisor")
 
@@ -132,6 +132,22 @@ class WorkerProcess:
         except TimeoutError:
             return False
 
+    def _key_env(self) -> str:
+        """The one credential this worker's engine may read (an upstream's key)."""
+        if self.spec.engine not in REMOTE_ENGINES:
+            return ""
+        name = upstream_key_env(self.spec.options, os.environ, assigned=self.assigned)
+        wanted = str(self.spec.options.get("api_key_env") or "")
+        if wanted and not name:
+            logger.warning(
+                "%s names $%s for its upstream key; not given to it (a model the queen "
+                "assigns gets only the variables listed in RBEE_HIVE_UPSTREAM_KEYS, and "
+                "never RBEE_*)",
+                self.spec.name,
+                wanted,
+            )
+        return name
+
     async def _spawn(self) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
             sys.executable,
@@ -143,7 +159,11 @@ class WorkerProcess:
             stderr=None,  # the worker's logs go where the hive's go
             limit=64 * 2**20,
             # An allow-list of the hive's environment: no token, no credentials.
-            env=worker_env(os.environ, offline=files_are_here(self.spec)),
+            env=worker_env(
+                os.environ,
+                offline=files_are_here(self.spec),
+                key_env=self._key_env(),
+            ),
         )
 
     async def _run(self) -> None:
@@ -223,9 +243,25 @@ class WorkerProcess:
                     msg.get("pid"),
                     msg.get("load_seconds"),
                 )
+            elif op == PipeOp.HEALTH:
+                self._health(str(msg.get("message") or ""), was_ready)
             elif op == PipeOp.FAILED:
                 self.message = str(msg.get("message") or "")
                 logger.error("worker %s failed to load: %s", self.spec.name, self.message)
+
+    def _health(self, problem: str, was_ready: bool) -> None:
+        """The engine's backend stopped serving (ready -> failed, with the reason; the
+        process stays, and no job is sent to it) or serves again (failed -> ready)."""
+        if problem and self.state == WorkerState.READY:
+            logger.warning("worker %s does not serve: %s", self.spec.name, problem)
+            self.message = problem
+            self._ready.clear()
+            self.state = WorkerState.FAILED
+        elif not problem and self.state == WorkerState.FAILED and was_ready:
+            logger.info("worker %s serves again", self.spec.name)
+            self.message = ""
+            self._ready.set()
+            self.state = WorkerState.READY
 
     async def _fail_inflight(self, message: str) -> None:
         sinks, self.sinks = self.sinks, {}

@@ -76,6 +76,11 @@ class Worker:
             )
             self.emit({"op": PipeOp.FAILED, "message": message})
             return 3
+        # An engine with a backend of its own (an upstream server) says whether it
+        # serves: before `ready`, so a worker whose upstream is down is never taken as
+        # serving, and then every `health_interval` seconds.
+        interval = float(getattr(engine, "health_interval", 0) or 0)
+        problem = engine.health() if interval > 0 else ""
         self.emit(
             {
                 "op": PipeOp.READY,
@@ -85,6 +90,12 @@ class Worker:
                 "pid": os.getpid(),
             }
         )
+        if problem:
+            self.emit({"op": PipeOp.HEALTH, "message": problem})
+        if interval > 0:
+            threading.Thread(
+                target=self.watch_health, args=(engine, interval, problem), daemon=True
+            ).start()
         threading.Thread(target=self.read_stdin, args=(sys.stdin,), daemon=True).start()
         # Engines that batch (vLLM) or keep several contexts (llama.cpp slots) take
         # several jobs at once, each on its own thread; the rest take one at a time.
@@ -102,6 +113,18 @@ class Worker:
             t.join()
         engine.unload()
         return 0
+
+    def watch_health(self, engine: Any, interval: float, last: str) -> None:
+        """Tell the hive when the engine's backend stops or starts serving again."""
+        while True:
+            time.sleep(interval)
+            try:
+                problem = str(engine.health() or "")
+            except Exception as exc:
+                problem = f"the health check failed: {type(exc).__name__}: {exc}"
+            if problem != last:
+                self.emit({"op": PipeOp.HEALTH, "message": problem})
+                last = problem
 
     def serve(self, engine: Any) -> None:
         while True:

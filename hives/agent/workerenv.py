@@ -91,6 +91,11 @@ WORKER_ENV_NAMES: frozenset[str] = frozenset(
         "RBEE_WHISPER_THREADS",
         "RBEE_MAX_IMAGE_PIXELS",
         "RBEE_MAX_AUDIO_SECONDS",
+        # The openai engine's defaults (hives/agent/engines/openai_engine.py).
+        "RBEE_OPENAI_CONNECT_TIMEOUT",
+        "RBEE_OPENAI_READ_TIMEOUT",
+        "RBEE_OPENAI_MAX_CONNECTIONS",
+        "RBEE_OPENAI_HEALTH_INTERVAL",
     }
 )
 
@@ -131,8 +136,36 @@ def allowed(name: str) -> bool:
     return name in WORKER_ENV_NAMES or name.startswith(WORKER_ENV_PREFIXES)
 
 
-def worker_env(parent: Mapping[str, str], *, offline: bool = False) -> dict[str, str]:
+# The hive's variables whose names the queen may name as an upstream model's key
+# (`api_key_env=VAR` in a model the queen assigns), comma-separated. A model given on
+# the hive's own command line may name any variable: its operator wrote it there.
+GRANTED_KEYS_ENV = "RBEE_HIVE_UPSTREAM_KEYS"
+
+
+def upstream_key_env(
+    options: Mapping[str, object], parent: Mapping[str, str], *, assigned: bool
+) -> str:
+    """The variable an upstream model (the openai engine) reads its key from, when this
+    worker may have it: named by the model's `api_key_env`, never one of rbee's own
+    (RBEE_*: the hive's token), and, for a model the queen assigned, granted by the
+    hive's operator in RBEE_HIVE_UPSTREAM_KEYS. '' otherwise."""
+    name = str(options.get("api_key_env") or "")
+    if not name or name.startswith("RBEE_"):
+        return ""
+    if assigned:
+        granted = {n.strip() for n in parent.get(GRANTED_KEYS_ENV, "").split(",")}
+        if name not in granted:
+            return ""
+    return name
+
+
+def worker_env(
+    parent: Mapping[str, str], *, offline: bool = False, key_env: str = ""
+) -> dict[str, str]:
     """A worker's environment from the hive's: the allowed variables, plus the fixed ones.
+
+    `key_env`: one more variable, a credential, for the one worker whose engine needs it
+    (an upstream server's key: see upstream_key_env).
 
     `offline`: the model's files are already here (a local path, a bundled model), so
     the worker runs with HF_HUB_OFFLINE=1 and its libraries never reach the Hub, unless
@@ -140,6 +173,8 @@ def worker_env(parent: Mapping[str, str], *, offline: bool = False) -> dict[str,
     """
     env = {name: value for name, value in parent.items() if allowed(name)}
     env.update(WORKER_ENV_FIXED)
+    if key_env and key_env in parent:
+        env[key_env] = parent[key_env]
     if offline:
         env.setdefault("HF_HUB_OFFLINE", "1")
     return env

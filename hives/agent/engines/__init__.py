@@ -20,6 +20,7 @@ _ENGINES = {
     "diffusers": "hives.agent.engines.diffusion:DiffusersEngine",
     "transformers": "hives.agent.engines.transformers_engine:TransformersEngine",
     "vllm": "hives.agent.engines.vllm_engine:VLLMEngine",
+    "openai": "hives.agent.engines.openai_engine:OpenAIEngine",
 }
 
 

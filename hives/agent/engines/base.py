@@ -113,12 +113,20 @@ class Engine(abc.ABC):
     capabilities: tuple[Capability, ...] = ()
     slots: int = 1
     model_name: str = ""  # the public model id (spec.name), set by load(): for errors
+    # Seconds between two calls of health() in the worker (0: the engine has no backend
+    # of its own to watch; local models are up once loaded).
+    health_interval: float = 0.0
 
     @abc.abstractmethod
     def load(self, spec: ModelSpec) -> None: ...
 
     @abc.abstractmethod
     def unload(self) -> None: ...
+
+    def health(self) -> str:
+        """'' while the engine serves; else why not (its upstream server is down, say).
+        Called every `health_interval` seconds on a thread of its own."""
+        return ""
 
     def memory_estimate_bytes(self, spec: ModelSpec) -> int:
         """Bytes the model will take once loaded (weights plus working memory), on its

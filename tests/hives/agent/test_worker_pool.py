@@ -243,3 +243,25 @@ async def test_a_worker_stopped_while_its_process_is_being_spawned_stops() -> No
         await asyncio.wait_for(worker.stop(timeout=5), 20)
         assert time.monotonic() - began < 15
         assert worker.proc is None or worker.proc.returncode is not None
+
+
+async def test_an_upstream_model_never_unloads_a_local_one_nor_is_unloaded() -> None:
+    """A model served by another server (the openai engine) takes no device memory: on a
+    full card it is placed without unloading anything, and a local model that needs room
+    is not given the upstream model's (empty) place."""
+    local = spec("local")
+    upstream = ModelSpec(name="cloud", engine="openai", source="http://x/v1", device="cuda:0")
+    devices = [gpu(24, 0.1)]
+    p = pool([local, upstream], devices, {"local": 6, "cloud": 0, "new": 8})
+    old = ready(p, "local", last_used=1)
+    old.memory_bytes = 6 * GiB
+    cloud = p.workers[("cloud", CUDA0)]
+    assert await p.make_room(cloud) == ""  # the card is full: nothing unloaded for it
+    assert old.state == WorkerState.READY
+    cloud.start()
+    cloud.last_used = 0  # the least recently used of all
+    devices[0] = gpu(24, 4)
+    new = FakeWorker(spec("new"))
+    assert await p.make_room(new) == ""
+    assert old.state == WorkerState.UNLOADED  # the local model made room, not cloud
+    assert cloud.state == WorkerState.READY

@@ -1,0 +1,592 @@
+"""A model served by another OpenAI-compatible server (Ollama, llama-server, vLLM, a cloud
+API): the worker relays each job to it.
+
+    rbee hive start --model 'NAME=openai:http://127.0.0.1:11434/v1?model=llama3.1&api_key_env=VAR'
+
+SOURCE is the upstream's base URL (the one that ends in /v1); the options after `?` are
+this engine's (all optional):
+
+    model              the upstream's name for the model (default: NAME)
+    api_key_env        the hive's environment variable that holds the upstream's key; the
+                       key is read by this worker alone: never sent to the queen, never
+                       logged. An `api_key` option is refused (it would be stored).
+    connect_timeout    seconds to open a connection (default 5, RBEE_OPENAI_CONNECT_TIMEOUT)
+    read_timeout       seconds to wait for the next bytes (default 300,
+                       RBEE_OPENAI_READ_TIMEOUT): a first token, a whole image
+    max_connections    jobs (and connections) at once (default 32,
+                       RBEE_OPENAI_MAX_CONNECTIONS); more wait at the queen
+    health_interval    seconds between two looks at the upstream's /models (default 5)
+    check_model        whether /models must list `model` (default true; false for APIs
+                       that list a few of many)
+
+A NAME serves one capability (text-gen by default; `#embedding`, `#image-gen`,
+`#audio-transcription`, `#audio-gen` for the others), as for every engine: the queen
+routes by it. Usage comes from the upstream's `usage` (streams ask for it with
+`stream_options.include_usage`); an upstream that sends none is metered by counting
+(one token per streamed chunk, a quarter of the prompt's characters).
+
+Upstream errors become OpenAI errors: the caller's mistakes (400, 413, 422, 429) keep
+their status and the upstream's message; the upstream refusing rbee's own key (401, 403)
+or not knowing the model (404) is the operator's problem, a 502; a 5xx is a 502 (503 and
+504 stay); an upstream that cannot be reached is a 503, one that stops answering a 504.
+The upstream's /models feeds the worker's state (hives/agent/worker.py polls `health`):
+unreachable, refusing the key, or not listing the model -> `failed` with the reason;
+answering again -> `ready`. A job whose client went away closes its upstream request at
+the next chunk (streams) or when the response arrives.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from hives.agent.engines.base import Cancelled, Engine, EngineError
+from hives.protocol import Capability, EventKind
+from hives.spec import ModelSpec
+
+logger = logging.getLogger("hives.engines.openai")
+
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_READ_TIMEOUT = 300.0
+DEFAULT_MAX_CONNECTIONS = 32
+DEFAULT_HEALTH_INTERVAL = 5.0
+HEALTH_TIMEOUT = 5.0
+MAX_ERROR_MESSAGE = 2000
+
+# Upstream statuses that are the caller's own mistake: passed on with the upstream's
+# words (OpenAI never answers 422: a bad parameter is a 400).
+_CALLER_STATUS = {400: 400, 409: 409, 413: 413, 415: 400, 422: 400, 429: 429}
+
+
+def _option(spec: ModelSpec, key: str, env: str, default: float) -> float:
+    raw = spec.options.get(key)
+    if raw is None:
+        raw = os.environ.get(env) or default
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise EngineError(
+            f"bad option {key}={raw!r} for {spec.name!r}: expected a number", code="bad_option"
+        ) from None
+    if value <= 0:
+        raise EngineError(
+            f"bad option {key}={raw!r} for {spec.name!r}: must be positive", code="bad_option"
+        )
+    return value
+
+
+def upstream_base(source: str) -> str:
+    """The upstream's base URL, checked: http(s), a host, no credentials in it."""
+    parts = urlsplit(source)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise EngineError(
+            f"the openai engine needs the upstream's base URL as its source "
+            f"(http://HOST:PORT/v1), not {source!r}",
+            code="bad_source",
+        )
+    if parts.username or parts.password:
+        raise EngineError(
+            "credentials in the upstream URL would be stored by the queen: put the key in "
+            "an environment variable of the hive and name it with api_key_env=VAR",
+            code="bad_source",
+        )
+    return source.rstrip("/")
+
+
+def _upstream_message(resp: httpx.Response) -> tuple[str, str | None, str | None]:
+    """The upstream's error message, code and param (from OpenAI's envelope, or
+    whatever text it sent)."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, dict):
+        message = str(err.get("message") or "")
+        code = err.get("code") if isinstance(err.get("code"), str) else None
+        param = err.get("param") if isinstance(err.get("param"), str) else None
+    elif isinstance(err, str):  # some servers: {"error": "..."}
+        message, code, param = err, None, None
+    elif isinstance(body, dict) and isinstance(body.get("detail"), str):  # FastAPI's
+        message, code, param = body["detail"], None, None
+    else:
+        message, code, param = resp.text, None, None
+    message = " ".join(message.split())[:MAX_ERROR_MESSAGE] or resp.reason_phrase
+    return message, code, param
+
+
+def status_error(resp: httpx.Response) -> EngineError:
+    """The OpenAI error for an upstream's error response (already read)."""
+    message, code, param = _upstream_message(resp)
+    status = resp.status_code
+    if status in _CALLER_STATUS:
+        return EngineError(
+            message,
+            status=_CALLER_STATUS[status],
+            code=code or ("rate_limit_exceeded" if status == 429 else "invalid_request"),
+            param=param,
+        )
+    if status in (401, 403):
+        return EngineError(
+            f"the upstream server refused this model's credentials ({status}): {message}",
+            status=502,
+            code="upstream_auth_failed",
+        )
+    if status == 404:
+        return EngineError(
+            f"the upstream server does not serve this (404): {message}",
+            status=502,
+            code="upstream_not_found",
+        )
+    if status in (503, 504):
+        return EngineError(
+            f"the upstream server is unavailable ({status}): {message}",
+            status=status,
+            code="upstream_unavailable" if status == 503 else "upstream_timeout",
+        )
+    return EngineError(
+        f"the upstream server failed ({status}): {message}", status=502, code="upstream_error"
+    )
+
+
+def transport_error(exc: httpx.HTTPError) -> EngineError:
+    """The OpenAI error for a request that got no (complete) answer."""
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return EngineError(
+            f"the upstream server cannot be reached: {exc}",
+            status=503,
+            code="upstream_unavailable",
+        )
+    if isinstance(exc, httpx.PoolTimeout):
+        return EngineError(
+            "every connection to the upstream server is busy", status=503, code="upstream_busy"
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return EngineError(
+            f"the upstream server did not answer in time ({type(exc).__name__})",
+            status=504,
+            code="upstream_timeout",
+        )
+    return EngineError(
+        f"the upstream server broke off: {type(exc).__name__}: {exc}",
+        status=502,
+        code="upstream_error",
+    )
+
+
+def _sse_data(lines: Iterator[str]) -> Iterator[str]:
+    """The `data:` payloads of a server-sent event stream, up to `[DONE]`."""
+    for line in lines:
+        if not line.startswith("data:"):
+            continue  # comments (keep-alives), event names, blank separators
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        if data:
+            yield data
+
+
+def _response_format(rf: Any) -> dict[str, Any] | None:
+    """The job's response_format (inference/schemas.py) as OpenAI spells it again."""
+    if not isinstance(rf, dict):
+        return None
+    if rf.get("type") == "json_schema":
+        return {"type": "json_schema", "json_schema": {"name": "response", "schema": rf["schema"]}}
+    return {"type": "json_object"}
+
+
+class OpenAIEngine(Engine):
+    name = "openai"
+    capabilities = tuple(Capability)
+    slots = DEFAULT_MAX_CONNECTIONS
+    health_interval = DEFAULT_HEALTH_INTERVAL
+
+    def __init__(self) -> None:
+        self.client: httpx.Client | None = None
+        self.model = ""
+        self.check_model = True
+        self._warned_usage = False
+        # When bytes last arrived from the upstream for a job: a server that generates
+        # one request at a time (llama.cpp's) may not answer /models meanwhile, and
+        # answers arriving are proof enough that it serves.
+        self._progress = 0.0
+
+    # --- loading ------------------------------------------------------------------------
+
+    def load(self, spec: ModelSpec) -> None:
+        if "api_key" in spec.options:
+            raise EngineError(
+                f"{spec.name!r}: an api_key option would be stored by the queen and shown "
+                "in listings: put the key in an environment variable of the hive and name "
+                "it with api_key_env=VAR",
+                code="bad_option",
+            )
+        base = upstream_base(spec.source)
+        # httpx logs every request at INFO: a line per job and per health check.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        headers = {}
+        key_env = str(spec.options.get("api_key_env") or "")
+        if key_env:
+            key = os.environ.get(key_env, "")
+            if not key:
+                raise EngineError(
+                    f"{spec.name!r} reads its upstream key from ${key_env}, which is not set "
+                    "in the hive's environment (set it where `rbee hive start` runs)",
+                    status=503,
+                    code="upstream_key_missing",
+                )
+            headers["Authorization"] = f"Bearer {key}"
+        self.model = str(spec.options.get("model") or spec.name)
+        self.check_model = bool(spec.options.get("check_model", True))
+        self.slots = int(
+            _option(spec, "max_connections", "RBEE_OPENAI_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)
+        )
+        self.health_interval = _option(
+            spec, "health_interval", "RBEE_OPENAI_HEALTH_INTERVAL", DEFAULT_HEALTH_INTERVAL
+        )
+        connect = _option(spec, "connect_timeout", "RBEE_OPENAI_CONNECT_TIMEOUT", 5.0)
+        read = _option(spec, "read_timeout", "RBEE_OPENAI_READ_TIMEOUT", DEFAULT_READ_TIMEOUT)
+        self.client = httpx.Client(
+            base_url=base + "/",
+            headers=headers,
+            # pool: a job waits this long for a free connection (the queen sends at most
+            # `slots` at once, so only a crowd of health checks would wait).
+            timeout=httpx.Timeout(connect=connect, read=read, write=read, pool=connect),
+            limits=httpx.Limits(
+                max_connections=self.slots + 1,  # one more for health checks
+                max_keepalive_connections=self.slots + 1,
+            ),
+            follow_redirects=False,
+            trust_env=False,  # no proxy settings from the environment (workerenv.py)
+        )
+
+    def unload(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    def health(self) -> str:
+        """'' when the upstream answers /models (listing our model, unless told not to
+        check); else why it does not serve."""
+        assert self.client is not None
+        if time.monotonic() - self._progress < self.health_interval:
+            return ""  # answers are arriving: it serves
+        try:
+            resp = self.client.get("models", timeout=HEALTH_TIMEOUT)
+        except httpx.HTTPError as exc:
+            return transport_error(exc).message
+        if resp.status_code >= 400:
+            return status_error(resp).message
+        if not self.check_model:
+            return ""
+        try:
+            ids = [str(m.get("id")) for m in resp.json().get("data") or [] if isinstance(m, dict)]
+        except (ValueError, AttributeError):
+            return "the upstream server's /models is not an OpenAI model list"
+        if self.model not in ids:
+            listed = ", ".join(ids[:10]) + (" ..." if len(ids) > 10 else "")
+            return (
+                f"the upstream server does not list the model {self.model!r} "
+                f"(it lists: {listed or 'none'}); set model=... or check_model=false"
+            )
+        return ""
+
+    # --- requests -----------------------------------------------------------------------
+
+    def _open(self, path: str, **kw: Any) -> httpx.Response:
+        """Send a request and return its response, open for streaming; an error response
+        or no response raises the OpenAI error for it."""
+        assert self.client is not None
+        try:
+            resp = self.client.send(self.client.build_request("POST", path, **kw), stream=True)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc) from exc
+        if resp.status_code >= 400:
+            try:
+                resp.read()
+            except httpx.HTTPError as exc:
+                raise transport_error(exc) from exc
+            finally:
+                resp.close()
+            raise status_error(resp)
+        return resp
+
+    def _json(self, path: str, **kw: Any) -> dict[str, Any]:
+        resp = self._open(path, **kw)
+        try:
+            resp.read()
+        except httpx.HTTPError as exc:
+            raise transport_error(exc) from exc
+        finally:
+            resp.close()
+        self._progress = time.monotonic()
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise EngineError(
+                "the upstream server answered something that is not a JSON object",
+                status=502,
+                code="upstream_error",
+            )
+        return body
+
+    def _sampling(self, request: dict[str, Any]) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model}
+        for key in ("max_tokens", "temperature", "top_p", "seed"):
+            if request.get(key) is not None:
+                body[key] = request[key]
+        for key in ("presence_penalty", "frequency_penalty"):
+            if request.get(key):
+                body[key] = request[key]
+        if request.get("stop"):
+            body["stop"] = list(request["stop"])
+        return body
+
+    def chat(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
+        messages = list(request.get("messages") or [])
+        body = self._sampling(request)
+        body["messages"] = messages
+        rf = _response_format(request.get("response_format"))
+        if rf is not None:
+            body["response_format"] = rf
+        chars = sum(len(str(m.get("content") or "")) for m in messages)
+        return self._stream("chat/completions", body, cancelled, chars, chat=True)
+
+    def complete(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
+        prompt = str(request.get("prompt") or "")
+        body = self._sampling(request)
+        body["prompt"] = prompt
+        return self._stream("completions", body, cancelled, len(prompt), chat=False)
+
+    def _stream(
+        self, path: str, body: dict[str, Any], cancelled: Cancelled, chars: int, *, chat: bool
+    ) -> Iterator[dict[str, Any]]:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        # Opened here, not in the generator: an upstream's 400 is the caller's error
+        # before any event, not a broken stream.
+        resp = self._open(path, json=body)
+        return self._relay(resp, cancelled, chars, chat=chat)
+
+    def _relay(
+        self, resp: httpx.Response, cancelled: Cancelled, chars: int, *, chat: bool
+    ) -> Iterator[dict[str, Any]]:
+        prompt_estimate = max(1, chars // 4)
+        chunks = 0
+        finish = "stop"
+        usage: dict[str, Any] | None = None
+        try:
+            for data in _sse_data(resp.iter_lines()):
+                if cancelled():
+                    finish = "cancelled"
+                    break
+                self._progress = time.monotonic()
+                try:
+                    chunk = json.loads(data)
+                except ValueError:
+                    raise EngineError(
+                        "the upstream server sent a stream chunk that is not JSON",
+                        status=502,
+                        code="upstream_error",
+                    ) from None
+                if not isinstance(chunk, dict):
+                    continue
+                if isinstance(chunk.get("error"), dict | str):
+                    message = chunk["error"]
+                    if isinstance(message, dict):
+                        message = message.get("message") or json.dumps(message)
+                    raise EngineError(
+                        f"the upstream server failed mid-stream: {message}",
+                        status=502,
+                        code="upstream_error",
+                    )
+                if isinstance(chunk.get("usage"), dict):
+                    usage = chunk["usage"]
+                for choice in chunk.get("choices") or []:
+                    if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                        continue
+                    if chat:
+                        text = (choice.get("delta") or {}).get("content")
+                    else:
+                        text = choice.get("text")
+                    if choice.get("finish_reason"):
+                        finish = str(choice["finish_reason"])
+                    if text:
+                        chunks += 1
+                        yield {
+                            "kind": EventKind.DELTA,
+                            "text": str(text),
+                            # Running counts: a stream cut short is still metered.
+                            "prompt_tokens": prompt_estimate,
+                            "completion_tokens": chunks,
+                        }
+        except httpx.HTTPError as exc:
+            raise transport_error(exc) from exc
+        finally:
+            resp.close()  # a cancelled job closes its upstream request here
+        if usage is None:
+            if not self._warned_usage:
+                logger.warning(
+                    "the upstream of %r sent no usage: metering by counting chunks", self.model
+                )
+                self._warned_usage = True
+            usage = {"prompt_tokens": prompt_estimate, "completion_tokens": chunks}
+        yield {
+            "kind": EventKind.DONE,
+            "finish_reason": finish,
+            "usage": {
+                "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+                "completion_tokens": int(usage.get("completion_tokens") or 0),
+            },
+        }
+
+    def embed(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
+        inputs = list(request.get("input") or [])
+        body: dict[str, Any] = {"model": self.model, "input": inputs, "encoding_format": "float"}
+        if request.get("dimensions"):
+            body["dimensions"] = request["dimensions"]
+        answer = self._json("embeddings", json=body)
+        data = sorted(
+            (d for d in answer.get("data") or [] if isinstance(d, dict)),
+            key=lambda d: int(d.get("index") or 0),
+        )
+        vectors = [d.get("embedding") for d in data]
+        if len(vectors) != len(inputs) or not all(isinstance(v, list) for v in vectors):
+            raise EngineError(
+                f"the upstream server answered {len(vectors)} embeddings for {len(inputs)} inputs",
+                status=502,
+                code="upstream_error",
+            )
+        usage = answer.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        tokens = int(usage.get("prompt_tokens") or 0) or sum(len(s) for s in inputs) // 4
+        yield {
+            "kind": EventKind.DONE,
+            "result": {"embeddings": vectors},
+            "usage": {"prompt_tokens": tokens},
+        }
+
+    def _images(self, answer: dict[str, Any]) -> list[str]:
+        images = []
+        for d in answer.get("data") or []:
+            if isinstance(d, dict) and isinstance(d.get("b64_json"), str):
+                images.append(d["b64_json"])
+            elif isinstance(d, dict) and isinstance(d.get("url"), str):
+                assert self.client is not None
+                try:
+                    got = self.client.get(d["url"])
+                except httpx.HTTPError as exc:
+                    raise transport_error(exc) from exc
+                if got.status_code >= 400:
+                    raise status_error(got)
+                images.append(base64.b64encode(got.content).decode("ascii"))
+        if not images:
+            raise EngineError(
+                "the upstream server answered no image", status=502, code="upstream_error"
+            )
+        return images
+
+    def generate_image(
+        self, request: dict[str, Any], cancelled: Cancelled
+    ) -> Iterator[dict[str, Any]]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "prompt": request.get("prompt"),
+            "n": int(request.get("n") or 1),
+            "response_format": "b64_json",
+        }
+        if request.get("size"):
+            body["size"] = request["size"]
+        images = self._images(self._json("images/generations", json=body))
+        yield {
+            "kind": EventKind.DONE,
+            "result": {"images": images},
+            "usage": {"images": len(images)},
+        }
+
+    def vary_image(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
+        form = {"model": self.model, "n": str(int(request.get("n") or 1))}
+        form["response_format"] = "b64_json"
+        if request.get("size"):
+            form["size"] = str(request["size"])
+        image = base64.b64decode(str(request.get("image_b64") or ""))
+        answer = self._json(
+            "images/variations",
+            data=form,
+            files={"image": ("image.png", image, "image/png")},
+        )
+        images = self._images(answer)
+        yield {
+            "kind": EventKind.DONE,
+            "result": {"images": images},
+            "usage": {"images": len(images)},
+        }
+
+    def transcribe(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
+        return self._audio_text("audio/transcriptions", request, cancelled)
+
+    def translate(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
+        return self._audio_text("audio/translations", request, cancelled)
+
+    def _audio_text(
+        self, path: str, request: dict[str, Any], cancelled: Cancelled
+    ) -> Iterator[dict[str, Any]]:
+        form: dict[str, str | list[str]] = {"model": self.model, "response_format": "verbose_json"}
+        for key in ("language", "prompt", "temperature"):
+            if key == "language" and not path.endswith("transcriptions"):
+                continue  # a translation is always into English
+            if request.get(key) is not None:
+                form[key] = str(request[key])
+        if request.get("word_timestamps"):
+            form["timestamp_granularities[]"] = ["word", "segment"]
+        audio = base64.b64decode(str(request.get("audio_b64") or ""))
+        name = str(request.get("filename") or "audio.wav")
+        answer = self._json(
+            path, data=form, files={"file": (name, audio, "application/octet-stream")}
+        )
+        duration = float(answer.get("duration") or 0.0)
+        result = {
+            "text": str(answer.get("text") or ""),
+            "language": str(answer.get("language") or request.get("language") or ""),
+            "duration": duration,
+            "segments": [s for s in answer.get("segments") or [] if isinstance(s, dict)],
+            "words": [w for w in answer.get("words") or [] if isinstance(w, dict)],
+        }
+        yield {"kind": EventKind.DONE, "result": result, "usage": {"seconds": duration}}
+
+    def speak(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
+        text = str(request.get("input") or "")
+        body = {
+            "model": self.model,
+            "input": text,
+            "voice": request.get("voice"),
+            "response_format": request.get("response_format") or "mp3",
+            "speed": request.get("speed") or 1.0,
+        }
+        resp = self._open("audio/speech", json=body)
+        return self._audio(resp, cancelled, len(text))
+
+    def _audio(
+        self, resp: httpx.Response, cancelled: Cancelled, characters: int
+    ) -> Iterator[dict[str, Any]]:
+        try:
+            for data in resp.iter_bytes(64 * 1024):
+                if cancelled():
+                    break
+                if data:
+                    yield {"kind": EventKind.AUDIO, "b64": base64.b64encode(data).decode("ascii")}
+        except httpx.HTTPError as exc:
+            raise transport_error(exc) from exc
+        finally:
+            resp.close()
+        yield {"kind": EventKind.DONE, "usage": {"characters": characters, "seconds": 0.0}}

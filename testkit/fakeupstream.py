@@ -1,0 +1,454 @@
+"""A small, fast fake OpenAI-compatible server: the upstream of the openai engine's tests
+and of bench/gateway.py.
+
+Plain asyncio HTTP/1.1 with keep-alive, no framework, so it costs next to nothing per
+request (the bench measures what rbee adds on top of it). It answers at once:
+
+    GET  /v1/models                 the models it was started with
+    POST /v1/chat/completions       16 words ("w1 ... w16"), as JSON or as 16 SSE chunks,
+    POST /v1/completions            usage in the JSON, or in a last chunk when the request
+                                    asks stream_options.include_usage
+    POST /v1/embeddings             one 8-dimensional vector per input
+    POST /v1/images/generations     n tiny PNGs, b64_json
+    POST /v1/audio/transcriptions   verbose_json of a fixed text
+    POST /v1/audio/speech           4 chunks of bytes
+
+Faults, asked for in the prompt (the last message's content, or `prompt`, or `input`):
+
+    !status N      answer N with OpenAI's error envelope ("injected N")
+    !sleep S       wait S seconds before answering
+    !slow S        stream with S seconds between two chunks
+    !drop          stream 2 chunks, then close the connection
+    !nousage       no usage anywhere (an upstream that never meters)
+
+With `api_key`, every request must carry `Authorization: Bearer API_KEY` (else 401).
+`FakeUpstream` runs it on a thread of its own for in-process tests (`requests` keeps what
+it received; `closed_early` counts streams the client left before their end); `python -m
+testkit.fakeupstream --port N` runs it as a process (the bench).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+WORDS = [f"w{i}" for i in range(1, 17)]
+# The smallest valid PNG (1x1, transparent).
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+)
+TRANSCRIPT = "the quick brown fox"
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    413: "Payload Too Large",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+@dataclass
+class Seen:
+    """One request the fake received."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class _State:
+    models: list[str]
+    api_key: str = ""
+    requests: list[Seen] = field(default_factory=list)
+    closed_early: int = 0
+    streamed: int = 0  # streams sent to their end
+    posts: int = 0  # inference requests (health checks are GETs)
+    keep: int = 1000  # requests remembered
+
+
+def _prompt(path: str, body: Any) -> str:
+    if not isinstance(body, dict):
+        return ""
+    if path.endswith("/chat/completions"):
+        messages = body.get("messages") or [{}]
+        return str(messages[-1].get("content") or "")
+    for key in ("prompt", "input"):
+        value = body.get(key)
+        if isinstance(value, list):
+            value = value[0] if value else ""
+        if isinstance(value, str):
+            return value
+    return ""
+
+
+def _fault(prompt: str, name: str) -> str | None:
+    """The argument of a `!name ARG` fault in the prompt ('' if it has none); None if
+    it asks no such fault."""
+    marker = f"!{name}"
+    at = prompt.find(marker)
+    if at < 0:
+        return None
+    rest = prompt[at + len(marker) :].split()
+    return rest[0] if rest else ""
+
+
+class _Conn:
+    def __init__(
+        self, state: _State, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.state = state
+        self.reader = reader
+        self.writer = writer
+
+    async def serve(self) -> None:
+        try:
+            while await self._one():
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.writer.close()
+
+    async def _one(self) -> bool:
+        line = await self.reader.readline()
+        if not line:
+            return False
+        method, path, _ = line.decode("latin-1").split(" ", 2)
+        headers: dict[str, str] = {}
+        while True:
+            h = await self.reader.readline()
+            if h in (b"\r\n", b"\n", b""):
+                break
+            k, _, v = h.decode("latin-1").partition(":")
+            headers[k.strip().lower()] = v.strip()
+        length = int(headers.get("content-length") or 0)
+        body = await self.reader.readexactly(length) if length else b""
+        seen = Seen(method, path.split("?")[0], headers, body)
+        self.state.posts += method == "POST"
+        if self.state.keep:
+            self.state.requests.append(seen)
+            if len(self.state.requests) > self.state.keep:
+                del self.state.requests[0]
+        await self._route(seen)
+        return headers.get("connection", "").lower() != "close"
+
+    # --- writing ------------------------------------------------------------------------
+
+    def _head(self, status: int, content_type: str, length: int | None) -> bytes:
+        head = f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n"
+        head += f"content-type: {content_type}\r\n"
+        head += (
+            f"content-length: {length}\r\n"
+            if length is not None
+            else "transfer-encoding: chunked\r\n"
+        )
+        return (head + "\r\n").encode()
+
+    async def send(self, status: int, body: Any, content_type: str = "application/json") -> None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.writer.write(self._head(status, content_type, len(data)) + data)
+        await self.writer.drain()
+
+    async def error(self, status: int, message: str, code: str | None = None) -> None:
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        await self.send(
+            status, {"error": {"message": message, "type": kind, "param": None, "code": code}}
+        )
+
+    async def start_chunks(self, content_type: str) -> None:
+        self.writer.write(self._head(200, content_type, None))
+
+    async def chunk(self, data: bytes) -> None:
+        self.writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        await self.writer.drain()
+
+    async def end_chunks(self) -> None:
+        self.writer.write(b"0\r\n\r\n")
+        await self.writer.drain()
+
+    # --- routes -------------------------------------------------------------------------
+
+    async def _route(self, req: Seen) -> None:
+        if self.state.api_key and req.headers.get("authorization") != (
+            f"Bearer {self.state.api_key}"
+        ):
+            await self.error(401, "Incorrect API key provided.", "invalid_api_key")
+            return
+        if req.method == "GET" and req.path == "/v1/models":
+            data = [
+                {"id": m, "object": "model", "created": 0, "owned_by": "fake"}
+                for m in self.state.models
+            ]
+            await self.send(200, {"object": "list", "data": data})
+            return
+        routes: dict[str, Callable[[Seen, Any, str], Awaitable[None]]] = {
+            "/v1/chat/completions": self._text,
+            "/v1/completions": self._text,
+            "/v1/embeddings": self._embeddings,
+            "/v1/images/generations": self._images,
+            "/v1/audio/transcriptions": self._transcription,
+            "/v1/audio/translations": self._transcription,
+            "/v1/audio/speech": self._speech,
+        }
+        handler = routes.get(req.path) if req.method == "POST" else None
+        if handler is None:
+            await self.error(404, f"no route {req.method} {req.path}")
+            return
+        try:
+            body = (
+                req.json()
+                if req.headers.get("content-type", "").startswith("application/json")
+                else None
+            )
+        except ValueError:
+            await self.error(400, "the body is not JSON")
+            return
+        prompt = _prompt(req.path, body) if body is not None else req.body.decode("latin-1")
+        status = _fault(prompt, "status")
+        if status:
+            await self.error(int(status), f"injected {status}", f"injected_{status}")
+            return
+        sleep = _fault(prompt, "sleep")
+        if sleep:
+            await asyncio.sleep(float(sleep))
+        if isinstance(body, dict) and body.get("model") not in self.state.models:
+            await self.error(
+                404, f"The model '{body.get('model')}' does not exist", "model_not_found"
+            )
+            return
+        await handler(req, body, prompt)
+
+    async def _text(self, req: Seen, body: Any, prompt: str) -> None:
+        chat = req.path.endswith("/chat/completions")
+        n = min(len(WORDS), int(body.get("max_tokens") or len(WORDS)))
+        words = [w if i == 0 else " " + w for i, w in enumerate(WORDS[:n])]
+        finish = "length" if n < len(WORDS) else "stop"
+        usage = {"prompt_tokens": max(1, len(prompt.split())), "completion_tokens": n}
+        usage["total_tokens"] = usage["prompt_tokens"] + n
+        metered = _fault(prompt, "nousage") is None
+        created = int(time.time())
+        kind = "chat.completion" if chat else "text_completion"
+        base = {"id": "fake-1", "created": created, "model": body["model"]}
+        if not body.get("stream"):
+            text = "".join(words)
+            choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
+            if chat:
+                choice["message"] = {"role": "assistant", "content": text}
+            else:
+                choice["text"] = text
+            answer = {**base, "object": kind, "choices": [choice]}
+            if metered:
+                answer["usage"] = usage
+            await self.send(200, answer)
+            return
+        await self.start_chunks("text/event-stream")
+        kind += ".chunk" if chat else ""
+        slow = _fault(prompt, "slow")
+        try:
+            for i, word in enumerate(words):
+                if i == 2 and _fault(prompt, "drop") is not None:
+                    self.writer.transport.abort()
+                    return
+                if i and slow:
+                    await asyncio.sleep(float(slow))
+                piece: dict[str, Any] = {"index": 0, "finish_reason": None, "logprobs": None}
+                if chat:
+                    piece["delta"] = {"content": word}
+                else:
+                    piece["text"] = word
+                await self.chunk(_sse({**base, "object": kind, "choices": [piece]}))
+            last: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
+            last["delta" if chat else "text"] = {} if chat else ""
+            await self.chunk(_sse({**base, "object": kind, "choices": [last]}))
+            if metered and (body.get("stream_options") or {}).get("include_usage"):
+                await self.chunk(_sse({**base, "object": kind, "choices": [], "usage": usage}))
+            await self.chunk(b"data: [DONE]\n\n")
+            await self.end_chunks()
+        except ConnectionError:
+            self.state.closed_early += 1
+            raise
+        self.state.streamed += 1
+
+    async def _embeddings(self, req: Seen, body: Any, prompt: str) -> None:
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        dims = int(body.get("dimensions") or 8)
+        data = [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": [round((len(s) + k) / (dims + len(s)), 4) for k in range(dims)],
+            }
+            for i, s in enumerate(inputs)
+        ]
+        tokens = sum(len(str(s).split()) for s in inputs)
+        await self.send(
+            200,
+            {
+                "object": "list",
+                "model": body["model"],
+                "data": data,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            },
+        )
+
+    async def _images(self, req: Seen, body: Any, prompt: str) -> None:
+        n = int(body.get("n") or 1)
+        b64 = base64.b64encode(PNG).decode()
+        await self.send(200, {"created": int(time.time()), "data": [{"b64_json": b64}] * n})
+
+    async def _transcription(self, req: Seen, body: Any, prompt: str) -> None:
+        segment = {
+            "id": 0,
+            "seek": 0,
+            "start": 0.0,
+            "end": 1.5,
+            "text": TRANSCRIPT,
+            "tokens": [1, 2, 3, 4],
+            "temperature": 0.0,
+            "avg_logprob": -0.2,
+            "compression_ratio": 1.0,
+            "no_speech_prob": 0.01,
+        }
+        await self.send(
+            200,
+            {
+                "task": "transcribe",
+                "language": "english",
+                "duration": 1.5,
+                "text": TRANSCRIPT,
+                "segments": [segment],
+            },
+        )
+
+    async def _speech(self, req: Seen, body: Any, prompt: str) -> None:
+        await self.start_chunks("audio/mpeg")
+        for i in range(4):
+            await self.chunk(bytes([i]) * 1024)
+        await self.end_chunks()
+
+
+def _sse(obj: Any) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def serve(
+    state: _State, host: str, port: int, started: Callable[[asyncio.Server], None] | None = None
+) -> None:
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _Conn(state, reader, writer).serve()
+
+    server = await asyncio.start_server(on_connect, host, port, reuse_address=True)
+    if started is not None:
+        started(server)
+    async with server:
+        await server.serve_forever()
+
+
+class FakeUpstream:
+    """The fake on a thread of its own, for in-process tests. `down()` stops listening
+    and drops every connection (an upstream that died); `up()` listens again on the same
+    port."""
+
+    def __init__(self, models: list[str], *, api_key: str = "", port: int = 0) -> None:
+        self.state = _State(models=list(models), api_key=api_key)
+        self.port = port
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.up()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def requests(self) -> list[Seen]:
+        return self.state.requests
+
+    def last(self, path: str) -> Seen:
+        """The last request to `path` (/v1/...): health checks come and go meanwhile."""
+        return next(r for r in reversed(self.state.requests) if r.path == path)
+
+    def posts(self) -> int:
+        """How many inference requests (not health checks) it received."""
+        return self.state.posts
+
+    @property
+    def closed_early(self) -> int:
+        return self.state.closed_early
+
+    def up(self) -> None:
+        ready = threading.Event()
+
+        def started(server: asyncio.Server) -> None:
+            self._server = server
+            self.port = int(server.sockets[0].getsockname()[1])
+            ready.set()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            try:
+                self._loop.run_until_complete(serve(self.state, "127.0.0.1", self.port, started))
+            except asyncio.CancelledError:
+                pass
+            finally:
+                self._loop.close()
+
+        self._thread = threading.Thread(target=run, name="fake-upstream", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("the fake upstream did not start")
+
+    def down(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+
+        def stop() -> None:
+            for task in asyncio.all_tasks(loop):
+                task.cancel()
+
+        loop.call_soon_threadsafe(stop)
+        thread.join(10)
+        self._loop = self._thread = self._server = None
+
+    def close(self) -> None:
+        self.down()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="a fake OpenAI-compatible upstream")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--models", default="fake-model", help="comma-separated model ids")
+    ap.add_argument("--api-key", default="")
+    args = ap.parse_args()
+    state = _State(models=args.models.split(","), api_key=args.api_key, keep=0)
+    try:
+        asyncio.run(serve(state, args.host, args.port))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
