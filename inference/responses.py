@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -50,6 +51,7 @@ from inference.pipeline import (
     token_usage,
 )
 from inference.schemas import ResponsesRequest
+from inference.textparts import ToolCalls
 from kernel.aio import db
 from tenants.selectors import Caller
 
@@ -74,7 +76,8 @@ def _refuse(param: str, what: str) -> APIError:
 def parse(request: HttpRequest) -> ResponsesRequest:
     req = schemas.validate_responses(read_json(request))
     _check(req)
-    chat_request(req)  # the input's own errors, before the model is even looked up
+    if req.previous_response_id is None:  # else its history decides (`bind`, then `work`)
+        chat_request(req)  # the input's own errors, before the model is even looked up
     return req
 
 
@@ -263,6 +266,9 @@ def _string(item: dict[str, Any], key: str, where: str) -> str:
     return value
 
 
+# The key under which items_to_messages notes the input item a message came from (taken
+# out before the chat request is validated; errors name that item).
+ORIGIN = "_from"
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 
 
@@ -291,7 +297,7 @@ def items_to_messages(items: list[dict[str, Any]], *, param: str) -> list[dict[s
                     code="invalid_value",
                 )
             text = _texts(item.get("content"), f"{where}.content")
-            messages.append({"role": ROLES[role], "content": text})
+            messages.append({"role": ROLES[role], "content": text, ORIGIN: where})
         elif kind == "function_call":
             call = {
                 "id": _string(item, "call_id", where),
@@ -313,7 +319,9 @@ def items_to_messages(items: list[dict[str, Any]], *, param: str) -> list[dict[s
             elif last is not None and last["role"] == "assistant" and last.get("content"):
                 last["tool_calls"] = [call]
             else:
-                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+                messages.append(
+                    {"role": "assistant", "content": None, "tool_calls": [call], ORIGIN: where}
+                )
         elif kind == "function_call_output":
             output = item.get("output")
             text = _texts(output, f"{where}.output")
@@ -322,6 +330,7 @@ def items_to_messages(items: list[dict[str, Any]], *, param: str) -> list[dict[s
                     "role": "tool",
                     "tool_call_id": _string(item, "call_id", where),
                     "content": text,
+                    ORIGIN: where,
                 }
             )
         elif kind == "reasoning":
@@ -426,18 +435,36 @@ _PARAMS = {
 }
 
 
-def _renamed(exc: APIError) -> APIError:
-    """A chat check's error with the Responses API's parameter names."""
+def _renamed(exc: APIError, origins: list[str] | None = None) -> APIError:
+    """A chat check's error with the Responses API's parameter names: a message's
+    `messages[k]` as the input item it came from (`origins[k]`), when known."""
     param = exc.param or ""
+    message = exc.message
+    found = re.match(r"messages\[(\d+)\]", param)
+    if found is not None:
+        k = int(found.group(1))
+        where = origins[k] if origins is not None and k < len(origins) else "input"
+        rest = param[found.end() :].replace(".tool_call_id", ".call_id")
+        param = where + rest if where.startswith("input[") and rest == ".call_id" else where
+        message = re.sub(
+            r"messages\[(\d+)\]",
+            lambda m: (
+                origins[int(m.group(1))]
+                if origins is not None and int(m.group(1)) < len(origins)
+                else "input"
+            ),
+            message,
+        )
+        return APIError(exc.status, message, param=param, code=exc.code, headers=exc.headers)
     for chat_name, ours in _PARAMS.items():
-        if (
-            param == chat_name
-            or param.startswith(chat_name + "[")
-            or param.startswith(chat_name + ".")
-        ):
-            new = ours + param[len(chat_name) :] if chat_name != "messages" else "input"
-            message = exc.message.replace(f"'{chat_name}'", f"'{ours}'")
+        if param == chat_name or param.startswith((chat_name + "[", chat_name + ".")):
+            message = message.replace(f"'{chat_name}'", f"'{ours}'")
+            new = ours + param[len(chat_name) :]
             return APIError(exc.status, message, param=new, code=exc.code, headers=exc.headers)
+    if param.startswith(("tools[", "tool_choice")):  # a Responses tool has no `function`
+        new = param.replace(".function.", ".").replace(".function", "")
+        message = message.replace(param, new)
+        return APIError(exc.status, message, param=new, code=exc.code, headers=exc.headers)
     return exc
 
 
@@ -446,12 +473,15 @@ def chat_request(req: ResponsesRequest) -> schemas.ChatCompletionRequest:
     rules (so what chat refuses, this refuses too, with our parameter names)."""
     messages: list[dict[str, Any]] = []
     if req.instructions:
-        messages.append({"role": "system", "content": req.instructions})
+        messages.append({"role": "system", "content": req.instructions, ORIGIN: "instructions"})
     messages += items_to_messages(req._history, param="previous_response_id")
     if isinstance(req.input, str):
-        messages.append({"role": "user", "content": req.input})
+        messages.append({"role": "user", "content": req.input, ORIGIN: "input"})
     else:
         messages += items_to_messages(req.input, param="input")
+    origins = [str(m.pop(ORIGIN)) for m in messages]
+    if req._history:  # the stored conversation's items are not this request's
+        origins = [o if not o.startswith("previous") else "previous_response_id" for o in origins]
     body: dict[str, Any] = {"model": req.model, "messages": messages}
     optional = {
         "max_completion_tokens": req.max_output_tokens,
@@ -474,7 +504,7 @@ def chat_request(req: ResponsesRequest) -> schemas.ChatCompletionRequest:
     try:
         return schemas.validate_chat(body)
     except APIError as exc:
-        raise _renamed(exc) from exc
+        raise _renamed(exc, origins) from exc
 
 
 def work(req: ResponsesRequest, model: CatalogModel) -> Work:
@@ -510,6 +540,7 @@ class Output:
         self.items: list[_Item] = []
         self.message: _Item | None = None  # the message item being written
         self.calls: dict[int, _Item] = {}  # function calls by their chat index
+        self.pieces = ToolCalls()
         self.seq = 0
         self.status = "in_progress"
         self.incomplete: dict[str, Any] | None = None
@@ -650,12 +681,11 @@ class Output:
             self.event("response.output_item.done", output_index=self._index(item), item=item.body),
         ]
 
-    def tool_call(self, delta: dict[str, Any]) -> list[dict[str, Any]]:
-        """One chat tool-call delta (index, id, function.name, function.arguments)."""
-        index = delta.get("index")
-        index = index if isinstance(index, int) else len(self.calls)
-        raw = delta.get("function")
-        fn: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    def tool_call(self, piece: dict[str, Any]) -> list[dict[str, Any]]:
+        """One checked chat tool-call piece (inference/textparts.py: the first of a call
+        has its index, id and function.name; later ones its index and arguments)."""
+        index = piece["index"]
+        fn: dict[str, Any] = piece["function"]
         out: list[dict[str, Any]] = []
         item = self.calls.get(index)
         if item is None:
@@ -665,14 +695,12 @@ class Output:
                 "type": "function_call",
                 "status": "in_progress",
                 "arguments": "",
-                "call_id": str(delta.get("id") or _id("call")),
-                "name": str(fn.get("name") or ""),
+                "call_id": piece["id"],
+                "name": fn["name"],
             }
             item, added = self._add(body)
             self.calls[index] = item
             out += added
-        elif fn.get("name") and not item.body["name"]:
-            item.body["name"] = str(fn["name"])
         pieces = fn.get("arguments")
         if isinstance(pieces, str) and pieces:
             item.text.append(pieces)
@@ -753,10 +781,8 @@ class Output:
         out: list[dict[str, Any]] = []
         if event.get("text"):
             out += self.text(str(event["text"]))
-        calls = event.get("tool_calls")
-        for delta in calls if isinstance(calls, list) else ():
-            if isinstance(delta, dict):
-                out += self.tool_call(delta)
+        for piece in self.pieces.feed(event.get("tool_calls")):  # checked (a hive's input)
+            out += self.tool_call(piece)
         return out
 
 

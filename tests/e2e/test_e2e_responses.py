@@ -164,6 +164,97 @@ def test_stored_conversation_retrieve_continue_list_delete(echo: Echo) -> None:
     assert third.usage is not None and third.usage.input_tokens == 9 + 3 + 1
 
 
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city.",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string", "enum": ["Oslo", "Rome"]}},
+        "required": ["city"],
+        "additionalProperties": False,
+    },
+    "strict": True,
+}
+TIME = {
+    "type": "function",
+    "name": "get_time",
+    "parameters": {"type": "object", "properties": {"zone": {"type": "string"}},
+                   "required": ["zone"]},
+}  # fmt: skip
+
+
+def test_function_tools_a_loop_streamed_and_not(echo: Echo) -> None:
+    """The echo engine calls deterministically (docs/tools.md): `required` or a named
+    function always calls; after a tool's output it answers with that output."""
+    c = echo.tenant("toolshop", retention="contract")
+    first = c.responses.create(
+        model=MODEL, input="What is the weather in Oslo?", tools=[WEATHER, TIME],
+        tool_choice="required", parallel_tool_calls=False,
+    )  # fmt: skip
+    assert first.status == "completed"
+    calls = [o for o in first.output if o.type == "function_call"]
+    assert len(calls) == 1 and calls[0].name == "get_weather"
+    assert json.loads(calls[0].arguments) == {"city": "Oslo"}  # the schema's first enum
+    assert calls[0].call_id and calls[0].status == "completed"
+    assert first.output_text == ""
+
+    # The tool's output, continuing the stored conversation: the model answers.
+    second = c.responses.create(
+        model=MODEL,
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": calls[0].call_id,
+                "output": "Sunny, 21 degrees"}],
+        tools=[WEATHER, TIME],
+    )  # fmt: skip
+    assert second.output_text == "Sunny, 21 degrees"
+    # The same loop without storing: the whole history sent again, as Codex does.
+    stateless = c.responses.create(
+        model=MODEL,
+        store=False,
+        input=[
+            {"role": "user", "content": "What is the weather in Oslo?"},
+            *[o.model_dump(exclude_none=True) for o in first.output],
+            {"type": "function_call_output", "call_id": calls[0].call_id, "output": "Rain"},
+        ],
+        tools=[WEATHER, TIME],
+    )
+    assert stateless.output_text == "Rain"
+
+    # Streamed, a named function and parallel calls: the arguments in pieces.
+    with c.responses.stream(
+        model=MODEL, input="call get_time get_weather", tools=[WEATHER, TIME],
+    ) as stream:  # fmt: skip
+        events = list(stream)
+        final = stream.get_final_response()
+    types = types_of(events)
+    assert types[:2] == ["response.created", "response.in_progress"]
+    assert types[-1] == "response.completed"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert types.count("response.output_item.added") == 2
+    assert types.count("response.function_call_arguments.done") == 2
+    calls = [o for o in final.output if o.type == "function_call"]
+    assert [c.name for c in calls] == ["get_time", "get_weather"]
+    for call in calls:
+        pieces = "".join(
+            e.delta for e in events
+            if e.type == "response.function_call_arguments.delta" and e.item_id == call.id
+        )  # fmt: skip
+        assert pieces == call.arguments and json.loads(pieces)
+    named = c.responses.create(
+        model=MODEL, input="anything", tools=[WEATHER, TIME],
+        tool_choice={"type": "function", "name": "get_time"},
+    )  # fmt: skip
+    assert [o.name for o in named.output if o.type == "function_call"] == ["get_time"]
+    # A tool the request does not offer cannot be chosen.
+    with pytest.raises(openai.BadRequestError) as exc:
+        c.responses.create(
+            model=MODEL, input="x", tools=[WEATHER],
+            tool_choice={"type": "function", "name": "get_time"},
+        )  # fmt: skip
+    assert str(exc.value.body["param"]).startswith("tool_choice")  # type: ignore[index]
+
+
 def _expire_responses(dep: Deployment) -> None:
     past = "2000-01-01 00:00:00" + ("+00:00" if dep.db_name else "")
     query = f"update inference_storedresponse set expires_at = '{past}'"

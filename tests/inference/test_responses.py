@@ -59,7 +59,11 @@ def test_items_become_chat_messages() -> None:
         {"type": "function_call_output", "call_id": "call_2",
          "output": [{"type": "input_text", "text": "two"}]},
     ]  # fmt: skip
-    assert responses.items_to_messages(items, param="input") == [
+    messages = responses.items_to_messages(items, param="input")
+    assert [m.pop(responses.ORIGIN) for m in messages] == [
+        "input[0]", "input[1]", "input[2]", "input[6]", "input[7]"
+    ]  # fmt: skip
+    assert messages == [
         {"role": "system", "content": "rules"},
         {"role": "user", "content": "ab"},
         {
@@ -150,6 +154,33 @@ def test_bad_input_is_a_400_naming_the_param(body: dict[str, Any], param: str, c
     assert (err.param, err.code) == (param, code), err.message
 
 
+def test_chat_history_errors_name_the_input_item() -> None:
+    err = refused(
+        input=[
+            {"role": "user", "content": "hi"},
+            {"type": "function_call_output", "call_id": "call_9", "output": "x"},
+        ]
+    )
+    assert err.param == "input[1].call_id"
+    assert "input[1]" in err.message and "messages[" not in err.message
+    err = refused(
+        input=[
+            {"role": "user", "content": "hi"},
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+            {"role": "user", "content": "and?"},
+        ],
+        tools=[{"type": "function", "name": "f"}],
+    )
+    assert err.param is not None and err.param.startswith("input[1]"), err.param
+    err = refused(tools=[{"type": "function", "name": "bad name!"}])
+    assert err.param == "tools[0].name", err.param
+    err = refused(
+        tools=[{"type": "function", "name": "f"}],
+        tool_choice={"type": "function", "name": "g"},
+    )
+    assert err.param is not None and err.param.startswith("tool_choice"), err.param
+
+
 def test_a_missing_input_is_named() -> None:
     with pytest.raises(APIError) as exc:
         schemas.validate_responses({"model": "m"})
@@ -164,7 +195,7 @@ def test_the_recorded_codex_request_is_accepted() -> None:
     assert [m["role"] for m in messages] == ["system", "system", "user", "user"]
     assert messages[0]["content"] == body["instructions"]
     assert messages[-1]["content"] == "list the files in this repository"
-    assert [t["function"]["name"] for t in chat.tools or []] == [
+    assert [t.function.name for t in chat.tools or []] == [
         "shell",
         "update_plan",
         "apply_patch",
