@@ -97,6 +97,7 @@ _MORE_FIELDS = {
         "user",
         "tools",
         "tool_choice",
+        "parallel_tool_calls",
         "logit_bias",
         "modalities",
     ],
@@ -122,7 +123,9 @@ def _mutate(draw: st.DrawFn, kind: str) -> dict[str, Any]:
         elif op == "message" and kind == "chat" and isinstance(body.get("messages"), list):
             msgs = body["messages"]
             if msgs and isinstance(msgs[-1], dict):
-                key = draw(st.sampled_from(["role", "content", "name", "tool_calls", "x"]))
+                key = draw(
+                    st.sampled_from(["role", "content", "name", "tool_calls", "tool_call_id", "x"])
+                )
                 msgs[-1][key] = draw(JSON_VALUES)
             else:
                 msgs.append(draw(JSON_VALUES))

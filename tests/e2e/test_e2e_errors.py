@@ -193,9 +193,8 @@ def test_invalid_parameters_are_400_naming_the_param(
     ("change", "param"),
     [
         ({"n": 2}, "n"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
         ({"tool_choice": "required"}, "tool_choice"),
-        ({"logprobs": True}, "logprobs"),
+        ({"functions": [{"name": "f"}]}, "functions"),
         ({"logit_bias": {"50256": -100}}, "logit_bias"),
         ({"response_format": {"type": "yaml"}}, "response_format.type"),
         ({"stream_options": {"include_usage": True}}, "stream_options"),

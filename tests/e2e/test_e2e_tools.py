@@ -213,3 +213,199 @@ def test_bad_tool_input_is_openai_400(farm: Farm, change: dict[str, Any], param:
     assert_openai_shape("ErrorResponse", resp.json())
     assert resp.json()["error"]["param"] == param
     assert resp.json()["error"]["type"] == "invalid_request_error"
+
+
+# --- SmolLM2 on llama.cpp: no tools in its template, so the generic path ------------------
+
+
+def test_smollm2_required_call_is_schema_valid(farm: Farm) -> None:
+    resp = farm.client().chat.completions.create(
+        model=CHAT_MODEL,
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=[WEATHER, TIME],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        temperature=0,
+        max_tokens=200,
+    )
+    choice = resp.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    (call,) = choice.message.tool_calls or []
+    assert_valid_call(call)
+    assert resp.usage is not None and resp.usage.completion_tokens > 0
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_smollm2_named_call_streams_as_openai_does(farm: Farm, seed: int) -> None:
+    text, calls, finish, chunks = streamed(
+        farm.client().chat.completions.create(
+            model=CHAT_MODEL,
+            messages=[{"role": "user", "content": "Tell me a story about a dragon."}],
+            tools=[WEATHER, TIME],
+            tool_choice={"type": "function", "function": {"name": "get_time"}},
+            temperature=1.0,
+            seed=seed,
+            max_tokens=200,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert (text, finish) == ("", "tool_calls")
+    (call,) = calls
+    assert call["name"] == "get_time" and call["id"].startswith("call_")
+    jsonschema.validate(json.loads(call["arguments"]), SCHEMAS["get_time"])
+    # the arguments came in several pieces, and usage came last
+    pieces = [p for c in chunks if c.choices for p in c.choices[0].delta.tool_calls or []]
+    assert len(pieces) > 3
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+def test_smollm2_parallel_calls_are_each_valid(farm: Farm) -> None:
+    resp = farm.client().chat.completions.create(
+        model=CHAT_MODEL,
+        messages=[{"role": "user", "content": "Weather in Paris and the time in Tokyo?"}],
+        tools=[WEATHER, TIME],
+        tool_choice="required",
+        temperature=0,
+        max_tokens=300,
+    )
+    calls = resp.choices[0].message.tool_calls or []
+    assert 1 <= len(calls) <= 2  # parallel: the model may make up to one call per tool
+    assert len({c.id for c in calls}) == len(calls)
+    for call in calls:
+        assert_valid_call(call)
+
+
+def test_smollm2_auto_answers_text_or_a_valid_call(farm: Farm) -> None:
+    resp = farm.client().chat.completions.create(
+        model=CHAT_MODEL,
+        messages=[{"role": "user", "content": "What is the weather in Oslo?"}],
+        tools=[WEATHER],
+        temperature=0,
+        max_tokens=60,
+    )
+    choice = resp.choices[0]
+    if choice.finish_reason == "tool_calls":
+        for call in choice.message.tool_calls or []:
+            assert_valid_call(call, "get_weather")
+    else:
+        assert choice.message.content and choice.message.tool_calls is None
+        assert "<tool_call>" not in choice.message.content
+
+
+def test_smollm2_tool_loop(farm: Farm) -> None:
+    """call -> tool result -> final answer, the way an agent drives it."""
+    client = farm.client()
+    messages: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
+    first = client.chat.completions.create(
+        model=CHAT_MODEL,
+        messages=messages,
+        tools=[WEATHER],
+        tool_choice="required",
+        temperature=0,
+        max_tokens=200,
+    )
+    (call,) = first.choices[0].message.tool_calls or []
+    assert_valid_call(call, "get_weather")
+    messages.append(first.choices[0].message.model_dump(exclude_none=True))
+    messages.append(
+        {"role": "tool", "tool_call_id": call.id, "content": '{"temperature": 18, "sky": "clear"}'}
+    )
+    final = client.chat.completions.create(
+        model=CHAT_MODEL,
+        messages=messages,
+        tools=[WEATHER],
+        tool_choice="none",
+        temperature=0,
+        max_tokens=40,
+    )
+    choice = final.choices[0]
+    assert choice.finish_reason in ("stop", "length")
+    assert choice.message.content and choice.message.tool_calls is None
+
+
+def test_smollm2_bad_schema_for_the_grammar_is_a_400(farm: Farm) -> None:
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "f",
+            "parameters": {
+                "type": "object",
+                "properties": {"a": {"type": "string", "pattern": "(unclosed"}},
+                "required": ["a"],
+            },
+        },
+    }
+    resp = farm.post(
+        {
+            "model": CHAT_MODEL,
+            "messages": [{"role": "user", "content": "hi"}],
+            "tools": [tool],
+            "tool_choice": "required",
+        }
+    )
+    assert resp.status_code == 400, resp.text
+    assert_openai_shape("ErrorResponse", resp.json())
+
+
+# --- log probabilities -----------------------------------------------------------------
+
+
+def test_chat_logprobs(farm: Farm) -> None:
+    resp = farm.post(
+        {
+            "model": CHAT_MODEL,
+            "messages": [{"role": "user", "content": "Hi"}],
+            "logprobs": True,
+            "top_logprobs": 3,
+            "max_tokens": 5,
+            "temperature": 0,
+        }
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert_openai_shape("CreateChatCompletionResponse", body)
+    choice = body["choices"][0]
+    content = choice["logprobs"]["content"]
+    assert len(content) == body["usage"]["completion_tokens"] == 5
+    assert "".join(e["token"] for e in content) == choice["message"]["content"]
+    for e in content:
+        assert e["logprob"] <= 0 and bytes(e["bytes"]).decode() == e["token"]
+        assert len(e["top_logprobs"]) == 3
+        # greedy decoding: the chosen token is the most likely one
+        assert e["top_logprobs"][0]["token"] == e["token"]
+        assert e["top_logprobs"][0]["logprob"] == pytest.approx(e["logprob"])
+        tops = [t["logprob"] for t in e["top_logprobs"]]
+        assert tops == sorted(tops, reverse=True)
+
+
+def test_chat_logprobs_streamed_with_the_sdk(farm: Farm) -> None:
+    stream = farm.client().chat.completions.create(
+        model=CHAT_MODEL,
+        messages=[{"role": "user", "content": "Hi"}],
+        logprobs=True,
+        max_tokens=4,
+        temperature=0,
+        stream=True,
+    )
+    text, entries = "", []
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].logprobs is not None:
+            entries += chunk.choices[0].logprobs.content or []
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+    assert len(entries) == 4 and "".join(e.token for e in entries) == text
+    assert all(e.top_logprobs == [] for e in entries)
+
+
+def test_completions_logprobs(farm: Farm) -> None:
+    resp = farm.client().completions.create(
+        model=CHAT_MODEL, prompt="The capital of France is", max_tokens=4, logprobs=2, temperature=0
+    )
+    lp = resp.choices[0].logprobs
+    assert lp is not None and lp.tokens is not None and lp.top_logprobs is not None
+    assert "".join(lp.tokens) == resp.choices[0].text
+    assert len(lp.token_logprobs or []) == 4 and all(x <= 0 for x in lp.token_logprobs or [])
+    assert [len(t) for t in lp.top_logprobs] == [2, 2, 2, 2]
+    offsets = lp.text_offset or []
+    assert offsets[0] == 0 and offsets == sorted(offsets)

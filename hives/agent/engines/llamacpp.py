@@ -9,16 +9,19 @@ match into the stream, and cancellation is checked between tokens.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import logging
 import os
 import queue
 import random
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 from hives.agent.engines.base import Cancelled, Engine, EngineError, token_budget
-from hives.agent.engines.tools import refuse_logprobs, refuse_tools
+from hives.agent.engines.tooldriver import ToolAnswer, delta
+from hives.agent.engines.toolformats import Family, detect, held_back, render_messages
+from hives.agent.engines.tools import ToolRequest, tool_request
 from hives.protocol import Capability, EventKind
 from hives.spec import DeviceKind, ModelSpec
 
@@ -98,6 +101,7 @@ class LlamaCppEngine(Engine):
             bos_token=model.token_get_text(bos_id) if bos_id != -1 else "",
             stop_token_ids=[eos_id],
         )
+        self.family = detect(template)
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -124,9 +128,11 @@ class LlamaCppEngine(Engine):
             token == self.llm.token_eos()
         )
 
-    def prompt_tokens(self, messages: list[dict[str, Any]]) -> list[int]:
+    def prompt_tokens(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
         try:
-            rendered = self.formatter(messages=messages)
+            rendered = self.formatter(messages=messages, tools=tools)
         except Exception as exc:  # the template refused the conversation
             raise EngineError(
                 f"the model's chat template rejected the messages: {exc}",
@@ -140,14 +146,56 @@ class LlamaCppEngine(Engine):
         return tokens
 
     def chat(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
-        refuse_tools(request, self.model_name)  # until this engine calls tools
-        refuse_logprobs(request, self.model_name)
-        tokens = self.prompt_tokens(list(request.get("messages") or []))
+        messages = list(request.get("messages") or [])
+        tools = tool_request(request)
+        if tools.tools or any(m.get("tool_calls") or m.get("role") == "tool" for m in messages):
+            return self._chat_tools(messages, tools, request, cancelled)
+        tokens = self.prompt_tokens(messages)
         return self._generate(tokens, request, cancelled, what="messages")
+
+    def _chat_tools(
+        self,
+        messages: list[dict[str, Any]],
+        tools: ToolRequest,
+        request: dict[str, Any],
+        cancelled: Cancelled,
+    ) -> Iterator[dict[str, Any]]:
+        """A conversation with tools (docs/tools.md): rendered for the template's family
+        (hives/agent/engines/toolformats.py), calls sampled under the family's grammar."""
+        family = self.family
+        rendered, template_tools = render_messages(family, messages, tools)
+        tokens = self.prompt_tokens(rendered, template_tools)
+        budget = token_budget(
+            self.llm.n_ctx(), len(tokens), request.get("max_tokens"), param="messages"
+        )
+        if not tools.active:
+            return self._tokens(tokens, request, cancelled, budget)
+        if request.get("response_format"):
+            raise EngineError(
+                "'response_format' cannot be combined with tools on this model",
+                status=400,
+                code="unsupported_parameter",
+                param="response_format",
+            )
+        gbnf = family.grammar(tools.allowed(), tools.parallel)
+        self._compile(gbnf)  # here: a schema the grammar cannot hold is the caller's 400
+        return self._tool_stream(tokens, request, cancelled, budget, family, tools, gbnf)
+
+    def _compile(self, gbnf: str) -> Any:
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        try:
+            return LlamaGrammar.from_string(gbnf, verbose=False)
+        except Exception as exc:
+            raise EngineError(
+                f"The tools' parameter schemas cannot be enforced: {exc}",
+                status=400,
+                code="unsupported_schema",
+                param="tools",
+            ) from exc
 
     def complete(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
         """Legacy completions: the prompt as it is, no chat template."""
-        refuse_logprobs(request, self.model_name)
         prompt = str(request.get("prompt") or "")
         tokens: list[int] = self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
         return self._generate(tokens, request, cancelled, what="prompt")
@@ -167,6 +215,63 @@ class LlamaCppEngine(Engine):
         finally:
             self.contexts.put(llm)
 
+    def _run(
+        self,
+        llm: Any,
+        tokens: list[int],
+        request: dict[str, Any],
+        grammar: Any,
+        *,
+        special: bool = False,
+    ) -> Generator[tuple[bytes, dict[str, Any] | None], None, None]:
+        """The model's next tokens, each as its bytes and (when the request asked for
+        them) its log-probability entry, until an end-of-generation token."""
+        seed = request.get("seed")
+        llm.set_seed(int(seed) % 2**32 if seed is not None else random.getrandbits(32))
+        temperature = request.get("temperature")
+        top_p = request.get("top_p")
+        top = int(request.get("top_logprobs") or 0) if request.get("logprobs") else None
+        gen = llm.generate(
+            tokens,
+            temp=DEFAULT_TEMPERATURE if temperature is None else float(temperature),
+            top_p=DEFAULT_TOP_P if top_p is None else float(top_p),
+            presence_penalty=float(request.get("presence_penalty") or 0.0),
+            frequency_penalty=float(request.get("frequency_penalty") or 0.0),
+            reset=True,
+            grammar=grammar,
+        )
+        try:
+            for token in gen:
+                if self._is_end(token):
+                    return
+                piece: bytes = llm.detokenize([token], special=special)
+                yield piece, (None if top is None else self._logprob(llm, token, piece, top))
+        finally:
+            gen.close()
+
+    def _logprob(self, llm: Any, token: int, piece: bytes, top: int) -> dict[str, Any]:
+        """OpenAI's entry for one sampled token: its log probability under the model (before
+        temperature and the other samplers), and the `top` most likely tokens'."""
+        import llama_cpp
+        import numpy as np
+
+        n_vocab = llm.n_vocab()
+        logits = np.ctypeslib.as_array(
+            llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(n_vocab,)
+        )
+        logprobs = llama_cpp.Llama.logits_to_logprobs(logits)
+
+        def entry(tok: int, raw: bytes) -> dict[str, Any]:
+            text = raw.decode("utf-8", errors="replace")
+            return {"token": text, "logprob": float(logprobs[tok]), "bytes": list(raw)}
+
+        out = entry(token, piece)
+        best: list[int] = [int(t) for t in np.argpartition(-logprobs, top)[:top]] if top else []
+        out["top_logprobs"] = [
+            entry(t, llm.detokenize([t])) for t in sorted(best, key=lambda t: -float(logprobs[t]))
+        ]
+        return out
+
     def _sample(
         self,
         llm: Any,
@@ -182,72 +287,83 @@ class LlamaCppEngine(Engine):
                 "usage": {"prompt_tokens": len(tokens), "completion_tokens": 0},
             }
             return
-        seed = request.get("seed")
-        llm.set_seed(int(seed) % 2**32 if seed is not None else random.getrandbits(32))
-        temperature = request.get("temperature")
-        top_p = request.get("top_p")
         stops = [s for s in (request.get("stop") or []) if s]
         grammar = _grammar(request.get("response_format"))
 
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pending = ""  # decoded text not yet sent (may be the start of a stop sequence)
+        entries: list[dict[str, Any]] = []  # log probabilities of the tokens not yet sent
         generated = 0
-        finish = "length"
-        gen = llm.generate(
-            tokens,
-            temp=DEFAULT_TEMPERATURE if temperature is None else float(temperature),
-            top_p=DEFAULT_TOP_P if top_p is None else float(top_p),
-            presence_penalty=float(request.get("presence_penalty") or 0.0),
-            frequency_penalty=float(request.get("frequency_penalty") or 0.0),
-            reset=True,
-            grammar=grammar,
-        )
-        try:
-            for token in gen:
+        finish = "stop"  # the model's end-of-generation token, unless a break says otherwise
+        with contextlib.closing(self._run(llm, tokens, request, grammar)) as run:
+            for piece, entry in run:
                 if cancelled():
                     finish = "cancelled"
                     break
-                if self._is_end(token):
-                    finish = "stop"
-                    break
                 generated += 1
-                pending += decoder.decode(llm.detokenize([token]))
+                if entry is not None:
+                    entries.append(entry)
+                pending += decoder.decode(piece)
                 if stops:
                     hit = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
                     if hit >= 0:
                         pending = pending[:hit]
                         finish = "stop"
                         break
-                    keep = _held_back(pending, stops)
+                    keep = held_back(pending, stops)
                     out, pending = pending[: len(pending) - keep], pending[len(pending) - keep :]
                 else:
                     out, pending = pending, ""
                 if out:
                     # Running counts: a stream cut short is still metered exactly.
-                    yield {
-                        "kind": EventKind.DELTA,
-                        "text": out,
-                        "prompt_tokens": len(tokens),
-                        "completion_tokens": generated,
-                    }
+                    yield delta(out, entries, len(tokens), generated)
+                    entries = []
                 if generated >= max_tokens:
                     finish = "length"
                     break
-        finally:
-            gen.close()
         pending += decoder.decode(b"", final=True)
         if pending and finish != "cancelled":
-            yield {
-                "kind": EventKind.DELTA,
-                "text": pending,
-                "prompt_tokens": len(tokens),
-                "completion_tokens": generated,
-            }
+            yield delta(pending, entries, len(tokens), generated)
         yield {
             "kind": EventKind.DONE,
             "finish_reason": finish,
             "usage": {"prompt_tokens": len(tokens), "completion_tokens": generated},
         }
+
+    def _tool_stream(
+        self,
+        tokens: list[int],
+        request: dict[str, Any],
+        cancelled: Cancelled,
+        budget: int,
+        family: Family,
+        tools: ToolRequest,
+        grammar: str,
+    ) -> Iterator[dict[str, Any]]:
+        llm = self.contexts.get()
+        try:
+
+            def source(
+                prompt: list[int], gbnf: str | None, logprobs: bool
+            ) -> Generator[tuple[str, list[dict[str, Any]], int], None, None]:
+                compiled = self._compile(gbnf) if gbnf is not None else None
+                decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+                asked = {**request, "logprobs": logprobs}
+                special = family.name == "mistral"  # its trigger is a special token
+                with contextlib.closing(
+                    self._run(llm, prompt, asked, compiled, special=special)
+                ) as run:
+                    for piece, entry in run:
+                        yield decoder.decode(piece), [entry] if entry else [], 1
+
+            def tokenize(text: str) -> list[int]:
+                out: list[int] = self.llm.tokenize(text.encode("utf-8"), add_bos=False)
+                return out
+
+            answer = ToolAnswer(source, tokenize, family, tools, self.model_name)
+            yield from answer.events(tokens, request, cancelled, budget, grammar)
+        finally:
+            self.contexts.put(llm)
 
 
 def _grammar(response_format: Any) -> Any:
@@ -273,14 +389,3 @@ def _grammar(response_format: Any) -> Any:
                 param="response_format.json_schema.schema",
             ) from exc
     return None
-
-
-def _held_back(text: str, stops: list[str]) -> int:
-    """Length of the longest tail of `text` that could still grow into a stop sequence."""
-    best = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text)), 0, -1):
-            if text.endswith(s[:k]):
-                best = max(best, k)
-                break
-    return best

@@ -14,16 +14,19 @@ seeded torch.Generator, so one seed gives the same text on every device.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 from hives.agent.engines.base import Cancelled, Engine, EngineError, hub_ref, token_budget
-from hives.agent.engines.llamacpp import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, _held_back
-from hives.agent.engines.tools import refuse_logprobs, refuse_tools
+from hives.agent.engines.llamacpp import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
+from hives.agent.engines.tooldriver import ToolAnswer
+from hives.agent.engines.toolformats import detect, held_back, render_messages
+from hives.agent.engines.tools import ToolRequest, tool_request
 from hives.agent.engines.torchutil import (
     dtype_bytes,
     free_device_memory,
@@ -217,7 +220,9 @@ class TransformersEngine(Engine):
 
     # -- prompts ---------------------------------------------------------------------
 
-    def chat_prompt_tokens(self, messages: list[dict[str, Any]]) -> list[int]:
+    def chat_prompt_tokens(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
         if not getattr(self.tokenizer, "chat_template", None):
             raise EngineError(
                 "this model has no chat template; use /v1/completions",
@@ -227,7 +232,10 @@ class TransformersEngine(Engine):
             )
         try:
             text = self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
+                messages,
+                tokenize=False,
+                add_generation_prompt=True,
+                **({"tools": tools} if tools else {}),
             )
         except Exception as exc:  # the template refused the conversation
             raise EngineError(
@@ -247,14 +255,15 @@ class TransformersEngine(Engine):
     # -- tasks -----------------------------------------------------------------------
 
     def chat(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
-        refuse_tools(request, self.model_name)  # until this engine calls tools
-        refuse_logprobs(request, self.model_name)
         refuse_response_format(request.get("response_format"))
-        tokens = self.chat_prompt_tokens(list(request.get("messages") or []))
+        messages = list(request.get("messages") or [])
+        tools = tool_request(request)
+        if tools.tools or any(m.get("tool_calls") or m.get("role") == "tool" for m in messages):
+            return self._chat_tools(messages, tools, request, cancelled)
+        tokens = self.chat_prompt_tokens(messages)
         return self._generate(tokens, request, cancelled, param="messages", default_max=None)
 
     def complete(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
-        refuse_logprobs(request, self.model_name)
         refuse_response_format(request.get("response_format"))
         prompt = str(request.get("prompt") or "")
         tokens = self.completion_prompt_tokens(prompt)
@@ -281,9 +290,11 @@ class TransformersEngine(Engine):
         )
         return self._stream(tokens, request, cancelled, max_tokens)
 
-    def _stream(
-        self, tokens: list[int], request: dict[str, Any], cancelled: Cancelled, max_tokens: int
-    ) -> Iterator[dict[str, Any]]:
+    def _steps(
+        self, tokens: list[int], request: dict[str, Any]
+    ) -> Generator[tuple[int, dict[str, Any] | None], None, None]:
+        """The sampled tokens, each with its log-probability entry when the request asks
+        for them (under the model, before temperature), until an end-of-turn token."""
         import torch
 
         temperature = request.get("temperature")
@@ -293,24 +304,15 @@ class TransformersEngine(Engine):
         freq = float(request.get("frequency_penalty") or 0.0)
         pres = float(request.get("presence_penalty") or 0.0)
         seed = request.get("seed")
+        top = int(request.get("top_logprobs") or 0) if request.get("logprobs") else None
         generator = torch.Generator(device="cpu")
         generator.manual_seed(int(seed) % 2**63 if seed is not None else random.getrandbits(63))
-        stops = [s for s in (request.get("stop") or []) if s]
-
-        detok = IncrementalDetokenizer(self.tokenizer, tokens[-DETOKENIZE_CONTEXT:])
         counts: dict[int, int] = {}
-        pending = ""  # decoded text not yet sent (may be the start of a stop sequence)
-        generated = 0
-        finish = "length"
-        hit_stop = False
         past: Any = None
         step_input = torch.tensor([tokens], device=self.device)
-        # (inference_mode is entered per step, not around the loop: it is thread-local
-        # state that would otherwise leak into the caller between two yields)
-        while generated < max_tokens:
-            if cancelled():
-                finish = "cancelled"
-                break
+        while True:
+            # (inference_mode is entered per step, not around the loop: it is thread-local
+            # state that would otherwise leak into the caller between two yields)
             with torch.inference_mode():
                 out = self.model(
                     input_ids=step_input, past_key_values=past, use_cache=True, **self._last_only
@@ -327,34 +329,116 @@ class TransformersEngine(Engine):
                 presence_penalty=pres,
             )
             if token in self.eos_ids:
-                finish = "stop"
-                break
-            generated += 1
+                return
             counts[token] = counts.get(token, 0) + 1
             step_input = torch.tensor([[token]], device=self.device)
-            pending += detok.add(token)
-            if stops:
-                hit = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
-                if hit >= 0:
-                    pending = pending[:hit]
-                    finish, hit_stop = "stop", True
+            yield token, None if top is None else self._logprob(logits, token, top)
+
+    def _logprob(self, logits: Any, token: int, top: int) -> dict[str, Any]:
+        import torch
+
+        logprobs = torch.log_softmax(logits, dim=-1)
+
+        def entry(t: int) -> dict[str, Any]:
+            text = str(self.tokenizer.decode([t]))
+            return {"token": text, "logprob": float(logprobs[t]), "bytes": list(text.encode())}
+
+        best = torch.topk(logprobs, top).indices.tolist() if top else []
+        return {**entry(token), "top_logprobs": [entry(int(t)) for t in best]}
+
+    def _stream(
+        self, tokens: list[int], request: dict[str, Any], cancelled: Cancelled, max_tokens: int
+    ) -> Iterator[dict[str, Any]]:
+        stops = [s for s in (request.get("stop") or []) if s]
+        detok = IncrementalDetokenizer(self.tokenizer, tokens[-DETOKENIZE_CONTEXT:])
+        pending = ""  # decoded text not yet sent (may be the start of a stop sequence)
+        entries: list[dict[str, Any]] = []  # log probabilities of the tokens not yet sent
+        generated = 0
+        finish = "stop"  # an end-of-turn token, unless a break says otherwise
+        hit_stop = False
+        with contextlib.closing(self._steps(tokens, request)) as steps:
+            for token, entry in steps if max_tokens > 0 else ():
+                if cancelled():
+                    finish = "cancelled"
                     break
-                keep = _held_back(pending, stops)
-                text, pending = pending[: len(pending) - keep], pending[len(pending) - keep :]
-            else:
-                text, pending = pending, ""
-            if text:
-                yield {"kind": EventKind.DELTA, "text": text}
+                generated += 1
+                if entry is not None:
+                    entries.append(entry)
+                pending += detok.add(token)
+                if stops:
+                    hit = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
+                    if hit >= 0:
+                        pending = pending[:hit]
+                        finish, hit_stop = "stop", True
+                        break
+                    keep = held_back(pending, stops)
+                    text, pending = pending[: len(pending) - keep], pending[len(pending) - keep :]
+                else:
+                    text, pending = pending, ""
+                if text:
+                    yield _text_delta(text, entries)
+                    entries = []
+                if generated >= max_tokens:
+                    finish = "length"
+                    break
+        if max_tokens <= 0:
+            finish = "length"
         if finish != "cancelled":
             if not hit_stop:  # whatever follows a stop sequence is dropped with it
                 pending += detok.flush()
             if pending:  # the held-back tail that never became a stop sequence
-                yield {"kind": EventKind.DELTA, "text": pending}
+                yield _text_delta(pending, entries)
         yield {
             "kind": EventKind.DONE,
             "finish_reason": finish,
             "usage": {"prompt_tokens": len(tokens), "completion_tokens": generated},
         }
+
+    def _chat_tools(
+        self,
+        messages: list[dict[str, Any]],
+        tools: ToolRequest,
+        request: dict[str, Any],
+        cancelled: Cancelled,
+    ) -> Iterator[dict[str, Any]]:
+        """Tools through the shared driver (hives/agent/engines/tooldriver.py). transformers
+        has no grammar sampler, so a call is constrained only as far as a forced prefix
+        goes (the family's opening and, for a named function, its name); its arguments
+        are checked when it is complete, and an invalid call is an error, never a result."""
+        family = detect(getattr(self.tokenizer, "chat_template", None))
+        rendered, template_tools = render_messages(family, messages, tools)
+        tokens = self.chat_prompt_tokens(rendered, template_tools)
+        budget = token_budget(self.n_ctx, len(tokens), request.get("max_tokens"), param="messages")
+        if not tools.active:
+            return self._stream(tokens, request, cancelled, budget)
+
+        def source(
+            prompt: list[int], grammar: str | None, logprobs: bool
+        ) -> Generator[tuple[str, list[dict[str, Any]], int], None, None]:
+            head = family.forced_prefix(tools.named) if grammar is not None else ""
+            if head:
+                yield head, [], 0
+                prompt = prompt + tokenize(head)
+            detok = IncrementalDetokenizer(self.tokenizer, prompt[-DETOKENIZE_CONTEXT:])
+            with contextlib.closing(
+                self._steps(prompt, {**request, "logprobs": logprobs})
+            ) as steps:
+                for token, entry in steps:
+                    yield detok.add(token), [entry] if entry else [], 1
+
+        def tokenize(text: str) -> list[int]:
+            ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            return ids
+
+        answer = ToolAnswer(source, tokenize, family, tools, self.model_name)
+        return answer.events(tokens, request, cancelled, budget, "")
+
+
+def _text_delta(text: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    event: dict[str, Any] = {"kind": EventKind.DELTA, "text": text}
+    if entries:
+        event["logprobs"] = list(entries)
+    return event
 
 
 def _disable_cudnn_attention() -> None:

@@ -21,17 +21,20 @@ own torch build) on a CUDA machine; elsewhere load() fails with 503 engine_missi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import queue
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from typing import Any
 
 from hives.agent.engines.base import Cancelled, Engine, EngineError, hub_ref, token_budget
 from hives.agent.engines.llamacpp import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
-from hives.agent.engines.tools import refuse_logprobs, refuse_tools
+from hives.agent.engines.tooldriver import ToolAnswer
+from hives.agent.engines.toolformats import detect, render_messages
+from hives.agent.engines.tools import ToolRequest, tool_request
 from hives.agent.engines.torchutil import dir_size
 from hives.protocol import Capability, EventKind
 from hives.spec import Device, DeviceKind, ModelSpec
@@ -61,6 +64,7 @@ def sampling_kwargs(
     *,
     max_tokens: int,
     structured_cls: Callable[..., Any] | None = None,
+    grammar: str | None = None,
 ) -> dict[str, Any]:
     """The SamplingParams keyword arguments for one rbee text request.
 
@@ -85,17 +89,52 @@ def sampling_kwargs(
     seed = request.get("seed")
     if seed is not None:
         kwargs["seed"] = int(seed) % 2**63
-    constraint = structured_kwargs(request.get("response_format"))
+    if request.get("logprobs"):  # vLLM returns the sampled token's and the top N's
+        kwargs["logprobs"] = int(request.get("top_logprobs") or 0)
+    constraint = (
+        {"grammar": grammar}
+        if grammar is not None
+        else structured_kwargs(request.get("response_format"))
+    )
     if constraint is not None:
         if structured_cls is None:
+            param = "tools" if grammar is not None else "response_format"
             raise EngineError(
-                "this vLLM build cannot constrain output to JSON",
+                "this vLLM build cannot constrain its output (no structured outputs)",
                 status=400,
                 code="unsupported_parameter",
-                param="response_format",
+                param=param,
             )
         kwargs["_structured"] = structured_cls(**constraint)
     return kwargs
+
+
+def logprob_entries(
+    token_ids: list[int], logprobs: Any, top: int, decode: Callable[[int], str]
+) -> list[dict[str, Any]]:
+    """OpenAI's chat-shaped entries from vLLM's per-token logprobs (one dict per new token:
+    token id -> Logprob(logprob, rank, decoded_token)); `decode` names a token vLLM left
+    undecoded."""
+    out: list[dict[str, Any]] = []
+    for tid, table in zip(token_ids, logprobs or [], strict=False):
+
+        def entry(t: int, lp: Any) -> dict[str, Any]:
+            text = lp.decoded_token if lp.decoded_token is not None else decode(t)
+            return {
+                "token": text,
+                "logprob": max(float(lp.logprob), -9999.0),
+                "bytes": list(text.encode("utf-8")),
+            }
+
+        chosen = table.get(tid)
+        if chosen is None:
+            continue
+        ranked = sorted(
+            ((t, lp) for t, lp in table.items() if lp.rank is not None and lp.rank <= top),
+            key=lambda item: item[1].rank,
+        )
+        out.append({**entry(tid, chosen), "top_logprobs": [entry(t, lp) for t, lp in ranked]})
+    return out
 
 
 def structured_kwargs(response_format: Any) -> dict[str, Any] | None:
@@ -119,12 +158,15 @@ def make_sampling_params(
     structured_cls: Callable[..., Any] | None = None,
     structured_field: str = "structured_outputs",
     output_kind: Any = None,
+    grammar: str | None = None,
 ) -> Any:
     """A SamplingParams (`sampling_cls`) for the request. `structured_field` is the
     SamplingParams field the constraint goes in: "structured_outputs" in vLLM >= 0.11,
     "guided_decoding" before. `output_kind` is RequestOutputKind.DELTA, so each output
     carries only the new text and token ids."""
-    kwargs = sampling_kwargs(request, max_tokens=max_tokens, structured_cls=structured_cls)
+    kwargs = sampling_kwargs(
+        request, max_tokens=max_tokens, structured_cls=structured_cls, grammar=grammar
+    )
     constraint = kwargs.pop("_structured", None)
     if constraint is not None:
         kwargs[structured_field] = constraint
@@ -246,7 +288,7 @@ class VLLMEngine(Engine):
         structured_cls, field = _structured_api(vllm_sampling)
         output_kind = vllm_sampling.RequestOutputKind.DELTA
 
-        def params(request: dict[str, Any], max_tokens: int) -> Any:
+        def params(request: dict[str, Any], max_tokens: int, grammar: str | None = None) -> Any:
             return make_sampling_params(
                 request,
                 max_tokens=max_tokens,
@@ -254,9 +296,11 @@ class VLLMEngine(Engine):
                 structured_cls=structured_cls,
                 structured_field=field,
                 output_kind=output_kind,
+                grammar=grammar,
             )
 
         self._params = params
+        self.family = detect(getattr(self.tokenizer, "chat_template", None))
 
     @staticmethod
     def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -285,10 +329,15 @@ class VLLMEngine(Engine):
 
     # -- prompts ---------------------------------------------------------------------
 
-    def chat_prompt_tokens(self, messages: list[dict[str, Any]]) -> list[int]:
+    def chat_prompt_tokens(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
         try:
             text = self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
+                messages,
+                tokenize=False,
+                add_generation_prompt=True,
+                **({"tools": tools} if tools else {}),
             )
         except Exception as exc:
             raise EngineError(
@@ -303,13 +352,70 @@ class VLLMEngine(Engine):
     # -- tasks -----------------------------------------------------------------------
 
     def chat(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
-        refuse_tools(request, self.model_name)  # until this engine calls tools
-        refuse_logprobs(request, self.model_name)
-        tokens = self.chat_prompt_tokens(list(request.get("messages") or []))
+        messages = list(request.get("messages") or [])
+        tools = tool_request(request)
+        if tools.tools or any(m.get("tool_calls") or m.get("role") == "tool" for m in messages):
+            return self._chat_tools(messages, tools, request, cancelled)
+        tokens = self.chat_prompt_tokens(messages)
         return self._submit(tokens, request, cancelled, param="messages", default_max=None)
 
+    def _chat_tools(
+        self,
+        messages: list[dict[str, Any]],
+        tools: ToolRequest,
+        request: dict[str, Any],
+        cancelled: Cancelled,
+    ) -> Iterator[dict[str, Any]]:
+        """Tools as on llama.cpp (hives/agent/engines/tooldriver.py): the template's own
+        family (or the generic one), calls under vLLM's structured outputs with the
+        family's grammar (xgrammar reads GBNF)."""
+        rendered, template_tools = render_messages(self.family, messages, tools)
+        tokens = self.chat_prompt_tokens(rendered, template_tools)
+        if not tools.active:
+            return self._submit(tokens, request, cancelled, param="messages", default_max=None)
+        if request.get("response_format"):
+            raise EngineError(
+                "'response_format' cannot be combined with tools on this model",
+                status=400,
+                code="unsupported_parameter",
+                param="response_format",
+            )
+        budget = token_budget(self.n_ctx, len(tokens), request.get("max_tokens"), param="messages")
+        gbnf = self.family.grammar(tools.allowed(), tools.parallel)
+        assert self._params is not None, "load() first"
+        self._params(request, 1, gbnf)  # no structured outputs: the caller's 400, now
+
+        def source(
+            prompt: list[int], grammar: str | None, logprobs: bool
+        ) -> Generator[tuple[str, list[dict[str, Any]], int], None, None]:
+            assert self._params is not None
+            asked = {**request, "logprobs": logprobs}
+            params = self._params(asked, max(1, budget), grammar)
+            params.skip_special_tokens = False  # a trigger may be a special token
+            top = self._top(asked)
+            with contextlib.closing(self._outputs(prompt, params, cancelled)) as outputs:
+                for out in outputs:
+                    ids = list(out.token_ids)
+                    entries = (
+                        logprob_entries(ids, out.logprobs, top, self._decode) if logprobs else []
+                    )
+                    yield out.text, entries, len(ids)
+
+        def tokenize(text: str) -> list[int]:
+            ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            return ids
+
+        answer = ToolAnswer(source, tokenize, self.family, tools, self.model_name)
+        return answer.events(tokens, request, cancelled, budget, gbnf)
+
+    @staticmethod
+    def _top(request: dict[str, Any]) -> int:
+        return int(request.get("top_logprobs") or 0)
+
+    def _decode(self, token: int) -> str:
+        return str(self.tokenizer.decode([token]))
+
     def complete(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
-        refuse_logprobs(request, self.model_name)
         prompt = str(request.get("prompt") or "")
         tokens: list[int] = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
         if not tokens:
@@ -343,11 +449,38 @@ class VLLMEngine(Engine):
                 ]
             )
         params = self._params(request, max_tokens)  # raises 400s before anything is queued
-        return self._stream(tokens, params, cancelled)
+        return self._stream(tokens, params, cancelled, request)
 
     def _stream(
-        self, tokens: list[int], params: Any, cancelled: Cancelled
+        self, tokens: list[int], params: Any, cancelled: Cancelled, request: dict[str, Any]
     ) -> Iterator[dict[str, Any]]:
+        generated = 0
+        finish: str | None = None
+        top = self._top(request) if request.get("logprobs") else None
+        for out in self._outputs(tokens, params, cancelled):
+            generated += len(out.token_ids)
+            if out.text:
+                event: dict[str, Any] = {"kind": EventKind.DELTA, "text": out.text}
+                if top is not None:
+                    event["logprobs"] = logprob_entries(
+                        list(out.token_ids), out.logprobs, top, self._decode
+                    )
+                yield event
+            if out.finish_reason is not None:
+                finish = "length" if out.finish_reason == "length" else "stop"
+        if cancelled():
+            finish = "cancelled"
+        yield {
+            "kind": EventKind.DONE,
+            "finish_reason": finish or "stop",
+            "usage": {"prompt_tokens": len(tokens), "completion_tokens": generated},
+        }
+
+    def _outputs(
+        self, tokens: list[int], params: Any, cancelled: Cancelled
+    ) -> Generator[Any, None, None]:
+        """One request's outputs (DELTA: each carries only the new text and tokens), until
+        it finishes, is cancelled, or the caller stops iterating (then it is aborted)."""
         loop = self.loop
         assert loop is not None and self.llm is not None, "load() first"
         request_id = uuid.uuid4().hex
@@ -356,13 +489,8 @@ class VLLMEngine(Engine):
             _pump(self.llm.generate({"prompt_token_ids": tokens}, params, request_id), bridge),
             loop,
         )
-        generated = 0
-        finish: str | None = None
         try:
-            while True:
-                if cancelled():
-                    finish = "cancelled"
-                    break
+            while not cancelled():
                 try:
                     item = bridge.get(timeout=CANCEL_POLL_S)
                 except queue.Empty:
@@ -373,21 +501,11 @@ class VLLMEngine(Engine):
                     raise EngineError(
                         f"vLLM failed: {type(item).__name__}: {item}", status=500
                     ) from item
-                out = item.outputs[0]
-                generated += len(out.token_ids)
-                if out.text:
-                    yield {"kind": EventKind.DELTA, "text": out.text}
-                if out.finish_reason is not None:
-                    finish = "length" if out.finish_reason == "length" else "stop"
+                yield item.outputs[0]
         finally:
             if not future.done():  # cancelled, or the consumer went away: free the slot
                 future.cancel()
                 asyncio.run_coroutine_threadsafe(self.llm.abort(request_id), loop)
-        yield {
-            "kind": EventKind.DONE,
-            "finish_reason": finish or "stop",
-            "usage": {"prompt_tokens": len(tokens), "completion_tokens": generated},
-        }
 
 
 async def _pump(stream: AsyncIterator[Any], bridge: queue.Queue[Any]) -> None:
@@ -424,6 +542,7 @@ def _gpu_total_bytes(spec_device: str) -> int:
 __all__ = [
     "VLLMEngine",
     "engine_missing",
+    "logprob_entries",
     "make_sampling_params",
     "sampling_kwargs",
     "structured_kwargs",

@@ -10,7 +10,8 @@ import pytest
 from hives.agent.catalog import DEFAULT_CHAT_MODEL, bundled_spec, parse_model_arg
 from hives.agent.engines import get_engine
 from hives.agent.engines.base import EngineError
-from hives.agent.engines.llamacpp import LlamaCppEngine, _held_back
+from hives.agent.engines.llamacpp import LlamaCppEngine
+from hives.agent.engines.toolformats import held_back as _held_back
 
 MSGS = [{"role": "user", "content": "Say something about bees."}]
 

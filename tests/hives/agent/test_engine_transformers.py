@@ -169,3 +169,54 @@ def test_memory_estimate_does_not_load(tiny_lm: Path) -> None:
     spec = ModelSpec(name="tiny", engine="transformers", source=str(tiny_lm), options={"n_ctx": 0})
     assert 100_000 < eng.memory_estimate_bytes(spec) < 1_000_000
     assert eng.model is None
+
+
+def test_logprobs_of_greedy_tokens(engine: TransformersEngine) -> None:
+    events = list(
+        engine.run(
+            "chat",
+            {
+                "messages": MSGS,
+                "max_tokens": 6,
+                "temperature": 0,
+                "logprobs": True,
+                "top_logprobs": 2,
+            },
+            lambda: False,
+        )
+    )
+    entries = [e for ev in events[:-1] for e in ev.get("logprobs", [])]
+    assert len(entries) == events[-1]["usage"]["completion_tokens"] == 6
+    greedy = reference_greedy(engine, engine.chat_prompt_tokens(MSGS), 6)
+    assert [e["token"] for e in entries] == [engine.tokenizer.decode([t]) for t in greedy]
+    for e in entries:
+        assert len(e["top_logprobs"]) == 2 and e["top_logprobs"][0]["token"] == e["token"]
+        assert e["logprob"] == pytest.approx(e["top_logprobs"][0]["logprob"]) and e["logprob"] <= 0
+
+
+def test_a_named_call_is_forced_to_its_function(engine: TransformersEngine) -> None:
+    """No grammar sampler here: the call's opening and name are forced, the arguments are
+    the model's (gibberish from this random model: cut by max_tokens, or refused as
+    invalid, never passed off as a valid call)."""
+    tool = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
+    request = {
+        "messages": MSGS,
+        "tools": [tool],
+        "tool_choice": {"type": "function", "function": {"name": "get_time"}},
+        "max_tokens": 8,
+        "temperature": 0,
+    }
+    template = engine.tokenizer.chat_template
+    # a Hermes-style template (the markers in a comment): the tiny context has no room
+    # for the generic path's system prompt
+    engine.tokenizer.chat_template = template + "{# tools: <tool_call> #}"
+    try:
+        events = list(engine.run("chat", request, lambda: False))
+    except EngineError as exc:
+        assert exc.code == "invalid_tool_call"
+        return
+    finally:
+        engine.tokenizer.chat_template = template
+    heads = [p for ev in events for p in ev.get("tool_calls", []) if "id" in p]
+    assert [h["function"]["name"] for h in heads] == ["get_time"]
+    assert events[-1]["finish_reason"] in ("length", "tool_calls")
