@@ -489,3 +489,31 @@ def test_smollm2_answers_streams_and_follows_a_json_schema(stack: Stack) -> None
     )
     assert r.status == "completed", r.incomplete_details
     jsonschema.validate(json.loads(r.output_text), schema)
+
+
+def test_smollm2_calls_a_function_tool_that_validates(stack: Stack) -> None:
+    """SmolLM2's template has no tools: the generic path constrains a required call to the
+    tool's schema (docs/tools.md), and the Responses API carries it as a function_call."""
+    c = stack.client()
+    r = c.responses.create(
+        model=CHAT_MODEL,
+        input="What is the weather in Rome?",
+        tools=[WEATHER],
+        tool_choice="required",
+        max_output_tokens=64,
+    )
+    calls = [o for o in r.output if o.type == "function_call"]
+    assert r.status == "completed" and len(calls) >= 1, r.output
+    assert calls[0].name == "get_weather"
+    jsonschema.validate(json.loads(calls[0].arguments), WEATHER["parameters"])  # type: ignore[arg-type]
+    with c.responses.stream(
+        model=CHAT_MODEL, input="Weather in Oslo?", tools=[WEATHER], tool_choice="required",
+        max_output_tokens=64,
+    ) as stream:  # fmt: skip
+        events = list(stream)
+    final = events[-1].response  # type: ignore[union-attr]
+    assert events[-1].type == "response.completed"
+    streamed = [o for o in final.output if o.type == "function_call"]
+    pieces = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+    assert streamed and pieces == "".join(o.arguments for o in streamed)
+    jsonschema.validate(json.loads(streamed[0].arguments), WEATHER["parameters"])  # type: ignore[arg-type]
