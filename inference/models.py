@@ -59,3 +59,32 @@ class RequestStat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model} @ {self.minute:%Y-%m-%d %H:%M}: {self.requests} requests"
+
+
+class StoredResponse(models.Model):
+    """A Responses API response kept for `previous_response_id`, GET and DELETE
+    (inference/responses.py): only when the request asked `store` and the tenant's prompt
+    retention gives a basis (gdpr/exchanges.py: basis_for), until `expires_at` (the
+    tenant's retention days). Always read and deleted through the tenant
+    (inference/selectors.py, services.py): another tenant's id is a 404 like one that
+    does not exist."""
+
+    response_id = models.CharField(max_length=64, unique=True)
+    tenant_id = models.BigIntegerField(db_index=True)
+    subject = models.CharField(max_length=600, blank=True, default="")  # the end user's
+    basis = models.CharField(max_length=16)  # "consent" or "contract"
+    model = models.CharField(max_length=200)
+    # The conversation before this request (the previous responses' inputs and outputs)
+    # and this request's own input items, in Responses API form: input_items lists the
+    # latter; a next turn continues from history + input_items + the output.
+    history = models.JSONField(default=list)
+    input_items = models.JSONField(default=list)
+    body = models.JSONField()  # the Response object as it was answered
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["subject"], name="inference_resp_subject")]
+
+    def __str__(self) -> str:
+        return f"response {self.response_id}"

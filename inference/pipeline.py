@@ -318,6 +318,8 @@ class Call(Generic[Body]):
     body: Body
     work: Work
     job: Job
+    caller: Caller | None = None  # who asked (the Responses API stores under its tenant)
+    keep: str = ""  # the basis for keeping the exchange (Target.keep): "" = none
 
 
 @dataclass(frozen=True)
@@ -330,6 +332,9 @@ class Resource(Generic[Body]):
     model: Callable[[Body], str | None]  # the model it names (None: the default one)
     work: Callable[[Body, CatalogModel], Work]  # in the same thread as parse, never the loop
     respond: Callable[[Call[Body]], Awaitable[HttpResponseBase]]  # 10
+    # What the body means for this caller, after access (in the same thread as parse):
+    # the Responses API reads the tenant's stored previous response here. None: as parsed.
+    bind: Callable[[Body, Caller], Body] | None = None
 
 
 def serve(resource: Resource[Any]) -> Any:
@@ -405,7 +410,8 @@ async def run(request: HttpRequest, resource: Resource[Body]) -> HttpResponseBas
     request.rbee_job = job  # type: ignore[attr-defined]  # how a stream ended (_streamed)
     await _begin(job, scheduled)
     request.rbee_request_id = job.job_id  # type: ignore[attr-defined]
-    response = await resource.respond(Call(request, body, work, job))  # 10
+    call = Call(request, body, work, job, caller=target.caller, keep=target.keep)
+    response = await resource.respond(call)  # 10
     response["X-Request-Id"] = job.job_id
     _record(response, job, scheduled, operator=target.caller.operator)
     return response
@@ -463,6 +469,8 @@ def _prepare(
         gate.check_access(caller, TASK_SCOPE[resource.task], model.name, aliases)
     placements = _placements(model, operator=caller.operator)
     policy = current_policy(settings.RBEE_SCHEDULER_CHECK_SECONDS)
+    if resource.bind is not None:
+        body = resource.bind(body, caller)
     # The work too, off the loop: an upload's is header parsing and a base64 of up to 25 MB.
     work = resource.work(body, model)
     end_user = getattr(body, "user", None)

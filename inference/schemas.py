@@ -12,7 +12,16 @@ import json
 import re
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 from inference.errors import APIError, bad_request
 
@@ -600,6 +609,46 @@ def completion_job_request(req: CompletionRequest) -> dict[str, Any]:
         job["logprobs"] = True
         job["top_logprobs"] = req.logprobs
     return job
+
+
+# --- /v1/responses ----------------------------------------------------------------
+
+
+class ResponsesRequest(_Strict):
+    """POST /v1/responses (inference/responses.py checks and translates it further)."""
+
+    model: ModelName
+    input: StrictStr | list[dict[str, Any]]
+    instructions: StrictStr | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: StrictStr | dict[str, Any] | None = None
+    parallel_tool_calls: StrictBool | None = None
+    max_output_tokens: TokenLimit | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    text: dict[str, Any] | None = None
+    reasoning: dict[str, Any] | None = None
+    metadata: dict[str, StrictStr] | None = None
+    user: Annotated[StrictStr, Field(max_length=256)] | None = None
+    store: StrictBool | None = None
+    stream: StrictBool | None = None
+    stream_options: dict[str, Any] | None = None
+    previous_response_id: Annotated[StrictStr, Field(min_length=1, max_length=64)] | None = None
+    include: list[StrictStr] | None = None
+    prompt_cache_key: Annotated[StrictStr, Field(max_length=256)] | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    background: StrictBool | None = None
+    conversation: Any = None
+    prompt: Any = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    max_tool_calls: Annotated[int, Field(ge=1)] | None = None
+
+    # The conversation before `input` (the stored previous response's), set by `bind`.
+    _history: list[dict[str, Any]] = PrivateAttr(default_factory=list)
+
+
+def validate_responses(data: dict[str, Any]) -> ResponsesRequest:
+    return _validate(ResponsesRequest, data)
 
 
 # --- /v1/embeddings -------------------------------------------------------------------

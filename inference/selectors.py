@@ -1,4 +1,5 @@
-"""Reads for the inference app: scheduler script versions, the charts' request metrics."""
+"""Reads for the inference app: scheduler script versions, the charts' request metrics,
+the Responses API's stored responses (always through their tenant)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from datetime import datetime
 from typing import Any
 
 from django.db.models import QuerySet, Sum
+from django.utils import timezone
 
-from inference.models import RequestStat, SchedulerScript
+from inference.models import RequestStat, SchedulerScript, StoredResponse
 from inference.stats import Sums
 from kernel.sql import EpochBucket
 
@@ -70,3 +72,10 @@ def request_stat_totals(*, since: datetime, until: datetime) -> dict[str, Sums]:
         .annotate(**{alias: Sum(name) for name, alias in _SUMS.items()})
     )
     return {row["model"]: _sums(row) for row in rows}
+
+
+def stored_response_get(*, tenant_id: int, response_id: str) -> StoredResponse | None:
+    """The tenant's stored response of that id, unexpired; None for another tenant's."""
+    return StoredResponse.objects.filter(
+        tenant_id=tenant_id, response_id=response_id, expires_at__gt=timezone.now()
+    ).first()

@@ -1,18 +1,20 @@
-"""Writes for the inference app: scheduler script versions, the charts' request metrics."""
+"""Writes for the inference app: scheduler script versions, the charts' request metrics,
+the Responses API's stored responses."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
+from django.utils import timezone
 
-from gdpr import audit
+from gdpr import audit, subjects
 from gdpr.actions import AuditAction
 from gdpr.subjects import Subject
-from inference.models import RequestStat, SchedulerScript
+from inference.models import RequestStat, SchedulerScript, StoredResponse
 from inference.scheduler import Policy, digest
 from inference.stats import BIGINT_MAX, Sums
 
@@ -85,3 +87,42 @@ def request_stats_prune(*, before: datetime) -> int:
     """Delete the per-minute sums of minutes before `before`; how many rows."""
     deleted, _ = RequestStat.objects.filter(minute__lt=before).delete()
     return deleted
+
+
+def stored_response_create(
+    *,
+    tenant_id: int,
+    tenant: str,
+    response_id: str,
+    end_user: str,
+    basis: str,
+    model: str,
+    history: list[Any],
+    input_items: list[Any],
+    body: dict[str, Any],
+    days: int,
+) -> StoredResponse:
+    """Keep one Responses API response for the tenant (idempotent per id), until the
+    tenant's retention days have passed. The caller decided the basis (consent or
+    contract: gdpr.exchanges.basis_for)."""
+    subject = str(subjects.end_user(tenant, end_user)) if end_user else ""
+    row, _ = StoredResponse.objects.get_or_create(
+        response_id=response_id,
+        defaults={
+            "tenant_id": tenant_id,
+            "subject": subject,
+            "basis": basis,
+            "model": model,
+            "history": history,
+            "input_items": input_items,
+            "body": body,
+            "expires_at": timezone.now() + timedelta(days=max(1, days)),
+        },
+    )
+    return row
+
+
+def stored_response_delete(*, tenant_id: int, response_id: str) -> bool:
+    """Delete the tenant's stored response; False when it has none of that id."""
+    n, _ = StoredResponse.objects.filter(tenant_id=tenant_id, response_id=response_id).delete()
+    return n > 0

@@ -4,13 +4,25 @@ inference/pipeline.py); each resource module says only what differs."""
 
 from django.urls import path, re_path
 
-from inference import audio, chat, completions, embeddings, images, models_api, pipeline
+from inference import (
+    audio,
+    chat,
+    completions,
+    embeddings,
+    images,
+    models_api,
+    pipeline,
+    responses,
+)
 
 urlpatterns = [
     path("models", models_api.models_list),
     path("models/<path:model_id>", models_api.model_detail),
     path("chat/completions", pipeline.serve(chat.CHAT)),
     path("completions", pipeline.serve(completions.COMPLETIONS)),
+    path("responses", pipeline.serve(responses.RESPONSES)),
+    path("responses/<str:response_id>", responses.detail),
+    path("responses/<str:response_id>/input_items", responses.input_items),
     path("embeddings", pipeline.serve(embeddings.EMBEDDINGS)),
     path("images/generations", pipeline.serve(images.GENERATIONS)),
     path("images/variations", pipeline.serve(images.VARIATIONS)),
