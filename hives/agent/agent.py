@@ -366,7 +366,12 @@ class HiveAgent:
             self.ws = ws
             self.connected = True
             backoff.reset()
-            logger.info("connected to the queen at %s as %s", self.url, self.name)
+            logger.info(
+                "connected to the queen at %s as %s (protocol %s)",
+                self.url,
+                self.name,
+                self.protocol,
+            )
             if _states(hello["workers"]) != _states(self.describe_workers()):
                 # A worker changed (became ready, say) while the queen was answering:
                 # that report was not sent, so send it now rather than at the next beat.
