@@ -135,13 +135,7 @@ def echo_rows(args: argparse.Namespace, cpus: set[int], client_cpus: set[int]) -
     dep = Deployment()
     try:
         queen = Queen(dep)
-        hive = Hive(
-            dep,
-            queen,
-            "relay-hive",
-            [f"{ECHO}=echo:?slots={args.streams}"],
-            env={"RBEE_HIVE_LOOP": args.hive_loop},
-        )
+        hive = Hive(dep, queen, "relay-hive", [f"{ECHO}=echo:?slots={args.streams}"])
         dep.rbee("tenant", "create", "bench")
         key = dep.rbee("key", "create", "--tenant", "bench").stdout.strip()
         procs = {"queen": family(queen.proc.pid), "hive": family(hive.proc.pid)[:1]}
@@ -156,7 +150,7 @@ def echo_rows(args: argparse.Namespace, cpus: set[int], client_cpus: set[int]) -
         print(
             f"relay: echo engine, {args.streams} concurrent streams of {args.tokens} tokens, "
             f"queen + hive + worker pinned to CPU {sorted(cpus)}, client on "
-            f"{sorted(client_cpus)}{', hive on asyncio' if args.hive_loop == 'asyncio' else ''}"
+            f"{sorted(client_cpus)}"
         )
         print(
             f"{'round':>5} {'streams':>7} {'tokens':>8} {'seconds':>7} {'tokens/s':>9} | "
@@ -265,9 +259,6 @@ def main() -> None:
     ap.add_argument("--cpu", type=int, default=1, help="the CPU of queen, hive and worker")
     ap.add_argument("--model-tokens", type=int, default=128)
     ap.add_argument("--model-rounds", type=int, default=5)
-    ap.add_argument(
-        "--hive-loop", default="", help="asyncio: the hive on asyncio's loop, not uvloop"
-    )
     ap.add_argument("--no-model", action="store_true", help="skip the real-model row")
     ap.add_argument("--no-echo", action="store_true", help="skip the echo rows")
     args = ap.parse_args()

@@ -31,7 +31,7 @@ import random
 import signal
 import ssl
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -75,20 +75,6 @@ REFUSAL_CODES = (CLOSE_BAD_TOKEN, CLOSE_BAD_HELLO, CLOSE_BAD_VERSION)
 LOADING_KEEPALIVE = 10.0  # seconds between `loading` events while a model loads for a job
 
 SendEvent = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-def run(main: Coroutine[Any, Any, int]) -> int:
-    """Run the hive's main coroutine on uvloop where it is installed (a faster event loop:
-    fewer CPU cycles per relayed token), else on asyncio's own. RBEE_HIVE_LOOP=asyncio
-    picks asyncio's loop even so (to compare, or to rule uvloop out)."""
-    if os.environ.get("RBEE_HIVE_LOOP", "").lower() != "asyncio":
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            return uvloop.run(main)
-    return asyncio.run(main)
 
 
 class HiveRefused(Exception):

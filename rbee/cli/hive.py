@@ -181,7 +181,7 @@ def hive_start(
         ca=ca,
         server_name=server_name,
     )
-    sys.exit(agent.run(this_hive.run()))
+    sys.exit(asyncio.run(this_hive.run()))
 
 
 @hive.command("token")
