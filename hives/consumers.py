@@ -29,9 +29,11 @@ from hives.protocol import (
     CLOSE_REPLACED,
     FINAL_KINDS,
     Op,
+    batch_jobs,
     dumps,
     error_event,
     loads,
+    negotiated,
     refused,
     version_refusal,
 )
@@ -141,7 +143,10 @@ class HiveConsumer(AsyncWebsocketConsumer):
             logger.warning("hive %s sent %r before its hello; ignored", self.hive_name, op)
             return
         try:
-            if op == Op.EVENTS:
+            if op == Op.BATCH:
+                for job_id, events in batch_jobs(msg):
+                    await self._relay_events(job_id, events)
+            elif op == Op.EVENTS:
                 await self._relay_events(str(msg.get("id")), msg.get("events"))
             elif op == Op.EVENT:
                 await self._relay_events(str(msg.get("id")), [msg.get("event")])
@@ -220,6 +225,8 @@ class HiveConsumer(AsyncWebsocketConsumer):
                     "op": Op.WELCOME,
                     "hive": self.hive_name,
                     "heartbeat_interval": heartbeat_interval(),
+                    # The version this session speaks (the hive's: checked above).
+                    "protocol": negotiated(msg),
                 }
             )
         )

@@ -1,4 +1,4 @@
-"""The wire protocol between a hive and the queen (JSON text frames over one websocket).
+"""The wire protocol between a hive and the queen (JSON frames over one websocket).
 
 No Django here: the hive agent imports this module on machines with no database.
 Every word that travels is a member of one of the enums below (``StrEnum``s, so a
@@ -10,6 +10,8 @@ hive -> queen
     ack        {op, id}                         a job was received
     events     {op, id, events: [{...}, ...]}   see EventKind; in order
     event      {op, id, event: {...}}           one event (same as events of one)
+    batch      {op, jobs: [[id, [{...}, ...]], ...]}   (protocol 2) the events of several
+               jobs that were ready at the same moment, in one binary frame
     download   {op, id, state, done, total, path?, message?}   a download's progress
 queen -> hive
     welcome    {op, hive, heartbeat_interval}
@@ -23,13 +25,23 @@ queen -> hive
 
 `protocol` in the hello is PROTOCOL_VERSION: queen and hives are deployed separately,
 so the queen refuses a hive whose version it does not speak (`refused`, then the
-close code CLOSE_BAD_VERSION) and the hive exits, as for a bad token.
+close code CLOSE_BAD_VERSION) and the hive exits, as for a bad token. The queen speaks
+every version from OLDEST_COMPATIBLE up, and its welcome says which one this session
+uses (`protocol`: the hive's own, when the queen speaks it): a hive sends `batch`
+frames only when the welcome says 2 or more, so an older hive with a newer queen works
+as before, and a newer hive with an older queen is refused with what to upgrade.
+
+Version 2 (the relay at proxy speed): the events of every job that were ready when the
+hive's reader would block travel in one `batch` frame, binary (UTF-8 JSON in a binary
+websocket frame, which the queen's server does not validate as text twice), up to
+FRAME_BUDGET bytes a frame. Both sides read text and binary frames alike.
 
 A worker entry is {model, capability, engine, source, device, state, pinned, inflight,
 ...}. Events of one job arrive in order; the last is a `done` or an `error`.
 
 Between the hive and each of its worker processes (JSON lines on the worker's stdin
-and stdout), see PipeOp.
+and stdout), see PipeOp. The worker writes the lines of the events that are ready in one
+write, and the hive reads whatever is in the pipe at once (pipe_lines).
 """
 
 from __future__ import annotations
@@ -37,15 +49,22 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Final
 
+import orjson
+
 # Bump when a change would confuse the other side; keep OLDEST_COMPATIBLE at the oldest
 # version this side still speaks.
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 OLDEST_COMPATIBLE: Final = 1
+# The first version with `batch` frames.
+BATCH_VERSION: Final = 2
+# A `batch` frame holds the events of as many jobs as fit in this many bytes; the events
+# of one job that are larger travel alone (the frame limit is the server's, >= 64 MiB).
+FRAME_BUDGET: Final = 2**20
 HIVE_WS_PATH: Final = "/hive/ws"
 
 # websocket close codes (4000-4999 are for applications)
@@ -67,6 +86,7 @@ class Op(StrEnum):
     ACK = "ack"
     EVENTS = "events"
     EVENT = "event"
+    BATCH = "batch"
     # both ways: the queen's order, then the hive's progress reports
     DOWNLOAD = "download"
     # queen -> hive
@@ -188,10 +208,23 @@ TASK_CAPABILITY: Final[Mapping[Task, Capability]] = MappingProxyType(
 )
 
 
+def dumpb(msg: Any) -> bytes:
+    """A frame (or a pipe line) as UTF-8 JSON. Only finite numbers travel (the other side
+    refuses NaN and the infinities, see loads): a non-finite float, such as a
+    log-probability of -inf in a transcript, is sent as null rather than losing the whole
+    frame."""
+    try:
+        return orjson.dumps(msg)  # NaN and the infinities as null
+    except TypeError:  # a key that is not a plain str, an int beyond 64 bits
+        return _stdlib_dumps(msg).encode()
+
+
 def dumps(msg: Mapping[str, Any]) -> str:
-    """A frame as JSON text. Only finite numbers travel (the other side refuses NaN and the
-    infinities, see loads): a non-finite float, such as a log-probability of -inf in a
-    transcript, is sent as null rather than losing the whole frame."""
+    """A frame as JSON text (dumpb's, decoded)."""
+    return dumpb(msg).decode()
+
+
+def _stdlib_dumps(msg: Any) -> str:
     try:
         return json.dumps(msg, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except ValueError:
@@ -221,12 +254,71 @@ def _finite(text: str) -> float:
 
 def loads(raw: str | bytes) -> dict[str, Any]:
     """A peer's frame: a JSON object with an 'op'. ValueError on anything else, and on a
-    number that is not finite (NaN, Infinity, 1e400: json.loads accepts them, and they
-    would reach usage counts and the database)."""
-    msg = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+    number that is not finite (NaN, Infinity, 1e400: they would reach usage counts and
+    the database; orjson refuses them all)."""
+    try:
+        msg = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # Malformed: the standard parser says why, in the words the logs have used.
+        msg = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
     if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
         raise ValueError("a protocol message is a JSON object with an 'op'")
     return msg
+
+
+def batch_frames(outbox: Iterable[tuple[str, list[dict[str, Any]]]]) -> list[bytes]:
+    """`batch` frames (protocol 2) carrying each job's events, in order, as few frames as
+    FRAME_BUDGET allows: one job's events are never split across frames, and a job whose
+    events alone exceed the budget gets a frame of its own."""
+    frames: list[bytes] = []
+    parts: list[bytes] = []
+    size = 0
+    for job_id, events in outbox:
+        part = dumpb([job_id, events])
+        if parts and size + len(part) > FRAME_BUDGET:
+            frames.append(_batch(parts))
+            parts, size = [], 0
+        parts.append(part)
+        size += len(part) + 1
+    if parts:
+        frames.append(_batch(parts))
+    return frames
+
+
+def _batch(parts: list[bytes]) -> bytes:
+    return b'{"op":"batch","jobs":[' + b",".join(parts) + b"]}"
+
+
+def batch_jobs(msg: Mapping[str, Any]) -> list[tuple[str, list[Any]]]:
+    """The (job id, events) pairs of a peer's `batch` frame that are well formed (a list
+    of [string, list] pairs); anything else in it is dropped. The events themselves are
+    the receiver's to check, as for an `events` frame."""
+    jobs = msg.get("jobs")
+    if not isinstance(jobs, list):
+        return []
+    return [
+        (pair[0], pair[1])
+        for pair in jobs
+        if isinstance(pair, list)
+        and len(pair) == 2
+        and isinstance(pair[0], str)
+        and isinstance(pair[1], list)
+    ]
+
+
+def pipe_lines(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """The complete lines in what was read from a pipe so far, and the partial rest."""
+    *lines, rest = buffer.split(b"\n")
+    return lines, rest
+
+
+def negotiated(hello: Mapping[str, Any]) -> int:
+    """The protocol version a session with the hive that sent `hello` uses: the hive's
+    own (version_refusal has checked that the queen speaks it)."""
+    theirs = hello.get("protocol")
+    if isinstance(theirs, int) and not isinstance(theirs, bool):
+        return max(OLDEST_COMPATIBLE, min(theirs, PROTOCOL_VERSION))
+    return OLDEST_COMPATIBLE
 
 
 def error_event(message: str, *, code: str = "worker_error", status: int = 500) -> dict[str, Any]:

@@ -113,6 +113,9 @@ class Job:
     _ended_at: float = 0.0
     _failed: bool = False  # no hive took it, or it went silent (an error, not the client)
     _output_tokens: int = 0
+    # Events of the batch being yielded that are already here, after the one just yielded:
+    # a relay writes what came together in one write (inference/pipeline.py: relay).
+    buffered: int = 0
 
     async def events(self) -> AsyncGenerator[dict[str, Any], None]:
         """Yield the job's events; the last one is a `done` or an `error`."""
@@ -132,7 +135,8 @@ class Job:
                 raise
             idle = settings.RBEE_JOB_IDLE_TIMEOUT
             while True:
-                for event in batch:
+                for i, event in enumerate(batch):
+                    self.buffered = len(batch) - i - 1
                     kind = event.get("kind")
                     if self.meter is not None and kind == EventKind.DELTA:
                         self.meter.progress(

@@ -1052,7 +1052,8 @@ async def text_response(
 ) -> HttpResponseBase:
     """A text job's answer: SSE chunks as they come, or one JSON body at the end."""
     if stream:
-        return streaming(relay(await opened(job), fmt, include_usage), "text/event-stream")
+        more = lambda: job.buffered > 0  # noqa: E731
+        return streaming(relay(await opened(job), fmt, include_usage, more), "text/event-stream")
     answer = await collect_text(job)
     return JsonResponse(fmt.whole(answer, token_usage(answer.done)))
 
@@ -1066,40 +1067,51 @@ def _sse_error(err: APIError) -> bytes:
 
 
 async def relay(
-    events: AsyncGenerator[dict[str, Any], None], fmt: TextFormat, include_usage: bool
+    events: AsyncGenerator[dict[str, Any], None],
+    fmt: TextFormat,
+    include_usage: bool,
+    more: Callable[[], bool] | None = None,
 ) -> AsyncIterator[bytes]:
     """A text job's events as OpenAI's SSE chunks, as they arrive, then `[DONE]`. A failure
-    after the headers were sent can only be told in the stream itself."""
+    after the headers were sent can only be told in the stream itself. The chunks of events
+    that arrived together (`more()`: another is already here) go out in one write."""
     calls = ToolCalls()
+    pending: list[bytes] = []
     try:
         for body in fmt.opening():
-            yield _sse(body)
+            pending.append(_sse(body))
         async for event in events:
             kind = event.get("kind")
             if kind == EventKind.DELTA:
                 logprobs = clean_logprobs(event.get("logprobs"))
                 if event.get("text") or logprobs:
-                    yield _sse(fmt.delta(str(event.get("text") or ""), logprobs))
+                    pending.append(_sse(fmt.delta(str(event.get("text") or ""), logprobs)))
                 pieces = calls.feed(event.get("tool_calls"))
                 framed = fmt.tool_call_delta(pieces) if pieces else None
                 if framed is not None:
-                    yield _sse(framed)
+                    pending.append(_sse(framed))
             elif kind == EventKind.DONE:
-                yield _sse(fmt.finish(str(event.get("finish_reason") or "stop")))
+                pending.append(_sse(fmt.finish(str(event.get("finish_reason") or "stop"))))
                 if include_usage:
-                    yield _sse(fmt.chunk([], usage=token_usage(event)))
+                    pending.append(_sse(fmt.chunk([], usage=token_usage(event))))
                 break
             elif kind == EventKind.ERROR:
-                yield _sse_error(from_event(event))
+                pending.append(_sse_error(from_event(event)))
                 break
-        yield b"data: [DONE]\n\n"
+            if pending and not (more is not None and more()):
+                out, pending = b"".join(pending), []
+                yield out
+        pending.append(b"data: [DONE]\n\n")
+        out, pending = b"".join(pending), []
+        yield out
     except Exception:
         logger.exception("stream %s failed", fmt.id)
-        yield _sse_error(
+        error = _sse_error(
             APIError(
                 500, "The server had an error while streaming the response.", code="internal_error"
             )
         )
-        yield b"data: [DONE]\n\n"
+        out, pending = b"".join([*pending, error, b"data: [DONE]\n\n"]), []
+        yield out
     finally:
         await events.aclose()

@@ -49,6 +49,7 @@ from hives.agent.pool import WorkerPool
 from hives.agent.status import StatusServer
 from hives.agent.supervisor import WorkerProcess
 from hives.protocol import (
+    BATCH_VERSION,
     CLOSE_BAD_HELLO,
     CLOSE_BAD_TOKEN,
     CLOSE_BAD_VERSION,
@@ -59,6 +60,7 @@ from hives.protocol import (
     Op,
     WorkerAction,
     WorkerState,
+    batch_frames,
     dumps,
     error_event,
     loads,
@@ -196,8 +198,10 @@ class HiveAgent:
         self.connected = False
         self._seen: OrderedDict[str, None] = OrderedDict()  # recent job ids (dedup retries)
         self._job_worker: dict[str, WorkerProcess] = {}
-        self._outbox: dict[str, list[dict[str, Any]]] = {}  # events not yet sent, per job
-        self._flushing: set[str] = set()
+        # Events not yet sent, per job, in order; one flush sends them all.
+        self._outbox: dict[str, list[dict[str, Any]]] = {}
+        self._flushing = False
+        self.protocol = PROTOCOL_VERSION  # the session's, from the queen's welcome
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self.status = (
@@ -342,10 +346,18 @@ class HiveAgent:
             self.heartbeat_interval = float(
                 first.get("heartbeat_interval") or self.heartbeat_interval
             )
+            # A queen that does not say speaks version 1 (it refuses what it does not speak).
+            spoken = first.get("protocol")
+            self.protocol = spoken if isinstance(spoken, int) else 1
             self.ws = ws
             self.connected = True
             backoff.reset()
-            logger.info("connected to the queen at %s as %s", self.url, self.name)
+            logger.info(
+                "connected to the queen at %s as %s (protocol %s)",
+                self.url,
+                self.name,
+                self.protocol,
+            )
             if _states(hello["workers"]) != _states(self.describe_workers()):
                 # A worker changed (became ready, say) while the queen was answering:
                 # that report was not sent, so send it now rather than at the next beat.
@@ -455,14 +467,19 @@ class HiveAgent:
             self._seen.popitem(last=False)
 
         async def send_event(event: dict[str, Any]) -> None:
-            """Queue the event; events that arrive in the same loop tick go in one frame."""
+            """Queue the event; the events of every job that arrive before the relay would
+            block go together (`_flush`)."""
             if event.get("kind") in FINAL_KINDS:
                 self._job_worker.pop(job_id, None)
                 logger.debug("job %s %s", job_id, event.get("kind"))
-            self._outbox.setdefault(job_id, []).append(event)
-            if job_id not in self._flushing:
-                self._flushing.add(job_id)
-                self._background(self._flush(ws, job_id))
+            queued = self._outbox.get(job_id)
+            if queued is None:
+                self._outbox[job_id] = [event]
+            else:
+                queued.append(event)
+            if not self._flushing:
+                self._flushing = True
+                self._background(self._flush())
 
         worker = self.pool.worker_for(str(msg.get("model")), _device(msg, default=None))
         if worker is not None and worker.state in (
@@ -523,16 +540,24 @@ class HiveAgent:
                 )
             )
 
-    async def _flush(self, ws: Any, job_id: str) -> None:
+    async def _flush(self) -> None:
+        """Send the queued events. This task runs once the task that queued them (a
+        worker's pipe reader, mostly) waits for more: everything that was ready by then
+        goes, in one `batch` frame for all jobs (protocol 2), or a frame per job to a
+        queen of version 1."""
         try:
-            while True:
-                await asyncio.sleep(0)  # let the worker's other ready lines join
-                events = self._outbox.pop(job_id, None)
-                if not events:
-                    return
-                if self.ws is ws:
-                    await ws.send(dumps({"op": Op.EVENTS, "id": job_id, "events": events}))
+            while self._outbox:
+                outbox, self._outbox = self._outbox, {}
+                ws = self.ws
+                if ws is None or not self.connected:
+                    continue  # no socket: the queen has failed these jobs
+                if self.protocol >= BATCH_VERSION:
+                    for frame in batch_frames(outbox.items()):
+                        await ws.send(frame)
+                else:
+                    for job_id, events in outbox.items():
+                        await ws.send(dumps({"op": Op.EVENTS, "id": job_id, "events": events}))
         except ConnectionClosed:
-            self._outbox.pop(job_id, None)
+            self._outbox.clear()
         finally:
-            self._flushing.discard(job_id)
+            self._flushing = False

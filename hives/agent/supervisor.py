@@ -14,13 +14,17 @@ from typing import Any
 from hives.agent.catalog import BUNDLED_PREFIX
 from hives.agent.download import is_local
 from hives.agent.workerenv import upstream_key_env, worker_env
-from hives.protocol import FINAL_KINDS, PipeOp, WorkerState, error_event
+from hives.protocol import FINAL_KINDS, PipeOp, WorkerState, dumpb, error_event, loads, pipe_lines
 from hives.spec import REMOTE_ENGINES, ModelSpec
 
 logger = logging.getLogger("hives.supervisor")
 
 EventSink = Callable[[dict[str, Any]], Awaitable[None]]
 _background: set[asyncio.Task[None]] = set()
+# Bytes read from a worker's stdout at a time, and the longest line it may write (an
+# image's or a speech's result travels as one line).
+PIPE_READ = 2**20
+MAX_LINE = 64 * 2**20
 
 
 def files_are_here(spec: ModelSpec) -> bool:
@@ -157,7 +161,6 @@ class WorkerProcess:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=None,  # the worker's logs go where the hive's go
-            limit=64 * 2**20,
             # An allow-list of the hive's environment: no token, no credentials.
             env=worker_env(
                 os.environ,
@@ -204,50 +207,67 @@ class WorkerProcess:
             self.state = WorkerState.STOPPED
 
     async def _read(self, stdout: asyncio.StreamReader) -> bool:
+        """Handle the worker's lines until it closes its stdout: everything in the pipe at
+        once (a stream of tokens arrives as many lines per read), each line in order."""
         was_ready = False
+        rest = b""
         while True:
-            line = await stdout.readline()
-            if not line:
+            data = await stdout.read(PIPE_READ)
+            if not data:
                 return was_ready
+            lines, rest = pipe_lines(rest + data)
+            if len(rest) > MAX_LINE:
+                raise ValueError(f"worker {self.spec.name} wrote a line over {MAX_LINE} bytes")
+            for line in lines:
+                if not line:
+                    continue
+                try:
+                    msg: dict[str, Any] | None = loads(line)
+                except ValueError:
+                    msg = None
+                if msg is None:
+                    logger.warning("worker %s wrote a malformed line", self.spec.name)
+                    continue
+                op = msg["op"]
+                if op == PipeOp.EVENT:
+                    await self._event(msg)
+                elif op == PipeOp.READY:
+                    was_ready = True
+                    self._became_ready(msg)
+                elif op == PipeOp.HEALTH:
+                    self._health(str(msg.get("message") or ""), was_ready)
+                elif op == PipeOp.FAILED:
+                    self.message = str(msg.get("message") or "")
+                    logger.error("worker %s failed to load: %s", self.spec.name, self.message)
+
+    async def _event(self, msg: dict[str, Any]) -> None:
+        job_id = str(msg.get("id"))
+        event = msg.get("event")
+        if not isinstance(event, dict):
+            event = {}
+        final = event.get("kind") in FINAL_KINDS
+        sink = self.sinks.pop(job_id, None) if final else self.sinks.get(job_id)
+        if final:
+            self.last_used = time.monotonic()
+        if sink is not None:
             try:
-                msg = json.loads(line)
-            except json.JSONDecodeError:
-                msg = None
-            if not isinstance(msg, dict):
-                logger.warning("worker %s wrote a malformed line", self.spec.name)
-                continue
-            op = msg.get("op")
-            if op == PipeOp.EVENT:
-                job_id = str(msg.get("id"))
-                event = msg.get("event") or {}
-                final = event.get("kind") in FINAL_KINDS
-                sink = self.sinks.pop(job_id, None) if final else self.sinks.get(job_id)
-                if final:
-                    self.last_used = time.monotonic()
-                if sink is not None:
-                    try:
-                        await sink(event)
-                    except Exception:
-                        logger.exception("could not deliver an event of job %s", job_id)
-            elif op == PipeOp.READY:
-                was_ready = True
-                self.memory_bytes = int(msg.get("memory_bytes") or self.memory_bytes)
-                self.slots = max(1, int(msg.get("slots") or 1))
-                self.last_used = time.monotonic()
-                self.state = WorkerState.READY
-                self.message = ""
-                self._ready.set()
-                logger.info(
-                    "worker %s ready (pid %s, loaded in %ss)",
-                    self.spec.name,
-                    msg.get("pid"),
-                    msg.get("load_seconds"),
-                )
-            elif op == PipeOp.HEALTH:
-                self._health(str(msg.get("message") or ""), was_ready)
-            elif op == PipeOp.FAILED:
-                self.message = str(msg.get("message") or "")
-                logger.error("worker %s failed to load: %s", self.spec.name, self.message)
+                await sink(event)
+            except Exception:
+                logger.exception("could not deliver an event of job %s", job_id)
+
+    def _became_ready(self, msg: dict[str, Any]) -> None:
+        self.memory_bytes = int(msg.get("memory_bytes") or self.memory_bytes)
+        self.slots = max(1, int(msg.get("slots") or 1))
+        self.last_used = time.monotonic()
+        self.state = WorkerState.READY
+        self.message = ""
+        self._ready.set()
+        logger.info(
+            "worker %s ready (pid %s, loaded in %ss)",
+            self.spec.name,
+            msg.get("pid"),
+            msg.get("load_seconds"),
+        )
 
     def _health(self, problem: str, was_ready: bool) -> None:
         """The engine's backend stopped serving (ready -> failed, with the reason; the
@@ -276,7 +296,7 @@ class WorkerProcess:
         if proc is None or proc.stdin is None or proc.returncode is not None:
             return False
         try:
-            proc.stdin.write((json.dumps(msg, separators=(",", ":")) + "\n").encode())
+            proc.stdin.write(dumpb(msg) + b"\n")
             await proc.stdin.drain()
             return True
         except (BrokenPipeError, ConnectionResetError):

@@ -3,9 +3,12 @@
 Started by the hive as ``python -m hives.agent.worker SPEC_JSON``. It speaks JSON
 lines: jobs and cancels arrive on stdin; `ready`/`failed` and job events leave on
 stdout (the real stdout is kept for the protocol; anything a library prints goes
-to stderr). Jobs run in arrival order, as many at once as the engine has slots
-(one for most); a cancel stops a running job between two tokens (or sentences,
-or diffusion steps) and drops a queued one.
+to stderr). Events are written by a thread of their own (`Pipe`): a token is written
+as soon as the engine lets go of the interpreter (llama.cpp does while it computes the
+next one), and the tokens an engine makes faster than that go out in one write. Jobs run
+in arrival order, as many at once as the engine has slots (one for most); a cancel
+stops a running job between two tokens (or sentences, or diffusion steps) and drops a
+queued one.
 
     starting --(load ok)--> ready --(stdin closed)--> exit 0
         \\--(load failed)--> failed, exit 3
@@ -20,41 +23,79 @@ import queue
 import sys
 import threading
 import time
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 from hives.agent.catalog import materialize
 from hives.agent.engines import get_engine
 from hives.agent.engines.base import EngineError
-from hives.protocol import EventKind, PipeOp
+from hives.protocol import EventKind, PipeOp, dumpb, loads
 from hives.spec import ModelSpec
 from kernel.logs import configure as configure_logging
 
 logger = logging.getLogger("hives.worker")
 
 
-class Worker:
-    def __init__(self, spec: ModelSpec, out: TextIO) -> None:
-        self.spec = spec
+class Pipe:
+    """The worker's end of the pipe to the hive: lines queued by any thread, written by
+    one writer thread, all the lines waiting at that moment in one write (one wake-up of
+    the hive's reader instead of one per token)."""
+
+    def __init__(self, out: BinaryIO) -> None:
         self.out = out
+        self.lines: list[bytes] = []
         self.lock = threading.Lock()
+        self.waiting = threading.Condition(self.lock)
+        self.closed = False
+        self.writer = threading.Thread(target=self._write, name="pipe-writer", daemon=True)
+        self.writer.start()
+
+    def put(self, line: bytes) -> None:
+        with self.lock:
+            self.lines.append(line)
+            if len(self.lines) == 1:
+                self.waiting.notify()
+
+    def _write(self) -> None:
+        while True:
+            with self.lock:
+                while not self.lines and not self.closed:
+                    self.waiting.wait()
+                lines, self.lines = self.lines, []
+                if not lines and self.closed:
+                    return
+            try:
+                self.out.write(b"".join(lines))
+                self.out.flush()
+            except (BrokenPipeError, ValueError, OSError):  # the hive went away
+                return
+
+    def close(self) -> None:
+        """Write what is queued, then stop the writer."""
+        with self.lock:
+            self.closed = True
+            self.waiting.notify()
+        self.writer.join(timeout=10)
+
+
+class Worker:
+    def __init__(self, spec: ModelSpec, out: BinaryIO) -> None:
+        self.spec = spec
+        self.pipe = Pipe(out)
         self.jobs: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.cancelled: set[str] = set()
         self.pending: set[str] = set()  # queued or running
 
     def emit(self, msg: dict[str, Any]) -> None:
-        line = json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
-        with self.lock:
-            self.out.write(line + "\n")
-            self.out.flush()
+        self.pipe.put(dumpb(msg) + b"\n")
 
-    def read_stdin(self, stdin: TextIO) -> None:
+    def read_stdin(self, stdin: BinaryIO) -> None:
         for line in stdin:
             try:
-                msg = json.loads(line)
-            except json.JSONDecodeError:
+                msg = loads(line)
+            except ValueError:
                 logger.warning("worker got a malformed line; ignored")
                 continue
-            op = msg.get("op") if isinstance(msg, dict) else None
+            op = msg["op"]
             if op == PipeOp.JOB:
                 self.pending.add(str(msg.get("id")))
                 self.jobs.put(msg)
@@ -75,6 +116,7 @@ class Worker:
                 exc.message if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
             )
             self.emit({"op": PipeOp.FAILED, "message": message})
+            self.pipe.close()
             return 3
         # An engine with a backend of its own (an upstream server) says whether it
         # serves: before `ready`, so a worker whose upstream is down is never taken as
@@ -96,7 +138,7 @@ class Worker:
             threading.Thread(
                 target=self.watch_health, args=(engine, interval, problem), daemon=True
             ).start()
-        threading.Thread(target=self.read_stdin, args=(sys.stdin,), daemon=True).start()
+        threading.Thread(target=self.read_stdin, args=(sys.stdin.buffer,), daemon=True).start()
         # Engines that batch (vLLM) or keep several contexts (llama.cpp slots) take
         # several jobs at once, each on its own thread; the rest take one at a time.
         # One slot runs on the main thread: some libraries run measurably slower on
@@ -111,6 +153,7 @@ class Worker:
         self.serve(engine)
         for t in runners:
             t.join()
+        self.pipe.close()
         engine.unload()
         return 0
 
@@ -188,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(os.environ.get("RBEE_LOG_LEVEL", "INFO"))  # to stderr
     spec = ModelSpec.from_dict(json.loads(args[0]))
     # Keep the real stdout for the protocol; send stray prints to stderr.
-    proto = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8", buffering=1)
+    proto = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdout = sys.stderr
     return Worker(spec, proto).run()

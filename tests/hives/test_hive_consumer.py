@@ -12,7 +12,13 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from hives.models import CatalogModel, Hive, Worker
-from hives.protocol import CLOSE_BAD_VERSION, PROTOCOL_VERSION
+from hives.protocol import (
+    CLOSE_BAD_VERSION,
+    FRAME_BUDGET,
+    OLDEST_COMPATIBLE,
+    PROTOCOL_VERSION,
+    batch_frames,
+)
 from hives.services import hive_token_create
 from rbee.asgi import application
 
@@ -49,14 +55,22 @@ async def connect(token: str) -> WebsocketCommunicator:
     return comm
 
 
-async def registered(name: str = "h1") -> tuple[WebsocketCommunicator, Hive]:
+async def registered(
+    name: str = "h1", protocol: int = PROTOCOL_VERSION
+) -> tuple[WebsocketCommunicator, Hive]:
     # The operator lets this hive's start models in (`rbee hive token --trust-models`);
     # tests/hives/test_hive_trust.py covers hives it does not.
     _, token = await database_sync_to_async(hive_token_create)(name=name, trust_models=True)
     comm = await connect(token)
-    await comm.send_to(text_data=json.dumps({**HELLO, "name": name}))
+    await comm.send_to(text_data=json.dumps({**HELLO, "name": name, "protocol": protocol}))
     welcome = json.loads(await comm.receive_from(timeout=5))
-    assert welcome == {"op": "welcome", "hive": name, "heartbeat_interval": 5.0}
+    # The session speaks the hive's version (one the queen speaks).
+    assert welcome == {
+        "op": "welcome",
+        "hive": name,
+        "heartbeat_interval": 5.0,
+        "protocol": protocol,
+    }
     hive = await Hive.objects.aget(name=name)
     return comm, hive
 
@@ -125,6 +139,77 @@ async def test_jobs_are_relayed_both_ways_by_id() -> None:
     # A cancel for b goes to the hive; events for a finished job are dropped.
     await layer.send(hive.channel_name, {"type": "job.cancel", "id": "b"})
     assert json.loads(await comm.receive_from(timeout=5)) == {"op": "cancel", "id": "b"}
+    await comm.disconnect()
+
+
+async def test_a_batch_frame_relays_the_events_of_several_jobs_each_to_its_own_channel() -> None:
+    """Protocol 2: one binary frame carries the events of every job that was ready; each
+    job's go to its own reply channel in one message, checked as an `events` frame's."""
+    comm, hive = await registered()
+    layer = get_channel_layer()
+    replies = {job_id: await layer.new_channel() for job_id in ("a", "b", "c")}
+    for job_id, reply in replies.items():
+        await dispatch(hive, job_id, reply, messages=[])
+    for _ in replies:
+        await comm.receive_from(timeout=5)
+    outbox = [
+        ("a", [{"kind": "delta", "text": "A1"}, {"kind": "delta", "text": "A2"}]),
+        ("b", [{"kind": "delta", "text": "B"}, {"kind": "done", "usage": {"x": 1}}]),
+        ("c", [{"kind": "done", "usage": {"completion_tokens": -5}}]),
+        ("not-ours", [{"kind": "delta", "text": "dropped"}]),
+    ]
+    (frame,) = batch_frames(outbox)
+    # Entries that are not [id, [events]] pairs are dropped; the rest still count.
+    frame = frame.replace(b'"jobs":[', b'"jobs":[7,["a"],["a",{}],')
+    await comm.send_to(bytes_data=frame)
+    got = {job_id: await layer.receive(reply) for job_id, reply in replies.items()}
+    assert got["a"]["events"] == outbox[0][1]
+    assert got["b"]["events"] == outbox[1][1]
+    # A usage that cannot be metered fails that job only.
+    (failed,) = got["c"]["events"]
+    assert (failed["kind"], failed["code"], failed["status"]) == (
+        "error",
+        "hive_protocol_error",
+        502,
+    )
+    assert all(m == {**m, "type": "job.events", "hive_id": hive.pk} for m in got.values())
+    # b and c ended: later events of theirs are dropped; a is still relayed.
+    await comm.send_to(bytes_data=batch_frames([("b", [{"kind": "delta"}]), ("a", [{}])])[0])
+    assert (await layer.receive(replies["a"]))["events"] == [{}]
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(layer.receive(replies["b"]), 0.3)
+    await comm.disconnect()
+
+
+@pytest.mark.asyncio  # (the module marks every test; this one needs no loop)
+async def test_batch_frames_keep_to_the_budget_and_never_split_a_job() -> None:
+    big = "x" * (FRAME_BUDGET // 3)
+    outbox = [(f"j{i}", [{"kind": "delta", "text": big}]) for i in range(4)]
+    outbox.append(("huge", [{"kind": "done", "result": "y" * (FRAME_BUDGET * 2)}]))
+    outbox.append(("last", [{"kind": "delta", "text": "z"}]))
+    frames = batch_frames(outbox)
+    read = [json.loads(f) for f in frames]
+    assert [[job for job, _ in f["jobs"]] for f in read] == [
+        ["j0", "j1"],
+        ["j2", "j3"],
+        ["huge"],
+        ["last"],
+    ]
+    assert all(len(f) <= FRAME_BUDGET for f in frames if b'"huge"' not in f)
+    assert [pair for f in read for pair in f["jobs"]] == [[j, e] for j, e in outbox]
+
+
+async def test_a_version_1_hive_is_welcomed_in_version_1_and_relays_as_before() -> None:
+    """A hive of the version before batch frames (deployed before the queen was upgraded)
+    keeps working: its welcome says version 1, and its `events` frames are relayed."""
+    comm, hive = await registered(protocol=1)
+    layer = get_channel_layer()
+    reply = await layer.new_channel()
+    await dispatch(hive, "old", reply, messages=[])
+    assert json.loads(await comm.receive_from(timeout=5))["op"] == "job"
+    events = [{"kind": "delta", "text": "hi"}, {"kind": "done", "usage": {}}]
+    await comm.send_to(text_data=json.dumps({"op": "events", "id": "old", "events": events}))
+    assert (await layer.receive(reply))["events"] == events
     await comm.disconnect()
 
 
@@ -233,7 +318,7 @@ async def test_a_hive_of_another_protocol_version_is_refused_with_what_to_do(
     reason = msg["reason"]
     # Both versions, and what to do about it.
     assert says in reason
-    assert f"speaks protocol version {PROTOCOL_VERSION}" in reason
+    assert f"speaks protocol versions {OLDEST_COMPATIBLE} to {PROTOCOL_VERSION}" in reason
     assert "rbee 9.9.9" in reason and f"rbee {__version__}" in reason
     assert "rbee hive install HOST" in reason
     upgrade = "upgrade the queen" if protocol == PROTOCOL_VERSION + 1 else "upgrade the hive"

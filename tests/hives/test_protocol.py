@@ -51,3 +51,45 @@ def test_dumps_sends_non_finite_floats_as_null_so_the_frame_survives() -> None:
     text = protocol.dumps(frame)
     assert protocol.loads(text)["events"][0]["result"]["segments"][0]["avg_logprob"] is None
     assert protocol.dumps({"op": "ack", "x": 1.5}) == '{"op":"ack","x":1.5}'
+
+
+def test_dumpb_round_trips_what_orjson_cannot_write_through_the_standard_encoder() -> None:
+    """A key that is a StrEnum member or an int beyond 64 bits still travels."""
+    frame = {"op": "heartbeat", protocol.Op.EVENTS: 1, "big": 2**70, "nan": float("nan")}
+    assert protocol.loads(protocol.dumpb(frame)) == {
+        "op": "heartbeat",
+        "events": 1,
+        "big": 2**70,
+        "nan": None,
+    }
+
+
+def test_a_batch_round_trips_and_its_malformed_entries_are_dropped() -> None:
+    outbox = [("a", [{"kind": "delta", "text": "é\n"}]), ("b", [])]
+    (frame,) = protocol.batch_frames(outbox)
+    assert protocol.batch_jobs(protocol.loads(frame)) == outbox
+    bad = {"op": "batch", "jobs": [["a"], [1, []], ["b", {}], "x", ["c", [{}], 3], ["d", [1]]]}
+    assert protocol.batch_jobs(bad) == [("d", [1])]  # the events are the receiver's to check
+    assert protocol.batch_jobs({"op": "batch", "jobs": {"a": []}}) == []
+
+
+def test_pipe_lines_keep_the_partial_line_for_the_next_read() -> None:
+    assert protocol.pipe_lines(b"a\nb\nc") == ([b"a", b"b"], b"c")
+    assert protocol.pipe_lines(b"a\n") == ([b"a"], b"")
+    assert protocol.pipe_lines(b"") == ([], b"")
+
+
+@pytest.mark.parametrize(
+    ("hello", "version"),
+    [
+        ({"protocol": protocol.PROTOCOL_VERSION}, protocol.PROTOCOL_VERSION),
+        ({"protocol": 1}, 1),
+        ({"protocol": protocol.PROTOCOL_VERSION + 5}, protocol.PROTOCOL_VERSION),
+        ({"protocol": True}, protocol.OLDEST_COMPATIBLE),
+        ({}, protocol.OLDEST_COMPATIBLE),
+    ],
+)
+def test_the_session_speaks_the_hives_version_within_the_queens(
+    hello: dict[str, object], version: int
+) -> None:
+    assert protocol.negotiated(hello) == version

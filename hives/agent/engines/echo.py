@@ -1,8 +1,10 @@
 """An engine that answers at once by echoing the last user message, word by word.
 
-For measuring what the queen and the hive add (bench/overhead.py), and for testing tool
-flows without a model: it is never served unless a hive is started with
-`--model NAME=echo:`.
+For measuring what the queen and the hive add (bench/overhead.py, bench/relay.py), and
+for testing tool flows without a model: it is never served unless a hive is started with
+`--model NAME=echo:`. `--model NAME=echo:?slots=64` runs up to 64 jobs at once (each on a
+thread of the worker), so many concurrent streams reach the hive together, as they would
+from a batching engine.
 
 Tools, deterministically (docs/tools.md): with tool_choice "required" or a named
 function, or "auto" when the last message is the user's and starts with "call ", it
@@ -36,6 +38,7 @@ class EchoEngine(Engine):
 
     def load(self, spec: ModelSpec) -> None:
         self.spec = spec
+        self.slots = max(1, int(spec.options.get("slots") or 1))
 
     def unload(self) -> None:
         pass
