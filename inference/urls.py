@@ -4,7 +4,16 @@ inference/pipeline.py); each resource module says only what differs."""
 
 from django.urls import path, re_path
 
-from inference import audio, chat, completions, embeddings, images, models_api, pipeline
+from inference import (
+    audio,
+    chat,
+    completions,
+    embeddings,
+    images,
+    messages,
+    models_api,
+    pipeline,
+)
 
 urlpatterns = [
     path("models", models_api.models_list),
@@ -18,5 +27,7 @@ urlpatterns = [
     path("audio/transcriptions", pipeline.serve(audio.TRANSCRIPTIONS)),
     path("audio/translations", pipeline.serve(audio.TRANSLATIONS)),
     path("audio/speech", pipeline.serve(audio.SPEECH)),
+    path("messages", messages.anthropic(messages.MESSAGES)),
+    path("messages/count_tokens", messages.anthropic(messages.COUNT_TOKENS)),
     re_path(r"^(?P<rest>.*)$", pipeline.unknown_url),
 ]

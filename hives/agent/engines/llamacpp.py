@@ -25,6 +25,7 @@ logger = logging.getLogger("hives.engine.llamacpp")
 
 DEFAULT_TEMPERATURE = 0.8  # llama.cpp's own defaults when the request says nothing
 DEFAULT_TOP_P = 0.95
+DEFAULT_TOP_K = 40
 
 
 def default_threads() -> int:
@@ -188,10 +189,13 @@ class LlamaCppEngine(Engine):
         pending = ""  # decoded text not yet sent (may be the start of a stop sequence)
         generated = 0
         finish = "length"
+        matched = ""  # the stop sequence that ended it (Anthropic's stop_sequence)
+        top_k = request.get("top_k")
         gen = llm.generate(
             tokens,
             temp=DEFAULT_TEMPERATURE if temperature is None else float(temperature),
             top_p=DEFAULT_TOP_P if top_p is None else float(top_p),
+            top_k=DEFAULT_TOP_K if top_k is None else int(top_k),
             presence_penalty=float(request.get("presence_penalty") or 0.0),
             frequency_penalty=float(request.get("frequency_penalty") or 0.0),
             reset=True,
@@ -208,8 +212,9 @@ class LlamaCppEngine(Engine):
                 generated += 1
                 pending += decoder.decode(llm.detokenize([token]))
                 if stops:
-                    hit = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
-                    if hit >= 0:
+                    found = [(i, s) for s in stops if (i := pending.find(s)) >= 0]
+                    if found:
+                        hit, matched = min(found)
                         pending = pending[:hit]
                         finish = "stop"
                         break
@@ -238,11 +243,14 @@ class LlamaCppEngine(Engine):
                 "prompt_tokens": len(tokens),
                 "completion_tokens": generated,
             }
-        yield {
+        done: dict[str, Any] = {
             "kind": EventKind.DONE,
             "finish_reason": finish,
             "usage": {"prompt_tokens": len(tokens), "completion_tokens": generated},
         }
+        if matched:
+            done["stop_sequence"] = matched
+        yield done
 
 
 def _grammar(response_format: Any) -> Any:

@@ -99,11 +99,13 @@ def sample_next(
     counts: dict[int, int],
     frequency_penalty: float,
     presence_penalty: float,
+    top_k: int = 0,
 ) -> int:
     """One token from the last position's logits (a 1-D float32 CPU tensor).
 
     OpenAI's penalties: every token already generated loses
     frequency_penalty x its count + presence_penalty. Temperature 0 is greedy.
+    top_k > 0 (Anthropic's) keeps only the k most likely tokens.
     """
     import torch
 
@@ -114,6 +116,9 @@ def sample_next(
         logits[ids] -= n * frequency_penalty + presence_penalty
     if temperature <= 0:
         return int(torch.argmax(logits))
+    if 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits / temperature, dim=-1)
     if 0 < top_p < 1:
         sorted_probs, order = torch.sort(probs, descending=True)
@@ -298,6 +303,7 @@ class TransformersEngine(Engine):
         generated = 0
         finish = "length"
         hit_stop = False
+        matched = ""  # the stop sequence that ended it (Anthropic's stop_sequence)
         past: Any = None
         step_input = torch.tensor([tokens], device=self.device)
         # (inference_mode is entered per step, not around the loop: it is thread-local
@@ -320,6 +326,7 @@ class TransformersEngine(Engine):
                 counts=counts,
                 frequency_penalty=freq,
                 presence_penalty=pres,
+                top_k=int(request.get("top_k") or 0),
             )
             if token in self.eos_ids:
                 finish = "stop"
@@ -329,8 +336,9 @@ class TransformersEngine(Engine):
             step_input = torch.tensor([[token]], device=self.device)
             pending += detok.add(token)
             if stops:
-                hit = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
-                if hit >= 0:
+                found = [(i, s) for s in stops if (i := pending.find(s)) >= 0]
+                if found:
+                    hit, matched = min(found)
                     pending = pending[:hit]
                     finish, hit_stop = "stop", True
                     break
@@ -345,11 +353,14 @@ class TransformersEngine(Engine):
                 pending += detok.flush()
             if pending:  # the held-back tail that never became a stop sequence
                 yield {"kind": EventKind.DELTA, "text": pending}
-        yield {
+        done: dict[str, Any] = {
             "kind": EventKind.DONE,
             "finish_reason": finish,
             "usage": {"prompt_tokens": len(tokens), "completion_tokens": generated},
         }
+        if matched:
+            done["stop_sequence"] = matched
+        yield done
 
 
 def _disable_cudnn_attention() -> None:

@@ -84,6 +84,8 @@ def sampling_kwargs(
     seed = request.get("seed")
     if seed is not None:
         kwargs["seed"] = int(seed) % 2**63
+    if request.get("top_k") is not None:  # Anthropic's top_k (/v1/messages)
+        kwargs["top_k"] = int(request["top_k"])
     constraint = structured_kwargs(request.get("response_format"))
     if constraint is not None:
         if structured_cls is None:
