@@ -43,7 +43,7 @@ def claude(stack: Stack, **kw: object) -> anthropic.Anthropic:
 def usage_row(stack: Stack, request_id: str) -> tuple[object, ...]:
     rows = stack.dep.sql(
         "SELECT modality, prompt_tokens, completion_tokens, client_request_id, outcome "
-        f"FROM billing_usageevent WHERE request_id = '{request_id}'"  # noqa: S608 (hex id)
+        f"FROM billing_usageevent WHERE request_id = '{request_id}'"
     )
     assert len(rows) == 1, rows
     return rows[0]
@@ -83,7 +83,7 @@ def test_message_with_smollm2(msgs: Stack) -> None:
         "",
         "ok",
     )
-    users = msgs.dep.sql(f"SELECT end_user FROM billing_usageevent WHERE request_id = '{rid}'")  # noqa: S608
+    users = msgs.dep.sql(f"SELECT end_user FROM billing_usageevent WHERE request_id = '{rid}'")
     assert users == [("end-user-1",)]
 
 
