@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from collections.abc import Mapping
 from enum import StrEnum
 from types import MappingProxyType
@@ -91,8 +92,12 @@ class PipeOp(StrEnum):
 class EventKind(StrEnum):
     """The `kind` of one event of a job."""
 
-    DELTA = "delta"  # {kind, text}
-    DONE = "done"  # {kind, finish_reason, usage: {prompt_tokens, completion_tokens}}
+    # {kind, text?, tool_calls?, logprobs?}: tool_calls are OpenAI's streaming pieces,
+    # logprobs chat-shaped entries, one per token of `text` (docs/tools.md)
+    DELTA = "delta"
+    # {kind, finish_reason, usage: {prompt_tokens, completion_tokens}}; finish_reason
+    # "tool_calls" when the answer ended in calls
+    DONE = "done"
     ERROR = "error"  # {kind, message, code, status}
     AUDIO = "audio"  # {kind, b64}: bytes of a synthesised audio stream, in order
     LOADING = "loading"  # {kind, model}: the model is being loaded (keeps the job alive)
@@ -259,3 +264,9 @@ def version_refusal(hello: Mapping[str, Any], *, queen_version: str) -> str:
         f"incompatible hive: this hive (rbee {hive_version}) {what} and the queen "
         f"(rbee {queen_version}) speaks {ours}; {todo}"
     )
+
+
+def new_tool_call_id() -> str:
+    """An id for one tool call, in OpenAI's form (`call_` and 24 characters): made by the
+    engine, or by the queen for a call that arrived without one."""
+    return f"call_{uuid.uuid4().hex[:24]}"

@@ -3,6 +3,7 @@ does the rest): the body, the job's messages, and OpenAI's chat.completion frami
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -17,6 +18,7 @@ from inference.pipeline import (
     SYSTEM_FINGERPRINT,
     Call,
     Resource,
+    TextAnswer,
     TextFormat,
     Work,
     read_json,
@@ -33,6 +35,7 @@ def work(req: ChatCompletionRequest, model: CatalogModel) -> Work:
     job_request = schemas.chat_job_request(req)
     # Tokens the task may take, roughly: prompt characters / 4 plus the completion budget.
     chars = sum(len(str(m.get("content") or "")) for m in job_request["messages"])
+    chars += len(json.dumps(job_request.get("tools") or []))  # the template renders them too
     size = chars // 4 + int(job_request.get("max_tokens") or 256)
     return Work(
         request=job_request,
@@ -46,19 +49,37 @@ def work(req: ChatCompletionRequest, model: CatalogModel) -> Work:
 class ChatFormat(TextFormat):
     chunk_object = "chat.completion.chunk"
 
+    def __init__(self, stream_id: str, model: str, *, logprobs: bool = False) -> None:
+        super().__init__(stream_id, model)
+        self.logprobs = logprobs  # the client asked for them
+
     def opening(self) -> list[dict[str, Any]]:
         return [self._delta({"role": "assistant", "content": ""})]
 
-    def delta(self, text: str) -> dict[str, Any]:
-        return self._delta({"content": text})
+    def delta(self, text: str, logprobs: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._delta({"content": text}, logprobs)
 
-    def _delta(self, delta: dict[str, Any]) -> dict[str, Any]:
-        return self.chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+    def tool_call_delta(self, pieces: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._delta({"tool_calls": pieces})
+
+    def _delta(
+        self, delta: dict[str, Any], logprobs: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        lp = {"content": logprobs, "refusal": None} if logprobs else None
+        return self.chunk([{"index": 0, "delta": delta, "logprobs": lp, "finish_reason": None}])
 
     def finish(self, reason: str) -> dict[str, Any]:
         return self.chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason}])
 
-    def whole(self, text: str, finish_reason: str, usage: dict[str, int]) -> dict[str, Any]:
+    def whole(self, answer: TextAnswer, usage: dict[str, int]) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "role": "assistant",
+            # OpenAI: null when the answer is only calls.
+            "content": answer.text if answer.text or not answer.tool_calls else None,
+            "refusal": None,
+        }
+        if answer.tool_calls:
+            message["tool_calls"] = answer.tool_calls
         return {
             "id": self.id,
             "object": "chat.completion",
@@ -68,9 +89,11 @@ class ChatFormat(TextFormat):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text, "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": finish_reason,
+                    "message": message,
+                    "logprobs": (
+                        {"content": answer.logprobs, "refusal": None} if self.logprobs else None
+                    ),
+                    "finish_reason": answer.finish_reason,
                 }
             ],
             "usage": usage,
@@ -81,7 +104,7 @@ async def respond(call: Call[ChatCompletionRequest]) -> HttpResponseBase:
     req = call.body
     return await text_response(
         call.job,
-        ChatFormat(f"chatcmpl-{uuid.uuid4().hex}", req.model),
+        ChatFormat(f"chatcmpl-{uuid.uuid4().hex}", req.model, logprobs=bool(req.logprobs)),
         stream=bool(req.stream),
         include_usage=bool(req.stream_options and req.stream_options.include_usage),
     )

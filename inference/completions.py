@@ -17,12 +17,14 @@ from inference.pipeline import (
     SYSTEM_FINGERPRINT,
     Call,
     Resource,
+    TextAnswer,
     TextFormat,
     Work,
     read_json,
     text_response,
 )
 from inference.schemas import CompletionRequest
+from inference.textparts import completion_logprobs
 
 
 def parse(request: HttpRequest) -> CompletionRequest:
@@ -44,23 +46,31 @@ def work(req: CompletionRequest, model: CatalogModel) -> Work:
 class CompletionFormat(TextFormat):
     chunk_object = "text_completion"
 
-    def __init__(self, stream_id: str, model: str, head: str) -> None:
+    def __init__(self, stream_id: str, model: str, head: str, *, logprobs: bool = False) -> None:
         super().__init__(stream_id, model)
         self.head = head  # the prompt, when echoed
+        self.logprobs = logprobs  # the client asked for them
+        self._offset = len(head)  # text_offset of the next streamed token
 
-    def _choice(self, text: str, finish: str | None) -> dict[str, Any]:
-        return self.chunk([{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}])
+    def _choice(
+        self, text: str, finish: str | None, logprobs: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        return self.chunk(
+            [{"text": text, "index": 0, "logprobs": logprobs, "finish_reason": finish}]
+        )
 
     def opening(self) -> list[dict[str, Any]]:
         return [self._choice(self.head, None)] if self.head else []
 
-    def delta(self, text: str) -> dict[str, Any]:
-        return self._choice(text, None)
+    def delta(self, text: str, logprobs: list[dict[str, Any]]) -> dict[str, Any]:
+        lp = completion_logprobs(logprobs, self._offset) if self.logprobs else None
+        self._offset += len(text)
+        return self._choice(text, None, lp)
 
     def finish(self, reason: str) -> dict[str, Any]:
         return self._choice("", reason)
 
-    def whole(self, text: str, finish_reason: str, usage: dict[str, int]) -> dict[str, Any]:
+    def whole(self, answer: TextAnswer, usage: dict[str, int]) -> dict[str, Any]:
         return {
             "id": self.id,
             "object": "text_completion",
@@ -69,10 +79,14 @@ class CompletionFormat(TextFormat):
             "system_fingerprint": SYSTEM_FINGERPRINT,
             "choices": [
                 {
-                    "text": self.head + text,
+                    "text": self.head + answer.text,
                     "index": 0,
-                    "logprobs": None,
-                    "finish_reason": finish_reason,
+                    "logprobs": (
+                        completion_logprobs(answer.logprobs, len(self.head))
+                        if self.logprobs
+                        else None
+                    ),
+                    "finish_reason": answer.finish_reason,
                 }
             ],
             "usage": usage,
@@ -84,7 +98,9 @@ async def respond(call: Call[CompletionRequest]) -> HttpResponseBase:
     head = str(call.work.request["prompt"]) if req.echo else ""
     return await text_response(
         call.job,
-        CompletionFormat(f"cmpl-{uuid.uuid4().hex}", req.model, head),
+        CompletionFormat(
+            f"cmpl-{uuid.uuid4().hex}", req.model, head, logprobs=req.logprobs is not None
+        ),
         stream=bool(req.stream),
         include_usage=bool(req.stream_options and req.stream_options.include_usage),
     )

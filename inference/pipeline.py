@@ -73,6 +73,7 @@ from inference.scheduler import (
     route_async,
     task_map,
 )
+from inference.textparts import ToolCalls, clean_logprobs
 from kernel import __version__, regions
 from kernel.aio import db
 from kernel.errors import DomainError, Unavailable, store_down
@@ -935,22 +936,38 @@ async def result(job: Job) -> dict[str, Any]:
     raise APIError(502, "The worker ended the job without a result.", code="worker_error")
 
 
-async def collect_text(job: Job) -> tuple[str, str, dict[str, Any]]:
-    """A text job's whole answer: its text, finish reason and final event (or its error,
-    raised)."""
+@dataclass
+class TextAnswer:
+    """A text job's whole answer: its text, tool calls (OpenAI's `message.tool_calls`
+    items), log probabilities (chat-shaped entries, see inference/textparts.py), finish
+    reason and final event."""
+
+    text: str
+    finish_reason: str
+    done: dict[str, Any]
+    tool_calls: list[dict[str, Any]]
+    logprobs: list[dict[str, Any]]
+
+
+async def collect_text(job: Job) -> TextAnswer:
+    """A text job's whole answer (or its error, raised)."""
     text: list[str] = []
+    calls = ToolCalls()
+    logprobs: list[dict[str, Any]] = []
     finish_reason = "stop"
     done: dict[str, Any] = {}
     async for event in job.events():
         kind = event.get("kind")
         if kind == EventKind.DELTA:
-            text.append(str(event.get("text", "")))
+            text.append(str(event.get("text") or ""))
+            calls.feed(event.get("tool_calls"))
+            logprobs.extend(clean_logprobs(event.get("logprobs")))
         elif kind == EventKind.DONE:
             finish_reason = str(event.get("finish_reason") or "stop")
             done = event
         elif kind == EventKind.ERROR:
             raise from_event(event)
-    return "".join(text), finish_reason, done
+    return TextAnswer("".join(text), finish_reason, done, calls.calls(), logprobs)
 
 
 async def opened(job: Job) -> AsyncGenerator[dict[str, Any], None]:
@@ -1007,15 +1024,21 @@ class TextFormat(ABC):
         return []
 
     @abstractmethod
-    def delta(self, text: str) -> dict[str, Any]:
-        """Each endpoint frames this its own way (chat: a delta; completions: text)."""
+    def delta(self, text: str, logprobs: list[dict[str, Any]]) -> dict[str, Any]:
+        """Each endpoint frames this its own way (chat: a delta; completions: text).
+        `logprobs` are the text's tokens (empty unless asked for)."""
+
+    def tool_call_delta(self, pieces: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The chunk for tool-call pieces (inference/textparts.py: ToolCalls.feed); None
+        where the endpoint has no tool calls."""
+        return None
 
     @abstractmethod
     def finish(self, reason: str) -> dict[str, Any]:
         """Each endpoint frames this its own way."""
 
     @abstractmethod
-    def whole(self, text: str, finish_reason: str, usage: dict[str, int]) -> dict[str, Any]:
+    def whole(self, answer: TextAnswer, usage: dict[str, int]) -> dict[str, Any]:
         """Each endpoint frames this its own way."""
 
 
@@ -1025,8 +1048,8 @@ async def text_response(
     """A text job's answer: SSE chunks as they come, or one JSON body at the end."""
     if stream:
         return streaming(relay(await opened(job), fmt, include_usage), "text/event-stream")
-    text, finish_reason, done = await collect_text(job)
-    return JsonResponse(fmt.whole(text, finish_reason, token_usage(done)))
+    answer = await collect_text(job)
+    return JsonResponse(fmt.whole(answer, token_usage(answer.done)))
 
 
 def _sse(body: dict[str, Any]) -> bytes:
@@ -1042,14 +1065,20 @@ async def relay(
 ) -> AsyncIterator[bytes]:
     """A text job's events as OpenAI's SSE chunks, as they arrive, then `[DONE]`. A failure
     after the headers were sent can only be told in the stream itself."""
+    calls = ToolCalls()
     try:
         for body in fmt.opening():
             yield _sse(body)
         async for event in events:
             kind = event.get("kind")
             if kind == EventKind.DELTA:
-                if event.get("text"):
-                    yield _sse(fmt.delta(str(event["text"])))
+                logprobs = clean_logprobs(event.get("logprobs"))
+                if event.get("text") or logprobs:
+                    yield _sse(fmt.delta(str(event.get("text") or ""), logprobs))
+                pieces = calls.feed(event.get("tool_calls"))
+                framed = fmt.tool_call_delta(pieces) if pieces else None
+                if framed is not None:
+                    yield _sse(framed)
             elif kind == EventKind.DONE:
                 yield _sse(fmt.finish(str(event.get("finish_reason") or "stop")))
                 if include_usage:

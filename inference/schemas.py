@@ -30,10 +30,51 @@ class _Form(BaseModel):
 _M = TypeVar("_M", bound=BaseModel)
 
 
+# OpenAI: "a-z, A-Z, 0-9, or contain underscores and dashes, with a maximum length of 64".
+FunctionName = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+MAX_TOOLS = 128  # OpenAI's limit on `tools`
+
+
+class ToolCallFunction(_Strict):
+    name: FunctionName
+    arguments: StrictStr
+
+
+class ToolCall(_Strict):
+    """One call in an assistant message's `tool_calls` (the history a client sends back)."""
+
+    id: Annotated[StrictStr, Field(min_length=1, max_length=256)]
+    type: Literal["function"]
+    function: ToolCallFunction
+
+
+class FunctionDefinition(_Strict):
+    name: FunctionName
+    description: StrictStr | None = None
+    parameters: dict[str, Any] | None = None
+    strict: StrictBool | None = None
+
+
+class Tool(_Strict):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedToolChoiceFunction(_Strict):
+    name: FunctionName
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: NamedToolChoiceFunction
+
+
 class ChatMessage(_Strict):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: StrictStr | list[dict[str, Any]] | None = None
     name: StrictStr | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: Annotated[StrictStr, Field(min_length=1, max_length=256)] | None = None
 
 
 class StreamOptions(_Strict):
@@ -65,9 +106,11 @@ class ChatCompletionRequest(_Strict):
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
     response_format: dict[str, Any] | None = None
-    tools: list[Any] | None = None
-    tool_choice: Any = None
+    tools: Annotated[list[Tool], Field(max_length=MAX_TOOLS)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: StrictBool | None = None
     functions: list[Any] | None = None
+    function_call: Any = None
     logprobs: StrictBool | None = None
     top_logprobs: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
     logit_bias: dict[str, Any] | None = None
@@ -242,18 +285,17 @@ def _check_chat_semantics(req: ChatCompletionRequest) -> None:
                 param=f"messages[{i}].content",
                 code="invalid_value",
             )
-        if getattr(msg, "tool_calls", None):
-            raise _refuse(f"messages[{i}].tool_calls", "this server does not run tools yet")
+    _check_tool_history(req.messages)
     _check_stream_options(req.stream_options, req.stream)
     if req.n is not None and req.n > 1:
         raise _refuse("n", "this server returns one choice per request; send several requests")
-    if req.tools or req.functions:
-        raise _refuse("tools" if req.tools else "functions", "this server does not run tools yet")
-    if req.tool_choice not in (None, "none", "auto"):
-        raise _refuse("tool_choice", "this server does not run tools yet")
-    if req.logprobs or req.top_logprobs:
-        raise _refuse(
-            "logprobs" if req.logprobs else "top_logprobs", "log probabilities are not returned"
+    _check_tools(req)
+    if req.top_logprobs is not None and not req.logprobs:
+        raise bad_request(
+            "Invalid value for 'top_logprobs': 'logprobs' must be set to true when "
+            "'top_logprobs' is used.",
+            param="top_logprobs",
+            code="invalid_value",
         )
     if req.logit_bias:
         raise _refuse("logit_bias", "logit bias is not applied by this server")
@@ -277,6 +319,131 @@ def _check_chat_semantics(req: ChatCompletionRequest) -> None:
             )
 
 
+def _check_tool_history(messages: list[ChatMessage]) -> None:
+    """OpenAI's rules for a conversation with calls in it: only assistant messages carry
+    `tool_calls`; a `tool` message names the call it answers, one made by the assistant
+    message just before it (with only other answers in between); and every call made is
+    answered before the conversation goes on."""
+    open_calls: dict[str, None] = {}  # ids of the last assistant message's calls, unanswered
+    open_from = -1
+    for i, msg in enumerate(messages):
+        if msg.tool_calls is not None and msg.role != "assistant":
+            raise bad_request(
+                f"Invalid parameter: only 'assistant' messages may have 'tool_calls' "
+                f"(messages[{i}] has role '{msg.role}').",
+                param=f"messages[{i}].tool_calls",
+                code="invalid_value",
+            )
+        if msg.role == "tool":
+            if msg.tool_call_id is None:
+                raise bad_request(
+                    f"Missing parameter 'tool_call_id': messages with role 'tool' must have "
+                    f"a 'tool_call_id' (messages[{i}]).",
+                    param=f"messages[{i}].tool_call_id",
+                    code="missing_required_parameter",
+                )
+            if open_from < 0 or msg.tool_call_id not in open_calls:
+                raise bad_request(
+                    f"Invalid parameter: messages with role 'tool' must be a response to a "
+                    f"preceding message with 'tool_calls' (messages[{i}].tool_call_id "
+                    f"{msg.tool_call_id!r} answers no call of it).",
+                    param=f"messages[{i}].tool_call_id",
+                    code="invalid_value",
+                )
+            del open_calls[msg.tool_call_id]
+            continue
+        _check_answered(open_calls, open_from)
+        open_calls, open_from = {}, -1
+        if msg.role == "assistant" and msg.tool_calls:
+            open_calls = dict.fromkeys(c.id for c in msg.tool_calls)
+            if len(open_calls) != len(msg.tool_calls):
+                raise bad_request(
+                    f"Invalid value for 'messages[{i}].tool_calls': two calls share one id.",
+                    param=f"messages[{i}].tool_calls",
+                    code="invalid_value",
+                )
+            open_from = i
+    _check_answered(open_calls, open_from)
+
+
+def _check_answered(open_calls: dict[str, None], at: int) -> None:
+    if open_calls:
+        raise bad_request(
+            "An assistant message with 'tool_calls' must be followed by tool messages "
+            "responding to each 'tool_call_id'. The following tool_call_ids did not have "
+            f"response messages: {', '.join(open_calls)}",
+            param=f"messages[{at}].tool_calls",
+            code="invalid_value",
+        )
+
+
+def _check_tools(req: ChatCompletionRequest) -> None:
+    if req.functions is not None or req.function_call is not None:
+        param = "functions" if req.functions is not None else "function_call"
+        raise _refuse(param, "the deprecated functions API is not served; send 'tools'")
+    if not req.tools:
+        if req.tools is not None:
+            raise bad_request(
+                "Invalid 'tools': empty array. Expected an array with minimum length 1, "
+                "but got an empty array instead.",
+                param="tools",
+                code="empty_array",
+            )
+        for param, value in (
+            ("tool_choice", req.tool_choice),
+            ("parallel_tool_calls", req.parallel_tool_calls),
+        ):
+            if value is not None:
+                raise bad_request(
+                    f"Invalid value for '{param}': '{param}' is only allowed when 'tools' "
+                    "are specified.",
+                    param=param,
+                    code="invalid_value",
+                )
+        return
+    names: set[str] = set()
+    for i, tool in enumerate(req.tools):
+        fn = tool.function
+        if fn.name in names:
+            raise bad_request(
+                f"Invalid 'tools': the function name {fn.name!r} is used twice "
+                f"(tools[{i}].function.name).",
+                param=f"tools[{i}].function.name",
+                code="invalid_value",
+            )
+        names.add(fn.name)
+        if fn.parameters is not None:
+            _check_parameters_schema(fn.parameters, fn.name, f"tools[{i}].function.parameters")
+    if isinstance(req.tool_choice, NamedToolChoice) and req.tool_choice.function.name not in names:
+        raise bad_request(
+            f"Invalid value for 'tool_choice': no function named "
+            f"{req.tool_choice.function.name!r} was specified in the 'tools' parameter.",
+            param="tool_choice",
+            code="invalid_value",
+        )
+
+
+def _check_parameters_schema(schema: dict[str, Any], name: str, param: str) -> None:
+    """A function's parameters: a valid JSON Schema describing an object."""
+    from jsonschema import exceptions, validators
+
+    if schema.get("type", "object") != "object":
+        raise bad_request(
+            f"Invalid schema for function {name!r}: schema must be a JSON Schema of "
+            f"'type: \"object\"', got 'type: {json.dumps(schema.get('type'))}'.",
+            param=param,
+            code="invalid_function_parameters",
+        )
+    try:
+        validators.validator_for(schema).check_schema(schema)
+    except exceptions.SchemaError as exc:
+        raise bad_request(
+            f"Invalid schema for function {name!r}: {exc.message}.",
+            param=param,
+            code="invalid_function_parameters",
+        ) from exc
+
+
 def message_text(msg: ChatMessage) -> str:
     if msg.content is None:
         return ""
@@ -288,8 +455,8 @@ def message_text(msg: ChatMessage) -> str:
 def chat_job_request(req: ChatCompletionRequest) -> dict[str, Any]:
     """What the hive's engine receives: plain messages and sampling parameters."""
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-    return {
-        "messages": [{"role": m.role, "content": message_text(m)} for m in req.messages],
+    job: dict[str, Any] = {
+        "messages": [_job_message(m) for m in req.messages],
         "max_tokens": req.max_completion_tokens or req.max_tokens,
         "temperature": req.temperature,
         "top_p": req.top_p,
@@ -299,6 +466,57 @@ def chat_job_request(req: ChatCompletionRequest) -> dict[str, Any]:
         "frequency_penalty": req.frequency_penalty,
         "response_format": _response_format(req.response_format),
     }
+    # Only when asked for, so an engine that knows nothing of tools or log probabilities
+    # sees exactly the request it always did (docs/tools.md is the contract).
+    if req.tools:
+        job["tools"] = [_job_tool(t) for t in req.tools]
+        choice = req.tool_choice or "auto"
+        job["tool_choice"] = (
+            choice
+            if isinstance(choice, str)
+            else {"type": "function", "function": {"name": choice.function.name}}
+        )
+        job["parallel_tool_calls"] = req.parallel_tool_calls is not False
+    if req.logprobs:
+        job["logprobs"] = True
+        job["top_logprobs"] = req.top_logprobs or 0
+    return job
+
+
+def _job_message(m: ChatMessage) -> dict[str, Any]:
+    """A history message as the worker gets it: OpenAI's chat wire format, text only."""
+    out: dict[str, Any] = {"role": m.role, "content": message_text(m)}
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.function.name, "arguments": c.function.arguments},
+            }
+            for c in m.tool_calls
+        ]
+        if m.content is None:
+            out["content"] = None
+    if m.role == "tool":
+        out["tool_call_id"] = m.tool_call_id
+        if m.name is not None:
+            out["name"] = m.name
+    return out
+
+
+def _job_tool(tool: Tool) -> dict[str, Any]:
+    """A tool as the worker gets it: only the fields OpenAI defines (no client extras)."""
+    fn: dict[str, Any] = {"name": tool.function.name}
+    if tool.function.description is not None:
+        fn["description"] = tool.function.description
+    fn["parameters"] = (
+        tool.function.parameters
+        if tool.function.parameters is not None
+        else {"type": "object", "properties": {}}
+    )
+    if tool.function.strict is not None:
+        fn["strict"] = tool.function.strict
+    return {"type": "function", "function": fn}
 
 
 def _response_format(rf: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -353,8 +571,8 @@ def validate_completion(data: dict[str, Any]) -> CompletionRequest:
         raise _refuse("best_of", "this server returns one choice per request")
     if req.suffix:
         raise _refuse("suffix", "insertion (fill-in-the-middle) is not supported")
-    if req.logprobs:
-        raise _refuse("logprobs", "log probabilities are not returned")
+    if req.logprobs is not None and req.echo:
+        raise _refuse("logprobs", "log probabilities of an echoed prompt are not returned")
     if req.logit_bias:
         raise _refuse("logit_bias", "logit bias is not applied by this server")
     return req
@@ -366,7 +584,7 @@ def completion_prompt(req: CompletionRequest) -> str:
 
 def completion_job_request(req: CompletionRequest) -> dict[str, Any]:
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-    return {
+    job: dict[str, Any] = {
         "prompt": completion_prompt(req),
         # OpenAI's default, also for an explicit null (the engines read None as "to the
         # end of the context", thousands of tokens nobody asked for).
@@ -378,6 +596,10 @@ def completion_job_request(req: CompletionRequest) -> dict[str, Any]:
         "presence_penalty": req.presence_penalty,
         "frequency_penalty": req.frequency_penalty,
     }
+    if req.logprobs is not None:  # 0: the chosen tokens' own log probabilities only
+        job["logprobs"] = True
+        job["top_logprobs"] = req.logprobs
+    return job
 
 
 # --- /v1/embeddings -------------------------------------------------------------------

@@ -93,6 +93,7 @@ class Engine(abc.ABC):
     Streaming text (chat, completion):
         {"kind": "delta", "text"} ... then
         {"kind": "done", "finish_reason", "usage": {"prompt_tokens", "completion_tokens"}}
+        A delta may also carry `tool_calls` pieces and `logprobs` (docs/tools.md).
     Streaming audio (speech): {"kind": "audio", "b64"} ... (bytes of the requested
         container, in order) then {"kind": "done", "usage": {"characters", "seconds"}}
     Everything else yields one {"kind": "done", "result": {...}, "usage": {...}}:
@@ -111,6 +112,7 @@ class Engine(abc.ABC):
     name: str = ""
     capabilities: tuple[Capability, ...] = ()
     slots: int = 1
+    model_name: str = ""  # the public model id (spec.name), set by load(): for errors
 
     @abc.abstractmethod
     def load(self, spec: ModelSpec) -> None: ...

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hives.agent.engines.base import Cancelled, Engine, EngineError, token_budget
+from hives.agent.engines.tools import refuse_logprobs, refuse_tools
 from hives.protocol import Capability, EventKind
 from hives.spec import DeviceKind, ModelSpec
 
@@ -62,6 +63,7 @@ class LlamaCppEngine(Engine):
         return int(size * 1.2) * copies + kv
 
     def load(self, spec: ModelSpec) -> None:
+        self.model_name = spec.name
         from llama_cpp import Llama, llama_chat_format
 
         path = Path(spec.source)
@@ -139,11 +141,14 @@ class LlamaCppEngine(Engine):
         return tokens
 
     def chat(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
+        refuse_tools(request, self.model_name)  # until this engine calls tools
+        refuse_logprobs(request, self.model_name)
         tokens = self.prompt_tokens(list(request.get("messages") or []))
         return self._generate(tokens, request, cancelled, what="messages")
 
     def complete(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
         """Legacy completions: the prompt as it is, no chat template."""
+        refuse_logprobs(request, self.model_name)
         prompt = str(request.get("prompt") or "")
         tokens: list[int] = self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
         return self._generate(tokens, request, cancelled, what="prompt")

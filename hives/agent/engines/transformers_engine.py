@@ -23,6 +23,7 @@ from typing import Any
 
 from hives.agent.engines.base import Cancelled, Engine, EngineError, hub_ref, token_budget
 from hives.agent.engines.llamacpp import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, _held_back
+from hives.agent.engines.tools import refuse_logprobs, refuse_tools
 from hives.agent.engines.torchutil import (
     dtype_bytes,
     free_device_memory,
@@ -155,6 +156,7 @@ class TransformersEngine(Engine):
         return int(size * 1.2) + n_ctx * 128 * 1024  # weights + KV cache, roughly
 
     def load(self, spec: ModelSpec) -> None:
+        self.model_name = spec.name
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as transformers_logging
 
@@ -250,11 +252,14 @@ class TransformersEngine(Engine):
     # -- tasks -----------------------------------------------------------------------
 
     def chat(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
+        refuse_tools(request, self.model_name)  # until this engine calls tools
+        refuse_logprobs(request, self.model_name)
         refuse_response_format(request.get("response_format"))
         tokens = self.chat_prompt_tokens(list(request.get("messages") or []))
         return self._generate(tokens, request, cancelled, param="messages", default_max=None)
 
     def complete(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
+        refuse_logprobs(request, self.model_name)
         refuse_response_format(request.get("response_format"))
         prompt = str(request.get("prompt") or "")
         tokens = self.completion_prompt_tokens(prompt)

@@ -31,6 +31,7 @@ from typing import Any
 
 from hives.agent.engines.base import Cancelled, Engine, EngineError, hub_ref, token_budget
 from hives.agent.engines.llamacpp import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
+from hives.agent.engines.tools import refuse_logprobs, refuse_tools
 from hives.agent.engines.torchutil import dir_size
 from hives.protocol import Capability, EventKind
 from hives.spec import Device, DeviceKind, ModelSpec
@@ -176,6 +177,7 @@ class VLLMEngine(Engine):
         return int(dir_size(spec.source) * 1.2) + 2 * 1024**3
 
     def load(self, spec: ModelSpec) -> None:
+        self.model_name = spec.name
         try:
             import vllm
             from vllm import sampling_params as vllm_sampling
@@ -303,10 +305,13 @@ class VLLMEngine(Engine):
     # -- tasks -----------------------------------------------------------------------
 
     def chat(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
+        refuse_tools(request, self.model_name)  # until this engine calls tools
+        refuse_logprobs(request, self.model_name)
         tokens = self.chat_prompt_tokens(list(request.get("messages") or []))
         return self._submit(tokens, request, cancelled, param="messages", default_max=None)
 
     def complete(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
+        refuse_logprobs(request, self.model_name)
         prompt = str(request.get("prompt") or "")
         tokens: list[int] = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
         if not tokens:
