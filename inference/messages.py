@@ -45,6 +45,7 @@ from inference.pipeline import (
     usage_of,
 )
 from inference.schemas import ChatCompletionRequest, ModelName, TokenLimit, _Strict, _validate
+from inference.textparts import ToolCalls
 
 FIRST_VERSION = "2023-01-01"
 _VERSION = re.compile(r"20[0-9]{2}-[01][0-9]-[0-3][0-9]")
@@ -206,8 +207,8 @@ def _tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 code="unsupported_parameter",
             )
         name, schema = tool.get("name"), tool.get("input_schema")
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,128}", name):
-            raise _invalid(f"tools[{i}].name", "expected a name of 1-128 letters, digits, _ or -")
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+            raise _invalid(f"tools[{i}].name", "expected a name of 1-64 letters, digits, _ or -")
         if not isinstance(schema, dict):
             raise _invalid(f"tools[{i}].input_schema", "expected a JSON schema object")
         function: dict[str, Any] = {"name": name, "parameters": schema}
@@ -372,6 +373,7 @@ class Blocks:
 
     def __init__(self) -> None:
         self.blocks: list[_Block] = []
+        self._calls = ToolCalls()
         self._tools: dict[int, int] = {}  # the call's index -> its block's
 
     def text(self, piece: str) -> list[tuple[str, int, Any]]:
@@ -383,27 +385,21 @@ class Blocks:
         out.append(("delta", len(self.blocks) - 1, {"type": "text_delta", "text": piece}))
         return out
 
-    def tool_calls(self, calls: Any) -> list[tuple[str, int, Any]]:
+    def tool_calls(self, raw: Any) -> list[tuple[str, int, Any]]:
+        """A delta's tool-call pieces, checked as the chat endpoint checks them
+        (inference/textparts.py): a call's first piece opens a tool_use block, its
+        arguments' pieces are input_json_delta."""
         out: list[tuple[str, int, Any]] = []
-        for n, call in enumerate(calls if isinstance(calls, list) else []):
-            if not isinstance(call, dict):
-                continue
-            index = call.get("index", n)
-            found = call.get("function")
-            function: dict[str, Any] = found if isinstance(found, dict) else {}
-            if index not in self._tools:
-                block = _Block(
-                    "tool_use",
-                    id=str(call.get("id") or f"toolu_{uuid.uuid4().hex[:24]}"),
-                    name=str(function.get("name") or ""),
-                )
+        for piece in self._calls.feed(raw):
+            index, args = piece["index"], piece["function"].get("arguments") or ""
+            if "id" in piece:
+                block = _Block("tool_use", id=piece["id"], name=piece["function"]["name"])
                 self.blocks.append(block)
                 self._tools[index] = len(self.blocks) - 1
                 start = {"type": "tool_use", "id": block.id, "name": block.name, "input": {}}
                 out.append(("start", len(self.blocks) - 1, start))
             at = self._tools[index]
-            args = function.get("arguments")
-            if isinstance(args, str) and args:
+            if args:
                 self.blocks[at].text += args
                 out.append(("delta", at, {"type": "input_json_delta", "partial_json": args}))
         return out
@@ -412,7 +408,7 @@ class Blocks:
         out: list[tuple[str, int, Any]] = []
         if event.get("text"):
             out += self.text(str(event["text"]))
-        if event.get("tool_calls"):
+        if event.get("tool_calls") is not None:
             out += self.tool_calls(event["tool_calls"])
         return out
 

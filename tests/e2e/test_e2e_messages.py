@@ -347,3 +347,145 @@ def test_cors_for_the_configured_origin_only(msgs: Stack) -> None:
         json={"model": ECHO, "messages": BEES},
     )
     assert evil.status_code == 200 and "access-control-allow-origin" not in evil.headers
+
+
+# --- tools (the echo engine calls them deterministically: docs/tools.md) --------------------
+
+WEATHER = {
+    "name": "get_weather",
+    "description": "The weather in a city.",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
+        "required": ["city", "unit"],
+    },
+}
+TIME = {
+    "name": "get_time",
+    "input_schema": {"type": "object", "properties": {"zone": {"type": "string"}}},
+}
+
+
+def test_tool_use_and_the_tool_loop(msgs: Stack) -> None:
+    client = claude(msgs)
+    ask = [{"role": "user", "content": "What is the weather in Oslo?"}]
+    msg = client.messages.create(
+        model=ECHO, max_tokens=50, tools=[WEATHER, TIME], tool_choice={"type": "any"}, messages=ask
+    )
+    assert msg.stop_reason == "tool_use"
+    assert [b.type for b in msg.content] == ["tool_use"]
+    call = msg.content[0]
+    assert call.name == "get_weather"  # type: ignore[union-attr]
+    assert call.input == {"city": "x", "unit": "c"}  # type: ignore[union-attr]
+    assert call.id  # type: ignore[union-attr]
+    # The result goes back as a tool_result block; the echo engine answers with it.
+    final = client.messages.create(
+        model=ECHO,
+        max_tokens=50,
+        tools=[WEATHER, TIME],
+        messages=[
+            *ask,
+            {"role": "assistant", "content": [b.model_dump() for b in msg.content]},
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": call.id,  # type: ignore[union-attr]
+                        "content": [{"type": "text", "text": "Sunny, 21 C"}],
+                    }
+                ],
+            },
+        ],
+    )
+    assert final.stop_reason == "end_turn"
+    assert final.content[0].text == "Sunny, 21 C"  # type: ignore[union-attr]
+
+
+def test_tool_choice_named_auto_and_parallel(msgs: Stack) -> None:
+    client = claude(msgs)
+    named = client.messages.create(
+        model=ECHO,
+        max_tokens=50,
+        tools=[WEATHER, TIME],
+        tool_choice={"type": "tool", "name": "get_time"},
+        messages=BEES,
+    )
+    assert [(b.type, b.name) for b in named.content] == [("tool_use", "get_time")]  # type: ignore[union-attr]
+    assert named.content[0].input == {}  # type: ignore[union-attr]
+    both = [{"role": "user", "content": "call get_weather get_time"}]
+    auto = client.messages.create(model=ECHO, max_tokens=50, tools=[WEATHER, TIME], messages=both)
+    assert [b.name for b in auto.content] == ["get_weather", "get_time"]  # type: ignore[union-attr]
+    one = client.messages.create(
+        model=ECHO,
+        max_tokens=50,
+        tools=[WEATHER, TIME],
+        tool_choice={"type": "auto", "disable_parallel_tool_use": True},
+        messages=both,
+    )
+    assert [b.name for b in one.content] == ["get_weather"]  # type: ignore[union-attr]
+    # "none": no call, the text answer.
+    none = client.messages.create(
+        model=ECHO, max_tokens=50, tools=[WEATHER], tool_choice={"type": "none"}, messages=both
+    )
+    assert none.stop_reason == "end_turn" and none.content[0].type == "text"
+
+
+def test_tool_use_streams_input_json_deltas(msgs: Stack) -> None:
+    client = claude(msgs)
+    with client.messages.stream(
+        model=ECHO,
+        max_tokens=50,
+        tools=[WEATHER],
+        tool_choice={"type": "any"},
+        messages=BEES,
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    starts = [e for e in events if e.type == "content_block_start"]
+    assert [s.content_block.type for s in starts] == ["tool_use"]
+    pieces = [
+        e.delta.partial_json  # type: ignore[union-attr]
+        for e in events
+        if e.type == "content_block_delta" and e.delta.type == "input_json_delta"
+    ]
+    assert json.loads("".join(pieces)) == {"city": "x", "unit": "c"}
+    assert final.stop_reason == "tool_use"
+    assert final.content[0].input == {"city": "x", "unit": "c"}  # type: ignore[union-attr]
+
+
+def test_bad_tool_histories(msgs: Stack) -> None:
+    def post(body: dict[str, object]) -> httpx.Response:
+        return httpx.post(
+            f"{msgs.queen.url}/v1/messages",
+            headers={"x-api-key": msgs.api_key},
+            json={"model": ECHO, "max_tokens": 5, **body},
+        )
+
+    cases: list[dict[str, object]] = [
+        # a tool_result that answers no call
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "tool_result", "tool_use_id": "nope", "content": "x"}],
+                }
+            ]
+        },
+        # tool_use in a user message
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "tool_use", "id": "a", "name": "f", "input": {}}],
+                }
+            ]
+        },
+        # a tool without a schema, a named choice that is not declared
+        {"messages": BEES, "tools": [{"name": "f"}]},
+        {"messages": BEES, "tools": [WEATHER], "tool_choice": {"type": "tool", "name": "other"}},
+    ]
+    for body in cases:
+        resp = post(body)
+        assert resp.status_code == 400, (body, resp.text)
+        assert resp.json()["error"]["type"] == "invalid_request_error"
