@@ -164,7 +164,8 @@ class SentenceTransformersEngine(Engine):
                     code="invalid_value",
                     param="input",
                 )
-        return [list(tokenizer.build_inputs_with_special_tokens(seq)) for seq in ids]
+        before, after = _special_tokens(tokenizer)
+        return [[*before, *seq, *after] for seq in ids]
 
     def _encode_ids(self, sequences: list[list[int]]) -> Any:
         """Embeddings of token-id sequences, through the same modules as `encode`
@@ -273,3 +274,14 @@ def _token_arrays(value: Any) -> bool:
             for seq in value
         )
     )
+
+
+def _special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer puts before and after a text's own ([CLS] and [SEP] for
+    BERT-like models), found by tokenizing a probe with and without them."""
+    plain = list(tokenizer("a", add_special_tokens=False)["input_ids"])
+    full = list(tokenizer("a", add_special_tokens=True)["input_ids"])
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return full[:start], full[start + len(plain) :]
+    return [], []
