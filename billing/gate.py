@@ -205,9 +205,11 @@ class Meter:
         modality: str,
         fallback: Usage | None = None,
         end_user: str = "",
+        client_request_id: str = "",
     ) -> None:
         self.admitted = admitted
         self.end_user = end_user  # the OpenAI `user` field: the tenant's end user
+        self.client_request_id = client_request_id  # the client's X-Client-Request-Id
         self.request_id = request_id
         self.model = model
         self.modality = modality
@@ -236,6 +238,7 @@ class Meter:
             queen=instance_id(),
             ticket=self.admitted.ticket,
             end_user=self.end_user,
+            client_request_id=self.client_request_id,
         )
         if not self.done:
             self._beat = asyncio.get_running_loop().create_task(

@@ -1,9 +1,9 @@
 """billing's stores for GDPR export and erasure (registered in BillingConfig.ready()).
 
 * billing.usage: a tenant's end user (`enduser:T:U`) is on every usage row whose `user`
-  field named them. Export: those rows. Erasure: the `end_user` field is cleared; the
-  rows stay (they are what the tenant's invoices were built from) and no longer name
-  anyone.
+  field named them. Export: those rows. Erasure: the `end_user` (and client request id)
+  fields are cleared; the rows stay (they are what the tenant's invoices were built
+  from) and no longer name anyone.
 * billing.invoices: a person is an invoice's customer when it is addressed to their
   e-mail (the tenant's billing e-mail when it was built). Bookkeeping law keeps invoices
   for years, so an erasure keeps them, with the addressee replaced by a pseudonym, and
@@ -64,6 +64,7 @@ def usage_export(subject: subjects.Subject) -> list[dict[str, Any]]:
     return [
         {
             "request_id": u.request_id,
+            "client_request_id": u.client_request_id,
             "tenant": subject.tenant,
             "user": u.end_user,
             "at": u.created_at.isoformat(),
@@ -82,7 +83,11 @@ def usage_export(subject: subjects.Subject) -> list[dict[str, Any]]:
 
 
 def usage_erase(subject: subjects.Subject) -> Erased:
-    return Erased(store="billing.usage", pseudonymised=_end_user_rows(subject).update(end_user=""))
+    # The client's request id too: its text is the client's, and may name the person.
+    rows = _end_user_rows(subject)
+    return Erased(
+        store="billing.usage", pseudonymised=rows.update(end_user="", client_request_id="")
+    )
 
 
 def _invoices(subject: subjects.Subject) -> Any:

@@ -67,6 +67,8 @@ class UsageEvent(models.Model):
     region = models.CharField(max_length=32, blank=True, default="")
     # The tenant's end user, as the OpenAI `user` field named them: a data subject (GDPR).
     end_user = models.CharField(max_length=256, blank=True, default="")
+    # The client's own id for the request (its X-Client-Request-Id header), if it sent one.
+    client_request_id = models.CharField(max_length=512, blank=True, default="")
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.OK)
     # When the request was admitted (the row is written then).
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

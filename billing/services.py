@@ -53,6 +53,7 @@ def usage_begin(
     queen: str,
     ticket: str = "",
     end_user: str = "",
+    client_request_id: str = "",
 ) -> None:
     """Write a request's provisional usage row when it is admitted: if the queen dies
     before the request ends, the row is still there to be settled (usage_settle_stale).
@@ -70,6 +71,7 @@ def usage_begin(
                 queen=queen[:120],
                 ticket=ticket[:64],
                 end_user=end_user[:256],
+                client_request_id=client_request_id[:512],
                 heartbeat_at=Now(),
             )
     except IntegrityError:

@@ -25,11 +25,12 @@ def parse(request: HttpRequest) -> EmbeddingRequest:
 
 def work(req: EmbeddingRequest, model: CatalogModel) -> Work:
     inputs = schemas.embedding_inputs(req)
-    chars = sum(len(x) for x in inputs)
+    # Tokens, roughly: a text's characters / 4, a token array's length.
+    tokens = sum(len(x) if isinstance(x, list) else len(x) // 4 for x in inputs)
     return Work(
         request={"input": inputs, "dimensions": req.dimensions},
-        size=chars // 4,
-        cost=Cost(tokens=chars // 4 + 1),
+        size=tokens,
+        cost=Cost(tokens=tokens + 1),
         model=req.model,
         extra=req.model_extra or {},
     )

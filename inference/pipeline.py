@@ -60,7 +60,7 @@ from hives import selectors as hive_selectors
 from hives.models import CatalogModel
 from hives.protocol import Capability, EventKind, Task
 from hives.selectors import Placement
-from inference import decisions, metrics, queueing, schemas
+from inference import decisions, metrics, queueing, request_ids, schemas
 from inference.dispatch import Job, local_load, new_job_id
 from inference.errors import APIError, bad_request, from_domain, from_event
 from inference.scheduler import (
@@ -102,22 +102,22 @@ def endpoint(*methods: str) -> Callable[[View], Any]:
         @csrf_exempt
         @wraps(view)
         async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            started = time.monotonic()
+            # The request's id from the start: a model call's job, usage row and audit
+            # event take it (run), and every answer carries it, errors included.
+            request.rbee_request_id = new_job_id()  # type: ignore[attr-defined]
             response = await answer(request, *args, **kwargs)
             # Every response to an admitted request carries the tenant's rate-limit
             # headers, errors from the worker included.
             for k, v in getattr(request, "rbee_ratelimit", {}).items():
                 if k not in response:
                     response[k] = v
-            # And once its usage row exists, the id of that row (and of its audit event):
-            # an answer that is an error (the worker failed, its hive went away) names the
-            # usage it was billed as, too.
-            request_id = getattr(request, "rbee_request_id", "")
-            if request_id and "X-Request-Id" not in response:
-                response["X-Request-Id"] = request_id
+            request_ids.stamp(request, response, started)
             return response
 
         async def answer(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             try:
+                request_ids.check(request)
                 if request.method not in methods:
                     raise APIError(
                         405,
@@ -406,7 +406,9 @@ async def run(request: HttpRequest, resource: Resource[Body]) -> HttpResponseBas
         raise KeyRejected("missing")  # not even a trip to the database
     body, target, work = await db(_prepare, raw_key, request, resource)  # 1-4
     scheduled, slot = await _schedule(request, target, work)  # 5-7
-    job = _job(target, scheduled, slot, resource.task, work, arrived)  # 8, 9
+    job = _job(
+        target, scheduled, slot, resource.task, work, arrived, request_ids.ids(request)
+    )  # 8, 9
     request.rbee_job = job  # type: ignore[attr-defined]  # how a stream ended (_streamed)
     await _begin(job, scheduled)
     request.rbee_request_id = job.job_id  # type: ignore[attr-defined]
@@ -845,8 +847,9 @@ def _job(
     task: str,
     work: Work,
     arrived: float = 0.0,
+    ids: tuple[str, str] = ("", ""),
 ) -> Job:
-    job_id = new_job_id()
+    job_id = ids[0] or new_job_id()  # the request's id (request_ids.ids), else a new one
     meter = gate.Meter(
         scheduled.admitted,
         request_id=job_id,
@@ -854,6 +857,7 @@ def _job(
         modality=TASK_MODALITY[task],
         fallback=work.fallback,
         end_user=work.end_user,
+        client_request_id=ids[1],
     )
     return Job(
         on_finish=slot.release,

@@ -667,7 +667,10 @@ class EmbeddingRequest(_Strict):
 
 def validate_embedding(data: dict[str, Any]) -> EmbeddingRequest:
     req = _validate(EmbeddingRequest, data)
-    items = [req.input] if isinstance(req.input, str) else req.input
+    ids = _token_arrays(req.input)
+    items: list[Any] = (
+        embedding_inputs(req) if ids else [req.input] if isinstance(req.input, str) else req.input
+    )
     if not items:
         raise bad_request(
             "Invalid value for 'input': the list is empty.", param="input", code="invalid_value"
@@ -679,24 +682,64 @@ def validate_embedding(data: dict[str, Any]) -> EmbeddingRequest:
             code="invalid_value",
         )
     for i, item in enumerate(items):
-        if not isinstance(item, str):
+        where = f"input[{i}]" if not isinstance(req.input, str) else "input"
+        if isinstance(item, list) and ids:
+            if not item:
+                raise bad_request(
+                    f"Invalid value for '{where}': a token array cannot be empty.",
+                    param=where,
+                    code="invalid_value",
+                )
+            bad = next((t for t in item if not _token_id(t)), None)
+            if bad is not None:
+                raise bad_request(
+                    f"Invalid value for '{where}': token ids are integers from 0 up; "
+                    f"{json.dumps(bad)[:40]} is not one.",
+                    param=where,
+                    code="invalid_value",
+                )
+        elif not isinstance(item, str):
             raise bad_request(
-                f"Invalid value for 'input[{i}]': send strings; token arrays are not "
-                "supported by this server.",
-                param=f"input[{i}]",
-                code="unsupported_parameter",
+                f"Invalid value for '{where}': send strings, an array of token ids, or "
+                "an array of token-id arrays (not mixed).",
+                param=where,
+                code="invalid_value",
             )
-        if not item:
+        elif not item:
             raise bad_request(
-                f"Invalid value for 'input[{i}]': an input cannot be an empty string.",
-                param=f"input[{i}]" if not isinstance(req.input, str) else "input",
+                f"Invalid value for '{where}': an input cannot be an empty string.",
+                param=where,
                 code="invalid_value",
             )
     return req
 
 
-def embedding_inputs(req: EmbeddingRequest) -> list[str]:
-    return [req.input] if isinstance(req.input, str) else [str(x) for x in req.input]
+MAX_TOKEN_ID = 2**31 - 1
+
+
+def _token_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKEN_ID
+
+
+def _token_arrays(value: Any) -> bool:
+    """Whether an embedding input is given as token ids: one array of ints (one input)
+    or an array of arrays (one input each), as OpenAI accepts."""
+    if not isinstance(value, list) or not value:
+        return False
+    if all(isinstance(x, int) and not isinstance(x, bool) for x in value):
+        return True
+    return all(isinstance(x, list) for x in value)
+
+
+def embedding_inputs(req: EmbeddingRequest) -> list[str] | list[list[int]]:
+    """The inputs, one per vector: texts, or token-id arrays (the model's own ids)."""
+    if isinstance(req.input, str):
+        return [req.input]
+    if req.input and all(isinstance(x, int) and not isinstance(x, bool) for x in req.input):
+        return [list(req.input)]
+    if req.input and all(isinstance(x, list) for x in req.input):
+        return [list(x) for x in req.input]
+    return [str(x) for x in req.input]
 
 
 # --- /v1/images ------------------------------------------------------------------------

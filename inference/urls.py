@@ -10,6 +10,7 @@ from inference import (
     completions,
     embeddings,
     images,
+    messages,
     models_api,
     pipeline,
     responses,
@@ -30,5 +31,7 @@ urlpatterns = [
     path("audio/transcriptions", pipeline.serve(audio.TRANSCRIPTIONS)),
     path("audio/translations", pipeline.serve(audio.TRANSLATIONS)),
     path("audio/speech", pipeline.serve(audio.SPEECH)),
+    path("messages", messages.anthropic(messages.MESSAGES)),
+    path("messages/count_tokens", messages.anthropic(messages.COUNT_TOKENS)),
     re_path(r"^(?P<rest>.*)$", pipeline.unknown_url),
 ]

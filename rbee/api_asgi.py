@@ -30,6 +30,8 @@ from django.http import HttpResponseBase
 from django.urls import Resolver404, get_resolver
 from django_prometheus.middleware import PrometheusBeforeMiddleware
 
+from inference import cors
+from inference.dispatch import new_job_id
 from inference.errors import APIError
 from rbee.prometheus import PrometheusAfterMiddleware
 
@@ -118,25 +120,16 @@ class APIApplication:
     async def _serve(self, request: ASGIRequest, send: Any) -> None:
         self._counted(self.before.process_request, request)
         self._counted(self.after.process_request, request)
-        try:
-            match = self.resolver.resolve(request.path_info)
-        except Resolver404:
-            response: HttpResponseBase = APIError(
-                404, f"Invalid URL ({request.method} {request.path})", code="unknown_url"
-            ).response()
+        api = request.path.startswith("/v1")
+        preflight = cors.preflight(request) if api else None
+        if preflight is not None:  # a browser's CORS preflight: no view runs for it
+            response: HttpResponseBase = preflight
         else:
-            request.resolver_match = match
-            self._counted(self.after.process_view, request, match.func, *match.args)
-            try:
-                response = await match.func(request, *match.args, **match.kwargs)
-            except Exception as exc:
-                logger.exception("unexpected error on %s", request.path)
-                self._count_exception(exc, match.view_name)
-                response = APIError(
-                    500,
-                    "The server had an error while processing your request.",
-                    code="internal_error",
-                ).response()
+            response = await self._view(request)
+        if api:
+            cors.decorate(request, response)
+            if "X-Request-Id" not in response:  # the few answers no /v1 view gave
+                response["X-Request-Id"] = new_job_id()
         if settings.SECURE_HSTS_SECONDS and request.is_secure():
             # What SecurityMiddleware does for the rest of the site (production profile).
             hsts = f"max-age={settings.SECURE_HSTS_SECONDS}"
@@ -148,6 +141,27 @@ class APIApplication:
         # Not response.close(): it would fire request_finished, whose receivers touch
         # database connections from the event loop; the API's are managed in kernel/aio.py.
         await _send_response(response, send)
+
+    async def _view(self, request: ASGIRequest) -> HttpResponseBase:
+        try:
+            match = self.resolver.resolve(request.path_info)
+        except Resolver404:
+            return APIError(
+                404, f"Invalid URL ({request.method} {request.path})", code="unknown_url"
+            ).response()
+        request.resolver_match = match
+        self._counted(self.after.process_view, request, match.func, *match.args)
+        try:
+            response: HttpResponseBase = await match.func(request, *match.args, **match.kwargs)
+        except Exception as exc:
+            logger.exception("unexpected error on %s", request.path)
+            self._count_exception(exc, match.view_name)
+            response = APIError(
+                500,
+                "The server had an error while processing your request.",
+                code="internal_error",
+            ).response()
+        return response
 
     @staticmethod
     def _counted(method: Any, *args: Any) -> None:

@@ -13,6 +13,9 @@ queen at, e.g. https://rbee.example: the links in password-reset and invitation 
 are built from it, never from the request's Host header. Without it those links are
 built from the request only when its host is loopback or RBEE_ALLOWED_HOSTS is explicit
 (web/links.py); otherwise the portal refuses to send them.
+
+RBEE_CORS_ORIGINS (comma-separated origins) lets web pages on those origins call /v1
+from a browser (inference/cors.py); none may by default, and production refuses '*'.
 """
 
 from __future__ import annotations
@@ -30,6 +33,18 @@ HSTS_SECONDS = 31_536_000  # one year
 
 def _list(environ: Mapping[str, str], name: str) -> list[str]:
     return [v.strip() for v in environ.get(name, "").split(",") if v.strip()]
+
+
+def _cors_origins(environ: Mapping[str, str]) -> list[str]:
+    """RBEE_CORS_ORIGINS: the origins whose web pages may call /v1 from a browser (CORS),
+    "*" for any (development only); none by default."""
+    origins = _list(environ, "RBEE_CORS_ORIGINS")
+    for origin in origins:
+        if origin != "*" and not _is_origin(origin):
+            raise ImproperlyConfigured(
+                f"RBEE_CORS_ORIGINS: {origin!r} is not '*' or an origin like https://app.example"
+            )
+    return origins
 
 
 def _bool(environ: Mapping[str, str], name: str) -> bool:
@@ -99,6 +114,7 @@ def security(environ: Mapping[str, str]) -> dict[str, Any]:
         # Only set when the queen is told which proxies speak for the client: otherwise
         # any client could claim https by sending the header itself.
         out["SECURE_PROXY_SSL_HEADER"] = ("HTTP_X_FORWARDED_PROTO", "https")
+    out["RBEE_CORS_ORIGINS"] = cors = _cors_origins(environ)
     tls = bool(environ.get("RBEE_TLS_CERT", "").strip())
     out["RBEE_TLS"] = tls
     if tls or production:
@@ -133,6 +149,11 @@ def security(environ: Mapping[str, str]) -> dict[str, Any]:
         )
     if "*" in hosts:
         raise ImproperlyConfigured("RBEE_PRODUCTION=1: RBEE_ALLOWED_HOSTS may not be '*'.")
+    if "*" in cors:
+        raise ImproperlyConfigured(
+            "RBEE_PRODUCTION=1: RBEE_CORS_ORIGINS may not be '*'; name the origins of the web "
+            "apps that call the API."
+        )
     if _bool(environ, "RBEE_DEBUG"):
         raise ImproperlyConfigured("RBEE_PRODUCTION=1 and RBEE_DEBUG=1 do not go together.")
     out.update(

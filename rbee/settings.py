@@ -40,6 +40,8 @@ SECURE_PROXY_SSL_HEADER = _security["SECURE_PROXY_SSL_HEADER"]
 USE_X_FORWARDED_HOST = False
 # Bearer token for /metrics and the /healthz inventory in production (else staff only).
 RBEE_METRICS_TOKEN = str(_security["RBEE_METRICS_TOKEN"])
+# Origins whose web pages may call /v1 from a browser (inference/cors.py); none by default.
+RBEE_CORS_ORIGINS = list(_security["RBEE_CORS_ORIGINS"])
 SESSION_COOKIE_SECURE = bool(_security.get("SESSION_COOKIE_SECURE", False))
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_SECURE = bool(_security.get("CSRF_COOKIE_SECURE", False))

@@ -379,16 +379,19 @@ def test_the_migration_rolls_up_the_usage_recorded_before_it() -> None:
         ("r3", "ok", 1, datetime(2026, 3, 2, 0, 0, tzinfo=UTC)),
         ("r4", "provisional", 100, datetime(2026, 3, 2, 1, 0, tzinfo=UTC)),
     )
+    # The usage table as it was then (later migrations add columns the model has now).
+    state = MigrationExecutor(connection).loader.project_state(("billing", "0006_invoice_customer"))
+    then = state.apps.get_model("billing", "UsageEvent")
     for rid, outcome, tokens, when in rows:
-        UsageEvent.objects.create(
+        then.objects.create(
             request_id=rid,
-            tenant=acme,
+            tenant_id=acme.pk,
             model="m1",
             modality="chat",
             prompt_tokens=tokens,
             outcome=outcome,
         )
-        UsageEvent.objects.filter(request_id=rid).update(created_at=when)
+        then.objects.filter(request_id=rid).update(created_at=when)
     latest = [n for n in MigrationExecutor(connection).loader.graph.leaf_nodes()]
     migrate(latest)
     assert consistent() == {

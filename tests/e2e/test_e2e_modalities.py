@@ -143,6 +143,30 @@ def test_embeddings_rank_paraphrases_higher(media: Stack) -> None:
     assert floats == pytest.approx(vecs[0], abs=1e-6)
 
 
+def test_embeddings_from_token_ids_match_the_text(media: Stack) -> None:
+    """OpenAI's token-array inputs, as the model's own token ids: one array, and an array of
+    arrays, give the vectors of the texts they spell (the tokenizer's special tokens are
+    added as for a text)."""
+    from transformers import AutoTokenizer
+
+    from hives.agent.engines.embeddings import bundled_minilm_path
+
+    tokenizer = AutoTokenizer.from_pretrained(str(bundled_minilm_path()))
+    texts = ["A man is eating food.", "The stock market fell sharply on Tuesday."]
+    ids = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    client = media.client()
+    by_text = [d.embedding for d in client.embeddings.create(model=EMBED, input=texts).data]
+    batch = client.embeddings.create(model=EMBED, input=ids)
+    assert [d.index for d in batch.data] == [0, 1]
+    for got, want in zip(batch.data, by_text, strict=True):
+        assert cosine(got.embedding, want) == pytest.approx(1.0, abs=1e-5)
+    one = client.embeddings.create(model=EMBED, input=ids[0], encoding_format="float")
+    assert len(one.data) == 1
+    assert cosine(one.data[0].embedding, by_text[0]) == pytest.approx(1.0, abs=1e-5)
+    # Usage counts the tokens the model ran: the ids plus [CLS] and [SEP].
+    assert one.usage.prompt_tokens == len(ids[0]) + 2
+
+
 def test_image_generation_b64_and_url(media: Stack) -> None:
     client = media.client()
     res = client.images.generate(
@@ -455,7 +479,11 @@ def test_bad_text_inputs(media: Stack) -> None:
     client = media.client()
     e = client.embeddings.create
     _raises(400, lambda: e(model=EMBED, input=[]), param="input")
-    _raises(400, lambda: e(model=EMBED, input=[[1, 2, 3]]), param="input[0]")
+    # Token ids: integers from 0 up, within the model's vocabulary, never mixed with text.
+    _raises(400, lambda: e(model=EMBED, input=[[1, 2], [3, -4]]), param="input[1]")
+    _raises(400, lambda: e(model=EMBED, input=[[1, 2], "text"]), param="input[0]")
+    _raises(400, lambda: e(model=EMBED, input=[[]]), param="input[0]")
+    _raises(400, lambda: e(model=EMBED, input=[2054, 10**9]), param="input", code="invalid_value")
     _raises(400, lambda: e(model=EMBED, input="x", dimensions=1000), param="dimensions")
     _raises(400, lambda: e(model=EMBED, input="x", encoding_format="hex"), param="encoding_format")  # type: ignore[arg-type]
     _raises(

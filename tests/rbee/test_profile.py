@@ -42,6 +42,9 @@ def test_production_turns_on_secure_cookies_and_hsts() -> None:
         ({**PROD, "RBEE_CSRF_TRUSTED_ORIGINS": "rbee.example.com"}, "not an origin"),
         ({**PROD, "RBEE_DEBUG": "1"}, "RBEE_DEBUG"),
         ({**PROD, "RBEE_TRUSTED_PROXIES": "10.0.0.0/8,proxy"}, "'proxy'"),
+        ({**PROD, "RBEE_CORS_ORIGINS": "https://app.example,*"}, "RBEE_CORS_ORIGINS may not"),
+        ({"RBEE_CORS_ORIGINS": "app.example"}, "not '\\*' or an origin"),
+        ({"RBEE_CORS_ORIGINS": "https://app.example/path"}, "not '\\*' or an origin"),
     ],
 )
 def test_production_refuses_what_it_cannot_run_safely(env: dict[str, str], says: str) -> None:
@@ -54,6 +57,15 @@ def test_development_keeps_its_defaults_and_trusts_no_proxy_headers() -> None:
     assert s["RBEE_PRODUCTION"] is False and s["ALLOWED_HOSTS"] == ["*"]
     assert "SESSION_COOKIE_SECURE" not in s and "SECURE_HSTS_SECONDS" not in s
     assert s["SECURE_PROXY_SSL_HEADER"] is None  # a client could claim https otherwise
+
+
+def test_cors_is_off_unless_origins_are_named() -> None:
+    assert security({})["RBEE_CORS_ORIGINS"] == []
+    assert security(PROD)["RBEE_CORS_ORIGINS"] == []
+    both = "https://app.example, http://localhost:5173"
+    named = security({**PROD, "RBEE_CORS_ORIGINS": both})["RBEE_CORS_ORIGINS"]
+    assert named == ["https://app.example", "http://localhost:5173"]
+    assert security({"RBEE_CORS_ORIGINS": "*"})["RBEE_CORS_ORIGINS"] == ["*"]  # development
 
 
 def test_proxy_headers_count_only_when_the_proxies_are_named() -> None:

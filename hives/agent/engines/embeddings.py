@@ -147,6 +147,40 @@ class SentenceTransformersEngine(Engine):
         )["input_ids"]
         return [len(ids) for ids in encoded]
 
+    def _sequences(self, ids: list[list[int]]) -> list[list[int]]:
+        """Token-id inputs as the model takes them: each id in its vocabulary (400
+        otherwise), with the special tokens the tokenizer adds around a text."""
+        tokenizer = self.model.tokenizer
+        vocab = len(tokenizer)
+        for i, seq in enumerate(ids):
+            bad = next((t for t in seq if not 0 <= t < vocab), None)
+            if bad is not None or not seq:
+                raise EngineError(
+                    f"input[{i}] has the token id {bad}, outside this model's vocabulary "
+                    f"(0 to {vocab - 1})"
+                    if seq
+                    else f"input[{i}] is an empty token array",
+                    status=400,
+                    code="invalid_value",
+                    param="input",
+                )
+        before, after = _special_tokens(tokenizer)
+        return [[*before, *seq, *after] for seq in ids]
+
+    def _encode_ids(self, sequences: list[list[int]]) -> Any:
+        """Embeddings of token-id sequences, through the same modules as `encode`
+        (transformer, pooling), normalised as `encode` does here."""
+        import torch
+
+        features = self.model.tokenizer.pad(
+            {"input_ids": sequences}, padding=True, return_tensors="pt"
+        )
+        features = {k: v.to(self.model.device) for k, v in features.items()}
+        with torch.inference_mode():
+            out = self.model(features)["sentence_embedding"]
+            out = torch.nn.functional.normalize(out.float(), p=2, dim=1)
+        return out.cpu().numpy()
+
     def _dimensions(self, asked: Any) -> int:
         if asked is None:
             return self.native_dims
@@ -167,18 +201,23 @@ class SentenceTransformersEngine(Engine):
     def embed(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
         import numpy as np
 
-        texts = request.get("input")
-        if isinstance(texts, str):
-            texts = [texts]
-        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        given = request.get("input")
+        texts: Any = [given] if isinstance(given, str) else given
+        ids = _token_arrays(texts)
+        if not ids and (
+            not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts)
+        ):
             raise EngineError(
-                "'input' must be a non-empty list of strings",
+                "'input' must be a non-empty list of strings or of token-id arrays",
                 status=400,
                 param="input",
                 code="invalid_value",
             )
         dims = self._dimensions(request.get("dimensions"))
-        counts = self.token_counts(texts)
+        # Token ids are this model's own: checked against its vocabulary, given the
+        # special tokens its tokenizer adds to a text ([CLS] ... [SEP]), and fed as they are.
+        sequences = self._sequences(texts) if ids else None
+        counts = [len(s) for s in sequences] if sequences else self.token_counts(texts)
         limit = self.max_seq_length
         if limit:
             for i, n in enumerate(counts):
@@ -194,13 +233,16 @@ class SentenceTransformersEngine(Engine):
         for start in range(0, len(texts), BATCH):
             if cancelled():
                 raise EngineError("the request was cancelled", status=499, code="cancelled")
-            batch = self.model.encode(
-                texts[start : start + BATCH],
-                batch_size=BATCH,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+            if sequences:
+                batch = self._encode_ids(sequences[start : start + BATCH])
+            else:
+                batch = self.model.encode(
+                    texts[start : start + BATCH],
+                    batch_size=BATCH,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
             vectors.append(np.asarray(batch, dtype=np.float32))
         matrix = np.concatenate(vectors, axis=0)
         if dims < matrix.shape[1]:
@@ -219,3 +261,27 @@ class SentenceTransformersEngine(Engine):
             },
             "usage": {"prompt_tokens": int(sum(counts))},
         }
+
+
+def _token_arrays(value: Any) -> bool:
+    """Whether the inputs are token-id arrays (lists of ints), as the queen sends them."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(
+            isinstance(seq, list)
+            and all(isinstance(t, int) and not isinstance(t, bool) for t in seq)
+            for seq in value
+        )
+    )
+
+
+def _special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer puts before and after a text's own ([CLS] and [SEP] for
+    BERT-like models), found by tokenizing a probe with and without them."""
+    plain = list(tokenizer("a", add_special_tokens=False)["input_ids"])
+    full = list(tokenizer("a", add_special_tokens=True)["input_ids"])
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return full[:start], full[start + len(plain) :]
+    return [], []

@@ -29,6 +29,7 @@ logger = logging.getLogger("hives.engine.llamacpp")
 
 DEFAULT_TEMPERATURE = 0.8  # llama.cpp's own defaults when the request says nothing
 DEFAULT_TOP_P = 0.95
+DEFAULT_TOP_K = 40
 
 
 def default_threads() -> int:
@@ -230,11 +231,13 @@ class LlamaCppEngine(Engine):
         llm.set_seed(int(seed) % 2**32 if seed is not None else random.getrandbits(32))
         temperature = request.get("temperature")
         top_p = request.get("top_p")
+        top_k = request.get("top_k")
         top = int(request.get("top_logprobs") or 0) if request.get("logprobs") else None
         gen = llm.generate(
             tokens,
             temp=DEFAULT_TEMPERATURE if temperature is None else float(temperature),
             top_p=DEFAULT_TOP_P if top_p is None else float(top_p),
+            top_k=DEFAULT_TOP_K if top_k is None else int(top_k),
             presence_penalty=float(request.get("presence_penalty") or 0.0),
             frequency_penalty=float(request.get("frequency_penalty") or 0.0),
             reset=True,
@@ -294,6 +297,7 @@ class LlamaCppEngine(Engine):
         pending = ""  # decoded text not yet sent (may be the start of a stop sequence)
         entries: list[dict[str, Any]] = []  # log probabilities of the tokens not yet sent
         generated = 0
+        matched = ""  # the stop sequence that ended it (Anthropic's stop_sequence)
         finish = "stop"  # the model's end-of-generation token, unless a break says otherwise
         with contextlib.closing(self._run(llm, tokens, request, grammar)) as run:
             for piece, entry in run:
@@ -305,8 +309,9 @@ class LlamaCppEngine(Engine):
                     entries.append(entry)
                 pending += decoder.decode(piece)
                 if stops:
-                    hit = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
-                    if hit >= 0:
+                    found = [(i, s) for s in stops if (i := pending.find(s)) >= 0]
+                    if found:
+                        hit, matched = min(found)
                         pending = pending[:hit]
                         finish = "stop"
                         break
@@ -324,11 +329,14 @@ class LlamaCppEngine(Engine):
         pending += decoder.decode(b"", final=True)
         if pending and finish != "cancelled":
             yield delta(pending, entries, len(tokens), generated)
-        yield {
+        done: dict[str, Any] = {
             "kind": EventKind.DONE,
             "finish_reason": finish,
             "usage": {"prompt_tokens": len(tokens), "completion_tokens": generated},
         }
+        if matched:
+            done["stop_sequence"] = matched
+        yield done
 
     def _tool_stream(
         self,

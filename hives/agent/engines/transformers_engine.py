@@ -103,11 +103,13 @@ def sample_next(
     counts: dict[int, int],
     frequency_penalty: float,
     presence_penalty: float,
+    top_k: int = 0,
 ) -> int:
     """One token from the last position's logits (a 1-D float32 CPU tensor).
 
     OpenAI's penalties: every token already generated loses
     frequency_penalty x its count + presence_penalty. Temperature 0 is greedy.
+    top_k > 0 (Anthropic's) keeps only the k most likely tokens.
     """
     import torch
 
@@ -118,6 +120,9 @@ def sample_next(
         logits[ids] -= n * frequency_penalty + presence_penalty
     if temperature <= 0:
         return int(torch.argmax(logits))
+    if 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits / temperature, dim=-1)
     if 0 < top_p < 1:
         sorted_probs, order = torch.sort(probs, descending=True)
@@ -327,6 +332,7 @@ class TransformersEngine(Engine):
                 counts=counts,
                 frequency_penalty=freq,
                 presence_penalty=pres,
+                top_k=int(request.get("top_k") or 0),
             )
             if token in self.eos_ids:
                 return
@@ -356,6 +362,7 @@ class TransformersEngine(Engine):
         generated = 0
         finish = "stop"  # an end-of-turn token, unless a break says otherwise
         hit_stop = False
+        matched = ""  # the stop sequence that ended it (Anthropic's stop_sequence)
         with contextlib.closing(self._steps(tokens, request)) as steps:
             for token, entry in steps if max_tokens > 0 else ():
                 if cancelled():
@@ -388,11 +395,14 @@ class TransformersEngine(Engine):
                 pending += detok.flush()
             if pending:  # the held-back tail that never became a stop sequence
                 yield _text_delta(pending, entries)
-        yield {
+        done: dict[str, Any] = {
             "kind": EventKind.DONE,
             "finish_reason": finish,
             "usage": {"prompt_tokens": len(tokens), "completion_tokens": generated},
         }
+        if matched:
+            done["stop_sequence"] = matched
+        yield done
 
     def _chat_tools(
         self,

@@ -91,6 +91,8 @@ def sampling_kwargs(
         kwargs["seed"] = int(seed) % 2**63
     if request.get("logprobs"):  # vLLM returns the sampled token's and the top N's
         kwargs["logprobs"] = int(request.get("top_logprobs") or 0)
+    if request.get("top_k") is not None:  # Anthropic's top_k (/v1/messages)
+        kwargs["top_k"] = int(request["top_k"])
     constraint = (
         {"grammar": grammar}
         if grammar is not None
