@@ -73,11 +73,11 @@ from inference.scheduler import (
     route_async,
     task_map,
 )
-from kernel import __version__, regions
+from kernel import __version__, generations, regions
 from kernel.aio import db
 from kernel.errors import DomainError, Unavailable, store_down
 from tenants.errors import KeyRejected
-from tenants.selectors import Caller, caller_anonymous, caller_from_key
+from tenants.selectors import CALLERS, Caller, caller_anonymous, caller_cached, caller_from_key
 from tenants.services import api_key_touch
 
 logger = logging.getLogger("inference")
@@ -179,10 +179,12 @@ def loopback_host(host_header: str) -> bool:
         return False
 
 
-def authenticate(raw_key: str, host: str = "") -> Caller:
+def authenticate(raw_key: str, host: str = "", generation: object = None) -> Caller:
     """The caller of a bearer key (KeyRejected otherwise); with no key, the open queen's
     anonymous tenant if there is one, for requests addressed to a loopback name only (see
-    loopback_host). Sync (database): call through kernel.aio.db."""
+    loopback_host). Sync (database): call through kernel.aio.db. With the generation of
+    the callers read before (kernel.generations), the caller is kept for later requests
+    (tenants.selectors.caller_cached)."""
     if not raw_key:
         if settings.RBEE_ANONYMOUS_TENANT and loopback_host(host):
             try:
@@ -190,7 +192,7 @@ def authenticate(raw_key: str, host: str = "") -> Caller:
             except KeyRejected:
                 pass
         raise KeyRejected("missing")
-    caller = caller_from_key(raw_key)
+    caller = caller_from_key(raw_key, generation)
     _touch(caller)
     return caller
 
@@ -398,7 +400,11 @@ async def run(request: HttpRequest, resource: Resource[Body]) -> HttpResponseBas
     raw_key = bearer(request)
     if not raw_key and not settings.RBEE_ANONYMOUS_TENANT:
         raise KeyRejected("missing")  # not even a trip to the database
-    body, target, work = await db(_prepare, raw_key, request, resource)  # 1-4
+    # 1 without the database when this process resolved the key before and no key, tenant
+    # or plan changed since, on any replica (tenants.selectors.caller_cached).
+    generation = await generations.current(CALLERS) if raw_key else None
+    known = caller_cached(raw_key, generation) if raw_key else None
+    body, target, work = await db(_prepare, raw_key, request, resource, known, generation)  # 1-4
     scheduled, slot = await _schedule(request, target, work)  # 5-7
     job = _job(target, scheduled, slot, resource.task, work, arrived)  # 8, 9
     request.rbee_job = job  # type: ignore[attr-defined]  # how a stream ended (_streamed)
@@ -447,9 +453,17 @@ TASK_MODALITY: dict[str, str] = {
 
 
 def _prepare(
-    raw_key: str, request: HttpRequest, resource: Resource[Body]
+    raw_key: str,
+    request: HttpRequest,
+    resource: Resource[Body],
+    known: Caller | None = None,
+    generation: object = None,
 ) -> tuple[Body, Target, Work]:
-    caller = authenticate(raw_key, request.META.get("HTTP_HOST", ""))
+    if known is not None:
+        caller = known
+        _touch(caller)
+    else:
+        caller = authenticate(raw_key, request.META.get("HTTP_HOST", ""), generation)
     body = resource.parse(request)
     model = _resolve(resource.model(body), resource.capability)
     # The metrics' label: a catalog model's name (the database's, never the body's).
