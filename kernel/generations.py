@@ -145,6 +145,20 @@ async def current(name: str) -> tuple[int, int] | None:
     return (int(raw or 0), local)
 
 
+async def current_all(*names: str) -> list[tuple[int, int] | None]:
+    """`current` of several names in one read (one MGET on Redis)."""
+    locals_ = [_local.get(n, 0) for n in names]
+    url = _redis_url()
+    if not url:
+        return [(_file_generation(n), loc) for n, loc in zip(names, locals_, strict=True)]
+    try:
+        raws = await _async_client(url).mget([KEY_PREFIX + n for n in names])
+    except Exception as exc:
+        logger.warning("could not read generations %s: %s", ", ".join(names), exc)
+        return [None for _ in names]
+    return [(int(raw or 0), loc) for raw, loc in zip(raws, locals_, strict=True)]
+
+
 def current_sync(name: str) -> tuple[int, int] | None:
     """`current` for sync code (a thread, the CLI)."""
     local = _local.get(name, 0)
