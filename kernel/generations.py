@@ -34,7 +34,9 @@ from django.conf import settings
 
 logger = logging.getLogger("kernel.generations")
 
-KEY_PREFIX = "rbee:gen:"
+
+def _key(name: str) -> str:
+    return str(getattr(settings, "RBEE_GENERATIONS_PREFIX", "rbee:gen:")) + name
 
 
 def _redis_url() -> str:
@@ -43,7 +45,7 @@ def _redis_url() -> str:
 
 def _path(name: str) -> Path:
     folder = Path(settings.RBEE_HOME) / "generations"
-    return folder / name
+    return folder / _key(name).replace(":", "_").replace("/", "_")
 
 
 # --- embedded: a file's modification time --------------------------------------------------
@@ -117,7 +119,7 @@ def bump(name: str) -> None:
     try:
         url = _redis_url()
         if url:
-            _sync_client(url).incr(KEY_PREFIX + name)
+            _sync_client(url).incr(_key(name))
         else:
             _file_bump(name)
     except Exception:
@@ -138,7 +140,7 @@ async def current(name: str) -> tuple[int, int] | None:
     if not url:
         return (_file_generation(name), local)
     try:
-        raw = await _async_client(url).get(KEY_PREFIX + name)
+        raw = await _async_client(url).get(_key(name))
     except Exception as exc:
         logger.warning("could not read generation %s: %s", name, exc)
         return None
@@ -152,7 +154,7 @@ async def current_all(*names: str) -> list[tuple[int, int] | None]:
     if not url:
         return [(_file_generation(n), loc) for n, loc in zip(names, locals_, strict=True)]
     try:
-        raws = await _async_client(url).mget([KEY_PREFIX + n for n in names])
+        raws = await _async_client(url).mget([_key(n) for n in names])
     except Exception as exc:
         logger.warning("could not read generations %s: %s", ", ".join(names), exc)
         return [None for _ in names]
@@ -166,7 +168,7 @@ def current_sync(name: str) -> tuple[int, int] | None:
     if not url:
         return (_file_generation(name), local)
     try:
-        raw = _sync_client(url).get(KEY_PREFIX + name)
+        raw = _sync_client(url).get(_key(name))
     except Exception as exc:
         logger.warning("could not read generation %s: %s", name, exc)
         return None

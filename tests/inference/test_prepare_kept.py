@@ -7,6 +7,7 @@ an alias) sends the next one back to it, where it sees the change. Runs on both 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +26,14 @@ from tenants.models import ApiKey
 from tenants.services import api_key_create, api_key_revoke, tenant_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _own_generations(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counters of this test's own: other test processes on the same Redis (or RBEE_HOME)
+    bump the shared ones whenever they create a tenant or a hive."""
+    settings.RBEE_GENERATIONS_PREFIX = f"test-{uuid.uuid4().hex[:12]}:gen:"
+    monkeypatch.setattr(hive_selectors, "FLEET_CACHE_MAX_AGE_S", 600.0)  # a loaded machine
 
 
 def _request(model: str, body: dict[str, Any] | None = None) -> Any:

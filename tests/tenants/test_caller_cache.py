@@ -6,6 +6,7 @@ on PostgreSQL + Redis."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +29,13 @@ from tenants.services import (
 )
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _own_generations(settings: Any) -> None:
+    """Counters of this test's own: other test processes on the same Redis (or RBEE_HOME)
+    bump the shared ones whenever they create a tenant."""
+    settings.RBEE_GENERATIONS_PREFIX = f"test-{uuid.uuid4().hex[:12]}:gen:"
 
 
 def gen() -> object:
