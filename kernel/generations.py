@@ -110,19 +110,39 @@ def _async_client(url: str) -> Any:
         return client
 
 
+# After a Redis call failed, the next ones within this window fail at once (as the channel
+# layer's sends do, kernel/channel_layer.py): a Redis that is down or blackholed costs one
+# timeout, not one per request or per write.
+FAIL_FAST_S = 2.0
+_down_until = 0.0
+
+
+def _redis_down() -> bool:
+    return time.monotonic() < _down_until
+
+
+def _failed() -> None:
+    global _down_until
+    _down_until = time.monotonic() + FAIL_FAST_S
+
+
 # --- the interface --------------------------------------------------------------------------
 
 
 def bump(name: str) -> None:
     """Mark the rows behind generation `name` as changed, for every process. Never raises:
     a failure is logged (the caches' own age limit still bounds how long they are kept)."""
+    url = _redis_url()
     try:
-        url = _redis_url()
-        if url:
+        if not url:
+            _file_bump(name)
+        elif not _redis_down():
             _sync_client(url).incr(_key(name))
         else:
-            _file_bump(name)
+            logger.warning("could not bump generation %s: Redis is not answering", name)
     except Exception:
+        if url:
+            _failed()
         logger.exception("could not bump generation %s", name)
     _local[name] = _local.get(name, 0) + 1
 
@@ -139,9 +159,12 @@ async def current(name: str) -> tuple[int, int] | None:
     url = _redis_url()
     if not url:
         return (_file_generation(name), local)
+    if _redis_down():
+        return None
     try:
         raw = await _async_client(url).get(_key(name))
     except Exception as exc:
+        _failed()
         logger.warning("could not read generation %s: %s", name, exc)
         return None
     return (int(raw or 0), local)
@@ -153,9 +176,12 @@ async def current_all(*names: str) -> list[tuple[int, int] | None]:
     url = _redis_url()
     if not url:
         return [(_file_generation(n), loc) for n, loc in zip(names, locals_, strict=True)]
+    if _redis_down():
+        return [None for _ in names]
     try:
         raws = await _async_client(url).mget([_key(n) for n in names])
     except Exception as exc:
+        _failed()
         logger.warning("could not read generations %s: %s", ", ".join(names), exc)
         return [None for _ in names]
     return [(int(raw or 0), loc) for raw, loc in zip(raws, locals_, strict=True)]
@@ -167,9 +193,12 @@ def current_sync(name: str) -> tuple[int, int] | None:
     url = _redis_url()
     if not url:
         return (_file_generation(name), local)
+    if _redis_down():
+        return None
     try:
         raw = _sync_client(url).get(_key(name))
     except Exception as exc:
+        _failed()
         logger.warning("could not read generation %s: %s", name, exc)
         return None
     return (int(raw or 0), local)

@@ -165,9 +165,18 @@ def test_a_kept_key_is_not_used_past_its_expiry(monkeypatch: pytest.MonkeyPatch)
     assert exc.value.reason == "expired"
 
 
-async def test_an_unreadable_generation_means_nothing_is_used(settings: Any) -> None:
-    """Redis down: the generation cannot be read, and nothing kept may be used."""
+async def test_an_unreadable_generation_means_nothing_is_used(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis down: the generation cannot be read, and nothing kept may be used; for a
+    moment after a failure Redis is not even asked (one timeout, not one per request)."""
+    monkeypatch.setattr(generations, "_down_until", 0.0)  # restored: later tests ask Redis
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
     assert await generations.current(CALLERS) is None
+    assert generations._redis_down()
+    assert await generations.current_all(CALLERS, "fleet") == [None, None]
     assert generations.current_sync(CALLERS) is None
     generations.bump(CALLERS)  # logged, never raised
+    monkeypatch.setattr(generations, "_down_until", 0.0)
+    generations.bump(CALLERS)  # a failed write, logged, never raised
+    assert generations._redis_down()
