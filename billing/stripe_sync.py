@@ -31,7 +31,7 @@ from billing.errors import StripeNotConfigured, StripeUnreachable
 from billing.models import MeterEvent
 from tenants.actors import SYSTEM
 from tenants.models import Tenant
-from tenants.services import tenant_status_audit
+from tenants.services import callers_changed, tenant_status_audit
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +268,7 @@ def past_due_suspend(now: datetime | None = None) -> list[str]:
             Tenant.objects.filter(name__in=names, status=Tenant.Status.PAST_DUE).update(
                 status=Tenant.Status.SUSPENDED
             )
+            callers_changed()
         for t in due:  # one event each, in the transaction that suspended them
             t.status = Tenant.Status.SUSPENDED
             tenant_status_audit(

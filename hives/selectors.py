@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -367,6 +368,64 @@ def placements_for_model(
             )
         )
     return out
+
+
+# --- models and their placements, kept in memory ----------------------------------------
+#
+# Every /v1 request looks up its model and the workers that serve it. Each process keeps
+# what it read per model name, tagged with the generation of FLEET it read before reading
+# (kernel/generations.py); any change to hives, workers, models or aliases bumps it
+# (hives.services.fleet_changed; hives/apps.py for saves and deletes). A hive goes stale
+# by time alone (no write: it stopped sending heartbeats), so an entry is also used for
+# at most FLEET_CACHE_MAX_AGE_S. A placement that went away meanwhile is what dispatch
+# already handles (no acknowledgement: the next worker, placements read again).
+
+FLEET = "fleet"
+FLEET_CACHE_MAX_AGE_S = 1.0
+FLEET_CACHE_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class KeptModel:
+    model: CatalogModel
+    aliases: tuple[str, ...]
+    placements: tuple[Placement, ...]
+    generation: object
+    at: float
+
+
+_kept_models: dict[str, KeptModel] = {}
+
+
+def model_remember(
+    *, name: str, model: CatalogModel, placements: list[Placement], generation: object
+) -> None:
+    """Keep a model looked up by `name` (its name or an alias), its aliases and its
+    placements, as read after `generation` (kernel.generations.current(FLEET))."""
+    if generation is None:
+        return
+    aliases = tuple(model.aliases.values_list("name", flat=True))
+    if len(_kept_models) >= FLEET_CACHE_SIZE:
+        _kept_models.clear()
+    _kept_models[name] = KeptModel(model, aliases, tuple(placements), generation, time.monotonic())
+
+
+def model_cached(*, name: str, generation: object) -> KeptModel | None:
+    """The model named `name` and its placements as kept by this process, if nothing in
+    the fleet changed since and they are fresh; None: read them from the database."""
+    if generation is None:
+        return None
+    kept = _kept_models.get(name)
+    if kept is None or kept.generation != generation:
+        return None
+    if time.monotonic() - kept.at > FLEET_CACHE_MAX_AGE_S:
+        return None
+    return kept
+
+
+def models_forget() -> None:
+    """Drop every model this process keeps (tests; the generation does it otherwise)."""
+    _kept_models.clear()
 
 
 def hive_list_with_workers() -> QuerySet[Hive]:

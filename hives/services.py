@@ -36,8 +36,9 @@ from hives.protocol import (
     WorkerAction,
     WorkerState,
 )
+from hives.selectors import FLEET
 from hives.spec import CPU, Device, ModelArg, SpecError
-from kernel import secrets
+from kernel import generations, secrets
 
 logger = logging.getLogger("hives.services")
 
@@ -45,6 +46,15 @@ logger = logging.getLogger("hives.services")
 # "hive:<name>", or "system". Views and the CLI pass it; the default is "system".
 Actor = Subject | str
 SYSTEM = "system"
+
+
+def fleet_changed() -> None:
+    """Hives, workers, models or aliases changed: every queen process drops the models and
+    placements it keeps (hives.selectors.model_cached), at once and again on commit (as
+    tenants.services.callers_changed). Saves and deletes call it by themselves
+    (hives/apps.py); a queryset `.update()` of them must call it."""
+    generations.bump(FLEET)
+    transaction.on_commit(lambda: generations.bump(FLEET))
 
 
 def _audit(action: AuditAction, hive: Hive | None, actor: Actor, /, **data: Any) -> None:
@@ -459,7 +469,8 @@ def _sync_workers(hive: Hive, workers: Any, *, start: bool = False) -> None:
         )
         seen.add(worker.pk)
     pending.done()
-    Worker.objects.filter(hive=hive).exclude(pk__in=seen).update(state=WorkerState.STOPPED)
+    if Worker.objects.filter(hive=hive).exclude(pk__in=seen).update(state=WorkerState.STOPPED):
+        fleet_changed()
     # Workers it no longer reports stay, stopped, for `rbee worker start`; past the cap
     # the oldest go, so reports naming ever new devices cannot grow the table.
     extra = Worker.objects.filter(hive=hive).exclude(pk__in=seen).order_by("-updated_at", "-pk")
@@ -657,6 +668,7 @@ def hive_disconnected(*, hive_id: int, channel_name: str, code: int | None = Non
             status=Hive.Status.OFFLINE, channel_name=""
         )
         if gone:
+            fleet_changed()
             hive = Hive.objects.get(pk=hive_id)
             _audit(AuditAction.HIVE_DISCONNECT, hive, f"hive:{hive.name}", code=code)
             announce_fleet_change("hive.disconnect")
@@ -680,6 +692,7 @@ def hives_forget_connections(*, channel_marker: str | None = None) -> int:
             _audit(AuditAction.HIVE_DISCONNECT, hive, SYSTEM, reason="queen_stopped")
         if held:
             announce_fleet_change("hive.disconnect")
+            fleet_changed()
         return Hive.objects.filter(pk__in=[h.pk for h in held]).update(
             status=Hive.Status.OFFLINE, channel_name=""
         )

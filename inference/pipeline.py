@@ -70,15 +70,16 @@ from inference.scheduler import (
     admit_async,
     current_policy,
     least_loaded,
+    policy_if_fresh,
     route_async,
     task_map,
 )
 from inference.textparts import ToolCalls, clean_logprobs
-from kernel import __version__, regions
+from kernel import __version__, generations, regions
 from kernel.aio import db
 from kernel.errors import DomainError, Unavailable, store_down
 from tenants.errors import KeyRejected
-from tenants.selectors import Caller, caller_anonymous, caller_from_key
+from tenants.selectors import CALLERS, Caller, caller_anonymous, caller_cached, caller_from_key
 from tenants.services import api_key_touch
 
 logger = logging.getLogger("inference")
@@ -180,10 +181,12 @@ def loopback_host(host_header: str) -> bool:
         return False
 
 
-def authenticate(raw_key: str, host: str = "") -> Caller:
+def authenticate(raw_key: str, host: str = "", generation: object = None) -> Caller:
     """The caller of a bearer key (KeyRejected otherwise); with no key, the open queen's
     anonymous tenant if there is one, for requests addressed to a loopback name only (see
-    loopback_host). Sync (database): call through kernel.aio.db."""
+    loopback_host). Sync (database): call through kernel.aio.db. With the generation of
+    the callers read before (kernel.generations), the caller is kept for later requests
+    (tenants.selectors.caller_cached)."""
     if not raw_key:
         if settings.RBEE_ANONYMOUS_TENANT and loopback_host(host):
             try:
@@ -191,7 +194,7 @@ def authenticate(raw_key: str, host: str = "") -> Caller:
             except KeyRejected:
                 pass
         raise KeyRejected("missing")
-    caller = caller_from_key(raw_key)
+    caller = caller_from_key(raw_key, generation)
     _touch(caller)
     return caller
 
@@ -199,14 +202,18 @@ def authenticate(raw_key: str, host: str = "") -> Caller:
 _touched: dict[int, float] = {}
 
 
+def _touch_due(caller: Caller) -> bool:
+    key_id = caller.api_key_id
+    return key_id is not None and time.monotonic() - _touched.get(key_id, -1e9) >= 60
+
+
 def _touch(caller: Caller) -> None:
     """Keep the key's last-used time, writing at most once a minute per key and process."""
-    key_id = caller.api_key_id
-    now = time.monotonic()
-    if key_id is None or now - _touched.get(key_id, -1e9) < 60:
+    if not _touch_due(caller):
         return
-    _touched[key_id] = now
-    api_key_touch(api_key_id=key_id)
+    assert caller.api_key_id is not None
+    _touched[caller.api_key_id] = time.monotonic()
+    api_key_touch(api_key_id=caller.api_key_id)
 
 
 # --- 2 parse -----------------------------------------------------------------------------
@@ -404,7 +411,7 @@ async def run(request: HttpRequest, resource: Resource[Body]) -> HttpResponseBas
     raw_key = bearer(request)
     if not raw_key and not settings.RBEE_ANONYMOUS_TENANT:
         raise KeyRejected("missing")  # not even a trip to the database
-    body, target, work = await db(_prepare, raw_key, request, resource)  # 1-4
+    body, target, work = await _prepare_async(raw_key, request, resource)  # 1-4
     scheduled, slot = await _schedule(request, target, work)  # 5-7
     job = _job(
         target, scheduled, slot, resource.task, work, arrived, request_ids.ids(request)
@@ -455,34 +462,132 @@ TASK_MODALITY: dict[str, str] = {
 }
 
 
-def _prepare(
+# Bodies up to this size are parsed on the event loop when everything else a request
+# needs is in memory (_prepare_async); larger ones, and uploads, in the database thread.
+LOOP_BODY_BYTES = 64 * 1024
+_NOT_PARSED: Any = object()
+
+
+async def _prepare_async(
     raw_key: str, request: HttpRequest, resource: Resource[Body]
 ) -> tuple[Body, Target, Work]:
-    caller = authenticate(raw_key, request.META.get("HTTP_HOST", ""))
-    body = resource.parse(request)
-    model = _resolve(resource.model(body), resource.capability)
-    # The metrics' label: a catalog model's name (the database's, never the body's).
-    request.rbee_model = model.name  # type: ignore[attr-defined]
-    metrics.MODELS.learn(model.name)
+    """1-4 without leaving the event loop when this process already holds the key's caller
+    (tenants.selectors.caller_cached), the model and its placements
+    (hives.selectors.model_cached) and the scheduler script, none of which changed since
+    on any replica (kernel/generations.py), and the body is a small JSON one; otherwise
+    in one trip to the database (_prepare), which keeps what it read for the next
+    request. The order of checks and errors is the same either way."""
+    if not raw_key:
+        return await db(_prepare, raw_key, request, resource)
+    callers, fleet = await generations.current_all(CALLERS, hive_selectors.FLEET)
+    known = caller_cached(raw_key, callers)
+    parsed = _NOT_PARSED
+    if known is not None and _loop_sized_json(request):
+        parsed = resource.parse(request)  # 400/413/415 here as in the thread
+        fast = _prepare_kept(known, parsed, fleet, request, resource)
+        if fast is not None:
+            return fast
+    return await db(_prepare, raw_key, request, resource, known, callers, fleet, parsed)
+
+
+def _loop_sized_json(request: HttpRequest) -> bool:
+    if media_type(request.META.get("CONTENT_TYPE", "")) != JSON:
+        return False
+    try:
+        size = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return False
+    return 0 < size <= LOOP_BODY_BYTES
+
+
+def _prepare_kept(
+    caller: Caller, body: Body, fleet: object, request: HttpRequest, resource: Resource[Body]
+) -> tuple[Body, Target, Work] | None:
+    """_prepare from what this process keeps, or None when something is not kept or needs
+    the database (a key whose last-used time is due, scopes or plan models to check, an
+    exchange that may be kept, a script due to be checked)."""
+    name = resource.model(body)
+    if name is None or _touch_due(caller) or caller.prompt_retention != exchanges.OFF:
+        return None
+    if resource.bind is not None:
+        return None  # binding reads the database (a stored response)
+    if caller.scope_endpoints or caller.scope_models or caller.allowed_models:
+        return None  # check_access may read the plans
+    kept = hive_selectors.model_cached(name=name, generation=fleet)
+    if kept is None or kept.model.capability != resource.capability or not kept.placements:
+        return None
+    policy = policy_if_fresh(settings.RBEE_SCHEDULER_CHECK_SECONDS)
+    if policy is None:
+        return None
+    return _target(
+        caller, body, kept.model, list(kept.placements), policy, request, resource, keep=""
+    )
+
+
+def _prepare(
+    raw_key: str,
+    request: HttpRequest,
+    resource: Resource[Body],
+    known: Caller | None = None,
+    callers: object = None,
+    fleet: object = None,
+    parsed: Any = _NOT_PARSED,
+) -> tuple[Body, Target, Work]:
+    if known is not None:
+        caller = known
+        _touch(caller)
+    else:
+        caller = authenticate(raw_key, request.META.get("HTTP_HOST", ""), callers)
+    body = resource.parse(request) if parsed is _NOT_PARSED else parsed
+    name = resource.model(body)
+    model = _resolve(name, resource.capability)
     if caller.scope_endpoints or caller.scope_models or caller.allowed_models:
         # Before anything about the model's workers: a caller that may not use it learns
         # nothing of whether it is served right now.
+        _learn(request, model)
         aliases = list(model.aliases.values_list("name", flat=True))
         gate.check_access(caller, TASK_SCOPE[resource.task], model.name, aliases)
     placements = _placements(model, operator=caller.operator)
+    if name is not None:
+        hive_selectors.model_remember(
+            name=name, model=model, placements=placements, generation=fleet
+        )
     policy = current_policy(settings.RBEE_SCHEDULER_CHECK_SECONDS)
     if resource.bind is not None:
         body = resource.bind(body, caller)
+    return _target(caller, body, model, placements, policy, request, resource)
+
+
+def _learn(request: HttpRequest, model: CatalogModel) -> None:
+    # The metrics' label: a catalog model's name (the database's, never the body's).
+    request.rbee_model = model.name  # type: ignore[attr-defined]
+    metrics.MODELS.learn(model.name)
+
+
+def _target(
+    caller: Caller,
+    body: Body,
+    model: CatalogModel,
+    placements: list[Placement],
+    policy: Policy,
+    request: HttpRequest,
+    resource: Resource[Body],
+    keep: str | None = None,
+) -> tuple[Body, Target, Work]:
+    """The rest of 1-4 once the caller, model and placements are known. `keep`: the
+    exchange's basis when already known ("" = not kept), else looked up (database)."""
+    _learn(request, model)
     # The work too, off the loop: an upload's is header parsing and a base64 of up to 25 MB.
     work = resource.work(body, model)
     end_user = getattr(body, "user", None)
     if isinstance(end_user, str) and end_user:
         work = dataclasses.replace(work, end_user=end_user[:256])
-    keep = ""
-    if resource.task in KEEPABLE and caller.prompt_retention != exchanges.OFF:
-        keep = exchanges.basis_for(
-            setting=caller.prompt_retention, tenant=caller.tenant_name, end_user=work.end_user
-        )
+    if keep is None:
+        keep = ""
+        if resource.task in KEEPABLE and caller.prompt_retention != exchanges.OFF:
+            keep = exchanges.basis_for(
+                setting=caller.prompt_retention, tenant=caller.tenant_name, end_user=work.end_user
+            )
     target = Target(caller=caller, model=model, placements=placements, policy=policy, keep=keep)
     return body, target, work
 

@@ -460,6 +460,14 @@ def current_policy(check_every: float) -> Policy:
         return _current
 
 
+def policy_if_fresh(check_every: float) -> Policy | None:
+    """The script in force, if it was checked within `check_every` seconds (no database:
+    safe on the event loop); None when it is due to be checked (current_policy)."""
+    if time.monotonic() - _checked_at < check_every:
+        return _current
+    return None
+
+
 def version_in_force() -> int:
     """The version of the script this process runs (0: none), as last checked."""
     return _current.version

@@ -270,6 +270,12 @@ RBEE_STRIPE_METERS = {
 }
 # The Redis key prefix of rate-limit and quota counters (one per deployment).
 RBEE_LIMITS_PREFIX = env.str("RBEE_LIMITS_PREFIX", default="rbee:lim")
+# The Redis keys of the generation counters that tell every queen process when keys,
+# tenants, plans or the fleet changed (kernel/generations.py); deployments sharing one
+# Redis keep theirs apart by default (the channel prefix).
+RBEE_GENERATIONS_PREFIX = env.str(
+    "RBEE_GENERATIONS_PREFIX", default=env.str("RBEE_CHANNEL_PREFIX", default="rbee") + ":gen:"
+)
 # How long a request holds a concurrency slot without renewing it (running requests
 # renew it every RBEE_USAGE_HEARTBEAT_SECONDS; a dead queen's requests lose it).
 RBEE_CONCURRENCY_LEASE_SECONDS = env.float("RBEE_CONCURRENCY_LEASE_SECONDS", default=600.0)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.db.models import QuerySet
@@ -96,8 +98,10 @@ _PLAN_FIELDS = (
 )
 
 
-def caller_from_key(plaintext: str) -> Caller:
-    """Resolve a bearer key to its caller, or raise KeyRejected."""
+def caller_from_key(plaintext: str, generation: object = None) -> Caller:
+    """Resolve a bearer key to its caller, or raise KeyRejected. With the generation of
+    CALLERS read before this call (kernel.generations.current), the answer is kept for
+    `caller_cached`."""
     prefix = secrets.parse_prefix(ApiKey.KIND, plaintext)
     if prefix is None:
         secrets.matches(plaintext, _DUMMY_DIGEST)  # same work either way
@@ -138,7 +142,7 @@ def caller_from_key(plaintext: str) -> Caller:
     if key.tenant.status == Tenant.Status.SUSPENDED:
         raise KeyRejected("suspended")
     scopes = key.scopes if isinstance(key.scopes, dict) else {}
-    return _caller(
+    caller = _caller(
         key.tenant,
         api_key_id=key.id,
         api_key_prefix=key.prefix,
@@ -147,6 +151,70 @@ def caller_from_key(plaintext: str) -> Caller:
         operator=scopes.get("operator") is True,
         data_regions=tuple(r for r in (key.tenant.data_region, key.data_region) if r),
     )
+    if generation is not None:
+        _remember(prefix, generation, key.key_hash, key.expires_at, caller)
+    return caller
+
+
+# --- the callers of keys, kept in memory ------------------------------------------------
+#
+# Every /v1 request resolves its bearer key; reading the key, its tenant and plan from the
+# database is the largest part of what the queen adds to a request. So each process keeps
+# the callers it resolved, each entry tagged with the generation of CALLERS it read before
+# reading the rows. Anything that changes a key, a tenant or a plan bumps that generation
+# (tenants.services.callers_changed; tenants/apps.py for saves made elsewhere, such as the
+# admin), in every process at once (kernel/generations.py): a revoked key, a suspended
+# tenant or a changed plan takes effect with the next request on every replica. The key
+# itself is still checked against its stored hash in constant time on every request, and
+# an entry also ends when its key expires or after CALLER_CACHE_MAX_AGE_S.
+
+CALLERS = "callers"
+CALLER_CACHE_MAX_AGE_S = 60.0
+CALLER_CACHE_SIZE = 10_000
+
+
+@dataclass(frozen=True)
+class _Kept:
+    generation: object
+    key_hash: str
+    expires_at: datetime | None
+    caller: Caller
+    at: float
+
+
+_kept: dict[str, _Kept] = {}
+
+
+def _remember(
+    prefix: str, generation: object, key_hash: str, expires_at: datetime | None, caller: Caller
+) -> None:
+    if len(_kept) >= CALLER_CACHE_SIZE:
+        _kept.clear()  # a flood of distinct keys: start again rather than grow
+    _kept[prefix] = _Kept(generation, key_hash, expires_at, caller, time.monotonic())
+
+
+def caller_cached(plaintext: str, generation: object) -> Caller | None:
+    """The caller of a key resolved earlier by this process, if nothing about keys,
+    tenants or plans changed since (the generation is the same) and the key is still
+    within its expiry; None: ask the database (caller_from_key)."""
+    if generation is None:
+        return None
+    prefix = secrets.parse_prefix(ApiKey.KIND, plaintext)
+    kept = _kept.get(prefix) if prefix is not None else None
+    if kept is None or kept.generation != generation:
+        return None
+    if time.monotonic() - kept.at > CALLER_CACHE_MAX_AGE_S:
+        return None
+    if not secrets.matches(plaintext, kept.key_hash):
+        return None  # the database path answers (and spends the same work) for a bad key
+    if kept.expires_at is not None and kept.expires_at <= timezone.now():
+        return None
+    return kept.caller
+
+
+def callers_forget() -> None:
+    """Drop every caller this process keeps (tests; the generation does it otherwise)."""
+    _kept.clear()
 
 
 def effective_limits(tenant: Tenant) -> dict[str, int | None]:

@@ -14,13 +14,25 @@ from django.utils.text import slugify
 
 from gdpr import audit, subjects
 from gdpr.actions import AuditAction
-from kernel import regions, secrets
+from kernel import generations, regions, secrets
 from tenants.actors import SYSTEM, Actor, user_subject
 from tenants.errors import TenantError, TenantErrorCode
 from tenants.models import OPERATOR_AREAS, ApiKey, Invitation, Membership, Plan, Tenant
+from tenants.selectors import CALLERS
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
+
+
+def callers_changed() -> None:
+    """Keys, tenants or plans changed: every queen process drops the callers it keeps
+    (tenants.selectors.caller_cached). At once, so that a reader in this transaction's
+    process refills from the database; and again once the transaction commits, so that
+    a reader that refilled meanwhile from the rows before the commit is dropped too.
+    Saves and deletes of those models call it by themselves (tenants/apps.py); a
+    queryset `.update()` of them must call it."""
+    generations.bump(CALLERS)
+    transaction.on_commit(lambda: generations.bump(CALLERS))
 
 
 def _check_region(region: str, param: str = "data_region") -> str:
@@ -434,6 +446,7 @@ def api_key_revoke(*, api_key: ApiKey, actor: Actor = SYSTEM) -> ApiKey:
             revoked_at=timezone.now()
         )
         if revoked:
+            callers_changed()
             audit.record(
                 AuditAction.KEY_REVOKE,
                 actor=actor,

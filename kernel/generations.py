@@ -1,0 +1,204 @@
+"""Generation counters: how every queen process learns that data it keeps in memory changed.
+
+A process that caches rows read on the request path (the callers of API keys: tenants/
+selectors.py) tags each entry with the generation it read *before* reading the rows, and
+uses the entry only while the generation is still the same. Whoever changes those rows
+calls `bump(name)` (at once, and again once the transaction commits), from any process:
+the queen, the CLI, a Celery worker, the admin.
+
+Where the counter lives follows the deployment:
+
+* embedded default: a file under RBEE_HOME, whose modification time (ns) is the
+  generation; reading it is one `stat` (a few microseconds, no thread hop), and every
+  process on the machine sees a bump at once;
+* PostgreSQL + Redis (RBEE_REDIS_URL): a Redis key that `bump` INCRs; reading it is one
+  GET per request on the event loop, so a key revoked on any replica stops on every
+  replica with the next request (no broadcast to miss, no time window).
+
+When the counter cannot be read (Redis down), `current` answers None and callers go to
+the database as if nothing were cached: never a stale answer because the signal was lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+logger = logging.getLogger("kernel.generations")
+
+
+def _key(name: str) -> str:
+    return str(getattr(settings, "RBEE_GENERATIONS_PREFIX", "rbee:gen:")) + name
+
+
+def _redis_url() -> str:
+    return str(getattr(settings, "REDIS_URL", "") or "")
+
+
+def _path(name: str) -> Path:
+    folder = Path(settings.RBEE_HOME) / "generations"
+    return folder / _key(name).replace(":", "_").replace("/", "_")
+
+
+# --- embedded: a file's modification time --------------------------------------------------
+
+
+def _file_generation(name: str) -> int:
+    try:
+        return os.stat(_path(name)).st_mtime_ns
+    except FileNotFoundError:
+        return 0
+
+
+def _file_bump(name: str) -> None:
+    path = _path(name)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    now = time.time_ns()
+    try:
+        before = os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        path.touch(mode=0o600)
+        before = 0
+    # Always forward, even when two bumps fall on one clock tick or the clock went back.
+    stamp = max(now, before + 1)
+    os.utime(path, ns=(stamp, stamp))
+
+
+# --- PostgreSQL + Redis: a Redis counter ---------------------------------------------------
+
+_sync_clients: dict[str, Any] = {}
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+    weakref.WeakKeyDictionary()
+)
+_lock = threading.Lock()
+
+
+def _sync_client(url: str) -> Any:
+    with _lock:
+        client = _sync_clients.get(url)
+        if client is None:
+            import redis
+
+            timeout = float(getattr(settings, "RBEE_REDIS_TIMEOUT", 3.0))
+            client = redis.Redis.from_url(
+                url, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
+            _sync_clients[url] = client
+        return client
+
+
+def _async_client(url: str) -> Any:
+    loop = asyncio.get_running_loop()
+    with _lock:
+        client = _async_clients.get(loop)
+        if client is None:
+            import redis.asyncio as aioredis
+
+            timeout = float(getattr(settings, "RBEE_REDIS_TIMEOUT", 3.0))
+            client = aioredis.Redis.from_url(
+                url, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
+            _async_clients[loop] = client
+        return client
+
+
+# After a Redis call failed, the next ones within this window fail at once (as the channel
+# layer's sends do, kernel/channel_layer.py): a Redis that is down or blackholed costs one
+# timeout, not one per request or per write.
+FAIL_FAST_S = 2.0
+_down_until = 0.0
+
+
+def _redis_down() -> bool:
+    return time.monotonic() < _down_until
+
+
+def _failed() -> None:
+    global _down_until
+    _down_until = time.monotonic() + FAIL_FAST_S
+
+
+# --- the interface --------------------------------------------------------------------------
+
+
+def bump(name: str) -> None:
+    """Mark the rows behind generation `name` as changed, for every process. Never raises:
+    a failure is logged (the caches' own age limit still bounds how long they are kept)."""
+    url = _redis_url()
+    try:
+        if not url:
+            _file_bump(name)
+        elif not _redis_down():
+            _sync_client(url).incr(_key(name))
+        else:
+            logger.warning("could not bump generation %s: Redis is not answering", name)
+    except Exception:
+        if url:
+            _failed()
+        logger.exception("could not bump generation %s", name)
+    _local[name] = _local.get(name, 0) + 1
+
+
+# Bumps made by this process: part of the generation, so a bump whose shared write
+# failed still invalidates this process's own entries.
+_local: dict[str, int] = {}
+
+
+async def current(name: str) -> tuple[int, int] | None:
+    """The generation of `name` now (compare for equality only), or None when it cannot
+    be read (then nothing cached may be used)."""
+    local = _local.get(name, 0)
+    url = _redis_url()
+    if not url:
+        return (_file_generation(name), local)
+    if _redis_down():
+        return None
+    try:
+        raw = await _async_client(url).get(_key(name))
+    except Exception as exc:
+        _failed()
+        logger.warning("could not read generation %s: %s", name, exc)
+        return None
+    return (int(raw or 0), local)
+
+
+async def current_all(*names: str) -> list[tuple[int, int] | None]:
+    """`current` of several names in one read (one MGET on Redis)."""
+    locals_ = [_local.get(n, 0) for n in names]
+    url = _redis_url()
+    if not url:
+        return [(_file_generation(n), loc) for n, loc in zip(names, locals_, strict=True)]
+    if _redis_down():
+        return [None for _ in names]
+    try:
+        raws = await _async_client(url).mget([_key(n) for n in names])
+    except Exception as exc:
+        _failed()
+        logger.warning("could not read generations %s: %s", ", ".join(names), exc)
+        return [None for _ in names]
+    return [(int(raw or 0), loc) for raw, loc in zip(raws, locals_, strict=True)]
+
+
+def current_sync(name: str) -> tuple[int, int] | None:
+    """`current` for sync code (a thread, the CLI)."""
+    local = _local.get(name, 0)
+    url = _redis_url()
+    if not url:
+        return (_file_generation(name), local)
+    if _redis_down():
+        return None
+    try:
+        raw = _sync_client(url).get(_key(name))
+    except Exception as exc:
+        _failed()
+        logger.warning("could not read generation %s: %s", name, exc)
+        return None
+    return (int(raw or 0), local)
