@@ -981,6 +981,12 @@ async def respond(call: Call[ResponsesRequest]) -> HttpResponseBase:
     req = call.body
     store = req.store is not False and bool(call.keep)
     out = Output(req, store)
+    if store:
+        # The stored response is this request's kept exchange (the same basis, retention,
+        # export and erasure, and more of it): not kept a second time by the pipeline
+        # (gdpr/exchanges.py). Without `store`, the exchange is kept as chat's is.
+        call.job.after = None
+        call.job.transcript = None
     if req.stream:
         try:
             events = await opened(call.job)

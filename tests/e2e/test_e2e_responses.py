@@ -334,6 +334,28 @@ def test_nothing_is_stored_without_a_retention_basis(echo: Echo) -> None:
     ) == [(0,)]
 
 
+def test_a_stored_response_is_not_also_kept_as_an_exchange(echo: Echo) -> None:
+    """Under a retention basis, a stored response is the request's kept exchange: the
+    pipeline keeps no second copy of the conversation (gdpr_storedexchange); without
+    `store` the exchange is kept as chat's is."""
+    c = echo.tenant("once", retention="contract")
+    stored = c.responses.with_raw_response.create(model=MODEL, input="kept once", user="erin")
+    unstored = c.responses.with_raw_response.create(
+        model=MODEL, input="kept as chat", user="erin", store=False
+    )
+    assert stored.parse().store is True and unstored.parse().store is False
+
+    def kept(raw: Any) -> list[tuple[Any, ...]]:
+        rid = raw.headers["x-request-id"]
+        return echo.dep.sql(f"select count(*) from gdpr_storedexchange where request_id = '{rid}'")
+
+    assert kept(unstored) == [(1,)]
+    assert kept(stored) == [(0,)]
+    assert echo.dep.sql(
+        f"select count(*) from inference_storedresponse where response_id = '{stored.parse().id}'"
+    ) == [(1,)]
+
+
 def test_bad_input_in_openai_error_bodies(echo: Echo) -> None:
     c = echo.tenant("typo")
     cases: list[tuple[dict[str, Any], int, str]] = [
