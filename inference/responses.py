@@ -298,14 +298,22 @@ def items_to_messages(items: list[dict[str, Any]], *, param: str) -> list[dict[s
                 )
             text = _texts(item.get("content"), f"{where}.content")
             messages.append({"role": ROLES[role], "content": text, ORIGIN: where})
-        elif kind == "function_call":
+        elif kind in ("function_call", "custom_tool_call"):
+            if kind == "custom_tool_call":  # its free-text input, as the function's one field
+                raw = item.get("input")
+                if not isinstance(raw, str):
+                    raise bad_request(
+                        f"Invalid value for '{where}.input': a string is required.",
+                        param=f"{where}.input",
+                        code="invalid_value",
+                    )
+                arguments: Any = json.dumps({CUSTOM_INPUT: raw})
+            else:
+                arguments = item.get("arguments") or ""
             call = {
                 "id": _string(item, "call_id", where),
                 "type": "function",
-                "function": {
-                    "name": _string(item, "name", where),
-                    "arguments": item.get("arguments") or "",
-                },
+                "function": {"name": _string(item, "name", where), "arguments": arguments},
             }
             if not isinstance(call["function"]["arguments"], str):  # type: ignore[index]
                 raise bad_request(
@@ -322,7 +330,7 @@ def items_to_messages(items: list[dict[str, Any]], *, param: str) -> list[dict[s
                 messages.append(
                     {"role": "assistant", "content": None, "tool_calls": [call], ORIGIN: where}
                 )
-        elif kind == "function_call_output":
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             output = item.get("output")
             text = _texts(output, f"{where}.output")
             messages.append(
@@ -338,26 +346,65 @@ def items_to_messages(items: list[dict[str, Any]], *, param: str) -> list[dict[s
         else:
             raise bad_request(
                 f"Input items of type {kind!r} are not supported by this server; send "
-                "'message', 'function_call' and 'function_call_output' items.",
+                "'message', 'function_call', 'function_call_output', 'custom_tool_call' and "
+                "'custom_tool_call_output' items.",
                 param=f"{where}.type",
                 code="unsupported_parameter" if isinstance(kind, str) else "invalid_value",
             )
     return messages
 
 
+# A freeform `custom` tool (Codex's apply_patch) is offered to the model as a function
+# taking its free text in one string field; the call is answered as a custom_tool_call
+# whose `input` is that text, and a custom_tool_call in the history goes back the same way.
+# The tool's grammar is shown to the model in the description, not enforced.
+CUSTOM_INPUT = "input"
+CUSTOM_FORMATS = ("text", "grammar")
+
+
+def _custom_function(tool: dict[str, Any], where: str) -> dict[str, Any]:
+    fmt = tool.get("format") or {"type": "text"}
+    if not isinstance(fmt, dict) or fmt.get("type") not in CUSTOM_FORMATS:
+        raise bad_request(
+            f"Invalid value for '{where}.format': a format of type 'text' or 'grammar' is "
+            "required.",
+            param=f"{where}.format",
+            code="invalid_value",
+        )
+    about = str(tool.get("description") or "")
+    if fmt["type"] == "grammar" and isinstance(fmt.get("definition"), str):
+        about += (
+            f"\n\nThe '{CUSTOM_INPUT}' text follows this {fmt.get('syntax', '')} grammar:\n"
+            + fmt["definition"]
+        )
+    parameters = {
+        "type": "object",
+        "properties": {CUSTOM_INPUT: {"type": "string", "description": "The tool's input."}},
+        "required": [CUSTOM_INPUT],
+        "additionalProperties": False,
+    }
+    fn: dict[str, Any] = {"name": _string(tool, "name", where), "parameters": parameters}
+    if about.strip():
+        fn["description"] = about.strip()
+    return fn
+
+
 def _tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
-    """Responses function tools as chat tools; every other type (hosted tools such as
-    web_search or file_search, Codex's local_shell, freeform `custom` tools) is refused:
-    these models can only call functions that the client runs."""
+    """Responses function tools and freeform `custom` tools as chat tools; every other
+    type (hosted tools such as web_search or file_search, Codex's local_shell) is
+    refused: these models can only call tools that the client runs."""
     if not tools:
         return None
     out = []
     for i, tool in enumerate(tools):
         ttype = tool.get("type")
+        if ttype == "custom":
+            out.append({"type": "function", "function": _custom_function(tool, f"tools[{i}]")})
+            continue
         if ttype != "function":
             raise bad_request(
                 f"Tools of type {ttype!r} are not supported by this server: only 'function' "
-                "tools are (the model asks, your code runs them).",
+                "and 'custom' tools are (the model asks, your code runs them).",
                 param=f"tools[{i}].type",
                 code="unsupported_tool_type",
             )
@@ -367,6 +414,22 @@ def _tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
                 fn[key] = tool[key]
         out.append({"type": "function", "function": fn})
     return out
+
+
+def _custom_names(tools: list[dict[str, Any]] | None) -> set[str]:
+    return {str(t.get("name")) for t in tools or () if t.get("type") == "custom"}
+
+
+def _custom_input(arguments: str) -> str:
+    """A custom tool's free text from the function call's arguments (the model's raw
+    arguments where they are not the one-field object asked for)."""
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return arguments
+    if isinstance(value, dict) and isinstance(value.get(CUSTOM_INPUT), str):
+        return str(value[CUSTOM_INPUT])
+    return arguments
 
 
 def _tool_choice(choice: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
@@ -379,10 +442,10 @@ def _tool_choice(choice: str | dict[str, Any] | None) -> str | dict[str, Any] | 
                 code="invalid_value",
             )
         return choice
-    if choice.get("type") != "function":
+    if choice.get("type") not in ("function", "custom"):
         raise bad_request(
             f"Invalid value for 'tool_choice.type': {choice.get('type')!r}; only function "
-            "tools are supported by this server.",
+            "and custom tools are supported by this server.",
             param="tool_choice.type",
             code="unsupported_tool_type",
         )
@@ -540,6 +603,7 @@ class Output:
         self.items: list[_Item] = []
         self.message: _Item | None = None  # the message item being written
         self.calls: dict[int, _Item] = {}  # function calls by their chat index
+        self.custom = _custom_names(req.tools)  # answered as custom_tool_call items
         self.pieces = ToolCalls()
         self.seq = 0
         self.status = "in_progress"
@@ -589,6 +653,13 @@ class Output:
             "tool_choice": "auto" if req.tool_choice is None else req.tool_choice,
             "tools": [
                 {
+                    "type": "custom",
+                    "name": t.get("name"),
+                    "description": t.get("description"),
+                    "format": t.get("format") or {"type": "text"},
+                }
+                if t.get("type") == "custom"
+                else {
                     "type": "function",
                     "name": t.get("name"),
                     "description": t.get("description"),
@@ -690,20 +761,31 @@ class Output:
         item = self.calls.get(index)
         if item is None:
             out += self._close_message("completed")
-            body = {
-                "id": _id("fc"),
-                "type": "function_call",
-                "status": "in_progress",
-                "arguments": "",
-                "call_id": piece["id"],
-                "name": fn["name"],
-            }
+            if fn["name"] in self.custom:
+                body = {
+                    "id": _id("ctc"),
+                    "type": "custom_tool_call",
+                    "call_id": piece["id"],
+                    "name": fn["name"],
+                    "input": "",
+                }
+            else:
+                body = {
+                    "id": _id("fc"),
+                    "type": "function_call",
+                    "status": "in_progress",
+                    "arguments": "",
+                    "call_id": piece["id"],
+                    "name": fn["name"],
+                }
             item, added = self._add(body)
             self.calls[index] = item
             out += added
         pieces = fn.get("arguments")
         if isinstance(pieces, str) and pieces:
             item.text.append(pieces)
+            if item.body["type"] == "custom_tool_call":
+                return out  # its input is known once the arguments are whole
             out.append(
                 self.event(
                     "response.function_call_arguments.delta",
@@ -720,9 +802,20 @@ class Output:
             if not item.open:
                 continue
             arguments = "".join(item.text)
-            item.body.update(status="completed", arguments=arguments)
             item.open = False
             at = {"item_id": item.body["id"], "output_index": self._index(item)}
+            if item.body["type"] == "custom_tool_call":
+                text = _custom_input(arguments)
+                item.body.update(input=text)
+                out += [
+                    self.event("response.custom_tool_call_input.delta", **at, delta=text),
+                    self.event("response.custom_tool_call_input.done", **at, input=text),
+                    self.event(
+                        "response.output_item.done", output_index=self._index(item), item=item.body
+                    ),
+                ]
+                continue
+            item.body.update(status="completed", arguments=arguments)
             out += [
                 self.event(
                     "response.function_call_arguments.done",
@@ -807,7 +900,13 @@ def _input_items(req: ResponsesRequest) -> list[dict[str, Any]]:
         if isinstance(item.get("content"), str):
             part = "output_text" if item.get("role") == "assistant" else "input_text"
             item["content"] = [{"type": part, "text": item["content"]}]
-        prefix = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}
+        prefix = {
+            "message": "msg",
+            "function_call": "fc",
+            "function_call_output": "fco",
+            "custom_tool_call": "ctc",
+            "custom_tool_call_output": "ctco",
+        }
         item.setdefault("id", _id(prefix.get(str(kind), "item")))
         items.append(item)
     return items
@@ -882,6 +981,12 @@ async def respond(call: Call[ResponsesRequest]) -> HttpResponseBase:
     req = call.body
     store = req.store is not False and bool(call.keep)
     out = Output(req, store)
+    if store:
+        # The stored response is this request's kept exchange (the same basis, retention,
+        # export and erasure, and more of it): not kept a second time by the pipeline
+        # (gdpr/exchanges.py). Without `store`, the exchange is kept as chat's is.
+        call.job.after = None
+        call.job.transcript = None
     if req.stream:
         try:
             events = await opened(call.job)

@@ -46,7 +46,18 @@ def response_export(subject: subjects.Subject) -> list[dict[str, Any]]:
 
 
 def response_erase(subject: subjects.Subject) -> providers.Erased:
-    n, _ = StoredResponse.objects.filter(subject=str(subject)).delete()
+    """The subject's stored responses, and every later turn that continued one of them
+    (its `history` is a copy of theirs), whoever that turn's end user was. A response
+    id is unique, and a turn continues only its own tenant's (responses.bind)."""
+    found = set(
+        StoredResponse.objects.filter(subject=str(subject)).values_list("response_id", flat=True)
+    )
+    erase = set(found)
+    while found:
+        later = StoredResponse.objects.filter(body__previous_response_id__in=sorted(found))
+        found = set(later.values_list("response_id", flat=True)) - erase
+        erase |= found
+    n, _ = StoredResponse.objects.filter(response_id__in=sorted(erase)).delete()
     return providers.Erased(store="inference.responses", deleted=n)
 
 

@@ -104,8 +104,18 @@ def stored_response_create(
 ) -> StoredResponse:
     """Keep one Responses API response for the tenant (idempotent per id), until the
     tenant's retention days have passed. The caller decided the basis (consent or
-    contract: gdpr.exchanges.basis_for)."""
+    contract: gdpr.exchanges.basis_for). A turn that names no end user but continues a
+    stored response (its `history` holds that conversation) is that end user's too, so
+    their export and erasure find it."""
     subject = str(subjects.end_user(tenant, end_user)) if end_user else ""
+    previous = body.get("previous_response_id")
+    if not subject and previous:
+        subject = (
+            StoredResponse.objects.filter(tenant_id=tenant_id, response_id=previous)
+            .values_list("subject", flat=True)
+            .first()
+            or ""
+        )
     row, _ = StoredResponse.objects.get_or_create(
         response_id=response_id,
         defaults={

@@ -334,6 +334,28 @@ def test_nothing_is_stored_without_a_retention_basis(echo: Echo) -> None:
     ) == [(0,)]
 
 
+def test_a_stored_response_is_not_also_kept_as_an_exchange(echo: Echo) -> None:
+    """Under a retention basis, a stored response is the request's kept exchange: the
+    pipeline keeps no second copy of the conversation (gdpr_storedexchange); without
+    `store` the exchange is kept as chat's is."""
+    c = echo.tenant("once", retention="contract")
+    stored = c.responses.with_raw_response.create(model=MODEL, input="kept once", user="erin")
+    unstored = c.responses.with_raw_response.create(
+        model=MODEL, input="kept as chat", user="erin", store=False
+    )
+    assert stored.parse().store is True and unstored.parse().store is False
+
+    def kept(raw: Any) -> list[tuple[Any, ...]]:
+        rid = raw.headers["x-request-id"]
+        return echo.dep.sql(f"select count(*) from gdpr_storedexchange where request_id = '{rid}'")
+
+    assert kept(unstored) == [(1,)]
+    assert kept(stored) == [(0,)]
+    assert echo.dep.sql(
+        f"select count(*) from inference_storedresponse where response_id = '{stored.parse().id}'"
+    ) == [(1,)]
+
+
 def test_bad_input_in_openai_error_bodies(echo: Echo) -> None:
     c = echo.tenant("typo")
     cases: list[tuple[dict[str, Any], int, str]] = [
@@ -438,6 +460,61 @@ def test_a_recorded_codex_cli_request_succeeds(echo: Echo) -> None:
     assert events[-1]["response"]["output"][0]["content"][0]["text"] == "thanks, now stop"
     with pytest.raises(openai.NotFoundError):  # store false: nothing kept
         c.responses.retrieve(events[-1]["response"]["id"])
+
+
+FREEFORM_APPLY_PATCH = {  # as Codex CLI sends apply_patch to the models it gives it freeform
+    "type": "custom",
+    "name": "apply_patch",
+    "description": "Use the `apply_patch` tool to edit files. This is a FREEFORM tool, so do "
+    "not wrap the patch in JSON.",
+    "format": {
+        "type": "grammar",
+        "syntax": "lark",
+        "definition": 'start: begin_patch hunk+ end_patch\nbegin_patch: "*** Begin Patch" LF\n'
+        'end_patch: "*** End Patch" LF?\nhunk: /(.|\\n)+/\n%import common.LF\n',
+    },
+}
+
+
+def test_codex_freeform_apply_patch_is_a_custom_tool_call(echo: Echo) -> None:
+    """Codex's freeform apply_patch (a `custom` tool): the model calls it, the answer is a
+    custom_tool_call with its free-text input, and the next turn's custom_tool_call and
+    custom_tool_call_output items continue the conversation."""
+    c = echo.tenant("patcher")
+    body = json.loads(CODEX.read_text())
+    body["model"] = MODEL
+    body["tools"] = [t if t["name"] != "apply_patch" else FREEFORM_APPLY_PATCH
+                     for t in body["tools"]]  # fmt: skip
+    body["input"].append({"role": "user", "content": "call apply_patch"})
+    url = f"{echo.queen.url}/v1/responses"
+    headers = {"Authorization": f"Bearer {c.api_key}", "Accept": "text/event-stream"}
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=60) as r:
+        assert r.status_code == 200, r.read()
+        events = sse_events(r)
+    types = [e["type"] for e in events]
+    assert types == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.custom_tool_call_input.delta",
+        "response.custom_tool_call_input.done",
+        "response.output_item.done",
+        "response.completed",
+    ], types
+    final = events[-1]["response"]
+    (call,) = final["output"]
+    assert call["type"] == "custom_tool_call" and call["name"] == "apply_patch"
+    assert call["input"] == "x"  # the echo engine's sample string (docs/tools.md)
+    assert events[4]["input"] == call["input"] and events[4]["item_id"] == call["id"]
+    assert FREEFORM_APPLY_PATCH in final["tools"]
+
+    body["input"] += [
+        call,
+        {"type": "custom_tool_call_output", "call_id": call["call_id"],
+         "output": "Success. Updated a.txt"},
+    ]  # fmt: skip
+    answer = c.responses.create(**{**body, "stream": False})
+    assert answer.output_text == "Success. Updated a.txt"
 
 
 # --- the bundled SmolLM2 ------------------------------------------------------------------

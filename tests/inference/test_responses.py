@@ -118,8 +118,11 @@ def test_text_format_becomes_response_format() -> None:
     ("body", "param", "code"),
     [
         ({"tools": [{"type": "web_search"}]}, "tools[0].type", "unsupported_tool_type"),
-        ({"tools": [{"type": "custom", "name": "apply_patch"}]}, "tools[0].type",
-         "unsupported_tool_type"),
+        ({"tools": [{"type": "custom", "name": "apply_patch", "format": {"type": "regex"}}]},
+         "tools[0].format", "invalid_value"),
+        ({"tools": [{"type": "custom"}]}, "tools[0].name", "missing_required_parameter"),
+        ({"input": [{"type": "custom_tool_call", "call_id": "c", "name": "t", "input": 1}]},
+         "input[0].input", "invalid_value"),
         ({"tools": [{"type": "local_shell"}]}, "tools[0].type", "unsupported_tool_type"),
         ({"tools": [{"type": "function"}]}, "tools[0].name", "missing_required_parameter"),
         ({"tool_choice": "sometimes"}, "tool_choice", "invalid_value"),
@@ -313,3 +316,78 @@ def test_length_is_incomplete_and_errors_are_failed() -> None:
     failed = out.failed(exc.value)[-1]
     assert failed["type"] == "response.failed"
     assert failed["response"]["error"] == {"code": "unsupported_parameter", "message": "no"}
+
+
+APPLY_PATCH = {
+    "type": "custom",
+    "name": "apply_patch",
+    "description": "Use the `apply_patch` tool to edit files.",
+    "format": {"type": "grammar", "syntax": "lark", "definition": 'start: "*** Begin Patch"'},
+}
+
+
+def test_a_custom_tool_is_a_function_of_one_string_and_its_history_goes_back() -> None:
+    r = req(
+        tools=[APPLY_PATCH],
+        tool_choice={"type": "custom", "name": "apply_patch"},
+        input=[
+            {"role": "user", "content": "fix it"},
+            {"type": "custom_tool_call", "call_id": "call_p", "name": "apply_patch",
+             "input": "*** Begin Patch\n*** End Patch"},
+            {"type": "custom_tool_call_output", "call_id": "call_p", "output": "Done!"},
+        ],
+    )  # fmt: skip
+    chat = responses.chat_request(r)
+    assert chat.tools is not None
+    fn = chat.tools[0].function
+    assert fn.name == "apply_patch"
+    assert fn.parameters == {
+        "type": "object",
+        "properties": {"input": {"type": "string", "description": "The tool's input."}},
+        "required": ["input"],
+        "additionalProperties": False,
+    }
+    assert fn.description is not None and '"*** Begin Patch"' in fn.description
+    assert responses._tool_choice({"type": "custom", "name": "apply_patch"}) == {
+        "type": "function",
+        "function": {"name": "apply_patch"},
+    }
+    messages = schemas.chat_job_request(chat)["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool"]
+    call = messages[1]["tool_calls"][0]
+    assert json.loads(call["function"]["arguments"]) == {"input": "*** Begin Patch\n*** End Patch"}
+    assert (messages[2]["tool_call_id"], messages[2]["content"]) == ("call_p", "Done!")
+
+
+def test_a_custom_tool_call_is_answered_as_a_custom_tool_call_item() -> None:
+    patch = "*** Begin Patch\n*** Add File: a.txt\n+hi\n*** End Patch"
+    args = json.dumps({"input": patch})
+    _, stream = _run(
+        req(tools=[APPLY_PATCH, {"type": "function", "name": "shell"}]),
+        [
+            {"kind": EventKind.DELTA, "tool_calls": [
+                {"index": 0, "id": "call_p", "type": "function",
+                 "function": {"name": "apply_patch", "arguments": args[:9]}}]},
+            {"kind": EventKind.DELTA, "tool_calls": [
+                {"index": 0, "function": {"arguments": args[9:]}}]},
+            {"kind": EventKind.DONE, "finish_reason": "tool_calls",
+             "usage": {"prompt_tokens": 3, "completion_tokens": 9}},
+        ],
+    )  # fmt: skip
+    assert [e["type"] for e in stream] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.custom_tool_call_input.delta",
+        "response.custom_tool_call_input.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert stream[2]["item"]["type"] == "custom_tool_call" and stream[2]["item"]["input"] == ""
+    assert stream[3]["delta"] == patch and stream[4]["input"] == patch
+    final = Response.model_validate(stream[-1]["response"])
+    (item,) = final.output
+    assert item.type == "custom_tool_call"
+    assert (item.call_id, item.name, item.input) == ("call_p", "apply_patch", patch)
+    assert [t.type for t in final.tools] == ["custom", "function"]
+    assert [e["sequence_number"] for e in stream] == list(range(len(stream)))
