@@ -144,6 +144,7 @@ ENGINE_CAPABILITY: Final[Mapping[str, Capability]] = MappingProxyType(
         "faster-whisper": Capability.AUDIO_TRANSCRIPTION,
         "piper": Capability.AUDIO_GEN,
         "espeak-ng": Capability.AUDIO_GEN,
+        "diffusers-video": Capability.VIDEO_GEN,
     }
 )
 

@@ -398,7 +398,7 @@ async def run(request: HttpRequest, resource: Resource[Body]) -> HttpResponseBas
     raw_key = bearer(request)
     if not raw_key and not settings.RBEE_ANONYMOUS_TENANT:
         raise KeyRejected("missing")  # not even a trip to the database
-    body, target, work = await db(_prepare, raw_key, request, resource)  # 1-4
+    body, target, work = await db(prepare, raw_key, request, resource)  # 1-4
     scheduled, slot = await _schedule(request, target, work)  # 5-7
     job = _job(target, scheduled, slot, resource.task, work, arrived)  # 8, 9
     request.rbee_job = job  # type: ignore[attr-defined]  # how a stream ended (_streamed)
@@ -433,6 +433,7 @@ TASK_SCOPE: dict[str, str] = {
     Task.TRANSCRIPTION: "audio",
     Task.TRANSLATION: "audio",
     Task.SPEECH: "audio",
+    Task.VIDEO: "videos",
 }
 TASK_MODALITY: dict[str, str] = {
     Task.CHAT: UsageEvent.Modality.CHAT,
@@ -443,10 +444,11 @@ TASK_MODALITY: dict[str, str] = {
     Task.TRANSCRIPTION: UsageEvent.Modality.TRANSCRIPTION,
     Task.TRANSLATION: UsageEvent.Modality.TRANSLATION,
     Task.SPEECH: UsageEvent.Modality.SPEECH,
+    Task.VIDEO: UsageEvent.Modality.VIDEO,
 }
 
 
-def _prepare(
+def prepare(
     raw_key: str, request: HttpRequest, resource: Resource[Body]
 ) -> tuple[Body, Target, Work]:
     caller = authenticate(raw_key, request.META.get("HTTP_HOST", ""))
@@ -508,6 +510,7 @@ _CAPABILITY_ENDPOINTS: dict[str, str] = {
     Capability.IMAGE_GEN: "/v1/images/generations or /v1/images/variations",
     Capability.AUDIO_TRANSCRIPTION: "/v1/audio/transcriptions or /v1/audio/translations",
     Capability.AUDIO_GEN: "/v1/audio/speech",
+    Capability.VIDEO_GEN: "/v1/videos",
 }
 
 
@@ -610,6 +613,23 @@ async def _schedule(
     """The tenant's limits (reserving the work's cost), the owner's should_admit, a free
     slot (waiting if need be), then route_task among the workers live at that moment.
     The reservation is settled by the job's Meter; if scheduling fails here, at once."""
+    return await queue_and_route(target, work, await admit(request, target, work))
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A request past the tenant's limits (5), its cost reserved: what queue_and_route
+    needs to go on, now or later (a video job goes on in the background)."""
+
+    priority: str
+    regions: tuple[str, ...]
+    eligible: list[Placement]
+    admitted: gate.Admitted
+
+
+async def admit(request: HttpRequest, target: Target, work: Work) -> Admission:
+    """The request's priority and region constraints, then the tenant's limits (5),
+    reserving the work's cost; queue_and_route settles or releases it."""
     priority = str(
         work.extra.get("priority") or request.headers.get("X-Rbee-Priority") or "interactive"
     )
@@ -626,11 +646,35 @@ async def _schedule(
     eligible = _eligible(target, regions_, target.placements)
     admitted = await gate.admit(target.caller, work.cost)  # 5: limits
     request.rbee_ratelimit = admitted.headers  # type: ignore[attr-defined]
+    return Admission(priority, regions_, eligible, admitted)
+
+
+async def queue_and_route(
+    target: Target, work: Work, admission: Admission
+) -> tuple[Scheduled, queueing.Slot]:
+    """The script's should_admit, a slot in the model's queue, route_task (5-7); the
+    reservation is given back if any of them fails."""
     try:
-        return await _admit_queue_route(target, work, eligible, priority, regions_, admitted)
+        return await _admit_queue_route(
+            target,
+            work,
+            admission.eligible,
+            admission.priority,
+            admission.regions,
+            admission.admitted,
+        )
     except BaseException:
-        await gate.release(admitted)
+        await gate.release(admission.admitted)
         raise
+
+
+async def detached_job(target: Target, work: Work, task: str, admission: Admission) -> Job:
+    """5-9 for a job that outlives its HTTP request (a video): queued, routed, its usage
+    row written, and dispatched; the caller consumes job.events()."""
+    scheduled, slot = await queue_and_route(target, work, admission)
+    job = _job(target, scheduled, slot, task, work)
+    await _begin(job, scheduled)
+    return job
 
 
 def residency(caller: Caller, header: str) -> tuple[str, ...]:

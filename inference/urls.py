@@ -4,7 +4,16 @@ inference/pipeline.py); each resource module says only what differs."""
 
 from django.urls import path, re_path
 
-from inference import audio, chat, completions, embeddings, images, models_api, pipeline
+from inference import (
+    audio,
+    chat,
+    completions,
+    embeddings,
+    images,
+    models_api,
+    pipeline,
+    videos,
+)
 
 urlpatterns = [
     path("models", models_api.models_list),
@@ -18,5 +27,8 @@ urlpatterns = [
     path("audio/transcriptions", pipeline.serve(audio.TRANSCRIPTIONS)),
     path("audio/translations", pipeline.serve(audio.TRANSLATIONS)),
     path("audio/speech", pipeline.serve(audio.SPEECH)),
+    path("videos", videos.videos),
+    re_path(r"^videos/(?P<video_id>[^/]{1,200})/content$", videos.content),
+    re_path(r"^videos/(?P<video_id>[^/]{1,200})$", videos.video),
     re_path(r"^(?P<rest>.*)$", pipeline.unknown_url),
 ]
