@@ -3,11 +3,11 @@ video jobs."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import fields
 import base64
 import binascii
 import secrets
+from collections.abc import Mapping
+from dataclasses import fields
 from datetime import datetime, timedelta
 from typing import Any
 

@@ -63,6 +63,7 @@ logger = logging.getLogger("inference.videos")
 DEFAULT_SECONDS = "4"  # OpenAI's default clip length
 LIST_LIMIT = 20
 LIST_MOST = 100
+POLL_AFTER_MS = 500
 
 # The background tasks of this queen's video jobs (a task nobody references can be
 # collected mid-flight).
@@ -306,7 +307,10 @@ async def video(request: HttpRequest, video_id: str) -> HttpResponseBase:
     found = await db(selectors.video_get, tenant_id=caller.tenant_id, video_id=video_id)
     if found is None:
         raise _not_found(video_id)
-    return JsonResponse(video_object(found))
+    resp = JsonResponse(video_object(found))
+    if found.status in (Video.Status.QUEUED, Video.Status.IN_PROGRESS):
+        resp["openai-poll-after-ms"] = str(POLL_AFTER_MS)  # the SDKs' poll() reads it
+    return resp
 
 
 @endpoint("GET")
@@ -329,8 +333,7 @@ async def content(request: HttpRequest, video_id: str) -> HttpResponseBase:
             raise _not_found(video_id)
         raise APIError(
             404 if found.status == Video.Status.COMPLETED else 409,
-            f"Video '{video_id}' is {found.status}; its content is available once it has "
-            "completed."
+            f"Video '{video_id}' is {found.status}; its content is available once it has completed."
             if found.status != Video.Status.COMPLETED
             else f"Video '{video_id}' has no {variant}.",
             param="video_id",

@@ -310,7 +310,9 @@ class DiffusersVideoEngine(Engine):
                     raise EngineError("the request was cancelled", status=499, code="cancelled")
                 raise value
         runner.join()
-        images = [img if img.size == (width, height) else img.resize((width, height)) for img in images]
+        images = [
+            img if img.size == (width, height) else img.resize((width, height)) for img in images
+        ]
         video = encode_mp4(images, self.fps)
         yield {
             "kind": EventKind.DONE,
