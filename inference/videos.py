@@ -331,13 +331,21 @@ async def content(request: HttpRequest, video_id: str) -> HttpResponseBase:
         found = await db(selectors.video_get, tenant_id=caller.tenant_id, video_id=video_id)
         if found is None:
             raise _not_found(video_id)
+        if found.status in (Video.Status.QUEUED, Video.Status.IN_PROGRESS):
+            raise APIError(
+                409,
+                f"Video '{video_id}' is {found.status}; its content can be downloaded once "
+                "it has completed.",
+                param="video_id",
+                code="video_not_ready",
+            )
         raise APIError(
-            404 if found.status == Video.Status.COMPLETED else 409,
-            f"Video '{video_id}' is {found.status}; its content is available once it has completed."
-            if found.status != Video.Status.COMPLETED
+            404,
+            f"Video '{video_id}' failed and has no content."
+            if found.status == Video.Status.FAILED
             else f"Video '{video_id}' has no {variant}.",
             param="video_id",
-            code="video_not_ready" if found.status != Video.Status.COMPLETED else "not_found",
+            code="video_content_not_found",
         )
     resp = HttpResponse(bytes(asset.content), content_type=asset.content_type)
     ext = {"video": "mp4", "thumbnail": "webp", "spritesheet": "jpg"}[variant]

@@ -25,7 +25,11 @@ from PIL import Image
 from testkit.live import Deployment, Hive, Queen
 from tests.conftest import Stack
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    # openai's SDK warns that OpenAI's own service (Sora) will close; the API shape stays.
+    pytest.mark.filterwarnings("ignore:The Sora API:DeprecationWarning"),
+]
 
 VIDEO = "tiny-video"
 FPS = 4  # tiny-video's rbee.json
