@@ -192,9 +192,7 @@ def test_list_pages_with_a_cursor_newest_first(videos: Videos) -> None:
     paged: list[str] = []
     after: str | None = None
     while True:
-        page = (
-            client.videos.list(limit=1, after=after) if after else client.videos.list(limit=1)
-        )
+        page = client.videos.list(limit=1, after=after) if after else client.videos.list(limit=1)
         assert len(page.data) == 1
         paged.append(page.data[0].id)
         if not page.has_more:
@@ -393,6 +391,7 @@ def test_the_sdk_multipart_create_is_accepted(videos: Videos) -> None:
     assert raw.http_request.headers["content-type"].startswith("multipart/form-data")
     video = raw.parse()
     assert video.status == "queued" and video.seconds == "5"
+
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"

@@ -67,6 +67,16 @@ class _Interrupted(Exception):
     """Raised from the step callback to leave the pipeline when the job is cancelled."""
 
 
+def listed(value: Any) -> list[str]:
+    """An option that lists values: a list (rbee.json), or one value or a comma-separated
+    string (`?sizes=512x512,768x512` on the command line)."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, list | tuple):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [v.strip() for v in str(value).split(",") if v.strip()]
+
+
 def family_of(pipe: Any) -> dict[str, Any]:
     name = type(pipe).__name__
     for prefix, family in FAMILIES.items():
@@ -183,9 +193,9 @@ class DiffusersVideoEngine(Engine):
         pipe.set_progress_bar_config(disable=True)
         family = family_of(pipe)
         self.pipe = pipe
-        self.sizes = [str(s) for s in self.options.get("sizes") or family["sizes"]]
+        self.sizes = listed(self.options.get("sizes")) or list(family["sizes"])
         self.fps = max(1, int(self.options.get("fps") or family["fps"]))
-        self.seconds = [str(s) for s in self.options.get("seconds") or DEFAULT_SECONDS]
+        self.seconds = listed(self.options.get("seconds")) or list(DEFAULT_SECONDS)
         rule = self.options.get("frame_rule") or family["frames"]
         self.rule = (int(rule[0]), int(rule[1]))
 

@@ -25,7 +25,7 @@ from PIL import Image
 from hives.agent.catalog import BUNDLED, materialize, parse_model_arg
 from hives.agent.engines import get_engine
 from hives.agent.engines.base import EngineError
-from hives.agent.engines.video import DiffusersVideoEngine, encode_mp4, frame_count
+from hives.agent.engines.video import DiffusersVideoEngine, encode_mp4, frame_count, listed
 from hives.agent.tinyvideo import TINY_VIDEO_OPTIONS, build_tiny_video
 from hives.protocol import Capability, Task
 from hives.spec import ModelSpec
@@ -156,6 +156,13 @@ def test_frame_counts_follow_the_family(
     seconds: int, fps: int, rule: tuple[int, int], frames: int
 ) -> None:
     assert frame_count(seconds, fps, rule) == frames
+
+
+def test_listed_options_come_from_rbee_json_or_the_command_line() -> None:
+    assert listed(["64x64", "128x128"]) == ["64x64", "128x128"]
+    assert listed("512x512, 768x512") == ["512x512", "768x512"]
+    assert listed(4) == ["4"]
+    assert listed(None) == listed("") == []
 
 
 def test_odd_sizes_are_encoded_even() -> None:
