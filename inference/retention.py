@@ -42,7 +42,8 @@ def video_purge(p: retention.Purge) -> retention.Purged:
         if parsed.kind == subjects.END_USER:
             held |= Q(tenant__name=parsed.tenant, end_user=parsed.end_user)
     out = retention.Purged(held=past.filter(held).count())
-    out.deleted, _ = past.exclude(held).delete()
+    _, by_model = past.exclude(held).delete()  # the files go with them (cascade)
+    out.deleted = by_model.get(Video._meta.label, 0)
     return out
 
 

@@ -149,8 +149,8 @@ def video_progress(*, video_id: str, progress: int) -> bool:
 
 def video_complete(*, video_id: str, result: dict[str, Any], ttl: int) -> bool:
     """Store the worker's files and mark the job completed, expiring `ttl` seconds from
-    now. A result without a decodable MP4 fails the job instead. False when the video was
-    deleted meanwhile (nothing is stored)."""
+    now; True when it did. A result without a decodable MP4 fails the job instead, and a
+    video deleted or ended meanwhile is left alone (False: nothing is stored)."""
     files: dict[str, bytes] = {}
     for variant, (key, _) in VIDEO_VARIANTS.items():
         try:
@@ -160,12 +160,10 @@ def video_complete(*, video_id: str, result: dict[str, Any], ttl: int) -> bool:
         if data:
             files[variant] = data
     if "video" not in files:
-        return video_fail(
-            video_id=video_id,
-            code="worker_error",
-            message="The worker returned no video.",
-            ttl=ttl,
+        video_fail(
+            video_id=video_id, code="worker_error", message="The worker returned no video.", ttl=ttl
         )
+        return False
     size = str(result.get("size") or "")[:16]
     now = timezone.now()
     with transaction.atomic():
@@ -214,14 +212,29 @@ def video_delete(*, tenant_id: int, video_id: str) -> bool:
     return n > 0
 
 
+def video_touch(*, video_id: str) -> bool:
+    """The queen running a job that has not ended says it still is (a job may wait in
+    its model's queue longer than RBEE_VIDEO_STALE_SECONDS); False once it has ended or
+    was deleted."""
+    return (
+        Video.objects.filter(
+            id=video_id, status__in=(Video.Status.QUEUED, Video.Status.IN_PROGRESS)
+        ).update(updated_at=timezone.now())
+        == 1
+    )
+
+
 def video_fail_stale(*, now: datetime, stale_seconds: int, ttl: int) -> int:
-    """Fail the queued or running jobs whose queen has not touched them for
-    stale_seconds (it died: a video job runs on the queen that accepted it)."""
+    """Fail the queued or running jobs whose queen is gone: it has not touched them for
+    stale_seconds, or it certainly ended (kernel.process.instance_gone). A video job runs
+    on the queen that accepted it and cannot go on elsewhere."""
+    from kernel.process import instance_gone, instance_id
+
+    running = Video.objects.filter(status__in=(Video.Status.QUEUED, Video.Status.IN_PROGRESS))
+    queens = set(running.exclude(queen=instance_id()).values_list("queen", flat=True)[:1000])
+    gone = [q for q in queens if q and instance_gone(q)]
     cutoff = now - timedelta(seconds=stale_seconds)
-    return Video.objects.filter(
-        Q(status=Video.Status.QUEUED) | Q(status=Video.Status.IN_PROGRESS),
-        updated_at__lt=cutoff,
-    ).update(
+    return running.filter(Q(updated_at__lt=cutoff) | Q(queen__in=gone)).update(
         status=Video.Status.FAILED,
         error_code="server_error",
         error_message="The server stopped while generating the video; create it again.",

@@ -175,7 +175,16 @@ async def videos(request: HttpRequest) -> HttpResponseBase:
 
 
 async def _produce(video_id: str, target: Target, work: Work, admission: Admission) -> None:
-    """The job, in the background: 5-9 of the request path, then its events."""
+    """The job, in the background, kept alive for the stale sweep while it waits or runs."""
+    beat = asyncio.get_running_loop().create_task(_keepalive(video_id))
+    try:
+        await _run_job(video_id, target, work, admission)
+    finally:
+        beat.cancel()
+
+
+async def _run_job(video_id: str, target: Target, work: Work, admission: Admission) -> None:
+    """5-9 of the request path, then the job's events."""
     ttl = settings.RBEE_VIDEO_TTL
     try:
         job = await detached_job(target, work, Task.VIDEO, admission)
@@ -220,6 +229,19 @@ async def _produce(video_id: str, target: Target, work: Work, admission: Admissi
         await _failed(video_id, None)
     finally:
         await events.aclose()
+
+
+async def _keepalive(video_id: str) -> None:
+    """Touch the job while it waits in its queue or runs, so the stale sweep knows its
+    queen is alive (progress reports touch it too)."""
+    every = max(1.0, settings.RBEE_VIDEO_STALE_SECONDS / 4)
+    while True:
+        await asyncio.sleep(every)
+        try:
+            if not await db(services.video_touch, video_id=video_id):
+                return
+        except Exception as exc:  # the database is down: the next beat tries again
+            logger.warning("video %s: could not touch it (%s)", video_id, exc)
 
 
 async def _failed(video_id: str, exc: APIError | None) -> None:
