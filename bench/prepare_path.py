@@ -100,7 +100,7 @@ def run(n: int) -> None:
                 await db(Hive.objects.filter(pk=hive.pk).update, last_seen_at=timezone.now())
             r = request()
             t = time.perf_counter()
-            await db(pipeline._prepare, key, r, chat.CHAT)  # type: ignore[arg-type]
+            await db(pipeline.prepare, key, r, chat.CHAT)  # type: ignore[arg-type]
             thread.append(time.perf_counter() - t)
             r = request()
             t = time.perf_counter()

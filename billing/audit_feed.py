@@ -42,6 +42,7 @@ def usage_audit_append(*, limit: int = BATCH) -> int:
             "images",
             "audio_seconds",
             "characters",
+            "video_seconds",
             "latency_ms",
             "worker",
             "region",
@@ -65,7 +66,14 @@ def usage_audit_append(*, limit: int = BATCH) -> int:
         end_user = r["end_user"]
         units = {
             k: r[k]
-            for k in ("prompt_tokens", "completion_tokens", "images", "audio_seconds", "characters")
+            for k in (
+                "prompt_tokens",
+                "completion_tokens",
+                "images",
+                "audio_seconds",
+                "characters",
+                "video_seconds",
+            )
             if r[k]
         }
         events.append(

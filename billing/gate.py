@@ -163,6 +163,7 @@ MOST: Final = {
     "images": 10**4,
     "seconds": 10**7,  # about 116 days of audio
     "characters": 10**9,
+    "video_seconds": 10**6,  # about 11 days of video
 }
 
 
@@ -313,6 +314,7 @@ class Meter:
             images=int(n("images")),
             audio_seconds=n("seconds") if self.modality != "speech" else 0.0,
             characters=int(n("characters")),
+            video_seconds=n("video_seconds"),
         )
 
     async def finish(

@@ -75,6 +75,7 @@ def usage_export(subject: subjects.Subject) -> list[dict[str, Any]]:
             "images": u.images,
             "audio_seconds": u.audio_seconds,
             "characters": u.characters,
+            "video_seconds": u.video_seconds,
             "region": u.region,
             "outcome": u.outcome,
         }

@@ -13,7 +13,14 @@ from datetime import datetime
 from django.db import models
 
 # The units rbee meters, and the Plan field that limits each per day.
-UNITS = ("prompt_tokens", "completion_tokens", "images", "audio_seconds", "characters")
+UNITS = (
+    "prompt_tokens",
+    "completion_tokens",
+    "images",
+    "audio_seconds",
+    "characters",
+    "video_seconds",
+)
 
 
 class UsageEvent(models.Model):
@@ -40,6 +47,7 @@ class UsageEvent(models.Model):
         TRANSCRIPTION = "transcription"
         TRANSLATION = "translation"
         SPEECH = "speech"
+        VIDEO = "video"
 
     class Outcome(models.TextChoices):
         OK = "ok"
@@ -60,6 +68,8 @@ class UsageEvent(models.Model):
     images = models.PositiveIntegerField(default=0)
     audio_seconds = models.FloatField(default=0.0)
     characters = models.PositiveIntegerField(default=0)
+    # Seconds of generated video (the clip's length, as the worker encoded it).
+    video_seconds = models.FloatField(default=0.0)
     latency_ms = models.PositiveIntegerField(default=0)
     worker = models.CharField(max_length=200, blank=True, default="")
     # Where it ran: the serving hive's region as the operator set it (never what the hive
@@ -112,6 +122,7 @@ class Price(models.Model):
         IMAGE = "images"
         AUDIO_SECOND = "audio_seconds"
         CHARACTER = "characters"
+        VIDEO_SECOND = "video_seconds"
 
     model = models.CharField(max_length=200)
     unit = models.CharField(max_length=32, choices=Unit.choices)
@@ -227,6 +238,7 @@ class UsageDaily(models.Model):
     images = models.BigIntegerField(default=0)
     audio_seconds = models.FloatField(default=0.0)
     characters = models.BigIntegerField(default=0)
+    video_seconds = models.FloatField(default=0.0)
 
     class Meta:
         constraints = [

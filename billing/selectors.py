@@ -217,6 +217,7 @@ def usage_summary(
     out = []
     for row in rows.values():
         row["audio_seconds"] = float(as_decimal(float(row["audio_seconds"])))
+        row["video_seconds"] = float(as_decimal(float(row["video_seconds"])))
         row["total_tokens"] = row["prompt_tokens"] + row["completion_tokens"]
         row["cost"] = str(row["cost"].quantize(PLACES))
         row["currency"] = currency
@@ -467,6 +468,7 @@ def usage_daily_table(
     out = []
     for row in rows.values():
         row["audio_seconds"] = float(as_decimal(float(row["audio_seconds"])))
+        row["video_seconds"] = float(as_decimal(float(row["video_seconds"])))
         row["total_tokens"] = row["prompt_tokens"] + row["completion_tokens"]
         row["cost"] = row["cost"].quantize(PLACES)
         row["currency"] = currency
@@ -486,6 +488,7 @@ def usage_daily_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The sums of a usage_daily_table's rows (its last line)."""
     totals: dict[str, Any] = {s: sum(r[s] for r in rows) for s in (*DAILY_SUMS, "total_tokens")}
     totals["audio_seconds"] = float(as_decimal(float(totals["audio_seconds"])))
+    totals["video_seconds"] = float(as_decimal(float(totals["video_seconds"])))
     totals["cost"] = sum((r["cost"] for r in rows), Decimal(0)).quantize(PLACES)
     totals["currency"] = rows[0]["currency"] if rows else DEFAULT_CURRENCY
     return totals

@@ -32,6 +32,7 @@ class Usage:
     images: int = 0
     audio_seconds: float = 0.0
     characters: int = 0
+    video_seconds: float = 0.0
 
     @property
     def tokens(self) -> int:
@@ -87,6 +88,7 @@ def usage_progress(*, request_id: str, usage: Usage, latency_ms: int = 0, worker
         "images": max(0, usage.images),
         "audio_seconds": max(0.0, usage.audio_seconds),
         "characters": max(0, usage.characters),
+        "video_seconds": max(0.0, usage.video_seconds),
         "latency_ms": max(0, latency_ms),
         "heartbeat_at": Now(),  # the database's clock, never this queen's
     }
@@ -124,6 +126,7 @@ def usage_record(
         "images": max(0, usage.images),
         "audio_seconds": max(0.0, usage.audio_seconds),
         "characters": max(0, usage.characters),
+        "video_seconds": max(0.0, usage.video_seconds),
         "latency_ms": max(0, latency_ms),
         "worker": worker[:200],
         "outcome": outcome,
@@ -251,6 +254,7 @@ def usage_settle_stale(*, lease_s: float, limit: int = 500) -> list[Settled]:
                     images=event.images,
                     audio_seconds=event.audio_seconds,
                     characters=event.characters,
+                    video_seconds=event.video_seconds,
                 ),
             )
         )
@@ -265,6 +269,7 @@ def _meter_values(event: UsageEvent) -> dict[str, Decimal]:
         "images": event.images,
         "audio_seconds": event.audio_seconds,
         "characters": event.characters,
+        "video_seconds": event.video_seconds,
     }
     return {unit: Decimal(str(round(float(value), 6))) for unit, value in values.items()}
 
@@ -476,6 +481,9 @@ def usage_day(created_at: datetime) -> date:
     return created_at.astimezone(UTC).date()
 
 
+_FLOAT_UNITS = ("audio_seconds", "video_seconds")
+
+
 def _rollup_add(
     *,
     tenant_id: int,
@@ -487,7 +495,7 @@ def _rollup_add(
     amounts: dict[str, Any],
 ) -> None:
     values: list[Any] = [tenant_id, day.isoformat(), model, key_id, modality, requests]
-    values += [amounts.get(unit) or (0.0 if unit == "audio_seconds" else 0) for unit in UNITS]
+    values += [amounts.get(unit) or (0.0 if unit in _FLOAT_UNITS else 0) for unit in UNITS]
     if not any(values[len(_ROLLUP_KEY) :]):
         return
     with connection.cursor() as cursor:

@@ -124,6 +124,7 @@ class EventKind(StrEnum):
     ERROR = "error"  # {kind, message, code, status}
     AUDIO = "audio"  # {kind, b64}: bytes of a synthesised audio stream, in order
     LOADING = "loading"  # {kind, model}: the model is being loaded (keeps the job alive)
+    PROGRESS = "progress"  # {kind, progress}: a long one-shot job's percent done (video)
     # A `done` of a non-streaming task carries {result: {...}} (see engines/base.py).
 
 
@@ -182,6 +183,7 @@ class Task(StrEnum):
     TRANSCRIPTION = "transcription"
     TRANSLATION = "translation"
     SPEECH = "speech"
+    VIDEO = "video"
 
 
 class Capability(StrEnum):
@@ -192,6 +194,7 @@ class Capability(StrEnum):
     AUDIO_TRANSCRIPTION = "audio-transcription"
     AUDIO_GEN = "audio-gen"
     EMBEDDING = "embedding"
+    VIDEO_GEN = "video-gen"
 
 
 TASK_CAPABILITY: Final[Mapping[Task, Capability]] = MappingProxyType(
@@ -204,6 +207,7 @@ TASK_CAPABILITY: Final[Mapping[Task, Capability]] = MappingProxyType(
         Task.TRANSCRIPTION: Capability.AUDIO_TRANSCRIPTION,
         Task.TRANSLATION: Capability.AUDIO_TRANSCRIPTION,
         Task.SPEECH: Capability.AUDIO_GEN,
+        Task.VIDEO: Capability.VIDEO_GEN,
     }
 )
 

@@ -145,6 +145,7 @@ ENGINE_CAPABILITY: Final[Mapping[str, Capability]] = MappingProxyType(
         "piper": Capability.AUDIO_GEN,
         "espeak-ng": Capability.AUDIO_GEN,
         "openai": Capability.TEXT_GEN,
+        "diffusers-video": Capability.VIDEO_GEN,
     }
 )
 

@@ -34,6 +34,70 @@ class GeneratedImage(models.Model):
         return f"image {self.token[:8]}..."
 
 
+class Video(models.Model):
+    """A video job (POST /v1/videos, OpenAI's asynchronous video API), one tenant's only.
+
+    queued --(routed, dispatched)--> in_progress --(the worker's MP4)--> completed
+       |                                  |
+       +----------------------------------+--(refused, failed, its queen died)--> failed
+
+    Runs as a background task of the queen that accepted it (inference/videos.py), so it
+    outlives the client's request. Its files (VideoAsset) live in the database, so any
+    queen replica serves them, until `expires_at` (RBEE_VIDEO_TTL after it ended): the
+    retention sweep deletes the job and its files then (inference/retention.py)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        IN_PROGRESS = "in_progress"
+        COMPLETED = "completed"
+        FAILED = "failed"
+
+    id = models.CharField(primary_key=True, max_length=64)  # video_<32 hex>
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    # The tenant's end user, as the OpenAI `user` field named them: a data subject (GDPR).
+    end_user = models.CharField(max_length=256, blank=True, default="")
+    model = models.CharField(max_length=200)
+    prompt = models.TextField()
+    seconds = models.CharField(max_length=8)
+    size = models.CharField(max_length=16, blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    progress = models.PositiveSmallIntegerField(default=0)
+    # The job's request id: its usage row and audit event.
+    request_id = models.CharField(max_length=64, blank=True, default="")
+    # The queen process running it (kernel.process), and when it last said so.
+    queen = models.CharField(max_length=120, blank=True, default="")
+    error_code = models.CharField(max_length=64, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "created_at", "id"])]
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.status}"
+
+
+class VideoAsset(models.Model):
+    """One downloadable file of a completed video: the MP4, its thumbnail (WebP) or its
+    spritesheet (JPEG), the `variant`s of GET /v1/videos/{id}/content."""
+
+    video = models.ForeignKey(Video, on_delete=models.CASCADE, related_name="assets")
+    variant = models.CharField(max_length=16)
+    content = models.BinaryField()
+    content_type = models.CharField(max_length=32)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["video", "variant"], name="uniq_video_asset"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.video_id} {self.variant}"
+
+
 class RequestStat(models.Model):
     """One minute of one model's requests, summed over every queen process: each queen
     adds what it saw in memory and flushes it every RBEE_METRICS_FLUSH_SECONDS as

@@ -34,6 +34,7 @@ CAPABILITY_SCOPES: dict[str, tuple[str, ...]] = {
     Capability.IMAGE_GEN: ("images",),
     Capability.AUDIO_TRANSCRIPTION: ("audio",),
     Capability.AUDIO_GEN: ("audio",),
+    Capability.VIDEO_GEN: ("videos",),
 }
 
 

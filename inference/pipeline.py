@@ -449,6 +449,7 @@ TASK_SCOPE: dict[str, str] = {
     Task.TRANSCRIPTION: "audio",
     Task.TRANSLATION: "audio",
     Task.SPEECH: "audio",
+    Task.VIDEO: "videos",
 }
 TASK_MODALITY: dict[str, str] = {
     Task.CHAT: UsageEvent.Modality.CHAT,
@@ -459,6 +460,7 @@ TASK_MODALITY: dict[str, str] = {
     Task.TRANSCRIPTION: UsageEvent.Modality.TRANSCRIPTION,
     Task.TRANSLATION: UsageEvent.Modality.TRANSLATION,
     Task.SPEECH: UsageEvent.Modality.SPEECH,
+    Task.VIDEO: UsageEvent.Modality.VIDEO,
 }
 
 
@@ -475,10 +477,10 @@ async def _prepare_async(
     (tenants.selectors.caller_cached), the model and its placements
     (hives.selectors.model_cached) and the scheduler script, none of which changed since
     on any replica (kernel/generations.py), and the body is a small JSON one; otherwise
-    in one trip to the database (_prepare), which keeps what it read for the next
+    in one trip to the database (prepare), which keeps what it read for the next
     request. The order of checks and errors is the same either way."""
     if not raw_key:
-        return await db(_prepare, raw_key, request, resource)
+        return await db(prepare, raw_key, request, resource)
     callers, fleet = await generations.current_all(CALLERS, hive_selectors.FLEET)
     known = caller_cached(raw_key, callers)
     parsed = _NOT_PARSED
@@ -487,7 +489,7 @@ async def _prepare_async(
         fast = _prepare_kept(known, parsed, fleet, request, resource)
         if fast is not None:
             return fast
-    return await db(_prepare, raw_key, request, resource, known, callers, fleet, parsed)
+    return await db(prepare, raw_key, request, resource, known, callers, fleet, parsed)
 
 
 def _loop_sized_json(request: HttpRequest) -> bool:
@@ -503,7 +505,7 @@ def _loop_sized_json(request: HttpRequest) -> bool:
 def _prepare_kept(
     caller: Caller, body: Body, fleet: object, request: HttpRequest, resource: Resource[Body]
 ) -> tuple[Body, Target, Work] | None:
-    """_prepare from what this process keeps, or None when something is not kept or needs
+    """prepare from what this process keeps, or None when something is not kept or needs
     the database (a key whose last-used time is due, scopes or plan models to check, an
     exchange that may be kept, a script due to be checked)."""
     name = resource.model(body)
@@ -524,7 +526,7 @@ def _prepare_kept(
     )
 
 
-def _prepare(
+def prepare(
     raw_key: str,
     request: HttpRequest,
     resource: Resource[Body],
@@ -624,6 +626,7 @@ _CAPABILITY_ENDPOINTS: dict[str, str] = {
     Capability.IMAGE_GEN: "/v1/images/generations or /v1/images/variations",
     Capability.AUDIO_TRANSCRIPTION: "/v1/audio/transcriptions or /v1/audio/translations",
     Capability.AUDIO_GEN: "/v1/audio/speech",
+    Capability.VIDEO_GEN: "/v1/videos",
 }
 
 
@@ -726,6 +729,23 @@ async def _schedule(
     """The tenant's limits (reserving the work's cost), the owner's should_admit, a free
     slot (waiting if need be), then route_task among the workers live at that moment.
     The reservation is settled by the job's Meter; if scheduling fails here, at once."""
+    return await queue_and_route(target, work, await admit(request, target, work))
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A request past the tenant's limits (5), its cost reserved: what queue_and_route
+    needs to go on, now or later (a video job goes on in the background)."""
+
+    priority: str
+    regions: tuple[str, ...]
+    eligible: list[Placement]
+    admitted: gate.Admitted
+
+
+async def admit(request: HttpRequest, target: Target, work: Work) -> Admission:
+    """The request's priority and region constraints, then the tenant's limits (5),
+    reserving the work's cost; queue_and_route settles or releases it."""
     priority = str(
         work.extra.get("priority") or request.headers.get("X-Rbee-Priority") or "interactive"
     )
@@ -742,11 +762,35 @@ async def _schedule(
     eligible = _eligible(target, regions_, target.placements)
     admitted = await gate.admit(target.caller, work.cost)  # 5: limits
     request.rbee_ratelimit = admitted.headers  # type: ignore[attr-defined]
+    return Admission(priority, regions_, eligible, admitted)
+
+
+async def queue_and_route(
+    target: Target, work: Work, admission: Admission
+) -> tuple[Scheduled, queueing.Slot]:
+    """The script's should_admit, a slot in the model's queue, route_task (5-7); the
+    reservation is given back if any of them fails."""
     try:
-        return await _admit_queue_route(target, work, eligible, priority, regions_, admitted)
+        return await _admit_queue_route(
+            target,
+            work,
+            admission.eligible,
+            admission.priority,
+            admission.regions,
+            admission.admitted,
+        )
     except BaseException:
-        await gate.release(admitted)
+        await gate.release(admission.admitted)
         raise
+
+
+async def detached_job(target: Target, work: Work, task: str, admission: Admission) -> Job:
+    """5-9 for a job that outlives its HTTP request (a video): queued, routed, its usage
+    row written, and dispatched; the caller consumes job.events()."""
+    scheduled, slot = await queue_and_route(target, work, admission)
+    job = _job(target, scheduled, slot, task, work)
+    await _begin(job, scheduled)
+    return job
 
 
 def residency(caller: Caller, header: str) -> tuple[str, ...]:

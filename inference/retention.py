@@ -1,17 +1,23 @@
 """Inference's record classes for gdpr's retention and its export and erasure providers
 (registered in InferenceConfig.ready()): images answered by URL live until their expiry
-(RBEE_IMAGE_URL_TTL), and never longer than the class's period; stored Responses API
-responses (prompts and outputs) until the tenant's prompt retention days, part of their
-end user's export and erased with them."""
+(RBEE_IMAGE_URL_TTL), and never longer than the class's period; so do videos
+(RBEE_VIDEO_TTL after their job ended), whose sweep also fails the jobs that a dead queen
+left queued or running; stored Responses API responses (prompts and outputs) until the
+tenant's prompt retention days. Responses and videos are part of their end user's export
+and erased with them."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Q
 
 from gdpr import providers, retention, subjects
-from inference.models import GeneratedImage, StoredResponse
+from gdpr.providers import Erased, Provider
+from gdpr.providers import register as register_provider
+from inference.models import GeneratedImage, StoredResponse, Video, VideoAsset
+from inference.services import video_fail_stale
 
 
 def image_purge(p: retention.Purge) -> retention.Purged:
@@ -61,6 +67,58 @@ def response_erase(subject: subjects.Subject) -> providers.Erased:
     return providers.Erased(store="inference.responses", deleted=n)
 
 
+def video_purge(p: retention.Purge) -> retention.Purged:
+    """Delete the videos (and their files) past their expiry or the class's period,
+    except those of held tenants or end users; fail the jobs a dead queen left."""
+    video_fail_stale(
+        now=p.now, stale_seconds=settings.RBEE_VIDEO_STALE_SECONDS, ttl=settings.RBEE_VIDEO_TTL
+    )
+    past = Video.objects.filter(Q(expires_at__lt=p.now) | Q(created_at__lt=p.cutoff()))
+    held = Q(tenant_id__in=sorted(p.holds.tenants))
+    for subject in sorted(p.holds.subjects):
+        try:
+            parsed = subjects.parse(subject)
+        except subjects.SubjectError:
+            continue
+        if parsed.kind == subjects.END_USER:
+            held |= Q(tenant__name=parsed.tenant, end_user=parsed.end_user)
+    out = retention.Purged(held=past.filter(held).count())
+    _, by_model = past.exclude(held).delete()  # the files go with them (cascade)
+    out.deleted = by_model.get(Video._meta.label, 0)
+    return out
+
+
+def _subject_videos(subject: subjects.Subject) -> Any:
+    if subject.kind != subjects.END_USER:
+        return Video.objects.none()
+    return Video.objects.filter(tenant__name=subject.tenant, end_user=subject.end_user)
+
+
+def video_export(subject: subjects.Subject) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": v.id,
+            "model": v.model,
+            "prompt": v.prompt,
+            "seconds": v.seconds,
+            "size": v.size,
+            "status": v.status,
+            "created_at": v.created_at.isoformat(),
+            "expires_at": v.expires_at.isoformat() if v.expires_at else None,
+            "files": sorted(v.assets.values_list("variant", flat=True)),
+        }
+        for v in _subject_videos(subject).order_by("created_at", "id")
+    ]
+
+
+def video_erase(subject: subjects.Subject) -> Erased:
+    videos = _subject_videos(subject)
+    n = videos.count()
+    files = VideoAsset.objects.filter(video__in=videos).count()
+    videos.delete()
+    return Erased(store="inference.videos", deleted=n, files_removed=files)
+
+
 def register() -> None:
     retention.register(
         retention.RecordClass(
@@ -85,6 +143,27 @@ def register() -> None:
             data_subjects=("tenants' end users",),
         )
     )
+    retention.register(
+        retention.RecordClass(
+            name="inference.videos",
+            title="Generated videos and their prompts",
+            purge=video_purge,
+            days=7,  # a ceiling over RBEE_VIDEO_TTL (a day by default)
+        )
+    )
+    register_provider(
+        Provider(
+            name="inference.videos",
+            title="Videos generated for a tenant's end user",
+            categories=("end user: the tenant's user id, video prompts and the videos",),
+            purposes=("providing the video generation the tenant asked for (Art. 6(1)(b))",),
+            retention="until the video expires (a day by default, at most 7 days)",
+            data_subjects=("tenants' end users",),
+            export=video_export,
+            erase=video_erase,
+        )
+    )
+
     retention.register(
         retention.RecordClass(
             name="inference.images",

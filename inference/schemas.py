@@ -881,3 +881,61 @@ def validate_speech(data: dict[str, Any]) -> SpeechRequest:
     if req.stream_format == "sse":
         raise _refuse("stream_format", "only 'audio' streaming is offered")
     return req
+
+
+# --- videos ------------------------------------------------------------------------------
+
+VIDEO_SECONDS_RE = re.compile(r"^[1-9][0-9]{0,2}$")
+
+
+class VideoRequest(_Form):
+    """POST /v1/videos, as JSON or a multipart form (OpenAI documents both). Values are
+    coerced as a form's are: `seconds` is a string of whole seconds, as OpenAI's."""
+
+    model: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    prompt: Annotated[str, Field(min_length=1, max_length=32000)]
+    seconds: str | None = None
+    size: str | None = None
+    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
+    steps: Annotated[int, Field(ge=1, le=200)] | None = None
+    negative_prompt: Annotated[str, Field(max_length=4000)] | None = None
+    user: Annotated[str, Field(max_length=256)] | None = None
+
+
+def validate_video(data: dict[str, Any]) -> VideoRequest:
+    for name in ("model", "prompt", "size", "negative_prompt", "user"):
+        if name in data and data[name] is not None and not isinstance(data[name], str):
+            raise bad_request(
+                f"Invalid type for '{name}': expected a string.", param=name, code="invalid_type"
+            )
+    seconds = data.get("seconds")
+    if isinstance(seconds, int) and not isinstance(seconds, bool):
+        data = {**data, "seconds": str(seconds)}
+    elif seconds is not None and not isinstance(seconds, str):
+        raise bad_request(
+            "Invalid type for 'seconds': expected a string such as '4'.",
+            param="seconds",
+            code="invalid_type",
+        )
+    if data.get("input_reference") is not None:
+        raise _refuse("input_reference", "this server generates videos from text prompts only")
+    req = _validate(VideoRequest, data)
+    if req.seconds is not None and not VIDEO_SECONDS_RE.match(req.seconds):
+        raise bad_request(
+            f"Invalid value for 'seconds': {req.seconds!r} is not a whole number of seconds "
+            "(e.g. '4', '8', '12').",
+            param="seconds",
+            code="invalid_value",
+        )
+    if not req.prompt.strip():
+        raise bad_request(
+            "Invalid value for 'prompt': the prompt is empty.", param="prompt", code="invalid_value"
+        )
+    if req.size is not None and not SIZE_RE.match(req.size):
+        raise bad_request(
+            f"Invalid value for 'size': {req.size!r} is not of the form WIDTHxHEIGHT "
+            "(e.g. 1280x720).",
+            param="size",
+            code="invalid_value",
+        )
+    return req

@@ -1,5 +1,5 @@
 """Reads for the inference app: scheduler script versions, the charts' request metrics,
-the Responses API's stored responses (always through their tenant)."""
+the Responses API's stored responses (always through their tenant), video jobs."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
-from django.db.models import QuerySet, Sum
+from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
-from inference.models import RequestStat, SchedulerScript, StoredResponse
+from inference.models import RequestStat, SchedulerScript, StoredResponse, Video, VideoAsset
 from inference.stats import Sums
 from kernel.sql import EpochBucket
 
@@ -79,3 +79,51 @@ def stored_response_get(*, tenant_id: int, response_id: str) -> StoredResponse |
     return StoredResponse.objects.filter(
         tenant_id=tenant_id, response_id=response_id, expires_at__gt=timezone.now()
     ).first()
+
+
+# --- video jobs (inference/videos.py) ---------------------------------------------------
+
+
+def _videos(tenant_id: int) -> QuerySet[Video]:
+    """The tenant's videos that have not expired (the sweep deletes those soon after)."""
+    return Video.objects.filter(tenant_id=tenant_id).exclude(expires_at__lt=timezone.now())
+
+
+def video_get(*, tenant_id: int, video_id: str) -> Video | None:
+    return _videos(tenant_id).filter(id=video_id).first()
+
+
+def video_list(
+    *, tenant_id: int, limit: int, order: str, after: str | None
+) -> tuple[list[Video], bool]:
+    """A page of the tenant's videos, newest first (order 'desc') or oldest first, after
+    the video `after` (OpenAI's cursor); and whether more follow. An `after` that names
+    no video of the tenant gives an empty page."""
+    videos = _videos(tenant_id)
+    desc = order == "desc"
+    if after:
+        cursor = videos.filter(id=after).values_list("created_at", "id").first()
+        if cursor is None:
+            return [], False
+        at, vid = cursor
+        if desc:
+            videos = videos.filter(Q(created_at__lt=at) | Q(created_at=at, id__lt=vid))
+        else:
+            videos = videos.filter(Q(created_at__gt=at) | Q(created_at=at, id__gt=vid))
+    ordering = ("-created_at", "-id") if desc else ("created_at", "id")
+    page = list(videos.order_by(*ordering)[: limit + 1])
+    return page[:limit], len(page) > limit
+
+
+def video_asset(*, tenant_id: int, video_id: str, variant: str) -> VideoAsset | None:
+    """One file of one of the tenant's completed, unexpired videos."""
+    return (
+        VideoAsset.objects.filter(
+            video__tenant_id=tenant_id,
+            video_id=video_id,
+            variant=variant,
+            video__status=Video.Status.COMPLETED,
+        )
+        .exclude(video__expires_at__lt=timezone.now())
+        .first()
+    )

@@ -1,20 +1,24 @@
 """Writes for the inference app: scheduler script versions, the charts' request metrics,
-the Responses API's stored responses."""
+the Responses API's stored responses, video jobs."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import secrets
 from collections.abc import Mapping
 from dataclasses import fields
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from gdpr import audit, subjects
 from gdpr.actions import AuditAction
 from gdpr.subjects import Subject
-from inference.models import RequestStat, SchedulerScript, StoredResponse
+from inference.models import RequestStat, SchedulerScript, StoredResponse, Video, VideoAsset
 from inference.scheduler import Policy, digest
 from inference.stats import BIGINT_MAX, Sums
 
@@ -136,3 +140,154 @@ def stored_response_delete(*, tenant_id: int, response_id: str) -> bool:
     """Delete the tenant's stored response; False when it has none of that id."""
     n, _ = StoredResponse.objects.filter(tenant_id=tenant_id, response_id=response_id).delete()
     return n > 0
+
+
+# --- video jobs (inference/videos.py) -------------------------------------------------
+
+# The files a completed video offers: variant -> (the worker's result key, media type).
+VIDEO_VARIANTS: dict[str, tuple[str, str]] = {
+    "video": ("video_b64", "video/mp4"),
+    "thumbnail": ("thumbnail_b64", "image/webp"),
+    "spritesheet": ("spritesheet_b64", "image/jpeg"),
+}
+
+
+def video_create(
+    *,
+    tenant_id: int,
+    model: str,
+    prompt: str,
+    seconds: str,
+    size: str,
+    end_user: str,
+    queen: str,
+) -> Video:
+    """A new queued video job of the tenant."""
+    return Video.objects.create(
+        id=f"video_{secrets.token_hex(16)}",
+        tenant_id=tenant_id,
+        model=model[:200],
+        prompt=prompt,
+        seconds=seconds,
+        size=size[:16],
+        end_user=end_user[:256],
+        queen=queen[:120],
+    )
+
+
+def video_started(*, video_id: str, request_id: str) -> bool:
+    """The job was dispatched; False when the video was deleted meanwhile."""
+    return (
+        Video.objects.filter(id=video_id, status=Video.Status.QUEUED).update(
+            status=Video.Status.IN_PROGRESS, request_id=request_id, updated_at=timezone.now()
+        )
+        == 1
+    )
+
+
+def video_progress(*, video_id: str, progress: int) -> bool:
+    """The running job's percent done (also its queen's sign of life); False when the
+    video was deleted meanwhile (the job is then abandoned)."""
+    return (
+        Video.objects.filter(id=video_id, status=Video.Status.IN_PROGRESS).update(
+            progress=max(0, min(99, progress)), updated_at=timezone.now()
+        )
+        == 1
+    )
+
+
+def video_complete(*, video_id: str, result: dict[str, Any], ttl: int) -> bool:
+    """Store the worker's files and mark the job completed, expiring `ttl` seconds from
+    now; True when it did. A result without a decodable MP4 fails the job instead, and a
+    video deleted or ended meanwhile is left alone (False: nothing is stored)."""
+    files: dict[str, bytes] = {}
+    for variant, (key, _) in VIDEO_VARIANTS.items():
+        try:
+            data = base64.b64decode(str(result.get(key) or ""), validate=True)
+        except (binascii.Error, ValueError):
+            data = b""
+        if data:
+            files[variant] = data
+    if "video" not in files:
+        video_fail(
+            video_id=video_id, code="worker_error", message="The worker returned no video.", ttl=ttl
+        )
+        return False
+    size = str(result.get("size") or "")[:16]
+    now = timezone.now()
+    with transaction.atomic():
+        video = Video.objects.select_for_update().filter(id=video_id).first()
+        if video is None or video.status in (Video.Status.COMPLETED, Video.Status.FAILED):
+            return False
+        for variant, data in files.items():
+            VideoAsset.objects.create(
+                video=video,
+                variant=variant,
+                content=data,
+                content_type=VIDEO_VARIANTS[variant][1],
+            )
+        video.status = Video.Status.COMPLETED
+        video.progress = 100
+        video.size = size or video.size
+        video.completed_at = now
+        video.expires_at = now + timedelta(seconds=ttl)
+        video.save()
+    return True
+
+
+def video_fail(*, video_id: str, code: str, message: str, ttl: int) -> bool:
+    """Mark a job that has not ended failed, with OpenAI's error (code, message); it
+    expires `ttl` seconds from now like a completed one."""
+    now = timezone.now()
+    return (
+        Video.objects.filter(id=video_id)
+        .exclude(status__in=(Video.Status.COMPLETED, Video.Status.FAILED))
+        .update(
+            status=Video.Status.FAILED,
+            error_code=code[:64],
+            error_message=message,
+            completed_at=now,
+            expires_at=now + timedelta(seconds=ttl),
+            updated_at=now,
+        )
+        == 1
+    )
+
+
+def video_delete(*, tenant_id: int, video_id: str) -> bool:
+    """Delete one of the tenant's videos and its files (a running job is abandoned:
+    its queen sees the row gone at its next progress report and cancels the job)."""
+    n, _ = Video.objects.filter(tenant_id=tenant_id, id=video_id).delete()
+    return n > 0
+
+
+def video_touch(*, video_id: str) -> bool:
+    """The queen running a job that has not ended says it still is (a job may wait in
+    its model's queue longer than RBEE_VIDEO_STALE_SECONDS); False once it has ended or
+    was deleted."""
+    return (
+        Video.objects.filter(
+            id=video_id, status__in=(Video.Status.QUEUED, Video.Status.IN_PROGRESS)
+        ).update(updated_at=timezone.now())
+        == 1
+    )
+
+
+def video_fail_stale(*, now: datetime, stale_seconds: int, ttl: int) -> int:
+    """Fail the queued or running jobs whose queen is gone: it has not touched them for
+    stale_seconds, or it certainly ended (kernel.process.instance_gone). A video job runs
+    on the queen that accepted it and cannot go on elsewhere."""
+    from kernel.process import instance_gone, instance_id
+
+    running = Video.objects.filter(status__in=(Video.Status.QUEUED, Video.Status.IN_PROGRESS))
+    queens = set(running.exclude(queen=instance_id()).values_list("queen", flat=True)[:1000])
+    gone = [q for q in queens if q and instance_gone(q)]
+    cutoff = now - timedelta(seconds=stale_seconds)
+    return running.filter(Q(updated_at__lt=cutoff) | Q(queen__in=gone)).update(
+        status=Video.Status.FAILED,
+        error_code="server_error",
+        error_message="The server stopped while generating the video; create it again.",
+        completed_at=now,
+        expires_at=now + timedelta(seconds=ttl),
+        updated_at=now,
+    )

@@ -14,6 +14,7 @@ from inference import (
     models_api,
     pipeline,
     responses,
+    videos,
 )
 
 urlpatterns = [
@@ -33,5 +34,8 @@ urlpatterns = [
     path("audio/speech", pipeline.serve(audio.SPEECH)),
     path("messages", messages.anthropic(messages.MESSAGES)),
     path("messages/count_tokens", messages.anthropic(messages.COUNT_TOKENS)),
+    path("videos", videos.videos),
+    re_path(r"^videos/(?P<video_id>[^/]{1,200})/content$", videos.content),
+    re_path(r"^videos/(?P<video_id>[^/]{1,200})$", videos.video),
     re_path(r"^(?P<rest>.*)$", pipeline.unknown_url),
 ]

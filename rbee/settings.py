@@ -291,6 +291,11 @@ RBEE_PAST_DUE_GRACE_DAYS = env.float("RBEE_PAST_DUE_GRACE_DAYS", default=7.0)
 
 # How long an image answered as a URL stays downloadable from the queen.
 RBEE_IMAGE_URL_TTL = env.int("RBEE_IMAGE_URL_TTL", default=3600)
+# How long a video's files (and its job) stay after the job ended: then they are deleted.
+RBEE_VIDEO_TTL = env.int("RBEE_VIDEO_TTL", default=86400)
+# A queued or running video whose queen has not touched it for this long is failed
+# (its queen died: the job cannot go on elsewhere).
+RBEE_VIDEO_STALE_SECONDS = env.int("RBEE_VIDEO_STALE_SECONDS", default=600)
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(RBEE_MAX_BODY_BYTES, 2_621_440)
 # How long a dispatched job may wait for its hive to acknowledge it before it
 # is sent again (to another hive when there is one), and how many tries.

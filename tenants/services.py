@@ -134,7 +134,7 @@ def tenant_get_or_create(
         return tenant, created
 
 
-SCOPE_ENDPOINTS = ("chat", "completions", "embeddings", "images", "audio")
+SCOPE_ENDPOINTS = ("chat", "completions", "embeddings", "images", "audio", "videos")
 
 
 def _check_scopes(scopes: dict[str, Any]) -> dict[str, Any]:

@@ -75,6 +75,13 @@ BUNDLED: dict[str, dict[str, Any]] = {
         "prepare": "tiny-sd",
         "memory": 600 * MiB,
     },
+    # Not among DEFAULT_MODELS: a video model is for machines that mean to serve one.
+    "tiny-video": {
+        "engine": "diffusers-video",
+        "capability": Capability.VIDEO_GEN,
+        "prepare": "tiny-video",
+        "memory": 600 * MiB,
+    },
 }
 
 # The models `rbee up` serves out of the box: one per modality.
@@ -123,6 +130,10 @@ WELL_KNOWN: dict[str, dict[str, str]] = {
         "capability": Capability.AUDIO_TRANSCRIPTION,
         "repo": "Systran/faster-whisper-small",
     },
+    # text-to-video (diffusers-video; CUDA for real use)
+    "wan-1.3b": {"capability": Capability.VIDEO_GEN, "repo": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"},
+    "ltx-video": {"capability": Capability.VIDEO_GEN, "repo": "Lightricks/LTX-Video"},
+    "cogvideox-2b": {"capability": Capability.VIDEO_GEN, "repo": "THUDM/CogVideoX-2b"},
     "tts-1": {"capability": Capability.AUDIO_GEN, "bundled": "piper-joe"},
     "whisper-1": {"capability": Capability.AUDIO_TRANSCRIPTION, "bundled": "whisper-base"},
     "text-embedding-3-small": {"capability": Capability.EMBEDDING, "bundled": "all-minilm-l6-v2"},
@@ -146,6 +157,7 @@ def engine_for(capability: Capability, device: Device) -> str:
         Capability.AUDIO_TRANSCRIPTION: "faster-whisper",
         Capability.AUDIO_GEN: "piper",
         Capability.EMBEDDING: "sentence-transformers",
+        Capability.VIDEO_GEN: "diffusers-video",
     }[capability]
 
 
@@ -216,6 +228,10 @@ def materialize(spec: ModelSpec) -> ModelSpec:
         from hives.agent.tinysd import build_tiny_sd
 
         path = build_tiny_sd(models_dir() / "tiny-sd")
+    elif how == "tiny-video":
+        from hives.agent.tinyvideo import build_tiny_video
+
+        path = build_tiny_video(models_dir() / "tiny-video")
     elif how == "minilm":
         from hives.agent.engines.embeddings import bundled_minilm_path
 

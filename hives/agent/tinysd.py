@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ def write_clip_tokenizer_files(folder: Path) -> int:
     return len(vocab)
 
 
-def _tokenizer(folder: Path) -> Any:
+def clip_tokenizer(folder: Path) -> Any:
     """A CLIPTokenizer from the files above. (transformers 5's CLIPTokenizer ignores
     vocab_file/merges_file given to its constructor, so go through from_pretrained.)"""
     from transformers import CLIPTokenizer
@@ -130,7 +131,7 @@ def _build_sd(work: Path) -> Any:
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    tokenizer = _tokenizer(work / "_tok")
+    tokenizer = clip_tokenizer(work / "_tok")
     unet = UNet2DConditionModel(
         sample_size=32,
         layers_per_block=1,
@@ -162,8 +163,8 @@ def _build_sdxl(work: Path) -> Any:
     from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    tokenizer = _tokenizer(work / "_tok")
-    tokenizer_2 = _tokenizer(work / "_tok2")
+    tokenizer = clip_tokenizer(work / "_tok")
+    tokenizer_2 = clip_tokenizer(work / "_tok2")
     config = _text_config(
         len(tokenizer), tokenizer.eos_token_id, tokenizer.bos_token_id, projection_dim=32
     )
@@ -197,17 +198,26 @@ def _build_sdxl(work: Path) -> Any:
 
 
 def build_tiny_sd(dest: Path, kind: str = "sd") -> Path:
-    """Build the tiny pipeline (`kind` "sd" or "sdxl") into `dest` and return it.
+    """Build the tiny pipeline (`kind` "sd" or "sdxl") into `dest` and return it
+    (idempotent and atomic: see save_tiny_pipeline)."""
+    if kind not in ("sd", "sdxl"):
+        raise ValueError(f"unknown tiny pipeline kind {kind!r}: 'sd' or 'sdxl'")
+    options = dict(TINY_OPTIONS)
+    if kind == "sdxl":
+        options["pipeline"] = "sdxl"
+    return save_tiny_pipeline(Path(dest), _build_sd if kind == "sd" else _build_sdxl, options)
+
+
+def save_tiny_pipeline(dest: Path, build: Callable[[Path], Any], options: dict[str, Any]) -> Path:
+    """Build a random-weight pipeline with `build(workdir)` (seeded, so every machine gets
+    the same weights), save it with its rbee.json `options` into `dest`, and return dest.
 
     Idempotent (returns at once when dest/model_index.json exists) and atomic: it is
     built in a temporary sibling directory and renamed into place, so a crash or a
     concurrent builder never leaves a half-written pipeline that loads badly.
     """
-    dest = Path(dest)
     if (dest / "model_index.json").is_file():
         return dest
-    if kind not in ("sd", "sdxl"):
-        raise ValueError(f"unknown tiny pipeline kind {kind!r}: 'sd' or 'sdxl'")
     import torch
 
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -216,14 +226,11 @@ def build_tiny_sd(dest: Path, kind: str = "sd") -> Path:
         state = torch.random.get_rng_state()
         torch.manual_seed(0)  # the same random weights on every machine
         try:
-            pipe = _build_sd(work) if kind == "sd" else _build_sdxl(work)
+            pipe = build(work)
         finally:
             torch.random.set_rng_state(state)
         out = work / "pipeline"
         pipe.save_pretrained(str(out), safe_serialization=True)
-        options = dict(TINY_OPTIONS)
-        if kind == "sdxl":
-            options["pipeline"] = "sdxl"
         (out / "rbee.json").write_text(json.dumps(options, indent=2) + "\n", encoding="utf-8")
         try:
             os.replace(out, dest)

@@ -209,6 +209,7 @@ def test_summary_by_day(world: World) -> None:
         "images": 0,
         "audio_seconds": 0.0,
         "characters": 0,
+        "video_seconds": 0.0,
         # llama: 3000 x 0.0000004 + 600 x 0.000003
         "cost": "0.003000",
         "currency": "usd",

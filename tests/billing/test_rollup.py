@@ -112,10 +112,10 @@ def test_every_write_path_keeps_the_rollup_equal_to_the_raw_aggregate() -> None:
     assert consistent() == {} and UsageDaily.objects.count() == 0
     # Finalised once: one request with its final counts.
     final(acme, "r-1", key, prompt_tokens=7, completion_tokens=5)
-    assert consistent() == {(acme.pk, today, "m1", key.pk, "chat"): (1, 7.0, 5.0, 0, 0, 0)}
+    assert consistent() == {(acme.pk, today, "m1", key.pk, "chat"): (1, 7.0, 5.0, 0, 0, 0, 0)}
     # A repeated final write of the same request changes nothing.
     final(acme, "r-1", key, prompt_tokens=700, completion_tokens=500)
-    assert rolled()[(acme.pk, today, "m1", key.pk, "chat")] == (1, 7.0, 5.0, 0, 0, 0)
+    assert rolled()[(acme.pk, today, "m1", key.pk, "chat")] == (1, 7.0, 5.0, 0, 0, 0, 0)
     # A request without a provisional row, keyless, with audio: made final at once.
     usage_record(
         request_id="r-2",
@@ -130,17 +130,17 @@ def test_every_write_path_keeps_the_rollup_equal_to_the_raw_aggregate() -> None:
     usage_progress(request_id="r-3", usage=Usage(prompt_tokens=20, completion_tokens=30))
     assert [s.request_id for s in usage_settle_stale(lease_s=600)] == ["r-3"]
     assert consistent() == {
-        (acme.pk, today, "m1", key.pk, "chat"): (2, 27.0, 35.0, 0, 0, 0),
-        (acme.pk, today, "whisper", 0, "transcription"): (1, 0, 0, 0, 12.25, 0),
+        (acme.pk, today, "m1", key.pk, "chat"): (2, 27.0, 35.0, 0, 0, 0, 0),
+        (acme.pk, today, "whisper", 0, "transcription"): (1, 0, 0, 0, 12.25, 0, 0),
     }
     # Its late final write replaces the interrupted counts: the difference, no request.
     late = final(acme, "r-3", key, prompt_tokens=18, completion_tokens=90)
     assert (late.outcome, late.prompt_tokens, late.completion_tokens) == ("ok", 18, 90)
-    assert consistent()[(acme.pk, today, "m1", key.pk, "chat")] == (2, 25.0, 95.0, 0, 0, 0)
+    assert consistent()[(acme.pk, today, "m1", key.pk, "chat")] == (2, 25.0, 95.0, 0, 0, 0, 0)
     # ...once: another final write is ignored, and the settler finds nothing more.
     final(acme, "r-3", key, prompt_tokens=1, completion_tokens=1)
     assert usage_settle_stale(lease_s=0) == []
-    assert consistent()[(acme.pk, today, "m1", key.pk, "chat")] == (2, 25.0, 95.0, 0, 0, 0)
+    assert consistent()[(acme.pk, today, "m1", key.pk, "chat")] == (2, 25.0, 95.0, 0, 0, 0, 0)
     # A row still provisional beside them adds nothing.
     begin(acme, "r-4", instance_id())
     usage_progress(request_id="r-4", usage=Usage(completion_tokens=9))
@@ -170,7 +170,7 @@ def test_an_error_or_disconnect_counts_and_a_zero_usage_request_still_counts_one
         usage=Usage(prompt_tokens=4, completion_tokens=2),
         outcome=UsageEvent.Outcome.DISCONNECTED,
     )
-    assert consistent() == {(acme.pk, today, "m1", 0, "chat"): (2, 4.0, 2.0, 0, 0, 0)}
+    assert consistent() == {(acme.pk, today, "m1", 0, "chat"): (2, 4.0, 2.0, 0, 0, 0, 0)}
 
 
 @pytest.mark.django_db
@@ -186,14 +186,14 @@ def test_deleting_a_key_makes_its_rollup_keyless_and_deleting_a_tenant_takes_it_
     k1.delete()
     today = datetime.now(UTC).date()
     assert consistent() == {
-        (acme.pk, today, "m1", 0, "chat"): (2, 101.0, 0, 0, 0, 0),
-        (acme.pk, today, "m1", k2.pk, "chat"): (1, 10.0, 0, 0, 0, 0),
-        (other.pk, today, "m1", 0, "chat"): (1, 1000.0, 0, 0, 0, 0),
+        (acme.pk, today, "m1", 0, "chat"): (2, 101.0, 0, 0, 0, 0, 0),
+        (acme.pk, today, "m1", k2.pk, "chat"): (1, 10.0, 0, 0, 0, 0, 0),
+        (other.pk, today, "m1", 0, "chat"): (1, 1000.0, 0, 0, 0, 0, 0),
     }
     ApiKey.objects.filter(pk=k2.pk).delete()  # a queryset's delete too
-    assert consistent()[(acme.pk, today, "m1", 0, "chat")] == (3, 111.0, 0, 0, 0, 0)
+    assert consistent()[(acme.pk, today, "m1", 0, "chat")] == (3, 111.0, 0, 0, 0, 0, 0)
     acme.delete()  # its keys and roll-up go with it (nothing merged into a dead tenant)
-    assert consistent() == {(other.pk, today, "m1", 0, "chat"): (1, 1000.0, 0, 0, 0, 0)}
+    assert consistent() == {(other.pk, today, "m1", 0, "chat"): (1, 1000.0, 0, 0, 0, 0, 0)}
 
 
 @pytest.mark.django_db
@@ -263,8 +263,8 @@ def test_rebuild_restores_the_rollup_for_a_tenant_and_a_range_only() -> None:
     assert usage_rollup_rebuild(tenant_ids=[acme.pk], start=today, end=today) == 1
     # Only acme's today was rebuilt: its stray row of another day stays, "other" stays out.
     assert rolled() == {
-        (acme.pk, date(2020, 1, 1), "ghost", 0, ""): (5, 0, 0, 0, 0, 0),
-        (acme.pk, today, "m1", 0, "chat"): (1, 0, 2.0, 0, 0, 0),
+        (acme.pk, date(2020, 1, 1), "ghost", 0, ""): (5, 0, 0, 0, 0, 0, 0),
+        (acme.pk, today, "m1", 0, "chat"): (1, 0, 2.0, 0, 0, 0, 0),
     }
     # The CLI rebuilds everything: the stray row goes, every group is back.
     from rbee.cli import main
@@ -371,7 +371,8 @@ def test_the_migration_rolls_up_the_usage_recorded_before_it() -> None:
         executor.loader.build_graph()
         executor.migrate(target)
 
-    migrate([("billing", "0006_invoice_customer")])  # no roll-up table (tenants unchanged)
+    before = [("billing", "0006_invoice_customer")]
+    migrate(before)  # no roll-up table (tenants unchanged)
     acme = Tenant.objects.create(name="acme")
     rows = (
         ("r1", "ok", 10, datetime(2026, 3, 1, 23, 59, tzinfo=UTC)),
@@ -395,6 +396,6 @@ def test_the_migration_rolls_up_the_usage_recorded_before_it() -> None:
     latest = [n for n in MigrationExecutor(connection).loader.graph.leaf_nodes()]
     migrate(latest)
     assert consistent() == {
-        (acme.pk, date(2026, 3, 1), "m1", 0, "chat"): (2, 15.0, 0, 0, 0, 0),
-        (acme.pk, date(2026, 3, 2), "m1", 0, "chat"): (1, 1.0, 0, 0, 0, 0),
+        (acme.pk, date(2026, 3, 1), "m1", 0, "chat"): (2, 15.0, 0, 0, 0, 0, 0),
+        (acme.pk, date(2026, 3, 2), "m1", 0, "chat"): (1, 1.0, 0, 0, 0, 0, 0),
     }

@@ -13,7 +13,7 @@ from billing.errors import AdmissionCode
 from hives.models import CatalogModel
 from inference import chat
 from inference.errors import APIError
-from inference.pipeline import _prepare
+from inference.pipeline import prepare
 from kernel.errors import DomainError
 from tenants.services import api_key_create, plan_set, tenant_create
 
@@ -32,11 +32,11 @@ def test_a_model_outside_the_plan_is_refused_before_its_workers_are_looked_at() 
     plan_set(name="basic", limits={}, allowed_models=["some-other-model"])
     _, key = api_key_create(tenant=tenant_create(name="acme", plan="basic"))
     with pytest.raises(DomainError) as exc:
-        _prepare(key, _request("private-llm"), chat.CHAT)  # type: ignore[arg-type]
+        prepare(key, _request("private-llm"), chat.CHAT)  # type: ignore[arg-type]
     assert exc.value.code == AdmissionCode.MODEL_NOT_IN_PLAN
     # A tenant whose plan includes it hears that nothing serves it right now.
     plan_set(name="pro", limits={}, allowed_models=["private-llm"])
     _, pro_key = api_key_create(tenant=tenant_create(name="bigco", plan="pro"))
     with pytest.raises(APIError) as unavailable:
-        _prepare(pro_key, _request("private-llm"), chat.CHAT)  # type: ignore[arg-type]
+        prepare(pro_key, _request("private-llm"), chat.CHAT)  # type: ignore[arg-type]
     assert unavailable.value.status == 503 and unavailable.value.code == "model_unavailable"

@@ -180,7 +180,7 @@ def test_the_installed_command() -> None:
         out = dep.rbee("billing", "usage", "acme", "--csv").stdout
         assert out.splitlines() == [
             "created_at,request_id,model,modality,api_key,prompt_tokens,completion_tokens,"
-            "images,audio_seconds,characters,latency_ms,outcome,cost,currency"
+            "images,audio_seconds,characters,video_seconds,latency_ms,outcome,cost,currency"
         ]
         missing = dep.rbee("billing", "usage", "nobody", check=False)
         assert missing.returncode == 1

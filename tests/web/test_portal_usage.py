@@ -162,13 +162,14 @@ def test_the_csv_is_the_tables_rows_quoted_and_defused(world: dict[str, Any]) ->
             "images",
             "audio_seconds",
             "characters",
+            "video_seconds",
             "total_tokens",
             "cost",
             "currency",
         ],
-        ["'=HYPERLINK(1)", "1", "1", "0", "0", "0", "0", "1", "0.000000", "usd"],
-        ["m1", "3", "117", "58", "0", "0", "0", "175", "0.233000", "usd"],
-        ["whisper", "1", "0", "0", "0", "2.5", "0", "0", "0.025000", "usd"],
+        ["'=HYPERLINK(1)", "1", "1", "0", "0", "0", "0", "0", "1", "0.000000", "usd"],
+        ["m1", "3", "117", "58", "0", "0", "0", "0", "175", "0.233000", "usd"],
+        ["whisper", "1", "0", "0", "0", "2.5", "0", "0", "0", "0.025000", "usd"],
     ]
     keyed = rows(owner.get("/portal/t/acme/usage.csv?range=7d&group=key"))
     assert [r[:2] for r in keyed[1:]] == [

@@ -18,6 +18,7 @@ _ENGINES = {
     "espeak-ng": "hives.agent.engines.piper:EspeakEngine",
     "sentence-transformers": "hives.agent.engines.embeddings:SentenceTransformersEngine",
     "diffusers": "hives.agent.engines.diffusion:DiffusersEngine",
+    "diffusers-video": "hives.agent.engines.video:DiffusersVideoEngine",
     "transformers": "hives.agent.engines.transformers_engine:TransformersEngine",
     "vllm": "hives.agent.engines.vllm_engine:VLLMEngine",
     "openai": "hives.agent.engines.openai_engine:OpenAIEngine",

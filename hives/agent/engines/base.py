@@ -104,6 +104,8 @@ class Engine(abc.ABC):
             [{"id","start","end","text","tokens","temperature","avg_logprob",
               "compression_ratio","no_speech_prob"}], "words": [{"word","start","end"}]},
             usage {"seconds"}
+        video          {"kind": "progress", "progress": 0-100} ... then result {"video_b64":
+                       base64 MP4, "seconds", "frames", "fps", "size"}, usage {"video_seconds"}
 
     `slots` is how many jobs the worker may run at once on this engine (threads);
     engines whose library is not thread-safe keep 1.
@@ -145,6 +147,7 @@ class Engine(abc.ABC):
             Task.TRANSCRIPTION: self.transcribe,
             Task.TRANSLATION: self.translate,
             Task.SPEECH: self.speak,
+            Task.VIDEO: self.generate_video,
         }
         method = methods.get(task)
         if method is None:
@@ -177,3 +180,8 @@ class Engine(abc.ABC):
 
     def speak(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
         raise wrong_task(self.name, Task.SPEECH)
+
+    def generate_video(
+        self, request: dict[str, Any], cancelled: Cancelled
+    ) -> Iterator[dict[str, Any]]:
+        raise wrong_task(self.name, Task.VIDEO)

@@ -189,7 +189,7 @@ class DiffusersEngine(Engine):
         diffusers_logging.disable_progress_bar()  # the worker's stderr is a log, not a tty
         # org/name@rev (or options.revision): that revision, from the Hub or its cache.
         where, revision = hub_ref(spec.source, self.options)
-        kwargs: dict[str, Any] = {_dtype_kwarg(): dtype}
+        kwargs: dict[str, Any] = {dtype_kwarg(): dtype}
         if revision:
             kwargs["revision"] = revision
         if safetensors_only(where, revision):
@@ -331,7 +331,7 @@ class DiffusersEngine(Engine):
         guidance = self.options.get("guidance_scale")
         if guidance is not None:
             kwargs["guidance_scale"] = float(guidance)
-        if _accepts(self.img2img, "width"):  # SDXL's img2img also takes the target size
+        if accepts(self.img2img, "width"):  # SDXL's img2img also takes the target size
             kwargs.update(width=width, height=height)
         images = self._run(self.img2img, kwargs, width, height)
         yield {
@@ -376,7 +376,7 @@ def safetensors_only(where: str, revision: str | None) -> bool:
     return bool(files) and safetensors_everywhere(files or [])
 
 
-def _dtype_kwarg() -> str:
+def dtype_kwarg() -> str:
     """Recent diffusers renamed from_pretrained's torch_dtype to dtype (and warn about
     the old name); older releases would ignore an unknown `dtype` silently."""
     from diffusers.utils import deprecation_utils
@@ -386,7 +386,7 @@ def _dtype_kwarg() -> str:
     )
 
 
-def _accepts(pipe: Any, param: str) -> bool:
+def accepts(pipe: Any, param: str) -> bool:
     import inspect
 
     try:
