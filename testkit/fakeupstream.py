@@ -20,6 +20,15 @@ Faults, asked for in the prompt (the last message's content, or `prompt`, or `in
     !slow S        stream with S seconds between two chunks
     !drop          stream 2 chunks, then close the connection
     !nousage       no usage anywhere (an upstream that never meters)
+    !loosecalls    tool calls as some servers send them: each whole in one piece, with
+                   no `index`, and finish_reason "stop"
+
+Tools: with `tools` (and tool_choice not "none"), it calls when tool_choice is
+"required" or names a function, or when the last message is the user's and starts with
+"call " (the functions named after it, else the first; one when parallel_tool_calls is
+false), arguments built from each schema's required properties; after a `tool` message it
+answers that message's words. `logprobs` (chat: with top_logprobs; completions: an int)
+adds each word's log probability (-0.1, -0.2, ...) and an alternative " alt" at -5.
 
 With `api_key`, every request must carry `Authorization: Bearer API_KEY` (else 401).
 `FakeUpstream` runs it on a thread of its own for in-process tests (`requests` keeps what
@@ -38,6 +47,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from hives.agent.engines.tools import arguments_json, sample_arguments
 
 WORDS = [f"w{i}" for i in range(1, 17)]
 # The smallest valid PNG (1x1, transparent).
@@ -240,9 +251,18 @@ class _Conn:
 
     async def _text(self, req: Seen, body: Any, prompt: str) -> None:
         chat = req.path.endswith("/chat/completions")
-        n = min(len(WORDS), int(body.get("max_tokens") or len(WORDS)))
-        words = [w if i == 0 else " " + w for i, w in enumerate(WORDS[:n])]
-        finish = "length" if n < len(WORDS) else "stop"
+        messages = body.get("messages") or [{}] if chat else [{}]
+        calls = _calls(body, messages[-1]) if chat else []
+        if calls:
+            await self._calls(body, calls, loose=_fault(prompt, "loosecalls") is not None)
+            return
+        answer = WORDS
+        if messages[-1].get("role") == "tool":
+            answer = str(messages[-1].get("content") or "").split()
+        n = min(len(answer), int(body.get("max_tokens") or len(answer)))
+        words = [w if i == 0 else " " + w for i, w in enumerate(answer[:n])]
+        finish = "length" if n < len(answer) else "stop"
+        top = _top_logprobs(body, chat)
         usage = {"prompt_tokens": max(1, len(prompt.split())), "completion_tokens": n}
         usage["total_tokens"] = usage["prompt_tokens"] + n
         metered = _fault(prompt, "nousage") is None
@@ -272,6 +292,8 @@ class _Conn:
                 if i and slow:
                     await asyncio.sleep(float(slow))
                 piece: dict[str, Any] = {"index": 0, "finish_reason": None, "logprobs": None}
+                if top is not None:
+                    piece["logprobs"] = _logprobs(word, i, top, chat)
                 if chat:
                     piece["delta"] = {"content": word}
                 else:
@@ -287,6 +309,50 @@ class _Conn:
         except ConnectionError:
             self.state.closed_early += 1
             raise
+        self.state.streamed += 1
+
+    async def _calls(self, body: Any, calls: list[tuple[str, str]], *, loose: bool) -> None:
+        """Answer with tool calls: OpenAI's pieces (a head, then the arguments in two
+        halves), or, `loose`, each whole call in one piece with no index."""
+        base = {"id": "fake-1", "created": int(time.time()), "model": body["model"]}
+        whole = [
+            {"id": f"call_fake{i}", "type": "function", "function": {"name": n, "arguments": a}}
+            for i, (n, a) in enumerate(calls)
+        ]
+        usage = {
+            "prompt_tokens": 1,
+            "completion_tokens": len(calls),
+            "total_tokens": 1 + len(calls),
+        }
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": None, "tool_calls": whole}
+            choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+            answer = {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
+            await self.send(200, answer)
+            return
+        pieces: list[list[dict[str, Any]]] = []
+        for i, call in enumerate(whole):
+            if loose:
+                pieces.append([call])
+                continue
+            args = call["function"]["arguments"]
+            head = {"index": i, **call, "function": {**call["function"], "arguments": ""}}
+            half = len(args) // 2
+            pieces.append([head])
+            pieces += [
+                [{"index": i, "function": {"arguments": p}}] for p in (args[:half], args[half:])
+            ]
+        await self.start_chunks("text/event-stream")
+        kind = "chat.completion.chunk"
+        for piece in pieces:
+            choice = {"index": 0, "delta": {"tool_calls": piece}, "finish_reason": None}
+            await self.chunk(_sse({**base, "object": kind, "choices": [choice]}))
+        last = {"index": 0, "delta": {}, "finish_reason": "stop" if loose else "tool_calls"}
+        await self.chunk(_sse({**base, "object": kind, "choices": [last]}))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await self.chunk(_sse({**base, "object": kind, "choices": [], "usage": usage}))
+        await self.chunk(b"data: [DONE]\n\n")
+        await self.end_chunks()
         self.state.streamed += 1
 
     async def _embeddings(self, req: Seen, body: Any, prompt: str) -> None:
@@ -345,6 +411,55 @@ class _Conn:
         for i in range(4):
             await self.chunk(bytes([i]) * 1024)
         await self.end_chunks()
+
+
+def _calls(body: dict[str, Any], last: dict[str, Any]) -> list[tuple[str, str]]:
+    """The calls the fake makes: [(name, arguments JSON)], or none."""
+    tools = [t["function"] for t in body.get("tools") or [] if isinstance(t, dict)]
+    choice = body.get("tool_choice") or "auto"
+    if not tools or choice == "none":
+        return []
+    text = str(last.get("content") or "") if last.get("role") == "user" else ""
+    if isinstance(choice, dict):
+        chosen = [f for f in tools if f.get("name") == choice["function"]["name"]]
+    elif text.startswith("call "):
+        words = text[5:].replace(",", " ").split()
+        chosen = [f for w in words for f in tools if f.get("name") == w] or tools[:1]
+    elif choice == "required":
+        chosen = tools[:1]
+    else:
+        return []
+    if body.get("parallel_tool_calls") is False:
+        chosen = chosen[:1]
+    return [(f["name"], arguments_json(sample_arguments(f.get("parameters")))) for f in chosen]
+
+
+def _top_logprobs(body: dict[str, Any], chat: bool) -> int | None:
+    """How many alternatives to give per word; None when no log probabilities were asked."""
+    if chat:
+        return int(body.get("top_logprobs") or 0) if body.get("logprobs") else None
+    value = body.get("logprobs")
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _logprobs(word: str, i: int, top: int, chat: bool) -> dict[str, Any]:
+    logprob = -round(0.1 * (i + 1), 3)
+    alternatives = [(word, logprob), (" alt", -5.0)][:top]
+    if not chat:
+        return {
+            "tokens": [word],
+            "token_logprobs": [logprob],
+            "top_logprobs": [dict(alternatives)],
+            "text_offset": [0],
+        }
+
+    def entry(token: str, lp: float) -> dict[str, Any]:
+        return {"token": token, "logprob": lp, "bytes": list(token.encode())}
+
+    return {
+        "content": [{**entry(word, logprob), "top_logprobs": [entry(*a) for a in alternatives]}],
+        "refusal": None,
+    }
 
 
 def _sse(obj: Any) -> bytes:

@@ -49,7 +49,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from hives.agent.engines.base import Cancelled, Engine, EngineError
-from hives.protocol import Capability, EventKind
+from hives.protocol import Capability, EventKind, new_tool_call_id
 from hives.spec import ModelSpec
 
 logger = logging.getLogger("hives.engines.openai")
@@ -60,6 +60,9 @@ DEFAULT_MAX_CONNECTIONS = 32
 DEFAULT_HEALTH_INTERVAL = 5.0
 HEALTH_TIMEOUT = 5.0
 MAX_ERROR_MESSAGE = 2000
+MAX_TOOL_CALLS = 128  # calls in one answer (the queen's limit too)
+# What a job carries only when the client asked (docs/tools.md), relayed as it is.
+_TOOL_KEYS = ("tools", "tool_choice", "parallel_tool_calls")
 
 # Upstream statuses that are the caller's own mistake: passed on with the upstream's
 # words (OpenAI never answers 422: a bad parameter is a 400).
@@ -192,6 +195,118 @@ def _sse_data(lines: Iterator[str]) -> Iterator[str]:
             return
         if data:
             yield data
+
+
+class _CallPieces:
+    """An upstream's streamed tool-call pieces in the contract's shape (docs/tools.md):
+    calls numbered 0, 1, ... in the order they start; a call's first piece carries its
+    `id` (one is made when the upstream sends none), `type` and `function.name`, later
+    ones only `function.arguments` (text). Servers differ: some send each call whole in
+    one piece, some leave out `index` (a call is then known by its id, and a piece with
+    neither continues the call before), some send the arguments as an object. A piece
+    that fits none of these is dropped and logged; the queen checks them again."""
+
+    def __init__(self) -> None:
+        self._ours: dict[Any, int] = {}  # the upstream's index (or id) -> ours
+        self._last: Any = None
+        self.count = 0
+
+    def feed(self, raw: Any) -> list[dict[str, Any]]:
+        out = []
+        for piece in raw if isinstance(raw, list) else []:
+            ours = self._piece(piece) if isinstance(piece, dict) else None
+            if ours is not None:
+                out.append(ours)
+        return out
+
+    def _piece(self, piece: dict[str, Any]) -> dict[str, Any] | None:
+        fn = piece.get("function") if isinstance(piece.get("function"), dict) else {}
+        arguments = fn.get("arguments")
+        if isinstance(arguments, dict):
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        elif arguments is None:
+            arguments = ""
+        elif not isinstance(arguments, str):
+            logger.warning("the upstream sent a tool call whose arguments are not text; dropped")
+            return None
+        name = fn.get("name") if isinstance(fn.get("name"), str) else ""
+        cid = piece.get("id") if isinstance(piece.get("id"), str) else ""
+        index = piece.get("index")
+        if type(index) is int:
+            key: Any = index
+        elif cid:
+            key = ("id", cid)
+        elif name:
+            key = ("new", len(self._ours))
+        else:
+            key = self._last
+        if key in self._ours:
+            self._last = key
+            if not arguments:
+                return None
+            return {"index": self._ours[key], "function": {"arguments": arguments}}
+        if not name or len(self._ours) >= MAX_TOOL_CALLS:
+            logger.warning("the upstream sent a tool-call piece that starts no call; dropped")
+            return None
+        ours = self._ours[key] = len(self._ours)
+        self._last = key
+        self.count += 1
+        return {
+            "index": ours,
+            "id": cid or new_tool_call_id(),
+            "type": "function",
+            "function": {"name": name, "arguments": arguments},
+        }
+
+
+def _token_logprob(raw: Any) -> dict[str, Any] | None:
+    if not isinstance(raw, dict):
+        return None
+    token, logprob = raw.get("token"), raw.get("logprob")
+    if not isinstance(token, str) or type(logprob) not in (int, float):
+        return None
+    entry: dict[str, Any] = {"token": token, "logprob": float(logprob)}
+    if isinstance(raw.get("bytes"), list):
+        entry["bytes"] = raw["bytes"]
+    return entry
+
+
+def _chat_logprobs(raw: Any) -> list[dict[str, Any]]:
+    """A chat chunk's `logprobs.content` entries (the queen checks each again)."""
+    content = raw.get("content") if isinstance(raw, dict) else None
+    out = []
+    for item in content if isinstance(content, list) else []:
+        entry = _token_logprob(item)
+        if entry is not None:
+            tops = item.get("top_logprobs")
+            entry["top_logprobs"] = [
+                t for t in map(_token_logprob, tops if isinstance(tops, list) else []) if t
+            ]
+            out.append(entry)
+    return out
+
+
+def _completion_logprobs(raw: Any) -> list[dict[str, Any]]:
+    """The legacy completions shape (tokens, token_logprobs, top_logprobs maps) as the
+    chat-shaped entries the contract carries."""
+    if not isinstance(raw, dict):
+        return []
+    tokens, logprobs, tops = raw.get("tokens"), raw.get("token_logprobs"), raw.get("top_logprobs")
+    if not isinstance(tokens, list) or not isinstance(logprobs, list):
+        return []
+    tops = tops if isinstance(tops, list) else []
+    out = []
+    for i, (token, logprob) in enumerate(zip(tokens, logprobs, strict=False)):
+        entry = _token_logprob({"token": token, "logprob": logprob})
+        if entry is None:
+            continue
+        top = tops[i] if i < len(tops) and isinstance(tops[i], dict) else {}
+        alternatives = (_token_logprob({"token": t, "logprob": v}) for t, v in top.items())
+        entry["top_logprobs"] = sorted(
+            (a for a in alternatives if a), key=lambda a: -float(a["logprob"])
+        )
+        out.append(entry)
+    return out
 
 
 def _response_format(rf: Any) -> dict[str, Any] | None:
@@ -359,6 +474,12 @@ class OpenAIEngine(Engine):
         rf = _response_format(request.get("response_format"))
         if rf is not None:
             body["response_format"] = rf
+        for key in _TOOL_KEYS:
+            if key in request:
+                body[key] = request[key]
+        if request.get("logprobs"):
+            body["logprobs"] = True
+            body["top_logprobs"] = int(request.get("top_logprobs") or 0)
         chars = sum(len(str(m.get("content") or "")) for m in messages)
         return self._stream("chat/completions", body, cancelled, chars, chat=True)
 
@@ -366,6 +487,8 @@ class OpenAIEngine(Engine):
         prompt = str(request.get("prompt") or "")
         body = self._sampling(request)
         body["prompt"] = prompt
+        if request.get("logprobs"):  # the legacy API's `logprobs` is the count of alternatives
+            body["logprobs"] = int(request.get("top_logprobs") or 0)
         return self._stream("completions", body, cancelled, len(prompt), chat=False)
 
     def _stream(
@@ -376,15 +499,22 @@ class OpenAIEngine(Engine):
         # Opened here, not in the generator: an upstream's 400 is the caller's error
         # before any event, not a broken stream.
         resp = self._open(path, json=body)
-        return self._relay(resp, cancelled, chars, chat=chat)
+        return self._relay(resp, cancelled, chars, chat=chat, logprobs="logprobs" in body)
 
     def _relay(
-        self, resp: httpx.Response, cancelled: Cancelled, chars: int, *, chat: bool
+        self,
+        resp: httpx.Response,
+        cancelled: Cancelled,
+        chars: int,
+        *,
+        chat: bool,
+        logprobs: bool = False,
     ) -> Iterator[dict[str, Any]]:
         prompt_estimate = max(1, chars // 4)
         chunks = 0
         finish = "stop"
         usage: dict[str, Any] | None = None
+        calls = _CallPieces()
         try:
             for data in _sse_data(resp.iter_lines()):
                 if cancelled():
@@ -415,21 +545,31 @@ class OpenAIEngine(Engine):
                 for choice in chunk.get("choices") or []:
                     if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                         continue
+                    event: dict[str, Any] = {"kind": EventKind.DELTA}
                     if chat:
-                        text = (choice.get("delta") or {}).get("content")
+                        delta = choice.get("delta")
+                        delta = delta if isinstance(delta, dict) else {}
+                        text = delta.get("content")
+                        pieces = calls.feed(delta.get("tool_calls"))
+                        if pieces:
+                            event["tool_calls"] = pieces
                     else:
                         text = choice.get("text")
+                    if text:
+                        event["text"] = str(text)
+                    if logprobs:
+                        read = _chat_logprobs if chat else _completion_logprobs
+                        entries = read(choice.get("logprobs"))
+                        if entries:
+                            event["logprobs"] = entries
                     if choice.get("finish_reason"):
                         finish = str(choice["finish_reason"])
-                    if text:
+                    if len(event) > 1:
                         chunks += 1
-                        yield {
-                            "kind": EventKind.DELTA,
-                            "text": str(text),
-                            # Running counts: a stream cut short is still metered.
-                            "prompt_tokens": prompt_estimate,
-                            "completion_tokens": chunks,
-                        }
+                        # Running counts: a stream cut short is still metered.
+                        event["prompt_tokens"] = prompt_estimate
+                        event["completion_tokens"] = chunks
+                        yield event
         except httpx.HTTPError as exc:
             raise transport_error(exc) from exc
         finally:
@@ -441,6 +581,10 @@ class OpenAIEngine(Engine):
                 )
                 self._warned_usage = True
             usage = {"prompt_tokens": prompt_estimate, "completion_tokens": chunks}
+        if calls.count and finish in ("stop", "function_call"):
+            finish = "tool_calls"  # some servers end an answer of calls with "stop"
+        elif not calls.count and finish in ("tool_calls", "function_call"):
+            finish = "stop"  # "tool_calls" without a call (its pieces were dropped)
         yield {
             "kind": EventKind.DONE,
             "finish_reason": finish,

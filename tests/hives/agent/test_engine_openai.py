@@ -257,3 +257,159 @@ def test_only_the_named_key_reaches_the_worker_and_only_when_granted() -> None:
     # rbee's own secrets never, whoever asks.
     assert upstream_key_env({"api_key_env": "RBEE_HIVE_TOKEN"}, hive_env, assigned=False) == ""
     assert "OLLAMA_KEY" not in worker_env(hive_env)
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "enum": ["Oslo", "Rome"]}},
+            "required": ["city"],
+        },
+    },
+}
+TIME = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
+
+
+def calls_of(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The calls the pieces of `events` make, assembled as the contract says."""
+    calls: dict[int, dict[str, Any]] = {}
+    for event in events:
+        for piece in event.get("tool_calls") or []:
+            if "id" in piece:
+                assert piece["index"] == len(calls) and piece["type"] == "function"
+                calls[piece["index"]] = {
+                    "id": piece["id"],
+                    "name": piece["function"]["name"],
+                    "arguments": piece["function"]["arguments"],
+                }
+            else:
+                assert set(piece) == {"index", "function"}
+                calls[piece["index"]]["arguments"] += piece["function"]["arguments"]
+    return [calls[i] for i in sorted(calls)]
+
+
+def test_tools_are_relayed_and_the_upstreams_calls_come_back_as_pieces(
+    engine: OpenAIEngine, upstream: FakeUpstream
+) -> None:
+    tools = {"tools": [WEATHER, TIME], "tool_choice": "auto", "parallel_tool_calls": True}
+    events = chat(engine, "call get_weather get_time", **tools)
+    sent = upstream.last("/v1/chat/completions").json()
+    assert (sent["tools"], sent["tool_choice"], sent["parallel_tool_calls"]) == (
+        [WEATHER, TIME],
+        "auto",
+        True,
+    )
+    assert calls_of(events) == [
+        {"id": "call_fake0", "name": "get_weather", "arguments": '{"city": "Oslo"}'},
+        {"id": "call_fake1", "name": "get_time", "arguments": "{}"},
+    ]
+    assert not any(e.get("text") for e in events)
+    assert events[-1]["finish_reason"] == "tool_calls"
+    # A named function, and the answer after the tool's result: the history goes upstream
+    # exactly as the job carries it.
+    named = {"type": "function", "function": {"name": "get_time"}}
+    events = chat(engine, "what time is it", tools=[WEATHER, TIME], tool_choice=named)
+    assert [c["name"] for c in calls_of(events)] == ["get_time"]
+    history = [
+        {"role": "user", "content": "weather in Oslo?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny and 21 degrees"},
+    ]
+    events = list(engine.run("chat", {"messages": history, "tools": [WEATHER]}, lambda: False))
+    assert "".join(e.get("text", "") for e in events) == "sunny and 21 degrees"
+    assert events[-1]["finish_reason"] == "stop" and not calls_of(events)
+    assert upstream.last("/v1/chat/completions").json()["messages"] == history
+
+
+def test_calls_from_servers_that_send_them_whole_and_without_an_index(
+    engine: OpenAIEngine,
+) -> None:
+    events = chat(engine, "call get_weather get_time !loosecalls", tools=[WEATHER, TIME])
+    assert calls_of(events) == [
+        {"id": "call_fake0", "name": "get_weather", "arguments": '{"city": "Oslo"}'},
+        {"id": "call_fake1", "name": "get_time", "arguments": "{}"},
+    ]
+    assert events[-1]["finish_reason"] == "tool_calls"  # the upstream said "stop"
+
+
+def test_malformed_call_pieces_are_dropped() -> None:
+    from hives.agent.engines.openai_engine import _CallPieces
+
+    pieces = _CallPieces()
+    got = pieces.feed(
+        [
+            "not a piece",
+            {"index": 0, "function": {"arguments": "{}"}},  # starts a call with no name
+            {"index": 3, "id": "c", "function": {"name": "f", "arguments": {"a": 1}}},
+            {"index": 3, "function": {"arguments": 5}},  # arguments not text
+            {"function": {"arguments": "x"}},  # continues the call before
+        ]
+    )
+    assert got == [
+        {
+            "index": 0,
+            "id": "c",
+            "type": "function",
+            "function": {"name": "f", "arguments": '{"a": 1}'},
+        },
+        {"index": 0, "function": {"arguments": "x"}},
+    ]
+    assert pieces.feed({"index": 0}) == [] and pieces.count == 1
+
+
+def test_log_probabilities_are_relayed_in_the_chat_shape(
+    engine: OpenAIEngine, upstream: FakeUpstream
+) -> None:
+    events = chat(engine, "hi", logprobs=True, top_logprobs=2, max_tokens=2)
+    sent = upstream.last("/v1/chat/completions").json()
+    assert (sent["logprobs"], sent["top_logprobs"]) == (True, 2)
+    assert [e["logprobs"] for e in events[:-1]] == [
+        [
+            {
+                "token": "w1",
+                "logprob": -0.1,
+                "bytes": list(b"w1"),
+                "top_logprobs": [
+                    {"token": "w1", "logprob": -0.1, "bytes": list(b"w1")},
+                    {"token": " alt", "logprob": -5.0, "bytes": list(b" alt")},
+                ],
+            }
+        ],
+        [
+            {
+                "token": " w2",
+                "logprob": -0.2,
+                "bytes": list(b" w2"),
+                "top_logprobs": [
+                    {"token": " w2", "logprob": -0.2, "bytes": list(b" w2")},
+                    {"token": " alt", "logprob": -5.0, "bytes": list(b" alt")},
+                ],
+            }
+        ],
+    ]
+    # The legacy API's `logprobs: N` and its shape, turned into the same entries.
+    request = {"prompt": "once", "max_tokens": 2, "logprobs": True, "top_logprobs": 1}
+    events = list(engine.run("completion", request, lambda: False))
+    assert upstream.last("/v1/completions").json()["logprobs"] == 1
+    assert [e["logprobs"] for e in events[:-1]] == [
+        [{"token": "w1", "logprob": -0.1, "top_logprobs": [{"token": "w1", "logprob": -0.1}]}],
+        [{"token": " w2", "logprob": -0.2, "top_logprobs": [{"token": " w2", "logprob": -0.2}]}],
+    ]
+    # Not asked: nothing sent for them, nothing relayed.
+    events = chat(engine, "hi", max_tokens=2)
+    body = upstream.last("/v1/chat/completions").json()
+    assert "logprobs" not in body and "tools" not in body
+    assert not any("logprobs" in e for e in events)
