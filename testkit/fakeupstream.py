@@ -20,6 +20,11 @@ Faults, asked for in the prompt (the last message's content, or `prompt`, or `in
     !slow S        stream with S seconds between two chunks
     !drop          stream 2 chunks, then close the connection
     !nousage       no usage anywhere (an upstream that never meters)
+    !stall         stream 2 chunks, then say nothing (for a minute) and keep the connection
+    !huge N        answer with a JSON object of N bytes (non-streamed answers)
+    !longline N    stream one `data:` line of N bytes that never ends
+    !imageurl URL  answer images as `url`s (URL), not b64_json; GET /files/pixel.png is a
+                   PNG (and answers the fake's state on any other /files/ path)
     !loosecalls    tool calls as some servers send them: each whole in one piece, with
                    no `index`, and finish_reason "stop"
 
@@ -203,7 +208,15 @@ class _Conn:
         if self.state.api_key and req.headers.get("authorization") != (
             f"Bearer {self.state.api_key}"
         ):
-            await self.error(401, "Incorrect API key provided.", "invalid_api_key")
+            # Some servers quote the key they refuse (OpenAI masks most of it).
+            got = req.headers.get("authorization", "").removeprefix("Bearer ")
+            await self.error(401, f"Incorrect API key provided: {got}", "invalid_api_key")
+            return
+        if req.method == "GET" and req.path.startswith("/files/"):
+            if req.path == "/files/pixel.png":
+                await self.send(200, PNG, "image/png")
+            else:
+                await self.send(200, {"models": self.state.models})
             return
         if req.method == "GET" and req.path == "/v1/models":
             data = [
@@ -238,6 +251,10 @@ class _Conn:
         status = _fault(prompt, "status")
         if status:
             await self.error(int(status), f"injected {status}", f"injected_{status}")
+            return
+        huge = _fault(prompt, "huge")
+        if huge:
+            await self.send(200, {"pad": "x" * int(huge)})
             return
         sleep = _fault(prompt, "sleep")
         if sleep:
@@ -286,6 +303,14 @@ class _Conn:
         slow = _fault(prompt, "slow")
         try:
             for i, word in enumerate(words):
+                if i == 0 and _fault(prompt, "longline"):
+                    await self.chunk(b"data: ")
+                    for _ in range(int(_fault(prompt, "longline") or 0) // 65536):
+                        await self.chunk(b"x" * 65536)
+                    await self.end_chunks()
+                    return
+                if i == 2 and _fault(prompt, "stall") is not None:
+                    await asyncio.sleep(60)
                 if i == 2 and _fault(prompt, "drop") is not None:
                     self.writer.transport.abort()
                     return
@@ -379,6 +404,10 @@ class _Conn:
 
     async def _images(self, req: Seen, body: Any, prompt: str) -> None:
         n = int(body.get("n") or 1)
+        url = _fault(prompt, "imageurl")
+        if url:
+            await self.send(200, {"created": int(time.time()), "data": [{"url": url}] * n})
+            return
         b64 = base64.b64encode(PNG).decode()
         await self.send(200, {"created": int(time.time()), "data": [{"b64_json": b64}] * n})
 

@@ -18,6 +18,9 @@ this engine's (all optional):
     health_interval    seconds between two looks at the upstream's /models (default 5)
     check_model        whether /models must list `model` (default true; false for APIs
                        that list a few of many)
+    max_response_bytes the most one answer may be (default 64 MiB,
+                       RBEE_OPENAI_MAX_RESPONSE_BYTES; one line of a stream: 8 MiB):
+                       a larger one is a 502, never a worker out of memory
 
 A NAME serves one capability (text-gen by default; `#embedding`, `#image-gen`,
 `#audio-transcription`, `#audio-gen` for the others), as for every engine: the queen
@@ -31,8 +34,11 @@ or not knowing the model (404) is the operator's problem, a 502; a 5xx is a 502 
 504 stay); an upstream that cannot be reached is a 503, one that stops answering a 504.
 The upstream's /models feeds the worker's state (hives/agent/worker.py polls `health`):
 unreachable, refusing the key, or not listing the model -> `failed` with the reason;
-answering again -> `ready`. A job whose client went away closes its upstream request at
-the next chunk (streams) or when the response arrives.
+answering again -> `ready`. A job whose client went away closes its upstream request
+once the worker sees the cancel (a thread watches open requests and shuts their
+connection, so a silent upstream does not hold the job until read_timeout). The key is
+sent only to the upstream's own origin (an image `url` elsewhere is fetched without it,
+and must be an image) and is masked in every message.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ import base64
 import json
 import logging
 import os
+import re
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -60,6 +69,14 @@ DEFAULT_MAX_CONNECTIONS = 32
 DEFAULT_HEALTH_INTERVAL = 5.0
 HEALTH_TIMEOUT = 5.0
 MAX_ERROR_MESSAGE = 2000
+MAX_ERROR_BODY = 64 * 1024  # bytes of an error answer read (its message is cut to the above)
+# Bytes of one answer read from the upstream (RBEE_OPENAI_MAX_RESPONSE_BYTES): an answer
+# travels to the hive as one line of at most 64 MiB anyway (hives/agent/supervisor.py).
+DEFAULT_MAX_RESPONSE = 64 * 2**20
+MAX_SSE_LINE = 8 * 2**20  # one line of an event stream
+CANCEL_CHECK = 0.1  # seconds between two looks at whether open jobs were cancelled
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")  # what an Authorization header can carry
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"RIFF")
 MAX_TOOL_CALLS = 128  # calls in one answer (the queen's limit too)
 # What a job carries only when the client asked (docs/tools.md), relayed as it is.
 _TOOL_KEYS = ("tools", "tool_choice", "parallel_tool_calls")
@@ -104,11 +121,18 @@ def upstream_base(source: str) -> str:
     return source.rstrip("/")
 
 
-def _upstream_message(resp: httpx.Response) -> tuple[str, str | None, str | None]:
+def _redact(text: str, secret: str) -> str:
+    """`text` without the upstream's key in it (some servers quote the key they refused)."""
+    return text.replace(secret, "***") if secret else text
+
+
+def _upstream_message(
+    resp: httpx.Response, raw: bytes, secret: str
+) -> tuple[str, str | None, str | None]:
     """The upstream's error message, code and param (from OpenAI's envelope, or
     whatever text it sent)."""
     try:
-        body = resp.json()
+        body = json.loads(raw)
     except ValueError:
         body = None
     err = body.get("error") if isinstance(body, dict) else None
@@ -121,14 +145,14 @@ def _upstream_message(resp: httpx.Response) -> tuple[str, str | None, str | None
     elif isinstance(body, dict) and isinstance(body.get("detail"), str):  # FastAPI's
         message, code, param = body["detail"], None, None
     else:
-        message, code, param = resp.text, None, None
-    message = " ".join(message.split())[:MAX_ERROR_MESSAGE] or resp.reason_phrase
+        message, code, param = raw.decode("utf-8", "replace"), None, None
+    message = _redact(" ".join(message.split()), secret)[:MAX_ERROR_MESSAGE] or resp.reason_phrase
     return message, code, param
 
 
-def status_error(resp: httpx.Response) -> EngineError:
-    """The OpenAI error for an upstream's error response (already read)."""
-    message, code, param = _upstream_message(resp)
+def status_error(resp: httpx.Response, body: bytes, *, secret: str = "") -> EngineError:
+    """The OpenAI error for an upstream's error response, whose `body` was read."""
+    message, code, param = _upstream_message(resp, body, secret)
     status = resp.status_code
     if status in _CALLER_STATUS:
         return EngineError(
@@ -160,11 +184,12 @@ def status_error(resp: httpx.Response) -> EngineError:
     )
 
 
-def transport_error(exc: httpx.HTTPError) -> EngineError:
+def transport_error(exc: httpx.HTTPError, *, secret: str = "") -> EngineError:
     """The OpenAI error for a request that got no (complete) answer."""
+    said = _redact(str(exc), secret)
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return EngineError(
-            f"the upstream server cannot be reached: {exc}",
+            f"the upstream server cannot be reached: {said}",
             status=503,
             code="upstream_unavailable",
         )
@@ -179,10 +204,50 @@ def transport_error(exc: httpx.HTTPError) -> EngineError:
             code="upstream_timeout",
         )
     return EngineError(
-        f"the upstream server broke off: {type(exc).__name__}: {exc}",
+        f"the upstream server broke off: {type(exc).__name__}: {said}",
         status=502,
         code="upstream_error",
     )
+
+
+def too_large(limit: int, what: str = "answer") -> EngineError:
+    return EngineError(
+        f"the upstream server's {what} is over {limit} bytes; refused",
+        status=502,
+        code="upstream_too_large",
+    )
+
+
+def read_capped(resp: httpx.Response, limit: int, *, cut: bool = False) -> bytes:
+    """A response's body, at most `limit` bytes: more is refused (a hostile or broken
+    upstream must not fill the worker's memory), or, `cut`, left unread."""
+    body = bytearray()
+    for chunk in resp.iter_bytes():
+        body += chunk
+        if len(body) > limit:
+            if cut:
+                return bytes(body[:limit])
+            raise too_large(limit)
+    return bytes(body)
+
+
+def _lines(resp: httpx.Response, limit: int) -> Iterator[str]:
+    """The lines of an event stream, each at most MAX_SSE_LINE bytes and all of them at
+    most `limit`."""
+    pending = b""
+    total = 0
+    for chunk in resp.iter_bytes():
+        total += len(chunk)
+        if total > limit:
+            raise too_large(limit, "stream")
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield line.rstrip(b"\r").decode("utf-8", "replace")
+        if len(pending) > MAX_SSE_LINE:
+            raise too_large(MAX_SSE_LINE, "stream line")
+    if pending:
+        yield pending.rstrip(b"\r").decode("utf-8", "replace")
 
 
 def _sse_data(lines: Iterator[str]) -> Iterator[str]:
@@ -220,7 +285,8 @@ class _CallPieces:
         return out
 
     def _piece(self, piece: dict[str, Any]) -> dict[str, Any] | None:
-        fn = piece.get("function") if isinstance(piece.get("function"), dict) else {}
+        raw_fn = piece.get("function")
+        fn: dict[str, Any] = raw_fn if isinstance(raw_fn, dict) else {}
         arguments = fn.get("arguments")
         if isinstance(arguments, dict):
             arguments = json.dumps(arguments, ensure_ascii=False)
@@ -263,7 +329,9 @@ def _token_logprob(raw: Any) -> dict[str, Any] | None:
     if not isinstance(raw, dict):
         return None
     token, logprob = raw.get("token"), raw.get("logprob")
-    if not isinstance(token, str) or type(logprob) not in (int, float):
+    if not isinstance(token, str) or isinstance(logprob, bool):
+        return None
+    if not isinstance(logprob, int | float):
         return None
     entry: dict[str, Any] = {"token": token, "logprob": float(logprob)}
     if isinstance(raw.get("bytes"), list):
@@ -301,9 +369,9 @@ def _completion_logprobs(raw: Any) -> list[dict[str, Any]]:
         if entry is None:
             continue
         top = tops[i] if i < len(tops) and isinstance(tops[i], dict) else {}
-        alternatives = (_token_logprob({"token": t, "logprob": v}) for t, v in top.items())
+        alternatives = [_token_logprob({"token": t, "logprob": v}) for t, v in top.items()]
         entry["top_logprobs"] = sorted(
-            (a for a in alternatives if a), key=lambda a: -float(a["logprob"])
+            [a for a in alternatives if a is not None], key=lambda a: -float(a["logprob"])
         )
         out.append(entry)
     return out
@@ -318,6 +386,81 @@ def _response_format(rf: Any) -> dict[str, Any] | None:
     return {"type": "json_object"}
 
 
+class _Guarded(httpx.SyncByteStream):
+    """A response's body whose close (which gives the connection back to the pool) waits
+    for the watcher: it never shuts down a connection that another job may be using."""
+
+    def __init__(self, inner: httpx.SyncByteStream, watch: _Watch, sock: socket.socket) -> None:
+        self.inner = inner
+        self.watch = watch
+        self.sock = sock
+        self.aborted = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.inner
+
+    def close(self) -> None:
+        self.watch.forget(self)
+        self.inner.close()
+
+    def abort(self) -> None:
+        """Wake the job's thread from a read that waits on a silent upstream (a shutdown
+        of a duplicate of the socket: the TLS layer, if any, is not touched)."""
+        self.aborted = True
+        try:
+            with socket.fromfd(self.sock.fileno(), self.sock.family, self.sock.type) as dup:
+                dup.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed
+
+
+class _Watch:
+    """One thread that closes the upstream connection of a job whose client went away,
+    while the job's own thread waits for bytes that may not come for minutes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[_Guarded, Cancelled] = {}
+        self._busy = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, resp: httpx.Response, cancelled: Cancelled) -> None:
+        stream = resp.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if not isinstance(sock, socket.socket) or not isinstance(resp.stream, httpx.SyncByteStream):
+            return
+        guard = _Guarded(resp.stream, self, sock)
+        resp.stream = guard
+        with self._lock:
+            self._open[guard] = cancelled
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="upstream-cancel", daemon=True
+                )
+                self._thread.start()
+            self._busy.set()
+
+    def forget(self, guard: _Guarded) -> None:
+        with self._lock:
+            self._open.pop(guard, None)
+
+    def _run(self) -> None:
+        while True:
+            self._busy.wait()
+            time.sleep(CANCEL_CHECK)
+            with self._lock:
+                if not self._open:
+                    self._busy.clear()
+                for guard, cancelled in list(self._open.items()):
+                    if cancelled():
+                        del self._open[guard]
+                        guard.abort()
+
+
+def _aborted(resp: httpx.Response) -> bool:
+    return isinstance(resp.stream, _Guarded) and resp.stream.aborted
+
+
 class OpenAIEngine(Engine):
     name = "openai"
     capabilities = tuple(Capability)
@@ -329,6 +472,9 @@ class OpenAIEngine(Engine):
         self.model = ""
         self.check_model = True
         self._warned_usage = False
+        self._secret = ""  # the upstream's key: never in a message
+        self.max_response = DEFAULT_MAX_RESPONSE
+        self._watch = _Watch()
         # When bytes last arrived from the upstream for a job: a server that generates
         # one request at a time (llama.cpp's) may not answer /models meanwhile, and
         # answers arriving are proof enough that it serves.
@@ -350,7 +496,7 @@ class OpenAIEngine(Engine):
         headers = {}
         key_env = str(spec.options.get("api_key_env") or "")
         if key_env:
-            key = os.environ.get(key_env, "")
+            key = os.environ.get(key_env, "").strip()
             if not key:
                 raise EngineError(
                     f"{spec.name!r} reads its upstream key from ${key_env}, which is not set "
@@ -358,6 +504,13 @@ class OpenAIEngine(Engine):
                     status=503,
                     code="upstream_key_missing",
                 )
+            if not _HEADER_SAFE.fullmatch(key):
+                raise EngineError(
+                    f"{spec.name!r}: the upstream key in ${key_env} holds characters an "
+                    "HTTP header cannot carry (spaces, line breaks, non-ASCII)",
+                    code="bad_option",
+                )
+            self._secret = key
             headers["Authorization"] = f"Bearer {key}"
         self.model = str(spec.options.get("model") or spec.name)
         self.check_model = bool(spec.options.get("check_model", True))
@@ -369,6 +522,11 @@ class OpenAIEngine(Engine):
         )
         connect = _option(spec, "connect_timeout", "RBEE_OPENAI_CONNECT_TIMEOUT", 5.0)
         read = _option(spec, "read_timeout", "RBEE_OPENAI_READ_TIMEOUT", DEFAULT_READ_TIMEOUT)
+        self.max_response = int(
+            _option(
+                spec, "max_response_bytes", "RBEE_OPENAI_MAX_RESPONSE_BYTES", DEFAULT_MAX_RESPONSE
+            )
+        )
         self.client = httpx.Client(
             base_url=base + "/",
             headers=headers,
@@ -395,15 +553,15 @@ class OpenAIEngine(Engine):
         if time.monotonic() - self._progress < self.health_interval:
             return ""  # answers are arriving: it serves
         try:
-            resp = self.client.get("models", timeout=HEALTH_TIMEOUT)
-        except httpx.HTTPError as exc:
-            return transport_error(exc).message
-        if resp.status_code >= 400:
-            return status_error(resp).message
+            body = self._read(self._open("GET", "models", timeout=HEALTH_TIMEOUT))
+        except EngineError as exc:
+            return exc.message
         if not self.check_model:
             return ""
         try:
-            ids = [str(m.get("id")) for m in resp.json().get("data") or [] if isinstance(m, dict)]
+            ids = [
+                str(m.get("id")) for m in json.loads(body).get("data") or [] if isinstance(m, dict)
+            ]
         except (ValueError, AttributeError):
             return "the upstream server's /models is not an OpenAI model list"
         if self.model not in ids:
@@ -416,35 +574,55 @@ class OpenAIEngine(Engine):
 
     # --- requests -----------------------------------------------------------------------
 
-    def _open(self, path: str, **kw: Any) -> httpx.Response:
-        """Send a request and return its response, open for streaming; an error response
-        or no response raises the OpenAI error for it."""
+    def _open(
+        self, method: str, url: str, cancelled: Cancelled | None = None, **kw: Any
+    ) -> httpx.Response:
+        """Send a request and return its response, open for streaming (closed at once on
+        the watcher's thread when `cancelled` turns true); an error response or no
+        response raises the OpenAI error for it."""
         assert self.client is not None
+        request = self.client.build_request(method, url, **kw)
+        base = self.client.base_url
+        if (request.url.scheme, request.url.host, request.url.port) != (
+            base.scheme,
+            base.host,
+            base.port,
+        ):
+            request.headers.pop("Authorization", None)  # the key goes to its server alone
         try:
-            resp = self.client.send(self.client.build_request("POST", path, **kw), stream=True)
+            resp = self.client.send(request, stream=True)
         except httpx.HTTPError as exc:
-            raise transport_error(exc) from exc
+            raise transport_error(exc, secret=self._secret) from exc
         if resp.status_code >= 400:
             try:
-                resp.read()
+                body = read_capped(resp, MAX_ERROR_BODY, cut=True)
             except httpx.HTTPError as exc:
-                raise transport_error(exc) from exc
+                raise transport_error(exc, secret=self._secret) from exc
             finally:
                 resp.close()
-            raise status_error(resp)
+            raise status_error(resp, body, secret=self._secret)
+        if cancelled is not None:
+            self._watch.watch(resp, cancelled)
         return resp
 
-    def _json(self, path: str, **kw: Any) -> dict[str, Any]:
-        resp = self._open(path, **kw)
+    def _read(self, resp: httpx.Response, cancelled: Cancelled | None = None) -> bytes:
+        """The whole body of an open response, at most `max_response` bytes."""
         try:
-            resp.read()
+            return read_capped(resp, self.max_response)
         except httpx.HTTPError as exc:
-            raise transport_error(exc) from exc
+            if cancelled is not None and cancelled():
+                raise EngineError(
+                    "the request was cancelled", status=499, code="cancelled"
+                ) from None
+            raise transport_error(exc, secret=self._secret) from exc
         finally:
             resp.close()
+
+    def _json(self, path: str, cancelled: Cancelled, **kw: Any) -> dict[str, Any]:
+        raw = self._read(self._open("POST", path, cancelled, **kw), cancelled)
         self._progress = time.monotonic()
         try:
-            body = resp.json()
+            body = json.loads(raw)
         except ValueError:
             body = None
         if not isinstance(body, dict):
@@ -498,7 +676,7 @@ class OpenAIEngine(Engine):
         body["stream_options"] = {"include_usage": True}
         # Opened here, not in the generator: an upstream's 400 is the caller's error
         # before any event, not a broken stream.
-        resp = self._open(path, json=body)
+        resp = self._open("POST", path, cancelled, json=body)
         return self._relay(resp, cancelled, chars, chat=chat, logprobs="logprobs" in body)
 
     def _relay(
@@ -516,7 +694,7 @@ class OpenAIEngine(Engine):
         usage: dict[str, Any] | None = None
         calls = _CallPieces()
         try:
-            for data in _sse_data(resp.iter_lines()):
+            for data in _sse_data(_lines(resp, self.max_response)):
                 if cancelled():
                     finish = "cancelled"
                     break
@@ -571,7 +749,9 @@ class OpenAIEngine(Engine):
                         event["completion_tokens"] = chunks
                         yield event
         except httpx.HTTPError as exc:
-            raise transport_error(exc) from exc
+            if not _aborted(resp):
+                raise transport_error(exc, secret=self._secret) from exc
+            finish = "cancelled"  # the watcher closed it: the client went away
         finally:
             resp.close()  # a cancelled job closes its upstream request here
         if usage is None:
@@ -599,7 +779,7 @@ class OpenAIEngine(Engine):
         body: dict[str, Any] = {"model": self.model, "input": inputs, "encoding_format": "float"}
         if request.get("dimensions"):
             body["dimensions"] = request["dimensions"]
-        answer = self._json("embeddings", json=body)
+        answer = self._json("embeddings", cancelled, json=body)
         data = sorted(
             (d for d in answer.get("data") or [] if isinstance(d, dict)),
             key=lambda d: int(d.get("index") or 0),
@@ -620,20 +800,29 @@ class OpenAIEngine(Engine):
             "usage": {"prompt_tokens": tokens},
         }
 
-    def _images(self, answer: dict[str, Any]) -> list[str]:
+    def _images(self, answer: dict[str, Any], cancelled: Cancelled) -> list[str]:
         images = []
         for d in answer.get("data") or []:
             if isinstance(d, dict) and isinstance(d.get("b64_json"), str):
                 images.append(d["b64_json"])
             elif isinstance(d, dict) and isinstance(d.get("url"), str):
-                assert self.client is not None
-                try:
-                    got = self.client.get(d["url"])
-                except httpx.HTTPError as exc:
-                    raise transport_error(exc) from exc
-                if got.status_code >= 400:
-                    raise status_error(got)
-                images.append(base64.b64encode(got.content).decode("ascii"))
+                # An upstream that ignores response_format=b64_json: fetch its URL (with
+                # the key only when it is on the upstream itself), and take only an image
+                # (what the URL names is the upstream's say, not ours to pass on).
+                if urlsplit(d["url"]).scheme not in ("http", "https"):
+                    raise EngineError(
+                        "the upstream server answered an image URL that is not http(s)",
+                        status=502,
+                        code="upstream_error",
+                    )
+                image = self._read(self._open("GET", d["url"], cancelled), cancelled)
+                if not image.startswith(_IMAGE_MAGIC):
+                    raise EngineError(
+                        "the upstream server's image URL did not give an image",
+                        status=502,
+                        code="upstream_error",
+                    )
+                images.append(base64.b64encode(image).decode("ascii"))
         if not images:
             raise EngineError(
                 "the upstream server answered no image", status=502, code="upstream_error"
@@ -651,7 +840,7 @@ class OpenAIEngine(Engine):
         }
         if request.get("size"):
             body["size"] = request["size"]
-        images = self._images(self._json("images/generations", json=body))
+        images = self._images(self._json("images/generations", cancelled, json=body), cancelled)
         yield {
             "kind": EventKind.DONE,
             "result": {"images": images},
@@ -666,10 +855,11 @@ class OpenAIEngine(Engine):
         image = base64.b64decode(str(request.get("image_b64") or ""))
         answer = self._json(
             "images/variations",
+            cancelled,
             data=form,
             files={"image": ("image.png", image, "image/png")},
         )
-        images = self._images(answer)
+        images = self._images(answer, cancelled)
         yield {
             "kind": EventKind.DONE,
             "result": {"images": images},
@@ -696,7 +886,7 @@ class OpenAIEngine(Engine):
         audio = base64.b64decode(str(request.get("audio_b64") or ""))
         name = str(request.get("filename") or "audio.wav")
         answer = self._json(
-            path, data=form, files={"file": (name, audio, "application/octet-stream")}
+            path, cancelled, data=form, files={"file": (name, audio, "application/octet-stream")}
         )
         duration = float(answer.get("duration") or 0.0)
         result = {
@@ -717,20 +907,25 @@ class OpenAIEngine(Engine):
             "response_format": request.get("response_format") or "mp3",
             "speed": request.get("speed") or 1.0,
         }
-        resp = self._open("audio/speech", json=body)
+        resp = self._open("POST", "audio/speech", cancelled, json=body)
         return self._audio(resp, cancelled, len(text))
 
     def _audio(
         self, resp: httpx.Response, cancelled: Cancelled, characters: int
     ) -> Iterator[dict[str, Any]]:
         try:
+            total = 0
             for data in resp.iter_bytes(64 * 1024):
                 if cancelled():
                     break
+                total += len(data)
+                if total > self.max_response:
+                    raise too_large(self.max_response)
                 if data:
                     yield {"kind": EventKind.AUDIO, "b64": base64.b64encode(data).decode("ascii")}
         except httpx.HTTPError as exc:
-            raise transport_error(exc) from exc
+            if not _aborted(resp):
+                raise transport_error(exc, secret=self._secret) from exc
         finally:
             resp.close()
         yield {"kind": EventKind.DONE, "usage": {"characters": characters, "seconds": 0.0}}

@@ -413,3 +413,112 @@ def test_log_probabilities_are_relayed_in_the_chat_shape(
     body = upstream.last("/v1/chat/completions").json()
     assert "logprobs" not in body and "tools" not in body
     assert not any("logprobs" in e for e in events)
+
+
+def test_the_key_is_never_in_an_error(
+    upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server that quotes the key it refused: the message names the refusal, not the key.
+    monkeypatch.setenv("WRONG_KEY", "sk-wrong-0123456789")
+    wrong = get_engine("openai")
+    wrong.load(
+        ModelSpec(
+            name="up",
+            engine="openai",
+            source=upstream.url,
+            options={"model": "fake-model", "api_key_env": "WRONG_KEY"},
+        )
+    )
+    assert "Incorrect API key provided: ***" in wrong.health()
+    with pytest.raises(EngineError) as err:
+        chat(wrong, "hi")  # type: ignore[arg-type]
+    assert "sk-wrong-0123456789" not in err.value.message and "***" in err.value.message
+    # A key with a line break (a file read into a variable) would be quoted by the HTTP
+    # library's error: surrounding white space is dropped, and a key a header cannot
+    # carry is refused at load without quoting it.
+    monkeypatch.setenv("PADDED_KEY", f"  {KEY}\n")
+    padded = engine_for(upstream.url, monkeypatch, api_key_env="PADDED_KEY")
+    assert chat(padded, "hi")[-1]["finish_reason"] == "stop"
+    monkeypatch.setenv("BROKEN_KEY", "sk-half\nsk-other-half")
+    with pytest.raises(EngineError) as err:
+        engine_for(upstream.url, monkeypatch, api_key_env="BROKEN_KEY")
+    assert "cannot carry" in err.value.message and "sk-half" not in err.value.message
+
+
+def test_an_image_url_is_fetched_without_the_key_and_must_be_an_image(
+    engine: OpenAIEngine, upstream: FakeUpstream
+) -> None:
+    elsewhere = FakeUpstream(["x"])
+    try:
+        pixel = f"http://127.0.0.1:{elsewhere.port}/files/pixel.png"
+        [done] = engine.run("image", {"prompt": f"!imageurl {pixel}", "n": 1}, lambda: False)
+        assert base64.b64decode(done["result"]["images"][0]).startswith(b"\x89PNG")
+        fetched = elsewhere.last("/files/pixel.png")
+        assert "authorization" not in fetched.headers  # the key goes to its upstream alone
+        # A URL that gives something else (an internal service's JSON) is not passed on.
+        other = f"http://127.0.0.1:{elsewhere.port}/files/state"
+        with pytest.raises(EngineError) as err:
+            list(engine.run("image", {"prompt": f"!imageurl {other}"}, lambda: False))
+        assert (err.value.status, err.value.message) == (
+            502,
+            "the upstream server's image URL did not give an image",
+        )
+    finally:
+        elsewhere.close()
+    # On the upstream itself, the key goes with it.
+    own = f"{upstream.url.removesuffix('/v1')}/files/pixel.png"
+    [done] = engine.run("image", {"prompt": f"!imageurl {own}"}, lambda: False)
+    assert upstream.last("/files/pixel.png").headers["authorization"] == f"Bearer {KEY}"
+
+
+def test_answers_over_the_size_limit_are_refused(
+    upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small = engine_for(upstream.url, monkeypatch, max_response_bytes=100_000)
+    try:
+        with pytest.raises(EngineError) as err:
+            list(small.run("embedding", {"input": ["!huge 5000000"]}, lambda: False))
+        assert (err.value.status, err.value.code) == (502, "upstream_too_large")
+        [done] = small.run("embedding", {"input": ["fine"]}, lambda: False)
+        assert len(done["result"]["embeddings"]) == 1
+        with pytest.raises(EngineError) as err:
+            chat(small, "!longline 3000000")
+        assert err.value.code == "upstream_too_large"
+    finally:
+        small.unload()
+    # One endless line of an event stream, under the answer's limit.
+    big = engine_for(upstream.url, monkeypatch)
+    try:
+        with pytest.raises(EngineError) as err:
+            chat(big, "!longline 12000000")
+        assert err.value.code == "upstream_too_large" and "stream line" in err.value.message
+    finally:
+        big.unload()
+
+
+def test_a_cancelled_job_leaves_an_upstream_gone_silent_at_once(
+    upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client left while the upstream says nothing (read_timeout is 300 s): the job's
+    thread is woken, its request closed, and the job ends as cancelled."""
+    engine = engine_for(upstream.url, monkeypatch)
+    seen: list[dict[str, Any]] = []
+    request = {"messages": [{"role": "user", "content": "!stall"}]}
+
+    def run() -> None:
+        for event in engine.run("chat", request, lambda: len(seen) >= 2):
+            seen.append(event)
+
+    import threading
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(30)  # a liveness bound, ten times under read_timeout
+    try:
+        assert not thread.is_alive(), "the job still waits on the silent upstream"
+        assert [e["kind"] for e in seen] == ["delta", "delta", "done"]
+        assert seen[-1]["finish_reason"] == "cancelled"
+        # The engine serves on, on the same pool of connections.
+        assert chat(engine, "hi")[-1]["finish_reason"] == "stop"
+    finally:
+        engine.unload()
