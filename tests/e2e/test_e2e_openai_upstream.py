@@ -294,6 +294,17 @@ def test_a_missing_key_variable_is_refused_at_load_and_the_key_stays_on_the_hive
     assert SECRET not in setup.hive.log.read_text()
 
 
+def test_the_queen_cannot_point_a_hive_at_an_upstream_its_operator_did_not_grant(
+    setup: Setup,
+) -> None:
+    """SSRF: a model the queen assigns names a URL inside the hive's network (a cloud's
+    metadata service); the hive records it failed with the reason and sends nothing."""
+    spec = "meta=openai:http://169.254.169.254/latest/v1?model=fake-model"
+    setup.dep.rbee("model", "add", spec, "--hive", "hive-up")
+    message = setup.wait_state("meta", "failed")
+    assert "an upstream its operator did not grant (RBEE_HIVE_UPSTREAM_URLS" in message
+
+
 def test_tenant_quotas_apply_to_upstream_models(setup: Setup) -> None:
     setup.dep.rbee("plan", "set", "two", "requests_per_day=2")
     setup.dep.rbee("tenant", "create", "tiny", "--plan", "two")
