@@ -25,6 +25,7 @@ Faults, asked for in the prompt (the last message's content, or `prompt`, or `in
     !longline N    stream one `data:` line of N bytes that never ends
     !imageurl URL  answer images as `url`s (URL), not b64_json; GET /files/pixel.png is a
                    PNG (and answers the fake's state on any other /files/ path)
+    !badusage      usage whose counts are not counts ("n/a", -5)
     !loosecalls    tool calls as some servers send them: each whole in one piece, with
                    no `index`, and finish_reason "stop"
 
@@ -283,6 +284,8 @@ class _Conn:
         usage = {"prompt_tokens": max(1, len(prompt.split())), "completion_tokens": n}
         usage["total_tokens"] = usage["prompt_tokens"] + n
         metered = _fault(prompt, "nousage") is None
+        if _fault(prompt, "badusage") is not None:
+            usage = {"prompt_tokens": "n/a", "completion_tokens": -5}
         created = int(time.time())
         kind = "chat.completion" if chat else "text_completion"
         base = {"id": "fake-1", "created": created, "model": body["model"]}

@@ -377,6 +377,14 @@ def _completion_logprobs(raw: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _tokens(value: Any, counted: int) -> int:
+    """A count from the upstream's usage, or ours where it sent none (or something that
+    is not a count: a string, a negative number)."""
+    if type(value) is int and value >= 0:
+        return value
+    return counted
+
+
 def _response_format(rf: Any) -> dict[str, Any] | None:
     """The job's response_format (inference/schemas.py) as OpenAI spells it again."""
     if not isinstance(rf, dict):
@@ -769,8 +777,8 @@ class OpenAIEngine(Engine):
             "kind": EventKind.DONE,
             "finish_reason": finish,
             "usage": {
-                "prompt_tokens": int(usage.get("prompt_tokens") or 0),
-                "completion_tokens": int(usage.get("completion_tokens") or 0),
+                "prompt_tokens": _tokens(usage.get("prompt_tokens"), prompt_estimate),
+                "completion_tokens": _tokens(usage.get("completion_tokens"), chunks),
             },
         }
 
@@ -793,7 +801,8 @@ class OpenAIEngine(Engine):
             )
         usage = answer.get("usage")
         usage = usage if isinstance(usage, dict) else {}
-        tokens = int(usage.get("prompt_tokens") or 0) or sum(len(s) for s in inputs) // 4
+        counted = sum(len(str(s)) for s in inputs) // 4
+        tokens = _tokens(usage.get("prompt_tokens"), counted) or counted  # 0: some servers
         yield {
             "kind": EventKind.DONE,
             "result": {"embeddings": vectors},

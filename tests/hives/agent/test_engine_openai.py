@@ -98,6 +98,10 @@ def test_completions_and_a_length_finish(engine: OpenAIEngine) -> None:
 def test_an_upstream_without_usage_is_metered_by_counting(engine: OpenAIEngine) -> None:
     done = chat(engine, "!nousage abcdefgh")[-1]
     assert done["usage"] == {"prompt_tokens": 4, "completion_tokens": 16}
+    # Counts that are not counts: ours instead, never a failed job at the stream's end.
+    done = chat(engine, "!badusage abcdefgh")[-1]
+    assert done["kind"] == EventKind.DONE
+    assert done["usage"] == {"prompt_tokens": 4, "completion_tokens": 16}
 
 
 def test_embeddings_images_transcription_and_speech_pass_through(
