@@ -274,14 +274,17 @@ class _Conn:
         if calls:
             await self._calls(body, calls, loose=_fault(prompt, "loosecalls") is not None)
             return
-        answer = WORDS
+        said = WORDS
         if messages[-1].get("role") == "tool":
-            answer = str(messages[-1].get("content") or "").split()
-        n = min(len(answer), int(body.get("max_tokens") or len(answer)))
-        words = [w if i == 0 else " " + w for i, w in enumerate(answer[:n])]
-        finish = "length" if n < len(answer) else "stop"
+            said = str(messages[-1].get("content") or "").split()
+        n = min(len(said), int(body.get("max_tokens") or len(said)))
+        words = [w if i == 0 else " " + w for i, w in enumerate(said[:n])]
+        finish = "length" if n < len(said) else "stop"
         top = _top_logprobs(body, chat)
-        usage = {"prompt_tokens": max(1, len(prompt.split())), "completion_tokens": n}
+        usage: dict[str, Any] = {
+            "prompt_tokens": max(1, len(prompt.split())),
+            "completion_tokens": n,
+        }
         usage["total_tokens"] = usage["prompt_tokens"] + n
         metered = _fault(prompt, "nousage") is None
         if _fault(prompt, "badusage") is not None:
@@ -343,7 +346,7 @@ class _Conn:
         """Answer with tool calls: OpenAI's pieces (a head, then the arguments in two
         halves), or, `loose`, each whole call in one piece with no index."""
         base = {"id": "fake-1", "created": int(time.time()), "model": body["model"]}
-        whole = [
+        whole: list[dict[str, Any]] = [
             {"id": f"call_fake{i}", "type": "function", "function": {"name": n, "arguments": a}}
             for i, (n, a) in enumerate(calls)
         ]
