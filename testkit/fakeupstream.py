@@ -98,6 +98,7 @@ class _State:
     api_key: str = ""
     requests: list[Seen] = field(default_factory=list)
     closed_early: int = 0
+    answering: int = 0  # requests being answered now (a `!sleep` included)
     streamed: int = 0  # streams sent to their end
     posts: int = 0  # inference requests (health checks are GETs)
     keep: int = 1000  # requests remembered
@@ -166,7 +167,11 @@ class _Conn:
             self.state.requests.append(seen)
             if len(self.state.requests) > self.state.keep:
                 del self.state.requests[0]
-        await self._route(seen)
+        self.state.answering += 1
+        try:
+            await self._route(seen)
+        finally:
+            self.state.answering -= 1
         return headers.get("connection", "").lower() != "close"
 
     # --- writing ------------------------------------------------------------------------
@@ -546,6 +551,12 @@ class FakeUpstream:
     @property
     def closed_early(self) -> int:
         return self.state.closed_early
+
+    def quiet(self, timeout: float = 30) -> None:
+        """Wait until it answers no request (one a client gave up on may still be going)."""
+        deadline = time.monotonic() + timeout
+        while self.state.answering and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def up(self) -> None:
         ready = threading.Event()
