@@ -20,6 +20,21 @@ Faults, asked for in the prompt (the last message's content, or `prompt`, or `in
     !slow S        stream with S seconds between two chunks
     !drop          stream 2 chunks, then close the connection
     !nousage       no usage anywhere (an upstream that never meters)
+    !stall         stream 2 chunks, then say nothing (for a minute) and keep the connection
+    !huge N        answer with a JSON object of N bytes (non-streamed answers)
+    !longline N    stream one `data:` line of N bytes that never ends
+    !imageurl URL  answer images as `url`s (URL), not b64_json; GET /files/pixel.png is a
+                   PNG (and answers the fake's state on any other /files/ path)
+    !badusage      usage whose counts are not counts ("n/a", -5)
+    !loosecalls    tool calls as some servers send them: each whole in one piece, with
+                   no `index`, and finish_reason "stop"
+
+Tools: with `tools` (and tool_choice not "none"), it calls when tool_choice is
+"required" or names a function, or when the last message is the user's and starts with
+"call " (the functions named after it, else the first; one when parallel_tool_calls is
+false), arguments built from each schema's required properties; after a `tool` message it
+answers that message's words. `logprobs` (chat: with top_logprobs; completions: an int)
+adds each word's log probability (-0.1, -0.2, ...) and an alternative " alt" at -5.
 
 With `api_key`, every request must carry `Authorization: Bearer API_KEY` (else 401).
 `FakeUpstream` runs it on a thread of its own for in-process tests (`requests` keeps what
@@ -38,6 +53,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from hives.agent.engines.tools import arguments_json, sample_arguments
 
 WORDS = [f"w{i}" for i in range(1, 17)]
 # The smallest valid PNG (1x1, transparent).
@@ -81,6 +98,7 @@ class _State:
     api_key: str = ""
     requests: list[Seen] = field(default_factory=list)
     closed_early: int = 0
+    answering: int = 0  # requests being answered now (a `!sleep` included)
     streamed: int = 0  # streams sent to their end
     posts: int = 0  # inference requests (health checks are GETs)
     keep: int = 1000  # requests remembered
@@ -149,7 +167,11 @@ class _Conn:
             self.state.requests.append(seen)
             if len(self.state.requests) > self.state.keep:
                 del self.state.requests[0]
-        await self._route(seen)
+        self.state.answering += 1
+        try:
+            await self._route(seen)
+        finally:
+            self.state.answering -= 1
         return headers.get("connection", "").lower() != "close"
 
     # --- writing ------------------------------------------------------------------------
@@ -192,7 +214,15 @@ class _Conn:
         if self.state.api_key and req.headers.get("authorization") != (
             f"Bearer {self.state.api_key}"
         ):
-            await self.error(401, "Incorrect API key provided.", "invalid_api_key")
+            # Some servers quote the key they refuse (OpenAI masks most of it).
+            got = req.headers.get("authorization", "").removeprefix("Bearer ")
+            await self.error(401, f"Incorrect API key provided: {got}", "invalid_api_key")
+            return
+        if req.method == "GET" and req.path.startswith("/files/"):
+            if req.path == "/files/pixel.png":
+                await self.send(200, PNG, "image/png")
+            else:
+                await self.send(200, {"models": self.state.models})
             return
         if req.method == "GET" and req.path == "/v1/models":
             data = [
@@ -228,6 +258,10 @@ class _Conn:
         if status:
             await self.error(int(status), f"injected {status}", f"injected_{status}")
             return
+        huge = _fault(prompt, "huge")
+        if huge:
+            await self.send(200, {"pad": "x" * int(huge)})
+            return
         sleep = _fault(prompt, "sleep")
         if sleep:
             await asyncio.sleep(float(sleep))
@@ -240,12 +274,26 @@ class _Conn:
 
     async def _text(self, req: Seen, body: Any, prompt: str) -> None:
         chat = req.path.endswith("/chat/completions")
-        n = min(len(WORDS), int(body.get("max_tokens") or len(WORDS)))
-        words = [w if i == 0 else " " + w for i, w in enumerate(WORDS[:n])]
-        finish = "length" if n < len(WORDS) else "stop"
-        usage = {"prompt_tokens": max(1, len(prompt.split())), "completion_tokens": n}
+        messages = body.get("messages") or [{}] if chat else [{}]
+        calls = _calls(body, messages[-1]) if chat else []
+        if calls:
+            await self._calls(body, calls, loose=_fault(prompt, "loosecalls") is not None)
+            return
+        said = WORDS
+        if messages[-1].get("role") == "tool":
+            said = str(messages[-1].get("content") or "").split()
+        n = min(len(said), int(body.get("max_tokens") or len(said)))
+        words = [w if i == 0 else " " + w for i, w in enumerate(said[:n])]
+        finish = "length" if n < len(said) else "stop"
+        top = _top_logprobs(body, chat)
+        usage: dict[str, Any] = {
+            "prompt_tokens": max(1, len(prompt.split())),
+            "completion_tokens": n,
+        }
         usage["total_tokens"] = usage["prompt_tokens"] + n
         metered = _fault(prompt, "nousage") is None
+        if _fault(prompt, "badusage") is not None:
+            usage = {"prompt_tokens": "n/a", "completion_tokens": -5}
         created = int(time.time())
         kind = "chat.completion" if chat else "text_completion"
         base = {"id": "fake-1", "created": created, "model": body["model"]}
@@ -266,12 +314,22 @@ class _Conn:
         slow = _fault(prompt, "slow")
         try:
             for i, word in enumerate(words):
+                if i == 0 and _fault(prompt, "longline"):
+                    await self.chunk(b"data: ")
+                    for _ in range(int(_fault(prompt, "longline") or 0) // 65536):
+                        await self.chunk(b"x" * 65536)
+                    await self.end_chunks()
+                    return
+                if i == 2 and _fault(prompt, "stall") is not None:
+                    await asyncio.sleep(60)
                 if i == 2 and _fault(prompt, "drop") is not None:
                     self.writer.transport.abort()
                     return
                 if i and slow:
                     await asyncio.sleep(float(slow))
                 piece: dict[str, Any] = {"index": 0, "finish_reason": None, "logprobs": None}
+                if top is not None:
+                    piece["logprobs"] = _logprobs(word, i, top, chat)
                 if chat:
                     piece["delta"] = {"content": word}
                 else:
@@ -287,6 +345,50 @@ class _Conn:
         except ConnectionError:
             self.state.closed_early += 1
             raise
+        self.state.streamed += 1
+
+    async def _calls(self, body: Any, calls: list[tuple[str, str]], *, loose: bool) -> None:
+        """Answer with tool calls: OpenAI's pieces (a head, then the arguments in two
+        halves), or, `loose`, each whole call in one piece with no index."""
+        base = {"id": "fake-1", "created": int(time.time()), "model": body["model"]}
+        whole: list[dict[str, Any]] = [
+            {"id": f"call_fake{i}", "type": "function", "function": {"name": n, "arguments": a}}
+            for i, (n, a) in enumerate(calls)
+        ]
+        usage = {
+            "prompt_tokens": 1,
+            "completion_tokens": len(calls),
+            "total_tokens": 1 + len(calls),
+        }
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": None, "tool_calls": whole}
+            choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+            answer = {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
+            await self.send(200, answer)
+            return
+        pieces: list[list[dict[str, Any]]] = []
+        for i, call in enumerate(whole):
+            if loose:
+                pieces.append([call])
+                continue
+            args = call["function"]["arguments"]
+            head = {"index": i, **call, "function": {**call["function"], "arguments": ""}}
+            half = len(args) // 2
+            pieces.append([head])
+            pieces += [
+                [{"index": i, "function": {"arguments": p}}] for p in (args[:half], args[half:])
+            ]
+        await self.start_chunks("text/event-stream")
+        kind = "chat.completion.chunk"
+        for piece in pieces:
+            choice = {"index": 0, "delta": {"tool_calls": piece}, "finish_reason": None}
+            await self.chunk(_sse({**base, "object": kind, "choices": [choice]}))
+        last = {"index": 0, "delta": {}, "finish_reason": "stop" if loose else "tool_calls"}
+        await self.chunk(_sse({**base, "object": kind, "choices": [last]}))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await self.chunk(_sse({**base, "object": kind, "choices": [], "usage": usage}))
+        await self.chunk(b"data: [DONE]\n\n")
+        await self.end_chunks()
         self.state.streamed += 1
 
     async def _embeddings(self, req: Seen, body: Any, prompt: str) -> None:
@@ -313,6 +415,10 @@ class _Conn:
 
     async def _images(self, req: Seen, body: Any, prompt: str) -> None:
         n = int(body.get("n") or 1)
+        url = _fault(prompt, "imageurl")
+        if url:
+            await self.send(200, {"created": int(time.time()), "data": [{"url": url}] * n})
+            return
         b64 = base64.b64encode(PNG).decode()
         await self.send(200, {"created": int(time.time()), "data": [{"b64_json": b64}] * n})
 
@@ -345,6 +451,55 @@ class _Conn:
         for i in range(4):
             await self.chunk(bytes([i]) * 1024)
         await self.end_chunks()
+
+
+def _calls(body: dict[str, Any], last: dict[str, Any]) -> list[tuple[str, str]]:
+    """The calls the fake makes: [(name, arguments JSON)], or none."""
+    tools = [t["function"] for t in body.get("tools") or [] if isinstance(t, dict)]
+    choice = body.get("tool_choice") or "auto"
+    if not tools or choice == "none":
+        return []
+    text = str(last.get("content") or "") if last.get("role") == "user" else ""
+    if isinstance(choice, dict):
+        chosen = [f for f in tools if f.get("name") == choice["function"]["name"]]
+    elif text.startswith("call "):
+        words = text[5:].replace(",", " ").split()
+        chosen = [f for w in words for f in tools if f.get("name") == w] or tools[:1]
+    elif choice == "required":
+        chosen = tools[:1]
+    else:
+        return []
+    if body.get("parallel_tool_calls") is False:
+        chosen = chosen[:1]
+    return [(f["name"], arguments_json(sample_arguments(f.get("parameters")))) for f in chosen]
+
+
+def _top_logprobs(body: dict[str, Any], chat: bool) -> int | None:
+    """How many alternatives to give per word; None when no log probabilities were asked."""
+    if chat:
+        return int(body.get("top_logprobs") or 0) if body.get("logprobs") else None
+    value = body.get("logprobs")
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _logprobs(word: str, i: int, top: int, chat: bool) -> dict[str, Any]:
+    logprob = -round(0.1 * (i + 1), 3)
+    alternatives = [(word, logprob), (" alt", -5.0)][:top]
+    if not chat:
+        return {
+            "tokens": [word],
+            "token_logprobs": [logprob],
+            "top_logprobs": [dict(alternatives)],
+            "text_offset": [0],
+        }
+
+    def entry(token: str, lp: float) -> dict[str, Any]:
+        return {"token": token, "logprob": lp, "bytes": list(token.encode())}
+
+    return {
+        "content": [{**entry(word, logprob), "top_logprobs": [entry(*a) for a in alternatives]}],
+        "refusal": None,
+    }
 
 
 def _sse(obj: Any) -> bytes:
@@ -396,6 +551,12 @@ class FakeUpstream:
     @property
     def closed_early(self) -> int:
         return self.state.closed_early
+
+    def quiet(self, timeout: float = 30) -> None:
+        """Wait until it answers no request (one a client gave up on may still be going)."""
+        deadline = time.monotonic() + timeout
+        while self.state.answering and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def up(self) -> None:
         ready = threading.Event()

@@ -44,7 +44,12 @@ from hives.agent.catalog import parse_model_arg
 from hives.agent.devices import detect_devices
 from hives.agent.download import Downloads
 from hives.agent.engines.base import EngineError
-from hives.agent.policy import insecure_queen_refusal, local_path_refusal
+from hives.agent.policy import (
+    granted_upstreams,
+    insecure_queen_refusal,
+    local_path_refusal,
+    upstream_url_refusal,
+)
 from hives.agent.pool import WorkerPool
 from hives.agent.status import StatusServer
 from hives.agent.supervisor import WorkerProcess
@@ -193,6 +198,8 @@ class HiveAgent:
         )
         # Local paths the queen's specs may name: those this hive was started with.
         self.start_paths = [Path(m.source).expanduser() for m in models if _is_path(m.source)]
+        # Upstream servers the queen's specs may name (hives/agent/policy.py).
+        self.upstreams = granted_upstreams(os.environ, models)
         self.downloads = Downloads(self._send)
         self.ws: Any = None
         self.connected = False
@@ -441,7 +448,9 @@ class HiveAgent:
         if _queen_named_source(str(msg.get("spec"))):
             from hives.agent.catalog import models_dir
 
-            problem = local_path_refusal(spec, roots=[models_dir(), *self.start_paths])
+            problem = local_path_refusal(
+                spec, roots=[models_dir(), *self.start_paths]
+            ) or upstream_url_refusal(spec, granted=self.upstreams)
             if problem:
                 logger.error("%s", problem)
                 self._background(self.pool.fail(spec, problem))

@@ -96,6 +96,7 @@ WORKER_ENV_NAMES: frozenset[str] = frozenset(
         "RBEE_OPENAI_READ_TIMEOUT",
         "RBEE_OPENAI_MAX_CONNECTIONS",
         "RBEE_OPENAI_HEALTH_INTERVAL",
+        "RBEE_OPENAI_MAX_RESPONSE_BYTES",
     }
 )
 

@@ -39,10 +39,13 @@ class Setup:
         )
 
     def worker(self, model: str) -> tuple[str, str]:
-        [row] = self.dep.sql(
+        rows = self.dep.sql(
             "SELECT w.state, w.message FROM hives_worker w JOIN hives_catalogmodel m "
             f"ON m.id = w.model_id WHERE m.name = '{model}'"
         )
+        if not rows:
+            return "", ""  # not reported by its hive yet
+        [row] = rows
         return str(row[0]), str(row[1])
 
     def wait_state(self, model: str, state: str, timeout: float = 30) -> str:
@@ -136,6 +139,84 @@ def test_embeddings_images_and_audio_pass_through(setup: Setup) -> None:
     assert len(speech.content) == 4096
 
 
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "enum": ["Oslo", "Rome"]}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+def test_tool_calls_and_log_probabilities_through_an_upstream(setup: Setup) -> None:
+    c = setup.client()
+    answer = c.chat.completions.create(
+        model="up-chat",
+        messages=[{"role": "user", "content": "weather in Oslo?"}],
+        tools=[WEATHER],  # type: ignore[list-item]
+        tool_choice="required",
+    )
+    choice = answer.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    [call] = choice.message.tool_calls or []
+    assert call.type == "function"
+    assert (call.id, call.function.name, call.function.arguments) == (
+        "call_fake0",
+        "get_weather",
+        '{"city": "Oslo"}',
+    )
+    sent = setup.upstream.last("/v1/chat/completions").json()
+    assert sent["tools"] == [WEATHER] and sent["tool_choice"] == "required"
+
+    stream = c.chat.completions.create(
+        model="up-chat",
+        messages=[
+            {"role": "user", "content": "weather in Oslo?"},
+            {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+            {"role": "tool", "tool_call_id": call.id, "content": "sunny and 21 degrees"},
+            {"role": "user", "content": "call get_weather !loosecalls"},
+        ],
+        tools=[WEATHER],  # type: ignore[list-item]
+        stream=True,
+    )
+    chunks = list(stream)
+    pieces = [p for ch in chunks if ch.choices for p in ch.choices[0].delta.tool_calls or []]
+    assert pieces[0].index == 0 and pieces[0].id == "call_fake0"
+    assert pieces[0].function is not None and pieces[0].function.name == "get_weather"
+    assert "".join(p.function.arguments or "" for p in pieces if p.function) == '{"city": "Oslo"}'
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    history = setup.upstream.last("/v1/chat/completions").json()["messages"]
+    assert history[1]["tool_calls"][0]["id"] == "call_fake0"
+    assert history[2] == {
+        "role": "tool",
+        "tool_call_id": "call_fake0",
+        "content": "sunny and 21 degrees",
+    }
+
+    answer = c.chat.completions.create(
+        model="up-chat",
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=2,
+        logprobs=True,
+        top_logprobs=2,
+    )
+    assert answer.choices[0].logprobs is not None
+    content = answer.choices[0].logprobs.content or []
+    assert [(t.token, t.logprob) for t in content] == [("w1", -0.1), (" w2", -0.2)]
+    assert [(t.token, t.logprob) for t in content[1].top_logprobs] == [
+        (" w2", -0.2),
+        (" alt", -5.0),
+    ]
+    done = c.completions.create(model="up-chat", prompt="count", max_tokens=2, logprobs=1)
+    lp = done.choices[0].logprobs
+    assert lp is not None and lp.tokens == ["w1", " w2"] and lp.token_logprobs == [-0.1, -0.2]
+    assert lp.top_logprobs == [{"w1": -0.1}, {" w2": -0.2}]
+
+
 def test_upstream_errors_keep_their_meaning(setup: Setup) -> None:
     c = setup.client()
 
@@ -162,6 +243,7 @@ def test_upstream_errors_keep_their_meaning(setup: Setup) -> None:
 
 
 def test_a_client_that_leaves_closes_the_upstream_request(setup: Setup) -> None:
+    setup.upstream.quiet()  # an earlier test's `!sleep 3` (given up after 2 s) may still end
     before = setup.upstream.closed_early
     with httpx.stream(
         "POST",
@@ -214,6 +296,17 @@ def test_a_missing_key_variable_is_refused_at_load_and_the_key_stays_on_the_hive
     assert rows and SECRET not in repr(rows)
     assert SECRET not in setup.queen.log.read_text()
     assert SECRET not in setup.hive.log.read_text()
+
+
+def test_the_queen_cannot_point_a_hive_at_an_upstream_its_operator_did_not_grant(
+    setup: Setup,
+) -> None:
+    """SSRF: a model the queen assigns names a URL inside the hive's network (a cloud's
+    metadata service); the hive records it failed with the reason and sends nothing."""
+    spec = "meta=openai:http://169.254.169.254/latest/v1?model=fake-model"
+    setup.dep.rbee("model", "add", spec, "--hive", "hive-up")
+    message = setup.wait_state("meta", "failed")
+    assert "an upstream its operator did not grant (RBEE_HIVE_UPSTREAM_URLS" in message
 
 
 def test_tenant_quotas_apply_to_upstream_models(setup: Setup) -> None:

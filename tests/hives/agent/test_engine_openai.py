@@ -98,6 +98,10 @@ def test_completions_and_a_length_finish(engine: OpenAIEngine) -> None:
 def test_an_upstream_without_usage_is_metered_by_counting(engine: OpenAIEngine) -> None:
     done = chat(engine, "!nousage abcdefgh")[-1]
     assert done["usage"] == {"prompt_tokens": 4, "completion_tokens": 16}
+    # Counts that are not counts: ours instead, never a failed job at the stream's end.
+    done = chat(engine, "!badusage abcdefgh")[-1]
+    assert done["kind"] == EventKind.DONE
+    assert done["usage"] == {"prompt_tokens": 4, "completion_tokens": 16}
 
 
 def test_embeddings_images_transcription_and_speech_pass_through(
@@ -257,3 +261,268 @@ def test_only_the_named_key_reaches_the_worker_and_only_when_granted() -> None:
     # rbee's own secrets never, whoever asks.
     assert upstream_key_env({"api_key_env": "RBEE_HIVE_TOKEN"}, hive_env, assigned=False) == ""
     assert "OLLAMA_KEY" not in worker_env(hive_env)
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "enum": ["Oslo", "Rome"]}},
+            "required": ["city"],
+        },
+    },
+}
+TIME = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
+
+
+def calls_of(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The calls the pieces of `events` make, assembled as the contract says."""
+    calls: dict[int, dict[str, Any]] = {}
+    for event in events:
+        for piece in event.get("tool_calls") or []:
+            if "id" in piece:
+                assert piece["index"] == len(calls) and piece["type"] == "function"
+                calls[piece["index"]] = {
+                    "id": piece["id"],
+                    "name": piece["function"]["name"],
+                    "arguments": piece["function"]["arguments"],
+                }
+            else:
+                assert set(piece) == {"index", "function"}
+                calls[piece["index"]]["arguments"] += piece["function"]["arguments"]
+    return [calls[i] for i in sorted(calls)]
+
+
+def test_tools_are_relayed_and_the_upstreams_calls_come_back_as_pieces(
+    engine: OpenAIEngine, upstream: FakeUpstream
+) -> None:
+    tools = {"tools": [WEATHER, TIME], "tool_choice": "auto", "parallel_tool_calls": True}
+    events = chat(engine, "call get_weather get_time", **tools)
+    sent = upstream.last("/v1/chat/completions").json()
+    assert (sent["tools"], sent["tool_choice"], sent["parallel_tool_calls"]) == (
+        [WEATHER, TIME],
+        "auto",
+        True,
+    )
+    assert calls_of(events) == [
+        {"id": "call_fake0", "name": "get_weather", "arguments": '{"city": "Oslo"}'},
+        {"id": "call_fake1", "name": "get_time", "arguments": "{}"},
+    ]
+    assert not any(e.get("text") for e in events)
+    assert events[-1]["finish_reason"] == "tool_calls"
+    # A named function, and the answer after the tool's result: the history goes upstream
+    # exactly as the job carries it.
+    named = {"type": "function", "function": {"name": "get_time"}}
+    events = chat(engine, "what time is it", tools=[WEATHER, TIME], tool_choice=named)
+    assert [c["name"] for c in calls_of(events)] == ["get_time"]
+    history = [
+        {"role": "user", "content": "weather in Oslo?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny and 21 degrees"},
+    ]
+    events = list(engine.run("chat", {"messages": history, "tools": [WEATHER]}, lambda: False))
+    assert "".join(e.get("text", "") for e in events) == "sunny and 21 degrees"
+    assert events[-1]["finish_reason"] == "stop" and not calls_of(events)
+    assert upstream.last("/v1/chat/completions").json()["messages"] == history
+
+
+def test_calls_from_servers_that_send_them_whole_and_without_an_index(
+    engine: OpenAIEngine,
+) -> None:
+    events = chat(engine, "call get_weather get_time !loosecalls", tools=[WEATHER, TIME])
+    assert calls_of(events) == [
+        {"id": "call_fake0", "name": "get_weather", "arguments": '{"city": "Oslo"}'},
+        {"id": "call_fake1", "name": "get_time", "arguments": "{}"},
+    ]
+    assert events[-1]["finish_reason"] == "tool_calls"  # the upstream said "stop"
+
+
+def test_malformed_call_pieces_are_dropped() -> None:
+    from hives.agent.engines.openai_engine import _CallPieces
+
+    pieces = _CallPieces()
+    got = pieces.feed(
+        [
+            "not a piece",
+            {"index": 0, "function": {"arguments": "{}"}},  # starts a call with no name
+            {"index": 3, "id": "c", "function": {"name": "f", "arguments": {"a": 1}}},
+            {"index": 3, "function": {"arguments": 5}},  # arguments not text
+            {"function": {"arguments": "x"}},  # continues the call before
+        ]
+    )
+    assert got == [
+        {
+            "index": 0,
+            "id": "c",
+            "type": "function",
+            "function": {"name": "f", "arguments": '{"a": 1}'},
+        },
+        {"index": 0, "function": {"arguments": "x"}},
+    ]
+    assert pieces.feed({"index": 0}) == [] and pieces.count == 1
+
+
+def test_log_probabilities_are_relayed_in_the_chat_shape(
+    engine: OpenAIEngine, upstream: FakeUpstream
+) -> None:
+    events = chat(engine, "hi", logprobs=True, top_logprobs=2, max_tokens=2)
+    sent = upstream.last("/v1/chat/completions").json()
+    assert (sent["logprobs"], sent["top_logprobs"]) == (True, 2)
+    assert [e["logprobs"] for e in events[:-1]] == [
+        [
+            {
+                "token": "w1",
+                "logprob": -0.1,
+                "bytes": list(b"w1"),
+                "top_logprobs": [
+                    {"token": "w1", "logprob": -0.1, "bytes": list(b"w1")},
+                    {"token": " alt", "logprob": -5.0, "bytes": list(b" alt")},
+                ],
+            }
+        ],
+        [
+            {
+                "token": " w2",
+                "logprob": -0.2,
+                "bytes": list(b" w2"),
+                "top_logprobs": [
+                    {"token": " w2", "logprob": -0.2, "bytes": list(b" w2")},
+                    {"token": " alt", "logprob": -5.0, "bytes": list(b" alt")},
+                ],
+            }
+        ],
+    ]
+    # The legacy API's `logprobs: N` and its shape, turned into the same entries.
+    request = {"prompt": "once", "max_tokens": 2, "logprobs": True, "top_logprobs": 1}
+    events = list(engine.run("completion", request, lambda: False))
+    assert upstream.last("/v1/completions").json()["logprobs"] == 1
+    assert [e["logprobs"] for e in events[:-1]] == [
+        [{"token": "w1", "logprob": -0.1, "top_logprobs": [{"token": "w1", "logprob": -0.1}]}],
+        [{"token": " w2", "logprob": -0.2, "top_logprobs": [{"token": " w2", "logprob": -0.2}]}],
+    ]
+    # Not asked: nothing sent for them, nothing relayed.
+    events = chat(engine, "hi", max_tokens=2)
+    body = upstream.last("/v1/chat/completions").json()
+    assert "logprobs" not in body and "tools" not in body
+    assert not any("logprobs" in e for e in events)
+
+
+def test_the_key_is_never_in_an_error(
+    upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server that quotes the key it refused: the message names the refusal, not the key.
+    monkeypatch.setenv("WRONG_KEY", "sk-wrong-0123456789")
+    wrong = get_engine("openai")
+    wrong.load(
+        ModelSpec(
+            name="up",
+            engine="openai",
+            source=upstream.url,
+            options={"model": "fake-model", "api_key_env": "WRONG_KEY"},
+        )
+    )
+    assert "Incorrect API key provided: ***" in wrong.health()
+    with pytest.raises(EngineError) as err:
+        chat(wrong, "hi")  # type: ignore[arg-type]
+    assert "sk-wrong-0123456789" not in err.value.message and "***" in err.value.message
+    # A key with a line break (a file read into a variable) would be quoted by the HTTP
+    # library's error: surrounding white space is dropped, and a key a header cannot
+    # carry is refused at load without quoting it.
+    monkeypatch.setenv("PADDED_KEY", f"  {KEY}\n")
+    padded = engine_for(upstream.url, monkeypatch, api_key_env="PADDED_KEY")
+    assert chat(padded, "hi")[-1]["finish_reason"] == "stop"
+    monkeypatch.setenv("BROKEN_KEY", "sk-half\nsk-other-half")
+    with pytest.raises(EngineError) as err:
+        engine_for(upstream.url, monkeypatch, api_key_env="BROKEN_KEY")
+    assert "cannot carry" in err.value.message and "sk-half" not in err.value.message
+
+
+def test_an_image_url_is_fetched_without_the_key_and_must_be_an_image(
+    engine: OpenAIEngine, upstream: FakeUpstream
+) -> None:
+    elsewhere = FakeUpstream(["x"])
+    try:
+        pixel = f"http://127.0.0.1:{elsewhere.port}/files/pixel.png"
+        [done] = engine.run("image", {"prompt": f"!imageurl {pixel}", "n": 1}, lambda: False)
+        assert base64.b64decode(done["result"]["images"][0]).startswith(b"\x89PNG")
+        fetched = elsewhere.last("/files/pixel.png")
+        assert "authorization" not in fetched.headers  # the key goes to its upstream alone
+        # A URL that gives something else (an internal service's JSON) is not passed on.
+        other = f"http://127.0.0.1:{elsewhere.port}/files/state"
+        with pytest.raises(EngineError) as err:
+            list(engine.run("image", {"prompt": f"!imageurl {other}"}, lambda: False))
+        assert (err.value.status, err.value.message) == (
+            502,
+            "the upstream server's image URL did not give an image",
+        )
+    finally:
+        elsewhere.close()
+    # On the upstream itself, the key goes with it.
+    own = f"{upstream.url.removesuffix('/v1')}/files/pixel.png"
+    [done] = engine.run("image", {"prompt": f"!imageurl {own}"}, lambda: False)
+    assert upstream.last("/files/pixel.png").headers["authorization"] == f"Bearer {KEY}"
+
+
+def test_answers_over_the_size_limit_are_refused(
+    upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small = engine_for(upstream.url, monkeypatch, max_response_bytes=100_000)
+    try:
+        with pytest.raises(EngineError) as err:
+            list(small.run("embedding", {"input": ["!huge 5000000"]}, lambda: False))
+        assert (err.value.status, err.value.code) == (502, "upstream_too_large")
+        [done] = small.run("embedding", {"input": ["fine"]}, lambda: False)
+        assert len(done["result"]["embeddings"]) == 1
+        with pytest.raises(EngineError) as err:
+            chat(small, "!longline 3000000")
+        assert err.value.code == "upstream_too_large"
+    finally:
+        small.unload()
+    # One endless line of an event stream, under the answer's limit.
+    big = engine_for(upstream.url, monkeypatch)
+    try:
+        with pytest.raises(EngineError) as err:
+            chat(big, "!longline 12000000")
+        assert err.value.code == "upstream_too_large" and "stream line" in err.value.message
+    finally:
+        big.unload()
+
+
+def test_a_cancelled_job_leaves_an_upstream_gone_silent_at_once(
+    upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client left while the upstream says nothing (read_timeout is 300 s): the job's
+    thread is woken, its request closed, and the job ends as cancelled."""
+    engine = engine_for(upstream.url, monkeypatch)
+    seen: list[dict[str, Any]] = []
+    request = {"messages": [{"role": "user", "content": "!stall"}]}
+
+    def run() -> None:
+        for event in engine.run("chat", request, lambda: len(seen) >= 2):
+            seen.append(event)
+
+    import threading
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(30)  # a liveness bound, ten times under read_timeout
+    try:
+        assert not thread.is_alive(), "the job still waits on the silent upstream"
+        assert [e["kind"] for e in seen] == ["delta", "delta", "done"]
+        assert seen[-1]["finish_reason"] == "cancelled"
+        # The engine serves on, on the same pool of connections.
+        assert chat(engine, "hi")[-1]["finish_reason"] == "stop"
+    finally:
+        engine.unload()

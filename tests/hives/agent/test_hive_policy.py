@@ -22,7 +22,7 @@ from hives.agent.download import (
     safetensors_everywhere,
     select_files,
 )
-from hives.agent.policy import local_path_refusal, remote_code_refusal
+from hives.agent.policy import local_path_refusal, remote_code_refusal, upstream_url_refusal
 from hives.protocol import WorkerState
 from hives.spec import ModelSpec
 from testkit.live import ROOT
@@ -121,6 +121,54 @@ async def test_a_spawn_with_a_foreign_local_path_is_recorded_failed(
     inside.mkdir(parents=True)
     got = agent._spawn_spec({"spec": f"y=echo:{inside}", "device": "cpu"})
     assert got is not None and got.source == str(inside)
+
+
+# --- upstream servers the queen names ------------------------------------------------------
+
+
+def test_an_upstream_from_the_queen_must_be_granted_by_the_hives_operator() -> None:
+    granted = ["http://127.0.0.1:11434/v1", "https://API.example.com"]
+
+    def refusal(source: str) -> str:
+        up = ModelSpec(name="up", engine="openai", source=source, options={})
+        return upstream_url_refusal(up, granted=granted)
+
+    assert refusal("http://127.0.0.1:11434/v1") == ""
+    assert refusal("http://127.0.0.1:11434/v1/") == ""
+    assert refusal("https://api.example.com/v1") == ""
+    assert refusal("https://api.example.com:443/openai/v1") == ""
+    for sneaky in (
+        "http://169.254.169.254/latest/v1",  # a cloud's metadata service
+        "http://127.0.0.1:11435/v1",  # another port
+        "http://127.0.0.1:11434/v10",  # a path that only starts like the granted one
+        "http://127.0.0.1:11434",  # above the granted path
+        "http://api.example.com/v1",  # clear text where https was granted
+        "https://api.example.com.evil.test/v1",
+    ):
+        assert "did not grant" in refusal(sneaky), sneaky
+    # Other engines have no upstream.
+    assert upstream_url_refusal(spec("e", source="http://10.0.0.1/"), granted=[]) == ""
+
+
+@pytest.mark.asyncio
+async def test_a_spawn_naming_an_ungranted_upstream_is_recorded_failed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RBEE_HIVE_UPSTREAM_URLS", "http://10.1.2.3:8000/v1, http://h:1/v1")
+    own = ModelSpec(name="own", engine="openai", source="http://127.0.0.1:9/v1", device="cpu")
+    agent = HiveAgent(
+        queen="http://127.0.0.1:1", token="t", name="h", models=[own], status_port=None
+    )
+    assert (
+        agent._spawn_spec({"spec": "x=openai:http://169.254.169.254/v1", "device": "cpu"}) is None
+    )
+    await asyncio.sleep(0.05)
+    described = {w["model"]: w for w in agent.describe_workers()}
+    assert described["x"]["state"] == "failed"
+    assert "did not grant" in described["x"]["message"]
+    for url in ("http://10.1.2.3:8000/v1", "http://127.0.0.1:9/v1"):  # granted, and its own
+        got = agent._spawn_spec({"spec": f"y=openai:{url}?model=m", "device": "cpu"})
+        assert got is not None and got.source == url
 
 
 # --- ws:// beyond loopback -------------------------------------------------------------------
