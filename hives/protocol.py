@@ -44,8 +44,11 @@ from typing import Any, Final
 
 # Bump when a change would confuse the other side; keep OLDEST_COMPATIBLE at the oldest
 # version this side still speaks.
-PROTOCOL_VERSION: Final = 1
-OLDEST_COMPATIBLE: Final = 1
+# 2: chat jobs may carry `tools`, `tool_choice`, `parallel_tool_calls`, `logprobs` and
+# `top_logprobs` (docs/tools.md). A version-1 hive's engines would ignore them and answer
+# as if none were sent (a silent drop), so version 1 is refused, with what to do.
+PROTOCOL_VERSION: Final = 2
+OLDEST_COMPATIBLE: Final = 2
 HIVE_WS_PATH: Final = "/hive/ws"
 
 # websocket close codes (4000-4999 are for applications)

@@ -211,6 +211,9 @@ async def test_reconnect_takes_over_and_the_old_socket_is_closed() -> None:
     [
         (PROTOCOL_VERSION + 1, f"speaks protocol version {PROTOCOL_VERSION + 1}"),
         (0, "speaks protocol version 0"),
+        # A hive from before tool calling and log probabilities (docs/tools.md): its
+        # engines would drop `tools` and `logprobs` without a word, so it is not let in.
+        (1, "speaks protocol version 1"),
         (None, "sent no protocol version"),
         ("1", "speaks protocol version 1"),  # a string is not a version
     ],
