@@ -949,7 +949,7 @@ class TextAnswer:
 async def collect_text(job: Job) -> TextAnswer:
     """A text job's whole answer (or its error, raised)."""
     text: list[str] = []
-    calls = ToolCalls()
+    calls = ToolCalls.for_request(job.request)
     logprobs: list[dict[str, Any]] = []
     finish_reason = "stop"
     done: dict[str, Any] = {}
@@ -960,7 +960,7 @@ async def collect_text(job: Job) -> TextAnswer:
             calls.feed(event.get("tool_calls"))
             logprobs.extend(clean_logprobs(event.get("logprobs")))
         elif kind == EventKind.DONE:
-            finish_reason = str(event.get("finish_reason") or "stop")
+            finish_reason = calls.finish_reason(str(event.get("finish_reason") or "stop"))
             done = event
         elif kind == EventKind.ERROR:
             raise from_event(event)
@@ -1044,7 +1044,9 @@ async def text_response(
 ) -> HttpResponseBase:
     """A text job's answer: SSE chunks as they come, or one JSON body at the end."""
     if stream:
-        return streaming(relay(await opened(job), fmt, include_usage), "text/event-stream")
+        events = await opened(job)
+        calls = ToolCalls.for_request(job.request)
+        return streaming(relay(events, fmt, include_usage, calls), "text/event-stream")
     answer = await collect_text(job)
     return JsonResponse(fmt.whole(answer, token_usage(answer.done)))
 
@@ -1058,11 +1060,14 @@ def _sse_error(err: APIError) -> bytes:
 
 
 async def relay(
-    events: AsyncGenerator[dict[str, Any], None], fmt: TextFormat, include_usage: bool
+    events: AsyncGenerator[dict[str, Any], None],
+    fmt: TextFormat,
+    include_usage: bool,
+    calls: ToolCalls,
 ) -> AsyncIterator[bytes]:
-    """A text job's events as OpenAI's SSE chunks, as they arrive, then `[DONE]`. A failure
-    after the headers were sent can only be told in the stream itself."""
-    calls = ToolCalls()
+    """A text job's events as OpenAI's SSE chunks, as they arrive, then `[DONE]`; `calls`
+    checks the tool-call pieces against what the request allowed. A failure after the
+    headers were sent can only be told in the stream itself."""
     try:
         for body in fmt.opening():
             yield _sse(body)
@@ -1077,7 +1082,9 @@ async def relay(
                 if framed is not None:
                     yield _sse(framed)
             elif kind == EventKind.DONE:
-                yield _sse(fmt.finish(str(event.get("finish_reason") or "stop")))
+                yield _sse(
+                    fmt.finish(calls.finish_reason(str(event.get("finish_reason") or "stop")))
+                )
                 if include_usage:
                     yield _sse(fmt.chunk([], usage=token_usage(event)))
                 break
