@@ -999,6 +999,7 @@ class TextFormat(ABC):
     stream chunks and its whole JSON body. The relay and the collector are the same."""
 
     chunk_object = ""
+    logprobs = False  # the client asked for log probabilities
 
     def __init__(self, stream_id: str, model: str) -> None:
         self.id = stream_id
@@ -1074,7 +1075,7 @@ async def relay(
         async for event in events:
             kind = event.get("kind")
             if kind == EventKind.DELTA:
-                logprobs = clean_logprobs(event.get("logprobs"))
+                logprobs = clean_logprobs(event.get("logprobs")) if fmt.logprobs else []
                 if event.get("text") or logprobs:
                     yield _sse(fmt.delta(str(event.get("text") or ""), logprobs))
                 pieces = calls.feed(event.get("tool_calls"))

@@ -9,7 +9,8 @@ from typing import Any
 
 from hives.protocol import EventKind
 from inference.chat import ChatFormat
-from inference.pipeline import relay
+from inference.completions import CompletionFormat
+from inference.pipeline import TextFormat, relay
 from inference.textparts import (
     ToolCalls,
     allowed_functions,
@@ -161,12 +162,14 @@ def test_one_call_without_parallel_calls_and_indexes_and_ids_are_the_queens() ->
     assert [c["function"]["name"] for c in calls.calls()] == ["g", "f", "g"]
 
 
-async def _sse(events: list[dict[str, Any]], request: dict[str, Any]) -> list[Any]:
+async def _sse(
+    events: list[dict[str, Any]], request: dict[str, Any], fmt: TextFormat | None = None
+) -> list[Any]:
     async def source() -> AsyncGenerator[dict[str, Any], None]:
         for e in events:
             yield e
 
-    fmt = ChatFormat("chatcmpl-1", "m")
+    fmt = fmt or ChatFormat("chatcmpl-1", "m")
     raw = b"".join([c async for c in relay(source(), fmt, False, ToolCalls.for_request(request))])
     lines = [ln[len(b"data: ") :] for ln in raw.split(b"\n\n") if ln]
     assert lines[-1] == b"[DONE]"
@@ -182,3 +185,19 @@ async def test_a_stream_says_tool_calls_only_when_calls_were_passed_on() -> None
     chunks = await _sse([call, done], tools_request())
     assert chunks[1]["choices"][0]["delta"]["tool_calls"][0]["id"] == "call_1"
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+async def test_a_stream_carries_log_probabilities_only_when_asked() -> None:
+    """A hive's logprobs reach the client only if it asked, as a whole answer does."""
+    lp = [{"token": "Hi", "logprob": -0.5, "top_logprobs": []}]
+    events = [
+        {"kind": EventKind.DELTA, "text": "Hi", "logprobs": lp},
+        {"kind": EventKind.DELTA, "text": "", "logprobs": lp},
+        {"kind": EventKind.DONE, "finish_reason": "stop", "usage": {}},
+    ]
+    for fmt in (ChatFormat("c", "m"), CompletionFormat("c", "m", "")):
+        chunks = await _sse(events, {"messages": []}, fmt)
+        assert all(c["choices"][0]["logprobs"] is None for c in chunks), chunks
+        assert len(chunks) == (3 if isinstance(fmt, ChatFormat) else 2)  # no empty deltas
+    chunks = await _sse(events, {"messages": []}, ChatFormat("c", "m", logprobs=True))
+    assert chunks[1]["choices"][0]["logprobs"]["content"][0]["token"] == "Hi"
