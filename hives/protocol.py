@@ -58,8 +58,12 @@ import orjson
 
 # Bump when a change would confuse the other side; keep OLDEST_COMPATIBLE at the oldest
 # version this side still speaks.
+# 2: `batch` frames (several jobs' events in one binary frame), and chat jobs may carry
+# `tools`, `tool_choice`, `parallel_tool_calls`, `logprobs` and `top_logprobs`
+# (docs/tools.md). A version-1 hive's engines would ignore those and answer as if none
+# were sent (a silent drop), so version 1 is refused, with what to do.
 PROTOCOL_VERSION: Final = 2
-OLDEST_COMPATIBLE: Final = 1
+OLDEST_COMPATIBLE: Final = 2
 # The first version with `batch` frames.
 BATCH_VERSION: Final = 2
 # A `batch` frame holds the events of as many jobs as fit in this many bytes; the events

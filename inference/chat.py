@@ -93,12 +93,7 @@ class ChatFormat(TextFormat):
                     "logprobs": (
                         {"content": answer.logprobs, "refusal": None} if self.logprobs else None
                     ),
-                    # a worker that said "tool_calls" but sent none we could pass on
-                    "finish_reason": (
-                        "stop"
-                        if answer.finish_reason == "tool_calls" and not answer.tool_calls
-                        else answer.finish_reason
-                    ),
+                    "finish_reason": answer.finish_reason,
                 }
             ],
             "usage": usage,

@@ -371,9 +371,9 @@ class Blocks:
     (chat's `tool_calls` deltas: index, id, function name, arguments in pieces). Each
     step says what changed, so the stream and the whole body share one reading."""
 
-    def __init__(self) -> None:
+    def __init__(self, calls: ToolCalls) -> None:
         self.blocks: list[_Block] = []
-        self._calls = ToolCalls()
+        self._calls = calls  # checks the pieces against what the request allowed
         self._tools: dict[int, int] = {}  # the call's index -> its block's
 
     def text(self, piece: str) -> list[tuple[str, int, Any]]:
@@ -480,10 +480,14 @@ ERROR_TYPES: dict[int, tuple[int, str | None]] = {
 
 
 async def _stream(
-    events: AsyncGenerator[dict[str, Any], None], msg_id: str, model: str, stops: list[str]
+    events: AsyncGenerator[dict[str, Any], None],
+    msg_id: str,
+    model: str,
+    stops: list[str],
+    calls: ToolCalls,
 ) -> AsyncIterator[bytes]:
     """Anthropic's event sequence, as the job's events arrive."""
-    blocks = Blocks()
+    blocks = Blocks(calls)
     open_block: int | None = None
     try:
         first = await events.__anext__()
@@ -533,7 +537,7 @@ async def _stream(
 
 
 async def _whole(call: Call[Messages], msg_id: str) -> dict[str, Any]:
-    blocks = Blocks()
+    blocks = Blocks(ToolCalls.for_request(call.job.request))
     async for event in call.job.events():
         kind = event.get("kind")
         if kind == EventKind.DELTA:
@@ -559,7 +563,9 @@ async def respond(call: Call[Messages]) -> HttpResponseBase:
     stops = list(call.work.request.get("stop") or [])
     if isinstance(body, MessagesRequest) and body.stream:
         events = await opened(call.job)
-        return streaming(_stream(events, msg_id, call.work.model, stops), "text/event-stream")
+        calls = ToolCalls.for_request(call.job.request)
+        stream = _stream(events, msg_id, call.work.model, stops, calls)
+        return streaming(stream, "text/event-stream")
     return JsonResponse(await _whole(call, msg_id))
 
 

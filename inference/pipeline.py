@@ -1110,7 +1110,7 @@ class TextAnswer:
 async def collect_text(job: Job) -> TextAnswer:
     """A text job's whole answer (or its error, raised)."""
     text: list[str] = []
-    calls = ToolCalls()
+    calls = ToolCalls.for_request(job.request)
     logprobs: list[dict[str, Any]] = []
     finish_reason = "stop"
     done: dict[str, Any] = {}
@@ -1121,7 +1121,7 @@ async def collect_text(job: Job) -> TextAnswer:
             calls.feed(event.get("tool_calls"))
             logprobs.extend(clean_logprobs(event.get("logprobs")))
         elif kind == EventKind.DONE:
-            finish_reason = str(event.get("finish_reason") or "stop")
+            finish_reason = calls.finish_reason(str(event.get("finish_reason") or "stop"))
             done = event
         elif kind == EventKind.ERROR:
             raise from_event(event)
@@ -1160,6 +1160,7 @@ class TextFormat(ABC):
     stream chunks and its whole JSON body. The relay and the collector are the same."""
 
     chunk_object = ""
+    logprobs = False  # the client asked for log probabilities
 
     def __init__(self, stream_id: str, model: str) -> None:
         self.id = stream_id
@@ -1205,8 +1206,10 @@ async def text_response(
 ) -> HttpResponseBase:
     """A text job's answer: SSE chunks as they come, or one JSON body at the end."""
     if stream:
+        events = await opened(job)
+        calls = ToolCalls.for_request(job.request)
         more = lambda: job.buffered > 0  # noqa: E731
-        return streaming(relay(await opened(job), fmt, include_usage, more), "text/event-stream")
+        return streaming(relay(events, fmt, include_usage, calls, more), "text/event-stream")
     answer = await collect_text(job)
     return JsonResponse(fmt.whole(answer, token_usage(answer.done)))
 
@@ -1223,12 +1226,13 @@ async def relay(
     events: AsyncGenerator[dict[str, Any], None],
     fmt: TextFormat,
     include_usage: bool,
+    calls: ToolCalls,
     more: Callable[[], bool] | None = None,
 ) -> AsyncIterator[bytes]:
-    """A text job's events as OpenAI's SSE chunks, as they arrive, then `[DONE]`. A failure
-    after the headers were sent can only be told in the stream itself. The chunks of events
-    that arrived together (`more()`: another is already here) go out in one write."""
-    calls = ToolCalls()
+    """A text job's events as OpenAI's SSE chunks, as they arrive, then `[DONE]`; `calls`
+    checks the tool-call pieces against what the request allowed. A failure after the
+    headers were sent can only be told in the stream itself. The chunks of events that
+    arrived together (`more()`: another is already here) go out in one write."""
     pending: list[bytes] = []
     try:
         for body in fmt.opening():
@@ -1236,7 +1240,7 @@ async def relay(
         async for event in events:
             kind = event.get("kind")
             if kind == EventKind.DELTA:
-                logprobs = clean_logprobs(event.get("logprobs"))
+                logprobs = clean_logprobs(event.get("logprobs")) if fmt.logprobs else []
                 if event.get("text") or logprobs:
                     pending.append(_sse(fmt.delta(str(event.get("text") or ""), logprobs)))
                 pieces = calls.feed(event.get("tool_calls"))
@@ -1244,7 +1248,9 @@ async def relay(
                 if framed is not None:
                     pending.append(_sse(framed))
             elif kind == EventKind.DONE:
-                pending.append(_sse(fmt.finish(str(event.get("finish_reason") or "stop"))))
+                pending.append(
+                    _sse(fmt.finish(calls.finish_reason(str(event.get("finish_reason") or "stop"))))
+                )
                 if include_usage:
                     pending.append(_sse(fmt.chunk([], usage=token_usage(event))))
                 break

@@ -595,7 +595,7 @@ class Output:
     semantic events in OpenAI's order, numbered. One builder for both answers, so the
     streamed items and the JSON body's are the same."""
 
-    def __init__(self, req: ResponsesRequest, store: bool) -> None:
+    def __init__(self, req: ResponsesRequest, store: bool, calls: ToolCalls | None = None) -> None:
         self.req = req
         self.id = _id("resp")
         self.created = int(time.time())
@@ -604,7 +604,11 @@ class Output:
         self.message: _Item | None = None  # the message item being written
         self.calls: dict[int, _Item] = {}  # function calls by their chat index
         self.custom = _custom_names(req.tools)  # answered as custom_tool_call items
-        self.pieces = ToolCalls()
+        # Checks the pieces against what the request allowed (the chat request's tools
+        # and tool_choice: the job's, or translated here).
+        self.pieces = calls or ToolCalls.for_request(
+            chat_request(req).model_dump(mode="json", exclude_none=True)
+        )
         self.seq = 0
         self.status = "in_progress"
         self.incomplete: dict[str, Any] | None = None
@@ -980,7 +984,7 @@ async def _relay(
 async def respond(call: Call[ResponsesRequest]) -> HttpResponseBase:
     req = call.body
     store = req.store is not False and bool(call.keep)
-    out = Output(req, store)
+    out = Output(req, store, ToolCalls.for_request(call.job.request))
     if store:
         # The stored response is this request's kept exchange (the same basis, retention,
         # export and erasure, and more of it): not kept a second time by the pipeline

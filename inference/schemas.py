@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from inference.errors import APIError, bad_request
+from kernel.schemarefs import outside_ref
 
 
 class _Strict(BaseModel):
@@ -319,6 +320,12 @@ def _check_chat_semantics(req: ChatCompletionRequest) -> None:
                     param="response_format.json_schema",
                     code="invalid_value",
                 )
+            _check_refs(
+                spec["schema"],
+                "The JSON schema",
+                "response_format.json_schema.schema",
+                "invalid_value",
+            )
         elif rtype not in ("text", "json_object"):
             raise bad_request(
                 f"Invalid value for 'response_format.type': {rtype!r} is not one of "
@@ -451,6 +458,19 @@ def _check_parameters_schema(schema: dict[str, Any], name: str, param: str) -> N
             param=param,
             code="invalid_function_parameters",
         ) from exc
+    _check_refs(schema, f"The schema of function {name!r}", param, "invalid_function_parameters")
+
+
+def _check_refs(schema: dict[str, Any], what: str, param: str, code: str) -> None:
+    """Only references inside the schema: a URL in `$ref` would be fetched by the hive."""
+    ref = outside_ref(schema)
+    if ref is not None:
+        raise bad_request(
+            f"{what} refers outside itself ({ref!r}); only references inside the schema "
+            "('#', '#/$defs/...') are supported.",
+            param=param,
+            code=code,
+        )
 
 
 def message_text(msg: ChatMessage) -> str:

@@ -18,6 +18,25 @@ logger = logging.getLogger("inference.textparts")
 
 MAX_CALLS = 128  # calls in one answer (OpenAI allows 128 tools; one call each is plenty)
 MAX_TOP = 20  # top_logprobs entries per token (OpenAI's own limit)
+MAX_ID = 256  # a call id the client can send back (inference/schemas.py: ToolCall.id)
+
+
+def allowed_functions(request: dict[str, Any]) -> frozenset[str]:
+    """The functions a job's client let the model call: none without `tools` or with
+    `tool_choice` "none", only the named one for a named choice, else every tool's."""
+    choice = request.get("tool_choice")
+    if choice == "none":
+        return frozenset()
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        return frozenset([name]) if isinstance(name, str) else frozenset()
+    return frozenset(
+        t["function"]["name"]
+        for t in request.get("tools") or []
+        if isinstance(t, dict)
+        and isinstance(t.get("function"), dict)
+        and isinstance(t["function"].get("name"), str)
+    )
 
 
 @dataclass
@@ -25,9 +44,22 @@ class ToolCalls:
     """The tool calls of one answer, as pieces arrive: `feed` checks a delta's pieces and
     returns them in OpenAI's streaming shape (the first piece of a call carries its `id`,
     `type` and `function.name`, later ones only `function.arguments`); `calls()` is the
-    whole list for a non-streamed `message.tool_calls`."""
+    whole list for a non-streamed `message.tool_calls`.
 
-    _calls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    Only calls the client allowed pass (`for_request`): a function it declared (the one
+    it named), not after `tool_choice` "none", one call when `parallel_tool_calls` is
+    false. Calls are numbered 0, 1, ... in the order they start, whatever the worker's
+    `index`, and their ids are unique."""
+
+    allowed: frozenset[str]
+    most: int = MAX_CALLS
+    _calls: dict[int, dict[str, Any]] = field(default_factory=dict)  # worker index -> call
+    _index: dict[int, int] = field(default_factory=dict)  # worker index -> ours
+
+    @classmethod
+    def for_request(cls, request: dict[str, Any]) -> ToolCalls:
+        single = request.get("parallel_tool_calls") is False
+        return cls(allowed_functions(request), 1 if single else MAX_CALLS)
 
     def feed(self, raw: Any) -> list[dict[str, Any]]:
         if not isinstance(raw, list):
@@ -40,6 +72,10 @@ class ToolCalls:
             if clean is not None:
                 out.append(clean)
         return out
+
+    def finish_reason(self, reason: str) -> str:
+        """The worker's finish reason, less a "tool_calls" with no call passed on."""
+        return "stop" if reason == "tool_calls" and not self._calls else reason
 
     def _piece(self, piece: Any) -> dict[str, Any] | None:
         if not isinstance(piece, dict):
@@ -58,21 +94,30 @@ class ToolCalls:
             if not isinstance(name, str) or not name:
                 logger.warning("dropped a tool-call piece that starts a call with no name")
                 return None
+            if name not in self.allowed or len(self._calls) >= self.most:
+                logger.warning("dropped a tool call the request did not allow")
+                return None
             cid = piece.get("id")
+            used = {c["id"] for c in self._calls.values()}
             call = {
-                "id": cid if isinstance(cid, str) and cid else new_tool_call_id(),
+                "id": (
+                    cid
+                    if isinstance(cid, str) and 0 < len(cid) <= MAX_ID and cid not in used
+                    else new_tool_call_id()
+                ),
                 "type": "function",
                 "function": {"name": name, "arguments": arguments},
             }
+            self._index[index] = len(self._calls)
             self._calls[index] = call
-            return {"index": index, **call, "function": dict(call["function"])}
+            return {"index": self._index[index], **call, "function": dict(call["function"])}
         if not arguments:
             return None
         call["function"]["arguments"] += arguments
-        return {"index": index, "function": {"arguments": arguments}}
+        return {"index": self._index[index], "function": {"arguments": arguments}}
 
     def calls(self) -> list[dict[str, Any]]:
-        return [self._calls[i] for i in sorted(self._calls)]
+        return [self._calls[i] for i in sorted(self._calls, key=self._index.__getitem__)]
 
 
 def _token_entry(raw: Any) -> dict[str, Any] | None:

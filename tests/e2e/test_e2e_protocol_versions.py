@@ -1,6 +1,6 @@
-"""Queen and hives of different protocol versions (issue 15 added version 2, batch
-frames), as real processes: a hive of the version before is served by a newer queen in
-its own version, and an older queen refuses a newer hive with what to upgrade, and the
+"""Queen and hives of different protocol versions (version 2 added batch frames and
+tools in chat jobs), as real processes: a newer queen refuses a hive of the version
+before, and an older queen refuses a newer hive, each saying what to upgrade, and the
 hive exits rather than retry. The "other" version is this very code with its protocol
 constants set as the other release has them (hives/protocol.py), in the process itself."""
 
@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-from openai import OpenAI
 
 from hives.protocol import PROTOCOL_VERSION
 from testkit.live import Deployment, Hive, Queen, free_port, wait_for_model, wait_healthy
@@ -28,9 +27,12 @@ AS_VERSION = (
 )
 
 
-def test_a_hive_of_the_version_before_is_served_in_its_own_version(
+def test_a_hive_of_the_version_before_is_refused_with_what_to_do(
     deployment: Deployment,
 ) -> None:
+    """Version 2 added tools to chat jobs: a version-1 hive would answer as if none were
+    sent (a silent drop), so this queen refuses it at hello, says to upgrade the hive,
+    and the hive exits rather than retry."""
     dep = deployment
     queen = Queen(dep)
     token = dep.rbee("hive", "token", "--name", "old", "--trust-models").stdout.strip()
@@ -43,23 +45,17 @@ def test_a_hive_of_the_version_before_is_served_in_its_own_version(
         "hive-old",
         {"RBEE_HIVE_TOKEN": token},
     )
-    queen.wait_for_model("old", "old-echo")
-    assert "as old (protocol 1)" in log.read_text()
-    dep.rbee("tenant", "create", "acme")
-    key = dep.rbee("key", "create", "--tenant", "acme").stdout.strip()
-    client = OpenAI(base_url=f"{queen.url}/v1", api_key=key)
-    words = [f"w{i}" for i in range(40)]
-    stream = client.chat.completions.create(
-        model="old-echo",
-        messages=[{"role": "user", "content": " ".join(words)}],
-        stream=True,
-        stream_options={"include_usage": True},
-    )
-    chunks = list(stream)
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == " ".join(words)
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 40
-    assert hive.poll() is None
+    deadline = time.monotonic() + 60
+    while hive.poll() is None:
+        assert time.monotonic() < deadline, f"the hive did not exit:\n{log.read_text()}"
+        time.sleep(0.1)
+    assert hive.returncode == 2  # refused: retrying cannot help
+    said = log.read_text()
+    assert "the queen refused this hive" in said
+    assert "speaks protocol version 1 " in said
+    assert f"speaks protocol version {PROTOCOL_VERSION};" in said
+    assert "upgrade the hive" in said
+    assert dep.sql("select status from hives_hive where name = 'old'") == [("offline",)]
 
 
 def test_an_older_queen_refuses_a_newer_hive_clearly_and_the_hive_exits(

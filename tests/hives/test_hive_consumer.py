@@ -199,16 +199,16 @@ async def test_batch_frames_keep_to_the_budget_and_never_split_a_job() -> None:
     assert [pair for f in read for pair in f["jobs"]] == [[j, e] for j, e in outbox]
 
 
-async def test_a_version_1_hive_is_welcomed_in_version_1_and_relays_as_before() -> None:
-    """A hive of the version before batch frames (deployed before the queen was upgraded)
-    keeps working: its welcome says version 1, and its `events` frames are relayed."""
-    comm, hive = await registered(protocol=1)
+async def test_an_events_frame_of_one_job_is_still_relayed() -> None:
+    """The frame of one job's events (what a hive sends a queen that has no batch
+    frames) is still read, and relayed to its job."""
+    comm, hive = await registered()
     layer = get_channel_layer()
     reply = await layer.new_channel()
-    await dispatch(hive, "old", reply, messages=[])
+    await dispatch(hive, "one", reply, messages=[])
     assert json.loads(await comm.receive_from(timeout=5))["op"] == "job"
     events = [{"kind": "delta", "text": "hi"}, {"kind": "done", "usage": {}}]
-    await comm.send_to(text_data=json.dumps({"op": "events", "id": "old", "events": events}))
+    await comm.send_to(text_data=json.dumps({"op": "events", "id": "one", "events": events}))
     assert (await layer.receive(reply))["events"] == events
     await comm.disconnect()
 
@@ -296,6 +296,9 @@ async def test_reconnect_takes_over_and_the_old_socket_is_closed() -> None:
     [
         (PROTOCOL_VERSION + 1, f"speaks protocol version {PROTOCOL_VERSION + 1}"),
         (0, "speaks protocol version 0"),
+        # A hive from before tool calling and log probabilities (docs/tools.md): its
+        # engines would drop `tools` and `logprobs` without a word, so it is not let in.
+        (1, "speaks protocol version 1"),
         (None, "sent no protocol version"),
         ("1", "speaks protocol version 1"),  # a string is not a version
     ],
@@ -318,7 +321,12 @@ async def test_a_hive_of_another_protocol_version_is_refused_with_what_to_do(
     reason = msg["reason"]
     # Both versions, and what to do about it.
     assert says in reason
-    assert f"speaks protocol versions {OLDEST_COMPATIBLE} to {PROTOCOL_VERSION}" in reason
+    ours = (
+        f"protocol version {PROTOCOL_VERSION}"
+        if OLDEST_COMPATIBLE == PROTOCOL_VERSION
+        else f"protocol versions {OLDEST_COMPATIBLE} to {PROTOCOL_VERSION}"
+    )
+    assert f"queen (rbee {__version__}) speaks {ours};" in reason
     assert "rbee 9.9.9" in reason and f"rbee {__version__}" in reason
     assert "rbee hive install HOST" in reason
     upgrade = "upgrade the queen" if protocol == PROTOCOL_VERSION + 1 else "upgrade the hive"

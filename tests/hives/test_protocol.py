@@ -83,7 +83,7 @@ def test_pipe_lines_keep_the_partial_line_for_the_next_read() -> None:
     ("hello", "version"),
     [
         ({"protocol": protocol.PROTOCOL_VERSION}, protocol.PROTOCOL_VERSION),
-        ({"protocol": 1}, 1),
+        ({"protocol": 1}, protocol.OLDEST_COMPATIBLE),  # refused at hello (version_refusal)
         ({"protocol": protocol.PROTOCOL_VERSION + 5}, protocol.PROTOCOL_VERSION),
         ({"protocol": True}, protocol.OLDEST_COMPATIBLE),
         ({}, protocol.OLDEST_COMPATIBLE),

@@ -14,6 +14,7 @@ from django.test import RequestFactory
 
 from inference import messages
 from inference.errors import APIError
+from inference.textparts import ToolCalls
 
 BEES = [{"role": "user", "content": "Hi"}]
 
@@ -198,6 +199,7 @@ async def test_a_worker_error_mid_stream_is_an_error_event() -> None:
         "msg_1",
         "m",
         [],
+        ToolCalls.for_request({}),
     )
     frames = _frames([b async for b in stream])
     assert [f["type"] for f in frames] == [
@@ -229,6 +231,7 @@ async def test_text_then_tool_call_blocks_and_stop_sequence() -> None:
         "msg_1",
         "m",
         [],
+        ToolCalls.for_request({"tools": [{"type": "function", "function": {"name": "f"}}]}),
     )
     frames = _frames([b async for b in stream])
     kinds = [(f["type"], f.get("index")) for f in frames]

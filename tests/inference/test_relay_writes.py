@@ -11,6 +11,7 @@ import pytest
 
 from inference.chat import ChatFormat
 from inference.pipeline import relay
+from inference.textparts import ToolCalls
 
 pytestmark = pytest.mark.asyncio
 
@@ -39,8 +40,15 @@ async def test_events_of_one_batch_are_one_write_and_the_stream_is_unchanged() -
                 left = len(batch) - i - 1
                 yield event
 
-    writes = [w async for w in relay(events(), ChatFormat("id", "m"), False, lambda: left > 0)]
-    alone = [w async for w in relay(events(), ChatFormat("id", "m"), False)]
+    writes = [
+        w
+        async for w in relay(
+            events(), ChatFormat("id", "m"), False, ToolCalls.for_request({}), lambda: left > 0
+        )
+    ]
+    alone = [
+        w async for w in relay(events(), ChatFormat("id", "m"), False, ToolCalls.for_request({}))
+    ]
     assert len(writes) == 2  # one per batch, [DONE] with the last
     assert [t for w in writes for t in texts(w)] == ["", "a", "b", "c", "d", "e"]
     assert writes[-1].endswith(b"data: [DONE]\n\n")

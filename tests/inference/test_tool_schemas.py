@@ -231,3 +231,39 @@ def test_completions_refuse_logprobs_of_an_echoed_prompt() -> None:
     with pytest.raises(APIError) as info:
         schemas.validate_completion({"model": "m", "prompt": "x", "logprobs": 1, "echo": True})
     assert info.value.param == "logprobs"
+
+
+def _with_ref(ref: str, key: str = "$ref") -> dict[str, Any]:
+    return {"type": "object", "properties": {"a": {key: ref}, "b": {"type": "string"}}}
+
+
+@pytest.mark.parametrize(
+    ("ref", "key"),
+    [
+        ("http://169.254.169.254/latest/meta-data/", "$ref"),
+        ("https://example.org/schema.json", "$ref"),
+        ("file:///etc/passwd", "$ref"),
+        ("other.json#/x", "$ref"),
+        ("https://example.org/s.json", "$dynamicRef"),
+    ],
+)
+def test_a_schema_that_refers_outside_itself_is_400(ref: str, key: str) -> None:
+    """llama.cpp's converter and jsonschema fetch a `$ref` that is a URL (llama.cpp with no
+    timeout): from the hive's network, on a tenant's word. Only references inside the
+    schema itself ("#/...") are accepted, for tools and for response_format."""
+    tool = {"type": "function", "function": {"name": "f", "parameters": _with_ref(ref, key)}}
+    err = refused(body(tools=[tool]))
+    assert err.param == "tools[0].function.parameters"
+    assert ref in err.message
+    rf = {"type": "json_schema", "json_schema": {"name": "x", "schema": _with_ref(ref, key)}}
+    assert refused(body(response_format=rf)).param == "response_format.json_schema.schema"
+
+
+def test_references_inside_the_schema_are_accepted() -> None:
+    local = {
+        "type": "object",
+        "properties": {"a": {"$ref": "#/$defs/a"}, "b": {"$ref": "#"}},
+        "$defs": {"a": {"type": "string"}},
+    }
+    tool = {"type": "function", "function": {"name": "f", "parameters": local}}
+    assert schemas.chat_job_request(schemas.validate_chat(body(tools=[tool])))["tools"]

@@ -185,15 +185,28 @@ class LlamaCppEngine(Engine):
     def _compile(self, gbnf: str) -> Any:
         from llama_cpp.llama_grammar import LlamaGrammar
 
-        try:
-            return LlamaGrammar.from_string(gbnf, verbose=False)
-        except Exception as exc:
+        return self._checked(LlamaGrammar.from_string(gbnf, verbose=False), param="tools")
+
+    def _checked(self, grammar: Any, *, param: str) -> Any:
+        """`grammar` once llama.cpp itself has parsed it. llama-cpp-python parses a grammar
+        only when it samples, and a grammar llama.cpp refuses there (a rule that refers to
+        itself first, as a `$ref` loop in a JSON Schema becomes) is a null sampler that
+        crashes the worker: so it is tried here, and refused as the caller's 400."""
+        import llama_cpp
+
+        sampler = llama_cpp.llama_sampler_init_grammar(
+            self.llm._model.vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")
+        )
+        if not sampler:
             raise EngineError(
-                f"The tools' parameter schemas cannot be enforced: {exc}",
+                "This JSON schema cannot be enforced: llama.cpp refuses the grammar it becomes "
+                "(a $ref that refers back to itself, or a rule it cannot parse).",
                 status=400,
                 code="unsupported_schema",
-                param="tools",
-            ) from exc
+                param=param,
+            )
+        llama_cpp.llama_sampler_free(sampler)
+        return grammar
 
     def complete(self, request: dict[str, Any], cancelled: Cancelled) -> Iterator[dict[str, Any]]:
         """Legacy completions: the prompt as it is, no chat template."""
@@ -292,6 +305,8 @@ class LlamaCppEngine(Engine):
             return
         stops = [s for s in (request.get("stop") or []) if s]
         grammar = _grammar(request.get("response_format"))
+        if grammar is not None:
+            grammar = self._checked(grammar, param="response_format.json_schema.schema")
 
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pending = ""  # decoded text not yet sent (may be the start of a stop sequence)

@@ -32,6 +32,7 @@ from typing import Any
 
 from hives.agent.engines.base import EngineError
 from hives.agent.engines.tools import ToolRequest, call_pieces
+from kernel.schemarefs import outside_ref
 
 _NAME = r"([A-Za-z0-9_-]{1,64})"
 
@@ -165,6 +166,15 @@ def schema_rules(schema: dict[str, Any], prefix: str) -> tuple[str, str]:
     with llama-cpp-python): (the root rule's name, the rules)."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
+    ref = outside_ref(schema)
+    if ref is not None:  # the converter would GET it
+        raise EngineError(
+            f"This function's parameters refer outside themselves ({ref!r}); only "
+            "references inside the schema are supported.",
+            status=400,
+            code="unsupported_schema",
+            param="tools",
+        )
     try:
         gbnf = json_schema_to_gbnf(json.dumps(expressible(schema)))
     except Exception as exc:  # a schema the converter cannot express
@@ -227,6 +237,7 @@ def _int_bounds(schema: dict[str, Any]) -> tuple[int | None, int | None]:
 def invalid_arguments(functions: list[dict[str, Any]], name: str, arguments: str) -> str | None:
     """Why a finished call does not fit its function (None: it does)."""
     from jsonschema import exceptions, validators
+    from referencing import Registry
 
     fn = next((f for f in functions if f.get("name") == name), None)
     if fn is None:
@@ -236,7 +247,12 @@ def invalid_arguments(functions: list[dict[str, Any]], name: str, arguments: str
     except ValueError as exc:
         return f"the arguments of {name!r} are not JSON: {exc}"
     schema = fn.get("parameters") or {"type": "object"}
-    error = exceptions.best_match(validators.validator_for(schema)(schema).iter_errors(value))
+    ref = outside_ref(schema)
+    if ref is not None:  # jsonschema would open it (any URL, file: included)
+        return f"the parameters of {name!r} refer outside themselves ({ref!r})"
+    # An empty registry: a reference is resolved inside the schema or not at all.
+    validator = validators.validator_for(schema)(schema, registry=Registry())
+    error = exceptions.best_match(validator.iter_errors(value))
     if error is not None:
         return f"the arguments of {name!r} do not match its parameters: {error.message}"
     return None

@@ -127,6 +127,42 @@ def test_json_schema_output_is_enforced(engine: LlamaCppEngine) -> None:
     assert isinstance(value["name"], str) and isinstance(value["age"], int)
 
 
+# A `$ref` loop becomes a grammar rule that starts with itself: llama.cpp refuses it when
+# the sampler is made, and a refused grammar used to be a null sampler that crashed the
+# worker (SIGSEGV) on the first token. Now it is the caller's 400, before any token.
+REF_LOOP = {
+    "type": "object",
+    "properties": {"a": {"$ref": "#/$defs/x"}},
+    "required": ["a"],
+    "$defs": {"x": {"$ref": "#/$defs/y"}, "y": {"$ref": "#/$defs/x"}},
+}
+
+
+@pytest.mark.parametrize("choice", ["required", "auto"])
+def test_a_tool_schema_llama_cpp_refuses_is_a_400_not_a_crash(
+    engine: LlamaCppEngine, choice: str
+) -> None:
+    tools = [{"type": "function", "function": {"name": "f", "parameters": REF_LOOP}}]
+    with pytest.raises(EngineError) as err:
+        list(engine.chat({"messages": MSGS, "tools": tools, "tool_choice": choice}, lambda: False))
+    assert (err.value.status, err.value.code, err.value.param) == (
+        400,
+        "unsupported_schema",
+        "tools",
+    )
+    _, done = run(engine, max_tokens=3, temperature=0)  # the engine still answers
+    assert done["usage"]["completion_tokens"] >= 1
+
+
+def test_a_response_format_schema_llama_cpp_refuses_is_a_400_not_a_crash(
+    engine: LlamaCppEngine,
+) -> None:
+    with pytest.raises(EngineError) as err:
+        run(engine, max_tokens=5, response_format={"type": "json_schema", "schema": REF_LOOP})
+    assert (err.value.status, err.value.code) == (400, "unsupported_schema")
+    assert err.value.param == "response_format.json_schema.schema"
+
+
 def test_json_object_output_is_json_as_far_as_it_goes(engine: LlamaCppEngine) -> None:
     text, _ = run(engine, max_tokens=12, temperature=0, response_format={"type": "json_object"})
     assert text.lstrip().startswith(("{", "["))

@@ -247,3 +247,50 @@ def test_bounded_integers_become_enums_and_the_rest_is_checked_after() -> None:
     assert "-1" in (invalid_arguments(fns, "f", '{"year": -1}') or "")
     assert "not JSON" in (invalid_arguments(fns, "f", "{") or "")
     assert "not one of the tools" in (invalid_arguments(fns, "g", "{}") or "")
+
+
+@pytest.fixture
+def schema_server() -> Iterator[tuple[str, list[str]]]:
+    """A local HTTP server that serves a JSON Schema and records every request it gets."""
+    import http.server
+    import threading
+
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            body = b'{"type": "string"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/s.json", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_remote_ref_is_never_fetched_by_the_hive(schema_server: tuple[str, list[str]]) -> None:
+    """A `$ref` that is a URL is refused, not fetched from the hive's network (llama.cpp's
+    converter would GET an https one with no timeout, jsonschema any URL, file: included)."""
+    from hives.agent.engines.base import EngineError
+
+    url, seen = schema_server
+    for ref in (url, url.replace("http://", "https://")):
+        params = {"type": "object", "properties": {"a": {"$ref": ref}}, "required": ["a"]}
+        with pytest.raises(EngineError) as err:
+            FAMILIES["generic"].grammar([{"name": "f", "parameters": params}], True)
+        assert (err.value.status, err.value.code) == (400, "unsupported_schema")
+        why = invalid_arguments([{"name": "f", "parameters": params}], "f", '{"a": "x"}')
+        assert why is not None and ref in why
+    assert seen == []
