@@ -162,6 +162,13 @@ def _redis_bump(url: str, name: str) -> None:
     pipe.execute()
 
 
+async def _seeded(client: Any, name: str) -> Any:
+    """The value of a counter that was missing, once seeded (by this read or a racing
+    one): rare, the first read after Redis lost it."""
+    await client.set(_key(name), _seed(), nx=True)
+    return await client.get(_key(name))
+
+
 def bump(name: str, *, fail_fast: bool = True) -> None:
     """Mark the rows behind generation `name` as changed, for every process. Never raises:
     a failure is logged (the caches' own age limit still bounds how long they are kept).
@@ -200,8 +207,7 @@ async def current(name: str) -> tuple[int, int] | None:
         client = _async_client(url)
         raw = await client.get(_key(name))
         if raw is None:
-            await client.set(_key(name), _seed(), nx=True)
-            raw = await client.get(_key(name))
+            raw = await _seeded(client, name)
     except Exception as exc:
         _failed()
         logger.warning("could not read generation %s: %s", name, exc)
@@ -221,9 +227,8 @@ async def current_all(*names: str) -> list[tuple[int, int] | None]:
         client = _async_client(url)
         raws = list(await client.mget([_key(n) for n in names]))
         for i, raw in enumerate(raws):
-            if raw is None:  # missing: seeded (rare: the first read after a Redis restart)
-                await client.set(_key(names[i]), _seed(), nx=True)
-                raws[i] = await client.get(_key(names[i]))
+            if raw is None:
+                raws[i] = await _seeded(client, names[i])
     except Exception as exc:
         _failed()
         logger.warning("could not read generations %s: %s", ", ".join(names), exc)
@@ -244,7 +249,7 @@ def current_sync(name: str) -> tuple[int, int] | None:
     try:
         client = _sync_client(url)
         raw = client.get(_key(name))
-        if raw is None:
+        if raw is None:  # missing: seeded as in _seeded
             client.set(_key(name), _seed(), nx=True)
             raw = client.get(_key(name))
     except Exception as exc:
