@@ -13,7 +13,8 @@ Where the counter lives follows the deployment:
   process on the machine sees a bump at once;
 * PostgreSQL + Redis (RBEE_REDIS_URL): a Redis key that `bump` INCRs; reading it is one
   GET per request on the event loop, so a key revoked on any replica stops on every
-  replica with the next request (no broadcast to miss, no time window).
+  replica with the next request (no broadcast to miss, no time window). A counter Redis
+  lost (a restart, an eviction) starts again from the time, never from 0 (_seed).
 
 When the counter cannot be read (Redis down), `current` answers None and callers go to
 the database as if nothing were cached: never a stale answer because the signal was lost.
@@ -22,6 +23,7 @@ the database as if nothing were cached: never a stale answer because the signal 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import threading
@@ -58,18 +60,34 @@ def _file_generation(name: str) -> int:
         return 0
 
 
+# Steps forward when a filesystem keeps coarser times than nanoseconds: what it stored
+# of `before + 1` is `before` again (whole microseconds, milliseconds, seconds; FAT: 2 s).
+_COARSE_STEPS_NS = (1_000, 1_000_000, 1_000_000_000, 2_000_000_000)
+
+
 def _file_bump(name: str) -> None:
     path = _path(name)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    now = time.time_ns()
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
     try:
-        before = os.stat(path).st_mtime_ns
-    except FileNotFoundError:
-        path.touch(mode=0o600)
-        before = 0
-    # Always forward, even when two bumps fall on one clock tick or the clock went back.
-    stamp = max(now, before + 1)
-    os.utime(path, ns=(stamp, stamp))
+        # One bump at a time across processes: two that read the same `before` would
+        # write the same time, and the second change would not be seen.
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        before = os.fstat(fd).st_mtime_ns
+        # Always forward, even when two bumps fall on one clock tick or the clock went
+        # back, and by as much as the filesystem's resolution needs to show it.
+        stamp = max(time.time_ns(), before + 1)
+        os.utime(path, ns=(stamp, stamp))
+        for step in _COARSE_STEPS_NS:
+            if os.fstat(fd).st_mtime_ns > before:
+                break
+            stamp = max(stamp, before + step)
+            os.utime(path, ns=(stamp, stamp))
+        else:
+            if os.fstat(fd).st_mtime_ns <= before:
+                raise OSError(f"the time of {path} does not move forward")
+    finally:
+        os.close(fd)  # and the lock with it
 
 
 # --- PostgreSQL + Redis: a Redis counter ---------------------------------------------------
@@ -129,15 +147,39 @@ def _failed() -> None:
 # --- the interface --------------------------------------------------------------------------
 
 
-def bump(name: str) -> None:
+def _seed() -> int:
+    """Where a Redis counter starts when it is missing (Redis restarted without keeping
+    it, or evicted it): the time in microseconds, past every value an earlier counter
+    reached. Counting again from 0 would walk back through old values, and an entry kept
+    under one of them would be used again (a key revoked meanwhile served again)."""
+    return time.time_ns() // 1000
+
+
+def _redis_bump(url: str, name: str) -> None:
+    pipe = _sync_client(url).pipeline(transaction=True)
+    pipe.set(_key(name), _seed(), nx=True)
+    pipe.incr(_key(name))
+    pipe.execute()
+
+
+async def _seeded(client: Any, name: str) -> Any:
+    """The value of a counter that was missing, once seeded (by this read or a racing
+    one): rare, the first read after Redis lost it."""
+    await client.set(_key(name), _seed(), nx=True)
+    return await client.get(_key(name))
+
+
+def bump(name: str, *, fail_fast: bool = True) -> None:
     """Mark the rows behind generation `name` as changed, for every process. Never raises:
-    a failure is logged (the caches' own age limit still bounds how long they are kept)."""
+    a failure is logged (the caches' own age limit still bounds how long they are kept).
+    `fail_fast=False`: ask Redis even in the moment after a failure, when other
+    processes may well still read it (who may call: see tenants.services)."""
     url = _redis_url()
     try:
         if not url:
             _file_bump(name)
-        elif not _redis_down():
-            _sync_client(url).incr(_key(name))
+        elif not fail_fast or not _redis_down():
+            _redis_bump(url, name)
         else:
             logger.warning("could not bump generation %s: Redis is not answering", name)
     except Exception:
@@ -162,12 +204,15 @@ async def current(name: str) -> tuple[int, int] | None:
     if _redis_down():
         return None
     try:
-        raw = await _async_client(url).get(_key(name))
+        client = _async_client(url)
+        raw = await client.get(_key(name))
+        if raw is None:
+            raw = await _seeded(client, name)
     except Exception as exc:
         _failed()
         logger.warning("could not read generation %s: %s", name, exc)
         return None
-    return (int(raw or 0), local)
+    return None if raw is None else (int(raw), local)
 
 
 async def current_all(*names: str) -> list[tuple[int, int] | None]:
@@ -179,12 +224,18 @@ async def current_all(*names: str) -> list[tuple[int, int] | None]:
     if _redis_down():
         return [None for _ in names]
     try:
-        raws = await _async_client(url).mget([_key(n) for n in names])
+        client = _async_client(url)
+        raws = list(await client.mget([_key(n) for n in names]))
+        for i, raw in enumerate(raws):
+            if raw is None:
+                raws[i] = await _seeded(client, names[i])
     except Exception as exc:
         _failed()
         logger.warning("could not read generations %s: %s", ", ".join(names), exc)
         return [None for _ in names]
-    return [(int(raw or 0), loc) for raw, loc in zip(raws, locals_, strict=True)]
+    return [
+        None if raw is None else (int(raw), loc) for raw, loc in zip(raws, locals_, strict=True)
+    ]
 
 
 def current_sync(name: str) -> tuple[int, int] | None:
@@ -196,9 +247,13 @@ def current_sync(name: str) -> tuple[int, int] | None:
     if _redis_down():
         return None
     try:
-        raw = _sync_client(url).get(_key(name))
+        client = _sync_client(url)
+        raw = client.get(_key(name))
+        if raw is None:  # missing: seeded as in _seeded
+            client.set(_key(name), _seed(), nx=True)
+            raw = client.get(_key(name))
     except Exception as exc:
         _failed()
         logger.warning("could not read generation %s: %s", name, exc)
         return None
-    return (int(raw or 0), local)
+    return None if raw is None else (int(raw), local)

@@ -30,9 +30,10 @@ def callers_changed() -> None:
     process refills from the database; and again once the transaction commits, so that
     a reader that refilled meanwhile from the rows before the commit is dropped too.
     Saves and deletes of those models call it by themselves (tenants/apps.py); a
-    queryset `.update()` of them must call it."""
-    generations.bump(CALLERS)
-    transaction.on_commit(lambda: generations.bump(CALLERS))
+    queryset `.update()` of them must call it. Never skipped for a recent Redis failure
+    (fail_fast=False): a revoked key must reach the replicas that still read Redis."""
+    generations.bump(CALLERS, fail_fast=False)
+    transaction.on_commit(lambda: generations.bump(CALLERS, fail_fast=False))
 
 
 def _check_region(region: str, param: str = "data_region") -> str:

@@ -180,3 +180,99 @@ async def test_an_unreadable_generation_means_nothing_is_used(
     monkeypatch.setattr(generations, "_down_until", 0.0)
     generations.bump(CALLERS)  # a failed write, logged, never raised
     assert generations._redis_down()
+
+
+# --- the counter itself: what another process's bumps look like here ---------------------
+
+
+def _redis_url() -> str:
+    """The suite's Redis (the embedded runs have one on the machine too): these tests
+    are about the Redis counter, so its absence is a failure, not a skip."""
+    import os
+
+    return os.environ.get("RBEE_REDIS_URL") or "redis://127.0.0.1:6379/0"
+
+
+def _elsewhere(monkeypatch: pytest.MonkeyPatch, change: Callable[[], object]) -> None:
+    """Run `change` as another process would: its bumps do not count in this process's
+    own part of the generation (generations._local), only in the shared counter."""
+    with monkeypatch.context() as m:
+        m.setattr(generations, "_local", {})
+        change()
+
+
+def test_a_lost_redis_counter_never_brings_back_an_old_generation(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis restarted without persistence, or evicted the counter: it starts again. A
+    caller kept under the old value must not turn valid again when other replicas' later
+    changes count back up to that value (a revoked key would be served again)."""
+    import redis
+
+    settings.REDIS_URL = _redis_url()
+    monkeypatch.setattr(generations, "_down_until", 0.0)
+    t = tenant_create(name="acme")
+    key, plain = api_key_create(tenant=t)
+    for _ in range(3):  # some history: the counter is past its first values
+        _elsewhere(monkeypatch, lambda: generations.bump(CALLERS))
+    g = gen()
+    assert caller_from_key(plain, g) == caller_cached(plain, g)
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.delete(generations._key(CALLERS))  # the restart, or an eviction
+    _elsewhere(monkeypatch, lambda: api_key_revoke(api_key=key))
+    for _ in range(20):  # more changes made elsewhere afterwards
+        now = gen()
+        assert now != g
+        assert caller_cached(plain, now) is None
+        _elsewhere(monkeypatch, lambda: generations.bump(CALLERS))
+    client.delete(generations._key(CALLERS))
+    client.close()
+
+
+def test_a_key_change_reaches_redis_even_just_after_a_failed_read(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After one failed Redis call a process skips Redis for a moment (reads: nothing
+    kept is used). A revocation made then must still reach Redis: the other replicas,
+    whose reads work, would otherwise keep serving the revoked key."""
+    import time
+
+    import redis
+
+    settings.REDIS_URL = _redis_url()
+    monkeypatch.setattr(generations, "_down_until", 0.0)
+    t = tenant_create(name="acme")
+    key, _ = api_key_create(tenant=t)
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    before = int(client.get(generations._key(CALLERS)) or 0)
+    monkeypatch.setattr(generations, "_down_until", time.monotonic() + 60)  # a read failed
+    api_key_revoke(api_key=key)
+    assert int(client.get(generations._key(CALLERS)) or 0) != before
+    client.delete(generations._key(CALLERS))
+    client.close()
+
+
+def test_the_file_counter_moves_on_a_filesystem_with_coarse_times(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Embedded: the generation is a file's modification time. Where the filesystem keeps
+    whole seconds (ext4 with small inodes, HFS+, some network and shared folders), two
+    bumps within one second must still give two generations: the second may be the
+    commit of a change whose rows a reader kept between the two."""
+    import os
+
+    settings.REDIS_URL = ""
+    real = os.utime
+
+    def whole_seconds(path: Any, *args: Any, ns: tuple[int, int] | None = None) -> None:
+        if ns is not None:
+            ns = tuple(n - n % 1_000_000_000 for n in ns)  # type: ignore[assignment]
+        real(path, *args, ns=ns) if ns is not None else real(path, *args)
+
+    monkeypatch.setattr(os, "utime", whole_seconds)
+    seen = []
+    for _ in range(4):
+        _elsewhere(monkeypatch, lambda: generations.bump(CALLERS))
+        seen.append(gen())
+    assert len(set(seen)) == len(seen), seen
