@@ -35,6 +35,7 @@ from inference.errors import APIError, bad_request, from_domain, from_event
 from inference.models import Video
 from inference.pipeline import (
     MULTIPART,
+    TASK_SCOPE,
     Admission,
     Call,
     Resource,
@@ -267,10 +268,14 @@ async def _failed(video_id: str, exc: APIError | None) -> None:
 
 
 async def _caller(request: HttpRequest) -> Caller:
+    """The caller of a read or delete: its key, which must be allowed the 'videos'
+    endpoints like the POST that made the video."""
     raw_key = bearer(request)
     if not raw_key and not settings.RBEE_ANONYMOUS_TENANT:
         raise KeyRejected("missing")
-    return await db(authenticate, raw_key, request.META.get("HTTP_HOST", ""))
+    caller = await db(authenticate, raw_key, request.META.get("HTTP_HOST", ""))
+    gate.check_endpoint(caller, TASK_SCOPE[Task.VIDEO])
+    return caller
 
 
 def _not_found(video_id: str) -> APIError:

@@ -243,6 +243,27 @@ def test_another_tenant_sees_nothing_of_a_video(videos: Videos) -> None:
     assert videos.stack.client().videos.retrieve(vid).status == "completed"
 
 
+def test_a_key_without_the_videos_scope_reaches_no_video(videos: Videos) -> None:
+    """The 'videos' scope guards reads and deletes too, not only the POST: a key of the
+    same tenant limited to chat may not list, read, download or delete its videos."""
+    dep = videos.stack.dep
+    chat_only = dep.rbee("key", "create", "--tenant", "acme", "--endpoints", "chat").stdout.strip()
+    base, vid = videos.stack.base_url, videos.first.id
+    auth = {"Authorization": f"Bearer {chat_only}"}
+    for method, path in (
+        ("POST", "/videos"),
+        ("GET", "/videos"),
+        ("GET", f"/videos/{vid}"),
+        ("GET", f"/videos/{vid}/content"),
+        ("DELETE", f"/videos/{vid}"),
+    ):
+        body = {"model": VIDEO, "prompt": "a"} if method == "POST" else None
+        resp = httpx.request(method, base + path, headers=auth, json=body, timeout=30)
+        err = _error(resp, 403)
+        assert err["code"] == "insufficient_scope", (method, path, err)
+    assert videos.stack.client().videos.retrieve(vid).status == "completed"
+
+
 # --- failures, delete, expiry ---------------------------------------------------------------
 
 
