@@ -321,6 +321,29 @@ def test_an_expired_video_is_gone_and_the_sweep_deletes_its_files(videos: Videos
     assert client.videos.retrieve(videos.first.id).status == "completed"
 
 
+def test_the_post_answer_names_the_jobs_usage_row(videos: Videos) -> None:
+    """Like every /v1 answer, the POST's x-request-id is the id its usage row (and audit
+    event) is recorded under, and the client's X-Client-Request-Id is kept on that row."""
+    dep = videos.stack.dep
+    resp = _post(
+        videos,
+        json={"model": VIDEO, "prompt": "a kite", "seconds": "4"},
+        headers={"X-Client-Request-Id": "vid-client-7"},
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["X-Client-Request-Id"] == "vid-client-7"
+    request_id = resp.headers["x-request-id"]
+    video_id = resp.json()["id"]
+    assert _wait_done_in_db(dep, video_id) == "completed"
+    assert dep.sql(f"SELECT request_id FROM inference_video WHERE id = '{video_id}'") == [
+        (request_id,)
+    ]
+    assert dep.sql(
+        "SELECT modality, video_seconds, client_request_id FROM billing_usageevent "
+        f"WHERE request_id = '{request_id}'"
+    ) == [("video", 4.0, "vid-client-7")]
+
+
 # --- bad input: OpenAI's error bodies ----------------------------------------------------------
 
 
