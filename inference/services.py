@@ -273,13 +273,25 @@ def video_touch(*, video_id: str) -> bool:
     )
 
 
-def video_fail_stale(*, now: datetime, stale_seconds: int, ttl: int) -> int:
+def video_fail_stale(
+    *,
+    now: datetime,
+    stale_seconds: int,
+    ttl: int,
+    tenant_id: int | None = None,
+    video_id: str | None = None,
+) -> int:
     """Fail the queued or running jobs whose queen is gone: it has not touched them for
     stale_seconds, or it certainly ended (kernel.process.instance_gone). A video job runs
-    on the queen that accepted it and cannot go on elsewhere."""
+    on the queen that accepted it and cannot go on elsewhere. All of them (the retention
+    purge), or only the tenant's (its reads), or only one of its videos."""
     from kernel.process import instance_gone, instance_id
 
     running = Video.objects.filter(status__in=(Video.Status.QUEUED, Video.Status.IN_PROGRESS))
+    if tenant_id is not None:
+        running = running.filter(tenant_id=tenant_id)
+    if video_id is not None:
+        running = running.filter(id=video_id)
     queens = set(running.exclude(queen=instance_id()).values_list("queen", flat=True)[:1000])
     gone = [q for q in queens if q and instance_gone(q)]
     cutoff = now - timedelta(seconds=stale_seconds)

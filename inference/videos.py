@@ -25,6 +25,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
+from django.utils import timezone
 
 from billing import gate
 from billing.limits import Cost
@@ -285,6 +286,29 @@ async def _caller(request: HttpRequest) -> Caller:
     return caller
 
 
+def _fail_stale(tenant_id: int, video_id: str | None = None) -> None:
+    """Fail the tenant's jobs (or one of them) whose queen is gone before they are read:
+    the retention purge, which sweeps them all, may run only once a day, and a client
+    polling such a job must learn that it failed, not see it run for ever."""
+    services.video_fail_stale(
+        now=timezone.now(),
+        stale_seconds=settings.RBEE_VIDEO_STALE_SECONDS,
+        ttl=settings.RBEE_VIDEO_TTL,
+        tenant_id=tenant_id,
+        video_id=video_id,
+    )
+
+
+def _read(tenant_id: int, video_id: str) -> Video | None:
+    _fail_stale(tenant_id, video_id)
+    return selectors.video_get(tenant_id=tenant_id, video_id=video_id)
+
+
+def _page(tenant_id: int, limit: int, order: str, after: str | None) -> tuple[list[Video], bool]:
+    _fail_stale(tenant_id)
+    return selectors.video_list(tenant_id=tenant_id, limit=limit, order=order, after=after)
+
+
 def _not_found(video_id: str) -> APIError:
     return APIError(
         404,
@@ -316,9 +340,7 @@ async def _list(request: HttpRequest) -> HttpResponseBase:
             code="invalid_value",
         )
     after = request.GET.get("after") or None
-    page, more = await db(
-        selectors.video_list, tenant_id=caller.tenant_id, limit=limit, order=order, after=after
-    )
+    page, more = await db(_page, caller.tenant_id, limit, order, after)
     data = [video_object(v) for v in page]
     return JsonResponse(
         {
@@ -338,7 +360,7 @@ async def video(request: HttpRequest, video_id: str) -> HttpResponseBase:
         if not await db(services.video_delete, tenant_id=caller.tenant_id, video_id=video_id):
             raise _not_found(video_id)
         return JsonResponse({"id": video_id, "object": "video.deleted", "deleted": True})
-    found = await db(selectors.video_get, tenant_id=caller.tenant_id, video_id=video_id)
+    found = await db(_read, caller.tenant_id, video_id)
     if found is None:
         raise _not_found(video_id)
     resp = JsonResponse(video_object(found))
@@ -362,7 +384,7 @@ async def content(request: HttpRequest, video_id: str) -> HttpResponseBase:
         selectors.video_asset, tenant_id=caller.tenant_id, video_id=video_id, variant=variant
     )
     if asset is None:
-        found = await db(selectors.video_get, tenant_id=caller.tenant_id, video_id=video_id)
+        found = await db(_read, caller.tenant_id, video_id)
         if found is None:
             raise _not_found(video_id)
         if found.status in (Video.Status.QUEUED, Video.Status.IN_PROGRESS):
