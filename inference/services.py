@@ -152,6 +152,14 @@ VIDEO_VARIANTS: dict[str, tuple[str, str]] = {
 }
 
 
+def video_file(result: dict[str, Any], variant: str) -> bytes:
+    """One file of a worker's video result, decoded (b"" when it has none that decodes)."""
+    try:
+        return base64.b64decode(str(result.get(VIDEO_VARIANTS[variant][0]) or ""), validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
 def video_create(
     *,
     tenant_id: int,
@@ -201,11 +209,8 @@ def video_complete(*, video_id: str, result: dict[str, Any], ttl: int) -> bool:
     now; True when it did. A result without a decodable MP4 fails the job instead, and a
     video deleted or ended meanwhile is left alone (False: nothing is stored)."""
     files: dict[str, bytes] = {}
-    for variant, (key, _) in VIDEO_VARIANTS.items():
-        try:
-            data = base64.b64decode(str(result.get(key) or ""), validate=True)
-        except (binascii.Error, ValueError):
-            data = b""
+    for variant in VIDEO_VARIANTS:
+        data = video_file(result, variant)
         if data:
             files[variant] = data
     if "video" not in files:

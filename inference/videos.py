@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -30,7 +31,7 @@ from django.utils import timezone
 from billing import gate
 from billing.limits import Cost
 from hives.models import CatalogModel
-from hives.protocol import EventKind, Task
+from hives.protocol import EventKind, Task, error_event
 from inference import request_ids, schemas, selectors, services
 from inference.errors import APIError, bad_request, from_domain, from_event
 from inference.models import Video
@@ -52,6 +53,7 @@ from inference.pipeline import (
     prepare,
     read_form,
     read_json,
+    usage_of,
 )
 from inference.schemas import VideoRequest
 from kernel.aio import db
@@ -133,6 +135,25 @@ def create_work(req: VideoRequest, model: CatalogModel) -> Work:
     )
 
 
+def vet_done(seconds: int) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The check of a video job's `done` before it is metered (dispatch.Job.vet): a result
+    without an MP4 that decodes is the worker's error (the job fails, and is not billed
+    as a video), and the seconds billed are at most the `seconds` the tenant asked for,
+    whatever the hive reports."""
+
+    def vet(event: dict[str, Any]) -> dict[str, Any]:
+        result = event.get("result")
+        if not isinstance(result, dict) or not services.video_file(result, "video"):
+            return error_event("The worker returned no video.", code="worker_error", status=502)
+        usage = usage_of(event)
+        billed = usage.get("video_seconds")
+        if isinstance(billed, int | float) and not isinstance(billed, bool) and billed > seconds:
+            return {**event, "usage": {**usage, "video_seconds": float(seconds)}}
+        return event
+
+    return vet
+
+
 async def _not_a_request(call: Call[VideoRequest]) -> HttpResponseBase:
     raise AssertionError("a video is answered by POST /v1/videos as a job, not by run()")
 
@@ -197,6 +218,7 @@ async def _run_job(
     ttl = settings.RBEE_VIDEO_TTL
     try:
         job = await detached_job(target, work, Task.VIDEO, admission, ids)
+        job.vet = vet_done(work.size)  # before job.events() dispatches it
     except APIError as exc:
         await _failed(video_id, exc)
         return
