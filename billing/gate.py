@@ -70,15 +70,21 @@ def plans_including(model: str, aliases: list[str]) -> list[str]:
     )
 
 
-def check_access(caller: Caller, endpoint: str, model: str, aliases: list[str]) -> None:
-    """Scopes of the key, then the plan's models. Runs in the database hop of the view."""
-    names = {model, *aliases}
+def check_endpoint(caller: Caller, endpoint: str) -> None:
+    """The key's endpoint scopes (ApiKey.scopes["endpoints"]) allow `endpoint`: also for
+    the requests that name no model (reading or deleting a stored video)."""
     if caller.scope_endpoints and endpoint not in caller.scope_endpoints:
         raise AdmissionError(
             AdmissionCode.INSUFFICIENT_SCOPE,
             f"This API key may not use the {endpoint} endpoints "
             f"(its scopes allow: {', '.join(caller.scope_endpoints)}).",
         )
+
+
+def check_access(caller: Caller, endpoint: str, model: str, aliases: list[str]) -> None:
+    """Scopes of the key, then the plan's models. Runs in the database hop of the view."""
+    names = {model, *aliases}
+    check_endpoint(caller, endpoint)
     if caller.scope_models and not names & set(caller.scope_models):
         raise AdmissionError(
             AdmissionCode.INSUFFICIENT_SCOPE,

@@ -85,6 +85,10 @@ class Job:
     # called with the final event before it is passed on, or with None if the job ends
     # without one (the client left, or the job was never taken).
     meter: Any = None
+    # Checks a `done` before it is metered or passed on (a hive is not trusted): returns
+    # the event to go on with, the same or with its usage bounded, or an `error` when the
+    # result is not what was asked for (metered as a failure, not as work done).
+    vet: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     # A tenant's job: worker errors reach it in neutral words, naming no hive or device
     # (inference.errors.neutral_error); operators' jobs keep the worker's own text.
     neutral_errors: bool = False
@@ -138,6 +142,9 @@ class Job:
                 for i, event in enumerate(batch):
                     self.buffered = len(batch) - i - 1
                     kind = event.get("kind")
+                    if kind == EventKind.DONE and self.vet is not None:
+                        event = self.vet(event)
+                        kind = event.get("kind")
                     if self.meter is not None and kind == EventKind.DELTA:
                         self.meter.progress(
                             event.get("prompt_tokens"), event.get("completion_tokens")

@@ -152,6 +152,14 @@ VIDEO_VARIANTS: dict[str, tuple[str, str]] = {
 }
 
 
+def video_file(result: dict[str, Any], variant: str) -> bytes:
+    """One file of a worker's video result, decoded (b"" when it has none that decodes)."""
+    try:
+        return base64.b64decode(str(result.get(VIDEO_VARIANTS[variant][0]) or ""), validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
 def video_create(
     *,
     tenant_id: int,
@@ -201,11 +209,8 @@ def video_complete(*, video_id: str, result: dict[str, Any], ttl: int) -> bool:
     now; True when it did. A result without a decodable MP4 fails the job instead, and a
     video deleted or ended meanwhile is left alone (False: nothing is stored)."""
     files: dict[str, bytes] = {}
-    for variant, (key, _) in VIDEO_VARIANTS.items():
-        try:
-            data = base64.b64decode(str(result.get(key) or ""), validate=True)
-        except (binascii.Error, ValueError):
-            data = b""
+    for variant in VIDEO_VARIANTS:
+        data = video_file(result, variant)
         if data:
             files[variant] = data
     if "video" not in files:
@@ -273,13 +278,25 @@ def video_touch(*, video_id: str) -> bool:
     )
 
 
-def video_fail_stale(*, now: datetime, stale_seconds: int, ttl: int) -> int:
+def video_fail_stale(
+    *,
+    now: datetime,
+    stale_seconds: int,
+    ttl: int,
+    tenant_id: int | None = None,
+    video_id: str | None = None,
+) -> int:
     """Fail the queued or running jobs whose queen is gone: it has not touched them for
     stale_seconds, or it certainly ended (kernel.process.instance_gone). A video job runs
-    on the queen that accepted it and cannot go on elsewhere."""
+    on the queen that accepted it and cannot go on elsewhere. All of them (the retention
+    purge), or only the tenant's (its reads), or only one of its videos."""
     from kernel.process import instance_gone, instance_id
 
     running = Video.objects.filter(status__in=(Video.Status.QUEUED, Video.Status.IN_PROGRESS))
+    if tenant_id is not None:
+        running = running.filter(tenant_id=tenant_id)
+    if video_id is not None:
+        running = running.filter(id=video_id)
     queens = set(running.exclude(queen=instance_id()).values_list("queen", flat=True)[:1000])
     gone = [q for q in queens if q and instance_gone(q)]
     cutoff = now - timedelta(seconds=stale_seconds)

@@ -20,21 +20,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
+from django.utils import timezone
 
 from billing import gate
 from billing.limits import Cost
 from hives.models import CatalogModel
-from hives.protocol import EventKind, Task
-from inference import schemas, selectors, services
+from hives.protocol import EventKind, Task, error_event
+from inference import request_ids, schemas, selectors, services
 from inference.errors import APIError, bad_request, from_domain, from_event
 from inference.models import Video
 from inference.pipeline import (
     MULTIPART,
+    TASK_SCOPE,
     Admission,
     Call,
     Resource,
@@ -50,6 +53,7 @@ from inference.pipeline import (
     prepare,
     read_form,
     read_json,
+    usage_of,
 )
 from inference.schemas import VideoRequest
 from kernel.aio import db
@@ -131,6 +135,25 @@ def create_work(req: VideoRequest, model: CatalogModel) -> Work:
     )
 
 
+def vet_done(seconds: int) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The check of a video job's `done` before it is metered (dispatch.Job.vet): a result
+    without an MP4 that decodes is the worker's error (the job fails, and is not billed
+    as a video), and the seconds billed are at most the `seconds` the tenant asked for,
+    whatever the hive reports."""
+
+    def vet(event: dict[str, Any]) -> dict[str, Any]:
+        result = event.get("result")
+        if not isinstance(result, dict) or not services.video_file(result, "video"):
+            return error_event("The worker returned no video.", code="worker_error", status=502)
+        usage = usage_of(event)
+        billed = usage.get("video_seconds")
+        if isinstance(billed, int | float) and not isinstance(billed, bool) and billed > seconds:
+            return {**event, "usage": {**usage, "video_seconds": float(seconds)}}
+        return event
+
+    return vet
+
+
 async def _not_a_request(call: Call[VideoRequest]) -> HttpResponseBase:
     raise AssertionError("a video is answered by POST /v1/videos as a job, not by run()")
 
@@ -168,26 +191,34 @@ async def videos(request: HttpRequest) -> HttpResponseBase:
     except BaseException:
         await gate.release(admission.admitted)
         raise
-    task = asyncio.get_running_loop().create_task(_produce(video.id, target, work, admission))
+    # The job, its usage row and audit event take this answer's x-request-id (and the
+    # client's X-Client-Request-Id), as for every /v1 request.
+    ids = request_ids.ids(request)
+    task = asyncio.get_running_loop().create_task(_produce(video.id, target, work, admission, ids))
     _running.add(task)
     task.add_done_callback(_running.discard)
     return JsonResponse(video_object(video))
 
 
-async def _produce(video_id: str, target: Target, work: Work, admission: Admission) -> None:
+async def _produce(
+    video_id: str, target: Target, work: Work, admission: Admission, ids: tuple[str, str]
+) -> None:
     """The job, in the background, kept alive for the stale sweep while it waits or runs."""
     beat = asyncio.get_running_loop().create_task(_keepalive(video_id))
     try:
-        await _run_job(video_id, target, work, admission)
+        await _run_job(video_id, target, work, admission, ids)
     finally:
         beat.cancel()
 
 
-async def _run_job(video_id: str, target: Target, work: Work, admission: Admission) -> None:
+async def _run_job(
+    video_id: str, target: Target, work: Work, admission: Admission, ids: tuple[str, str]
+) -> None:
     """5-9 of the request path, then the job's events."""
     ttl = settings.RBEE_VIDEO_TTL
     try:
-        job = await detached_job(target, work, Task.VIDEO, admission)
+        job = await detached_job(target, work, Task.VIDEO, admission, ids)
+        job.vet = vet_done(work.size)  # before job.events() dispatches it
     except APIError as exc:
         await _failed(video_id, exc)
         return
@@ -267,10 +298,37 @@ async def _failed(video_id: str, exc: APIError | None) -> None:
 
 
 async def _caller(request: HttpRequest) -> Caller:
+    """The caller of a read or delete: its key, which must be allowed the 'videos'
+    endpoints like the POST that made the video."""
     raw_key = bearer(request)
     if not raw_key and not settings.RBEE_ANONYMOUS_TENANT:
         raise KeyRejected("missing")
-    return await db(authenticate, raw_key, request.META.get("HTTP_HOST", ""))
+    caller = await db(authenticate, raw_key, request.META.get("HTTP_HOST", ""))
+    gate.check_endpoint(caller, TASK_SCOPE[Task.VIDEO])
+    return caller
+
+
+def _fail_stale(tenant_id: int, video_id: str | None = None) -> None:
+    """Fail the tenant's jobs (or one of them) whose queen is gone before they are read:
+    the retention purge, which sweeps them all, may run only once a day, and a client
+    polling such a job must learn that it failed, not see it run for ever."""
+    services.video_fail_stale(
+        now=timezone.now(),
+        stale_seconds=settings.RBEE_VIDEO_STALE_SECONDS,
+        ttl=settings.RBEE_VIDEO_TTL,
+        tenant_id=tenant_id,
+        video_id=video_id,
+    )
+
+
+def _read(tenant_id: int, video_id: str) -> Video | None:
+    _fail_stale(tenant_id, video_id)
+    return selectors.video_get(tenant_id=tenant_id, video_id=video_id)
+
+
+def _page(tenant_id: int, limit: int, order: str, after: str | None) -> tuple[list[Video], bool]:
+    _fail_stale(tenant_id)
+    return selectors.video_list(tenant_id=tenant_id, limit=limit, order=order, after=after)
 
 
 def _not_found(video_id: str) -> APIError:
@@ -304,9 +362,7 @@ async def _list(request: HttpRequest) -> HttpResponseBase:
             code="invalid_value",
         )
     after = request.GET.get("after") or None
-    page, more = await db(
-        selectors.video_list, tenant_id=caller.tenant_id, limit=limit, order=order, after=after
-    )
+    page, more = await db(_page, caller.tenant_id, limit, order, after)
     data = [video_object(v) for v in page]
     return JsonResponse(
         {
@@ -326,7 +382,7 @@ async def video(request: HttpRequest, video_id: str) -> HttpResponseBase:
         if not await db(services.video_delete, tenant_id=caller.tenant_id, video_id=video_id):
             raise _not_found(video_id)
         return JsonResponse({"id": video_id, "object": "video.deleted", "deleted": True})
-    found = await db(selectors.video_get, tenant_id=caller.tenant_id, video_id=video_id)
+    found = await db(_read, caller.tenant_id, video_id)
     if found is None:
         raise _not_found(video_id)
     resp = JsonResponse(video_object(found))
@@ -350,7 +406,7 @@ async def content(request: HttpRequest, video_id: str) -> HttpResponseBase:
         selectors.video_asset, tenant_id=caller.tenant_id, video_id=video_id, variant=variant
     )
     if asset is None:
-        found = await db(selectors.video_get, tenant_id=caller.tenant_id, video_id=video_id)
+        found = await db(_read, caller.tenant_id, video_id)
         if found is None:
             raise _not_found(video_id)
         if found.status in (Video.Status.QUEUED, Video.Status.IN_PROGRESS):

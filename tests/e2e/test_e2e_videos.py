@@ -243,6 +243,27 @@ def test_another_tenant_sees_nothing_of_a_video(videos: Videos) -> None:
     assert videos.stack.client().videos.retrieve(vid).status == "completed"
 
 
+def test_a_key_without_the_videos_scope_reaches_no_video(videos: Videos) -> None:
+    """The 'videos' scope guards reads and deletes too, not only the POST: a key of the
+    same tenant limited to chat may not list, read, download or delete its videos."""
+    dep = videos.stack.dep
+    chat_only = dep.rbee("key", "create", "--tenant", "acme", "--endpoints", "chat").stdout.strip()
+    base, vid = videos.stack.base_url, videos.first.id
+    auth = {"Authorization": f"Bearer {chat_only}"}
+    for method, path in (
+        ("POST", "/videos"),
+        ("GET", "/videos"),
+        ("GET", f"/videos/{vid}"),
+        ("GET", f"/videos/{vid}/content"),
+        ("DELETE", f"/videos/{vid}"),
+    ):
+        body = {"model": VIDEO, "prompt": "a"} if method == "POST" else None
+        resp = httpx.request(method, base + path, headers=auth, json=body, timeout=30)
+        err = _error(resp, 403)
+        assert err["code"] == "insufficient_scope", (method, path, err)
+    assert videos.stack.client().videos.retrieve(vid).status == "completed"
+
+
 # --- failures, delete, expiry ---------------------------------------------------------------
 
 
@@ -298,6 +319,29 @@ def test_an_expired_video_is_gone_and_the_sweep_deletes_its_files(videos: Videos
     assert dep.sql(f"SELECT COUNT(*) FROM inference_video WHERE id = '{video.id}'") == [(0,)]
     # The other videos have not expired and are still there.
     assert client.videos.retrieve(videos.first.id).status == "completed"
+
+
+def test_the_post_answer_names_the_jobs_usage_row(videos: Videos) -> None:
+    """Like every /v1 answer, the POST's x-request-id is the id its usage row (and audit
+    event) is recorded under, and the client's X-Client-Request-Id is kept on that row."""
+    dep = videos.stack.dep
+    resp = _post(
+        videos,
+        json={"model": VIDEO, "prompt": "a kite", "seconds": "4"},
+        headers={"X-Client-Request-Id": "vid-client-7"},
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["X-Client-Request-Id"] == "vid-client-7"
+    request_id = resp.headers["x-request-id"]
+    video_id = resp.json()["id"]
+    assert _wait_done_in_db(dep, video_id) == "completed"
+    assert dep.sql(f"SELECT request_id FROM inference_video WHERE id = '{video_id}'") == [
+        (request_id,)
+    ]
+    assert dep.sql(
+        "SELECT modality, video_seconds, client_request_id FROM billing_usageevent "
+        f"WHERE request_id = '{request_id}'"
+    ) == [("video", 4.0, "vid-client-7")]
 
 
 # --- bad input: OpenAI's error bodies ----------------------------------------------------------

@@ -9,13 +9,14 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.test import Client
 from django.utils import timezone
 
 from gdpr import audit, providers, retention, subjects
 from inference import selectors, services
 from inference.models import Video, VideoAsset
 from tenants.models import Tenant
-from tenants.services import tenant_create
+from tenants.services import api_key_create, tenant_create
 
 pytestmark = pytest.mark.django_db
 
@@ -167,3 +168,30 @@ def test_an_end_users_videos_are_exported_and_erased() -> None:
     assert (erased.deleted, erased.files_removed) == (1, 3)
     assert set(Video.objects.values_list("id", flat=True)) == {someone_else.id}
     assert provider.erase(subject).deleted == 0  # idempotent
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_its_queen_left_is_failed_when_its_client_polls(settings: Any) -> None:
+    """The retention purge runs daily: a client polling a job whose queen went silent
+    learns that it failed as soon as the job is stale, not a day later."""
+    settings.RBEE_VIDEO_STALE_SECONDS = 60
+    acme = tenant_create(name="acme")
+    _, key = api_key_create(tenant=acme)
+    left, alive, listed = make(acme), make(acme), make(acme)
+    Video.objects.filter(pk__in=[left.pk, alive.pk, listed.pk]).update(
+        status=Video.Status.IN_PROGRESS
+    )
+    silent = timezone.now() - timedelta(seconds=120)
+    Video.objects.filter(pk__in=[left.pk, listed.pk]).update(updated_at=silent)
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {key}"}
+    got = Client().get(f"/v1/videos/{left.id}", **auth).json()
+    assert got["status"] == "failed"
+    assert got["error"]["code"] == "server_error"
+    assert "stopped" in got["error"]["message"]
+    assert Client().get(f"/v1/videos/{alive.id}", **auth).json()["status"] == "in_progress"
+    page = Client().get("/v1/videos", **auth).json()["data"]
+    assert {v["id"]: v["status"] for v in page} == {
+        left.id: "failed",
+        alive.id: "in_progress",
+        listed.id: "failed",
+    }
