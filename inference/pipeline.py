@@ -784,11 +784,14 @@ async def queue_and_route(
         raise
 
 
-async def detached_job(target: Target, work: Work, task: str, admission: Admission) -> Job:
+async def detached_job(
+    target: Target, work: Work, task: str, admission: Admission, ids: tuple[str, str] = ("", "")
+) -> Job:
     """5-9 for a job that outlives its HTTP request (a video): queued, routed, its usage
-    row written, and dispatched; the caller consumes job.events()."""
+    row written, and dispatched; the caller consumes job.events(). `ids`: the request's
+    (request_ids.ids), so its usage row has the id its answer named and the client's id."""
     scheduled, slot = await queue_and_route(target, work, admission)
-    job = _job(target, scheduled, slot, task, work)
+    job = _job(target, scheduled, slot, task, work, ids=ids)
     await _begin(job, scheduled)
     return job
 

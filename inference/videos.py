@@ -30,7 +30,7 @@ from billing import gate
 from billing.limits import Cost
 from hives.models import CatalogModel
 from hives.protocol import EventKind, Task
-from inference import schemas, selectors, services
+from inference import request_ids, schemas, selectors, services
 from inference.errors import APIError, bad_request, from_domain, from_event
 from inference.models import Video
 from inference.pipeline import (
@@ -168,26 +168,32 @@ async def videos(request: HttpRequest) -> HttpResponseBase:
     except BaseException:
         await gate.release(admission.admitted)
         raise
-    task = asyncio.get_running_loop().create_task(_produce(video.id, target, work, admission))
+    task = asyncio.get_running_loop().create_task(
+        _produce(video.id, target, work, admission, request_ids.ids(request))
+    )
     _running.add(task)
     task.add_done_callback(_running.discard)
     return JsonResponse(video_object(video))
 
 
-async def _produce(video_id: str, target: Target, work: Work, admission: Admission) -> None:
+async def _produce(
+    video_id: str, target: Target, work: Work, admission: Admission, ids: tuple[str, str]
+) -> None:
     """The job, in the background, kept alive for the stale sweep while it waits or runs."""
     beat = asyncio.get_running_loop().create_task(_keepalive(video_id))
     try:
-        await _run_job(video_id, target, work, admission)
+        await _run_job(video_id, target, work, admission, ids)
     finally:
         beat.cancel()
 
 
-async def _run_job(video_id: str, target: Target, work: Work, admission: Admission) -> None:
+async def _run_job(
+    video_id: str, target: Target, work: Work, admission: Admission, ids: tuple[str, str]
+) -> None:
     """5-9 of the request path, then the job's events."""
     ttl = settings.RBEE_VIDEO_TTL
     try:
-        job = await detached_job(target, work, Task.VIDEO, admission)
+        job = await detached_job(target, work, Task.VIDEO, admission, ids)
     except APIError as exc:
         await _failed(video_id, exc)
         return
