@@ -40,6 +40,7 @@ from inference.pipeline import (
     count,
     opened,
     read_json,
+    result,
     serve,
     streaming,
     usage_of,
@@ -556,9 +557,8 @@ async def _whole(call: Call[Messages], msg_id: str) -> dict[str, Any]:
 
 async def respond(call: Call[Messages]) -> HttpResponseBase:
     msg_id = f"msg_{uuid.uuid4().hex[:24]}"
-    if call.body.count_only:
-        whole = await _whole(call, msg_id)
-        return JsonResponse({"input_tokens": whole["usage"]["input_tokens"]})
+    if call.body.count_only:  # the prompt's count: the one token made is nobody's answer
+        return JsonResponse({"input_tokens": usage(await result(call.job))["input_tokens"]})
     body = call.body.body
     stops = list(call.work.request.get("stop") or [])
     if isinstance(body, MessagesRequest) and body.stream:

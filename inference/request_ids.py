@@ -6,7 +6,7 @@
 * `openai-processing-ms`: how long the queen took to answer (for a stream: until its
   headers were sent).
 * `X-Client-Request-Id`: the client's own id for the request (OpenAI's SDKs and tools
-  send one), echoed back and recorded on the usage row (and its audit event). OpenAI's
+  send one), echoed back and recorded on the usage row (not in the audit log). OpenAI's
   rule: ASCII, at most 512 characters; anything else is refused with a 400.
 """
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import time
 from typing import Any
 
 from django.conf import settings
@@ -30,7 +31,7 @@ from django.http import HttpResponseBase
 from django.urls import Resolver404, get_resolver
 from django_prometheus.middleware import PrometheusBeforeMiddleware
 
-from inference import cors
+from inference import cors, request_ids
 from inference.dispatch import new_job_id
 from inference.errors import APIError
 from rbee.prometheus import PrometheusAfterMiddleware
@@ -118,6 +119,7 @@ class APIApplication:
             logger.error("error serving %s", request.path, exc_info=serving.exception())
 
     async def _serve(self, request: ASGIRequest, send: Any) -> None:
+        started = time.monotonic()
         self._counted(self.before.process_request, request)
         self._counted(self.after.process_request, request)
         api = request.path.startswith("/v1")
@@ -130,6 +132,8 @@ class APIApplication:
             cors.decorate(request, response)
             if "X-Request-Id" not in response:  # the few answers no /v1 view gave
                 response["X-Request-Id"] = new_job_id()
+            if "openai-processing-ms" not in response:  # e.g. a preflight's
+                request_ids.stamp(request, response, started)
         if settings.SECURE_HSTS_SECONDS and request.is_secure():
             # What SecurityMiddleware does for the rest of the site (production profile).
             hsts = f"max-age={settings.SECURE_HSTS_SECONDS}"

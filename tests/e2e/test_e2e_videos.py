@@ -41,6 +41,7 @@ class Videos:
     other_key: str  # a key of another tenant
     first: Any  # a completed video, made with the SDK
     second: Any  # a completed video, made by a client that left after its POST
+    second_ids: tuple[str, str]  # its POST's x-request-id and the X-Client-Request-Id sent
 
 
 def _execute(dep: Deployment, query: str) -> None:
@@ -94,15 +95,19 @@ def videos() -> Iterator[Videos]:
         with httpx.Client(timeout=60) as raw:
             posted = raw.post(
                 f"{stack.base_url}/videos",
-                headers={"Authorization": f"Bearer {api_key}"},
+                headers={"Authorization": f"Bearer {api_key}", "X-Client-Request-Id": "wave-1"},
                 json={"model": VIDEO, "prompt": "waves on a beach", "seconds": "8"},
             )
         assert posted.status_code == 200, posted.text
+        assert posted.headers["x-client-request-id"] == "wave-1"
+        second_ids = (posted.headers["x-request-id"], "wave-1")
         second_id = posted.json()["id"]
         assert posted.json()["status"] == "queued"
         assert _wait_done_in_db(dep, second_id) == "completed"
         second = client.videos.retrieve(second_id)
-        yield Videos(stack=stack, other_key=other_key, first=first, second=second)
+        yield Videos(
+            stack=stack, other_key=other_key, first=first, second=second, second_ids=second_ids
+        )
     finally:
         dep.close()
 
@@ -182,6 +187,14 @@ def test_each_job_is_metered_in_seconds_of_video(videos: Videos) -> None:
             f"ON v.request_id = u.request_id WHERE v.id = '{video.id}'"
         )
         assert rows == [("video", seconds, "ok", VIDEO, 0, 0.0)]
+    # The job's usage row is under the id its POST answered with, and the client's id.
+    rid, client_id = videos.second_ids
+    rows = dep.sql(
+        "SELECT u.client_request_id FROM billing_usageevent u JOIN inference_video v "
+        f"ON v.request_id = u.request_id WHERE v.id = '{videos.second.id}' "
+        f"AND u.request_id = '{rid}'"
+    )
+    assert rows == [(client_id,)]
 
 
 def test_list_pages_with_a_cursor_newest_first(videos: Videos) -> None:

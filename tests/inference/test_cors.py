@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from django.http import HttpResponse
 from django.test import RequestFactory
 
 from inference import cors
+from rbee.api_asgi import APIApplication
 
 ASK = {
     "HTTP_ORIGIN": "https://app.example",
@@ -52,3 +54,46 @@ def test_any_origin_in_development(settings: Any) -> None:
     cors.decorate(RequestFactory().get("/v1/models", HTTP_ORIGIN="https://x.example"), response)
     assert response["Access-Control-Allow-Origin"] == "*"
     assert "x-request-id" in response["Access-Control-Expose-Headers"]
+
+
+async def test_a_preflight_carries_the_request_id_and_processing_time(settings: Any) -> None:
+    """Every /v1 answer carries x-request-id and openai-processing-ms: the preflight too,
+    which is answered before any view (on an unknown path as on a known one)."""
+    settings.RBEE_CORS_ORIGINS = ["https://app.example"]
+    app = APIApplication()
+    for path in ("/v1/chat/completions", "/v1/nowhere"):
+        sent: list[dict[str, Any]] = []
+        scope = {
+            "type": "http",
+            "method": "OPTIONS",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "scheme": "http",
+            "server": ("127.0.0.1", 7833),
+            "client": ("127.0.0.1", 5000),
+            "headers": [
+                (b"host", b"127.0.0.1:7833"),
+                (b"origin", b"https://app.example"),
+                (b"access-control-request-method", b"POST"),
+            ],
+        }
+        messages = [{"type": "http.request", "body": b"", "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop(0)
+            await asyncio.Event().wait()  # no disconnect: the answer comes first
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        start = sent[0]
+        assert start["status"] == 204, path
+        headers = {k.decode().lower(): v.decode() for k, v in start["headers"]}
+        assert headers["access-control-allow-origin"] == "https://app.example"
+        assert len(headers["x-request-id"]) == 32
+        assert int(headers["openai-processing-ms"]) >= 0, path

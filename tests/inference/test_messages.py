@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -261,3 +262,26 @@ async def test_text_then_tool_call_blocks_and_stop_sequence() -> None:
     assert messages.stop_reason(done, ["END"]) == ("stop_sequence", "END")
     assert messages.stop_reason(done, []) == ("end_turn", None)  # not one the client sent
     assert messages.stop_reason({"finish_reason": "length"}, []) == ("max_tokens", None)
+
+
+async def test_count_tokens_reads_only_the_usage() -> None:
+    """count_tokens runs the prompt for one token: whatever that token is (here the cut-off
+    start of a forced tool call, arguments not yet a JSON object), the answer is the
+    prompt's count, never an error about the content nobody asked for."""
+    call_start = {"index": 0, "id": "call_1", "type": "function"}
+    job = SimpleNamespace(
+        events=lambda: _events(
+            {"kind": "delta", "tool_calls": [{**call_start, "function": {"name": "f"}}]},
+            {"kind": "delta", "tool_calls": [{"index": 0, "function": {"arguments": '{"'}}]},
+            {
+                "kind": "done",
+                "finish_reason": "length",
+                "usage": {"prompt_tokens": 42, "completion_tokens": 1},
+            },
+        )
+    )
+    body = SimpleNamespace(count_only=True)
+    work = SimpleNamespace(model="m", request={"stop": []})
+    response = await messages.respond(SimpleNamespace(body=body, job=job, work=work))  # type: ignore[arg-type]
+    assert response.status_code == 200
+    assert json.loads(response.content) == {"input_tokens": 42}  # type: ignore[attr-defined]
