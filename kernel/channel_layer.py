@@ -54,7 +54,7 @@ class RedisChannelLayer(_RedisChannelLayer):  # type: ignore[misc]
 
 class InMemoryChannelLayer(_InMemoryChannelLayer):  # type: ignore[misc]
     """channels' in-memory layer, copying each message's top-level dict instead of deep-copying
-    the whole message (the job's request, every batch of events: ~45 copied objects per
+    the whole message (the job's request, every batch of events: ~90 copied objects per
     request on the embedded default, bench/README.md, issue 15).
 
     On Redis a receiver always gets its own decoded copy; here the nested values are shared
