@@ -14,6 +14,7 @@ import logging
 import math
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -99,6 +100,17 @@ class HiveConsumer(AsyncWebsocketConsumer):
     ready: bool = False
     token_hash: str = ""
     watchdog: asyncio.Task[None] | None = None
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """channels' dispatch without its `aclose_old_connections()` before every message: a
+        hop to a thread and back for each frame from the hive and each job message (the
+        largest single cost on the queen's event loop per request, bench/README.md, issue
+        15). This consumer touches the database only through `database_sync_to_async`,
+        which closes old connections around each call itself."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self) -> None:
         self.jobs: dict[str, str] = {}  # job id -> reply channel

@@ -1,4 +1,7 @@
-"""The Redis channel layer with short socket timeouts, failing fast while Redis is down.
+"""The channel layers: Redis with short socket timeouts (below), and the in-memory one of the
+embedded default without a deep copy of every message (`InMemoryChannelLayer`, at the end).
+
+The Redis channel layer with short socket timeouts, failing fast while Redis is down.
 
 channels_redis blocks each receive on BZPOPMIN for `brpop_timeout` seconds (5 by default)
 on a connection whose socket_timeout must be longer still, so a Redis that stops
@@ -14,9 +17,12 @@ resumes by itself when Redis is back."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
+from channels.exceptions import ChannelFull
+from channels.layers import InMemoryChannelLayer as _InMemoryChannelLayer
 from channels_redis.core import RedisChannelLayer as _RedisChannelLayer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -44,3 +50,28 @@ class RedisChannelLayer(_RedisChannelLayer):  # type: ignore[misc]
             self._down_until = time.monotonic() + FAIL_FAST_S
             self._down_reason = type(exc).__name__
             raise
+
+
+class InMemoryChannelLayer(_InMemoryChannelLayer):  # type: ignore[misc]
+    """channels' in-memory layer, copying each message's top-level dict instead of deep-copying
+    the whole message (the job's request, every batch of events: ~90 copied objects per
+    request on the embedded default, bench/README.md, issue 15).
+
+    On Redis a receiver always gets its own decoded copy; here the nested values are shared
+    between sender and receiver, which is safe because rbee never changes a message, or
+    anything inside it, once it is sent: senders build each message fresh (inference/dispatch.py,
+    hives/consumers.py, the fleet broadcasts) and receivers only read it or hand it on.
+    The top-level copy keeps what a receiver does to the message itself (e.g. popping its
+    "type") from reaching another receiver of the same group message."""
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        assert isinstance(message, dict), "message is not a dict"
+        self.require_valid_channel_name(channel)
+        assert "__asgi_channel__" not in message
+        queue = self.channels.get(channel)
+        if queue is None:
+            queue = self.channels[channel] = asyncio.Queue(maxsize=self.get_capacity(channel))
+        try:
+            queue.put_nowait((time.time() + self.expiry, dict(message)))
+        except asyncio.QueueFull:
+            raise ChannelFull(channel) from None

@@ -208,7 +208,8 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            # channels' layer without its deep copy of each message (kernel/channel_layer.py)
+            "BACKEND": "kernel.channel_layer.InMemoryChannelLayer",
             "CONFIG": {"capacity": CHANNEL_CAPACITY, "expiry": 60},
         }
     }
