@@ -8,10 +8,13 @@ layer that is down must never fail a hive's heartbeat."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import transaction
 
 logger = logging.getLogger("hives.events")
@@ -22,12 +25,21 @@ FLEET_GROUP = "fleet.changes"
 FLEET_CHANGED = "fleet.changed"
 
 
+async def _announce(layer: Any, reason: str) -> None:
+    # Bounded: a channel layer that stopped answering costs this wait, never a stalled
+    # heartbeat or disconnect (the caller is a hive's database thread).
+    await asyncio.wait_for(
+        layer.group_send(FLEET_GROUP, {"type": FLEET_CHANGED, "reason": reason}),
+        timeout=float(getattr(settings, "RBEE_REDIS_TIMEOUT", 3.0)),
+    )
+
+
 def _send(reason: str) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
     try:
-        async_to_sync(layer.group_send)(FLEET_GROUP, {"type": FLEET_CHANGED, "reason": reason})
+        async_to_sync(_announce)(layer, reason)
     except Exception:  # a listener missing one change catches up on its next tick
         logger.warning("could not announce a fleet change (%s)", reason, exc_info=True)
 
