@@ -78,6 +78,8 @@ import weakref
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
+from kernel import redis_state
+
 WINDOW_S = 60
 """Length of the per-minute windows."""
 DAY_S = 86400
@@ -642,6 +644,22 @@ class RedisLimiter:
         if client is not None:
             await client.aclose()
 
+    async def _call(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
+        """One script call; at once a ConnectionError while this Redis is taken as down
+        (kernel/redis_state.py: a read on the request path just failed, here or in the
+        generation counters or the channel layer), so a blackholed Redis costs a request
+        one timeout, not one per read."""
+        reason = redis_state.down(self.url)
+        if reason is not None:
+            from redis.exceptions import ConnectionError as RedisConnectionError
+
+            raise RedisConnectionError(f"Redis is not answering ({reason})")
+        try:
+            return await script(self._client(), keys, args)
+        except STORE_DOWN as exc:
+            redis_state.failed(self.url, type(exc).__name__)
+            raise
+
     def _base(self, tenant: str) -> str:
         # The hash tag keeps every key of a tenant on one Redis Cluster slot.
         return f"{self.prefix}:{{{tenant}}}"
@@ -654,7 +672,7 @@ class RedisLimiter:
         args: list[Any] = [_now_arg(now), ticket, repr(float(self.lease_s))]
         args += cost.amounts()
         args += _limit_args(limits)
-        r = await self._admit(self._client(), [self._base(tenant)], args)
+        r = await self._call(self._admit, [self._base(tenant)], args)
         allowed = int(r[0]) == 1
         nums = [float(x) for x in r[2:]]
         return _decision(
@@ -682,7 +700,7 @@ class RedisLimiter:
         if not ticket:
             return
         args: list[Any] = [ticket, _now_arg(now), *actual.amounts(), "1" if interim else "0"]
-        await self._settle(self._client(), [self._base(tenant)], args)
+        await self._call(self._settle, [self._base(tenant)], args)
 
     async def renew(self, tenant: str, ticket: str, *, now: float | None = None) -> bool:
         """Extend the concurrency lease of a request still running (a job longer than the
@@ -691,11 +709,11 @@ class RedisLimiter:
         if not ticket:
             return False
         args: list[Any] = [ticket, _now_arg(now), repr(float(self.lease_s))]
-        return int(await self._renew(self._client(), [self._base(tenant)], args)) == 1
+        return int(await self._call(self._renew, [self._base(tenant)], args)) == 1
 
     async def usage(self, tenant: str, *, now: float | None = None) -> dict[str, float]:
         """Today's (UTC) used + reserved amounts."""
-        r = await self._usage(self._client(), [self._base(tenant)], [_now_arg(now)])
+        r = await self._call(self._usage, [self._base(tenant)], [_now_arg(now)])
         a, b, c, d, e = (float(x) for x in r)
         return _usage_dict((a, b, c, d, e))
 

@@ -10,9 +10,10 @@ connections' socket_timeout (RBEE_REDIS_TIMEOUT, a little longer than that) boun
 command: a send to a Redis that is down or blackholed fails within seconds, and the
 request is a 503 (inference/pipeline.py) rather than a hang.
 
-After a send failed that way, sends fail at once for `FAIL_FAST_S` (a request's follow-up
+After a send failed that way, sends fail at once for a moment, as do the other reads of
+the same Redis on the request path (kernel/redis_state.py): a request's follow-up
 messages, such as the cancel of the job whose dispatch just failed, would otherwise each
-wait out the timeout again); the next send after that window tries Redis again, so service
+wait out the timeout again. The next send after that window tries Redis again, so service
 resumes by itself when Redis is back."""
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from channels_redis.core import RedisChannelLayer as _RedisChannelLayer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from kernel import redis_state
+
 BLOCK_S = 1
 """How long one blocking pop waits (the layer loops until a message comes)."""
-FAIL_FAST_S = 2.0
-"""How long sends fail at once after one found Redis down or not answering."""
 
 
 class RedisChannelLayer(_RedisChannelLayer):  # type: ignore[misc]
@@ -38,17 +39,20 @@ class RedisChannelLayer(_RedisChannelLayer):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._down_until = 0.0
-        self._down_reason = ""
+        # Which Redis, for kernel/redis_state.py (shared with the limiter and the
+        # generation counters, which read the same one: RBEE_REDIS_URL).
+        hosts = kwargs.get("hosts") or (args[0] if args else None) or [{}]
+        first = hosts[0]
+        self._redis = str(first.get("address", "") if isinstance(first, dict) else first)
 
     async def send(self, channel: str, message: dict[str, Any]) -> None:
-        if time.monotonic() < self._down_until:
-            raise RedisConnectionError(f"Redis is not answering ({self._down_reason})")
+        reason = redis_state.down(self._redis)
+        if reason is not None:
+            raise RedisConnectionError(f"Redis is not answering ({reason})")
         try:
             await super().send(channel, message)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            self._down_until = time.monotonic() + FAIL_FAST_S
-            self._down_reason = type(exc).__name__
+            redis_state.failed(self._redis, type(exc).__name__)
             raise
 
 

@@ -34,6 +34,8 @@ from typing import Any
 
 from django.conf import settings
 
+from kernel import redis_state
+
 logger = logging.getLogger("kernel.generations")
 
 
@@ -128,20 +130,17 @@ def _async_client(url: str) -> Any:
         return client
 
 
-# After a Redis call failed, the next ones within this window fail at once (as the channel
-# layer's sends do, kernel/channel_layer.py): a Redis that is down or blackholed costs one
-# timeout, not one per request or per write.
-FAIL_FAST_S = 2.0
-_down_until = 0.0
+# After a Redis call failed, the next ones within a moment fail at once, as the limiter's
+# and the channel layer's do (kernel/redis_state.py): a Redis that is down or blackholed
+# costs one timeout, not one per request or per write.
 
 
 def _redis_down() -> bool:
-    return time.monotonic() < _down_until
+    return redis_state.down(_redis_url()) is not None
 
 
-def _failed() -> None:
-    global _down_until
-    _down_until = time.monotonic() + FAIL_FAST_S
+def _failed(exc: BaseException) -> None:
+    redis_state.failed(_redis_url(), type(exc).__name__)
 
 
 # --- the interface --------------------------------------------------------------------------
@@ -182,9 +181,9 @@ def bump(name: str, *, fail_fast: bool = True) -> None:
             _redis_bump(url, name)
         else:
             logger.warning("could not bump generation %s: Redis is not answering", name)
-    except Exception:
+    except Exception as exc:
         if url:
-            _failed()
+            _failed(exc)
         logger.exception("could not bump generation %s", name)
     _local[name] = _local.get(name, 0) + 1
 
@@ -209,7 +208,7 @@ async def current(name: str) -> tuple[int, int] | None:
         if raw is None:
             raw = await _seeded(client, name)
     except Exception as exc:
-        _failed()
+        _failed(exc)
         logger.warning("could not read generation %s: %s", name, exc)
         return None
     return None if raw is None else (int(raw), local)
@@ -230,7 +229,7 @@ async def current_all(*names: str) -> list[tuple[int, int] | None]:
             if raw is None:
                 raws[i] = await _seeded(client, names[i])
     except Exception as exc:
-        _failed()
+        _failed(exc)
         logger.warning("could not read generations %s: %s", ", ".join(names), exc)
         return [None for _ in names]
     return [
@@ -253,7 +252,7 @@ def current_sync(name: str) -> tuple[int, int] | None:
             client.set(_key(name), _seed(), nx=True)
             raw = client.get(_key(name))
     except Exception as exc:
-        _failed()
+        _failed(exc)
         logger.warning("could not read generation %s: %s", name, exc)
         return None
     return None if raw is None else (int(raw), local)

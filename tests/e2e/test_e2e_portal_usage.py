@@ -118,9 +118,20 @@ def test_an_owner_sees_a_real_request_in_the_portal(browser: Browser) -> None:
         path = download.value.path()
         lines = list(csv.reader(io.StringIO(Path(path).read_text())))
         assert lines[0][:4] == ["day", "requests", "prompt_tokens", "completion_tokens"]
-        today_line = next(line for line in lines if line[0] == today)
-        counts = [str(prompt), str(completion), "0", "0", "0", str(total)]
-        assert today_line == [today, "1", *counts, cost, "usd"]
+        today_line = dict(zip(lines[0], next(line for line in lines if line[0] == today)))
+        assert today_line == {
+            "day": today,
+            "requests": "1",
+            "prompt_tokens": str(prompt),
+            "completion_tokens": str(completion),
+            "images": "0",
+            "audio_seconds": "0",
+            "characters": "0",
+            "video_seconds": "0",
+            "total_tokens": str(total),
+            "cost": cost,
+            "currency": "usd",
+        }
         # Grouped by model, through the form.
         page.get_by_label("Group by").select_option("model")
         page.get_by_role("button", name="Show").click()

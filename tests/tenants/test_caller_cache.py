@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from kernel import generations
+from kernel import generations, redis_state
 from tenants import selectors
 from tenants.models import ApiKey, Plan, Tenant
 from tenants.selectors import CALLERS, KeyRejected, caller_cached, caller_from_key
@@ -170,14 +170,14 @@ async def test_an_unreadable_generation_means_nothing_is_used(
 ) -> None:
     """Redis down: the generation cannot be read, and nothing kept may be used; for a
     moment after a failure Redis is not even asked (one timeout, not one per request)."""
-    monkeypatch.setattr(generations, "_down_until", 0.0)  # restored: later tests ask Redis
+    monkeypatch.setattr(redis_state, "_down", {})  # restored: later tests ask Redis
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
     assert await generations.current(CALLERS) is None
     assert generations._redis_down()
     assert await generations.current_all(CALLERS, "fleet") == [None, None]
     assert generations.current_sync(CALLERS) is None
     generations.bump(CALLERS)  # logged, never raised
-    monkeypatch.setattr(generations, "_down_until", 0.0)
+    monkeypatch.setattr(redis_state, "_down", {})
     generations.bump(CALLERS)  # a failed write, logged, never raised
     assert generations._redis_down()
 
@@ -210,7 +210,7 @@ def test_a_lost_redis_counter_never_brings_back_an_old_generation(
     import redis
 
     settings.REDIS_URL = _redis_url()
-    monkeypatch.setattr(generations, "_down_until", 0.0)
+    monkeypatch.setattr(redis_state, "_down", {})
     t = tenant_create(name="acme")
     key, plain = api_key_create(tenant=t)
     for _ in range(3):  # some history: the counter is past its first values
@@ -236,17 +236,15 @@ def test_a_key_change_reaches_redis_even_just_after_a_failed_read(
     """After one failed Redis call a process skips Redis for a moment (reads: nothing
     kept is used). A revocation made then must still reach Redis: the other replicas,
     whose reads work, would otherwise keep serving the revoked key."""
-    import time
-
     import redis
 
     settings.REDIS_URL = _redis_url()
-    monkeypatch.setattr(generations, "_down_until", 0.0)
+    monkeypatch.setattr(redis_state, "_down", {})
     t = tenant_create(name="acme")
     key, _ = api_key_create(tenant=t)
     client = redis.Redis.from_url(settings.REDIS_URL)
     before = int(client.get(generations._key(CALLERS)) or 0)
-    monkeypatch.setattr(generations, "_down_until", time.monotonic() + 60)  # a read failed
+    redis_state.failed(settings.REDIS_URL, "TimeoutError")  # a read failed
     api_key_revoke(api_key=key)
     assert int(client.get(generations._key(CALLERS)) or 0) != before
     client.delete(generations._key(CALLERS))
