@@ -38,13 +38,20 @@ def cpu_seconds(pid: int) -> float:
 
 
 class ProfiledQueen(Queen):
-    def __init__(self, dep: Deployment, out: Path | None) -> None:
+    def __init__(self, dep: Deployment, out: Path | None, server: str = "daphne") -> None:
         self.out = out
+        self.server = server
         super().__init__(dep)
 
     def start(self) -> None:
         args = ["queen", "start", "--host", self.host, "--port", str(self.port)]
         env = {**self.env, "RBEE_BENCH_PROFILE": str(self.out or "")}
+        name, http, loop = [*self.server.split(":"), "httptools", "uvloop"][:3]
+        env |= {
+            "RBEE_BENCH_SERVER": name,
+            "RBEE_BENCH_UVICORN_HTTP": http,
+            "RBEE_BENCH_UVICORN_LOOP": loop,
+        }
         program = [sys.executable, str(ROOT / "bench" / "_profiled_queen.py")]
         self.proc, self.log = self.dep.spawn_program([*program, *args], self.name, env)
         self.wait_healthy()
@@ -57,12 +64,18 @@ def main() -> None:
     ap.add_argument("--stream", action="store_true")
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--no-profile", action="store_true", help="CPU per request only")
+    ap.add_argument(
+        "--server",
+        default="daphne",
+        help="daphne, or uvicorn[:HTTP[:LOOP]] (HTTP h11|httptools, LOOP asyncio|uvloop): "
+        "the same application on uvicorn (bench/_profiled_queen.py), for comparison",
+    )
     args = ap.parse_args()
 
     dep = Deployment()
     out = None if args.no_profile else Path(tempfile.gettempdir()) / f"queen-{free_port()}.prof"
     try:
-        queen = ProfiledQueen(dep, out)
+        queen = ProfiledQueen(dep, out, args.server)
         Hive(dep, queen, "bench-hive", [f"{MODEL}=echo:"])
         dep.rbee("tenant", "create", "bench")
         key = dep.rbee("key", "create", "--tenant", "bench").stdout.strip()
@@ -77,7 +90,8 @@ def main() -> None:
         n = len(lat)
         lat.sort()
         print(
-            f"{'stream' if args.stream else 'json'} c={args.concurrency}: {n} ok, {err} errors, "
+            f"{args.server} {'stream' if args.stream else 'json'} c={args.concurrency}: "
+            f"{n} ok, {err} errors, "
             f"p50 {lat[n // 2] * 1e3:.2f} ms, {rps:.0f} req/s, queen CPU "
             f"{cpu / max(n, 1) * 1e3:.2f} ms per request ({wall:.1f} s wall)"
             + (" [under cProfile]" if out else "")

@@ -1,0 +1,108 @@
+"""kernel.aio.db_grouped: the usage writes of many requests at once share one transaction
+and one thread hop; each caller still gets its own write's result or error, and one
+write that fails takes nothing else with it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import IntegrityError, OperationalError, connections
+
+from kernel import aio
+from kernel.aio import db_grouped
+from kernel.errors import Unavailable
+from tenants.models import Tenant
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _create(name: str) -> int:
+    return Tenant.objects.create(name=name).pk
+
+
+def _names() -> set[str]:
+    return set(Tenant.objects.values_list("name", flat=True))
+
+
+@pytest.fixture
+def groups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of each group that reached the database."""
+    sizes: list[int] = []
+    real = aio._run_group
+
+    def counted(fns: list[Any]) -> list[tuple[bool, Any]]:
+        sizes.append(len(fns))
+        return real(fns)
+
+    monkeypatch.setattr(aio, "_run_group", counted)
+    return sizes
+
+
+async def _close() -> None:
+    await sync_to_async(connections.close_all)()
+
+
+async def test_writes_made_at_once_share_transactions(groups: list[int]) -> None:
+    names = [f"t{i}" for i in range(20)]
+    pks = await asyncio.gather(*(db_grouped(_create, n) for n in names))
+    assert len(set(pks)) == 20
+    assert await sync_to_async(_names)() >= set(names)
+    # Made in one loop tick: all of them wait for the first group, and go in it.
+    assert groups == [20]
+    await _close()
+
+
+async def test_one_failing_write_fails_alone(groups: list[int]) -> None:
+    await db_grouped(_create, "taken")
+
+    def boom() -> None:
+        raise ValueError("not a database error")
+
+    results = await asyncio.gather(
+        db_grouped(_create, "a1"),
+        db_grouped(_create, "taken"),  # the unique name: IntegrityError, its own
+        db_grouped(boom),
+        db_grouped(_create, "a2"),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], int) and isinstance(results[3], int)
+    assert isinstance(results[1], IntegrityError)
+    assert isinstance(results[2], ValueError)
+    assert {"a1", "a2", "taken"} <= await sync_to_async(_names)()
+    assert groups == [1, 4]
+    await _close()
+
+
+async def test_a_write_the_database_refused_in_the_group_is_tried_again_alone(
+    groups: list[int],
+) -> None:
+    tries: list[int] = []
+
+    def deadlocked_once() -> int:
+        tries.append(1)
+        if len(tries) == 1:
+            raise OperationalError("deadlock detected")
+        return _create("retried")
+
+    results = await asyncio.gather(
+        db_grouped(_create, "b0"),
+        db_grouped(_create, "b1"),
+        db_grouped(deadlocked_once),
+        db_grouped(_create, "b2"),
+    )
+    assert isinstance(results[2], int) and len(tries) == 2
+    assert groups == [4]  # the retry went alone, not as a group
+    assert {"b0", "b1", "b2", "retried"} <= await sync_to_async(_names)()
+    await _close()
+
+
+async def test_a_database_error_alone_is_unavailable() -> None:
+    def down() -> None:
+        raise OperationalError("server closed the connection unexpectedly")
+
+    with pytest.raises(Unavailable):
+        await db_grouped(down)
+    await _close()
