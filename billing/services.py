@@ -140,10 +140,13 @@ def usage_record(
                 request_id=request_id, outcome=UsageEvent.Outcome.PROVISIONAL
             ).update(heartbeat_at=None, **final)
             if won:
-                event = UsageEvent.objects.get(request_id=request_id)
-                _rollup_event(event)
-                _outbox_for(event)
-                return event
+                # The row and its tenant's Stripe customer in one query (the hot path).
+                found: UsageEvent = UsageEvent.objects.annotate(
+                    _customer=models.F("tenant__stripe_customer_id")
+                ).get(request_id=request_id)
+                _rollup_event(found)
+                _outbox_for(found, getattr(found, "_customer", None))
+                return found
             # Settled as interrupted meanwhile (its queen was thought gone, or its final
             # write came after the lease): the real figures replace the heartbeat's, once
             # (the row is no longer interrupted afterwards), and Stripe is told the
@@ -194,10 +197,13 @@ def usage_record(
         return UsageEvent.objects.get(request_id=request_id)
 
 
-def _outbox_for(event: UsageEvent) -> None:
-    customer = (
-        Tenant.objects.filter(pk=event.tenant_id).values_list("stripe_customer_id", flat=True)
-    ).first()
+def _outbox_for(event: UsageEvent, customer: str | None = None) -> None:
+    """The row's meter events for Stripe, if its tenant is a Stripe customer (`customer`:
+    the tenant's customer id when the caller read it already)."""
+    if customer is None:
+        customer = (
+            Tenant.objects.filter(pk=event.tenant_id).values_list("stripe_customer_id", flat=True)
+        ).first()
     if customer:
         _outbox(event, customer)
 

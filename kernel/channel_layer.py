@@ -19,6 +19,7 @@ resumes by itself when Redis is back."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from typing import Any
 
@@ -26,6 +27,7 @@ from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer as _InMemoryChannelLayer
 from channels_redis.core import RedisChannelLayer as _RedisChannelLayer
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from kernel import redis_state
@@ -50,10 +52,98 @@ class RedisChannelLayer(_RedisChannelLayer):  # type: ignore[misc]
         if reason is not None:
             raise RedisConnectionError(f"Redis is not answering ({reason})")
         try:
-            await super().send(channel, message)
+            await self._send(channel, message)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             redis_state.failed(self._redis, type(exc).__name__)
             raise
+
+    async def _send(self, channel: str, message: dict[str, Any]) -> None:
+        """channels_redis' send in one round trip instead of four: dropping the expired
+        messages, the capacity check, the push and the expiry are one script on the
+        server (the same keys, scores and message encoding, so its receive is unchanged).
+        Every message the queen and its hives exchange is one of these."""
+        assert isinstance(message, dict), "message is not a dict"
+        assert self.require_valid_channel_name(channel), "Channel name not valid"
+        assert "__asgi_channel__" not in message
+        target = channel
+        if "!" in channel:
+            message = {**message, "__asgi_channel__": channel}
+            target = self.non_local_name(channel)
+            index = self.consistent_hash(channel)
+        else:
+            index = next(self._send_index_generator)
+        connection = self.connection(index)
+        now = time.time()
+        args = (
+            self.prefix + target,
+            int(now) - int(self.expiry),
+            self.get_capacity(channel),
+            repr(now),
+            self.serialize(message),
+            int(self.expiry),
+        )
+        try:
+            pushed = await connection.evalsha(_SEND_SHA, 1, *args)
+        except NoScriptError:  # a restarted or flushed Redis: EVAL caches it again
+            pushed = await connection.eval(_SEND_LUA, 1, *args)
+        if not pushed:
+            raise ChannelFull()
+
+    async def _brpop_with_clean(self, index: int, channel: str, timeout: int) -> Any:
+        """channels_redis' receive step with a fast path: putting back what a cancelled
+        receive left in the channel's backup queue, taking the oldest message and
+        keeping it in the backup until it is handled are one script; only when the
+        channel is empty does the receive block (BZPOPMIN, then the backup, as
+        channels_redis does). A busy channel costs one round trip per message instead of
+        three, an empty one the same three."""
+        backup = self._backup_channel_name(channel)
+        connection = self.connection(index)
+        try:
+            member = await connection.evalsha(_POP_SHA, 2, channel, backup)
+        except NoScriptError:
+            member = await connection.eval(_POP_LUA, 2, channel, backup)
+        if member is not None:
+            return member
+        result = await connection.bzpopmin(channel, timeout=timeout)
+        if result is None:
+            return None
+        _, member, score = result
+        await connection.zadd(backup, {member: float(score)})
+        return member
+
+
+# channels_redis' four send commands (RedisChannelLayer.send), as one script: KEYS[1] the
+# channel's sorted set; ARGV: the expiry cutoff, the capacity, the score (send time), the
+# encoded message, the key's time to live. 0 when the channel is full.
+_SEND_LUA = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
+if redis.call('ZCOUNT', KEYS[1], '-inf', '+inf') >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+_SEND_SHA = hashlib.sha1(_SEND_LUA.encode(), usedforsecurity=False).hexdigest()
+
+# A receive's first step: KEYS[1] the channel, KEYS[2] its backup queue. What the backup
+# holds (taken by a receive that was cancelled before handling it) goes back into the
+# channel, then the oldest message is taken and kept in the backup (removed once handled,
+# as channels_redis does). nil when the channel is empty.
+_POP_LUA = """
+local backed_up = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+for i = #backed_up, 1, -2 do
+  redis.call('ZADD', KEYS[1], backed_up[i], backed_up[i - 1])
+end
+redis.call('DEL', KEYS[2])
+local popped = redis.call('ZPOPMIN', KEYS[1])
+if #popped == 0 then
+  return false
+end
+redis.call('ZADD', KEYS[2], popped[2], popped[1])
+return popped[1]
+"""
+_POP_SHA = hashlib.sha1(_POP_LUA.encode(), usedforsecurity=False).hexdigest()
 
 
 class InMemoryChannelLayer(_InMemoryChannelLayer):  # type: ignore[misc]
