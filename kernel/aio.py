@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
+import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
@@ -31,15 +34,43 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+CHECK_IDLE_S = 1.0
+"""A thread's connection idle longer than this is checked before its next use."""
+CHECK_EVERY_S = 10.0
+"""A connection in constant use is still checked (and kept to CONN_MAX_AGE) this often."""
+
+_thread = threading.local()
+
+
+def _check_connections() -> None:
+    """Django's check at the start of a request (close_old_connections: drop a connection
+    past CONN_MAX_AGE, or one that fails the health check, a `SELECT 1` on PostgreSQL),
+    when this thread's connection was idle for a moment or last checked a while ago. Run
+    before every call, the check was one more round trip to the database for each of a
+    request's calls; a connection that broke within the moment fails its query, is
+    closed (below), and the next call opens a new one."""
+    now = time.monotonic()
+    if (
+        now - getattr(_thread, "used", -math.inf) > CHECK_IDLE_S
+        or now - getattr(_thread, "checked", -math.inf) > CHECK_EVERY_S
+    ):
+        close_old_connections()
+        _thread.checked = now
+
+
 def _fresh(fn: Callable[P, R]) -> Callable[P, R]:
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        close_old_connections()  # drop connections that are too old or broken
+        _check_connections()  # drop connections that are too old or broken
         try:
             return fn(*args, **kwargs)
         except (OperationalError, InterfaceError):
-            # A connection that failed is unusable: let the next call open a new one.
+            # A connection that failed is unusable: let the next call open a new one,
+            # checked first.
             close_old_connections()
+            _thread.checked = -math.inf
             raise
+        finally:
+            _thread.used = time.monotonic()
 
     return run
 
