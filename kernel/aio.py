@@ -123,7 +123,13 @@ def _alone(fn: Callable[[], Any]) -> tuple[bool, Any]:
     try:
         return (True, fn())
     except Exception as exc:  # its caller's to raise
+        if isinstance(exc, OperationalError | InterfaceError):
+            close_old_connections()  # as _fresh: the next write gets a working connection
         return (False, exc)
+
+
+class _GroupLost(Exception):
+    """The group's transaction can only roll back (its connection failed in a write)."""
 
 
 def _run_group(fns: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
@@ -142,7 +148,13 @@ def _run_group(fns: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
                         outcomes.append((True, fn()))
                 except Exception as exc:
                     outcomes.append((False, exc))
-    except Exception:  # the commit: nothing of the group was written
+            # A savepoint that could not be rolled back (the connection failed in that
+            # write) leaves a transaction Django only rolls back on leaving the block, and
+            # silently: the writes before it were not made, whatever they returned.
+            connection = transaction.get_connection()
+            if connection.needs_rollback or connection.closed_in_transaction:
+                raise _GroupLost
+    except Exception:  # the commit, or a lost group: nothing of the group was written
         close_old_connections()
         return [_alone(fn) for fn in fns]
     return [

@@ -106,3 +106,30 @@ async def test_a_database_error_alone_is_unavailable() -> None:
     with pytest.raises(Unavailable):
         await db_grouped(down)
     await _close()
+
+
+async def test_a_connection_lost_in_the_group_loses_no_write_it_reported_written() -> None:
+    """A write whose connection dies in the group (the server ended the session) leaves
+    a transaction that can only roll back: the writes before it were not committed, so
+    none of them may be reported written; each is made again on its own."""
+    from django.db import connection
+
+    assert connection.vendor == "postgresql", "this test ends its own PostgreSQL session"
+
+    def connection_lost() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    results = await asyncio.gather(
+        db_grouped(_create, "c0"),
+        db_grouped(connection_lost),
+        db_grouped(_create, "c2"),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], Unavailable)
+    names = await sync_to_async(_names)()
+    for name, result in zip(["c0", "c2"], [results[0], results[2]], strict=True):
+        if isinstance(result, int):  # reported written: it is
+            assert name in names
+    assert isinstance(results[0], int) and isinstance(results[2], int)
+    await _close()
