@@ -102,6 +102,12 @@ class _Group:
     async def drain(self) -> None:
         while self.pending:
             batch, self.pending = self.pending[:GROUP_MOST], self.pending[GROUP_MOST:]
+            # A caller that stopped waiting before its write began (RBEE_DB_TIMEOUT, its
+            # request refused) is left out, as a db() call still queued for a thread is:
+            # its write must not land later for a request that never ran.
+            batch = [(fn, future) for fn, future in batch if not future.done()]
+            if not batch:
+                continue
             fns = [fn for fn, _ in batch]
             try:
                 outcomes = await sync_to_async(_fresh(_run_group), thread_sensitive=False)(fns)

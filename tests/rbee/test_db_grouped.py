@@ -133,3 +133,33 @@ async def test_a_connection_lost_in_the_group_loses_no_write_it_reported_written
             assert name in names
     assert isinstance(results[0], int) and isinstance(results[2], int)
     await _close()
+
+
+async def test_a_write_whose_caller_gave_up_before_its_group_began_is_not_made(
+    settings: Any,
+) -> None:
+    """A caller that stopped waiting (RBEE_DB_TIMEOUT: its request was refused with a
+    503) before its write went to the database: the write is left out, as a db() call
+    still queued for a thread is, rather than made later for a request that never ran
+    (a provisional usage row for it would be settled as interrupted and counted)."""
+    import threading
+
+    settings.RBEE_DB_TIMEOUT = 0.3
+    release = threading.Event()
+
+    def slow() -> int:
+        release.wait(5)
+        return _create("slow")
+
+    first = asyncio.ensure_future(db_grouped(slow))  # holds the group in the database
+    await asyncio.sleep(0.05)
+    with pytest.raises(Unavailable):
+        await db_grouped(_create, "gave-up")  # waits behind it, and gives up
+    release.set()
+    with pytest.raises(Unavailable):
+        await first  # it gave up too, but its write had begun: that one lands
+    await db_grouped(_create, "after")  # the next group runs once the first is done
+    names = await sync_to_async(_names)()
+    assert {"slow", "after"} <= names
+    assert "gave-up" not in names
+    await _close()
