@@ -644,12 +644,16 @@ class RedisLimiter:
         if client is not None:
             await client.aclose()
 
-    async def _call(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
+    async def _call(
+        self, script: _Script, keys: list[str], args: list[Any], *, fail_fast: bool = True
+    ) -> Any:
         """One script call; at once a ConnectionError while this Redis is taken as down
         (kernel/redis_state.py: a read on the request path just failed, here or in the
         generation counters or the channel layer), so a blackholed Redis costs a request
-        one timeout, not one per read."""
-        reason = redis_state.down(self.url)
+        one timeout, not one per read. `fail_fast=False`: ask Redis all the same (a
+        settle, made once and never again: failing it at once would hold its slot and
+        reservation for the whole lease though Redis may well answer)."""
+        reason = redis_state.down(self.url) if fail_fast else None
         if reason is not None:
             from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -700,7 +704,7 @@ class RedisLimiter:
         if not ticket:
             return
         args: list[Any] = [ticket, _now_arg(now), *actual.amounts(), "1" if interim else "0"]
-        await self._call(self._settle, [self._base(tenant)], args)
+        await self._call(self._settle, [self._base(tenant)], args, fail_fast=False)
 
     async def renew(self, tenant: str, ticket: str, *, now: float | None = None) -> bool:
         """Extend the concurrency lease of a request still running (a job longer than the

@@ -133,6 +133,12 @@ class _Group:
     async def drain(self) -> None:
         while self.pending:
             batch, self.pending = self.pending[:GROUP_MOST], self.pending[GROUP_MOST:]
+            # A caller that stopped waiting before its write began (RBEE_DB_TIMEOUT, its
+            # request refused) is left out, as a db() call still queued for a thread is:
+            # its write must not land later for a request that never ran.
+            batch = [(fn, future) for fn, future in batch if not future.done()]
+            if not batch:
+                continue
             fns = [fn for fn, _ in batch]
             try:
                 outcomes = await sync_to_async(_fresh(_run_group), thread_sensitive=False)(fns)
@@ -154,7 +160,13 @@ def _alone(fn: Callable[[], Any]) -> tuple[bool, Any]:
     try:
         return (True, fn())
     except Exception as exc:  # its caller's to raise
+        if isinstance(exc, OperationalError | InterfaceError):
+            close_old_connections()  # as _fresh: the next write gets a working connection
         return (False, exc)
+
+
+class _GroupLost(Exception):
+    """The group's transaction can only roll back (its connection failed in a write)."""
 
 
 def _run_group(fns: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
@@ -173,7 +185,13 @@ def _run_group(fns: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
                         outcomes.append((True, fn()))
                 except Exception as exc:
                     outcomes.append((False, exc))
-    except Exception:  # the commit: nothing of the group was written
+            # A savepoint that could not be rolled back (the connection failed in that
+            # write) leaves a transaction Django only rolls back on leaving the block, and
+            # silently: the writes before it were not made, whatever they returned.
+            connection = transaction.get_connection()
+            if connection.needs_rollback or connection.closed_in_transaction:
+                raise _GroupLost
+    except Exception:  # the commit, or a lost group: nothing of the group was written
         close_old_connections()
         return [_alone(fn) for fn in fns]
     return [

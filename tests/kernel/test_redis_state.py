@@ -91,3 +91,26 @@ async def test_a_redis_that_answers_is_used_as_ever() -> None:
     assert decision.allowed
     await limiter.reset("t1")
     await limiter.aclose()
+
+
+async def test_a_settle_in_the_moment_after_a_failure_still_gives_the_slot_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reservation is settled once (a request's end, or its release when the dispatch
+    failed, often just after a send found Redis not answering): a settle that failed at
+    once without asking a Redis that answers would hold the tenant's concurrency slot and
+    reserved quota for the whole lease (LEASE_S, 10 min), refusing its next requests."""
+    import os
+
+    monkeypatch.setattr(redis_state, "_down", {})
+    url = os.environ.get("RBEE_REDIS_URL") or "redis://127.0.0.1:6379/0"
+    limiter = RedisLimiter(url, prefix=f"rbee-test-{time.monotonic_ns()}", timeout=TIMEOUT_S)
+    one_at_a_time = Limits(max_concurrent=1)
+    first = await limiter.admit("t1", one_at_a_time, Cost(requests=1))
+    assert first.allowed
+    redis_state.failed(url, "TimeoutError")  # another reader's call just timed out
+    await limiter.settle("t1", first.ticket, Cost(requests=0))  # asks Redis all the same
+    redis_state.answered(url)
+    assert (await limiter.admit("t1", one_at_a_time, Cost(requests=1))).allowed
+    await limiter.reset("t1")
+    await limiter.aclose()

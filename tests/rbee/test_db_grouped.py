@@ -106,3 +106,60 @@ async def test_a_database_error_alone_is_unavailable() -> None:
     with pytest.raises(Unavailable):
         await db_grouped(down)
     await _close()
+
+
+async def test_a_connection_lost_in_the_group_loses_no_write_it_reported_written() -> None:
+    """A write whose connection dies in the group (the server ended the session) leaves
+    a transaction that can only roll back: the writes before it were not committed, so
+    none of them may be reported written; each is made again on its own."""
+    from django.db import connection
+
+    assert connection.vendor == "postgresql", "this test ends its own PostgreSQL session"
+
+    def connection_lost() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    results = await asyncio.gather(
+        db_grouped(_create, "c0"),
+        db_grouped(connection_lost),
+        db_grouped(_create, "c2"),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], Unavailable)
+    names = await sync_to_async(_names)()
+    for name, result in zip(["c0", "c2"], [results[0], results[2]], strict=True):
+        if isinstance(result, int):  # reported written: it is
+            assert name in names
+    assert isinstance(results[0], int) and isinstance(results[2], int)
+    await _close()
+
+
+async def test_a_write_whose_caller_gave_up_before_its_group_began_is_not_made(
+    settings: Any,
+) -> None:
+    """A caller that stopped waiting (RBEE_DB_TIMEOUT: its request was refused with a
+    503) before its write went to the database: the write is left out, as a db() call
+    still queued for a thread is, rather than made later for a request that never ran
+    (a provisional usage row for it would be settled as interrupted and counted)."""
+    import threading
+
+    settings.RBEE_DB_TIMEOUT = 0.3
+    release = threading.Event()
+
+    def slow() -> int:
+        release.wait(5)
+        return _create("slow")
+
+    first = asyncio.ensure_future(db_grouped(slow))  # holds the group in the database
+    await asyncio.sleep(0.05)
+    with pytest.raises(Unavailable):
+        await db_grouped(_create, "gave-up")  # waits behind it, and gives up
+    release.set()
+    with pytest.raises(Unavailable):
+        await first  # it gave up too, but its write had begun: that one lands
+    await db_grouped(_create, "after")  # the next group runs once the first is done
+    names = await sync_to_async(_names)()
+    assert {"slow", "after"} <= names
+    assert "gave-up" not in names
+    await _close()
