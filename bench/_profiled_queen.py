@@ -4,9 +4,10 @@ profile, not the queen's start (imports, migrations). Used by bench/profile_quee
 
 RBEE_BENCH_SERVER=uvicorn serves the same application (everything `rbee queen start`
 sets up, then rbee.asgi.application) on uvicorn instead of Daphne, for the comparison in
-docs/adr/0003-asgi-server.md: RBEE_BENCH_UVICORN_HTTP (h11 or httptools) and
-RBEE_BENCH_UVICORN_LOOP (asyncio or uvloop) pick its parts. Daphne's checks before a body
-is read (rbee/server.py) are not in that path: a measurement only."""
+docs/adr/0008-asgi-server-daphne-measured-against-uvicorn.md: RBEE_BENCH_UVICORN_HTTP
+(h11 or httptools) and RBEE_BENCH_UVICORN_LOOP (asyncio or uvloop) pick its parts.
+Daphne's checks before a body is read (rbee/server.py) are not in that path: a
+measurement only."""
 
 from __future__ import annotations
 

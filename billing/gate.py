@@ -23,7 +23,7 @@ from typing import Any, Final
 from billing import limits as lim
 from billing.errors import AdmissionCode, AdmissionError
 from billing.services import Usage, usage_begin, usage_progress, usage_record
-from kernel.aio import db, db_grouped
+from kernel.aio import db
 from kernel.errors import Unavailable
 from kernel.process import instance_id
 from tenants.selectors import Caller
@@ -235,10 +235,7 @@ class Meter:
         down: the request is refused before it reaches a worker), then keep it and the
         concurrency lease fresh until `finish`."""
         caller = self.admitted.caller
-        # Grouped with the other requests' usage writes of the moment: one transaction
-        # and one thread hop for all of them (kernel.aio.db_grouped), still durable
-        # before the request goes on.
-        await db_grouped(
+        await db(
             usage_begin,
             request_id=self.request_id,
             tenant_id=caller.tenant_id,
@@ -355,7 +352,7 @@ class Meter:
             end_user=self.end_user,
         )
         try:
-            await db_grouped(record)
+            await db(record)
         except Exception as exc:
             logger.warning(
                 "could not record the usage of request %s (%s); trying again", self.request_id, exc

@@ -661,7 +661,8 @@ class RedisLimiter:
         try:
             return await script(self._client(), keys, args)
         except STORE_DOWN as exc:
-            redis_state.failed(self.url, type(exc).__name__)
+            if redis_state.is_outage(exc):
+                redis_state.failed(self.url, type(exc).__name__)
             raise
 
     def _base(self, tenant: str) -> str:

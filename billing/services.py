@@ -60,21 +60,29 @@ def usage_begin(
     before the request ends, the row is still there to be settled (usage_settle_stale).
     A request id seen before is left alone. `heartbeat_at` is the database's clock, as
     is the settler's cutoff: queens whose clocks disagree still agree on a lease."""
+    row = UsageEvent(
+        request_id=request_id,
+        tenant_id=tenant_id,
+        api_key_id=api_key_id,
+        model=model[:200],
+        modality=modality,
+        outcome=UsageEvent.Outcome.PROVISIONAL,
+        queen=queen[:120],
+        ticket=ticket[:64],
+        end_user=end_user[:256],
+        client_request_id=client_request_id[:512],
+        heartbeat_at=Now(),
+    )
     try:
-        with transaction.atomic():
-            UsageEvent.objects.create(
-                request_id=request_id,
-                tenant_id=tenant_id,
-                api_key_id=api_key_id,
-                model=model[:200],
-                modality=modality,
-                outcome=UsageEvent.Outcome.PROVISIONAL,
-                queen=queen[:120],
-                ticket=ticket[:64],
-                end_user=end_user[:256],
-                client_request_id=client_request_id[:512],
-                heartbeat_at=Now(),
-            )
+        if connection.in_atomic_block:
+            # A savepoint, so that a request id seen before leaves the caller's
+            # transaction usable.
+            with transaction.atomic():
+                row.save(force_insert=True)
+        else:
+            # One INSERT in autocommit is atomic by itself: no BEGIN and COMMIT round
+            # trips on the request path (every request writes this row before dispatch).
+            row.save(force_insert=True)
     except IntegrityError:
         pass
 

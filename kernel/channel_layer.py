@@ -54,7 +54,8 @@ class RedisChannelLayer(_RedisChannelLayer):  # type: ignore[misc]
         try:
             await self._send(channel, message)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            redis_state.failed(self._redis, type(exc).__name__)
+            if redis_state.is_outage(exc):
+                redis_state.failed(self._redis, type(exc).__name__)
             raise
 
     async def _send(self, channel: str, message: dict[str, Any]) -> None:

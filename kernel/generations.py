@@ -140,7 +140,8 @@ def _redis_down() -> bool:
 
 
 def _failed(exc: BaseException) -> None:
-    redis_state.failed(_redis_url(), type(exc).__name__)
+    if redis_state.is_outage(exc):
+        redis_state.failed(_redis_url(), type(exc).__name__)
 
 
 # --- the interface --------------------------------------------------------------------------

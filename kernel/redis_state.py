@@ -13,6 +13,9 @@ from __future__ import annotations
 import threading
 import time
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 FAIL_FAST_S = 2.0
 """How long reads of a Redis fail at once after one found it down or not answering."""
 
@@ -26,6 +29,17 @@ def down(url: str) -> str | None:
     if entry is None or time.monotonic() >= entry[0]:
         return None
     return entry[1]
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a Redis call's error says the server is down or not answering (refused,
+    reset, timed out): what `failed` is for. Not an error Redis answered with (WRONGTYPE,
+    READONLY...: the server is up), and not a client's own pool running out of
+    connections under load (the server is up; refusing every reader of it would turn a
+    busy moment into an outage)."""
+    if isinstance(exc, RedisConnectionError) and "No connection available" in str(exc):
+        return False
+    return isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError))
 
 
 def failed(url: str, reason: str) -> None:

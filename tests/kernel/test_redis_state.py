@@ -114,3 +114,33 @@ async def test_a_settle_in_the_moment_after_a_failure_still_gives_the_slot_back(
     assert (await limiter.admit("t1", one_at_a_time, Cost(requests=1))).allowed
     await limiter.reset("t1")
     await limiter.aclose()
+
+
+async def test_an_error_redis_answers_with_is_not_an_outage(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WRONGTYPE, READONLY...: the server is up; nothing else is refused for it."""
+    import os
+    import uuid
+
+    import redis
+
+    monkeypatch.setattr(redis_state, "_down", {})
+    url = os.environ.get("RBEE_REDIS_URL") or "redis://127.0.0.1:6379/0"
+    settings.REDIS_URL = url
+    settings.RBEE_GENERATIONS_PREFIX = f"rbee-test-{uuid.uuid4().hex[:8]}:gen:"
+    client = redis.Redis.from_url(url)
+    client.hset(generations._key("wrong"), "a", "1")  # not a counter: GET answers an error
+    try:
+        assert await generations.current("wrong") is None  # nothing kept may be used
+        assert redis_state.down(url) is None
+    finally:
+        client.delete(generations._key("wrong"))
+        client.close()
+
+
+def test_a_pool_out_of_connections_is_not_an_outage() -> None:
+    assert not redis_state.is_outage(RedisConnectionError("No connection available."))
+    assert redis_state.is_outage(RedisConnectionError("Connection refused"))
+    assert redis_state.is_outage(RedisTimeoutError("Timeout reading from socket"))
+    assert redis_state.is_outage(ConnectionResetError())
