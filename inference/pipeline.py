@@ -952,8 +952,7 @@ async def _admit_queue_route(
     queue_wait_ms = (time.monotonic() - queued_at) * 1000
     try:
         if slot.waited:  # hives may have come and gone while we waited
-            fresh = await db(hive_selectors.placements_for_model, model=target.model)
-            eligible = _eligible(target, regions_, fresh)
+            eligible = _eligible(target, regions_, await placements_now(target.model))
         chosen, source = await route_in_region(  # 7
             target.policy, task, eligible, regions_, local_load()
         )
@@ -961,6 +960,19 @@ async def _admit_queue_route(
         slot.release()
         raise
     return Scheduled(chosen, source, eligible, admitted, regions_, queue_wait_ms), slot
+
+
+async def placements_now(model: CatalogModel) -> list[Placement]:
+    """The model's placements as they are now: the ones this process keeps when nothing in
+    the fleet changed since they were read, on any replica, and they are fresh
+    (hives.selectors.model_cached: the same rule as a request's own lookup), else read
+    from the database. A request that waited in its model's queue looks again before it
+    is routed; under load most requests wait, and each read the database for it."""
+    fleet = await generations.current(hive_selectors.FLEET)
+    kept = hive_selectors.model_cached(name=model.name, generation=fleet)
+    if kept is not None and kept.model.pk == model.pk:
+        return list(kept.placements)
+    return await db(hive_selectors.placements_for_model, model=model)
 
 
 async def route_in_region(

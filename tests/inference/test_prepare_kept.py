@@ -185,3 +185,21 @@ async def test_a_bad_body_is_still_400_and_a_bad_key_still_401(
     forged = key[:-1] + ("A" if key[-1] != "A" else "B")
     with pytest.raises(KeyRejected):
         await prepare(forged)
+
+
+async def test_a_request_that_waited_looks_at_the_kept_placements_until_the_fleet_changes(
+    fleet: Any, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After waiting in its model's queue a request looks at the workers again: what this
+    process keeps while the fleet is unchanged, the database once a worker changed."""
+    _, _, worker = fleet
+    trips = Trips(monkeypatch)
+    target = await _warm(key, trips)
+    before = trips.n
+    placements = await pipeline.placements_now(target.model)
+    assert trips.n == before, "an unchanged fleet was read from the database"
+    assert [(p.hive_name, p.state) for p in placements] == [("kept-hive", "ready")]
+    worker.state = "stopped"
+    await worker.asave()
+    assert await pipeline.placements_now(target.model) == []
+    assert trips.n == before + 1
