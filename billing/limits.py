@@ -68,7 +68,6 @@ decides what an unreachable Redis means.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import os
 import threading
@@ -79,6 +78,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from kernel import redis_state
+from kernel.lua import LuaScript
 
 WINDOW_S = 60
 """Length of the per-minute windows."""
@@ -552,22 +552,8 @@ return raw
 """
 
 
-class _Script:
-    """A Lua script run by EVALSHA, falling back to EVAL (which also caches it on the
-    server) when the server answers NOSCRIPT: after a restart, a SCRIPT FLUSH or on a
-    failover to a replica that never saw it. Either way it is one atomic call."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-
-    async def __call__(self, client: Any, keys: list[str], args: list[Any]) -> Any:
-        from redis.exceptions import NoScriptError
-
-        try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return await client.eval(self.source, len(keys), *keys, *args)
+# The limiter's scripts: one atomic call each (kernel/lua.py).
+_Script = LuaScript
 
 
 def _now_arg(now: float | None) -> str:

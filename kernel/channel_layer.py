@@ -19,7 +19,6 @@ resumes by itself when Redis is back."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from typing import Any
 
@@ -27,10 +26,10 @@ from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer as _InMemoryChannelLayer
 from channels_redis.core import RedisChannelLayer as _RedisChannelLayer
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from kernel import redis_state
+from kernel.lua import LuaScript
 
 BLOCK_S = 1
 """How long one blocking pop waits (the layer loops until a message comes)."""
@@ -75,19 +74,14 @@ class RedisChannelLayer(_RedisChannelLayer):  # type: ignore[misc]
             index = next(self._send_index_generator)
         connection = self.connection(index)
         now = time.time()
-        args = (
-            self.prefix + target,
+        args = [
             int(now) - int(self.expiry),
             self.get_capacity(channel),
             repr(now),
             self.serialize(message),
             int(self.expiry),
-        )
-        try:
-            pushed = await connection.evalsha(_SEND_SHA, 1, *args)
-        except NoScriptError:  # a restarted or flushed Redis: EVAL caches it again
-            pushed = await connection.eval(_SEND_LUA, 1, *args)
-        if not pushed:
+        ]
+        if not await _SEND(connection, [self.prefix + target], args):
             raise ChannelFull()
 
     async def _brpop_with_clean(self, index: int, channel: str, timeout: int) -> Any:
@@ -99,10 +93,7 @@ class RedisChannelLayer(_RedisChannelLayer):  # type: ignore[misc]
         three, an empty one the same three."""
         backup = self._backup_channel_name(channel)
         connection = self.connection(index)
-        try:
-            member = await connection.evalsha(_POP_SHA, 2, channel, backup)
-        except NoScriptError:
-            member = await connection.eval(_POP_LUA, 2, channel, backup)
+        member = await _POP(connection, [channel, backup], [])
         if member is not None:
             return member
         result = await connection.bzpopmin(channel, timeout=timeout)
@@ -116,7 +107,7 @@ class RedisChannelLayer(_RedisChannelLayer):  # type: ignore[misc]
 # channels_redis' four send commands (RedisChannelLayer.send), as one script: KEYS[1] the
 # channel's sorted set; ARGV: the expiry cutoff, the capacity, the score (send time), the
 # encoded message, the key's time to live. 0 when the channel is full.
-_SEND_LUA = """
+_SEND = LuaScript("""
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
 if redis.call('ZCOUNT', KEYS[1], '-inf', '+inf') >= tonumber(ARGV[2]) then
   return 0
@@ -124,14 +115,13 @@ end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
-"""
-_SEND_SHA = hashlib.sha1(_SEND_LUA.encode(), usedforsecurity=False).hexdigest()
+""")
 
 # A receive's first step: KEYS[1] the channel, KEYS[2] its backup queue. What the backup
 # holds (taken by a receive that was cancelled before handling it) goes back into the
 # channel, then the oldest message is taken and kept in the backup (removed once handled,
 # as channels_redis does). nil when the channel is empty.
-_POP_LUA = """
+_POP = LuaScript("""
 local backed_up = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
 for i = #backed_up, 1, -2 do
   redis.call('ZADD', KEYS[1], backed_up[i], backed_up[i - 1])
@@ -143,8 +133,7 @@ if #popped == 0 then
 end
 redis.call('ZADD', KEYS[2], popped[2], popped[1])
 return popped[1]
-"""
-_POP_SHA = hashlib.sha1(_POP_LUA.encode(), usedforsecurity=False).hexdigest()
+""")
 
 
 class InMemoryChannelLayer(_InMemoryChannelLayer):  # type: ignore[misc]
